@@ -1,0 +1,43 @@
+# mipha — the two commands: `make run` and `make test`. Both bootstrap a fresh Debian 12 machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the project needs (installed only when missing, only when root).
+APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint deps venv tree clean bench
+
+deps:
+	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
+
+$(STAMP): pyproject.toml scripts/ensure-apt.sh
+	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mipha run --config examples/mipha.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyang --strict --lint -p yang yang/*.yang
+	yanglint -i -p yang yang/*.yang
+
+tree: $(STAMP)
+	$(BIN)/pyang -f tree -p yang yang/mipha-home-agent.yang -o docs/yang-tree.txt
+
+bench: $(STAMP)
+	$(BIN)/python bench/validate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""mipha home agent: the registration protocol (sans-I/O), the engine and the data plane backends."""

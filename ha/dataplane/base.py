@@ -1,0 +1,80 @@
+"""The one small interface every data plane backend implements (``ipip``, ``tun``, ``none``).
+
+The engine cannot tell backends apart: it only queues :mod:`ha.dataplane.intents`.  A backend is bound
+to one virtual router (one network namespace, one HA address, one home interface).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from .intents import Encapsulation, Intent
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelCounters:
+    """Per-tunnel counters, read as operational state (``tunnels/tunnel``)."""
+
+    care_of_address: IPv4Address
+    interface: str | None
+    binding_count: int
+    in_packets: int = 0
+    in_octets: int = 0
+    out_packets: int = 0
+    out_octets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredBinding:
+    """One home address and where its traffic goes; the unit of :meth:`DataPlane.resync`."""
+
+    home_address: IPv4Address
+    care_of_addresses: tuple[IPv4Address, ...]
+    encapsulation: Encapsulation = Encapsulation.IP_IN_IP
+    reverse_tunnel: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualRouterPlane:
+    """What a backend needs to know about its virtual router."""
+
+    name: str
+    netns: str | None  # None = the daemon's own namespace (VR "default")
+    ha_address: IPv4Address
+    home_interface: str | None = None
+    garp_count: int = 3
+    garp_interval: float = 0.2
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DataPlaneError(Exception):
+    """The kernel refused an operation; carries a message fit for a NETCONF rpc-error."""
+
+
+class DataPlane(abc.ABC):
+    """A data plane backend for one virtual router."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Create/adopt kernel state owned by mipha (namespace, tables, rules, devices)."""
+
+    @abc.abstractmethod
+    async def stop(self, *, flush: bool = True) -> None:
+        """Stop; with ``flush`` remove every kernel object mipha created for this VR."""
+
+    @abc.abstractmethod
+    async def apply(self, intents: Iterable[Intent]) -> None:
+        """Carry out intents in order (batched where the backend can); raise DataPlaneError."""
+
+    @abc.abstractmethod
+    async def resync(self, desired: Iterable[DesiredBinding]) -> None:
+        """Make the kernel match exactly ``desired``: add what is missing, remove every stale object."""
+
+    @abc.abstractmethod
+    def tunnels(self) -> list[TunnelCounters]:
+        """Current tunnels with their counters."""

@@ -1,0 +1,1 @@
+"""mipha NETCONF server: SSH transport, sessions, datastores and YANG validation (libyang)."""
