@@ -1,0 +1,74 @@
+"""Mobility security associations and authenticators (RFC 5944 §3.5, §5.1).
+
+An authenticator covers the UDP payload from the Type byte up to and including the SPI of the
+authentication extension itself: every earlier extension, this extension's Type and Length, never
+the authenticator bytes nor the IP/UDP headers.  So a Foreign-Home extension also covers the
+Mobile-Home one.  Two algorithms:
+
+* ``hmac-md5`` — ``HMAC-MD5(key, covered)``, the default since RFC 3220;
+* ``keyed-md5-prefix-suffix`` — ``MD5(key | covered | key)``, RFC 2002's default, still deployed.
+
+Comparison is constant-time.  Keys are arbitrary binary strings (128 bits and longer MUST work).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from .constants import MIN_CONFIGURABLE_SPI, AuthAlgorithm, ReplayProtection
+from .messages import AuthenticationExtension, GeneralizedAuth
+
+#: Bytes after an extension's first byte that the authenticator still covers: Length(1) + SPI(4).
+_SHORT_HEADER_COVERED = 1 + 1 + 4
+#: Same for the long format (type 36): Subtype(1) + Length(2) + SPI(4).
+_LONG_HEADER_COVERED = 1 + 1 + 2 + 4
+#: The MIP-MIB key is 16 octets; shorter keys make MD5 authenticators guessable.
+MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityAssociation:
+    """One mobility security association: what an SPI names (YANG ``security-association``)."""
+
+    spi: int
+    key: bytes = field(repr=False)
+    algorithm: AuthAlgorithm = AuthAlgorithm.HMAC_MD5
+    replay_protection: ReplayProtection = ReplayProtection.TIMESTAMP
+
+    def __post_init__(self) -> None:
+        if not MIN_CONFIGURABLE_SPI <= self.spi <= 0xFFFFFFFF:
+            raise ValueError(f"SPI {self.spi} is reserved or out of range (256..4294967295)")
+        if not isinstance(self.key, bytes) or len(self.key) < MIN_KEY_LENGTH:
+            raise ValueError(f"a security association key must be at least {MIN_KEY_LENGTH} bytes")
+        object.__setattr__(self, "algorithm", AuthAlgorithm(self.algorithm))
+        object.__setattr__(self, "replay_protection", ReplayProtection(self.replay_protection))
+
+
+def compute_authenticator(algorithm: AuthAlgorithm, key: bytes, covered: bytes) -> bytes:
+    """The 16-byte authenticator of ``covered`` under ``key``."""
+    if algorithm is AuthAlgorithm.HMAC_MD5:
+        return hmac.new(key, covered, hashlib.md5).digest()
+    if algorithm is AuthAlgorithm.KEYED_MD5_PREFIX_SUFFIX:
+        return hashlib.md5(key + covered + key).digest()
+    raise ValueError(f"unknown authentication algorithm {algorithm!r}")
+
+
+def covered_length(extension: AuthenticationExtension | GeneralizedAuth) -> int:
+    """How many bytes of the received datagram the extension's authenticator covers."""
+    if extension.offset < 0:
+        raise ValueError("the extension was not parsed from a datagram (no offset)")
+    header = _LONG_HEADER_COVERED if isinstance(extension, GeneralizedAuth) else _SHORT_HEADER_COVERED
+    return extension.offset + header
+
+
+def verify(raw: bytes, extension: AuthenticationExtension, sa: SecurityAssociation) -> bool:
+    """Check a parsed 32/33/34 extension against ``sa``; False also for a SPI that is not ``sa``'s."""
+    if extension.spi != sa.spi or not raw or extension.offset < 0:
+        return False
+    end = covered_length(extension)
+    if end > len(raw):
+        return False
+    expected = compute_authenticator(sa.algorithm, sa.key, raw[:end])
+    return hmac.compare_digest(expected, extension.authenticator)

@@ -1,0 +1,380 @@
+"""Bytes <-> registration messages, in the style of aioquic's ``pull_*`` / ``push_*`` pairs.
+
+Readers take one whole UDP payload (Mobile IP messages are never split across datagrams) and either
+return a message or raise :class:`~ha.protocol.errors.ProtocolError`; they never raise anything else,
+whatever the input.  Extension bodies are read by parsers chosen from ``_EXTENSION_READERS``, keyed by
+type, and written by the matching ``_EXTENSION_WRITERS``.
+
+Beyond the wire format the request reader enforces the structural rules of RFC 5944 §3.6.1.3 that
+make a request "poorly formed" (code 134): see :func:`_check_request_structure`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address
+
+from .auth import SecurityAssociation, compute_authenticator
+from .constants import (
+    FIRST_SKIPPABLE_EXTENSION,
+    REPLY_FIXED_LENGTH,
+    REQUEST_FIXED_LENGTH,
+    ExtensionType,
+    MessageType,
+    ReplyCode,
+    RequestFlags,
+)
+from .errors import ProtocolError
+from .messages import (
+    AuthenticationExtension,
+    CriticalVendorExtension,
+    Extension,
+    ForeignHomeAuth,
+    GeneralizedAuth,
+    MobileForeignAuth,
+    MobileForeignChallenge,
+    MobileHomeAuth,
+    MobileNodeNai,
+    RegistrationReply,
+    RegistrationRequest,
+    RevocationSupport,
+    SkippedExtension,
+    UdpTunnelReply,
+    UdpTunnelRequest,
+)
+
+_REQUEST_FIXED = struct.Struct("!BBHIIIQ")
+_REPLY_FIXED = struct.Struct("!BBHIIQ")
+_SPI = struct.Struct("!I")
+_LONG_HEADER = struct.Struct("!BBH")  # Type, Subtype/Reserved, Length16
+_CVSE_BODY = struct.Struct("!IH")
+_UDP_TUNNEL_REQUEST = struct.Struct("!BBBBH")
+_UDP_TUNNEL_REPLY = struct.Struct("!BBHH")
+_REVOCATION_SUPPORT = struct.Struct("!HI")
+
+#: Signing keys for the encoder: extension type -> association whose key fills that authenticator.
+Signers = Mapping[ExtensionType, SecurityAssociation]
+
+
+class _Malformed(Exception):
+    """Internal: a bad extension; the caller turns it into a ProtocolError with the right header."""
+
+    def __init__(self, message: str, *, discard: bool = False) -> None:
+        super().__init__(message)
+        self.discard = discard
+
+
+# --- extension readers: (type, body, offset) -> Extension --------------------------------------------
+
+
+def _read_auth(kind: type[AuthenticationExtension]) -> Callable[[int, bytes, int], Extension]:
+    def read(_type: int, body: bytes, offset: int) -> Extension:
+        if len(body) < _SPI.size:
+            raise _Malformed(f"extension {kind.TYPE} is {len(body)} bytes, shorter than its SPI")
+        (spi,) = _SPI.unpack_from(body)
+        return kind(spi=spi, authenticator=bytes(body[4:]), offset=offset)
+
+    return read
+
+
+def _read_generalized_auth(subtype: int, body: bytes, offset: int) -> Extension:
+    if len(body) < _SPI.size:
+        raise _Malformed("generalized authentication extension shorter than its SPI")
+    (spi,) = _SPI.unpack_from(body)
+    return GeneralizedAuth(subtype=subtype, spi=spi, authenticator=bytes(body[4:]), offset=offset)
+
+
+def _read_cvse(_reserved: int, body: bytes, _offset: int) -> Extension:
+    if len(body) < _CVSE_BODY.size:
+        raise _Malformed("CVSE shorter than its vendor id and type")
+    vendor_id, vendor_type = _CVSE_BODY.unpack_from(body)
+    return CriticalVendorExtension(vendor_id, vendor_type, bytes(body[_CVSE_BODY.size :]))
+
+
+def _read_nai(_type: int, body: bytes, _offset: int) -> Extension:
+    if not body:
+        raise _Malformed("empty NAI extension")
+    try:
+        return MobileNodeNai(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Malformed("NAI is not UTF-8") from exc
+
+
+def _read_challenge(_type: int, body: bytes, _offset: int) -> Extension:
+    if not body:
+        raise _Malformed("empty MN-FA challenge")
+    return MobileForeignChallenge(bytes(body))
+
+
+def _read_udp_tunnel_request(_type: int, body: bytes, _offset: int) -> Extension:
+    if len(body) != _UDP_TUNNEL_REQUEST.size:
+        raise _Malformed(f"UDP tunnel request extension has length {len(body)}, not 6")
+    subtype, _rsv, flags, encapsulation, _rsv16 = _UDP_TUNNEL_REQUEST.unpack(body)
+    return UdpTunnelRequest(flags=flags, encapsulation=encapsulation, subtype=subtype)
+
+
+def _read_udp_tunnel_reply(_type: int, body: bytes, _offset: int) -> Extension:
+    if len(body) != _UDP_TUNNEL_REPLY.size:
+        raise _Malformed(f"UDP tunnel reply extension has length {len(body)}, not 6")
+    subtype, code, flags, keepalive = _UDP_TUNNEL_REPLY.unpack(body)
+    return UdpTunnelReply(code=code, keepalive_interval=keepalive, flags=flags, subtype=subtype)
+
+
+def _read_revocation_support(_type: int, body: bytes, _offset: int) -> Extension:
+    if len(body) != _REVOCATION_SUPPORT.size:
+        raise _Malformed(f"revocation support extension has length {len(body)}, not 6")
+    flags, timestamp = _REVOCATION_SUPPORT.unpack(body)
+    return RevocationSupport(flags=flags, timestamp=timestamp)
+
+
+_EXTENSION_READERS: dict[int, Callable[[int, bytes, int], Extension]] = {
+    ExtensionType.MN_HA_AUTH: _read_auth(MobileHomeAuth),
+    ExtensionType.MN_FA_AUTH: _read_auth(MobileForeignAuth),
+    ExtensionType.FA_HA_AUTH: _read_auth(ForeignHomeAuth),
+    ExtensionType.GENERALIZED_AUTH: _read_generalized_auth,
+    ExtensionType.CVSE: _read_cvse,
+    ExtensionType.UDP_TUNNEL_REPLY: _read_udp_tunnel_reply,
+    ExtensionType.MN_NAI: _read_nai,
+    ExtensionType.MN_FA_CHALLENGE: _read_challenge,
+    ExtensionType.REVOCATION_SUPPORT: _read_revocation_support,
+    ExtensionType.UDP_TUNNEL_REQUEST: _read_udp_tunnel_request,
+}
+#: Long-format types: ``Type | Subtype-or-Reserved | Length16``; the second byte goes to the reader.
+_LONG_FORMAT = frozenset({ExtensionType.GENERALIZED_AUTH, ExtensionType.CVSE})
+
+
+def _pull_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
+    """Read the extensions from ``start`` to the end of the datagram."""
+    extensions: list[Extension] = []
+    offset = start
+    end = len(data)
+    while offset < end:
+        ext_type = data[offset]
+        if ext_type in _LONG_FORMAT:
+            if offset + _LONG_HEADER.size > end:
+                raise _Malformed(f"truncated header of extension {ext_type} at offset {offset}")
+            _t, second, length = _LONG_HEADER.unpack_from(data, offset)
+            body_start = offset + _LONG_HEADER.size
+        else:
+            if offset + 2 > end:
+                raise _Malformed(f"truncated header of extension {ext_type} at offset {offset}")
+            second, length = ext_type, data[offset + 1]
+            body_start = offset + 2
+        body_end = body_start + length
+        if body_end > end:
+            raise _Malformed(
+                f"extension {ext_type} at offset {offset} runs {body_end - end} bytes past the end"
+            )
+        reader = _EXTENSION_READERS.get(ext_type)
+        if reader is not None:
+            extensions.append(reader(second, data[body_start:body_end], offset))
+        elif ext_type >= FIRST_SKIPPABLE_EXTENSION:
+            extensions.append(SkippedExtension(ext_type, bytes(data[body_start:body_end])))
+        else:
+            # RFC 5944 §1.9: unknown type 0-127 -> the whole message is silently discarded.
+            raise _Malformed(f"unknown non-skippable extension type {ext_type}", discard=True)
+        offset = body_end
+    return tuple(extensions)
+
+
+# --- structure rules ---------------------------------------------------------------------------------
+
+#: Extensions that may appear at most once in a request (OpenSolaris answers 134 to duplicates).
+_AT_MOST_ONCE = (MobileNodeNai, MobileForeignChallenge, MobileHomeAuth, MobileForeignAuth, ForeignHomeAuth)
+
+
+def _check_request_structure(extensions: tuple[Extension, ...]) -> None:
+    """Poorly formed (134) requests, RFC 5944 §3.6.1.3 / RFC 2794 / RFC 4721.
+
+    * no duplicated NAI, challenge or authentication extension, at most one MN-AAA extension;
+    * not both a Mobile-Home and an MN-AAA extension (exactly one authorization-enabling extension);
+    * the NAI precedes the authorization-enabling extension (it is what names the association);
+    * a Foreign-Home extension comes after the authorization-enabling one (it covers it).
+    """
+    for kind in _AT_MOST_ONCE:
+        if sum(isinstance(e, kind) for e in extensions) > 1:
+            raise _Malformed(f"duplicate {kind.__name__} extension")
+    mn_aaa = [i for i, e in enumerate(extensions) if isinstance(e, GeneralizedAuth) and e.is_mn_aaa]
+    if len(mn_aaa) > 1:
+        raise _Malformed("duplicate MN-AAA authentication extension")
+    mn_ha = [i for i, e in enumerate(extensions) if isinstance(e, MobileHomeAuth)]
+    if mn_ha and mn_aaa:
+        raise _Malformed("both Mobile-Home and MN-AAA authentication extensions")
+    authorizing = (mn_ha or mn_aaa or [None])[0]
+    for index, extension in enumerate(extensions):
+        if isinstance(extension, MobileNodeNai) and authorizing is not None and index > authorizing:
+            raise _Malformed("the NAI extension follows the authorization-enabling extension")
+        if isinstance(extension, ForeignHomeAuth) and (authorizing is None or index < authorizing):
+            raise _Malformed("Foreign-Home authentication without a preceding authorization extension")
+
+
+# --- readers -----------------------------------------------------------------------------------------
+
+
+def pull_registration_request(data: bytes) -> RegistrationRequest:
+    """Decode a Registration Request; raise ProtocolError (134 with ``header``, or discard)."""
+    data = bytes(data)
+    if len(data) < REQUEST_FIXED_LENGTH:
+        raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
+    msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
+    if msg_type != MessageType.REGISTRATION_REQUEST:
+        raise ProtocolError(f"message type {msg_type} is not a Registration Request")
+    header = RegistrationRequest(
+        RequestFlags(flags), lifetime, IPv4Address(hoa), IPv4Address(ha), IPv4Address(coa), ident
+    )
+    try:
+        extensions = _pull_extensions(data, REQUEST_FIXED_LENGTH)
+        _check_request_structure(extensions)
+    except _Malformed as exc:
+        if exc.discard:
+            raise ProtocolError(str(exc)) from None
+        raise ProtocolError(
+            str(exc), reply_code_hint=ReplyCode.POORLY_FORMED_REQUEST, header=header
+        ) from None
+    return RegistrationRequest(
+        header.flags,
+        lifetime,
+        header.home_address,
+        header.home_agent,
+        header.care_of_address,
+        ident,
+        extensions,
+        raw=data,
+    )
+
+
+def pull_registration_reply(data: bytes) -> RegistrationReply:
+    """Decode a Registration Reply (the mobile node side, tests and the simulator)."""
+    data = bytes(data)
+    if len(data) < REPLY_FIXED_LENGTH:
+        raise ProtocolError(f"reply of {len(data)} bytes is shorter than its fixed part (20)")
+    msg_type, code, lifetime, hoa, ha, ident = _REPLY_FIXED.unpack_from(data)
+    if msg_type != MessageType.REGISTRATION_REPLY:
+        raise ProtocolError(f"message type {msg_type} is not a Registration Reply")
+    try:
+        extensions = _pull_extensions(data, REPLY_FIXED_LENGTH)
+    except _Malformed as exc:
+        raise ProtocolError(str(exc)) from None
+    if sum(isinstance(e, MobileHomeAuth) for e in extensions) > 1:
+        raise ProtocolError("a reply carries exactly one Mobile-Home authentication extension")
+    return RegistrationReply(code, lifetime, IPv4Address(hoa), IPv4Address(ha), ident, extensions, raw=data)
+
+
+_MESSAGE_READERS: dict[int, Callable[[bytes], RegistrationRequest | RegistrationReply]] = {
+    MessageType.REGISTRATION_REQUEST: pull_registration_request,
+    MessageType.REGISTRATION_REPLY: pull_registration_reply,
+}
+
+
+def pull_message(data: bytes) -> RegistrationRequest | RegistrationReply:
+    """Decode whichever registration message ``data`` holds (dispatch on the type byte)."""
+    if not data:
+        raise ProtocolError("empty datagram")
+    reader = _MESSAGE_READERS.get(data[0])
+    if reader is None:
+        raise ProtocolError(f"unsupported message type {data[0]}")
+    return reader(data)
+
+
+# --- writers -----------------------------------------------------------------------------------------
+
+
+def _short(ext_type: int, body: bytes) -> bytes:
+    if len(body) > 255:
+        raise ValueError(f"extension {ext_type} body of {len(body)} bytes does not fit a one-byte length")
+    return bytes((ext_type, len(body))) + body
+
+
+def _write_nai(ext: MobileNodeNai) -> bytes:
+    return _short(ext.TYPE, ext.nai.encode("utf-8"))
+
+
+def _write_challenge(ext: MobileForeignChallenge) -> bytes:
+    return _short(ext.TYPE, ext.challenge)
+
+
+def _write_cvse(ext: CriticalVendorExtension) -> bytes:
+    body = _CVSE_BODY.pack(ext.vendor_id, ext.vendor_type) + ext.value
+    return _LONG_HEADER.pack(ext.TYPE, 0, len(body)) + body
+
+
+def _write_udp_tunnel_request(ext: UdpTunnelRequest) -> bytes:
+    return _short(ext.TYPE, _UDP_TUNNEL_REQUEST.pack(ext.subtype, 0, ext.flags, ext.encapsulation, 0))
+
+
+def _write_udp_tunnel_reply(ext: UdpTunnelReply) -> bytes:
+    return _short(ext.TYPE, _UDP_TUNNEL_REPLY.pack(ext.subtype, ext.code, ext.flags, ext.keepalive_interval))
+
+
+def _write_revocation_support(ext: RevocationSupport) -> bytes:
+    return _short(ext.TYPE, _REVOCATION_SUPPORT.pack(ext.flags, ext.timestamp))
+
+
+def _write_skipped(ext: SkippedExtension) -> bytes:
+    return _short(ext.type, ext.data)
+
+
+_EXTENSION_WRITERS: dict[type, Callable[[Extension], bytes]] = {
+    MobileNodeNai: _write_nai,
+    MobileForeignChallenge: _write_challenge,
+    CriticalVendorExtension: _write_cvse,
+    UdpTunnelRequest: _write_udp_tunnel_request,
+    UdpTunnelReply: _write_udp_tunnel_reply,
+    RevocationSupport: _write_revocation_support,
+    SkippedExtension: _write_skipped,
+}
+
+
+def _push_extensions(out: bytearray, extensions: tuple[Extension, ...], sign: Signers) -> None:
+    """Append extensions; authenticators whose type is in ``sign`` are computed over ``out`` so far."""
+    for ext in extensions:
+        if isinstance(ext, AuthenticationExtension):
+            header = bytes((ext.TYPE,))
+            sa = sign.get(ext.TYPE)
+            if sa is None:
+                out += _short(ext.TYPE, _SPI.pack(ext.spi) + ext.authenticator)
+                continue
+            if sa.spi != ext.spi:
+                raise ValueError(f"extension {ext.TYPE} names SPI {ext.spi}, the signing key is SPI {sa.spi}")
+            prefix = header + bytes((4 + 16,)) + _SPI.pack(ext.spi)
+            out += prefix
+            out += compute_authenticator(sa.algorithm, sa.key, bytes(out))
+        elif isinstance(ext, GeneralizedAuth):
+            body = _SPI.pack(ext.spi) + ext.authenticator
+            out += _LONG_HEADER.pack(ext.TYPE, ext.subtype, len(body)) + body
+        else:
+            out += _EXTENSION_WRITERS[type(ext)](ext)
+
+
+def push_registration_request(request: RegistrationRequest, *, sign: Signers | None = None) -> bytes:
+    """Encode a request; authentication extensions whose type is in ``sign`` get computed authenticators."""
+    out = bytearray(
+        _REQUEST_FIXED.pack(
+            MessageType.REGISTRATION_REQUEST,
+            int(request.flags),
+            request.lifetime,
+            int(request.home_address),
+            int(request.home_agent),
+            int(request.care_of_address),
+            request.identification,
+        )
+    )
+    _push_extensions(out, request.extensions, sign or {})
+    return bytes(out)
+
+
+def push_registration_reply(reply: RegistrationReply, *, sign: Signers | None = None) -> bytes:
+    """Encode a reply; authentication extensions whose type is in ``sign`` get computed authenticators."""
+    out = bytearray(
+        _REPLY_FIXED.pack(
+            MessageType.REGISTRATION_REPLY,
+            reply.code,
+            reply.lifetime,
+            int(reply.home_address),
+            int(reply.home_agent),
+            reply.identification,
+        )
+    )
+    _push_extensions(out, reply.extensions, sign or {})
+    return bytes(out)

@@ -1,0 +1,113 @@
+"""Identification field replay protection (RFC 5944 §5.7), with the clock passed in.
+
+``wallclock`` is Unix time in seconds (float), read by the caller; nothing here reads a clock or a
+random source.  Two methods, chosen per security association:
+
+* **timestamp** (mandatory): the high 32 bits are NTP seconds (since 1900).  A request is fresh when
+  its seconds are within ``tolerance`` of the home agent's clock *and* the 64-bit value is greater
+  than the last identification accepted from that mobile node.  On a mismatch the reply keeps the
+  low 32 bits and puts the home agent's own time in the high 32 so the mobile node can resynchronise.
+* **nonce**: the high 32 bits must be the nonce the home agent sent in its last reply; every reply
+  carries a fresh home agent nonce in the high half and echoes the mobile node's low half.
+
+Comparisons use serial-number arithmetic (RFC 1982), so the NTP era rollover of 2036 is harmless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .constants import NTP_UNIX_OFFSET, ReplayProtection
+
+_LOW32 = 0xFFFF_FFFF
+_MOD32 = 1 << 32
+_MOD64 = 1 << 64
+
+
+def ntp_seconds(wallclock: float) -> int:
+    """NTP seconds (mod 2**32) of a Unix time."""
+    return (math.floor(wallclock) + NTP_UNIX_OFFSET) % _MOD32
+
+
+def ntp_timestamp(wallclock: float) -> int:
+    """A 64-bit NTP timestamp (seconds.fraction) for a Unix time; what a mobile node sends."""
+    whole = math.floor(wallclock)
+    fraction = int((wallclock - whole) * _MOD32) & _LOW32
+    return (((whole + NTP_UNIX_OFFSET) % _MOD32) << 32) | fraction
+
+
+def unix_time(identification: int) -> float:
+    """Inverse of :func:`ntp_timestamp` for the current NTP era (1900-2036)."""
+    return (identification >> 32) - NTP_UNIX_OFFSET + (identification & _LOW32) / _MOD32
+
+
+def _signed32(value: int) -> int:
+    value %= _MOD32
+    return value - _MOD32 if value >= 1 << 31 else value
+
+
+def is_newer(identification: int, last: int) -> bool:
+    """RFC 1982 serial-number "greater than" on 64 bits."""
+    distance = (identification - last) % _MOD64
+    return 0 < distance < (1 << 63)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayVerdict:
+    """Outcome of an identification check.
+
+    ``reply_identification`` goes into the reply whatever the outcome.  ``accepted_identification``
+    is what the engine must remember as the mobile node's latest identification (timestamps) and
+    ``ha_nonce`` the nonce it must expect next (nonces); both are None when there is nothing to store.
+    """
+
+    ok: bool
+    reply_identification: int
+    accepted_identification: int | None = None
+    ha_nonce: int | None = None
+    reason: str = ""
+
+
+def check_timestamp(
+    identification: int, *, wallclock: float, tolerance: int, last_accepted: int | None
+) -> ReplayVerdict:
+    """Timestamp method: within ``tolerance`` seconds and newer than ``last_accepted``."""
+    now = ntp_seconds(wallclock)
+    skew = _signed32((identification >> 32) - now)
+    mismatch = ((now << 32) | (identification & _LOW32)) % _MOD64
+    if abs(skew) > tolerance:
+        return ReplayVerdict(False, mismatch, reason=f"timestamp off by {skew} s (tolerance {tolerance} s)")
+    if last_accepted is not None and not is_newer(identification, last_accepted):
+        return ReplayVerdict(False, mismatch, reason="identification not newer than the last accepted one")
+    return ReplayVerdict(True, identification, accepted_identification=identification)
+
+
+def check_nonce(identification: int, *, expected_ha_nonce: int | None, fresh_ha_nonce: int) -> ReplayVerdict:
+    """Nonce method: the high half must echo the home agent's last nonce; every reply issues a new one."""
+    if not 0 <= fresh_ha_nonce <= _LOW32:
+        raise ValueError("a home agent nonce is 32 bits")
+    reply = (fresh_ha_nonce << 32) | (identification & _LOW32)
+    if expected_ha_nonce is None or (identification >> 32) != expected_ha_nonce:
+        return ReplayVerdict(False, reply, ha_nonce=fresh_ha_nonce, reason="home agent nonce does not match")
+    return ReplayVerdict(True, reply, accepted_identification=identification, ha_nonce=fresh_ha_nonce)
+
+
+def check_identification(
+    method: ReplayProtection,
+    identification: int,
+    *,
+    wallclock: float,
+    tolerance: int,
+    last_accepted: int | None,
+    expected_ha_nonce: int | None,
+    fresh_ha_nonce: int,
+) -> ReplayVerdict:
+    """Dispatch on the security association's replay method (``none`` accepts and echoes)."""
+    if method is ReplayProtection.TIMESTAMP:
+        return check_timestamp(
+            identification, wallclock=wallclock, tolerance=tolerance, last_accepted=last_accepted
+        )
+    if method is ReplayProtection.NONCE:
+        return check_nonce(identification, expected_ha_nonce=expected_ha_nonce, fresh_ha_nonce=fresh_ha_nonce)
+    return ReplayVerdict(True, identification, accepted_identification=identification)
