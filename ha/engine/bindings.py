@@ -1,0 +1,233 @@
+"""The mobility binding table and its expiry heap, built to hold a million bindings in little memory.
+
+A binding is keyed by ``(home address, care-of address)``; internally the key is one 64-bit ``int``
+(``home << 32 | care_of``) whose numeric order is the YANG key order, so one sorted list of ints gives
+``bindings_after`` (resume by key, never a live iterator) and the care-of addresses of a home address
+(a range query) without any per-home-address structure.
+
+Expiry uses a binary heap of single ints ``expires_ms << 64 | key`` with lazy deletion: refreshing a
+binding pushes a new entry and leaves the old one to be skipped when it surfaces (O(log n) per
+operation, no per-binding task).  The heap is rebuilt when stale entries outnumber live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+from sortedcontainers import SortedList
+
+from ha.protocol.constants import INFINITE_LIFETIME, Encapsulation
+
+_MASK32 = 0xFFFF_FFFF
+_MASK64 = (1 << 64) - 1
+
+#: Bit of :attr:`Binding.flags` above the request's flag octet: accepted with code 1 (no S support).
+NO_SIMULTANEOUS = 0x100
+
+
+def make_key(home_address: int, care_of_address: int) -> int:
+    """The packed table key of a binding."""
+    return (home_address << 32) | care_of_address
+
+
+def split_key(key: int) -> tuple[int, int]:
+    """``(home_address, care_of_address)`` of a packed key."""
+    return key >> 32, key & _MASK32
+
+
+def expires_ms(registered: float, lifetime: int) -> int | None:
+    """Expiry on the monotonic clock in whole milliseconds, rounded up; None for an infinite lifetime."""
+    if lifetime == INFINITE_LIFETIME:
+        return None
+    return math.ceil((registered + lifetime) * 1000)
+
+
+class Binding:
+    """One mobility binding (``bindings/binding``): what was granted, to whom, and when.
+
+    Addresses are ints; ``source`` packs the request's source ``ip << 16 | port`` (the reply goes
+    there).  Only ``registered`` (monotonic) is stored: the expiry and the wallclock time of
+    registration are derived, which keeps the object small.
+    """
+
+    __slots__ = (
+        "care_of_address",
+        "encapsulation",
+        "flags",
+        "home_address",
+        "identification",
+        "lifetime",
+        "mobile_node",
+        "registered",
+        "source",
+        "spi",
+    )
+
+    def __init__(
+        self,
+        home_address: int,
+        care_of_address: int,
+        mobile_node: str,
+        *,
+        source: int,
+        lifetime: int,
+        registered: float,
+        identification: int,
+        flags: int,
+        encapsulation: Encapsulation,
+        spi: int,
+    ) -> None:
+        self.home_address = home_address
+        self.care_of_address = care_of_address
+        self.mobile_node = mobile_node
+        self.source = source
+        self.lifetime = lifetime
+        self.registered = registered
+        self.identification = identification
+        self.flags = flags
+        self.encapsulation = encapsulation
+        self.spi = spi
+
+    @property
+    def key(self) -> tuple[IPv4Address, IPv4Address]:
+        """The YANG key ``(home-address, care-of-address)``."""
+        return IPv4Address(self.home_address), IPv4Address(self.care_of_address)
+
+    @property
+    def infinite(self) -> bool:
+        return self.lifetime == INFINITE_LIFETIME
+
+    @property
+    def expires(self) -> float:
+        """Monotonic expiry time (``inf`` for a 0xffff lifetime)."""
+        return math.inf if self.infinite else self.registered + self.lifetime
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds left (YANG ``lifetime-remaining``); 0xffff for an infinite binding."""
+        if self.infinite:
+            return INFINITE_LIFETIME
+        return max(0, math.ceil(self.expires - now))
+
+    @property
+    def source_address(self) -> tuple[IPv4Address, int]:
+        return IPv4Address(self.source >> 16), self.source & 0xFFFF
+
+    def __repr__(self) -> str:
+        home, coa = self.key
+        return f"Binding({home} via {coa}, node={self.mobile_node!r}, lifetime={self.lifetime})"
+
+
+class BindingTable:
+    """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
+
+    __slots__ = ("_by_key", "_heap", "_keys")
+
+    def __init__(self) -> None:
+        self._by_key: dict[int, Binding] = {}
+        self._keys = SortedList()
+        self._heap: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[Binding]:
+        """Bindings in key order (a snapshot-free walk: do not mutate while iterating)."""
+        by_key = self._by_key
+        for key in self._keys:
+            yield by_key[key]
+
+    def get(self, home_address: int, care_of_address: int) -> Binding | None:
+        return self._by_key.get((home_address << 32) | care_of_address)
+
+    def care_of_addresses(self, home_address: int) -> list[int]:
+        """Care-of addresses bound to a home address, ascending."""
+        low = home_address << 32
+        return [key & _MASK32 for key in self._keys.irange(low, low | _MASK32)]
+
+    def for_home(self, home_address: int) -> list[Binding]:
+        low = home_address << 32
+        by_key = self._by_key
+        return [by_key[key] for key in self._keys.irange(low, low | _MASK32)]
+
+    def count_for_home(self, home_address: int) -> int:
+        low = home_address << 32
+        keys = self._keys
+        return keys.bisect_right(low | _MASK32) - keys.bisect_left(low)
+
+    def after(self, key: int | None, limit: int) -> list[Binding]:
+        """Up to ``limit`` bindings whose key is strictly greater than ``key`` (None = from the start)."""
+        keys = self._keys
+        start = 0 if key is None else keys.bisect_right(key)
+        by_key = self._by_key
+        return [by_key[k] for k in keys.islice(start, start + limit)]
+
+    def add(self, binding: Binding) -> None:
+        """Insert or refresh ``binding`` (same key replaces) and schedule its expiry."""
+        key = (binding.home_address << 32) | binding.care_of_address
+        if key not in self._by_key:
+            self._keys.add(key)
+        self._by_key[key] = binding
+        self._schedule(key, binding)
+
+    def reschedule(self, binding: Binding) -> None:
+        """Schedule a binding whose ``registered``/``lifetime`` changed in place."""
+        self._schedule((binding.home_address << 32) | binding.care_of_address, binding)
+
+    def _schedule(self, key: int, binding: Binding) -> None:
+        due = expires_ms(binding.registered, binding.lifetime)
+        if due is not None:
+            heapq.heappush(self._heap, (due << 64) | key)
+            if len(self._heap) > 2 * len(self._by_key) + 1024:
+                self._compact()
+
+    def remove(self, home_address: int, care_of_address: int) -> Binding | None:
+        key = (home_address << 32) | care_of_address
+        binding = self._by_key.pop(key, None)
+        if binding is not None:
+            self._keys.remove(key)
+        return binding
+
+    def next_expiry(self) -> float | None:
+        """Monotonic time of the earliest live expiry, dropping stale heap entries on the way."""
+        heap = self._heap
+        by_key = self._by_key
+        while heap:
+            entry = heap[0]
+            due, key = entry >> 64, entry & _MASK64
+            binding = by_key.get(key)
+            if binding is not None and expires_ms(binding.registered, binding.lifetime) == due:
+                return due / 1000
+            heapq.heappop(heap)
+        return None
+
+    def pop_expired(self, now: float) -> Iterator[Binding]:
+        """Remove and yield every binding whose expiry is at or before ``now``, earliest first."""
+        heap = self._heap
+        by_key = self._by_key
+        now_ms = math.floor(now * 1000)
+        while heap and (heap[0] >> 64) <= now_ms:
+            entry = heapq.heappop(heap)
+            due, key = entry >> 64, entry & _MASK64
+            binding = by_key.get(key)
+            if binding is None or expires_ms(binding.registered, binding.lifetime) != due:
+                continue  # stale: refreshed or removed since
+            del by_key[key]
+            self._keys.remove(key)
+            yield binding
+
+    def _compact(self) -> None:
+        entries = []
+        for key, binding in self._by_key.items():
+            due = expires_ms(binding.registered, binding.lifetime)
+            if due is not None:
+                entries.append((due << 64) | key)
+        heapq.heapify(entries)
+        self._heap = entries
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the expiry heap, stale ones included (for tests and benchmarks)."""
+        return len(self._heap)

@@ -1,0 +1,201 @@
+"""Typed, frozen configuration of one virtual router, mirroring the ``mipha-home-agent`` YANG contract.
+
+The NETCONF glue builds these objects from the validated datastore; the engine never sees XML.  Field
+names follow the YANG leaf names (``max-lifetime`` → ``max_lifetime``) and defaults are the YANG
+defaults, so a test can build a configuration with a few keyword arguments.  Objects check only what
+YANG cannot express or what the engine relies on; everything else is libyang's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from itertools import pairwise
+from types import MappingProxyType
+
+from ha.protocol.auth import SecurityAssociation
+from ha.protocol.constants import (
+    REGISTRATION_PORT,
+    AuthAlgorithm,
+    Encapsulation,
+    ReplayProtection,
+    ReverseTunnelPolicy,
+)
+
+__all__ = [
+    "AddressPool",
+    "AuthAlgorithm",
+    "Encapsulation",
+    "ForeignAgent",
+    "HomeAgentConfig",
+    "MobileNode",
+    "ReplayProtection",
+    "ReverseTunnelPolicy",
+    "SecurityAssociation",
+    "VirtualRouterConfig",
+]
+
+DEFAULT_MAX_LIFETIME = 36000
+DEFAULT_REPLAY_TOLERANCE = 7
+
+
+def _frozen_map(items: Mapping | Iterable, key: str) -> Mapping:
+    """Accept a mapping or an iterable of objects keyed by attribute ``key``; return a read-only map."""
+    if isinstance(items, Mapping):
+        mapping = dict(items)
+    else:
+        mapping = {}
+        for item in items:
+            item_key = getattr(item, key)
+            if item_key in mapping:
+                raise ValueError(f"duplicate {key} {item_key}")
+            mapping[item_key] = item
+    return MappingProxyType(mapping)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class AddressPool:
+    """A dynamic home address pool (``address-pool``): inclusive ranges minus excluded addresses."""
+
+    name: str
+    ranges: tuple[tuple[IPv4Address, IPv4Address], ...] = ()
+    excludes: frozenset[IPv4Address] = frozenset()
+
+    def __post_init__(self) -> None:
+        ranges = tuple(sorted((IPv4Address(a), IPv4Address(b)) for a, b in self.ranges))
+        for start, end in ranges:
+            if start > end:
+                raise ValueError(f"pool {self.name}: range start {start} is after its end {end}")
+        for (_, previous_end), (start, _) in pairwise(ranges):
+            if start <= previous_end:
+                raise ValueError(f"pool {self.name}: range starting {start} overlaps the previous one")
+        object.__setattr__(self, "ranges", ranges)
+        object.__setattr__(self, "excludes", frozenset(IPv4Address(a) for a in self.excludes))
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, IPv4Address) or address in self.excludes:
+            return False
+        return any(start <= address <= end for start, end in self.ranges)
+
+    @property
+    def size(self) -> int:
+        """Addresses that can be handed out (YANG ``size``)."""
+        total = sum(int(end) - int(start) + 1 for start, end in self.ranges)
+        return total - sum(1 for address in self.excludes if self._in_ranges(address))
+
+    def _in_ranges(self, address: IPv4Address) -> bool:
+        return any(start <= address <= end for start, end in self.ranges)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class MobileNode:
+    """A mobile node (JUNOSe ``ip mobile host``): exactly one of ``home_address`` / ``address_pool``.
+
+    ``max_lifetime``, ``reverse_tunnel`` and ``care_of_access`` are per-host overrides; ``None`` /
+    empty means "use the home agent's setting".
+    """
+
+    name: str
+    home_address: IPv4Address | None = None
+    address_pool: str | None = None
+    nai: str | None = None
+    max_lifetime: int | None = None
+    reverse_tunnel: ReverseTunnelPolicy | None = None
+    care_of_access: tuple[IPv4Network, ...] = ()
+    security_associations: Mapping[int, SecurityAssociation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.home_address is None) == (self.address_pool is None):
+            raise ValueError(f"mobile node {self.name}: exactly one of home-address and address-pool")
+        if self.address_pool is not None and self.nai is None:
+            raise ValueError(f"mobile node {self.name}: an address-pool needs an NAI (RFC 2794)")
+        if self.home_address is not None:
+            object.__setattr__(self, "home_address", IPv4Address(self.home_address))
+        if self.reverse_tunnel is not None:
+            object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
+        object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
+        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
+
+    __hash__ = None  # type: ignore[assignment]  # holds a mapping
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class ForeignAgent:
+    """A foreign agent the home agent shares security associations with (ext 34 required)."""
+
+    address: IPv4Address
+    security_associations: Mapping[int, SecurityAssociation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", IPv4Address(self.address))
+        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class HomeAgentConfig:
+    """The ``home-agent`` presence container: the feature is on in this virtual router.
+
+    ``home_prefix`` is not a YANG leaf: it is the home link's prefix (read from ``home-interface`` by
+    the glue), needed to recognise subnet-directed broadcast discovery requests (code 136).
+    """
+
+    address: IPv4Address
+    home_interface: str | None = None
+    udp_port: int = REGISTRATION_PORT
+    max_lifetime: int = DEFAULT_MAX_LIFETIME
+    replay_tolerance: int = DEFAULT_REPLAY_TOLERANCE
+    reverse_tunnel: ReverseTunnelPolicy = ReverseTunnelPolicy.ALLOWED
+    encapsulations: frozenset[Encapsulation] = frozenset({Encapsulation.IP_IN_IP})
+    simultaneous_bindings: int = 0
+    max_bindings: int | None = None
+    care_of_access: tuple[IPv4Network, ...] = ()
+    home_prefix: IPv4Network | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", IPv4Address(self.address))
+        if not 5 <= self.max_lifetime <= 0xFFFF:
+            raise ValueError(f"max-lifetime {self.max_lifetime} is outside 5..65535")
+        if not 1 <= self.replay_tolerance <= 255:
+            raise ValueError(f"replay-tolerance {self.replay_tolerance} is outside 1..255")
+        if not 0 <= self.simultaneous_bindings <= 8:
+            raise ValueError(f"simultaneous-bindings {self.simultaneous_bindings} is outside 0..8")
+        if not 0 <= self.udp_port <= 0xFFFF:
+            raise ValueError(f"udp-port {self.udp_port} is outside 0..65535")
+        object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
+        encapsulations = frozenset(Encapsulation(e) for e in self.encapsulations)
+        object.__setattr__(self, "encapsulations", encapsulations or frozenset({Encapsulation.IP_IN_IP}))
+        object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
+        if self.home_prefix is not None:
+            object.__setattr__(self, "home_prefix", IPv4Network(self.home_prefix, strict=False))
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class VirtualRouterConfig:
+    """One ``virtual-router`` list entry; ``home_agent`` None = the feature is off in this VR."""
+
+    name: str
+    netns: str | None = None
+    router_id: IPv4Address | None = None
+    home_agent: HomeAgentConfig | None = None
+    address_pools: Mapping[str, AddressPool] = field(default_factory=dict)
+    mobile_nodes: Mapping[str, MobileNode] = field(default_factory=dict)
+    foreign_agents: Mapping[IPv4Address, ForeignAgent] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.router_id is not None:
+            object.__setattr__(self, "router_id", IPv4Address(self.router_id))
+        object.__setattr__(self, "address_pools", _frozen_map(self.address_pools, "name"))
+        object.__setattr__(self, "mobile_nodes", _frozen_map(self.mobile_nodes, "name"))
+        object.__setattr__(self, "foreign_agents", _frozen_map(self.foreign_agents, "address"))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def namespace(self) -> str | None:
+        """The Linux network namespace: None for VR ``default``, else ``netns`` or ``mipha-<name>``."""
+        if self.netns is not None:
+            return self.netns
+        return None if self.name == "default" else f"mipha-{self.name}"

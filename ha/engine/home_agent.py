@@ -1,0 +1,755 @@
+"""The home agent of one virtual router: bindings, pools, replay state, counters — no I/O.
+
+Like aioquic's ``QuicConnection`` it is driven by three kinds of input, each carrying the time:
+
+* ``handle_datagram(data, source=..., received_on=..., now=..., wallclock=...)`` — a UDP payload that
+  arrived on port 434; returns the reply to send (or None);
+* ``handle_timer(now)`` — the time returned by ``get_timer()`` has come: expire bindings;
+* configuration transactions (``prepare`` / ``abort`` / ``apply``) and the RPCs ``clear_bindings`` /
+  ``clear_statistics``.
+
+Its outputs are queued: ``next_intent()`` gives data plane intents (``ha.dataplane.intents``) in the
+order they must be carried out, ``next_event()`` gives past-tense events for notifications.  ``now`` is
+the monotonic clock (lifetimes, timers), ``wallclock`` Unix time (timestamp replay protection,
+``registered-at``); neither is ever read here.
+
+The protocol package decides (RFC 5944 §3.8 checks, 130 for ``max-bindings``, 135); this module owns
+what needs state: address assignment (130 when the pool is empty), the binding rules of §3.8.2.2
+(add / replace / simultaneous / deregister one or all), retransmissions, expiry and data plane intents.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
+from ha.dataplane.intents import (
+    EnsureTunnel,
+    GratuitousArp,
+    Intent,
+    ProxyArp,
+    ReleaseTunnel,
+    RemoveHomeRoute,
+    SetHomeRoute,
+)
+from ha.protocol import (
+    Accept,
+    Arrival,
+    BindingAction,
+    Deny,
+    ForeignAgentRecord,
+    MobileNodeRecord,
+    ProtocolError,
+    RegistrationRequest,
+    ReplyCode,
+    RequestFlags,
+    decide,
+    encode_malformed_reply,
+    encode_reply,
+    pull_registration_request,
+    reply_address,
+    verify,
+    with_home_address,
+)
+from ha.protocol.constants import MessageType, ReplayProtection
+
+from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
+from .config import MobileNode, VirtualRouterConfig
+from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
+from .pools import PoolAllocator
+from .statistics import Statistics, ViolationRing
+from .transaction import Prepared, prepare_config
+
+_UNSPECIFIED = 0
+_DENIAL_COUNTERS = {
+    ReplyCode.MN_FAILED_AUTHENTICATION: "mn_auth_failures",
+    ReplyCode.FA_FAILED_AUTHENTICATION: "fa_auth_failures",
+    ReplyCode.IDENTIFICATION_MISMATCH: "identification_mismatches",
+    ReplyCode.POORLY_FORMED_REQUEST: "poorly_formed",
+    ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS: "unknown_ha",
+}
+#: Seconds added to the millisecond expiry so ``handle_timer(get_timer())`` always finds it due.
+_TIMER_SLACK = 0.00001
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A reply datagram and its RFC 5944 §3.8.3.1 addressing (the transport sends it with IP_PKTINFO)."""
+
+    data: bytes
+    destination: tuple[str, int]
+    source: IPv4Address
+    source_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class BindingInfo:
+    """A read-only snapshot of one binding with every YANG ``bindings/binding`` leaf."""
+
+    home_address: IPv4Address
+    care_of_address: IPv4Address
+    mobile_node: str
+    nai: str | None
+    source_address: IPv4Address
+    source_port: int
+    lifetime_granted: int
+    lifetime_remaining: int
+    registered_at: float  # Unix time
+    identification: int
+    flags: RequestFlags
+    encapsulation: str
+    accepted_no_simultaneous: bool
+
+    @property
+    def key(self) -> tuple[IPv4Address, IPv4Address]:
+        return self.home_address, self.care_of_address
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """Operational state of an ``address-pool``."""
+
+    size: int
+    in_use: int
+    free: int
+
+
+class _NodeState:
+    """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
+
+    __slots__ = ("assigned", "ha_nonce", "last_identification")
+
+    def __init__(self) -> None:
+        self.last_identification: int | None = None
+        self.ha_nonce: int | None = None
+        self.assigned: int | None = None
+
+
+class HomeAgent:
+    """Mobile IPv4 home agent state for one virtual router (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: VirtualRouterConfig,
+        *,
+        nonce: Callable[[], int] = lambda: secrets.randbits(32),
+        violation_capacity: int = 256,
+    ) -> None:
+        self._nonce = nonce
+        self.statistics = Statistics()
+        self.violations = ViolationRing(violation_capacity)
+        self._table = BindingTable()
+        self._intents: deque[Intent] = deque()
+        self._events: deque[Event] = deque()
+        self._nodes: dict[str, _NodeState] = {}
+        self._wall_offset = 0.0
+        self._now = 0.0
+        # Filled by _install():
+        self.config = config
+        self._pools: dict[str, PoolAllocator] = {}
+        self._by_home: dict[int, str] = {}
+        self._by_nai: dict[str, str] = {}
+        self._by_assigned: dict[int, str] = {}
+        self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
+        self._install(prepare_config(self, config))
+
+    # --- inputs: datagrams -----------------------------------------------------------------------
+
+    def handle_datagram(
+        self,
+        data: bytes,
+        *,
+        source: tuple[str, int],
+        received_on: IPv4Address,
+        now: float,
+        wallclock: float,
+        destination_port: int | None = None,
+    ) -> Outgoing | None:
+        """Process one UDP payload; return the reply to send, or None (discarded).
+
+        ``received_on`` is the IP destination the request was sent to (from IP_PKTINFO): the reply
+        comes from it, unless it was a broadcast (discovery), then from the HA's unicast address.
+        """
+        self._now = now
+        self._wall_offset = wallclock - now
+        stats = self.statistics
+        policy = self._policy
+        if policy is None or not data or data[0] != MessageType.REGISTRATION_REQUEST:
+            stats.discarded += 1
+            return None
+        stats.requests_received += 1
+        port = destination_port if destination_port is not None else self._port
+        arrival = Arrival(IPv4Address(source[0]), source[1], received_on, port)
+        try:
+            request = pull_registration_request(data)
+        except ProtocolError as error:
+            return self._malformed(error, arrival)
+        if request.lifetime == 0:
+            stats.deregistrations_received += 1
+
+        name = self._resolve(request)
+        node = self.config.mobile_nodes.get(name) if name is not None else None
+        state = self._nodes.get(name) if name is not None else None
+        foreign_agent = self._foreign_agents.get(arrival.source)
+
+        if node is not None and state is not None and state.last_identification == request.identification:
+            outgoing = self._retransmission(request, node, state, foreign_agent, arrival)
+            if outgoing is not None:
+                return outgoing
+
+        record = self._record(node, state) if node is not None else None
+        verdict = decide(
+            request,
+            policy=policy,
+            mobile_node=record,
+            foreign_agent=foreign_agent,
+            arrival=arrival,
+            now=now,
+            wallclock=wallclock,
+            bindings_in_use=len(self._table),
+            fresh_nonce=self._nonce() if self._uses_nonce(node) else 0,
+        )
+        if node is not None and (verdict.accepted_identification is not None or verdict.ha_nonce is not None):
+            state = self._state(node.name)
+            if verdict.accepted_identification is not None:
+                state.last_identification = verdict.accepted_identification
+            if verdict.ha_nonce is not None:
+                state.ha_nonce = verdict.ha_nonce
+        if isinstance(verdict, Accept):
+            assert node is not None  # decide() never accepts an unknown mobile node
+            verdict = self._apply_accept(verdict, node, arrival)
+        if isinstance(verdict, Deny):
+            self._count_denial(verdict, arrival, wallclock)
+        else:
+            stats.accepted += 1
+            if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS:
+                stats.accepted_no_simultaneous += 1
+        return self._send(encode_reply(verdict), arrival)
+
+    def _malformed(self, error: ProtocolError, arrival: Arrival) -> Outgoing | None:
+        data = encode_malformed_reply(error)
+        if data is None:
+            self.statistics.discarded += 1
+            return None
+        stats = self.statistics
+        stats.poorly_formed += 1
+        stats.denied += 1
+        stats.denied_by_code[ReplyCode.POORLY_FORMED_REQUEST] += 1
+        header = error.header
+        self._events.append(
+            RegistrationDenied(
+                ReplyCode.POORLY_FORMED_REQUEST,
+                arrival.source,
+                None,
+                header.home_address if header is not None else None,
+            )
+        )
+        return self._send(data, arrival)
+
+    def _send(self, data: bytes, arrival: Arrival) -> Outgoing:
+        address = reply_address(arrival, self._policy)
+        self.statistics.replies_sent += 1
+        return Outgoing(
+            data, (str(address.destination), address.destination_port), address.source, address.source_port
+        )
+
+    def _count_denial(self, verdict: Deny, arrival: Arrival, wallclock: float) -> None:
+        stats = self.statistics
+        stats.denied += 1
+        stats.denied_by_code[int(verdict.code)] += 1
+        counter = _DENIAL_COUNTERS.get(verdict.code)
+        if counter is not None:
+            setattr(stats, counter, getattr(stats, counter) + 1)
+        if verdict.violation is not None:
+            self.violations.record(
+                time=wallclock, peer=arrival.source, spi=verdict.spi, reason=verdict.violation
+            )
+        home = verdict.request.home_address
+        self._events.append(
+            RegistrationDenied(
+                int(verdict.code), arrival.source, verdict.spi, None if int(home) == 0 else home
+            )
+        )
+
+    # --- mobile node look-ups --------------------------------------------------------------------
+
+    def _resolve(self, request: RegistrationRequest) -> str | None:
+        """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
+        nai = request.nai
+        if nai is not None:
+            return self._by_nai.get(nai)
+        home = int(request.home_address)
+        return self._by_home.get(home) or self._by_assigned.get(home)
+
+    def _state(self, name: str) -> _NodeState:
+        state = self._nodes.get(name)
+        if state is None:
+            state = self._nodes[name] = _NodeState()
+        return state
+
+    def _home_of(self, node: MobileNode, state: _NodeState | None) -> int | None:
+        if node.home_address is not None:
+            return int(node.home_address)
+        return state.assigned if state is not None else None
+
+    @staticmethod
+    def _uses_nonce(node: MobileNode | None) -> bool:
+        return node is not None and any(
+            sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values()
+        )
+
+    def _record(self, node: MobileNode, state: _NodeState | None) -> MobileNodeRecord:
+        home = self._home_of(node, state)
+        coas = tuple(IPv4Address(c) for c in self._table.care_of_addresses(home)) if home is not None else ()
+        return MobileNodeRecord(
+            name=node.name,
+            security_associations=tuple(node.security_associations.values()),
+            home_address=IPv4Address(home) if home is not None else None,
+            dynamic=node.address_pool is not None,
+            care_of_addresses=coas,
+            last_identification=state.last_identification if state is not None else None,
+            ha_nonce=state.ha_nonce if state is not None else None,
+            max_lifetime=node.max_lifetime,
+            reverse_tunnel=node.reverse_tunnel,
+            care_of_access=node.care_of_access or None,
+        )
+
+    # --- retransmissions -------------------------------------------------------------------------
+
+    def _retransmission(
+        self,
+        request: RegistrationRequest,
+        node: MobileNode,
+        state: _NodeState,
+        foreign_agent: ForeignAgentRecord | None,
+        arrival: Arrival,
+    ) -> Outgoing | None:
+        """Answer a retransmission of the last accepted request again, changing nothing.
+
+        RFC 5944 §3.6.3: with nonces an unanswered request is resent unchanged and "does not count as
+        a new registration"; a duplicated datagram is the same case with timestamps.  The request must
+        still authenticate (MN-HA, and FA-HA when an FA association exists); otherwise the normal
+        path answers it (133 or 131/132).
+        """
+        mn_ha = request.mn_ha_auth
+        sa = node.security_associations.get(mn_ha.spi) if mn_ha is not None else None
+        if sa is None or not verify(request.raw, mn_ha, sa):
+            return None
+        fa_sa = None
+        if foreign_agent is not None:
+            fa_ha = request.fa_ha_auth
+            fa_sa = foreign_agent.security_association(fa_ha.spi) if fa_ha is not None else None
+            if fa_sa is None or not verify(request.raw, fa_ha, fa_sa):
+                return None
+        home = self._home_of(node, state)
+        if home is None:
+            return None
+        coa = int(request.care_of_address)
+        binding = None if request.lifetime == 0 else self._table.get(home, coa)
+        if request.lifetime != 0 and (binding is None or binding.identification != request.identification):
+            return None
+        if request.lifetime == 0 and self._table.get(home, coa) is not None and not request.deregisters_all:
+            return None
+        if sa.replay_protection is ReplayProtection.NONCE and state.ha_nonce is not None:
+            reply_identification = (state.ha_nonce << 32) | (request.identification & 0xFFFF_FFFF)
+        else:
+            reply_identification = request.identification
+        code = ReplyCode.ACCEPTED
+        if binding is not None and binding.flags & NO_SIMULTANEOUS:
+            code = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
+        verdict = Accept(
+            request=request,
+            code=code,
+            action=BindingAction.REGISTER if binding is not None else BindingAction.DEREGISTER,
+            lifetime=binding.lifetime if binding is not None else 0,
+            expires_at=None,
+            home_address=IPv4Address(home),
+            assign=False,
+            care_of_address=request.care_of_address,
+            flags=request.flags,
+            encapsulation=binding.encapsulation if binding is not None else PlaneEncapsulation.IP_IN_IP,
+            reverse_tunnel=False,
+            replace_existing=False,
+            security_association=sa,
+            fa_security_association=fa_sa,
+            reply_identification=reply_identification,
+            accepted_identification=None,
+            ha_nonce=None,
+            nai=request.nai,
+        )
+        stats = self.statistics
+        stats.accepted += 1
+        if code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS:
+            stats.accepted_no_simultaneous += 1
+        return self._send(encode_reply(verdict), arrival)
+
+    # --- binding rules (RFC 5944 §3.8.2.2) -------------------------------------------------------
+
+    def _apply_accept(self, verdict: Accept, node: MobileNode, arrival: Arrival) -> Accept | Deny:
+        state = self._state(node.name)
+        if verdict.action is BindingAction.REGISTER:
+            if verdict.assign:
+                home = self._assign(node, state, verdict.home_address)
+                if home is None:
+                    reason = f"address pool {node.address_pool} has no free address"
+                    if verdict.home_address is not None:
+                        reason = f"{verdict.home_address} is not free in pool {node.address_pool}"
+                    return verdict.deny(ReplyCode.INSUFFICIENT_RESOURCES, reason)
+                verdict = with_home_address(verdict, IPv4Address(home))
+            self._register(verdict, node, arrival)
+            return verdict
+        home = int(verdict.home_address)
+        coa = int(verdict.care_of_address)
+        if verdict.action is BindingAction.DEREGISTER_ALL:
+            self._remove_bindings(
+                home, self._table.care_of_addresses(home), RemovalReason.DEREGISTERED, at_home=True
+            )
+        else:
+            self._remove_bindings(home, [coa], RemovalReason.DEREGISTERED)
+        return verdict
+
+    def _assign(self, node: MobileNode, state: _NodeState, wanted: IPv4Address | None) -> int | None:
+        """The node's pool address: the one it holds, the one it asks for if free, or a new one."""
+        if state.assigned is not None and (wanted is None or int(wanted) == state.assigned):
+            return state.assigned
+        pool = self._pools.get(node.address_pool or "")
+        if pool is None:
+            return None
+        if wanted is not None:
+            if not pool.claim(int(wanted)):
+                return None
+            address = int(wanted)
+        else:
+            address = pool.allocate()
+            if address is None:
+                return None
+        if state.assigned is not None:  # moved to another address: the old one is bound no more
+            self._remove_bindings(
+                state.assigned, self._table.care_of_addresses(state.assigned), RemovalReason.REPLACED
+            )
+        state.assigned = address
+        self._by_assigned[address] = node.name
+        return address
+
+    def _register(self, verdict: Accept, node: MobileNode, arrival: Arrival) -> None:
+        table = self._table
+        home = int(verdict.home_address)
+        coa = int(verdict.care_of_address)
+        encapsulation = PlaneEncapsulation(verdict.encapsulation)
+        before = table.for_home(home)
+        existing = next((b for b in before if b.care_of_address == coa), None)
+        replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
+        flags = int(verdict.flags) | (
+            NO_SIMULTANEOUS if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS else 0
+        )
+        intents = self._intents
+        old_encapsulation = existing.encapsulation if existing is not None else None
+        reverse_before = any(b.flags & RequestFlags.T for b in before)
+        binding = Binding(
+            home,
+            coa,
+            node.name,
+            source=(int(arrival.source) << 16) | arrival.source_port,
+            lifetime=verdict.lifetime,
+            registered=self._now,
+            identification=verdict.request.identification,
+            flags=flags,
+            encapsulation=encapsulation,
+            spi=verdict.security_association.spi,
+        )
+        for old in replaced:
+            table.remove(home, old.care_of_address)
+        table.add(binding)
+        if old_encapsulation != encapsulation:
+            intents.append(EnsureTunnel(IPv4Address(coa), encapsulation))
+        after = table.for_home(home)
+        reverse_after = any(b.flags & RequestFlags.T for b in after)
+        if existing is None or replaced or reverse_before != reverse_after:
+            intents.append(
+                SetHomeRoute(
+                    IPv4Address(home), tuple(IPv4Address(b.care_of_address) for b in after), reverse_after
+                )
+            )
+        if old_encapsulation is not None and old_encapsulation != encapsulation:
+            intents.append(ReleaseTunnel(IPv4Address(coa), old_encapsulation))
+        for old in replaced:
+            intents.append(ReleaseTunnel(IPv4Address(old.care_of_address), old.encapsulation))
+            self._events.append(
+                BindingRemoved(
+                    IPv4Address(home),
+                    IPv4Address(old.care_of_address),
+                    old.mobile_node,
+                    RemovalReason.REPLACED,
+                )
+            )
+        if not before:
+            intents.append(ProxyArp(IPv4Address(home), True))
+            intents.append(GratuitousArp(IPv4Address(home)))
+            self.statistics.gratuitous_arps_sent += 1
+        if existing is None:
+            self._events.append(
+                BindingCreated(IPv4Address(home), IPv4Address(coa), node.name, node.nai, verdict.lifetime)
+            )
+
+    def _remove_bindings(
+        self, home: int, care_of_addresses: Iterable[int], reason: RemovalReason, *, at_home: bool = False
+    ) -> int:
+        """Remove some bindings of one home address, emitting intents and events; returns how many."""
+        removed = [b for b in (self._table.remove(home, coa) for coa in list(care_of_addresses)) if b]
+        if removed:
+            self._after_removal(home, removed, reason, at_home=at_home)
+        return len(removed)
+
+    def _after_removal(
+        self, home: int, removed: list[Binding], reason: RemovalReason, *, at_home: bool = False
+    ) -> None:
+        """Intents and events once ``removed`` left the table; releases a pool address with the last one."""
+        intents = self._intents
+        remaining = self._table.for_home(home)
+        address = IPv4Address(home)
+        if remaining:
+            intents.append(
+                SetHomeRoute(
+                    address,
+                    tuple(IPv4Address(b.care_of_address) for b in remaining),
+                    any(b.flags & RequestFlags.T for b in remaining),
+                )
+            )
+        else:
+            intents.append(RemoveHomeRoute(address))
+        for binding in removed:
+            intents.append(ReleaseTunnel(IPv4Address(binding.care_of_address), binding.encapsulation))
+            self._events.append(
+                BindingRemoved(address, IPv4Address(binding.care_of_address), binding.mobile_node, reason)
+            )
+        if remaining:
+            return
+        intents.append(ProxyArp(address, False))
+        if at_home:
+            intents.append(GratuitousArp(address, for_mobile_node=True))
+            self.statistics.gratuitous_arps_sent += 1
+        self._release_address(removed[0].mobile_node, home)
+
+    def _release_address(self, name: str, home: int) -> None:
+        state = self._nodes.get(name)
+        if state is None or state.assigned != home:
+            return
+        state.assigned = None
+        self._by_assigned.pop(home, None)
+        node = self.config.mobile_nodes.get(name)
+        pool = self._pools.get(node.address_pool or "") if node is not None else None
+        if pool is not None:
+            pool.release(home)
+
+    # --- inputs: time ----------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire."""
+        due = self._table.next_expiry()
+        return None if due is None else due + _TIMER_SLACK
+
+    def handle_timer(self, now: float) -> int:
+        """Expire every binding whose lifetime has run out by ``now``; returns how many expired."""
+        self._now = now
+        count = 0
+        for binding in self._table.pop_expired(now):
+            self._after_removal(binding.home_address, [binding], RemovalReason.EXPIRED)
+            count += 1
+        return count
+
+    # --- outputs ---------------------------------------------------------------------------------
+
+    def next_intent(self) -> Intent | None:
+        """The next data plane intent to carry out, in order; None when drained."""
+        return self._intents.popleft() if self._intents else None
+
+    def drain_intents(self) -> list[Intent]:
+        """Every queued intent, in order (what a backend's ``apply`` takes as a batch)."""
+        intents = list(self._intents)
+        self._intents.clear()
+        return intents
+
+    def next_event(self) -> Event | None:
+        """The next binding / denial event; None when drained."""
+        return self._events.popleft() if self._events else None
+
+    # --- operational state -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    @property
+    def binding_count(self) -> int:
+        return len(self._table)
+
+    def _info(self, binding: Binding, now: float) -> BindingInfo:
+        node = self.config.mobile_nodes.get(binding.mobile_node)
+        source, port = binding.source_address
+        return BindingInfo(
+            home_address=IPv4Address(binding.home_address),
+            care_of_address=IPv4Address(binding.care_of_address),
+            mobile_node=binding.mobile_node,
+            nai=node.nai if node is not None else None,
+            source_address=source,
+            source_port=port,
+            lifetime_granted=binding.lifetime,
+            lifetime_remaining=binding.remaining(now),
+            registered_at=binding.registered + self._wall_offset,
+            identification=binding.identification,
+            flags=RequestFlags(binding.flags & 0xFF),
+            encapsulation=str(binding.encapsulation),
+            accepted_no_simultaneous=bool(binding.flags & NO_SIMULTANEOUS),
+        )
+
+    def binding(
+        self, key: tuple[IPv4Address, IPv4Address], *, now: float | None = None
+    ) -> BindingInfo | None:
+        """One binding by its YANG key ``(home-address, care-of-address)`` (a keyed ``<get>``)."""
+        found = self._table.get(int(key[0]), int(key[1]))
+        return None if found is None else self._info(found, self._now if now is None else now)
+
+    def bindings_after(
+        self,
+        key: tuple[IPv4Address, IPv4Address] | None = None,
+        limit: int = 100,
+        *,
+        now: float | None = None,
+    ) -> list[BindingInfo]:
+        """Up to ``limit`` bindings after ``key`` in key order; resume with the last key returned."""
+        packed = None if key is None else make_key(int(key[0]), int(key[1]))
+        when = self._now if now is None else now
+        return [self._info(b, when) for b in self._table.after(packed, limit)]
+
+    def bindings_of(self, home_address: IPv4Address, *, now: float | None = None) -> list[BindingInfo]:
+        """Every binding of one home address (its care-of addresses, ascending)."""
+        when = self._now if now is None else now
+        return [self._info(b, when) for b in self._table.for_home(int(home_address))]
+
+    def pool_usage(self, name: str) -> PoolUsage | None:
+        pool = self._pools.get(name)
+        return None if pool is None else PoolUsage(pool.size, pool.in_use, pool.free)
+
+    def assigned_address(self, name: str) -> IPv4Address | None:
+        """The pool address currently assigned to a mobile node, if any."""
+        state = self._nodes.get(name)
+        return IPv4Address(state.assigned) if state is not None and state.assigned is not None else None
+
+    # --- RPCs ------------------------------------------------------------------------------------
+
+    def clear_bindings(
+        self,
+        *,
+        home_address: IPv4Address | None = None,
+        nai: str | None = None,
+        care_of_address: IPv4Address | None = None,
+    ) -> int:
+        """The ``clear-bindings`` RPC: remove matching bindings (all when no filter); returns the count."""
+        if nai is not None:
+            name = self._by_nai.get(nai)
+            node = self.config.mobile_nodes.get(name) if name is not None else None
+            home = self._home_of(node, self._nodes.get(node.name)) if node is not None else None
+            if home is None or (home_address is not None and int(home_address) != home):
+                return 0
+            homes = [home]
+        elif home_address is not None:
+            homes = [int(home_address)]
+        else:
+            homes = sorted({b.home_address for b in self._table})
+        count = 0
+        for home in homes:
+            coas = self._table.care_of_addresses(home)
+            if care_of_address is not None:
+                coas = [c for c in coas if c == int(care_of_address)]
+            count += self._remove_bindings(home, coas, RemovalReason.CLEARED)
+        return count
+
+    def clear_statistics(self) -> None:
+        """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter)."""
+        self.statistics.clear()
+
+    # --- configuration transactions --------------------------------------------------------------
+
+    def prepare(self, config: VirtualRouterConfig) -> Prepared:
+        """Check a new configuration against the live state; raise ConfigRefused, change nothing."""
+        return prepare_config(self, config)
+
+    def abort(self, txn: Prepared) -> None:
+        """Forget a prepared change.  Nothing was reserved, so there is nothing to release."""
+        txn.aborted = True
+
+    def apply(self, txn: Prepared) -> None:
+        """Switch to the prepared configuration.  Never raises on a prepared transaction.
+
+        Bindings keep what they were granted; only mobile nodes that were removed or whose home
+        address changed lose their bindings (reason ``cleared``).
+        """
+        if txn.aborted:
+            raise ValueError("this transaction was aborted")
+        for name in txn.drop_nodes:
+            self._drop_node_bindings(name)
+        for name in txn.forget_nodes:
+            self._nodes.pop(name, None)
+        self._install(txn)
+
+    def _drop_node_bindings(self, name: str) -> None:
+        node = self.config.mobile_nodes.get(name)
+        if node is None:
+            return
+        state = self._nodes.get(name)
+        home = self._home_of(node, state)
+        if home is not None:
+            self._remove_bindings(home, self._table.care_of_addresses(home), RemovalReason.CLEARED)
+        if state is not None and state.assigned is not None:
+            self._release_address(name, state.assigned)
+
+    def _install(self, txn: Prepared) -> None:
+        for name, state in self._nodes.items():  # a node that changes pool gives its address back
+            before = self.config.mobile_nodes.get(name)
+            after = txn.config.mobile_nodes.get(name)
+            if (
+                state.assigned is not None
+                and before is not None
+                and after is not None
+                and before.address_pool != after.address_pool
+                and before.address_pool in self._pools
+            ):
+                self._pools[before.address_pool].release(state.assigned)
+        self.config = txn.config
+        self._policy = txn.policy
+        self._port = txn.port
+        self._by_home = txn.by_home
+        self._by_nai = txn.by_nai
+        self._foreign_agents = txn.foreign_agents
+        pools: dict[str, PoolAllocator] = {}
+        for name, pool_config in txn.config.address_pools.items():
+            old = self._pools.get(name)
+            pools[name] = old if old is not None and old.config == pool_config else PoolAllocator(pool_config)
+        reused = {id(p) for p in pools.values() if p in self._pools.values()}
+        self._pools = pools
+        self._by_assigned = {}
+        lost: list[str] = []
+        for name, state in self._nodes.items():
+            if state.assigned is None:
+                continue
+            node = txn.config.mobile_nodes.get(name)
+            pool = pools.get(node.address_pool or "") if node is not None else None
+            kept = pool is not None and id(pool) in reused and pool.is_allocated(state.assigned)
+            if kept or (pool is not None and pool.claim(state.assigned)):
+                self._by_assigned[state.assigned] = name
+            else:
+                lost.append(name)
+        for name in lost:  # assigned after prepare() to an address the new pool lacks: drop it
+            state = self._nodes[name]
+            home = state.assigned
+            assert home is not None
+            state.assigned = None
+            coas = self._table.care_of_addresses(home)
+            removed = [b for b in (self._table.remove(home, c) for c in coas) if b is not None]
+            if removed:
+                self._after_removal(home, removed, RemovalReason.CLEARED)
+        if self._policy is None:
+            self.clear_bindings()

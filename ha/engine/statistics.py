@@ -1,0 +1,87 @@
+"""MIP-MIB shaped counters and the bounded security-violation ring (``statistics``,
+``security-violations``).
+
+Counter attribute names are the YANG leaf names with ``-`` → ``_``; :meth:`Statistics.as_dict`
+gives them back in YANG spelling for the operational-state glue.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+COUNTERS = (
+    "requests-received",
+    "deregistrations-received",
+    "replies-sent",
+    "accepted",
+    "accepted-no-simultaneous",
+    "denied",
+    "mn-auth-failures",
+    "fa-auth-failures",
+    "identification-mismatches",
+    "poorly-formed",
+    "unknown-ha",
+    "gratuitous-arps-sent",
+    "discarded",
+)
+
+
+class Statistics:
+    """Home agent counters; ``denied_by_code`` maps a reply code to its count."""
+
+    __slots__ = (*(name.replace("-", "_") for name in COUNTERS), "denied_by_code")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """``clear-statistics``: every counter back to zero."""
+        for name in COUNTERS:
+            setattr(self, name.replace("-", "_"), 0)
+        self.denied_by_code: Counter[int] = Counter()
+
+    def as_dict(self) -> dict[str, int | dict[int, int]]:
+        """Counters in YANG spelling, plus ``denied-by-code`` as ``{code: count}``."""
+        result: dict[str, int | dict[int, int]] = {
+            name: getattr(self, name.replace("-", "_")) for name in COUNTERS
+        }
+        result["denied-by-code"] = dict(sorted(self.denied_by_code.items()))
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One security violation (``security-violations/violation``); ``index`` grows forever."""
+
+    index: int
+    time: float  # wallclock (Unix seconds)
+    peer: IPv4Address
+    spi: int | None
+    reason: str
+
+
+class ViolationRing:
+    """The last ``capacity`` security violations; older ones fall off, indexes keep increasing."""
+
+    __slots__ = ("_entries", "_next_index")
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._entries: deque[Violation] = deque(maxlen=capacity)
+        self._next_index = 1
+
+    def record(self, *, time: float, peer: IPv4Address, spi: int | None, reason: str) -> Violation:
+        violation = Violation(self._next_index, time, peer, spi, reason)
+        self._next_index += 1
+        self._entries.append(violation)
+        return violation
+
+    def __iter__(self):
+        return iter(tuple(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
