@@ -70,6 +70,8 @@ def _extensions(verdict: Verdict) -> tuple[Extension, ...]:
 
 def build_reply(verdict: Verdict) -> RegistrationReply:
     """The reply message for a verdict (authenticators still empty: :func:`encode_reply` signs)."""
+    if not isinstance(verdict, Accept | Deny):
+        raise TypeError(f"not a verdict: {verdict!r}")
     request = verdict.request
     if isinstance(verdict, Accept):
         if verdict.home_address is None or verdict.assign:
@@ -82,8 +84,6 @@ def build_reply(verdict: Verdict) -> RegistrationReply:
             identification=verdict.reply_identification,
             extensions=_extensions(verdict),
         )
-    if not isinstance(verdict, Deny):
-        raise TypeError(f"not a verdict: {verdict!r}")
     return RegistrationReply(
         code=verdict.code,
         lifetime=0,  # ignored by the mobile node on a denial (RFC 5944 §3.4)
