@@ -30,11 +30,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pyang --strict --lint -p yang yang/*.yang
-	yanglint -i -p yang yang/*.yang
+	$(BIN)/pyang --strict --lint -p yang/ietf yang/*.yang
+	yanglint -i -p yang/ietf yang/*.yang
 
 tree: $(STAMP)
-	$(BIN)/pyang -f tree -p yang yang/mipha-home-agent.yang -o docs/yang-tree.txt
+	$(BIN)/pyang -f tree -p yang/ietf yang/mipha-home-agent.yang -o docs/yang-tree.txt
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
