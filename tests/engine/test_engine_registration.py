@@ -313,7 +313,9 @@ def test_reverse_tunnel_policy(policy, flags, code):
 def test_unoffered_encapsulation_is_139_and_gre_when_offered():
     h = harness()
     assert h.register(HOME, COA1, flags=G).code == 139
-    config = vr_config([node("mn1", HOME)], address=HA, encapsulations={Encapsulation.IP_IN_IP, Encapsulation.GRE})
+    config = vr_config(
+        [node("mn1", HOME)], address=HA, encapsulations={Encapsulation.IP_IN_IP, Encapsulation.GRE}
+    )
     h2 = harness(config)
     assert h2.register(HOME, COA1, flags=G).code == 0
     assert h2.plane.drain(h2.engine)[0] == EnsureTunnel(addr(COA1), Encapsulation.GRE)
@@ -352,7 +354,9 @@ def test_poorly_formed_request_is_134_and_unknown_extension_is_discarded():
 
 def test_reply_addressing_swaps_addresses_and_ports():
     h = harness()
-    out = h.send(build_request(home=HOME, coa=COA1, identification=h.clock.timestamp()), source="198.51.100.8")
+    out = h.send(
+        build_request(home=HOME, coa=COA1, identification=h.clock.timestamp()), source="198.51.100.8"
+    )
     assert out.destination == ("198.51.100.8", h.source_port) and out.source == HA and out.source_port == 434
 
 
@@ -397,7 +401,9 @@ def test_nai_identifies_a_static_mobile_node_and_is_echoed():
 
 
 def test_key_is_per_mobile_node():
-    config = vr_config([node("mn1", HOME), node("mn2", "10.1.0.2", security_associations=[sa(key=b"2" * 16)])])
+    config = vr_config(
+        [node("mn1", HOME), node("mn2", "10.1.0.2", security_associations=[sa(key=b"2" * 16)])]
+    )
     h = harness(config)
     assert h.register("10.1.0.2", COA1, key=KEY).code == 131
     assert h.register("10.1.0.2", COA1, key=b"2" * 16).code == 0

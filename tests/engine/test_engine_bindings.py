@@ -1,0 +1,58 @@
+"""The binding table: key order, range queries, the lazy-deletion expiry heap."""
+
+from __future__ import annotations
+
+from ha.engine.bindings import Binding, BindingTable
+from ha.protocol.constants import Encapsulation
+
+
+def binding(home: int, coa: int, registered: float, lifetime: int) -> Binding:
+    return Binding(
+        home,
+        coa,
+        "mn",
+        source=0,
+        lifetime=lifetime,
+        registered=registered,
+        identification=1,
+        flags=0,
+        encapsulation=Encapsulation.IP_IN_IP,
+        spi=256,
+    )
+
+
+def test_iteration_and_after_are_in_key_order():
+    table = BindingTable()
+    for home, coa in [(5, 1), (1, 9), (1, 2), (3, 3)]:
+        table.add(binding(home, coa, 0.0, 10))
+    assert [(b.home_address, b.care_of_address) for b in table] == [(1, 2), (1, 9), (3, 3), (5, 1)]
+    assert [(b.home_address, b.care_of_address) for b in table.after((1 << 32) | 9, 2)] == [(3, 3), (5, 1)]
+    assert table.care_of_addresses(1) == [2, 9]
+    assert table.count_for_home(1) == 2 and table.count_for_home(4) == 0
+
+
+def test_expiry_pops_in_time_order_and_skips_refreshed_entries():
+    table = BindingTable()
+    table.add(binding(1, 1, 0.0, 30))
+    table.add(binding(2, 2, 0.0, 10))
+    table.add(binding(3, 3, 0.0, 20))
+    table.add(binding(2, 2, 5.0, 100))  # refreshed: its first heap entry (t=10) is stale
+    assert table.next_expiry() == 20.0
+    assert [b.home_address for b in table.pop_expired(29.999)] == [3]
+    assert [b.home_address for b in table.pop_expired(30.0)] == [1]
+    assert table.next_expiry() == 105.0
+    assert list(table.pop_expired(104.9)) == []
+    assert [b.home_address for b in table.pop_expired(105.0)] == [2]
+    assert len(table) == 0 and table.next_expiry() is None
+
+
+def test_removed_binding_never_expires_and_stale_entries_are_compacted():
+    table = BindingTable()
+    table.add(binding(1, 1, 0.0, 10))
+    assert table.remove(1, 1) is not None
+    assert list(table.pop_expired(100.0)) == []
+    for i in range(5000):  # refresh one binding many times: the heap must not grow without bound
+        table.add(binding(7, 7, float(i), 10))
+    assert table.heap_size <= 2 * len(table) + 1024 + 1
+    assert [b.registered for b in table.pop_expired(5008.9)] == []
+    assert [b.registered for b in table.pop_expired(5009.0)] == [4999.0]
