@@ -1,0 +1,417 @@
+"""What the ``ipip`` and ``tun`` backends share: the VR namespace, mipha's table + rule, host routes,
+proxy-ARP entries, gratuitous ARP, reference-counted tunnels and reconciliation.
+
+A backend subclass only says how a tunnel is made (:meth:`_create_tunnel` / :meth:`_delete_tunnel`),
+which device a home address is routed into (:meth:`_route_oif`) and how traffic state is refreshed
+(:meth:`_on_homes_changed`).  Intents are dispatched through :attr:`KernelPlane.HANDLERS`, a table
+keyed by intent type (h11's ``WRITERS`` idea).  Route and proxy changes are not sent one by one: the
+handlers record the final wanted state per address and :meth:`_flush` sends them as netlink batches
+(:mod:`ha.dataplane.nlbatch`), so applying 10k bindings costs a handful of ``send`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any, ClassVar
+
+from pyroute2 import IPRoute
+
+from ha.netns import NetnsThread, write_sysctl
+
+from . import nlbatch
+from .base import DataPlane, DataPlaneError, DesiredBinding, TunnelCounters, VirtualRouterPlane
+from .intents import (
+    Encapsulation,
+    EnsureTunnel,
+    GratuitousArp,
+    Intent,
+    ProxyArp,
+    ReleaseTunnel,
+    RemoveHomeRoute,
+    SetHomeRoute,
+)
+from .ownership import MIPHA_RULE_PRIORITY, MIPHA_TABLE, RTPROT_MIPHA
+
+log = logging.getLogger(__name__)
+
+ETH_P_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """One tunnel per care-of address, shared by every binding behind it."""
+
+    coa: IPv4Address
+    encapsulation: Encapsulation
+    refs: int = 0
+    ifindex: int = 0
+    ifname: str | None = None
+
+
+def garp_frame(sender_mac: bytes, home_address: IPv4Address, *, op: int = ARP_REQUEST) -> bytes:
+    """A broadcast gratuitous ARP: sender IP = target IP = home address (RFC 5944 §4.6)."""
+    ip = home_address.packed
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sender_mac, ip, b"\xff" * 6, ip)
+    return b"\xff" * 6 + sender_mac + struct.pack("!H", ETH_P_ARP) + arp
+
+
+class KernelPlane(DataPlane):
+    """Base of the kernel-programming backends, bound to one virtual router."""
+
+    HANDLERS: ClassVar[dict[type, str]] = {
+        EnsureTunnel: "_ensure_tunnel",
+        ReleaseTunnel: "_release_tunnel",
+        SetHomeRoute: "_set_home_route",
+        RemoveHomeRoute: "_remove_home_route",
+        ProxyArp: "_proxy_arp",
+        GratuitousArp: "_gratuitous_arp",
+    }
+
+    def __init__(
+        self, vr: VirtualRouterPlane, *, table: int = MIPHA_TABLE, proto: int = RTPROT_MIPHA
+    ) -> None:
+        self.vr = vr
+        self.table = table
+        self.proto = proto
+        self.rule_priority = MIPHA_RULE_PRIORITY if table == MIPHA_TABLE else table
+        self._tunnels: dict[IPv4Address, Tunnel] = {}
+        self._homes: dict[IPv4Address, tuple[IPv4Address, ...]] = {}
+        self._reverse: dict[IPv4Address, bool] = {}
+        self._proxied: set[IPv4Address] = set()
+        self._route_ops: dict[IPv4Address, int | None] = {}  # address -> oif (add/replace) or None (delete)
+        self._proxy_ops: dict[IPv4Address, bool] = {}
+        self._garps: list[GratuitousArp] = []
+        self._garp_tasks: set[asyncio.Task[None]] = set()
+        self.garps_sent = 0
+        self._ns: NetnsThread | None = None
+        self._nl: nlbatch.RtnlBatch | None = None
+        self._ipr: IPRoute | None = None
+        self.home_ifindex = 0
+        self.home_mac = b""
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            kind: getattr(self, name) for kind, name in self.HANDLERS.items()
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def ns(self) -> NetnsThread:
+        if self._ns is None:
+            raise DataPlaneError(f"{self.name} backend for VR {self.vr.name!r} is not started")
+        return self._ns
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.ns.call(fn, *args)
+
+    async def _acall(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wrap_future(self.ns.submit(fn, *args))
+
+    async def start(self) -> None:
+        self._ns = NetnsThread(self.vr.netns)
+        self._nl = self._call(nlbatch.RtnlBatch)
+        self._ipr = self._call(IPRoute)
+        await self._acall(self._prepare_namespace)
+        await self._start_backend()
+
+    def _prepare_namespace(self) -> None:
+        """Forwarding on, proxy_delay 0 and the home interface's MAC, mipha's policy rule."""
+        write_sysctl(("net", "ipv4", "ip_forward"), 1)
+        home = self.vr.home_interface
+        if home:
+            try:
+                self.home_ifindex = socket.if_nametoindex(home)
+            except OSError as exc:
+                raise DataPlaneError(f"home interface {home!r} not found in VR {self.vr.name!r}") from exc
+            write_sysctl(("net", "ipv4", "neigh", home, "proxy_delay"), 0)
+            write_sysctl(("net", "ipv4", "conf", home, "forwarding"), 1)
+            link = self.ipr.get_links(self.home_ifindex)[0]
+            self.home_mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
+        self._ensure_rule()
+
+    @property
+    def ipr(self) -> IPRoute:
+        assert self._ipr is not None
+        return self._ipr
+
+    @property
+    def nl(self) -> nlbatch.RtnlBatch:
+        assert self._nl is not None
+        return self._nl
+
+    def _ensure_rule(self) -> None:
+        """Exactly one ``pref <prio> lookup <table> proto <proto>`` rule; other mipha rules go."""
+        found = False
+        for rule in self.ipr.get_rules(family=socket.AF_INET):
+            if rule.get("protocol") != self.proto:
+                continue
+            if rule.get("table") == self.table and rule.get("priority") == self.rule_priority and not found:
+                found = True
+                continue
+            self.ipr.rule(
+                "del", family=socket.AF_INET, table=rule.get("table"), priority=rule.get("priority")
+            )
+        if not found:
+            self.ipr.rule(
+                "add",
+                family=socket.AF_INET,
+                table=self.table,
+                priority=self.rule_priority,
+                protocol=self.proto,
+            )
+
+    def _delete_rule(self) -> None:
+        for rule in self.ipr.get_rules(family=socket.AF_INET):
+            if rule.get("protocol") == self.proto and rule.get("table") == self.table:
+                self.ipr.rule("del", family=socket.AF_INET, table=self.table, priority=rule.get("priority"))
+
+    async def stop(self, *, flush: bool = True) -> None:
+        for task in list(self._garp_tasks):
+            task.cancel()
+        await self._stop_backend()
+        if self._ns is None:
+            return
+        if flush:
+            await self._acall(self._flush_kernel)
+        self._call(self.nl.close)
+        self._call(self.ipr.close)
+        self._ns.close()
+        self._ns = None
+
+    def _flush_kernel(self) -> None:
+        """Remove every object of ours from the namespace (and nothing else)."""
+        self._reconcile_routes({})
+        self._reconcile_proxies(set())
+        self._reconcile_tunnels({})
+        self._delete_rule()
+        self._tunnels.clear()
+        self._homes.clear()
+        self._reverse.clear()
+        self._proxied.clear()
+
+    # -- intents -----------------------------------------------------------------------------------
+
+    async def apply(self, intents: Iterable[Intent]) -> None:
+        try:
+            for intent in intents:
+                handler = self._dispatch.get(type(intent))
+                if handler is None:
+                    raise DataPlaneError(f"{self.name} backend cannot handle {type(intent).__name__}")
+                if isinstance(intent, ReleaseTunnel):
+                    await self._acall(self._flush)  # routes leave the device before it goes
+                handler(intent)
+        finally:
+            await self._acall(self._flush)
+            self._on_homes_changed()
+        garps, self._garps = self._garps, []
+        for garp in garps:
+            task = asyncio.get_running_loop().create_task(self._garp_burst(garp))
+            self._garp_tasks.add(task)
+            task.add_done_callback(self._garp_tasks.discard)
+
+    def _ensure_tunnel(self, intent: EnsureTunnel) -> None:
+        tunnel = self._tunnels.get(intent.care_of_address)
+        if tunnel is None:
+            tunnel = Tunnel(intent.care_of_address, intent.encapsulation)
+            self._call(self._create_tunnel, tunnel)
+            self._tunnels[tunnel.coa] = tunnel
+        elif tunnel.encapsulation != intent.encapsulation:
+            raise DataPlaneError(
+                f"tunnel to {tunnel.coa} already uses {tunnel.encapsulation}, not {intent.encapsulation}"
+            )
+        tunnel.refs += 1
+
+    def _release_tunnel(self, intent: ReleaseTunnel) -> None:
+        tunnel = self._tunnels.get(intent.care_of_address)
+        if tunnel is None:
+            log.warning("release of unknown tunnel to %s ignored", intent.care_of_address)
+            return
+        tunnel.refs -= 1
+        if tunnel.refs <= 0:
+            self._call(self._delete_tunnel, tunnel)
+            del self._tunnels[tunnel.coa]
+
+    def _set_home_route(self, intent: SetHomeRoute) -> None:
+        if not intent.care_of_addresses:
+            self._remove_home_route(RemoveHomeRoute(intent.home_address))
+            return
+        for coa in intent.care_of_addresses:
+            if coa not in self._tunnels:
+                raise DataPlaneError(f"no tunnel to {coa} for home address {intent.home_address}")
+        self._homes[intent.home_address] = intent.care_of_addresses
+        self._reverse[intent.home_address] = intent.reverse_tunnel
+        self._route_ops[intent.home_address] = self._route_oif(intent.care_of_addresses)
+
+    def _remove_home_route(self, intent: RemoveHomeRoute) -> None:
+        self._homes.pop(intent.home_address, None)
+        self._reverse.pop(intent.home_address, None)
+        self._route_ops[intent.home_address] = None
+
+    def _proxy_arp(self, intent: ProxyArp) -> None:
+        if not self.home_ifindex:
+            log.warning(
+                "VR %s has no home interface: proxy ARP for %s skipped", self.vr.name, intent.home_address
+            )
+            return
+        if intent.enabled:
+            self._proxied.add(intent.home_address)
+        else:
+            self._proxied.discard(intent.home_address)
+        self._proxy_ops[intent.home_address] = intent.enabled
+
+    def _gratuitous_arp(self, intent: GratuitousArp) -> None:
+        if not self.home_ifindex:
+            log.warning("VR %s has no home interface: gratuitous ARP skipped", self.vr.name)
+            return
+        if intent.for_mobile_node and not intent.mn_mac:
+            return  # MN's MAC unknown: withdrawing the proxy entry is all we can do
+        self._garps.append(intent)
+
+    def _flush(self) -> None:
+        """Send the accumulated route / proxy changes as netlink batches (runs on the netns thread)."""
+        route_ops, self._route_ops = self._route_ops, {}
+        proxy_ops, self._proxy_ops = self._proxy_ops, {}
+        by_oif: dict[int | None, list[IPv4Address]] = {}
+        for addr, oif in route_ops.items():
+            by_oif.setdefault(oif, []).append(addr)
+        failures: dict[IPv4Address, int] = {}
+        for oif, addrs in by_oif.items():
+            if oif is None:
+                tpl = nlbatch.route_template(add=False, table=self.table, proto=self.proto)
+                failures |= self.nl.run(tpl, addrs, ignore=nlbatch.IGNORE_MISSING)
+            else:
+                tpl = nlbatch.route_template(add=True, table=self.table, proto=self.proto, oif=oif)
+                failures |= self.nl.run(tpl, addrs)
+        adds = [a for a, on in proxy_ops.items() if on]
+        dels = [a for a, on in proxy_ops.items() if not on]
+        if adds:
+            tpl = nlbatch.proxy_template(add=True, ifindex=self.home_ifindex, proto=self.proto)
+            failures |= self.nl.run(tpl, adds)
+        if dels:
+            tpl = nlbatch.proxy_template(add=False, ifindex=self.home_ifindex, proto=self.proto)
+            failures |= self.nl.run(tpl, dels, ignore=nlbatch.IGNORE_MISSING)
+        if failures:
+            raise DataPlaneError(str(nlbatch.NetlinkError("route/proxy programming", failures)))
+
+    async def _garp_burst(self, intent: GratuitousArp) -> None:
+        """``garp_count`` gratuitous ARPs, ``garp_interval`` apart, via AF_PACKET on the home link."""
+        if intent.for_mobile_node and intent.mn_mac:
+            sender = bytes.fromhex(intent.mn_mac.replace(":", "").replace("-", ""))
+            op = ARP_REPLY
+        else:
+            sender, op = self.home_mac, ARP_REQUEST
+        frame = garp_frame(sender, intent.home_address, op=op)
+        sock: socket.socket = self._call(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            sock.bind((self.vr.home_interface, ETH_P_ARP))
+            for i in range(self.vr.garp_count):
+                if i:
+                    await asyncio.sleep(self.vr.garp_interval)
+                sock.send(frame)
+                self.garps_sent += 1
+        except OSError as exc:
+            log.error("gratuitous ARP for %s failed: %s", intent.home_address, exc)
+        finally:
+            sock.close()
+
+    async def wait_garps(self) -> None:
+        """Wait for pending gratuitous ARP bursts (tests, orderly shutdown)."""
+        if self._garp_tasks:
+            await asyncio.gather(*self._garp_tasks, return_exceptions=True)
+
+    # -- reconciliation ----------------------------------------------------------------------------
+
+    async def resync(self, desired: Iterable[DesiredBinding]) -> None:
+        wanted = list(desired)
+        await self._acall(self._resync, wanted)
+        self._on_homes_changed()
+
+    def _resync(self, wanted: list[DesiredBinding]) -> None:
+        """Dump what carries our marks, diff with ``wanted``, batch the difference (netns thread)."""
+        self._ensure_rule()
+        refs: dict[IPv4Address, Tunnel] = {}
+        for binding in wanted:
+            for coa in binding.care_of_addresses:
+                tunnel = refs.setdefault(coa, Tunnel(coa, binding.encapsulation))
+                tunnel.refs += 1
+        self._reconcile_tunnels(refs)
+        self._homes = {b.home_address: b.care_of_addresses for b in wanted if b.care_of_addresses}
+        self._reverse = {b.home_address: b.reverse_tunnel for b in wanted}
+        self._reconcile_routes({hoa: self._route_oif(coas) for hoa, coas in self._homes.items()})
+        self._proxied = set(self._homes) if self.home_ifindex else set()
+        self._reconcile_proxies(self._proxied)
+
+    def _reconcile_routes(self, wanted: dict[IPv4Address, int]) -> None:
+        current = {r.dst: r.oif for r in self.nl.dump_routes(self.table, self.proto)}
+        stale = [dst for dst in current if dst not in wanted]
+        if stale:
+            tpl = nlbatch.route_template(add=False, table=self.table, proto=self.proto)
+            self.nl.run(tpl, stale, ignore=nlbatch.IGNORE_MISSING)
+        by_oif: dict[int, list[IPv4Address]] = {}
+        for dst, oif in wanted.items():
+            if current.get(dst) != oif:
+                by_oif.setdefault(oif, []).append(dst)
+        failures: dict[IPv4Address, int] = {}
+        for oif, addrs in by_oif.items():
+            tpl = nlbatch.route_template(add=True, table=self.table, proto=self.proto, oif=oif)
+            failures |= self.nl.run(tpl, addrs)
+        if failures:
+            raise DataPlaneError(str(nlbatch.NetlinkError("route resync", failures)))
+
+    def _reconcile_proxies(self, wanted: set[IPv4Address]) -> None:
+        ours = [p for p in self.nl.dump_proxies() if p.proto == self.proto]
+        by_if: dict[int, list[IPv4Address]] = {}
+        have: set[IPv4Address] = set()
+        for entry in ours:
+            if entry.ifindex == self.home_ifindex and entry.dst in wanted:
+                have.add(entry.dst)
+            else:
+                by_if.setdefault(entry.ifindex, []).append(entry.dst)
+        for ifindex, addrs in by_if.items():
+            tpl = nlbatch.proxy_template(add=False, ifindex=ifindex, proto=self.proto)
+            self.nl.run(tpl, addrs, ignore=nlbatch.IGNORE_MISSING)
+        missing = [a for a in wanted if a not in have]
+        if missing:
+            tpl = nlbatch.proxy_template(add=True, ifindex=self.home_ifindex, proto=self.proto)
+            failures = self.nl.run(tpl, missing)
+            if failures:
+                raise DataPlaneError(str(nlbatch.NetlinkError("proxy-ARP resync", failures)))
+
+    # -- backend hooks -----------------------------------------------------------------------------
+
+    async def _start_backend(self) -> None:
+        """Open devices/sockets and adopt kernel state left by a previous run."""
+
+    async def _stop_backend(self) -> None:
+        """Close what :meth:`_start_backend` opened."""
+
+    def _create_tunnel(self, tunnel: Tunnel) -> None:
+        """Make the kernel (or userspace) tunnel for ``tunnel.coa`` (netns thread)."""
+        raise NotImplementedError
+
+    def _delete_tunnel(self, tunnel: Tunnel) -> None:
+        raise NotImplementedError
+
+    def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
+        """Make the set of tunnels exactly ``wanted`` (which carries the new reference counts)."""
+        raise NotImplementedError
+
+    def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
+        """The device a home address bound to ``coas`` is routed into."""
+        raise NotImplementedError
+
+    def _on_homes_changed(self) -> None:
+        """Bindings changed: refresh fast-path tables (tun backend)."""
+
+    def tunnels(self) -> list[TunnelCounters]:
+        return [
+            TunnelCounters(t.coa, t.ifname, t.refs)
+            for t in sorted(self._tunnels.values(), key=lambda t: t.coa)
+        ]

@@ -1,0 +1,364 @@
+"""The ``tun`` backend: RFC 2003 IP-in-IP (and basic GRE) in userspace; works on any kernel.
+
+Kernel side: one TUN device per VR (``mip-tun``), every bound home address has a /32 route into it in
+mipha's table, the home link proxies ARP for it.  Userspace side, on the asyncio loop:
+
+- **forward**: packets read from the TUN (in bursts, until ``EAGAIN``) are looked up by destination.
+  The inner TTL decrement of RFC 2003 §3.1 is the kernel's forwarding step into the TUN (which also sends
+  ICMP time exceeded on expiry, from the HA); the reader never decrements a second time and refuses to
+  encapsulate TTL 0 (locally sourced) with time exceeded.  DF packets longer than the tunnel MTU - 20
+  get ICMP fragmentation-needed with MTU - 20, packets whose source is the care-of address or an HA
+  address are dropped (loop), and a copy goes to every care-of address of the binding through a raw
+  ``IPPROTO_IPIP`` (or ``IPPROTO_GRE``) socket bound to the HA address: the kernel builds the outer
+  header; TOS is copied (``IP_TOS`` control message) and DF is copied (one socket with
+  ``IP_PMTUDISC_DO``, one with ``IP_PMTUDISC_DONT``).
+- **reverse** (RFC 3024): proto-4 / proto-47 packets to the HA address are decapsulated only when the
+  outer source is a care-of address registered for the inner source and reverse tunnelling is allowed
+  for that binding; the inner packet is written to the TUN (``rp_filter`` loose there).  Anything else is
+  dropped and counted (:attr:`TunPlane.stats`).
+
+Not supported here: minimal encapsulation (RFC 2004) and GRE with checksum/key/sequence bits (such
+packets are dropped and counted); relaying ICMP errors received from inside the tunnel (RFC 2003 §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from ha.netns import write_sysctl
+
+from .base import DataPlaneError, TunnelCounters, VirtualRouterPlane
+from .intents import Encapsulation
+from .kernel import KernelPlane, Tunnel
+from .ownership import TUN_IFNAME
+
+log = logging.getLogger(__name__)
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_DO = 2
+SO_ATTACH_FILTER = 26
+IPPROTO_GRE = 47
+GRE_IPV4 = b"\x00\x00\x08\x00"
+BURST = 256
+ICMP_ERRORS_PER_SECOND = 200
+_ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
+
+
+@dataclass(slots=True)
+class _Path:
+    """Fast-path view of one tunnel: what the reader needs per packet, plus its counters."""
+
+    coa: IPv4Address
+    dest: tuple[str, int]
+    packed: bytes
+    gre: bool
+    mtu: int
+    in_packets: int = 0
+    in_octets: int = 0
+    out_packets: int = 0
+    out_octets: int = 0
+
+
+@dataclass(slots=True)
+class TunStats:
+    """Drops and ICMP errors of the userspace path (not per tunnel)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def _drop_all_filter(sock: socket.socket) -> None:
+    """Attach a classic BPF ``ret 0`` so a send-only raw socket never queues received copies."""
+    insns = (ctypes.c_ubyte * 8).from_buffer_copy(struct.pack("=HBBI", 0x06, 0, 0, 0))
+    prog = struct.pack("=HxxxxxxQ", 1, ctypes.addressof(insns))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_error(icmp_type: int, code: int, offending: bytes, *, mtu: int = 0) -> bytes:
+    """An ICMP error quoting the offending IP header + 8 bytes (RFC 792; next-hop MTU per RFC 1191)."""
+    ihl = (offending[0] & 0x0F) * 4
+    rest = struct.pack("!HH", 0, mtu)
+    body = struct.pack("!BBH", icmp_type, code, 0) + rest + offending[: ihl + 8]
+    csum = _checksum(body)
+    return body[:2] + struct.pack("!H", csum) + body[4:]
+
+
+class TunPlane(KernelPlane):
+    """Userspace IP-in-IP home agent data plane for one virtual router."""
+
+    name = "tun"
+
+    def __init__(
+        self, vr: VirtualRouterPlane, *, tunnel_mtu: int = 1500, burst: int = BURST, **kw: int
+    ) -> None:
+        super().__init__(vr, **kw)
+        self.tunnel_mtu = tunnel_mtu
+        self.burst = burst
+        self.stats = TunStats()
+        self._fd = -1
+        self.tun_ifindex = 0
+        self._tx: dict[tuple[bool, bool], socket.socket] = {}  # (gre, df) -> raw socket
+        self._rx: list[socket.socket] = []
+        self._icmp: socket.socket | None = None
+        self._paths: dict[IPv4Address, _Path] = {}
+        self._fwd: dict[bytes, tuple[_Path, ...]] = {}
+        self._rev: dict[bytes, frozenset[bytes]] = {}
+        self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
+        self._icmp_budget = ICMP_ERRORS_PER_SECOND
+        self._icmp_window = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def _start_backend(self) -> None:
+        await self._acall(self._open)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._on_tun_readable)
+        for sock in self._rx:
+            loop.add_reader(sock.fileno(), self._on_tunnel_readable, sock)
+
+    def _open(self) -> None:
+        """TUN + raw sockets, created on the netns thread so they live in the VR's namespace."""
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", TUN_IFNAME.encode(), IFF_TUN | IFF_NO_PI))
+        except OSError as exc:
+            os.close(fd)
+            raise DataPlaneError(f"cannot create TUN device {TUN_IFNAME}: {exc}") from exc
+        self._fd = fd
+        self.tun_ifindex = socket.if_nametoindex(TUN_IFNAME)
+        write_sysctl(("net", "ipv6", "conf", TUN_IFNAME, "disable_ipv6"), 1)
+        write_sysctl(("net", "ipv4", "conf", TUN_IFNAME, "rp_filter"), 2)
+        self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu)
+        ha = str(self.vr.ha_address)
+        for gre in (False, True):
+            proto = IPPROTO_GRE if gre else socket.IPPROTO_IPIP
+            for df in (True, False):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+                sock.bind((ha, 0))
+                sock.setsockopt(
+                    socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT
+                )
+                sock.setblocking(False)
+                if df:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                    self._rx.append(sock)
+                else:
+                    _drop_all_filter(sock)
+                self._tx[(gre, df)] = sock
+        icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
+        icmp.bind((ha, 0))
+        icmp.setblocking(False)
+        _drop_all_filter(icmp)
+        self._icmp = icmp
+
+    async def _stop_backend(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._fd >= 0:
+            loop.remove_reader(self._fd)
+            os.close(self._fd)  # a non-persistent TUN disappears with its routes
+            self._fd = -1
+        for sock in self._rx:
+            loop.remove_reader(sock.fileno())
+        for sock in self._tx.values():
+            sock.close()
+        if self._icmp is not None:
+            self._icmp.close()
+        self._tx.clear()
+        self._rx.clear()
+
+    # -- tunnels (userspace only: nothing to create in the kernel) ---------------------------------
+
+    def _create_tunnel(self, tunnel: Tunnel) -> None:
+        if tunnel.encapsulation == Encapsulation.MINIMAL:
+            raise DataPlaneError("the tun backend does not support minimal encapsulation (RFC 2004)")
+        tunnel.ifname = TUN_IFNAME
+        tunnel.ifindex = self.tun_ifindex
+        self._paths[tunnel.coa] = _Path(
+            tunnel.coa,
+            (str(tunnel.coa), 0),
+            tunnel.coa.packed,
+            tunnel.encapsulation == Encapsulation.GRE,
+            self.tunnel_mtu,
+        )
+
+    def _delete_tunnel(self, tunnel: Tunnel) -> None:
+        self._paths.pop(tunnel.coa, None)
+
+    def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
+        for coa in list(self._paths):
+            if coa not in wanted:
+                del self._paths[coa]
+        for tunnel in wanted.values():
+            old = self._paths.get(tunnel.coa)
+            if old is None or old.gre != (tunnel.encapsulation == Encapsulation.GRE):
+                self._create_tunnel(tunnel)
+            tunnel.ifname, tunnel.ifindex = TUN_IFNAME, self.tun_ifindex
+        self._tunnels = dict(wanted)
+
+    def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
+        return self.tun_ifindex
+
+    def _on_homes_changed(self) -> None:
+        """Rebuild the per-packet lookup tables (keys are packed addresses: no parsing on the fast path)."""
+        self._fwd = {
+            hoa.packed: tuple(self._paths[c] for c in coas if c in self._paths)
+            for hoa, coas in self._homes.items()
+        }
+        self._rev = {
+            hoa.packed: frozenset(c.packed for c in coas)
+            for hoa, coas in self._homes.items()
+            if self._reverse.get(hoa, True)
+        }
+
+    def tunnels(self) -> list[TunnelCounters]:
+        out = []
+        for t in sorted(self._tunnels.values(), key=lambda t: t.coa):
+            p = self._paths.get(t.coa)
+            if p is None:
+                out.append(TunnelCounters(t.coa, TUN_IFNAME, t.refs))
+            else:
+                out.append(
+                    TunnelCounters(
+                        t.coa, TUN_IFNAME, t.refs, p.in_packets, p.in_octets, p.out_packets, p.out_octets
+                    )
+                )
+        return out
+
+    # -- fast path ---------------------------------------------------------------------------------
+
+    def _on_tun_readable(self) -> None:
+        fd = self._fd
+        forward = self._forward
+        for _ in range(self.burst):
+            try:
+                packet = os.read(fd, 65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # pragma: no cover - device gone
+                log.error("TUN read failed: %s", exc)
+                return
+            forward(packet)
+
+    def _forward(self, packet: bytes) -> None:
+        """Encapsulate one packet read from the TUN (RFC 2003 §3, §4)."""
+        counts = self.stats.counts
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            counts["not-ipv4"] += 1
+            return
+        paths = self._fwd.get(packet[16:20])
+        if not paths:
+            counts["no-binding"] += 1
+            return
+        src = packet[12:16]
+        if src in self._local:
+            counts["loop"] += 1
+            return
+        if packet[8] == 0:  # never encapsulate TTL 0 (RFC 2003 §3.1)
+            counts["ttl-expired"] += 1
+            self._send_icmp(11, 0, packet)
+            return
+        df = bool(packet[6] & 0x40)
+        tos = packet[1]
+        size = len(packet)
+        for path in paths:
+            if src == path.packed:
+                counts["loop"] += 1
+                continue
+            if df and size > path.mtu - 20:
+                counts["frag-needed"] += 1
+                self._send_icmp(3, 4, packet, mtu=path.mtu - 20)
+                return
+            payload = GRE_IPV4 + packet if path.gre else packet
+            sock = self._tx[(path.gre, df)]
+            try:
+                if tos:
+                    sock.sendmsg([payload], [(socket.IPPROTO_IP, socket.IP_TOS, bytes([tos]))], 0, path.dest)
+                else:
+                    sock.sendto(payload, path.dest)
+            except OSError as exc:
+                counts[f"send-{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+                continue
+            path.out_packets += 1
+            path.out_octets += size
+
+    def _send_icmp(self, icmp_type: int, code: int, packet: bytes, *, mtu: int = 0) -> None:
+        """ICMP error from the HA address to the inner source, rate-limited; never about ICMP errors."""
+        ihl = (packet[0] & 0x0F) * 4
+        if packet[9] == 1 and len(packet) > ihl and packet[ihl] in _ICMP_ERROR_TYPES:
+            return
+        if struct.unpack_from("!H", packet, 6)[0] & 0x1FFF:  # not the first fragment
+            return
+        now = time.monotonic()
+        if now - self._icmp_window >= 1.0:
+            self._icmp_window, self._icmp_budget = now, ICMP_ERRORS_PER_SECOND
+        if self._icmp_budget <= 0 or self._icmp is None:
+            self.stats.counts["icmp-rate-limited"] += 1
+            return
+        self._icmp_budget -= 1
+        try:
+            self._icmp.sendto(
+                icmp_error(icmp_type, code, packet, mtu=mtu), (socket.inet_ntoa(packet[12:16]), 0)
+            )
+            self.stats.counts["icmp-sent"] += 1
+        except OSError:
+            self.stats.counts["icmp-send-failed"] += 1
+
+    def _on_tunnel_readable(self, sock: socket.socket) -> None:
+        decap = self._decapsulate
+        for _ in range(self.burst):
+            try:
+                data = sock.recv(65535)
+            except BlockingIOError:
+                return
+            decap(data)
+
+    def _decapsulate(self, data: bytes) -> None:
+        """Reverse tunnel (RFC 3024): accept only from a CoA registered for the inner source."""
+        counts = self.stats.counts
+        ihl = (data[0] & 0x0F) * 4
+        inner_at = ihl
+        if data[9] == IPPROTO_GRE:
+            if data[ihl : ihl + 4] != GRE_IPV4:
+                counts["gre-unsupported"] += 1
+                return
+            inner_at += 4
+        inner = data[inner_at:]
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            counts["decap-malformed"] += 1
+            return
+        outer_src = data[12:16]
+        allowed = self._rev.get(inner[12:16])
+        if allowed is None or outer_src not in allowed:
+            counts["reverse-spoofed"] += 1
+            return
+        path = self._paths.get(IPv4Address(outer_src))
+        if path is not None:
+            path.in_packets += 1
+            path.in_octets += len(inner)
+        try:
+            os.write(self._fd, inner)
+        except OSError:
+            counts["tun-write-failed"] += 1
