@@ -24,7 +24,7 @@ never appear in messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +139,6 @@ class Validator:
         # Data paths (libyang form) removed to get past an error: later errors at, above or below
         # them are consequences of the repair, not violations of the document.
         repaired: list[str] = []
-        scratch: etree._Element | None = None
         tree = None
         while True:
             tree, ly_errors = self._parse_only(data)
@@ -147,12 +146,12 @@ class Validator:
                 break
             if len(errors) >= MAX_ERRORS:
                 return errors, None
-            if scratch is None:
-                scratch = etree.fromstring(b"<r>" + data + b"</r>", _SCRATCH_PARSER)
+            # libyang reports line numbers of ``data``: re-read it so sourcelines match.
+            scratch = etree.fromstring(b"<r>" + data + b"</r>", _SCRATCH_PARSER)
             err = ly_errors[0]
             if not _tainted(err.path, repaired):
                 errors.append(self._convert(err, nsmap))
-            removed = _remove_parse_culprit(scratch, err)
+            removed = _remove_parse_culprit(scratch, err, self._is_key)
             if removed is None:
                 return errors, None
             repaired.append(removed)
@@ -338,6 +337,16 @@ class Validator:
             self._collect()
         return out
 
+    def _is_key(self, ly_path: str) -> bool:
+        """Is the node at this libyang data path a list key?"""
+        schema_path = "/" + "/".join(_split_predicates(step)[0] for step in _split_steps(ly_path))
+        try:
+            node = next(iter(self.ctx.find_path(schema_path)), None)
+        except libyang.LibyangError:
+            self._collect()
+            return False
+        return bool(node is not None and getattr(node, "is_key", lambda: False)())
+
     # -- paths --------------------------------------------------------------------------------
 
     def _doc_path(self, ly_path: str, nsmap: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -393,7 +402,9 @@ def _document_prefixes(elements: Sequence[etree._Element]) -> dict[str, str]:
     return out
 
 
-def _remove_parse_culprit(scratch: etree._Element, err: _LyError) -> str | None:
+def _remove_parse_culprit(
+    scratch: etree._Element, err: _LyError, is_key: Callable[[str], bool]
+) -> str | None:
     """Remove from the scratch document the element a parse-stage error points at.
 
     Returns the libyang-style path of what was removed ("" when unknown), None when nothing could be.
@@ -424,12 +435,7 @@ def _remove_parse_culprit(scratch: etree._Element, err: _LyError) -> str | None:
     removed_path = err.path or ""
     if m and removed_path:
         removed_path = f"{removed_path}/{wanted}"
-    elif (
-        err.path
-        and parent is not None
-        and parent is not scratch
-        and _is_unkeyed_entry_key(err.path, parent, victim)
-    ):
+    elif err.path and parent is not None and parent is not scratch and is_key(err.path):
         # A bad list key makes the whole entry unusable: drop the entry, not just the key.
         victim, parent = parent, parent.getparent()
         removed_path = err.path.rsplit("/", 1)[0]
@@ -437,15 +443,6 @@ def _remove_parse_culprit(scratch: etree._Element, err: _LyError) -> str | None:
         return None
     parent.remove(victim)
     return removed_path
-
-
-def _is_unkeyed_entry_key(ly_path: str, entry: etree._Element, child: etree._Element) -> bool:
-    """True when libyang could not key the entry (no predicate on it) and ``child`` is its key."""
-    steps = _split_steps(ly_path)
-    if len(steps) < 2 or "[" in steps[-2]:
-        return False
-    first = next((c for c in entry if isinstance(c.tag, str)), None)
-    return first is child
 
 
 def _tainted(ly_path: str | None, repaired: Sequence[str]) -> bool:
