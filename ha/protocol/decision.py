@@ -30,6 +30,7 @@ from .constants import (
     INFINITE_LIFETIME,
     MEANINGFUL_FLAGS,
     Encapsulation,
+    ReplayProtection,
     ReplyCode,
     RequestFlags,
     ReverseTunnelPolicy,
@@ -341,10 +342,12 @@ def decide(
         fresh_ha_nonce=fresh_nonce,
     )
     if not replay.ok:
+        # A nonce mobile node's first request cannot know our nonce: expected, not a violation.
+        first_contact = sa.replay_protection is ReplayProtection.NONCE and mobile_node.ha_nonce is None
         return deny(
             ReplyCode.IDENTIFICATION_MISMATCH,
             replay.reason,
-            violation=SecurityViolation.BAD_IDENTIFIER,
+            violation=None if first_contact else SecurityViolation.BAD_IDENTIFIER,
             reply_identification=replay.reply_identification,
             ha_nonce=replay.ha_nonce,
         )

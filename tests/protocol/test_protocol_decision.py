@@ -211,11 +211,15 @@ class TestIdentification:
             ReplyCode.IDENTIFICATION_MISMATCH,
         )
         assert first.ha_nonce == 0xA1B2C3D4 and first.reply_identification == 0xA1B2C3D4_00000001
+        assert first.violation is None  # the first request cannot know our nonce
         node = replace(node, ha_nonce=first.ha_nonce)
-        verdict = accepted(
-            run(mn.request(identification=0xA1B2C3D4_00000002), policy, node, arrival, fresh_nonce=7)
-        )
+        echo = mn.request(identification=0xA1B2C3D4_00000002)
+        verdict = accepted(run(echo, policy, node, arrival, fresh_nonce=7))
         assert verdict.reply_identification == 0x00000007_00000002 and verdict.ha_nonce == 7
+        node = replace(node, ha_nonce=7)
+        replayed = run(echo, policy, node, arrival, fresh_nonce=8)  # old nonce A1B2C3D4, we expect 7
+        wrong = denied(replayed, ReplyCode.IDENTIFICATION_MISMATCH)
+        assert wrong.violation == SecurityViolation.BAD_IDENTIFIER and wrong.ha_nonce == 8
 
 
 class TestForeignAgent:
