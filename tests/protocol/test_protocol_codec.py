@@ -381,3 +381,16 @@ def test_requests_with_random_extension_bytes(tail: bytes) -> None:
         assert error.discard or error.reply_code_hint == ReplyCode.POORLY_FORMED_REQUEST
     else:
         assert push_registration_request(parsed) == data
+
+
+def test_reply_code_helpers_and_error_semantics() -> None:
+    from ha.protocol.constants import is_accepted
+
+    assert ReplyCode.ACCEPTED.accepted and ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS.accepted
+    assert not ReplyCode.POORLY_FORMED_REQUEST.accepted
+    assert is_accepted(1) and not is_accepted(64) and not is_accepted(128)
+    header = vector_request().header()
+    assert header.extensions == () and header == vector_request(())
+    answerable = ProtocolError("bad", reply_code_hint=ReplyCode.POORLY_FORMED_REQUEST, header=header)
+    assert not answerable.discard and answerable.header == header
+    assert ProtocolError("drop", header=header).header is None  # no hint: nothing to answer with
