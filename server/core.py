@@ -1,0 +1,470 @@
+"""State shared by all sessions: datastores, locks, confirmed commit, notifications, monitoring.
+
+Transport-free; the only clock-driven part, the confirmed-commit timeout, uses the running asyncio
+loop's `call_later` so that the rollback happens even when no session is active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from server import notifications as ev
+from server.datastore import Datastores, ValidatorLike
+from server.defaults import WithDefaults
+from server.edit import EditEngine
+from server.errors import RpcError
+from server.monitoring import GlobalStats, LockInfo, SessionInfo, netconf_state, yang_library
+from server.nacm import Nacm
+from server.operational import OperationalProvider, StateRequest
+from server.operations import HANDLERS, Handler
+from server.schema import Schema
+from server.subscribers import ConfigSubscriber
+from server.tree import Forest, view
+from server.xmlns import (
+    CAP_CANDIDATE,
+    CAP_CONFIRMED,
+    CAP_INTERLEAVE,
+    CAP_NOTIFICATION,
+    CAP_ROLLBACK,
+    CAP_STARTUP,
+    CAP_VALIDATE,
+    CAP_WITH_DEFAULTS,
+    CAP_XPATH,
+    CAP_YANG_LIBRARY,
+    NC_BASE_10,
+    NC_BASE_11,
+    NC_NS,
+)
+
+if TYPE_CHECKING:
+    from server.protocol import NetconfSession
+
+log = logging.getLogger(__name__)
+CAP_WRITABLE_RUNNING = "urn:ietf:params:netconf:capability:writable-running:1.0"
+
+
+@dataclass
+class PendingConfirm:
+    """A confirmed commit awaiting its confirming commit (RFC 6241 §8.4)."""
+
+    rollback: Forest
+    session_id: int
+    persist: str | None
+    timeout: int
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class NetconfCore:
+    """Everything sessions share. Create once per server; `close()` cancels timers."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        validator: ValidatorLike,
+        *,
+        state_dir: Path | None = None,
+        superuser_group: str = "admin",
+        max_message_size: int = 64 * 1024 * 1024,
+        event_log_size: int = 1000,
+        subscribers: list[ConfigSubscriber] | None = None,
+        providers: list[OperationalProvider] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.max_message_size = max_message_size
+        self.ds = Datastores(schema, validator, state_dir, subscribers)
+        self.nacm = Nacm(schema, superuser_group)
+        self.wd = WithDefaults(schema)
+        self.events = ev.EventLog(event_log_size)
+        self.sessions: dict[int, NetconfSession] = {}
+        self.locks: dict[str, tuple[int, dt.datetime]] = {}
+        self.stats = GlobalStats()
+        self.providers: list[OperationalProvider] = providers if providers is not None else []
+        self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
+        self.pending: PendingConfirm | None = None
+        self._next_id = 1
+        self.capabilities = self._capabilities()
+        self._hello_caps = self._hello_template()
+
+    # -- hello / capabilities ------------------------------------------------------------------------
+    def _capabilities(self) -> list[str]:
+        caps = [
+            NC_BASE_10,
+            NC_BASE_11,
+            CAP_WRITABLE_RUNNING,
+            CAP_CANDIDATE,
+            CAP_CONFIRMED,
+            "urn:ietf:params:netconf:capability:confirmed-commit:1.0",
+            CAP_ROLLBACK,
+            CAP_VALIDATE,
+            "urn:ietf:params:netconf:capability:validate:1.0",
+            CAP_STARTUP,
+            CAP_XPATH,
+            CAP_NOTIFICATION,
+            CAP_INTERLEAVE,
+            CAP_WITH_DEFAULTS,
+        ]
+        content_id = str(abs(hash(tuple((m.name, m.revision) for m in self.schema.modules))))
+        caps.append(f"{CAP_YANG_LIBRARY}?revision=2019-01-04&content-id={content_id}")
+        for m in self.schema.modules:
+            if not m.implemented:
+                continue
+            cap = f"{m.namespace}?module={m.name}"
+            if m.revision:
+                cap += f"&revision={m.revision}"
+            if m.features:
+                cap += "&features=" + ",".join(m.features)
+            caps.append(cap)
+        return caps
+
+    def _hello_template(self) -> bytes:
+        hello = etree.Element(f"{{{NC_NS}}}hello", nsmap={None: NC_NS})
+        caps = etree.SubElement(hello, f"{{{NC_NS}}}capabilities")
+        for c in self.capabilities:
+            etree.SubElement(caps, f"{{{NC_NS}}}capability").text = c
+        etree.SubElement(hello, f"{{{NC_NS}}}session-id").text = "SESSIONID"
+        return etree.tostring(hello)
+
+    def hello_bytes(self, session_id: int) -> bytes:
+        return self._hello_caps.replace(b"SESSIONID", str(session_id).encode())
+
+    # -- sessions ------------------------------------------------------------------------------------
+    def new_session_id(self) -> int:
+        sid = self._next_id
+        self._next_id += 1
+        return sid
+
+    def register(self, sess: NetconfSession) -> None:
+        self.sessions[sess.id] = sess
+        self.stats.in_sessions += 1
+        self.events.publish(ev.session_start(sess.principal.user, sess.id, sess.source_host))
+
+    def unregister(self, sess: NetconfSession, reason: str, killed_by: int | None = None) -> None:
+        if self.sessions.pop(sess.id, None) is None:
+            return
+        if reason in ("dropped", "other"):
+            self.stats.dropped_sessions += 1
+        if sess.subscription is not None:
+            sess.subscription.cancel()
+        for name, (holder, _t) in list(self.locks.items()):
+            if holder == sess.id:
+                del self.locks[name]
+                if name == "candidate":
+                    self.ds.reset_candidate()  # RFC 6241 §8.3.5.2: uncommitted changes discarded
+        p = self.pending
+        if p is not None and p.persist is None and p.session_id == sess.id:
+            log.warning("session %d ended during a confirmed commit: rolling back", sess.id)
+            self._rollback("cancel", sess)
+        self.events.publish(ev.session_end(sess.principal.user, sess.id, sess.source_host, reason, killed_by))
+
+    def kill(self, sid: int, by: int) -> None:
+        target = self.sessions.get(sid)
+        if target is not None:
+            target.terminate("killed", killed_by=by)
+
+    def session_infos(self) -> list[SessionInfo]:
+        return [
+            SessionInfo(s.id, s.principal.user, s.source_host, s.login_time, s.counters)
+            for s in self.sessions.values()
+        ]
+
+    # -- locks ---------------------------------------------------------------------------------------
+    def lock(self, sess: NetconfSession, name: str) -> None:
+        holder = self.locks.get(name)
+        if holder is not None:
+            raise RpcError(
+                "lock-denied",
+                f"{name} is already locked by session {holder[0]}",
+                type="protocol",
+                info=(("session-id", str(holder[0])),),
+            )
+        if name == "candidate" and self.ds.candidate_dirty_by - {sess.id}:
+            raise RpcError(
+                "lock-denied",
+                "the candidate has uncommitted changes of another session",
+                type="protocol",
+                info=(("session-id", "0"),),
+            )
+        if name == "running" and self.pending is not None and self.pending.session_id != sess.id:
+            raise RpcError(
+                "lock-denied", "a confirmed commit is pending", type="protocol", info=(("session-id", "0"),)
+            )
+        self.locks[name] = (sess.id, dt.datetime.now(dt.UTC))
+
+    def unlock(self, sess: NetconfSession, name: str) -> None:
+        holder = self.locks.get(name)
+        if holder is None or holder[0] != sess.id:
+            raise RpcError(
+                "operation-failed",
+                f"{name} is not locked by this session",
+                type="protocol",
+                info=(("session-id", str(holder[0] if holder else 0)),),
+            )
+        del self.locks[name]
+
+    def lock_infos(self) -> list[LockInfo]:
+        return [LockInfo(n, sid, t) for n, (sid, t) in self.locks.items()]
+
+    # -- commit / confirmed commit -------------------------------------------------------------------
+    def _check_lock(self, sess: NetconfSession, name: str) -> None:
+        holder = self.locks.get(name)
+        if holder is not None and holder[0] != sess.id:
+            raise RpcError(
+                "in-use",
+                f"{name} is locked by session {holder[0]}",
+                type="protocol",
+                info=(("session-id", str(holder[0])),),
+            )
+
+    def commit(
+        self,
+        sess: NetconfSession,
+        *,
+        confirmed: bool,
+        timeout: int,
+        persist: str | None,
+        persist_id: str | None,
+    ) -> None:
+        self._check_lock(sess, "running")
+        self._check_lock(sess, "candidate")
+        p = self.pending
+        if p is not None:
+            if p.persist is not None:
+                if persist_id != p.persist:
+                    raise RpcError(
+                        "invalid-value",
+                        "a persistent confirmed commit is pending: give its persist-id",
+                        type="protocol",
+                        info=(("bad-element", "persist-id"),),
+                    )
+            elif sess.id != p.session_id:
+                raise RpcError(
+                    "in-use",
+                    f"a confirmed commit of session {p.session_id} is pending",
+                    type="protocol",
+                    info=(("session-id", str(p.session_id)),),
+                )
+            elif persist_id is not None:
+                raise RpcError(
+                    "invalid-value",
+                    "no persistent confirmed commit is pending",
+                    type="protocol",
+                    info=(("bad-element", "persist-id"),),
+                )
+        elif persist_id is not None:
+            raise RpcError(
+                "invalid-value",
+                "no confirmed commit with that persist-id",
+                type="protocol",
+                info=(("bad-element", "persist-id"),),
+            )
+        before = self.ds.running
+        new = self.ds.candidate.copy()
+        self.ds.commit_running(new, session_id=sess.id, user=sess.principal.user)
+        self.ds.candidate_dirty_by.clear()
+        self.publish_config_change(sess, "running", [])
+        if confirmed:
+            if p is None:
+                self.pending = PendingConfirm(before, sess.id, persist, timeout)
+                event = "start"
+            else:
+                p.persist, p.timeout = persist, timeout
+                if p.timer is not None:
+                    p.timer.cancel()
+                event = "extend"
+            self.pending.timer = asyncio.get_running_loop().call_later(timeout, self._confirm_timeout)
+            self.events.publish(
+                ev.confirmed_commit(event, sess.principal.user, sess.id, sess.source_host, timeout)
+            )
+        elif p is not None:
+            if p.timer is not None:
+                p.timer.cancel()
+            self.pending = None
+            self.events.publish(
+                ev.confirmed_commit("complete", sess.principal.user, sess.id, sess.source_host, None)
+            )
+
+    def cancel_commit(self, sess: NetconfSession, persist_id: str | None) -> None:
+        p = self.pending
+        if p is None:
+            raise RpcError("invalid-value", "no confirmed commit is pending", type="protocol")
+        if p.persist is not None:
+            if persist_id != p.persist:
+                raise RpcError(
+                    "invalid-value",
+                    "persist-id does not match",
+                    type="protocol",
+                    info=(("bad-element", "persist-id"),),
+                )
+        elif sess.id != p.session_id:
+            raise RpcError(
+                "in-use",
+                f"the confirmed commit belongs to session {p.session_id}",
+                type="protocol",
+                info=(("session-id", str(p.session_id)),),
+            )
+        self._rollback("cancel", sess)
+
+    def _confirm_timeout(self) -> None:
+        if self.pending is not None:
+            log.warning("confirmed commit not confirmed within %ds: rolling back", self.pending.timeout)
+            self._rollback("timeout", None)
+
+    def _rollback(self, event: str, sess: NetconfSession | None) -> None:
+        p = self.pending
+        if p is None:
+            return
+        self.pending = None
+        if p.timer is not None:
+            p.timer.cancel()
+        try:
+            self.ds.commit_running(p.rollback, session_id=0, validate=False)
+        except RpcError as err:
+            log.error("rollback of confirmed commit refused by a subscriber: %s", err)
+        self.ds.reset_candidate()
+        if sess is not None and event == "cancel" and sess.id in self.sessions:
+            who = (sess.principal.user, sess.id, sess.source_host)
+        else:
+            who = ("", 0, None)
+        self.events.publish(ev.confirmed_commit(event, *who, None))
+        self.events.publish(ev.config_change("running", "", 0, None, [], {}))
+
+    # -- notifications -------------------------------------------------------------------------------
+    def subscribe(self, sess: NetconfSession, **kw) -> None:
+        sub = ev.Subscription(self.events, sess.send_notification, self.schema, **kw)
+        sess.subscription = sub
+        # the <ok/> reply must precede any notification: start after the current message is answered
+        asyncio.get_running_loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
+        if sub.stop is not None:
+            delay = (sub.stop - ev.utcnow()).total_seconds()
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
+
+    def publish(self, body: etree._Element) -> None:
+        """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF."""
+        self.events.publish(body)
+
+    def publish_config_change(
+        self, sess: NetconfSession, datastore: str, tags: list[tuple[str, str]]
+    ) -> None:
+        edits, nsmap = [], {}
+        for tag, op in tags:
+            ns, _, name = tag[1:].partition("}")
+            mod = self.schema.ns_to_module.get(ns)
+            if mod is None:
+                continue
+            pfx = self.schema.module_prefix[mod]
+            nsmap[pfx] = ns
+            edits.append((f"/{pfx}:{name}", op))
+        self.events.publish(
+            ev.config_change(datastore, sess.principal.user, sess.id, sess.source_host, edits, nsmap)
+        )
+
+    # -- operational state ---------------------------------------------------------------------------
+    def state_roots(self, sess: NetconfSession, request: StateRequest) -> list[etree._Element]:
+        roots = [
+            netconf_state(
+                self.capabilities, self.lock_infos(), self.schema, self.session_infos(), self.stats
+            ),
+            *yang_library(self.schema),
+        ]
+        for prov in self.providers:
+            try:
+                roots.extend(prov.get_state(request))
+            except Exception:
+                log.exception("operational provider %r failed", prov)
+        return roots
+
+    def merge_state(self, running: Forest, state: list[etree._Element]) -> tuple[Forest, bool]:
+        """Config plus state roots; state under a config root is merged into a copy of that root."""
+        config_tags = {r.tag for r in running}
+        overlapping = [s for s in state if s.tag in config_tags]
+        if not overlapping:
+            return view([*running, *state]), False
+        data = running.copy()
+        engine = EditEngine(self.schema)
+        for s in state:
+            _merge_into(data, s, engine)
+        return data, True
+
+    def strip_config(self, data: Forest) -> Forest:
+        """config-filter=false: drop config leaves, keeping keys and containers that hold state."""
+        out = Forest()
+        for r in data:
+            sn = self.schema.root(*_split(r.tag))
+            if sn is None:
+                continue
+            kept = _strip(r, sn)
+            if kept is not None:
+                out.append(kept)
+        return out
+
+    def close(self) -> None:
+        if self.pending is not None and self.pending.timer is not None:
+            self.pending.timer.cancel()
+        for s in list(self.sessions.values()):
+            s.terminate("other")
+
+
+def _split(tag: str) -> tuple[str | None, str]:
+    if tag[:1] == "{":
+        ns, _, name = tag[1:].partition("}")
+        return ns, name
+    return None, tag
+
+
+def _merge_into(data: Forest, state: etree._Element, engine: EditEngine) -> None:
+    """Merge a state subtree into config (lists matched by key), without config-only checks."""
+    import copy as _copy
+
+    def merge(parent, el, parent_sn):
+        sn = engine._schema_for(parent_sn, el)
+        if sn is None:
+            return
+        idx = engine._index(parent, parent_sn)
+        key = None
+        if sn.kind == "list":
+            key = engine._keys_of(el, sn)
+        elif sn.kind == "leaf-list":
+            key = ((el.text or "").strip(),)
+        existing = engine._lookup(idx, el, sn, key)
+        if existing is None:
+            engine._add(parent, idx, _copy.deepcopy(el), sn, key)
+            return
+        if sn.kind in ("container", "list"):
+            for ch in el:
+                if isinstance(ch.tag, str):
+                    merge(existing, ch, sn)
+        elif sn.kind == "leaf":
+            existing.text = el.text
+
+    merge(data, state, None)
+
+
+def _strip(el: etree._Element, sn) -> etree._Element | None:
+    if not sn.config:
+        return el
+    if sn.kind in ("leaf", "leaf-list", "anydata"):
+        return None
+    out = etree.Element(el.tag, nsmap=el.nsmap)
+    found = False
+    for ch in el:
+        if not isinstance(ch.tag, str):
+            continue
+        csn = sn.children.get(_split(ch.tag))
+        if csn is None:
+            continue
+        if sn.kind == "list" and csn.name in sn.keys:
+            out.append(etree.fromstring(etree.tostring(ch)))
+            continue
+        kept = _strip(ch, csn)
+        if kept is not None:
+            out.append(kept if kept is not ch else etree.fromstring(etree.tostring(ch)))
+            found = True
+    return out if found else None

@@ -1,0 +1,424 @@
+"""The edit-config engine (RFC 6241 §7.2) over a Forest, guided by the schema.
+
+Operations merge / replace / create / delete / remove, default-operation merge / replace / none and the
+three error-options. The caller passes a *copy* of the target: the engine mutates it freely and the
+datastore layer decides whether to keep it. Children of each parent are indexed once (list entries by
+key tuple, leaf-list entries by value), so a 100k-entry edit stays linear.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from server.errors import RpcError
+from server.schema import Schema, SchemaNode
+from server.tree import Forest
+from server.xmlns import NC_NS
+
+OP_ATTR = f"{{{NC_NS}}}operation"
+EDIT_OPS = frozenset({"merge", "replace", "create", "delete", "remove"})
+DEFAULT_OPS = frozenset({"merge", "replace", "none"})
+ERROR_OPTIONS = frozenset({"stop-on-error", "continue-on-error", "rollback-on-error"})
+
+Parent = etree._Element | Forest
+
+
+def split_tag(tag: str) -> tuple[str | None, str]:
+    if tag[:1] == "{":
+        ns, _, name = tag[1:].partition("}")
+        return ns, name
+    return None, tag
+
+
+class PathBuilder:
+    """Builds error-path instance-identifiers with the request's own prefixes."""
+
+    def __init__(self, schema: Schema, request_nsmap: Mapping[str | None, str]) -> None:
+        self.schema = schema
+        self.prefix_of: dict[str, str] = {}
+        for pfx, ns in request_nsmap.items():
+            if pfx and ns not in self.prefix_of:
+                self.prefix_of[ns] = pfx
+        self.nsmap: dict[str, str] = {}
+
+    def prefix(self, ns: str | None) -> str | None:
+        if ns is None:
+            return None
+        pfx = self.prefix_of.get(ns)
+        if pfx is None:
+            mod = self.schema.ns_to_module.get(ns)
+            pfx = self.schema.module_prefix.get(mod, "ns") if mod else "ns"
+            self.prefix_of[ns] = pfx
+        self.nsmap[pfx] = ns
+        return pfx
+
+    def step(self, ns: str | None, name: str, keys: Iterable[tuple[str, str]] = ()) -> str:
+        pfx = self.prefix(ns)
+        qn = f"{pfx}:{name}" if pfx else name
+        preds = "".join(f"[{qn.split(':')[0] + ':' if pfx else ''}{k}={_quote(v)}]" for k, v in keys)
+        return f"/{qn}{preds}"
+
+
+def _quote(v: str) -> str:
+    return f"'{v}'" if "'" not in v else f'"{v}"'
+
+
+@dataclass
+class _Index:
+    """Children of one parent: non-list children by tag, list entries by key tuple, leaf-lists by value."""
+
+    by_tag: dict[str, list[etree._Element]] = field(default_factory=dict)
+    by_key: dict[str, dict[tuple[str, ...], etree._Element]] = field(default_factory=dict)
+
+
+class EditEngine:
+    """Applies one <config> to a target Forest; collects RpcErrors according to the error-option."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        error_option: str = "stop-on-error",
+        may_write: Callable[[SchemaNode], bool] | None = None,
+        request_nsmap: Mapping[str | None, str] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.error_option = error_option
+        self.may_write = may_write or (lambda _sn: True)
+        self.paths = PathBuilder(schema, request_nsmap or {})
+        self.errors: list[RpcError] = []
+        self._indexes: dict[object, _Index] = {}
+        self.changed = False
+
+    # -- entry point ---------------------------------------------------------------------------------
+    def apply(self, target: Forest, config: etree._Element, default_op: str = "merge") -> list[RpcError]:
+        """Apply every child of `config` to `target`; return the errors (empty list = success)."""
+        if default_op == "replace":
+            # default-operation replace: the config becomes the whole datastore content.
+            for el in config:
+                if isinstance(el.tag, str):
+                    el.set(OP_ATTR, el.get(OP_ATTR, "replace"))
+            for root in list(target):
+                if not any(self._same_root(root, el) for el in config if isinstance(el.tag, str)):
+                    sn = self._schema_for(None, root)
+                    if sn is not None and sn.deny_below and not self._subtree_writable(root, sn):
+                        self._fail(self._denied("", sn))
+                        continue
+                    target.remove(root)
+                    self.changed = True
+            default_op = "merge"
+        for el in config:
+            if not isinstance(el.tag, str):
+                continue
+            try:
+                self._edit(target, el, None, default_op, "")
+            except RpcError as err:
+                if self.error_option != "continue-on-error":
+                    return [*self.errors, err] if self.errors else err.all()
+                self.errors.append(err)
+        return self.errors
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _fail(self, err: RpcError) -> None:
+        if self.error_option == "continue-on-error":
+            self.errors.append(err)
+            return
+        raise err
+
+    def _err(
+        self, tag: str, msg: str, path: str, bad: str | None = None, app_tag: str | None = None
+    ) -> RpcError:
+        info = (("bad-element", bad),) if bad else ()
+        return RpcError(
+            tag,
+            msg,
+            type="application",
+            path=path or "/",
+            path_nsmap=dict(self.paths.nsmap),
+            info=info,
+            app_tag=app_tag,
+        )
+
+    def _denied(self, path: str, sn: SchemaNode) -> RpcError:
+        return RpcError(
+            "access-denied",
+            f"access to {sn.name} denied by NACM (default-deny)",
+            type="application",
+            path=path or "/",
+            path_nsmap=dict(self.paths.nsmap),
+        )
+
+    def _same_root(self, root: etree._Element, el: etree._Element) -> bool:
+        return root.tag == el.tag
+
+    def _schema_for(self, parent_sn: SchemaNode | None, el: etree._Element) -> SchemaNode | None:
+        ns, name = split_tag(el.tag)
+        if parent_sn is None:
+            return self.schema.root(ns, name) if ns else None
+        return parent_sn.child(ns, name) if ns else None
+
+    def _keys_of(self, el: etree._Element, sn: SchemaNode) -> tuple[str, ...] | None:
+        out = []
+        for k in sn.keys:
+            kel = el.find(f"{{{sn.ns}}}{k}")
+            if kel is None:
+                return None
+            out.append((kel.text or "").strip())
+        return tuple(out)
+
+    def _index(self, parent: Parent, parent_sn: SchemaNode | None) -> _Index:
+        idx = self._indexes.get(parent)
+        if idx is not None:
+            return idx
+        idx = _Index()
+        for ch in parent.iterchildren():
+            if not isinstance(ch.tag, str):
+                continue
+            sn = self._schema_for(parent_sn, ch)
+            if sn is not None and sn.kind == "list":
+                key = self._keys_of(ch, sn)
+                if key is not None:
+                    idx.by_key.setdefault(ch.tag, {})[key] = ch
+                    continue
+            if sn is not None and sn.kind == "leaf-list":
+                idx.by_key.setdefault(ch.tag, {})[((ch.text or "").strip(),)] = ch
+                continue
+            idx.by_tag.setdefault(ch.tag, []).append(ch)
+        self._indexes[parent] = idx
+        return idx
+
+    def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
+        if sn.kind in ("list", "leaf-list"):
+            return idx.by_key.get(el.tag, {}).get(key) if key is not None else None
+        found = idx.by_tag.get(el.tag)
+        return found[0] if found else None
+
+    def _add(self, parent: Parent, idx: _Index, new: etree._Element, sn: SchemaNode, key, before=None):
+        if before is not None:
+            pos = parent.index(before)
+            new = parent.insert(pos, new) if isinstance(parent, Forest) else _insert(parent, pos, new)
+        else:
+            new = parent.append(new) if isinstance(parent, Forest) else _append(parent, new)
+        if sn.kind in ("list", "leaf-list"):
+            idx.by_key.setdefault(new.tag, {})[key] = new
+        else:
+            idx.by_tag.setdefault(new.tag, []).append(new)
+        self.changed = True
+        return new
+
+    def _drop(self, parent: Parent, idx: _Index, old: etree._Element, sn: SchemaNode, key) -> None:
+        parent.remove(old)
+        if sn.kind in ("list", "leaf-list"):
+            idx.by_key.get(old.tag, {}).pop(key, None)
+        else:
+            lst = idx.by_tag.get(old.tag, [])
+            if old in lst:
+                lst.remove(old)
+        self._indexes.pop(old, None)
+        self.changed = True
+
+    def _subtree_writable(self, el: etree._Element, sn: SchemaNode) -> bool:
+        """False when `el` (existing data) holds a node this user may not write."""
+        if not sn.deny_below:
+            return True
+        if (sn.deny_all or sn.deny_write) and not self.may_write(sn):
+            return False
+        for ch in el:
+            if isinstance(ch.tag, str):
+                csn = self._schema_for(sn, ch)
+                if csn is not None and not self._subtree_writable(ch, csn):
+                    return False
+        return True
+
+    # -- the recursive edit --------------------------------------------------------------------------
+    def _edit(
+        self, parent: Parent, el: etree._Element, parent_sn: SchemaNode | None, inherited: str, path: str
+    ):
+        ns, name = split_tag(el.tag)
+        sn = self._schema_for(parent_sn, el)
+        if sn is None:
+            if ns is not None and parent_sn is None and ns not in self.schema.ns_to_module:
+                err = RpcError(
+                    "unknown-namespace",
+                    f"unknown namespace {ns}",
+                    type="application",
+                    info=(("bad-element", name), ("bad-namespace", ns)),
+                )
+            else:
+                err = self._err("unknown-element", f"unknown element {name}", path or "/", bad=name)
+            return self._fail(err)
+        op = el.get(OP_ATTR)
+        if op is not None and op not in EDIT_OPS:
+            return self._fail(
+                RpcError(
+                    "bad-attribute",
+                    f"bad operation {op!r}",
+                    type="protocol",
+                    info=(("bad-attribute", "operation"), ("bad-element", name)),
+                )
+            )
+        op = op or inherited
+        key: tuple[str, ...] | None = None
+        keys_pairs: list[tuple[str, str]] = []
+        if sn.kind == "list":
+            key = self._keys_of(el, sn)
+            if key is None:
+                missing = next(k for k in sn.keys if el.find(f"{{{sn.ns}}}{k}") is None)
+                return self._fail(
+                    RpcError(
+                        "missing-element",
+                        f"list {name} entry lacks key {missing}",
+                        type="protocol",
+                        path=(path + self.paths.step(ns, name)) or "/",
+                        path_nsmap=dict(self.paths.nsmap),
+                        info=(("bad-element", missing),),
+                    )
+                )
+            keys_pairs = list(zip(sn.keys, key, strict=True))
+        elif sn.kind == "leaf-list":
+            key = ((el.text or "").strip(),)
+        my_path = path + self.paths.step(ns, name, keys_pairs)
+        if sn.kind == "leaf-list":
+            my_path += f"[.={_quote(key[0])}]"
+        if not sn.config:
+            return self._fail(self._err("invalid-value", f"{name} is state data, not configuration", my_path))
+        idx = self._index(parent, parent_sn)
+        existing = self._lookup(idx, el, sn, key)
+
+        if op in ("delete", "remove"):
+            if existing is None:
+                if op == "delete":
+                    self._fail(self._err("data-missing", f"{name} does not exist", my_path))
+                return None
+            if not self._subtree_writable(existing, sn):
+                return self._fail(self._denied(my_path, sn))
+            if sn.kind == "leaf" and sn.parent is not None and sn.name in sn.parent.keys:
+                return self._fail(self._err("invalid-value", f"cannot delete list key {name}", my_path))
+            self._drop(parent, idx, existing, sn, key)
+            return None
+        if (sn.deny_all or sn.deny_write) and not self.may_write(sn):
+            return self._fail(self._denied(my_path, sn))
+        if op == "create" and existing is not None:
+            return self._fail(self._err("data-exists", f"{name} already exists", my_path))
+        if op == "replace" and existing is not None:
+            if not self._subtree_writable(existing, sn):
+                return self._fail(self._denied(my_path, sn))
+            nxt = existing.getnext() if not isinstance(parent, Forest) else None
+            self._drop(parent, idx, existing, sn, key)
+            existing = None
+            return self._create(parent, idx, el, sn, key, "merge", my_path, before=nxt)
+        if existing is None:
+            if op == "none":
+                if sn.kind in ("leaf", "leaf-list"):
+                    return None
+                # create the parent only if a descendant edit creates something
+                node = self._create(parent, idx, el, sn, key, "none", my_path, shell=True)
+                if node is not None and len(node) <= len(sn.keys):
+                    self._drop(parent, idx, node, sn, key)
+                return None
+            return self._create(parent, idx, el, sn, key, "merge" if op == "create" else op, my_path)
+        # merge / none / create-not-existing handled; existing node: merge into it
+        if sn.kind == "leaf":
+            if op == "merge" or op == "create":
+                new_text = el.text if el.text is not None else None
+                if (existing.text or "") != (new_text or ""):
+                    existing.text = new_text
+                    self.changed = True
+            return None
+        if sn.kind == "leaf-list":
+            return None
+        if sn.kind == "anydata":
+            if op in ("merge", "create"):
+                self._drop(parent, idx, existing, sn, key)
+                self._create(parent, idx, el, sn, key, "merge", my_path)
+            return None
+        for ch in el:
+            if isinstance(ch.tag, str):
+                if sn.kind == "list" and ch.tag.rpartition("}")[2] in sn.keys and ch.get(OP_ATTR) is None:
+                    continue
+                self._edit(existing, ch, sn, op, my_path)
+        return None
+
+    def _create(
+        self, parent, idx, el, sn: SchemaNode, key, child_op: str, path: str, before=None, shell=False
+    ):
+        """Create `el` under parent. Fast path: a subtree without operation attributes is copied whole."""
+        if not shell and sn.kind in ("leaf", "leaf-list", "anydata"):
+            new = etree.Element(el.tag, nsmap=el.nsmap)
+            new.text = el.text
+            if sn.kind == "anydata":
+                new = copy.deepcopy(el)
+                new.attrib.pop(OP_ATTR, None)
+            return self._add(parent, idx, new, sn, key, before)
+        if not shell and self._plain_subtree(el, sn, path):
+            new = _clean_copy(el, sn)
+            return self._add(parent, idx, new, sn, key, before)
+        if self.errors and self.error_option != "continue-on-error":
+            return None
+        new = etree.Element(el.tag, nsmap=el.nsmap)
+        for k in sn.keys:
+            kel = el.find(f"{{{sn.ns}}}{k}")
+            etree.SubElement(new, kel.tag).text = kel.text
+        new = self._add(parent, idx, new, sn, key, before)
+        for ch in el:
+            if isinstance(ch.tag, str):
+                if sn.kind == "list" and ch.tag.rpartition("}")[2] in sn.keys and ch.get(OP_ATTR) is None:
+                    continue
+                self._edit(new, ch, sn, child_op if child_op != "create" else "merge", path)
+        return new
+
+    def _plain_subtree(self, el: etree._Element, sn: SchemaNode, path: str) -> bool:
+        """True when `el`'s subtree has no operation attributes and every node is known, writable config."""
+        stack = [(el, sn)]
+        while stack:
+            e, s = stack.pop()
+            if e is not el and e.get(OP_ATTR) is not None:
+                return False
+            if not s.config or ((s.deny_all or s.deny_write) and not self.may_write(s)):
+                return False
+            if s.kind in ("leaf", "leaf-list", "anydata"):
+                continue
+            seen_leaf: set[str] = set()
+            for ch in e:
+                if not isinstance(ch.tag, str):
+                    continue
+                ns, name = split_tag(ch.tag)
+                cs = s.children.get((ns, name)) if ns else None
+                if cs is None:
+                    return False
+                if cs.kind in ("leaf", "container"):
+                    if ch.tag in seen_leaf:
+                        return False
+                    seen_leaf.add(ch.tag)
+                stack.append((ch, cs))
+        return True
+
+
+def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
+    new = copy.deepcopy(el)
+    if OP_ATTR in new.attrib:
+        del new.attrib[OP_ATTR]
+    if sn.kind == "list" and sn.keys:
+        _keys_first(new, sn)
+    return new
+
+
+def _keys_first(el: etree._Element, sn: SchemaNode) -> None:
+    for i, k in enumerate(sn.keys):
+        kel = el.find(f"{{{sn.ns}}}{k}")
+        if kel is not None and el.index(kel) != i:
+            el.insert(i, kel)
+
+
+def _append(parent: etree._Element, new: etree._Element) -> etree._Element:
+    parent.append(new)
+    return new
+
+
+def _insert(parent: etree._Element, pos: int, new: etree._Element) -> etree._Element:
+    parent.insert(pos, new)
+    return new

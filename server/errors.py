@@ -1,0 +1,130 @@
+"""The one error type of the NETCONF layer, raised internally and turned into <rpc-error> in one place.
+
+Modelled on h11's LocalProtocolError: code anywhere in server/ raises an RpcError carrying everything
+RFC 6241 Appendix A needs; `rpc.py` renders it. Several errors in one reply travel as RpcErrors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from server.xmlns import NC_NS
+
+ERROR_TAGS = frozenset(
+    {
+        "in-use",
+        "invalid-value",
+        "too-big",
+        "missing-attribute",
+        "bad-attribute",
+        "unknown-attribute",
+        "missing-element",
+        "bad-element",
+        "unknown-element",
+        "unknown-namespace",
+        "access-denied",
+        "lock-denied",
+        "resource-denied",
+        "rollback-failed",
+        "data-exists",
+        "data-missing",
+        "operation-not-supported",
+        "operation-failed",
+        "partial-operation",
+        "malformed-message",
+    }
+)
+ERROR_TYPES = frozenset({"transport", "rpc", "protocol", "application"})
+
+
+@dataclass
+class RpcError(Exception):
+    """One <rpc-error>; `info` holds error-info children as (local-name, text) pairs."""
+
+    tag: str
+    message: str = ""
+    type: str = "application"
+    app_tag: str | None = None
+    path: str | None = None
+    path_nsmap: Mapping[str | None, str] | None = None
+    info: tuple[tuple[str, str], ...] = ()
+    severity: str = "error"
+    extra: tuple[RpcError, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.tag not in ERROR_TAGS:
+            raise ValueError(f"unknown error-tag {self.tag!r}")
+        if self.type not in ERROR_TYPES:
+            raise ValueError(f"unknown error-type {self.type!r}")
+        Exception.__init__(self, f"{self.tag}: {self.message}")
+
+    def all(self) -> list[RpcError]:
+        """This error followed by the others carried with it (continue-on-error)."""
+        return [self, *self.extra]
+
+    def to_xml(self) -> etree._Element:
+        """Render as an <rpc-error> element in the base namespace."""
+        q = f"{{{NC_NS}}}"
+        err = etree.Element(q + "rpc-error", nsmap={None: NC_NS})
+        etree.SubElement(err, q + "error-type").text = self.type
+        etree.SubElement(err, q + "error-tag").text = self.tag
+        etree.SubElement(err, q + "error-severity").text = self.severity
+        if self.app_tag:
+            etree.SubElement(err, q + "error-app-tag").text = self.app_tag
+        if self.path:
+            nsmap = {k: v for k, v in (self.path_nsmap or {}).items() if k}
+            p = etree.SubElement(err, q + "error-path", nsmap=nsmap)
+            p.text = self.path
+        if self.message:
+            m = etree.SubElement(err, q + "error-message")
+            m.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+            m.text = self.message
+        if self.info:
+            info = etree.SubElement(err, q + "error-info")
+            for name, text in self.info:
+                etree.SubElement(info, q + name).text = text
+        return err
+
+
+def combine(errors: Iterable[RpcError]) -> RpcError:
+    """Fold several errors into one raisable RpcError whose `all()` yields each of them."""
+    errs = list(errors)
+    if not errs:
+        raise ValueError("no errors to combine")
+    first = errs[0]
+    return RpcError(
+        tag=first.tag,
+        message=first.message,
+        type=first.type,
+        app_tag=first.app_tag,
+        path=first.path,
+        path_nsmap=first.path_nsmap,
+        info=first.info,
+        severity=first.severity,
+        extra=tuple(e for err in errs[1:] for e in err.all()) + first.extra,
+    )
+
+
+def malformed(message: str) -> RpcError:
+    return RpcError("malformed-message", message, type="rpc")
+
+
+def missing_element(name: str, message: str = "", type: str = "protocol") -> RpcError:
+    return RpcError(
+        "missing-element", message or f"missing element {name}", type=type, info=(("bad-element", name),)
+    )
+
+
+def bad_element(name: str, message: str, type: str = "protocol") -> RpcError:
+    return RpcError("bad-element", message, type=type, info=(("bad-element", name),))
+
+
+def invalid_value(message: str, type: str = "protocol", path: str | None = None) -> RpcError:
+    return RpcError("invalid-value", message, type=type, path=path)
+
+
+def operation_not_supported(message: str, type: str = "protocol") -> RpcError:
+    return RpcError("operation-not-supported", message, type=type)

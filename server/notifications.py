@@ -1,0 +1,227 @@
+"""RFC 5277 event notifications on stream NETCONF, with a bounded replay log, and RFC 6470 events.
+
+`EventLog` keeps the last N notifications (for start-time replay). A `Subscription` belongs to one
+session: it filters events (subtree or XPath), replays from the log, sends <replayComplete/>, and ends
+with <notificationComplete/> at stop-time. Time handling: the caller passes `now` (wall-clock UTC).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lxml import etree
+
+from server.errors import RpcError
+from server.filters import SubtreeFilter, xpath_filter
+from server.schema import Schema
+from server.tree import Forest
+from server.xmlns import NCN_NS, NCNOTIF_NS, NOTIF_NS
+
+STREAM = "NETCONF"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_time(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str, field: str) -> dt.datetime:
+    s = (text or "").strip()
+    try:
+        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise RpcError(
+            "bad-element", f"bad date-and-time in {field}", type="protocol", info=(("bad-element", field),)
+        ) from None
+    if t.tzinfo is None:
+        raise RpcError(
+            "bad-element", f"{field} needs a time zone", type="protocol", info=(("bad-element", field),)
+        )
+    return t
+
+
+@dataclass(frozen=True)
+class Event:
+    time: dt.datetime
+    body: etree._Element  # the event element (e.g. <netconf-session-start>)
+
+    def to_bytes(self) -> bytes:
+        return render(self.time, self.body)
+
+
+def render(time: dt.datetime, body: etree._Element) -> bytes:
+    n = etree.Element(f"{{{NOTIF_NS}}}notification", nsmap={None: NOTIF_NS})
+    etree.SubElement(n, f"{{{NOTIF_NS}}}eventTime").text = format_time(time)
+    n.append(body)
+    return etree.tostring(n)
+
+
+class EventLog:
+    """Bounded replay buffer for stream NETCONF, plus fan-out to live subscriptions."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self.events: collections.deque[Event] = collections.deque(maxlen=size)
+        self.subscribers: list[Subscription] = []
+        self.created = utcnow()
+
+    @property
+    def replay_start(self) -> dt.datetime:
+        return self.events[0].time if len(self.events) == self.events.maxlen else self.created
+
+    def publish(self, body: etree._Element, now: dt.datetime | None = None) -> Event:
+        ev = Event(now or utcnow(), body)
+        self.events.append(ev)
+        for sub in list(self.subscribers):
+            sub.offer(ev)
+        return ev
+
+
+class Subscription:
+    """One session's create-subscription; `send` writes one framed notification to the session."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        send: Callable[[bytes], None],
+        schema: Schema,
+        *,
+        filter_el: etree._Element | None = None,
+        xpath: tuple[str, dict] | None = None,
+        start: dt.datetime | None = None,
+        stop: dt.datetime | None = None,
+    ) -> None:
+        self.log, self.send, self.schema = log, send, schema
+        self.filter_el, self.xpath, self.start, self.stop = filter_el, xpath, start, stop
+        self.active = True
+        self.sent = 0
+
+    def begin(self, now: dt.datetime) -> None:
+        """Replay from the log when start-time was given, then go live (or finish at stop-time)."""
+        if self.start is not None:
+            for ev in list(self.log.events):
+                if ev.time >= self.start and (self.stop is None or ev.time <= self.stop):
+                    self._deliver(ev)
+            self.send(render(now, etree.Element(f"{{{NCN_NS}}}replayComplete", nsmap={None: NCN_NS})))
+            if self.stop is not None and self.stop <= now:
+                self.finish(now)
+                return
+        self.log.subscribers.append(self)
+
+    def offer(self, ev: Event) -> None:
+        if not self.active:
+            return
+        if self.stop is not None and ev.time > self.stop:
+            self.finish(ev.time)
+            return
+        self._deliver(ev)
+
+    def _deliver(self, ev: Event) -> None:
+        if self._passes(ev.body):
+            self.send(ev.to_bytes())
+            self.sent += 1
+
+    def _passes(self, body: etree._Element) -> bool:
+        if self.filter_el is None and self.xpath is None:
+            return True
+        data = Forest([body])
+        if self.xpath is not None:
+            return len(xpath_filter(data, self.xpath[0], self.xpath[1], self.schema)) > 0
+        return len(SubtreeFilter(self.filter_el, self.schema).apply(data)) > 0
+
+    def finish(self, now: dt.datetime) -> None:
+        if not self.active:
+            return
+        self.active = False
+        if self in self.log.subscribers:
+            self.log.subscribers.remove(self)
+        self.send(render(now, etree.Element(f"{{{NCN_NS}}}notificationComplete", nsmap={None: NCN_NS})))
+
+    def cancel(self) -> None:
+        self.active = False
+        if self in self.log.subscribers:
+            self.log.subscribers.remove(self)
+
+
+# -- RFC 6470 event bodies -------------------------------------------------------------------------------
+def _el(name: str) -> etree._Element:
+    return etree.Element(f"{{{NCNOTIF_NS}}}{name}", nsmap={None: NCNOTIF_NS})
+
+
+def _sub(parent: etree._Element, name: str, text: str) -> None:
+    etree.SubElement(parent, f"{{{NCNOTIF_NS}}}{name}").text = text
+
+
+def _by(parent: etree._Element, user: str, session_id: int, source: str | None) -> etree._Element:
+    by = etree.SubElement(parent, f"{{{NCNOTIF_NS}}}changed-by")
+    if session_id == 0:
+        etree.SubElement(by, f"{{{NCNOTIF_NS}}}server")
+        return by
+    _sub(by, "username", user)
+    _sub(by, "session-id", str(session_id))
+    if source:
+        _sub(by, "source-host", source)
+    return by
+
+
+def session_start(user: str, session_id: int, source: str | None) -> etree._Element:
+    e = _el("netconf-session-start")
+    _sub(e, "username", user)
+    _sub(e, "session-id", str(session_id))
+    if source:
+        _sub(e, "source-host", source)
+    return e
+
+
+def session_end(
+    user: str, session_id: int, source: str | None, reason: str, killed_by: int | None
+) -> etree._Element:
+    e = _el("netconf-session-end")
+    _sub(e, "username", user)
+    _sub(e, "session-id", str(session_id))
+    if source:
+        _sub(e, "source-host", source)
+    if killed_by is not None:
+        _sub(e, "killed-by", str(killed_by))
+    _sub(e, "termination-reason", reason)
+    return e
+
+
+def config_change(
+    datastore: str,
+    user: str,
+    session_id: int,
+    source: str | None,
+    edits: list[tuple[str, str]],
+    nsmap: dict[str, str],
+) -> etree._Element:
+    """edits: (instance-identifier, operation) pairs; `nsmap` declares the prefixes the targets use."""
+    e = _el("netconf-config-change")
+    _by(e, user, session_id, source)
+    _sub(e, "datastore", datastore)
+    for target, op in edits:
+        ed = etree.SubElement(e, f"{{{NCNOTIF_NS}}}edit")
+        t = etree.SubElement(ed, f"{{{NCNOTIF_NS}}}target", nsmap=nsmap)
+        t.text = target
+        _sub(ed, "operation", op)
+    return e
+
+
+def confirmed_commit(
+    event: str, user: str, session_id: int, source: str | None, timeout: int | None
+) -> etree._Element:
+    e = _el("netconf-confirmed-commit")
+    if session_id:
+        _sub(e, "username", user)
+        _sub(e, "session-id", str(session_id))
+        if source:
+            _sub(e, "source-host", source)
+    _sub(e, "confirm-event", event)
+    if timeout is not None:
+        _sub(e, "timeout", str(timeout))
+    return e

@@ -1,0 +1,482 @@
+"""RFC 6241 operations (plus get-schema, create-subscription, get-data), one handler per RPC.
+
+Handlers receive the session and the operation element and return None (→ <ok/>), an element, or
+bytes already serialised (big <data> replies skip building a wrapper tree). They raise RpcError; the
+session turns it into <rpc-error> in one place. The table `HANDLERS` is keyed by (namespace, name).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from server import notifications as ev
+from server.datastore import DATASTORES
+from server.defaults import MODES as WD_MODES
+from server.edit import DEFAULT_OPS, ERROR_OPTIONS, EditEngine
+from server.errors import RpcError, combine
+from server.filters import SubtreeFilter, xpath_filter
+from server.monitoring import get_schema
+from server.operational import StateRequest
+from server.tree import Forest
+from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
+
+if TYPE_CHECKING:
+    from server.protocol import NetconfSession
+
+Handler = Callable[["NetconfSession", etree._Element], "etree._Element | bytes | None"]
+TEST_OPTIONS = frozenset({"test-then-set", "set", "test-only"})
+
+
+def nc(name: str) -> str:
+    return f"{{{NC_NS}}}{name}"
+
+
+def _child(op: etree._Element, name: str, ns: str = NC_NS) -> etree._Element | None:
+    return op.find(f"{{{ns}}}{name}")
+
+
+def _text(op: etree._Element, name: str, ns: str = NC_NS) -> str | None:
+    el = _child(op, name, ns)
+    return None if el is None else (el.text or "").strip()
+
+
+def _missing(name: str) -> RpcError:
+    return RpcError("missing-element", f"missing <{name}>", type="protocol", info=(("bad-element", name),))
+
+
+def _datastore_ref(op: etree._Element, which: str, *, allow_config: bool = False) -> str | etree._Element:
+    """<source>/<target>: a datastore name, or (when allowed) the inline <config> element."""
+    holder = _child(op, which)
+    if holder is None:
+        raise _missing(which)
+    kids = [c for c in holder if isinstance(c.tag, str)]
+    if len(kids) != 1:
+        raise RpcError(
+            "bad-element",
+            f"<{which}> needs exactly one child",
+            type="protocol",
+            info=(("bad-element", which),),
+        )
+    k = kids[0]
+    name = k.tag.rpartition("}")[2]
+    if name == "url":
+        raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
+    if name == "config" and allow_config:
+        return k
+    if k.tag != nc(name) or name not in DATASTORES:
+        raise RpcError(
+            "bad-element", f"unknown datastore {name}", type="protocol", info=(("bad-element", name),)
+        )
+    return name
+
+
+def _wd_mode(op: etree._Element) -> str:
+    mode = _text(op, "with-defaults", WD_NS)
+    if mode is None:
+        return "explicit"
+    if mode not in WD_MODES:
+        raise RpcError(
+            "invalid-value",
+            f"bad with-defaults {mode}",
+            type="protocol",
+            info=(("bad-element", "with-defaults"),),
+        )
+    return mode
+
+
+def _check_not_locked_by_other(sess: NetconfSession, name: str) -> None:
+    holder = sess.core.locks.get(name)
+    if holder is not None and holder[0] != sess.id:
+        raise RpcError(
+            "in-use",
+            f"{name} is locked by session {holder[0]}",
+            type="protocol",
+            info=(("session-id", str(holder[0])),),
+        )
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+def read_pipeline(
+    sess: NetconfSession,
+    data: Forest,
+    filter_el: etree._Element | None,
+    wd_mode: str,
+    *,
+    owned: bool = False,
+    config_only: bool = False,
+) -> bytes:
+    """NACM prune → with-defaults → filter → serialise. `owned`: data may be mutated in place."""
+    core = sess.core
+    if core.nacm.hides_any(sess.principal, data):
+        if not owned:
+            data, owned = data.copy(), True
+        core.nacm.prune(sess.principal, data)
+    if wd_mode != "explicit":
+        if not owned:
+            data, owned = data.copy(), True
+        core.wd.apply(data, wd_mode, config_only=config_only)
+    if filter_el is not None:
+        ftype = filter_el.get("type", "subtree")
+        if ftype == "subtree":
+            data = SubtreeFilter(filter_el, core.schema).apply(data)
+        elif ftype == "xpath":
+            select = filter_el.get("select")
+            if select is None:
+                raise RpcError(
+                    "missing-attribute",
+                    "xpath filter needs select",
+                    type="protocol",
+                    info=(("bad-attribute", "select"), ("bad-element", "filter")),
+                )
+            data = xpath_filter(data, select, filter_el.nsmap, core.schema)
+        else:
+            raise RpcError(
+                "bad-attribute",
+                f"unknown filter type {ftype}",
+                type="protocol",
+                info=(("bad-attribute", "type"), ("bad-element", "filter")),
+            )
+    return data.to_bytes("data")
+
+
+def op_get_config(sess: NetconfSession, op: etree._Element) -> bytes:
+    src = _datastore_ref(op, "source")
+    return read_pipeline(sess, sess.core.ds.get(src), _child(op, "filter"), _wd_mode(op), config_only=True)
+
+
+def op_get(sess: NetconfSession, op: etree._Element) -> bytes:
+    filter_el = _child(op, "filter")
+    state = sess.core.state_roots(sess, _state_request(filter_el, _wd_mode(op)))
+    data, owned = sess.core.merge_state(sess.core.ds.running, state)
+    return read_pipeline(sess, data, filter_el, _wd_mode(op), owned=owned)
+
+
+def _state_request(filter_el: etree._Element | None, wd: str) -> StateRequest:
+    if filter_el is None:
+        return StateRequest(with_defaults=wd)
+    if filter_el.get("type") == "xpath":
+        nsmap = tuple((k, v) for k, v in filter_el.nsmap.items() if k)
+        return StateRequest(xpath=filter_el.get("select"), nsmap=nsmap, with_defaults=wd)
+    return StateRequest(subtree=filter_el, with_defaults=wd)
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+def _engine(sess: NetconfSession, error_option: str, config_el: etree._Element) -> EditEngine:
+    core = sess.core
+    return EditEngine(
+        core.schema,
+        error_option=error_option,
+        may_write=lambda sn: core.nacm.may_write(sess.principal, sn),
+        request_nsmap=config_el.nsmap,
+    )
+
+
+def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
+    core = sess.core
+    target = _datastore_ref(op, "target")
+    if target == "startup":
+        raise RpcError("operation-not-supported", "edit-config on startup: use copy-config", type="protocol")
+    default_op = _text(op, "default-operation") or "merge"
+    if default_op not in DEFAULT_OPS:
+        raise RpcError(
+            "invalid-value",
+            f"bad default-operation {default_op}",
+            type="protocol",
+            info=(("bad-element", "default-operation"),),
+        )
+    test_option = _text(op, "test-option") or "test-then-set"
+    if test_option not in TEST_OPTIONS:
+        raise RpcError(
+            "invalid-value",
+            f"bad test-option {test_option}",
+            type="protocol",
+            info=(("bad-element", "test-option"),),
+        )
+    error_option = _text(op, "error-option") or "stop-on-error"
+    if error_option not in ERROR_OPTIONS:
+        raise RpcError(
+            "invalid-value",
+            f"bad error-option {error_option}",
+            type="protocol",
+            info=(("bad-element", "error-option"),),
+        )
+    config_el = _child(op, "config")
+    if config_el is None:
+        if _child(op, "url") is not None:
+            raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
+        raise _missing("config")
+    _check_not_locked_by_other(sess, target)
+    current = core.ds.get(target)
+    new = current.copy()
+    engine = _engine(sess, error_option, config_el)
+    errs = engine.apply(new, config_el, default_op)
+    if errs and error_option != "continue-on-error":
+        raise combine(errs)
+    validate = test_option != "set" or target == "running"
+    if test_option == "test-only":
+        verrs = core.ds.validate(new)
+        if errs or verrs:
+            raise combine(errs + verrs)
+        return None
+    if not engine.changed:
+        if errs:
+            raise combine(errs)
+        return None
+    if target == "running":
+        core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
+        core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
+    else:
+        if validate:
+            verrs = core.ds.validate(new)
+            if verrs:
+                raise combine(errs + verrs)
+        core.ds.set_candidate(new, sess.id)
+    if errs:
+        raise combine(errs)  # continue-on-error: the rest was applied, report what failed
+    return None
+
+
+def _edit_targets(config_el: etree._Element, default_op: str) -> list[tuple[str, str]]:
+    out = []
+    for el in config_el:
+        if isinstance(el.tag, str):
+            op = el.get(nc("operation")) or (default_op if default_op != "none" else "merge")
+            out.append((el.tag, op))
+    return out
+
+
+def _inline_config(sess: NetconfSession, config_el: etree._Element) -> Forest:
+    """An inline <config> checked against the schema (unknown nodes, state data, NACM)."""
+    new = Forest()
+    errs = _engine(sess, "stop-on-error", config_el).apply(new, config_el, "merge")
+    if errs:
+        raise combine(errs)
+    return new
+
+
+def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
+    core = sess.core
+    target = _datastore_ref(op, "target")
+    source = _datastore_ref(op, "source", allow_config=True)
+    if isinstance(source, str):
+        if source == target:
+            raise RpcError("invalid-value", "source and target are the same datastore", type="protocol")
+        data = core.ds.get(source).copy()
+        # a non-superuser may not copy deny-all nodes it cannot read
+        if core.nacm.hides_any(sess.principal, data):
+            raise RpcError("access-denied", "source holds nodes this user may not read", type="application")
+    else:
+        data = _inline_config(sess, source)
+    _check_not_locked_by_other(sess, target)
+    if target == "running":
+        core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
+        core.publish_config_change(sess, "running", [])
+    elif target == "candidate":
+        verrs = core.ds.validate(data)
+        if verrs:
+            raise combine(verrs)
+        core.ds.set_candidate(data, sess.id)
+    else:
+        core.ds.set_startup(data)
+        core.publish_config_change(sess, "startup", [])
+    return None
+
+
+def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
+    target = _datastore_ref(op, "target")
+    if target != "startup":
+        raise RpcError("operation-not-supported", f"cannot delete the {target} datastore", type="protocol")
+    _check_not_locked_by_other(sess, target)
+    sess.core.ds.delete_startup()
+    sess.core.publish_config_change(sess, "startup", [])
+    return None
+
+
+def op_lock(sess: NetconfSession, op: etree._Element) -> None:
+    sess.core.lock(sess, _datastore_ref(op, "target"))
+    return None
+
+
+def op_unlock(sess: NetconfSession, op: etree._Element) -> None:
+    sess.core.unlock(sess, _datastore_ref(op, "target"))
+    return None
+
+
+def op_close_session(sess: NetconfSession, op: etree._Element) -> None:
+    sess.close_after_reply = True
+    return None
+
+
+def op_kill_session(sess: NetconfSession, op: etree._Element) -> None:
+    text = _text(op, "session-id")
+    if text is None:
+        raise _missing("session-id")
+    if not text.isdigit():
+        raise RpcError(
+            "invalid-value",
+            "session-id must be a number",
+            type="protocol",
+            info=(("bad-element", "session-id"),),
+        )
+    sid = int(text)
+    if sid == sess.id:
+        raise RpcError(
+            "invalid-value",
+            "a session cannot kill itself: use close-session",
+            type="protocol",
+            info=(("bad-element", "session-id"),),
+        )
+    if sid not in sess.core.sessions:
+        raise RpcError(
+            "invalid-value", f"no session {sid}", type="protocol", info=(("bad-element", "session-id"),)
+        )
+    sess.core.kill(sid, by=sess.id)
+    return None
+
+
+def op_commit(sess: NetconfSession, op: etree._Element) -> None:
+    confirmed = _child(op, "confirmed") is not None
+    timeout_text = _text(op, "confirm-timeout")
+    timeout = 600
+    if timeout_text is not None:
+        if not timeout_text.isdigit() or int(timeout_text) < 1:
+            raise RpcError(
+                "invalid-value",
+                "confirm-timeout must be a positive integer",
+                type="protocol",
+                info=(("bad-element", "confirm-timeout"),),
+            )
+        timeout = int(timeout_text)
+    sess.core.commit(
+        sess,
+        confirmed=confirmed,
+        timeout=timeout,
+        persist=_text(op, "persist"),
+        persist_id=_text(op, "persist-id"),
+    )
+    return None
+
+
+def op_cancel_commit(sess: NetconfSession, op: etree._Element) -> None:
+    sess.core.cancel_commit(sess, _text(op, "persist-id"))
+    return None
+
+
+def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
+    _check_not_locked_by_other(sess, "candidate")
+    sess.core.ds.reset_candidate()
+    return None
+
+
+def op_validate(sess: NetconfSession, op: etree._Element) -> None:
+    source = _datastore_ref(op, "source", allow_config=True)
+    data = sess.core.ds.get(source) if isinstance(source, str) else _inline_config(sess, source)
+    errs = sess.core.ds.validate(data)
+    if errs:
+        raise combine(errs)
+    return None
+
+
+def op_get_schema(sess: NetconfSession, op: etree._Element) -> etree._Element:
+    return get_schema(sess.core.schema, op)
+
+
+def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
+    stream = _text(op, "stream", NOTIF_NS) or ev.STREAM
+    if stream != ev.STREAM:
+        raise RpcError(
+            "invalid-value", f"no stream {stream}", type="application", info=(("bad-element", "stream"),)
+        )
+    if sess.subscription is not None and sess.subscription.active:
+        raise RpcError("in-use", "this session already has a subscription", type="protocol")
+    start_t = _text(op, "startTime", NOTIF_NS)
+    stop_t = _text(op, "stopTime", NOTIF_NS)
+    now = ev.utcnow()
+    start = ev.parse_time(start_t, "startTime") if start_t is not None else None
+    stop = ev.parse_time(stop_t, "stopTime") if stop_t is not None else None
+    if stop is not None and start is None:
+        raise RpcError(
+            "missing-element",
+            "stopTime needs startTime",
+            type="protocol",
+            info=(("bad-element", "startTime"),),
+        )
+    if start is not None and start > now:
+        raise RpcError(
+            "bad-element", "startTime is in the future", type="protocol", info=(("bad-element", "startTime"),)
+        )
+    if start is not None and stop is not None and stop < start:
+        raise RpcError(
+            "bad-element", "stopTime before startTime", type="protocol", info=(("bad-element", "stopTime"),)
+        )
+    filt = _child(op, "filter", NOTIF_NS)
+    xpath = None
+    filter_el = None
+    if filt is not None:
+        if filt.get("type") == "xpath":
+            xpath = (filt.get("select") or "", dict(filt.nsmap))
+        else:
+            filter_el = filt
+    sess.core.subscribe(sess, filter_el=filter_el, xpath=xpath, start=start, stop=stop)
+    return None
+
+
+def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
+    """RFC 8526 <get-data> on ds:running / ds:candidate / ds:startup / ds:operational."""
+    ds_text = _text(op, "datastore", NMDA_NS)
+    if ds_text is None:
+        raise _missing("datastore")
+    ds_el = _child(op, "datastore", NMDA_NS)
+    pfx, _, name = ds_text.rpartition(":")
+    if (ds_el.nsmap.get(pfx or None)) != DS_NS or name not in (*DATASTORES, "operational"):
+        raise RpcError(
+            "invalid-value",
+            f"unknown datastore {ds_text}",
+            type="protocol",
+            info=(("bad-element", "datastore"),),
+        )
+    filter_el = None
+    sub = _child(op, "subtree-filter", NMDA_NS)
+    xp = _child(op, "xpath-filter", NMDA_NS)
+    if sub is not None:
+        filter_el = etree.Element(nc("filter"), type="subtree")
+        for c in sub:
+            filter_el.append(copy.deepcopy(c))
+    elif xp is not None:
+        filter_el = etree.Element(nc("filter"), type="xpath", select=(xp.text or "").strip(), nsmap=xp.nsmap)
+    wd = _wd_mode(op)
+    cfg_filter = _text(op, "config-filter", NMDA_NS)
+    core = sess.core
+    if name == "operational":
+        state = core.state_roots(sess, _state_request(filter_el, wd))
+        data, owned = core.merge_state(core.ds.running, state)
+        if cfg_filter == "false":
+            data, owned = core.strip_config(data), True
+    else:
+        data, owned = core.ds.get(name), False
+    body = read_pipeline(sess, data, filter_el, wd, owned=owned, config_only=name != "operational")
+    return body.replace(b'<data xmlns="%s">' % NC_NS.encode(), b'<data xmlns="%s">' % NMDA_NS.encode(), 1)
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    (NC_NS, "get"): op_get,
+    (NC_NS, "get-config"): op_get_config,
+    (NC_NS, "edit-config"): op_edit_config,
+    (NC_NS, "copy-config"): op_copy_config,
+    (NC_NS, "delete-config"): op_delete_config,
+    (NC_NS, "lock"): op_lock,
+    (NC_NS, "unlock"): op_unlock,
+    (NC_NS, "close-session"): op_close_session,
+    (NC_NS, "kill-session"): op_kill_session,
+    (NC_NS, "commit"): op_commit,
+    (NC_NS, "cancel-commit"): op_cancel_commit,
+    (NC_NS, "discard-changes"): op_discard_changes,
+    (NC_NS, "validate"): op_validate,
+    (MON_NS, "get-schema"): op_get_schema,
+    (NOTIF_NS, "create-subscription"): op_create_subscription,
+    (NMDA_NS, "get-data"): op_get_data,
+}

@@ -1,0 +1,235 @@
+"""One NETCONF session, transport-agnostic: hello exchange, framing, RPC dispatch, replies.
+
+The SSH layer (session.py) feeds bytes in and gives two callables out (`write`, `close`); everything
+here is synchronous and testable without a socket. Every RpcError raised by a handler is turned into
+<rpc-error> here and only here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from server.errors import RpcError
+from server.framing import NEED_DATA, Framer, FramingError
+from server.monitoring import Counters
+from server.nacm import Principal
+from server.xmlns import NC_BASE_10, NC_BASE_11, NC_NS
+from server.xmlparse import parse_message
+
+if TYPE_CHECKING:
+    from server.core import NetconfCore
+    from server.notifications import Subscription
+
+log = logging.getLogger(__name__)
+_RPC = f"{{{NC_NS}}}rpc"
+_HELLO = f"{{{NC_NS}}}hello"
+_OK = b"<ok/>"
+
+
+class NetconfSession:
+    """State of one client session; `write`/`close` come from the transport."""
+
+    def __init__(
+        self,
+        core: NetconfCore,
+        principal: Principal,
+        source_host: str | None,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+    ) -> None:
+        self.core = core
+        self.principal = principal
+        self.source_host = source_host
+        self._write = write
+        self._close = close
+        self.framer = Framer(core.max_message_size)
+        self.id = core.new_session_id()
+        self.login_time = dt.datetime.now(dt.UTC)
+        self.counters = Counters()
+        self.subscription: Subscription | None = None
+        self.hello_done = False
+        self.close_after_reply = False
+        self.closed = False
+
+    # -- transport events ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Register with the core and send our <hello> (both sides send theirs at once)."""
+        self.core.register(self)
+        self._write(self.framer.frame(self.core.hello_bytes(self.id)))
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.framer.receive_data(data)
+        while not self.closed:
+            try:
+                msg = self.framer.next_message()
+            except FramingError as exc:
+                log.warning("session %d: framing error: %s", self.id, exc)
+                if self.hello_done:
+                    self._send_error_reply(None, RpcError("malformed-message", str(exc), type="rpc"))
+                self.terminate("other")
+                return
+            if msg is NEED_DATA:
+                return
+            if not self.hello_done:
+                self._handle_hello(msg)
+            else:
+                self._handle_rpc(msg)
+
+    def connection_lost(self) -> None:
+        """The transport went away (possibly mid-message): drop buffers and clean up once."""
+        if self.framer.mid_message:
+            log.info("session %d: peer disconnected mid-message", self.id)
+        self.framer = Framer(0)
+        self.terminate("dropped")
+
+    def terminate(self, reason: str, killed_by: int | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.core.unregister(self, reason, killed_by)
+        try:
+            self._close()
+        except Exception:
+            log.debug("close failed", exc_info=True)
+
+    def send_notification(self, payload: bytes) -> None:
+        if not self.closed:
+            self.counters.out_notifications += 1
+            self.core.stats.totals.out_notifications += 1
+            self._write(self.framer.frame(payload))
+
+    # -- hello ---------------------------------------------------------------------------------------
+    def _handle_hello(self, msg: bytes) -> None:
+        try:
+            root = parse_message(msg)
+        except RpcError:
+            root = None
+        caps: set[str] = set()
+        if root is not None and root.tag == _HELLO:
+            caps = {(c.text or "").strip() for c in root.iter(f"{{{NC_NS}}}capability")}
+        if (
+            root is None
+            or root.tag != _HELLO
+            or root.find(f"{{{NC_NS}}}session-id") is not None
+            or not (caps & {NC_BASE_10, NC_BASE_11})
+        ):
+            log.warning("session %d: bad hello, closing", self.id)
+            self.core.stats.in_bad_hellos += 1
+            self.terminate("bad-hello")
+            return
+        self.hello_done = True
+        if NC_BASE_11 in caps:
+            self.framer.use_chunked()
+
+    # -- rpc -----------------------------------------------------------------------------------------
+    def _handle_rpc(self, msg: bytes) -> None:
+        self.counters.in_rpcs += 1
+        self.core.stats.totals.in_rpcs += 1
+        try:
+            root = parse_message(msg)
+        except RpcError as err:
+            self._bad_rpc()
+            self._send_error_reply(None, err)
+            return
+        if root.tag != _RPC:
+            self._bad_rpc()
+            self._send_error_reply(
+                None,
+                RpcError(
+                    "unknown-element",
+                    f"expected <rpc>, got {root.tag}",
+                    type="rpc",
+                    info=(("bad-element", etree.QName(root).localname),),
+                ),
+            )
+            return
+        if root.get("message-id") is None:
+            self._bad_rpc()
+            self._send_error_reply(
+                root,
+                RpcError(
+                    "missing-attribute",
+                    "rpc without message-id",
+                    type="rpc",
+                    info=(("bad-attribute", "message-id"), ("bad-element", "rpc")),
+                ),
+            )
+            return
+        ops = [c for c in root if isinstance(c.tag, str)]
+        if len(ops) != 1:
+            self._bad_rpc()
+            self._send_error_reply(
+                root,
+                RpcError(
+                    "malformed-message" if ops else "missing-element",
+                    "an <rpc> holds exactly one operation",
+                    type="rpc",
+                    info=() if ops else (("bad-element", "rpc"),),
+                ),
+            )
+            return
+        op = ops[0]
+        handler = self.core.rpc_handlers.get(_split(op.tag))
+        try:
+            if handler is None:
+                raise RpcError(
+                    "operation-not-supported",
+                    f"unknown operation {op.tag}",
+                    type="protocol",
+                    info=(("bad-element", etree.QName(op).localname),),
+                )
+            result = handler(self, op)
+        except RpcError as err:
+            self._send_error_reply(root, err)
+            return
+        except Exception as exc:
+            log.exception("session %d: %s failed", self.id, op.tag)
+            self._send_error_reply(
+                root, RpcError("operation-failed", f"internal error: {type(exc).__name__}")
+            )
+            return
+        if result is None:
+            body = _OK
+        elif isinstance(result, bytes):
+            body = result
+        else:
+            body = etree.tostring(result)
+        self._send_reply(root, body)
+        if self.close_after_reply:
+            self.terminate("closed")
+
+    def _bad_rpc(self) -> None:
+        self.counters.in_bad_rpcs += 1
+        self.core.stats.totals.in_bad_rpcs += 1
+
+    def _send_reply(self, rpc: etree._Element | None, body: bytes) -> None:
+        self._write(self.framer.frame(reply_bytes(rpc, body)))
+
+    def _send_error_reply(self, rpc: etree._Element | None, err: RpcError) -> None:
+        errs = err.all()
+        self.counters.out_rpc_errors += 1
+        self.core.stats.totals.out_rpc_errors += 1
+        self._send_reply(rpc, b"".join(etree.tostring(e.to_xml()) for e in errs))
+
+
+def _split(tag: str) -> tuple[str, str]:
+    ns, _, name = tag[1:].partition("}") if tag[:1] == "{" else ("", "", tag)
+    return ns, name
+
+
+def reply_bytes(rpc: etree._Element | None, body: bytes) -> bytes:
+    """<rpc-reply> carrying every attribute of the <rpc> (RFC 6241 §4.2) around `body`."""
+    reply = etree.Element(f"{{{NC_NS}}}rpc-reply", nsmap={None: NC_NS})
+    if rpc is not None:
+        for k, v in rpc.attrib.items():
+            reply.set(k, v)
+    head = etree.tostring(reply)
+    assert head.endswith(b"/>")
+    return head[:-2] + b">" + body + b"</rpc-reply>"

@@ -1,0 +1,165 @@
+"""The SSH side (RFC 6242), the only asyncssh code: authentication and the `netconf` subsystem.
+
+asyncssh callbacks never let an exception escape into the transport: the NETCONF session object
+handles protocol errors itself, and anything unexpected closes only that channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import asyncssh
+
+from server.auth import User, verify_password
+from server.core import NetconfCore
+from server.nacm import Principal
+from server.protocol import NetconfSession
+
+log = logging.getLogger(__name__)
+
+
+def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
+    """Keep the host key across restarts (clients pin it); create an Ed25519 key on first start."""
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return key
+
+
+class _ChannelSession(asyncssh.SSHServerSession):
+    """One SSH channel carrying the netconf subsystem."""
+
+    def __init__(self, core: NetconfCore, principal: Principal, peer: str | None) -> None:
+        self._core, self._principal, self._peer = core, principal, peer
+        self._chan: asyncssh.SSHServerChannel | None = None
+        self._nc: NetconfSession | None = None
+        self._subsystem = False
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
+        self._chan = chan
+
+    def pty_requested(self, term_type, term_size, term_modes) -> bool:
+        return True  # some clients (scrapli) ask for a pty; the subsystem stays binary
+
+    def shell_requested(self) -> bool:
+        return False
+
+    def exec_requested(self, command: str) -> bool:
+        return False
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._subsystem = subsystem == "netconf"
+        return self._subsystem
+
+    def session_started(self) -> None:
+        chan = self._chan
+        assert chan is not None
+        self._nc = NetconfSession(self._core, self._principal, self._peer, chan.write, self._close)
+        self._nc.start()
+
+    def _close(self) -> None:
+        if self._chan is not None:
+            chan, self._chan = self._chan, None
+            chan.close()
+
+    def data_received(self, data: bytes, datatype) -> None:
+        if self._nc is not None:
+            try:
+                self._nc.data_received(data)
+            except Exception:
+                log.exception("netconf session crashed; closing its channel")
+                self._nc.terminate("other")
+
+    def eof_received(self) -> bool:
+        if self._nc is not None:
+            self._nc.connection_lost()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._chan = None
+        if self._nc is not None:
+            self._nc.connection_lost()
+
+
+class _SSHServer(asyncssh.SSHServer):
+    """Per-connection authentication against the configured users."""
+
+    def __init__(self, core: NetconfCore, users: dict[str, User], fail_delay: float) -> None:
+        self._core, self._users, self._fail_delay = core, users, fail_delay
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._peer: str | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        self._peer = peer[0] if peer else None
+
+    def begin_auth(self, username: str) -> bool:
+        user = self._users.get(username)
+        if user is not None and user.authorized_keys and self._conn is not None:
+            try:
+                self._conn.set_authorized_keys(
+                    asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
+                )
+            except (asyncssh.KeyImportError, ValueError):
+                log.error("bad authorized key for user %s", username)
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        user = self._users.get(username)
+        ok = bool(user and user.password_hash) and await asyncio.get_running_loop().run_in_executor(
+            None, verify_password, password, user.password_hash
+        )
+        if not ok:
+            log.warning("failed password login for %r from %s", username, self._peer)
+            await asyncio.sleep(self._fail_delay)
+        return ok
+
+    def session_requested(self) -> asyncssh.SSHServerSession:
+        assert self._conn is not None
+        name = self._conn.get_extra_info("username")
+        user = self._users.get(name)
+        principal = Principal(name, user.groups if user else frozenset())
+        return _ChannelSession(self._core, principal, self._peer)
+
+
+async def listen(
+    core: NetconfCore,
+    *,
+    host: str,
+    port: int,
+    users: list[User],
+    host_key: asyncssh.SSHKey,
+    fail_delay: float,
+    login_timeout: float,
+) -> asyncssh.SSHAcceptor:
+    by_name = {u.name: u for u in users}
+    return await asyncssh.create_server(
+        lambda: _SSHServer(core, by_name, fail_delay),
+        host,
+        port,
+        server_host_keys=[host_key],
+        encoding=None,
+        line_editor=False,
+        allow_pty=True,
+        x11_forwarding=False,
+        agent_forwarding=False,
+        login_timeout=login_timeout,
+    )

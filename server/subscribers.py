@@ -1,0 +1,169 @@
+"""Config subscribers: how the daemon's engine takes part in every change of the running datastore.
+
+FRR northbound / sysrepo style. A commit to running is one Transaction that the datastore layer drives:
+
+1. every subscriber's `validate(txn)` (pure checks that need the environment; may refuse),
+2. every subscriber's `prepare(txn)` (reserve resources; may refuse),
+3. on any refusal: `abort(txn)` on the subscribers whose prepare *succeeded*, in reverse order
+   (the one that failed never gets abort), the datastore stays exactly as before, and the
+   refusal's RpcError reaches the client;
+4. otherwise the new config is published and every subscriber's `apply(txn)` runs (must not fail;
+   an exception there is logged as a bug, as in FRR).
+
+A subscriber refuses by raising `server.errors.RpcError` (any other exception becomes
+operation-failed). The transaction gives the old and new trees (read-only: never mutate them) and a
+lazily computed, keyed diff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal, Protocol
+
+from lxml import etree
+
+from server.errors import RpcError
+from server.schema import Schema, SchemaNode
+from server.tree import Forest
+
+log = logging.getLogger(__name__)
+_txn_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One node created, deleted or modified; `path` is a schema-prefixed instance identifier."""
+
+    op: Literal["created", "deleted", "modified"]
+    path: str
+    old: etree._Element | None
+    new: etree._Element | None
+
+
+@dataclass
+class Transaction:
+    """Old and new running config plus who asked; `diff` computed on first use."""
+
+    old: Forest
+    new: Forest
+    schema: Schema
+    session_id: int = 0
+    user: str = ""
+    id: int = field(default_factory=lambda: next(_txn_ids))
+    resources: dict[object, object] = field(default_factory=dict)  # per-subscriber scratch space
+
+    @cached_property
+    def diff(self) -> list[Change]:
+        return list(diff_forests(self.old, self.new, self.schema))
+
+
+class ConfigSubscriber(Protocol):
+    """Implemented by the daemon's glue; each method may raise RpcError except `apply`."""
+
+    def validate(self, txn: Transaction) -> None: ...
+    def prepare(self, txn: Transaction) -> None: ...
+    def abort(self, txn: Transaction) -> None: ...
+    def apply(self, txn: Transaction) -> None: ...
+
+
+def run_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
+    """validate → prepare → (abort | apply); raise the refusing subscriber's RpcError."""
+    for sub in subscribers:
+        _call(sub.validate, txn)
+    prepared: list[ConfigSubscriber] = []
+    try:
+        for sub in subscribers:
+            _call(sub.prepare, txn)
+            prepared.append(sub)
+    except RpcError:
+        for sub in reversed(prepared):
+            try:
+                sub.abort(txn)
+            except Exception:
+                log.exception("subscriber %r failed in abort (transaction %d)", sub, txn.id)
+        raise
+
+
+def apply_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
+    for sub in subscribers:
+        try:
+            sub.apply(txn)
+        except Exception:
+            log.exception("BUG: subscriber %r failed in apply (transaction %d)", sub, txn.id)
+
+
+def _call(fn, txn: Transaction) -> None:
+    try:
+        fn(txn)
+    except RpcError:
+        raise
+    except Exception as exc:
+        log.exception("subscriber %s raised", fn)
+        raise RpcError("operation-failed", f"{type(exc).__name__}: {exc}", type="application") from exc
+
+
+# -- diff ---------------------------------------------------------------------------------------------
+def _key(el: etree._Element, sn: SchemaNode | None) -> tuple:
+    if sn is None:
+        return (el.tag,)
+    if sn.kind == "list":
+        return (el.tag, *((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys))
+    if sn.kind == "leaf-list":
+        return (el.tag, (el.text or "").strip())
+    return (el.tag,)
+
+
+def _child_sn(parent: SchemaNode | None, schema: Schema, el: etree._Element) -> SchemaNode | None:
+    ns, _, name = el.tag[1:].partition("}")
+    if parent is None:
+        return schema.root(ns, name)
+    return parent.children.get((ns, name))
+
+
+def _step(el: etree._Element, sn: SchemaNode | None) -> str:
+    name = el.tag.rpartition("}")[2]
+    pfx = sn.module if sn is not None else ""
+    s = f"/{pfx}:{name}" if pfx else f"/{name}"
+    if sn is not None and sn.kind == "list":
+        for k in sn.keys:
+            s += f"[{k}='{(el.findtext(f'{{{sn.ns}}}{k}') or '').strip()}']"
+    elif sn is not None and sn.kind == "leaf-list":
+        s += f"[.='{(el.text or '').strip()}']"
+    return s
+
+
+def _pairs(old_children, new_children, parent_sn, schema):
+    old = {_key(e, _child_sn(parent_sn, schema, e)): e for e in old_children if isinstance(e.tag, str)}
+    new = {_key(e, _child_sn(parent_sn, schema, e)): e for e in new_children if isinstance(e.tag, str)}
+    for k, o in old.items():
+        yield o, new.get(k)
+    for k, n in new.items():
+        if k not in old:
+            yield None, n
+
+
+def diff_forests(old: Forest, new: Forest, schema: Schema) -> Iterator[Change]:
+    """Keyed diff in Python (libyang's diff is quadratic on large lists)."""
+    yield from _diff_level(list(old), list(new), None, schema, "")
+
+
+def _diff_level(old_children, new_children, parent_sn, schema, path) -> Iterator[Change]:
+    for o, n in _pairs(old_children, new_children, parent_sn, schema):
+        el = o if o is not None else n
+        sn = _child_sn(parent_sn, schema, el)
+        p = path + _step(el, sn)
+        if o is None:
+            yield Change("created", p, None, n)
+        elif n is None:
+            yield Change("deleted", p, o, None)
+        elif sn is None or sn.kind in ("leaf", "anydata"):
+            if (o.text or "").strip() != (n.text or "").strip() or (
+                sn is not None and sn.kind == "anydata" and etree.tostring(o) != etree.tostring(n)
+            ):
+                yield Change("modified", p, o, n)
+        elif sn.kind in ("container", "list"):
+            yield from _diff_level(list(o), list(n), sn, schema, p)

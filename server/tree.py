@@ -1,0 +1,91 @@
+"""Configuration trees: a forest of top-level elements, each the root of its own lxml document.
+
+Each top-level node owns its document so that absolute XPath (`/mipha:virtual-routers/...`) evaluates
+against it directly; the Forest offers the small parent-like interface the edit engine and filters use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+
+from lxml import etree
+
+from server.xmlns import NC_NS
+
+
+def _own_root(el: etree._Element) -> etree._Element:
+    if el.getparent() is not None or el.getroottree().getroot() is not el:
+        return copy.deepcopy(el)
+    return el
+
+
+class Forest:
+    """Ordered top-level data nodes; the parent-like interface mirrors lxml's element API."""
+
+    __slots__ = ("_roots",)
+
+    def __init__(self, roots: Iterable[etree._Element] = ()) -> None:
+        self._roots: list[etree._Element] = [_own_root(r) for r in roots]
+
+    def __iter__(self) -> Iterator[etree._Element]:
+        return iter(self._roots)
+
+    def __len__(self) -> int:
+        return len(self._roots)
+
+    def iterchildren(self) -> Iterator[etree._Element]:
+        return iter(list(self._roots))
+
+    def append(self, el: etree._Element) -> etree._Element:
+        el = _own_root(el)
+        self._roots.append(el)
+        return el
+
+    def insert(self, index: int, el: etree._Element) -> etree._Element:
+        el = _own_root(el)
+        self._roots.insert(index, el)
+        return el
+
+    def remove(self, el: etree._Element) -> None:
+        self._roots = [r for r in self._roots if r is not el]
+
+    def index(self, el: etree._Element) -> int:
+        for i, r in enumerate(self._roots):
+            if r is el:
+                return i
+        raise ValueError("not a root of this forest")
+
+    def copy(self) -> Forest:
+        f = Forest()
+        f._roots = [copy.deepcopy(r) for r in self._roots]
+        return f
+
+    def clear(self) -> None:
+        self._roots = []
+
+    def to_data(self, tag: str = "data", ns: str = NC_NS) -> etree._Element:
+        """Deep copies of the roots under one wrapper element (<data> or <config>)."""
+        wrapper = etree.Element(f"{{{ns}}}{tag}", nsmap={None: ns})
+        for r in self._roots:
+            wrapper.append(copy.deepcopy(r))
+        return wrapper
+
+    def to_bytes(self, tag: str = "data") -> bytes:
+        """Serialise without building a wrapper copy (fast path for big replies and persistence)."""
+        parts = [b'<%s xmlns="%s">' % (tag.encode(), NC_NS.encode())]
+        parts.extend(etree.tostring(r) for r in self._roots)
+        parts.append(b"</%s>" % tag.encode())
+        return b"".join(parts)
+
+    @classmethod
+    def from_wrapper(cls, wrapper: etree._Element) -> Forest:
+        """Children of a <config>/<data> element, each copied into its own document."""
+        return cls(copy.deepcopy(c) for c in wrapper if isinstance(c.tag, str))
+
+
+def view(roots: Iterable[etree._Element]) -> Forest:
+    """A Forest sharing (not copying) `roots`: read-only use only (serialising a reply)."""
+    f = Forest()
+    f._roots = list(roots)
+    return f
