@@ -1,0 +1,37 @@
+"""The ipip backend on a real Debian kernel, inside User-Mode Linux (this host's kernel has no ipip).
+
+The guest runs the same scenario as ``test_dataplane_tun.py`` (``dataplane_scenario.py``) with the kernel
+``ipip`` backend.  If UML cannot boot the test FAILS with the reason: CI runs it on this kind of machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from uml_harness import UmlUnavailable, run_in_uml
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ipip_backend_scenario_in_uml() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the UML ipip test needs root (CI runs as root)")
+    python = sys.executable
+    command = (
+        f"{python} -c 'from ha.dataplane.factory import kernel_supports_ipip as k; "
+        f'assert k(), "auto probe: no ipip"; print("auto probe: ipip available")\' && '
+        f"{python} tests/dataplane/dataplane_scenario.py ipip"
+    )
+    try:
+        result = run_in_uml(command, modules=["ipip", "veth"], cwd=str(REPO), env={}, timeout=280)
+    except UmlUnavailable as exc:
+        pytest.fail(f"User-Mode Linux could not run the ipip test: {exc}")
+    print(result.output)
+    assert result.returncode == 0, f"ipip scenario failed inside UML:\n{result.output}"
+    assert "SCENARIO PASSED (ipip)" in result.output
+    assert "auto probe: ipip available" in result.output
