@@ -18,6 +18,7 @@ from ipaddress import IPv4Address
 from .auth import SecurityAssociation, compute_authenticator
 from .constants import (
     FIRST_SKIPPABLE_EXTENSION,
+    MD5_AUTHENTICATOR_LENGTH,
     REPLY_FIXED_LENGTH,
     REQUEST_FIXED_LENGTH,
     ExtensionType,
@@ -141,6 +142,7 @@ _EXTENSION_READERS: dict[int, Callable[[int, bytes, int], Extension]] = {
     ExtensionType.UDP_TUNNEL_REQUEST: _read_udp_tunnel_request,
 }
 #: Long-format types: ``Type | Subtype-or-Reserved | Length16``; the second byte goes to the reader.
+#: (Type 47, PMIPv4 non-skippable, is long too, but as an unknown type below 128 it discards anyway.)
 _LONG_FORMAT = frozenset({ExtensionType.GENERALIZED_AUTH, ExtensionType.CVSE})
 
 
@@ -337,7 +339,7 @@ def _push_extensions(out: bytearray, extensions: tuple[Extension, ...], sign: Si
                 continue
             if sa.spi != ext.spi:
                 raise ValueError(f"extension {ext.TYPE} names SPI {ext.spi}, the signing key is SPI {sa.spi}")
-            prefix = header + bytes((4 + 16,)) + _SPI.pack(ext.spi)
+            prefix = header + bytes((4 + MD5_AUTHENTICATOR_LENGTH,)) + _SPI.pack(ext.spi)
             out += prefix
             out += compute_authenticator(sa.algorithm, sa.key, bytes(out))
         elif isinstance(ext, GeneralizedAuth):

@@ -106,8 +106,6 @@ class ExtensionType(IntEnum):
     UDP_TUNNEL_REQUEST = 144  # RFC 3519
 
 
-#: Types whose length field is 16 bits and sits after a one-byte subtype/reserved field.
-LONG_FORMAT_EXTENSIONS = frozenset({ExtensionType.GENERALIZED_AUTH, ExtensionType.CVSE, 47})
 #: Types 128-255 may be skipped when not understood; an unknown type below 128 discards the message.
 FIRST_SKIPPABLE_EXTENSION = 128
 
