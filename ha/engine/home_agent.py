@@ -352,8 +352,12 @@ class HomeAgent:
         binding = None if request.lifetime == 0 else self._table.get(home, coa)
         if request.lifetime != 0 and (binding is None or binding.identification != request.identification):
             return None
-        if request.lifetime == 0 and self._table.get(home, coa) is not None and not request.deregisters_all:
-            return None
+        if request.lifetime == 0:
+            # A deregistration was carried out: nothing it removed may still be there.
+            if request.deregisters_all and self._table.count_for_home(home):
+                return None
+            if self._table.get(home, coa) is not None:
+                return None
         if sa.replay_protection is ReplayProtection.NONCE and state.ha_nonce is not None:
             reply_identification = (state.ha_nonce << 32) | (request.identification & 0xFFFF_FFFF)
         else:

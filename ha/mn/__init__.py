@@ -1,0 +1,1 @@
+"""mipha mn: a Mobile IPv4 mobile-node simulator and registration load generator."""

@@ -1,0 +1,244 @@
+"""The asyncio UDP shell of one virtual router's home agent (aioquic's ``asyncio/protocol.py`` role).
+
+It is the only place that reads the clock (``loop.time()`` — monotonic — and ``time.time()``) and the
+only place with a socket.  Every datagram goes to :meth:`HomeAgent.handle_datagram`; the reply is sent
+with ``sendmsg`` + ``IP_PKTINFO`` so that its source address is the address the request was sent to
+(RFC 5944 §3.8.3.1), or the HA's unicast address when the request was a broadcast (discovery).  Binding
+to 0.0.0.0 lets the socket receive subnet-directed and limited broadcasts; ``IP_PKTINFO`` tells which
+destination each request had.  Expiry is driven with ``loop.call_at(engine.get_timer())``.
+
+Exceptions never reach the event loop: a datagram that makes the engine raise is dropped and counted
+(``discarded`` and :attr:`HomeAgentTransport.errors`), a failed send is counted in ``send_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from ha.engine.home_agent import HomeAgent, Outgoing
+
+log = logging.getLogger(__name__)
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_CLONE_NEWNET = 0x40000000
+_NETNS_DIR = "/var/run/netns"
+#: Datagrams handled per wake-up before yielding to the loop (keeps timers and other tasks fair).
+_BURST = 256
+
+
+def _setns(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns({path}): {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+def _make_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_udp_socket(
+    address: IPv4Address | str, port: int, netns: str | None = None, *, reuse_port: bool = False
+) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(address, port)`` with IP_PKTINFO on, created in ``netns``.
+
+    A socket stays in the namespace it was created in, so the namespace is entered on a short-lived
+    thread (``setns`` changes only the calling thread) and the daemon's threads are never moved.
+    ``address`` 0.0.0.0 also receives broadcast discovery requests.
+    """
+    if netns is None:
+        return _make_socket(str(address), port, reuse_port)
+    path = netns if "/" in netns else os.path.join(_NETNS_DIR, netns)
+    result: list[socket.socket | BaseException] = []
+
+    def worker() -> None:
+        try:
+            _setns(path)
+            result.append(_make_socket(str(address), port, reuse_port))
+        except BaseException as error:  # handed to the caller's thread
+            result.append(error)
+
+    thread = threading.Thread(target=worker, name=f"netns-socket-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+class HomeAgentTransport:
+    """Feeds one :class:`HomeAgent` from one UDP socket and sends its replies.
+
+    ``on_output`` is called after each burst that may have queued intents or events (the daemon
+    drains ``next_intent`` / ``next_event`` there).  Use :meth:`start` / :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        engine: HomeAgent,
+        sock: socket.socket,
+        *,
+        on_output: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.on_output = on_output
+        self._wallclock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._port = sock.getsockname()[1]
+        self.errors = 0
+        self.send_errors = 0
+        self.received = 0
+
+    def start(self) -> None:
+        """Register with the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._schedule()
+
+    def close(self) -> None:
+        """Stop reading, cancel the timer and close the socket."""
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.sock.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.sock.close()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        loop = self._loop
+        assert loop is not None
+        local = IPv4Address(sock.getsockname()[0])
+        handled = 0
+        try:
+            for _ in range(_BURST):
+                try:
+                    data, ancillary, _flags, source = sock.recvmsg(2048, 64)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:  # e.g. ICMP errors reported on the socket
+                    log.debug("recvmsg: %s", error)
+                    continue
+                self.received += 1
+                handled += 1
+                received_on = local
+                for level, kind, payload in ancillary:
+                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= _PKTINFO.size:
+                        received_on = IPv4Address(_PKTINFO.unpack_from(payload)[2])
+                self._handle(data, source, received_on, loop.time())
+        finally:
+            if handled:
+                self._schedule()
+                self._notify()
+
+    def _handle(self, data: bytes, source: tuple[str, int], received_on: IPv4Address, now: float) -> None:
+        try:
+            outgoing = self.engine.handle_datagram(
+                data,
+                source=source,
+                received_on=received_on,
+                now=now,
+                wallclock=self._wallclock(),
+                destination_port=self._port,
+            )
+        except Exception:  # never let one datagram take the loop down
+            self.errors += 1
+            self.engine.statistics.discarded += 1
+            log.exception("request from %s dropped: the engine raised", source)
+            return
+        if outgoing is not None:
+            self._send(outgoing)
+
+    def _send(self, outgoing: Outgoing) -> None:
+        pktinfo = _PKTINFO.pack(0, outgoing.source.packed, b"\0\0\0\0")
+        try:
+            self.sock.sendmsg(
+                [outgoing.data], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, outgoing.destination
+            )
+        except OSError as error:
+            self.send_errors += 1
+            log.debug("reply to %s not sent: %s", outgoing.destination, error)
+        except Exception:
+            self.send_errors += 1
+            log.exception("reply to %s not sent", outgoing.destination)
+
+    # --- timers ----------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        when = self.engine.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self._loop is not None
+        try:
+            self.engine.handle_timer(self._loop.time())
+        except Exception:
+            self.errors += 1
+            log.exception("expiry timer failed")
+        self._schedule()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.on_output is not None:
+            try:
+                self.on_output()
+            except Exception:
+                self.errors += 1
+                log.exception("on_output callback failed")
+
+    def poke(self) -> None:
+        """Reschedule the timer after a direct engine call (config apply, clear-bindings)."""
+        self._schedule()
+        self._notify()
