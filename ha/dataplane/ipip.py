@@ -99,7 +99,7 @@ class IpipPlane(KernelPlane):
 
     def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
         existing = self._existing()
-        for coa, (ifindex, ifname, kind) in existing.items():
+        for coa, (ifindex, ifname, kind) in list(existing.items()):
             want = wanted.get(coa)
             if want is None or _KIND.get(want.encapsulation, ("",))[0] != kind:
                 self._delete_tunnel(Tunnel(coa, Encapsulation.IP_IN_IP, 0, ifindex, ifname))

@@ -1,7 +1,8 @@
 """The ipip backend on a real Debian kernel, inside User-Mode Linux (this host's kernel has no ipip).
 
-The guest runs the same scenario as ``test_dataplane_tun.py`` (``dataplane_scenario.py``) with the kernel
-``ipip`` backend.  If UML cannot boot the test FAILS with the reason: CI runs it on this kind of machine.
+The guest runs the same scenario as ``test_dataplane_tun.py`` (``dataplane_scenario.py``) and the same
+kill -9 / restart test as ``test_dataplane_restart.py`` with the kernel ``ipip`` backend, in one boot.
+If UML cannot boot the test FAILS with the reason: CI runs it on this kind of machine.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_ipip_backend_scenario_in_uml() -> None:
+def test_ipip_backend_scenario_and_restart_in_uml() -> None:
     if os.geteuid() != 0:
         pytest.fail("the UML ipip test needs root (CI runs as root)")
     python = sys.executable
     command = (
         f"{python} -c 'from ha.dataplane.factory import kernel_supports_ipip as k; "
         f'assert k(), "auto probe: no ipip"; print("auto probe: ipip available")\' && '
-        f"{python} tests/dataplane/dataplane_scenario.py ipip"
+        f"{python} tests/dataplane/dataplane_scenario.py ipip && "
+        f"{python} tests/dataplane/dataplane_restart.py ipip"
     )
     try:
         result = run_in_uml(command, modules=["ipip", "veth"], cwd=str(REPO), env={}, timeout=280)
@@ -35,3 +37,4 @@ def test_ipip_backend_scenario_in_uml() -> None:
     assert result.returncode == 0, f"ipip scenario failed inside UML:\n{result.output}"
     assert "SCENARIO PASSED (ipip)" in result.output
     assert "auto probe: ipip available" in result.output
+    assert "RESTART PASSED (ipip)" in result.output
