@@ -89,8 +89,12 @@ class NetconfCore:
         self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
         self.pending: PendingConfirm | None = None
         self._next_id = 1
+        self.loop: asyncio.AbstractEventLoop | None = None  # default: the running loop
         self.capabilities = self._capabilities()
         self._hello_caps = self._hello_template()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop or asyncio.get_running_loop()
 
     # -- hello / capabilities ------------------------------------------------------------------------
     def _capabilities(self) -> list[str]:
@@ -267,7 +271,7 @@ class NetconfCore:
         before = self.ds.running
         new = self.ds.candidate.copy()
         self.ds.commit_running(new, session_id=sess.id, user=sess.principal.user)
-        self.ds.candidate_dirty_by.clear()
+        self.ds.reset_candidate()
         self.publish_config_change(sess, "running", [])
         if confirmed:
             if p is None:
@@ -278,7 +282,7 @@ class NetconfCore:
                 if p.timer is not None:
                     p.timer.cancel()
                 event = "extend"
-            self.pending.timer = asyncio.get_running_loop().call_later(timeout, self._confirm_timeout)
+            self.pending.timer = self._loop().call_later(timeout, self._confirm_timeout)
             self.events.publish(
                 ev.confirmed_commit(event, sess.principal.user, sess.id, sess.source_host, timeout)
             )
@@ -340,11 +344,11 @@ class NetconfCore:
         sub = ev.Subscription(self.events, sess.send_notification, self.schema, **kw)
         sess.subscription = sub
         # the <ok/> reply must precede any notification: start after the current message is answered
-        asyncio.get_running_loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
+        self._loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
         if sub.stop is not None:
             delay = (sub.stop - ev.utcnow()).total_seconds()
             if delay > 0:
-                asyncio.get_running_loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
+                self._loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
 
     def publish(self, body: etree._Element) -> None:
         """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF."""

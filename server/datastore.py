@@ -81,7 +81,7 @@ class Datastores:
         self.subscribers: list[ConfigSubscriber] = subscribers if subscribers is not None else []
         self.running = Forest()
         self.startup = Forest()
-        self.candidate = Forest()
+        self._candidate: Forest | None = None  # None: the candidate mirrors running
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
         self._load()
@@ -103,7 +103,12 @@ class Datastores:
         if errs:
             log.error("persisted running config is invalid (%s); starting empty", errs[0].message)
             self.running = Forest()
-        self.candidate = self.running.copy()
+        self._candidate = None
+
+    @property
+    def candidate(self) -> Forest:
+        """The candidate: running itself until someone edits it (then a private copy)."""
+        return self._candidate if self._candidate is not None else self.running
 
     def persist(self, name: str) -> None:
         p = self._path(name)
@@ -165,13 +170,13 @@ class Datastores:
             cb("running", txn)
 
     def set_candidate(self, new: Forest, session_id: int) -> None:
-        self.candidate = new
+        self._candidate = new
         self.candidate_dirty_by.add(session_id)
         for cb in self.on_change:
             cb("candidate", None)
 
     def reset_candidate(self) -> None:
-        self.candidate = self.running.copy()
+        self._candidate = None
         self.candidate_dirty_by.clear()
 
     def set_startup(self, new: Forest, *, validate: bool = True) -> None:

@@ -45,9 +45,12 @@ class PathBuilder:
                 self.prefix_of[ns] = pfx
         self.nsmap: dict[str, str] = {}
 
-    def prefix(self, ns: str | None) -> str | None:
+    def prefix(self, ns: str | None, hint: str | None = None) -> str | None:
         if ns is None:
             return None
+        if hint:
+            self.nsmap[hint] = ns
+            return hint
         pfx = self.prefix_of.get(ns)
         if pfx is None:
             mod = self.schema.ns_to_module.get(ns)
@@ -56,8 +59,11 @@ class PathBuilder:
         self.nsmap[pfx] = ns
         return pfx
 
-    def step(self, ns: str | None, name: str, keys: Iterable[tuple[str, str]] = ()) -> str:
-        pfx = self.prefix(ns)
+    def step(
+        self, ns: str | None, name: str, keys: Iterable[tuple[str, str]] = (), hint: str | None = None
+    ) -> str:
+        """One path step; `hint` is the prefix the request itself used on that element."""
+        pfx = self.prefix(ns, hint)
         qn = f"{pfx}:{name}" if pfx else name
         preds = "".join(f"[{qn.split(':')[0] + ':' if pfx else ''}{k}={_quote(v)}]" for k, v in keys)
         return f"/{qn}{preds}"
@@ -273,7 +279,7 @@ class EditEngine:
                         "missing-element",
                         f"list {name} entry lacks key {missing}",
                         type="protocol",
-                        path=(path + self.paths.step(ns, name)) or "/",
+                        path=(path + self.paths.step(ns, name, (), el.prefix)) or "/",
                         path_nsmap=dict(self.paths.nsmap),
                         info=(("bad-element", missing),),
                     )
@@ -281,7 +287,7 @@ class EditEngine:
             keys_pairs = list(zip(sn.keys, key, strict=True))
         elif sn.kind == "leaf-list":
             key = ((el.text or "").strip(),)
-        my_path = path + self.paths.step(ns, name, keys_pairs)
+        my_path = path + self.paths.step(ns, name, keys_pairs, el.prefix)
         if sn.kind == "leaf-list":
             my_path += f"[.={_quote(key[0])}]"
         if not sn.config:
@@ -382,6 +388,8 @@ class EditEngine:
                 return False
             if s.kind in ("leaf", "leaf-list", "anydata"):
                 continue
+            if s.kind == "list" and any(e.find(f"{{{s.ns}}}{k}") is None for k in s.keys):
+                return False  # the slow path reports missing-element with a path
             seen_leaf: set[str] = set()
             for ch in e:
                 if not isinstance(ch.tag, str):

@@ -1,0 +1,550 @@
+"""RFC 6241 operations, in-process: exact replies and rpc-errors for each operation and option."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from nc_harness import HA, KEY, NS, Harness, cfg, edit, errors, mn, vr
+
+M = NS["m"]
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def c(h):
+    return h.client()
+
+
+def running(c) -> str:
+    d = c.data("<get-config><source><running/></source></get-config>")
+    return etree.tostring(d).decode()
+
+
+def names(c, source: str = "running") -> list[str]:
+    d = c.data(f"<get-config><source><{source}/></source></get-config>")
+    return [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)]
+
+
+# -- hello --------------------------------------------------------------------------------------------
+def test_hello_has_session_id_and_capabilities(c):
+    caps = [x.text for x in c.hello.iterfind(".//nc:capability", NS)]
+    assert c.hello.findtext("nc:session-id", namespaces=NS) == str(c.sess.id)
+    for cap in (
+        "urn:ietf:params:netconf:base:1.1",
+        "urn:ietf:params:netconf:capability:candidate:1.0",
+        "urn:ietf:params:netconf:capability:confirmed-commit:1.1",
+        "urn:ietf:params:netconf:capability:validate:1.1",
+        "urn:ietf:params:netconf:capability:startup:1.0",
+        "urn:ietf:params:netconf:capability:xpath:1.0",
+        "urn:ietf:params:netconf:capability:rollback-on-error:1.0",
+        "urn:ietf:params:netconf:capability:notification:1.0",
+    ):
+        assert cap in caps
+    assert any(x.startswith(f"{M}?module=mipha-home-agent&revision=") for x in caps)
+    assert any("with-defaults:1.0?basic-mode=explicit" in x for x in caps)
+
+
+def test_bad_hello_closes_session(h):
+    c = h.client.__self__.client()  # normal client first, to prove others are unaffected
+    from nc_harness import Client
+
+    bad = Client.__new__(Client)
+    bad.closed = False
+    from server.framing import Framer
+    from server.nacm import Principal
+    from server.protocol import NetconfSession
+
+    bad.out = Framer()
+    bad.sess = NetconfSession(
+        h.core, Principal("x"), None, bad.out.receive_data, lambda: setattr(bad, "closed", True)
+    )
+    bad.sess.start()
+    bad.sess.data_received(
+        b"<hello xmlns='urn:ietf:params:xml:ns:netconf:base:1.0'><capabilities/></hello>]]>]]>"
+    )
+    assert bad.closed
+    assert h.core.stats.in_bad_hellos == 1
+    c.ok(edit(vr(HA)))
+
+
+# -- rpc envelope errors --------------------------------------------------------------------------------
+def test_missing_message_id(c):
+    r = c.rpc("<get/>", attrs="")
+    assert errors(r) == [
+        {
+            "error-type": "rpc",
+            "error-tag": "missing-attribute",
+            "error-severity": "error",
+            "error-message": "rpc without message-id",
+            "info": {"bad-attribute": "message-id", "bad-element": "rpc"},
+        }
+    ]
+
+
+def test_malformed_xml(c):
+    c.send(b"<rpc message-id='1' xmlns='urn:ietf:params:xml:ns:netconf:base:1.0'><get></rpc>")
+    r = etree.fromstring(c._next())
+    e = errors(r)[0]
+    assert (e["error-type"], e["error-tag"]) == ("rpc", "malformed-message")
+    c.ok(edit(vr(HA)))  # the session survives
+
+
+def test_reply_copies_rpc_attributes(c):
+    r = c.rpc(
+        "<get-config><source><running/></source></get-config>",
+        attrs='message-id="x7" xmlns:e="urn:e" e:a="b"',
+    )
+    assert r.get("message-id") == "x7" and r.get("{urn:e}a") == "b"
+
+
+def test_unknown_operation(c):
+    e = errors(c.rpc('<frobnicate xmlns="urn:x"/>'))[0]
+    assert e["error-tag"] == "operation-not-supported" and e["error-type"] == "protocol"
+
+
+# -- edit-config ----------------------------------------------------------------------------------------
+def test_merge_then_get_config_exact(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    assert running(c) == (
+        '<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="urn:mipha:yang:mipha-home-agent">'
+        "<virtual-router><name>default</name><router-id>10.0.0.1</router-id><home-agent><address>10.0.0.1</address>"
+        "</home-agent><mobile-node><name>a</name><home-address>10.0.0.5</home-address></mobile-node></virtual-router>"
+        "</virtual-routers></data>"
+    )
+
+
+def test_create_existing_is_data_exists_with_path(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    body = (
+        f'<edit-config><target><running/></target><config><m:virtual-routers xmlns:m="{M}">'
+        '<m:virtual-router><m:name>default</m:name><m:mobile-node nc:operation="create" '
+        'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"><m:name>a</m:name>'
+        "<m:home-address>10.0.0.6</m:home-address></m:mobile-node></m:virtual-router></m:virtual-routers></config>"
+        "</edit-config>"
+    )
+    r = c.rpc(body)
+    e = errors(r)[0]
+    assert e["error-tag"] == "data-exists"
+    assert (
+        e["error-path"] == "/m:virtual-routers/m:virtual-router[m:name='default']/m:mobile-node[m:name='a']"
+    )
+    path_el = r.find(".//nc:error-path", NS)
+    assert path_el.nsmap["m"] == M  # the prefix in error-path resolves to the request's namespace
+
+
+def test_delete_missing_is_data_missing_remove_is_ok(c):
+    c.ok(edit(vr(HA)))
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    e = errors(c.rpc(edit(vr(f'<mobile-node nc:operation="delete" {nc}><name>zz</name></mobile-node>'))))[0]
+    assert e["error-tag"] == "data-missing"
+    assert (
+        e["error-path"]
+        == "/mipha:virtual-routers/mipha:virtual-router[mipha:name='default']/mipha:mobile-node[mipha:name='zz']"
+    )
+    c.ok(edit(vr(f'<mobile-node nc:operation="remove" {nc}><name>zz</name></mobile-node>')))
+
+
+def test_delete_existing(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5") + mn("b", "10.0.0.6"))))
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(edit(vr(f'<mobile-node nc:operation="delete" {nc}><name>a</name></mobile-node>')))
+    assert names(c) == ["b"]
+
+
+def test_replace_list_entry_drops_unlisted_children(c):
+    c.ok(
+        edit(
+            vr(
+                HA
+                + "<mobile-node><name>a</name><home-address>10.0.0.5</home-address><nai>a@x</nai></mobile-node>"
+            )
+        )
+    )
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(
+        edit(
+            vr(
+                f'<mobile-node nc:operation="replace" {nc}><name>a</name><home-address>10.0.0.7</home-address></mobile-node>'
+            )
+        )
+    )
+    d = c.data("<get-config><source><running/></source></get-config>")
+    node = d.find(".//m:mobile-node", NS)
+    assert node.findtext("m:home-address", namespaces=NS) == "10.0.0.7"
+    assert node.find("m:nai", NS) is None
+
+
+def test_default_operation_replace_replaces_everything(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    c.ok(edit(vr(HA + mn("b", "10.0.0.6")), extra="<default-operation>replace</default-operation>"))
+    assert names(c) == ["b"]
+
+
+def test_default_operation_none_does_not_create(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    # merge of a leaf under none: nothing created for a missing entry
+    c.ok(edit(vr(mn("b", "10.0.0.6")), extra="<default-operation>none</default-operation>"))
+    assert names(c) == ["a"]
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(
+        edit(
+            vr(f'<mobile-node><name>a</name><nai nc:operation="merge" {nc}>a@x</nai></mobile-node>'),
+            extra="<default-operation>none</default-operation>",
+        )
+    )
+    d = c.data("<get-config><source><running/></source></get-config>")
+    assert d.findtext(".//m:mobile-node/m:nai", namespaces=NS) == "a@x"
+
+
+def test_bad_operation_attribute(c):
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    e = errors(c.rpc(edit(vr(f'<mobile-node nc:operation="frob" {nc}><name>a</name></mobile-node>'))))[0]
+    assert e["error-tag"] == "bad-attribute"
+    assert e["info"] == {"bad-attribute": "operation", "bad-element": "mobile-node"}
+
+
+def test_unknown_element(c):
+    e = errors(c.rpc(edit(vr("<bogus>1</bogus>"))))[0]
+    assert e["error-tag"] == "unknown-element" and e["info"] == {"bad-element": "bogus"}
+    assert e["error-path"] == "/mipha:virtual-routers/mipha:virtual-router[mipha:name='default']"
+
+
+def test_state_data_in_edit_rejected(c):
+    e = errors(c.rpc(edit(vr("<home-agent><bindings/></home-agent>"))))[0]
+    assert e["error-tag"] == "invalid-value"
+
+
+def test_list_entry_without_key(c):
+    e = errors(c.rpc(edit(vr("<mobile-node><home-address>10.0.0.5</home-address></mobile-node>"))))[0]
+    assert e["error-tag"] == "missing-element" and e["info"] == {"bad-element": "name"}
+
+
+def test_validation_error_reaches_client_and_datastore_unchanged(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    before = running(c)
+    r = c.rpc(edit(vr(mn("b", "10.0.0.5"))))  # duplicate home-address: unique violation
+    e = errors(r)[0]
+    assert e["error-tag"] == "operation-failed" and e["error-app-tag"] == "data-not-unique"
+    assert running(c) == before
+
+
+def test_must_violation_app_tag(c):
+    r = c.rpc(edit(vr("<mobile-node><name>x</name></mobile-node>")))
+    tags = {(e["error-tag"], e.get("error-app-tag")) for e in errors(r)}
+    assert ("operation-failed", "home-address-assignment") in tags
+
+
+def test_error_option_stop_vs_continue_vs_rollback(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    body = vr(
+        f'<mobile-node nc:operation="create" {nc}><name>a</name><home-address>10.0.0.9</home-address></mobile-node>'
+        + mn("b", "10.0.0.6")
+        + f'<mobile-node nc:operation="delete" {nc}><name>zz</name></mobile-node>'
+    )
+    r = c.rpc(edit(body, extra="<error-option>stop-on-error</error-option>"))
+    assert [e["error-tag"] for e in errors(r)] == ["data-exists"]
+    assert names(c) == ["a"]
+    r = c.rpc(edit(body, extra="<error-option>rollback-on-error</error-option>"))
+    assert [e["error-tag"] for e in errors(r)] == ["data-exists"]
+    assert names(c) == ["a"]
+    r = c.rpc(edit(body, extra="<error-option>continue-on-error</error-option>"))
+    assert [e["error-tag"] for e in errors(r)] == ["data-exists", "data-missing"]
+    assert names(c) == ["a", "b"]  # the good part was applied
+
+
+def test_test_option_test_only_does_not_apply(c):
+    c.ok(edit(vr(HA), extra="<test-option>test-only</test-option>"))
+    assert names(c) == [] and len(c.data("<get-config><source><running/></source></get-config>")) == 0
+    e = errors(
+        c.rpc(
+            edit(
+                vr("<mobile-node><name>x</name></mobile-node>"), extra="<test-option>test-only</test-option>"
+            )
+        )
+    )
+    assert e  # invalid: must violation reported without applying
+
+
+def test_test_option_set_on_candidate_skips_validation(c):
+    c.ok(
+        edit(
+            vr("<mobile-node><name>x</name></mobile-node>"),
+            target="candidate",
+            extra="<test-option>set</test-option>",
+        )
+    )
+    assert names(c, "candidate") == ["x"]
+    r = c.rpc(edit(vr("<mobile-node><name>y</name></mobile-node>"), target="candidate"))
+    assert errors(r)  # test-then-set validates
+    assert errors(c.rpc("<commit/>"))  # and commit validates the whole candidate
+
+
+def test_bad_enums_in_edit_parameters(c):
+    for extra, el in (
+        ("<default-operation>frob</default-operation>", "default-operation"),
+        ("<test-option>frob</test-option>", "test-option"),
+        ("<error-option>frob</error-option>", "error-option"),
+    ):
+        e = errors(c.rpc(edit(vr(HA), extra=extra)))[0]
+        assert e["error-tag"] == "invalid-value" and e["info"] == {"bad-element": el}
+
+
+def test_missing_target_and_config(c):
+    assert errors(c.rpc("<edit-config><config/></edit-config>"))[0]["info"] == {"bad-element": "target"}
+    assert errors(c.rpc("<edit-config><target><running/></target></edit-config>"))[0]["info"] == {
+        "bad-element": "config"
+    }
+
+
+# -- candidate / commit / discard / validate ------------------------------------------------------------
+def test_candidate_commit_and_discard(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5")), target="candidate"))
+    assert names(c) == [] and names(c, "candidate") == ["a"]
+    c.ok("<commit/>")
+    assert names(c) == ["a"]
+    c.ok(edit(vr(mn("b", "10.0.0.6")), target="candidate"))
+    c.ok("<discard-changes/>")
+    assert names(c, "candidate") == ["a"]
+
+
+def test_validate_sources(c):
+    c.ok("<validate><source><running/></source></validate>")
+    c.ok(f"<validate><source>{cfg(vr(HA))}</source></validate>")
+    e = errors(
+        c.rpc(f"<validate><source>{cfg(vr('<mobile-node><name>x</name></mobile-node>'))}</source></validate>")
+    )
+    assert e and e[0]["error-tag"] == "operation-failed"
+    c.ok(
+        edit(
+            vr("<mobile-node><name>x</name></mobile-node>"),
+            target="candidate",
+            extra="<test-option>set</test-option>",
+        )
+    )
+    assert errors(c.rpc("<validate><source><candidate/></source></validate>"))
+
+
+# -- copy-config / delete-config / startup ----------------------------------------------------------------
+def test_copy_config_running_to_startup_and_back(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    c.ok("<copy-config><target><startup/></target><source><running/></source></copy-config>")
+    assert names(c, "startup") == ["a"]
+    assert (h.state_dir / "startup.xml").exists()
+    c.ok(edit(vr(mn("b", "10.0.0.6"))))
+    c.ok("<copy-config><target><running/></target><source><startup/></source></copy-config>")
+    assert names(c) == ["a"]
+    c.ok("<delete-config><target><startup/></target></delete-config>")
+    assert names(c, "startup") == [] and not (h.state_dir / "startup.xml").exists()
+
+
+def test_copy_config_inline_and_errors(c):
+    c.ok(
+        f"<copy-config><target><candidate/></target><source>{cfg(vr(HA + mn('z', '10.0.0.9')))}</source></copy-config>"
+    )
+    assert names(c, "candidate") == ["z"]
+    e = errors(c.rpc("<copy-config><target><running/></target><source><running/></source></copy-config>"))[0]
+    assert e["error-tag"] == "invalid-value"
+    e = errors(
+        c.rpc("<copy-config><target><running/></target><source><url>file:///x</url></source></copy-config>")
+    )[0]
+    assert e["error-tag"] == "operation-not-supported"
+
+
+def test_delete_config_running_refused(c):
+    e = errors(c.rpc("<delete-config><target><running/></target></delete-config>"))[0]
+    assert e["error-tag"] == "operation-not-supported"
+
+
+# -- locks ---------------------------------------------------------------------------------------------------
+def test_lock_denied_carries_holder_session_id(h, c):
+    c2 = h.client()
+    c.ok("<lock><target><running/></target></lock>")
+    r = c2.rpc("<lock><target><running/></target></lock>")
+    assert errors(r) == [
+        {
+            "error-type": "protocol",
+            "error-tag": "lock-denied",
+            "error-severity": "error",
+            "error-message": f"running is already locked by session {c.sess.id}",
+            "info": {"session-id": str(c.sess.id)},
+        }
+    ]
+    e = errors(c2.rpc(edit(vr(HA))))[0]
+    assert e["error-tag"] == "in-use" and e["info"] == {"session-id": str(c.sess.id)}
+    e = errors(c2.rpc("<unlock><target><running/></target></unlock>"))[0]
+    assert e["error-tag"] == "operation-failed"
+    c.ok("<unlock><target><running/></target></unlock>")
+    c2.ok("<lock><target><running/></target></lock>")
+
+
+def test_lock_released_when_session_ends(h, c):
+    c2 = h.client()
+    c.ok("<lock><target><candidate/></target></lock>")
+    c.ok(edit(vr(HA), target="candidate"))
+    c.ok("<close-session/>")
+    assert c.closed
+    c2.ok("<lock><target><candidate/></target></lock>")
+    assert names(c2, "candidate") == []  # the lock holder's uncommitted changes were discarded
+
+
+def test_candidate_lock_refused_with_others_uncommitted_changes(h, c):
+    c2 = h.client()
+    c.ok(edit(vr(HA), target="candidate"))
+    e = errors(c2.rpc("<lock><target><candidate/></target></lock>"))[0]
+    assert e["error-tag"] == "lock-denied" and e["info"] == {"session-id": "0"}
+    c.ok("<lock><target><candidate/></target></lock>")  # its own changes do not block the editor
+
+
+# -- sessions ----------------------------------------------------------------------------------------------
+def test_kill_session(h, c):
+    c2 = h.client()
+    c2.ok("<lock><target><running/></target></lock>")
+    e = errors(c.rpc(f"<kill-session><session-id>{c.sess.id}</session-id></kill-session>"))[0]
+    assert e["error-tag"] == "invalid-value" and e["info"] == {"bad-element": "session-id"}
+    assert (
+        errors(c.rpc("<kill-session><session-id>999</session-id></kill-session>"))[0]["error-tag"]
+        == "invalid-value"
+    )
+    c.ok(f"<kill-session><session-id>{c2.sess.id}</session-id></kill-session>")
+    assert c2.closed and c2.sess.id not in h.core.sessions
+    c.ok("<lock><target><running/></target></lock>")
+
+
+def test_close_session(h, c):
+    c.ok("<close-session/>")
+    assert c.closed and c.sess.id not in h.core.sessions
+
+
+# -- confirmed commit --------------------------------------------------------------------------------------
+def test_confirmed_commit_timeout_rolls_back(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    c.ok(edit(vr(mn("b", "10.0.0.6")), target="candidate"))
+    c.ok("<commit><confirmed/><confirm-timeout>1</confirm-timeout></commit>")
+    assert names(c) == ["a", "b"]
+    h.advance(1.3)
+    assert names(c) == ["a"]
+    assert names(c, "candidate") == ["a"]
+
+
+def test_confirmed_commit_confirmed_and_extended(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5")), target="candidate"))
+    c.ok("<commit><confirmed/><confirm-timeout>1</confirm-timeout></commit>")
+    c.ok("<commit><confirmed/><confirm-timeout>60</confirm-timeout></commit>")  # extend
+    h.advance(1.3)
+    assert names(c) == ["a"]
+    c.ok("<commit/>")  # confirm
+    assert h.core.pending is None
+
+
+def test_confirmed_commit_rolled_back_on_session_loss(h, c):
+    c2 = h.client()
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5")), target="candidate"))
+    c.ok("<commit><confirmed/></commit>")
+    e = errors(c2.rpc("<commit/>"))[0]
+    assert e["error-tag"] == "in-use"
+    c.sess.connection_lost()
+    assert names(c2) == []
+
+
+def test_persistent_confirmed_commit_and_cancel(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5")), target="candidate"))
+    c.ok("<commit><confirmed/><persist>tok1</persist></commit>")
+    c.sess.connection_lost()  # survives the session
+    c2 = h.client()
+    assert names(c2) == ["a"]
+    e = errors(c2.rpc("<cancel-commit><persist-id>nope</persist-id></cancel-commit>"))[0]
+    assert e["error-tag"] == "invalid-value"
+    c2.ok("<cancel-commit><persist-id>tok1</persist-id></cancel-commit>")
+    assert names(c2) == []
+    assert errors(c2.rpc("<cancel-commit/>"))[0]["error-tag"] == "invalid-value"
+
+
+def test_persistent_confirmed_commit_confirmed_by_other_session(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5")), target="candidate"))
+    c.ok("<commit><confirmed/><persist>p</persist></commit>")
+    c2 = h.client()
+    assert errors(c2.rpc("<commit/>"))[0]["error-tag"] == "invalid-value"
+    c2.ok("<commit><persist-id>p</persist-id></commit>")
+    c.sess.connection_lost()
+    h.advance(0.01)
+    assert names(c2) == ["a"]
+
+
+# -- NACM default-deny-all -------------------------------------------------------------------------------
+def test_keys_invisible_and_unwritable_for_non_superuser(h, c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5", spi=256))))
+    op = h.client("operator", frozenset({"operators"}))
+    d = etree.tostring(op.data("<get-config><source><running/></source></get-config>")).decode()
+    assert "<spi>256</spi>" in d and "key" not in d and KEY not in d
+    d = etree.tostring(op.data("<get/>")).decode()
+    assert KEY not in d
+    # a content-match filter on the key must not reveal it either
+    f = f'<filter><virtual-routers xmlns="{M}"><virtual-router><mobile-node><security-association><key>{KEY}</key></security-association></mobile-node></virtual-router></virtual-routers></filter>'
+    assert len(op.data(f"<get-config><source><running/></source>{f}</get-config>")) == 0
+    x = f'<filter type="xpath" xmlns:m="{M}" select="//m:key"/>'
+    assert len(op.data(f"<get-config><source><running/></source>{x}</get-config>")) == 0
+    r = op.rpc(
+        edit(
+            vr(
+                "<mobile-node><name>a</name><security-association><spi>256</spi><key>ff:ff</key></security-association></mobile-node>"
+            )
+        )
+    )
+    assert errors(r)[0]["error-tag"] == "access-denied"
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    r = op.rpc(edit(vr(f'<mobile-node nc:operation="delete" {nc}><name>a</name></mobile-node>')))
+    assert errors(r)[0]["error-tag"] == "access-denied"  # deleting would delete a key
+    op.ok(edit(vr("<mobile-node><name>a</name><nai>a@x</nai></mobile-node>")))  # other leaves are fine
+    assert KEY in etree.tostring(c.data("<get-config><source><running/></source></get-config>")).decode()
+    e = errors(op.rpc("<copy-config><target><startup/></target><source><running/></source></copy-config>"))[0]
+    assert e["error-tag"] == "access-denied"
+
+
+# -- with-defaults ------------------------------------------------------------------------------------------
+def _ha(c, mode: str | None) -> str:
+    wd = (
+        f'<with-defaults xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">{mode}</with-defaults>'
+        if mode
+        else ""
+    )
+    d = c.data(f"<get-config><source><running/></source>{wd}</get-config>")
+    return etree.tostring(d.find(".//m:home-agent", NS)).decode()
+
+
+def test_with_defaults_modes(c):
+    c.ok(
+        edit(
+            vr(
+                "<router-id>10.0.0.1</router-id><home-agent><address>10.0.0.1</address><udp-port>434</udp-port><max-lifetime>600</max-lifetime></home-agent>"
+            )
+        )
+    )
+    explicit = _ha(c, None)
+    assert "<udp-port>434</udp-port>" in explicit and "replay-tolerance" not in explicit
+    assert _ha(c, "explicit") == explicit
+    trim = _ha(c, "trim")
+    assert "udp-port" not in trim and "<max-lifetime>600</max-lifetime>" in trim
+    allm = _ha(c, "report-all")
+    assert (
+        "<replay-tolerance>7</replay-tolerance>" in allm and "<encapsulation>ip-in-ip</encapsulation>" in allm
+    )
+    assert "<max-lifetime>600</max-lifetime>" in allm and "default=" not in allm
+    tagged = _ha(c, "report-all-tagged")
+    assert 'wd:default="true">7</replay-tolerance>' in tagged or 'default="true">7<' in tagged
+    assert 'default="true">434</udp-port>' in tagged  # explicitly set to its default: tagged too
+    assert 'default="true">600' not in tagged
+    assert "urn:ietf:params:xml:ns:netconf:default:1.0" in tagged
+    e = errors(
+        c.rpc(
+            '<get-config><source><running/></source><with-defaults xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">frob</with-defaults></get-config>'
+        )
+    )[0]
+    assert e["error-tag"] == "invalid-value"
