@@ -120,7 +120,8 @@ class Harness:
 
 
 def vr(body: str = "", name: str = "default") -> str:
-    return f'<virtual-routers xmlns="{M}"><virtual-router><name>{name}</name>{body}</virtual-router></virtual-routers>'
+    entry = f"<virtual-router><name>{name}</name>{body}</virtual-router>"
+    return f'<virtual-routers xmlns="{M}">{entry}</virtual-routers>'
 
 
 def cfg(inner: str) -> str:

@@ -1,10 +1,10 @@
+# ruff: noqa: E501  (XML literals read best on one line)
 """RFC 6241 operations, in-process: exact replies and rpc-errors for each operation and option."""
 
 from __future__ import annotations
 
 import pytest
 from lxml import etree
-
 from nc_harness import HA, KEY, NS, Harness, cfg, edit, errors, mn, vr
 
 M = NS["m"]
