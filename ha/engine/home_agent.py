@@ -72,6 +72,8 @@ _DENIAL_COUNTERS = {
     ReplyCode.POORLY_FORMED_REQUEST: "poorly_formed",
     ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS: "unknown_ha",
 }
+#: Source addresses kept parsed (a cache, cleared when full).
+_PEER_CACHE = 65536
 #: Seconds added to the millisecond expiry so ``handle_timer(get_timer())`` always finds it due.
 _TIMER_SLACK = 0.00001
 
@@ -155,6 +157,8 @@ class HomeAgent:
         self._by_nai: dict[str, str] = {}
         self._by_assigned: dict[int, str] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
+        self._nonce_nodes: frozenset[str] = frozenset()
+        self._peers: dict[str, IPv4Address] = {}
         self._install(prepare_config(self, config))
 
     # --- inputs: datagrams -----------------------------------------------------------------------
@@ -183,7 +187,12 @@ class HomeAgent:
             return None
         stats.requests_received += 1
         port = destination_port if destination_port is not None else self._port
-        arrival = Arrival(IPv4Address(source[0]), source[1], received_on, port)
+        peer = self._peers.get(source[0])
+        if peer is None:
+            if len(self._peers) >= _PEER_CACHE:
+                self._peers.clear()
+            peer = self._peers[source[0]] = IPv4Address(source[0])
+        arrival = Arrival(peer, source[1], received_on, port)
         try:
             request = pull_registration_request(data)
         except ProtocolError as error:
@@ -211,7 +220,7 @@ class HomeAgent:
             now=now,
             wallclock=wallclock,
             bindings_in_use=len(self._table),
-            fresh_nonce=self._nonce() if self._uses_nonce(node) else 0,
+            fresh_nonce=self._nonce() if name in self._nonce_nodes else 0,
         )
         if node is not None and (verdict.accepted_identification is not None or verdict.ha_nonce is not None):
             state = self._state(node.name)
@@ -251,8 +260,13 @@ class HomeAgent:
         return self._send(data, arrival)
 
     def _send(self, data: bytes, arrival: Arrival) -> Outgoing:
-        address = reply_address(arrival, self._policy)
         self.statistics.replies_sent += 1
+        policy = self._policy
+        if arrival.destination == policy.address:  # the common case: sent to our unicast address
+            return Outgoing(
+                data, (str(arrival.source), arrival.source_port), policy.address, arrival.destination_port
+            )
+        address = reply_address(arrival, policy)
         return Outgoing(
             data, (str(address.destination), address.destination_port), address.source, address.source_port
         )
@@ -295,12 +309,6 @@ class HomeAgent:
         if node.home_address is not None:
             return int(node.home_address)
         return state.assigned if state is not None else None
-
-    @staticmethod
-    def _uses_nonce(node: MobileNode | None) -> bool:
-        return node is not None and any(
-            sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values()
-        )
 
     def _record(self, node: MobileNode, state: _NodeState | None) -> MobileNodeRecord:
         home = self._home_of(node, state)
@@ -444,12 +452,27 @@ class HomeAgent:
         home = int(verdict.home_address)
         coa = int(verdict.care_of_address)
         encapsulation = PlaneEncapsulation(verdict.encapsulation)
-        before = table.for_home(home)
-        existing = next((b for b in before if b.care_of_address == coa), None)
-        replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
         flags = int(verdict.flags) | (
             NO_SIMULTANEOUS if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS else 0
         )
+        current = table.get(home, coa)
+        if (
+            current is not None
+            and current.encapsulation == encapsulation
+            and (current.flags ^ flags) & RequestFlags.T == 0
+            and (not verdict.replace_existing or table.count_for_home(home) == 1)
+        ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
+            current.registered = self._now
+            current.lifetime = verdict.lifetime
+            current.identification = verdict.request.identification
+            current.flags = flags
+            current.source = (int(arrival.source) << 16) | arrival.source_port
+            current.spi = verdict.security_association.spi
+            table.reschedule(current)
+            return
+        before = table.for_home(home)
+        existing = next((b for b in before if b.care_of_address == coa), None)
+        replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
         intents = self._intents
         old_encapsulation = existing.encapsulation if existing is not None else None
         reverse_before = any(b.flags & RequestFlags.T for b in before)
@@ -728,6 +751,13 @@ class HomeAgent:
         self._by_home = txn.by_home
         self._by_nai = txn.by_nai
         self._foreign_agents = txn.foreign_agents
+        self._nonce_nodes = frozenset(
+            name
+            for name, node in txn.config.mobile_nodes.items()
+            if any(
+                sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values()
+            )
+        )
         pools: dict[str, PoolAllocator] = {}
         for name, pool_config in txn.config.address_pools.items():
             old = self._pools.get(name)
