@@ -28,7 +28,7 @@ from ha.netns import read_sysctl, write_sysctl
 
 from .base import DataPlaneError, TunnelCounters
 from .intents import Encapsulation
-from .kernel import KernelPlane, Tunnel
+from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import GRE_PREFIX, IPIP_PREFIX, coa_from_ifname, tunnel_ifname
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class IpipPlane(KernelPlane):
     """Kernel IP-in-IP / GRE tunnels programmed through pyroute2."""
 
     name = "ipip"
+    _stats: dict[int, dict[str, int]] = {}
 
     async def _start_backend(self) -> None:
         if await self._acall(read_sysctl, ("net", "ipv4", "conf", "all", "rp_filter")) == "2":
@@ -47,23 +48,27 @@ class IpipPlane(KernelPlane):
         await self._acall(self._adopt)
 
     def _adopt(self) -> None:
-        """Learn tunnels left by a previous run, so ``apply`` after a restart reuses them."""
-        for coa, (ifindex, ifname, kind) in self._existing().items():
-            encap = Encapsulation.GRE if kind == "gre" else Encapsulation.IP_IN_IP
-            self._tunnels.setdefault(coa, Tunnel(coa, encap, 0, ifindex, ifname))
+        """Learn tunnels left by a previous run (refcount 0), so ``apply`` after a restart reuses them.
 
-    def _existing(self) -> dict[IPv4Address, tuple[int, str, str]]:
-        """mipha tunnel devices in the namespace: CoA -> (ifindex, ifname, kind)."""
-        found: dict[IPv4Address, tuple[int, str, str]] = {}
+        The engine is expected to call :meth:`resync` right after a restart, which sets real counts.
+        """
+        for key, (ifindex, ifname) in self._existing().items():
+            tunnel = self._tunnels.setdefault(key, Tunnel(*key, 0, ifindex, ifname))
+            self._current.setdefault(tunnel.coa, tunnel)
+
+    def _existing(self) -> dict[TunnelKey, tuple[int, str]]:
+        """mipha tunnel devices in the namespace: (CoA, encapsulation) -> (ifindex, ifname)."""
+        found: dict[TunnelKey, tuple[int, str]] = {}
         for link in self.ipr.get_links():
-            ifname = link.get("IFLA_IFNAME")
-            coa = coa_from_ifname(ifname or "")
+            ifname = link.get("IFLA_IFNAME") or ""
+            coa = coa_from_ifname(ifname)
             if coa is None:
                 continue
             info = link.get("IFLA_LINKINFO")
             kind = info.get("IFLA_INFO_KIND") if info else None
-            if kind in ("ipip", "gre"):
-                found[coa] = (link["index"], ifname, kind)
+            for encap, (want_kind, prefix) in _KIND.items():
+                if kind == want_kind and ifname.startswith(prefix):
+                    found[(coa, encap)] = (link["index"], ifname)
         return found
 
     def _create_tunnel(self, tunnel: Tunnel) -> None:
@@ -97,41 +102,34 @@ class IpipPlane(KernelPlane):
             if exc.code != errno.ENODEV:
                 raise DataPlaneError(f"cannot delete tunnel {tunnel.ifname}: {exc}") from exc
 
-    def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
+    def _reconcile_tunnels(self, wanted: dict[TunnelKey, Tunnel]) -> None:
         existing = self._existing()
-        for coa, (ifindex, ifname, kind) in list(existing.items()):
-            want = wanted.get(coa)
-            if want is None or _KIND.get(want.encapsulation, ("",))[0] != kind:
-                self._delete_tunnel(Tunnel(coa, Encapsulation.IP_IN_IP, 0, ifindex, ifname))
-                existing.pop(coa)
-        for tunnel in wanted.values():
-            have = existing.get(tunnel.coa)
+        for key, (ifindex, ifname) in list(existing.items()):
+            if key not in wanted:
+                self._delete_tunnel(Tunnel(*key, 0, ifindex, ifname))
+                del existing[key]
+        for key, tunnel in wanted.items():
+            have = existing.get(key)
             if have is None:
                 self._create_tunnel(tunnel)
             else:
-                tunnel.ifindex, tunnel.ifname = have[0], have[1]
-        self._tunnels = dict(wanted)
+                tunnel.ifindex, tunnel.ifname = have
 
     def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
-        return self._tunnels[coas[0]].ifindex
+        return self._current[coas[0]].ifindex
 
     def tunnels(self) -> list[TunnelCounters]:
-        stats = self._call(self._link_stats) if self._ns is not None else {}
-        out = []
-        for t in sorted(self._tunnels.values(), key=lambda t: t.coa):
-            s = stats.get(t.ifindex, {})
-            out.append(
-                TunnelCounters(
-                    t.coa,
-                    t.ifname,
-                    t.refs,
-                    s.get("rx_packets", 0),
-                    s.get("rx_bytes", 0),
-                    s.get("tx_packets", 0),
-                    s.get("tx_bytes", 0),
-                )
-            )
-        return out
+        self._stats = self._call(self._link_stats) if self._ns is not None else {}
+        return super().tunnels()
+
+    def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
+        totals = [0, 0, 0, 0]
+        for t in self._tunnels.values():
+            if t.coa == coa:
+                s = self._stats.get(t.ifindex, {})
+                for i, name in enumerate(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")):
+                    totals[i] += s.get(name, 0)
+        return totals[0], totals[1], totals[2], totals[3]
 
     def _link_stats(self) -> dict[int, dict[str, int]]:
         return {

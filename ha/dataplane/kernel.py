@@ -55,6 +55,13 @@ class Tunnel:
     ifindex: int = 0
     ifname: str | None = None
 
+    @property
+    def key(self) -> TunnelKey:
+        return (self.coa, self.encapsulation)
+
+
+TunnelKey = tuple[IPv4Address, Encapsulation]
+
 
 def garp_frame(sender_mac: bytes, home_address: IPv4Address, *, op: int = ARP_REQUEST) -> bytes:
     """A broadcast gratuitous ARP: sender IP = target IP = home address (RFC 5944 §4.6)."""
@@ -82,7 +89,10 @@ class KernelPlane(DataPlane):
         self.table = table
         self.proto = proto
         self.rule_priority = MIPHA_RULE_PRIORITY if table == MIPHA_TABLE else table
-        self._tunnels: dict[IPv4Address, Tunnel] = {}
+        # One tunnel per (CoA, encapsulation); ``_current`` is the one a CoA's home routes use (the
+        # most recently ensured), so an encapsulation change of a live binding can move its routes.
+        self._tunnels: dict[TunnelKey, Tunnel] = {}
+        self._current: dict[IPv4Address, Tunnel] = {}
         self._homes: dict[IPv4Address, tuple[IPv4Address, ...]] = {}
         self._reverse: dict[IPv4Address, bool] = {}
         self._proxied: set[IPv4Address] = set()
@@ -192,6 +202,7 @@ class KernelPlane(DataPlane):
         self._reconcile_tunnels({})
         self._delete_rule()
         self._tunnels.clear()
+        self._current.clear()
         self._homes.clear()
         self._reverse.clear()
         self._proxied.clear()
@@ -217,33 +228,49 @@ class KernelPlane(DataPlane):
             task.add_done_callback(self._garp_tasks.discard)
 
     def _ensure_tunnel(self, intent: EnsureTunnel) -> None:
-        tunnel = self._tunnels.get(intent.care_of_address)
+        key = (intent.care_of_address, intent.encapsulation)
+        tunnel = self._tunnels.get(key)
         if tunnel is None:
-            tunnel = Tunnel(intent.care_of_address, intent.encapsulation)
+            tunnel = Tunnel(*key)
             self._call(self._create_tunnel, tunnel)
-            self._tunnels[tunnel.coa] = tunnel
-        elif tunnel.encapsulation != intent.encapsulation:
-            raise DataPlaneError(
-                f"tunnel to {tunnel.coa} already uses {tunnel.encapsulation}, not {intent.encapsulation}"
-            )
+            self._tunnels[key] = tunnel
         tunnel.refs += 1
+        if self._current.get(tunnel.coa) is not tunnel:
+            self._current[tunnel.coa] = tunnel
+            self._reroute(tunnel.coa)
 
     def _release_tunnel(self, intent: ReleaseTunnel) -> None:
-        tunnel = self._tunnels.get(intent.care_of_address)
+        key = (intent.care_of_address, intent.encapsulation)
+        tunnel = self._tunnels.get(key)
         if tunnel is None:
-            log.warning("release of unknown tunnel to %s ignored", intent.care_of_address)
+            log.warning("release of unknown tunnel to %s (%s) ignored", *key)
             return
         tunnel.refs -= 1
-        if tunnel.refs <= 0:
-            self._call(self._delete_tunnel, tunnel)
-            del self._tunnels[tunnel.coa]
+        if tunnel.refs > 0:
+            return
+        del self._tunnels[key]
+        if self._current.get(tunnel.coa) is tunnel:
+            other = next((t for t in self._tunnels.values() if t.coa == tunnel.coa), None)
+            if other is None:
+                del self._current[tunnel.coa]
+            else:  # the CoA's routes move to its other tunnel before this one goes
+                self._current[tunnel.coa] = other
+                self._reroute(tunnel.coa)
+                self._call(self._flush)
+        self._call(self._delete_tunnel, tunnel)
+
+    def _reroute(self, coa: IPv4Address) -> None:
+        """Queue route updates for home addresses whose device depends on ``coa``'s current tunnel."""
+        for hoa, coas in self._homes.items():
+            if coa in coas:
+                self._route_ops[hoa] = self._route_oif(coas)
 
     def _set_home_route(self, intent: SetHomeRoute) -> None:
         if not intent.care_of_addresses:
             self._remove_home_route(RemoveHomeRoute(intent.home_address))
             return
         for coa in intent.care_of_addresses:
-            if coa not in self._tunnels:
+            if coa not in self._current:
                 raise DataPlaneError(f"no tunnel to {coa} for home address {intent.home_address}")
         self._homes[intent.home_address] = intent.care_of_addresses
         self._reverse[intent.home_address] = intent.reverse_tunnel
@@ -336,12 +363,14 @@ class KernelPlane(DataPlane):
     def _resync(self, wanted: list[DesiredBinding]) -> None:
         """Dump what carries our marks, diff with ``wanted``, batch the difference (netns thread)."""
         self._ensure_rule()
-        refs: dict[IPv4Address, Tunnel] = {}
+        refs: dict[TunnelKey, Tunnel] = {}
         for binding in wanted:
             for coa in binding.care_of_addresses:
-                tunnel = refs.setdefault(coa, Tunnel(coa, binding.encapsulation))
+                tunnel = refs.setdefault((coa, binding.encapsulation), Tunnel(coa, binding.encapsulation))
                 tunnel.refs += 1
         self._reconcile_tunnels(refs)
+        self._tunnels = refs
+        self._current = {t.coa: t for t in refs.values()}
         self._homes = {b.home_address: b.care_of_addresses for b in wanted if b.care_of_addresses}
         self._reverse = {b.home_address: b.reverse_tunnel for b in wanted}
         self._reconcile_routes({hoa: self._route_oif(coas) for hoa, coas in self._homes.items()})
@@ -399,8 +428,8 @@ class KernelPlane(DataPlane):
     def _delete_tunnel(self, tunnel: Tunnel) -> None:
         raise NotImplementedError
 
-    def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
-        """Make the set of tunnels exactly ``wanted`` (which carries the new reference counts)."""
+    def _reconcile_tunnels(self, wanted: dict[TunnelKey, Tunnel]) -> None:
+        """Make the set of tunnels exactly ``wanted`` (fills in their ifindex/ifname)."""
         raise NotImplementedError
 
     def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
@@ -411,7 +440,13 @@ class KernelPlane(DataPlane):
         """Bindings changed: refresh fast-path tables (tun backend)."""
 
     def tunnels(self) -> list[TunnelCounters]:
-        return [
-            TunnelCounters(t.coa, t.ifname, t.refs)
-            for t in sorted(self._tunnels.values(), key=lambda t: t.coa)
-        ]
+        """One entry per care-of address (the YANG list key); counters come from :meth:`_counters`."""
+        out = []
+        for coa in sorted(self._current):
+            refs = sum(t.refs for t in self._tunnels.values() if t.coa == coa)
+            out.append(TunnelCounters(coa, self._current[coa].ifname, refs, *self._counters(coa)))
+        return out
+
+    def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
+        """(in packets, in octets, out packets, out octets) of the tunnels to ``coa``."""
+        return (0, 0, 0, 0)

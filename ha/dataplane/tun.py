@@ -38,9 +38,9 @@ from ipaddress import IPv4Address
 
 from ha.netns import write_sysctl
 
-from .base import DataPlaneError, TunnelCounters, VirtualRouterPlane
+from .base import DataPlaneError, VirtualRouterPlane
 from .intents import Encapsulation
-from .kernel import KernelPlane, Tunnel
+from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class TunPlane(KernelPlane):
         self._rx: list[socket.socket] = []
         self._icmp: socket.socket | None = None
         self._paths: dict[IPv4Address, _Path] = {}
+        self._by_packed: dict[bytes, _Path] = {}
         self._fwd: dict[bytes, tuple[_Path, ...]] = {}
         self._rev: dict[bytes, frozenset[bytes]] = {}
         self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
@@ -196,36 +197,31 @@ class TunPlane(KernelPlane):
             raise DataPlaneError("the tun backend does not support minimal encapsulation (RFC 2004)")
         tunnel.ifname = TUN_IFNAME
         tunnel.ifindex = self.tun_ifindex
-        self._paths[tunnel.coa] = _Path(
-            tunnel.coa,
-            (str(tunnel.coa), 0),
-            tunnel.coa.packed,
-            tunnel.encapsulation == Encapsulation.GRE,
-            self.tunnel_mtu,
-        )
 
     def _delete_tunnel(self, tunnel: Tunnel) -> None:
-        self._paths.pop(tunnel.coa, None)
+        """Nothing in the kernel: :meth:`_on_homes_changed` drops the fast-path entry."""
 
-    def _reconcile_tunnels(self, wanted: dict[IPv4Address, Tunnel]) -> None:
-        for coa in list(self._paths):
-            if coa not in wanted:
-                del self._paths[coa]
+    def _reconcile_tunnels(self, wanted: dict[TunnelKey, Tunnel]) -> None:
         for tunnel in wanted.values():
-            old = self._paths.get(tunnel.coa)
-            if old is None or old.gre != (tunnel.encapsulation == Encapsulation.GRE):
-                self._create_tunnel(tunnel)
-            tunnel.ifname, tunnel.ifindex = TUN_IFNAME, self.tun_ifindex
-        self._tunnels = dict(wanted)
+            self._create_tunnel(tunnel)
 
     def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
         return self.tun_ifindex
 
     def _on_homes_changed(self) -> None:
-        """Rebuild the per-packet lookup tables (keys are packed addresses: no parsing on the fast path)."""
+        """Rebuild the per-packet tables (keys are packed addresses: no parsing on the fast path).
+
+        A CoA keeps its counters across rebuilds; its encapsulation is that of its current tunnel.
+        """
+        paths: dict[IPv4Address, _Path] = {}
+        for coa, tunnel in self._current.items():
+            path = self._paths.get(coa) or _Path(coa, (str(coa), 0), coa.packed, False, self.tunnel_mtu)
+            path.gre = tunnel.encapsulation == Encapsulation.GRE
+            paths[coa] = path
+        self._paths = paths
+        self._by_packed = {p.packed: p for p in paths.values()}
         self._fwd = {
-            hoa.packed: tuple(self._paths[c] for c in coas if c in self._paths)
-            for hoa, coas in self._homes.items()
+            hoa.packed: tuple(paths[c] for c in coas if c in paths) for hoa, coas in self._homes.items()
         }
         self._rev = {
             hoa.packed: frozenset(c.packed for c in coas)
@@ -233,19 +229,9 @@ class TunPlane(KernelPlane):
             if self._reverse.get(hoa, True)
         }
 
-    def tunnels(self) -> list[TunnelCounters]:
-        out = []
-        for t in sorted(self._tunnels.values(), key=lambda t: t.coa):
-            p = self._paths.get(t.coa)
-            if p is None:
-                out.append(TunnelCounters(t.coa, TUN_IFNAME, t.refs))
-            else:
-                out.append(
-                    TunnelCounters(
-                        t.coa, TUN_IFNAME, t.refs, p.in_packets, p.in_octets, p.out_packets, p.out_octets
-                    )
-                )
-        return out
+    def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
+        p = self._paths.get(coa)
+        return (0, 0, 0, 0) if p is None else (p.in_packets, p.in_octets, p.out_packets, p.out_octets)
 
     # -- fast path ---------------------------------------------------------------------------------
 
@@ -354,7 +340,7 @@ class TunPlane(KernelPlane):
         if allowed is None or outer_src not in allowed:
             counts["reverse-spoofed"] += 1
             return
-        path = self._paths.get(IPv4Address(outer_src))
+        path = self._by_packed.get(outer_src)
         if path is not None:
             path.in_packets += 1
             path.in_octets += len(inner)

@@ -32,6 +32,7 @@ from ipaddress import IPv4Address
 from ha.dataplane.base import DataPlane, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
 from ha.dataplane.intents import (
+    Encapsulation,
     EnsureTunnel,
     GratuitousArp,
     ProxyArp,
@@ -439,6 +440,49 @@ async def run_scenario(kind: str, topo: Topology, log: Callable[[str], None] = p
         if kind == "ipip":
             check(kernel_objects(topo.ha)["links"] == [f"mip-{int(COA2):08x}"], "ipip devices after handover")
         log("handover: ok")
+
+        # 5b. The binding switches to GRE (the engine sends no SetHomeRoute for that): routes follow.
+        await plane.apply(
+            [EnsureTunnel(COA2, Encapsulation.GRE), ReleaseTunnel(COA2, Encapsulation.IP_IN_IP)]
+        )
+        wire.clear()
+        send_udp(b"udp-gre")
+        gre = await wire.wait_for(
+            lambda p: is_outer(p, src=HA_ADDR, dst=COA2, proto=47) and p.endswith(b"udp-gre")
+        )
+        check(gre is not None, "after the switch to GRE no GRE (proto 47) packet reached CoA2")
+        assert gre is not None
+        check(gre[34:38] == b"\x00\x00\x08\x00", f"GRE header {gre[34:38].hex()} is not plain IPv4 GRE")
+        if kind == "ipip":
+            check(
+                kernel_objects(topo.ha)["links"] == [f"mig-{int(COA2):08x}"], "gre devices after the switch"
+            )
+        await plane.apply([EnsureTunnel(COA2), ReleaseTunnel(COA2, Encapsulation.GRE)])
+        wire.clear()
+        send_udp(b"udp-back")
+        check(
+            await wire.wait_for(lambda p: is_outer(p, src=HA_ADDR, dst=COA2) and p.endswith(b"udp-back"))
+            is not None,
+            "switching back to IP-in-IP failed",
+        )
+        log("encapsulation change IP-in-IP -> GRE -> IP-in-IP: ok")
+
+        # 5c. Simultaneous bindings (S bit): tun copies to every CoA; ipip routes to the first one.
+        await plane.apply([EnsureTunnel(COA1), SetHomeRoute(HOA, (COA2, COA1))])
+        wire.clear()
+        send_udp(b"udp-s")
+        check(
+            await wire.wait_for(lambda p: is_outer(p, src=HA_ADDR, dst=COA2) and p.endswith(b"udp-s"))
+            is not None,
+            "simultaneous bindings: nothing to the first CoA",
+        )
+        copy = await wire.wait_for(
+            lambda p: is_outer(p, src=HA_ADDR, dst=COA1) and p.endswith(b"udp-s"),
+            timeout=3 if kind == "tun" else 0.3,
+        )
+        check((copy is not None) == (kind == "tun"), "simultaneous bindings: copy to the second CoA")
+        await plane.apply([SetHomeRoute(HOA, (COA2,)), ReleaseTunnel(COA1)])
+        log("simultaneous bindings: ok")
 
         # 6. Deregistration: interception stops, every per-binding kernel object is gone.
         await plane.apply([RemoveHomeRoute(HOA), ProxyArp(HOA, False), ReleaseTunnel(COA2)])

@@ -32,4 +32,4 @@ def test_tun_backend_scenario(topology: Topology) -> None:
     steps: list[str] = []
     asyncio.run(run_scenario("tun", topology, log=steps.append))
     assert steps[-1] == "stop: zero mipha objects left"
-    assert len(steps) == 9
+    assert len(steps) == 11

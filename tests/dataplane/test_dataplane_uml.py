@@ -30,7 +30,7 @@ def test_ipip_backend_scenario_and_restart_in_uml() -> None:
         f"{python} tests/dataplane/dataplane_restart.py ipip"
     )
     try:
-        result = run_in_uml(command, modules=["ipip", "veth"], cwd=str(REPO), env={}, timeout=280)
+        result = run_in_uml(command, modules=["ipip", "ip_gre", "veth"], cwd=str(REPO), env={}, timeout=280)
     except UmlUnavailable as exc:
         pytest.fail(f"User-Mode Linux could not run the ipip test: {exc}")
     print(result.output)
