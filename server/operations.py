@@ -414,6 +414,8 @@ def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
             "bad-element", "stopTime before startTime", type="protocol", info=(("bad-element", "stopTime"),)
         )
     filt = _child(op, "filter", NOTIF_NS)
+    if filt is None:
+        filt = _child(op, "filter")  # some clients (ncclient) put it in the base namespace
     xpath = None
     filter_el = None
     if filt is not None:

@@ -71,7 +71,7 @@ class _ChannelSession(asyncssh.SSHServerSession):
     def _close(self) -> None:
         if self._chan is not None:
             chan, self._chan = self._chan, None
-            chan.close()
+            chan.exit(0)  # exit-status first: OpenSSH's client reports 255 for a channel closed without one
 
     def data_received(self, data: bytes, datatype) -> None:
         if self._nc is not None:
