@@ -51,6 +51,9 @@ class ServerThread:
         return fut.result(timeout=60)
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+
         async def _close() -> None:
             self.handle.close()
             await self.handle.wait_closed()
