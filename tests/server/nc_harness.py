@@ -92,7 +92,7 @@ def errors(reply: etree._Element) -> list[dict[str, object]]:
 class Harness:
     """A NetconfCore with a temp state dir and an event loop for timers."""
 
-    def __init__(self, state_dir: Path | None = None, **kw) -> None:
+    def __init__(self, state_dir: Path | None = None, *, subscribers=None, providers=None, **kw) -> None:
         self._tmp = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory()
@@ -100,7 +100,7 @@ class Harness:
         self.state_dir = state_dir
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.core = build_core(ServerConfig(state_dir=state_dir, **kw))
+        self.core = build_core(ServerConfig(state_dir=state_dir, **kw), None, subscribers, providers)
         self.core.loop = self.loop
 
     def client(self, user: str = "admin", groups=frozenset({"admin"})) -> Client:

@@ -1,0 +1,120 @@
+"""Sans-I/O framing (RFC 6242): whole, byte at a time, with trailing data, and every fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.framing import NEED_DATA, Framer, FramingError
+
+
+def drain(f: Framer) -> list[bytes]:
+    out = []
+    while (m := f.next_message()) is not NEED_DATA:
+        out.append(m)
+    return out
+
+
+def feed(data: bytes, *, chunked: bool, step: int | None = None, max_size: int = 1 << 20) -> list[bytes]:
+    f = Framer(max_size)
+    if chunked:
+        f.use_chunked()
+    out: list[bytes] = []
+    if step is None:
+        f.receive_data(data)
+        return drain(f)
+    for i in range(0, len(data), step):
+        f.receive_data(data[i : i + step])
+        out.extend(drain(f))
+    return out
+
+
+EOM_STREAM = b"<a/>]]>]]><b>x]]>y</b>]]>]]>"
+CHUNK_STREAM = b"\n#4\n<a/>\n##\n\n#3\n<b>\n#1\nx\n#4\n</b>\n##\n"
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, 7])
+def test_eom_whole_and_incremental(step):
+    assert feed(EOM_STREAM, chunked=False, step=step) == [b"<a/>", b"<b>x]]>y</b>"]
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 5])
+def test_chunked_whole_and_incremental(step):
+    assert feed(CHUNK_STREAM, chunked=True, step=step) == [b"<a/>", b"<b>x</b>"]
+
+
+def test_trailing_partial_message_waits():
+    f = Framer()
+    f.use_chunked()
+    f.receive_data(b"\n#4\n<a/>\n##\n\n#10\n<b>")
+    assert drain(f) == [b"<a/>"]
+    assert f.mid_message
+    f.receive_data(b"1234567\n##\n")
+    assert drain(f) == [b"<b>1234567"]
+    assert not f.mid_message
+
+
+def test_switch_to_chunked_after_hello_keeps_buffered_bytes():
+    f = Framer()
+    f.receive_data(b"<hello/>]]>]]>\n#3\n<c/\n#1\n>\n##\n")
+    assert f.next_message() == b"<hello/>"
+    f.use_chunked()
+    assert drain(f) == [b"<c/>"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"#4\n<a/>\n##\n",
+        b"\n#0\n\n##\n",
+        b"\n#04\n<a/>\n##\n",
+        b"\n#x\n",
+        b"\n##\n",
+        b"\n#4294967296\n",
+        b"\n#12345678901\n",
+    ],
+)
+def test_chunked_faults(bad):
+    f = Framer()
+    f.use_chunked()
+    f.receive_data(bad)
+    with pytest.raises(FramingError):
+        drain(f)
+
+
+def test_size_limit_both_modes():
+    f = Framer(max_message_size=10)
+    f.receive_data(b"x" * 20)
+    with pytest.raises(FramingError):
+        f.next_message()
+    f = Framer(max_message_size=10)
+    f.use_chunked()
+    f.receive_data(b"\n#6\nxxxxxx\n#6\nxxxxxx\n##\n")
+    with pytest.raises(FramingError):
+        drain(f)
+
+
+def test_frame_output():
+    f = Framer()
+    assert f.frame(b"<a/>") == b"<a/>]]>]]>"
+    f.use_chunked()
+    assert f.frame(b"<a/>") == b"\n#4\n<a/>\n##\n"
+
+
+def test_eom_search_does_not_rescan(monkeypatch):
+    """Receive is linear: each byte is searched for the delimiter a bounded number of times."""
+    scanned = 0
+    f = Framer(1 << 30)
+
+    class CountingBuf(bytearray):
+        def find(self, sub, start=0, *a):  # type: ignore[override]
+            nonlocal scanned
+            scanned += len(self) - start
+            return bytearray.find(self, sub, start, *a)
+
+    f._buf = CountingBuf()
+    for _ in range(2000):
+        f.receive_data(b"y" * 100)
+        assert f.next_message() is NEED_DATA
+    f.receive_data(b"]]>]]>")
+    assert f.next_message() == b"y" * 200_000
+    assert scanned < 3 * 200_006  # quadratic rescanning would be ~2000x larger

@@ -1,0 +1,256 @@
+# ruff: noqa: E501  (XML literals read best on one line)
+"""Config subscribers (validate → prepare → abort|apply), operational providers, get-data, notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from lxml import etree
+from nc_harness import HA, NS, Harness, edit, errors, mn, vr
+
+from server.errors import RpcError
+from server.operational import StateRequest
+from server.subscribers import Transaction
+
+M = NS["m"]
+
+
+class Recorder:
+    """A subscriber that logs every phase and can refuse in one of them."""
+
+    def __init__(self, name: str, log: list, refuse_in: str | None = None) -> None:
+        self.name, self.log, self.refuse_in = name, log, refuse_in
+
+    def _step(self, phase: str, txn: Transaction) -> None:
+        self.log.append((self.name, phase))
+        if phase == self.refuse_in:
+            raise RpcError("resource-denied", f"{self.name} refuses in {phase}", app_tag="no-room")
+
+    def validate(self, txn):
+        self._step("validate", txn)
+
+    def prepare(self, txn):
+        self._step("prepare", txn)
+
+    def abort(self, txn):
+        self._step("abort", txn)
+
+    def apply(self, txn):
+        self.log.append((self.name, "apply", [(c.op, c.path) for c in txn.diff]))
+
+
+def test_subscribers_run_in_order_and_see_the_diff():
+    log: list = []
+    h = Harness(subscribers=[Recorder("a", log), Recorder("b", log)])
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("x", "10.0.0.5"))))
+        assert log[:4] == [("a", "validate"), ("b", "validate"), ("a", "prepare"), ("b", "prepare")]
+        assert log[4][:2] == ("a", "apply")
+        assert ("created", "/mipha-home-agent:virtual-routers") in log[4][2]
+        log.clear()
+        c.ok(edit(vr(mn("x", "10.0.0.7"))))
+        assert log[4][2] == [
+            (
+                "modified",
+                "/mipha-home-agent:virtual-routers/mipha-home-agent:virtual-router[name='default']/mipha-home-agent:mobile-node[name='x']/mipha-home-agent:home-address",
+            )
+        ]
+    finally:
+        h.close()
+
+
+def test_refusal_in_prepare_aborts_prepared_only_and_keeps_datastore():
+    log: list = []
+    h = Harness(subscribers=[Recorder("a", log), Recorder("b", log, refuse_in="prepare"), Recorder("c", log)])
+    try:
+        c = h.client()
+        r = c.rpc(edit(vr(HA)))
+        assert errors(r) == [
+            {
+                "error-type": "application",
+                "error-tag": "resource-denied",
+                "error-severity": "error",
+                "error-app-tag": "no-room",
+                "error-message": "b refuses in prepare",
+            }
+        ]
+        assert log == [
+            ("a", "validate"),
+            ("b", "validate"),
+            ("c", "validate"),
+            ("a", "prepare"),
+            ("b", "prepare"),
+            ("a", "abort"),
+        ]
+        assert len(h.core.ds.running) == 0
+        assert not (h.state_dir / "running.xml").exists()
+    finally:
+        h.close()
+
+
+def test_refusal_in_validate_prepares_nothing():
+    log: list = []
+    h = Harness(subscribers=[Recorder("a", log, refuse_in="validate"), Recorder("b", log)])
+    try:
+        c = h.client()
+        assert errors(c.rpc(edit(vr(HA))))[0]["error-tag"] == "resource-denied"
+        assert log == [("a", "validate")]
+    finally:
+        h.close()
+
+
+def test_unexpected_subscriber_exception_is_operation_failed():
+    class Broken(Recorder):
+        def prepare(self, txn):
+            raise ValueError("boom")
+
+    h = Harness(subscribers=[Broken("x", [])])
+    try:
+        e = errors(h.client().rpc(edit(vr(HA))))[0]
+        assert e["error-tag"] == "operation-failed" and "boom" in e["error-message"]
+    finally:
+        h.close()
+
+
+class Bindings:
+    """An operational provider: one binding under VR default, keyed filter pushed down."""
+
+    roots = frozenset({(M, "virtual-routers")})
+
+    def __init__(self) -> None:
+        self.requests: list[StateRequest] = []
+
+    def get_state(self, request: StateRequest) -> list[etree._Element]:
+        self.requests.append(request)
+        return [
+            etree.fromstring(
+                f'<virtual-routers xmlns="{M}"><virtual-router><name>default</name><home-agent><bindings><binding>'
+                "<home-address>10.0.0.5</home-address><care-of-address>192.0.2.1</care-of-address><lifetime-granted>600</lifetime-granted>"
+                "</binding></bindings></home-agent></virtual-router></virtual-routers>"
+            )
+        ]
+
+
+def test_get_merges_state_and_passes_filter_to_provider():
+    prov = Bindings()
+    h = Harness(providers=[prov])
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA)))
+        flt = f'<filter type="subtree"><virtual-routers xmlns="{M}"><virtual-router><home-agent><bindings/></home-agent></virtual-router></virtual-routers></filter>'
+        d = c.data(f"<get>{flt}</get>")
+        assert d.findtext(".//m:binding/m:care-of-address", namespaces=NS) == "192.0.2.1"
+        assert d.find(".//m:home-agent/m:address", NS) is None
+        assert prov.requests[-1].subtree is not None
+        cfg = c.data("<get-config><source><running/></source></get-config>")
+        assert cfg.find(".//m:bindings", NS) is None  # state never leaks into get-config
+        # get-data on the operational datastore, config-filter=false keeps only state (and keys)
+        nmda = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+        r = c.rpc(
+            f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores"><datastore>ds:operational</datastore><config-filter>false</config-filter></get-data>'
+        )
+        d = r.find(f"{{{nmda}}}data")
+        assert d.findtext(".//m:binding/m:home-address", namespaces=NS) == "10.0.0.5"
+        assert d.find(".//m:home-agent/m:address", NS) is None
+        assert d.findtext(".//m:virtual-router/m:name", namespaces=NS) == "default"
+        r = c.rpc(
+            f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores"><datastore>ds:running</datastore></get-data>'
+        )
+        assert r.find(f"{{{nmda}}}data").find(".//m:bindings", NS) is None
+        r = c.rpc(
+            f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores"><datastore>ds:nope</datastore></get-data>'
+        )
+        assert errors(r)[0]["error-tag"] == "invalid-value"
+    finally:
+        h.close()
+
+
+def test_monitoring_statistics_and_locks():
+    h = Harness()
+    try:
+        c = h.client()
+        c.rpc("<frob xmlns='urn:x'/>")
+        c.ok("<lock><target><running/></target></lock>")
+        d = c.data(
+            "<get><filter><netconf-state xmlns='urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring'/></filter></get>"
+        )
+        mon = {"n": "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"}
+        assert d.findtext(
+            ".//n:datastore[n:name='running']/n:locks/n:global-lock/n:locked-by-session", namespaces=mon
+        ) == str(c.sess.id)
+        assert d.findtext(".//n:statistics/n:out-rpc-errors", namespaces=mon) == "1"
+        assert d.findtext(".//n:session/n:in-rpcs", namespaces=mon) == "3"
+        assert d.find(".//n:schema[n:identifier='mipha-home-agent']", mon) is not None
+        r = c.rpc(
+            "<get-schema xmlns='urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring'><identifier>nope</identifier></get-schema>"
+        )
+        assert errors(r)[0]["error-tag"] == "invalid-value"
+    finally:
+        h.close()
+
+
+def test_subscription_replay_stop_time_and_errors():
+    h = Harness()
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA)))
+        sub = h.client()
+        notif = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+        future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        r = sub.rpc(
+            f"<create-subscription xmlns='{notif}'><startTime>{future}</startTime></create-subscription>"
+        )
+        assert errors(r)[0]["error-tag"] == "bad-element"
+        r = sub.rpc(
+            f"<create-subscription xmlns='{notif}'><stopTime>2020-01-01T00:00:00Z</stopTime></create-subscription>"
+        )
+        assert errors(r)[0]["error-tag"] == "missing-element"
+        r = sub.rpc(f"<create-subscription xmlns='{notif}'><stream>OTHER</stream></create-subscription>")
+        assert errors(r)[0]["error-tag"] == "invalid-value"
+        now = dt.datetime.now(dt.UTC).isoformat()
+        sub.ok(
+            f"<create-subscription xmlns='{notif}'><startTime>2000-01-01T00:00:00Z</startTime><stopTime>{now}</stopTime></create-subscription>"
+        )
+        h.advance(0.01)
+        names = [etree.QName(n[1]).localname for n in sub.pending()]
+        assert names[:3] == ["netconf-session-start", "netconf-config-change", "netconf-session-start"]
+        assert names[-2:] == ["replayComplete", "notificationComplete"]
+        assert (
+            errors(sub.rpc(f"<create-subscription xmlns='{notif}'/>")) == []
+        )  # the finished one can be replaced
+    finally:
+        h.close()
+
+
+def test_confirmed_commit_notifications():
+    h = Harness()
+    try:
+        c = h.client()
+        listener = h.client()
+        listener.ok("<create-subscription xmlns='urn:ietf:params:xml:ns:netconf:notification:1.0'/>")
+        h.advance(0.01)
+        c.ok(edit(vr(HA), target="candidate"))
+        c.ok("<commit><confirmed/><confirm-timeout>1</confirm-timeout></commit>")
+        h.advance(1.3)
+        ncn = "{urn:ietf:params:xml:ns:yang:ietf-netconf-notifications}"
+        events = [n[1] for n in listener.pending()]
+        cc = [e.findtext(f"{ncn}confirm-event") for e in events if e.tag == f"{ncn}netconf-confirmed-commit"]
+        assert cc == ["start", "timeout"]
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("user,groups", [("admin", {"admin"})])
+def test_get_with_xpath_over_state(user, groups):
+    h = Harness(providers=[Bindings()])
+    try:
+        c = h.client(user, frozenset(groups))
+        c.ok(edit(vr(HA)))
+        d = c.data(f"<get><filter type='xpath' xmlns:q='{M}' select='//q:binding/q:lifetime-granted'/></get>")
+        assert d.findtext(".//m:binding/m:lifetime-granted", namespaces=NS) == "600"
+        assert d.findtext(".//m:binding/m:home-address", namespaces=NS) == "10.0.0.5"  # list keys kept
+        assert d.find(".//m:router-id", NS) is None
+    finally:
+        h.close()
