@@ -1,4 +1,4 @@
-# ruff: noqa: E501  (XML literals read best on one line)
+
 """Subtree filtering exactly per RFC 6241 §6 and :xpath filtering, on the real schema."""
 
 from __future__ import annotations
