@@ -9,6 +9,11 @@ Mobile-Home one.  Two algorithms:
 * ``keyed-md5-prefix-suffix`` — ``MD5(key | covered | key)``, RFC 2002's default, still deployed.
 
 Comparison is constant-time.  Keys are arbitrary binary strings (128 bits and longer MUST work).
+
+Speed: a :class:`SecurityAssociation` keeps the MD5 states its key determines (HMAC's inner and
+outer pads, or keyed-MD5's key prefix), computed once when the association is built.  An
+authenticator then costs two state copies and two small updates — about 2.5 times less than
+``hmac.digest`` re-deriving the pads for every message (``bench/registration_protocol.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ _SHORT_HEADER_COVERED = 1 + 1 + 4
 _LONG_HEADER_COVERED = 1 + 1 + 2 + 4
 #: The MIP-MIB key is 16 octets; shorter keys make MD5 authenticators guessable.
 MIN_KEY_LENGTH = 16
+#: MD5's block size: HMAC keys are padded to it, longer keys are hashed first (RFC 2104 §2).
+_MD5_BLOCK = 64
+_TO_IPAD = bytes.maketrans(bytes(range(256)), bytes(b ^ 0x36 for b in range(256)))
+_TO_OPAD = bytes.maketrans(bytes(range(256)), bytes(b ^ 0x5C for b in range(256)))
+
+
+def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """MD5 states after absorbing ``key XOR ipad`` and ``key XOR opad`` (RFC 2104)."""
+    if len(key) > _MD5_BLOCK:
+        key = hashlib.md5(key).digest()
+    key = key.ljust(_MD5_BLOCK, b"\0")
+    return hashlib.md5(key.translate(_TO_IPAD)), hashlib.md5(key.translate(_TO_OPAD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +53,37 @@ class SecurityAssociation:
     key: bytes = field(repr=False)
     algorithm: AuthAlgorithm = AuthAlgorithm.HMAC_MD5
     replay_protection: ReplayProtection = ReplayProtection.TIMESTAMP
+    # MD5 states derived from the key (see the module docstring): HMAC's inner and outer pads, or
+    # keyed-MD5's key prefix (then ``_outer`` is None).
+    _inner: hashlib._Hash = field(init=False, repr=False, compare=False)
+    _outer: hashlib._Hash | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not MIN_CONFIGURABLE_SPI <= self.spi <= 0xFFFFFFFF:
             raise ValueError(f"SPI {self.spi} is reserved or out of range (256..4294967295)")
         if not isinstance(self.key, bytes) or len(self.key) < MIN_KEY_LENGTH:
             raise ValueError(f"a security association key must be at least {MIN_KEY_LENGTH} bytes")
-        object.__setattr__(self, "algorithm", AuthAlgorithm(self.algorithm))
+        algorithm = AuthAlgorithm(self.algorithm)
+        object.__setattr__(self, "algorithm", algorithm)
         object.__setattr__(self, "replay_protection", ReplayProtection(self.replay_protection))
+        if algorithm is AuthAlgorithm.HMAC_MD5:
+            inner, outer = _hmac_pads(self.key)
+        else:
+            inner, outer = hashlib.md5(self.key), None
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_outer", outer)
+
+    def authenticator(self, covered: bytes | memoryview) -> bytes:
+        """The 16-byte authenticator of ``covered`` under this association's key and algorithm."""
+        inner = self._inner.copy()
+        inner.update(covered)
+        outer = self._outer
+        if outer is None:  # keyed-MD5 prefix+suffix: MD5(key | covered | key)
+            inner.update(self.key)
+            return inner.digest()
+        outer = outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def compute_authenticator(algorithm: AuthAlgorithm, key: bytes, covered: bytes) -> bytes:
@@ -65,10 +105,10 @@ def covered_length(extension: AuthenticationExtension | GeneralizedAuth) -> int:
 
 def verify(raw: bytes, extension: AuthenticationExtension, sa: SecurityAssociation) -> bool:
     """Check a parsed 32/33/34 extension against ``sa``; False also for a SPI that is not ``sa``'s."""
-    if extension.spi != sa.spi or not raw or extension.offset < 0:
+    offset = extension.offset
+    if extension.spi != sa.spi or offset < 0:
         return False
-    end = covered_length(extension)
+    end = offset + (_LONG_HEADER_COVERED if type(extension) is GeneralizedAuth else _SHORT_HEADER_COVERED)
     if end > len(raw):
         return False
-    expected = compute_authenticator(sa.algorithm, sa.key, raw[:end])
-    return hmac.compare_digest(expected, extension.authenticator)
+    return hmac.compare_digest(sa.authenticator(raw[:end]), extension.authenticator)

@@ -24,10 +24,10 @@ from .constants import (
     ExtensionType,
     MessageType,
     ReplyCode,
-    RequestFlags,
 )
 from .errors import ProtocolError
 from .messages import (
+    REQUEST_FLAGS,
     AuthenticationExtension,
     CriticalVendorExtension,
     Extension,
@@ -43,6 +43,10 @@ from .messages import (
     SkippedExtension,
     UdpTunnelReply,
     UdpTunnelRequest,
+    ipv4,
+    trusted_auth,
+    trusted_nai,
+    trusted_request,
 )
 
 _REQUEST_FIXED = struct.Struct("!BBHIIIQ")
@@ -66,70 +70,75 @@ class _Malformed(Exception):
         self.discard = discard
 
 
-# --- extension readers: (type, body, offset) -> Extension --------------------------------------------
+# --- extension readers: (second byte, datagram, body start, body end, offset) -> Extension ----------
+# A reader gets the whole datagram and its body's bounds, not a slice: most bodies are read with
+# ``unpack_from`` and need no intermediate bytes object.
+
+Reader = Callable[[int, bytes, int, int, int], Extension]
 
 
-def _read_auth(kind: type[AuthenticationExtension]) -> Callable[[int, bytes, int], Extension]:
-    def read(_type: int, body: bytes, offset: int) -> Extension:
-        if len(body) < _SPI.size:
-            raise _Malformed(f"extension {kind.TYPE} is {len(body)} bytes, shorter than its SPI")
-        (spi,) = _SPI.unpack_from(body)
-        return kind(spi=spi, authenticator=bytes(body[4:]), offset=offset)
+def _read_auth(kind: type[AuthenticationExtension]) -> Reader:
+    def read(_type: int, data: bytes, start: int, end: int, offset: int) -> Extension:
+        if end - start < _SPI.size:
+            raise _Malformed(f"extension {kind.TYPE} is {end - start} bytes, shorter than its SPI")
+        return trusted_auth(kind, _SPI.unpack_from(data, start)[0], data[start + 4 : end], offset)
 
     return read
 
 
-def _read_generalized_auth(subtype: int, body: bytes, offset: int) -> Extension:
-    if len(body) < _SPI.size:
+def _read_generalized_auth(subtype: int, data: bytes, start: int, end: int, offset: int) -> Extension:
+    if end - start < _SPI.size:
         raise _Malformed("generalized authentication extension shorter than its SPI")
-    (spi,) = _SPI.unpack_from(body)
-    return GeneralizedAuth(subtype=subtype, spi=spi, authenticator=bytes(body[4:]), offset=offset)
+    (spi,) = _SPI.unpack_from(data, start)
+    return GeneralizedAuth(subtype=subtype, spi=spi, authenticator=data[start + 4 : end], offset=offset)
 
 
-def _read_cvse(_reserved: int, body: bytes, _offset: int) -> Extension:
-    if len(body) < _CVSE_BODY.size:
+def _read_cvse(_reserved: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    if end - start < _CVSE_BODY.size:
         raise _Malformed("CVSE shorter than its vendor id and type")
-    vendor_id, vendor_type = _CVSE_BODY.unpack_from(body)
-    return CriticalVendorExtension(vendor_id, vendor_type, bytes(body[_CVSE_BODY.size :]))
+    vendor_id, vendor_type = _CVSE_BODY.unpack_from(data, start)
+    return CriticalVendorExtension(vendor_id, vendor_type, data[start + _CVSE_BODY.size : end])
 
 
-def _read_nai(_type: int, body: bytes, _offset: int) -> Extension:
-    if not body:
+def _read_nai(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    if start == end:
         raise _Malformed("empty NAI extension")
     try:
-        return MobileNodeNai(body.decode("utf-8"))
+        return trusted_nai(data[start:end].decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _Malformed("NAI is not UTF-8") from exc
 
 
-def _read_challenge(_type: int, body: bytes, _offset: int) -> Extension:
-    if not body:
+def _read_challenge(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    if start == end:
         raise _Malformed("empty MN-FA challenge")
-    return MobileForeignChallenge(bytes(body))
+    return MobileForeignChallenge(data[start:end])
 
 
-def _read_udp_tunnel_request(_type: int, body: bytes, _offset: int) -> Extension:
-    if len(body) != _UDP_TUNNEL_REQUEST.size:
-        raise _Malformed(f"UDP tunnel request extension has length {len(body)}, not 6")
-    subtype, _rsv, flags, encapsulation, _rsv16 = _UDP_TUNNEL_REQUEST.unpack(body)
+def _fixed_size(name: str, layout: struct.Struct, data: bytes, start: int, end: int) -> tuple[int, ...]:
+    if end - start != layout.size:
+        raise _Malformed(f"{name} extension has length {end - start}, not {layout.size}")
+    return layout.unpack_from(data, start)
+
+
+def _read_udp_tunnel_request(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    subtype, _rsv, flags, encapsulation, _rsv16 = _fixed_size(
+        "UDP tunnel request", _UDP_TUNNEL_REQUEST, data, start, end
+    )
     return UdpTunnelRequest(flags=flags, encapsulation=encapsulation, subtype=subtype)
 
 
-def _read_udp_tunnel_reply(_type: int, body: bytes, _offset: int) -> Extension:
-    if len(body) != _UDP_TUNNEL_REPLY.size:
-        raise _Malformed(f"UDP tunnel reply extension has length {len(body)}, not 6")
-    subtype, code, flags, keepalive = _UDP_TUNNEL_REPLY.unpack(body)
+def _read_udp_tunnel_reply(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    subtype, code, flags, keepalive = _fixed_size("UDP tunnel reply", _UDP_TUNNEL_REPLY, data, start, end)
     return UdpTunnelReply(code=code, keepalive_interval=keepalive, flags=flags, subtype=subtype)
 
 
-def _read_revocation_support(_type: int, body: bytes, _offset: int) -> Extension:
-    if len(body) != _REVOCATION_SUPPORT.size:
-        raise _Malformed(f"revocation support extension has length {len(body)}, not 6")
-    flags, timestamp = _REVOCATION_SUPPORT.unpack(body)
+def _read_revocation_support(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
+    flags, timestamp = _fixed_size("revocation support", _REVOCATION_SUPPORT, data, start, end)
     return RevocationSupport(flags=flags, timestamp=timestamp)
 
 
-_EXTENSION_READERS: dict[int, Callable[[int, bytes, int], Extension]] = {
+_EXTENSION_READERS: dict[int, Reader] = {
     ExtensionType.MN_HA_AUTH: _read_auth(MobileHomeAuth),
     ExtensionType.MN_FA_AUTH: _read_auth(MobileForeignAuth),
     ExtensionType.FA_HA_AUTH: _read_auth(ForeignHomeAuth),
@@ -149,6 +158,7 @@ _LONG_FORMAT = frozenset({ExtensionType.GENERALIZED_AUTH, ExtensionType.CVSE})
 def _pull_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
     """Read the extensions from ``start`` to the end of the datagram."""
     extensions: list[Extension] = []
+    readers = _EXTENSION_READERS
     offset = start
     end = len(data)
     while offset < end:
@@ -168,11 +178,11 @@ def _pull_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
             raise _Malformed(
                 f"extension {ext_type} at offset {offset} runs {body_end - end} bytes past the end"
             )
-        reader = _EXTENSION_READERS.get(ext_type)
+        reader = readers.get(ext_type)
         if reader is not None:
-            extensions.append(reader(second, data[body_start:body_end], offset))
+            extensions.append(reader(second, data, body_start, body_end, offset))
         elif ext_type >= FIRST_SKIPPABLE_EXTENSION:
-            extensions.append(SkippedExtension(ext_type, bytes(data[body_start:body_end])))
+            extensions.append(SkippedExtension(ext_type, data[body_start:body_end]))
         else:
             # RFC 5944 §1.9: unknown type 0-127 -> the whole message is silently discarded.
             raise _Malformed(f"unknown non-skippable extension type {ext_type}", discard=True)
@@ -183,48 +193,56 @@ def _pull_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
 # --- structure rules ---------------------------------------------------------------------------------
 
 #: Extensions that may appear at most once in a request (OpenSolaris answers 134 to duplicates).
-_AT_MOST_ONCE = (MobileNodeNai, MobileForeignChallenge, MobileHomeAuth, MobileForeignAuth, ForeignHomeAuth)
+_AT_MOST_ONCE = frozenset({MobileNodeNai, MobileForeignChallenge, MobileForeignAuth, ForeignHomeAuth})
 
 
 def _check_request_structure(extensions: tuple[Extension, ...]) -> None:
-    """Poorly formed (134) requests, RFC 5944 §3.6.1.3 / RFC 2794 / RFC 4721.
+    """Poorly formed (134) requests, RFC 5944 §3.6.1.3 / RFC 2794 / RFC 4721, in one pass.
 
     * no duplicated NAI, challenge or authentication extension, at most one MN-AAA extension;
     * not both a Mobile-Home and an MN-AAA extension (exactly one authorization-enabling extension);
     * the NAI precedes the authorization-enabling extension (it is what names the association);
     * a Foreign-Home extension comes after the authorization-enabling one (it covers it).
     """
-    for kind in _AT_MOST_ONCE:
-        if sum(isinstance(e, kind) for e in extensions) > 1:
-            raise _Malformed(f"duplicate {kind.__name__} extension")
-    mn_aaa = [i for i, e in enumerate(extensions) if isinstance(e, GeneralizedAuth) and e.is_mn_aaa]
-    if len(mn_aaa) > 1:
-        raise _Malformed("duplicate MN-AAA authentication extension")
-    mn_ha = [i for i, e in enumerate(extensions) if isinstance(e, MobileHomeAuth)]
-    if mn_ha and mn_aaa:
-        raise _Malformed("both Mobile-Home and MN-AAA authentication extensions")
-    authorizing = (mn_ha or mn_aaa or [None])[0]
-    for index, extension in enumerate(extensions):
-        if isinstance(extension, MobileNodeNai) and authorizing is not None and index > authorizing:
-            raise _Malformed("the NAI extension follows the authorization-enabling extension")
-        if isinstance(extension, ForeignHomeAuth) and (authorizing is None or index < authorizing):
-            raise _Malformed("Foreign-Home authentication without a preceding authorization extension")
+    seen: set[type] = set()
+    authorized = False  # an authorization-enabling extension (32 or 36/1) came before
+    for extension in extensions:
+        kind = type(extension)
+        if kind is MobileHomeAuth or (kind is GeneralizedAuth and extension.is_mn_aaa):
+            if authorized:
+                raise _Malformed("more than one authorization-enabling extension (32 or MN-AAA)")
+            authorized = True
+            continue
+        if kind in _AT_MOST_ONCE:
+            if kind in seen:
+                raise _Malformed(f"duplicate {kind.__name__} extension")
+            seen.add(kind)
+            if kind is MobileNodeNai and authorized:
+                raise _Malformed("the NAI extension follows the authorization-enabling extension")
+            if kind is ForeignHomeAuth and not authorized:
+                raise _Malformed("Foreign-Home authentication without a preceding authorization extension")
 
 
 # --- readers -----------------------------------------------------------------------------------------
 
 
+def _request_header(data: bytes) -> RegistrationRequest:
+    """The fixed part alone, validated the ordinary way (only needed to answer a malformed request)."""
+    _t, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
+    return RegistrationRequest(
+        REQUEST_FLAGS[flags], lifetime, IPv4Address(hoa), IPv4Address(ha), IPv4Address(coa), ident
+    )
+
+
 def pull_registration_request(data: bytes) -> RegistrationRequest:
     """Decode a Registration Request; raise ProtocolError (134 with ``header``, or discard)."""
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     if len(data) < REQUEST_FIXED_LENGTH:
         raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
     msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
     if msg_type != MessageType.REGISTRATION_REQUEST:
         raise ProtocolError(f"message type {msg_type} is not a Registration Request")
-    header = RegistrationRequest(
-        RequestFlags(flags), lifetime, IPv4Address(hoa), IPv4Address(ha), IPv4Address(coa), ident
-    )
     try:
         extensions = _pull_extensions(data, REQUEST_FIXED_LENGTH)
         _check_request_structure(extensions)
@@ -232,23 +250,15 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
         if exc.discard:
             raise ProtocolError(str(exc)) from None
         raise ProtocolError(
-            str(exc), reply_code_hint=ReplyCode.POORLY_FORMED_REQUEST, header=header
+            str(exc), reply_code_hint=ReplyCode.POORLY_FORMED_REQUEST, header=_request_header(data)
         ) from None
-    return RegistrationRequest(
-        header.flags,
-        lifetime,
-        header.home_address,
-        header.home_agent,
-        header.care_of_address,
-        ident,
-        extensions,
-        raw=data,
-    )
+    return trusted_request(flags, lifetime, hoa, ha, coa, ident, extensions, data)
 
 
 def pull_registration_reply(data: bytes) -> RegistrationReply:
     """Decode a Registration Reply (the mobile node side, tests and the simulator)."""
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     if len(data) < REPLY_FIXED_LENGTH:
         raise ProtocolError(f"reply of {len(data)} bytes is shorter than its fixed part (20)")
     msg_type, code, lifetime, hoa, ha, ident = _REPLY_FIXED.unpack_from(data)
@@ -258,9 +268,9 @@ def pull_registration_reply(data: bytes) -> RegistrationReply:
         extensions = _pull_extensions(data, REPLY_FIXED_LENGTH)
     except _Malformed as exc:
         raise ProtocolError(str(exc)) from None
-    if sum(isinstance(e, MobileHomeAuth) for e in extensions) > 1:
+    if sum(type(e) is MobileHomeAuth for e in extensions) > 1:
         raise ProtocolError("a reply carries exactly one Mobile-Home authentication extension")
-    return RegistrationReply(code, lifetime, IPv4Address(hoa), IPv4Address(ha), ident, extensions, raw=data)
+    return RegistrationReply(code, lifetime, ipv4(hoa), ipv4(ha), ident, extensions, raw=data)
 
 
 _MESSAGE_READERS: dict[int, Callable[[bytes], RegistrationRequest | RegistrationReply]] = {

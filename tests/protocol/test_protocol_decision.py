@@ -146,7 +146,8 @@ class TestMobileNodeAuthentication:
             run(mn.request(mn_auth=False), policy, node, arrival), ReplyCode.MN_FAILED_AUTHENTICATION
         )
         assert verdict.violation == SecurityViolation.MISSING_SECURITY_EXTENSION
-        assert verdict.security_association is None
+        # the mobile node is known: the denial is signed with the association we hold for it
+        assert (verdict.spi, verdict.security_association) == (None, mn.sa)
 
     def test_mn_aaa_is_not_supported_without_aaa(self, mn, policy, node, arrival) -> None:
         request = mn.request(mn_auth=False, before=(MobileNodeNai("a@b"), GeneralizedAuth(1, 256, bytes(16))))
@@ -163,7 +164,7 @@ class TestMobileNodeAuthentication:
         assert (verdict.violation, verdict.spi, verdict.security_association) == (
             SecurityViolation.BAD_SPI,
             999,
-            None,
+            mn.sa,  # signed with the key we do hold for this mobile node
         )
 
     def test_bad_authenticator(self, mn, policy, node, arrival) -> None:
