@@ -37,6 +37,7 @@ class _Pending:
     attempts: int
     resyncs: int
     future: asyncio.Future[Result] | None = None
+    tag: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ class RegistrationClient:
         self._tokens = itertools.count(secrets.randbits(31) + 1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.on_result: Callable[[Result], None] | None = None
+        self.on_result: Callable[[Result, int], None] | None = None
         self.stats = LoadReport()
 
     async def __aenter__(self) -> RegistrationClient:
@@ -164,8 +165,19 @@ class RegistrationClient:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def start(self, session: MobileNodeSession, build: Callable[[int], bytes], *, future: bool = False):
-        """Begin a transaction; ``build(identification)`` makes the datagram."""
+    def start(
+        self,
+        session: MobileNodeSession,
+        build: Callable[[int], bytes],
+        *,
+        future: bool = False,
+        tag: int = -1,
+    ) -> asyncio.Future[Result] | None:
+        """Begin a transaction; ``build(identification)`` makes the datagram.
+
+        With ``future`` the result is also delivered through the returned future; ``tag`` is handed
+        back to :attr:`on_result` (the load generator passes the node's index).
+        """
         loop = self._loop
         assert loop is not None, "use 'async with RegistrationClient(...)'"
         token = next(self._tokens) % (1 << 32) or next(self._tokens)
@@ -183,6 +195,7 @@ class RegistrationClient:
             1,
             0,
             loop.create_future() if future else None,
+            tag,
         )
         self._pending[identification & 0xFFFF_FFFF] = pending
         self._send(data)
@@ -261,7 +274,7 @@ class RegistrationClient:
         if pending.future is not None and not pending.future.done():
             pending.future.set_result(result)
         if self.on_result is not None:
-            self.on_result(result)
+            self.on_result(result, pending.tag)
 
     async def _sweep(self) -> None:
         """Retransmit or give up on transactions past their deadline (checked every 50 ms)."""
@@ -290,45 +303,50 @@ async def run_load(
 ) -> LoadReport:
     """Register ``sessions`` round-robin at ``rate`` per second (0 = as fast as ``window`` allows).
 
-    A node never has two requests in flight; the run lasts ``duration`` seconds of sending, then waits
-    up to ``drain`` seconds for outstanding replies.
+    A node never has two requests in flight.  Unpaced, every reply immediately launches the next
+    request (a closed loop of ``window`` transactions); paced, a 1 ms ticker launches what is due.
+    Sending stops after ``duration`` seconds; outstanding replies are awaited up to ``drain`` seconds.
+    ``elapsed`` runs from the first request to the last reply.
     """
-    assert client._loop is not None
     loop = client._loop
+    assert loop is not None, "use 'async with RegistrationClient(...)'"
     free = deque(range(len(sessions)))  # FIFO: nodes take turns
-    done = asyncio.Event()
-    builders = [session.build for session in sessions]
-
-    def make_done(index: int) -> Callable[[asyncio.Future[Result]], None]:
-        def callback(_future: asyncio.Future[Result]) -> None:
-            free.append(index)
-            if not client._pending:
-                done.set()
-
-        return callback
-
     start = loop.time()
     end = start + duration
     sent = 0
-    while True:
-        now = loop.time()
-        if now >= end:
-            break
-        if rate <= 0:
-            due = window - client.in_flight
-        else:
-            due = min(int(rate * (now - start)) + 1 - sent, window - client.in_flight)
-        while due > 0 and free:
+    last = start
+    done = asyncio.Event()
+
+    def launch(limit: int) -> None:
+        nonlocal sent
+        while limit > 0 and free and client.in_flight < window:
             index = free.popleft()
-            future = client.start(sessions[index], builders[index], future=True)
-            future.add_done_callback(make_done(index))
+            client.start(sessions[index], sessions[index].build, tag=index)
             sent += 1
-            due -= 1
-        await asyncio.sleep(0 if rate <= 0 and free else 0.001)
+            limit -= 1
+
+    def on_result(_result: Result, tag: int) -> None:
+        nonlocal last
+        free.append(tag)
+        last = loop.time()
+        if last < end:
+            if rate <= 0:
+                launch(1)
+        elif not client._pending:
+            done.set()
+
+    client.on_result = on_result
+    if rate <= 0:
+        launch(window)
+        await asyncio.sleep(duration)
+    else:
+        while (now := loop.time()) < end:
+            launch(int(rate * (now - start)) + 1 - sent)
+            await asyncio.sleep(0.001)
     if client._pending:
-        done.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), drain)
+    client.on_result = None
     report = client.stats
-    report.elapsed = loop.time() - start
+    report.elapsed = max(last, start + 1e-9) - start
     return report

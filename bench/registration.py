@@ -1,0 +1,354 @@
+"""Registration benchmarks of the home-agent engine, each with a baseline measured in the same run.
+
+    .venv/bin/python bench/registration.py            # everything (about 3-4 minutes on 2 cores)
+    .venv/bin/python bench/registration.py --quick    # smaller numbers, for a smoke run
+
+1. In-process decisions/s with HMAC-MD5 (``HomeAgent.handle_datagram`` on prepared datagrams): first
+   registrations and renewals; baseline: bare ``hmac.digest`` of the same bytes (the two HMACs each
+   decision needs set the floor).
+2. End to end over UDP loopback: the home agent (engine + ``ha.transport``) in one process, ``mipha mn
+   load`` in another; baseline: a bare Python UDP echo loop (recvfrom / sendto, reshaping the request
+   into a reply) driven by the same ``mipha mn load``.  Rates, p50/p99 latency and the ratio.
+3. Memory per binding: RSS growth of a fresh process registering N bindings (default 1,000,000), and
+   ``tracemalloc`` growth at 100,000 bindings (Python-level objects, no allocator slack).
+4. Expiry lateness: bindings with 1-3 s lifetimes expire through the transport's ``loop.call_at``
+   timer; how late each removal happened relative to its due time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hmac
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+from ipaddress import IPv4Address
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ha.engine.config import HomeAgentConfig, MobileNode, VirtualRouterConfig  # noqa: E402
+from ha.engine.events import BindingRemoved  # noqa: E402
+from ha.engine.home_agent import HomeAgent  # noqa: E402
+from ha.protocol import (  # noqa: E402
+    ExtensionType,
+    MobileHomeAuth,
+    RegistrationRequest,
+    RequestFlags,
+    SecurityAssociation,
+    compute_authenticator,
+    push_registration_request,
+)
+from ha.protocol.replay import ntp_timestamp  # noqa: E402
+from ha.transport import HomeAgentTransport, open_udp_socket  # noqa: E402
+
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+SA = SecurityAssociation(256, KEY)
+HA = IPv4Address("127.0.0.1")
+BASE = IPv4Address("10.0.0.0")
+COA = IPv4Address("203.0.113.5")
+_IDENT = struct.Struct("!Q")
+_ADDR = struct.Struct("!I")
+
+
+def vr_config(count: int) -> VirtualRouterConfig:
+    nodes = [MobileNode(f"mn{i}", home_address=BASE + i, security_associations=[SA]) for i in range(count)]
+    return VirtualRouterConfig(
+        "default", home_agent=HomeAgentConfig(address=HA, max_lifetime=0xFFFF), mobile_nodes=nodes
+    )
+
+
+class RequestFactory:
+    """Signed requests for node i: one template from the protocol codec, re-signed per request."""
+
+    def __init__(self, lifetime: int = 600) -> None:
+        request = RegistrationRequest(RequestFlags.NONE, lifetime, BASE, HA, COA, 0, (MobileHomeAuth(256),))
+        self.template = bytearray(push_registration_request(request, sign={ExtensionType.MN_HA_AUTH: SA}))
+        self.covered = len(self.template) - 16
+        self.counter = 0
+
+    def build(self, index: int, wallclock: float, lifetime: int | None = None) -> bytes:
+        buffer = self.template
+        self.counter += 1
+        _ADDR.pack_into(buffer, 4, int(BASE) + index)
+        if lifetime is not None:
+            struct.pack_into("!H", buffer, 2, lifetime)
+        _IDENT.pack_into(buffer, 16, (ntp_timestamp(wallclock) & ~0xFFFFF) | (self.counter & 0xFFFFF))
+        buffer[self.covered :] = compute_authenticator(SA.algorithm, SA.key, bytes(buffer[: self.covered]))
+        return bytes(buffer)
+
+
+# --- 1. in-process decisions -----------------------------------------------------------------------
+
+
+def bench_in_process(nodes: int, rounds: int) -> dict[str, float]:
+    engine = HomeAgent(vr_config(nodes))
+    factory = RequestFactory()
+    wall = time.time()
+    batches = [[factory.build(i, wall + r * 0.001) for i in range(nodes)] for r in range(rounds)]
+    source = ("203.0.113.5", 434)
+    handle = engine.handle_datagram
+    results = {}
+    for label, batch_list in (("first registrations", batches[:1]), ("renewals", batches[1:])):
+        count = 0
+        started = time.perf_counter()
+        for batch in batch_list:
+            for data in batch:
+                handle(data, source=source, received_on=HA, now=100.0, wallclock=wall)
+            engine.drain_intents()
+            while engine.next_event() is not None:
+                pass
+            count += len(batch)
+        results[label] = count / (time.perf_counter() - started)
+    assert engine.statistics.accepted == nodes * rounds, engine.statistics.as_dict()
+    flat = [d for batch in batches for d in batch]
+    started = time.perf_counter()
+    for data in flat:
+        hmac.digest(KEY, data[:-16], "md5")
+    results["bare hmac.digest"] = len(flat) / (time.perf_counter() - started)
+    return results
+
+
+# --- 2. end to end over UDP ------------------------------------------------------------------------
+
+
+def serve(nodes: int) -> None:
+    """Child process: a home agent on 127.0.0.1:<ephemeral>; prints the port, runs until SIGTERM."""
+    engine = HomeAgent(vr_config(nodes))
+    sock = open_udp_socket("127.0.0.1", 0)
+
+    async def main() -> None:
+        transport = HomeAgentTransport(engine, sock, on_output=engine.drain_intents)
+        transport.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print(sock.getsockname()[1], flush=True)
+        await stop.wait()
+        transport.close()
+        print(json.dumps(engine.statistics.as_dict() | {"errors": transport.errors}, default=str), flush=True)
+
+    asyncio.run(main())
+
+
+def echo() -> None:
+    """Child process: the bare Python UDP echo loop (request reshaped into a reply layout)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    recvfrom, sendto = sock.recvfrom, sock.sendto
+    while True:
+        data, peer = recvfrom(2048)
+        sendto(b"\x03" + data[1:12] + data[16:], peer)
+
+
+def _spawn(mode: str, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    child = subprocess.Popen(
+        [sys.executable, __file__, mode, *extra], stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+    assert child.stdout is not None
+    return child, int(child.stdout.readline())
+
+
+def _load(port: int, nodes: int, duration: float, window: int) -> dict:
+    command = [
+        sys.executable, "-m", "mipha.cli", "mn", "--ha", str(HA), "--port", str(port), "--key", KEY.hex(),
+        "--bind", "127.0.0.1", "--retries", "0", "--timeout", "2", "--json",
+        "load", "--count", str(nodes), "--home-start", str(BASE), "--coa", str(COA),
+        "--rate", "0", "--window", str(window), "--duration", str(duration),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=duration + 120)
+    return json.loads(done.stdout)
+
+
+def bench_udp(nodes: int, duration: float, window: int) -> dict[str, dict]:
+    results = {}
+    child, port = _spawn("--echo")
+    try:
+        results["bare UDP echo"] = _load(port, nodes, duration, window)
+    finally:
+        child.terminate()
+        child.wait(10)
+    child, port = _spawn("--serve", str(nodes))
+    try:
+        results["home agent"] = _load(port, nodes, duration, window)
+    finally:
+        child.terminate()
+        assert child.stdout is not None
+        stats = json.loads(child.stdout.read().strip().splitlines()[-1])
+        child.wait(10)
+    results["home agent"]["server"] = stats
+    return results
+
+
+# --- 3. memory -------------------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory(count: int, trace: bool) -> None:
+    """Child process: register ``count`` bindings; print bytes per binding (RSS, or tracemalloc)."""
+    engine = HomeAgent(vr_config(count))
+    factory = RequestFactory()
+    wall = time.time()
+    source = ("203.0.113.5", 434)
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+    rss_before, traced_before = _rss(), tracemalloc.get_traced_memory()[0]
+    started = time.perf_counter()
+    for i in range(count):
+        engine.handle_datagram(
+            factory.build(i, wall), source=source, received_on=HA, now=100.0, wallclock=wall
+        )
+        if i % 4096 == 0:
+            engine.drain_intents()
+            while engine.next_event() is not None:
+                pass
+    engine.drain_intents()
+    while engine.next_event() is not None:
+        pass
+    engine._peers.clear()
+    gc.collect()
+    elapsed = time.perf_counter() - started
+    assert engine.binding_count == count
+    delta = (tracemalloc.get_traced_memory()[0] - traced_before) if trace else (_rss() - rss_before)
+    print(json.dumps({"bindings": count, "bytes_per_binding": delta / count, "seconds": elapsed}))
+
+
+def bench_memory(count: int, traced: int) -> dict[str, dict]:
+    out = {}
+    for label, n, mode in (("rss", count, "--memory"), ("tracemalloc", traced, "--memory-traced")):
+        done = subprocess.run(
+            [sys.executable, __file__, mode, str(n)], capture_output=True, text=True, timeout=3600, cwd=ROOT
+        )
+        out[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+# --- 4. expiry lateness ----------------------------------------------------------------------------
+
+
+async def _expiry(count: int) -> list[float]:
+    engine = HomeAgent(vr_config(count))
+    factory = RequestFactory()
+    sock = open_udp_socket("127.0.0.1", 0)
+    lateness: list[float] = []
+    due: dict[IPv4Address, float] = {}
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+
+    def on_output() -> None:
+        engine.drain_intents()
+        now = loop.time()
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, BindingRemoved):
+                lateness.append(now - due.pop(event.home_address))
+        if not due:
+            finished.set()
+
+    transport = HomeAgentTransport(engine, sock, on_output=on_output)
+    transport.start()
+    wall = time.time()
+    for i in range(count):
+        lifetime = 1 + (i * 7919) % 3  # 1, 2 or 3 seconds, interleaved
+        now = loop.time()
+        engine.handle_datagram(
+            factory.build(i, wall, lifetime),
+            source=("203.0.113.5", 434),
+            received_on=HA,
+            now=now,
+            wallclock=wall,
+        )
+        due[BASE + i] = now + lifetime
+        if i % 512 == 0:
+            await asyncio.sleep(0)
+    on_output()
+    transport.poke()
+    await asyncio.wait_for(finished.wait(), 30)
+    transport.close()
+    return lateness
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--serve", type=int, metavar="NODES", help=argparse.SUPPRESS)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-traced", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--bindings", type=int, default=1_000_000, help="bindings for the memory figure")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of UDP load per run")
+    args = parser.parse_args()
+    if args.serve is not None:
+        return serve(args.serve)
+    if args.echo:
+        return echo()
+    if args.memory is not None:
+        return memory(args.memory, trace=False)
+    if args.memory_traced is not None:
+        return memory(args.memory_traced, trace=True)
+
+    quick = args.quick
+    nodes = 2_000 if quick else 20_000
+    print(f"# mipha registration benchmark ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
+
+    decisions = bench_in_process(nodes, 3 if quick else 5)
+    base = decisions["bare hmac.digest"]
+    print("\n## 1. In-process decisions (HMAC-MD5), target >= 100,000/s")
+    for label, rate in decisions.items():
+        print(f"  {label:22s} {rate:12,.0f} /s   ratio to bare HMAC {rate / base:6.3f}")
+
+    udp = bench_udp(nodes, 1.0 if quick else args.duration, 256)
+    echo_rate = udp["bare UDP echo"]["rate"]
+    print("\n## 2. End to end over UDP loopback (mipha mn load, window 256)")
+    print("  target >= 25,000/s and >= 60 % of the bare echo loop")
+    for label, r in udp.items():
+        lat = r["latency_ms"]
+        print(
+            f"  {label:14s} {r['rate']:10,.0f} /s  p50 {lat['p50']} ms  p99 {lat['p99']} ms  "
+            f"replies {r['replies']} timeouts {r['timeouts']} ratio to echo {r['rate'] / echo_rate:5.3f}"
+        )
+    server = udp["home agent"]["server"]
+    print(f"  server: accepted {server['accepted']}, denied {server['denied']}, errors {server['errors']}")
+
+    count = 50_000 if quick else args.bindings
+    traced = 20_000 if quick else 100_000
+    mem = bench_memory(count, traced)
+    print("\n## 3. Memory per binding, target <= 600 bytes")
+    rss, traced_mem = mem["rss"], mem["tracemalloc"]
+    print(f"  RSS growth at {rss['bindings']:,} bindings:          {rss['bytes_per_binding']:7.1f} B")
+    traced_per = traced_mem["bytes_per_binding"]
+    print(f"  tracemalloc growth at {traced_mem['bindings']:,} bindings: {traced_per:7.1f} B")
+    print(f"  (registering {count:,} bindings took {rss['seconds']:.1f} s: {count / rss['seconds']:,.0f}/s)")
+
+    lateness = asyncio.run(_expiry(2_000 if quick else 20_000))
+    print(f"\n## 4. Expiry lateness over {len(lateness):,} bindings (1-3 s lifetimes, loop.call_at timer)")
+    print(
+        f"  p50 {_pct(lateness, 50) * 1000:.2f} ms  p99 {_pct(lateness, 99) * 1000:.2f} ms  "
+        f"max {max(lateness) * 1000:.2f} ms  early {sum(1 for x in lateness if x < 0)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
