@@ -26,6 +26,7 @@ from server.xmlns import NC_NS
 from server.xmlparse import parse_message
 
 log = logging.getLogger(__name__)
+_MISSING_KEY = re.compile(r'List instance is missing its key "([^"]+)"')
 DATASTORES = ("running", "candidate", "startup")
 
 
@@ -39,7 +40,7 @@ class ValidatorLike(Protocol):
 
 def validation_errors(validator: ValidatorLike, data: Forest, schema: Schema) -> list[RpcError]:
     """Validate a whole tree; map each ValidationError to an RpcError with a resolvable error-path."""
-    errs = validator.validate(data.to_data("config"))
+    errs = validator.validate(list(data))  # the top-level elements themselves: no copy
     out = []
     for e in errs:
         nsmap = {}
@@ -51,9 +52,15 @@ def validation_errors(validator: ValidatorLike, data: Forest, schema: Schema) ->
                 if ns:
                     nsmap[pfx] = ns
         info = (("bad-element", e.bad_element),) if getattr(e, "bad_element", None) else ()
+        info += tuple(getattr(e, "info", ()))
+        nsmap.update(getattr(e, "nsmap", {}) or {})
+        tag = e.tag
+        m = _MISSING_KEY.match(e.message)
+        if m:  # RFC 6241 names this missing-element, with the key as bad-element
+            tag, info = "missing-element", (("bad-element", m.group(1)),)
         out.append(
             RpcError(
-                e.tag,
+                tag,
                 e.message,
                 type=getattr(e, "type", "application"),
                 app_tag=e.app_tag,

@@ -98,6 +98,7 @@ class EditEngine:
         self.paths = PathBuilder(schema, request_nsmap or {})
         self.errors: list[RpcError] = []
         self._indexes: dict[object, _Index] = {}
+        self._denied_tags: set[str] | None = None
         self.changed = False
 
     # -- entry point ---------------------------------------------------------------------------------
@@ -378,32 +379,24 @@ class EditEngine:
         return new
 
     def _plain_subtree(self, el: etree._Element, sn: SchemaNode, path: str) -> bool:
-        """True when `el`'s subtree has no operation attributes and every node is known, writable config."""
-        stack = [(el, sn)]
-        while stack:
-            e, s = stack.pop()
-            if e is not el and e.get(OP_ATTR) is not None:
+        """True when `el`'s subtree can be copied whole: no operation attributes below it and no node
+        this user may not write. Checked in C (XPath / tag iteration); unknown elements, state data,
+        missing inner keys and duplicates are left to libyang, which validates the whole result."""
+        if not sn.config or _HAS_OP(el):
+            return False
+        if sn.kind == "list" and any(el.find(f"{{{sn.ns}}}{k}") is None for k in sn.keys):
+            return False  # the slow path reports missing-element with a path
+        if self._denied_tags is None:
+            self._denied_tags = {
+                f"{{{n.ns}}}{n.name}" for n in self.schema.deny_nodes if not self.may_write(n)
+            }
+        if self._denied_tags:
+            for _ in el.iter(*self._denied_tags):
                 return False
-            if not s.config or ((s.deny_all or s.deny_write) and not self.may_write(s)):
-                return False
-            if s.kind in ("leaf", "leaf-list", "anydata"):
-                continue
-            if s.kind == "list" and any(e.find(f"{{{s.ns}}}{k}") is None for k in s.keys):
-                return False  # the slow path reports missing-element with a path
-            seen_leaf: set[str] = set()
-            for ch in e:
-                if not isinstance(ch.tag, str):
-                    continue
-                ns, name = split_tag(ch.tag)
-                cs = s.children.get((ns, name)) if ns else None
-                if cs is None:
-                    return False
-                if cs.kind in ("leaf", "container"):
-                    if ch.tag in seen_leaf:
-                        return False
-                    seen_leaf.add(ch.tag)
-                stack.append((ch, cs))
         return True
+
+
+_HAS_OP = etree.XPath("boolean(.//@nc:operation)", namespaces={"nc": NC_NS})
 
 
 def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:

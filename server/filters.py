@@ -96,7 +96,10 @@ class SubtreeFilter:
         others = [c for c in children if not _is_content_match(c)]
         for c in content:
             want = c.text.strip()
-            if not any(_matches(c, dc) and (dc.text or "").strip() == want for dc in d):
+            fns, fname = _ns_name(c.tag)
+            # iterchildren(tag) filters in C: a key match on a list entry does not walk its siblings
+            candidates = d.iterchildren(c.tag) if fns is not None else (x for x in d if _matches(c, x))
+            if not any((dc.text or "").strip() == want for dc in candidates):
                 return None
         if not others:
             return copy.deepcopy(d)  # only content matches: the whole entry

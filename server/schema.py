@@ -83,6 +83,7 @@ class Schema:
         self.ns_to_module: dict[str, str] = {}
         self.module_to_ns: dict[str, str] = {}
         self.module_prefix: dict[str, str] = {}
+        self.deny_nodes: list[SchemaNode] = []  # nacm default-deny-all / -write nodes
         for mod in ctx:
             ns = self._module_ns(mod)
             revs = [r.date() for r in mod.revisions()]
@@ -134,6 +135,8 @@ class Schema:
                 elif ext.name() == "default-deny-write":
                     node.deny_write = True
         node.deny_below = node.deny_all or node.deny_write
+        if node.deny_below:
+            self.deny_nodes.append(node)
         if isinstance(snode, libyang.SLeaf):
             node.default = _canonical(self.ctx, snode.cdata_leaf.dflt)
         elif isinstance(snode, libyang.SLeafList):

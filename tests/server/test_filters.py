@@ -1,4 +1,3 @@
-
 """Subtree filtering exactly per RFC 6241 §6 and :xpath filtering, on the real schema."""
 
 from __future__ import annotations
