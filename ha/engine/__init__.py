@@ -1,1 +1,50 @@
-"""ha/engine package."""
+"""The home-agent engine: per virtual router state (bindings, pools, replay state, counters), no I/O.
+
+Public API (what the daemon, the NETCONF glue and the tests use)::
+
+    engine = HomeAgent(VirtualRouterConfig(...))
+    out = engine.handle_datagram(data, source=(ip, port), received_on=addr, now=mono, wallclock=unix)
+    engine.handle_timer(now); engine.get_timer()
+    engine.next_intent() / engine.drain_intents()   # ha.dataplane.intents, in order
+    engine.next_event()                             # BindingCreated / BindingRemoved / RegistrationDenied
+    txn = engine.prepare(new_config)                # raises ConfigRefused(message, path=...)
+    engine.apply(txn) / engine.abort(txn)
+    engine.binding(key), engine.bindings_after(key, limit), engine.statistics, engine.violations
+    engine.clear_bindings(home_address=|nai=|care_of_address=), engine.clear_statistics()
+"""
+
+from .config import (
+    AddressPool,
+    ForeignAgent,
+    HomeAgentConfig,
+    MobileNode,
+    SecurityAssociation,
+    VirtualRouterConfig,
+)
+from .errors import ConfigRefused
+from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
+from .home_agent import BindingInfo, HomeAgent, Outgoing, PoolUsage
+from .statistics import Statistics, Violation
+from .transaction import Prepared
+
+__all__ = [
+    "AddressPool",
+    "BindingCreated",
+    "BindingInfo",
+    "BindingRemoved",
+    "ConfigRefused",
+    "Event",
+    "ForeignAgent",
+    "HomeAgent",
+    "HomeAgentConfig",
+    "MobileNode",
+    "Outgoing",
+    "PoolUsage",
+    "Prepared",
+    "RegistrationDenied",
+    "RemovalReason",
+    "SecurityAssociation",
+    "Statistics",
+    "Violation",
+    "VirtualRouterConfig",
+]

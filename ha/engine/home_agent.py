@@ -16,6 +16,20 @@ the monotonic clock (lifetimes, timers), ``wallclock`` Unix time (timestamp repl
 The protocol package decides (RFC 5944 §3.8 checks, 130 for ``max-bindings``, 135); this module owns
 what needs state: address assignment (130 when the pool is empty), the binding rules of §3.8.2.2
 (add / replace / simultaneous / deregister one or all), retransmissions, expiry and data plane intents.
+
+Choices made here (RFC latitude):
+
+* Lifetime 0xffff ("infinity") is granted only when requested *and* allowed by both maxima (a
+  ``max-lifetime`` of 65535); such a binding never expires and has no heap entry.  Any smaller
+  maximum shortens it like any other lifetime.
+* A retransmission (same Identification as the last accepted request, same care-of address, still
+  authentic) gets the same reply again and changes nothing (§3.6.3; nonces resend unchanged).
+* A pool node asking for a specific non-zero home address gets it if that address is free in its
+  pool (e.g. after a home agent restart), else 130.  Its address is released with its last binding.
+* Replay state (last Identification, HA nonce) is kept per mobile node and survives its bindings; it
+  is forgotten when the node is removed from the configuration.
+* ``gratuitous-arps-sent`` counts GratuitousArp intents (one burst each), not frames.
+* ``registered-at`` is derived from the monotonic registration time and the latest wallclock offset.
 """
 
 from __future__ import annotations
