@@ -91,7 +91,8 @@ class Child:
 # -- payloads ----------------------------------------------------------------------------------------------
 def mobile_nodes(n: int) -> str:
     return "".join(
-        f"<mobile-node><name>mn{i}</name><home-address>10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}</home-address>"
+        f"<mobile-node><name>mn{i}</name>"
+        f"<home-address>10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}</home-address>"
         f"<security-association><spi>{256 + i}</spi><key>{KEY}</key></security-association></mobile-node>"
         for i in range(1, n + 1)
     )
@@ -106,7 +107,8 @@ def edit_rpc(n: int, target: str, mid: str) -> bytes:
 
 
 def filter_rpc(size: int, mid: str) -> bytes:
-    one = f'<virtual-routers xmlns="{M}"><virtual-router><name>vr-000000</name></virtual-router></virtual-routers>'
+    one = f'<virtual-routers xmlns="{M}"><virtual-router><name>vr-000000</name></virtual-router>'
+    one += "</virtual-routers>"
     count = max(1, size // len(one))
     body = "".join(one.replace("000000", f"{i:06d}") for i in range(count))
     return (
@@ -253,7 +255,7 @@ def main() -> None:
             "553 MB",
             f"(idle server: {base_rss:.0f} MB)",
         )
-        del msg
+        msg = b""  # free the 20 MB request before measuring the reply
         get = (
             b'<rpc xmlns="%s" message-id="g"><get-config><source><running/></source></get-config></rpc>'
             % NC.encode()

@@ -96,7 +96,7 @@ class SubtreeFilter:
         others = [c for c in children if not _is_content_match(c)]
         for c in content:
             want = c.text.strip()
-            fns, fname = _ns_name(c.tag)
+            fns = _ns_name(c.tag)[0]
             # iterchildren(tag) filters in C: a key match on a list entry does not walk its siblings
             candidates = d.iterchildren(c.tag) if fns is not None else (x for x in d if _matches(c, x))
             if not any((dc.text or "").strip() == want for dc in candidates):
