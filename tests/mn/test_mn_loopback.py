@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from ipaddress import IPv4Address, IPv4Network
 
@@ -169,3 +170,40 @@ def test_broadcast_discovery_in_a_namespace_is_answered_136_from_the_unicast_add
         assert reply.code == 136 and reply.home_agent == ip("127.0.0.1")
         assert source[0] == "127.0.0.1"
         assert ha.call(lambda: ha.engine.binding_count) == 0
+
+
+def test_expiry_is_driven_by_the_transport_timer():
+    with ThreadedHomeAgent(config()) as ha:
+        assert mipha_mn(
+            ha.port, "register", "--home", HOME, "--coa", "203.0.113.5", extra=("--lifetime", "1")
+        )["ok"]
+        removed = threading.Event()
+
+        def watch() -> None:
+            if ha.engine.binding_count == 0:
+                removed.set()
+            else:
+                ha.loop.call_later(0.05, watch)
+
+        ha.loop.call_soon_threadsafe(watch)
+        assert removed.wait(30), "the binding never expired"
+        kinds = [type(i).__name__ for i in ha.call(lambda: list(ha.intents))]
+        assert kinds[-3:] == ["RemoveHomeRoute", "ReleaseTunnel", "ProxyArp"]
+
+
+def test_an_engine_exception_never_reaches_the_loop():
+    with ThreadedHomeAgent(config()) as ha:
+        real = ha.engine.handle_datagram
+        calls = []
+
+        def flaky(data, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real(data, **kwargs)
+
+        ha.engine.handle_datagram = flaky  # type: ignore[method-assign]
+        first = mipha_mn(ha.port, "register", "--home", HOME, "--coa", "203.0.113.5")
+        assert first["ok"] and first["steps"][0]["attempts"] == 2  # the first request was dropped
+        assert ha.transport.errors == 1
+        assert ha.call(lambda: ha.engine.statistics.discarded) == 1
