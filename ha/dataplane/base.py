@@ -48,6 +48,11 @@ class VirtualRouterPlane:
     garp_count: int = 3
     garp_interval: float = 0.2
     extra: dict[str, str] = field(default_factory=dict)
+    # "entry": one proxy-ARP neighbour entry per bound home address (exact; the kernel keeps them in a
+    # 16-bucket hash, so insertion slows down past ~20k entries).  "interface": proxy_arp=1 on the home
+    # interface; the kernel then answers for every address routed away from it, i.e. exactly the bound
+    # home addresses plus any off-link destination a host on the home link might ARP for.
+    proxy_arp_mode: str = "entry"
 
 
 class DataPlaneError(Exception):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pyroute2 import IPRoute
 
-from ha.netns import NetnsThread, write_sysctl
+from ha.netns import NetnsThread, read_sysctl, write_sysctl
 
 from . import nlbatch
 from .base import DataPlane, DataPlaneError, DesiredBinding, TunnelCounters, VirtualRouterPlane
@@ -106,6 +106,10 @@ class KernelPlane(DataPlane):
         self._ipr: IPRoute | None = None
         self.home_ifindex = 0
         self.home_mac = b""
+        if vr.proxy_arp_mode not in ("entry", "interface"):
+            raise DataPlaneError(f"proxy_arp_mode must be 'entry' or 'interface', not {vr.proxy_arp_mode!r}")
+        self.proxy_per_entry = vr.proxy_arp_mode == "entry"
+        self._proxy_arp_before: str | None = None
         self._dispatch: dict[type, Callable[[Any], None]] = {
             kind: getattr(self, name) for kind, name in self.HANDLERS.items()
         }
@@ -142,6 +146,10 @@ class KernelPlane(DataPlane):
                 raise DataPlaneError(f"home interface {home!r} not found in VR {self.vr.name!r}") from exc
             write_sysctl(("net", "ipv4", "neigh", home, "proxy_delay"), 0)
             write_sysctl(("net", "ipv4", "conf", home, "forwarding"), 1)
+            if not self.proxy_per_entry:
+                key = ("net", "ipv4", "conf", home, "proxy_arp")
+                self._proxy_arp_before = read_sysctl(key)
+                write_sysctl(key, 1)
             link = self.ipr.get_links(self.home_ifindex)[0]
             self.home_mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
         self._ensure_rule()
@@ -201,6 +209,9 @@ class KernelPlane(DataPlane):
         self._reconcile_proxies(set())
         self._reconcile_tunnels({})
         self._delete_rule()
+        if self._proxy_arp_before is not None and self.vr.home_interface:
+            write_sysctl(("net", "ipv4", "conf", self.vr.home_interface, "proxy_arp"), self._proxy_arp_before)
+            self._proxy_arp_before = None
         self._tunnels.clear()
         self._current.clear()
         self._homes.clear()
@@ -291,7 +302,8 @@ class KernelPlane(DataPlane):
             self._proxied.add(intent.home_address)
         else:
             self._proxied.discard(intent.home_address)
-        self._proxy_ops[intent.home_address] = intent.enabled
+        if self.proxy_per_entry:
+            self._proxy_ops[intent.home_address] = intent.enabled
 
     def _gratuitous_arp(self, intent: GratuitousArp) -> None:
         if not self.home_ifindex:
@@ -375,7 +387,7 @@ class KernelPlane(DataPlane):
         self._reverse = {b.home_address: b.reverse_tunnel for b in wanted}
         self._reconcile_routes({hoa: self._route_oif(coas) for hoa, coas in self._homes.items()})
         self._proxied = set(self._homes) if self.home_ifindex else set()
-        self._reconcile_proxies(self._proxied)
+        self._reconcile_proxies(self._proxied if self.proxy_per_entry else set())
 
     def _reconcile_routes(self, wanted: dict[IPv4Address, int]) -> None:
         current = {r.dst: r.oif for r in self.nl.dump_routes(self.table, self.proto)}

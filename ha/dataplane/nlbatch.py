@@ -4,8 +4,10 @@ pyroute2's per-call API spends ~185 µs encoding each message (≈4.5k routes/s 
 only by one IPv4 address, so each message *kind* (add/delete route via a device, add/delete proxy entry)
 is encoded once with pyroute2's own ``rtmsg`` / ``ndmsg`` classes into a template; per binding only the
 4 destination bytes and the sequence number are patched.  Many messages go out in one ``send`` on a raw
-``NETLINK_ROUTE`` socket and every one is acknowledged (``NETLINK_CAP_ACK`` keeps acks at 36 bytes), so
-each error is reported against the address that caused it.
+``NETLINK_ROUTE`` socket.  They carry no ``NLM_F_ACK`` (one ack each would cost one ``recv`` each):
+the kernel answers every *failed* message with an ``NLMSG_ERROR`` anyway, so each error is reported
+against the address that caused it, and a trailing ``NLMSG_NOOP`` with ``NLM_F_ACK`` is the barrier
+that says the whole chunk has been processed.
 
 Dumps of mipha's table / proxy entries are filtered by the kernel (``NETLINK_GET_STRICT_CHK``) and
 parsed with ``struct``: at 100k entries pyroute2's generic decoder would dominate resync time.
@@ -38,10 +40,11 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
+NETLINK_CAP_ACK = 10  # errors quote only the failed message's header
 NETLINK_GET_STRICT_CHK = 12
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NTF_PROXY = 0x08
@@ -101,8 +104,8 @@ def route_template(*, add: bool, table: int, proto: int, oif: int = 0) -> Templa
         attrs.append(("RTA_OIF", oif))
     msg["attrs"] = attrs
     if add:
-        return _finish(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
-    return _finish(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
+        return _finish(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE)
+    return _finish(msg, RTM_DELROUTE, NLM_F_REQUEST)
 
 
 def proxy_template(*, add: bool, ifindex: int, proto: int) -> Template:
@@ -116,9 +119,9 @@ def proxy_template(*, add: bool, ifindex: int, proto: int) -> Template:
     if add:
         attrs.append(("NDA_PROTOCOL", proto))
         msg["attrs"] = attrs
-        return _finish(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+        return _finish(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE)
     msg["attrs"] = attrs
-    return _finish(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK)
+    return _finish(msg, RTM_DELNEIGH, NLM_F_REQUEST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,27 +174,31 @@ class RtnlBatch:
                 base = i * size
                 struct.pack_into("=I", buf, base + 8, seq0 + i)
                 buf[base + off : base + off + 4] = addr.packed
-            self._seq += len(part)
+            barrier = seq0 + len(part)
+            buf += _NLHDR.pack(16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, 0)
+            self._seq = barrier + 1
             self.sock.send(buf)
-            for seq, err in self._acks(seq0, len(part)):
-                if err and err not in ignore:
+            for seq, err in self._errors(seq0, barrier):
+                if err not in ignore:
                     failures[part[seq - seq0]] = err
         return failures
 
-    def _acks(self, seq0: int, count: int) -> Iterator[tuple[int, int]]:
-        pending = count
-        while pending:
+    def _errors(self, seq0: int, barrier: int) -> Iterator[tuple[int, int]]:
+        """(seq, errno) of the failed messages in ``[seq0, barrier)``, until the barrier's ack."""
+        while True:
             data = self.sock.recv(1 << 20)
             offset = 0
             while offset + 16 <= len(data):
                 length, msg_type, _flags, seq, _pid = _NLHDR.unpack_from(data, offset)
-                if msg_type == NLMSG_ERROR and seq0 <= seq < seq0 + count:
-                    (code,) = struct.unpack_from("=i", data, offset + 16)
-                    pending -= 1
-                    yield seq, -code
-                offset += (length + 3) & ~3
-                if length == 0:
+                if length < 16:
                     break
+                if msg_type == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    if seq == barrier:
+                        return
+                    if seq0 <= seq < barrier and code:
+                        yield seq, -code
+                offset += (length + 3) & ~3
 
     # -- dumps ---------------------------------------------------------------------------------------
 
