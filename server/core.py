@@ -269,8 +269,11 @@ class NetconfCore:
                 info=(("bad-element", "persist-id"),),
             )
         before = self.ds.running
-        new = self.ds.candidate.copy()
-        self.ds.commit_running(new, session_id=sess.id, user=sess.principal.user)
+        # the candidate becomes running as is (no copy): afterwards the candidate mirrors running again
+        new = self.ds.candidate
+        self.ds.commit_running(
+            new, session_id=sess.id, user=sess.principal.user, validate=not self.ds.candidate_valid
+        )
         self.ds.reset_candidate()
         self.publish_config_change(sess, "running", [])
         if confirmed:

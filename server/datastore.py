@@ -89,6 +89,7 @@ class Datastores:
         self.running = Forest()
         self.startup = Forest()
         self._candidate: Forest | None = None  # None: the candidate mirrors running
+        self.candidate_valid = True
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
         self._load()
@@ -176,14 +177,17 @@ class Datastores:
         for cb in self.on_change:
             cb("running", txn)
 
-    def set_candidate(self, new: Forest, session_id: int) -> None:
+    def set_candidate(self, new: Forest, session_id: int, *, validated: bool = False) -> None:
+        """`validated`: the whole new candidate was just validated (commit need not do it again)."""
         self._candidate = new
+        self.candidate_valid = validated
         self.candidate_dirty_by.add(session_id)
         for cb in self.on_change:
             cb("candidate", None)
 
     def reset_candidate(self) -> None:
         self._candidate = None
+        self.candidate_valid = True  # it mirrors running, which is valid
         self.candidate_dirty_by.clear()
 
     def set_startup(self, new: Forest, *, validate: bool = True) -> None:

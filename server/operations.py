@@ -234,7 +234,7 @@ def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
             verrs = core.ds.validate(new)
             if verrs:
                 raise combine(errs + verrs)
-        core.ds.set_candidate(new, sess.id)
+        core.ds.set_candidate(new, sess.id, validated=validate and not errs)
     if errs:
         raise combine(errs)  # continue-on-error: the rest was applied, report what failed
     return None
@@ -279,7 +279,7 @@ def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
         verrs = core.ds.validate(data)
         if verrs:
             raise combine(verrs)
-        core.ds.set_candidate(data, sess.id)
+        core.ds.set_candidate(data, sess.id, validated=True)
     else:
         core.ds.set_startup(data)
         core.publish_config_change(sess, "startup", [])
