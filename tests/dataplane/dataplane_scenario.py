@@ -280,11 +280,19 @@ def check(cond: object, what: str) -> None:
         raise Failure(what)
 
 
-async def run_scenario(kind: str, topo: Topology, log: Callable[[str], None] = print) -> None:
+async def run_scenario(
+    kind: str, topo: Topology, log: Callable[[str], None] = print, *, proxy_arp_mode: str = "entry"
+) -> None:
     """The whole scenario against backend ``kind``; raises :class:`Failure` on the first broken promise."""
     cn, ha_ns, mn_ns = NetnsThread(topo.cn), NetnsThread(topo.ha), NetnsThread(topo.mn)
     vr = VirtualRouterPlane(
-        name="t", netns=topo.ha, ha_address=HA_ADDR, home_interface="home0", garp_count=2, garp_interval=0.05
+        name="t",
+        netns=topo.ha,
+        ha_address=HA_ADDR,
+        home_interface="home0",
+        garp_count=2,
+        garp_interval=0.05,
+        proxy_arp_mode=proxy_arp_mode,
     )
     plane: DataPlane = create_backend(kind, vr)
     check(plane.name == kind, f"factory built {plane.name}, wanted {kind}")
@@ -508,6 +516,8 @@ async def run_scenario(kind: str, topo: Topology, log: Callable[[str], None] = p
     objs = kernel_objects(topo.ha)
     check(all(not v for v in objs.values()), f"objects left after stop: {objs}")
     check(TUN_IFNAME not in sh(f"ip -n {topo.ha} -o link"), "TUN device left after stop")
+    proxy_arp = sh(f"ip netns exec {topo.ha} cat /proc/sys/net/ipv4/conf/home0/proxy_arp").strip()
+    check(proxy_arp == "0", "proxy_arp on the home interface not restored")
     log("stop: zero mipha objects left")
 
 

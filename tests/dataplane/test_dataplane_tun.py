@@ -28,8 +28,9 @@ def topology() -> Iterator[Topology]:
         topo.destroy()
 
 
-def test_tun_backend_scenario(topology: Topology) -> None:
+@pytest.mark.parametrize("proxy_arp_mode", ["entry", "interface"])
+def test_tun_backend_scenario(topology: Topology, proxy_arp_mode: str) -> None:
     steps: list[str] = []
-    asyncio.run(run_scenario("tun", topology, log=steps.append))
+    asyncio.run(run_scenario("tun", topology, log=steps.append, proxy_arp_mode=proxy_arp_mode))
     assert steps[-1] == "stop: zero mipha objects left"
     assert len(steps) == 11
