@@ -400,12 +400,33 @@ _HAS_OP = etree.XPath("boolean(.//@nc:operation)", namespaces={"nc": NC_NS})
 
 
 def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
+    """Copy a new subtree, list keys moved first in every entry (RFC 7950 §7.8.5 XML encoding)."""
     new = copy.deepcopy(el)
     if OP_ATTR in new.attrib:
         del new.attrib[OP_ATTR]
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)
+    for lsn in _lists_below(sn):
+        first = f"{{{lsn.ns}}}{lsn.keys[0]}"
+        for entry in new.iter(f"{{{lsn.ns}}}{lsn.name}"):
+            if entry is not new and (len(entry) == 0 or entry[0].tag != first or len(lsn.keys) > 1):
+                _keys_first(entry, lsn)
     return new
+
+
+def _lists_below(sn: SchemaNode) -> list[SchemaNode]:
+    """Keyed lists strictly below `sn` (cached on the schema node)."""
+    got = sn.lists_below
+    if got is None:
+        got = []
+        stack = list(sn.children.values())
+        while stack:
+            n = stack.pop()
+            if n.kind == "list" and n.keys:
+                got.append(n)
+            stack.extend(n.children.values())
+        sn.lists_below = got
+    return got
 
 
 def _keys_first(el: etree._Element, sn: SchemaNode) -> None:

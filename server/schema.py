@@ -51,6 +51,7 @@ class SchemaNode:
         return self.children.get((ns, name))
 
     deny_below: bool = False  # this node or a descendant is nacm default-deny-all / -write
+    lists_below: list[SchemaNode] | None = field(default=None, repr=False)  # cache for the edit engine
 
 
 @dataclass(frozen=True)

@@ -548,3 +548,12 @@ def test_with_defaults_modes(c):
         )
     )[0]
     assert e["error-tag"] == "invalid-value"
+
+
+def test_list_keys_stored_first(c):
+    c.ok(
+        edit(vr("<mobile-node><home-address>10.0.0.5</home-address><name>x</name></mobile-node>", name="v2"))
+    )
+    d = c.data("<get-config><source><running/></source></get-config>")
+    entry = d.find(".//m:mobile-node", NS)
+    assert [etree.QName(e).localname for e in entry] == ["name", "home-address"]
