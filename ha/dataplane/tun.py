@@ -68,6 +68,8 @@ class _Path:
     packed: bytes
     gre: bool
     mtu: int
+    tx: socket.socket | None = None  # IP-in-IP send sockets, DF clear / DF set
+    tx_df: socket.socket | None = None
     in_packets: int = 0
     in_octets: int = 0
     out_packets: int = 0
@@ -217,6 +219,7 @@ class TunPlane(KernelPlane):
         for coa, tunnel in self._current.items():
             path = self._paths.get(coa) or _Path(coa, (str(coa), 0), coa.packed, False, self.tunnel_mtu)
             path.gre = tunnel.encapsulation == Encapsulation.GRE
+            path.tx, path.tx_df = self._tx.get((False, False)), self._tx.get((False, True))
             paths[coa] = path
         self._paths = paths
         self._by_packed = {p.packed: p for p in paths.values()}
@@ -236,27 +239,29 @@ class TunPlane(KernelPlane):
     # -- fast path ---------------------------------------------------------------------------------
 
     def _on_tun_readable(self) -> None:
-        fd = self._fd
-        forward = self._forward
+        """Drain up to ``burst`` packets per wake-up (one epoll round per burst, not per packet)."""
+        fd, read, forward = self._fd, os.read, self._forward
+        fwd = self._fwd
+        counts = self.stats.counts
         for _ in range(self.burst):
             try:
-                packet = os.read(fd, 65535)
+                packet = read(fd, 65535)
             except BlockingIOError:
                 return
             except OSError as exc:  # pragma: no cover - device gone
                 log.error("TUN read failed: %s", exc)
                 return
-            forward(packet)
+            paths = fwd.get(packet[16:20])
+            if paths:
+                forward(packet, paths)
+            else:
+                counts["no-binding"] += 1
 
-    def _forward(self, packet: bytes) -> None:
-        """Encapsulate one packet read from the TUN (RFC 2003 §3, §4)."""
+    def _forward(self, packet: bytes, paths: tuple[_Path, ...]) -> None:
+        """Encapsulate one packet read from the TUN, bound for a home address (RFC 2003 §3, §4)."""
         counts = self.stats.counts
         if len(packet) < 20 or packet[0] >> 4 != 4:
             counts["not-ipv4"] += 1
-            return
-        paths = self._fwd.get(packet[16:20])
-        if not paths:
-            counts["no-binding"] += 1
             return
         src = packet[12:16]
         if src in self._local:
@@ -266,7 +271,7 @@ class TunPlane(KernelPlane):
             counts["ttl-expired"] += 1
             self._send_icmp(11, 0, packet)
             return
-        df = bool(packet[6] & 0x40)
+        df = packet[6] & 0x40
         tos = packet[1]
         size = len(packet)
         for path in paths:
@@ -277,8 +282,12 @@ class TunPlane(KernelPlane):
                 counts["frag-needed"] += 1
                 self._send_icmp(3, 4, packet, mtu=path.mtu - 20)
                 return
-            payload = GRE_IPV4 + packet if path.gre else packet
-            sock = self._tx[(path.gre, df)]
+            if path.gre:
+                payload = GRE_IPV4 + packet
+                sock = self._tx[(True, bool(df))]
+            else:
+                payload = packet
+                sock = path.tx_df if df else path.tx
             try:
                 if tos:
                     sock.sendmsg([payload], [(socket.IPPROTO_IP, socket.IP_TOS, bytes([tos]))], 0, path.dest)
