@@ -69,6 +69,7 @@ from ha.protocol import (
     verify,
     with_home_address,
 )
+from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection
 
 from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
@@ -79,6 +80,7 @@ from .statistics import Statistics, ViolationRing
 from .transaction import Prepared, prepare_config
 
 _UNSPECIFIED = 0
+_PLANE_ENCAPSULATION = {e: PlaneEncapsulation(e.value) for e in ProtocolEncapsulation}
 _DENIAL_COUNTERS = {
     ReplyCode.MN_FAILED_AUTHENTICATION: "mn_auth_failures",
     ReplyCode.FA_FAILED_AUTHENTICATION: "fa_auth_failures",
@@ -137,12 +139,21 @@ class PoolUsage:
 class _NodeState:
     """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
 
-    __slots__ = ("assigned", "ha_nonce", "last_identification")
+    __slots__ = ("assigned", "coas", "ha_nonce", "last_identification")
 
     def __init__(self) -> None:
         self.last_identification: int | None = None
         self.ha_nonce: int | None = None
         self.assigned: int | None = None
+        #: Care-of addresses of its bindings, kept in step with the table so the hot path needs no
+        #: range query: None, one int (the common case, shared with the binding), or a tuple.
+        self.coas: int | tuple[int, ...] | None = None
+
+    def care_of_addresses(self) -> tuple[int, ...]:
+        coas = self.coas
+        if coas is None:
+            return ()
+        return (coas,) if isinstance(coas, int) else coas
 
 
 class HomeAgent:
@@ -326,7 +337,7 @@ class HomeAgent:
 
     def _record(self, node: MobileNode, state: _NodeState | None) -> MobileNodeRecord:
         home = self._home_of(node, state)
-        coas = tuple(IPv4Address(c) for c in self._table.care_of_addresses(home)) if home is not None else ()
+        coas = tuple(IPv4Address(c) for c in state.care_of_addresses()) if state is not None else ()
         return MobileNodeRecord(
             name=node.name,
             security_associations=tuple(node.security_associations.values()),
@@ -465,7 +476,7 @@ class HomeAgent:
         table = self._table
         home = int(verdict.home_address)
         coa = int(verdict.care_of_address)
-        encapsulation = PlaneEncapsulation(verdict.encapsulation)
+        encapsulation = _PLANE_ENCAPSULATION[verdict.encapsulation]
         flags = int(verdict.flags) | (
             NO_SIMULTANEOUS if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS else 0
         )
@@ -474,7 +485,7 @@ class HomeAgent:
             current is not None
             and current.encapsulation == encapsulation
             and (current.flags ^ flags) & RequestFlags.T == 0
-            and (not verdict.replace_existing or table.count_for_home(home) == 1)
+            and (not verdict.replace_existing or isinstance(self._nodes[node.name].coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
             current.registered = self._now
             current.lifetime = verdict.lifetime
@@ -535,6 +546,15 @@ class HomeAgent:
             self._events.append(
                 BindingCreated(IPv4Address(home), IPv4Address(coa), node.name, node.nai, verdict.lifetime)
             )
+        self._sync_coas(node.name, home)
+
+    def _sync_coas(self, name: str, home: int) -> None:
+        """Refresh a node's cached care-of addresses after its bindings changed."""
+        state = self._nodes.get(name)
+        if state is None:
+            return
+        coas = [b.care_of_address for b in self._table.for_home(home)]
+        state.coas = None if not coas else coas[0] if len(coas) == 1 else tuple(coas)
 
     def _remove_bindings(
         self, home: int, care_of_addresses: Iterable[int], reason: RemovalReason, *, at_home: bool = False
@@ -551,6 +571,7 @@ class HomeAgent:
         """Intents and events once ``removed`` left the table; releases a pool address with the last one."""
         intents = self._intents
         remaining = self._table.for_home(home)
+        self._sync_coas(removed[0].mobile_node, home)
         address = IPv4Address(home)
         if remaining:
             intents.append(
