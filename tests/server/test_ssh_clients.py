@@ -293,3 +293,48 @@ def test_openssh_subsystem(server, client_key):
         msgs[2]
         == b'<rpc-reply xmlns="urn:ietf:params:xml:ns:netconf:base:1.0" message-id="2"><ok/></rpc-reply>'
     )
+
+
+# -- scrapli-netconf (system ssh transport with a pty) and netconf-client ------------------------------------
+def test_scrapli_netconf(server):
+    from scrapli_netconf.driver import NetconfDriver
+
+    dev = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "auth_username": ADMIN[0],
+        "auth_password": ADMIN[1],
+        "auth_strict_key": False,
+        "timeout_ops": 30,
+        "ssh_config_file": False,
+    }
+    with NetconfDriver(**dev) as conn:
+        body = vr(HA + mn("scr", "10.0.0.9")).replace(' xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"', "")
+        r = conn.edit_config(config=body, target="candidate")
+        assert not r.failed, r.result
+        assert not conn.commit().failed
+        flt = f'<virtual-routers xmlns="{MIPHA_NS}"><virtual-router><mobile-node><name>scr</name></mobile-node></virtual-router></virtual-routers>'
+        r = conn.get_config(source="running", filter_=flt, filter_type="subtree")
+        root = etree.fromstring(r.result.encode())
+        assert [e.text for e in root.iterfind(".//m:mobile-node/m:name", NS)] == ["scr"]
+        assert not conn.lock(target="running").failed
+        r = conn.lock(target="running")
+        assert r.failed and "lock-denied" in r.result
+        assert not conn.unlock(target="running").failed
+
+
+def test_netconf_client(server):
+    from netconf_client.connect import connect_ssh
+    from netconf_client.error import RpcError as NcRpcError
+    from netconf_client.ncclient import Manager
+
+    with connect_ssh(host="127.0.0.1", port=server.port, username=ADMIN[0], password=ADMIN[1]) as session:
+        mgr = Manager(session, timeout=30)
+        mgr.edit_config(target="running", config=vr(HA + mn("ncc", "10.0.0.10")))
+        data = etree.fromstring(mgr.get_config(source="running").data_xml)
+        assert [e.text for e in data.iterfind(".//m:mobile-node/m:name", NS)] == ["ncc"]
+        with pytest.raises(NcRpcError) as ei:
+            mgr.edit_config(target="running", config=vr(mn("dup", "10.0.0.10")))
+        assert ei.value.tag == "operation-failed"
+        assert b"<error-app-tag>data-not-unique</error-app-tag>" in ei.value.reply_raw
+        mgr.validate(source="running")
