@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 
-from .auth import SecurityAssociation, compute_authenticator
+from .auth import SecurityAssociation
 from .constants import (
     FIRST_SKIPPABLE_EXTENSION,
     MD5_AUTHENTICATOR_LENGTH,
@@ -57,6 +57,12 @@ _CVSE_BODY = struct.Struct("!IH")
 _UDP_TUNNEL_REQUEST = struct.Struct("!BBBBH")
 _UDP_TUNNEL_REPLY = struct.Struct("!BBHH")
 _REVOCATION_SUPPORT = struct.Struct("!HI")
+_SIGNED_AUTH_HEADER = struct.Struct("!BBI")  # Type, Length, SPI of an extension the encoder signs
+_SIGNED_AUTH_LENGTH = 4 + MD5_AUTHENTICATOR_LENGTH
+# Plain ints for the per-reply writer (packing an IntEnum member goes through __index__).
+_REPLY = int(MessageType.REGISTRATION_REPLY)
+_MN_HA = int(ExtensionType.MN_HA_AUTH)
+_FA_HA = int(ExtensionType.FA_HA_AUTH)
 
 #: Signing keys for the encoder: extension type -> association whose key fills that authenticator.
 Signers = Mapping[ExtensionType, SecurityAssociation]
@@ -351,7 +357,7 @@ def _push_extensions(out: bytearray, extensions: tuple[Extension, ...], sign: Si
                 raise ValueError(f"extension {ext.TYPE} names SPI {ext.spi}, the signing key is SPI {sa.spi}")
             prefix = header + bytes((4 + MD5_AUTHENTICATOR_LENGTH,)) + _SPI.pack(ext.spi)
             out += prefix
-            out += compute_authenticator(sa.algorithm, sa.key, bytes(out))
+            out += sa.authenticator(out)
         elif isinstance(ext, GeneralizedAuth):
             body = _SPI.pack(ext.spi) + ext.authenticator
             out += _LONG_HEADER.pack(ext.TYPE, ext.subtype, len(body)) + body
@@ -390,3 +396,34 @@ def push_registration_reply(reply: RegistrationReply, *, sign: Signers | None = 
     )
     _push_extensions(out, reply.extensions, sign or {})
     return bytes(out)
+
+
+def push_signed_reply(
+    code: int,
+    lifetime: int,
+    home_address: IPv4Address,
+    home_agent: IPv4Address,
+    identification: int,
+    nai: MobileNodeNai | None = None,
+    mn_ha: SecurityAssociation | None = None,
+    challenge: MobileForeignChallenge | None = None,
+    fa_ha: SecurityAssociation | None = None,
+) -> bytes:
+    """A home agent's reply straight from its fields, in the order of RFC 5944 §3.6.1.3 / RFC 4721.
+
+    Same bytes as ``push_registration_reply`` of the equivalent ``RegistrationReply`` signed with
+    ``mn_ha`` / ``fa_ha``, without building the message and extension objects first: this runs once
+    per request.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each one when given).
+    """
+    out = _REPLY_FIXED.pack(_REPLY, code, lifetime, int(home_address), int(home_agent), identification)
+    if nai is not None:
+        out += _write_nai(nai)
+    if mn_ha is not None:
+        out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
+        out += mn_ha.authenticator(out)
+    if challenge is not None:
+        out += _write_challenge(challenge)
+    if fa_ha is not None:
+        out += _SIGNED_AUTH_HEADER.pack(_FA_HA, _SIGNED_AUTH_LENGTH, fa_ha.spi)
+        out += fa_ha.authenticator(out)
+    return out

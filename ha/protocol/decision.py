@@ -83,6 +83,8 @@ class HomeAgentPolicy:
     # included) as integers.
     _address: int = field(init=False, repr=False, compare=False)
     _broadcasts: frozenset[int] = field(init=False, repr=False, compare=False)
+    # The values of the M|G flag bits that ask for an encapsulation in ``encapsulations``.
+    _offered_encapsulation_flags: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_lifetime <= INFINITE_LIFETIME:
@@ -98,6 +100,10 @@ class HomeAgentPolicy:
         object.__setattr__(self, "_address", int(self.address))
         broadcasts = frozenset(int(a) for a in self.broadcast_addresses) | {_LIMITED_BROADCAST}
         object.__setattr__(self, "_broadcasts", broadcasts)
+        offered = frozenset(
+            bits for bits, kind in _ENCAPSULATION_BY_FLAGS.items() if kind in self.encapsulations
+        )
+        object.__setattr__(self, "_offered_encapsulation_flags", offered)
 
 
 @dataclass(slots=True)
@@ -268,27 +274,14 @@ def _in_any(address: IPv4Address, networks: tuple[IPv4Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def _requested_encapsulation(flags: int) -> Encapsulation | None:
-    """M and G select minimal / GRE; both at once is contradictory (None)."""
-    return _ENCAPSULATION_BY_FLAGS[flags & _ENCAPSULATION_FLAGS]
-
-
-def _is_multicast(address: int) -> bool:
-    return address >> 28 == 0xE  # 224.0.0.0/4
-
-
-def _signer(
-    named: SecurityAssociation | None, holder: MobileNodeRecord | ForeignAgentRecord | None
-) -> SecurityAssociation | None:
-    """The association that signs a reply: the one the request named, else any we hold for the peer.
+def _signer(holder: MobileNodeRecord | ForeignAgentRecord) -> SecurityAssociation | None:
+    """The association that signs a reply when the request named none we hold: any we hold for the peer.
 
     Every reply for which the home agent knows a key is authenticated (docs/protocol-decisions.md §7):
     a peer drops unauthenticated replies, and it may well hold our association even if its request
     named another SPI or none.
     """
-    if named is not None or holder is None or not holder.security_associations:
-        return named
-    return holder.security_associations[0]
+    return holder.security_associations[0] if holder.security_associations else None
 
 
 def _deny(
@@ -370,10 +363,9 @@ def decide(
         if foreign_agent is not None and fa_ha is not None
         else None
     )
-    sa = _signer(named_sa, mobile_node)
-    fa_sa = _signer(named_fa_sa, foreign_agent)
-    home = int(request.home_address)
-    agent = int(request.home_agent)
+    sa = named_sa if named_sa is not None or mobile_node is None else _signer(mobile_node)
+    fa_sa = named_fa_sa if named_fa_sa is not None or foreign_agent is None else _signer(foreign_agent)
+    home, agent, coa = request.integers
 
     # 1. Poorly formed for a home agent (the codec already refused structural errors).
     if home == _UNSPECIFIED and nai is None:
@@ -548,7 +540,6 @@ def decide(
         )
 
     flags = int(request.flags) & _MEANINGFUL
-    coa = int(request.care_of_address)
 
     # 7. Deregistration: authentic and fresh is enough (no policy applies to giving up service).
     if request.lifetime == 0:
@@ -595,7 +586,7 @@ def decide(
         )
 
     # 8. Registration policy.
-    if coa == _UNSPECIFIED or _is_multicast(coa) or coa in broadcasts:
+    if coa == _UNSPECIFIED or coa >> 28 == 0xE or coa in broadcasts:  # 0.0.0.0, multicast, broadcast
         return _deny(
             request,
             ReplyCode.POORLY_FORMED_REQUEST,
@@ -690,8 +681,8 @@ def decide(
             replay=replay,
         )
 
-    encapsulation = _requested_encapsulation(flags)
-    if encapsulation is None or encapsulation not in policy.encapsulations:
+    encapsulation = _ENCAPSULATION_BY_FLAGS[flags & _ENCAPSULATION_FLAGS]
+    if flags & _ENCAPSULATION_FLAGS not in policy._offered_encapsulation_flags:
         return _deny(
             request,
             ReplyCode.ENCAPSULATION_UNAVAILABLE,

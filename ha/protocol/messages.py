@@ -11,6 +11,7 @@ message equals the one that was built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import ClassVar
@@ -49,7 +50,6 @@ def ipv4(value: int) -> IPv4Address:
 
 
 _new = object.__new__
-_set = object.__setattr__
 
 
 def _check_uint(name: str, value: int, bits: int) -> None:
@@ -318,6 +318,8 @@ class RegistrationRequest(_ExtensionAccess):
     identification: int
     extensions: tuple[Extension, ...] = ()
     raw: bytes = field(default=b"", compare=False, repr=False)
+    #: (home address, home agent, care-of address) as integers, for the decision's comparisons.
+    integers: tuple[int, int, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_uint("flags", int(self.flags), 8)
@@ -328,6 +330,8 @@ class RegistrationRequest(_ExtensionAccess):
                 raise TypeError(f"{name} must be an IPv4Address")
         object.__setattr__(self, "flags", RequestFlags(self.flags))
         object.__setattr__(self, "extensions", tuple(self.extensions))
+        integers = (int(self.home_address), int(self.home_agent), int(self.care_of_address))
+        object.__setattr__(self, "integers", integers)
 
     @property
     def is_deregistration(self) -> bool:
@@ -385,6 +389,28 @@ class RegistrationReply(_ExtensionAccess):
 
 
 # --- trusted constructors (the codec's, for values it has just read and bounded) -------------------
+# They write the slots of a frozen instance directly through the slot descriptors, as the dataclass'
+# own ``__init__`` does with ``object.__setattr__`` (about twice as fast), and skip ``__post_init__``.
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_AUTH_SETTERS = _slot_setters(AuthenticationExtension, "spi", "authenticator", "offset")
+(_set_nai,) = _slot_setters(MobileNodeNai, "nai")
+_REQUEST_SETTERS = _slot_setters(
+    RegistrationRequest,
+    "flags",
+    "lifetime",
+    "home_address",
+    "home_agent",
+    "care_of_address",
+    "identification",
+    "extensions",
+    "raw",
+    "integers",
+)
 
 
 def trusted_auth(
@@ -392,16 +418,17 @@ def trusted_auth(
 ) -> AuthenticationExtension:
     """A 32/33/34 extension read from a datagram (``spi`` from 4 bytes, ``authenticator`` < 252 bytes)."""
     extension = _new(kind)
-    _set(extension, "spi", spi)
-    _set(extension, "authenticator", authenticator)
-    _set(extension, "offset", offset)
+    set_spi, set_authenticator, set_offset = _AUTH_SETTERS
+    set_spi(extension, spi)
+    set_authenticator(extension, authenticator)
+    set_offset(extension, offset)
     return extension
 
 
 def trusted_nai(nai: str) -> MobileNodeNai:
     """An NAI extension read from a datagram (non-empty, at most 255 bytes of UTF-8)."""
     extension = _new(MobileNodeNai)
-    _set(extension, "nai", nai)
+    _set_nai(extension, nai)
     return extension
 
 
@@ -417,12 +444,15 @@ def trusted_request(
 ) -> RegistrationRequest:
     """A request from the fields of a datagram's fixed part, unpacked to integers of the right widths."""
     request = _new(RegistrationRequest)
-    _set(request, "flags", REQUEST_FLAGS[flags])
-    _set(request, "lifetime", lifetime)
-    _set(request, "home_address", ipv4(home_address))
-    _set(request, "home_agent", ipv4(home_agent))
-    _set(request, "care_of_address", ipv4(care_of_address))
-    _set(request, "identification", identification)
-    _set(request, "extensions", extensions)
-    _set(request, "raw", raw)
+    set_flags, set_life, set_home, set_agent, set_coa, set_id, set_ext, set_raw, set_ints = _REQUEST_SETTERS
+    set_flags(request, REQUEST_FLAGS[flags])
+    set_life(request, lifetime)
+    cached = _addresses.get  # ipv4() without a call per address when the cache has it
+    set_home(request, cached(home_address) or ipv4(home_address))
+    set_agent(request, cached(home_agent) or ipv4(home_agent))
+    set_coa(request, cached(care_of_address) or ipv4(care_of_address))
+    set_id(request, identification)
+    set_ext(request, extensions)
+    set_raw(request, raw)
+    set_ints(request, (home_address, home_agent, care_of_address))
     return request

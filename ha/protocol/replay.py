@@ -23,11 +23,13 @@ from .constants import NTP_UNIX_OFFSET, ReplayProtection
 _LOW32 = 0xFFFF_FFFF
 _MOD32 = 1 << 32
 _MOD64 = 1 << 64
+_HALF32 = 1 << 31
+_HALF64 = 1 << 63
 
 
 def ntp_seconds(wallclock: float) -> int:
     """NTP seconds (mod 2**32) of a Unix time."""
-    return (math.floor(wallclock) + NTP_UNIX_OFFSET) % _MOD32
+    return (math.floor(wallclock) + NTP_UNIX_OFFSET) & _LOW32
 
 
 def ntp_timestamp(wallclock: float) -> int:
@@ -42,20 +44,14 @@ def unix_time(identification: int) -> float:
     return (identification >> 32) - NTP_UNIX_OFFSET + (identification & _LOW32) / _MOD32
 
 
-def _signed32(value: int) -> int:
-    value %= _MOD32
-    return value - _MOD32 if value >= 1 << 31 else value
-
-
 def is_newer(identification: int, last: int) -> bool:
     """RFC 1982 serial-number "greater than" on 64 bits."""
-    distance = (identification - last) % _MOD64
-    return 0 < distance < (1 << 63)
+    return 0 < (identification - last) % _MOD64 < _HALF64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplayVerdict:
-    """Outcome of an identification check.
+    """Outcome of an identification check (one per request: not frozen, for speed; read-only all the same).
 
     ``reply_identification`` goes into the reply whatever the outcome.  ``accepted_identification``
     is what the engine must remember as the mobile node's latest identification (timestamps) and
@@ -74,13 +70,17 @@ def check_timestamp(
 ) -> ReplayVerdict:
     """Timestamp method: within ``tolerance`` seconds and newer than ``last_accepted``."""
     now = ntp_seconds(wallclock)
-    skew = _signed32((identification >> 32) - now)
-    mismatch = ((now << 32) | (identification & _LOW32)) % _MOD64
-    if abs(skew) > tolerance:
-        return ReplayVerdict(False, mismatch, reason=f"timestamp off by {skew} s (tolerance {tolerance} s)")
-    if last_accepted is not None and not is_newer(identification, last_accepted):
-        return ReplayVerdict(False, mismatch, reason="identification not newer than the last accepted one")
-    return ReplayVerdict(True, identification, accepted_identification=identification)
+    skew = ((identification >> 32) - now) & _LOW32  # RFC 1982 distance, as a signed 32-bit number
+    if skew >= _HALF32:
+        skew -= _MOD32
+    if -tolerance <= skew <= tolerance:
+        if last_accepted is None or is_newer(identification, last_accepted):
+            return ReplayVerdict(True, identification, identification)
+        reason = "identification not newer than the last accepted one"
+    else:
+        reason = f"timestamp off by {skew} s (tolerance {tolerance} s)"
+    mismatch = (now << 32) | (identification & _LOW32)
+    return ReplayVerdict(False, mismatch, reason=reason)
 
 
 def check_nonce(identification: int, *, expected_ha_nonce: int | None, fresh_ha_nonce: int) -> ReplayVerdict:

@@ -15,22 +15,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .codec import push_registration_reply
-from .constants import ExtensionType
+from .codec import push_registration_reply, push_signed_reply
 from .decision import Accept, Arrival, Deny, HomeAgentPolicy, Verdict
 from .errors import ProtocolError
 from .messages import (
-    LIMITED_BROADCAST,
     Extension,
     ForeignHomeAuth,
     MobileForeignChallenge,
     MobileHomeAuth,
     MobileNodeNai,
     RegistrationReply,
+    RegistrationRequest,
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplyAddress:
     """IP/UDP addressing of a reply (RFC 5944 §3.8.3.1): back to where the request came from."""
 
@@ -42,66 +41,74 @@ class ReplyAddress:
 
 def reply_address(arrival: Arrival, policy: HomeAgentPolicy) -> ReplyAddress:
     """Swap the request's addresses and ports; a request sent to a broadcast is answered from our address."""
+    destination = int(arrival.destination)
     broadcast = (
-        arrival.destination in policy.broadcast_addresses
-        or arrival.destination == LIMITED_BROADCAST
-        or arrival.destination.is_multicast
-        or arrival.destination.is_unspecified
+        destination in policy._broadcasts  # the home subnets' broadcasts and 255.255.255.255
+        or destination >> 28 == 0xE  # multicast
+        or destination == 0
     )
     source = policy.address if broadcast else arrival.destination
     return ReplyAddress(source, arrival.destination_port, arrival.source, arrival.source_port)
 
 
-def _extensions(verdict: Verdict) -> tuple[Extension, ...]:
-    request = verdict.request
-    out: list[Extension] = []
-    nai = request.first(MobileNodeNai)
-    if nai is not None:
-        out.append(nai)
-    if verdict.security_association is not None:
-        out.append(MobileHomeAuth(spi=verdict.security_association.spi))
-    challenge = request.first(MobileForeignChallenge)
-    if challenge is not None:
-        out.append(challenge)
-    if verdict.fa_security_association is not None:
-        out.append(ForeignHomeAuth(spi=verdict.fa_security_association.spi))
-    return tuple(out)
+def _echoed(request: RegistrationRequest) -> tuple[MobileNodeNai | None, MobileForeignChallenge | None]:
+    """The request's extensions a reply echoes: its NAI (RFC 2794) and its challenge (RFC 4721)."""
+    nai = challenge = None
+    for extension in request.extensions:
+        kind = type(extension)
+        if kind is MobileNodeNai and nai is None:
+            nai = extension
+        elif kind is MobileForeignChallenge and challenge is None:
+            challenge = extension
+    return nai, challenge
+
+
+def _header(verdict: Verdict) -> tuple[int, int, IPv4Address, IPv4Address]:
+    """Code, Lifetime, Home Address and Home Agent of the reply to a verdict."""
+    if type(verdict) is Accept:
+        if verdict.home_address is None or verdict.assign:
+            raise ValueError("assign the home address (decision.with_home_address) before replying")
+        return verdict.code, verdict.lifetime, verdict.home_address, verdict.request.home_agent
+    if type(verdict) is Deny:
+        # Lifetime 0: ignored by the mobile node on a denial (RFC 5944 §3.4).
+        return verdict.code, 0, verdict.request.home_address, verdict.home_agent
+    raise TypeError(f"not a verdict: {verdict!r}")
 
 
 def build_reply(verdict: Verdict) -> RegistrationReply:
     """The reply message for a verdict (authenticators still empty: :func:`encode_reply` signs)."""
-    if not isinstance(verdict, Accept | Deny):
-        raise TypeError(f"not a verdict: {verdict!r}")
-    request = verdict.request
-    if isinstance(verdict, Accept):
-        if verdict.home_address is None or verdict.assign:
-            raise ValueError("assign the home address (decision.with_home_address) before replying")
-        return RegistrationReply(
-            code=verdict.code,
-            lifetime=verdict.lifetime,
-            home_address=verdict.home_address,
-            home_agent=request.home_agent,
-            identification=verdict.reply_identification,
-            extensions=_extensions(verdict),
-        )
+    code, lifetime, home_address, home_agent = _header(verdict)
+    nai, challenge = _echoed(verdict.request)
+    sa, fa_sa = verdict.security_association, verdict.fa_security_association
+    extensions: list[Extension] = []
+    if nai is not None:
+        extensions.append(nai)
+    if sa is not None:
+        extensions.append(MobileHomeAuth(spi=sa.spi))
+    if challenge is not None:
+        extensions.append(challenge)
+    if fa_sa is not None:
+        extensions.append(ForeignHomeAuth(spi=fa_sa.spi))
     return RegistrationReply(
-        code=verdict.code,
-        lifetime=0,  # ignored by the mobile node on a denial (RFC 5944 §3.4)
-        home_address=request.home_address,
-        home_agent=verdict.home_agent,
-        identification=verdict.reply_identification,
-        extensions=_extensions(verdict),
+        code, lifetime, home_address, home_agent, verdict.reply_identification, tuple(extensions)
     )
 
 
 def encode_reply(verdict: Verdict) -> bytes:
-    """The signed reply datagram for a verdict."""
-    sign = {}
-    if verdict.security_association is not None:
-        sign[ExtensionType.MN_HA_AUTH] = verdict.security_association
-    if verdict.fa_security_association is not None:
-        sign[ExtensionType.FA_HA_AUTH] = verdict.fa_security_association
-    return push_registration_reply(build_reply(verdict), sign=sign)
+    """The signed reply datagram for a verdict: :func:`build_reply`'s message, signed, in one step."""
+    code, lifetime, home_address, home_agent = _header(verdict)
+    nai, challenge = _echoed(verdict.request)
+    return push_signed_reply(
+        code,
+        lifetime,
+        home_address,
+        home_agent,
+        verdict.reply_identification,
+        nai,
+        verdict.security_association,
+        challenge,
+        verdict.fa_security_association,
+    )
 
 
 def encode_malformed_reply(error: ProtocolError) -> bytes | None:
