@@ -142,9 +142,9 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
+    from nc_rawclient import RawClient
     from ncclient import manager
     from ncclient.transport import session as nc_session
-    from rawclient import RawClient
 
     nc_session.TICK = 0.001
     small, big = (1_000, 10_000) if args.quick else (10_000, 100_000)

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN, MIPHA_NS, OPERATOR, connect
 from lxml import etree
+from nc_server import ADMIN, MIPHA_NS, OPERATOR, connect
 from ncclient.operations.rpc import RPCError
 from ncclient.transport.errors import AuthenticationError
 

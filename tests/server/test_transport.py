@@ -7,9 +7,9 @@ import logging
 import time
 
 import pytest
-from conftest import ADMIN, MIPHA_NS, connect
 from lxml import etree
-from rawclient import RawClient
+from nc_rawclient import RawClient
+from nc_server import ADMIN, MIPHA_NS, connect
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 NS = {"nc": NC, "m": MIPHA_NS}
