@@ -353,6 +353,13 @@ class NetconfCore:
             if delay > 0:
                 self._loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
 
+    def register_rpc(self, namespace: str, name: str, handler: Handler) -> None:
+        """For the daemon: serve a YANG rpc (e.g. mipha clear-bindings). The handler gets the session
+        and the rpc's element, returns None (<ok/>) or an element/bytes for the reply, raises RpcError."""
+        if (namespace, name) in self.rpc_handlers:
+            raise ValueError(f"rpc {name} in {namespace} already has a handler")
+        self.rpc_handlers[(namespace, name)] = handler
+
     def publish(self, body: etree._Element) -> None:
         """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF."""
         self.events.publish(body)
@@ -381,7 +388,10 @@ class NetconfCore:
             ),
             *yang_library(self.schema),
         ]
+        wanted = _filter_roots(request)
         for prov in self.providers:
+            if wanted is not None and not (wanted & prov.roots):
+                continue  # the filter cannot select anything this provider owns
             try:
                 roots.extend(prov.get_state(request))
             except Exception:
@@ -417,6 +427,22 @@ class NetconfCore:
             self.pending.timer.cancel()
         for s in list(self.sessions.values()):
             s.terminate("other")
+
+
+def _filter_roots(request: StateRequest) -> set[tuple[str, str]] | None:
+    """Top-level (namespace, name) pairs a subtree filter can select; None when unknown (no filter,
+    XPath, or a top-level filter node without its own namespace)."""
+    if request.subtree is None:
+        return None
+    roots = set()
+    for f in request.subtree:
+        if not isinstance(f.tag, str):
+            continue
+        ns, name = _split(f.tag)
+        if ns is None or ns == NC_NS:
+            return None
+        roots.add((ns, name))
+    return roots
 
 
 def _split(tag: str) -> tuple[str | None, str]:

@@ -254,3 +254,57 @@ def test_get_with_xpath_over_state(user, groups):
         assert d.find(".//m:router-id", NS) is None
     finally:
         h.close()
+
+
+def test_provider_skipped_when_filter_excludes_its_roots():
+    prov = Bindings()
+    h = Harness(providers=[prov])
+    try:
+        c = h.client()
+        c.data(
+            "<get><filter><netconf-state xmlns='urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring'/></filter></get>"
+        )
+        assert prov.requests == []
+        c.data("<get/>")
+        assert len(prov.requests) == 1
+    finally:
+        h.close()
+
+
+def test_registered_yang_rpc():
+    h = Harness()
+    try:
+        calls = []
+
+        def clear_bindings(sess, op):
+            calls.append((sess.principal.user, op.findtext(f"{{{M}}}virtual-router")))
+            out = etree.Element(f"{{{M}}}cleared")
+            out.text = "3"
+            return out
+
+        h.core.register_rpc(M, "clear-bindings", clear_bindings)
+        with pytest.raises(ValueError):
+            h.core.register_rpc(M, "clear-bindings", clear_bindings)
+        c = h.client()
+        r = c.rpc(f"<clear-bindings xmlns='{M}'><virtual-router>default</virtual-router></clear-bindings>")
+        assert r.findtext("m:cleared", namespaces=NS) == "3"
+        assert calls == [("admin", "default")]
+    finally:
+        h.close()
+
+
+def test_boot_from_startup_when_running_absent(tmp_path):
+    h = Harness(state_dir=tmp_path)
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("s", "10.0.0.5"))))
+        c.ok("<copy-config><target><startup/></target><source><running/></source></copy-config>")
+    finally:
+        h.close()
+    (tmp_path / "running.xml").unlink()
+    h = Harness(state_dir=tmp_path)
+    try:
+        d = h.client().data("<get-config><source><running/></source></get-config>")
+        assert [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)] == ["s"]
+    finally:
+        h.close()
