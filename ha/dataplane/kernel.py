@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pyroute2 import IPRoute
 
-from ha.netns import NetnsThread, read_sysctl, write_sysctl
+from ha.netns import NetnsThread, ensure_netns, read_sysctl, write_sysctl
 
 from . import nlbatch
 from .base import DataPlane, DataPlaneError, DesiredBinding, TunnelCounters, VirtualRouterPlane
@@ -129,6 +129,8 @@ class KernelPlane(DataPlane):
         return await asyncio.wrap_future(self.ns.submit(fn, *args))
 
     async def start(self) -> None:
+        if self.vr.netns is not None and ensure_netns(self.vr.netns):
+            log.info("VR %s: created network namespace %s", self.vr.name, self.vr.netns)
         self._ns = NetnsThread(self.vr.netns)
         self._nl = self._call(nlbatch.RtnlBatch)
         self._ipr = self._call(IPRoute)

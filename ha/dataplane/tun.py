@@ -154,7 +154,8 @@ class TunPlane(KernelPlane):
         self.tun_ifindex = socket.if_nametoindex(TUN_IFNAME)
         write_sysctl(("net", "ipv6", "conf", TUN_IFNAME, "disable_ipv6"), 1)
         write_sysctl(("net", "ipv4", "conf", TUN_IFNAME, "rp_filter"), 2)
-        self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu)
+        # A longer queue than the default 500 absorbs bursts while the loop is busy elsewhere.
+        self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu, txqlen=4096)
         ha = str(self.vr.ha_address)
         for gre in (False, True):
             proto = IPPROTO_GRE if gre else socket.IPPROTO_IPIP

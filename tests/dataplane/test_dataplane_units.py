@@ -168,6 +168,29 @@ def test_netns_thread_sockets_and_sysctls_live_in_the_namespace(scratch_ns: str)
         netns.NetnsThread("mt-no-such-namespace")
 
 
+def test_backend_creates_a_missing_vr_namespace_and_marks_it() -> None:
+    name = f"mt-vr-{os.getpid():x}{uuid.uuid4().hex[:6]}"
+    vr = VirtualRouterPlane(name="blue", netns=name, ha_address=IPv4Address("127.0.0.1"))
+
+    async def scenario() -> None:
+        plane = create_backend("tun", vr)
+        await plane.start()
+        try:
+            assert netns.netns_exists(name) and netns.is_owned(name)
+            assert sh(f"ip netns exec {name} cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
+            assert "434:\tfrom all lookup 434 proto 245" in sh(f"ip -n {name} rule")
+        finally:
+            await plane.stop(flush=True)
+
+    try:
+        asyncio.run(scenario())
+        assert netns.netns_exists(name)  # stopping a backend does not delete the VR
+        assert netns.release_netns(name) is True
+        assert not netns.netns_exists(name)
+    finally:
+        netns.release_netns(name)
+
+
 # -- batched netlink -------------------------------------------------------------------------------
 
 
