@@ -114,8 +114,7 @@ class NetconfCore:
             CAP_INTERLEAVE,
             CAP_WITH_DEFAULTS,
         ]
-        content_id = str(abs(hash(tuple((m.name, m.revision) for m in self.schema.modules))))
-        caps.append(f"{CAP_YANG_LIBRARY}?revision=2019-01-04&content-id={content_id}")
+        caps.append(f"{CAP_YANG_LIBRARY}?revision=2019-01-04&content-id={self.schema.content_id}")
         for m in self.schema.modules:
             if not m.implemented:
                 continue

@@ -153,7 +153,7 @@ def yang_library(schema: Schema) -> list[etree._Element]:
     """ietf-yang-library data (RFC 8525 plus the deprecated modules-state) from libyang."""
     from server.xmlparse import parse_message
 
-    dnode = schema.ctx.get_yanglib_data()
+    dnode = schema.ctx.get_yanglib_data(schema.content_id)  # a format without %: used verbatim
     try:
         xml = dnode.print_mem("xml", with_siblings=True)
     finally:

@@ -7,6 +7,7 @@ every element would dominate a 100k-entry edit, so they are copied into plain ob
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,11 @@ class Schema:
                 node = self._build(snode, None)
                 if node is not None:
                     self.roots[(node.ns, node.name)] = node
+        ident = "\n".join(
+            f"{m.name}@{m.revision}:{m.implemented}:{','.join(m.features)}" for m in self.modules
+        )
+        #: stable identifier of this module set (yang-library content-id, RFC 8525)
+        self.content_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
 
     @staticmethod
     def _module_ns(mod: libyang.Module) -> str:

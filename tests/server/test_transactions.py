@@ -308,3 +308,19 @@ def test_boot_from_startup_when_running_absent(tmp_path):
         assert [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)] == ["s"]
     finally:
         h.close()
+
+
+def test_yang_library_content_id_matches_capability():
+    h = Harness()
+    try:
+        c = h.client()
+        cap = next(x.text for x in c.hello.iterfind(".//nc:capability", NS) if "yang-library:1.1" in x.text)
+        d = c.data(
+            "<get><filter><yang-library xmlns='urn:ietf:params:xml:ns:yang:ietf-yang-library'/></filter></get>"
+        )
+        yl = {"yl": "urn:ietf:params:xml:ns:yang:ietf-yang-library"}
+        cid = d.findtext(".//yl:yang-library/yl:content-id", namespaces=yl)
+        assert cap.endswith(f"content-id={cid}") and cid == h.core.schema.content_id
+        assert d.find(".//yl:module[yl:name='mipha-home-agent']", yl) is not None
+    finally:
+        h.close()
