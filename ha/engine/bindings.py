@@ -63,7 +63,6 @@ class Binding:
         "mobile_node",
         "registered",
         "source",
-        "spi",
     )
 
     def __init__(
@@ -78,7 +77,6 @@ class Binding:
         identification: int,
         flags: int,
         encapsulation: Encapsulation,
-        spi: int,
     ) -> None:
         self.home_address = home_address
         self.care_of_address = care_of_address
@@ -89,7 +87,6 @@ class Binding:
         self.identification = identification
         self.flags = flags
         self.encapsulation = encapsulation
-        self.spi = spi
 
     @property
     def key(self) -> tuple[IPv4Address, IPv4Address]:

@@ -80,6 +80,8 @@ from .statistics import Statistics, ViolationRing
 from .transaction import Prepared, prepare_config
 
 _UNSPECIFIED = 0
+#: Granted lifetimes are few distinct values: bindings share one int object per value.
+_LIFETIMES: dict[int, int] = {}
 _PLANE_ENCAPSULATION = {e: PlaneEncapsulation(e.value) for e in ProtocolEncapsulation}
 _DENIAL_COUNTERS = {
     ReplyCode.MN_FAILED_AUTHENTICATION: "mn_auth_failures",
@@ -474,8 +476,10 @@ class HomeAgent:
 
     def _register(self, verdict: Accept, node: MobileNode, arrival: Arrival) -> None:
         table = self._table
-        home = int(verdict.home_address)
+        # Share the configuration's int for a static home address: one object less per binding.
+        home = int(node.home_address) if node.home_address is not None else int(verdict.home_address)
         coa = int(verdict.care_of_address)
+        lifetime = _LIFETIMES.setdefault(verdict.lifetime, verdict.lifetime)
         encapsulation = _PLANE_ENCAPSULATION[verdict.encapsulation]
         flags = int(verdict.flags) | (
             NO_SIMULTANEOUS if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS else 0
@@ -488,11 +492,10 @@ class HomeAgent:
             and (not verdict.replace_existing or isinstance(self._nodes[node.name].coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
             current.registered = self._now
-            current.lifetime = verdict.lifetime
+            current.lifetime = lifetime
             current.identification = verdict.request.identification
             current.flags = flags
             current.source = (int(arrival.source) << 16) | arrival.source_port
-            current.spi = verdict.security_association.spi
             table.reschedule(current)
             return
         before = table.for_home(home)
@@ -506,12 +509,11 @@ class HomeAgent:
             coa,
             node.name,
             source=(int(arrival.source) << 16) | arrival.source_port,
-            lifetime=verdict.lifetime,
+            lifetime=lifetime,
             registered=self._now,
             identification=verdict.request.identification,
             flags=flags,
             encapsulation=encapsulation,
-            spi=verdict.security_association.spi,
         )
         for old in replaced:
             table.remove(home, old.care_of_address)

@@ -17,7 +17,6 @@ def binding(home: int, coa: int, registered: float, lifetime: int) -> Binding:
         identification=1,
         flags=0,
         encapsulation=Encapsulation.IP_IN_IP,
-        spi=256,
     )
 
 
