@@ -227,7 +227,10 @@ def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
             raise combine(errs)
         return None
     if target == "running":
-        core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
+        try:
+            core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
+        except RpcError as err:
+            raise combine(errs + err.all()) from None  # continue-on-error: report the edit errors too
         core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
     else:
         if validate:

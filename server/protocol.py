@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _RPC = f"{{{NC_NS}}}rpc"
 _HELLO = f"{{{NC_NS}}}hello"
 _OK = b"<ok/>"
+HELLO_LIMIT = 1024 * 1024
 
 
 class NetconfSession:
@@ -47,7 +48,8 @@ class NetconfSession:
         self.source_host = source_host
         self._write = write
         self._close = close
-        self.framer = Framer(core.max_message_size)
+        # until the client's <hello> arrives, accept at most HELLO_LIMIT bytes (no 64 MB pre-hello buffer)
+        self.framer = Framer(min(HELLO_LIMIT, core.max_message_size))
         self.id = core.new_session_id()
         self.login_time = dt.datetime.now(dt.UTC)
         self.counters = Counters()
@@ -125,6 +127,7 @@ class NetconfSession:
             self.terminate("bad-hello")
             return
         self.hello_done = True
+        self.framer.max_message_size = self.core.max_message_size
         if NC_BASE_11 in caps:
             self.framer.use_chunked()
 

@@ -65,8 +65,21 @@ class _ChannelSession(asyncssh.SSHServerSession):
     def session_started(self) -> None:
         chan = self._chan
         assert chan is not None
-        self._nc = NetconfSession(self._core, self._principal, self._peer, chan.write, self._close)
+        self._nc = NetconfSession(self._core, self._principal, self._peer, self._write, self._close)
         self._nc.start()
+
+    def _write(self, data: bytes) -> None:
+        """Write without ever raising into the caller (a notification fan-out runs inside another
+        session's RPC): a channel that is going away just ends this session."""
+        chan = self._chan
+        if chan is None:
+            return
+        try:
+            chan.write(data)
+        except (OSError, asyncssh.Error, RuntimeError):
+            log.info("write to a closing channel; ending the session")
+            if self._nc is not None:
+                asyncio.get_running_loop().call_soon(self._nc.terminate, "dropped")
 
     def _close(self) -> None:
         if self._chan is not None:

@@ -557,3 +557,35 @@ def test_list_keys_stored_first(c):
     d = c.data("<get-config><source><running/></source></get-config>")
     entry = d.find(".//m:mobile-node", NS)
     assert [etree.QName(e).localname for e in entry] == ["name", "home-address"]
+
+
+def test_continue_on_error_reports_edit_and_validation_errors(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    body = vr(
+        f'<mobile-node nc:operation="delete" {nc}><name>zz</name></mobile-node>'
+        "<mobile-node><name>bad</name></mobile-node>"  # no home-address nor pool: must violation
+    )
+    r = c.rpc(edit(body, extra="<error-option>continue-on-error</error-option>"))
+    tags = [(e["error-tag"], e.get("error-app-tag")) for e in errors(r)]
+    assert tags[0] == ("data-missing", None)
+    assert ("operation-failed", "home-address-assignment") in tags[1:]
+    assert names(c) == ["a"]  # the result was invalid: nothing applied
+
+
+def test_pre_hello_garbage_is_bounded(h):
+    from nc_harness import Client
+
+    c = Client.__new__(Client)
+    c.closed = False
+    from server.framing import Framer
+    from server.nacm import Principal
+    from server.protocol import HELLO_LIMIT, NetconfSession
+
+    c.out = Framer()
+    c.sess = NetconfSession(
+        h.core, Principal("x"), None, c.out.receive_data, lambda: setattr(c, "closed", True)
+    )
+    c.sess.start()
+    c.sess.data_received(b"x" * (HELLO_LIMIT + 10))
+    assert c.closed and c.sess.id not in h.core.sessions
