@@ -56,6 +56,7 @@ from ha.protocol import (
     BindingAction,
     Deny,
     ForeignAgentRecord,
+    HomeAgentPolicy,
     MobileNodeRecord,
     ProtocolError,
     RegistrationRequest,
@@ -167,18 +168,22 @@ class HomeAgent:
         *,
         nonce: Callable[[], int] = lambda: secrets.randbits(32),
         violation_capacity: int = 256,
+        event_capacity: int = 65536,
     ) -> None:
         self._nonce = nonce
         self.statistics = Statistics()
         self.violations = ViolationRing(violation_capacity)
         self._table = BindingTable()
-        self._intents: deque[Intent] = deque()
-        self._events: deque[Event] = deque()
+        self._intents: deque[Intent] = deque()  # never dropped: the data plane must see every one
+        self._events: deque[Event] = deque(maxlen=event_capacity)
+        self.events_dropped = 0
         self._nodes: dict[str, _NodeState] = {}
         self._wall_offset = 0.0
         self._now = 0.0
         # Filled by _install():
         self.config = config
+        self._policy: HomeAgentPolicy | None = None
+        self._port = 0
         self._pools: dict[str, PoolAllocator] = {}
         self._by_home: dict[int, str] = {}
         self._by_nai: dict[str, str] = {}
@@ -276,7 +281,7 @@ class HomeAgent:
         stats.denied += 1
         stats.denied_by_code[ReplyCode.POORLY_FORMED_REQUEST] += 1
         header = error.header
-        self._events.append(
+        self._event(
             RegistrationDenied(
                 ReplyCode.POORLY_FORMED_REQUEST,
                 arrival.source,
@@ -310,7 +315,7 @@ class HomeAgent:
                 time=wallclock, peer=arrival.source, spi=verdict.spi, reason=verdict.violation
             )
         home = verdict.request.home_address
-        self._events.append(
+        self._event(
             RegistrationDenied(
                 int(verdict.code), arrival.source, verdict.spi, None if int(home) == 0 else home
             )
@@ -532,7 +537,7 @@ class HomeAgent:
             intents.append(ReleaseTunnel(IPv4Address(coa), old_encapsulation))
         for old in replaced:
             intents.append(ReleaseTunnel(IPv4Address(old.care_of_address), old.encapsulation))
-            self._events.append(
+            self._event(
                 BindingRemoved(
                     IPv4Address(home),
                     IPv4Address(old.care_of_address),
@@ -545,7 +550,7 @@ class HomeAgent:
             intents.append(GratuitousArp(IPv4Address(home)))
             self.statistics.gratuitous_arps_sent += 1
         if existing is None:
-            self._events.append(
+            self._event(
                 BindingCreated(IPv4Address(home), IPv4Address(coa), node.name, node.nai, verdict.lifetime)
             )
         self._sync_coas(node.name, home)
@@ -587,7 +592,7 @@ class HomeAgent:
             intents.append(RemoveHomeRoute(address))
         for binding in removed:
             intents.append(ReleaseTunnel(IPv4Address(binding.care_of_address), binding.encapsulation))
-            self._events.append(
+            self._event(
                 BindingRemoved(address, IPv4Address(binding.care_of_address), binding.mobile_node, reason)
             )
         if remaining:
@@ -637,8 +642,13 @@ class HomeAgent:
         self._intents.clear()
         return intents
 
+    def _event(self, event: Event) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1  # the oldest one falls off: notifications are best effort
+        self._events.append(event)
+
     def next_event(self) -> Event | None:
-        """The next binding / denial event; None when drained."""
+        """The next binding / denial event; None when drained (the queue keeps the newest 65536)."""
         return self._events.popleft() if self._events else None
 
     # --- operational state -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ gives them back in YANG spelling for the operational-state glue.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -77,7 +78,8 @@ class ViolationRing:
         self._entries.append(violation)
         return violation
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Violation]:
+        """Oldest first; a snapshot, so recording while iterating is safe."""
         return iter(tuple(self._entries))
 
     def __len__(self) -> int:
