@@ -89,6 +89,19 @@ def errors(reply: etree._Element) -> list[dict[str, object]]:
     return out
 
 
+class Bare:
+    """A session that has sent no hello yet (for hello and pre-hello tests)."""
+
+    def __init__(self, h: Harness) -> None:
+        self.out = Framer()
+        self.closed = False
+        self.sess = NetconfSession(h.core, Principal("x"), None, self.out.receive_data, self._c)
+        self.sess.start()
+
+    def _c(self) -> None:
+        self.closed = True
+
+
 class Harness:
     """A NetconfCore with a temp state dir and an event loop for timers."""
 

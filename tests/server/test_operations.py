@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from lxml import etree
-from nc_harness import HA, KEY, NS, Harness, cfg, edit, errors, mn, vr
+from nc_harness import HA, KEY, NS, Bare, Harness, cfg, edit, errors, mn, vr
 
 M = NS["m"]
 
@@ -52,26 +52,32 @@ def test_hello_has_session_id_and_capabilities(c):
 
 
 def test_bad_hello_closes_session(h):
-    c = h.client.__self__.client()  # normal client first, to prove others are unaffected
-    from nc_harness import Client
-
-    bad = Client.__new__(Client)
-    bad.closed = False
-    from server.framing import Framer
-    from server.nacm import Principal
-    from server.protocol import NetconfSession
-
-    bad.out = Framer()
-    bad.sess = NetconfSession(
-        h.core, Principal("x"), None, bad.out.receive_data, lambda: setattr(bad, "closed", True)
-    )
-    bad.sess.start()
+    c = h.client()  # a normal client first, to prove others are unaffected
+    bad = Bare(h)
     bad.sess.data_received(
         b"<hello xmlns='urn:ietf:params:xml:ns:netconf:base:1.0'><capabilities/></hello>]]>]]>"
     )
     assert bad.closed
     assert h.core.stats.in_bad_hellos == 1
     c.ok(edit(vr(HA)))
+
+
+def test_hello_with_session_id_closes_session(h):
+    bad = Bare(h)
+    bad.sess.data_received(
+        b"<hello xmlns='urn:ietf:params:xml:ns:netconf:base:1.0'><capabilities><capability>"
+        b"urn:ietf:params:netconf:base:1.0</capability></capabilities><session-id>4</session-id></hello>]]>]]>"
+    )
+    assert bad.closed
+
+
+def test_leading_whitespace_before_hello_is_fine(h):
+    ok = Bare(h)
+    ok.sess.data_received(
+        b"\n  <?xml version='1.0'?><hello xmlns='urn:ietf:params:xml:ns:netconf:base:1.0'><capabilities><capability>"
+        b"urn:ietf:params:netconf:base:1.0</capability></capabilities></hello>]]>]]>"
+    )
+    assert not ok.closed and ok.sess.hello_done and not ok.sess.framer.chunked
 
 
 # -- rpc envelope errors --------------------------------------------------------------------------------
@@ -574,18 +580,8 @@ def test_continue_on_error_reports_edit_and_validation_errors(c):
 
 
 def test_pre_hello_garbage_is_bounded(h):
-    from nc_harness import Client
+    from server.protocol import HELLO_LIMIT
 
-    c = Client.__new__(Client)
-    c.closed = False
-    from server.framing import Framer
-    from server.nacm import Principal
-    from server.protocol import HELLO_LIMIT, NetconfSession
-
-    c.out = Framer()
-    c.sess = NetconfSession(
-        h.core, Principal("x"), None, c.out.receive_data, lambda: setattr(c, "closed", True)
-    )
-    c.sess.start()
+    c = Bare(h)
     c.sess.data_received(b"x" * (HELLO_LIMIT + 10))
     assert c.closed and c.sess.id not in h.core.sessions
