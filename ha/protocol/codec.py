@@ -59,7 +59,8 @@ _UDP_TUNNEL_REPLY = struct.Struct("!BBHH")
 _REVOCATION_SUPPORT = struct.Struct("!HI")
 _SIGNED_AUTH_HEADER = struct.Struct("!BBI")  # Type, Length, SPI of an extension the encoder signs
 _SIGNED_AUTH_LENGTH = 4 + MD5_AUTHENTICATOR_LENGTH
-# Plain ints for the per-reply writer (packing an IntEnum member goes through __index__).
+# Plain ints for per-message code: reading a member off an Enum class costs ~70 ns in Python 3.11.
+_REQUEST = int(MessageType.REGISTRATION_REQUEST)
 _REPLY = int(MessageType.REGISTRATION_REPLY)
 _MN_HA = int(ExtensionType.MN_HA_AUTH)
 _FA_HA = int(ExtensionType.FA_HA_AUTH)
@@ -247,7 +248,7 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
     if len(data) < REQUEST_FIXED_LENGTH:
         raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
     msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
-    if msg_type != MessageType.REGISTRATION_REQUEST:
+    if msg_type != _REQUEST:
         raise ProtocolError(f"message type {msg_type} is not a Registration Request")
     try:
         extensions = _pull_extensions(data, REQUEST_FIXED_LENGTH)

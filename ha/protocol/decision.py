@@ -270,6 +270,15 @@ _ENCAPSULATION_BY_FLAGS: dict[int, Encapsulation | None] = {
 }
 
 
+# Enum members read for every request, bound to module names once: reading a member off its Enum
+# class costs ~70 ns in Python 3.11, a module global ~15 ns.
+_TIMESTAMP = ReplayProtection.TIMESTAMP
+_DISABLED = ReverseTunnelPolicy.DISABLED
+_REQUIRED = ReverseTunnelPolicy.REQUIRED
+_ACCEPTED = ReplyCode.ACCEPTED
+_REGISTER = BindingAction.REGISTER
+
+
 def _in_any(address: IPv4Address, networks: tuple[IPv4Network, ...]) -> bool:
     return any(address in network for network in networks)
 
@@ -402,12 +411,11 @@ def decide(
         )
 
     # 3. The authorization-enabling extension (§3.8.2.1, §5.1).
-    mn_auth_failed = ReplyCode.MN_FAILED_AUTHENTICATION
     if mn_ha is None:
         if mn_aaa:
             return _deny(
                 request,
-                mn_auth_failed,
+                ReplyCode.MN_FAILED_AUTHENTICATION,
                 "MN-AAA authentication needs an AAA server (not supported)",
                 sa,
                 fa_sa,
@@ -416,7 +424,7 @@ def decide(
             )
         return _deny(
             request,
-            mn_auth_failed,
+            ReplyCode.MN_FAILED_AUTHENTICATION,
             "no Mobile-Home authentication extension",
             sa,
             fa_sa,
@@ -426,7 +434,7 @@ def decide(
     if mobile_node is None:
         return _deny(
             request,
-            mn_auth_failed,
+            ReplyCode.MN_FAILED_AUTHENTICATION,
             "no security association for this mobile node",
             sa,
             fa_sa,
@@ -436,7 +444,7 @@ def decide(
     if named_sa is None:
         return _deny(
             request,
-            mn_auth_failed,
+            ReplyCode.MN_FAILED_AUTHENTICATION,
             f"SPI {spi} is not configured for {mobile_node.name}",
             sa,
             fa_sa,
@@ -446,7 +454,7 @@ def decide(
     if not verify(request.raw, mn_ha, named_sa):
         return _deny(
             request,
-            mn_auth_failed,
+            ReplyCode.MN_FAILED_AUTHENTICATION,
             "Mobile-Home authenticator does not verify",
             sa,
             fa_sa,
@@ -456,7 +464,7 @@ def decide(
 
     # 4. Identification (§5.7).  Its reply value is used from here on, whatever the outcome.
     replay_method = named_sa.replay_protection
-    if replay_method is ReplayProtection.TIMESTAMP:
+    if replay_method is _TIMESTAMP:
         replay = check_timestamp(
             request.identification,
             wallclock=wallclock,
@@ -489,11 +497,10 @@ def decide(
 
     # 5. The foreign agent, when the home agent shares an association with it (§3.8.2.1).
     if foreign_agent is not None:
-        fa_failed = ReplyCode.FA_FAILED_AUTHENTICATION
         if fa_ha is None:
             return _deny(
                 request,
-                fa_failed,
+                ReplyCode.FA_FAILED_AUTHENTICATION,
                 f"no Foreign-Home extension from {foreign_agent.address}",
                 sa,
                 fa_sa,
@@ -504,7 +511,7 @@ def decide(
         if named_fa_sa is None:
             return _deny(
                 request,
-                fa_failed,
+                ReplyCode.FA_FAILED_AUTHENTICATION,
                 f"SPI {fa_ha.spi} is not configured for {foreign_agent.address}",
                 sa,
                 fa_sa,
@@ -515,7 +522,7 @@ def decide(
         if not verify(request.raw, fa_ha, named_fa_sa):
             return _deny(
                 request,
-                fa_failed,
+                ReplyCode.FA_FAILED_AUTHENTICATION,
                 "Foreign-Home authenticator does not verify",
                 sa,
                 fa_sa,
@@ -660,7 +667,7 @@ def decide(
 
     reverse_policy = mobile_node.reverse_tunnel or policy.reverse_tunnel
     wants_reverse = bool(flags & _T)
-    if wants_reverse and reverse_policy is ReverseTunnelPolicy.DISABLED:
+    if wants_reverse and reverse_policy is _DISABLED:
         return _deny(
             request,
             ReplyCode.REVERSE_TUNNEL_UNAVAILABLE,
@@ -670,7 +677,7 @@ def decide(
             spi,
             replay=replay,
         )
-    if not wants_reverse and reverse_policy is ReverseTunnelPolicy.REQUIRED:
+    if not wants_reverse and reverse_policy is _REQUIRED:
         return _deny(
             request,
             ReplyCode.REVERSE_TUNNEL_MANDATORY,
@@ -697,7 +704,7 @@ def decide(
     existing = mobile_node.care_of_addresses
     bound_here = request.care_of_address in existing
     others = len(existing) - bound_here
-    code = ReplyCode.ACCEPTED
+    code = _ACCEPTED
     if flags & _S and policy.simultaneous_bindings == 0:
         code, flags = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS, flags & ~_S
     simultaneous = bool(flags & _S)
@@ -733,7 +740,7 @@ def decide(
     return Accept(
         request,
         code,
-        BindingAction.REGISTER,
+        _REGISTER,
         lifetime,
         None if lifetime == INFINITE_LIFETIME else now + lifetime,
         home_address,
