@@ -38,6 +38,7 @@ class BindingRemoved:
     care_of_address: IPv4Address
     mobile_node: str
     reason: RemovalReason
+    nai: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -310,11 +310,15 @@ class HomeAgent:
         counter = _DENIAL_COUNTERS.get(verdict.code)
         if counter is not None:
             setattr(stats, counter, getattr(stats, counter) + 1)
+        home = verdict.request.home_address
         if verdict.violation is not None:
             self.violations.record(
-                time=wallclock, peer=arrival.source, spi=verdict.spi, reason=verdict.violation
+                time=wallclock,
+                peer=arrival.source,
+                spi=verdict.spi,
+                reason=verdict.violation,
+                home_address=None if int(home) == 0 else home,
             )
-        home = verdict.request.home_address
         self._event(
             RegistrationDenied(
                 int(verdict.code), arrival.source, verdict.spi, None if int(home) == 0 else home
@@ -543,6 +547,7 @@ class HomeAgent:
                     IPv4Address(old.care_of_address),
                     old.mobile_node,
                     RemovalReason.REPLACED,
+                    node.nai,
                 )
             )
         if not before:
@@ -593,7 +598,13 @@ class HomeAgent:
         for binding in removed:
             intents.append(ReleaseTunnel(IPv4Address(binding.care_of_address), binding.encapsulation))
             self._event(
-                BindingRemoved(address, IPv4Address(binding.care_of_address), binding.mobile_node, reason)
+                BindingRemoved(
+                    address,
+                    IPv4Address(binding.care_of_address),
+                    binding.mobile_node,
+                    reason,
+                    self._nai(binding),
+                )
             )
         if remaining:
             return
@@ -602,6 +613,10 @@ class HomeAgent:
             intents.append(GratuitousArp(address, for_mobile_node=True))
             self.statistics.gratuitous_arps_sent += 1
         self._release_address(removed[0].mobile_node, home)
+
+    def _nai(self, binding: Binding) -> str | None:
+        node = self.config.mobile_nodes.get(binding.mobile_node)
+        return node.nai if node is not None else None
 
     def _release_address(self, name: str, home: int) -> None:
         state = self._nodes.get(name)
@@ -741,9 +756,12 @@ class HomeAgent:
             count += self._remove_bindings(home, coas, RemovalReason.CLEARED)
         return count
 
-    def clear_statistics(self) -> None:
-        """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter)."""
-        self.statistics.clear()
+    def clear_statistics(self, *, wallclock: float | None = None) -> None:
+        """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter).
+
+        ``wallclock`` (Unix time of the reset) becomes the YANG ``discontinuity-time``.
+        """
+        self.statistics.clear(wallclock)
 
     # --- configuration transactions --------------------------------------------------------------
 

@@ -32,16 +32,18 @@ COUNTERS = (
 class Statistics:
     """Home agent counters; ``denied_by_code`` maps a reply code to its count."""
 
-    __slots__ = (*(name.replace("-", "_") for name in COUNTERS), "denied_by_code")
+    __slots__ = (*(name.replace("-", "_") for name in COUNTERS), "denied_by_code", "discontinuity_time")
 
     def __init__(self) -> None:
         self.clear()
+        self.discontinuity_time: float | None = None  # Unix time of the last reset; None: since start
 
-    def clear(self) -> None:
-        """``clear-statistics``: every counter back to zero."""
+    def clear(self, wallclock: float | None = None) -> None:
+        """``clear-statistics``: every counter back to zero (``discontinuity-time`` = ``wallclock``)."""
         for name in COUNTERS:
             setattr(self, name.replace("-", "_"), 0)
         self.denied_by_code: Counter[int] = Counter()
+        self.discontinuity_time = wallclock
 
     def as_dict(self) -> dict[str, int | dict[int, int]]:
         """Counters in YANG spelling, plus ``denied-by-code`` as ``{code: count}``."""
@@ -61,6 +63,7 @@ class Violation:
     peer: IPv4Address
     spi: int | None
     reason: str
+    home_address: IPv4Address | None = None
 
 
 class ViolationRing:
@@ -72,8 +75,16 @@ class ViolationRing:
         self._entries: deque[Violation] = deque(maxlen=capacity)
         self._next_index = 1
 
-    def record(self, *, time: float, peer: IPv4Address, spi: int | None, reason: str) -> Violation:
-        violation = Violation(self._next_index, time, peer, spi, reason)
+    def record(
+        self,
+        *,
+        time: float,
+        peer: IPv4Address,
+        spi: int | None,
+        reason: str,
+        home_address: IPv4Address | None = None,
+    ) -> Violation:
+        violation = Violation(self._next_index, time, peer, spi, str(reason), home_address)
         self._next_index += 1
         self._entries.append(violation)
         return violation

@@ -62,7 +62,8 @@ def test_address_is_released_on_expiry():
     a = h.register(ZERO, COA1, nai="mn1@example.net", lifetime=10).home_address
     h.events()
     assert h.expire(10.001) == 1
-    assert h.events() == [BindingRemoved(a, IPv4Address(COA1), "mn1", RemovalReason.EXPIRED)]
+    expired = BindingRemoved(a, IPv4Address(COA1), "mn1", RemovalReason.EXPIRED, "mn1@example.net")
+    assert h.events() == [expired]
     assert h.engine.pool_usage("pool").in_use == 0 and h.engine.assigned_address("mn1") is None
 
 

@@ -239,6 +239,7 @@ def test_bad_authenticator_is_131_and_logged():
     assert h.engine.statistics.mn_auth_failures == 1
     (violation,) = list(h.engine.violations)
     assert (violation.peer, violation.spi, violation.reason) == (addr(COA1), 256, "bad-authenticator")
+    assert violation.home_address == addr(HOME) and violation.time == h.clock.wall
     (event,) = h.events()
     assert event == RegistrationDenied(131, addr(COA1), 256, addr(HOME))
 

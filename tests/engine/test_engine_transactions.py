@@ -160,7 +160,10 @@ def test_clear_statistics_zeroes_counters():
     h.register(HOME, COA1)
     h.register(HOME, COA1, key=b"z" * 16)
     assert h.engine.statistics.requests_received == 2
-    h.engine.clear_statistics()
+    assert h.engine.statistics.discontinuity_time is None
+    h.engine.clear_statistics(wallclock=h.clock.wall)
+    assert h.engine.statistics.discontinuity_time == h.clock.wall
+    assert len(h.engine.violations) == 1  # a log, not a counter
     stats = h.engine.statistics.as_dict()
     assert all(v == 0 for k, v in stats.items() if k != "denied-by-code") and stats["denied-by-code"] == {}
 
