@@ -25,7 +25,7 @@ from ha.protocol import (
     pull_registration_reply,
     push_registration_request,
 )
-from ha.protocol.constants import ReplayProtection
+from ha.protocol.constants import AuthAlgorithm, ReplayProtection
 
 KEY = bytes.fromhex(KEY_HEX)
 HOME = "10.1.0.1"
@@ -207,3 +207,43 @@ def test_an_engine_exception_never_reaches_the_loop():
         assert first["ok"] and first["steps"][0]["attempts"] == 2  # the first request was dropped
         assert ha.transport.errors == 1
         assert ha.call(lambda: ha.engine.statistics.discarded) == 1
+
+
+def test_keyed_md5_node_registers_end_to_end():
+    sas = [SecurityAssociation(256, KEY, AuthAlgorithm.KEYED_MD5_PREFIX_SUFFIX)]
+    cfg = VirtualRouterConfig(
+        "default",
+        home_agent=HomeAgentConfig(address=IPv4Address("127.0.0.1")),
+        mobile_nodes=[MobileNode("k", home_address=IPv4Address(HOME), security_associations=sas)],
+    )
+    with ThreadedHomeAgent(cfg) as ha:
+        keyed = ("--algorithm", "keyed-md5-prefix-suffix")
+        out = mipha_mn(
+            ha.port, "sequence", "--home", HOME, "--coa", "203.0.113.5", "--coa2", "203.0.113.6", extra=keyed
+        )
+        assert out["ok"] and [s["code"] for s in out["steps"]] == [0, 0, 0, 0]
+        assert all(s["authenticated"] for s in out["steps"])
+
+
+def test_load_with_nai_nodes_gets_pool_addresses():
+    sas = [SecurityAssociation(256, KEY)]
+    nodes = [
+        MobileNode(f"n{i}", address_pool="pool", nai=f"n{i}@example.net", security_associations=sas)
+        for i in range(1, 41)
+    ]
+    pool = AddressPool("pool", ((IPv4Address("10.2.0.1"), IPv4Address("10.2.0.30")),))
+    cfg = VirtualRouterConfig(
+        "default",
+        home_agent=HomeAgentConfig(address=IPv4Address("127.0.0.1")),
+        address_pools=[pool],
+        mobile_nodes=nodes,
+    )
+    with ThreadedHomeAgent(cfg) as ha:
+        out = mipha_mn(
+            ha.port, "load", "--count", "40", "--nai-pattern", "n{i}@example.net", "--coa", "203.0.113.5",
+            "--rate", "400", "--duration", "0.3",
+        )  # fmt: skip
+        assert out["timeouts"] == 0
+        # 30 addresses for 40 nodes: the last 10 nodes are refused with 130 on every attempt.
+        assert out["denied"] == {"130": out["codes"]["130"]} and out["codes"]["130"] >= 10
+        assert ha.call(lambda: (ha.engine.binding_count, ha.engine.pool_usage("pool").free)) == (30, 0)
