@@ -75,10 +75,26 @@ def _quote(v: str) -> str:
 
 @dataclass
 class _Index:
-    """Children of one parent: non-list children by tag, list entries by key tuple, leaf-lists by value."""
+    """Children of one parent. List / leaf-list entries are keyed per tag, built lazily from
+    `iterchildren(tag)` (C-level filtering), so touching one list never scans its siblings in Python."""
 
-    by_tag: dict[str, list[etree._Element]] = field(default_factory=dict)
+    parent: Parent
     by_key: dict[str, dict[tuple[str, ...], etree._Element]] = field(default_factory=dict)
+
+    def entries(self, tag: str, sn: SchemaNode) -> dict[tuple[str, ...], etree._Element]:
+        got = self.by_key.get(tag)
+        if got is None:
+            got = {}
+            if sn.kind == "leaf-list":
+                for ch in self.parent.iterchildren(tag):
+                    got[((ch.text or "").strip(),)] = ch
+            else:
+                key_tags = [f"{{{sn.ns}}}{k}" for k in sn.keys]
+                for ch in self.parent.iterchildren(tag):
+                    key = tuple((ch.findtext(kt) or "").strip() for kt in key_tags)
+                    got[key] = ch
+            self.by_key[tag] = got
+        return got
 
 
 class EditEngine:
@@ -179,52 +195,32 @@ class EditEngine:
 
     def _index(self, parent: Parent, parent_sn: SchemaNode | None) -> _Index:
         idx = self._indexes.get(parent)
-        if idx is not None:
-            return idx
-        idx = _Index()
-        for ch in parent.iterchildren():
-            if not isinstance(ch.tag, str):
-                continue
-            sn = self._schema_for(parent_sn, ch)
-            if sn is not None and sn.kind == "list":
-                key = self._keys_of(ch, sn)
-                if key is not None:
-                    idx.by_key.setdefault(ch.tag, {})[key] = ch
-                    continue
-            if sn is not None and sn.kind == "leaf-list":
-                idx.by_key.setdefault(ch.tag, {})[((ch.text or "").strip(),)] = ch
-                continue
-            idx.by_tag.setdefault(ch.tag, []).append(ch)
-        self._indexes[parent] = idx
+        if idx is None:
+            idx = self._indexes[parent] = _Index(parent)
         return idx
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
-            return idx.by_key.get(el.tag, {}).get(key) if key is not None else None
-        found = idx.by_tag.get(el.tag)
-        return found[0] if found else None
+            return idx.entries(el.tag, sn).get(key) if key is not None else None
+        return idx.parent.find(el.tag)
 
     def _add(self, parent: Parent, idx: _Index, new: etree._Element, sn: SchemaNode, key, before=None):
+        if sn.kind in ("list", "leaf-list"):
+            entries = idx.entries(new.tag, sn)  # build before inserting, so `new` is added once
         if before is not None:
             pos = parent.index(before)
             new = parent.insert(pos, new) if isinstance(parent, Forest) else _insert(parent, pos, new)
         else:
             new = parent.append(new) if isinstance(parent, Forest) else _append(parent, new)
         if sn.kind in ("list", "leaf-list"):
-            idx.by_key.setdefault(new.tag, {})[key] = new
-        else:
-            idx.by_tag.setdefault(new.tag, []).append(new)
+            entries[key] = new
         self.changed = True
         return new
 
     def _drop(self, parent: Parent, idx: _Index, old: etree._Element, sn: SchemaNode, key) -> None:
         parent.remove(old)
         if sn.kind in ("list", "leaf-list"):
-            idx.by_key.get(old.tag, {}).pop(key, None)
-        else:
-            lst = idx.by_tag.get(old.tag, [])
-            if old in lst:
-                lst.remove(old)
+            idx.entries(old.tag, sn).pop(key, None)
         self._indexes.pop(old, None)
         self.changed = True
 

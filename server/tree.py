@@ -34,8 +34,11 @@ class Forest:
     def __len__(self) -> int:
         return len(self._roots)
 
-    def iterchildren(self) -> Iterator[etree._Element]:
-        return iter(list(self._roots))
+    def iterchildren(self, tag: str | None = None) -> Iterator[etree._Element]:
+        return iter([r for r in self._roots if tag is None or r.tag == tag])
+
+    def find(self, tag: str) -> etree._Element | None:
+        return next((r for r in self._roots if r.tag == tag), None)
 
     def append(self, el: etree._Element) -> etree._Element:
         el = _own_root(el)
