@@ -4,14 +4,15 @@ Kernel side: one TUN device per VR (``mip-tun``), every bound home address has a
 mipha's table, the home link proxies ARP for it.  Userspace side, on the asyncio loop:
 
 - **forward**: packets read from the TUN (in bursts, until ``EAGAIN``) are looked up by destination.
-  The inner TTL decrement of RFC 2003 §3.1 is the kernel's forwarding step into the TUN (which also sends
-  ICMP time exceeded on expiry, from the HA); the reader never decrements a second time and refuses to
-  encapsulate TTL 0 (locally sourced) with time exceeded.  DF packets longer than the tunnel MTU - 20
-  get ICMP fragmentation-needed with MTU - 20, packets whose source is the care-of address or an HA
-  address are dropped (loop), and a copy goes to every care-of address of the binding through a raw
-  ``IPPROTO_IPIP`` (or ``IPPROTO_GRE``) socket bound to the HA address: the kernel builds the outer
-  header; TOS is copied (``IP_TOS`` control message) and DF is copied (one socket with
-  ``IP_PMTUDISC_DO``, one with ``IP_PMTUDISC_DONT``).
+  The inner TTL decrement of RFC 2003 §3.1 is the kernel's forwarding step into the TUN (which also
+  sends ICMP time exceeded on expiry, from the HA); the reader never decrements a second time and
+  refuses to encapsulate TTL 0.  DF packets longer than the tunnel MTU - 20 get ICMP
+  fragmentation-needed with MTU - 20; the tunnel MTU starts at ``tunnel_mtu`` and drops to the
+  kernel's path MTU towards the CoA as soon as a send fails with ``EMSGSIZE``.  Packets whose source
+  is the care-of address or an HA address are dropped (loop).  A copy goes to every care-of address
+  of the binding through a raw ``IPPROTO_IPIP`` (or ``IPPROTO_GRE``) socket bound to the HA address:
+  the kernel builds the outer header; TOS is copied (``IP_TOS`` control message) and DF is copied
+  (one socket with ``IP_PMTUDISC_DO``, one with ``IP_PMTUDISC_DONT``).
 - **reverse** (RFC 3024): proto-4 / proto-47 packets to the HA address are decapsulated only when the
   outer source is a care-of address registered for the inner source and reverse tunnelling is allowed
   for that binding; the inner packet is written to the TUN (``rp_filter`` loose there).  Anything else is
@@ -49,6 +50,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IP_MTU_DISCOVER = 10
+IP_MTU = 14
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_DO = 2
 SO_ATTACH_FILTER = 26
@@ -295,10 +297,30 @@ class TunPlane(KernelPlane):
                 else:
                     sock.sendto(payload, path.dest)
             except OSError as exc:
+                if exc.errno == errno.EMSGSIZE and df:
+                    # The path to the CoA is narrower than we thought (the kernel learnt it from an
+                    # ICMP, or the egress device is smaller): keep it per tunnel, tell the sender.
+                    path.mtu = self._path_mtu(path.coa)
+                    counts["frag-needed"] += 1
+                    self._send_icmp(3, 4, packet, mtu=path.mtu - 20)
+                    return
                 counts[f"send-{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
                 continue
             path.out_packets += 1
             path.out_octets += size
+
+    def _path_mtu(self, coa: IPv4Address) -> int:
+        """The kernel's path MTU towards ``coa`` (``IP_MTU`` of a connected UDP socket in the VR)."""
+
+        def query() -> int:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((str(coa), 9))
+                return probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+
+        try:
+            return max(68 + 20, int(self._call(query)))
+        except OSError:
+            return self.tunnel_mtu
 
     def _send_icmp(self, icmp_type: int, code: int, packet: bytes, *, mtu: int = 0) -> None:
         """ICMP error from the HA address to the inner source, rate-limited; never about ICMP errors."""

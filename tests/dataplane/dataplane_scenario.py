@@ -492,6 +492,18 @@ async def run_scenario(
         await plane.apply([SetHomeRoute(HOA, (COA2,)), ReleaseTunnel(COA1)])
         log("simultaneous bindings: ok")
 
+        # 5d. A narrower path to the CoA: DF packets too big for it get frag-needed with its MTU - 20.
+        sh(f"ip -n {topo.ha} link set tr0 mtu 1400")
+        icmp_rx.clear()
+        big.sendto(b"y" * 1400, (str(HOA), 7777))  # 1428 bytes with DF: fits 1480, not 1400 - 20
+        frag = await icmp_rx.wait_for(lambda p: p[20] == 3 and p[21] == 4)
+        check(frag is not None, "no frag-needed for a DF packet over the narrower path MTU")
+        assert frag is not None
+        mtu = struct.unpack_from("!H", frag, 26)[0]
+        check(mtu == 1380, f"frag-needed carries {mtu}, not path MTU 1400 - 20")
+        sh(f"ip -n {topo.ha} link set tr0 mtu 1500")
+        log("path MTU towards the CoA: ok")
+
         # 6. Deregistration: interception stops, every per-binding kernel object is gone.
         await plane.apply([RemoveHomeRoute(HOA), ProxyArp(HOA, False), ReleaseTunnel(COA2)])
         objs = kernel_objects(topo.ha)
