@@ -81,6 +81,13 @@ from .statistics import Statistics, ViolationRing
 from .transaction import Prepared, prepare_config
 
 _UNSPECIFIED = 0
+_T_BIT = int(RequestFlags.T)  # plain int: IntFlag arithmetic allocates an enum member per call
+
+
+def _care_of(binding: Binding) -> int:
+    return binding.care_of_address
+
+
 #: Granted lifetimes are few distinct values: bindings share one int object per value.
 _LIFETIMES: dict[int, int] = {}
 _PLANE_ENCAPSULATION = {e: PlaneEncapsulation(e.value) for e in ProtocolEncapsulation}
@@ -485,6 +492,7 @@ class HomeAgent:
 
     def _register(self, verdict: Accept, node: MobileNode, arrival: Arrival) -> None:
         table = self._table
+        state = self._nodes[node.name]
         # Share the configuration's int for a static home address: one object less per binding.
         home = int(node.home_address) if node.home_address is not None else int(verdict.home_address)
         coa = int(verdict.care_of_address)
@@ -493,31 +501,31 @@ class HomeAgent:
         flags = int(verdict.flags) | (
             NO_SIMULTANEOUS if verdict.code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS else 0
         )
+        source = (int(arrival.source) << 16) | arrival.source_port
         current = table.get(home, coa)
         if (
             current is not None
             and current.encapsulation == encapsulation
-            and (current.flags ^ flags) & RequestFlags.T == 0
-            and (not verdict.replace_existing or isinstance(self._nodes[node.name].coas, int))
+            and (current.flags ^ flags) & _T_BIT == 0
+            and (not verdict.replace_existing or isinstance(state.coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
             current.registered = self._now
             current.lifetime = lifetime
             current.identification = verdict.request.identification
             current.flags = flags
-            current.source = (int(arrival.source) << 16) | arrival.source_port
+            current.source = source
             table.reschedule(current)
             return
-        before = table.for_home(home)
-        existing = next((b for b in before if b.care_of_address == coa), None)
+
+        before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]
         replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
-        intents = self._intents
-        old_encapsulation = existing.encapsulation if existing is not None else None
-        reverse_before = any(b.flags & RequestFlags.T for b in before)
+        old_encapsulation = current.encapsulation if current is not None else None
+        reverse_before = any(b.flags & _T_BIT for b in before)
         binding = Binding(
             home,
             coa,
             node.name,
-            source=(int(arrival.source) << 16) | arrival.source_port,
+            source=source,
             lifetime=lifetime,
             registered=self._now,
             identification=verdict.request.identification,
@@ -527,46 +535,41 @@ class HomeAgent:
         for old in replaced:
             table.remove(home, old.care_of_address)
         table.add(binding)
-        if old_encapsulation != encapsulation:
-            intents.append(EnsureTunnel(IPv4Address(coa), encapsulation))
-        after = table.for_home(home)
-        reverse_after = any(b.flags & RequestFlags.T for b in after)
-        if existing is None or replaced or reverse_before != reverse_after:
-            intents.append(
-                SetHomeRoute(
-                    IPv4Address(home), tuple(IPv4Address(b.care_of_address) for b in after), reverse_after
-                )
-            )
-        if old_encapsulation is not None and old_encapsulation != encapsulation:
-            intents.append(ReleaseTunnel(IPv4Address(coa), old_encapsulation))
-        for old in replaced:
-            intents.append(ReleaseTunnel(IPv4Address(old.care_of_address), old.encapsulation))
-            self._event(
-                BindingRemoved(
-                    IPv4Address(home),
-                    IPv4Address(old.care_of_address),
-                    old.mobile_node,
-                    RemovalReason.REPLACED,
-                    node.nai,
-                )
-            )
-        if not before:
-            intents.append(ProxyArp(IPv4Address(home), True))
-            intents.append(GratuitousArp(IPv4Address(home)))
-            self.statistics.gratuitous_arps_sent += 1
-        if existing is None:
-            self._event(
-                BindingCreated(IPv4Address(home), IPv4Address(coa), node.name, node.nai, verdict.lifetime)
-            )
-        self._sync_coas(node.name, home)
+        kept = [b for b in before if b.care_of_address != coa and b not in replaced]
+        after = sorted([*kept, binding], key=_care_of)
+        self._set_coas(state, after)
 
-    def _sync_coas(self, name: str, home: int) -> None:
-        """Refresh a node's cached care-of addresses after its bindings changed."""
-        state = self._nodes.get(name)
-        if state is None:
-            return
-        coas = [b.care_of_address for b in self._table.for_home(home)]
-        state.coas = None if not coas else coas[0] if len(coas) == 1 else tuple(coas)
+        intents = self._intents
+        home_ip = verdict.home_address
+        coa_ip = verdict.care_of_address
+        reverse_after = any(b.flags & _T_BIT for b in after)
+        if old_encapsulation != encapsulation:
+            intents.append(EnsureTunnel(coa_ip, encapsulation))
+        if current is None or replaced or reverse_before != reverse_after:
+            coas = tuple(coa_ip if b is binding else IPv4Address(b.care_of_address) for b in after)
+            intents.append(SetHomeRoute(home_ip, coas, reverse_after))
+        if old_encapsulation is not None and old_encapsulation != encapsulation:
+            intents.append(ReleaseTunnel(coa_ip, old_encapsulation))
+        for old in replaced:
+            old_ip = IPv4Address(old.care_of_address)
+            intents.append(ReleaseTunnel(old_ip, old.encapsulation))
+            self._event(BindingRemoved(home_ip, old_ip, old.mobile_node, RemovalReason.REPLACED, node.nai))
+        if not before:
+            intents.append(ProxyArp(home_ip, True))
+            intents.append(GratuitousArp(home_ip))
+            self.statistics.gratuitous_arps_sent += 1
+        if current is None:
+            self._event(BindingCreated(home_ip, coa_ip, node.name, node.nai, lifetime))
+
+    @staticmethod
+    def _set_coas(state: _NodeState, bindings: list[Binding]) -> None:
+        """Store a node's care-of addresses (in key order) after its bindings changed."""
+        if not bindings:
+            state.coas = None
+        elif len(bindings) == 1:
+            state.coas = bindings[0].care_of_address
+        else:
+            state.coas = tuple(b.care_of_address for b in bindings)
 
     def _remove_bindings(
         self, home: int, care_of_addresses: Iterable[int], reason: RemovalReason, *, at_home: bool = False
@@ -583,36 +586,33 @@ class HomeAgent:
         """Intents and events once ``removed`` left the table; releases a pool address with the last one."""
         intents = self._intents
         remaining = self._table.for_home(home)
-        self._sync_coas(removed[0].mobile_node, home)
+        name = removed[0].mobile_node
+        state = self._nodes.get(name)
+        if state is not None:
+            self._set_coas(state, remaining)
         address = IPv4Address(home)
+        nai = self._nai(removed[0])
         if remaining:
             intents.append(
                 SetHomeRoute(
                     address,
                     tuple(IPv4Address(b.care_of_address) for b in remaining),
-                    any(b.flags & RequestFlags.T for b in remaining),
+                    any(b.flags & _T_BIT for b in remaining),
                 )
             )
         else:
             intents.append(RemoveHomeRoute(address))
         for binding in removed:
-            intents.append(ReleaseTunnel(IPv4Address(binding.care_of_address), binding.encapsulation))
-            self._event(
-                BindingRemoved(
-                    address,
-                    IPv4Address(binding.care_of_address),
-                    binding.mobile_node,
-                    reason,
-                    self._nai(binding),
-                )
-            )
+            care_of = IPv4Address(binding.care_of_address)
+            intents.append(ReleaseTunnel(care_of, binding.encapsulation))
+            self._event(BindingRemoved(address, care_of, binding.mobile_node, reason, nai))
         if remaining:
             return
         intents.append(ProxyArp(address, False))
         if at_home:
             intents.append(GratuitousArp(address, for_mobile_node=True))
             self.statistics.gratuitous_arps_sent += 1
-        self._release_address(removed[0].mobile_node, home)
+        self._release_address(name, home)
 
     def _nai(self, binding: Binding) -> str | None:
         node = self.config.mobile_nodes.get(binding.mobile_node)
