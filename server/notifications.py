@@ -8,6 +8,7 @@ with <notificationComplete/> at stop-time. Time handling: the caller passes `now
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class Event:
 def render(time: dt.datetime, body: etree._Element) -> bytes:
     n = etree.Element(f"{{{NOTIF_NS}}}notification", nsmap={None: NOTIF_NS})
     etree.SubElement(n, f"{{{NOTIF_NS}}}eventTime").text = format_time(time)
-    n.append(body)
+    n.append(copy.deepcopy(body))  # the logged event stays a root of its own (replay, XPath filters)
     return etree.tostring(n)
 
 

@@ -585,3 +585,42 @@ def test_pre_hello_garbage_is_bounded(h):
     c = Bare(h)
     c.sess.data_received(b"x" * (HELLO_LIMIT + 10))
     assert c.closed and c.sess.id not in h.core.sessions
+
+
+def test_writes_refused_while_another_session_holds_the_lock(h, c):
+    c2 = h.client()
+    c.ok(edit(vr(HA), target="candidate"))
+    c.ok("<lock><target><candidate/></target></lock>")
+    for body in (
+        "<discard-changes/>",
+        "<commit/>",
+        edit(vr(HA), target="candidate"),
+        f"<copy-config><target><candidate/></target><source>{cfg(vr(HA))}</source></copy-config>",
+    ):
+        e = errors(c2.rpc(body))[0]
+        assert (e["error-tag"], e["info"]) == ("in-use", {"session-id": str(c.sess.id)}), body
+    c.ok("<unlock><target><candidate/></target></lock>".replace("</lock>", "</unlock>"))
+    c.ok("<lock><target><startup/></target></lock>")
+    e = errors(c2.rpc("<copy-config><target><startup/></target><source><running/></source></copy-config>"))[0]
+    assert e["error-tag"] == "in-use"
+    assert (
+        errors(c2.rpc("<delete-config><target><startup/></target></delete-config>"))[0]["error-tag"]
+        == "in-use"
+    )
+
+
+def test_edit_config_on_startup_not_supported(c):
+    e = errors(c.rpc(edit(vr(HA), target="startup")))[0]
+    assert (e["error-type"], e["error-tag"]) == ("protocol", "operation-not-supported")
+
+
+def test_get_with_filter_and_defaults(c):
+    c.ok(edit(vr(HA)))
+    wd = '<with-defaults xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">report-all</with-defaults>'
+    f = f'<filter><virtual-routers xmlns="{M}"><virtual-router><home-agent><udp-port/></home-agent></virtual-router></virtual-routers></filter>'
+    d = c.data(f"<get>{f}{wd}</get>")
+    assert etree.tostring(d[0]).decode() == (
+        f'<virtual-routers xmlns="{M}"><virtual-router><name>default</name><home-agent><udp-port>434</udp-port>'
+        "</home-agent></virtual-router></virtual-routers>"
+    )
+    assert len(d) == 1  # the filter kept monitoring / yang-library out
