@@ -278,6 +278,7 @@ class NetconfCore:
         if confirmed:
             if p is None:
                 self.pending = PendingConfirm(before, sess.id, persist, timeout)
+                self.ds.save_rollback(before)
                 event = "start"
             else:
                 p.persist, p.timeout = persist, timeout
@@ -292,6 +293,7 @@ class NetconfCore:
             if p.timer is not None:
                 p.timer.cancel()
             self.pending = None
+            self.ds.clear_rollback()
             self.events.publish(
                 ev.confirmed_commit("complete", sess.principal.user, sess.id, sess.source_host, None)
             )
@@ -333,6 +335,7 @@ class NetconfCore:
             self.ds.commit_running(p.rollback, session_id=0, validate=False)
         except RpcError as err:
             log.error("rollback of confirmed commit refused by a subscriber: %s", err)
+        self.ds.clear_rollback()
         self.ds.reset_candidate()
         if sess is not None and event == "cancel" and sess.id in self.sessions:
             who = (sess.principal.user, sess.id, sess.source_host)

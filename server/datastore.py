@@ -99,6 +99,11 @@ class Datastores:
         return self.state_dir / f"{name}.xml" if self.state_dir else None
 
     def _load(self) -> None:
+        rollback = self._path("rollback")
+        if rollback is not None and rollback.exists():
+            # a confirmed commit was never confirmed before the server stopped: revert (RFC 6241 §8.4)
+            log.warning("unconfirmed commit found at start: restoring the configuration before it")
+            os.replace(rollback, self._path("running"))
         for name in ("startup", "running"):
             p = self._path(name)
             if p is not None and p.exists():
@@ -119,10 +124,13 @@ class Datastores:
         return self._candidate if self._candidate is not None else self.running
 
     def persist(self, name: str) -> None:
+        self._write_atomically(name, getattr(self, name))
+
+    def _write_atomically(self, name: str, forest: Forest) -> None:
         p = self._path(name)
         if p is None:
             return
-        data = getattr(self, name).to_bytes("config")
+        data = forest.to_bytes("config")
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=p.parent)
         try:
@@ -140,6 +148,15 @@ class Datastores:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def save_rollback(self, data: Forest) -> None:
+        """Keep the pre-confirmed-commit configuration on disk until the commit is confirmed."""
+        self._write_atomically("rollback", data)
+
+    def clear_rollback(self) -> None:
+        p = self._path("rollback")
+        if p is not None:
+            p.unlink(missing_ok=True)
 
     # -- access --------------------------------------------------------------------------------------
     def get(self, name: str) -> Forest:

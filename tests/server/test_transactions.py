@@ -324,3 +324,34 @@ def test_yang_library_content_id_matches_capability():
         assert d.find(".//yl:module[yl:name='mipha-home-agent']", yl) is not None
     finally:
         h.close()
+
+
+def test_unconfirmed_commit_reverted_after_restart(tmp_path):
+    h = Harness(state_dir=tmp_path)
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("kept", "10.0.0.5"))))
+        c.ok(edit(vr(mn("unconfirmed", "10.0.0.6")), target="candidate"))
+        c.ok("<commit><confirmed/><persist>x</persist></commit>")
+        assert (tmp_path / "rollback.xml").exists()
+    finally:
+        h.close()  # the server stops before anyone confirms
+    h = Harness(state_dir=tmp_path)
+    try:
+        d = h.client().data("<get-config><source><running/></source></get-config>")
+        assert [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)] == ["kept"]
+        assert not (tmp_path / "rollback.xml").exists()
+    finally:
+        h.close()
+
+
+def test_confirmed_then_confirmed_leaves_no_rollback_file(tmp_path):
+    h = Harness(state_dir=tmp_path)
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA), target="candidate"))
+        c.ok("<commit><confirmed/></commit>")
+        c.ok("<commit/>")
+        assert not (tmp_path / "rollback.xml").exists()
+    finally:
+        h.close()
