@@ -116,11 +116,18 @@ class TunPlane(KernelPlane):
     name = "tun"
 
     def __init__(
-        self, vr: VirtualRouterPlane, *, tunnel_mtu: int = 1500, burst: int = BURST, **kw: int
+        self,
+        vr: VirtualRouterPlane,
+        *,
+        tunnel_mtu: int = 1500,
+        burst: int = BURST,
+        txqlen: int = 4096,
+        **kw: int,
     ) -> None:
         super().__init__(vr, **kw)
         self.tunnel_mtu = tunnel_mtu
         self.burst = burst
+        self.txqlen = txqlen
         self.stats = TunStats()
         self._fd = -1
         self.tun_ifindex = 0
@@ -157,7 +164,7 @@ class TunPlane(KernelPlane):
         write_sysctl(("net", "ipv6", "conf", TUN_IFNAME, "disable_ipv6"), 1)
         write_sysctl(("net", "ipv4", "conf", TUN_IFNAME, "rp_filter"), 2)
         # A longer queue than the default 500 absorbs bursts while the loop is busy elsewhere.
-        self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu, txqlen=4096)
+        self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu, txqlen=self.txqlen)
         ha = str(self.vr.ha_address)
         for gre in (False, True):
             proto = IPPROTO_GRE if gre else socket.IPPROTO_IPIP
@@ -179,6 +186,13 @@ class TunPlane(KernelPlane):
         icmp.setblocking(False)
         _drop_all_filter(icmp)
         self._icmp = icmp
+
+    def pause_reading(self) -> None:
+        """Stop reading the TUN (packets queue in the kernel, up to ``txqlen``); for benchmarks."""
+        asyncio.get_running_loop().remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        asyncio.get_running_loop().add_reader(self._fd, self._on_tun_readable)
 
     async def _stop_backend(self) -> None:
         loop = asyncio.get_running_loop()
