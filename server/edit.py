@@ -17,9 +17,10 @@ from lxml import etree
 from server.errors import RpcError
 from server.schema import Schema, SchemaNode
 from server.tree import Forest
-from server.xmlns import NC_NS
+from server.xmlns import NC_NS, WD_ATTR_NS
 
 OP_ATTR = f"{{{NC_NS}}}operation"
+WD_DEFAULT = f"{{{WD_ATTR_NS}}}default"
 EDIT_OPS = frozenset({"merge", "replace", "create", "delete", "remove"})
 DEFAULT_OPS = frozenset({"merge", "replace", "none"})
 ERROR_OPTIONS = frozenset({"stop-on-error", "continue-on-error", "rollback-on-error"})
@@ -265,6 +266,17 @@ class EditEngine:
                 )
             )
         op = op or inherited
+        if sn.kind == "leaf" and el.get(WD_DEFAULT) in ("true", "1"):
+            # RFC 6243 §4.5.3: a leaf tagged wd:default="true" asks for the schema default; keeping
+            # it explicit would contradict basic-mode explicit, so it is removed (its default applies)
+            if sn.default is None or (el.text or "").strip() != sn.default:
+                return self._fail(
+                    self._err(
+                        "invalid-value", f"{name}: wd:default only with the default value", path, bad=name
+                    )
+                )
+            if op in ("merge", "replace", "create"):
+                op = "remove"
         key: tuple[str, ...] | None = None
         keys_pairs: list[tuple[str, str]] = []
         if sn.kind == "list":
@@ -392,7 +404,9 @@ class EditEngine:
         return True
 
 
-_HAS_OP = etree.XPath("boolean(.//@nc:operation)", namespaces={"nc": NC_NS})
+_HAS_OP = etree.XPath(
+    "boolean(.//@nc:operation | .//@wd:default)", namespaces={"nc": NC_NS, "wd": WD_ATTR_NS}
+)
 
 
 def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:

@@ -624,3 +624,31 @@ def test_get_with_filter_and_defaults(c):
         "</home-agent></virtual-router></virtual-routers>"
     )
     assert len(d) == 1  # the filter kept monitoring / yang-library out
+
+
+def test_wd_default_attribute_in_edit(c):
+    wd = 'xmlns:wd="urn:ietf:params:xml:ns:netconf:default:1.0"'
+    c.ok(
+        edit(
+            vr(
+                "<router-id>10.0.0.1</router-id><home-agent><address>10.0.0.1</address><udp-port>4343</udp-port></home-agent>"
+            )
+        )
+    )
+    c.ok(edit(vr(f'<home-agent><udp-port wd:default="true" {wd}>434</udp-port></home-agent>')))
+    d = c.data("<get-config><source><running/></source></get-config>")
+    assert d.find(".//m:udp-port", NS) is None  # back to its default, not stored explicitly
+    e = errors(c.rpc(edit(vr(f'<home-agent><udp-port wd:default="true" {wd}>999</udp-port></home-agent>'))))[
+        0
+    ]
+    assert e["error-tag"] == "invalid-value"
+    c.ok(
+        edit(
+            vr(
+                f'<router-id>10.0.0.2</router-id><home-agent><max-lifetime wd:default="true" {wd}>36000</max-lifetime></home-agent>',
+                name="new",
+            )
+        )
+    )
+    d = c.data("<get-config><source><running/></source></get-config>")
+    assert b"default=" not in etree.tostring(d)
