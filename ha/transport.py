@@ -35,6 +35,8 @@ _CLONE_NEWNET = 0x40000000
 _NETNS_DIR = "/var/run/netns"
 #: Datagrams handled per wake-up before yielding to the loop (keeps timers and other tasks fair).
 _BURST = 256
+#: Bindings expired per timer callback before yielding to the loop.
+_EXPIRY_BATCH = 512
 
 
 def _setns(path: str) -> None:
@@ -223,7 +225,8 @@ class HomeAgentTransport:
         self._timer_at = None
         assert self._loop is not None
         try:
-            self.engine.handle_timer(self._loop.time())
+            # A bounded batch: a mass expiry must not starve registrations; the rest runs next turn.
+            self.engine.handle_timer(self._loop.time(), limit=_EXPIRY_BATCH)
         except Exception:
             self.errors += 1
             log.exception("expiry timer failed")

@@ -636,13 +636,21 @@ class HomeAgent:
         due = self._table.next_expiry()
         return None if due is None else due + _TIMER_SLACK
 
-    def handle_timer(self, now: float) -> int:
-        """Expire every binding whose lifetime has run out by ``now``; returns how many expired."""
+    def handle_timer(self, now: float, *, limit: int | None = None) -> int:
+        """Expire bindings whose lifetime has run out by ``now`` (earliest first); returns how many.
+
+        With ``limit`` at most that many are expired; ``get_timer()`` then still returns a due time,
+        so a shell can interleave a mass expiry with other work instead of blocking on it.
+        """
         self._now = now
         count = 0
+        if limit is not None and limit <= 0:
+            return 0
         for binding in self._table.pop_expired(now):
             self._after_removal(binding.home_address, [binding], RemovalReason.EXPIRED)
             count += 1
+            if count == limit:
+                break
         return count
 
     # --- outputs ---------------------------------------------------------------------------------

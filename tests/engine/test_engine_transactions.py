@@ -191,3 +191,17 @@ def test_binding_does_not_expire_one_millisecond_early():
     assert h.expire(9.998) == 0
     assert h.engine.binding((IPv4Address(HOME), IPv4Address(COA1))).lifetime_remaining == 1
     assert h.expire(0.002) == 1
+
+
+def test_handle_timer_limit_expires_earliest_first_and_keeps_the_timer_due():
+    nodes = [node(f"mn{i}", f"10.1.0.{i}") for i in range(1, 6)]
+    h = harness(vr_config(nodes, address=HA))
+    for i in range(1, 6):
+        h.register(f"10.1.0.{i}", COA1, lifetime=10 + i)
+    h.events()
+    h.clock.advance(100)
+    assert h.engine.handle_timer(h.clock.now, limit=2) == 2
+    assert [str(e.home_address) for e in h.events()] == ["10.1.0.1", "10.1.0.2"]
+    assert h.engine.get_timer() <= h.clock.now
+    assert h.engine.handle_timer(h.clock.now) == 3
+    assert h.engine.get_timer() is None
