@@ -2,7 +2,8 @@
 
 The protected nodes are found from the schema extension (never a hard-coded path). Users outside the
 configured superuser group cannot read deny-all nodes (they are pruned from every reply) nor write
-deny-all / deny-write nodes (the edit engine raises access-denied). Full NACM rule lists (groups, rule
+deny-all / deny-write nodes (the edit engine raises access-denied), nor invoke deny-all operations
+(kill-session and delete-config by RFC 8341's defaults, and any rpc marked so in a module). Full NACM rule lists (groups, rule
 lists, per-operation rules) are not implemented yet; see docs/netconf.md.
 """
 
@@ -15,6 +16,7 @@ from lxml import etree
 from server.schema import Schema, SchemaNode
 from server.schemapaths import ancestry, locator, walk
 from server.tree import Forest
+from server.xmlns import NC_NS
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,24 @@ class Nacm:
             for sn in walk(root):
                 if sn.deny_all:
                     self._hidden.append(((root.ns, root.name), locator(ancestry(sn))))
+
+        # protocol operations: those whose schema carries default-deny-all, plus the two that RFC 8341
+        # §3.2.4 restricts by default although ietf-netconf (2011) predates the extension
+        self.denied_rpcs: set[tuple[str, str]] = {(NC_NS, "kill-session"), (NC_NS, "delete-config")}
+        from _libyang import lib  # rpc schema nodes are not data nodes: read them here
+
+        for mod in schema.ctx:
+            if not mod.implemented():
+                continue
+            for rpc in mod.children(types=(lib.LYS_RPC,)):
+                if any(
+                    e.name() == "default-deny-all" and e.module().name() == "ietf-netconf-acm"
+                    for e in rpc.extensions()
+                ):
+                    self.denied_rpcs.add((schema.module_to_ns[mod.name()], rpc.name()))
+
+    def may_call(self, who: Principal, op: tuple[str, str]) -> bool:
+        return op not in self.denied_rpcs or self.is_superuser(who)
 
     def is_superuser(self, who: Principal) -> bool:
         return self.superuser_group in who.groups

@@ -188,6 +188,12 @@ class NetconfSession:
                     type="protocol",
                     info=(("bad-element", etree.QName(op).localname),),
                 )
+            if not self.core.nacm.may_call(self.principal, _split(op.tag)):
+                raise RpcError(
+                    "access-denied",
+                    f"{etree.QName(op).localname} is not allowed for this user",
+                    type="protocol",
+                )
             result = handler(self, op)
         except RpcError as err:
             self._send_error_reply(root, err)

@@ -652,3 +652,12 @@ def test_wd_default_attribute_in_edit(c):
     )
     d = c.data("<get-config><source><running/></source></get-config>")
     assert b"default=" not in etree.tostring(d)
+
+
+def test_non_superuser_cannot_kill_or_delete_config(h, c):
+    op = h.client("operator", frozenset({"operators"}))
+    e = errors(op.rpc(f"<kill-session><session-id>{c.sess.id}</session-id></kill-session>"))[0]
+    assert (e["error-type"], e["error-tag"]) == ("protocol", "access-denied")
+    e = errors(op.rpc("<delete-config><target><startup/></target></delete-config>"))[0]
+    assert e["error-tag"] == "access-denied"
+    assert c.sess.id in h.core.sessions
