@@ -3,8 +3,9 @@
 The protected nodes are found from the schema extension (never a hard-coded path). Users outside the
 configured superuser group cannot read deny-all nodes (they are pruned from every reply) nor write
 deny-all / deny-write nodes (the edit engine raises access-denied), nor invoke deny-all operations
-(kill-session and delete-config by RFC 8341's defaults, and any rpc marked so in a module). Full NACM rule lists (groups, rule
-lists, per-operation rules) are not implemented yet; see docs/netconf.md.
+(kill-session and delete-config by RFC 8341's defaults, and any rpc marked so in a module).
+Full NACM rule lists (groups, rule lists, per-operation rules) are not implemented yet; see
+docs/netconf.md.
 """
 
 from __future__ import annotations
