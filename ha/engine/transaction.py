@@ -28,7 +28,9 @@ class Prepared:
     """A prepared change (the ``Txn``): the new configuration and its derived look-up tables.
 
     ``drop_nodes`` lose their bindings on apply (removed, or their home address changed);
-    ``forget_nodes`` also lose their replay state (removed from the configuration).
+    ``forget_nodes`` also lose their replay state (removed from the configuration).  ``rebind`` tells
+    the daemon that the UDP endpoint (HA address or port, or the feature itself) changed: it must
+    open a new socket (and close the old one) after ``apply``.
     """
 
     config: VirtualRouterConfig
@@ -39,6 +41,7 @@ class Prepared:
     foreign_agents: dict[IPv4Address, ForeignAgentRecord]
     drop_nodes: tuple[str, ...] = ()
     forget_nodes: tuple[str, ...] = ()
+    rebind: bool = False
     aborted: bool = field(default=False)
 
 
@@ -158,6 +161,12 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
         for address, fa in new.foreign_agents.items()
     }
     port = new.home_agent.udp_port if new.home_agent is not None else 0
+
+    def endpoint(config: VirtualRouterConfig) -> tuple[IPv4Address, int] | None:
+        ha = config.home_agent
+        return None if ha is None else (ha.address, ha.udp_port)
+
+    rebind = endpoint(old) != endpoint(new) or old.namespace != new.namespace
     return Prepared(
         config=new,
         policy=policy,
@@ -167,4 +176,5 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
         foreign_agents=foreign_agents,
         drop_nodes=tuple(drop),
         forget_nodes=tuple(forget),
+        rebind=rebind,
     )

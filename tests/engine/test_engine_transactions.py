@@ -205,3 +205,11 @@ def test_handle_timer_limit_expires_earliest_first_and_keeps_the_timer_due():
     assert h.engine.get_timer() <= h.clock.now
     assert h.engine.handle_timer(h.clock.now) == 3
     assert h.engine.get_timer() is None
+
+
+def test_prepare_says_when_the_socket_must_be_reopened():
+    h = harness(two_nodes())
+    assert not h.engine.prepare(two_nodes(max_lifetime=100)).rebind
+    assert h.engine.prepare(two_nodes(udp_port=4434)).rebind
+    assert h.engine.prepare(vr_config([], address="192.0.2.9")).rebind
+    assert h.engine.prepare(replace(two_nodes(), home_agent=None)).rebind
