@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -114,8 +115,17 @@ class Datastores:
             self.running = self.startup.copy()  # boot from startup
         errs = validation_errors(self.validator, self.running, self.schema) if len(self.running) else []
         if errs:
-            log.error("persisted running config is invalid (%s); starting empty", errs[0].message)
-            self.running = Forest()
+            # never overwrite what an operator cannot see: keep the file aside, boot from startup
+            aside = run_path.with_name(f"running.invalid-{int(time.time())}.xml") if run_path else None
+            log.error(
+                "persisted running config is invalid (%s); kept as %s, starting from startup",
+                errs[0].message,
+                aside,
+            )
+            if run_path is not None and aside is not None and run_path.exists():
+                os.replace(run_path, aside)
+            ok = len(self.startup) and not validation_errors(self.validator, self.startup, self.schema)
+            self.running = self.startup.copy() if ok else Forest()
         self._candidate = None
 
     @property

@@ -355,3 +355,18 @@ def test_confirmed_then_confirmed_leaves_no_rollback_file(tmp_path):
         assert not (tmp_path / "rollback.xml").exists()
     finally:
         h.close()
+
+
+def test_invalid_persisted_running_is_kept_aside(tmp_path):
+    bad = (
+        '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="urn:mipha:yang:mipha-home-agent">'
+        "<virtual-router><name>x</name><mobile-node><name>m</name></mobile-node></virtual-router></virtual-routers></config>"
+    )
+    (tmp_path / "running.xml").write_text(bad)
+    h = Harness(state_dir=tmp_path)
+    try:
+        assert len(h.core.ds.running) == 0
+        kept = list(tmp_path.glob("running.invalid-*.xml"))
+        assert len(kept) == 1 and kept[0].read_text() == bad
+    finally:
+        h.close()
