@@ -445,6 +445,23 @@ async def run_scenario(
             await cn_rx.wait_for(lambda p: p == b"rev-new-coa") is not None, "reverse tunnel from CoA2 failed"
         )
         check(b"rev-old-coa" not in cn_rx.snapshot(), "old CoA still accepted after handover")
+        if kind == "tun":  # reverse tunnelling refused for the binding (T bit clear): nothing decapsulated
+            await plane.apply([SetHomeRoute(HOA, (COA2,), reverse_tunnel=False)])
+            assert stats is not None
+            dropped = stats.counts["reverse-spoofed"]
+            mn.send_reverse(udp(HOA, CN_ADDR, 7777, 7000, b"rev-no-t"), outer_source=COA2)
+            deadline = time.monotonic() + 3
+            while stats.counts["reverse-spoofed"] == dropped and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            check(
+                stats.counts["reverse-spoofed"] == dropped + 1, "packet without T bit not dropped and counted"
+            )
+            await plane.apply([SetHomeRoute(HOA, (COA2,), reverse_tunnel=True)])
+            mn.send_reverse(udp(HOA, CN_ADDR, 7777, 7000, b"rev-t-again"), outer_source=COA2)
+            check(
+                await cn_rx.wait_for(lambda p: p == b"rev-t-again") is not None, "reverse tunnel not restored"
+            )
+            check(b"rev-no-t" not in cn_rx.snapshot(), "reverse-tunnelled packet accepted without the T bit")
         if kind == "ipip":
             check(kernel_objects(topo.ha)["links"] == [f"mip-{int(COA2):08x}"], "ipip devices after handover")
         log("handover: ok")
@@ -465,6 +482,14 @@ async def run_scenario(
             check(
                 kernel_objects(topo.ha)["links"] == [f"mig-{int(COA2):08x}"], "gre devices after the switch"
             )
+        gre_tx = mn_ns.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+        closers.append(gre_tx.close)
+        gre_tx.bind((str(COA2), 0))
+        cn_rx.clear()
+        gre_tx.sendto(b"\x00\x00\x08\x00" + udp(HOA, CN_ADDR, 7777, 7000, b"rev-gre"), (str(HA_ADDR), 0))
+        check(
+            await cn_rx.wait_for(lambda p: p == b"rev-gre") is not None, "GRE reverse tunnel not decapsulated"
+        )
         await plane.apply([EnsureTunnel(COA2), ReleaseTunnel(COA2, Encapsulation.GRE)])
         wire.clear()
         send_udp(b"udp-back")
