@@ -85,6 +85,7 @@ async def start_server(
         host_key=key,
         fail_delay=config.auth_fail_delay,
         login_timeout=config.login_timeout,
+        max_sessions=config.max_sessions,
     )
     port = acceptor.sockets[0].getsockname()[1] if acceptor.sockets else config.port
     log.info("NETCONF server listening on %s:%d", config.host, port)

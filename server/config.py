@@ -24,6 +24,7 @@ class ServerConfig:
     auth_fail_delay: float = 1.0  # seconds added to every failed password attempt
     login_timeout: float = 30.0
     event_log_size: int = 1000
+    max_sessions: int = 64  # further `netconf` channels are refused (resource exhaustion)
     yang_dir: Path = REPO_YANG
     extra_modules: tuple[str, ...] = (
         "ietf-netconf",

@@ -108,8 +108,11 @@ class _ChannelSession(asyncssh.SSHServerSession):
 class _SSHServer(asyncssh.SSHServer):
     """Per-connection authentication against the configured users."""
 
-    def __init__(self, core: NetconfCore, users: dict[str, User], fail_delay: float) -> None:
+    def __init__(
+        self, core: NetconfCore, users: dict[str, User], fail_delay: float, max_sessions: int
+    ) -> None:
         self._core, self._users, self._fail_delay = core, users, fail_delay
+        self._max_sessions = max_sessions
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer: str | None = None
 
@@ -145,8 +148,11 @@ class _SSHServer(asyncssh.SSHServer):
             await asyncio.sleep(self._fail_delay)
         return ok
 
-    def session_requested(self) -> asyncssh.SSHServerSession:
+    def session_requested(self) -> asyncssh.SSHServerSession | bool:
         assert self._conn is not None
+        if len(self._core.sessions) >= self._max_sessions:
+            log.warning("refusing a session from %s: %d sessions open", self._peer, len(self._core.sessions))
+            return False
         name = self._conn.get_extra_info("username")
         user = self._users.get(name)
         principal = Principal(name, user.groups if user else frozenset())
@@ -162,10 +168,11 @@ async def listen(
     host_key: asyncssh.SSHKey,
     fail_delay: float,
     login_timeout: float,
+    max_sessions: int = 64,
 ) -> asyncssh.SSHAcceptor:
     by_name = {u.name: u for u in users}
     return await asyncssh.create_server(
-        lambda: _SSHServer(core, by_name, fail_delay),
+        lambda: _SSHServer(core, by_name, fail_delay, max_sessions),
         host,
         port,
         server_host_keys=[host_key],

@@ -19,10 +19,15 @@ class RawClient:
     def __init__(self, port: int, user: str, password: str, *, chunked: bool = True) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.transport = paramiko.Transport(self.sock)
-        self.transport.connect(username=user, password=password)
-        self.chan = self.transport.open_session(timeout=30)
-        self.chan.settimeout(30)
-        self.chan.invoke_subsystem("netconf")
+        try:
+            self.transport.connect(username=user, password=password)
+            self.chan = self.transport.open_session(timeout=30)
+            self.chan.settimeout(30)
+            self.chan.invoke_subsystem("netconf")
+        except BaseException:
+            self.transport.close()
+            self.sock.close()
+            raise
         self.framer = Framer(1 << 31)
         self.hello = self.recv()
         if chunked:

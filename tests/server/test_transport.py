@@ -195,3 +195,15 @@ def test_running_persisted_and_reloaded(server_factory, tmp_path):
     m = connect(b)
     assert "<name>keep</name>" in m.get_config("running").xml
     m.close_session()
+
+
+def test_session_limit(server_factory):
+    srv = server_factory(max_sessions=1)
+    first = RawClient(srv.port, *ADMIN)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - paramiko raises ChannelException or SSHException
+            RawClient(srv.port, *ADMIN)
+    finally:
+        first.close()
+    assert _wait(lambda: srv.call(lambda: len(srv.handle.core.sessions)) == 0)
+    RawClient(srv.port, *ADMIN).close()  # a slot is free again
