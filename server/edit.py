@@ -363,7 +363,7 @@ class EditEngine:
     ):
         """Create `el` under parent. Fast path: a subtree without operation attributes is copied whole."""
         if not shell and sn.kind in ("leaf", "leaf-list", "anydata"):
-            new = etree.Element(el.tag, nsmap=el.nsmap)
+            new = etree.Element(el.tag, nsmap={el.prefix: sn.ns})
             new.text = el.text
             if sn.kind == "anydata":
                 new = copy.deepcopy(el)
@@ -374,7 +374,7 @@ class EditEngine:
             return self._add(parent, idx, new, sn, key, before)
         if self.errors and self.error_option != "continue-on-error":
             return None
-        new = etree.Element(el.tag, nsmap=el.nsmap)
+        new = etree.Element(el.tag, nsmap={el.prefix: sn.ns})
         for k in sn.keys:
             kel = el.find(f"{{{sn.ns}}}{k}")
             etree.SubElement(new, kel.tag).text = kel.text
@@ -404,8 +404,8 @@ class EditEngine:
         return True
 
 
-_HAS_OP = etree.XPath(
-    "boolean(.//@nc:operation | .//@wd:default)", namespaces={"nc": NC_NS, "wd": WD_ATTR_NS}
+_HAS_OP = etree.XPath(  # below the element itself (its own operation attribute is consumed)
+    "boolean(.//*/@nc:operation | .//*/@wd:default)", namespaces={"nc": NC_NS, "wd": WD_ATTR_NS}
 )
 
 
@@ -414,6 +414,7 @@ def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
     new = copy.deepcopy(el)
     if OP_ATTR in new.attrib:
         del new.attrib[OP_ATTR]
+    etree.cleanup_namespaces(new)  # drop declarations only the request envelope needed (xmlns:nc)
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)
     for lsn in _lists_below(sn):

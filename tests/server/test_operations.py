@@ -661,3 +661,17 @@ def test_non_superuser_cannot_kill_or_delete_config(h, c):
     e = errors(op.rpc("<delete-config><target><startup/></target></delete-config>"))[0]
     assert e["error-tag"] == "access-denied"
     assert c.sess.id in h.core.sessions
+
+
+def test_stored_data_carries_no_request_envelope_namespaces(c):
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(
+        edit(
+            vr(
+                HA
+                + f'<mobile-node nc:operation="create" {nc}><name>a</name><home-address>10.0.0.5</home-address></mobile-node>'
+            )
+        )
+    )
+    c.ok(edit(vr(f'<mobile-node><name>a</name><nai nc:operation="create" {nc}>a@x</nai></mobile-node>')))
+    assert "xmlns:nc" not in running(c)
