@@ -18,15 +18,15 @@ from lxml import etree
 from server import notifications as ev
 from server.datastore import Datastores, ValidatorLike
 from server.defaults import WithDefaults
-from server.edit import EditEngine
 from server.errors import RpcError
 from server.monitoring import GlobalStats, LockInfo, SessionInfo, netconf_state, yang_library
 from server.nacm import Nacm
 from server.operational import OperationalProvider, StateRequest
 from server.operations import HANDLERS, Handler
 from server.schema import Schema
+from server.statedata import filter_roots, merge_state, strip_config
 from server.subscribers import ConfigSubscriber
-from server.tree import Forest, view
+from server.tree import Forest
 from server.xmlns import (
     CAP_CANDIDATE,
     CAP_CONFIRMED,
@@ -390,7 +390,7 @@ class NetconfCore:
             ),
             *yang_library(self.schema),
         ]
-        wanted = _filter_roots(request)
+        wanted = filter_roots(request)
         for prov in self.providers:
             if wanted is not None and not (wanted & prov.roots):
                 continue  # the filter cannot select anything this provider owns
@@ -401,105 +401,14 @@ class NetconfCore:
         return roots
 
     def merge_state(self, running: Forest, state: list[etree._Element]) -> tuple[Forest, bool]:
-        """Config plus state roots; state under a config root is merged into a copy of that root."""
-        config_tags = {r.tag for r in running}
-        overlapping = [s for s in state if s.tag in config_tags]
-        if not overlapping:
-            return view([*running, *state]), False
-        data = running.copy()
-        engine = EditEngine(self.schema)
-        for s in state:
-            _merge_into(data, s, engine)
-        return data, True
+        """Config plus state roots (see server/statedata.py); True when the result is a private copy."""
+        return merge_state(self.schema, running, state)
 
     def strip_config(self, data: Forest) -> Forest:
-        """config-filter=false: drop config leaves, keeping keys and containers that hold state."""
-        out = Forest()
-        for r in data:
-            sn = self.schema.root(*_split(r.tag))
-            if sn is None:
-                continue
-            kept = _strip(r, sn)
-            if kept is not None:
-                out.append(kept)
-        return out
+        return strip_config(self.schema, data)
 
     def close(self) -> None:
         if self.pending is not None and self.pending.timer is not None:
             self.pending.timer.cancel()
         for s in list(self.sessions.values()):
             s.terminate("other")
-
-
-def _filter_roots(request: StateRequest) -> set[tuple[str, str]] | None:
-    """Top-level (namespace, name) pairs a subtree filter can select; None when unknown (no filter,
-    XPath, or a top-level filter node without its own namespace)."""
-    if request.subtree is None:
-        return None
-    roots = set()
-    for f in request.subtree:
-        if not isinstance(f.tag, str):
-            continue
-        ns, name = _split(f.tag)
-        if ns is None or ns == NC_NS:
-            return None
-        roots.add((ns, name))
-    return roots
-
-
-def _split(tag: str) -> tuple[str | None, str]:
-    if tag[:1] == "{":
-        ns, _, name = tag[1:].partition("}")
-        return ns, name
-    return None, tag
-
-
-def _merge_into(data: Forest, state: etree._Element, engine: EditEngine) -> None:
-    """Merge a state subtree into config (lists matched by key), without config-only checks."""
-    import copy as _copy
-
-    def merge(parent, el, parent_sn):
-        sn = engine._schema_for(parent_sn, el)
-        if sn is None:
-            return
-        idx = engine._index(parent, parent_sn)
-        key = None
-        if sn.kind == "list":
-            key = engine._keys_of(el, sn)
-        elif sn.kind == "leaf-list":
-            key = ((el.text or "").strip(),)
-        existing = engine._lookup(idx, el, sn, key)
-        if existing is None:
-            engine._add(parent, idx, _copy.deepcopy(el), sn, key)
-            return
-        if sn.kind in ("container", "list"):
-            for ch in el:
-                if isinstance(ch.tag, str):
-                    merge(existing, ch, sn)
-        elif sn.kind == "leaf":
-            existing.text = el.text
-
-    merge(data, state, None)
-
-
-def _strip(el: etree._Element, sn) -> etree._Element | None:
-    if not sn.config:
-        return el
-    if sn.kind in ("leaf", "leaf-list", "anydata"):
-        return None
-    out = etree.Element(el.tag, nsmap=el.nsmap)
-    found = False
-    for ch in el:
-        if not isinstance(ch.tag, str):
-            continue
-        csn = sn.children.get(_split(ch.tag))
-        if csn is None:
-            continue
-        if sn.kind == "list" and csn.name in sn.keys:
-            out.append(etree.fromstring(etree.tostring(ch)))
-            continue
-        kept = _strip(ch, csn)
-        if kept is not None:
-            out.append(kept if kept is not ch else etree.fromstring(etree.tostring(ch)))
-            found = True
-    return out if found else None
