@@ -74,6 +74,7 @@ class LoadReport:
     timeouts: int = 0
     retransmissions: int = 0
     unauthenticated: int = 0
+    send_errors: int = 0
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -102,6 +103,7 @@ class LoadReport:
             "timeouts": self.timeouts,
             "retransmissions": self.retransmissions,
             "unauthenticated": self.unauthenticated,
+            "send_errors": self.send_errors,
             "elapsed": round(self.elapsed, 4),
             "rate": round(self.replies / self.elapsed, 1) if self.elapsed > 0 else 0.0,
             "latency_ms": {
@@ -180,8 +182,7 @@ class RegistrationClient:
         """
         loop = self._loop
         assert loop is not None, "use 'async with RegistrationClient(...)'"
-        token = next(self._tokens) % (1 << 32) or next(self._tokens)
-        identification = session.next_identification(time.time(), token)
+        identification = self._fresh_identification(session)
         data = build(identification)
         now = loop.time()
         pending = _Pending(
@@ -202,6 +203,13 @@ class RegistrationClient:
         self.stats.transactions += 1
         return pending.future
 
+    def _fresh_identification(self, session: MobileNodeSession) -> int:
+        """An identification whose low 32 bits (the reply-matching key) no request in flight uses."""
+        while True:
+            identification = session.next_identification(time.time(), next(self._tokens))
+            if identification & 0xFFFF_FFFF not in self._pending:
+                return identification
+
     async def transact(self, session: MobileNodeSession, build: Callable[[int], bytes]) -> Result:
         """Run one transaction to completion (reply, or retries exhausted)."""
         future = self.start(session, build, future=True)
@@ -212,17 +220,14 @@ class RegistrationClient:
         try:
             self.sock.sendto(data, self.home_agent)
             self.stats.sent += 1
-        except (BlockingIOError, InterruptedError):
-            pass  # counted as lost; the retransmission timer covers it
-        except OSError:
-            pass
+        except OSError:  # full buffer, ICMP error...: the retransmission timer covers it
+            self.stats.send_errors += 1
 
     def _resend(self, pending: _Pending, *, new_identification: bool) -> None:
         assert self._loop is not None
         if new_identification:
             self._pending.pop(pending.identification & 0xFFFF_FFFF, None)
-            token = next(self._tokens) % (1 << 32) or next(self._tokens)
-            pending.identification = pending.session.next_identification(time.time(), token)
+            pending.identification = self._fresh_identification(pending.session)
             pending.data = pending.build(pending.identification)
             self._pending[pending.identification & 0xFFFF_FFFF] = pending
         pending.attempts += 1
