@@ -19,6 +19,7 @@ from server.nacm import Principal
 from server.protocol import NetconfSession
 
 log = logging.getLogger(__name__)
+MAX_UNSENT = 256 * 1024 * 1024  # bytes queued for one channel before the session is dropped
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
@@ -75,6 +76,12 @@ class _ChannelSession(asyncssh.SSHServerSession):
         if chan is None:
             return
         try:
+            if chan.get_write_buffer_size() > MAX_UNSENT:
+                # the client stopped reading (notifications pile up): end it rather than grow forever
+                log.warning("session: client is not reading (%d bytes unsent); closing", MAX_UNSENT)
+                if self._nc is not None:
+                    asyncio.get_running_loop().call_soon(self._nc.terminate, "dropped")
+                return
             chan.write(data)
         except (OSError, asyncssh.Error, RuntimeError):
             log.info("write to a closing channel; ending the session")
