@@ -123,6 +123,7 @@ class HomeAgentTransport:
         self.errors = 0
         self.send_errors = 0
         self.received = 0
+        self._destinations: dict[bytes, IPv4Address] = {}
 
     def start(self) -> None:
         """Register with the running loop."""
@@ -151,6 +152,7 @@ class HomeAgentTransport:
         loop = self._loop
         assert loop is not None
         local = IPv4Address(sock.getsockname()[0])
+        destinations = self._destinations
         handled = 0
         try:
             for _ in range(_BURST):
@@ -166,12 +168,20 @@ class HomeAgentTransport:
                 received_on = local
                 for level, kind, payload in ancillary:
                     if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= _PKTINFO.size:
-                        received_on = IPv4Address(_PKTINFO.unpack_from(payload)[2])
+                        raw = payload[8:12]  # ipi_addr: the header destination address
+                        received_on = destinations.get(raw) or self._destination(raw)
                 self._handle(data, source, received_on, loop.time())
         finally:
             if handled:
                 self._schedule()
                 self._notify()
+
+    def _destination(self, raw: bytes) -> IPv4Address:
+        """Parse (and remember) a destination address; a socket sees very few distinct ones."""
+        if len(self._destinations) > 64:
+            self._destinations.clear()
+        address = self._destinations[raw] = IPv4Address(raw)
+        return address
 
     def _handle(self, data: bytes, source: tuple[str, int], received_on: IPv4Address, now: float) -> None:
         try:
