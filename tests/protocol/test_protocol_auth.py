@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from protocol_support import KEY, Registration
 
@@ -146,3 +149,26 @@ def test_encoder_signs_only_the_types_it_has_keys_for() -> None:
     )
     assert verify(parsed.raw, parsed.mn_ha_auth, sa)
     assert parsed.fa_ha_auth.authenticator == b"\x01" * 16
+
+
+@pytest.mark.parametrize("length", [16, 20, 63, 64, 65, 80, 200])
+@pytest.mark.parametrize("algorithm", list(AuthAlgorithm))
+def test_precomputed_key_state_matches_the_plain_algorithms(algorithm: AuthAlgorithm, length: int) -> None:
+    """A SecurityAssociation keeps MD5 states derived from its key; they must give the textbook result,
+    including keys longer than MD5's 64-byte block (HMAC hashes those first, RFC 2104 §2)."""
+    key = bytes((7 * i + 3) % 256 for i in range(length))
+    sa = SecurityAssociation(256, key, algorithm)
+    for data in (b"", RRQ_COVERED, bytes(range(256)) * 3):
+        expected = (
+            hmac.new(key, data, hashlib.md5).digest()
+            if algorithm is AuthAlgorithm.HMAC_MD5
+            else hashlib.md5(key + data + key).digest()
+        )
+        assert sa.authenticator(data) == expected
+        assert sa.authenticator(data) == compute_authenticator(algorithm, key, data)  # state not consumed
+
+
+def test_rfc2202_long_key_vectors_through_a_security_association() -> None:
+    for key, data, digest in RFC2202:
+        if len(key) >= 16:
+            assert SecurityAssociation(256, key).authenticator(data).hex() == digest

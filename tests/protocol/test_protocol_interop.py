@@ -7,14 +7,17 @@ it does not check authenticators, so those are compared as bytes).
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from protocol_support import HA, HOA, KEY
+from protocol_support import COA, FA, FA_KEY, HA, HOA, KEY, NOW, WALLCLOCK, Registration
 from scapy.layers.inet import IP, UDP
 from scapy.layers.mobileip import MobileIP, MobileIPRRP, MobileIPRRQ
 from scapy.packet import Raw
@@ -22,14 +25,22 @@ from scapy.utils import wrpcap
 from test_protocol_codec import full_request
 
 from ha.protocol import (
+    Arrival,
     ExtensionType,
+    ForeignAgentRecord,
+    HomeAgentPolicy,
+    MobileForeignChallenge,
     MobileHomeAuth,
     MobileNodeNai,
+    MobileNodeRecord,
     RegistrationReply,
+    ReplyCode,
     RequestFlags,
     SecurityAssociation,
     UdpTunnelReply,
     compute_authenticator,
+    decide,
+    encode_reply,
     pull_registration_request,
     push_registration_reply,
     push_registration_request,
@@ -149,3 +160,112 @@ def test_tshark_decodes_every_extension_we_write() -> None:
     assert rrp["mip.ext.utrp.keepalive"] == "110"
     assert rrp["mip.auth.auth"].replace(":", "") == signed_reply[-16:].hex()
     assert rrp["_ws.malformed"] == ""
+
+
+# --- replies as the home agent sends them, captured on the wire --------------------------------------
+
+
+def _wait_until_capturing(process: subprocess.Popen[str], deadline: float) -> None:
+    """tshark logs "Capture started" on stderr once dumpcap captures ("Capturing on" comes too early)."""
+    assert process.stderr is not None
+    seen = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            line = process.stderr.readline()
+            if not line:
+                break
+            seen += line
+            if "Capture started" in line:
+                return
+    pytest.fail(f"tshark did not start capturing: {seen!r}")
+
+
+def _capture_on_loopback(payloads: list[bytes]) -> list[dict[str, str]]:
+    """Send ``payloads`` over UDP on 127.0.0.1 while tshark captures them, then decode the capture."""
+    _tshark([])  # skips or fails the test when tshark is missing
+    with (
+        tempfile.TemporaryDirectory(prefix="mipha-protocol-") as tmp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ha_side,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mn_side,
+    ):
+        mn_side.bind(("127.0.0.1", 0))
+        ha_side.bind(("127.0.0.1", 0))
+        port = mn_side.getsockname()[1]
+        pcap = Path(tmp) / "wire.pcap"
+        command = ["tshark", "-n", "-i", "lo", "-f", f"udp and dst port {port}", "-c", str(len(payloads))]
+        command += ["-a", "duration:60", "-w", str(pcap)]
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            _wait_until_capturing(process, time.monotonic() + 60)
+            mn_side.settimeout(10)
+            for payload in payloads:
+                ha_side.sendto(payload, ("127.0.0.1", port))
+                assert mn_side.recv(2048) == payload
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        command = ["tshark", "-n", "-r", str(pcap), "-d", f"udp.port=={port},mip", "-T", "fields"]
+        command += ["-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]
+        for field in FIELDS:
+            command += ["-e", field]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL
+        )
+    rows = [line.split("|") for line in result.stdout.splitlines() if line]
+    return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+
+
+def test_every_reply_code_decodes_in_tshark_as_sent_on_the_wire() -> None:
+    """Replies from decide() + encode_reply for codes 0, 1, 128-139, captured on loopback by tshark."""
+    fa_sa = SecurityAssociation(600, FA_KEY)
+    mn = Registration(sa=SA)
+    broadcast = IPv4Address("10.0.0.255")
+    policy = HomeAgentPolicy(address=HA, broadcast_addresses=frozenset({broadcast}))
+    node = MobileNodeRecord("mn1", (SA,), home_address=HOA)
+    here = Arrival(COA, 40000, HA)
+
+    def verdict(request, arrival=here, foreign_agent=None):
+        return decide(
+            request,
+            policy=policy,
+            mobile_node=node,
+            foreign_agent=foreign_agent,
+            arrival=arrival,
+            now=NOW,
+            wallclock=WALLCLOCK,
+        )
+
+    accept = verdict(mn.request())
+    relayed = Registration(sa=SA, fa_sa=fa_sa).request(
+        before=(MobileNodeNai("mn1@example.net"),), fa_extensions=(MobileForeignChallenge(b"\x42" * 8),)
+    )
+    verdicts = {
+        0: accept,
+        1: verdict(mn.request(flags=RequestFlags.S)),
+        131: verdict(mn.request(sign=False)),
+        132: verdict(mn.request(), Arrival(FA, 434, HA), ForeignAgentRecord(FA, (fa_sa,))),
+        133: verdict(mn.request(identification=7)),
+        136: verdict(mn.request(home_agent=broadcast), Arrival(COA, 40000, broadcast)),
+        # the engine's refusals of an acceptance, and policy codes, share the encoder:
+        **{code: accept.deny(ReplyCode(code), "x") for code in (128, 129, 130, 134, 135, 137, 138, 139)},
+    }
+    relayed_accept = verdict(relayed, Arrival(FA, 434, HA), ForeignAgentRecord(FA, (fa_sa,)))
+    payloads = [encode_reply(v) for v in verdicts.values()] + [encode_reply(relayed_accept)]
+    rows = _capture_on_loopback(payloads)
+
+    assert [row["mip.code"] for row in rows] == [str(code) for code in verdicts] + ["0"]
+    for row, payload in zip(rows, payloads, strict=True):
+        assert row["mip.type"] == "3" and row["_ws.malformed"] == ""
+        assert row["mip.haaddr"] == "10.0.0.1"  # 136 included: our unicast address
+        assert row["mip.homeaddr"] == "10.0.0.5"
+        # each reply ends with an authenticator: tshark shows the bytes we sent
+        assert row["mip.auth.auth"].split(",")[-1].replace(":", "") == payload[-16:].hex()
+    assert rows[3]["mip.ext.type"].split(",") == ["32", "34"]  # 132 answered, signed for the FA too
+    assert rows[-1]["mip.ext.type"].split(",") == ["131", "32", "132", "34"]
+    assert rows[-1]["mip.nai"] == "mn1@example.net"
+    assert [int(spi, 16) for spi in rows[-1]["mip.auth.spi"].split(",")] == [256, 600]

@@ -134,3 +134,73 @@ def test_reply_addressing(policy) -> None:
 def test_build_reply_rejects_non_verdicts() -> None:
     with pytest.raises(TypeError):
         build_reply("accept")
+
+
+# --- codes decided outside decide(), discovery, and who signs ----------------------------------------
+
+
+def test_reason_unspecified_is_the_engines_refusal_of_an_acceptance(mn, policy, node, arrival) -> None:
+    """128: the engine could not carry out an accepted registration (e.g. the data plane failed)."""
+    accept = run(mn.request(), policy, node, arrival)
+    verdict = accept.deny(ReplyCode.REASON_UNSPECIFIED, "data plane refused the tunnel")
+    reply = pull_registration_reply(encode_reply(verdict))
+    assert (reply.code, reply.lifetime, reply.identification) == (128, 0, accept.reply_identification)
+    assert verify(reply.raw, reply.mn_ha_auth, mn.sa)
+    assert verdict.accepted_identification == accept.accepted_identification  # replay state still kept
+    with pytest.raises(ValueError, match="not a denial"):
+        accept.deny(ReplyCode.ACCEPTED, "no")
+
+
+@pytest.mark.parametrize(
+    ("destination", "home_agent"),
+    [
+        ("10.0.0.255", "10.0.0.255"),  # subnet-directed broadcast discovery
+        ("255.255.255.255", "255.255.255.255"),  # limited broadcast (routers may rewrite to it)
+        ("10.0.0.255", "10.0.0.1"),  # sent to the broadcast, Home Agent field already ours
+    ],
+)
+def test_home_agent_discovery_is_answered_136_from_our_unicast_address(
+    mn, policy, node, destination: str, home_agent: str
+) -> None:
+    sent = Arrival(COA, 40000, IPv4Address(destination))
+    verdict = run(mn.request(home_agent=IPv4Address(home_agent)), policy, node, sent)
+    reply = pull_registration_reply(encode_reply(verdict))
+    assert (reply.code, reply.lifetime, reply.home_agent) == (ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS, 0, HA)
+    assert verify(reply.raw, reply.mn_ha_auth, mn.sa)  # the mobile node can trust what it learns
+    assert verdict.accepted_identification is None  # no state changes on discovery
+    assert reply_address(sent, policy) == ReplyAddress(HA, 434, COA, 40000)
+
+
+def test_reply_to_a_foreign_agent_we_share_a_key_with_is_signed_for_it(mn, policy, node) -> None:
+    """132 because the FA-HA extension is missing: still signed with the FA's key, or it would be dropped."""
+    fa_sa = SecurityAssociation(600, FA_KEY)
+    verdict = run(mn.request(), policy, node, Arrival(FA, 434, HA), ForeignAgentRecord(FA, (fa_sa,)))
+    reply = pull_registration_reply(encode_reply(verdict))
+    assert reply.code == ReplyCode.FA_FAILED_AUTHENTICATION
+    assert verify(reply.raw, reply.mn_ha_auth, mn.sa)
+    assert verify(reply.raw, reply.fa_ha_auth, fa_sa)
+
+
+def test_encoder_writes_exactly_the_built_reply_signed(mn, policy, node) -> None:
+    """encode_reply writes bytes directly; they must be build_reply's message, signed by the codec."""
+    from ha.protocol import ExtensionType, push_registration_reply
+
+    fa_sa = SecurityAssociation(600, FA_KEY)
+    signer = Registration(sa=mn.sa, fa_sa=fa_sa)
+    agent = ForeignAgentRecord(FA, (fa_sa,))
+    requests = [
+        (signer.request(), agent),
+        (signer.request(before=(MobileNodeNai("mn1@example.net"),)), agent),
+        (signer.request(fa_extensions=(MobileForeignChallenge(b"\x01\x02\x03"),)), agent),
+        (mn.request(sign=False), None),
+        (mn.request(identification=5), None),
+        (mn.request(home_agent=IPv4Address("10.0.0.255")), None),
+    ]
+    for request, foreign_agent in requests:
+        verdict = run(request, policy, node, Arrival(FA, 434, HA), foreign_agent)
+        sign = {}
+        if verdict.security_association is not None:
+            sign[ExtensionType.MN_HA_AUTH] = verdict.security_association
+        if verdict.fa_security_association is not None:
+            sign[ExtensionType.FA_HA_AUTH] = verdict.fa_security_association
+        assert encode_reply(verdict) == push_registration_reply(build_reply(verdict), sign=sign), verdict
