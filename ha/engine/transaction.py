@@ -147,10 +147,11 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
             path=f"{path}/address-pool[name='{pool_name}']",
             app_tag="pool-address-in-use",
         )
-    kept = set(drop)
+    dropped = set(drop)
+    holders = {address: name for name, address in assigned.items() if name not in dropped}
     for home, name in by_home.items():  # a new static address must not be someone's pool address
-        holder = next((n for n, a in assigned.items() if a == home and n != name and n not in kept), None)
-        if holder is not None:
+        holder = holders.get(home)
+        if holder is not None and holder != name:
             raise ConfigRefused(
                 f"home address {IPv4Address(home)} of {name} is assigned to {holder} from a pool",
                 path=f"{path}/mobile-node[name='{name}']/home-address",

@@ -213,3 +213,15 @@ def test_prepare_says_when_the_socket_must_be_reopened():
     assert h.engine.prepare(two_nodes(udp_port=4434)).rebind
     assert h.engine.prepare(vr_config([], address="192.0.2.9")).rebind
     assert h.engine.prepare(replace(two_nodes(), home_agent=None)).rebind
+
+
+def test_a_static_address_held_from_a_pool_is_refused():
+    h = harness(pool_config("10.2.0.9"))
+    assert h.register("0.0.0.0", COA1, nai="dyn@example.net").home_address == IPv4Address("10.2.0.1")
+    taken = pool_config("10.2.0.9")
+    clash = replace(taken, mobile_nodes={**taken.mobile_nodes, "x": node("x", "10.2.0.1")})
+    with pytest.raises(ConfigRefused, match="assigned to dyn") as refused:
+        h.engine.prepare(clash)
+    assert refused.value.path.endswith("mobile-node[name='x']/home-address")
+    h.engine.clear_bindings()
+    h.engine.apply(h.engine.prepare(clash))  # free again: accepted
