@@ -675,3 +675,45 @@ def test_stored_data_carries_no_request_envelope_namespaces(c):
     )
     c.ok(edit(vr(f'<mobile-node><name>a</name><nai nc:operation="create" {nc}>a@x</nai></mobile-node>')))
     assert "xmlns:nc" not in running(c)
+
+
+def test_cancel_commit_of_another_sessions_confirmed_commit(h, c):
+    c2 = h.client()
+    c.ok(edit(vr(HA), target="candidate"))
+    c.ok("<commit><confirmed/></commit>")
+    e = errors(c2.rpc("<cancel-commit/>"))[0]
+    assert e["error-tag"] == "in-use" and e["info"] == {"session-id": str(c.sess.id)}
+    c.ok("<cancel-commit/>")
+    assert len(c.data("<get-config><source><running/></source></get-config>")) == 0
+
+
+def test_get_data_xpath_and_candidate(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5") + mn("b", "10.0.0.6")), target="candidate"))
+    nmda = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+    r = c.rpc(
+        f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores">'
+        f"<datastore>ds:candidate</datastore><xpath-filter xmlns:q='{M}'>/q:virtual-routers/q:virtual-router/q:mobile-node[q:name='b']</xpath-filter>"
+        "</get-data>"
+    )
+    d = r.find(f"{{{nmda}}}data")
+    assert [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)] == ["b"]
+
+
+def test_get_schema_version_and_format(c):
+    ns = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
+    d = c.rpc(
+        f"<get-schema xmlns='{ns}'><identifier>ietf-netconf-with-defaults</identifier><version>2011-06-01</version><format>yang</format></get-schema>"
+    )
+    assert "module ietf-netconf-with-defaults" in d.findtext(f"{{{ns}}}data")
+    e = errors(
+        c.rpc(
+            f"<get-schema xmlns='{ns}'><identifier>ietf-netconf-with-defaults</identifier><version>1999-01-01</version></get-schema>"
+        )
+    )[0]
+    assert e["error-tag"] == "invalid-value"
+    e = errors(
+        c.rpc(
+            f"<get-schema xmlns='{ns}'><identifier>mipha-home-agent</identifier><format>yin</format></get-schema>"
+        )
+    )[0]
+    assert e["error-tag"] == "invalid-value"
