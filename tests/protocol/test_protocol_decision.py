@@ -427,3 +427,51 @@ def test_policy_validation() -> None:
     policy = HomeAgentPolicy(address=HA, reverse_tunnel="required", encapsulations=["gre"])
     assert policy.reverse_tunnel is ReverseTunnelPolicy.REQUIRED
     assert policy.encapsulations == frozenset({Encapsulation.GRE})
+
+
+class TestProcessingOrder:
+    """RFC 5944 §3.8 / docs §4: with several faults at once, the earliest check decides.
+
+    Each fault is applied together with every fault that comes after it in the order; the verdict must
+    be the earliest one's code.  Each fault alone must also be refused with its code, so that the
+    combined case cannot pass by accident.
+    """
+
+    FA_SA = SecurityAssociation(600, FA_KEY)
+    ORDER = [
+        ("zero home address without NAI", 134),
+        ("home agent field not ours", 136),
+        ("bad authenticator", 131),
+        ("stale timestamp", 133),
+        ("foreign agent without FA-HA", 132),
+        ("critical vendor extension", 140),
+        ("multicast care-of address", 134),
+        ("reverse tunnel refused", 137),
+    ]
+
+    def verdict_with(self, faults: set[str], mn, policy, node):
+        args: dict = {}
+        if "zero home address without NAI" in faults:
+            args["home_address"] = IPv4Address(0)
+        if "home agent field not ours" in faults:
+            args["home_agent"] = IPv4Address("10.0.0.2")
+        if "bad authenticator" in faults:
+            args["sign"] = False
+        if "stale timestamp" in faults:
+            args["identification"] = ntp_timestamp(WALLCLOCK - 3600)
+        if "critical vendor extension" in faults:
+            args["before"] = (CriticalVendorExtension(5535, 1, b"x"),)
+        if "multicast care-of address" in faults:
+            args["care_of_address"] = IPv4Address("224.0.0.5")
+        if "reverse tunnel refused" in faults:
+            args["flags"] = F.T
+            policy = replace(policy, reverse_tunnel=ReverseTunnelPolicy.DISABLED)
+        agent = ForeignAgentRecord(FA, (self.FA_SA,)) if "foreign agent without FA-HA" in faults else None
+        return run(mn.request(**args), policy, node, Arrival(FA, 434, HA), foreign_agent=agent)
+
+    @pytest.mark.parametrize("position", range(len(ORDER)), ids=[name for name, _ in ORDER])
+    def test_the_earliest_fault_wins(self, mn, policy, node, position: int) -> None:
+        name, code = self.ORDER[position]
+        later = {fault for fault, _ in self.ORDER[position:]}
+        denied(self.verdict_with(later, mn, policy, node), ReplyCode(code))
+        denied(self.verdict_with({name}, mn, policy, node), ReplyCode(code))
