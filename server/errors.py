@@ -6,8 +6,9 @@ RFC 6241 Appendix A needs; `rpc.py` renders it. Several errors in one reply trav
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
@@ -106,6 +107,34 @@ def combine(errors: Iterable[RpcError]) -> RpcError:
         severity=first.severity,
         extra=tuple(e for err in errs[1:] for e in err.all()) + first.extra,
     )
+
+
+_TOKEN = re.compile(r"([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
+
+
+def _reprefix_path(path: str, rename: dict[str, str]) -> str:
+    """Rename prefixes outside quoted key values ('2001:db8::1' stays as it is)."""
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", path)
+    for i in range(0, len(parts), 2):
+        parts[i] = _TOKEN.sub(lambda m: rename.get(m.group(1), m.group(1)) + ":", parts[i])
+    return "".join(parts)
+
+
+def with_request_prefixes(err: RpcError, prefix_of: dict[str, str]) -> RpcError:
+    """Rewrite every error's path (and non-unique info) into the prefixes the request used.
+
+    `prefix_of` maps namespace → the request's prefix for it; prefixes of other namespaces stay."""
+    out = []
+    for e in err.all():
+        nsmap = dict(e.path_nsmap or {})
+        rename = {p: prefix_of[ns] for p, ns in nsmap.items() if p and ns in prefix_of}
+        if not rename or not e.path:
+            out.append(replace(e, extra=()))
+            continue
+        new_nsmap = {rename.get(p, p): ns for p, ns in nsmap.items()}
+        info = tuple((k, _reprefix_path(v, rename) if k == "non-unique" else v) for k, v in e.info)
+        out.append(replace(e, path=_reprefix_path(e.path, rename), path_nsmap=new_nsmap, info=info, extra=()))
+    return combine(out)
 
 
 def malformed(message: str) -> RpcError:

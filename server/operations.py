@@ -17,7 +17,7 @@ from server import notifications as ev
 from server.datastore import DATASTORES
 from server.defaults import MODES as WD_MODES
 from server.edit import DEFAULT_OPS, ERROR_OPTIONS, EditEngine
-from server.errors import RpcError, combine
+from server.errors import RpcError, combine, with_request_prefixes
 from server.filters import SubtreeFilter, xpath_filter
 from server.monitoring import get_schema
 from server.operational import StateRequest
@@ -72,6 +72,16 @@ def _datastore_ref(op: etree._Element, which: str, *, allow_config: bool = False
             "bad-element", f"unknown datastore {name}", type="protocol", info=(("bad-element", name),)
         )
     return name
+
+
+def request_prefixes(el: etree._Element) -> dict[str, str]:
+    """namespace → the prefix the request bound to it (walked only when an error is reported)."""
+    out: dict[str, str] = {}
+    for e in el.iter():
+        for p, ns in e.nsmap.items():
+            if p and ns not in out:
+                out[ns] = p
+    return out
 
 
 def _wd_mode(op: etree._Element) -> str:
@@ -175,6 +185,36 @@ def _engine(sess: NetconfSession, error_option: str, config_el: etree._Element) 
     )
 
 
+def _errors_in_request_prefixes(config_of: Callable[[etree._Element], etree._Element | None]):
+    """Decorator: error-paths (also those from validation of the whole datastore, which speak the
+    stored data's prefixes) are rewritten into the prefixes of the request's config."""
+
+    def wrap(fn: Handler) -> Handler:
+        def handler(sess: NetconfSession, op: etree._Element):
+            try:
+                return fn(sess, op)
+            except RpcError as err:
+                config = config_of(op)
+                if config is None:
+                    raise
+                raise with_request_prefixes(err, request_prefixes(config)) from None
+
+        handler.__doc__ = fn.__doc__
+        return handler
+
+    return wrap
+
+
+def _config_of_edit(op: etree._Element) -> etree._Element | None:
+    return _child(op, "config")
+
+
+def _config_of_source(op: etree._Element) -> etree._Element | None:
+    src = _child(op, "source")
+    return None if src is None else src.find(nc("config"))
+
+
+@_errors_in_request_prefixes(_config_of_edit)
 def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     core = sess.core
     target = _datastore_ref(op, "target")
@@ -261,6 +301,7 @@ def _inline_config(sess: NetconfSession, config_el: etree._Element) -> Forest:
     return new
 
 
+@_errors_in_request_prefixes(_config_of_source)
 def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     core = sess.core
     target = _datastore_ref(op, "target")
@@ -375,6 +416,7 @@ def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
+@_errors_in_request_prefixes(_config_of_source)
 def op_validate(sess: NetconfSession, op: etree._Element) -> None:
     source = _datastore_ref(op, "source", allow_config=True)
     data = sess.core.ds.get(source) if isinstance(source, str) else _inline_config(sess, source)

@@ -717,3 +717,17 @@ def test_get_schema_version_and_format(c):
         )
     )[0]
     assert e["error-tag"] == "invalid-value"
+
+
+def test_validation_error_path_uses_request_prefixes(c):
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))  # stored with the default namespace
+    body = (
+        f'<edit-config><target><running/></target><config><h:virtual-routers xmlns:h="{M}">'
+        "<h:virtual-router><h:name>default</h:name><h:mobile-node><h:name>b</h:name>"
+        "<h:home-address>10.0.0.5</h:home-address></h:mobile-node></h:virtual-router></h:virtual-routers></config></edit-config>"
+    )
+    r = c.rpc(body)
+    e = errors(r)[0]
+    assert e["error-app-tag"] == "data-not-unique"
+    assert e["error-path"].startswith("/h:virtual-routers/h:virtual-router[h:name='default']/h:mobile-node[")
+    assert r.find(".//nc:error-path", NS).nsmap["h"] == M
