@@ -402,8 +402,8 @@ def push_registration_reply(reply: RegistrationReply, *, sign: Signers | None = 
 def push_signed_reply(
     code: int,
     lifetime: int,
-    home_address: IPv4Address,
-    home_agent: IPv4Address,
+    home_address: int,
+    home_agent: int,
     identification: int,
     nai: MobileNodeNai | None = None,
     mn_ha: SecurityAssociation | None = None,
@@ -414,9 +414,10 @@ def push_signed_reply(
 
     Same bytes as ``push_registration_reply`` of the equivalent ``RegistrationReply`` signed with
     ``mn_ha`` / ``fa_ha``, without building the message and extension objects first: this runs once
-    per request.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each one when given).
+    per request.  Addresses are integers.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each
+    one when given).
     """
-    out = _REPLY_FIXED.pack(_REPLY, code, lifetime, int(home_address), int(home_agent), identification)
+    out = _REPLY_FIXED.pack(_REPLY, code, lifetime, home_address, home_agent, identification)
     if nai is not None:
         out += _write_nai(nai)
     if mn_ha is not None:

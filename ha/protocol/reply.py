@@ -97,12 +97,14 @@ def build_reply(verdict: Verdict) -> RegistrationReply:
 def encode_reply(verdict: Verdict) -> bytes:
     """The signed reply datagram for a verdict: :func:`build_reply`'s message, signed, in one step."""
     code, lifetime, home_address, home_agent = _header(verdict)
-    nai, challenge = _echoed(verdict.request)
+    request = verdict.request
+    nai, challenge = _echoed(request)
+    request_home, request_agent, _coa = request.integers
     return push_signed_reply(
         code,
         lifetime,
-        home_address,
-        home_agent,
+        request_home if home_address is request.home_address else int(home_address),
+        request_agent if home_agent is request.home_agent else int(home_agent),
         verdict.reply_identification,
         nai,
         verdict.security_association,
