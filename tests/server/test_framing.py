@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.framing import NEED_DATA, Framer, FramingError
 
@@ -118,3 +120,30 @@ def test_eom_search_does_not_rescan(monkeypatch):
     f.receive_data(b"]]>]]>")
     assert f.next_message() == b"y" * 200_000
     assert scanned < 3 * 200_006  # quadratic rescanning would be ~2000x larger
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    messages=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5),
+    sizes=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=40),
+)
+def test_chunked_roundtrip_any_split(messages, sizes, cuts):
+    """Any message, cut into any chunk sizes, delivered in any pieces, comes out whole and in order."""
+    stream = b""
+    for m in messages:
+        pos, i = 0, 0
+        while pos < len(m):
+            n = sizes[i % len(sizes)]
+            stream += b"\n#%d\n" % len(m[pos : pos + n]) + m[pos : pos + n]
+            pos, i = pos + n, i + 1
+        stream += b"\n##\n"
+    f = Framer()
+    f.use_chunked()
+    out, pos, i = [], 0, 0
+    while pos < len(stream):
+        n = cuts[i % len(cuts)]
+        f.receive_data(stream[pos : pos + n])
+        out.extend(drain(f))
+        pos, i = pos + n, i + 1
+    assert out == messages
