@@ -55,6 +55,7 @@ class IpipPlane(KernelPlane):
         for key, (ifindex, ifname) in self._existing().items():
             tunnel = self._tunnels.setdefault(key, Tunnel(*key, 0, ifindex, ifname))
             self._current.setdefault(tunnel.coa, tunnel)
+            self._dirty_coas.add(tunnel.coa)
 
     def _existing(self) -> dict[TunnelKey, tuple[int, str]]:
         """mipha tunnel devices in the namespace: (CoA, encapsulation) -> (ifindex, ifname)."""
@@ -124,11 +125,10 @@ class IpipPlane(KernelPlane):
 
     def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
         totals = [0, 0, 0, 0]
-        for t in self._tunnels.values():
-            if t.coa == coa:
-                s = self._stats.get(t.ifindex, {})
-                for i, name in enumerate(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")):
-                    totals[i] += s.get(name, 0)
+        for t in self._tunnels_to(coa):
+            s = self._stats.get(t.ifindex, {})
+            for i, name in enumerate(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")):
+                totals[i] += s.get(name, 0)
         return totals[0], totals[1], totals[2], totals[3]
 
     def _link_stats(self) -> dict[int, dict[str, int]]:

@@ -41,6 +41,7 @@ from .ownership import MIPHA_RULE_PRIORITY, MIPHA_TABLE, RTPROT_MIPHA
 log = logging.getLogger(__name__)
 
 ETH_P_ARP = 0x0806
+INLINE_FLUSH_MAX = 64
 ARP_REQUEST = 1
 ARP_REPLY = 2
 
@@ -81,6 +82,8 @@ class KernelPlane(DataPlane):
         ProxyArp: "_proxy_arp",
         GratuitousArp: "_gratuitous_arp",
     }
+    #: True when creating a tunnel touches the kernel (so it must run on the namespace's thread).
+    TUNNELS_IN_KERNEL: ClassVar[bool] = True
 
     def __init__(
         self, vr: VirtualRouterPlane, *, table: int = MIPHA_TABLE, proto: int = RTPROT_MIPHA
@@ -95,6 +98,12 @@ class KernelPlane(DataPlane):
         self._current: dict[IPv4Address, Tunnel] = {}
         self._homes: dict[IPv4Address, tuple[IPv4Address, ...]] = {}
         self._reverse: dict[IPv4Address, bool] = {}
+        # Reverse index and change tracking, so one registration costs O(1) whatever the table size.
+        self._homes_by_coa: dict[IPv4Address, set[IPv4Address]] = {}
+        self._dirty_homes: set[IPv4Address] = set()
+        self._dirty_coas: set[IPv4Address] = set()
+        self._full_refresh = True
+        self._lock = asyncio.Lock()
         self._proxied: set[IPv4Address] = set()
         self._route_ops: dict[IPv4Address, int | None] = {}  # address -> oif (add/replace) or None (delete)
         self._proxy_ops: dict[IPv4Address, bool] = {}
@@ -218,38 +227,57 @@ class KernelPlane(DataPlane):
         self._current.clear()
         self._homes.clear()
         self._reverse.clear()
+        self._homes_by_coa.clear()
+        self._full_refresh = True
         self._proxied.clear()
 
     # -- intents -----------------------------------------------------------------------------------
 
     async def apply(self, intents: Iterable[Intent]) -> None:
-        try:
-            for intent in intents:
-                handler = self._dispatch.get(type(intent))
-                if handler is None:
-                    raise DataPlaneError(f"{self.name} backend cannot handle {type(intent).__name__}")
-                if isinstance(intent, ReleaseTunnel):
-                    await self._acall(self._flush)  # routes leave the device before it goes
-                handler(intent)
-        finally:
-            await self._acall(self._flush)
-            self._on_homes_changed()
+        async with self._lock:  # one batch at a time: the pending-change tables are shared
+            try:
+                for intent in intents:
+                    handler = self._dispatch.get(type(intent))
+                    if handler is None:
+                        raise DataPlaneError(f"{self.name} backend cannot handle {type(intent).__name__}")
+                    if isinstance(intent, ReleaseTunnel):
+                        await self._flush_soon()  # routes leave the device before it goes
+                    handler(intent)
+            finally:
+                await self._flush_soon()
+                self._on_homes_changed()
         garps, self._garps = self._garps, []
         for garp in garps:
             task = asyncio.get_running_loop().create_task(self._garp_burst(garp))
             self._garp_tasks.add(task)
             task.add_done_callback(self._garp_tasks.discard)
 
+    async def _flush_soon(self) -> None:
+        """Send pending changes: inline when few (a netlink socket works from any thread; this saves
+        two thread hops per registration), on the netns thread when many (keeps the loop responsive)."""
+        if len(self._route_ops) + len(self._proxy_ops) <= INLINE_FLUSH_MAX:
+            self._flush()
+        else:
+            await self._acall(self._flush)
+
+    def _tunnels_to(self, coa: IPv4Address) -> list[Tunnel]:
+        """Every tunnel to ``coa`` (one per encapsulation in use)."""
+        return [t for e in Encapsulation if (t := self._tunnels.get((coa, e))) is not None]
+
     def _ensure_tunnel(self, intent: EnsureTunnel) -> None:
         key = (intent.care_of_address, intent.encapsulation)
         tunnel = self._tunnels.get(key)
         if tunnel is None:
             tunnel = Tunnel(*key)
-            self._call(self._create_tunnel, tunnel)
+            if self.TUNNELS_IN_KERNEL:
+                self._call(self._create_tunnel, tunnel)
+            else:
+                self._create_tunnel(tunnel)
             self._tunnels[key] = tunnel
         tunnel.refs += 1
         if self._current.get(tunnel.coa) is not tunnel:
             self._current[tunnel.coa] = tunnel
+            self._dirty_coas.add(tunnel.coa)
             self._reroute(tunnel.coa)
 
     def _release_tunnel(self, intent: ReleaseTunnel) -> None:
@@ -262,21 +290,42 @@ class KernelPlane(DataPlane):
         if tunnel.refs > 0:
             return
         del self._tunnels[key]
+        self._dirty_coas.add(tunnel.coa)
         if self._current.get(tunnel.coa) is tunnel:
-            other = next((t for t in self._tunnels.values() if t.coa == tunnel.coa), None)
+            other = next(iter(self._tunnels_to(tunnel.coa)), None)
             if other is None:
                 del self._current[tunnel.coa]
             else:  # the CoA's routes move to its other tunnel before this one goes
                 self._current[tunnel.coa] = other
                 self._reroute(tunnel.coa)
                 self._call(self._flush)
-        self._call(self._delete_tunnel, tunnel)
+        if self.TUNNELS_IN_KERNEL:
+            self._call(self._delete_tunnel, tunnel)
+        else:
+            self._delete_tunnel(tunnel)
 
     def _reroute(self, coa: IPv4Address) -> None:
         """Queue route updates for home addresses whose device depends on ``coa``'s current tunnel."""
-        for hoa, coas in self._homes.items():
-            if coa in coas:
-                self._route_ops[hoa] = self._route_oif(coas)
+        for hoa in self._homes_by_coa.get(coa, ()):
+            self._route_ops[hoa] = self._route_oif(self._homes[hoa])
+            self._dirty_homes.add(hoa)
+
+    def _index_home(self, hoa: IPv4Address, coas: tuple[IPv4Address, ...]) -> None:
+        """Record ``hoa`` -> ``coas`` (empty: forget it) in the tables and the reverse index."""
+        for old in self._homes.get(hoa, ()):
+            users = self._homes_by_coa.get(old)
+            if users is not None:
+                users.discard(hoa)
+                if not users:
+                    del self._homes_by_coa[old]
+        if coas:
+            self._homes[hoa] = coas
+            for coa in coas:
+                self._homes_by_coa.setdefault(coa, set()).add(hoa)
+        else:
+            self._homes.pop(hoa, None)
+            self._reverse.pop(hoa, None)
+        self._dirty_homes.add(hoa)
 
     def _set_home_route(self, intent: SetHomeRoute) -> None:
         if not intent.care_of_addresses:
@@ -285,13 +334,12 @@ class KernelPlane(DataPlane):
         for coa in intent.care_of_addresses:
             if coa not in self._current:
                 raise DataPlaneError(f"no tunnel to {coa} for home address {intent.home_address}")
-        self._homes[intent.home_address] = intent.care_of_addresses
+        self._index_home(intent.home_address, intent.care_of_addresses)
         self._reverse[intent.home_address] = intent.reverse_tunnel
         self._route_ops[intent.home_address] = self._route_oif(intent.care_of_addresses)
 
     def _remove_home_route(self, intent: RemoveHomeRoute) -> None:
-        self._homes.pop(intent.home_address, None)
-        self._reverse.pop(intent.home_address, None)
+        self._index_home(intent.home_address, ())
         self._route_ops[intent.home_address] = None
 
     def _proxy_arp(self, intent: ProxyArp) -> None:
@@ -316,7 +364,7 @@ class KernelPlane(DataPlane):
         self._garps.append(intent)
 
     def _flush(self) -> None:
-        """Send the accumulated route / proxy changes as netlink batches (runs on the netns thread)."""
+        """Send the accumulated route / proxy changes as netlink batches (see :meth:`_flush_soon`)."""
         route_ops, self._route_ops = self._route_ops, {}
         proxy_ops, self._proxy_ops = self._proxy_ops, {}
         by_oif: dict[int | None, list[IPv4Address]] = {}
@@ -371,8 +419,9 @@ class KernelPlane(DataPlane):
 
     async def resync(self, desired: Iterable[DesiredBinding]) -> None:
         wanted = list(desired)
-        await self._acall(self._resync, wanted)
-        self._on_homes_changed()
+        async with self._lock:
+            await self._acall(self._resync, wanted)
+            self._on_homes_changed()
 
     def _resync(self, wanted: list[DesiredBinding]) -> None:
         """Dump what carries our marks, diff with ``wanted``, batch the difference (netns thread)."""
@@ -387,6 +436,11 @@ class KernelPlane(DataPlane):
         self._current = {t.coa: t for t in refs.values()}
         self._homes = {b.home_address: b.care_of_addresses for b in wanted if b.care_of_addresses}
         self._reverse = {b.home_address: b.reverse_tunnel for b in wanted}
+        self._homes_by_coa = {}
+        for hoa, coas in self._homes.items():
+            for coa in coas:
+                self._homes_by_coa.setdefault(coa, set()).add(hoa)
+        self._full_refresh = True
         self._reconcile_routes({hoa: self._route_oif(coas) for hoa, coas in self._homes.items()})
         self._proxied = set(self._homes) if self.home_ifindex else set()
         self._reconcile_proxies(self._proxied if self.proxy_per_entry else set())
@@ -451,13 +505,20 @@ class KernelPlane(DataPlane):
         raise NotImplementedError
 
     def _on_homes_changed(self) -> None:
-        """Bindings changed: refresh fast-path tables (tun backend)."""
+        """Bindings changed: let the backend refresh its fast path, then forget what changed."""
+        self._refresh(self._full_refresh, self._dirty_homes, self._dirty_coas)
+        self._full_refresh = False
+        self._dirty_homes = set()
+        self._dirty_coas = set()
+
+    def _refresh(self, full: bool, homes: set[IPv4Address], coas: set[IPv4Address]) -> None:
+        """Refresh fast-path tables: everything (``full``) or only these home / care-of addresses."""
 
     def tunnels(self) -> list[TunnelCounters]:
         """One entry per care-of address (the YANG list key); counters come from :meth:`_counters`."""
         out = []
         for coa in sorted(self._current):
-            refs = sum(t.refs for t in self._tunnels.values() if t.coa == coa)
+            refs = sum(t.refs for t in self._tunnels_to(coa))
             out.append(TunnelCounters(coa, self._current[coa].ifname, refs, *self._counters(coa)))
         return out
 

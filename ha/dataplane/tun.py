@@ -114,6 +114,7 @@ class TunPlane(KernelPlane):
     """Userspace IP-in-IP home agent data plane for one virtual router."""
 
     name = "tun"
+    TUNNELS_IN_KERNEL = False  # tunnels are fast-path entries only
 
     def __init__(
         self,
@@ -227,27 +228,47 @@ class TunPlane(KernelPlane):
     def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
         return self.tun_ifindex
 
-    def _on_homes_changed(self) -> None:
-        """Rebuild the per-packet tables (keys are packed addresses: no parsing on the fast path).
+    def _refresh(self, full: bool, homes: set[IPv4Address], coas: set[IPv4Address]) -> None:
+        """Update the per-packet tables (keys are packed addresses: no parsing on the fast path).
 
-        A CoA keeps its counters across rebuilds; its encapsulation is that of its current tunnel.
+        Incremental after ``apply`` (only the home and care-of addresses touched), complete after
+        ``resync``.  A CoA keeps its counters; its encapsulation is that of its current tunnel.
         """
-        paths: dict[IPv4Address, _Path] = {}
-        for coa, tunnel in self._current.items():
-            path = self._paths.get(coa) or _Path(coa, (str(coa), 0), coa.packed, False, self.tunnel_mtu)
+        if full:
+            self._paths = {c: p for c, p in self._paths.items() if c in self._current}
+            coas = set(self._current)
+            homes = set(self._homes)
+            self._fwd.clear()
+            self._rev.clear()
+            self._by_packed = {p.packed: p for p in self._paths.values()}
+        for coa in coas:
+            tunnel = self._current.get(coa)
+            if tunnel is None:
+                gone = self._paths.pop(coa, None)
+                if gone is not None:
+                    self._by_packed.pop(gone.packed, None)
+                homes |= self._homes_by_coa.get(coa, set())
+                continue
+            path = self._paths.get(coa)
+            if path is None:
+                path = _Path(coa, (str(coa), 0), coa.packed, False, self.tunnel_mtu)
+                self._paths[coa] = path
+                self._by_packed[path.packed] = path
             path.gre = tunnel.encapsulation == Encapsulation.GRE
             path.tx, path.tx_df = self._tx.get((False, False)), self._tx.get((False, True))
-            paths[coa] = path
-        self._paths = paths
-        self._by_packed = {p.packed: p for p in paths.values()}
-        self._fwd = {
-            hoa.packed: tuple(paths[c] for c in coas if c in paths) for hoa, coas in self._homes.items()
-        }
-        self._rev = {
-            hoa.packed: frozenset(c.packed for c in coas)
-            for hoa, coas in self._homes.items()
-            if self._reverse.get(hoa, True)
-        }
+        paths = self._paths
+        for hoa in homes:
+            key = hoa.packed
+            bound = self._homes.get(hoa)
+            if bound is None:
+                self._fwd.pop(key, None)
+                self._rev.pop(key, None)
+                continue
+            self._fwd[key] = tuple(paths[c] for c in bound if c in paths)
+            if self._reverse.get(hoa, True):
+                self._rev[key] = frozenset(c.packed for c in bound)
+            else:
+                self._rev.pop(key, None)
 
     def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
         p = self._paths.get(coa)
