@@ -73,6 +73,10 @@ class SecurityAssociation:
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_outer", outer)
 
+    def __reduce__(self) -> tuple[type[SecurityAssociation], tuple[int, bytes, str, str]]:
+        """Copy and pickle by the configured values; the MD5 states (not picklable) are derived again."""
+        return SecurityAssociation, (self.spi, self.key, self.algorithm, self.replay_protection)
+
     def authenticator(self, covered: bytes | memoryview) -> bytes:
         """The 16-byte authenticator of ``covered`` under this association's key and algorithm."""
         inner = self._inner.copy()
@@ -108,6 +112,7 @@ def verify(raw: bytes, extension: AuthenticationExtension, sa: SecurityAssociati
     offset = extension.offset
     if extension.spi != sa.spi or offset < 0:
         return False
+    # covered_length(), inlined: this runs for every request
     end = offset + (_LONG_HEADER_COVERED if type(extension) is GeneralizedAuth else _SHORT_HEADER_COVERED)
     if end > len(raw):
         return False

@@ -174,8 +174,10 @@ class BindingAction(StrEnum):
 class Deny:
     """The request is refused with ``code``; no binding changes.
 
-    ``security_association`` (the mobile node's, when the request named one the home agent holds)
-    and ``fa_security_association`` sign the reply.  ``accepted_identification`` / ``ha_nonce``
+    ``security_association`` and ``fa_security_association`` sign the reply: the associations the
+    request named when the home agent holds them, else the first one configured for that mobile node /
+    foreign agent (every reply for which a key is known is authenticated); ``spi`` is the SPI the
+    request carried.  ``accepted_identification`` / ``ha_nonce``
     are replay state to store even though the request is denied (the request was authentic and
     fresh, or a nonce was issued).  ``violation`` is set for authentication failures (131-133).
     """

@@ -31,7 +31,10 @@ from .messages import (
 
 @dataclass(slots=True)
 class ReplyAddress:
-    """IP/UDP addressing of a reply (RFC 5944 §3.8.3.1): back to where the request came from."""
+    """IP/UDP addressing of a reply (RFC 5944 §3.8.3.1): back to where the request came from.
+
+    One per request, so not frozen (see ``decision``'s docstring); read-only all the same.
+    """
 
     source: IPv4Address
     source_port: int

@@ -15,6 +15,7 @@ from ha.protocol import (
     MobileForeignAuth,
     MobileHomeAuth,
     RegistrationRequest,
+    ReplayProtection,
     SecurityAssociation,
     compute_authenticator,
     pull_registration_request,
@@ -172,3 +173,14 @@ def test_rfc2202_long_key_vectors_through_a_security_association() -> None:
     for key, data, digest in RFC2202:
         if len(key) >= 16:
             assert SecurityAssociation(256, key).authenticator(data).hex() == digest
+
+
+def test_security_associations_copy_and_pickle_by_value() -> None:
+    """The derived MD5 states cannot be pickled; copies are rebuilt from the configured values."""
+    import copy
+    import pickle
+
+    sa = SecurityAssociation(4096, KEY, AuthAlgorithm.KEYED_MD5_PREFIX_SUFFIX, ReplayProtection.NONCE)
+    for clone in (copy.deepcopy(sa), copy.copy(sa), pickle.loads(pickle.dumps(sa))):
+        assert clone == sa and hash(clone) == hash(sa)
+        assert clone.authenticator(b"covered") == sa.authenticator(b"covered")
