@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from ha.dataplane.base import DesiredBinding
 from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
 from ha.dataplane.intents import (
     EnsureTunnel,
@@ -725,6 +726,30 @@ class HomeAgent:
         """Every binding of one home address (its care-of addresses, ascending)."""
         when = self._now if now is None else now
         return [self._info(b, when) for b in self._table.for_home(int(home_address))]
+
+    def desired_bindings(self) -> Iterator[DesiredBinding]:
+        """What the data plane must hold, one entry per bound home address in key order.
+
+        The input of ``DataPlane.resync`` after a backend restart (or to repair drift): it restates
+        the effect of every intent emitted so far.  The encapsulation is that of the first binding.
+        """
+        group: list[Binding] = []
+        for binding in self._table:
+            if group and group[0].home_address != binding.home_address:
+                yield self._desired(group)
+                group = []
+            group.append(binding)
+        if group:
+            yield self._desired(group)
+
+    @staticmethod
+    def _desired(group: list[Binding]) -> DesiredBinding:
+        return DesiredBinding(
+            IPv4Address(group[0].home_address),
+            tuple(IPv4Address(b.care_of_address) for b in group),
+            group[0].encapsulation,
+            any(b.flags & _T_BIT for b in group),
+        )
 
     def pool_usage(self, name: str) -> PoolUsage | None:
         pool = self._pools.get(name)

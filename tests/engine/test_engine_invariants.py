@@ -34,6 +34,9 @@ def check(h) -> None:
         routes.setdefault(b.home_address, ())
         routes[b.home_address] += (b.care_of_address,)
     assert h.plane.routes == routes
+    desired = list(engine.desired_bindings())
+    assert {d.home_address: d.care_of_addresses for d in desired} == routes
+    assert {d.home_address: d.reverse_tunnel for d in desired} == {a: h.plane.reverse[a] for a in routes}
     assert h.plane.proxy_arp == set(routes)
     per_coa = Counter(b.care_of_address for b in bindings)
     assert Counter({coa: n for (coa, _), n in h.plane.tunnels_refs.items()}) == per_coa
