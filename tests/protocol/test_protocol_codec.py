@@ -217,6 +217,8 @@ class TestPoorlyFormed:
             (GeneralizedAuth(1, 256, bytes(16)), GeneralizedAuth(1, 256, bytes(16))),
             (MobileForeignChallenge(b"1"), MobileForeignChallenge(b"2"), MobileHomeAuth(256)),
             (MobileHomeAuth(256), MobileForeignAuth(1), MobileForeignAuth(2)),
+            (MobileHomeAuth(256), ForeignHomeAuth(1, bytes(16)), ForeignHomeAuth(2, bytes(16))),
+            (GeneralizedAuth(1, 256, bytes(16)), MobileHomeAuth(256, bytes(16))),
         ],
         ids=[
             "duplicate-nai",
@@ -228,6 +230,8 @@ class TestPoorlyFormed:
             "duplicate-mn-aaa",
             "duplicate-challenge",
             "duplicate-mn-fa",
+            "duplicate-fa-ha",
+            "mn-aaa-and-mn-ha",
         ],
     )
     def test_structure_rules(self, extensions: tuple) -> None:

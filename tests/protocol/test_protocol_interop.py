@@ -25,6 +25,7 @@ from scapy.utils import wrpcap
 from test_protocol_codec import full_request
 
 from ha.protocol import (
+    Accept,
     Arrival,
     ExtensionType,
     ForeignAgentRecord,
@@ -41,6 +42,7 @@ from ha.protocol import (
     compute_authenticator,
     decide,
     encode_reply,
+    ntp_timestamp,
     pull_registration_request,
     push_registration_reply,
     push_registration_request,
@@ -69,6 +71,30 @@ def test_scapy_request_is_read_field_by_field() -> None:
     assert request.care_of_address == IPv4Address("192.0.2.10")
     assert request.identification == 0x1122334455667788
     assert verify(request.raw, request.mn_ha_auth, SA)
+
+
+def test_scapy_request_with_hand_built_extensions_is_accepted() -> None:
+    """scapy's fixed part + NAI + MN-HA built by hand: the home agent accepts it and signs the reply."""
+    packet = MobileIP(type=1) / MobileIPRRQ(
+        flags=0x02, lifetime=600, homeaddr="10.0.0.5", haaddr="10.0.0.1", coaddr="192.0.2.10"
+    )
+    packet[MobileIPRRQ].id = ntp_timestamp(WALLCLOCK)
+    nai = b"mn1@example.net"
+    covered = bytes(packet) + bytes([131, len(nai)]) + nai + bytes([32, 20]) + (256).to_bytes(4, "big")
+    data = covered + compute_authenticator(SA.algorithm, SA.key, covered)
+    verdict = decide(
+        pull_registration_request(data),
+        policy=HomeAgentPolicy(address=HA),
+        mobile_node=MobileNodeRecord("mn1", (SA,), home_address=HOA),
+        foreign_agent=None,
+        arrival=Arrival(COA, 40000, HA),
+        now=NOW,
+        wallclock=WALLCLOCK,
+    )
+    assert isinstance(verdict, Accept), getattr(verdict, "reason", verdict)
+    assert (verdict.lifetime, verdict.reverse_tunnel, verdict.nai) == (600, True, "mn1@example.net")
+    rrp = MobileIP(encode_reply(verdict))[MobileIPRRP]
+    assert (rrp.code, rrp.lifetime, rrp.id) == (0, 600, ntp_timestamp(WALLCLOCK))
 
 
 def test_scapy_reads_our_reply() -> None:
