@@ -199,6 +199,7 @@ class HomeAgent:
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
         self._nonce_nodes: frozenset[str] = frozenset()
         self._peers: dict[str, IPv4Address] = {}
+        self._reply_to: tuple[str, int] = ("0.0.0.0", 0)
         self._install(prepare_config(self, config))
 
     # --- inputs: datagrams -----------------------------------------------------------------------
@@ -220,6 +221,7 @@ class HomeAgent:
         """
         self._now = now
         self._wall_offset = wallclock - now
+        self._reply_to = source  # the reply goes back to the request's source address and port
         stats = self.statistics
         policy = self._policy
         if policy is None or not data or data[0] != MessageType.REGISTRATION_REQUEST:
@@ -303,9 +305,7 @@ class HomeAgent:
         self.statistics.replies_sent += 1
         policy = self._policy
         if arrival.destination == policy.address:  # the common case: sent to our unicast address
-            return Outgoing(
-                data, (str(arrival.source), arrival.source_port), policy.address, arrival.destination_port
-            )
+            return Outgoing(data, self._reply_to, policy.address, arrival.destination_port)
         address = reply_address(arrival, policy)
         return Outgoing(
             data, (str(address.destination), address.destination_port), address.source, address.source_port
@@ -357,10 +357,14 @@ class HomeAgent:
     def _record(self, node: MobileNode, state: _NodeState | None) -> MobileNodeRecord:
         home = self._home_of(node, state)
         coas = tuple(IPv4Address(c) for c in state.care_of_addresses()) if state is not None else ()
+        if node.home_address is not None:
+            home_address: IPv4Address | None = node.home_address
+        else:
+            home_address = IPv4Address(home) if home is not None else None
         return MobileNodeRecord(
             name=node.name,
             security_associations=tuple(node.security_associations.values()),
-            home_address=IPv4Address(home) if home is not None else None,
+            home_address=home_address,
             dynamic=node.address_pool is not None,
             care_of_addresses=coas,
             last_identification=state.last_identification if state is not None else None,
