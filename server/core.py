@@ -194,10 +194,6 @@ class NetconfCore:
                 type="protocol",
                 info=(("session-id", "0"),),
             )
-        if name == "running" and self.pending is not None and self.pending.session_id != sess.id:
-            raise RpcError(
-                "lock-denied", "a confirmed commit is pending", type="protocol", info=(("session-id", "0"),)
-            )
         self.locks[name] = (sess.id, dt.datetime.now(dt.UTC))
 
     def unlock(self, sess: NetconfSession, name: str) -> None:
