@@ -731,3 +731,62 @@ def test_validation_error_path_uses_request_prefixes(c):
     assert e["error-app-tag"] == "data-not-unique"
     assert e["error-path"].startswith("/h:virtual-routers/h:virtual-router[h:name='default']/h:mobile-node[")
     assert r.find(".//nc:error-path", NS).nsmap["h"] == M
+
+
+def test_leaf_list_operations(c):
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(edit(vr(HA.replace("</home-agent>", "<care-of-access>192.0.2.0/24</care-of-access></home-agent>"))))
+    c.ok(edit(vr("<home-agent><care-of-access>198.51.100.0/24</care-of-access></home-agent>")))
+
+    def coa() -> list[str]:
+        d = c.data("<get-config><source><running/></source></get-config>")
+        return [e.text for e in d.iterfind(".//m:care-of-access", NS)]
+
+    assert coa() == ["192.0.2.0/24", "198.51.100.0/24"]
+    e = errors(
+        c.rpc(
+            edit(
+                vr(
+                    f'<home-agent><care-of-access nc:operation="create" {nc}>192.0.2.0/24</care-of-access></home-agent>'
+                )
+            )
+        )
+    )[0]
+    assert e["error-tag"] == "data-exists"
+    assert e["error-path"].endswith("/mipha:care-of-access[.='192.0.2.0/24']")
+    c.ok(
+        edit(
+            vr(
+                f'<home-agent><care-of-access nc:operation="delete" {nc}>192.0.2.0/24</care-of-access></home-agent>'
+            )
+        )
+    )
+    assert coa() == ["198.51.100.0/24"]
+    e = errors(
+        c.rpc(
+            edit(
+                vr(
+                    f'<home-agent><care-of-access nc:operation="delete" {nc}>192.0.2.0/24</care-of-access></home-agent>'
+                )
+            )
+        )
+    )[0]
+    assert e["error-tag"] == "data-missing"
+
+
+def test_replace_leaf_and_presence_container(c):
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(edit(vr(HA.replace("</home-agent>", "<udp-port>4000</udp-port></home-agent>"))))
+    c.ok(edit(vr(f'<home-agent><udp-port nc:operation="replace" {nc}>5000</udp-port></home-agent>')))
+    d = c.data("<get-config><source><running/></source></get-config>")
+    assert d.findtext(".//m:udp-port", namespaces=NS) == "5000"
+    c.ok(edit(vr(f'<home-agent nc:operation="delete" {nc}/>')))
+    d = c.data("<get-config><source><running/></source></get-config>")
+    assert d.find(".//m:home-agent", NS) is None and d.findtext(".//m:router-id", namespaces=NS) == "10.0.0.1"
+
+
+def test_deleting_a_list_key_leaf_is_refused(c):
+    nc = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    e = errors(c.rpc(edit(vr(f'<mobile-node><name nc:operation="delete" {nc}>a</name></mobile-node>'))))[0]
+    assert e["error-tag"] == "invalid-value"
