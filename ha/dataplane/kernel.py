@@ -141,10 +141,14 @@ class KernelPlane(DataPlane):
         if self.vr.netns is not None and ensure_netns(self.vr.netns):
             log.info("VR %s: created network namespace %s", self.vr.name, self.vr.netns)
         self._ns = NetnsThread(self.vr.netns)
-        self._nl = self._call(nlbatch.RtnlBatch)
-        self._ipr = self._call(IPRoute)
-        await self._acall(self._prepare_namespace)
-        await self._start_backend()
+        try:
+            self._nl = self._call(nlbatch.RtnlBatch)
+            self._ipr = self._call(IPRoute)
+            await self._acall(self._prepare_namespace)
+            await self._start_backend()
+        except BaseException:
+            await self.stop(flush=False)  # release threads, sockets and the TUN; keep kernel state
+            raise
 
     def _prepare_namespace(self) -> None:
         """Forwarding on, proxy_delay 0 and the home interface's MAC, mipha's policy rule."""
@@ -207,12 +211,18 @@ class KernelPlane(DataPlane):
         await self._stop_backend()
         if self._ns is None:
             return
-        if flush:
-            await self._acall(self._flush_kernel)
-        self._call(self.nl.close)
-        self._call(self.ipr.close)
-        self._ns.close()
-        self._ns = None
+        try:
+            if flush:
+                await self._acall(self._flush_kernel)
+        finally:
+            if self._nl is not None:
+                self._call(self._nl.close)
+                self._nl = None
+            if self._ipr is not None:
+                self._call(self._ipr.close)
+                self._ipr = None
+            self._ns.close()
+            self._ns = None
 
     def _flush_kernel(self) -> None:
         """Remove every object of ours from the namespace (and nothing else)."""

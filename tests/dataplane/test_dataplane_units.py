@@ -191,6 +191,22 @@ def test_backend_creates_a_missing_vr_namespace_and_marks_it() -> None:
         netns.release_netns(name)
 
 
+def test_failed_start_leaves_no_thread_and_no_kernel_state(scratch_ns: str) -> None:
+    import threading
+
+    vr = VirtualRouterPlane(
+        name="u", netns=scratch_ns, ha_address=IPv4Address("127.0.0.1"), home_interface="nosuch0"
+    )
+    before = {t.name for t in threading.enumerate()}
+    plane = create_backend("tun", vr)
+    with pytest.raises(DataPlaneError, match="home interface 'nosuch0' not found"):
+        asyncio.run(plane.start())
+    leaked = {t.name for t in threading.enumerate()} - before
+    assert not [name for name in leaked if name.startswith("netns-")]
+    assert "proto 245" not in sh(f"ip -n {scratch_ns} rule")
+    assert "mip-tun" not in sh(f"ip -n {scratch_ns} link")
+
+
 # -- batched netlink -------------------------------------------------------------------------------
 
 
