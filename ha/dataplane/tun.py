@@ -19,7 +19,8 @@ mipha's table, the home link proxies ARP for it.  Userspace side, on the asyncio
   dropped and counted (:attr:`TunPlane.stats`).
 
 Not supported here: minimal encapsulation (RFC 2004) and GRE with checksum/key/sequence bits (such
-packets are dropped and counted); relaying ICMP errors received from inside the tunnel (RFC 2003 §4).
+packets are dropped and counted); relaying ICMP errors received from inside the tunnel other than
+through the kernel's path MTU (RFC 2003 §4).
 """
 
 from __future__ import annotations
