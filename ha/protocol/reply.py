@@ -7,7 +7,7 @@ the MN-FA"), the Foreign-Home authentication extension last (it covers everythin
 Every reply is signed with each key the home agent holds for the request's peers, denials included:
 mobile nodes discard unauthenticated denials (Qualcomm's MN code does), so an unsigned 131/133 would
 only make the mobile node retry blindly.  A reply to a request that could not be parsed (134 from
-the codec) is never signed: nothing in it was authenticated.
+the codec) is signed only when the caller passes the mobile node's association.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .codec import push_registration_reply, push_signed_reply
+from .auth import SecurityAssociation
+from .codec import push_signed_reply
 from .decision import Accept, Arrival, Deny, HomeAgentPolicy, Verdict
 from .errors import ProtocolError
 from .messages import (
@@ -116,16 +117,19 @@ def encode_reply(verdict: Verdict) -> bytes:
     )
 
 
-def encode_malformed_reply(error: ProtocolError) -> bytes | None:
-    """The unsigned 134 reply for a request the codec refused, or None when it must be discarded."""
+def encode_malformed_reply(
+    error: ProtocolError, *, security_association: SecurityAssociation | None = None
+) -> bytes | None:
+    """The 134 reply for a request the codec refused, or None when it must be discarded.
+
+    Unsigned by default.  A caller that holds a key for the mobile node the fixed part names (by its
+    home address) may pass that ``security_association``: the reply then carries an MN-HA extension
+    signed with it, so the mobile node does not drop it as unauthenticated (docs §7).
+    """
     if error.discard or error.header is None or error.reply_code_hint is None:
         return None
     header = error.header
-    reply = RegistrationReply(
-        code=error.reply_code_hint,
-        lifetime=0,
-        home_address=header.home_address,
-        home_agent=header.home_agent,
-        identification=header.identification,
+    home, agent, _coa = header.integers
+    return push_signed_reply(
+        error.reply_code_hint, 0, home, agent, header.identification, mn_ha=security_association
     )
-    return push_registration_reply(reply)

@@ -204,3 +204,16 @@ def test_encoder_writes_exactly_the_built_reply_signed(mn, policy, node) -> None
         if verdict.fa_security_association is not None:
             sign[ExtensionType.FA_HA_AUTH] = verdict.fa_security_association
         assert encode_reply(verdict) == push_registration_reply(build_reply(verdict), sign=sign), verdict
+
+
+def test_malformed_request_reply_is_signed_when_the_engine_passes_the_key(mn) -> None:
+    data = push_registration_request(mn.request().header()) + bytes([131, 9, 1])
+    with pytest.raises(ProtocolError) as info:
+        pull_registration_request(data)
+    unsigned = pull_registration_reply(encode_malformed_reply(info.value))
+    signed = pull_registration_reply(encode_malformed_reply(info.value, security_association=mn.sa))
+    assert signed.code == unsigned.code == ReplyCode.POORLY_FORMED_REQUEST
+    assert (signed.lifetime, signed.home_address, signed.identification) == (0, HOA, unsigned.identification)
+    assert signed.raw[: len(unsigned.raw)] == unsigned.raw
+    assert verify(signed.raw, signed.mn_ha_auth, mn.sa)
+    assert encode_malformed_reply(ProtocolError("unknown extension"), security_association=mn.sa) is None
