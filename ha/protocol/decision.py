@@ -79,12 +79,11 @@ class HomeAgentPolicy:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     broadcast_forwarding: bool = False
-    # Derived once, for the hot path: our address and every broadcast address (255.255.255.255
-    # included) as integers.
-    _address: int = field(init=False, repr=False, compare=False)
-    _broadcasts: frozenset[int] = field(init=False, repr=False, compare=False)
-    # The values of the M|G flag bits that ask for an encapsulation in ``encapsulations``.
-    _offered_encapsulation_flags: frozenset[int] = field(init=False, repr=False, compare=False)
+    # Derived once, read per request: our address and every broadcast address (255.255.255.255
+    # included) as integers, and the M|G flag values that ask for an offered encapsulation.
+    address_integer: int = field(init=False, repr=False, compare=False)
+    broadcast_integers: frozenset[int] = field(init=False, repr=False, compare=False)
+    offered_encapsulation_flags: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_lifetime <= INFINITE_LIFETIME:
@@ -97,13 +96,13 @@ class HomeAgentPolicy:
         object.__setattr__(self, "encapsulations", frozenset(Encapsulation(e) for e in self.encapsulations))
         object.__setattr__(self, "broadcast_addresses", frozenset(self.broadcast_addresses))
         object.__setattr__(self, "care_of_access", tuple(self.care_of_access))
-        object.__setattr__(self, "_address", int(self.address))
+        object.__setattr__(self, "address_integer", int(self.address))
         broadcasts = frozenset(int(a) for a in self.broadcast_addresses) | {_LIMITED_BROADCAST}
-        object.__setattr__(self, "_broadcasts", broadcasts)
+        object.__setattr__(self, "broadcast_integers", broadcasts)
         offered = frozenset(
             bits for bits, kind in _ENCAPSULATION_BY_FLAGS.items() if kind in self.encapsulations
         )
-        object.__setattr__(self, "_offered_encapsulation_flags", offered)
+        object.__setattr__(self, "offered_encapsulation_flags", offered)
 
 
 @dataclass(slots=True)
@@ -390,7 +389,7 @@ def decide(
         )
 
     # 2. Broadcast or someone else's address: deny, answer from our unicast address (§3.8.2.1).
-    broadcasts = policy._broadcasts
+    broadcasts = policy.broadcast_integers
     if int(arrival.destination) in broadcasts or agent in broadcasts:
         return _deny(
             request,
@@ -401,7 +400,7 @@ def decide(
             spi,
             home_agent=policy.address,
         )
-    if agent != policy._address:
+    if agent != policy.address_integer:
         return _deny(
             request,
             ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS,
@@ -605,7 +604,7 @@ def decide(
             spi,
             replay=replay,
         )
-    if coa == home or coa == policy._address:
+    if coa == home or coa == policy.address_integer:
         return _deny(
             request,
             ReplyCode.POORLY_FORMED_REQUEST,
@@ -691,7 +690,7 @@ def decide(
         )
 
     encapsulation = _ENCAPSULATION_BY_FLAGS[flags & _ENCAPSULATION_FLAGS]
-    if flags & _ENCAPSULATION_FLAGS not in policy._offered_encapsulation_flags:
+    if flags & _ENCAPSULATION_FLAGS not in policy.offered_encapsulation_flags:
         return _deny(
             request,
             ReplyCode.ENCAPSULATION_UNAVAILABLE,

@@ -47,7 +47,7 @@ def reply_address(arrival: Arrival, policy: HomeAgentPolicy) -> ReplyAddress:
     """Swap the request's addresses and ports; a request sent to a broadcast is answered from our address."""
     destination = int(arrival.destination)
     broadcast = (
-        destination in policy._broadcasts  # the home subnets' broadcasts and 255.255.255.255
+        destination in policy.broadcast_integers  # the home subnets' broadcasts and 255.255.255.255
         or destination >> 28 == 0xE  # multicast
         or destination == 0
     )
