@@ -527,6 +527,26 @@ async def run_scenario(
         mtu = struct.unpack_from("!H", frag, 26)[0]
         check(mtu == 1380, f"frag-needed carries {mtu}, not path MTU 1400 - 20")
         sh(f"ip -n {topo.ha} link set tr0 mtu 1500")
+
+        # 5e. A router inside the tunnel reports fragmentation-needed (MTU 1300) about an outer packet.
+        quoted = ipv4(HA_ADDR, COA2, 4, udp(CN_ADDR, HOA, 7000, 7777, b"q" * 8))[:28]
+        report = struct.pack("!BBHHH", 3, 4, 0, 0, 1300) + quoted
+        report = report[:2] + struct.pack("!H", checksum(report)) + report[4:]
+        router = mn_ns.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        closers.append(router.close)
+        router.bind((str(COA2), 0))
+        router.sendto(report, (str(HA_ADDR), 0))
+        icmp_rx.clear()
+        frag = None
+        for _ in range(30):  # until the HA has processed the report (no fixed delay to guess)
+            big.sendto(b"z" * 1300, (str(HOA), 7777))  # 1328 bytes with DF: over 1300 - 20
+            frag = await icmp_rx.wait_for(lambda p: p[20] == 3 and p[21] == 4, timeout=0.1)
+            if frag is not None:
+                break
+        check(frag is not None, "no frag-needed after an ICMP from inside the tunnel lowered the path MTU")
+        assert frag is not None
+        mtu = struct.unpack_from("!H", frag, 26)[0]
+        check(mtu == 1280, f"frag-needed carries {mtu}, not the reported 1300 - 20")
         log("path MTU towards the CoA: ok")
 
         # 6. Deregistration: interception stops, every per-binding kernel object is gone.
