@@ -201,7 +201,7 @@ def main() -> None:
             req = filter_rpc(n_bytes, "f")
             raw.send(req)  # warm once
             raw.recv()
-            return min(timed(lambda: (raw.send(req), raw.recv())) for _ in range(3))
+            return min(timed(lambda: (raw.send(req), raw.recv())) for _ in range(5))
 
         t1, t2 = recv_time(1_500_000), recv_time(15_000_000)
         line("receive time, 1.5 MB request", f"{t1 * 1000:.1f} ms", "-")

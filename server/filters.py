@@ -51,11 +51,16 @@ class SubtreeFilter:
     """Applies one <filter type="subtree"> to data; list keys of selected entries are always kept."""
 
     def __init__(self, filter_el: etree._Element, schema: Schema | None = None) -> None:
-        self.top = [c for c in filter_el if isinstance(c.tag, str)]
+        self.filter_el = filter_el
         self.schema = schema
 
     def apply(self, data: Forest) -> Forest:
         out = Forest()
+        if not len(data):
+            return out
+        # only the top-level filter nodes that can match some data root (by local name)
+        names = {d.tag.rpartition("}")[2] for d in data}
+        self.top = [c for c in self.filter_el if isinstance(c.tag, str) and c.tag.rpartition("}")[2] in names]
         if not self.top:
             return out  # an empty filter selects nothing (RFC 6241 §6.4.2)
         for d in data:
