@@ -18,9 +18,11 @@ mipha's table, the home link proxies ARP for it.  Userspace side, on the asyncio
   for that binding; the inner packet is written to the TUN (``rp_filter`` loose there).  Anything else is
   dropped and counted (:attr:`TunPlane.stats`).
 
+ICMP errors from inside the tunnel about our outer packets are relayed to the original sender as RFC
+2003 §4 says (:meth:`TunPlane._relay_icmp`).
+
 Not supported here: minimal encapsulation (RFC 2004) and GRE with checksum/key/sequence bits (such
-packets are dropped and counted); relaying ICMP errors received from inside the tunnel other than
-through the kernel's path MTU (RFC 2003 §4).
+packets are dropped and counted).
 """
 
 from __future__ import annotations
@@ -86,11 +88,32 @@ class TunStats:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-def _drop_all_filter(sock: socket.socket) -> None:
-    """Attach a classic BPF ``ret 0`` so a send-only raw socket never queues received copies."""
-    insns = (ctypes.c_ubyte * 8).from_buffer_copy(struct.pack("=HBBI", 0x06, 0, 0, 0))
-    prog = struct.pack("=HxxxxxxQ", 1, ctypes.addressof(insns))
+def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """Attach a classic BPF program (``(code, jt, jf, k)`` instructions) to ``sock``."""
+    raw = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    insns = (ctypes.c_ubyte * len(raw)).from_buffer_copy(raw)
+    prog = struct.pack("=HxxxxxxQ", len(program), ctypes.addressof(insns))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+
+
+def _drop_all_filter(sock: socket.socket) -> None:
+    """``ret 0``: a send-only raw socket never queues received copies."""
+    _attach_filter(sock, [(0x06, 0, 0, 0)])
+
+
+# Keep only ICMP destination-unreachable / time-exceeded quoting an IP-in-IP or GRE packet:
+# x = IP header length; A = ICMP type; quoted protocol at x + 8 + 9.
+_TUNNEL_ICMP_FILTER = [
+    (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
+    (0x50, 0, 0, 0),  # ldb [x+0]
+    (0x15, 1, 0, 3),  # jeq #3 -> 4
+    (0x15, 0, 4, 11),  # jeq #11 -> 4, else drop
+    (0x50, 0, 0, 17),  # ldb [x+17]
+    (0x15, 1, 0, 4),  # jeq #4 -> accept
+    (0x15, 0, 1, IPPROTO_GRE),  # jeq #47 -> accept, else drop
+    (0x06, 0, 0, 0xFFFF),  # ret accept
+    (0x06, 0, 0, 0),  # ret drop
+]
 
 
 def _checksum(data: bytes) -> int:
@@ -136,6 +159,7 @@ class TunPlane(KernelPlane):
         self._tx: dict[tuple[bool, bool], socket.socket] = {}  # (gre, df) -> raw socket
         self._rx: list[socket.socket] = []
         self._icmp: socket.socket | None = None
+        self._icmp_in: socket.socket | None = None
         self._paths: dict[IPv4Address, _Path] = {}
         self._by_packed: dict[bytes, _Path] = {}
         self._fwd: dict[bytes, tuple[_Path, ...]] = {}
@@ -152,6 +176,8 @@ class TunPlane(KernelPlane):
         loop.add_reader(self._fd, self._on_tun_readable)
         for sock in self._rx:
             loop.add_reader(sock.fileno(), self._on_tunnel_readable, sock)
+        if self._icmp_in is not None:
+            loop.add_reader(self._icmp_in.fileno(), self._on_icmp_readable)
 
     def _open(self) -> None:
         """TUN + raw sockets, created on the netns thread so they live in the VR's namespace."""
@@ -188,6 +214,11 @@ class TunPlane(KernelPlane):
         icmp.setblocking(False)
         _drop_all_filter(icmp)
         self._icmp = icmp
+        errors = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
+        errors.bind((ha, 0))
+        errors.setblocking(False)
+        _attach_filter(errors, _TUNNEL_ICMP_FILTER)
+        self._icmp_in = errors
 
     def pause_reading(self) -> None:
         """Stop reading the TUN (packets queue in the kernel, up to ``txqlen``); for benchmarks."""
@@ -208,6 +239,10 @@ class TunPlane(KernelPlane):
             sock.close()
         if self._icmp is not None:
             self._icmp.close()
+        if self._icmp_in is not None:
+            loop.remove_reader(self._icmp_in.fileno())
+            self._icmp_in.close()
+            self._icmp_in = None
         self._tx.clear()
         self._rx.clear()
 
@@ -379,6 +414,55 @@ class TunPlane(KernelPlane):
             self.stats.counts["icmp-sent"] += 1
         except OSError:
             self.stats.counts["icmp-send-failed"] += 1
+
+    def _on_icmp_readable(self) -> None:
+        assert self._icmp_in is not None
+        for _ in range(self.burst):
+            try:
+                data = self._icmp_in.recv(65535)
+            except BlockingIOError:
+                return
+            self._relay_icmp(data)
+
+    def _relay_icmp(self, data: bytes) -> None:
+        """RFC 2003 §4: an ICMP error about one of our outer packets goes on to the original sender.
+
+        Net unreachable → net unreachable; host / protocol unreachable and time exceeded → host
+        unreachable; fragmentation needed → the tunnel MTU drops and the sender gets MTU - 20.
+        Port unreachable, source route failed, source quench and parameter problem are not relayed.
+        """
+        counts = self.stats.counts
+        ihl = (data[0] & 0x0F) * 4
+        icmp_type, code = data[ihl], data[ihl + 1]
+        outer = data[ihl + 8 :]
+        if len(outer) < 20 or outer[12:16] not in self._local:
+            return
+        path = self._by_packed.get(outer[16:20])
+        if path is None:
+            counts["icmp-unknown-tunnel"] += 1
+            return
+        inner_at = (outer[0] & 0x0F) * 4 + (4 if outer[9] == IPPROTO_GRE else 0)
+        inner = outer[inner_at:]
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            counts["icmp-too-short"] += 1
+            return
+        mtu = 0
+        if icmp_type == 11:
+            relay = (3, 1)
+        elif icmp_type == 3 and code == 0:
+            relay = (3, 0)
+        elif icmp_type == 3 and code in (1, 2):
+            relay = (3, 1)
+        elif icmp_type == 3 and code == 4:
+            reported = struct.unpack_from("!H", data, ihl + 6)[0]
+            if reported >= 68 + 20:
+                path.mtu = min(path.mtu, reported)
+            relay, mtu = (3, 4), path.mtu - 20
+        else:
+            counts["icmp-not-relayed"] += 1
+            return
+        counts["icmp-relayed"] += 1
+        self._send_icmp(*relay, inner, mtu=mtu)
 
     def _on_tunnel_readable(self, sock: socket.socket) -> None:
         decap = self._decapsulate

@@ -549,6 +549,34 @@ async def run_scenario(
         check(mtu == 1280, f"frag-needed carries {mtu}, not the reported 1300 - 20")
         log("path MTU towards the CoA: ok")
 
+        if kind == "tun":  # 5f. RFC 2003 §4: other ICMP errors from inside the tunnel reach the sender
+
+            def report_from_tunnel(icmp_type: int, code: int, sport: int) -> None:
+                quoted = ipv4(HA_ADDR, COA2, 4, udp(CN_ADDR, HOA, sport, 7777, b"inner"))[:56]
+                msg = struct.pack("!BBHI", icmp_type, code, 0, 0) + quoted
+                router.sendto(msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:], (str(HA_ADDR), 0))
+
+            def quoting(sport: int) -> Callable[[bytes], bool]:
+                # an ICMP from the HA to the CN quoting the CN's own datagram (to the home address)
+                return lambda p: (
+                    p[12:16] == HA_ADDR.packed
+                    and p[44:48] == HOA.packed
+                    and p[48:50] == struct.pack("!H", sport)
+                )
+
+            icmp_rx.clear()
+            report_from_tunnel(3, 3, 7101)  # port unreachable: never relayed
+            report_from_tunnel(3, 1, 7102)
+            report_from_tunnel(11, 0, 7103)  # time exceeded -> host unreachable
+            host = await icmp_rx.wait_for(quoting(7102))
+            check(host is not None and host[20:22] == b"\x03\x01", "host unreachable not relayed as 3/1")
+            ttl = await icmp_rx.wait_for(quoting(7103))
+            check(
+                ttl is not None and ttl[20:22] == b"\x03\x01", "time exceeded not relayed as host unreachable"
+            )
+            check(not any(quoting(7101)(p) for p in icmp_rx.snapshot()), "port unreachable was relayed")
+            log("ICMP errors from inside the tunnel relayed: ok")
+
         # 6. Deregistration: interception stops, every per-binding kernel object is gone.
         await plane.apply([RemoveHomeRoute(HOA), ProxyArp(HOA, False), ReleaseTunnel(COA2)])
         objs = kernel_objects(topo.ha)

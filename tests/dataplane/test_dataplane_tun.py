@@ -33,4 +33,4 @@ def test_tun_backend_scenario(topology: Topology, proxy_arp_mode: str) -> None:
     steps: list[str] = []
     asyncio.run(run_scenario("tun", topology, log=steps.append, proxy_arp_mode=proxy_arp_mode))
     assert steps[-1] == "stop: zero mipha objects left"
-    assert len(steps) == 12
+    assert len(steps) == 13
