@@ -42,6 +42,7 @@ from server.xmlns import (
     NC_BASE_11,
     NC_NS,
 )
+from server.xmlparse import parse_message
 
 if TYPE_CHECKING:
     from server.protocol import NetconfSession
@@ -350,6 +351,18 @@ class NetconfCore:
             delay = (sub.stop - ev.utcnow()).total_seconds()
             if delay > 0:
                 self._loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
+
+    def seed(self, config_xml: bytes) -> bool:
+        """First start only: install a bootstrap configuration (a <config> document) as startup and
+        running, through validation and the subscribers. Returns False (and changes nothing) when the
+        state directory already held datastores. Raises RpcError when the document is invalid."""
+        if not self.ds.fresh:
+            return False
+        data = Forest.from_wrapper(parse_message(config_xml))
+        self.ds.commit_running(data, session_id=0, user="")
+        self.ds.set_startup(data.copy(), validate=False)
+        self.ds.fresh = False
+        return True
 
     def register_rpc(self, namespace: str, name: str, handler: Handler) -> None:
         """For the daemon: serve a YANG rpc (e.g. mipha clear-bindings). The handler gets the session

@@ -100,6 +100,9 @@ class Datastores:
         return self.state_dir / f"{name}.xml" if self.state_dir else None
 
     def _load(self) -> None:
+        run0, start0 = self._path("running"), self._path("startup")
+        #: nothing was persisted before this start (the daemon may seed a startup config)
+        self.fresh = not ((run0 is not None and run0.exists()) or (start0 is not None and start0.exists()))
         rollback = self._path("rollback")
         if rollback is not None and rollback.exists():
             # a confirmed commit was never confirmed before the server stopped: revert (RFC 6241 §8.4)

@@ -370,3 +370,37 @@ def test_invalid_persisted_running_is_kept_aside(tmp_path):
         assert len(kept) == 1 and kept[0].read_text() == bad
     finally:
         h.close()
+
+
+def test_seed_only_on_first_start(tmp_path):
+    doc = (
+        '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+        + vr(HA + mn("seeded", "10.0.0.5"))
+        + "</config>"
+    ).encode()
+    log: list = []
+    h = Harness(state_dir=tmp_path, subscribers=[Recorder("engine", log)])
+    try:
+        assert h.core.seed(doc) is True
+        assert ("engine", "prepare") in log  # seeded through the transaction
+        assert (tmp_path / "startup.xml").exists() and (tmp_path / "running.xml").exists()
+    finally:
+        h.close()
+    h = Harness(state_dir=tmp_path)
+    try:
+        assert h.core.seed(doc.replace(b"seeded", b"other")) is False
+        d = h.client().data("<get-config><source><running/></source></get-config>")
+        assert [e.text for e in d.iterfind(".//m:mobile-node/m:name", NS)] == ["seeded"]
+    finally:
+        h.close()
+    h = Harness(state_dir=tmp_path / "fresh")
+    try:
+        with pytest.raises(RpcError):
+            h.core.seed(
+                b'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+                + vr("<mobile-node><name>x</name></mobile-node>").encode()
+                + b"</config>"
+            )
+        assert len(h.core.ds.running) == 0
+    finally:
+        h.close()
