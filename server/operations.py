@@ -118,8 +118,9 @@ def read_pipeline(
     *,
     owned: bool = False,
     config_only: bool = False,
+    max_depth: int | None = None,
 ) -> bytes:
-    """NACM prune → with-defaults → filter → serialise. `owned`: data may be mutated in place."""
+    """NACM prune → with-defaults → filter → depth limit → serialise. `owned`: data may be mutated."""
     core = sess.core
     if core.nacm.hides_any(sess.principal, data):
         if not owned:
@@ -150,7 +151,24 @@ def read_pipeline(
                 type="protocol",
                 info=(("bad-attribute", "type"), ("bad-element", "filter")),
             )
+    if max_depth is not None:
+        data = _limit_depth(data if filter_el is not None else data.copy(), max_depth)
     return data.to_bytes("data")
+
+
+def _limit_depth(data: Forest, depth: int) -> Forest:
+    """RFC 8526 max-depth: top-level nodes are depth 1; deeper nodes are dropped."""
+
+    def cut(el: etree._Element, level: int) -> None:
+        for ch in list(el):
+            if level >= depth:
+                el.remove(ch)
+            else:
+                cut(ch, level + 1)
+
+    for root in data:
+        cut(root, 1)
+    return data
 
 
 def op_get_config(sess: NetconfSession, op: etree._Element) -> bytes:
@@ -505,7 +523,24 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
             data, owned = core.strip_config(data), True
     else:
         data, owned = core.ds.get(name), False
-    body = read_pipeline(sess, data, filter_el, wd, owned=owned, config_only=name != "operational")
+    if _child(op, "with-origin", NMDA_NS) is not None:
+        raise RpcError(
+            "operation-not-supported", "with-origin: the origin feature is not supported", type="protocol"
+        )
+    depth_text = _text(op, "max-depth", NMDA_NS)
+    max_depth = None
+    if depth_text is not None and depth_text != "unbounded":
+        if not depth_text.isdigit() or not 1 <= int(depth_text) <= 65535:
+            raise RpcError(
+                "invalid-value",
+                f"bad max-depth {depth_text}",
+                type="protocol",
+                info=(("bad-element", "max-depth"),),
+            )
+        max_depth = int(depth_text)
+    body = read_pipeline(
+        sess, data, filter_el, wd, owned=owned, config_only=name != "operational", max_depth=max_depth
+    )
     return body.replace(b'<data xmlns="%s">' % NC_NS.encode(), b'<data xmlns="%s">' % NMDA_NS.encode(), 1)
 
 

@@ -404,3 +404,28 @@ def test_seed_only_on_first_start(tmp_path):
         assert len(h.core.ds.running) == 0
     finally:
         h.close()
+
+
+def test_get_data_max_depth_and_with_origin():
+    h = Harness()
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+        nmda = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+        head = f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores"><datastore>ds:running</datastore>'
+        d = c.rpc(head + "<max-depth>2</max-depth></get-data>").find(f"{{{nmda}}}data")
+        assert (
+            etree.tostring(d[0]).decode()
+            == f'<virtual-routers xmlns="{M}"><virtual-router/></virtual-routers>'
+        )
+        d = c.rpc(head + "<max-depth>unbounded</max-depth></get-data>").find(f"{{{nmda}}}data")
+        assert d.find(".//m:mobile-node/m:home-address", NS) is not None
+        assert errors(c.rpc(head + "<max-depth>0</max-depth></get-data>"))[0]["error-tag"] == "invalid-value"
+        assert errors(c.rpc(head + "<with-origin/></get-data>"))[0]["error-tag"] == "operation-not-supported"
+        # the datastore itself was not cut
+        assert (
+            c.data("<get-config><source><running/></source></get-config>").find(".//m:home-address", NS)
+            is not None
+        )
+    finally:
+        h.close()
