@@ -2,8 +2,8 @@
 proxy-ARP entries, gratuitous ARP, reference-counted tunnels and reconciliation.
 
 A backend subclass only says how a tunnel is made (:meth:`_create_tunnel` / :meth:`_delete_tunnel`),
-which device a home address is routed into (:meth:`_route_oif`) and how traffic state is refreshed
-(:meth:`_on_homes_changed`).  Intents are dispatched through :attr:`KernelPlane.HANDLERS`, a table
+which device a home address is routed into (:meth:`_route_oif`) and how its fast path is refreshed
+(:meth:`_refresh`).  Intents are dispatched through :attr:`KernelPlane.HANDLERS`, a table
 keyed by intent type (h11's ``WRITERS`` idea).  Route and proxy changes are not sent one by one: the
 handlers record the final wanted state per address and :meth:`_flush` sends them as netlink batches
 (:mod:`ha.dataplane.nlbatch`), so applying 10k bindings costs a handful of ``send`` calls.
@@ -48,17 +48,13 @@ ARP_REPLY = 2
 
 @dataclass(slots=True)
 class Tunnel:
-    """One tunnel per care-of address, shared by every binding behind it."""
+    """One tunnel per (care-of address, encapsulation), shared by every binding behind it."""
 
     coa: IPv4Address
     encapsulation: Encapsulation
     refs: int = 0
     ifindex: int = 0
     ifname: str | None = None
-
-    @property
-    def key(self) -> TunnelKey:
-        return (self.coa, self.encapsulation)
 
 
 TunnelKey = tuple[IPv4Address, Encapsulation]
@@ -213,7 +209,8 @@ class KernelPlane(DataPlane):
             return
         try:
             if flush:
-                await self._acall(self._flush_kernel)
+                async with self._lock:
+                    await self._acall(self._flush_kernel)
         finally:
             if self._nl is not None:
                 self._call(self._nl.close)

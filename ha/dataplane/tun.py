@@ -193,6 +193,9 @@ class TunPlane(KernelPlane):
         write_sysctl(("net", "ipv4", "conf", TUN_IFNAME, "rp_filter"), 2)
         # A longer queue than the default 500 absorbs bursts while the loop is busy elsewhere.
         self.ipr.link("set", index=self.tun_ifindex, state="up", mtu=self.tunnel_mtu, txqlen=self.txqlen)
+        # The loop rule covers every address of the router (snapshot at start), not only the HA's.
+        local = {IPv4Address(a.get("IFA_ADDRESS")).packed for a in self.ipr.get_addr(family=socket.AF_INET)}
+        self._local = frozenset(local | {self.vr.ha_address.packed})
         ha = str(self.vr.ha_address)
         for gre in (False, True):
             proto = IPPROTO_GRE if gre else socket.IPPROTO_IPIP
