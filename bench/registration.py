@@ -44,7 +44,6 @@ from ha.protocol import (  # noqa: E402
     RegistrationRequest,
     RequestFlags,
     SecurityAssociation,
-    compute_authenticator,
     push_registration_request,
 )
 from ha.protocol.replay import ntp_timestamp  # noqa: E402
@@ -82,7 +81,9 @@ class RequestFactory:
         if lifetime is not None:
             struct.pack_into("!H", buffer, 2, lifetime)
         _IDENT.pack_into(buffer, 16, (ntp_timestamp(wallclock) & ~0xFFFFF) | (self.counter & 0xFFFFF))
-        buffer[self.covered :] = compute_authenticator(SA.algorithm, SA.key, bytes(buffer[: self.covered]))
+        with memoryview(buffer) as view:
+            signature = SA.authenticator(view[: self.covered])
+        buffer[self.covered :] = signature
         return bytes(buffer)
 
 

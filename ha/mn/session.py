@@ -8,7 +8,7 @@ by them.
 
 Building a request re-signs a template: the fixed part and extensions are encoded once per (flags,
 lifetime, care-of address) with :func:`push_registration_request`; for each new Identification only
-the 8 bytes and the authenticator change (:func:`compute_authenticator`), which keeps a load generator
+the 8 bytes and the authenticator change (``SecurityAssociation.authenticator``), which keeps a load generator
 fast enough to saturate the home agent.
 """
 
@@ -28,7 +28,6 @@ from ha.protocol import (
     RegistrationRequest,
     RequestFlags,
     SecurityAssociation,
-    compute_authenticator,
     pull_registration_reply,
     push_registration_request,
 )
@@ -119,7 +118,9 @@ class MobileNodeSession:
             template = self._templates[key] = (encoded, covered)
         buffer, covered = template
         _IDENT.pack_into(buffer, _IDENT_OFFSET, identification)
-        buffer[covered:] = compute_authenticator(self.sa.algorithm, self.sa.key, bytes(buffer[:covered]))
+        with memoryview(buffer) as view:
+            signature = self.sa.authenticator(view[:covered])
+        buffer[covered:] = signature
         return bytes(buffer)
 
     # --- replies ---------------------------------------------------------------------------------
