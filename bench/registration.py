@@ -221,7 +221,7 @@ def memory(count: int, trace: bool) -> None:
     engine.drain_intents()
     while engine.next_event() is not None:
         pass
-    engine._peers.clear()
+    engine._arrivals.clear()
     gc.collect()
     elapsed = time.perf_counter() - started
     assert engine.binding_count == count

@@ -198,7 +198,7 @@ class HomeAgent:
         self._by_assigned: dict[int, str] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
         self._nonce_nodes: frozenset[str] = frozenset()
-        self._peers: dict[str, IPv4Address] = {}
+        self._arrivals: dict[tuple[str, int], Arrival] = {}  # frozen, so safe to reuse per peer
         self._reply_to: tuple[str, int] = ("0.0.0.0", 0)
         self._install(prepare_config(self, config))
 
@@ -229,12 +229,12 @@ class HomeAgent:
             return None
         stats.requests_received += 1
         port = destination_port if destination_port is not None else self._port
-        peer = self._peers.get(source[0])
-        if peer is None:
-            if len(self._peers) >= _PEER_CACHE:
-                self._peers.clear()
-            peer = self._peers[source[0]] = IPv4Address(source[0])
-        arrival = Arrival(peer, source[1], received_on, port)
+        arrival = self._arrivals.get(source)
+        if arrival is None or arrival.destination != received_on or arrival.destination_port != port:
+            if len(self._arrivals) >= _PEER_CACHE:
+                self._arrivals.clear()
+            arrival = Arrival(IPv4Address(source[0]), source[1], received_on, port)
+            self._arrivals[source] = arrival
         try:
             request = pull_registration_request(data)
         except ProtocolError as error:
@@ -252,7 +252,7 @@ class HomeAgent:
             if outgoing is not None:
                 return outgoing
 
-        record = self._record(node, state) if node is not None else None
+        record = self._record(node, state, request) if node is not None else None
         verdict = decide(
             request,
             policy=policy,
@@ -354,9 +354,17 @@ class HomeAgent:
             return int(node.home_address)
         return state.assigned if state is not None else None
 
-    def _record(self, node: MobileNode, state: _NodeState | None) -> MobileNodeRecord:
+    def _record(
+        self, node: MobileNode, state: _NodeState | None, request: RegistrationRequest
+    ) -> MobileNodeRecord:
         home = self._home_of(node, state)
-        coas = tuple(IPv4Address(c) for c in state.care_of_addresses()) if state is not None else ()
+        coas: tuple[IPv4Address, ...] = ()
+        if state is not None and state.coas is not None:
+            requested = request.care_of_address
+            if state.coas == int(requested):  # a renewal: reuse the parsed address object
+                coas = (requested,)
+            else:
+                coas = tuple(IPv4Address(c) for c in state.care_of_addresses())
         if node.home_address is not None:
             home_address: IPv4Address | None = node.home_address
         else:
