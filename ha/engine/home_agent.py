@@ -191,6 +191,7 @@ class HomeAgent:
         # Filled by _install():
         self.config = config
         self._policy: HomeAgentPolicy | None = None
+        self._mobile_nodes: dict[str, MobileNode] = {}
         self._port = 0
         self._pools: dict[str, PoolAllocator] = {}
         self._by_home: dict[int, str] = {}
@@ -243,7 +244,7 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         name = self._resolve(request)
-        node = self.config.mobile_nodes.get(name) if name is not None else None
+        node = self._mobile_nodes.get(name) if name is not None else None
         state = self._nodes.get(name) if name is not None else None
         foreign_agent = self._foreign_agents.get(arrival.source)
 
@@ -856,6 +857,7 @@ class HomeAgent:
             ):
                 self._pools[before.address_pool].release(state.assigned)
         self.config = txn.config
+        self._mobile_nodes = dict(txn.config.mobile_nodes)  # a plain dict: faster than the read-only view
         self._policy = txn.policy
         self._port = txn.port
         self._by_home = txn.by_home
