@@ -339,7 +339,7 @@ class Validator:
 
     def _is_key(self, ly_path: str) -> bool:
         """Is the node at this libyang data path a list key?"""
-        schema_path = "/" + "/".join(_split_predicates(step)[0] for step in _split_steps(ly_path))
+        schema_path = "/" + "/".join(split_predicates(step)[0] for step in split_steps(ly_path))
         try:
             node = next(iter(self.ctx.find_path(schema_path)), None)
         except libyang.LibyangError:
@@ -354,7 +354,7 @@ class Validator:
         used: dict[str, str] = {}
         out = []
         module = None
-        for step in _split_steps(ly_path):
+        for step in split_steps(ly_path):
             mod_name, _, rest = step.partition(":") if ":" in step.split("[", 1)[0] else ("", "", step)
             if mod_name:
                 module = self._module_by_name.get(mod_name)
@@ -363,7 +363,7 @@ class Validator:
             ns = self._ns_by_module[module.name()]
             prefix = nsmap.get(ns) or module.prefix()
             used[prefix] = ns
-            name, preds = _split_predicates(rest)
+            name, preds = split_predicates(rest)
             rendered = "".join(f"[{prefix}:{k}={v}]" if k != "." else f"[.={v}]" for k, v in preds)
             out.append(f"{prefix}:{name}{rendered}")
         return "/" + "/".join(out), used
@@ -464,7 +464,7 @@ def module_namespace(module: libyang.Module) -> str:
     return ffi.string(module.cdata.ns).decode()
 
 
-def _split_steps(path: str) -> list[str]:
+def split_steps(path: str) -> list[str]:
     """Split ``/a:b/c[k='x/y']/d`` on slashes outside quotes and brackets."""
     steps, buf, quote, depth = [], [], "", 0
     for ch in path.lstrip("/"):
@@ -491,7 +491,7 @@ def _split_steps(path: str) -> list[str]:
     return steps
 
 
-def _split_predicates(step: str) -> tuple[str, list[tuple[str, str]]]:
+def split_predicates(step: str) -> tuple[str, list[tuple[str, str]]]:
     """``name[k='v'][k2="w"]`` → (name, [(k, "'v'"), (k2, '"w"')]); values keep their quotes."""
     name, bracket, rest = step.partition("[")
     preds: list[tuple[str, str]] = []
@@ -508,17 +508,17 @@ def _split_predicates(step: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _last_step(path: str) -> str:
-    steps = _split_steps(path)
+    steps = split_steps(path)
     return steps[-1] if steps else path
 
 
 def _last_step_name(path: str) -> str:
-    return _split_predicates(_last_step(path))[0].split(":")[-1]
+    return split_predicates(_last_step(path))[0].split(":")[-1]
 
 
 def _schema_of(data_path: str) -> str:
     """Data path → schema path with bare names (what :func:`_protected_schema_paths` yields)."""
-    return "/" + "/".join(_split_predicates(s)[0].split(":")[-1] for s in _split_steps(data_path))
+    return "/" + "/".join(split_predicates(s)[0].split(":")[-1] for s in split_steps(data_path))
 
 
 def _protected_schema_paths(ctx: libyang.Context) -> Iterator[str]:

@@ -1,0 +1,218 @@
+"""The daemon's bootstrap file (TOML): what must be known before NETCONF can configure anything.
+
+Everything else — virtual routers, home agents, mobile nodes — is YANG configuration, edited over
+NETCONF and persisted by the server.  The file is strict: an unknown key is an error, so a typo never
+silently falls back to a default.  Relative paths are relative to the file's directory.
+
+```toml
+[netconf]
+listen = "127.0.0.1:830"
+host-key = "ssh_host_ed25519_key"   # relative to the state directory; generated on first start
+max-message-size = 67108864
+superuser-group = "admin"           # may read and write nacm:default-deny-all nodes (keys)
+
+[[user]]
+name = "admin"
+password-hash = "scrypt$14$8$1$..."   # `mipha hash-password`
+authorized-keys = ["ssh-ed25519 AAAA... alice@example"]
+groups = ["admin"]
+
+[state]
+dir = ".mipha-state"                # datastores, host key, binding journal
+startup = "startup.xml"             # loaded on the first start only (empty state directory)
+
+[dataplane]
+backend = "auto"                    # auto | ipip | tun | none
+
+[log]
+level = "info"
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.auth import User, verify_password
+
+BACKENDS = ("auto", "ipip", "tun", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LAB_CREDENTIALS = (("admin", "admin"),)
+
+
+class BootstrapError(ValueError):
+    """The bootstrap file is missing, malformed or inconsistent; the message says where."""
+
+
+@dataclass
+class Bootstrap:
+    """The parsed bootstrap file, with command-line overrides applied by the caller."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 830
+    host_key: Path | None = None
+    max_message_size: int = 64 * 1024 * 1024
+    superuser_group: str = "admin"
+    users: list[User] = field(default_factory=list)
+    state_dir: Path = Path(".mipha-state")
+    startup: Path | None = None
+    dataplane: str = "auto"
+    log_level: str = "info"
+
+    def lab_credentials_in_use(self) -> list[str]:
+        """Users whose password is a well-known lab default (the daemon warns about each)."""
+        weak = []
+        for user in self.users:
+            for name, password in LAB_CREDENTIALS:
+                if user.name == name and user.password_hash and verify_password(password, user.password_hash):
+                    weak.append(user.name)
+        return weak
+
+
+def parse_listen(value: str, where: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` allowed) → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise BootstrapError(f"{where}: expected HOST:PORT, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise BootstrapError(f"{where}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise BootstrapError(f"{where}: port {number} is outside 0..65535")
+    return host.strip("[]"), number
+
+
+def load(path: Path) -> Bootstrap:
+    """Read and check a bootstrap file."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BootstrapError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BootstrapError(f"{path}: {exc}") from None
+    return from_dict(raw, base=path.resolve().parent, name=str(path))
+
+
+def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bootstrap:
+    sections = _Section(raw, name)
+    boot = Bootstrap()
+    netconf = sections.table("netconf")
+    if "listen" in netconf:
+        boot.listen_host, boot.listen_port = parse_listen(netconf.str("listen"), netconf.where("listen"))
+    if "host-key" in netconf:
+        boot.host_key = Path(netconf.str("host-key"))
+    if "max-message-size" in netconf:
+        boot.max_message_size = netconf.int("max-message-size", minimum=4096)
+    if "superuser-group" in netconf:
+        boot.superuser_group = netconf.str("superuser-group")
+    netconf.done()
+
+    for index, entry in enumerate(sections.array("user")):
+        user = _Section(entry, f"{name}: user[{index}]")
+        user_name = user.str("name")
+        password_hash = user.str("password-hash") if "password-hash" in user else None
+        keys = tuple(user.str_list("authorized-keys")) if "authorized-keys" in user else ()
+        groups = frozenset(user.str_list("groups")) if "groups" in user else frozenset()
+        user.done()
+        if password_hash is None and not keys:
+            raise BootstrapError(f"{user.name}: needs password-hash or authorized-keys")
+        if password_hash is not None and not password_hash.startswith("scrypt$"):
+            raise BootstrapError(f"{user.name}: password-hash must come from `mipha hash-password`")
+        if any(u.name == user_name for u in boot.users):
+            raise BootstrapError(f"{user.name}: user {user_name!r} is defined twice")
+        boot.users.append(User(user_name, password_hash, keys, groups))
+
+    state = sections.table("state")
+    if "dir" in state:
+        boot.state_dir = _path(base, state.str("dir"))
+    else:
+        boot.state_dir = _path(base, str(boot.state_dir))
+    if "startup" in state:
+        boot.startup = _path(base, state.str("startup"))
+    state.done()
+
+    dataplane = sections.table("dataplane")
+    if "backend" in dataplane:
+        boot.dataplane = dataplane.choice("backend", BACKENDS)
+    dataplane.done()
+
+    log = sections.table("log")
+    if "level" in log:
+        boot.log_level = log.choice("level", LOG_LEVELS)
+    log.done()
+    sections.done()
+    if boot.host_key is not None and not boot.host_key.is_absolute():
+        boot.host_key = boot.state_dir / boot.host_key
+    return boot
+
+
+def _path(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+class _Section:
+    """A TOML table whose keys are checked off as they are read; leftovers are errors."""
+
+    def __init__(self, data: Any, name: str) -> None:
+        if not isinstance(data, dict):
+            raise BootstrapError(f"{name}: expected a table")
+        self.data = data
+        self.name = name
+        self.seen: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def where(self, key: str) -> str:
+        return f"{self.name}: {key}"
+
+    def _get(self, key: str) -> Any:
+        if key not in self.data:
+            raise BootstrapError(f"{self.where(key)} is required")
+        self.seen.add(key)
+        return self.data[key]
+
+    def str(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value:
+            raise BootstrapError(f"{self.where(key)}: expected a non-empty string")
+        return value
+
+    def str_list(self, key: str) -> list[str]:
+        value = self._get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BootstrapError(f"{self.where(key)}: expected a list of strings")
+        return value
+
+    def int(self, key: str, *, minimum: int = 0) -> int:
+        value = self._get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise BootstrapError(f"{self.where(key)}: expected an integer >= {minimum}")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.str(key)
+        if value not in allowed:
+            raise BootstrapError(f"{self.where(key)}: {value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    def table(self, key: str) -> _Section:
+        self.seen.add(key)
+        return _Section(self.data.get(key, {}), f"{self.name}: [{key}]")
+
+    def array(self, key: str) -> list[Any]:
+        self.seen.add(key)
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            raise BootstrapError(f"{self.name}: [[{key}]] must be an array of tables")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise BootstrapError(f"{self.name}: unknown key(s) {', '.join(unknown)}")

@@ -1,0 +1,232 @@
+"""``mipha run``: one asyncio process wiring the NETCONF server to the home-agent engines.
+
+Start sequence: read the binding journal → start the NETCONF server with the glue subscriber and the
+operational-state provider → on the first start only, seed running/startup from the ``startup``
+document → replay running through the subscriber (virtual routers come up, journaled bindings are
+restored with their remaining lifetimes and the kernel is reconciled to them) → serve.  SIGTERM or
+SIGINT stops gracefully: NETCONF closes, every virtual router stops and removes its kernel objects
+(the journal keeps the bindings for the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import defaultdict
+from ipaddress import IPv4Address
+
+from lxml import etree
+
+from ha.engine.config import VirtualRouterConfig
+from server.app import ServerHandle, start_server
+from server.config import ServerConfig
+from server.errors import RpcError
+from server.yang import MIPHA_NAMESPACE
+
+from .bootstrap import Bootstrap
+from .glue import HomeAgentSubscriber
+from .journal import BindingJournal, BindingRecord
+from .notify import Notifier
+from .runtime import VirtualRouter
+from .state import HomeAgentStateProvider
+
+log = logging.getLogger("mipha")
+_Q = f"{{{MIPHA_NAMESPACE}}}"
+
+
+class Daemon:
+    """The running daemon: NETCONF server, virtual routers, journal."""
+
+    def __init__(self, boot: Bootstrap, *, journal_fsync_interval: float = 0.05) -> None:
+        self.boot = boot
+        self.routers: dict[str, VirtualRouter] = {}
+        self.journal = BindingJournal(
+            boot.state_dir / "bindings.journal", fsync_interval=journal_fsync_interval
+        )
+        self._restored: dict[str, list[BindingRecord]] = {}
+        self.server: ServerHandle | None = None
+        self.notifier: Notifier | None = None
+        self.subscriber = HomeAgentSubscriber(self)
+        self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
+        self._sync_task: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+
+    # -- virtual routers ------------------------------------------------------------------------------
+
+    def new_router(self, config: VirtualRouterConfig) -> VirtualRouter:
+        return VirtualRouter(
+            config,
+            backend=self.boot.dataplane,
+            journal=self.journal,
+            on_events=self._on_events,
+        )
+
+    def take_restored(self, name: str) -> list[BindingRecord]:
+        """Journaled bindings of a virtual router, handed over once at its first start."""
+        return self._restored.pop(name, [])
+
+    def _on_events(self, vr: str, events: list) -> None:
+        if self.notifier is not None:
+            self.notifier.events(vr, events)
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        boot = self.boot
+        boot.state_dir.mkdir(parents=True, exist_ok=True)
+        if boot.dataplane == "none":
+            log.warning("data plane backend 'none': control plane only, NOTHING IS FORWARDED")
+        for user in boot.lab_credentials_in_use():
+            log.warning("user %s has the well-known lab password: lab use only, change it", user)
+        live = self.journal.load()
+        by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
+        for record in live.values():
+            by_vr[record.vr].append(record)
+        self._restored = dict(by_vr)
+        self.journal.open()
+        config = ServerConfig(
+            state_dir=boot.state_dir,
+            host=boot.listen_host,
+            port=boot.listen_port,
+            users=list(boot.users),
+            host_key_path=boot.host_key,
+            max_message_size=boot.max_message_size,
+            superuser_group=boot.superuser_group,
+        )
+        self.server = await start_server(config, subscribers=[self.subscriber], providers=[self.state])
+        core = self.server.core
+        self.notifier = Notifier(core.publish)
+        core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
+        core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
+        if boot.startup is not None and core.ds.fresh:
+            seeded = core.seed(boot.startup.read_bytes())
+            if asyncio.iscoroutine(seeded):
+                seeded = await seeded
+            if seeded:
+                log.info("first start: configuration seeded from %s", boot.startup)
+        replay = getattr(core, "replay_running", None)
+        if replay is not None:
+            await replay()
+        self._restored.clear()  # bindings of virtual routers no longer configured are dropped
+        self._sync_task = asyncio.get_running_loop().create_task(self._journal_sync())
+        log.info(
+            "mipha running: NETCONF on %s:%d, %d virtual router(s), data plane %s",
+            self.server.host,
+            self.server.port,
+            len(self.routers),
+            boot.dataplane,
+        )
+
+    async def _journal_sync(self) -> None:
+        interval = max(self.journal.fsync_interval / 2, 0.005)
+        while True:
+            await asyncio.sleep(interval)
+            if self.journal.sync_due():
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self.journal.sync)
+                except Exception:
+                    log.exception("binding journal sync failed")
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for vr in list(self.routers.values()):
+            await vr.stop(flush=True, release=False)
+        self.routers.clear()
+        self.journal.close()
+        self._stopped.set()
+        log.info("mipha stopped")
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("signal received, stopping")
+        finally:
+            await self.stop()
+
+    # -- RPCs -------------------------------------------------------------------------------------------
+
+    def _router(self, rpc: etree._Element, required: bool) -> VirtualRouter | None:
+        name_el = rpc.find(_Q + "virtual-router")
+        if name_el is None or not (name_el.text or "").strip():
+            if required:
+                raise RpcError(
+                    "missing-element",
+                    "virtual-router is mandatory",
+                    type="protocol",
+                    info=(("bad-element", "virtual-router"),),
+                )
+            return None
+        name = name_el.text.strip()
+        vr = self.routers.get(name)
+        if vr is None:
+            raise RpcError(
+                "invalid-value",
+                f"no virtual router {name!r} is configured",
+                type="application",
+                app_tag="instance-required",
+                info=(("bad-element", "virtual-router"),),
+            )
+        return vr
+
+    @staticmethod
+    def _address(rpc: etree._Element, leaf: str) -> IPv4Address | None:
+        el = rpc.find(_Q + leaf)
+        if el is None:
+            return None
+        try:
+            return IPv4Address((el.text or "").strip())
+        except ValueError:
+            raise RpcError(
+                "invalid-value",
+                f"{leaf} must be an IPv4 address",
+                type="application",
+                info=(("bad-element", leaf),),
+            ) from None
+
+    async def rpc_clear_bindings(self, sess, rpc: etree._Element) -> bytes:
+        vr = self._router(rpc, required=True)
+        assert vr is not None
+        selectors = [
+            leaf for leaf in ("home-address", "nai", "care-of-address") if rpc.find(_Q + leaf) is not None
+        ]
+        if len(selectors) > 1:
+            raise RpcError(
+                "bad-element",
+                "give at most one of home-address, nai, care-of-address",
+                type="protocol",
+                info=(("bad-element", selectors[1]),),
+            )
+        cleared = 0
+        if vr.engine is not None:
+            nai_el = rpc.find(_Q + "nai")
+            cleared = vr.engine.clear_bindings(
+                home_address=self._address(rpc, "home-address"),
+                nai=(nai_el.text or "").strip() if nai_el is not None else None,
+                care_of_address=self._address(rpc, "care-of-address"),
+            )
+            vr.flush()
+            if vr.transport is not None:
+                vr.transport.poke()
+            await vr.settle()  # kernel state is gone when the reply says so
+        log.info("clear-bindings on %s by session %s: %d cleared", vr.name, getattr(sess, "id", "?"), cleared)
+        return f'<cleared xmlns="{MIPHA_NAMESPACE}">{cleared}</cleared>'.encode()
+
+    def rpc_clear_statistics(self, sess, rpc: etree._Element) -> None:
+        vr = self._router(rpc, required=False)
+        for target in [vr] if vr is not None else list(self.routers.values()):
+            target.clear_statistics()
+        return None

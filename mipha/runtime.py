@@ -1,0 +1,318 @@
+"""A running virtual router: its network namespace, data plane backend, engine and UDP listener.
+
+The daemon keeps one :class:`VirtualRouter` per configured ``virtual-router`` entry.  Starting one is
+the fallible part of a configuration transaction (the namespace, the backend's kernel objects, the
+UDP socket on the home agent address); it happens in the transaction's PREPARE phase so that a
+refusal by the kernel becomes the client's ``rpc-error`` and nothing stays half-built.
+
+After every burst of registrations (and every expiry), :meth:`VirtualRouter.flush` runs before the
+replies leave: it journals the binding changes (so a ``kill -9`` loses no acknowledged binding), then
+the data plane intents are handed to the backend in one batch, and the engine's events become
+NETCONF notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
+from ha.dataplane.factory import create_backend
+from ha.engine.config import VirtualRouterConfig
+from ha.engine.events import Event
+from ha.engine.home_agent import BindingInfo, HomeAgent
+from ha.netns import NetnsThread, ensure_netns, release_netns
+from ha.transport import HomeAgentTransport, open_udp_socket
+
+from .journal import BindingJournal, BindingRecord
+
+log = logging.getLogger(__name__)
+
+
+class VirtualRouterError(Exception):
+    """Starting or changing a virtual router failed; ``path`` names the YANG node to blame."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+def _vr_path(name: str) -> str:
+    return f"/mipha:virtual-routers/mipha:virtual-router[mipha:name='{name}']"
+
+
+def record_of(vr: str, info: BindingInfo) -> BindingRecord:
+    return BindingRecord(
+        vr=vr,
+        home_address=str(info.home_address),
+        care_of_address=str(info.care_of_address),
+        mobile_node=info.mobile_node,
+        source_address=str(info.source_address),
+        source_port=info.source_port,
+        lifetime=info.lifetime_granted,
+        registered_at=info.registered_at,
+        identification=info.identification,
+        flags=int(info.flags),
+        encapsulation=info.encapsulation,
+        nai=info.nai,
+    )
+
+
+class VirtualRouter:
+    """One virtual router's runtime (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: VirtualRouterConfig,
+        *,
+        backend: str,
+        journal: BindingJournal | None,
+        on_events: Callable[[str, list[Event]], None] | None = None,
+        proxy_arp_mode: str = "entry",
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.backend_kind = backend
+        self.journal = journal
+        self.on_events = on_events
+        self.proxy_arp_mode = proxy_arp_mode
+        self.netns: str | None = config.namespace
+        self.created_netns = False
+        self.engine: HomeAgent | None = None
+        self.plane: DataPlane | None = None
+        self.transport: HomeAgentTransport | None = None
+        self._discontinuity = time.time()
+        self._plane_queue: list = []
+        self._plane_task: asyncio.Task | None = None
+        self.plane_errors = 0
+
+    # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
+
+    def tunnels(self) -> list[TunnelCounters]:
+        return self.plane.tunnels() if self.plane is not None else []
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def discontinuity_time(self) -> float:
+        return self._discontinuity
+
+    def clear_statistics(self) -> None:
+        if self.engine is not None:
+            self.engine.clear_statistics()
+        self._discontinuity = time.time()
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self, restored: list[BindingRecord] = ()) -> None:
+        """Build everything; on failure undo what was built and raise VirtualRouterError."""
+        try:
+            await self._start(restored)
+        except BaseException:
+            await self.stop(flush=True, release=True)
+            raise
+
+    async def _start(self, restored: list[BindingRecord]) -> None:
+        path = _vr_path(self.name)
+        if self.netns is not None:
+            try:
+                self.created_netns = ensure_netns(self.netns)
+            except OSError as exc:
+                raise VirtualRouterError(
+                    f"cannot create network namespace {self.netns}: {exc}", path
+                ) from exc
+        ha = self.config.home_agent
+        if ha is None:
+            return
+        ha_path = f"{path}/mipha:home-agent"
+        self._check_local_address(ha.address, f"{ha_path}/mipha:address")
+        if ha.home_interface is not None:
+            self._check_interface(ha.home_interface, f"{ha_path}/mipha:home-interface")
+        engine = HomeAgent(self.config)
+        plane = create_backend(
+            self.backend_kind,
+            VirtualRouterPlane(
+                name=self.name,
+                netns=self.netns,
+                ha_address=ha.address,
+                home_interface=ha.home_interface,
+                proxy_arp_mode=self.proxy_arp_mode,
+            ),
+        )
+        self.plane = plane
+        try:
+            await plane.start()
+        except (DataPlaneError, OSError) as exc:
+            raise VirtualRouterError(f"data plane ({plane.name}) refused to start: {exc}", ha_path) from exc
+        self.engine = engine
+        loop = asyncio.get_running_loop()
+        if restored:
+            self._restore(engine, restored, loop.time(), time.time())
+        try:
+            await plane.resync(list(engine.desired_bindings()))
+        except (DataPlaneError, OSError) as exc:
+            raise VirtualRouterError(
+                f"data plane ({plane.name}) refused the bindings: {exc}", ha_path
+            ) from exc
+        engine.drain_intents()  # resync restated their effect
+        try:
+            sock = open_udp_socket("0.0.0.0", ha.udp_port, self.netns)
+        except OSError as exc:
+            raise VirtualRouterError(
+                f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
+                f"{ha_path}/mipha:udp-port",
+            ) from exc
+        self.transport = HomeAgentTransport(engine, sock, on_output=self.flush)
+        self.transport.start()
+        log.info(
+            "virtual router %s: home agent %s on UDP %d (netns %s, data plane %s, %d bindings restored)",
+            self.name,
+            ha.address,
+            ha.udp_port,
+            self.netns or "-",
+            plane.name,
+            engine.binding_count,
+        )
+
+    def _restore(self, engine: HomeAgent, records: list[BindingRecord], now: float, wallclock: float) -> None:
+        restored = 0
+        for record in records:
+            remaining = record.remaining(wallclock)
+            if remaining <= 0:
+                continue
+            if engine.restore_binding(record, now=now, wallclock=wallclock):
+                restored += 1
+            else:
+                log.warning(
+                    "virtual router %s: journaled binding %s -> %s no longer matches the configuration",
+                    self.name,
+                    record.home_address,
+                    record.care_of_address,
+                )
+        engine.take_changed_bindings()
+        engine.drain_events()
+
+    def _in_netns(self, fn: Callable, *args: object):
+        if self.netns is None:
+            return fn(*args)
+        with NetnsThread(self.netns) as thread:
+            return thread.call(fn, *args)
+
+    def _check_local_address(self, address: IPv4Address, path: str) -> None:
+        """The HA address must be configured in the namespace: tunnels and replies come from it."""
+        import socket
+
+        def probe() -> None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((str(address), 0))
+            finally:
+                s.close()
+
+        try:
+            self._in_netns(probe)
+        except OSError as exc:
+            raise VirtualRouterError(
+                f"home agent address {address} is not configured on any interface of "
+                f"{self.netns or 'the default namespace'} ({exc.strerror})",
+                path,
+            ) from exc
+
+    def _check_interface(self, name: str, path: str) -> None:
+        import socket
+
+        def probe() -> int:
+            return socket.if_nametoindex(name)
+
+        try:
+            self._in_netns(probe)
+        except OSError as exc:
+            raise VirtualRouterError(
+                f"home interface {name} does not exist in {self.netns or 'the default namespace'}", path
+            ) from exc
+
+    async def stop(self, *, flush: bool = True, release: bool = False) -> None:
+        """Stop listening and, with ``flush``, remove every kernel object of this VR."""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self._plane_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._plane_task
+            self._plane_task = None
+        if self.plane is not None:
+            try:
+                await self.plane.stop(flush=flush)
+            except Exception:
+                log.exception("virtual router %s: data plane stop failed", self.name)
+            self.plane = None
+        if release and self.netns is not None and self.created_netns:
+            try:
+                release_netns(self.netns)
+            except OSError:
+                log.exception("virtual router %s: cannot delete namespace %s", self.name, self.netns)
+        self.engine = None
+
+    # -- the output pump ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Journal binding changes, queue intents for the data plane, publish events.
+
+        Called by the transport after each burst and timer, *before* it sends the burst's replies.
+        """
+        engine = self.engine
+        if engine is None:
+            return
+        changed = engine.take_changed_bindings()
+        if changed and self.journal is not None:
+            added, removed = [], []
+            for key in changed:
+                info = engine.binding(key)
+                if info is None:
+                    removed.append((self.name, str(key[0]), str(key[1])))
+                else:
+                    added.append(record_of(self.name, info))
+            self.journal.record(added, removed)
+        intents = engine.drain_intents()
+        if intents:
+            self._plane_queue.extend(intents)
+            if self._plane_task is None or self._plane_task.done():
+                self._plane_task = asyncio.get_running_loop().create_task(self._pump())
+        events = engine.drain_events()
+        if events and self.on_events is not None:
+            self.on_events(self.name, events)
+
+    async def _pump(self) -> None:
+        """Apply queued intents in order, in batches, until the queue is empty."""
+        while self._plane_queue and self.plane is not None:
+            batch, self._plane_queue = self._plane_queue, []
+            try:
+                await self.plane.apply(batch)
+            except Exception:
+                self.plane_errors += 1
+                log.exception(
+                    "virtual router %s: data plane refused %d intents; resyncing", self.name, len(batch)
+                )
+                await self._resync()
+
+    async def _resync(self) -> None:
+        if self.plane is None or self.engine is None:
+            return
+        try:
+            await self.plane.resync(list(self.engine.desired_bindings()))
+        except Exception:
+            self.plane_errors += 1
+            log.exception("virtual router %s: data plane resync failed", self.name)
+
+    async def settle(self) -> None:
+        """Wait until every queued intent reached the data plane (RPCs and tests use it)."""
+        while self._plane_task is not None and not self._plane_task.done():
+            await self._plane_task
+        if self._plane_queue and self.plane is not None:
+            self._plane_task = asyncio.get_running_loop().create_task(self._pump())
+            await self._plane_task

@@ -1,0 +1,360 @@
+"""Operational state of the home agents as YANG XML, built lazily with filters pushed down.
+
+The NETCONF server asks this provider for ``virtual-routers`` state when a ``<get>`` / ``<get-data>``
+reply needs it and hands over the request's filter.  What the filter names narrows what is built: a
+subtree filter (or XPath predicate) naming one virtual router and one home address costs one binding
+lookup, not a walk of a million bindings; a filter that selects only ``statistics`` never touches the
+binding table.  The server applies the filter again on what is returned, so push-down only needs to
+return a superset.  Bindings are walked in key order in pages (``bindings_after``), never with a live
+iterator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from lxml import etree
+
+from ha.dataplane.base import TunnelCounters
+from ha.engine.home_agent import BindingInfo, HomeAgent
+from server.operational import StateRequest
+from server.yang import MIPHA_NAMESPACE
+
+NS = MIPHA_NAMESPACE
+_Q = f"{{{NS}}}"
+_PAGE = 1024
+_FLAG_ORDER = (("S", 0x80), ("B", 0x40), ("D", 0x20), ("M", 0x10), ("G", 0x08), ("T", 0x02))
+_SECTIONS = ("bindings", "tunnels", "statistics", "security-violations")
+
+
+class VirtualRouterState(Protocol):
+    """What the provider reads from one running virtual router."""
+
+    name: str
+    engine: HomeAgent | None
+
+    def tunnels(self) -> list[TunnelCounters]: ...
+    def now(self) -> float: ...
+    def discontinuity_time(self) -> float: ...
+
+
+@dataclass
+class Wanted:
+    """What a request needs: ``None`` sets mean "all"."""
+
+    routers: set[str] | None = None
+    sections: set[str] | None = None  # of _SECTIONS, plus "address-pool"
+    home_addresses: set[IPv4Address] | None = None
+    care_of_addresses: set[IPv4Address] | None = None
+    nothing: bool = False
+    pools: set[str] | None = field(default=None)
+
+    def section(self, name: str) -> bool:
+        return self.sections is None or name in self.sections
+
+
+def wanted_from(request: StateRequest) -> Wanted:
+    """Derive push-down hints from a subtree filter or an XPath expression."""
+    if request.subtree is not None:
+        return _wanted_from_subtree(request.subtree)
+    if request.xpath:
+        return _wanted_from_xpath(request.xpath)
+    return Wanted()
+
+
+def _children(el: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str) and etree.QName(c).localname == name]
+
+
+def _content(el: etree._Element, name: str) -> str | None:
+    for c in _children(el, name):
+        if len(c) == 0 and (c.text or "").strip():
+            return c.text.strip()
+    return None
+
+
+def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
+    tops = [
+        c
+        for c in filter_el
+        if isinstance(c.tag, str)
+        and etree.QName(c).localname == "virtual-routers"
+        and etree.QName(c).namespace in (NS, None)
+    ]
+    if not tops:
+        # Another module's subtree (or an empty filter): our state is not needed.
+        return Wanted(nothing=True)
+    wanted = Wanted(routers=set(), sections=set(), home_addresses=set(), care_of_addresses=set(), pools=set())
+    for top in tops:
+        entries = _children(top, "virtual-router")
+        if not list(top) or not entries:
+            return Wanted()  # selection node: everything
+        for vr in entries:
+            name = _content(vr, "name")
+            if name is None:
+                wanted.routers = None
+            elif wanted.routers is not None:
+                wanted.routers.add(name)
+            selectors = [c for c in vr if isinstance(c.tag, str) and etree.QName(c).localname != "name"]
+            if not selectors:
+                wanted.sections = None
+                wanted.home_addresses = wanted.care_of_addresses = wanted.pools = None
+                continue
+            for sel in selectors:
+                local = etree.QName(sel).localname
+                if local == "address-pool":
+                    _add(wanted, "sections", "address-pool")
+                    pool = _content(sel, "name")
+                    if pool is None:
+                        wanted.pools = None
+                    elif wanted.pools is not None:
+                        wanted.pools.add(pool)
+                elif local == "home-agent":
+                    _home_agent_hints(sel, wanted)
+    for attr in ("home_addresses", "care_of_addresses", "pools"):
+        if getattr(wanted, attr) == set():
+            setattr(wanted, attr, None)
+    return wanted
+
+
+def _home_agent_hints(sel: etree._Element, wanted: Wanted) -> None:
+    parts = [c for c in sel if isinstance(c.tag, str)]
+    if not parts:
+        wanted.sections = None
+        wanted.home_addresses = wanted.care_of_addresses = None
+        return
+    for part in parts:
+        local = etree.QName(part).localname
+        if local not in _SECTIONS:
+            continue  # a config leaf of home-agent: the server answers it from running
+        _add(wanted, "sections", local)
+        if local != "bindings":
+            continue
+        bindings = _children(part, "binding")
+        if not bindings:
+            wanted.home_addresses = wanted.care_of_addresses = None
+        for b in bindings:
+            home, coa = _content(b, "home-address"), _content(b, "care-of-address")
+            _add_address(wanted, "home_addresses", home)
+            _add_address(wanted, "care_of_addresses", coa)
+
+
+def _add(wanted: Wanted, attr: str, value: str) -> None:
+    current = getattr(wanted, attr)
+    if current is not None:
+        current.add(value)
+
+
+def _add_address(wanted: Wanted, attr: str, text: str | None) -> None:
+    current = getattr(wanted, attr)
+    if current is None:
+        return
+    if text is None:
+        setattr(wanted, attr, None)
+        return
+    try:
+        current.add(IPv4Address(text))
+    except ValueError:
+        setattr(wanted, attr, None)
+
+
+_XPATH_NAME = re.compile(r"virtual-router\[(?:\w+:)?name\s*=\s*['\"]([^'\"]+)['\"]\]")
+_XPATH_HOME = re.compile(r"binding\[[^\]]*?(?:\w+:)?home-address\s*=\s*['\"]([^'\"]+)['\"]")
+
+
+def _wanted_from_xpath(xpath: str) -> Wanted:
+    """Conservative hints from an XPath: only unambiguous, single-branch predicates narrow anything."""
+    if "|" in xpath or " or " in xpath:
+        return Wanted()
+    wanted = Wanted()
+    names = _XPATH_NAME.findall(xpath)
+    if len(names) == 1:
+        wanted.routers = {names[0]}
+    homes = _XPATH_HOME.findall(xpath)
+    if len(homes) == 1:
+        try:
+            wanted.home_addresses = {IPv4Address(homes[0])}
+            wanted.sections = {"bindings"}
+        except ValueError:
+            pass
+    return wanted
+
+
+# -- building the XML ------------------------------------------------------------------------------
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+
+def _leaf(parent: etree._Element, name: str, value: object) -> None:
+    etree.SubElement(parent, _Q + name).text = str(value)
+
+
+def _flags(bits: int) -> str:
+    return " ".join(name for name, mask in _FLAG_ORDER if bits & mask)
+
+
+def binding_element(parent: etree._Element, info: BindingInfo, tunnel_interface: str | None) -> None:
+    b = etree.SubElement(parent, _Q + "binding")
+    _leaf(b, "home-address", info.home_address)
+    _leaf(b, "care-of-address", info.care_of_address)
+    _leaf(b, "mobile-node", info.mobile_node)
+    if info.nai:
+        _leaf(b, "nai", info.nai)
+    _leaf(b, "source-address", info.source_address)
+    _leaf(b, "lifetime-granted", info.lifetime_granted)
+    _leaf(b, "lifetime-remaining", max(0, min(info.lifetime_remaining, 0xFFFF)))
+    _leaf(b, "registered-at", _iso(info.registered_at))
+    _leaf(b, "identification", info.identification)
+    _leaf(b, "flags", _flags(int(info.flags)))
+    _leaf(b, "encapsulation", info.encapsulation)
+    if tunnel_interface:
+        _leaf(b, "tunnel-interface", tunnel_interface)
+
+
+class HomeAgentStateProvider:
+    """The server's :class:`~server.operational.OperationalProvider` for ``mipha:virtual-routers``."""
+
+    roots = frozenset({(NS, "virtual-routers")})
+
+    def __init__(self, routers: Callable[[], Iterable[VirtualRouterState]]) -> None:
+        self._routers = routers
+        #: Bindings serialised by the last request (tests assert push-down with it).
+        self.last_bindings_built = 0
+
+    def get_state(self, request: StateRequest) -> list[etree._Element]:
+        wanted = wanted_from(request)
+        self.last_bindings_built = 0
+        if wanted.nothing:
+            return []
+        top = etree.Element(_Q + "virtual-routers", nsmap={None: NS})
+        for vr in self._routers():
+            if wanted.routers is not None and vr.name not in wanted.routers:
+                continue
+            self._virtual_router(top, vr, wanted)
+        return [top] if len(top) else []
+
+    def _virtual_router(self, top: etree._Element, vr: VirtualRouterState, wanted: Wanted) -> None:
+        engine = vr.engine
+        if engine is None:
+            return
+        entry = etree.SubElement(top, _Q + "virtual-router")
+        _leaf(entry, "name", vr.name)
+        if engine.config.home_agent is not None and any(wanted.section(s) for s in _SECTIONS):
+            ha = etree.SubElement(entry, _Q + "home-agent")
+            tunnels = vr.tunnels() if (wanted.section("tunnels") or wanted.section("bindings")) else []
+            interfaces = {t.care_of_address: t.interface for t in tunnels}
+            if wanted.section("bindings"):
+                self._bindings(etree.SubElement(ha, _Q + "bindings"), engine, vr.now(), wanted, interfaces)
+            if wanted.section("tunnels"):
+                self._tunnels(etree.SubElement(ha, _Q + "tunnels"), tunnels)
+            if wanted.section("statistics"):
+                self._statistics(etree.SubElement(ha, _Q + "statistics"), engine, vr.discontinuity_time())
+            if wanted.section("security-violations"):
+                self._violations(etree.SubElement(ha, _Q + "security-violations"), engine)
+        if wanted.section("address-pool"):
+            for name in engine.config.address_pools:
+                if wanted.pools is not None and name not in wanted.pools:
+                    continue
+                usage = engine.pool_usage(name)
+                if usage is None:
+                    continue
+                pool = etree.SubElement(entry, _Q + "address-pool")
+                _leaf(pool, "name", name)
+                _leaf(pool, "size", usage.size)
+                _leaf(pool, "in-use", usage.in_use)
+                _leaf(pool, "free", usage.free)
+
+    def _bindings(
+        self,
+        parent: etree._Element,
+        engine: HomeAgent,
+        now: float,
+        wanted: Wanted,
+        interfaces: dict[IPv4Address, str | None],
+    ) -> None:
+        coas = wanted.care_of_addresses
+        if wanted.home_addresses is not None:
+            infos: Iterable[BindingInfo] = (
+                info for home in sorted(wanted.home_addresses) for info in engine.bindings_of(home, now=now)
+            )
+        else:
+            infos = self._walk(engine, now)
+        for info in infos:
+            if coas is not None and info.care_of_address not in coas:
+                continue
+            binding_element(parent, info, interfaces.get(info.care_of_address))
+            self.last_bindings_built += 1
+
+    @staticmethod
+    def _walk(engine: HomeAgent, now: float) -> Iterable[BindingInfo]:
+        key = None
+        while True:
+            page = engine.bindings_after(key, _PAGE, now=now)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            key = page[-1].key
+
+    @staticmethod
+    def _tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:
+        for t in sorted(tunnels, key=lambda t: t.care_of_address):
+            el = etree.SubElement(parent, _Q + "tunnel")
+            _leaf(el, "care-of-address", t.care_of_address)
+            if t.interface:
+                _leaf(el, "interface", t.interface)
+            _leaf(el, "binding-count", t.binding_count)
+            _leaf(el, "in-packets", t.in_packets)
+            _leaf(el, "in-octets", t.in_octets)
+            _leaf(el, "out-packets", t.out_packets)
+            _leaf(el, "out-octets", t.out_octets)
+
+    @staticmethod
+    def _statistics(parent: etree._Element, engine: HomeAgent, since: float) -> None:
+        _leaf(parent, "discontinuity-time", _iso(since))
+        counters = engine.statistics.as_dict()
+        by_code = counters.pop("denied-by-code")
+        for name in (
+            "requests-received",
+            "deregistrations-received",
+            "replies-sent",
+            "accepted",
+            "accepted-no-simultaneous",
+            "denied",
+        ):
+            _leaf(parent, name, counters[name])
+        codes = etree.SubElement(parent, _Q + "denied-by-code")
+        for code, count in sorted(by_code.items()):
+            entry = etree.SubElement(codes, _Q + "code")
+            _leaf(entry, "code", int(code))
+            _leaf(entry, "count", count)
+        for name in (
+            "mn-auth-failures",
+            "fa-auth-failures",
+            "identification-mismatches",
+            "poorly-formed",
+            "unknown-ha",
+            "gratuitous-arps-sent",
+            "discarded",
+        ):
+            _leaf(parent, name, counters[name])
+
+    @staticmethod
+    def _violations(parent: etree._Element, engine: HomeAgent) -> None:
+        for v in engine.violations:
+            el = etree.SubElement(parent, _Q + "violation")
+            _leaf(el, "index", v.index)
+            _leaf(el, "time", _iso(v.time))
+            _leaf(el, "peer", v.peer)
+            home = getattr(v, "home_address", None)
+            if home is not None:
+                _leaf(el, "home-address", home)
+            if v.spi is not None:
+                _leaf(el, "spi", v.spi)
+            _leaf(el, "reason", v.reason)

@@ -1,0 +1,113 @@
+"""The binding journal: replay, torn tails, compaction, and crash safety of acknowledged writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from mipha.journal import BindingJournal, BindingRecord
+
+
+def rec(home: str, coa: str = "198.51.100.7", vr: str = "home", at: float = 1000.0, lifetime: int = 600) -> BindingRecord:
+    return BindingRecord(
+        vr=vr,
+        home_address=home,
+        care_of_address=coa,
+        mobile_node=f"mn-{home}",
+        source_address=coa,
+        source_port=434,
+        lifetime=lifetime,
+        registered_at=at,
+        identification=42,
+        flags=0x02,
+        encapsulation="ip-in-ip",
+    )
+
+
+def test_replay_adds_and_deletes(tmp_path: Path) -> None:
+    j = BindingJournal(tmp_path / "bindings.journal")
+    assert j.load() == {}
+    j.open()
+    j.record(added=[rec("192.0.2.10"), rec("192.0.2.11")])
+    j.record(removed=[("home", "192.0.2.10", "198.51.100.7")], added=[rec("192.0.2.12", coa="203.0.113.5")])
+    j.close()
+    again = BindingJournal(tmp_path / "bindings.journal").load()
+    assert set(again) == {("home", "192.0.2.11", "198.51.100.7"), ("home", "192.0.2.12", "203.0.113.5")}
+    assert again[("home", "192.0.2.11", "198.51.100.7")] == rec("192.0.2.11")
+
+
+def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path)
+    j.open([])
+    j.record(added=[rec("192.0.2.10")])
+    j.close()
+    with path.open("ab") as f:
+        f.write(b'{"op":"add","vr":"home","home_addr')  # crash mid-write
+    assert set(BindingJournal(path).load()) == {("home", "192.0.2.10", "198.51.100.7")}
+
+
+def test_open_compacts_to_the_live_set(tmp_path: Path) -> None:
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path)
+    j.open([])
+    for i in range(50):
+        j.record(added=[rec("192.0.2.10", at=float(i))])
+    j.close()
+    assert len(path.read_text().splitlines()) == 50
+    j2 = BindingJournal(path)
+    live = j2.load()
+    j2.open()
+    j2.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["registered_at"] == 49.0
+    assert live[("home", "192.0.2.10", "198.51.100.7")].registered_at == 49.0
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_forget_vr(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = BindingJournal(path)
+    j.open([])
+    j.record(added=[rec("192.0.2.10"), rec("10.0.0.1", vr="other")])
+    j.forget_vr("home")
+    j.close()
+    assert set(BindingJournal(path).load()) == {("other", "10.0.0.1", "198.51.100.7")}
+
+
+def test_remaining_lifetime_and_infinity() -> None:
+    assert rec("192.0.2.1", at=1000.0, lifetime=600).remaining(1100.0) == 500.0
+    assert rec("192.0.2.1", lifetime=0xFFFF).remaining(1e12) == float("inf")
+
+
+def test_kill_9_after_record_loses_nothing(tmp_path: Path) -> None:
+    """A child records bindings, says so, and is SIGKILLed at once: every acknowledged one survives."""
+    path = tmp_path / "bindings.journal"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from tests.daemon.test_journal import rec
+        from mipha.journal import BindingJournal
+        j = BindingJournal({str(path)!r}, fsync_interval=3600)
+        j.open([])
+        for i in range(1000):
+            j.record(added=[rec(f"10.0.{{i // 256}}.{{i % 256}}")])
+        print("acknowledged", flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "acknowledged"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert len(BindingJournal(path).load()) == 1000
