@@ -248,3 +248,10 @@ def test_load_with_nai_nodes_gets_pool_addresses():
         # 30 addresses for 40 nodes: the last 10 nodes are refused with 130 on every attempt.
         assert out["denied"] == {"130": out["codes"]["130"]} and out["codes"]["130"] >= 10
         assert ha.call(lambda: (ha.engine.binding_count, ha.engine.pool_usage("pool").free)) == (30, 0)
+
+
+def test_open_udp_socket_in_a_missing_namespace_raises_in_the_caller():
+    from ha.transport import open_udp_socket
+
+    with pytest.raises(OSError):
+        open_udp_socket("127.0.0.1", 0, f"mipha-missing-{uuid.uuid4().hex[:8]}")
