@@ -312,7 +312,9 @@ def main() -> None:
 
     quick = args.quick
     nodes = 2_000 if quick else 20_000
-    print(f"# mipha registration benchmark ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    python = sys.version.split()[0]
+    print(f"# mipha registration benchmark ({os.cpu_count()} CPUs, Python {python}, load average {load})")
 
     decisions = bench_in_process(nodes, 3 if quick else 5)
     base = decisions["bare hmac.digest"]
