@@ -2,6 +2,11 @@
 
 Transport-free; the only clock-driven part, the confirmed-commit timeout, uses the running asyncio
 loop's `call_later` so that the rollback happens even when no session is active.
+
+Every change of a configuration datastore (and lock/unlock) runs under one asyncio lock,
+`txn_lock`, so a transaction whose subscribers await kernel work is never interleaved with another;
+reads take no lock and see running as it was before the pending transaction. Rollbacks that no RPC
+asks for (confirm timeout, loss of the confirming session) run as background tasks under that lock.
 """
 
 from __future__ import annotations
@@ -9,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -89,12 +95,15 @@ class NetconfCore:
         self.providers: list[OperationalProvider] = providers if providers is not None else []
         self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
         self.pending: PendingConfirm | None = None
+        #: serialises every configuration change (see the module docstring)
+        self.txn_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()  # background rollbacks, kept until done
         self._next_id = 1
         self.loop: asyncio.AbstractEventLoop | None = None  # default: the running loop
         self.capabilities = self._capabilities()
         self._hello_caps = self._hello_template()
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
+    def event_loop(self) -> asyncio.AbstractEventLoop:
         return self.loop or asyncio.get_running_loop()
 
     # -- hello / capabilities ------------------------------------------------------------------------
@@ -164,7 +173,9 @@ class NetconfCore:
         p = self.pending
         if p is not None and p.persist is None and p.session_id == sess.id:
             log.warning("session %d ended during a confirmed commit: rolling back", sess.id)
-            self._rollback("cancel", sess)
+            if p.timer is not None:
+                p.timer.cancel()
+            self.spawn(self._rollback_when_free(p, "cancel"), "rollback after session loss")
         self.events.publish(ev.session_end(sess.principal.user, sess.id, sess.source_host, reason, killed_by))
 
     def kill(self, sid: int, by: int) -> None:
@@ -222,7 +233,7 @@ class NetconfCore:
                 info=(("session-id", str(holder[0])),),
             )
 
-    def commit(
+    async def commit(
         self,
         sess: NetconfSession,
         *,
@@ -267,7 +278,7 @@ class NetconfCore:
         before = self.ds.running
         # the candidate becomes running as is (no copy): afterwards the candidate mirrors running again
         new = self.ds.candidate
-        self.ds.commit_running(
+        await self.ds.commit_running(
             new, session_id=sess.id, user=sess.principal.user, validate=not self.ds.candidate_valid
         )
         self.ds.reset_candidate()
@@ -282,7 +293,7 @@ class NetconfCore:
                 if p.timer is not None:
                     p.timer.cancel()
                 event = "extend"
-            self.pending.timer = self._loop().call_later(timeout, self._confirm_timeout)
+            self.pending.timer = self.event_loop().call_later(timeout, self._confirm_timeout)
             self.events.publish(
                 ev.confirmed_commit(event, sess.principal.user, sess.id, sess.source_host, timeout)
             )
@@ -295,7 +306,7 @@ class NetconfCore:
                 ev.confirmed_commit("complete", sess.principal.user, sess.id, sess.source_host, None)
             )
 
-    def cancel_commit(self, sess: NetconfSession, persist_id: str | None) -> None:
+    async def cancel_commit(self, sess: NetconfSession, persist_id: str | None) -> None:
         p = self.pending
         if p is None:
             raise RpcError("invalid-value", "no confirmed commit is pending", type="protocol")
@@ -314,14 +325,23 @@ class NetconfCore:
                 type="protocol",
                 info=(("session-id", str(p.session_id)),),
             )
-        self._rollback("cancel", sess)
+        await self._rollback("cancel", sess)
 
     def _confirm_timeout(self) -> None:
-        if self.pending is not None:
-            log.warning("confirmed commit not confirmed within %ds: rolling back", self.pending.timeout)
-            self._rollback("timeout", None)
+        p = self.pending
+        if p is not None:
+            log.warning("confirmed commit not confirmed within %ds: rolling back", p.timeout)
+            self.spawn(self._rollback_when_free(p, "timeout"), "confirmed-commit timeout rollback")
 
-    def _rollback(self, event: str, sess: NetconfSession | None) -> None:
+    async def _rollback_when_free(self, p: PendingConfirm, event: str) -> None:
+        """Background rollback: wait for the transaction lock; nothing to do if `p` was confirmed or
+        cancelled meanwhile."""
+        async with self.txn_lock:
+            if self.pending is p:
+                await self._rollback(event, None)
+
+    async def _rollback(self, event: str, sess: NetconfSession | None) -> None:
+        """Restore the configuration before the confirmed commit. Caller holds `txn_lock`."""
         p = self.pending
         if p is None:
             return
@@ -329,9 +349,14 @@ class NetconfCore:
         if p.timer is not None:
             p.timer.cancel()
         try:
-            self.ds.commit_running(p.rollback, session_id=0, validate=False)
+            await self.ds.commit_running(p.rollback, session_id=0, validate=False)
         except RpcError as err:
-            log.error("rollback of confirmed commit refused by a subscriber: %s", err)
+            # nothing sensible is left to retry: running keeps the unconfirmed configuration
+            log.error(
+                "ROLLBACK FAILED: a subscriber refused to restore the configuration before the "
+                "confirmed commit (%s); running keeps the unconfirmed configuration",
+                err,
+            )
         self.ds.clear_rollback()
         self.ds.reset_candidate()
         if sess is not None and event == "cancel" and sess.id in self.sessions:
@@ -346,27 +371,59 @@ class NetconfCore:
         sub = ev.Subscription(self.events, sess.send_notification, self.schema, **kw)
         sess.subscription = sub
         # the <ok/> reply must precede any notification: start after the current message is answered
-        self._loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
+        self.event_loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
         if sub.stop is not None:
             delay = (sub.stop - ev.utcnow()).total_seconds()
             if delay > 0:
-                self._loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
+                self.event_loop().call_later(delay, lambda: sub.finish(ev.utcnow()))
 
     def seed(self, config_xml: bytes) -> bool:
-        """First start only: install a bootstrap configuration (a <config> document) as startup and
-        running, through validation and the subscribers. Returns False (and changes nothing) when the
-        state directory already held datastores. Raises RpcError when the document is invalid."""
+        """First start only, before `replay_running`: install a bootstrap configuration (a <config>
+        document) as startup and running, validated and persisted. The subscribers are not called:
+        `replay_running` brings them up from whatever running holds. Returns False (and changes
+        nothing) when the state directory already held datastores. Raises RpcError when the document
+        is invalid (nothing is written then)."""
         if not self.ds.fresh:
             return False
         data = Forest.from_wrapper(parse_message(config_xml))
-        self.ds.commit_running(data, session_id=0, user="")
-        self.ds.set_startup(data.copy(), validate=False)
+        self.ds.set_startup(data.copy())  # validates; raises before anything is written
+        self.ds.running = data
+        self.ds.reset_candidate()
+        self.ds.persist("running")
         self.ds.fresh = False
         return True
 
+    async def replay_running(self) -> None:
+        """At start, before serving: run one transaction from an empty configuration to the current
+        running through every subscriber (validate → prepare → apply; sysrepo's ENABLED event).
+        A refusal raises its RpcError after the prepared subscribers got abort; running and the
+        files are left as they are, so the daemon can report it and exit."""
+        async with self.txn_lock:
+            await self.ds.replay_running()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task:
+        """Run `coro` as a background task that is kept until done; a failure is logged loudly."""
+        task = self.event_loop().create_task(coro, name=what)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s FAILED", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def wait_idle(self) -> None:
+        """Wait for the background tasks (rollbacks) spawned so far, including ones they spawn."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def register_rpc(self, namespace: str, name: str, handler: Handler) -> None:
         """For the daemon: serve a YANG rpc (e.g. mipha clear-bindings). The handler gets the session
-        and the rpc's element, returns None (<ok/>) or an element/bytes for the reply, raises RpcError."""
+        and the rpc's element, returns None (<ok/>) or an element/bytes for the reply, raises RpcError.
+        It may be a coroutine function (or return an awaitable): the session awaits it; its later RPCs
+        wait, other sessions do not. It runs without `txn_lock` (take it to touch configuration)."""
         if (namespace, name) in self.rpc_handlers:
             raise ValueError(f"rpc {name} in {namespace} already has a handler")
         self.rpc_handlers[(namespace, name)] = handler
@@ -417,6 +474,9 @@ class NetconfCore:
         return strip_config(self.schema, data)
 
     def close(self) -> None:
+        """Cancel the confirm timer and end every session. A background rollback still running is
+        left to finish (`await wait_idle()`); if the process stops first, rollback.xml reverts the
+        unconfirmed commit at the next start."""
         if self.pending is not None and self.pending.timer is not None:
             self.pending.timer.cancel()
         for s in list(self.sessions.values()):

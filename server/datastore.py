@@ -21,7 +21,13 @@ from lxml import etree
 
 from server.errors import RpcError
 from server.schema import Schema
-from server.subscribers import ConfigSubscriber, Transaction, apply_transaction, run_transaction
+from server.subscribers import (
+    ConfigSubscriber,
+    Transaction,
+    abort_transaction,
+    apply_transaction,
+    run_transaction,
+)
 from server.tree import Forest
 from server.xmlns import NC_NS
 from server.xmlparse import parse_message
@@ -181,31 +187,41 @@ class Datastores:
         return validation_errors(self.validator, data, self.schema)
 
     # -- writes --------------------------------------------------------------------------------------
-    def commit_running(
+    async def commit_running(
         self, new: Forest, *, session_id: int = 0, user: str = "", validate: bool = True
     ) -> None:
-        """The one way running changes: validate, subscribers, swap, persist. Raise RpcError on refusal."""
+        """The one way running changes: validate, subscribers, swap, persist. Raise RpcError on refusal.
+
+        The caller holds the core's transaction lock. Until the swap, running is the old tree (reads
+        see it); a cancellation before the swap aborts the prepared subscribers and leaves running as
+        it was; once swapped, apply runs to its end."""
         if validate:
             errs = self.validate(new)
             if errs:
                 raise _raise_all(errs)
         txn = Transaction(old=self.running, new=new, schema=self.schema, session_id=session_id, user=user)
-        run_transaction(self.subscribers, txn)
+        await run_transaction(self.subscribers, txn)
         self.running = new
         try:
             self.persist("running")
         except OSError as exc:
             # apply has not run yet: undo cleanly (subscribers get abort) and report
             self.running = txn.old
-            for sub in reversed(self.subscribers):
-                try:
-                    sub.abort(txn)
-                except Exception:
-                    log.exception("abort after persist failure")
+            await abort_transaction(self.subscribers, txn)
             raise RpcError("operation-failed", f"cannot persist running: {exc}") from exc
-        apply_transaction(self.subscribers, txn)
-        for cb in self.on_change:
-            cb("running", txn)
+        try:
+            await apply_transaction(self.subscribers, txn)
+        finally:
+            for cb in self.on_change:
+                cb("running", txn)
+
+    async def replay_running(self) -> None:
+        """Bring the subscribers up from the current running: one transaction from an empty config
+        (sysrepo's ENABLED event) through validate → prepare → apply. Raises the refusal's RpcError
+        (after aborting the prepared subscribers); running itself is never changed."""
+        txn = Transaction(old=Forest(), new=self.running, schema=self.schema)
+        await run_transaction(self.subscribers, txn)
+        await apply_transaction(self.subscribers, txn)
 
     def set_candidate(self, new: Forest, session_id: int, *, validated: bool = False) -> None:
         """`validated`: the whole new candidate was just validated (commit need not do it again)."""

@@ -3,12 +3,18 @@
 Handlers receive the session and the operation element and return None (→ <ok/>), an element, or
 bytes already serialised (big <data> replies skip building a wrapper tree). They raise RpcError; the
 session turns it into <rpc-error> in one place. The table `HANDLERS` is keyed by (namespace, name).
+
+Reads are plain functions (answered inline, no task). Everything that changes a configuration
+datastore or a lock is a coroutine run under the core's `txn_lock` (`@_serialised`): the subscribers
+it drives may await kernel work, and no other change may interleave with it meanwhile.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -27,7 +33,9 @@ from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
 if TYPE_CHECKING:
     from server.protocol import NetconfSession
 
-Handler = Callable[["NetconfSession", etree._Element], "etree._Element | bytes | None"]
+Reply = "etree._Element | bytes | None"
+#: a plain function, or a coroutine function / function returning an awaitable of the same
+Handler = Callable[["NetconfSession", etree._Element], "etree._Element | bytes | Awaitable[Reply] | None"]
 TEST_OPTIONS = frozenset({"test-then-set", "set", "test-only"})
 
 
@@ -207,20 +215,43 @@ def _errors_in_request_prefixes(config_of: Callable[[etree._Element], etree._Ele
     """Decorator: error-paths (also those from validation of the whole datastore, which speak the
     stored data's prefixes) are rewritten into the prefixes of the request's config."""
 
+    def rewrite(err: RpcError, op: etree._Element) -> RpcError:
+        config = config_of(op)
+        return err if config is None else with_request_prefixes(err, request_prefixes(config))
+
     def wrap(fn: Handler) -> Handler:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_handler(sess: NetconfSession, op: etree._Element):
+                try:
+                    return await fn(sess, op)
+                except RpcError as err:
+                    raise rewrite(err, op) from None
+
+            return async_handler
+
+        @functools.wraps(fn)
         def handler(sess: NetconfSession, op: etree._Element):
             try:
                 return fn(sess, op)
             except RpcError as err:
-                config = config_of(op)
-                if config is None:
-                    raise
-                raise with_request_prefixes(err, request_prefixes(config)) from None
+                raise rewrite(err, op) from None
 
-        handler.__doc__ = fn.__doc__
         return handler
 
     return wrap
+
+
+def _serialised(fn: Callable[[NetconfSession, etree._Element], Awaitable[None]]) -> Handler:
+    """The whole operation (reading the datastore it edits included) runs under `txn_lock`."""
+
+    @functools.wraps(fn)
+    async def handler(sess: NetconfSession, op: etree._Element) -> None:
+        async with sess.core.txn_lock:
+            return await fn(sess, op)
+
+    return handler
 
 
 def _config_of_edit(op: etree._Element) -> etree._Element | None:
@@ -233,7 +264,8 @@ def _config_of_source(op: etree._Element) -> etree._Element | None:
 
 
 @_errors_in_request_prefixes(_config_of_edit)
-def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     core = sess.core
     target = _datastore_ref(op, "target")
     if target == "startup":
@@ -286,7 +318,7 @@ def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
         return None
     if target == "running":
         try:
-            core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
+            await core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
         except RpcError as err:
             raise combine(errs + err.all()) from None  # continue-on-error: report the edit errors too
         core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
@@ -320,7 +352,8 @@ def _inline_config(sess: NetconfSession, config_el: etree._Element) -> Forest:
 
 
 @_errors_in_request_prefixes(_config_of_source)
-def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     core = sess.core
     target = _datastore_ref(op, "target")
     source = _datastore_ref(op, "source", allow_config=True)
@@ -335,7 +368,7 @@ def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
         data = _inline_config(sess, source)
     _check_not_locked_by_other(sess, target)
     if target == "running":
-        core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
+        await core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
         core.publish_config_change(sess, "running", [])
     elif target == "candidate":
         verrs = core.ds.validate(data)
@@ -348,7 +381,8 @@ def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
     target = _datastore_ref(op, "target")
     if target != "startup":
         raise RpcError("operation-not-supported", f"cannot delete the {target} datastore", type="protocol")
@@ -358,12 +392,14 @@ def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_lock(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_lock(sess: NetconfSession, op: etree._Element) -> None:
     sess.core.lock(sess, _datastore_ref(op, "target"))
     return None
 
 
-def op_unlock(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_unlock(sess: NetconfSession, op: etree._Element) -> None:
     sess.core.unlock(sess, _datastore_ref(op, "target"))
     return None
 
@@ -400,7 +436,8 @@ def op_kill_session(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_commit(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_commit(sess: NetconfSession, op: etree._Element) -> None:
     confirmed = _child(op, "confirmed") is not None
     timeout_text = _text(op, "confirm-timeout")
     timeout = 600
@@ -413,7 +450,7 @@ def op_commit(sess: NetconfSession, op: etree._Element) -> None:
                 info=(("bad-element", "confirm-timeout"),),
             )
         timeout = int(timeout_text)
-    sess.core.commit(
+    await sess.core.commit(
         sess,
         confirmed=confirmed,
         timeout=timeout,
@@ -423,12 +460,14 @@ def op_commit(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_cancel_commit(sess: NetconfSession, op: etree._Element) -> None:
-    sess.core.cancel_commit(sess, _text(op, "persist-id"))
+@_serialised
+async def op_cancel_commit(sess: NetconfSession, op: etree._Element) -> None:
+    await sess.core.cancel_commit(sess, _text(op, "persist-id"))
     return None
 
 
-def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
+@_serialised
+async def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
     _check_not_locked_by_other(sess, "candidate")
     sess.core.ds.reset_candidate()
     return None

@@ -1,15 +1,24 @@
 """One NETCONF session, transport-agnostic: hello exchange, framing, RPC dispatch, replies.
 
-The SSH layer (session.py) feeds bytes in and gives two callables out (`write`, `close`); everything
-here is synchronous and testable without a socket. Every RpcError raised by a handler is turned into
-<rpc-error> here and only here.
+The SSH layer (session.py) feeds bytes in and gives two callables out (`write`, `close`); it is
+testable without a socket. Every RpcError raised by a handler is turned into <rpc-error> here and
+only here.
+
+One RPC at a time per session, replies in request order. A handler that returns a plain value is
+answered inline inside `data_received` (the small get-config round trip costs no task); one that
+returns an awaitable (configuration changes, async YANG rpcs) is finished by a task, and the
+messages that arrive meanwhile wait in `_backlog` until it is done. When the session ends, that
+task is cancelled (RFC 6241 §7.9: its operation is stopped) and the backlog is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -57,6 +66,8 @@ class NetconfSession:
         self.hello_done = False
         self.close_after_reply = False
         self.closed = False
+        self._busy: asyncio.Task | None = None  # the task finishing the current RPC, if any
+        self._backlog: deque[bytes] = deque()  # RPCs received while it runs, in order
 
     # -- transport events ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,6 +92,8 @@ class NetconfSession:
                 return
             if not self.hello_done:
                 self._handle_hello(msg)
+            elif self._busy is not None:
+                self._backlog.append(msg)
             else:
                 self._handle_rpc(msg)
 
@@ -95,6 +108,10 @@ class NetconfSession:
         if self.closed:
             return
         self.closed = True
+        self._backlog.clear()
+        busy, self._busy = self._busy, None
+        if busy is not None and busy is not asyncio.current_task(self.core.event_loop()):
+            busy.cancel()  # stops its operation; a transaction aborts and releases the lock
         self.core.unregister(self, reason, killed_by)
         try:
             self._close()
@@ -195,15 +212,41 @@ class NetconfSession:
                     type="protocol",
                 )
             result = handler(self, op)
-        except RpcError as err:
-            self._send_error_reply(root, err)
-            return
         except Exception as exc:
-            log.exception("session %d: %s failed", self.id, op.tag)
-            self._send_error_reply(
-                root, RpcError("operation-failed", f"internal error: {type(exc).__name__}")
+            self._send_failure(root, op, exc)
+            return
+        if inspect.isawaitable(result):
+            self._busy = self.core.event_loop().create_task(
+                self._finish(root, op, result), name=f"netconf session {self.id} rpc"
             )
             return
+        self._send_result(root, result)
+
+    async def _finish(self, root: etree._Element, op: etree._Element, pending: Awaitable) -> None:
+        """Await a handler's result, reply, then handle what arrived meanwhile (in order)."""
+        try:
+            result = await pending
+        except asyncio.CancelledError:
+            if not self.closed:  # cancelled by someone else than terminate(): still answer
+                self._send_failure(root, op, RpcError("operation-failed", "operation cancelled"))
+                self._resume()
+            raise
+        except Exception as exc:
+            self._send_failure(root, op, exc)
+        else:
+            self._send_result(root, result)
+        self._resume()
+
+    def _resume(self) -> None:
+        """The current RPC is answered: process the backlog until empty or another RPC suspends."""
+        if asyncio.current_task() is self._busy:
+            self._busy = None
+        while self._backlog and not self.closed and self._busy is None:
+            self._handle_rpc(self._backlog.popleft())
+
+    def _send_result(self, root: etree._Element, result: etree._Element | bytes | None) -> None:
+        if self.closed:
+            return  # killed or lost while the RPC ran: nobody to answer
         if result is None:
             body = _OK
         elif isinstance(result, bytes):
@@ -213,6 +256,14 @@ class NetconfSession:
         self._send_reply(root, body)
         if self.close_after_reply:
             self.terminate("closed")
+
+    def _send_failure(self, root: etree._Element, op: etree._Element, exc: BaseException) -> None:
+        if self.closed:
+            return
+        if not isinstance(exc, RpcError):
+            log.error("session %d: %s failed", self.id, op.tag, exc_info=exc)
+            exc = RpcError("operation-failed", f"internal error: {type(exc).__name__}")
+        self._send_error_reply(root, exc)
 
     def _bad_rpc(self) -> None:
         self.counters.in_bad_rpcs += 1

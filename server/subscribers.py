@@ -10,6 +10,9 @@ FRR northbound / sysrepo style. A commit to running is one Transaction that the 
 4. otherwise the new config is published and every subscriber's `apply(txn)` runs (must not fail;
    an exception there is logged as a bug, as in FRR).
 
+Every method may be a coroutine (or return an awaitable): the driver awaits it. The driver itself is
+async; with plain methods it never suspends.
+
 A subscriber refuses by raising `server.errors.RpcError` (any other exception becomes
 operation-failed). The transaction gives the old and new trees (read-only: never mutate them) and a
 lazily computed, keyed diff.
@@ -17,9 +20,11 @@ lazily computed, keyed diff.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Protocol
@@ -62,43 +67,93 @@ class Transaction:
 
 
 class ConfigSubscriber(Protocol):
-    """Implemented by the daemon's glue; each method may raise RpcError except `apply`."""
+    """Implemented by the daemon's glue; each method may raise RpcError except `apply`.
 
-    def validate(self, txn: Transaction) -> None: ...
-    def prepare(self, txn: Transaction) -> None: ...
-    def abort(self, txn: Transaction) -> None: ...
-    def apply(self, txn: Transaction) -> None: ...
+    Any method may be a coroutine function (or return an awaitable): the driver awaits it, so a
+    prepare can do kernel work (netlink, TUN devices) and refuse with the kernel's answer."""
+
+    def validate(self, txn: Transaction) -> Awaitable[None] | None: ...
+    def prepare(self, txn: Transaction) -> Awaitable[None] | None: ...
+    def abort(self, txn: Transaction) -> Awaitable[None] | None: ...
+    def apply(self, txn: Transaction) -> Awaitable[None] | None: ...
 
 
-def run_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
-    """validate → prepare → (abort | apply); raise the refusing subscriber's RpcError."""
+async def run_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
+    """validate → prepare → (abort on refusal); raise the refusing subscriber's RpcError.
+
+    Cancellation (the session was killed or lost) during validate or prepare is a refusal too: the
+    subscribers whose prepare completed get abort, then CancelledError propagates. A prepare that is
+    itself interrupted (by RpcError, another exception or CancelledError) must undo its own partial
+    work: it never gets abort."""
     for sub in subscribers:
-        _call(sub.validate, txn)
+        await _call(sub.validate, txn)
     prepared: list[ConfigSubscriber] = []
     try:
         for sub in subscribers:
-            _call(sub.prepare, txn)
+            await _call(sub.prepare, txn)
             prepared.append(sub)
-    except RpcError:
-        for sub in reversed(prepared):
-            try:
-                sub.abort(txn)
-            except Exception:
-                log.exception("subscriber %r failed in abort (transaction %d)", sub, txn.id)
+    except (RpcError, asyncio.CancelledError):
+        await abort_transaction(prepared, txn)
         raise
 
 
-def apply_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
-    for sub in subscribers:
+async def abort_transaction(prepared: list[ConfigSubscriber], txn: Transaction) -> None:
+    """abort, in reverse order, on the subscribers whose prepare succeeded; failures are only logged.
+    Runs to the end even if the calling task is cancelled meanwhile (resources must be released)."""
+    await _every(reversed(prepared), "abort", txn, "subscriber %r failed in abort (transaction %d)")
+
+
+async def apply_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
+    """Every apply, in order. Once running has been swapped this phase always runs to the end, even
+    if the calling task is cancelled meanwhile (the cancellation is re-raised afterwards)."""
+    await _every(subscribers, "apply", txn, "BUG: subscriber %r failed in apply (transaction %d)")
+
+
+async def _every(subs: Iterable[ConfigSubscriber], method: str, txn: Transaction, msg: str) -> None:
+    """Call `method` on each subscriber, never stopping early: an exception is logged, a cancellation
+    of the caller is held back until every call has finished. Plain methods cost no task."""
+    cancelled = False
+    for sub in subs:
         try:
-            sub.apply(txn)
+            result = getattr(sub, method)(txn)
+            if inspect.isawaitable(result):
+                cancelled |= await _to_completion(result)
         except Exception:
-            log.exception("BUG: subscriber %r failed in apply (transaction %d)", sub, txn.id)
+            log.exception(msg, sub, txn.id)
+    if cancelled:
+        raise asyncio.CancelledError
 
 
-def _call(fn, txn: Transaction) -> None:
+async def _to_completion(aw: Awaitable[object]) -> bool:
+    """Await `aw` to its end even if the caller is cancelled meanwhile; re-raise its exception.
+    Returns True when a cancellation of the caller was held back."""
+    fut = asyncio.ensure_future(aw)
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled |= not fut.done()
+        except Exception:
+            break
+    if cancelled:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("subscriber failed while its caller was cancelled", exc_info=fut.exception())
+        return True
+    if fut.cancelled():
+        raise RuntimeError("the subscriber's awaitable was cancelled")
+    fut.result()
+    return False
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _call(fn: Callable[[Transaction], object], txn: Transaction) -> None:
     try:
-        fn(txn)
+        await _maybe_await(fn(txn))
     except RpcError:
         raise
     except Exception as exc:

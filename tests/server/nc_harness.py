@@ -1,9 +1,13 @@
-"""Drive NetconfSession objects in-process (no SSH): exact replies, fast, with a private event loop."""
+"""Drive NetconfSession objects in-process (no SSH): exact replies, fast, with a private event loop.
+
+Bytes are fed to the session inside the loop (as asyncssh does); waiting for a reply runs the loop
+until the server wrote one, so RPCs finished by a task (configuration changes) are awaited too."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections import deque
 from pathlib import Path
 
 from lxml import etree
@@ -29,33 +33,46 @@ class Client:
     def __init__(self, h: Harness, user: str = "admin", groups=frozenset({"admin"})) -> None:
         self.h = h
         self.out = Framer()  # parses what the server writes
+        self.inbox: deque[bytes] = deque()  # messages from the server not read yet
         self.closed = False
         self.sess = NetconfSession(h.core, Principal(user, frozenset(groups)), "127.0.0.1", self._w, self._c)
         self.sess.start()
         self.hello = etree.fromstring(self._next())
-        self.sess.data_received(HELLO_11 + b"]]>]]>")
+        h.feed(self.sess, HELLO_11 + b"]]>]]>")
         self.out.use_chunked()
         self._mid = 0
 
     def _w(self, data: bytes) -> None:
         self.out.receive_data(data)
+        while (m := self.out.next_message()) is not NEED_DATA:
+            self.inbox.append(m)
 
     def _c(self) -> None:
         self.closed = True
 
     def _next(self) -> bytes:
-        msg = self.out.next_message()
-        assert msg is not NEED_DATA, "no message from server"
-        return msg
+        if not self.inbox:
+            self.h.run_until(lambda: self.inbox or self.closed)
+        assert self.inbox, "no message from server"
+        return self.inbox.popleft()
+
+    def reply(self) -> etree._Element:
+        """The next reply (after `send`), running the loop until it arrives."""
+        return etree.fromstring(self._next())
 
     def pending(self) -> list[etree._Element]:
-        out = []
-        while (m := self.out.next_message()) is not NEED_DATA:
-            out.append(etree.fromstring(m))
+        """Messages already written by the server (runs nothing)."""
+        out = [etree.fromstring(m) for m in self.inbox]
+        self.inbox.clear()
         return out
 
     def send(self, payload: bytes) -> None:
-        self.sess.data_received(b"\n#%d\n%s\n##\n" % (len(payload), payload))
+        self.h.feed(self.sess, b"\n#%d\n%s\n##\n" % (len(payload), payload))
+
+    def send_rpc(self, body: str) -> None:
+        """Send an <rpc> without waiting for its reply (read it later with `reply()`)."""
+        self._mid += 1
+        self.send(f'<rpc xmlns="{NC_NS}" message-id="{self._mid}">{body}</rpc>'.encode())
 
     def rpc(self, body: str, attrs: str | None = None) -> etree._Element:
         self._mid += 1
@@ -123,9 +140,38 @@ class Harness:
         """Let the loop run (timers such as confirm-timeout fire)."""
         self.loop.run_until_complete(asyncio.sleep(seconds))
 
+    def feed(self, sess: NetconfSession, data: bytes) -> None:
+        """Deliver bytes to a session from inside the loop (asyncssh calls data_received there)."""
+
+        async def deliver() -> None:
+            sess.data_received(data)
+
+        self.loop.run_until_complete(deliver())
+
+    def run_until(self, cond, limit: float = 30.0) -> None:
+        """Run the loop until `cond()` holds (tasks, timers); fail after `limit` seconds of loop time."""
+
+        async def wait() -> None:
+            deadline = self.loop.time() + limit
+            while not cond():
+                assert self.loop.time() < deadline, "condition not reached"
+                await asyncio.sleep(0.001 if self.loop.time() > start + 0.05 else 0)
+
+        start = self.loop.time()
+        self.loop.run_until_complete(wait())
+
+    def settle(self) -> None:
+        """Run until no background task (rollback) or session RPC task is pending."""
+        self.run_until(lambda: not self.core._tasks and not any(s._busy for s in self.core.sessions.values()))
+
     def close(self) -> None:
         self.core.close()
         self.loop.run_until_complete(asyncio.sleep(0))
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         asyncio.set_event_loop(None)
         self.loop.close()
         if self._tmp is not None:
