@@ -5,9 +5,11 @@ A binding is keyed by ``(home address, care-of address)``; internally the key is
 ``bindings_after`` (resume by key, never a live iterator) and the care-of addresses of a home address
 (a range query) without any per-home-address structure.
 
-Expiry uses a binary heap of single ints ``expires_ms << 64 | key`` with lazy deletion: refreshing a
-binding pushes a new entry and leaves the old one to be skipped when it surfaces (O(log n) per
-operation, no per-binding task).  The heap is rebuilt when stale entries outnumber live ones.
+Expiry uses a binary heap of single ints ``expires_ms << 64 | key`` with lazy deletion: an entry is
+checked against its binding when it surfaces (O(log n) per operation, no per-binding task).  A renewal
+that moves the expiry later pushes nothing: the old entry is re-pushed at the new time when it
+surfaces; one that moves it earlier pushes a new entry.  The heap is rebuilt when stale entries
+outnumber live ones.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def make_key(home_address: int, care_of_address: int) -> int:
 def split_key(key: int) -> tuple[int, int]:
     """``(home_address, care_of_address)`` of a packed key."""
     return key >> 32, key & _MASK32
+
+
+def _earlier(due: int, binding: Binding) -> bool:
+    """True when ``due`` comes before the expiry ``binding`` was scheduled for (or it had none)."""
+    previous = expires_ms(binding.registered, binding.lifetime)
+    return previous is None or due < previous
 
 
 def expires_ms(registered: float, lifetime: int) -> int | None:
@@ -162,23 +170,37 @@ class BindingTable:
         return [by_key[k] for k in keys.islice(start, start + limit)]
 
     def add(self, binding: Binding) -> None:
-        """Insert or refresh ``binding`` (same key replaces) and schedule its expiry."""
+        """Insert ``binding`` (a binding with the same key is replaced) and schedule its expiry."""
         key = (binding.home_address << 32) | binding.care_of_address
-        if key not in self._by_key:
+        previous = self._by_key.get(key)
+        if previous is None:
             self._keys.add(key)
         self._by_key[key] = binding
-        self._schedule(key, binding)
-
-    def reschedule(self, binding: Binding) -> None:
-        """Schedule a binding whose ``registered``/``lifetime`` changed in place."""
-        self._schedule((binding.home_address << 32) | binding.care_of_address, binding)
-
-    def _schedule(self, key: int, binding: Binding) -> None:
         due = expires_ms(binding.registered, binding.lifetime)
-        if due is not None:
-            heapq.heappush(self._heap, (due << 64) | key)
-            if len(self._heap) > 2 * len(self._by_key) + 1024:
-                self._compact()
+        if due is not None and (previous is None or _earlier(due, previous)):
+            self._push(due, key)
+
+    def reschedule(self, binding: Binding, registered: float, lifetime: int) -> None:
+        """A binding was renewed in place; ``registered``/``lifetime`` are its previous values.
+
+        The usual renewal only moves the expiry later: the old heap entry stays and is re-pushed
+        at its new time when it surfaces, so renewals cost no heap operation at all.
+        """
+        if (
+            binding.lifetime >= lifetime
+            and binding.registered >= registered
+            and lifetime != INFINITE_LIFETIME
+        ):
+            return
+        due = expires_ms(binding.registered, binding.lifetime)
+        old = expires_ms(registered, lifetime)
+        if due is not None and (old is None or due < old):
+            self._push(due, (binding.home_address << 32) | binding.care_of_address)
+
+    def _push(self, due: int, key: int) -> None:
+        heapq.heappush(self._heap, (due << 64) | key)
+        if len(self._heap) > 2 * len(self._by_key) + 1024:
+            self._compact()
 
     def remove(self, home_address: int, care_of_address: int) -> Binding | None:
         key = (home_address << 32) | care_of_address
@@ -188,16 +210,24 @@ class BindingTable:
         return binding
 
     def next_expiry(self) -> float | None:
-        """Monotonic time of the earliest live expiry, dropping stale heap entries on the way."""
+        """Monotonic time of the earliest live expiry, settling stale heap entries on the way.
+
+        An entry is stale when its binding is gone or now expires at another time: removed, moved
+        to the binding's real expiry (renewed later), or dropped (another entry covers it).
+        """
         heap = self._heap
         by_key = self._by_key
         while heap:
             entry = heap[0]
             due, key = entry >> 64, entry & _MASK64
             binding = by_key.get(key)
-            if binding is not None and expires_ms(binding.registered, binding.lifetime) == due:
+            actual = None if binding is None else expires_ms(binding.registered, binding.lifetime)
+            if actual == due:
                 return due / 1000
-            heapq.heappop(heap)
+            if actual is not None and actual > due:
+                heapq.heapreplace(heap, (actual << 64) | key)
+            else:
+                heapq.heappop(heap)
         return None
 
     def pop_expired(self, now: float) -> Iterator[Binding]:
@@ -206,11 +236,16 @@ class BindingTable:
         by_key = self._by_key
         now_ms = math.floor(now * 1000)
         while heap and (heap[0] >> 64) <= now_ms:
-            entry = heapq.heappop(heap)
+            entry = heap[0]
             due, key = entry >> 64, entry & _MASK64
             binding = by_key.get(key)
-            if binding is None or expires_ms(binding.registered, binding.lifetime) != due:
-                continue  # stale: refreshed or removed since
+            actual = None if binding is None else expires_ms(binding.registered, binding.lifetime)
+            if actual is not None and actual > due:  # renewed since: wait for its real expiry
+                heapq.heapreplace(heap, (actual << 64) | key)
+                continue
+            heapq.heappop(heap)
+            if actual != due:
+                continue  # removed, infinite now, or another entry covers an earlier expiry
             del by_key[key]
             self._keys.remove(key)
             yield binding

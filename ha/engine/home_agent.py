@@ -523,12 +523,13 @@ class HomeAgent:
             and (current.flags ^ flags) & _T_BIT == 0
             and (not verdict.replace_existing or isinstance(state.coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
+            registered, previous_lifetime = current.registered, current.lifetime
             current.registered = self._now
             current.lifetime = lifetime
             current.identification = verdict.request.identification
             current.flags = flags
             current.source = source
-            table.reschedule(current)
+            table.reschedule(current, registered, previous_lifetime)
             return
 
         before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]

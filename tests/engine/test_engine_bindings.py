@@ -55,3 +55,43 @@ def test_removed_binding_never_expires_and_stale_entries_are_compacted():
     assert table.heap_size <= 2 * len(table) + 1024 + 1
     assert [b.registered for b in table.pop_expired(5008.9)] == []
     assert [b.registered for b in table.pop_expired(5009.0)] == [4999.0]
+
+
+def renew(table: BindingTable, b: Binding, registered: float, lifetime: int) -> None:
+    previous = (b.registered, b.lifetime)
+    b.registered, b.lifetime = registered, lifetime
+    table.reschedule(b, *previous)
+
+
+def test_renewals_that_extend_cost_no_heap_entry_and_expire_at_the_new_time():
+    table = BindingTable()
+    b = binding(1, 1, 0.0, 10)
+    table.add(b)
+    for t in range(1, 50):
+        renew(table, b, float(t), 10)
+    assert table.heap_size == 1
+    assert table.next_expiry() == 59.0  # the old entry moved to the real expiry
+    assert list(table.pop_expired(58.999)) == []
+    assert list(table.pop_expired(59.0)) == [b]
+
+
+def test_a_renewal_that_shortens_the_lifetime_expires_early():
+    table = BindingTable()
+    b = binding(1, 1, 0.0, 100)
+    table.add(b)
+    renew(table, b, 1.0, 5)
+    assert table.next_expiry() == 6.0
+    assert list(table.pop_expired(6.0)) == [b]
+    assert list(table.pop_expired(1000.0)) == []  # the old entry is dropped, nothing expires twice
+
+
+def test_infinite_and_back():
+    table = BindingTable()
+    b = binding(1, 1, 0.0, 10)
+    table.add(b)
+    renew(table, b, 1.0, 0xFFFF)
+    assert list(table.pop_expired(10_000.0)) == [] and len(table) == 1
+    assert table.next_expiry() is None
+    renew(table, b, 20_000.0, 30)
+    assert table.next_expiry() == 20_030.0
+    assert list(table.pop_expired(20_030.0)) == [b]
