@@ -160,6 +160,16 @@ def _spawn(mode: str, *extra: str) -> tuple[subprocess.Popen[str], int]:
     return child, int(child.stdout.readline())
 
 
+def _stop(child: subprocess.Popen[str]) -> None:
+    """End a child we started: SIGTERM, then SIGKILL if it does not go within 10 s."""
+    child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def _load(port: int, nodes: int, duration: float, window: int) -> dict:
     command = [
         sys.executable, "-m", "mipha.cli", "mn", "--ha", str(HA), "--port", str(port), "--key", KEY.hex(),
@@ -177,8 +187,7 @@ def bench_udp(nodes: int, duration: float, window: int) -> dict[str, dict]:
     try:
         results["bare UDP echo"] = _load(port, nodes, duration, window)
     finally:
-        child.terminate()
-        child.wait(10)
+        _stop(child)
     child, port = _spawn("--serve", str(nodes))
     try:
         results["home agent"] = _load(port, nodes, duration, window)
@@ -186,7 +195,7 @@ def bench_udp(nodes: int, duration: float, window: int) -> dict[str, dict]:
         child.terminate()
         assert child.stdout is not None
         stats = json.loads(child.stdout.read().strip().splitlines()[-1])
-        child.wait(10)
+        _stop(child)
     results["home agent"]["server"] = stats
     return results
 
