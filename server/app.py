@@ -37,6 +37,7 @@ class ServerHandle:
 
     async def wait_closed(self) -> None:
         await self.acceptor.wait_closed()
+        await self.core.wait_idle()  # a confirmed-commit rollback still running finishes
 
 
 def build_core(

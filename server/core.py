@@ -297,6 +297,9 @@ class NetconfCore:
             self.events.publish(
                 ev.confirmed_commit(event, sess.principal.user, sess.id, sess.source_host, timeout)
             )
+            if persist is None and sess.closed:
+                # the session ended while this commit was being applied: nobody can confirm it
+                self.spawn(self._rollback_when_free(self.pending, "cancel"), "rollback after session loss")
         elif p is not None:
             if p.timer is not None:
                 p.timer.cancel()

@@ -99,19 +99,21 @@ async def run_transaction(subscribers: list[ConfigSubscriber], txn: Transaction)
 
 async def abort_transaction(prepared: list[ConfigSubscriber], txn: Transaction) -> None:
     """abort, in reverse order, on the subscribers whose prepare succeeded; failures are only logged.
-    Runs to the end even if the calling task is cancelled meanwhile (resources must be released)."""
+    Runs to the end even if the calling task is cancelled meanwhile (resources must be released);
+    such a cancellation is absorbed (the caller raises its own error next)."""
     await _every(reversed(prepared), "abort", txn, "subscriber %r failed in abort (transaction %d)")
 
 
 async def apply_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
-    """Every apply, in order. Once running has been swapped this phase always runs to the end, even
-    if the calling task is cancelled meanwhile (the cancellation is re-raised afterwards)."""
+    """Every apply, in order. Once running has been swapped the transaction is committed: this phase
+    runs to the end even if the calling task is cancelled meanwhile, and that cancellation is
+    absorbed so the caller also finishes its bookkeeping (events, confirmed-commit state)."""
     await _every(subscribers, "apply", txn, "BUG: subscriber %r failed in apply (transaction %d)")
 
 
 async def _every(subs: Iterable[ConfigSubscriber], method: str, txn: Transaction, msg: str) -> None:
     """Call `method` on each subscriber, never stopping early: an exception is logged, a cancellation
-    of the caller is held back until every call has finished. Plain methods cost no task."""
+    of the caller is absorbed. Plain methods cost no task."""
     cancelled = False
     for sub in subs:
         try:
@@ -121,7 +123,7 @@ async def _every(subs: Iterable[ConfigSubscriber], method: str, txn: Transaction
         except Exception:
             log.exception(msg, sub, txn.id)
     if cancelled:
-        raise asyncio.CancelledError
+        log.info("transaction %d: %s finished although its session was cancelled meanwhile", txn.id, method)
 
 
 async def _to_completion(aw: Awaitable[object]) -> bool:
