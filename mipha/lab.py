@@ -1,0 +1,678 @@
+"""``mipha lab up | demo | down``: the whole feature on one machine, in network namespaces.
+
+Topology (the names carry a prefix, ``mipha-lab`` by default)::
+
+    mipha-lab-cn                mipha-lab-ha                         mipha-lab-mn
+    correspondent ──home link── home agent (VR "lab") ──transit───── mobile node
+    cn0 192.0.2.2/24      home0 192.0.2.1/24    tr0 198.51.100.1/24   mn0 198.51.100.7/24 (CoA)
+                                                                       mnt0 192.0.2.10/32 (home address)
+
+``up`` builds the namespaces and starts ``mipha run`` (in the root namespace; its virtual router
+lives in ``mipha-lab-ha``) with NETCONF on 127.0.0.1:8830 and its own state directory.  ``demo``
+starts the mobile node's userspace tunnel endpoint (:mod:`ha.mn.tunnel`), registers the node with
+``mipha mn`` from its namespace, pings the home address from the correspondent, reads the binding
+over NETCONF and shows what the home agent put in the kernel.  ``down`` stops both processes by PID
+and deletes exactly the namespaces ``up`` created.
+
+Everything the lab owns is recorded in its directory (``/run/mipha-lab/<prefix>/``): ``lab.json``
+(the namespaces it created), ``daemon.pid``/``daemon.log``, ``tunnel.pid``/``tunnel.log`` and the
+daemon's ``state/``.  A namespace with a lab name that is not recorded there is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from lxml import etree
+
+from ha.netns import NETNS_RUN_DIR, NetnsThread
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "lab"
+RUN_DIR = Path("/run/mipha-lab")
+NS = "urn:mipha:yang:mipha-home-agent"
+VR_NAME = "lab"
+
+CN_ADDR = IPv4Address("192.0.2.2")
+HA_ADDR = IPv4Address("192.0.2.1")
+HA_TRANSIT = IPv4Address("198.51.100.1")
+HOME_ADDR = IPv4Address("192.0.2.10")
+COA = IPv4Address("198.51.100.7")
+SPI = 256
+KEY_HEX = b"mipha-lab-key-01".hex()  # the key of examples/lab/startup.xml
+MIPHA_TABLE = 434  # ha.dataplane.ownership.MIPHA_TABLE (not imported: keeps `mipha lab` light)
+
+DAEMON_READY_TIMEOUT = 60.0
+TUNNEL_READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which one (the caller adds how to clean up)."""
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def detail(text: str) -> None:
+    for line in text.rstrip("\n").splitlines():
+        print(f"    {line}", flush=True)
+
+
+def run(cmd: list[str], *, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+    """One command; on failure raise with its stderr (``check``) or return the result."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    if check and proc.returncode:
+        raise LabError(f"`{' '.join(cmd)}` failed: {(proc.stderr or proc.stdout).strip()}")
+    if not quiet and proc.stdout.strip():
+        detail(proc.stdout)
+    return proc
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Names, ports and files of one lab instance."""
+
+    prefix: str = "mipha-lab"
+    port: int = 8830
+    dataplane: str = "auto"
+    directory: Path | None = None
+
+    @property
+    def dir(self) -> Path:
+        return self.directory or RUN_DIR / self.prefix
+
+    @property
+    def cn(self) -> str:
+        return f"{self.prefix}-cn"
+
+    @property
+    def ha(self) -> str:
+        return f"{self.prefix}-ha"
+
+    @property
+    def mn(self) -> str:
+        return f"{self.prefix}-mn"
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return (self.cn, self.ha, self.mn)
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "lab.json"
+
+    def pidfile(self, what: str) -> Path:
+        return self.dir / f"{what}.pid"
+
+    def logfile(self, what: str) -> Path:
+        return self.dir / f"{what}.log"
+
+    def cleanup_hint(self) -> str:
+        extra = "" if self.prefix == "mipha-lab" else f" --prefix {self.prefix}"
+        return f"clean up with: mipha lab down{extra}"
+
+    # -- what the lab owns ---------------------------------------------------------------------------
+
+    def owned(self) -> list[str]:
+        """Namespaces this lab created (from its record)."""
+        try:
+            return list(json.loads(self.record.read_text())["namespaces"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return []
+
+    def recorded_port(self) -> int | None:
+        """The NETCONF port of a lab that is up (so ``demo`` finds the daemon ``up`` started)."""
+        try:
+            return int(json.loads(self.record.read_text())["port"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def _remember(self, names: list[str]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"namespaces": names, "port": self.port}) + "\n")
+        tmp.replace(self.record)
+
+
+def netns_exists(name: str) -> bool:
+    return (NETNS_RUN_DIR / name).exists()
+
+
+# -- processes by PID -----------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int, marker: str) -> bool:
+    """True when ``pid`` runs and its command line contains ``marker`` (a recycled PID is not ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return marker in cmdline and state != "Z"
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running(lab: Lab, what: str, marker: str) -> int | None:
+    pid = read_pid(lab.pidfile(what))
+    return pid if pid is not None and _pid_alive(pid, marker) else None
+
+
+def stop_process(lab: Lab, what: str, marker: str) -> None:
+    """SIGTERM the process of ``what.pid`` (if it is still ours), wait, SIGKILL as a last resort."""
+    pidfile = lab.pidfile(what)
+    pid = read_pid(pidfile)
+    if pid is None:
+        return
+    if not _pid_alive(pid, marker):
+        step(f"{what} (pid {pid}) is not running")
+        pidfile.unlink(missing_ok=True)
+        return
+    step(f"stopping the {what} (pid {pid}, SIGTERM)")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _pid_alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid, marker):
+        step(f"{what} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s: SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def spawn(lab: Lab, what: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    """Start a background process of the lab (own session, output to its log file, PID recorded)."""
+    log = lab.logfile(what).open("ab")
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        log.close()
+    lab.pidfile(what).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def wait_for_log(
+    lab: Lab, what: str, proc: subprocess.Popen[bytes], needle: str, timeout: float, offset: int = 0
+) -> None:
+    """Poll ``what.log`` until ``needle`` appears; fail if the process exits or time runs out."""
+    log = lab.logfile(what)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")[offset:]
+        if needle in text:
+            return
+        if proc.poll() is not None:
+            raise LabError(f"the {what} exited with status {proc.returncode}; its log:\n{_tail(text)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"the {what} did not get ready within {timeout:.0f} s; its log:\n{_tail(text)}")
+        time.sleep(0.05)
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:]) or "    (empty)"
+
+
+# -- up -------------------------------------------------------------------------------------------------
+
+
+def _topology_commands(lab: Lab) -> list[tuple[str, list[list[str]]]]:
+    cn, ha, mn = lab.namespaces
+    nx = ["ip", "netns", "exec"]
+    commands: list[tuple[str, list[list[str]]]] = [
+        (
+            "home link: cn0 (correspondent) <-> home0 (home agent)",
+            [["ip", "-n", cn, "link", "add", "cn0", "type", "veth", "peer", "name", "home0", "netns", ha]],
+        ),
+        (
+            "transit: tr0 (home agent) <-> mn0 (mobile node)",
+            [["ip", "-n", ha, "link", "add", "tr0", "type", "veth", "peer", "name", "mn0", "netns", mn]],
+        ),
+    ]
+    addresses = (
+        (cn, "cn0", f"{CN_ADDR}/24"),
+        (ha, "home0", f"{HA_ADDR}/24"),
+        (ha, "tr0", f"{HA_TRANSIT}/24"),
+        (mn, "mn0", f"{COA}/24"),
+    )
+    for ns, dev, addr in addresses:
+        commands.append(
+            (
+                f"{ns}: {dev} {addr}, up, checksum/segmentation offloads off",
+                [
+                    ["ip", "-n", ns, "addr", "add", addr, "dev", dev],
+                    # veth hands partially-checksummed packets across namespaces; a userspace tunnel
+                    # endpoint would forward them with wrong inner checksums (platform notes)
+                    [*nx, ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off"],
+                    ["ip", "-n", ns, "link", "set", dev, "up"],
+                ],
+            )
+        )
+    cn_default = ["ip", "-n", cn, "route", "add", "default", "via", str(HA_ADDR)]
+    commands += [
+        (f"{cn}: default route via the home agent {HA_ADDR}", [cn_default]),
+        (
+            f"{mn}: default route via {HA_TRANSIT} (the mobile node is away from home)",
+            [["ip", "-n", mn, "route", "add", "default", "via", str(HA_TRANSIT)]],
+        ),
+        (f"{ha}: IPv4 forwarding on", [[*nx, ha, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]]),
+    ]  # fmt: skip
+    return commands
+
+
+def _startup_xml(lab: Lab) -> Path:
+    """The lab's startup document with this lab's HA namespace name in ``<netns>``."""
+    tree = etree.parse(str(EXAMPLES / "startup.xml"))
+    found = tree.findall(f".//{{{NS}}}virtual-router/{{{NS}}}netns")
+    if len(found) != 1:
+        raise LabError(f"{EXAMPLES / 'startup.xml'}: expected exactly one <netns> element")
+    found[0].text = lab.ha
+    out = lab.dir / "startup.xml"
+    tree.write(str(out), xml_declaration=True, encoding="UTF-8")
+    return out
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_names(lab: Lab) -> list[str]:
+    """The namespaces this lab owns; refuse when a lab-named namespace is someone else's."""
+    owned = lab.owned()
+    foreign = [ns for ns in lab.namespaces if netns_exists(ns) and ns not in owned]
+    if foreign:
+        raise LabError(
+            f"namespace(s) {', '.join(foreign)} exist but were not created by `mipha lab` "
+            f"(no record in {lab.record}); they are left alone. Remove them yourself "
+            f"(ip netns del NAME) or choose another --prefix"
+        )
+    return owned
+
+
+def build_topology(lab: Lab) -> None:
+    """Namespaces, veths, addresses, routes, forwarding; each namespace is recorded as it is created."""
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    created: list[str] = []
+    for ns in lab.namespaces:
+        step(f"creating network namespace {ns}")
+        run(["ip", "netns", "add", ns])
+        created.append(ns)
+        lab._remember(created)
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    for what, cmds in _topology_commands(lab):
+        step(what)
+        for cmd in cmds:
+            run(cmd, quiet=True)
+
+
+def delete_topology(lab: Lab) -> None:
+    """Delete the namespaces this lab recorded (and only those)."""
+    for ns in lab.owned():
+        if netns_exists(ns):
+            step(f"deleting network namespace {ns}")
+            run(["ip", "netns", "del", ns])
+
+
+def up(lab: Lab) -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab creates network namespaces: run it as root")
+    for path in (EXAMPLES / "mipha-lab.toml", EXAMPLES / "startup.xml"):
+        if not path.exists():
+            raise LabError(f"{path} is missing (the lab runs from a mipha source checkout)")
+    if check_names(lab):
+        missing = [ns for ns in lab.namespaces if not netns_exists(ns)]
+        if missing:
+            raise LabError(f"the lab is half built (missing {', '.join(missing)})")
+        pid = running(lab, "daemon", "mipha.cli")
+        if pid is not None:
+            step(f"the lab is already up ({', '.join(lab.namespaces)}; daemon pid {pid})")
+            return
+        step("the lab's namespaces exist but its daemon is not running: starting it")
+        _start_daemon(lab)
+        return
+    build_topology(lab)
+    _start_daemon(lab)
+
+
+def _start_daemon(lab: Lab) -> None:
+    if not _port_free(lab.port):
+        raise LabError(f"TCP port 127.0.0.1:{lab.port} is in use: stop what uses it or pass --port")
+    state = lab.dir / "state"
+    startup = _startup_xml(lab)
+    cmd = [
+        sys.executable, "-m", "mipha.cli", "run",
+        "--config", str(EXAMPLES / "mipha-lab.toml"),
+        "--listen", f"127.0.0.1:{lab.port}",
+        "--state-dir", str(state),
+        "--startup", str(startup),
+        "--dataplane", lab.dataplane,
+    ]  # fmt: skip
+    step(
+        f"starting the daemon: mipha run --config {EXAMPLES / 'mipha-lab.toml'} --listen 127.0.0.1:{lab.port}"
+    )
+    detail(f"state {state}, startup {startup}, data plane {lab.dataplane}, log {lab.logfile('daemon')}")
+    offset = lab.logfile("daemon").stat().st_size if lab.logfile("daemon").exists() else 0
+    proc = spawn(lab, "daemon", cmd)
+    wait_for_log(lab, "daemon", proc, "mipha running", DAEMON_READY_TIMEOUT, offset)
+    text = lab.logfile("daemon").read_text(errors="replace")[offset:]
+    if f"virtual router {VR_NAME}: home agent" not in text:
+        raise LabError(
+            f"the daemon runs but virtual router {VR_NAME!r} did not start; its log:\n{_tail(text)}"
+        )
+    step(f"daemon running (pid {proc.pid}); NETCONF on 127.0.0.1:{lab.port}, user admin / password admin")
+    for line in text.splitlines():
+        if "virtual router" in line or "mipha running" in line:
+            detail(line)
+
+
+# -- demo -----------------------------------------------------------------------------------------------
+
+
+def start_tunnel(lab: Lab) -> None:
+    pid = running(lab, "tunnel", "ha.mn.tunnel")
+    if pid is not None:
+        step(f"mobile node tunnel endpoint already running (pid {pid})")
+        return
+    step(
+        f"starting the mobile node's tunnel endpoint in {lab.mn} "
+        f"(TUN mnt0 = {HOME_ADDR}, raw IP-in-IP socket on {COA})"
+    )
+    offset = lab.logfile("tunnel").stat().st_size if lab.logfile("tunnel").exists() else 0
+    cmd = [
+        sys.executable, "-m", "ha.mn.tunnel", "--netns", lab.mn,
+        "--home", str(HOME_ADDR), "--coa", str(COA), "--ha", str(HA_ADDR),
+    ]  # fmt: skip
+    proc = spawn(lab, "tunnel", cmd)
+    wait_for_log(lab, "tunnel", proc, "tunnel up:", TUNNEL_READY_TIMEOUT, offset)
+    detail(lab.logfile("tunnel").read_text(errors="replace")[offset:])
+
+
+def register(lab: Lab) -> None:
+    cmd = [
+        "ip", "netns", "exec", lab.mn, sys.executable, "-m", "mipha.cli", "mn",
+        "--ha", str(HA_ADDR), "--bind", str(COA), "--spi", str(SPI), "--key", KEY_HEX,
+        "--flags", "T", "--lifetime", "3600",
+        "register", "--home", str(HOME_ADDR), "--coa", str(COA),
+    ]  # fmt: skip
+    step(
+        f"registering the mobile node from {lab.mn}: mipha mn --ha {HA_ADDR} --bind {COA} --spi {SPI} "
+        f"--flags T register --home {HOME_ADDR} --coa {COA}"
+    )
+    proc = run(cmd, check=False)
+    if proc.returncode:
+        raise LabError(f"registration failed: {(proc.stdout + proc.stderr).strip()}")
+
+
+def _icmp_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
+    """ICMP echo from the correspondent's namespace (a raw socket: no ``ping`` binary needed).
+
+    Prints one line per reply, like ping(8); returns the number of replies, raises when there is none.
+    """
+    step(f"ping {HOME_ADDR} from the correspondent ({lab.cn}): home link -> HA -> IP-in-IP -> mobile node")
+    ident = os.getpid() & 0xFFFF
+    payload = b"mipha-lab-demo".ljust(56, b".")
+    with NetnsThread(lab.cn) as cn:
+        sock = cn.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    received = 0
+    with sock:
+        for seq in range(1, count + 1):
+            echo = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
+            echo = echo[:2] + struct.pack("!H", _icmp_checksum(echo)) + echo[4:]
+            sent = time.monotonic()
+            sock.sendto(echo, (str(HOME_ADDR), 0))
+            deadline = sent + timeout
+            answered = False
+            while not answered and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    packet, (src, _) = sock.recvfrom(2048)
+                except TimeoutError:
+                    break
+                icmp = packet[(packet[0] & 0x0F) * 4 :]
+                if src == str(HOME_ADDR) and icmp[:1] == b"\x00" and icmp[4:8] == echo[4:8]:
+                    rtt = (time.monotonic() - sent) * 1000
+                    detail(f"{len(icmp)} bytes from {src}: icmp_seq={seq} ttl={packet[8]} time={rtt:.2f} ms")
+                    answered = True
+            if answered:
+                received += 1
+            else:
+                detail(f"no reply to icmp_seq={seq} within {timeout:.0f} s")
+            if seq < count:
+                time.sleep(0.2)
+    detail(f"{count} packets transmitted, {received} received")
+    if not received:
+        raise LabError(f"ping {HOME_ADDR} from {lab.cn} got no reply")
+    return received
+
+
+def read_bindings(lab: Lab) -> list[dict[str, str]]:
+    """The VR's bindings over NETCONF (ncclient, admin/admin), one dict of leaf -> text per binding."""
+    try:
+        from ncclient import manager
+        from ncclient.transport import session as nc_session
+    except ImportError as exc:
+        raise LabError(f"ncclient is not installed ({exc}): pip install -e .") from exc
+    nc_session.TICK = 0.001  # the default 0.1 s poll adds 100 ms to every RPC
+    subtree = (
+        f'<virtual-routers xmlns="{NS}"><virtual-router><name>{VR_NAME}</name>'
+        "<home-agent><bindings/></home-agent></virtual-router></virtual-routers>"
+    )
+    try:
+        with manager.connect(
+            host="127.0.0.1",
+            port=lab.port,
+            username="admin",
+            password="admin",
+            hostkey_verify=False,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=30,
+        ) as m:
+            reply = m.get(filter=("subtree", subtree))
+    except Exception as exc:  # ncclient raises many unrelated types
+        raise LabError(f"NETCONF get on 127.0.0.1:{lab.port} failed: {exc}") from exc
+    root = etree.fromstring(reply.data_xml.encode() if isinstance(reply.data_xml, str) else reply.data_xml)
+    rows = []
+    for b in root.iter(f"{{{NS}}}binding"):
+        rows.append({etree.QName(leaf).localname: (leaf.text or "").strip() for leaf in b})
+    return rows
+
+
+BINDING_COLUMNS = (
+    ("home-address", "home address"),
+    ("care-of-address", "care-of address"),
+    ("mobile-node", "mobile node"),
+    ("lifetime-granted", "granted"),
+    ("lifetime-remaining", "remaining"),
+    ("flags", "flags"),
+    ("encapsulation", "encap"),
+    ("tunnel-interface", "tunnel"),
+    ("registered-at", "registered at"),
+)
+
+
+def binding_table(rows: list[dict[str, str]]) -> str:
+    """A plain-text table, one line per binding."""
+    cells = [[title for _, title in BINDING_COLUMNS]]
+    cells += [[row.get(key, "-") or "-" for key, _ in BINDING_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(BINDING_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def show_kernel(lab: Lab) -> None:
+    ha = lab.ha
+    for title, cmd in (
+        ("ip link", ["ip", "-n", ha, "-br", "link"]),
+        ("ip route (main table)", ["ip", "-n", ha, "route"]),
+        (f"ip route show table {MIPHA_TABLE} (mipha's host routes)",
+         ["ip", "-n", ha, "route", "show", "table", str(MIPHA_TABLE)]),
+        ("ip rule", ["ip", "-n", ha, "rule"]),
+        ("ip neigh show proxy (proxy ARP for the home address)", ["ip", "-n", ha, "neigh", "show", "proxy"]),
+        ("ip neigh", ["ip", "-n", ha, "neigh"]),
+    ):  # fmt: skip
+        step(f"in {ha}: {title}")
+        proc = run(cmd, check=False, quiet=True)
+        detail(proc.stdout if proc.stdout.strip() else "(nothing)")
+
+
+def demo(lab: Lab, count: int) -> None:
+    up(lab)
+    start_tunnel(lab)
+    register(lab)
+    ping(lab, count)
+    step(f"reading the binding over NETCONF (ncclient, 127.0.0.1:{lab.port}, admin/admin)")
+    rows = read_bindings(lab)
+    wanted = [
+        r for r in rows if r.get("home-address") == str(HOME_ADDR) and r.get("care-of-address") == str(COA)
+    ]
+    if not wanted:
+        raise LabError(f"NETCONF shows no binding {HOME_ADDR} -> {COA} (got {rows})")
+    detail(binding_table(rows))
+    show_kernel(lab)
+    step("demo done: the home address answered through the tunnel, the binding is in the operational state")
+    extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
+    detail(
+        f"try: ip netns exec {lab.cn} ping {HOME_ADDR}\n"
+        f"     NETCONF: ssh -p {lab.port} admin@127.0.0.1 -s netconf (password admin)\n"
+        f"     logs: {lab.logfile('daemon')}, {lab.logfile('tunnel')}\n"
+        f"stop: mipha lab down{extra}"
+    )  # fmt: skip
+
+
+# -- down -----------------------------------------------------------------------------------------------
+
+
+def down(lab: Lab) -> None:
+    owned = lab.owned()
+    stop_process(lab, "tunnel", "ha.mn.tunnel")
+    _last_line(lab, "tunnel", "tunnel down:")
+    stop_process(lab, "daemon", "mipha.cli")
+    _last_line(lab, "daemon", "mipha stopped")
+    delete_topology(lab)
+    foreign = [ns for ns in lab.namespaces if netns_exists(ns)]
+    if lab.dir.exists():
+        step(f"removing {lab.dir} (logs, daemon state)")
+        for path in sorted(lab.dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+        lab.dir.rmdir()
+    if foreign:
+        raise LabError(
+            f"namespace(s) {', '.join(foreign)} were not created by `mipha lab` and were left alone: "
+            f"delete them yourself if they are leftovers (ip netns del NAME)"
+        )
+    if not owned:
+        step("no lab namespaces were recorded: nothing else to remove")
+    step("lab down")
+
+
+def _last_line(lab: Lab, what: str, needle: str) -> None:
+    """Show the line a stopped process wrote on its way out (tunnel counters, daemon stop)."""
+    try:
+        lines = lab.logfile(what).read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in reversed(lines):
+        if needle in line:
+            detail(line)
+            return
+
+
+# -- command line ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mipha lab", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", default="mipha-lab", help="namespace name prefix (default mipha-lab)")
+    common.add_argument("--dir", type=Path, help="lab directory (default /run/mipha-lab/PREFIX)")
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("up", "build the namespaces and start the daemon"),
+        ("demo", "up, register, ping, show"),
+    ):
+        p = sub.add_parser(name, help=text, parents=[common])
+        p.add_argument(
+            "--port", type=int, help="NETCONF port on 127.0.0.1 (default 8830, or the running lab's)"
+        )
+        p.add_argument("--dataplane", choices=("auto", "ipip", "tun"), default="auto")
+        if name == "demo":
+            p.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+    sub.add_parser("down", help="stop the processes, delete the lab's namespaces", parents=[common])
+    sub.add_parser(
+        "tunnel", help="a mobile node tunnel endpoint in the foreground (ha.mn.tunnel)", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tunnel"]:
+        from ha.mn.tunnel import main as tunnel_main
+
+        return tunnel_main(argv[1:])
+    args = _parser().parse_args(argv)
+    lab = Lab(prefix=args.prefix, dataplane=getattr(args, "dataplane", "auto"), directory=args.dir)
+    port = getattr(args, "port", None) or lab.recorded_port() or 8830
+    lab = Lab(prefix=lab.prefix, port=port, dataplane=lab.dataplane, directory=lab.directory)
+    try:
+        if args.action == "up":
+            up(lab)
+            extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
+            step(f"lab up: next, `mipha lab demo{extra}`")
+        elif args.action == "demo":
+            demo(lab, args.count)
+        else:
+            down(lab)
+    except LabError as exc:
+        print(f"mipha lab {args.action} FAILED: {exc}", file=sys.stderr, flush=True)
+        if args.action != "down":
+            print(f"mipha lab: {lab.cleanup_hint()}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mipha lab {args.action}: interrupted; {lab.cleanup_hint()}", file=sys.stderr, flush=True)
+        return 130
+    return 0
