@@ -75,8 +75,14 @@ async def start_server(
     validator: ValidatorLike | None = None,
     subscribers: list[ConfigSubscriber] | None = None,
     providers: list[OperationalProvider] | None = None,
+    seed_config: bytes | None = None,
 ) -> ServerHandle:
+    """construct → seed (`seed_config`, first start only) → replay running into the subscribers →
+    listen. A subscriber refusing the replay raises its RpcError and nothing listens."""
     core = build_core(config, validator, subscribers, providers)
+    if seed_config is not None and core.seed(seed_config):
+        log.info("first start: bootstrap configuration installed as startup and running")
+    await core.replay_running()
     key = load_or_create_host_key(config.host_key)
     acceptor = await listen(
         core,

@@ -321,3 +321,28 @@ def test_replay_running_brings_subscribers_up_or_raises(tmp_path):
         assert not h.core.txn_lock.locked()
     finally:
         h.close()
+
+
+def test_start_server_seeds_then_replays_before_listening(tmp_path):
+    from server.app import start_server
+    from server.config import ServerConfig
+
+    doc = f'<config xmlns="{NS["nc"]}">{vr(HA + mn("x", "10.0.0.5"))}</config>'.encode()
+
+    async def start(subs: list) -> None:
+        handle = await start_server(
+            ServerConfig(state_dir=tmp_path, port=0), subscribers=subs, seed_config=doc
+        )
+        try:
+            assert names(etree.fromstring(handle.core.ds.running.to_bytes("config"))) == ["x"]
+        finally:
+            handle.close()
+            await handle.wait_closed()
+
+    log: list = []
+    asyncio.run(start([AsyncRecorder("engine", log)]))
+    assert phases(log) == [("engine", "validate"), ("engine", "prepare"), ("engine", "apply")]
+    log.clear()
+    with pytest.raises(RpcError, match="kernel refused"):  # second start: no seed, replay refused
+        asyncio.run(start([AsyncRecorder("engine", log, refuse_in="prepare")]))
+    assert phases(log) == [("engine", "validate"), ("engine", "prepare")]
