@@ -573,7 +573,8 @@ def demo(lab: Lab, count: int) -> None:
     step("demo done: the home address answered through the tunnel, the binding is in the operational state")
     extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
     detail(
-        f"try: ip netns exec {lab.cn} ping {HOME_ADDR}\n"
+        f"try: ip netns exec {lab.cn} ping {HOME_ADDR}   (ping from iputils-ping)\n"
+        f"     mipha lab demo{extra}   (registers again, pings, shows the binding)\n"
         f"     NETCONF: ssh -p {lab.port} admin@127.0.0.1 -s netconf (password admin)\n"
         f"     logs: {lab.logfile('daemon')}, {lab.logfile('tunnel')}\n"
         f"stop: mipha lab down{extra}"

@@ -1,0 +1,96 @@
+"""``mipha lab demo`` and ``mipha lab down`` as a newcomer runs them, as subprocesses, end to end.
+
+Each test uses its own namespace prefix (``mipha-lab-t<random>``), NETCONF port and lab directory, so
+it never touches a lab someone started by hand.  The fixture always runs ``lab down`` and then deletes
+any namespace with the test's prefix, by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+
+@dataclass
+class LabRun:
+    prefix: str
+    directory: Path
+    port: int
+
+    def namespaces(self) -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return [line.split()[0] for line in out.splitlines() if line.startswith(self.prefix + "-")]
+
+    def mipha_lab(self, action: str, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "mipha.cli", "lab", action, "--prefix", self.prefix]
+        cmd += ["--dir", str(self.directory), *extra]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab_run(tmp_path: Path) -> Iterator[LabRun]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (CI runs as root)")
+    run = LabRun(f"mipha-lab-t{uuid.uuid4().hex[:8]}", tmp_path / "lab", _free_port())
+    try:
+        yield run
+    finally:
+        run.mipha_lab("down", timeout=60)
+        for ns in run.namespaces():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def test_demo_then_down(lab_run: LabRun) -> None:
+    demo = lab_run.mipha_lab("demo", "--port", str(lab_run.port))
+    out = demo.stdout
+    assert demo.returncode == 0, f"demo failed:\n{out}\n{demo.stderr}"
+    assert "register: code 0, lifetime 3600, home address 192.0.2.10, authenticated" in out
+    assert re.search(r"bytes from 192\.0\.2\.10: icmp_seq=1 ", out), out
+    assert re.search(r"3 packets transmitted, [1-3] received", out), out
+    # the binding table read over NETCONF: header + one row for 192.0.2.10 -> 198.51.100.7, T flag
+    assert re.search(r"home address\s+care-of address\s+mobile node", out), out
+    row = re.search(r"^\s+192\.0\.2\.10\s+198\.51\.100\.7\s+mn1\s+3600\s+\d+\s+(\S+)\s+(\S+)", out, re.M)
+    assert row is not None, out
+    assert "T" in row.group(1) and row.group(2) == "ip-in-ip", row.group(0)
+    # what the home agent put in the kernel
+    assert re.search(r"192\.0\.2\.10 dev mip-tun", out), out
+    assert re.search(r"434:\s+from all lookup 434 proto 245", out), out
+    assert re.search(r"192\.0\.2\.10 dev home0 proxy", out), out
+    assert sorted(lab_run.namespaces()) == sorted(f"{lab_run.prefix}-{n}" for n in ("cn", "ha", "mn"))
+
+    down = lab_run.mipha_lab("down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stopping the daemon" in down.stdout and "lab down" in down.stdout
+    assert lab_run.namespaces() == [], "namespaces left after lab down"
+    assert not lab_run.directory.exists()
+
+
+def test_up_refuses_a_namespace_it_did_not_create(lab_run: LabRun) -> None:
+    foreign = f"{lab_run.prefix}-ha"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    up = lab_run.mipha_lab("up", "--port", str(lab_run.port))
+    assert up.returncode == 1
+    assert f"namespace(s) {foreign} exist but were not created by `mipha lab`" in up.stderr
+    assert lab_run.namespaces() == [foreign], "up created or deleted namespaces after refusing"
+    down = lab_run.mipha_lab("down")
+    assert down.returncode == 1 and "were left alone" in down.stderr
+    assert lab_run.namespaces() == [foreign], "down deleted a namespace the lab did not create"
