@@ -76,13 +76,17 @@ async def start_server(
     subscribers: list[ConfigSubscriber] | None = None,
     providers: list[OperationalProvider] | None = None,
     seed_config: bytes | None = None,
+    replay: bool = False,
 ) -> ServerHandle:
-    """construct → seed (`seed_config`, first start only) → replay running into the subscribers →
-    listen. A subscriber refusing the replay raises its RpcError and nothing listens."""
+    """construct → seed (`seed_config`, first start only) → with `replay`, bring the subscribers up
+    from running (`core.replay_running`) → listen. A subscriber refusing the replay raises its
+    RpcError and nothing listens. Without `replay` the caller must call `core.replay_running()`
+    itself (clients may connect before it does)."""
     core = build_core(config, validator, subscribers, providers)
     if seed_config is not None and core.seed(seed_config):
         log.info("first start: bootstrap configuration installed as startup and running")
-    await core.replay_running()
+    if replay:
+        await core.replay_running()
     key = load_or_create_host_key(config.host_key)
     acceptor = await listen(
         core,

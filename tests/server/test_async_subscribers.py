@@ -331,7 +331,7 @@ def test_start_server_seeds_then_replays_before_listening(tmp_path):
 
     async def start(subs: list) -> None:
         handle = await start_server(
-            ServerConfig(state_dir=tmp_path, port=0), subscribers=subs, seed_config=doc
+            ServerConfig(state_dir=tmp_path, port=0), subscribers=subs, seed_config=doc, replay=True
         )
         try:
             assert names(etree.fromstring(handle.core.ds.running.to_bytes("config"))) == ["x"]
