@@ -101,7 +101,9 @@ class HomeAgentTransport:
     """Feeds one :class:`HomeAgent` from one UDP socket and sends its replies.
 
     ``on_output`` is called after each burst that may have queued intents or events (the daemon
-    drains ``next_intent`` / ``next_event`` there).  Use :meth:`start` / :meth:`close`.
+    drains ``next_intent`` / ``next_event`` there) and *before* the burst's replies are sent: the
+    daemon journals the accepted bindings in it, so no reply acknowledges a binding that a crash
+    could lose.  Use :meth:`start` / :meth:`close`.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class HomeAgentTransport:
         self.send_errors = 0
         self.received = 0
         self._destinations: dict[bytes, IPv4Address] = {}
+        self._replies: list[Outgoing] = []
 
     def start(self) -> None:
         """Register with the running loop."""
@@ -172,9 +175,16 @@ class HomeAgentTransport:
                         received_on = destinations.get(raw) or self._destination(raw)
                 self._handle(data, source, received_on, loop.time())
         finally:
+            ok = True
             if handled:
                 self._schedule()
-                self._notify()
+                ok = self._notify()
+            replies, self._replies = self._replies, []
+            if not ok:  # e.g. the journal could not record the bindings: the nodes will retransmit
+                self.send_errors += len(replies)
+                replies = []
+            for outgoing in replies:
+                self._send(outgoing)
 
     def _destination(self, raw: bytes) -> IPv4Address:
         """Parse (and remember) a destination address; a socket sees very few distinct ones."""
@@ -199,7 +209,7 @@ class HomeAgentTransport:
             log.exception("request from %s dropped: the engine raised", source)
             return
         if outgoing is not None:
-            self._send(outgoing)
+            self._replies.append(outgoing)
 
     def _send(self, outgoing: Outgoing) -> None:
         pktinfo = _PKTINFO.pack(0, outgoing.source.packed, b"\0\0\0\0")
@@ -243,13 +253,16 @@ class HomeAgentTransport:
         self._schedule()
         self._notify()
 
-    def _notify(self) -> None:
+    def _notify(self) -> bool:
+        """Run ``on_output``; False when it failed (then the pending replies are not sent)."""
         if self.on_output is not None:
             try:
                 self.on_output()
             except Exception:
                 self.errors += 1
                 log.exception("on_output callback failed")
+                return False
+        return True
 
     def poke(self) -> None:
         """Reschedule the timer after a direct engine call (config apply, clear-bindings)."""

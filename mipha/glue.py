@@ -118,7 +118,7 @@ class HomeAgentSubscriber:
                     await self._rebuild(plan, current, config)
                 else:
                     try:
-                        plan.changed[name] = current.engine.prepare(config)
+                        plan.changed[name] = current.engine.prepare(current.engine_config(config))
                     except ConfigRefused as exc:
                         raise refusal(exc.message, exc.path, exc.app_tag) from exc
             for name, config in plan.configs.items():
@@ -202,7 +202,7 @@ class HomeAgentSubscriber:
             vr = routers[name]
             assert vr.engine is not None
             vr.engine.apply(prepared)
-            vr.config = prepared.config
+            vr.config = plan.configs[name]
             vr.flush()
             if vr.transport is not None:
                 vr.transport.poke()

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.events import Event
 from ha.engine.home_agent import BindingInfo, HomeAgent
-from ha.netns import NetnsThread, ensure_netns, release_netns
+from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
 from .journal import BindingJournal, BindingRecord
@@ -90,6 +92,7 @@ class VirtualRouter:
         self._plane_queue: list = []
         self._plane_task: asyncio.Task | None = None
         self.plane_errors = 0
+        self.home_prefix: IPv4Network | None = None
 
     # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
 
@@ -130,10 +133,15 @@ class VirtualRouter:
         if ha is None:
             return
         ha_path = f"{path}/mipha:home-agent"
+        if self.netns is not None and is_owned(self.netns):
+            self._ensure_loopback_address(ha.address)
         self._check_local_address(ha.address, f"{ha_path}/mipha:address")
         if ha.home_interface is not None:
             self._check_interface(ha.home_interface, f"{ha_path}/mipha:home-interface")
-        engine = HomeAgent(self.config)
+            self.home_prefix = self._interface_prefix(ha.home_interface, ha.address)
+        engine = HomeAgent(self.engine_config(self.config))
+        if self.journal is not None:
+            engine.track_changes()
         plane = create_backend(
             self.backend_kind,
             VirtualRouterPlane(
@@ -194,8 +202,38 @@ class VirtualRouter:
                     record.home_address,
                     record.care_of_address,
                 )
-        engine.take_changed_bindings()
-        engine.drain_events()
+        engine.take_changed_bindings()  # already in the journal
+        engine.drain_events()  # restoring is not news: no notifications
+
+    def engine_config(self, config: VirtualRouterConfig) -> VirtualRouterConfig:
+        """What the engine needs beyond YANG: the home link prefix (subnet-directed discovery, 136)."""
+        ha = config.home_agent
+        if ha is None or self.home_prefix is None or ha.home_prefix == self.home_prefix:
+            return config
+        return dataclasses.replace(config, home_agent=dataclasses.replace(ha, home_prefix=self.home_prefix))
+
+    def _interface_prefix(self, name: str, address: IPv4Address) -> IPv4Network | None:
+        """The IPv4 prefix on the home interface (the one holding the HA address if there are several)."""
+        from pyroute2 import IPRoute
+
+        def probe() -> list[tuple[str, int]]:
+            with IPRoute() as ipr:
+                index = ipr.link_lookup(ifname=name)
+                if not index:
+                    return []
+                return [
+                    (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                    for a in ipr.get_addr(family=socket.AF_INET, index=index[0])
+                ]
+
+        try:
+            found = [IPv4Interface(f"{a}/{n}") for a, n in self._in_netns(probe)]
+        except OSError:
+            return None
+        for iface in found:
+            if iface.ip == address:
+                return iface.network
+        return found[0].network if found else None
 
     def _in_netns(self, fn: Callable, *args: object):
         if self.netns is None:
@@ -203,9 +241,26 @@ class VirtualRouter:
         with NetnsThread(self.netns) as thread:
             return thread.call(fn, *args)
 
+    def _ensure_loopback_address(self, address: IPv4Address) -> None:
+        """In a namespace mipha created, put the home agent address on ``lo`` (as JUNOSe puts the
+        router ID on a loopback) unless an interface already has it, so the VR works out of the box."""
+        from pyroute2 import IPRoute
+
+        def setup() -> None:
+            with IPRoute() as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                ipr.link("set", index=lo, state="up")
+                present = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+                if str(address) not in present:
+                    ipr.addr("add", index=lo, address=str(address), prefixlen=32)
+
+        try:
+            self._in_netns(setup)
+        except Exception as exc:  # the local-address check below reports the consequence
+            log.warning("virtual router %s: cannot add %s to lo: %s", self.name, address, exc)
+
     def _check_local_address(self, address: IPv4Address, path: str) -> None:
         """The HA address must be configured in the namespace: tunnels and replies come from it."""
-        import socket
 
         def probe() -> None:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -224,8 +279,6 @@ class VirtualRouter:
             ) from exc
 
     def _check_interface(self, name: str, path: str) -> None:
-        import socket
-
         def probe() -> int:
             return socket.if_nametoindex(name)
 

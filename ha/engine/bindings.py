@@ -128,11 +128,14 @@ class Binding:
 class BindingTable:
     """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
 
-    __slots__ = ("_by_key", "_heap", "_keys")
+    __slots__ = ("_by_key", "_heap", "_keys", "changed")
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
         self._keys = SortedList()
+        #: Packed keys added, renewed or removed since the owner last took them; None = not tracked
+        #: (the daemon's binding journal turns tracking on).
+        self.changed: set[int] | None = None
         self._heap: list[int] = []
 
     def __len__(self) -> int:
@@ -172,6 +175,8 @@ class BindingTable:
     def add(self, binding: Binding) -> None:
         """Insert ``binding`` (a binding with the same key is replaced) and schedule its expiry."""
         key = (binding.home_address << 32) | binding.care_of_address
+        if self.changed is not None:
+            self.changed.add(key)
         previous = self._by_key.get(key)
         if previous is None:
             self._keys.add(key)
@@ -186,6 +191,8 @@ class BindingTable:
         The usual renewal only moves the expiry later: the old heap entry stays and is re-pushed
         at its new time when it surfaces, so renewals cost no heap operation at all.
         """
+        if self.changed is not None:
+            self.changed.add((binding.home_address << 32) | binding.care_of_address)
         if (
             binding.lifetime >= lifetime
             and binding.registered >= registered
@@ -207,6 +214,8 @@ class BindingTable:
         binding = self._by_key.pop(key, None)
         if binding is not None:
             self._keys.remove(key)
+            if self.changed is not None:
+                self.changed.add(key)
         return binding
 
     def next_expiry(self) -> float | None:
@@ -248,6 +257,8 @@ class BindingTable:
                 continue  # removed, infinite now, or another entry covers an earlier expiry
             del by_key[key]
             self._keys.remove(key)
+            if self.changed is not None:
+                self.changed.add(key)
             yield binding
 
     def _compact(self) -> None:

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from ha.dataplane.base import DesiredBinding
 from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
@@ -145,6 +146,21 @@ class PoolUsage:
     size: int
     in_use: int
     free: int
+
+
+class BindingSnapshot(Protocol):
+    """What :meth:`HomeAgent.restore_binding` reads (``mipha.journal.BindingRecord`` has it)."""
+
+    home_address: str
+    care_of_address: str
+    mobile_node: str
+    source_address: str
+    source_port: int
+    lifetime: int
+    registered_at: float
+    identification: int
+    flags: int
+    encapsulation: str
 
 
 class _NodeState:
@@ -688,6 +704,73 @@ class HomeAgent:
     def next_event(self) -> Event | None:
         """The next binding / denial event; None when drained (the queue keeps the newest 65536)."""
         return self._events.popleft() if self._events else None
+
+    def drain_events(self) -> list[Event]:
+        """Every queued event, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    # --- persistence (the daemon's binding journal) ----------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start recording which bindings change, for :meth:`take_changed_bindings`."""
+        if self._table.changed is None:
+            self._table.changed = set()
+
+    def take_changed_bindings(self) -> list[tuple[IPv4Address, IPv4Address]]:
+        """Keys of bindings added, renewed or removed since the last call (look each up to tell)."""
+        changed = self._table.changed
+        if not changed:
+            return []
+        keys = [(IPv4Address(k >> 32), IPv4Address(k & 0xFFFFFFFF)) for k in changed]
+        changed.clear()
+        return keys
+
+    def restore_binding(self, record: BindingSnapshot, *, now: float, wallclock: float) -> bool:
+        """Re-create a journaled binding after a restart; False when the configuration disowns it.
+
+        No intents are queued: the caller reconciles the data plane with ``desired_bindings()``.
+        The node's replay state resumes from the binding's identification, so a request captured
+        before the restart cannot be replayed after it.
+        """
+        self._now = now
+        self._wall_offset = wallclock - now
+        node = self._mobile_nodes.get(record.mobile_node)
+        if node is None:
+            return False
+        home = int(IPv4Address(record.home_address))
+        coa = int(IPv4Address(record.care_of_address))
+        state = self._state(node.name)
+        if node.home_address is not None:
+            if int(node.home_address) != home:
+                return False
+        elif state.assigned != home:
+            pool = self._pools.get(node.address_pool or "")
+            if state.assigned is not None or pool is None or not pool.claim(home):
+                return False
+            state.assigned = home
+            self._by_assigned[home] = node.name
+        try:
+            encapsulation = PlaneEncapsulation(record.encapsulation)
+        except ValueError:
+            return False
+        binding = Binding(
+            home,
+            coa,
+            node.name,
+            source=(int(IPv4Address(record.source_address)) << 16) | (record.source_port & 0xFFFF),
+            lifetime=record.lifetime,
+            registered=now - (wallclock - record.registered_at),
+            identification=record.identification,
+            flags=record.flags & 0xFF,
+            encapsulation=encapsulation,
+        )
+        self._table.add(binding)
+        self._set_coas(state, self._table.for_home(home))
+        if state.last_identification is None or record.identification > state.last_identification:
+            state.last_identification = record.identification
+        return True
 
     # --- operational state -----------------------------------------------------------------------
 
