@@ -37,7 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ha.netns import NETNS_RUN_DIR, NetnsThread
+from ha.netns import NetnsThread, netns_exists
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "lab"
@@ -141,15 +141,11 @@ class Lab:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def _remember(self, names: list[str]) -> None:
+    def remember(self, names: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.record.with_suffix(".tmp")
         tmp.write_text(json.dumps({"namespaces": names, "port": self.port}) + "\n")
         tmp.replace(self.record)
-
-
-def netns_exists(name: str) -> bool:
-    return (NETNS_RUN_DIR / name).exists()
 
 
 # -- processes by PID -----------------------------------------------------------------------------------
@@ -327,7 +323,7 @@ def build_topology(lab: Lab) -> None:
         step(f"creating network namespace {ns}")
         run(["ip", "netns", "add", ns])
         created.append(ns)
-        lab._remember(created)
+        lab.remember(created)
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
     for what, cmds in _topology_commands(lab):
         step(what)
@@ -626,7 +622,9 @@ def _last_line(lab: Lab, what: str, needle: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mipha lab", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mipha lab", description="the whole feature on one machine, in network namespaces"
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--prefix", default="mipha-lab", help="namespace name prefix (default mipha-lab)")
     common.add_argument("--dir", type=Path, help="lab directory (default /run/mipha-lab/PREFIX)")
