@@ -356,13 +356,18 @@ def up(lab: Lab) -> None:
         step("the lab's namespaces exist but its daemon is not running: starting it")
         _start_daemon(lab)
         return
+    _check_port(lab)  # before building anything
     build_topology(lab)
     _start_daemon(lab)
 
 
-def _start_daemon(lab: Lab) -> None:
+def _check_port(lab: Lab) -> None:
     if not _port_free(lab.port):
         raise LabError(f"TCP port 127.0.0.1:{lab.port} is in use: stop what uses it or pass --port")
+
+
+def _start_daemon(lab: Lab) -> None:
+    _check_port(lab)
     state = lab.dir / "state"
     startup = _startup_xml(lab)
     cmd = [

@@ -94,3 +94,14 @@ def test_up_refuses_a_namespace_it_did_not_create(lab_run: LabRun) -> None:
     down = lab_run.mipha_lab("down")
     assert down.returncode == 1 and "were left alone" in down.stderr
     assert lab_run.namespaces() == [foreign], "down deleted a namespace the lab did not create"
+
+
+def test_up_refuses_a_busy_port_before_building_anything(lab_run: LabRun) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        up = lab_run.mipha_lab("up", "--port", str(busy.getsockname()[1]))
+    assert up.returncode == 1
+    assert "is in use: stop what uses it or pass --port" in up.stderr
+    assert f"clean up with: mipha lab down --prefix {lab_run.prefix}" in up.stderr
+    assert lab_run.namespaces() == []
