@@ -64,7 +64,7 @@ def test_demo_then_down(lab_run: LabRun) -> None:
     out = demo.stdout
     assert demo.returncode == 0, f"demo failed:\n{out}\n{demo.stderr}"
     assert "register: code 0, lifetime 3600, home address 192.0.2.10, authenticated" in out
-    assert re.search(r"bytes from 192\.0\.2\.10: icmp_seq=1 ", out), out
+    assert re.search(r"bytes from 192\.0\.2\.10: icmp_seq=[1-3] ", out), out
     assert re.search(r"3 packets transmitted, [1-3] received", out), out
     # the binding table read over NETCONF: header + one row for 192.0.2.10 -> 198.51.100.7, T flag
     assert re.search(r"home address\s+care-of address\s+mobile node", out), out
