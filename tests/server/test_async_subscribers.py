@@ -346,3 +346,32 @@ def test_start_server_seeds_then_replays_before_listening(tmp_path):
     with pytest.raises(RpcError, match="kernel refused"):  # second start: no seed, replay refused
         asyncio.run(start([AsyncRecorder("engine", log, refuse_in="prepare")]))
     assert phases(log) == [("engine", "validate"), ("engine", "prepare")]
+
+
+def test_session_killed_while_its_confirmed_commit_applies_is_committed_then_rolled_back():
+    log: list = []
+
+    class GatedApply(AsyncRecorder):
+        async def apply(self, txn: Transaction) -> None:
+            self.in_apply = True
+            await self.apply_gate.wait()
+            await super().apply(txn)
+
+    engine = GatedApply("engine", log)
+    engine.in_apply, engine.apply_gate = False, asyncio.Event()
+    h = Harness(subscribers=[engine])
+    try:
+        victim, other = h.client(), h.client()
+        victim.ok(edit(vr(HA + mn("x", "10.0.0.5")), target="candidate"))
+        victim.send_rpc("<commit><confirmed/></commit>")
+        h.run_until(lambda: engine.in_apply)
+        other.ok(f"<kill-session><session-id>{victim.sess.id}</session-id></kill-session>")
+        engine.apply_gate.set()  # the apply phase is not interrupted by the kill
+        h.run_until(lambda: h.core.pending is None and idle(h))
+        assert not victim.inbox
+        # the commit completed (validate, prepare, apply), then nobody could confirm it: rolled back
+        assert phases(log) == [("engine", p) for p in ("validate", "prepare", "apply")] * 2
+        assert len(other.data(GET_RUNNING)) == 0
+        assert not (h.state_dir / "rollback.xml").exists()
+    finally:
+        h.close()
