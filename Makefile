@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the project needs (installed only when missing, only when root).
-APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client
+APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint deps venv tree clean bench

@@ -13,7 +13,9 @@ from pathlib import Path
 from mipha.journal import BindingJournal, BindingRecord
 
 
-def rec(home: str, coa: str = "198.51.100.7", vr: str = "home", at: float = 1000.0, lifetime: int = 600) -> BindingRecord:
+def rec(
+    home: str, coa: str = "198.51.100.7", vr: str = "home", at: float = 1000.0, lifetime: int = 600
+) -> BindingRecord:
     return BindingRecord(
         vr=vr,
         home_address=home,

@@ -1,0 +1,239 @@
+"""The whole product, end to end, with the ``tun`` data plane on this kernel.
+
+configure over NETCONF → a simulated mobile node registers over UDP from its namespace → the binding
+appears in <get> with the right fields → a ping from the correspondent reaches the mobile node through
+the tunnel and comes back through the reverse tunnel → binding-created was notified → clear-bindings
+over NETCONF → binding gone, kernel clean, binding-removed notified → register again, kill -9 the
+daemon, restart it: the binding and the traffic are back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from ncclient import manager
+from ncclient.transport import session as nc_session
+
+from ha.netns import NetnsThread
+from server.auth import hash_password
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
+
+from dataplane_scenario import (  # noqa: E402
+    COA1,
+    HA_ADDR,
+    HOA,
+    MobileNode,
+    Topology,
+    kernel_objects,
+)
+
+nc_session.TICK = 0.001
+NS = "urn:mipha:yang:mipha-home-agent"
+KEY_HEX = "00112233445566778899aabbccddeeff"
+KEY_YANG = ":".join(KEY_HEX[i : i + 2] for i in range(0, 32, 2))
+MIPHA = str(Path(sys.executable).parent / "mipha")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`mipha run` as a child process; ends only the process it started, by PID."""
+
+    def __init__(self, tmp: Path, port: int) -> None:
+        self.tmp = tmp
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.log = tmp / "daemon.log"
+        (tmp / "mipha.toml").write_text(
+            f"""
+[netconf]
+listen = "127.0.0.1:{port}"
+[[user]]
+name = "admin"
+password-hash = "{hash_password("e2e-secret", n_log2=10)}"
+groups = ["admin"]
+[state]
+dir = "{tmp / "state"}"
+[dataplane]
+backend = "tun"
+"""
+        )
+
+    def start(self) -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [MIPHA, "run", "--config", str(self.tmp / "mipha.toml"), "--log-level", "info"],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("daemon did not listen:\n" + self.log.read_text())
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def connect(self) -> manager.Manager:
+        return manager.connect(
+            host="127.0.0.1",
+            port=self.port,
+            username="admin",
+            password="e2e-secret",
+            hostkey_verify=False,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=30,
+        )
+
+
+def config(ha_ns: str) -> str:
+    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><netns>{ha_ns}</netns>
+  <router-id>{HA_ADDR}</router-id>
+  <home-agent><address>{HA_ADDR}</address><home-interface>home0</home-interface>
+    <max-lifetime>600</max-lifetime></home-agent>
+  <mobile-node><name>mn1</name><home-address>{HOA}</home-address>
+    <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
+</virtual-router></virtual-routers></config>"""
+
+
+def register(topo: Topology) -> dict:
+    out = subprocess.run(
+        ["ip", "netns", "exec", topo.mn, MIPHA, "mn", "--ha", str(HA_ADDR), "--spi", "256", "--key", KEY_HEX,
+         "--flags", "T", "--json", "register", "--home", str(HOA), "--coa", str(COA1)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+def bindings(m: manager.Manager) -> list[etree._Element]:
+    flt = f'<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><home-agent><bindings/></home-agent></virtual-router></virtual-routers>'  # noqa: E501
+    data = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
+    return data.findall(f".//{{{NS}}}binding")
+
+
+def ping(topo: Topology, count: int = 3) -> bool:
+    res = subprocess.run(
+        ["ip", "netns", "exec", topo.cn, "ping", "-c", str(count), "-i", "0.2", "-W", "2", str(HOA)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return res.returncode == 0
+
+
+def notification(m: manager.Manager, name: str, timeout: float = 10) -> etree._Element:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = m.take_notification(block=True, timeout=max(0.1, deadline - time.monotonic()))
+        if n is None:
+            continue
+        body = etree.fromstring(n.notification_xml.encode())
+        found = body.find(f".//{{{NS}}}{name}")
+        if found is not None:
+            return found
+    raise AssertionError(f"no {name} notification within {timeout} s")
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    t = Topology()
+    try:
+        t.create()
+        yield t
+    finally:
+        t.destroy()
+
+
+def test_configure_register_forward_notify_clear_kill9_restart(topo: Topology, tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, free_port())
+    mn_thread = NetnsThread(topo.mn)
+    mobile = MobileNode(mn_thread)
+    try:
+        daemon.start()
+        with daemon.connect() as m, daemon.connect() as listener:
+            listener.create_subscription()
+            m.edit_config(target="running", config=config(topo.ha))
+
+            assert not ping(topo, 1), "no binding yet: nothing may intercept the home address"
+            reply = register(topo)
+            assert reply["ok"] and reply["steps"][0]["code"] == 0 and reply["steps"][0]["authenticated"]
+
+            (b,) = bindings(m)
+            field = {etree.QName(c).localname: c.text for c in b}
+            assert field["home-address"] == str(HOA) and field["care-of-address"] == str(COA1)
+            assert field["mobile-node"] == "mn1" and field["source-address"] == str(COA1)
+            assert field["lifetime-granted"] == "600" and 0 < int(field["lifetime-remaining"]) <= 600
+            assert field["flags"] == "T" and field["encapsulation"] == "ip-in-ip"
+
+            created = notification(listener, "binding-created")
+            assert created.findtext(f"{{{NS}}}home-address") == str(HOA)
+            assert created.findtext(f"{{{NS}}}virtual-router") == "e2e"
+
+            assert ping(topo), "the correspondent's ping must go through the tunnel and come back"
+            assert any(inner[16:20] == HOA.packed for _, inner in mobile.inner()), "arrived inside IP-in-IP"
+
+            rpc = etree.fromstring(
+                f'<clear-bindings xmlns="{NS}"><virtual-router>e2e</virtual-router></clear-bindings>'
+            )
+            cleared = etree.fromstring(m.dispatch(rpc).xml.encode())
+            assert cleared.findtext(f".//{{{NS}}}cleared") == "1"
+            assert bindings(m) == []
+            objects = kernel_objects(topo.ha)
+            assert objects["routes"] == [] and objects["proxies"] == [], objects
+            removed = notification(listener, "binding-removed")
+            assert removed.findtext(f"{{{NS}}}reason") == "cleared"
+            assert not ping(topo, 1), "cleared: the home address is no longer intercepted"
+
+            register(topo)
+            assert len(bindings(m)) == 1
+        daemon.kill9()
+
+        daemon.start()
+        with daemon.connect() as m:
+            (b,) = bindings(m)
+            assert b.findtext(f"{{{NS}}}home-address") == str(HOA)
+            assert b.findtext(f"{{{NS}}}care-of-address") == str(COA1)
+            assert ping(topo), "after kill -9 and restart the binding forwards again"
+        daemon.stop()
+        objects = kernel_objects(topo.ha)
+        assert objects["routes"] == [] and objects["proxies"] == [] and objects["rules"] == [], objects
+    finally:
+        daemon.stop()
+        mobile.close()
+        mn_thread.close()
