@@ -160,10 +160,6 @@ class Harness:
         start = self.loop.time()
         self.loop.run_until_complete(wait())
 
-    def settle(self) -> None:
-        """Run until no background task (rollback) or session RPC task is pending."""
-        self.run_until(lambda: not self.core._tasks and not any(s._busy for s in self.core.sessions.values()))
-
     def close(self) -> None:
         self.core.close()
         self.loop.run_until_complete(asyncio.sleep(0))
