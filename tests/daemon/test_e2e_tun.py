@@ -144,7 +144,7 @@ def register(topo: Topology) -> dict:
 
 
 def bindings(m: manager.Manager) -> list[etree._Element]:
-    flt = f'<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><home-agent><bindings/></home-agent></virtual-router></virtual-routers>'  # noqa: E501
+    flt = f'<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><home-agent><bindings/></home-agent></virtual-router></virtual-routers>'
     data = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
     return data.findall(f".//{{{NS}}}binding")
 
@@ -237,3 +237,73 @@ def test_configure_register_forward_notify_clear_kill9_restart(topo: Topology, t
         daemon.stop()
         mobile.close()
         mn_thread.close()
+
+
+def rpc_error(exc: BaseException) -> etree._Element:
+    """The <rpc-error> element ncclient raised about."""
+    xml = getattr(exc, "xml", None)
+    assert xml is not None, exc
+    return xml if isinstance(xml, etree._Element) else etree.fromstring(xml)
+
+
+def test_refusals_leave_running_and_kernel_untouched(topo: Topology, tmp_path: Path) -> None:
+    """The kernel refuses (HA address not local), the engine refuses (pool shrinking below a bound
+    address): the client gets the error with the node's path, running and the kernel stay as before;
+    removing a mobile node removes its binding and its kernel state."""
+    from ncclient.operations.rpc import RPCError
+
+    daemon = Daemon(tmp_path, free_port())
+    try:
+        daemon.start()
+        with daemon.connect() as m:
+            bad = config(topo.ha).replace(f"<address>{HA_ADDR}</address>", "<address>10.9.9.9</address>")
+            with pytest.raises(RPCError) as info:
+                m.edit_config(target="running", config=bad)
+            err = rpc_error(info.value)
+            nc = "{urn:ietf:params:xml:ns:netconf:base:1.0}"
+            assert err.findtext(f"{nc}error-tag") == "operation-failed"
+            path = err.findtext(f"{nc}error-path")
+            assert path.endswith("mipha:home-agent/mipha:address"), path
+            assert "10.9.9.9" in err.findtext(f"{nc}error-message")
+            running = m.get_config(source="running").data_xml
+            assert "virtual-router" not in running
+
+            pool_cfg = f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><netns>{topo.ha}</netns>
+  <home-agent><address>{HA_ADDR}</address><home-interface>home0</home-interface></home-agent>
+  <address-pool><name>p</name><range><start>10.1.0.100</start><end>10.1.0.110</end></range></address-pool>
+  <mobile-node><name>mn1</name><nai>mn1@e2e</nai><address-pool>p</address-pool>
+    <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
+</virtual-router></virtual-routers></config>"""
+            m.edit_config(target="running", config=pool_cfg)
+            out = subprocess.run(
+                ["ip", "netns", "exec", topo.mn, MIPHA, "mn", "--ha", str(HA_ADDR), "--spi", "256", "--key",
+                 KEY_HEX, "--json", "register", "--home", "0.0.0.0", "--nai", "mn1@e2e", "--coa", str(COA1)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            step = json.loads(out.stdout)["steps"][0]
+            assert step["code"] == 0 and step["home_address"] == "10.1.0.100", out.stdout
+
+            shrink = pool_cfg.replace("<start>10.1.0.100</start>", "<start>10.1.0.105</start>")
+            with pytest.raises(RPCError) as info:
+                m.edit_config(target="running", config=shrink, default_operation="replace")
+            err = rpc_error(info.value)
+            assert err.findtext(f"{nc}error-app-tag") == "pool-address-in-use"
+            assert "10.1.0.100" in err.findtext(f"{nc}error-message")
+            assert "<start>10.1.0.100</start>" in m.get_config(source="running").data_xml
+            assert len(bindings(m)) == 1
+            assert kernel_objects(topo.ha)["routes"], "the binding's route must still be there"
+
+            remove = f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"
+ xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}"><virtual-router>
+ <name>e2e</name><mobile-node nc:operation="delete"><name>mn1</name></mobile-node>
+</virtual-router></virtual-routers></config>"""
+            m.edit_config(target="running", config=remove)
+            assert bindings(m) == []
+            deadline = time.monotonic() + 5
+            while kernel_objects(topo.ha)["routes"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            objects = kernel_objects(topo.ha)
+            assert objects["routes"] == [] and objects["proxies"] == [], objects
+    finally:
+        daemon.stop()

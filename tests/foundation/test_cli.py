@@ -18,7 +18,9 @@ def mipha() -> list[str]:
 
 
 def test_validate_valid_and_invalid_documents() -> None:
-    ok = subprocess.run([*mipha(), "validate", "examples/startup.xml"], cwd=ROOT, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*mipha(), "validate", "examples/startup.xml"], cwd=ROOT, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout
     bad = subprocess.run(

@@ -59,7 +59,12 @@ EXPECTED: dict[str, tuple[str, str | None, str, str | None]] = {
     "duplicate-home-address": ("operation-failed", "data-not-unique", MN2, None),
     "duplicate-list-key": ("data-exists", None, MN1, None),
     "bad-ipv4": ("invalid-value", None, f"{MN1}/mipha:home-address", "home-address"),
-    "lifetime-out-of-range": ("invalid-value", None, f"{VR}/mipha:home-agent/mipha:max-lifetime", "max-lifetime"),
+    "lifetime-out-of-range": (
+        "invalid-value",
+        None,
+        f"{VR}/mipha:home-agent/mipha:max-lifetime",
+        "max-lifetime",
+    ),
     "ip-in-ip-disabled": ("operation-failed", "ip-in-ip-required", f"{VR}/mipha:home-agent", None),
     "home-agent-without-address": (
         "operation-failed",
@@ -90,7 +95,9 @@ def test_parse_returns_tree_with_defaults(validator: Validator) -> None:
     tree = validator.parse((EXAMPLES / "startup.xml").read_bytes())
     assert tree is not None
     try:
-        node = tree.find_path("/mipha-home-agent:virtual-routers/virtual-router[name='home']/home-agent/udp-port")
+        node = tree.find_path(
+            "/mipha-home-agent:virtual-routers/virtual-router[name='home']/home-agent/udp-port"
+        )
         assert node is not None and node.value() == 434  # a default, filled in by validation
     finally:
         tree.free()
@@ -131,17 +138,24 @@ def test_all_violations_of_one_document_are_reported(validator: Validator) -> No
   <mobile-node><name>mn4</name><nai>x@y</nai><address-pool>nope</address-pool></mobile-node>
 </virtual-router></virtual-routers></config>"""
     errors = validator.validate(doc)
-    got = sorted(((e.tag, e.app_tag or "", e.path) for e in errors))
+    got = sorted((e.tag, e.app_tag or "", e.path) for e in errors)
     mn = f"{VR}/mipha:mobile-node"
     assert got == sorted(
         [
             ("invalid-value", "", f"{VR}/mipha:home-agent/mipha:max-lifetime"),
             ("invalid-value", "", f"{mn}[mipha:name='mn1']/mipha:home-address"),
             ("unknown-element", "", f"{mn}[mipha:name='mn3']"),
-            ("operation-failed", "range-reversed", f"{VR}/mipha:address-pool[mipha:name='p']"
-             "/mipha:range[mipha:start='10.0.0.9']"),
+            (
+                "operation-failed",
+                "range-reversed",
+                f"{VR}/mipha:address-pool[mipha:name='p']/mipha:range[mipha:start='10.0.0.9']",
+            ),
             ("operation-failed", "nai-required", f"{mn}[mipha:name='mn2']"),
-            ("data-missing", "", f"{mn}[mipha:name='mn3']/mipha:security-association[mipha:spi='300']/mipha:key"),
+            (
+                "data-missing",
+                "",
+                f"{mn}[mipha:name='mn3']/mipha:security-association[mipha:spi='300']/mipha:key",
+            ),
             ("data-missing", "instance-required", f"{mn}[mipha:name='mn4']/mipha:address-pool"),
         ]
     )

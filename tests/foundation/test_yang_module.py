@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import libyang
+
 from server import yang
 
 ROOT = Path(__file__).resolve().parents[2]

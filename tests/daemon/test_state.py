@@ -1,0 +1,135 @@
+"""Operational state: YANG-shaped XML from the engine, with the request's filter pushed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from lxml import etree
+
+from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
+from ha.engine.home_agent import HomeAgent
+from mipha.journal import BindingRecord
+from mipha.state import HomeAgentStateProvider
+from server.operational import StateRequest
+
+NS = "urn:mipha:yang:mipha-home-agent"
+N = 3000
+BASE = int(IPv4Address("10.0.0.0"))
+
+
+@dataclass
+class FakeRouter:
+    name: str
+    engine: HomeAgent
+
+    def tunnels(self):
+        return []
+
+    def now(self) -> float:
+        return 100.0
+
+    def discontinuity_time(self) -> float:
+        return 0.0
+
+
+def router() -> FakeRouter:
+    sa = SecurityAssociation(256, bytes(16))
+    nodes = [
+        MobileNode(f"mn{i}", home_address=IPv4Address(BASE + i + 1), security_associations=[sa])
+        for i in range(N)
+    ]
+    config = VirtualRouterConfig(
+        "vr1", home_agent=HomeAgentConfig(IPv4Address("192.0.2.1")), mobile_nodes=nodes
+    )
+    engine = HomeAgent(config)
+    for i in range(N):
+        record = BindingRecord(
+            vr="vr1",
+            home_address=str(IPv4Address(BASE + i + 1)),
+            care_of_address="198.51.100.7",
+            mobile_node=f"mn{i}",
+            source_address="198.51.100.7",
+            source_port=434,
+            lifetime=600,
+            registered_at=1_000_000.0,
+            identification=i,
+            flags=0x02,
+            encapsulation="ip-in-ip",
+        )
+        assert engine.restore_binding(record, now=100.0, wallclock=1_000_000.0)
+    return FakeRouter("vr1", engine)
+
+
+def subtree(xml: str) -> StateRequest:
+    return StateRequest(
+        subtree=etree.fromstring(f'<filter xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">{xml}</filter>')
+    )
+
+
+def test_full_walk_returns_every_binding_in_key_order() -> None:
+    provider = HomeAgentStateProvider(lambda: [router()])
+    (top,) = provider.get_state(StateRequest())
+    homes = [b.findtext(f"{{{NS}}}home-address") for b in top.iter(f"{{{NS}}}binding")]
+    assert len(homes) == N == provider.last_bindings_built
+    assert homes == sorted(homes, key=lambda a: int(IPv4Address(a)))
+    stats = top.find(f".//{{{NS}}}statistics")
+    assert stats is not None and stats.findtext(f"{{{NS}}}accepted") == "0"
+
+
+def test_one_binding_by_key_builds_one() -> None:
+    provider = HomeAgentStateProvider(lambda: [router()])
+    home = str(IPv4Address(BASE + 1234))
+    (top,) = provider.get_state(
+        subtree(
+            f'<virtual-routers xmlns="{NS}"><virtual-router><name>vr1</name><home-agent><bindings><binding>'
+            f"<home-address>{home}</home-address></binding></bindings></home-agent></virtual-router></virtual-routers>"
+        )
+    )
+    assert provider.last_bindings_built == 1
+    (b,) = top.iter(f"{{{NS}}}binding")
+    assert b.findtext(f"{{{NS}}}home-address") == home
+    assert b.findtext(f"{{{NS}}}lifetime-remaining") == "600"
+    assert b.findtext(f"{{{NS}}}flags") == "T"
+    assert b.findtext(f"{{{NS}}}registered-at") == "1970-01-12T13:46:40Z"
+
+
+def test_statistics_only_never_touches_bindings() -> None:
+    provider = HomeAgentStateProvider(lambda: [router()])
+    (top,) = provider.get_state(
+        subtree(
+            f'<virtual-routers xmlns="{NS}"><virtual-router><home-agent><statistics/></home-agent></virtual-router></virtual-routers>'
+        )
+    )
+    assert provider.last_bindings_built == 0
+    assert top.find(f".//{{{NS}}}bindings") is None and top.find(f".//{{{NS}}}statistics") is not None
+
+
+def test_other_modules_filter_builds_nothing_and_unknown_router_nothing() -> None:
+    provider = HomeAgentStateProvider(lambda: [router()])
+    assert (
+        provider.get_state(
+            subtree('<netconf-state xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"/>')
+        )
+        == []
+    )
+    assert (
+        provider.get_state(
+            subtree(
+                f'<virtual-routers xmlns="{NS}"><virtual-router><name>nope</name></virtual-router></virtual-routers>'
+            )
+        )
+        == []
+    )
+
+
+def test_xpath_key_predicate_is_pushed_down() -> None:
+    provider = HomeAgentStateProvider(lambda: [router()])
+    home = str(IPv4Address(BASE + 7))
+    provider.get_state(
+        StateRequest(
+            xpath=f"/m:virtual-routers/m:virtual-router[m:name='vr1']/m:home-agent/m:bindings/m:binding[m:home-address='{home}']",
+            nsmap=(("m", NS),),
+        )
+    )
+    assert provider.last_bindings_built == 1
