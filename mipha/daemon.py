@@ -20,9 +20,10 @@ from ipaddress import IPv4Address
 from lxml import etree
 
 from ha.engine.config import VirtualRouterConfig
-from server.app import ServerHandle, start_server
+from server.app import ServerHandle, build_core
 from server.config import ServerConfig
 from server.errors import RpcError
+from server.session import listen, load_or_create_host_key
 from server.yang import MIPHA_NAMESPACE
 
 from .bootstrap import Bootstrap
@@ -95,20 +96,27 @@ class Daemon:
             max_message_size=boot.max_message_size,
             superuser_group=boot.superuser_group,
         )
-        self.server = await start_server(config, subscribers=[self.subscriber], providers=[self.state])
-        core = self.server.core
+        # construct → RPCs and notifications wired → seed (first start) → subscribers up → listen:
+        # no client can connect before the virtual routers reflect running.
+        core = build_core(config, None, [self.subscriber], [self.state])
         self.notifier = Notifier(core.publish)
         core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
         core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
-        if boot.startup is not None and core.ds.fresh:
-            seeded = core.seed(boot.startup.read_bytes())
-            if asyncio.iscoroutine(seeded):
-                seeded = await seeded
-            if seeded:
-                log.info("first start: configuration seeded from %s", boot.startup)
-        replay = getattr(core, "replay_running", None)
-        if replay is not None:
-            await replay()
+        if boot.startup is not None and core.seed(boot.startup.read_bytes()):
+            log.info("first start: configuration seeded from %s", boot.startup)
+        await core.replay_running()
+        acceptor = await listen(
+            core,
+            host=config.host,
+            port=config.port,
+            users=config.users,
+            host_key=load_or_create_host_key(config.host_key),
+            fail_delay=config.auth_fail_delay,
+            login_timeout=config.login_timeout,
+            max_sessions=config.max_sessions,
+        )
+        port = acceptor.sockets[0].getsockname()[1] if acceptor.sockets else config.port
+        self.server = ServerHandle(acceptor, core, config.host, port)
         self._restored.clear()  # bindings of virtual routers no longer configured are dropped
         self._sync_task = asyncio.get_running_loop().create_task(self._journal_sync())
         log.info(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +20,13 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from ncclient import manager
-from ncclient.transport import session as nc_session
 
 from ha.netns import NetnsThread
-from server.auth import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
+from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port  # noqa: E402
 from dataplane_scenario import (  # noqa: E402
     COA1,
     HA_ADDR,
@@ -39,87 +36,7 @@ from dataplane_scenario import (  # noqa: E402
     kernel_objects,
 )
 
-nc_session.TICK = 0.001
-NS = "urn:mipha:yang:mipha-home-agent"
-KEY_HEX = "00112233445566778899aabbccddeeff"
-KEY_YANG = ":".join(KEY_HEX[i : i + 2] for i in range(0, 32, 2))
-MIPHA = str(Path(sys.executable).parent / "mipha")
-
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """`mipha run` as a child process; ends only the process it started, by PID."""
-
-    def __init__(self, tmp: Path, port: int) -> None:
-        self.tmp = tmp
-        self.port = port
-        self.proc: subprocess.Popen | None = None
-        self.log = tmp / "daemon.log"
-        (tmp / "mipha.toml").write_text(
-            f"""
-[netconf]
-listen = "127.0.0.1:{port}"
-[[user]]
-name = "admin"
-password-hash = "{hash_password("e2e-secret", n_log2=10)}"
-groups = ["admin"]
-[state]
-dir = "{tmp / "state"}"
-[dataplane]
-backend = "tun"
-"""
-        )
-
-    def start(self) -> None:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [MIPHA, "run", "--config", str(self.tmp / "mipha.toml"), "--log-level", "info"],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("daemon did not listen:\n" + self.log.read_text())
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-    def connect(self) -> manager.Manager:
-        return manager.connect(
-            host="127.0.0.1",
-            port=self.port,
-            username="admin",
-            password="e2e-secret",
-            hostkey_verify=False,
-            allow_agent=False,
-            look_for_keys=False,
-            timeout=30,
-        )
 
 
 def config(ha_ns: str) -> str:

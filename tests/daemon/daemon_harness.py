@@ -1,0 +1,96 @@
+"""A `mipha run` child process for the daemon tests, and the constants they share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ncclient import manager
+from ncclient.transport import session as nc_session
+
+from server.auth import hash_password
+
+nc_session.TICK = 0.001
+NS = "urn:mipha:yang:mipha-home-agent"
+KEY_HEX = "00112233445566778899aabbccddeeff"
+KEY_YANG = ":".join(KEY_HEX[i : i + 2] for i in range(0, 32, 2))
+MIPHA = str(Path(sys.executable).parent / "mipha")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`mipha run` as a child process; ends only the process it started, by PID."""
+
+    def __init__(self, tmp: Path, port: int) -> None:
+        self.tmp = tmp
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.log = tmp / "daemon.log"
+        (tmp / "mipha.toml").write_text(
+            f"""
+[netconf]
+listen = "127.0.0.1:{port}"
+[[user]]
+name = "admin"
+password-hash = "{hash_password("e2e-secret", n_log2=10)}"
+groups = ["admin"]
+[state]
+dir = "{tmp / "state"}"
+[dataplane]
+backend = "tun"
+"""
+        )
+
+    def start(self) -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [MIPHA, "run", "--config", str(self.tmp / "mipha.toml"), "--log-level", "info"],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("daemon did not listen:\n" + self.log.read_text())
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def connect(self) -> manager.Manager:
+        return manager.connect(
+            host="127.0.0.1",
+            port=self.port,
+            username="admin",
+            password="e2e-secret",
+            hostkey_verify=False,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=30,
+        )
