@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (XML literals read best on one line)
 """RFC 6241 operations, in-process: exact replies and rpc-errors for each operation and option."""
 
 from __future__ import annotations

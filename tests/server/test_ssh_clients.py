@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (XML literals read best on one line)
 """The server over real SSH, driven by real clients: ncclient, netconf-console2, OpenSSH `ssh -s netconf`."""
 
 from __future__ import annotations

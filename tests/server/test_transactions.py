@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (XML literals read best on one line)
 """Config subscribers (validate → prepare → abort|apply), operational providers, get-data, notifications."""
 
 from __future__ import annotations

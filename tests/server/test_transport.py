@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (XML literals read best on one line)
 """SSH transport and framing end to end with a raw client: big messages, abrupt disconnects, hostile XML."""
 
 from __future__ import annotations
