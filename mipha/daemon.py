@@ -56,12 +56,13 @@ class Daemon:
 
     # -- virtual routers ------------------------------------------------------------------------------
 
-    def new_router(self, config: VirtualRouterConfig) -> VirtualRouter:
+    def new_router(self, config: VirtualRouterConfig, proxy_arp_mode: str = "entry") -> VirtualRouter:
         return VirtualRouter(
             config,
             backend=self.boot.dataplane,
             journal=self.journal,
             on_events=self._on_events,
+            proxy_arp_mode=proxy_arp_mode,
         )
 
     def take_restored(self, name: str) -> list[BindingRecord]:

@@ -63,11 +63,11 @@ def refusal(message: str, path: str, app_tag: str | None = None) -> RpcError:
 
 
 #: What a change of these settings needs: a new runtime (socket, namespace, data plane).
-def _structure(config: VirtualRouterConfig) -> tuple:
+def _structure(config: VirtualRouterConfig, proxy_arp_mode: str) -> tuple:
     ha = config.home_agent
     if ha is None:
         return (config.namespace, None)
-    return (config.namespace, ha.address, ha.udp_port, ha.home_interface)
+    return (config.namespace, ha.address, ha.udp_port, ha.home_interface, proxy_arp_mode)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Plan:
     changed: dict[str, Prepared] = field(default_factory=dict)
     rebuilt: dict[str, VirtualRouter] = field(default_factory=dict)  # name -> new runtime (old stopped)
     added: dict[str, VirtualRouter] = field(default_factory=dict)
-    stopped_old: dict[str, tuple[VirtualRouterConfig, list[BindingRecord]]] = field(default_factory=dict)
+    stopped_old: dict[str, tuple[VirtualRouterConfig, list[BindingRecord], str]] = field(default_factory=dict)
 
 
 class HomeAgentSubscriber:
@@ -91,6 +91,9 @@ class HomeAgentSubscriber:
 
     def __repr__(self) -> str:
         return "HomeAgentSubscriber"
+
+    def _mode(self, name: str) -> str:
+        return self.cache.plane_options.get(name, {}).get("proxy_arp_mode", "entry")
 
     # -- VALIDATE -------------------------------------------------------------------------------------
 
@@ -112,9 +115,13 @@ class HomeAgentSubscriber:
                 current = running.get(name)
                 if current is None:
                     continue
-                if current.config == config:
+                mode = self._mode(name)
+                if current.config == config and current.proxy_arp_mode == mode:
                     continue
-                if _structure(current.config) != _structure(config) or current.engine is None:
+                if (
+                    _structure(current.config, current.proxy_arp_mode) != _structure(config, mode)
+                    or current.engine is None
+                ):
                     await self._rebuild(plan, current, config)
                 else:
                     try:
@@ -124,7 +131,7 @@ class HomeAgentSubscriber:
             for name, config in plan.configs.items():
                 if name in running:
                     continue
-                vr = self.daemon.new_router(config)
+                vr = self.daemon.new_router(config, self._mode(name))
                 try:
                     await vr.start(self.daemon.take_restored(name))
                 except VirtualRouterError as exc:
@@ -139,8 +146,8 @@ class HomeAgentSubscriber:
         records = self._records(current)
         old_config = current.config
         await current.stop(flush=True, release=current.netns != config.namespace)
-        plan.stopped_old[current.name] = (old_config, records)
-        vr = self.daemon.new_router(config)
+        plan.stopped_old[current.name] = (old_config, records, current.proxy_arp_mode)
+        vr = self.daemon.new_router(config, self._mode(config.name))
         try:
             await vr.start(records)
         except VirtualRouterError as exc:
@@ -178,8 +185,8 @@ class HomeAgentSubscriber:
         for vr in plan.rebuilt.values():
             await vr.stop(flush=True, release=False)
         plan.rebuilt.clear()
-        for name, (old_config, records) in plan.stopped_old.items():
-            vr = self.daemon.new_router(old_config)
+        for name, (old_config, records, mode) in plan.stopped_old.items():
+            vr = self.daemon.new_router(old_config, mode)
             try:
                 await vr.start(records)
             except Exception:

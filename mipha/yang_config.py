@@ -145,6 +145,8 @@ class ConfigCache:
 
     def __init__(self) -> None:
         self._nodes: dict[tuple[str, str], tuple[bytes, MobileNode]] = {}
+        #: Data plane options per virtual router (not engine configuration): ``proxy-arp``.
+        self.plane_options: dict[str, dict[str, str]] = {}
 
     def virtual_routers(self, roots: Iterable[etree._Element]) -> dict[str, VirtualRouterConfig]:
         out: dict[str, VirtualRouterConfig] = {}
@@ -164,6 +166,8 @@ class ConfigCache:
         router_id_text = _text(vr, "router-id")
         router_id = IPv4Address(router_id_text) if router_id_text else None
         ha_el = vr.find(_Q + "home-agent")
+        proxy_arp = _text(ha_el, "proxy-arp") if ha_el is not None else None
+        self.plane_options[name] = {"proxy_arp_mode": "interface" if proxy_arp == "interface" else "entry"}
         nodes = []
         for el in vr.iterfind(_Q + "mobile-node"):
             key = (name, _text(el, "name") or "")

@@ -224,3 +224,30 @@ def test_refusals_leave_running_and_kernel_untouched(topo: Topology, tmp_path: P
             assert objects["routes"] == [] and objects["proxies"] == [], objects
     finally:
         daemon.stop()
+
+
+def test_proxy_arp_interface_mode_and_live_switch(topo: Topology, tmp_path: Path) -> None:
+    """proxy-arp interface: proxy_arp=1 on the home interface, no per-address entries, traffic flows;
+    switching back to per-address rebuilds the router and keeps the binding."""
+    daemon = Daemon(tmp_path, free_port())
+    mn_thread = NetnsThread(topo.mn)
+    mobile = MobileNode(mn_thread)
+    sysctl = ["ip", "netns", "exec", topo.ha, "cat", "/proc/sys/net/ipv4/conf/home0/proxy_arp"]
+    try:
+        daemon.start()
+        with daemon.connect() as m:
+            cfg = config(topo.ha).replace("<max-lifetime>", "<proxy-arp>interface</proxy-arp><max-lifetime>")
+            m.edit_config(target="running", config=cfg)
+            register(topo)
+            assert subprocess.run(sysctl, capture_output=True, text=True).stdout.strip() == "1"
+            assert kernel_objects(topo.ha)["proxies"] == []
+            assert ping(topo)
+            m.edit_config(target="running", config=config(topo.ha), default_operation="replace")
+            assert len(bindings(m)) == 1, "the rebuilt router keeps its bindings"
+            assert subprocess.run(sysctl, capture_output=True, text=True).stdout.strip() == "0"
+            assert len(kernel_objects(topo.ha)["proxies"]) == 1
+            assert ping(topo)
+    finally:
+        daemon.stop()
+        mobile.close()
+        mn_thread.close()
