@@ -422,7 +422,7 @@ def register(lab: Lab) -> None:
     cmd = [
         "ip", "netns", "exec", lab.mn, sys.executable, "-m", "mipha.cli", "mn",
         "--ha", str(HA_ADDR), "--bind", str(COA), "--spi", str(SPI), "--key", KEY_HEX,
-        "--flags", "T", "--lifetime", "3600",
+        "--flags", "T", "--lifetime", "3600", "--retries", "6",
         "register", "--home", str(HOME_ADDR), "--coa", str(COA),
     ]  # fmt: skip
     step(
@@ -431,7 +431,12 @@ def register(lab: Lab) -> None:
     )
     proc = run(cmd, check=False)
     if proc.returncode:
-        raise LabError(f"registration failed: {(proc.stdout + proc.stderr).strip()}")
+        daemon_log = lab.logfile("daemon")
+        tail = _tail(daemon_log.read_text(errors="replace")) if daemon_log.exists() else "    (no log)"
+        raise LabError(
+            f"registration failed: {(proc.stdout + proc.stderr).strip()}\n"
+            f"  the daemon's log ends with:\n{tail}"
+        )
 
 
 def _icmp_checksum(data: bytes) -> int:
