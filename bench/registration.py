@@ -230,7 +230,7 @@ def memory(count: int, trace: bool) -> None:
     engine.drain_intents()
     while engine.next_event() is not None:
         pass
-    engine._arrivals.clear()
+    engine._peers.clear()
     gc.collect()
     elapsed = time.perf_counter() - started
     assert engine.binding_count == count

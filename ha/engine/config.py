@@ -104,6 +104,9 @@ class MobileNode:
     reverse_tunnel: ReverseTunnelPolicy | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     security_associations: Mapping[int, SecurityAssociation] = field(default_factory=dict)
+    #: The associations as a tuple, in configuration order: what ``MobileNodeRecord`` takes, derived
+    #: once here instead of for every request.
+    association_tuple: tuple[SecurityAssociation, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.home_address is None) == (self.address_pool is None):
@@ -116,6 +119,7 @@ class MobileNode:
             object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
         object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
         object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
+        object.__setattr__(self, "association_tuple", tuple(self.security_associations.values()))
 
     __hash__ = None  # type: ignore[assignment]  # holds a mapping
 

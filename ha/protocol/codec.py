@@ -64,6 +64,11 @@ _REQUEST = int(MessageType.REGISTRATION_REQUEST)
 _REPLY = int(MessageType.REGISTRATION_REPLY)
 _MN_HA = int(ExtensionType.MN_HA_AUTH)
 _FA_HA = int(ExtensionType.FA_HA_AUTH)
+#: The layout of nearly every request: the fixed part and one Mobile-Home extension with an MD5
+#: authenticator, nothing else.  Told by its length and two bytes, it needs neither the extension
+#: loop nor the structure check (a lone authorization-enabling extension is always well formed).
+_PLAIN_REQUEST = struct.Struct("!BBHIIIQBBI")  # the fixed part, then Type, Length and SPI of ext 32
+_PLAIN_REQUEST_LENGTH = _PLAIN_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
 
 #: Signing keys for the encoder: extension type -> association whose key fills that authenticator.
 Signers = Mapping[ExtensionType, SecurityAssociation]
@@ -245,6 +250,15 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
     """Decode a Registration Request; raise ProtocolError (134 with ``header``, or discard)."""
     if type(data) is not bytes:
         data = bytes(data)
+    if (
+        len(data) == _PLAIN_REQUEST_LENGTH
+        and data[0] == _REQUEST
+        and data[REQUEST_FIXED_LENGTH] == _MN_HA
+        and data[REQUEST_FIXED_LENGTH + 1] == _SIGNED_AUTH_LENGTH
+    ):  # the usual layout: same result as the general path below, in half the time
+        _t, flags, lifetime, hoa, ha, coa, ident, _ext, _len, spi = _PLAIN_REQUEST.unpack_from(data)
+        auth = trusted_auth(MobileHomeAuth, spi, data[_PLAIN_REQUEST.size :], REQUEST_FIXED_LENGTH)
+        return trusted_request(flags, lifetime, hoa, ha, coa, ident, (auth,), data)
     if len(data) < REQUEST_FIXED_LENGTH:
         raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
     msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)

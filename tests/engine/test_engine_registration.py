@@ -15,6 +15,7 @@ from ha.dataplane.intents import (
     RemoveHomeRoute,
     SetHomeRoute,
 )
+from ha.engine.bindings import BindingTable
 from ha.engine.config import ForeignAgent
 from ha.engine.events import BindingCreated, BindingRemoved, RegistrationDenied, RemovalReason
 from ha.protocol import RequestFlags, pull_registration_reply
@@ -408,3 +409,38 @@ def test_key_is_per_mobile_node():
     h = harness(config)
     assert h.register("10.1.0.2", COA1, key=KEY).code == 131
     assert h.register("10.1.0.2", COA1, key=b"2" * 16).code == 0
+
+
+def test_an_accepted_request_the_engine_cannot_carry_out_is_answered_128(monkeypatch, caplog):
+    """An internal failure while applying an acceptance gives a signed 128, not an exception."""
+    h = harness()
+
+    def broken_add(self, binding):
+        raise RuntimeError("binding table is broken")
+
+    monkeypatch.setattr(BindingTable, "add", broken_add)
+    ident = h.clock.timestamp()
+    reply = h.register(HOME, COA1, identification=ident)
+    assert reply.code == 128 and reply.lifetime == 0 and reply.identification == ident
+    from ha.protocol.auth import verify
+
+    assert reply.mn_ha_auth is not None and verify(reply.raw, reply.mn_ha_auth, sa())
+    assert h.engine.binding_count == 0 and h.plane.drain(h.engine) == []
+    stats = h.engine.statistics
+    assert (stats.accepted, stats.denied, stats.denied_by_code[128], stats.replies_sent) == (0, 1, 1, 1)
+    assert h.events() == [RegistrationDenied(128, addr(COA1), 256, addr(HOME))]
+    assert "could not be carried out" in caplog.text and "binding table is broken" in caplog.text
+
+    monkeypatch.undo()  # the engine keeps working; the refused request's identification stays used
+    assert h.register(HOME, COA1, identification=ident).code == 133
+    assert h.register(HOME, COA1).code == 0 and h.engine.binding_count == 1
+
+
+def test_a_configuration_change_reaches_a_peer_already_seen():
+    """Per-peer look-ups are cached: a foreign agent configured later must still be required."""
+    h = harness()
+    assert h.register(HOME, COA1, source=COA2).code == 0
+    fa = ForeignAgent(addr(COA2), security_associations=[sa(700, key=b"f" * 16)])
+    h.engine.apply(h.engine.prepare(vr_config([node("mn1", HOME)], foreign_agents=[fa])))
+    assert h.register(HOME, COA1, source=COA2).code == 132
+    assert h.register(HOME, COA1, source=COA2, fa=(700, b"f" * 16)).code == 0

@@ -398,3 +398,42 @@ def test_reply_code_helpers_and_error_semantics() -> None:
     answerable = ProtocolError("bad", reply_code_hint=ReplyCode.POORLY_FORMED_REQUEST, header=header)
     assert not answerable.discard and answerable.header == header
     assert ProtocolError("drop", header=header).header is None  # no hint: nothing to answer with
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.integers(0, 255),
+    st.integers(0, 65535),
+    addresses,
+    addresses,
+    addresses,
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.binary(min_size=16, max_size=16),
+)
+def test_the_plain_layout_reads_like_any_other(flags, lifetime, hoa, ha, coa, ident, spi, auth) -> None:
+    """Fixed part + one 20-byte Mobile-Home extension takes the codec's short cut: same result."""
+    request = RegistrationRequest(
+        RequestFlags(flags), lifetime, hoa, ha, coa, ident, (MobileHomeAuth(spi, auth),)
+    )
+    data = push_registration_request(request)
+    assert len(data) == 46
+    plain = pull_registration_request(data)
+    general = pull_registration_request(data + bytes([128, 0]))  # one more (skippable) extension
+    assert plain == request and plain.raw == data
+    assert general.extensions == (*plain.extensions, SkippedExtension(128))
+    assert plain.mn_ha_auth is not None and general.mn_ha_auth is not None
+    assert plain.mn_ha_auth.offset == general.mn_ha_auth.offset == 24
+    assert plain.integers == general.integers == (int(hoa), int(ha), int(coa))
+    assert type(plain.flags) is RequestFlags
+
+
+def test_a_46_byte_request_of_another_shape_takes_the_general_path() -> None:
+    """Same length as the plain layout, but ext 32 is shorter and a skippable extension follows."""
+    data = push_registration_request(vector_request((MobileHomeAuth(256, bytes(14)), SkippedExtension(130))))
+    assert len(data) == 46 and data[24] == 32
+    parsed = pull_registration_request(data)
+    assert parsed.extensions == (MobileHomeAuth(256, bytes(14)), SkippedExtension(130))
+    truncated = data[:24] + bytes([32, 20]) + data[26:]  # claims 20 bytes, the datagram ends first
+    with pytest.raises(ProtocolError):
+        pull_registration_request(truncated[:-1])
