@@ -37,6 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from ha.dataplane.tun import internet_checksum
 from ha.netns import NetnsThread, netns_exists
 
 REPO = Path(__file__).resolve().parent.parent
@@ -439,15 +440,6 @@ def register(lab: Lab) -> None:
         )
 
 
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
     """ICMP echo from the correspondent's namespace (a raw socket: no ``ping`` binary needed).
 
@@ -462,7 +454,7 @@ def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
     with sock:
         for seq in range(1, count + 1):
             echo = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-            echo = echo[:2] + struct.pack("!H", _icmp_checksum(echo)) + echo[4:]
+            echo = echo[:2] + struct.pack("!H", internet_checksum(echo)) + echo[4:]
             sent = time.monotonic()
             sock.sendto(echo, (str(HOME_ADDR), 0))
             deadline = sent + timeout

@@ -22,6 +22,7 @@ from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
 from ha.engine.home_agent import BindingInfo, HomeAgent
+from ha.engine.statistics import COUNTERS
 from server.operational import StateRequest
 from server.yang import MIPHA_NAMESPACE
 
@@ -320,30 +321,14 @@ class HomeAgentStateProvider:
         _leaf(parent, "discontinuity-time", _iso(since))
         counters = engine.statistics.as_dict()
         by_code = counters.pop("denied-by-code")
-        for name in (
-            "requests-received",
-            "deregistrations-received",
-            "replies-sent",
-            "accepted",
-            "accepted-no-simultaneous",
-            "denied",
-        ):
+        for name in COUNTERS:  # the engine keeps them in the YANG order
             _leaf(parent, name, counters[name])
-        codes = etree.SubElement(parent, _Q + "denied-by-code")
-        for code, count in sorted(by_code.items()):
-            entry = etree.SubElement(codes, _Q + "code")
-            _leaf(entry, "code", int(code))
-            _leaf(entry, "count", count)
-        for name in (
-            "mn-auth-failures",
-            "fa-auth-failures",
-            "identification-mismatches",
-            "poorly-formed",
-            "unknown-ha",
-            "gratuitous-arps-sent",
-            "discarded",
-        ):
-            _leaf(parent, name, counters[name])
+            if name == "denied":
+                codes = etree.SubElement(parent, _Q + "denied-by-code")
+                for code, count in sorted(by_code.items()):
+                    entry = etree.SubElement(codes, _Q + "code")
+                    _leaf(entry, "code", int(code))
+                    _leaf(entry, "count", count)
 
     @staticmethod
     def _violations(parent: etree._Element, engine: HomeAgent) -> None:

@@ -116,7 +116,8 @@ _TUNNEL_ICMP_FILTER = [
 ]
 
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """The RFC 1071 Internet checksum of ``data`` (IP headers, ICMP)."""
     if len(data) % 2:
         data += b"\x00"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -130,7 +131,7 @@ def icmp_error(icmp_type: int, code: int, offending: bytes, *, mtu: int = 0) -> 
     ihl = (offending[0] & 0x0F) * 4
     rest = struct.pack("!HH", 0, mtu)
     body = struct.pack("!BBH", icmp_type, code, 0) + rest + offending[: ihl + 8]
-    csum = _checksum(body)
+    csum = internet_checksum(body)
     return body[:2] + struct.pack("!H", csum) + body[4:]
 
 
