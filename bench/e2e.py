@@ -62,6 +62,7 @@ VR = "bench"
 ECHO_PORT = 4340
 NETOPEER2_GET_100K = 0.7  # s, the target: Netopeer2 reading back 100k config entries here
 RATE_TARGET = 10_000  # registrations/s through the whole daemon, the target
+NETOPEER2_EDIT_100K = "(Netopeer2: edit-config of 100k into running 3.6 s, bench/netconf.py)"
 
 
 def sh(cmd: list[str]) -> str:
@@ -656,6 +657,7 @@ def phase_full(nodes: int, window: int, duration: float, what_ifs: tuple[str, ..
             print(f"\n### B1. Configuration over NETCONF ({nodes:,} static mobile nodes, one SA each)")
             print(f"  edit-config into candidate     {t_edit:7.3f} s")
             print(f"  commit (validate + VR start)   {t_commit:7.3f} s")
+            print(f"  together                       {t_edit + t_commit:7.3f} s   {NETOPEER2_EDIT_100K}")
 
             baseline = echo_baseline(topo, nodes, duration, window)
             rounds = register_all(topo, nodes, window, duration)
@@ -671,6 +673,11 @@ def phase_full(nodes: int, window: int, duration: float, what_ifs: tuple[str, ..
             print_gets(measure_gets(client, nodes))
             memory.append(("after the <get>s", daemon.memory()))
             print_memory(memory, bound)
+            late_routes, late_proxies = topo.routes(), topo.proxies()
+            if (late_routes, late_proxies) != (routes, proxies):
+                print(
+                    f"\n  kernel after the <get>s: {late_routes:,} routes, {late_proxies:,} proxy-ARP entries"
+                )
         finally:
             client.close()
     print(
