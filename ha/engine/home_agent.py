@@ -322,6 +322,8 @@ class HomeAgent:
                 if outgoing is not None:
                     return outgoing
 
+        # The binding count matters only to enforce max-bindings (and len() is a Python call here).
+        in_use = len(self._table) if policy.max_bindings is not None else 0
         verdict = decide(
             request,
             policy=policy,
@@ -330,7 +332,7 @@ class HomeAgent:
             arrival=peer.arrival,
             now=now,
             wallclock=wallclock,
-            bindings_in_use=len(self._table),
+            bindings_in_use=in_use,
             fresh_nonce=self._nonce() if name in self._nonce_nodes else 0,
         )
         if node is not None:

@@ -150,12 +150,19 @@ class ForeignAgentRecord:
 
 @dataclass(slots=True)
 class Arrival:
-    """Where the request came from and where it was sent (IP and UDP), as the socket reported it."""
+    """Where the request came from and where it was sent (IP and UDP), as the socket reported it.
+
+    ``destination_integer`` is derived on construction (a caller may keep one per peer and reuse it).
+    """
 
     source: IPv4Address
     source_port: int
     destination: IPv4Address
     destination_port: int = 434
+    destination_integer: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.destination_integer = int(self.destination)
 
 
 # --- outputs -----------------------------------------------------------------------------------------
@@ -390,7 +397,7 @@ def decide(
 
     # 2. Broadcast or someone else's address: deny, answer from our unicast address (§3.8.2.1).
     broadcasts = policy.broadcast_integers
-    if int(arrival.destination) in broadcasts or agent in broadcasts:
+    if arrival.destination_integer in broadcasts or agent in broadcasts:
         return _deny(
             request,
             ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS,

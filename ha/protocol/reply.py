@@ -45,7 +45,7 @@ class ReplyAddress:
 
 def reply_address(arrival: Arrival, policy: HomeAgentPolicy) -> ReplyAddress:
     """Swap the request's addresses and ports; a request sent to a broadcast is answered from our address."""
-    destination = int(arrival.destination)
+    destination = arrival.destination_integer
     broadcast = (
         destination in policy.broadcast_integers  # the home subnets' broadcasts and 255.255.255.255
         or destination >> 28 == 0xE  # multicast
