@@ -64,6 +64,7 @@ MIPHA = str(Path(sys.executable).parent / "mipha")
 TUNNEL = tunnel_ifname(COA1)  # the device the ipip backend must create: mip-c000020a
 MN_TUNNEL = "mnip0"
 START_TIMEOUT = 60.0  # a daemon start inside UML takes several seconds
+KERNEL_WAIT = 30.0  # upper bound for the asynchronous data plane apply on a loaded machine
 
 
 def log(message: str) -> None:
@@ -246,6 +247,42 @@ def mipha_objects(ns: str) -> dict[str, list[str]]:
     }
 
 
+def home_routes(ns: str) -> list[tuple[str | None, str | None]]:
+    """(destination, device) of the routes for the home address in mipha's table (none before any)."""
+    res = subprocess.run(
+        ["ip", "-n", ns, "-j", "route", "show", "table", str(MIPHA_TABLE), f"{HOA}/32"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if res.returncode != 0:
+        check("FIB table does not exist" in res.stderr, f"cannot list table {MIPHA_TABLE}: {res.stderr}")
+        return []
+    return [(r.get("dst"), r.get("dev")) for r in json.loads(res.stdout or "[]")]
+
+
+def has_proxy_entry(ns: str) -> bool:
+    return any(p.split()[0] == str(HOA) for p in mipha_objects(ns)["proxies"])
+
+
+def wait_kernel_programmed(topo: Topology) -> None:
+    """Poll until the binding's device, route and proxy entry exist.
+
+    The daemon journals a binding before replying, but hands the data plane its intents asynchronously
+    (``VirtualRouter.flush``): a registration reply does not mean the kernel is programmed yet.
+    """
+    deadline = time.monotonic() + KERNEL_WAIT
+    while not (
+        link_info(topo.ha, TUNNEL) is not None
+        and home_routes(topo.ha) == [(str(HOA), TUNNEL)]
+        and has_proxy_entry(topo.ha)
+    ):
+        check(
+            time.monotonic() < deadline,
+            f"binding accepted but its kernel state not programmed within {KERNEL_WAIT} s: "
+            f"{mipha_objects(topo.ha)}",
+        )
+        time.sleep(0.05)
+
+
 def check_kernel_binding(topo: Topology) -> None:
     """The binding's kernel state: the ipip device to the CoA, the /32 route into it, the proxy entry."""
     dev = link_info(topo.ha, TUNNEL)
@@ -256,13 +293,9 @@ def check_kernel_binding(topo: Topology) -> None:
     ends = (info.get("info_data", {}).get("local"), info.get("info_data", {}).get("remote"))
     check(ends == (str(HA_ADDR), str(COA1)), f"{TUNNEL} runs {ends}, not HA -> CoA")
     check("UP" in dev.get("flags", []), f"{TUNNEL} is not up: {dev.get('flags')}")
-    routes = json.loads(sh(f"ip -n {topo.ha} -j route show table {MIPHA_TABLE} {HOA}/32"))
-    check(
-        [(r.get("dst"), r.get("dev")) for r in routes] == [(str(HOA), TUNNEL)],
-        f"table {MIPHA_TABLE} route for {HOA}: {routes}",
-    )
-    proxies = mipha_objects(topo.ha)["proxies"]
-    check(any(p.split()[0] == str(HOA) for p in proxies), f"no proxy ARP entry for {HOA}: {proxies}")
+    routes = home_routes(topo.ha)
+    check(routes == [(str(HOA), TUNNEL)], f"table {MIPHA_TABLE} routes for {HOA}: {routes}")
+    check(has_proxy_entry(topo.ha), f"no proxy ARP entry for {HOA}: {mipha_objects(topo.ha)}")
 
 
 def check_kernel_clean(topo: Topology, *, rules: bool = False) -> None:
@@ -295,6 +328,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
         check(b["lifetime-granted"] == "600" and 0 < int(b["lifetime-remaining"] or 0) <= 600, f"binding {b}")
         check(b["flags"] == "T" and b["encapsulation"] == "ip-in-ip", f"binding {b}")
         check(b["tunnel-interface"] == TUNNEL, f"binding names {b['tunnel-interface']}, not {TUNNEL}")
+        wait_kernel_programmed(topo)
         check_kernel_binding(topo)
         log(f"registered: binding in <get>, {TUNNEL} up, /32 route in table {MIPHA_TABLE}, proxy ARP")
 
@@ -327,6 +361,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
 
         register(topo)
         check(len(bindings(home_agent_state(m))) == 1, "re-registration did not create a binding")
+        wait_kernel_programmed(topo)
     daemon.kill9()
     # The kernel keeps the device after kill -9 and a restart would simply adopt it; delete it (and with
     # it the route) so that only the journal can bring the binding's kernel state back.
