@@ -68,6 +68,64 @@ def wanted_from(request: StateRequest) -> Wanted:
     return Wanted()
 
 
+_BINDING_LEAVES = (
+    "home-address",
+    "care-of-address",
+    "mobile-node",
+    "nai",
+    "source-address",
+    "lifetime-granted",
+    "lifetime-remaining",
+    "registered-at",
+    "identification",
+    "flags",
+    "encapsulation",
+    "tunnel-interface",
+)
+_KEYS = ("home-address", "care-of-address")
+
+
+@dataclass(frozen=True)
+class RawPlan:
+    """The request's filter below ``bindings`` is one the provider applies exactly: bindings can then
+    be written straight to bytes.  ``leaves`` None = every leaf; keys are always written."""
+
+    leaves: frozenset[str] | None = None
+
+
+def raw_plan(request: StateRequest) -> RawPlan | None:
+    """A RawPlan when the filter below ``binding`` is exact-able: none, or a single ``binding`` filter
+    holding only key content matches and selection leaves.  Else None (lxml path, server filters)."""
+    if request.xpath:
+        return None
+    if request.subtree is None:
+        return RawPlan()
+    binding_filters = [
+        el
+        for el in request.subtree.iter()
+        if isinstance(el.tag, str) and etree.QName(el).localname == "binding"
+    ]
+    if not binding_filters:
+        return RawPlan()
+    if len(binding_filters) > 1:
+        return None
+    selected: set[str] = set()
+    seen: set[str] = set()
+    for child in binding_filters[0]:
+        if not isinstance(child.tag, str) or etree.QName(child).namespace not in (NS, None):
+            return None
+        name = etree.QName(child).localname
+        if name not in _BINDING_LEAVES or name in seen or len(child):
+            return None
+        seen.add(name)
+        if (child.text or "").strip():
+            if name not in _KEYS:
+                return None  # a content match on a non-key leaf: let the server filter
+        else:
+            selected.add(name)
+    return RawPlan(frozenset(selected) if selected else None)
+
+
 def _children(el: etree._Element, name: str) -> list[etree._Element]:
     return [c for c in el if isinstance(c.tag, str) and etree.QName(c).localname == name]
 
@@ -219,6 +277,35 @@ def binding_element(parent: etree._Element, info: BindingInfo, tunnel_interface:
         _leaf(b, "tunnel-interface", tunnel_interface)
 
 
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def binding_bytes(info: BindingInfo, tunnel_interface: str | None, leaves: frozenset[str] | None) -> str:
+    """One ``binding`` as XML text with its own namespace declaration (for raw splicing)."""
+    values = (
+        ("home-address", str(info.home_address)),
+        ("care-of-address", str(info.care_of_address)),
+        ("mobile-node", _esc(info.mobile_node)),
+        ("nai", _esc(info.nai) if info.nai else None),
+        ("source-address", str(info.source_address)),
+        ("lifetime-granted", str(info.lifetime_granted)),
+        ("lifetime-remaining", str(max(0, min(info.lifetime_remaining, 0xFFFF)))),
+        ("registered-at", _iso(info.registered_at)),
+        ("identification", str(info.identification)),
+        ("flags", _flags(int(info.flags))),
+        ("encapsulation", info.encapsulation),
+        ("tunnel-interface", _esc(tunnel_interface) if tunnel_interface else None),
+    )
+    parts = [f'<binding xmlns="{NS}">']
+    for name, value in values:
+        if value is None or (leaves is not None and name not in leaves and name not in _KEYS):
+            continue
+        parts.append(f"<{name}>{value}</{name}>")
+    parts.append("</binding>")
+    return "".join(parts)
+
+
 class HomeAgentStateProvider:
     """The server's :class:`~server.operational.OperationalProvider` for ``mipha:virtual-routers``."""
 
@@ -238,10 +325,12 @@ class HomeAgentStateProvider:
         for vr in self._routers():
             if wanted.routers is not None and vr.name not in wanted.routers:
                 continue
-            self._virtual_router(top, vr, wanted)
+            self._virtual_router(top, vr, wanted, request)
         return [top] if len(top) else []
 
-    def _virtual_router(self, top: etree._Element, vr: VirtualRouterState, wanted: Wanted) -> None:
+    def _virtual_router(
+        self, top: etree._Element, vr: VirtualRouterState, wanted: Wanted, request: StateRequest
+    ) -> None:
         engine = vr.engine
         if engine is None:
             return
@@ -252,7 +341,8 @@ class HomeAgentStateProvider:
             tunnels = vr.tunnels() if (wanted.section("tunnels") or wanted.section("bindings")) else []
             interfaces = {t.care_of_address: t.interface for t in tunnels}
             if wanted.section("bindings"):
-                self._bindings(etree.SubElement(ha, _Q + "bindings"), engine, vr.now(), wanted, interfaces)
+                bindings = etree.SubElement(ha, _Q + "bindings")
+                self._bindings(bindings, engine, vr.now(), wanted, interfaces, request)
             if wanted.section("tunnels"):
                 self._tunnels(etree.SubElement(ha, _Q + "tunnels"), tunnels)
             if wanted.section("statistics"):
@@ -279,6 +369,7 @@ class HomeAgentStateProvider:
         now: float,
         wanted: Wanted,
         interfaces: dict[IPv4Address, str | None],
+        request: StateRequest,
     ) -> None:
         coas = wanted.care_of_addresses
         if wanted.home_addresses is not None:
@@ -287,6 +378,19 @@ class HomeAgentStateProvider:
             )
         else:
             infos = self._walk(engine, now)
+        raw = getattr(request, "raw", None)
+        plan = raw_plan(request) if raw is not None else None
+        if plan is not None:
+            chunks = []
+            for info in infos:
+                if coas is not None and info.care_of_address not in coas:
+                    continue
+                chunks.append(binding_bytes(info, interfaces.get(info.care_of_address), plan.leaves))
+            key = f"bindings-{id(parent)}"
+            raw[key] = "".join(chunks).encode()
+            parent.text = f"@@mipha-raw:{key}@@"
+            self.last_bindings_built += len(chunks)
+            return
         for info in infos:
             if coas is not None and info.care_of_address not in coas:
                 continue

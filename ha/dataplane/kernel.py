@@ -12,6 +12,7 @@ handlers record the final wanted state per address and :meth:`_flush` sends them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -104,7 +105,11 @@ class KernelPlane(DataPlane):
         self._route_ops: dict[IPv4Address, int | None] = {}  # address -> oif (add/replace) or None (delete)
         self._proxy_ops: dict[IPv4Address, bool] = {}
         self._garps: list[GratuitousArp] = []
-        self._garp_tasks: set[asyncio.Task[None]] = set()
+        # One AF_PACKET socket per plane (closing one costs an RCU grace period, ~15 ms on the event
+        # loop) and one pacing task for every pending burst: [frame, frames still to send].
+        self._garp_sock: socket.socket | None = None
+        self._garp_pending: list[list[Any]] = []
+        self._garp_task: asyncio.Task[None] | None = None
         self.garps_sent = 0
         self._ns: NetnsThread | None = None
         self._nl: nlbatch.RtnlBatch | None = None
@@ -202,8 +207,15 @@ class KernelPlane(DataPlane):
                 self.ipr.rule("del", family=socket.AF_INET, table=self.table, priority=rule.get("priority"))
 
     async def stop(self, *, flush: bool = True) -> None:
-        for task in list(self._garp_tasks):
-            task.cancel()
+        if self._garp_task is not None:
+            self._garp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._garp_task
+            self._garp_task = None
+        self._garp_pending.clear()
+        if self._garp_sock is not None:
+            self._garp_sock.close()
+            self._garp_sock = None
         await self._stop_backend()
         if self._ns is None:
             return
@@ -255,9 +267,7 @@ class KernelPlane(DataPlane):
                 self._on_homes_changed()
         garps, self._garps = self._garps, []
         for garp in garps:
-            task = asyncio.get_running_loop().create_task(self._garp_burst(garp))
-            self._garp_tasks.add(task)
-            task.add_done_callback(self._garp_tasks.discard)
+            self._start_garp(garp)
 
     async def _flush_soon(self) -> None:
         """Send pending changes: inline when few (a netlink socket works from any thread; this saves
@@ -396,31 +406,60 @@ class KernelPlane(DataPlane):
         if failures:
             raise DataPlaneError(str(nlbatch.NetlinkError("route/proxy programming", failures)))
 
-    async def _garp_burst(self, intent: GratuitousArp) -> None:
-        """``garp_count`` gratuitous ARPs, ``garp_interval`` apart, via AF_PACKET on the home link."""
+    def _garp_socket(self) -> socket.socket:
+        if self._garp_sock is None:
+            sock: socket.socket = self._call(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                sock.bind((self.vr.home_interface, ETH_P_ARP))
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
+            self._garp_sock = sock
+        return self._garp_sock
+
+    def _start_garp(self, intent: GratuitousArp) -> None:
+        """Send the first gratuitous ARP at once; the pacing task sends the rest of the burst."""
         if intent.for_mobile_node and intent.mn_mac:
             sender = bytes.fromhex(intent.mn_mac.replace(":", "").replace("-", ""))
             op = ARP_REPLY
         else:
             sender, op = self.home_mac, ARP_REQUEST
         frame = garp_frame(sender, intent.home_address, op=op)
-        sock: socket.socket = self._call(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            sock.bind((self.vr.home_interface, ETH_P_ARP))
-            for i in range(self.vr.garp_count):
-                if i:
-                    await asyncio.sleep(self.vr.garp_interval)
-                sock.send(frame)
-                self.garps_sent += 1
+            self._garp_socket().send(frame)
+            self.garps_sent += 1
         except OSError as exc:
             log.error("gratuitous ARP for %s failed: %s", intent.home_address, exc)
-        finally:
-            sock.close()
+            return
+        if self.vr.garp_count > 1:
+            self._garp_pending.append([frame, self.vr.garp_count - 1])
+            if self._garp_task is None or self._garp_task.done():
+                self._garp_task = asyncio.get_running_loop().create_task(self._garp_pacer())
+
+    async def _garp_pacer(self) -> None:
+        """Every ``garp_interval``: one more frame of every pending burst, until all are complete."""
+        while self._garp_pending:
+            await asyncio.sleep(self.vr.garp_interval)
+            batch, self._garp_pending = self._garp_pending, []
+            sock = self._garp_sock
+            for item in batch:
+                if sock is None:
+                    break
+                try:
+                    sock.send(item[0])
+                    self.garps_sent += 1
+                except OSError as exc:
+                    log.error("gratuitous ARP failed: %s", exc)
+                    continue
+                item[1] -= 1
+                if item[1] > 0:
+                    self._garp_pending.append(item)
 
     async def wait_garps(self) -> None:
         """Wait for pending gratuitous ARP bursts (tests, orderly shutdown)."""
-        if self._garp_tasks:
-            await asyncio.gather(*self._garp_tasks, return_exceptions=True)
+        while self._garp_task is not None and not self._garp_task.done():
+            await asyncio.gather(self._garp_task, return_exceptions=True)
 
     # -- reconciliation ----------------------------------------------------------------------------
 

@@ -133,3 +133,57 @@ def test_xpath_key_predicate_is_pushed_down() -> None:
         )
     )
     assert provider.last_bindings_built == 1
+
+
+def raw_request(**kw) -> StateRequest:
+    request = StateRequest(**kw)
+    object.__setattr__(request, "raw", {}) if not hasattr(request, "raw") else None
+    return request
+
+
+def splice(top: etree._Element, request: StateRequest) -> etree._Element:
+    """What the server does with raw parts: replace each token by its bytes, parse back for checks."""
+    data = etree.tostring(top)
+    for key, raw in request.raw.items():
+        data = data.replace(f"@@mipha-raw:{key}@@".encode(), raw)
+    return etree.fromstring(data)
+
+
+def test_raw_bytes_equal_the_element_path() -> None:
+    vr = router()
+    slow = HomeAgentStateProvider(lambda: [vr]).get_state(StateRequest())[0]
+    request = raw_request()
+    (fast,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+    assert request.raw, "no filter: bindings are written as raw bytes"
+    spliced = splice(fast, request)
+    a = [etree.tostring(b, method="c14n") for b in slow.iter(f"{{{NS}}}binding")]
+    b = [etree.tostring(b, method="c14n") for b in spliced.iter(f"{{{NS}}}binding")]
+    assert len(a) == N and a == b
+
+
+def test_raw_honours_leaf_selection_and_key_match() -> None:
+    vr = router()
+    home = str(IPv4Address(BASE + 42))
+    request = raw_request(
+        subtree=etree.fromstring(
+            f'<filter xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}"><virtual-router>'
+            f"<home-agent><bindings><binding><home-address>{home}</home-address><flags/></binding></bindings>"
+            "</home-agent></virtual-router></virtual-routers></filter>"
+        )
+    )
+    (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+    (b,) = splice(top, request).iter(f"{{{NS}}}binding")
+    assert [etree.QName(c).localname for c in b] == ["home-address", "care-of-address", "flags"]
+
+
+def test_non_key_content_match_falls_back_to_elements() -> None:
+    vr = router()
+    request = raw_request(
+        subtree=etree.fromstring(
+            f'<filter xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}"><virtual-router>'
+            "<home-agent><bindings><binding><mobile-node>mn7</mobile-node></binding></bindings>"
+            "</home-agent></virtual-router></virtual-routers></filter>"
+        )
+    )
+    (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+    assert request.raw == {} and len(list(top.iter(f"{{{NS}}}binding"))) == N  # the server filters these
