@@ -1,14 +1,8 @@
 """The whole product under load (issue 6): ``mipha run`` with the tun data plane, driven over NETCONF and UDP.
 
-    .venv/bin/python bench/e2e.py                          # 100,000 bindings (about 2.5 minutes, root)
-    .venv/bin/python bench/e2e.py --proxy-arp interface    # phase B with <proxy-arp>interface</proxy-arp>
-    .venv/bin/python bench/e2e.py --nodes 20000 --skip-shipped   # smaller, for a smoke run
-
-Phase A runs the daemon exactly as shipped: 1,000 first registrations, timed from the first binding
-until the daemon is idle again (gratuitous ARP closes one AF_PACKET socket per binding, about 15 ms
-on the event loop each, so 100k would take half an hour).  Phase B runs 1-4 below with N bindings and
-the what-ifs of ``--what-if`` (default ``garp-socket``: one long-lived socket), applied only inside
-the bench's daemon launcher and named in the output; ``--what-if none`` runs phase B as shipped.
+    .venv/bin/python bench/e2e.py                          # 100,000 bindings (about 2 minutes, root)
+    .venv/bin/python bench/e2e.py --proxy-arp interface    # <proxy-arp>interface</proxy-arp>
+    .venv/bin/python bench/e2e.py --nodes 20000            # smaller, for a smoke run
 
 Topology (namespaces with unique names, removed whatever happens)::
 
@@ -192,11 +186,10 @@ class Topology:
 class Daemon:
     """``mipha run`` as a child process with a temporary bootstrap file and state directory."""
 
-    def __init__(self, tmp: Path, what_ifs: tuple[str, ...] = ()) -> None:
+    def __init__(self, tmp: Path) -> None:
         from server.auth import hash_password
 
         self.tmp = tmp
-        self.what_ifs = what_ifs
         self.port = free_port()
         self.log = tmp / "daemon.log"
         (tmp / "mipha.toml").write_text(
@@ -217,11 +210,8 @@ backend = "tun"
         self.stop_seconds = 0.0
 
     def start(self) -> None:
-        run = ["run", "--config", str(self.tmp / "mipha.toml"), "--log-level", "warning"]
-        if self.what_ifs:
-            command = [sys.executable, __file__, "--daemon-what-if", ",".join(self.what_ifs), *run]
-        else:
-            command = [sys.executable, "-m", "mipha.cli", *run]
+        command = [sys.executable, "-m", "mipha.cli", "run", "--config", str(self.tmp / "mipha.toml"),
+                   "--log-level", "warning"]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT)
         deadline = time.monotonic() + 30
@@ -252,57 +242,6 @@ backend = "tun"
         started = time.perf_counter()
         stop_child(self.proc, 60)
         return time.perf_counter() - started
-
-
-# -- what-ifs (bench only: the product is never changed) --------------------------------------------
-
-WHAT_IFS = {
-    "garp-socket": "gratuitous ARP through one long-lived AF_PACKET socket per VR",
-}
-
-
-def run_daemon_what_if(names: list[str], argv: list[str]) -> int:
-    """Child: ``mipha run`` with what-ifs applied to *this process only*, to size a proposed change.
-
-    ``garp-socket``: ``KernelPlane._garp_burst`` as shipped binds and closes one AF_PACKET socket per
-    burst (per new binding); both wait for an RCU grace period on this kernel (about 16 + 12 ms, run on
-    the event loop).  The replacement keeps one bound socket per plane; frames and pacing unchanged.
-    """
-    import asyncio
-
-    from ha.dataplane import kernel
-
-    unknown = set(names) - set(WHAT_IFS)
-    if unknown:
-        raise SystemExit(f"unknown what-if(s): {sorted(unknown)}")
-    if "garp-socket" in names:
-        sockets: dict[int, socket.socket] = {}
-
-        async def garp_burst(self: kernel.KernelPlane, intent) -> None:
-            if intent.for_mobile_node and intent.mn_mac:
-                sender = bytes.fromhex(intent.mn_mac.replace(":", "").replace("-", ""))
-                op = kernel.ARP_REPLY
-            else:
-                sender, op = self.home_mac, kernel.ARP_REQUEST
-            frame = kernel.garp_frame(sender, intent.home_address, op=op)
-            try:
-                sock = sockets.get(id(self))
-                if sock is None:
-                    sock = self._call(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, 0)
-                    sock.bind((self.vr.home_interface, kernel.ETH_P_ARP))
-                    sockets[id(self)] = sock
-                for i in range(self.vr.garp_count):
-                    if i:
-                        await asyncio.sleep(self.vr.garp_interval)
-                    sock.send(frame)
-                    self.garps_sent += 1
-            except OSError as exc:
-                kernel.log.error("gratuitous ARP for %s failed: %s", intent.home_address, exc)
-
-        kernel.KernelPlane._garp_burst = garp_burst  # type: ignore[method-assign]
-    from mipha.cli import main as mipha_main
-
-    return mipha_main(argv)
 
 
 # -- NETCONF ---------------------------------------------------------------------------------------
@@ -367,7 +306,7 @@ def echo(address: str, port: int) -> None:
         sendto(b"\x03" + data[1:12] + data[16:], peer)
 
 
-def start_load(
+def load(
     topo: Topology,
     *,
     count: int,
@@ -376,8 +315,8 @@ def start_load(
     duration: float,
     window: int,
     rate: float = 0.0,
-) -> subprocess.Popen[str]:
-    """Start one ``mipha mn load`` in the mobile node's namespace (unpaced when ``rate`` is 0)."""
+) -> dict:
+    """One ``mipha mn load`` run in the mobile node's namespace (unpaced when ``rate`` is 0); its summary."""
     command = [
         "ip", "netns", "exec", topo.mn, sys.executable, "-m", "mipha.cli", "mn",
         "--ha", str(HA_ADDR), "--port", str(port), "--spi", "256", "--key", KEY_HEX, "--bind", str(COA),
@@ -385,27 +324,18 @@ def start_load(
         "load", "--count", str(count), "--home-start", str(start), "--coa", str(COA),
         "--rate", str(rate), "--window", str(window), "--duration", str(duration),
     ]  # fmt: skip
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=ROOT
     )
-
-
-def load_report(proc: subprocess.Popen[str], timeout: float) -> dict:
-    """Wait for a load process (killed by PID past ``timeout``) and parse its JSON summary."""
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=duration + 120)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        proc.kill()  # by PID: the process we started
         proc.communicate()
         raise RuntimeError("mipha mn load did not finish") from None
     if not out.strip():
         raise RuntimeError(f"mipha mn load printed nothing: {err[-2000:]}")
     return json.loads(out)
-
-
-def load(topo: Topology, **kwargs) -> dict:
-    """One ``mipha mn load`` run to completion; its JSON summary."""
-    return load_report(start_load(topo, **kwargs), kwargs["duration"] + 120)
 
 
 @dataclass
@@ -483,23 +413,12 @@ def register_all(topo: Topology, nodes: int, window: int, first_duration: float)
     return rounds
 
 
-def idle_after(client, home: IPv4Address, limit: float = 120.0) -> float:
-    """Seconds until the daemon answers a one-binding ``<get>`` within 50 ms again (its loop is free)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit:
-        took, _ = timed_rpc(client, bindings_filter(home), "idle")
-        if took < 0.05:
-            break
-        time.sleep(0.01)
-    return time.perf_counter() - started
-
-
 @contextlib.contextmanager
-def daemon_in_topology(what_ifs: tuple[str, ...]) -> Iterator[tuple[Topology, Daemon]]:
+def daemon_in_topology() -> Iterator[tuple[Topology, Daemon]]:
     """Fresh namespaces, state directory and daemon; everything ended and removed on the way out."""
     topo = Topology()
     tmp = tempfile.TemporaryDirectory(prefix="mipha-e2e-")
-    daemon = Daemon(Path(tmp.name), what_ifs)
+    daemon = Daemon(Path(tmp.name))
     try:
         topo.create()
         daemon.start()
@@ -531,53 +450,12 @@ def latency(report: dict) -> str:
     return f"p50 {lat['p50']:7.1f} ms  p99 {lat['p99']:7.1f} ms"
 
 
-# -- phases ----------------------------------------------------------------------------------------
-
-
-def phase_as_shipped(nodes: int, offered: float) -> None:
-    """The daemon exactly as shipped: a burst of first registrations, timed until the daemon is idle.
-
-    The time runs from the first route in the kernel (the first binding) until the daemon answers a
-    one-binding ``<get>`` within 50 ms again with every route in place: work the daemon queued behind
-    its replies (gratuitous ARP bursts) counts.
-    """
-    from nc_rawclient import RawClient
-
-    with daemon_in_topology(()) as (topo, daemon):
-        client = RawClient(daemon.port, USER, PASSWORD)
-        try:
-            configure(client, nodes, topo.ha)
-            duration = (nodes + 2) / offered  # the 1 ms ticker's last tick may fall short; <= 2 renewals
-            proc = start_load(
-                topo, count=nodes, start=HOME_START, port=434, duration=duration, window=nodes, rate=offered
-            )
-            while topo.routes() == 0 and proc.poll() is None:
-                time.sleep(0.005)
-            first = time.perf_counter()
-            report = load_report(proc, duration + 120)
-            idle_after(client, HOME_START)
-            _, routes = wait_routes(topo, int(report["accepted"]), timeout=5.0)
-            idle_after(client, HOME_START)
-            busy = time.perf_counter() - first
-        finally:
-            client.close()
-    sustained = routes / busy
-    verdict = "met" if sustained >= RATE_TARGET else "NOT met"
-    print(f"\n## A. Daemon as shipped: {nodes:,} first registrations offered at {offered:,.0f}/s")
-    print(
-        f"  client: {report['replies']:,} replies, last after {report['elapsed']:.2f} s, {latency(report)}, "
-        f"{report['retransmissions']:,} retransmissions, {report['timeouts']} timeouts"
-    )
-    print(
-        f"  daemon: {routes:,} bindings in the kernel, busy {busy:.2f} s from the first one until idle: "
-        f"{sustained:,.0f} registrations/s sustained   target >= {RATE_TARGET:,}/s {verdict}"
-    )
-    print(f"  daemon stop (SIGTERM): {daemon.stop_seconds:.1f} s")
+# -- report ----------------------------------------------------------------------------------------
 
 
 def print_registrations(baseline: dict, rounds: list[Round], window: int) -> None:
     echo_rate = baseline["rate"]
-    print(f"\n### B2. First registrations through the daemon (mipha mn load, window {window})")
+    print(f"\n## 2. First registrations through the daemon (mipha mn load, window {window})")
     print(f"  bare UDP echo in the HA namespace (baseline)   {echo_rate:9,.0f} /s   {latency(baseline)}")
     for r in rounds:
         span = f"{r.first:>7,} -> {r.first + r.new:>7,}"
@@ -614,7 +492,12 @@ def measure_gets(client, nodes: int) -> dict[str, float]:
         del reply
     out["all"] = statistics.median(times)
     home = HOME_START + nodes // 2
-    out["one"] = statistics.median(timed_rpc(client, bindings_filter(home), f"o{i}")[0] for i in range(20))
+    times = []
+    for i in range(20):
+        took, reply = timed_rpc(client, bindings_filter(home), f"o{i}")
+        times.append(took)
+        out["one_count"] = reply.count(b"<binding>") if f">{home}<".encode() in reply else 0
+    out["one"] = statistics.median(times)
     times = []
     for i in range(3):
         took, reply = timed_rpc(client, b"<get-config><source><running/></source></get-config>", f"c{i}")
@@ -625,9 +508,12 @@ def measure_gets(client, nodes: int) -> dict[str, float]:
     return out
 
 
-def print_gets(gets: dict[str, float]) -> None:
+def print_gets(gets: dict[str, float], bindings: int) -> None:
+    """The figures; a reply that does not hold what was asked for is flagged, its time is no figure."""
     verdict = "met" if gets["all"] <= NETOPEER2_GET_100K else "NOT met"
-    print("\n### B3. NETCONF until the last byte (raw SSH client, median of 3)")
+    if gets["all_count"] != bindings:
+        verdict = f"INVALID: the reply holds {gets['all_count']:,.0f} bindings, expected {bindings:,}"
+    print("\n## 3. NETCONF until the last byte (raw SSH client, median of 3)")
     print(
         f"  <get> all bindings ({gets['all_count']:,.0f}, {mb(gets['all_bytes'])})   {gets['all']:7.3f} s   "
         f"target <= {NETOPEER2_GET_100K} s (Netopeer2, 100k config entries): ratio "
@@ -637,11 +523,12 @@ def print_gets(gets: dict[str, float]) -> None:
         f"  <get-config> of the mobile nodes ({mb(gets['config_bytes'])}, same server)   "
         f"{gets['config']:7.3f} s"
     )
-    print(f"  <get> one binding by key (push-down, median of 20)   {gets['one'] * 1000:7.2f} ms")
+    wrong = "" if gets["one_count"] == 1 else f"   INVALID: the reply holds {gets['one_count']:.0f} bindings"
+    print(f"  <get> one binding by key (push-down, median of 20)   {gets['one'] * 1000:7.2f} ms{wrong}")
 
 
 def print_memory(points: list[tuple[str, dict[str, int]]], bindings: int) -> None:
-    print("\n### B4. Daemon memory, VmRSS / VmHWM")
+    print("\n## 4. Daemon memory, VmRSS / VmHWM")
     for label, m in points:
         print(f"  {label:<28} {mb(m['VmRSS']):>9} / {mb(m['VmHWM'])}")
     growth = dict(points)
@@ -649,19 +536,18 @@ def print_memory(points: list[tuple[str, dict[str, int]]], bindings: int) -> Non
     print(f"  RSS growth per binding       {per:7.0f} B")
 
 
-def phase_full(nodes: int, window: int, duration: float, what_ifs: tuple[str, ...], proxy_arp: str) -> None:
+def run(nodes: int, window: int, duration: float, proxy_arp: str) -> None:
     """N bindings: configuration, registrations beside the echo baseline, the gets, memory."""
     from nc_rawclient import RawClient
 
-    label = "; ".join(WHAT_IFS[w] for w in what_ifs) or "none (as shipped)"
-    print(f"\n## B. {nodes:,} bindings, proxy-arp {proxy_arp}, what-if: {label}")
-    with daemon_in_topology(what_ifs) as (topo, daemon):
+    print(f"\n## {nodes:,} bindings, home-agent proxy-arp {proxy_arp}")
+    with daemon_in_topology() as (topo, daemon):
         memory = [("idle", daemon.memory())]
         client = RawClient(daemon.port, USER, PASSWORD)
         try:
             t_edit, t_commit = configure(client, nodes, topo.ha, proxy_arp)
             memory.append(("configured, no binding", daemon.memory()))
-            print(f"\n### B1. Configuration over NETCONF ({nodes:,} static mobile nodes, one SA each)")
+            print(f"\n## 1. Configuration over NETCONF ({nodes:,} static mobile nodes, one SA each)")
             print(f"  edit-config into candidate     {t_edit:7.3f} s")
             print(f"  commit (validate + VR start)   {t_commit:7.3f} s")
             print(f"  together                       {t_edit + t_commit:7.3f} s   {NETOPEER2_EDIT_100K}")
@@ -677,7 +563,7 @@ def phase_full(nodes: int, window: int, duration: float, what_ifs: tuple[str, ..
                 f"({bound:,} bindings)"
             )
 
-            print_gets(measure_gets(client, nodes))
+            print_gets(measure_gets(client, nodes), bound)
             memory.append(("after the <get>s", daemon.memory()))
             print_memory(memory, bound)
             late_routes, late_proxies = topo.routes(), topo.proxies()
@@ -712,45 +598,27 @@ def mb(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=100_000, help="mobile nodes and bindings (phase B)")
-    parser.add_argument("--window", type=int, default=1024, help="requests in flight (phase B)")
+    parser.add_argument("--nodes", type=int, default=100_000, help="mobile nodes and bindings")
+    parser.add_argument("--window", type=int, default=1024, help="requests in flight")
     parser.add_argument("--duration", type=float, default=3.0, help="longest load round (s)")
-    parser.add_argument("--shipped-nodes", type=int, default=1000, help="first registrations in phase A")
-    parser.add_argument(
-        "--what-if",
-        default="garp-socket",
-        help=f"phase B what-ifs, comma-separated: {', '.join(WHAT_IFS)} or none",
-    )
     parser.add_argument(
         "--proxy-arp",
         choices=("per-address", "interface"),
         default="per-address",
-        help="phase B home-agent proxy-arp",
+        help="home-agent proxy-arp",
     )
-    parser.add_argument("--skip-shipped", action="store_true", help="skip phase A")
     parser.add_argument("--echo", nargs=2, metavar=("ADDRESS", "PORT"), help=argparse.SUPPRESS)
-    parser.add_argument("--daemon-what-if", help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.daemon_what_if is not None:
-        sys.exit(run_daemon_what_if(args.daemon_what_if.split(","), rest))
+    args = parser.parse_args()
     if args.echo:
         return echo(args.echo[0], int(args.echo[1]))
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if os.geteuid() != 0:
         raise SystemExit("bench/e2e.py needs root (network namespaces)")
-    what_ifs = tuple(w for w in args.what_if.split(",") if w and w != "none")
-    unknown = set(what_ifs) - set(WHAT_IFS)
-    if unknown:
-        parser.error(f"unknown what-if(s): {sorted(unknown)}")
     loadavg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"# mipha end to end, tun data plane ({os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
         f"load average {loadavg})"
     )
-    if not args.skip_shipped:
-        phase_as_shipped(args.shipped_nodes, 2000.0)
-    phase_full(args.nodes, args.window, args.duration, what_ifs, args.proxy_arp)
+    run(args.nodes, args.window, args.duration, args.proxy_arp)
 
 
 if __name__ == "__main__":
