@@ -630,10 +630,6 @@ class HomeAgent:
         home = int(node.home_address) if node.home_address is not None else int(home_ip)
         coa = int(verdict.care_of_address)
 
-        before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]
-        replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
-        old_encapsulation = current.encapsulation if current is not None else None
-        reverse_before = any(b.flags & _T_BIT for b in before)
         binding = Binding(
             home,
             coa,
@@ -645,21 +641,31 @@ class HomeAgent:
             flags=flags,
             encapsulation=encapsulation,
         )
+        coa_ip = verdict.care_of_address
+        if state.coas is None:  # the node's first binding (the usual case): nothing to compare with
+            before: list[Binding] = []
+            replaced: list[Binding] = []
+            after = [binding]
+            route: tuple[IPv4Address, ...] = (coa_ip,)
+        else:
+            before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]
+            replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
+            kept = [b for b in before if b.care_of_address != coa and b not in replaced]
+            after = sorted([*kept, binding], key=_care_of)
+            route = tuple(coa_ip if b is binding else IPv4Address(b.care_of_address) for b in after)
         for old in replaced:
             table.remove(home, old.care_of_address)
         table.add(binding)
-        kept = [b for b in before if b.care_of_address != coa and b not in replaced]
-        after = sorted([*kept, binding], key=_care_of)
         self._set_coas(state, after)
 
         intents = self._intents
-        coa_ip = verdict.care_of_address
+        old_encapsulation = current.encapsulation if current is not None else None
+        reverse_before = any(b.flags & _T_BIT for b in before)
         reverse_after = any(b.flags & _T_BIT for b in after)
         if old_encapsulation != encapsulation:
             intents.append(EnsureTunnel(coa_ip, encapsulation))
         if current is None or replaced or reverse_before != reverse_after:
-            coas = tuple(coa_ip if b is binding else IPv4Address(b.care_of_address) for b in after)
-            intents.append(SetHomeRoute(home_ip, coas, reverse_after))
+            intents.append(SetHomeRoute(home_ip, route, reverse_after))
         if old_encapsulation is not None and old_encapsulation != encapsulation:
             intents.append(ReleaseTunnel(coa_ip, old_encapsulation))
         for old in replaced:

@@ -102,7 +102,11 @@ def encode_reply(verdict: Verdict) -> bytes:
     """The signed reply datagram for a verdict: :func:`build_reply`'s message, signed, in one step."""
     code, lifetime, home_address, home_agent = _header(verdict)
     request = verdict.request
-    nai, challenge = _echoed(request)
+    extensions = request.extensions
+    if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth:
+        nai = challenge = None  # the usual request: nothing to echo (no _echoed() call)
+    else:
+        nai, challenge = _echoed(request)
     request_home, request_agent, _coa = request.integers
     return push_signed_reply(
         code,
