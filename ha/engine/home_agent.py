@@ -261,12 +261,11 @@ class HomeAgent:
         # Filled by _install():
         self.config = config
         self._policy: HomeAgentPolicy | None = None
-        self._mobile_nodes: dict[str, MobileNode] = {}
         self._port = 0
         self._pools: dict[str, PoolAllocator] = {}
-        self._by_home: dict[int, str] = {}
-        self._by_nai: dict[str, str] = {}
-        self._by_assigned: dict[int, str] = {}
+        self._by_home: dict[int, MobileNode] = {}
+        self._by_nai: dict[str, MobileNode] = {}
+        self._by_assigned: dict[int, MobileNode] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
         self._nonce_nodes: frozenset[str] = frozenset()
         self._peers: dict[tuple[str, int], _Peer] = {}
@@ -312,12 +311,11 @@ class HomeAgent:
         if request.lifetime == 0:
             stats.deregistrations_received += 1
 
-        name = self._resolve(request)
-        node = state = None
-        if name is not None:
-            node = self._mobile_nodes.get(name)
-            state = self._nodes.get(name)
-            if state is not None and state.last_identification == request.identification and node is not None:
+        node = self._resolve(request)
+        state = None
+        if node is not None:
+            state = self._nodes.get(node.name)
+            if state is not None and state.last_identification == request.identification:
                 outgoing = self._retransmission(request, node, state, peer)
                 if outgoing is not None:
                     return outgoing
@@ -333,7 +331,7 @@ class HomeAgent:
             now=now,
             wallclock=wallclock,
             bindings_in_use=in_use,
-            fresh_nonce=self._nonce() if name in self._nonce_nodes else 0,
+            fresh_nonce=self._nonce() if node is not None and node.name in self._nonce_nodes else 0,
         )
         if node is not None:
             accepted, ha_nonce = verdict.accepted_identification, verdict.ha_nonce
@@ -417,7 +415,7 @@ class HomeAgent:
 
     # --- mobile node look-ups --------------------------------------------------------------------
 
-    def _resolve(self, request: RegistrationRequest) -> str | None:
+    def _resolve(self, request: RegistrationRequest) -> MobileNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
         nai = request.nai
         if nai is not None:
@@ -596,7 +594,7 @@ class HomeAgent:
                 state.assigned, self._table.care_of_addresses(state.assigned), RemovalReason.REPLACED
             )
         state.assigned = address
-        self._by_assigned[address] = node.name
+        self._by_assigned[address] = node
         return address
 
     def _register(self, verdict: Accept, node: MobileNode, state: _NodeState, source: int) -> None:
@@ -823,7 +821,7 @@ class HomeAgent:
         """
         self._now = now
         self._wall_offset = wallclock - now
-        node = self._mobile_nodes.get(record.mobile_node)
+        node = self.config.mobile_nodes.get(record.mobile_node)
         if node is None:
             return False
         home = int(IPv4Address(record.home_address))
@@ -837,7 +835,7 @@ class HomeAgent:
             if state.assigned is not None or pool is None or not pool.claim(home):
                 return False
             state.assigned = home
-            self._by_assigned[home] = node.name
+            self._by_assigned[home] = node
         try:
             encapsulation = PlaneEncapsulation(record.encapsulation)
         except ValueError:
@@ -955,8 +953,7 @@ class HomeAgent:
     ) -> int:
         """The ``clear-bindings`` RPC: remove matching bindings (all when no filter); returns the count."""
         if nai is not None:
-            name = self._by_nai.get(nai)
-            node = self.config.mobile_nodes.get(name) if name is not None else None
+            node = self._by_nai.get(nai)
             home = self._home_of(node, self._nodes.get(node.name)) if node is not None else None
             if home is None or (home_address is not None and int(home_address) != home):
                 return 0
@@ -1029,7 +1026,6 @@ class HomeAgent:
                 self._pools[before.address_pool].release(state.assigned)
         self.config = txn.config
         self._peers.clear()  # they hold the policy's address and foreign agent records
-        self._mobile_nodes = dict(txn.config.mobile_nodes)  # a plain dict: faster than the read-only view
         self._policy = txn.policy
         self._port = txn.port
         self._by_home = txn.by_home
@@ -1057,7 +1053,8 @@ class HomeAgent:
             pool = pools.get(node.address_pool or "") if node is not None else None
             kept = pool is not None and id(pool) in reused and pool.is_allocated(state.assigned)
             if kept or (pool is not None and pool.claim(state.assigned)):
-                self._by_assigned[state.assigned] = name
+                assert node is not None  # a pool was found through it
+                self._by_assigned[state.assigned] = node
             else:
                 lost.append(name)
         for name in lost:  # assigned after prepare() to an address the new pool lacks: drop it

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ha.protocol import ForeignAgentRecord, HomeAgentPolicy
 
-from .config import AddressPool, VirtualRouterConfig
+from .config import AddressPool, MobileNode, VirtualRouterConfig
 from .errors import ConfigRefused
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ class Prepared:
     config: VirtualRouterConfig
     policy: HomeAgentPolicy | None
     port: int
-    by_home: dict[int, str]
-    by_nai: dict[str, str]
+    by_home: dict[int, MobileNode]
+    by_nai: dict[str, MobileNode]
     foreign_agents: dict[IPv4Address, ForeignAgentRecord]
     drop_nodes: tuple[str, ...] = ()
     forget_nodes: tuple[str, ...] = ()
@@ -67,11 +67,14 @@ def _policy(config: VirtualRouterConfig) -> HomeAgentPolicy | None:
     )
 
 
-def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, str], dict[str, str]]:
-    """Leafref / unique checks libyang also does; repeated so the engine never trusts its caller."""
+def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, MobileNode], dict[str, MobileNode]]:
+    """Leafref / unique checks libyang also does; repeated so the engine never trusts its caller.
+
+    Returns the mobile nodes by static home address and by NAI: the engine's look-ups per request.
+    """
     path = _vr_path(config)
-    by_home: dict[int, str] = {}
-    by_nai: dict[str, str] = {}
+    by_home: dict[int, MobileNode] = {}
+    by_nai: dict[str, MobileNode] = {}
     for name, node in config.mobile_nodes.items():
         node_path = f"{path}/mobile-node[name='{name}']"
         if node.address_pool is not None and node.address_pool not in config.address_pools:
@@ -81,7 +84,7 @@ def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, str], dict
                 app_tag="instance-required",
             )
         if node.home_address is not None:
-            other = by_home.setdefault(int(node.home_address), name)
+            other = by_home.setdefault(int(node.home_address), node).name
             if other != name:
                 raise ConfigRefused(
                     f"home address {node.home_address} is configured for both {other} and {name}",
@@ -89,7 +92,7 @@ def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, str], dict
                     app_tag="data-not-unique",
                 )
         if node.nai is not None:
-            other = by_nai.setdefault(node.nai, name)
+            other = by_nai.setdefault(node.nai, node).name
             if other != name:
                 raise ConfigRefused(
                     f"NAI {node.nai} is configured for both {other} and {name}",
@@ -149,12 +152,12 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
         )
     dropped = set(drop)
     holders = {address: name for name, address in assigned.items() if name not in dropped}
-    for home, name in by_home.items():  # a new static address must not be someone's pool address
+    for home, node in by_home.items():  # a new static address must not be someone's pool address
         holder = holders.get(home)
-        if holder is not None and holder != name:
+        if holder is not None and holder != node.name:
             raise ConfigRefused(
-                f"home address {IPv4Address(home)} of {name} is assigned to {holder} from a pool",
-                path=f"{path}/mobile-node[name='{name}']/home-address",
+                f"home address {IPv4Address(home)} of {node.name} is assigned to {holder} from a pool",
+                path=f"{path}/mobile-node[name='{node.name}']/home-address",
                 app_tag="address-in-use",
             )
     foreign_agents = {
