@@ -225,11 +225,13 @@ backend = "tun"
                 time.sleep(0.05)
         raise RuntimeError("daemon did not listen:\n" + self.log.read_text())
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the daemon, all threads (``/proc/PID/stat``)."""
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU time of the daemon, all threads (``/proc/PID/stat``); system time
+        includes what the kernel spends on its netlink messages."""
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def memory(self) -> dict[str, int]:
         """VmRSS and VmHWM in bytes."""
@@ -354,7 +356,8 @@ class Round:
     paced: bool  # a tail round: offered load, not a capacity figure
     kernel_lag: float  # seconds after the last reply until the kernel held a route per binding
     routes: int
-    cpu: float  # daemon CPU seconds over the round and the kernel catch-up
+    cpu: float  # daemon CPU seconds over the round and the kernel catch-up (user + system)
+    system: float  # the system part
 
     @property
     def accepted(self) -> int:
@@ -417,8 +420,10 @@ def register_all(
         previous = bound
         bound += min(remaining, int(report["accepted"]))
         lag, routes = wait_routes(topo, bound)
-        cpu = daemon.cpu_seconds() - cpu_before
-        rounds.append(Round(previous, bound - previous, report, paced, lag, routes, cpu))
+        user, system = (
+            after - before for after, before in zip(daemon.cpu_seconds(), cpu_before, strict=True)
+        )
+        rounds.append(Round(previous, bound - previous, report, paced, lag, routes, user + system, system))
         if not paced and report["elapsed"] > 0:
             estimate = max(1000.0, report["accepted"] / report["elapsed"])
     return rounds
@@ -481,7 +486,8 @@ def print_registrations(baseline: dict, rounds: list[Round], window: int) -> Non
         print(
             f"  bindings {span}   {rate:7,.0f} /s   {latency(r.report)}   "
             f"kernel <= +{r.kernel_lag * 1000:4.0f} ms -> {programmed:7,.0f} /s programmed   "
-            f"daemon CPU {r.cpu / max(1, r.accepted) * 1e6:4.0f} us each{renewals}"
+            f"daemon CPU {r.cpu / max(1, r.accepted) * 1e6:4.0f} us each "
+            f"(system {r.system / max(1, r.accepted) * 1e6:4.0f}){renewals}"
         )
     measured = [r for r in rounds if not r.paced]
     new = sum(r.new for r in measured)
