@@ -30,7 +30,7 @@ from server.nacm import Nacm
 from server.operational import OperationalProvider, StateRequest
 from server.operations import HANDLERS, Handler
 from server.schema import Schema
-from server.statedata import filter_roots, merge_state, strip_config
+from server.statedata import filter_roots, merge_into, merge_state, strip_config
 from server.subscribers import ConfigSubscriber
 from server.tree import Forest
 from server.xmlns import (
@@ -44,9 +44,11 @@ from server.xmlns import (
     CAP_WITH_DEFAULTS,
     CAP_XPATH,
     CAP_YANG_LIBRARY,
+    MON_NS,
     NC_BASE_10,
     NC_BASE_11,
     NC_NS,
+    YANGLIB_NS,
 )
 from server.xmlparse import parse_message
 
@@ -453,13 +455,16 @@ class NetconfCore:
 
     # -- operational state ---------------------------------------------------------------------------
     def state_roots(self, sess: NetconfSession, request: StateRequest) -> list[etree._Element]:
-        roots = [
-            netconf_state(
-                self.capabilities, self.lock_infos(), self.schema, self.session_infos(), self.stats
-            ),
-            *yang_library(self.schema),
-        ]
         wanted = filter_roots(request)
+        roots: list[etree._Element] = []
+        if wanted is None or (MON_NS, "netconf-state") in wanted:
+            roots.append(
+                netconf_state(
+                    self.capabilities, self.lock_infos(), self.schema, self.session_infos(), self.stats
+                )
+            )
+        if wanted is None or any(ns == YANGLIB_NS for ns, _ in wanted):
+            roots.extend(yang_library(self.schema))
         for prov in self.providers:
             if wanted is not None and not (wanted & prov.roots):
                 continue  # the filter cannot select anything this provider owns
@@ -472,6 +477,10 @@ class NetconfCore:
     def merge_state(self, running: Forest, state: list[etree._Element]) -> tuple[Forest, bool]:
         """Config plus state roots (see server/statedata.py); True when the result is a private copy."""
         return merge_state(self.schema, running, state)
+
+    def merge_into(self, data: Forest, state: list[etree._Element]) -> Forest:
+        """Merge state into `data`, a private copy (e.g. running cut down by a filter), in place."""
+        return merge_into(self.schema, data, state)
 
     def strip_config(self, data: Forest) -> Forest:
         return strip_config(self.schema, data)

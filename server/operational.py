@@ -3,24 +3,57 @@
 State is built on request (sysrepo's oper-get subscription, FRR's lazy walk): a provider is asked only
 when a reply needs the part of the tree it registered for, and receives the request's filter so it
 can push down keys (a subtree filter naming one home-address needs one binding, not all of them).
+
+Large lists can be handed over pre-serialised (raw splicing), so that 100k bindings never become an
+lxml tree that the server copies and filters again:
+
+- the provider returns, at the place of the list's parent container, a placeholder element whose
+  only content is the text `raw_placeholder(key)` (`"@@mipha-raw:<key>@@"`), e.g.
+  `<bindings>@@mipha-raw:b@@</bindings>`, and stores the children's serialised XML in
+  `request.raw[key]` (UTF-8 bytes, each child element with its own `xmlns` declaration, e.g.
+  `<binding xmlns="urn:...">...</binding>`; b"" when there are none);
+- that content must already be exactly what the request's filter (subtree or XPath, both in the
+  request) selects below the placeholder: the server neither looks inside it nor filters it again;
+- the server keeps the placeholder when the filter selects it or names anything below it (a
+  containment filter through an empty one drops it, as RFC 6241 §6 omits an empty containment
+  match), builds the reply with the placeholder's own start and end tags, and puts the bytes
+  between them;
+- with-defaults and NACM do not look inside raw content: a provider must not put nodes marked
+  `nacm:default-deny-all` there, and reports the leaves it holds as they are (explicit mode);
+  a get-data max-depth that cuts below the placeholder drops the raw content.
+
+A placeholder is recognised only in what the provider returned and only for a key present in
+`request.raw`; configuration text that looks like a token is never spliced.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lxml import etree
 
+RAW_PREFIX = "@@mipha-raw:"
+RAW_SUFFIX = "@@"
+
+
+def raw_placeholder(key: str) -> str:
+    """The text a provider puts in a placeholder element for `request.raw[key]`."""
+    return f"{RAW_PREFIX}{key}{RAW_SUFFIX}"
+
 
 @dataclass(frozen=True)
 class StateRequest:
-    """What the client asked for: the raw filter element (subtree) or XPath select with its nsmap."""
+    """What the client asked for: the raw filter element (subtree) or XPath select with its nsmap.
+
+    `raw` is per call and filled by providers: placeholder key -> serialised children (see the
+    module docstring)."""
 
     subtree: etree._Element | None = None
     xpath: str | None = None
     nsmap: tuple[tuple[str, str], ...] = ()
     with_defaults: str = "explicit"
+    raw: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
 class OperationalProvider(Protocol):
@@ -28,7 +61,9 @@ class OperationalProvider(Protocol):
 
     `get_state` returns top-level elements shaped like the schema (e.g. a <virtual-routers> holding
     list entries with their keys and only the state leaves); the server merges them with running
-    configuration, then applies the filter. It must not raise: return [] when nothing applies.
+    configuration, then applies the filter. The returned elements belong to the server (it moves
+    them into the reply): build fresh ones on each call. It must not raise: return [] when nothing
+    applies.
     """
 
     roots: frozenset[tuple[str, str]]

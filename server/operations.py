@@ -27,6 +27,7 @@ from server.errors import RpcError, combine, with_request_prefixes
 from server.filters import SubtreeFilter, xpath_filter
 from server.monitoring import get_schema
 from server.operational import StateRequest
+from server.rawstate import NO_SPLICES, RawSplices
 from server.tree import Forest
 from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
 
@@ -127,8 +128,10 @@ def read_pipeline(
     owned: bool = False,
     config_only: bool = False,
     max_depth: int | None = None,
+    raw: RawSplices = NO_SPLICES,
 ) -> bytes:
-    """NACM prune → with-defaults → filter → depth limit → serialise. `owned`: data may be mutated."""
+    """NACM prune → with-defaults → filter → depth limit → serialise (raw state spliced in).
+    `owned`: data may be mutated (and taken apart by the filter)."""
     core = sess.core
     if core.nacm.hides_any(sess.principal, data):
         if not owned:
@@ -141,7 +144,7 @@ def read_pipeline(
     if filter_el is not None:
         ftype = filter_el.get("type", "subtree")
         if ftype == "subtree":
-            data = SubtreeFilter(filter_el, core.schema).apply(data)
+            data = SubtreeFilter(filter_el, core.schema, raw=raw).apply(data)
         elif ftype == "xpath":
             select = filter_el.get("select")
             if select is None:
@@ -151,7 +154,7 @@ def read_pipeline(
                     type="protocol",
                     info=(("bad-attribute", "select"), ("bad-element", "filter")),
                 )
-            data = xpath_filter(data, select, filter_el.nsmap, core.schema)
+            data = xpath_filter(data, select, filter_el.nsmap, core.schema, raw)
         else:
             raise RpcError(
                 "bad-attribute",
@@ -160,14 +163,17 @@ def read_pipeline(
                 info=(("bad-attribute", "type"), ("bad-element", "filter")),
             )
     if max_depth is not None:
-        data = _limit_depth(data if filter_el is not None else data.copy(), max_depth)
-    return data.to_bytes("data")
+        data = _limit_depth(data if filter_el is not None or owned else data.copy(), max_depth, raw)
+    body = data.to_bytes("data")
+    return raw.splice(body) if raw else body
 
 
-def _limit_depth(data: Forest, depth: int) -> Forest:
+def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Forest:
     """RFC 8526 max-depth: top-level nodes are depth 1; deeper nodes are dropped."""
 
     def cut(el: etree._Element, level: int) -> None:
+        if level >= depth and raw and raw.is_placeholder(el):
+            raw.drop_content(el)
         for ch in list(el):
             if level >= depth:
                 el.remove(ch)
@@ -186,9 +192,29 @@ def op_get_config(sess: NetconfSession, op: etree._Element) -> bytes:
 
 def op_get(sess: NetconfSession, op: etree._Element) -> bytes:
     filter_el = _child(op, "filter")
-    state = sess.core.state_roots(sess, _state_request(filter_el, _wd_mode(op)))
-    data, owned = sess.core.merge_state(sess.core.ds.running, state)
-    return read_pipeline(sess, data, filter_el, _wd_mode(op), owned=owned)
+    wd = _wd_mode(op)
+    data, raw = _operational(sess, filter_el, wd)
+    return read_pipeline(sess, data, filter_el, wd, owned=True, raw=raw)
+
+
+def _operational(
+    sess: NetconfSession, filter_el: etree._Element | None, wd: str
+) -> tuple[Forest, RawSplices]:
+    """Running merged with provider state, as a private copy holding at least what the filter selects.
+
+    With a subtree filter, running is cut down first (a superset of what the filter can select once
+    state is merged and defaults are added, see SubtreeFilter), so a <get> of one binding costs what
+    that binding's entry costs, not a copy of 100k configured mobile nodes. The exact filter runs
+    afterwards in read_pipeline, on that small merged result."""
+    core = sess.core
+    request = _state_request(filter_el, wd)
+    state = core.state_roots(sess, request)
+    raw = RawSplices.claim(state, request.raw)
+    if filter_el is not None and filter_el.get("type", "subtree") == "subtree":
+        pre = SubtreeFilter(filter_el, core.schema, superset=True, defaults=wd.startswith("report-all"))
+        return core.merge_into(pre.apply(core.ds.running), state), raw
+    data, owned = core.merge_state(core.ds.running, state)
+    return (data if owned else data.copy()), raw
 
 
 def _state_request(filter_el: etree._Element | None, wd: str) -> StateRequest:
@@ -555,11 +581,12 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
     wd = _wd_mode(op)
     cfg_filter = _text(op, "config-filter", NMDA_NS)
     core = sess.core
+    raw = NO_SPLICES
     if name == "operational":
-        state = core.state_roots(sess, _state_request(filter_el, wd))
-        data, owned = core.merge_state(core.ds.running, state)
+        data, raw = _operational(sess, filter_el, wd)
+        owned = True
         if cfg_filter == "false":
-            data, owned = core.strip_config(data), True
+            data = core.strip_config(data)
     else:
         data, owned = core.ds.get(name), False
     if _child(op, "with-origin", NMDA_NS) is not None:
@@ -578,7 +605,14 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
             )
         max_depth = int(depth_text)
     body = read_pipeline(
-        sess, data, filter_el, wd, owned=owned, config_only=name != "operational", max_depth=max_depth
+        sess,
+        data,
+        filter_el,
+        wd,
+        owned=owned,
+        config_only=name != "operational",
+        max_depth=max_depth,
+        raw=raw,
     )
     return body.replace(b'<data xmlns="%s">' % NC_NS.encode(), b'<data xmlns="%s">' % NMDA_NS.encode(), 1)
 

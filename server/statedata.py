@@ -1,8 +1,9 @@
 """How operational state from providers meets configuration in a <get> / <get-data> reply.
 
-State subtrees are merged into a copy of running (list entries matched by key, without the config-only
-checks of edit-config); `strip_config` implements get-data's config-filter=false; `filter_roots` tells
-which providers a subtree filter can possibly select from.
+State subtrees are merged into a copy of running, or of the part of running a subtree filter can
+select (list entries matched by key, without the config-only checks of edit-config); `strip_config`
+implements get-data's config-filter=false; `filter_roots` tells which providers a subtree filter can
+possibly select from.
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ def merge_state(schema: Schema, running: Forest, state: list[etree._Element]) ->
     config_tags = {r.tag for r in running}
     if not any(s.tag in config_tags for s in state):
         return view([*running, *state]), False
-    data = running.copy()
+    return merge_into(schema, running.copy(), state), True
+
+
+def merge_into(schema: Schema, data: Forest, state: list[etree._Element]) -> Forest:
+    """Merge provider state into `data` (a private copy, e.g. running already cut down by the
+    request's filter), in place. Entries and containers missing from `data` are taken from the
+    state subtrees (list keys included) by moving them, not copying: the provider's elements belong
+    to the server once returned."""
     engine = EditEngine(schema)
     for s in state:
         _merge_into(data, s, engine)
-    return data, True
+    return data
 
 
 def strip_config(schema: Schema, data: Forest) -> Forest:
@@ -82,10 +90,10 @@ def _merge_into(data: Forest, state: etree._Element, engine: EditEngine) -> None
             key = ((el.text or "").strip(),)
         existing = engine._lookup(idx, el, sn, key)
         if existing is None:
-            engine._add(parent, idx, copy.deepcopy(el), sn, key)
+            engine._add(parent, idx, el, sn, key)  # moved out of the provider's tree
             return
         if sn.kind in ("container", "list"):
-            for ch in el:
+            for ch in list(el):
                 if isinstance(ch.tag, str):
                     merge(existing, ch, sn)
         elif sn.kind == "leaf":
