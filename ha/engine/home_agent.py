@@ -28,6 +28,9 @@ Choices made here (RFC latitude):
   pool (e.g. after a home agent restart), else 130.  Its address is released with its last binding.
 * Replay state (last Identification, HA nonce) is kept per mobile node and survives its bindings; it
   is forgotten when the node is removed from the configuration.
+* An accepted request the engine then fails to carry out (an internal error) is answered 128
+  (reason unspecified), signed, and the error is logged: the mobile node gets an answer, the
+  datagram loop keeps running.  Replay state stored before the failure is kept.
 * ``gratuitous-arps-sent`` counts GratuitousArp intents (one burst each), not frames.
 * ``registered-at`` is derived from the monotonic registration time and the latest wallclock offset.
 """
