@@ -135,6 +135,8 @@ class SubtreeFilter:
                 continue
             if self.superset and self._may_match_later(c, candidates, sn):
                 continue
+            if self.defaults and candidates and _has_default(_schema_child(sn, c)):
+                return self._evidence(d, sn, candidates)
             return None
         if not others:
             return copy.deepcopy(d)  # only content matches: the whole entry
@@ -147,14 +149,16 @@ class SubtreeFilter:
             lname = dc.tag.rpartition("}")[2]
             if lname in keys or any(_matches(c, dc) for c in content):
                 out.append(copy.deepcopy(dc))
+                # a key named by a selection node is selected, not only carried along
+                produced = produced or any(_matches(c, dc) for c in others)
                 continue
             csn = sn.children.get(_ns_name(dc.tag)) if sn is not None else None
             r = self._filter_children_of(others, dc, csn)
             if r is not None:
                 out.append(r)
                 produced = True
-        if not produced and self.defaults and any(self._defaults_below(c, sn) for c in others):
-            produced = True  # with-defaults may add what the filter selects: keep the entry and keys
+        if not produced and self.superset and any(self._may_appear(c, sn, bool(content)) for c in others):
+            produced = True  # state or with-defaults may add what the filter selects: keep keys and matches
         return out if produced else None
 
     def _may_match_later(self, c: etree._Element, found: list, sn: SchemaNode | None) -> bool:
@@ -166,9 +170,30 @@ class SubtreeFilter:
             return True
         return self.defaults and not found and csn.default is not None
 
-    def _defaults_below(self, c: etree._Element, sn: SchemaNode | None) -> bool:
+    def _evidence(self, d: etree._Element, sn: SchemaNode | None, leaves: list) -> etree._Element:
+        """Superset mode with defaults: an entry whose configured leaf fails a content match is kept
+        with its keys and that leaf. Dropped here, the merge could bring the entry back from state
+        without the leaf, and with-defaults would then add its default, which might match."""
+        out = etree.Element(d.tag, attrib=dict(d.attrib), nsmap=d.nsmap)
+        keys = set(sn.keys) if sn is not None and sn.kind == "list" else set()
+        for dc in d.iterchildren(*{f"{{*}}{k}" for k in keys}, *{x.tag for x in leaves}):
+            out.append(copy.deepcopy(dc))
+        return out
+
+    def _may_appear(self, c: etree._Element, sn: SchemaNode | None, matched: bool) -> bool:
+        """Superset mode: can the node filter `c` names appear once state is merged / defaults added?
+        State alone matters only when this entry had content matches (the merge brings the entry's
+        keys, not its matched configuration leaves)."""
         csn = _schema_child(sn, c)
-        return csn is not None and _has_defaults(csn)
+        if csn is None:
+            return False
+        return (matched and _below(csn, _STATE, lambda n: not n.config)) or (
+            self.defaults and _below(csn, _DEFAULTS, _has_default)
+        )
+
+
+def _has_default(sn: SchemaNode | None) -> bool:
+    return sn is not None and (sn.default is not None or bool(sn.defaults))
 
 
 def _child_tag(f: etree._Element) -> str:
@@ -184,15 +209,15 @@ def _schema_child(sn: SchemaNode | None, f: etree._Element) -> SchemaNode | None
 
 
 _DEFAULTS: weakref.WeakKeyDictionary[SchemaNode, bool] = weakref.WeakKeyDictionary()
+_STATE: weakref.WeakKeyDictionary[SchemaNode, bool] = weakref.WeakKeyDictionary()
 
 
-def _has_defaults(sn: SchemaNode) -> bool:
-    """Does this node hold, or is it, a leaf / leaf-list with a YANG default (with-defaults adds it)?"""
-    got = _DEFAULTS.get(sn)
+def _below(sn: SchemaNode, cache: weakref.WeakKeyDictionary, test) -> bool:
+    """Does `test` hold for this schema node or a descendant (cached per node)?"""
+    got = cache.get(sn)
     if got is None:
-        got = sn.default is not None or bool(sn.defaults)
-        got = got or any(_has_defaults(c) for c in sn.children.values())
-        _DEFAULTS[sn] = got
+        got = test(sn) or any(_below(c, cache, test) for c in sn.children.values())
+        cache[sn] = got
     return got
 
 
