@@ -200,6 +200,12 @@ def tunnels(state: etree._Element) -> list[dict[str, str | None]]:
     return [fields(t) for t in state.iter(f"{{{NS}}}tunnel")]
 
 
+def only(entries: list[dict[str, str | None]], what: str) -> dict[str, str | None]:
+    """The single entry of a list read over NETCONF (a readable failure otherwise)."""
+    check(len(entries) == 1, f"{what}: expected exactly one entry in <get>, got {entries}")
+    return entries[0]
+
+
 def ping(topo: Topology, count: int = 3) -> int:
     """Echo requests from the correspondent to the home address: how many replies came back."""
     res = subprocess.run(
@@ -322,7 +328,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
 
         register(topo)
         state = home_agent_state(m)
-        (b,) = bindings(state)
+        b = only(bindings(state), "after registration")
         check(b["home-address"] == str(HOA) and b["care-of-address"] == str(COA1), f"binding {b}")
         check(b["mobile-node"] == "mn1" and b["source-address"] == str(COA1), f"binding {b}")
         check(b["lifetime-granted"] == "600" and 0 < int(b["lifetime-remaining"] or 0) <= 600, f"binding {b}")
@@ -339,7 +345,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
             mn_rx_packets(topo) - before >= replies,
             "the echo requests did not arrive on the MN's ipip device",
         )
-        (t,) = tunnels(home_agent_state(m))
+        t = only(tunnels(home_agent_state(m)), "tunnels after the ping")
         check(t["care-of-address"] == str(COA1) and t["interface"] == TUNNEL, f"tunnel {t}")
         check(t["binding-count"] == "1", f"tunnel {t}")
         check(
@@ -371,7 +377,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
 
     daemon.start()
     with daemon.connect() as m:
-        (b,) = bindings(home_agent_state(m))
+        b = only(bindings(home_agent_state(m)), "after kill -9 and restart")
         check(b["home-address"] == str(HOA) and b["care-of-address"] == str(COA1), f"binding {b}")
         check(b["tunnel-interface"] == TUNNEL, f"binding names {b['tunnel-interface']}, not {TUNNEL}")
     check_kernel_binding(topo)
