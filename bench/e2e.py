@@ -17,7 +17,8 @@ Topology (namespaces with unique names, removed whatever happens)::
 2. ``mipha mn load`` runs in the mobile node's namespace, unpaced, in rounds over disjoint home
    address ranges so that every request is a *first* registration (each one adds a route and a
    proxy entry); after each round the bench waits until the kernel holds a route per binding
-   (``ip route show table 434``), so the rate counts bindings actually programmed.  Baseline: the
+   (``ip route show table 434``) and, per-address, a proxy-ARP entry per binding (``ip neigh show
+   proxy``), so the rate counts bindings actually programmed.  Baseline: the
    same load against a bare UDP echo loop in the HA namespace (same path, same client).
 3. ``<get>`` with a subtree filter selecting every binding, until the last byte of the reply; and a
    ``<get>`` of one binding by key (push-down).  Beside them: ``<get-config>`` of the N mobile nodes
@@ -175,10 +176,17 @@ class Topology:
         )
         if done.returncode and "does not exist" not in done.stderr:  # no table yet = no route
             raise RuntimeError(f"ip route show table 434: {done.stderr.strip()}")
-        return done.stdout.count("\n")
+        return unique_lines(done.stdout)
 
     def proxies(self) -> int:
-        return sh(["ip", "-n", self.ha, "neigh", "show", "proxy"]).count("\n")
+        """Proxy-ARP entries (per-address mode)."""
+        return unique_lines(sh(["ip", "-n", self.ha, "neigh", "show", "proxy"]))
+
+
+def unique_lines(dump: str) -> int:
+    """Distinct lines of a dump: a netlink dump taken while entries are being inserted can list one
+    entry twice (the proxy table's chains shift under it), so only distinct lines count."""
+    return len({line for line in dump.splitlines() if line.strip()})
 
 
 # -- the daemon ------------------------------------------------------------------------------------
@@ -355,7 +363,7 @@ class Round:
     new: int  # bindings it added (its first registrations)
     report: dict
     paced: bool  # a tail round: offered load, not a capacity figure
-    kernel_lag: float  # seconds after the last reply until the kernel held a route per binding
+    kernel_lag: float  # after the last reply, until the kernel held a route (and proxy entry) per binding
     routes: int
     cpu: float  # daemon CPU seconds over the round and the kernel catch-up (user + system)
     system: float  # the system part
@@ -373,18 +381,20 @@ class Round:
         return float(self.report["elapsed"])
 
 
-def wait_routes(topo: Topology, expected: int, timeout: float = 60.0) -> tuple[float, int]:
-    """Poll the kernel's table 434 until it holds ``expected`` routes; (seconds waited, routes seen)."""
+def wait_kernel(topo: Topology, expected: int, proxies: bool, timeout: float = 60.0) -> tuple[float, int]:
+    """Poll until table 434 holds ``expected`` routes and, with ``proxies``, as many proxy-ARP entries;
+    (seconds waited, routes seen)."""
     started = time.perf_counter()
-    routes = topo.routes()
-    while routes < expected and time.perf_counter() - started < timeout:
-        time.sleep(0.05)
+    while True:
         routes = topo.routes()
-    return time.perf_counter() - started, routes
+        done = routes >= expected and (not proxies or topo.proxies() >= expected)
+        if done or time.perf_counter() - started > timeout:
+            return time.perf_counter() - started, routes
+        time.sleep(0.05)
 
 
 def register_all(
-    topo: Topology, daemon: Daemon, nodes: int, window: int, first_duration: float
+    topo: Topology, daemon: Daemon, nodes: int, window: int, first_duration: float, proxies: bool
 ) -> list[Round]:
     """Bind every node, in unpaced rounds sized so that they do not wrap around to renewals.
 
@@ -420,7 +430,7 @@ def register_all(
             raise RuntimeError(f"not every registration was accepted: {report}")
         previous = bound
         bound += min(remaining, int(report["accepted"]))
-        lag, routes = wait_routes(topo, bound)
+        lag, routes = wait_kernel(topo, bound, proxies)
         user, system = (
             after - before for after, before in zip(daemon.cpu_seconds(), cpu_before, strict=True)
         )
@@ -581,7 +591,7 @@ def run(nodes: int, window: int, duration: float, proxy_arp: str) -> None:
             print(f"  together                       {t_edit + t_commit:7.3f} s   {NETOPEER2_EDIT_100K}")
 
             baseline = echo_baseline(topo, nodes, duration, window)
-            rounds = register_all(topo, daemon, nodes, window, duration)
+            rounds = register_all(topo, daemon, nodes, window, duration, proxy_arp == "per-address")
             memory.append(("bindings", daemon.memory()))
             bound = sum(r.new for r in rounds)
             print_registrations(baseline, rounds, window)
