@@ -23,7 +23,7 @@ from lxml import etree
 from ha.dataplane.base import TunnelCounters
 from ha.engine.home_agent import BindingInfo, HomeAgent
 from ha.engine.statistics import COUNTERS
-from server.operational import StateRequest
+from server.operational import StateRequest, raw_placeholder
 from server.yang import MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
@@ -378,8 +378,8 @@ class HomeAgentStateProvider:
             )
         else:
             infos = self._walk(engine, now)
-        raw = getattr(request, "raw", None)
-        plan = raw_plan(request) if raw is not None else None
+        raw = request.raw
+        plan = raw_plan(request)
         if plan is not None:
             chunks = []
             for info in infos:
@@ -388,7 +388,7 @@ class HomeAgentStateProvider:
                 chunks.append(binding_bytes(info, interfaces.get(info.care_of_address), plan.leaves))
             key = f"bindings-{id(parent)}"
             raw[key] = "".join(chunks).encode()
-            parent.text = f"@@mipha-raw:{key}@@"
+            parent.text = raw_placeholder(key)
             self.last_bindings_built += len(chunks)
             return
         for info in infos:
