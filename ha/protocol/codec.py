@@ -59,6 +59,7 @@ _UDP_TUNNEL_REPLY = struct.Struct("!BBHH")
 _REVOCATION_SUPPORT = struct.Struct("!HI")
 _SIGNED_AUTH_HEADER = struct.Struct("!BBI")  # Type, Length, SPI of an extension the encoder signs
 _SIGNED_AUTH_LENGTH = 4 + MD5_AUTHENTICATOR_LENGTH
+_PLAIN_REPLY = struct.Struct("!BBHIIQBBI")  # the fixed part, then Type, Length and SPI of ext 32
 # Plain ints for per-message code: reading a member off an Enum class costs ~70 ns in Python 3.11.
 _REQUEST = int(MessageType.REGISTRATION_REQUEST)
 _REPLY = int(MessageType.REGISTRATION_REPLY)
@@ -431,12 +432,26 @@ def push_signed_reply(
     per request.  Addresses are integers.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each
     one when given).
     """
-    out = _REPLY_FIXED.pack(_REPLY, code, lifetime, home_address, home_agent, identification)
-    if nai is not None:
-        out += _write_nai(nai)
-    if mn_ha is not None:
-        out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
+    if nai is None and mn_ha is not None:  # the usual reply: fixed part and MN-HA header in one pack
+        out = _PLAIN_REPLY.pack(
+            _REPLY,
+            code,
+            lifetime,
+            home_address,
+            home_agent,
+            identification,
+            _MN_HA,
+            _SIGNED_AUTH_LENGTH,
+            mn_ha.spi,
+        )
         out += mn_ha.authenticator(out)
+    else:
+        out = _REPLY_FIXED.pack(_REPLY, code, lifetime, home_address, home_agent, identification)
+        if nai is not None:
+            out += _write_nai(nai)
+        if mn_ha is not None:
+            out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
+            out += mn_ha.authenticator(out)
     if challenge is not None:
         out += _write_challenge(challenge)
     if fa_ha is not None:
