@@ -379,6 +379,7 @@ def run(topo: Topology, daemon: Daemon) -> None:
     with daemon.connect() as m:
         b = only(bindings(home_agent_state(m)), "after kill -9 and restart")
         check(b["home-address"] == str(HOA) and b["care-of-address"] == str(COA1), f"binding {b}")
+        check(0 < int(b["lifetime-remaining"] or 0) <= 600, f"restored lifetime: {b}")
         check(b["tunnel-interface"] == TUNNEL, f"binding names {b['tunnel-interface']}, not {TUNNEL}")
     check_kernel_binding(topo)
     check(ping(topo) > 0, "after kill -9 and restart the binding does not forward")
