@@ -1,6 +1,6 @@
 """The whole product under load (issue 6): ``mipha run`` with the tun data plane, driven over NETCONF and UDP.
 
-    .venv/bin/python bench/e2e.py                          # 100,000 bindings (about 2 minutes, root)
+    .venv/bin/python bench/e2e.py                          # 100,000 bindings (2-3 minutes, root)
     .venv/bin/python bench/e2e.py --proxy-arp interface    # <proxy-arp>interface</proxy-arp>
     .venv/bin/python bench/e2e.py --nodes 20000            # smaller, for a smoke run
 
@@ -18,8 +18,10 @@ Topology (namespaces with unique names, removed whatever happens)::
    address ranges so that every request is a *first* registration (each one adds a route and a
    proxy entry); after each round the bench waits until the kernel holds a route per binding
    (``ip route show table 434``) and, per-address, a proxy-ARP entry per binding (``ip neigh show
-   proxy``), so the rate counts bindings actually programmed.  Baseline: the
-   same load against a bare UDP echo loop in the HA namespace (same path, same client).
+   proxy``), so the rate counts bindings actually programmed.  Baseline: the same load against a
+   bare UDP echo loop in the HA namespace (same path, same client).  Beside the wall-clock rates, the
+   daemon's CPU time per registration (user and system, all threads): the machine's other load does
+   not move it.
 3. ``<get>`` with a subtree filter selecting every binding, until the last byte of the reply; and a
    ``<get>`` of one binding by key (push-down).  Beside them: ``<get-config>`` of the N mobile nodes
    from the same server (same size class, no operational state) and the Netopeer2 figure of the issue.
