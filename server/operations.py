@@ -193,14 +193,15 @@ def op_get_config(sess: NetconfSession, op: etree._Element) -> bytes:
 def op_get(sess: NetconfSession, op: etree._Element) -> bytes:
     filter_el = _child(op, "filter")
     wd = _wd_mode(op)
-    data, raw = _operational(sess, filter_el, wd)
-    return read_pipeline(sess, data, filter_el, wd, owned=True, raw=raw)
+    data, owned, raw = _operational(sess, filter_el, wd)
+    return read_pipeline(sess, data, filter_el, wd, owned=owned, raw=raw)
 
 
 def _operational(
     sess: NetconfSession, filter_el: etree._Element | None, wd: str
-) -> tuple[Forest, RawSplices]:
-    """Running merged with provider state, as a private copy holding at least what the filter selects.
+) -> tuple[Forest, bool, RawSplices]:
+    """Running merged with provider state, holding at least what the filter selects; the flag tells
+    whether it is a private copy (no copy is made when no state root meets a configuration root).
 
     With a subtree filter, running is cut down first (a superset of what the filter can select once
     state is merged and defaults are added, see SubtreeFilter), so a <get> of one binding costs what
@@ -212,9 +213,9 @@ def _operational(
     raw = RawSplices.claim(state, request.raw)
     if filter_el is not None and filter_el.get("type", "subtree") == "subtree":
         pre = SubtreeFilter(filter_el, core.schema, superset=True, defaults=wd.startswith("report-all"))
-        return core.merge_into(pre.apply(core.ds.running), state), raw
+        return core.merge_into(pre.apply(core.ds.running), state), True, raw
     data, owned = core.merge_state(core.ds.running, state)
-    return (data if owned else data.copy()), raw
+    return data, owned, raw
 
 
 def _state_request(filter_el: etree._Element | None, wd: str) -> StateRequest:
@@ -583,10 +584,9 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
     core = sess.core
     raw = NO_SPLICES
     if name == "operational":
-        data, raw = _operational(sess, filter_el, wd)
-        owned = True
+        data, owned, raw = _operational(sess, filter_el, wd)
         if cfg_filter == "false":
-            data = core.strip_config(data)
+            data, owned = core.strip_config(data), True
     else:
         data, owned = core.ds.get(name), False
     if _child(op, "with-origin", NMDA_NS) is not None:
