@@ -12,7 +12,11 @@ iterator.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import socket
+import struct
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -306,6 +310,91 @@ def binding_bytes(info: BindingInfo, tunnel_interface: str | None, leaves: froze
     return "".join(parts)
 
 
+_FLAG_TEXT = tuple(_flags(bits) for bits in range(256))
+_NTOA = socket.inet_ntoa
+_PACK_U32 = struct.Struct("!I").pack
+_KEEP_ALL = frozenset(_BINDING_LEAVES)
+
+
+class _Formatter:
+    """Writes bindings straight from the engine's binding objects, with small caches: a ``<get>`` of
+    100k bindings must not build 100k BindingInfo objects, IPv4Address objects or datetimes."""
+
+    def __init__(self, engine: HomeAgent, now: float, interfaces: dict[IPv4Address, str | None]) -> None:
+        self.now = now
+        self.wall = engine.wall_offset
+        self.nodes = engine.config.mobile_nodes
+        self.interfaces = {int(k): _esc(v) for k, v in interfaces.items() if v}
+        self.names: dict[str, tuple[str, str | None]] = {}
+        self.seconds: dict[int, str] = {}
+
+    @staticmethod
+    def address(value: int) -> str:
+        return _NTOA(_PACK_U32(value))
+
+    def stamp(self, t: float) -> str:
+        whole = int(t)
+        prefix = self.seconds.get(whole)
+        if prefix is None:
+            if len(self.seconds) > 4096:
+                self.seconds.clear()
+            prefix = self.seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        micro = int((t - whole) * 1_000_000)
+        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
+
+    def node(self, name: str) -> tuple[str, str | None]:
+        found = self.names.get(name)
+        if found is None:
+            node = self.nodes.get(name)
+            nai = node.nai if node is not None else None
+            found = self.names[name] = (_esc(name), _esc(nai) if nai else None)
+        return found
+
+    def binding(self, b, leaves: frozenset[str]) -> str:
+        address = self.address
+        name, nai = self.node(b.mobile_node)
+        if b.lifetime == 0xFFFF:
+            remaining = 0xFFFF
+        else:
+            remaining = max(0, min(0xFFFF, math.ceil(b.registered + b.lifetime - self.now)))
+        interface = self.interfaces.get(b.care_of_address)
+        if leaves is _KEEP_ALL:  # the common case: one template, no per-leaf work
+            return (
+                f'<binding xmlns="{NS}"><home-address>{address(b.home_address)}</home-address>'
+                f"<care-of-address>{address(b.care_of_address)}</care-of-address>"
+                f"<mobile-node>{name}</mobile-node>"
+                + (f"<nai>{nai}</nai>" if nai else "")
+                + f"<source-address>{address(b.source >> 16)}</source-address>"
+                f"<lifetime-granted>{b.lifetime}</lifetime-granted>"
+                f"<lifetime-remaining>{remaining}</lifetime-remaining>"
+                f"<registered-at>{self.stamp(b.registered + self.wall)}</registered-at>"
+                f"<identification>{b.identification}</identification>"
+                f"<flags>{_FLAG_TEXT[b.flags & 0xFF]}</flags>"
+                f"<encapsulation>{b.encapsulation}</encapsulation>"
+                + (f"<tunnel-interface>{interface}</tunnel-interface>" if interface else "")
+                + "</binding>"
+            )
+        values = (
+            ("mobile-node", name),
+            ("nai", nai),
+            ("source-address", address(b.source >> 16)),
+            ("lifetime-granted", b.lifetime),
+            ("lifetime-remaining", remaining),
+            ("registered-at", self.stamp(b.registered + self.wall)),
+            ("identification", b.identification),
+            ("flags", _FLAG_TEXT[b.flags & 0xFF]),
+            ("encapsulation", b.encapsulation),
+            ("tunnel-interface", interface),
+        )
+        body = "".join(
+            f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves
+        )
+        return (
+            f'<binding xmlns="{NS}"><home-address>{address(b.home_address)}</home-address>'
+            f"<care-of-address>{address(b.care_of_address)}</care-of-address>{body}</binding>"
+        )
+
+
 class HomeAgentStateProvider:
     """The server's :class:`~server.operational.OperationalProvider` for ``mipha:virtual-routers``."""
 
@@ -381,12 +470,26 @@ class HomeAgentStateProvider:
         raw = request.raw
         plan = raw_plan(request)
         if plan is not None:
-            chunks = []
-            for info in infos:
-                if coas is not None and info.care_of_address not in coas:
-                    continue
-                chunks.append(binding_bytes(info, interfaces.get(info.care_of_address), plan.leaves))
             key = f"bindings-{id(parent)}"
+            if wanted.home_addresses is None:  # a full walk: straight from the binding objects
+                fmt = _Formatter(engine, now, interfaces)
+                leaves = plan.leaves or _KEEP_ALL
+                coa_ints = {int(c) for c in coas} if coas is not None else None
+                chunks, after = [], None
+                while True:
+                    page = engine.raw_bindings_after(after, _PAGE)
+                    for b in page:
+                        if coa_ints is None or b.care_of_address in coa_ints:
+                            chunks.append(fmt.binding(b, leaves))
+                    if len(page) < _PAGE:
+                        break
+                    after = (page[-1].home_address << 32) | page[-1].care_of_address
+            else:
+                chunks = [
+                    binding_bytes(info, interfaces.get(info.care_of_address), plan.leaves)
+                    for info in infos
+                    if coas is None or info.care_of_address in coas
+                ]
             raw[key] = "".join(chunks).encode()
             parent.text = raw_placeholder(key)
             self.last_bindings_built += len(chunks)

@@ -907,6 +907,20 @@ class HomeAgent:
         when = self._now if now is None else now
         return [self._info(b, when) for b in self._table.after(packed, limit)]
 
+    def raw_bindings_after(self, key: int | None, limit: int) -> list[Binding]:
+        """The binding objects themselves after packed key ``(home << 32) | care_of``, in key order.
+
+        For bulk serialisers (a ``<get>`` of every binding) that cannot afford a :class:`BindingInfo`
+        per entry: treat them as read-only and do not hold them across a yield.  ``registered`` is
+        monotonic: add :attr:`wall_offset` for Unix time.
+        """
+        return self._table.after(key, limit)
+
+    @property
+    def wall_offset(self) -> float:
+        """Unix time minus monotonic time, as last seen by the engine."""
+        return self._wall_offset
+
     def bindings_of(self, home_address: IPv4Address, *, now: float | None = None) -> list[BindingInfo]:
         """Every binding of one home address (its care-of addresses, ascending)."""
         when = self._now if now is None else now
