@@ -94,6 +94,67 @@ class SubtreeFilter:
                 out.append(res)
         return out
 
+    def prune(self, data: Forest) -> Forest:
+        """Exact filtering of a private copy, in place: children the filter does not select are
+        removed instead of the selected ones being copied (a <get> of 100k bindings copies nothing).
+        `data` is consumed; the result holds its surviving roots."""
+        out = Forest()
+        names = {d.tag.rpartition("}")[2] for d in data}
+        top = [c for c in self.filter_el if isinstance(c.tag, str) and c.tag.rpartition("}")[2] in names]
+        for d in data:
+            r = self._pruned(top, d, self._root_schema(d))
+            if r is not None:
+                out.append(r)
+        return out
+
+    def _pruned(
+        self, filters: list[etree._Element], d: etree._Element, sn: SchemaNode | None
+    ) -> etree._Element | None:
+        """`d` pruned in place (one filter names it), a filtered copy (several do: their union), or
+        None (nothing selected)."""
+        matching = [f for f in filters if _matches(f, d)]
+        if len(matching) == 1:
+            return d if self._prune(matching[0], d, sn) else None
+        return self._filter_children_of(matching, d, sn) if matching else None
+
+    def _prune(self, f: etree._Element, d: etree._Element, sn: SchemaNode | None) -> bool:
+        """The in-place twin of `_filter` (exact mode): True when `d`, now pruned, is selected."""
+        if not _attrs_match(f, d):
+            return False
+        children = [c for c in f if isinstance(c.tag, str)]
+        if self.raw and self.raw.is_placeholder(d):
+            return not children or self.raw.has_content(d)
+        if not children:
+            return not _is_content_match(f) or (d.text or "").strip() == f.text.strip()
+        content = [c for c in children if _is_content_match(c)]
+        others = [c for c in children if not _is_content_match(c)]
+        for c in content:
+            want = c.text.strip()
+            if not any((dc.text or "").strip() == want for dc in d.iterchildren(_child_tag(c))):
+                return False
+        if not others:
+            return True  # only content matches: the whole entry
+        keys = set(sn.keys) if sn is not None and sn.kind == "list" else set()
+        tags = {_child_tag(c) for c in children} | {f"{{*}}{k}" for k in keys}
+        keep: list[etree._Element] = []
+        produced = replaced = False
+        for dc in list(d.iterchildren(*tags)):
+            if dc.tag.rpartition("}")[2] in keys or any(_matches(c, dc) for c in content):
+                keep.append(dc)
+                produced = produced or any(_matches(c, dc) for c in others)
+                continue
+            csn = sn.children.get(_ns_name(dc.tag)) if sn is not None else None
+            r = self._pruned(others, dc, csn)
+            if r is not None:
+                keep.append(r)
+                produced = True
+                replaced = replaced or r is not dc
+        if not produced:
+            return False
+        if replaced or len(keep) != len(d):
+            d[:] = keep  # the removal runs in C
+        return True
+
     def _root_schema(self, d: etree._Element) -> SchemaNode | None:
         if self.schema is None:
             return None

@@ -144,7 +144,8 @@ def read_pipeline(
     if filter_el is not None:
         ftype = filter_el.get("type", "subtree")
         if ftype == "subtree":
-            data = SubtreeFilter(filter_el, core.schema, raw=raw).apply(data)
+            sub = SubtreeFilter(filter_el, core.schema, raw=raw)
+            data = sub.prune(data) if owned else sub.apply(data)
         elif ftype == "xpath":
             select = filter_el.get("select")
             if select is None:

@@ -137,3 +137,32 @@ def test_xpath_syntax_error(schema):
     with pytest.raises(RpcError) as ei:
         xpath_filter(data(), "/x:virtual-routers[", {"x": M}, schema)
     assert ei.value.tag == "invalid-value"
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        "",
+        vrs(""),
+        vrs(
+            "<virtual-router><mobile-node><name>a</name><home-address>10.0.0.5</home-address></mobile-node></virtual-router>"
+        ),
+        vrs(
+            "<virtual-router><name>default</name><mobile-node><name>b</name><nai/></mobile-node></virtual-router>"
+        ),
+        vrs("<virtual-router><mobile-node><home-address/></mobile-node></virtual-router>"),
+        vrs(
+            "<virtual-router><name>default</name><mobile-node><name>a</name><nai/></mobile-node><mobile-node><name>b</name><home-address/></mobile-node></virtual-router>"
+        ),
+        vrs("<virtual-router><name>blue</name><mobile-node><nai/></mobile-node></virtual-router>"),
+        vrs("<virtual-router><name/></virtual-router>"),
+        vrs("<virtual-router><name>default</name></virtual-router>")
+        + vrs("<virtual-router><router-id/></virtual-router>"),
+        "<virtual-routers><virtual-router><name>blue</name></virtual-router></virtual-routers>",
+    ],
+)
+def test_prune_in_place_equals_copying_filter(schema, flt):
+    f = etree.fromstring(f'<filter xmlns="{NC}" type="subtree">{flt}</filter>')
+    copied = [etree.tostring(r, method="c14n") for r in SubtreeFilter(f, schema).apply(data())]
+    pruned = [etree.tostring(r, method="c14n") for r in SubtreeFilter(f, schema).prune(data())]
+    assert pruned == copied
