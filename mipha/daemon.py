@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections import defaultdict
@@ -106,6 +107,7 @@ class Daemon:
         if boot.startup is not None and core.seed(boot.startup.read_bytes()):
             log.info("first start: configuration seeded from %s", boot.startup)
         await core.replay_running()
+        gc.freeze()  # the configuration is long-lived: keep the collector from rescanning it
         acceptor = await listen(
             core,
             host=config.host,

@@ -17,6 +17,7 @@ orders destroys before creates.
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -216,3 +217,4 @@ class HomeAgentSubscriber:
         for name, vr in {**plan.rebuilt, **plan.added}.items():
             routers[name] = vr
         txn.resources.pop(self, None)
+        gc.freeze()  # new configuration objects are long-lived: out of the collector's scans

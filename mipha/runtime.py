@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -33,6 +34,11 @@ from ha.transport import HomeAgentTransport, open_udp_socket
 from .journal import BindingJournal, BindingRecord
 
 log = logging.getLogger(__name__)
+_PACK_U32 = struct.Struct("!I").pack
+
+
+def _ntoa(value: int) -> str:
+    return socket.inet_ntoa(_PACK_U32(value))
 
 
 class VirtualRouterError(Exception):
@@ -324,12 +330,30 @@ class VirtualRouter:
         changed = engine.take_changed_bindings()
         if changed and self.journal is not None:
             added, removed = [], []
+            wall = engine.wall_offset
+            nodes = engine.config.mobile_nodes
             for key in changed:
-                info = engine.binding(key)
-                if info is None:
-                    removed.append((self.name, str(key[0]), str(key[1])))
+                b = engine.raw_binding(key)
+                if b is None:
+                    removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
-                    added.append(record_of(self.name, info))
+                    node = nodes.get(b.mobile_node)
+                    added.append(
+                        BindingRecord(
+                            self.name,
+                            _ntoa(b.home_address),
+                            _ntoa(b.care_of_address),
+                            b.mobile_node,
+                            _ntoa(b.source >> 16),
+                            b.source & 0xFFFF,
+                            b.lifetime,
+                            b.registered + wall,
+                            b.identification,
+                            b.flags & 0xFF,
+                            str(b.encapsulation),
+                            node.nai if node is not None else None,
+                        )
+                    )
             self.journal.record(added, removed)
         intents = engine.drain_intents()
         if intents:

@@ -806,14 +806,19 @@ class HomeAgent:
         if self._table.changed is None:
             self._table.changed = set()
 
-    def take_changed_bindings(self) -> list[tuple[IPv4Address, IPv4Address]]:
-        """Keys of bindings added, renewed or removed since the last call (look each up to tell)."""
+    def take_changed_bindings(self) -> list[int]:
+        """Packed keys ``(home << 32) | care_of`` of bindings added, renewed or removed since the last
+        call; :meth:`raw_binding` tells which (None = removed)."""
         changed = self._table.changed
         if not changed:
             return []
-        keys = [(IPv4Address(k >> 32), IPv4Address(k & 0xFFFFFFFF)) for k in changed]
+        keys = list(changed)
         changed.clear()
         return keys
+
+    def raw_binding(self, key: int) -> Binding | None:
+        """The binding object for a packed key (read-only; see :meth:`raw_bindings_after`)."""
+        return self._table.get(key >> 32, key & 0xFFFFFFFF)
 
     def restore_binding(self, record: BindingSnapshot, *, now: float, wallclock: float) -> bool:
         """Re-create a journaled binding after a restart; False when the configuration disowns it.
