@@ -1,6 +1,6 @@
 """Subscribe to the NETCONF stream and print mipha's binding events as they happen.
 
-    python examples/ncclient/notifications.py [--count N] [--created-only]
+python examples/ncclient/notifications.py [--count N] [--created-only]
 """
 
 from __future__ import annotations
