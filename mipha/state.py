@@ -282,6 +282,8 @@ def binding_element(parent: etree._Element, info: BindingInfo, tunnel_interface:
 
 
 def _esc(text: str) -> str:
+    if "&" not in text and "<" not in text and ">" not in text:  # the usual case: nothing to do
+        return text
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -325,7 +327,6 @@ class _Formatter:
         self.wall = engine.wall_offset
         self.nodes = engine.config.mobile_nodes
         self.interfaces = {int(k): _esc(v) for k, v in interfaces.items() if v}
-        self.names: dict[str, tuple[str, str | None]] = {}
         self.seconds: dict[int, str] = {}
 
     @staticmethod
@@ -343,15 +344,12 @@ class _Formatter:
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
     def node(self, name: str) -> tuple[str, str | None]:
-        found = self.names.get(name)
-        if found is None:
-            node = self.nodes.get(name)
-            nai = node.nai if node is not None else None
-            found = self.names[name] = (_esc(name), _esc(nai) if nai else None)
-        return found
+        node = self.nodes.get(name)
+        nai = node.nai if node is not None else None
+        return _esc(name), (_esc(nai) if nai else None)
 
     def binding(self, b, leaves: frozenset[str]) -> str:
-        address = self.address
+        ntoa, pack = _NTOA, _PACK_U32
         name, nai = self.node(b.mobile_node)
         if b.lifetime == 0xFFFF:
             remaining = 0xFFFF
@@ -360,11 +358,11 @@ class _Formatter:
         interface = self.interfaces.get(b.care_of_address)
         if leaves is _KEEP_ALL:  # the common case: one template, no per-leaf work
             return (
-                f'<binding xmlns="{NS}"><home-address>{address(b.home_address)}</home-address>'
-                f"<care-of-address>{address(b.care_of_address)}</care-of-address>"
+                f'<binding xmlns="{NS}"><home-address>{ntoa(pack(b.home_address))}</home-address>'
+                f"<care-of-address>{ntoa(pack(b.care_of_address))}</care-of-address>"
                 f"<mobile-node>{name}</mobile-node>"
                 + (f"<nai>{nai}</nai>" if nai else "")
-                + f"<source-address>{address(b.source >> 16)}</source-address>"
+                + f"<source-address>{ntoa(pack(b.source >> 16))}</source-address>"
                 f"<lifetime-granted>{b.lifetime}</lifetime-granted>"
                 f"<lifetime-remaining>{remaining}</lifetime-remaining>"
                 f"<registered-at>{self.stamp(b.registered + self.wall)}</registered-at>"
@@ -377,7 +375,7 @@ class _Formatter:
         values = (
             ("mobile-node", name),
             ("nai", nai),
-            ("source-address", address(b.source >> 16)),
+            ("source-address", ntoa(pack(b.source >> 16))),
             ("lifetime-granted", b.lifetime),
             ("lifetime-remaining", remaining),
             ("registered-at", self.stamp(b.registered + self.wall)),
@@ -390,8 +388,8 @@ class _Formatter:
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves
         )
         return (
-            f'<binding xmlns="{NS}"><home-address>{address(b.home_address)}</home-address>'
-            f"<care-of-address>{address(b.care_of_address)}</care-of-address>{body}</binding>"
+            f'<binding xmlns="{NS}"><home-address>{ntoa(pack(b.home_address))}</home-address>'
+            f"<care-of-address>{ntoa(pack(b.care_of_address))}</care-of-address>{body}</binding>"
         )
 
 
