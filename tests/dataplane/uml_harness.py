@@ -9,6 +9,7 @@ through, so the script sets it.  Recipe: ``docs/platform-notes.md``.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -83,6 +84,13 @@ def run_in_uml(
             f"{busybox} insmod {shlex.quote(str(p))} || echo 'insmod {p.name} failed'"
             for p in module_paths(modules)
         )
+        # The guest mounts tmpfs on /tmp and /run: a checkout living there (CI clones anywhere) would
+        # vanish, so map it back from the host.
+        hidden = [d for d in {os.path.realpath(cwd)} if d.startswith(("/tmp/", "/run/"))]
+        remounts = "\n".join(
+            f"mkdir -p {shlex.quote(d)} && mount -t hostfs none {shlex.quote(d)} -o {shlex.quote(d)}"
+            for d in hidden
+        )
         script = work / "init.sh"
         script.write_text(
             f"""#!/bin/sh
@@ -92,6 +100,7 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mkdir -p /tmp/out /run/netns
 mount -t hostfs none /tmp/out -o {out}
+{remounts}
 {{
 {inserts}
 }} > /tmp/out/modules.log 2>&1
