@@ -287,31 +287,6 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def binding_bytes(info: BindingInfo, tunnel_interface: str | None, leaves: frozenset[str] | None) -> str:
-    """One ``binding`` as XML text with its own namespace declaration (for raw splicing)."""
-    values = (
-        ("home-address", str(info.home_address)),
-        ("care-of-address", str(info.care_of_address)),
-        ("mobile-node", _esc(info.mobile_node)),
-        ("nai", _esc(info.nai) if info.nai else None),
-        ("source-address", str(info.source_address)),
-        ("lifetime-granted", str(info.lifetime_granted)),
-        ("lifetime-remaining", str(max(0, min(info.lifetime_remaining, 0xFFFF)))),
-        ("registered-at", _iso(info.registered_at)),
-        ("identification", str(info.identification)),
-        ("flags", _flags(int(info.flags))),
-        ("encapsulation", info.encapsulation),
-        ("tunnel-interface", _esc(tunnel_interface) if tunnel_interface else None),
-    )
-    parts = [f'<binding xmlns="{NS}">']
-    for name, value in values:
-        if value is None or (leaves is not None and name not in leaves and name not in _KEYS):
-            continue
-        parts.append(f"<{name}>{value}</{name}>")
-    parts.append("</binding>")
-    return "".join(parts)
-
-
 _FLAG_TEXT = tuple(_flags(bits) for bits in range(256))
 _NTOA = socket.inet_ntoa
 _PACK_U32 = struct.Struct("!I").pack
@@ -469,25 +444,14 @@ class HomeAgentStateProvider:
         plan = raw_plan(request)
         if plan is not None:
             key = f"bindings-{id(parent)}"
-            if wanted.home_addresses is None:  # a full walk: straight from the binding objects
-                fmt = _Formatter(engine, now, interfaces)
-                leaves = plan.leaves or _KEEP_ALL
-                coa_ints = {int(c) for c in coas} if coas is not None else None
-                chunks, after = [], None
-                while True:
-                    page = engine.raw_bindings_after(after, _PAGE)
-                    for b in page:
-                        if coa_ints is None or b.care_of_address in coa_ints:
-                            chunks.append(fmt.binding(b, leaves))
-                    if len(page) < _PAGE:
-                        break
-                    after = (page[-1].home_address << 32) | page[-1].care_of_address
-            else:
-                chunks = [
-                    binding_bytes(info, interfaces.get(info.care_of_address), plan.leaves)
-                    for info in infos
-                    if coas is None or info.care_of_address in coas
-                ]
+            fmt = _Formatter(engine, now, interfaces)
+            leaves = plan.leaves or _KEEP_ALL
+            coa_ints = {int(c) for c in coas} if coas is not None else None
+            chunks = [
+                fmt.binding(b, leaves)
+                for b in self._raw_walk(engine, wanted.home_addresses)
+                if coa_ints is None or b.care_of_address in coa_ints
+            ]
             raw[key] = "".join(chunks).encode()
             parent.text = raw_placeholder(key)
             self.last_bindings_built += len(chunks)
@@ -497,6 +461,24 @@ class HomeAgentStateProvider:
                 continue
             binding_element(parent, info, interfaces.get(info.care_of_address))
             self.last_bindings_built += 1
+
+    @staticmethod
+    def _raw_walk(engine: HomeAgent, homes: set[IPv4Address] | None) -> Iterable:
+        """The engine's binding objects in key order: all, or those of the given home addresses."""
+        if homes is None:
+            after = None
+            while True:
+                page = engine.raw_bindings_after(after, _PAGE)
+                yield from page
+                if len(page) < _PAGE:
+                    return
+                after = (page[-1].home_address << 32) | page[-1].care_of_address
+        for home in sorted(homes):
+            first = (int(home) << 32) - 1 if int(home) else None
+            for b in engine.raw_bindings_after(first, 16):  # at most 8 simultaneous bindings
+                if b.home_address != int(home):
+                    break
+                yield b
 
     @staticmethod
     def _walk(engine: HomeAgent, now: float) -> Iterable[BindingInfo]:
