@@ -73,3 +73,46 @@ def test_configure_bindings_notifications_clear(tmp_path: Path) -> None:
             listener.wait(timeout=10)
         daemon.stop()
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+
+
+def test_bindings_keep_their_namespace_under_a_prefixed_configuration(tmp_path: Path) -> None:
+    """Raw binding entries inherit the namespace of their <bindings> placeholder: that must hold even
+    when the running configuration was written with a prefix (the server moves the placeholder into it)."""
+    from daemon_harness import KEY_YANG, NS
+    from lxml import etree
+
+    tag = uuid.uuid4().hex[:6]
+    vr, netns = f"px{tag}", f"mipha-px-{tag}"
+    daemon = Daemon(tmp_path, free_port())
+    try:
+        daemon.start()
+        with daemon.connect() as m:
+            m.edit_config(
+                target="running",
+                config=f"""<nc:config xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0">
+<m:virtual-routers xmlns:m="{NS}"><m:virtual-router><m:name>{vr}</m:name><m:netns>{netns}</m:netns>
+<m:home-agent><m:address>192.0.2.1</m:address></m:home-agent>
+<m:mobile-node><m:name>mn1</m:name><m:home-address>192.0.2.11</m:home-address>
+<m:security-association><m:spi>256</m:spi><m:key>{KEY_YANG}</m:key></m:security-association>
+</m:mobile-node></m:virtual-router></m:virtual-routers></nc:config>""",
+            )
+            reg = subprocess.run(
+                ["ip", "netns", "exec", netns, MIPHA, "mn", "--ha", "192.0.2.1", "--spi", "256", "--key", KEY_HEX,
+                 "register", "--home", "192.0.2.11", "--coa", "198.51.100.9"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert reg.returncode == 0, reg.stdout + reg.stderr
+            for flt in (
+                None,
+                (
+                    "subtree",
+                    f'<m:virtual-routers xmlns:m="{NS}"><m:virtual-router><m:home-agent><m:bindings/></m:home-agent></m:virtual-router></m:virtual-routers>',
+                ),
+            ):
+                data = etree.fromstring(m.get(filter=flt).data_xml.encode())
+                (binding,) = data.iter(f"{{{NS}}}binding")
+                assert binding.findtext(f"{{{NS}}}home-address") == "192.0.2.11"
+                assert all(etree.QName(c).namespace == NS for c in binding)
+    finally:
+        daemon.stop()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
