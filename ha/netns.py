@@ -36,8 +36,8 @@ T = TypeVar("T")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-class NetnsError(Exception):
-    """A namespace could not be created, entered or removed."""
+class NetnsError(OSError):
+    """A namespace could not be created, entered or removed (an OS failure, like the syscall's)."""
 
 
 def netns_for_vr(vr_name: str, configured: str | None = None) -> str | None:

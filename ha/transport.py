@@ -15,39 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from ha.engine.home_agent import HomeAgent, Outgoing
+from ha.netns import run_in_netns
 
 log = logging.getLogger(__name__)
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
-_CLONE_NEWNET = 0x40000000
-_NETNS_DIR = "/var/run/netns"
 #: Datagrams handled per wake-up before yielding to the loop (keeps timers and other tasks fair).
 _BURST = 256
 #: Bindings expired per timer callback before yielding to the loop.
 _EXPIRY_BATCH = 512
-
-
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"setns({path}): {os.strerror(errno)}")
-    finally:
-        os.close(fd)
 
 
 def _make_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -78,23 +63,7 @@ def open_udp_socket(
     """
     if netns is None:
         return _make_socket(str(address), port, reuse_port)
-    path = netns if "/" in netns else os.path.join(_NETNS_DIR, netns)
-    result: list[socket.socket | BaseException] = []
-
-    def worker() -> None:
-        try:
-            _setns(path)
-            result.append(_make_socket(str(address), port, reuse_port))
-        except BaseException as error:  # handed to the caller's thread
-            result.append(error)
-
-    thread = threading.Thread(target=worker, name=f"netns-socket-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+    return run_in_netns(netns, _make_socket, str(address), port, reuse_port)
 
 
 class HomeAgentTransport:
