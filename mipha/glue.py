@@ -31,7 +31,7 @@ from server.validation import split_predicates, split_steps
 from server.yang import MIPHA_NAMESPACE, MIPHA_PREFIX
 
 from .journal import BindingRecord
-from .runtime import VirtualRouter, VirtualRouterError, record_of
+from .runtime import VirtualRouter, VirtualRouterError
 from .yang_config import ConfigCache
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class HomeAgentSubscriber:
 
     async def _rebuild(self, plan: Plan, current: VirtualRouter, config: VirtualRouterConfig) -> None:
         """Stop ``current`` and start a runtime for ``config`` with its bindings; undo on failure."""
-        records = self._records(current)
+        records = current.records()
         old_config = current.config
         await current.stop(flush=True, release=current.netns != config.namespace)
         plan.stopped_old[current.name] = (old_config, records, current.proxy_arp_mode)
@@ -154,18 +154,6 @@ class HomeAgentSubscriber:
         except VirtualRouterError as exc:
             raise refusal(exc.message, exc.path) from exc
         plan.rebuilt[current.name] = vr
-
-    @staticmethod
-    def _records(vr: VirtualRouter) -> list[BindingRecord]:
-        if vr.engine is None:
-            return []
-        out, key = [], None
-        while True:
-            page = vr.engine.bindings_after(key, 4096)
-            out.extend(record_of(vr.name, info) for info in page)
-            if len(page) < 4096:
-                return out
-            key = page[-1].key
 
     # -- ABORT ------------------------------------------------------------------------------------------
 

@@ -25,9 +25,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
+from ha.engine.bindings import Binding
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.events import Event
-from ha.engine.home_agent import BindingInfo, HomeAgent
+from ha.engine.home_agent import HomeAgent
 from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
@@ -54,20 +55,22 @@ def _vr_path(name: str) -> str:
     return f"/mipha:virtual-routers/mipha:virtual-router[mipha:name='{name}']"
 
 
-def record_of(vr: str, info: BindingInfo) -> BindingRecord:
+def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
+    """The journal record of one of ``engine``'s binding objects."""
+    node = engine.config.mobile_nodes.get(b.mobile_node)
     return BindingRecord(
-        vr=vr,
-        home_address=str(info.home_address),
-        care_of_address=str(info.care_of_address),
-        mobile_node=info.mobile_node,
-        source_address=str(info.source_address),
-        source_port=info.source_port,
-        lifetime=info.lifetime_granted,
-        registered_at=info.registered_at,
-        identification=info.identification,
-        flags=int(info.flags),
-        encapsulation=info.encapsulation,
-        nai=info.nai,
+        vr,
+        _ntoa(b.home_address),
+        _ntoa(b.care_of_address),
+        b.mobile_node,
+        _ntoa(b.source >> 16),
+        b.source & 0xFFFF,
+        b.lifetime,
+        b.registered + engine.wall_offset,
+        b.identification,
+        b.flags & 0xFF,
+        str(b.encapsulation),
+        node.nai if node is not None else None,
     )
 
 
@@ -317,6 +320,13 @@ class VirtualRouter:
                 log.exception("virtual router %s: cannot delete namespace %s", self.name, self.netns)
         self.engine = None
 
+    def records(self) -> list[BindingRecord]:
+        """Journal records of every binding, in key order (what a rebuilt router takes over)."""
+        engine = self.engine
+        if engine is None:
+            return []
+        return [record_of(self.name, engine, b) for b in engine.walk_raw_bindings(4096)]
+
     # -- the output pump ------------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -330,30 +340,12 @@ class VirtualRouter:
         changed = engine.take_changed_bindings()
         if changed and self.journal is not None:
             added, removed = [], []
-            wall = engine.wall_offset
-            nodes = engine.config.mobile_nodes
             for key in changed:
                 b = engine.raw_binding(key)
                 if b is None:
                     removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
-                    node = nodes.get(b.mobile_node)
-                    added.append(
-                        BindingRecord(
-                            self.name,
-                            _ntoa(b.home_address),
-                            _ntoa(b.care_of_address),
-                            b.mobile_node,
-                            _ntoa(b.source >> 16),
-                            b.source & 0xFFFF,
-                            b.lifetime,
-                            b.registered + wall,
-                            b.identification,
-                            b.flags & 0xFF,
-                            str(b.encapsulation),
-                            node.nai if node is not None else None,
-                        )
-                    )
+                    added.append(record_of(self.name, engine, b))
             self.journal.record(added, removed)
         intents = engine.drain_intents()
         if intents:

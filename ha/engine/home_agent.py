@@ -921,6 +921,16 @@ class HomeAgent:
         """
         return self._table.after(key, limit)
 
+    def walk_raw_bindings(self, page: int = 1024) -> Iterator[Binding]:
+        """Every binding object in key order, fetched by pages resumed by key (see above)."""
+        after = None
+        while True:
+            batch = self._table.after(after, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = (batch[-1].home_address << 32) | batch[-1].care_of_address
+
     @property
     def wall_offset(self) -> float:
         """Unix time minus monotonic time, as last seen by the engine."""
