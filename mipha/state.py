@@ -25,7 +25,7 @@ from typing import Protocol
 from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
-from ha.engine.home_agent import BindingInfo, HomeAgent
+from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 from server.operational import StateRequest, raw_placeholder
 from server.yang import MIPHA_NAMESPACE
@@ -263,24 +263,6 @@ def _flags(bits: int) -> str:
     return " ".join(name for name, mask in _FLAG_ORDER if bits & mask)
 
 
-def binding_element(parent: etree._Element, info: BindingInfo, tunnel_interface: str | None) -> None:
-    b = etree.SubElement(parent, _Q + "binding")
-    _leaf(b, "home-address", info.home_address)
-    _leaf(b, "care-of-address", info.care_of_address)
-    _leaf(b, "mobile-node", info.mobile_node)
-    if info.nai:
-        _leaf(b, "nai", info.nai)
-    _leaf(b, "source-address", info.source_address)
-    _leaf(b, "lifetime-granted", info.lifetime_granted)
-    _leaf(b, "lifetime-remaining", max(0, min(info.lifetime_remaining, 0xFFFF)))
-    _leaf(b, "registered-at", _iso(info.registered_at))
-    _leaf(b, "identification", info.identification)
-    _leaf(b, "flags", _flags(int(info.flags)))
-    _leaf(b, "encapsulation", info.encapsulation)
-    if tunnel_interface:
-        _leaf(b, "tunnel-interface", tunnel_interface)
-
-
 def _esc(text: str) -> str:
     if "&" not in text and "<" not in text and ">" not in text:  # the usual case: nothing to do
         return text
@@ -433,62 +415,35 @@ class HomeAgentStateProvider:
         interfaces: dict[IPv4Address, str | None],
         request: StateRequest,
     ) -> None:
-        coas = wanted.care_of_addresses
-        if wanted.home_addresses is not None:
-            infos: Iterable[BindingInfo] = (
-                info for home in sorted(wanted.home_addresses) for info in engine.bindings_of(home, now=now)
-            )
-        else:
-            infos = self._walk(engine, now)
-        raw = request.raw
+        coas = {int(c) for c in wanted.care_of_addresses} if wanted.care_of_addresses is not None else None
         plan = raw_plan(request)
-        if plan is not None:
+        fmt = _Formatter(engine, now, interfaces)
+        leaves = (plan.leaves if plan is not None else None) or _KEEP_ALL
+        chunks = [
+            fmt.binding(b, leaves)
+            for b in self._raw_walk(engine, wanted.home_addresses)
+            if coas is None or b.care_of_address in coas
+        ]
+        self.last_bindings_built += len(chunks)
+        if plan is not None:  # exact for this filter: handed over as bytes, spliced by the server
             key = f"bindings-{id(parent)}"
-            fmt = _Formatter(engine, now, interfaces)
-            leaves = plan.leaves or _KEEP_ALL
-            coa_ints = {int(c) for c in coas} if coas is not None else None
-            chunks = [
-                fmt.binding(b, leaves)
-                for b in self._raw_walk(engine, wanted.home_addresses)
-                if coa_ints is None or b.care_of_address in coa_ints
-            ]
-            raw[key] = "".join(chunks).encode()
+            request.raw[key] = "".join(chunks).encode()
             parent.text = raw_placeholder(key)
-            self.last_bindings_built += len(chunks)
-            return
-        for info in infos:
-            if coas is not None and info.care_of_address not in coas:
-                continue
-            binding_element(parent, info, interfaces.get(info.care_of_address))
-            self.last_bindings_built += 1
+        elif chunks:  # the server filters these: it needs elements
+            parent.extend(etree.fromstring(f"<bindings>{''.join(chunks)}</bindings>"))
 
     @staticmethod
     def _raw_walk(engine: HomeAgent, homes: set[IPv4Address] | None) -> Iterable:
         """The engine's binding objects in key order: all, or those of the given home addresses."""
         if homes is None:
-            after = None
-            while True:
-                page = engine.raw_bindings_after(after, _PAGE)
-                yield from page
-                if len(page) < _PAGE:
-                    return
-                after = (page[-1].home_address << 32) | page[-1].care_of_address
+            yield from engine.walk_raw_bindings(_PAGE)
+            return
         for home in sorted(homes):
             first = (int(home) << 32) - 1 if int(home) else None
             for b in engine.raw_bindings_after(first, 16):  # at most 8 simultaneous bindings
                 if b.home_address != int(home):
                     break
                 yield b
-
-    @staticmethod
-    def _walk(engine: HomeAgent, now: float) -> Iterable[BindingInfo]:
-        key = None
-        while True:
-            page = engine.bindings_after(key, _PAGE, now=now)
-            yield from page
-            if len(page) < _PAGE:
-                return
-            key = page[-1].key
 
     @staticmethod
     def _tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:
