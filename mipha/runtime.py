@@ -102,6 +102,7 @@ class VirtualRouter:
         self._plane_task: asyncio.Task | None = None
         self.plane_errors = 0
         self.home_prefix: IPv4Network | None = None
+        self._ns: NetnsThread | None = None
 
     # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
 
@@ -142,12 +143,16 @@ class VirtualRouter:
         if ha is None:
             return
         ha_path = f"{path}/mipha:home-agent"
-        if self.netns is not None and is_owned(self.netns):
-            self._ensure_loopback_address(ha.address)
-        self._check_local_address(ha.address, f"{ha_path}/mipha:address")
-        if ha.home_interface is not None:
-            self._check_interface(ha.home_interface, f"{ha_path}/mipha:home-interface")
-            self.home_prefix = self._interface_prefix(ha.home_interface, ha.address)
+        with NetnsThread(self.netns) as self._ns:  # one thread in the namespace for every check
+            try:
+                if self.netns is not None and is_owned(self.netns):
+                    self._ensure_loopback_address(ha.address)
+                self._check_local_address(ha.address, f"{ha_path}/mipha:address")
+                if ha.home_interface is not None:
+                    self._check_interface(ha.home_interface, f"{ha_path}/mipha:home-interface")
+                    self.home_prefix = self._interface_prefix(ha.home_interface, ha.address)
+            finally:
+                self._ns = None
         engine = HomeAgent(self.engine_config(self.config))
         if self.journal is not None:
             engine.track_changes()
@@ -245,10 +250,9 @@ class VirtualRouter:
         return found[0].network if found else None
 
     def _in_netns(self, fn: Callable, *args: object):
-        if self.netns is None:
-            return fn(*args)
-        with NetnsThread(self.netns) as thread:
-            return thread.call(fn, *args)
+        """Run ``fn`` on the namespace thread :meth:`_start` holds open for its checks."""
+        assert self._ns is not None
+        return self._ns.call(fn, *args)
 
     def _ensure_loopback_address(self, address: IPv4Address) -> None:
         """In a namespace mipha created, put the home agent address on ``lo`` (as JUNOSe puts the
