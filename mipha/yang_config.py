@@ -140,7 +140,7 @@ class ConfigCache:
     """Builds :class:`VirtualRouterConfig` objects, reusing mobile nodes whose XML did not change.
 
     A commit that touches one mobile node out of 100,000 rebuilds one ``MobileNode``: each node's
-    canonical XML bytes are remembered with the object built from them.
+    serialised XML is remembered with the object built from it.
     """
 
     def __init__(self) -> None:
