@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -42,7 +43,7 @@ class TokenBucket:
 
 
 def _esc(value: object) -> str:
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape(str(value))
 
 
 def notification(vr: str, event: Event) -> etree._Element:

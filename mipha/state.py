@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -266,7 +267,7 @@ def _flags(bits: int) -> str:
 def _esc(text: str) -> str:
     if "&" not in text and "<" not in text and ">" not in text:  # the usual case: nothing to do
         return text
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape(text)
 
 
 _FLAG_TEXT = tuple(_flags(bits) for bits in range(256))
