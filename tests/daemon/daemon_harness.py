@@ -15,6 +15,9 @@ from ncclient.transport import session as nc_session
 
 from server.auth import hash_password
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataplane"))
+from dataplane_scenario import HA_ADDR, HOA
+
 nc_session.TICK = 0.001
 NS = "urn:mipha:yang:mipha-home-agent"
 KEY_HEX = "00112233445566778899aabbccddeeff"
@@ -94,3 +97,15 @@ backend = "tun"
             look_for_keys=False,
             timeout=30,
         )
+
+
+def config(ha_ns: str) -> str:
+    """One virtual router in ``ha_ns`` (the dataplane scenario's addresses) and one mobile node."""
+    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><netns>{ha_ns}</netns>
+  <router-id>{HA_ADDR}</router-id>
+  <home-agent><address>{HA_ADDR}</address><home-interface>home0</home-interface>
+    <max-lifetime>600</max-lifetime></home-agent>
+  <mobile-node><name>mn1</name><home-address>{HOA}</home-address>
+    <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
+</virtual-router></virtual-routers></config>"""

@@ -40,7 +40,9 @@ from ncclient.transport import session as nc_session
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
+sys.path.insert(0, str(ROOT / "tests" / "daemon"))
 
+from daemon_harness import KEY_HEX, MIPHA, NS, config, free_port  # noqa: E402
 from dataplane_scenario import (  # noqa: E402
     CN_ADDR,
     COA1,
@@ -56,11 +58,7 @@ from ha.dataplane.ownership import MIPHA_TABLE, RTPROT_MIPHA, TUN_IFNAME, tunnel
 from server.auth import hash_password  # noqa: E402
 
 nc_session.TICK = 0.001  # ncclient's default adds ~100 ms per RPC (platform-notes)
-NS = "urn:mipha:yang:mipha-home-agent"
-KEY_HEX = "00112233445566778899aabbccddeeff"
-KEY_YANG = ":".join(KEY_HEX[i : i + 2] for i in range(0, 32, 2))
 PASSWORD = "e2e-uml-secret"
-MIPHA = str(Path(sys.executable).parent / "mipha")
 TUNNEL = tunnel_ifname(COA1)  # the device the ipip backend must create: mip-c000020a
 MN_TUNNEL = "mnip0"
 START_TIMEOUT = 60.0  # a daemon start inside UML takes several seconds
@@ -69,12 +67,6 @@ KERNEL_WAIT = 30.0  # upper bound for the asynchronous data plane apply on a loa
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Daemon:
@@ -145,17 +137,6 @@ dir = "{tmp / "state"}"
             look_for_keys=False,
             timeout=60,
         )
-
-
-def config(ha_ns: str) -> str:
-    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
-<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><netns>{ha_ns}</netns>
-  <router-id>{HA_ADDR}</router-id>
-  <home-agent><address>{HA_ADDR}</address><home-interface>home0</home-interface>
-    <max-lifetime>600</max-lifetime></home-agent>
-  <mobile-node><name>mn1</name><home-address>{HOA}</home-address>
-    <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
-</virtual-router></virtual-routers></config>"""
 
 
 def mobile_node_tunnel(topo: Topology) -> None:

@@ -26,7 +26,7 @@ from ha.netns import NetnsThread
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, config, free_port  # noqa: E402
 from dataplane_scenario import (  # noqa: E402
     COA1,
     HA_ADDR,
@@ -37,17 +37,6 @@ from dataplane_scenario import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-
-
-def config(ha_ns: str) -> str:
-    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
-<virtual-routers xmlns="{NS}"><virtual-router><name>e2e</name><netns>{ha_ns}</netns>
-  <router-id>{HA_ADDR}</router-id>
-  <home-agent><address>{HA_ADDR}</address><home-interface>home0</home-interface>
-    <max-lifetime>600</max-lifetime></home-agent>
-  <mobile-node><name>mn1</name><home-address>{HOA}</home-address>
-    <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
-</virtual-router></virtual-routers></config>"""
 
 
 def register(topo: Topology) -> dict:
