@@ -134,3 +134,12 @@ class Framer:
         if self.chunked:
             return b"\n#%d\n%s\n##\n" % (len(payload), payload)
         return payload + EOM
+
+    def frame_parts(self, parts: list[bytes]) -> list[bytes]:
+        """Frame one outgoing message given as parts, without joining them: in 1.1 each non-empty
+        part becomes one chunk (its header joined to it; parts are the size of a provider's page)."""
+        if not self.chunked:
+            return [*parts, EOM]
+        out = [b"\n#%d\n%s" % (len(part), part) for part in parts if part]
+        out.append(b"\n##\n")
+        return out

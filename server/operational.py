@@ -11,7 +11,9 @@ lxml tree that the server copies and filters again:
   only content is the text `raw_placeholder(key)` (`"@@mipha-raw:<key>@@"`), e.g.
   `<bindings>@@mipha-raw:b@@</bindings>`, and stores the children's serialised XML in
   `request.raw[key]` (UTF-8 bytes, each child element with its own `xmlns` declaration, e.g.
-  `<binding xmlns="urn:...">...</binding>`; b"" when there are none);
+  `<binding xmlns="urn:...">...</binding>`; b"" when there are none), either as one bytes object
+  or as a list of bytes parts that are written out one after the other, never joined (a provider
+  serialising page by page hands its pages over as they are);
 - that content must already be exactly what the request's filter (subtree or XPath, both in the
   request) selects below the placeholder: the server neither looks inside it nor filters it again;
 - the server keeps the placeholder when the filter selects it or names anything below it (a
@@ -37,6 +39,10 @@ RAW_PREFIX = "@@mipha-raw:"
 RAW_SUFFIX = "@@"
 
 
+RawContent = bytes | list[bytes]
+"""What a provider stores in `StateRequest.raw`: one bytes object, or parts written in order."""
+
+
 def raw_placeholder(key: str) -> str:
     """The text a provider puts in a placeholder element for `request.raw[key]`."""
     return f"{RAW_PREFIX}{key}{RAW_SUFFIX}"
@@ -53,7 +59,7 @@ class StateRequest:
     xpath: str | None = None
     nsmap: tuple[tuple[str, str], ...] = ()
     with_defaults: str = "explicit"
-    raw: dict[str, bytes] = field(default_factory=dict, compare=False)
+    raw: dict[str, RawContent] = field(default_factory=dict, compare=False)
 
 
 class OperationalProvider(Protocol):

@@ -34,9 +34,13 @@ from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
 if TYPE_CHECKING:
     from server.protocol import NetconfSession
 
-Reply = "etree._Element | bytes | None"
+#: what a handler answers: an element, serialised bytes, bytes parts written in order, or None (<ok/>)
+Reply = "etree._Element | bytes | list[bytes] | None"
 #: a plain function, or a coroutine function / function returning an awaitable of the same
-Handler = Callable[["NetconfSession", etree._Element], "etree._Element | bytes | Awaitable[Reply] | None"]
+Handler = Callable[
+    ["NetconfSession", etree._Element], "etree._Element | bytes | list[bytes] | Awaitable[Reply] | None"
+]
+_NMDA_DATA = b'<data xmlns="%s">' % NMDA_NS.encode()
 TEST_OPTIONS = frozenset({"test-then-set", "set", "test-only"})
 
 
@@ -129,9 +133,10 @@ def read_pipeline(
     config_only: bool = False,
     max_depth: int | None = None,
     raw: RawSplices = NO_SPLICES,
-) -> bytes:
+) -> list[bytes]:
     """NACM prune → with-defaults → filter → depth limit → serialise (raw state spliced in).
-    `owned`: data may be mutated (and taken apart by the filter)."""
+    `owned`: data may be mutated (and taken apart by the filter).  The reply body comes back as
+    parts written one after the other (raw state is never copied into one byte string)."""
     core = sess.core
     if core.nacm.hides_any(sess.principal, data):
         if not owned:
@@ -166,7 +171,7 @@ def read_pipeline(
     if max_depth is not None:
         data = _limit_depth(data if filter_el is not None or owned else data.copy(), max_depth, raw)
     body = data.to_bytes("data")
-    return raw.splice(body) if raw else body
+    return raw.splice(body) if raw else [body]
 
 
 def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Forest:
@@ -186,12 +191,12 @@ def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Fore
     return data
 
 
-def op_get_config(sess: NetconfSession, op: etree._Element) -> bytes:
+def op_get_config(sess: NetconfSession, op: etree._Element) -> list[bytes]:
     src = _datastore_ref(op, "source")
     return read_pipeline(sess, sess.core.ds.get(src), _child(op, "filter"), _wd_mode(op), config_only=True)
 
 
-def op_get(sess: NetconfSession, op: etree._Element) -> bytes:
+def op_get(sess: NetconfSession, op: etree._Element) -> list[bytes]:
     filter_el = _child(op, "filter")
     wd = _wd_mode(op)
     data, owned, raw = _operational(sess, filter_el, wd)
@@ -557,7 +562,7 @@ def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
+def op_get_data(sess: NetconfSession, op: etree._Element) -> list[bytes]:
     """RFC 8526 <get-data> on ds:running / ds:candidate / ds:startup / ds:operational."""
     ds_text = _text(op, "datastore", NMDA_NS)
     if ds_text is None:
@@ -615,7 +620,9 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> bytes:
         max_depth=max_depth,
         raw=raw,
     )
-    return body.replace(b'<data xmlns="%s">' % NC_NS.encode(), b'<data xmlns="%s">' % NMDA_NS.encode(), 1)
+    # the <data> start tag is at the head of the first part
+    body[0] = body[0].replace(b'<data xmlns="%s">' % NC_NS.encode(), _NMDA_DATA, 1)
+    return body
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {

@@ -42,14 +42,15 @@ HELLO_LIMIT = 1024 * 1024
 
 
 class NetconfSession:
-    """State of one client session; `write`/`close` come from the transport."""
+    """State of one client session; `write`/`close` come from the transport.  `write` gets one whole
+    framed message: bytes, or a list of bytes written one after the other."""
 
     def __init__(
         self,
         core: NetconfCore,
         principal: Principal,
         source_host: str | None,
-        write: Callable[[bytes], None],
+        write: Callable[[bytes | list[bytes]], None],
         close: Callable[[], None],
     ) -> None:
         self.core = core
@@ -244,12 +245,12 @@ class NetconfSession:
         while self._backlog and not self.closed and self._busy is None:
             self._handle_rpc(self._backlog.popleft())
 
-    def _send_result(self, root: etree._Element, result: etree._Element | bytes | None) -> None:
+    def _send_result(self, root: etree._Element, result: etree._Element | bytes | list[bytes] | None) -> None:
         if self.closed:
             return  # killed or lost while the RPC ran: nobody to answer
         if result is None:
-            body = _OK
-        elif isinstance(result, bytes):
+            body: bytes | list[bytes] = _OK
+        elif isinstance(result, bytes | list):
             body = result
         else:
             body = etree.tostring(result)
@@ -269,8 +270,12 @@ class NetconfSession:
         self.counters.in_bad_rpcs += 1
         self.core.stats.totals.in_bad_rpcs += 1
 
-    def _send_reply(self, rpc: etree._Element | None, body: bytes) -> None:
-        self._write(self.framer.frame(reply_bytes(rpc, body)))
+    def _send_reply(self, rpc: etree._Element | None, body: bytes | list[bytes]) -> None:
+        if isinstance(body, bytes):
+            self._write(self.framer.frame(reply_bytes(rpc, body)))
+        else:  # a large reply: framed and written part by part, never joined into one byte string
+            head, tail = reply_envelope(rpc)
+            self._write(self.framer.frame_parts([head, *body, tail]))
 
     def _send_error_reply(self, rpc: etree._Element | None, err: RpcError) -> None:
         errs = err.all()
@@ -284,12 +289,18 @@ def _split(tag: str) -> tuple[str, str]:
     return ns, name
 
 
-def reply_bytes(rpc: etree._Element | None, body: bytes) -> bytes:
-    """<rpc-reply> carrying every attribute of the <rpc> (RFC 6241 §4.2) around `body`."""
+def reply_envelope(rpc: etree._Element | None) -> tuple[bytes, bytes]:
+    """The start and end tags of an <rpc-reply> carrying every attribute of the <rpc> (RFC 6241 §4.2)."""
     reply = etree.Element(f"{{{NC_NS}}}rpc-reply", nsmap={None: NC_NS})
     if rpc is not None:
         for k, v in rpc.attrib.items():
             reply.set(k, v)
     head = etree.tostring(reply)
     assert head.endswith(b"/>")
-    return head[:-2] + b">" + body + b"</rpc-reply>"
+    return head[:-2] + b">", b"</rpc-reply>"
+
+
+def reply_bytes(rpc: etree._Element | None, body: bytes) -> bytes:
+    """<rpc-reply> around `body`, as one message."""
+    head, tail = reply_envelope(rpc)
+    return b"".join((head, body, tail))

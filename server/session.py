@@ -69,9 +69,10 @@ class _ChannelSession(asyncssh.SSHServerSession):
         self._nc = NetconfSession(self._core, self._principal, self._peer, self._write, self._close)
         self._nc.start()
 
-    def _write(self, data: bytes) -> None:
-        """Write without ever raising into the caller (a notification fan-out runs inside another
-        session's RPC): a channel that is going away just ends this session."""
+    def _write(self, data: bytes | list[bytes]) -> None:
+        """Write one message (bytes, or parts written in order) without ever raising into the caller
+        (a notification fan-out runs inside another session's RPC): a channel that is going away
+        just ends this session.  The unsent limit is checked once per message, never mid-message."""
         chan = self._chan
         if chan is None:
             return
@@ -82,7 +83,11 @@ class _ChannelSession(asyncssh.SSHServerSession):
                 if self._nc is not None:
                     asyncio.get_running_loop().call_soon(self._nc.terminate, "dropped")
                 return
-            chan.write(data)
+            if isinstance(data, bytes):
+                chan.write(data)
+            else:
+                for part in data:
+                    chan.write(part)
         except (OSError, asyncssh.Error, RuntimeError):
             log.info("write to a closing channel; ending the session")
             if self._nc is not None:

@@ -42,8 +42,9 @@ class Client:
         self.out.use_chunked()
         self._mid = 0
 
-    def _w(self, data: bytes) -> None:
-        self.out.receive_data(data)
+    def _w(self, data: bytes | list[bytes]) -> None:
+        for part in [data] if isinstance(data, bytes) else data:
+            self.out.receive_data(part)
         while (m := self.out.next_message()) is not NEED_DATA:
             self.inbox.append(m)
 

@@ -147,3 +147,21 @@ def test_chunked_roundtrip_any_split(messages, sizes, cuts):
         out.extend(drain(f))
         pos, i = pos + n, i + 1
     assert out == messages
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_frame_parts_is_one_message(chunked):
+    """A reply framed part by part (empty parts skipped: a 1.1 chunk is never empty) reads back as
+    the one message the joined parts make."""
+    out, back = Framer(), Framer()
+    if chunked:
+        out.use_chunked()
+        back.use_chunked()
+    parts = [b"<rpc-reply>", b"", b"<a>1</a>" * 1000, b"<b/>", b"</rpc-reply>"]
+    framed = out.frame_parts(parts)
+    if chunked:
+        assert b"\n#0\n" not in b"".join(framed) and len(framed) == 5
+    for piece in framed:
+        back.receive_data(piece)
+    assert back.next_message() == b"".join(parts)
+    assert back.next_message() is NEED_DATA

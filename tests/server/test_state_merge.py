@@ -46,12 +46,18 @@ STATE = {
 }
 
 
+def as_raw(router: str, bindings: list[str]) -> bytes | list[bytes]:
+    if router == "default":
+        return [b.encode() for b in bindings]
+    return "".join(bindings).encode()
+
+
 def state_xml(raw: StateRequest | None = None) -> etree._Element:
     """Both routers' bindings and tunnels, default's pool usage; with `raw`, bindings as raw bytes."""
     parts = [f'<virtual-routers xmlns="{M}">']
     for name, bindings in STATE.items():
-        if raw is not None:
-            raw.raw[f"b-{name}"] = "".join(bindings).encode()
+        if raw is not None:  # one router's as one bytes object, the other's as parts (a page each)
+            raw.raw[f"b-{name}"] = as_raw(name, bindings)
             inner = raw_placeholder(f"b-{name}")
         else:
             inner = "".join(bindings)
@@ -232,7 +238,7 @@ class RawProvider:
             want = homes[0].text.strip()
             for key in request.raw:
                 keep = [b for b in STATE[key[2:]] if f"<home-address>{want}<" in b]
-                request.raw[key] = "".join(keep).encode()
+                request.raw[key] = as_raw(key[2:], keep)
         return [top]
 
 
@@ -291,6 +297,21 @@ def test_raw_placeholder_kept_or_dropped_by_the_filter(hr):
     )
     (bindings,) = d.iter(f"{{{M}}}bindings")
     assert len(bindings) == 0 and not (bindings.text or "").strip()
+
+
+def test_raw_parts_of_blanks_are_empty(hr):
+    """Parts holding only whitespace are no content: a containment match through them is omitted."""
+
+    def blanks(request):
+        top = _empty_bindings(request)
+        request.raw["e"] = [b"", b"  \n", b"\t"]
+        return [top]
+
+    hr.prov.get_state = blanks
+    flt = vrs(
+        "<virtual-router><name>blue</name><home-agent><bindings><binding/></bindings></home-agent></virtual-router>"
+    )
+    assert len(raw_get(hr, flt)) == 0
 
 
 def _empty_bindings(request: StateRequest) -> etree._Element:
