@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
+from ha.engine.bindings import Binding
 from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 from server.operational import StateRequest, raw_placeholder
@@ -277,19 +278,35 @@ _KEEP_ALL = frozenset(_BINDING_LEAVES)
 
 
 class _Formatter:
-    """Writes bindings straight from the engine's binding objects, with small caches: a ``<get>`` of
-    100k bindings must not build 100k BindingInfo objects, IPv4Address objects or datetimes."""
+    """Writes bindings straight from the engine's binding objects, page by page, with small caches: a
+    ``<get>`` of 100k bindings must not build 100k BindingInfo objects, IPv4Address objects or
+    datetimes.  What many bindings share (the care-of and source address texts, the encapsulation and
+    tunnel-interface leaves, the second of a timestamp) is written once per request."""
 
     def __init__(self, engine: HomeAgent, now: float, interfaces: dict[IPv4Address, str | None]) -> None:
         self.now = now
         self.wall = engine.wall_offset
         self.nodes = engine.config.mobile_nodes
         self.interfaces = {int(k): _esc(v) for k, v in interfaces.items() if v}
+        #: "<tunnel-interface>…</tunnel-interface>" per care-of address that has one
+        self.interface_leaves = {
+            k: f"<tunnel-interface>{v}</tunnel-interface>" for k, v in self.interfaces.items()
+        }
         self.seconds: dict[int, str] = {}
+        self.addresses: dict[int, str] = {}  # care-of and source addresses: few, shared by many bindings
+        self.encapsulations: dict[str, str] = {}
 
     @staticmethod
     def address(value: int) -> str:
         return _NTOA(_PACK_U32(value))
+
+    def shared_address(self, value: int) -> str:
+        text = self.addresses.get(value)
+        if text is None:
+            if len(self.addresses) > 4096:  # every mobile node its own care-of address: no sharing
+                self.addresses.clear()
+            text = self.addresses[value] = _NTOA(_PACK_U32(value))
+        return text
 
     def stamp(self, t: float) -> str:
         whole = int(t)
@@ -306,48 +323,81 @@ class _Formatter:
         nai = node.nai if node is not None else None
         return _esc(name), (_esc(nai) if nai else None)
 
-    def binding(self, b, leaves: frozenset[str]) -> str:
-        ntoa, pack = _NTOA, _PACK_U32
-        name, nai = self.node(b.mobile_node)
+    def remaining(self, b: Binding) -> int:
         if b.lifetime == 0xFFFF:
-            remaining = 0xFFFF
-        else:
-            remaining = max(0, min(0xFFFF, math.ceil(b.registered + b.lifetime - self.now)))
-        interface = self.interfaces.get(b.care_of_address)
-        if leaves is _KEEP_ALL:  # the common case: one template, no per-leaf work
-            return (
+            return 0xFFFF
+        return max(0, min(0xFFFF, math.ceil(b.registered + b.lifetime - self.now)))
+
+    def page(self, bindings: Iterable[Binding], leaves: frozenset[str]) -> bytes:
+        """One page of ``<binding>`` elements as UTF-8.  Every leaf selected (the common case) is
+        one template with the per-binding work inlined: ~2.5 µs a binding, the bulk of a 100k get."""
+        if leaves is not _KEEP_ALL:
+            return "".join(self.selected(b, leaves) for b in bindings).encode()
+        ntoa, pack, ceil, strftime, gmtime = _NTOA, _PACK_U32, math.ceil, time.strftime, time.gmtime
+        address, addresses, seconds, nodes = self.shared_address, self.addresses, self.seconds, self.nodes
+        interface_leaves, encapsulations, flag_text = self.interface_leaves, self.encapsulations, _FLAG_TEXT
+        wall, now = self.wall, self.now
+        out: list[str] = []
+        append = out.append
+        for b in bindings:
+            coa = b.care_of_address
+            source = b.source >> 16
+            name = b.mobile_node
+            node = nodes.get(name)
+            nai = f"<nai>{_esc(node.nai)}</nai>" if node is not None and node.nai else ""
+            encapsulation = encapsulations.get(b.encapsulation)
+            if encapsulation is None:
+                text = f"<encapsulation>{b.encapsulation}</encapsulation>"
+                encapsulation = encapsulations[b.encapsulation] = text
+            lifetime, registered = b.lifetime, b.registered
+            if lifetime == 0xFFFF:
+                remaining = 0xFFFF
+            else:
+                remaining = ceil(registered + lifetime - now)
+                remaining = 0 if remaining < 0 else (0xFFFF if remaining > 0xFFFF else remaining)
+            stamp = registered + wall
+            whole = int(stamp)
+            prefix = seconds.get(whole)
+            if prefix is None:
+                if len(seconds) > 4096:
+                    seconds.clear()
+                prefix = seconds[whole] = strftime("%Y-%m-%dT%H:%M:%S", gmtime(whole))
+            micro = int((stamp - whole) * 1_000_000)
+            append(
                 f'<binding xmlns="{NS}"><home-address>{ntoa(pack(b.home_address))}</home-address>'
-                f"<care-of-address>{ntoa(pack(b.care_of_address))}</care-of-address>"
-                f"<mobile-node>{name}</mobile-node>"
-                + (f"<nai>{nai}</nai>" if nai else "")
-                + f"<source-address>{ntoa(pack(b.source >> 16))}</source-address>"
-                f"<lifetime-granted>{b.lifetime}</lifetime-granted>"
+                f"<care-of-address>{addresses.get(coa) or address(coa)}</care-of-address>"
+                f"<mobile-node>{_esc(name)}</mobile-node>{nai}"
+                f"<source-address>{addresses.get(source) or address(source)}</source-address>"
+                f"<lifetime-granted>{lifetime}</lifetime-granted>"
                 f"<lifetime-remaining>{remaining}</lifetime-remaining>"
-                f"<registered-at>{self.stamp(b.registered + self.wall)}</registered-at>"
+                f"<registered-at>{prefix}{f'.{micro:06d}Z' if micro else 'Z'}</registered-at>"
                 f"<identification>{b.identification}</identification>"
-                f"<flags>{_FLAG_TEXT[b.flags & 0xFF]}</flags>"
-                f"<encapsulation>{b.encapsulation}</encapsulation>"
-                + (f"<tunnel-interface>{interface}</tunnel-interface>" if interface else "")
-                + "</binding>"
+                f"<flags>{flag_text[b.flags & 0xFF]}</flags>"
+                f"{encapsulation}{interface_leaves.get(coa, '')}</binding>"
             )
+        return "".join(out).encode()
+
+    def selected(self, b: Binding, leaves: frozenset[str]) -> str:
+        """One binding with its keys and the selected leaves only."""
+        name, nai = self.node(b.mobile_node)
         values = (
             ("mobile-node", name),
             ("nai", nai),
-            ("source-address", ntoa(pack(b.source >> 16))),
+            ("source-address", self.address(b.source >> 16)),
             ("lifetime-granted", b.lifetime),
-            ("lifetime-remaining", remaining),
+            ("lifetime-remaining", self.remaining(b)),
             ("registered-at", self.stamp(b.registered + self.wall)),
             ("identification", b.identification),
             ("flags", _FLAG_TEXT[b.flags & 0xFF]),
             ("encapsulation", b.encapsulation),
-            ("tunnel-interface", interface),
+            ("tunnel-interface", self.interfaces.get(b.care_of_address)),
         )
         body = "".join(
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves
         )
         return (
-            f'<binding xmlns="{NS}"><home-address>{ntoa(pack(b.home_address))}</home-address>'
-            f"<care-of-address>{ntoa(pack(b.care_of_address))}</care-of-address>{body}</binding>"
+            f'<binding xmlns="{NS}"><home-address>{self.address(b.home_address)}</home-address>'
+            f"<care-of-address>{self.address(b.care_of_address)}</care-of-address>{body}</binding>"
         )
 
 
@@ -420,31 +470,30 @@ class HomeAgentStateProvider:
         plan = raw_plan(request)
         fmt = _Formatter(engine, now, interfaces)
         leaves = (plan.leaves if plan is not None else None) or _KEEP_ALL
-        chunks = [
-            fmt.binding(b, leaves)
-            for b in self._raw_walk(engine, wanted.home_addresses)
-            if coas is None or b.care_of_address in coas
-        ]
-        self.last_bindings_built += len(chunks)
-        if plan is not None:  # exact for this filter: handed over as bytes, spliced by the server
+        pages = []
+        for batch in self._raw_pages(engine, wanted.home_addresses):
+            if coas is not None:
+                batch = [b for b in batch if b.care_of_address in coas]
+            if batch:
+                pages.append(fmt.page(batch, leaves))
+                self.last_bindings_built += len(batch)
+        if plan is not None:  # exact for this filter: handed over as pages of bytes, spliced by the server
             key = f"bindings-{id(parent)}"
-            request.raw[key] = "".join(chunks).encode()
+            request.raw[key] = pages
             parent.text = raw_placeholder(key)
-        elif chunks:  # the server filters these: it needs elements
-            parent.extend(etree.fromstring(f"<bindings>{''.join(chunks)}</bindings>"))
+        elif pages:  # the server filters these: it needs elements
+            parent.extend(etree.fromstring(b"<bindings>%s</bindings>" % b"".join(pages)))
 
     @staticmethod
-    def _raw_walk(engine: HomeAgent, homes: set[IPv4Address] | None) -> Iterable:
-        """The engine's binding objects in key order: all, or those of the given home addresses."""
+    def _raw_pages(engine: HomeAgent, homes: set[IPv4Address] | None) -> Iterable[list[Binding]]:
+        """The engine's binding objects in key order, in pages: all, or those of the given home addresses."""
         if homes is None:
-            yield from engine.walk_raw_bindings(_PAGE)
+            yield from engine.raw_binding_pages(_PAGE)
             return
         for home in sorted(homes):
             first = (int(home) << 32) - 1 if int(home) else None
-            for b in engine.raw_bindings_after(first, 16):  # at most 8 simultaneous bindings
-                if b.home_address != int(home):
-                    break
-                yield b
+            # at most 8 simultaneous bindings per home address
+            yield [b for b in engine.raw_bindings_after(first, 16) if b.home_address == int(home)]
 
     @staticmethod
     def _tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:

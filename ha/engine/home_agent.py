@@ -921,15 +921,22 @@ class HomeAgent:
         """
         return self._table.after(key, limit)
 
-    def walk_raw_bindings(self, page: int = 1024) -> Iterator[Binding]:
-        """Every binding object in key order, fetched by pages resumed by key (see above)."""
+    def raw_binding_pages(self, page: int = 1024) -> Iterator[list[Binding]]:
+        """Every binding object in key order, in pages each fetched after the previous page's last
+        key (see above): the table may change between pages."""
         after = None
         while True:
             batch = self._table.after(after, page)
-            yield from batch
+            if batch:
+                yield batch
             if len(batch) < page:
                 return
             after = (batch[-1].home_address << 32) | batch[-1].care_of_address
+
+    def walk_raw_bindings(self, page: int = 1024) -> Iterator[Binding]:
+        """Every binding object in key order (:meth:`raw_binding_pages`, flattened)."""
+        for batch in self.raw_binding_pages(page):
+            yield from batch
 
     @property
     def wall_offset(self) -> float:

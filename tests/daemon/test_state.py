@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from lxml import etree
 
+from ha.dataplane.base import TunnelCounters
 from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
 from ha.engine.home_agent import HomeAgent
 from mipha.journal import BindingRecord
 from mipha.state import HomeAgentStateProvider
 from server.operational import StateRequest
+from server.rawstate import RawSplices
 
 NS = "urn:mipha:yang:mipha-home-agent"
 N = 3000
@@ -72,11 +75,9 @@ def raw_request(**kw) -> StateRequest:
 
 
 def splice(top: etree._Element, request: StateRequest) -> etree._Element:
-    """What the server does with raw parts: replace each token by its bytes, parse back for checks."""
-    data = etree.tostring(top)
-    for key, raw in request.raw.items():
-        data = data.replace(f"@@mipha-raw:{key}@@".encode(), raw)
-    return etree.fromstring(data)
+    """What the server does with raw parts (server/rawstate.py), parsed back for checks."""
+    splices = RawSplices.claim([top], request.raw)
+    return etree.fromstring(b"".join(splices.splice(etree.tostring(top))))
 
 
 def test_full_walk_returns_every_binding_in_key_order() -> None:
@@ -149,19 +150,133 @@ def test_xpath_key_predicate_is_pushed_down() -> None:
     assert provider.last_bindings_built == 1
 
 
-def test_raw_bytes_equal_the_element_path() -> None:
-    vr = router()
-    # an XPath filter is never exact for the provider: it builds elements (the server filters them)
-    slow = HomeAgentStateProvider(lambda: [vr]).get_state(
-        StateRequest(xpath="/m:virtual-routers", nsmap=(("m", NS),))
-    )[0]
+@dataclass
+class TunnelRouter(FakeRouter):
+    interfaces: dict[IPv4Address, str | None]
+
+    def tunnels(self):
+        return [TunnelCounters(coa, name, 1) for coa, name in self.interfaces.items()]
+
+
+def varied_router() -> TunnelRouter:
+    """Bindings that differ in every way a leaf can: NAI or not (one needing escaping), flags,
+    infinite lifetime, fractional and whole registration times, GRE, two care-of addresses (one
+    with a tunnel interface), a care-of address per node past the writer's shared-text cache."""
+    sa = SecurityAssociation(256, bytes(16))
+    nodes = [
+        MobileNode(
+            f"mn{i}",
+            home_address=IPv4Address(BASE + i + 1),
+            nai=None if i % 3 else (f"user{i}&co@example.net" if i % 2 else f"user{i}@example.net"),
+            security_associations=[sa],
+        )
+        for i in range(N)
+    ]
+    config = VirtualRouterConfig(
+        "vr1", home_agent=HomeAgentConfig(IPv4Address("192.0.2.1")), mobile_nodes=nodes
+    )
+    engine = HomeAgent(config)
+    wallclock = 1_800_000_000.0
+    for i in range(N):
+        coa = (
+            "198.51.100.7"
+            if i % 5
+            else ("198.51.100.8" if i < N // 2 else str(IPv4Address(BASE + 2**20 + i)))
+        )
+        record = BindingRecord(
+            vr="vr1",
+            home_address=str(IPv4Address(BASE + i + 1)),
+            care_of_address=coa,
+            mobile_node=f"mn{i}",
+            source_address=coa,
+            source_port=434 + i % 7,
+            lifetime=0xFFFF if i % 11 == 0 else 600 + i % 13,
+            registered_at=wallclock - 30 - (0 if i % 4 == 0 else i * 0.000137),
+            identification=(0xE000_0000 << 32) + i,
+            flags=(i * 37) & 0xFF,
+            encapsulation="gre" if i % 6 == 0 else "ip-in-ip",
+        )
+        assert engine.restore_binding(record, now=100.0, wallclock=wallclock)
+    return TunnelRouter(
+        "vr1", engine, {IPv4Address("198.51.100.7"): "mip-c6336407", IPv4Address("198.51.100.8"): None}
+    )
+
+
+_LETTERS = (("S", 0x80), ("B", 0x40), ("D", 0x20), ("M", 0x10), ("G", 0x08), ("T", 0x02))
+
+
+def expected_leaves(info, interfaces) -> dict[str, str]:
+    """The YANG leaves of one binding computed from the engine's BindingInfo, independently of the
+    provider's writer (ipaddress, datetime, the RFC 5944 flag letters)."""
+    leaves = {
+        "home-address": str(info.home_address),
+        "care-of-address": str(info.care_of_address),
+        "mobile-node": info.mobile_node,
+        "nai": info.nai,
+        "source-address": str(info.source_address),
+        "lifetime-granted": str(info.lifetime_granted),
+        "lifetime-remaining": str(info.lifetime_remaining),
+        "identification": str(info.identification),
+        "flags": " ".join(letter for letter, bit in _LETTERS if int(info.flags) & bit),
+        "encapsulation": info.encapsulation,
+        "tunnel-interface": interfaces.get(info.care_of_address),
+    }
+    return {k: v for k, v in leaves.items() if v is not None}
+
+
+def test_raw_writer_matches_the_engine_leaf_by_leaf() -> None:
+    vr = varied_router()
     request = raw_request()
-    (fast,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+    (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
     assert request.raw, "no filter: bindings are written as raw bytes"
-    spliced = splice(fast, request)
-    a = [etree.tostring(b, method="c14n") for b in slow.iter(f"{{{NS}}}binding")]
-    b = [etree.tostring(b, method="c14n") for b in spliced.iter(f"{{{NS}}}binding")]
-    assert len(a) == N and a == b
+    written = list(splice(top, request).iter(f"{{{NS}}}binding"))
+    infos = vr.engine.bindings_after(None, N + 1, now=vr.now())
+    assert len(written) == len(infos) == N
+    for el, info in zip(written, infos, strict=True):
+        got = {etree.QName(c).localname: c.text or "" for c in el}
+        stamp = got.pop("registered-at")
+        assert got == expected_leaves(info, vr.interfaces)
+        assert list(got)[:2] == ["home-address", "care-of-address"], "keys first"
+        when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs(when.timestamp() - info.registered_at) < 1e-6 and stamp.endswith("Z")
+
+
+def test_every_writer_path_writes_the_same_binding() -> None:
+    """The template (no selection), the per-leaf writer (every leaf selected by name) and the element
+    path (an XPath filter: the server filters elements) agree byte for byte (canonical XML)."""
+    vr = varied_router()
+
+    def bindings(request: StateRequest) -> list[bytes]:
+        (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+        out = splice(top, request) if request.raw else top
+        return [etree.tostring(b, method="c14n") for b in out.iter(f"{{{NS}}}binding")]
+
+    every_leaf = "".join(
+        f"<{leaf}/>"
+        for leaf in (
+            "home-address",
+            "care-of-address",
+            "mobile-node",
+            "nai",
+            "source-address",
+            "lifetime-granted",
+            "lifetime-remaining",
+            "registered-at",
+            "identification",
+            "flags",
+            "encapsulation",
+            "tunnel-interface",
+        )
+    )
+    selected = bindings(
+        subtree(
+            f'<virtual-routers xmlns="{NS}"><virtual-router><home-agent><bindings><binding>{every_leaf}'
+            "</binding></bindings></home-agent></virtual-router></virtual-routers>"
+        )
+    )
+    template = bindings(raw_request())
+    elements = bindings(StateRequest(xpath="/m:virtual-routers", nsmap=(("m", NS),)))
+    assert len(template) == N and template == selected == elements
 
 
 def test_raw_honours_leaf_selection_and_key_match() -> None:
