@@ -138,8 +138,14 @@ class Framer:
     def frame_parts(self, parts: list[bytes]) -> list[bytes]:
         """Frame one outgoing message given as parts, without joining them: in 1.1 each non-empty
         part becomes one chunk (its header joined to it; parts are the size of a provider's page)."""
-        if not self.chunked:
-            return [*parts, EOM]
-        out = [b"\n#%d\n%s" % (len(part), part) for part in parts if part]
-        out.append(b"\n##\n")
+        out = [self.frame_chunk(part) for part in parts if part]
+        out.append(self.end_of_message())
         return out
+
+    def frame_chunk(self, part: bytes) -> bytes:
+        """One non-empty part of a message written piece by piece (1.1: one chunk)."""
+        return b"\n#%d\n%s" % (len(part), part) if self.chunked else part
+
+    def end_of_message(self) -> bytes:
+        """What ends a message written piece by piece."""
+        return b"\n##\n" if self.chunked else EOM

@@ -11,9 +11,14 @@ lxml tree that the server copies and filters again:
   only content is the text `raw_placeholder(key)` (`"@@mipha-raw:<key>@@"`), e.g.
   `<bindings>@@mipha-raw:b@@</bindings>`, and stores the children's serialised XML in
   `request.raw[key]` (UTF-8 bytes, each child element with its own `xmlns` declaration, e.g.
-  `<binding xmlns="urn:...">...</binding>`; b"" when there are none), either as one bytes object
-  or as a list of bytes parts that are written out one after the other, never joined (a provider
-  serialising page by page hands its pages over as they are);
+  `<binding xmlns="urn:...">...</binding>`; b"" when there are none), either as one bytes object,
+  or as a list of bytes parts written out one after the other, never joined, or as any other
+  iterable of bytes parts (a generator), which is consumed *while the reply is written*: the
+  server produces the first non-blank part at once (to know whether there is content), then
+  the rest part by part, each sent before the next is produced, with the event loop running in
+  between (the SSH window and the channel's write buffer pace it).  Such a generator must
+  tolerate the state changing between parts (walk by key, not with a live iterator), must
+  not raise, and keeps memory at a page instead of the whole list;
 - that content must already be exactly what the request's filter (subtree or XPath, both in the
   request) selects below the placeholder: the server neither looks inside it nor filters it again;
 - the server keeps the placeholder when the filter selects it or names anything below it (a
@@ -30,6 +35,7 @@ A placeholder is recognised only in what the provider returned and only for a ke
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,8 +45,9 @@ RAW_PREFIX = "@@mipha-raw:"
 RAW_SUFFIX = "@@"
 
 
-RawContent = bytes | list[bytes]
-"""What a provider stores in `StateRequest.raw`: one bytes object, or parts written in order."""
+RawContent = bytes | Iterable[bytes]
+"""What a provider stores in `StateRequest.raw`: one bytes object, a list of parts written in order,
+or a generator of parts produced while the reply is written."""
 
 
 def raw_placeholder(key: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -34,12 +34,16 @@ from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
 if TYPE_CHECKING:
     from server.protocol import NetconfSession
 
-#: what a handler answers: an element, serialised bytes, bytes parts written in order, or None (<ok/>)
-Reply = "etree._Element | bytes | list[bytes] | None"
+#: a reply body in parts written one after the other: a list, or a generator producing them while
+#: the reply is written (NetconfSession streams it)
+Parts = list[bytes] | Iterator[bytes]
+#: what a handler answers: an element, serialised bytes, Parts, or None (<ok/>)
+Reply = "etree._Element | bytes | Parts | None"
 #: a plain function, or a coroutine function / function returning an awaitable of the same
 Handler = Callable[
-    ["NetconfSession", etree._Element], "etree._Element | bytes | list[bytes] | Awaitable[Reply] | None"
+    ["NetconfSession", etree._Element], "etree._Element | bytes | Parts | Awaitable[Reply] | None"
 ]
+_NC_DATA = b'<data xmlns="%s">' % NC_NS.encode()
 _NMDA_DATA = b'<data xmlns="%s">' % NMDA_NS.encode()
 TEST_OPTIONS = frozenset({"test-then-set", "set", "test-only"})
 
@@ -133,7 +137,7 @@ def read_pipeline(
     config_only: bool = False,
     max_depth: int | None = None,
     raw: RawSplices = NO_SPLICES,
-) -> list[bytes]:
+) -> Parts:
     """NACM prune → with-defaults → filter → depth limit → serialise (raw state spliced in).
     `owned`: data may be mutated (and taken apart by the filter).  The reply body comes back as
     parts written one after the other (raw state is never copied into one byte string)."""
@@ -191,12 +195,12 @@ def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Fore
     return data
 
 
-def op_get_config(sess: NetconfSession, op: etree._Element) -> list[bytes]:
+def op_get_config(sess: NetconfSession, op: etree._Element) -> Parts:
     src = _datastore_ref(op, "source")
     return read_pipeline(sess, sess.core.ds.get(src), _child(op, "filter"), _wd_mode(op), config_only=True)
 
 
-def op_get(sess: NetconfSession, op: etree._Element) -> list[bytes]:
+def op_get(sess: NetconfSession, op: etree._Element) -> Parts:
     filter_el = _child(op, "filter")
     wd = _wd_mode(op)
     data, owned, raw = _operational(sess, filter_el, wd)
@@ -562,7 +566,7 @@ def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
-def op_get_data(sess: NetconfSession, op: etree._Element) -> list[bytes]:
+def op_get_data(sess: NetconfSession, op: etree._Element) -> Parts:
     """RFC 8526 <get-data> on ds:running / ds:candidate / ds:startup / ds:operational."""
     ds_text = _text(op, "datastore", NMDA_NS)
     if ds_text is None:
@@ -620,9 +624,20 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> list[bytes]:
         max_depth=max_depth,
         raw=raw,
     )
-    # the <data> start tag is at the head of the first part
-    body[0] = body[0].replace(b'<data xmlns="%s">' % NC_NS.encode(), _NMDA_DATA, 1)
-    return body
+    if isinstance(body, list):
+        body[0] = _nmda_data(body[0])
+        return body
+    return _first_part(body, _nmda_data)
+
+
+def _nmda_data(first: bytes) -> bytes:
+    """get-data's <data> is ietf-netconf-nmda's: its start tag heads the first part."""
+    return first.replace(_NC_DATA, _NMDA_DATA, 1)
+
+
+def _first_part(parts: Iterator[bytes], change: Callable[[bytes], bytes]) -> Iterator[bytes]:
+    yield change(next(parts, b""))
+    yield from parts
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {

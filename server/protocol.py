@@ -9,6 +9,12 @@ answered inline inside `data_received` (the small get-config round trip costs no
 returns an awaitable (configuration changes, async YANG rpcs) is finished by a task, and the
 messages that arrive meanwhile wait in `_backlog` until it is done. When the session ends, that
 task is cancelled (RFC 6241 §7.9: its operation is stopped) and the backlog is dropped.
+
+A reply whose body is a generator of parts (a <get> of every binding) is streamed by a task the
+same way: each part is framed and written, then the event loop runs (and `drain`, from the
+transport, waits while the channel's buffer is full) before the next part is produced, so that
+producing the reply overlaps with sending it and memory stays at a few parts.  Notifications
+due meanwhile are held and follow the reply: messages never interleave.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
+import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -33,6 +40,7 @@ from server.xmlparse import parse_message
 if TYPE_CHECKING:
     from server.core import NetconfCore
     from server.notifications import Subscription
+    from server.operations import Parts
 
 log = logging.getLogger(__name__)
 _RPC = f"{{{NC_NS}}}rpc"
@@ -52,12 +60,14 @@ class NetconfSession:
         source_host: str | None,
         write: Callable[[bytes | list[bytes]], None],
         close: Callable[[], None],
+        drain: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.core = core
         self.principal = principal
         self.source_host = source_host
         self._write = write
         self._close = close
+        self._drain = drain
         # until the client's <hello> arrives, accept at most HELLO_LIMIT bytes (no 64 MB pre-hello buffer)
         self.framer = Framer(min(HELLO_LIMIT, core.max_message_size))
         self.id = core.new_session_id()
@@ -69,6 +79,7 @@ class NetconfSession:
         self.closed = False
         self._busy: asyncio.Task | None = None  # the task finishing the current RPC, if any
         self._backlog: deque[bytes] = deque()  # RPCs received while it runs, in order
+        self._held: list[bytes | list[bytes]] | None = None  # messages due while a reply streams
 
     # -- transport events ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,7 +134,14 @@ class NetconfSession:
         if not self.closed:
             self.counters.out_notifications += 1
             self.core.stats.totals.out_notifications += 1
-            self._write(self.framer.frame(payload))
+            self._send(self.framer.frame(payload))
+
+    def _send(self, message: bytes | list[bytes]) -> None:
+        """Write one whole framed message, or hold it while a streamed reply is being written."""
+        if self._held is not None:
+            self._held.append(message)
+        else:
+            self._write(message)
 
     # -- hello ---------------------------------------------------------------------------------------
     def _handle_hello(self, msg: bytes) -> None:
@@ -245,18 +263,54 @@ class NetconfSession:
         while self._backlog and not self.closed and self._busy is None:
             self._handle_rpc(self._backlog.popleft())
 
-    def _send_result(self, root: etree._Element, result: etree._Element | bytes | list[bytes] | None) -> None:
+    def _send_result(self, root: etree._Element, result: etree._Element | bytes | Parts | None) -> None:
         if self.closed:
             return  # killed or lost while the RPC ran: nobody to answer
         if result is None:
             body: bytes | list[bytes] = _OK
         elif isinstance(result, bytes | list):
             body = result
-        else:
+        elif isinstance(result, etree._Element):
             body = etree.tostring(result)
+        else:  # parts produced while they are written
+            self._held = []
+            self._busy = self.core.event_loop().create_task(
+                self._stream_reply(root, result), name=f"netconf session {self.id} reply"
+            )
+            return
         self._send_reply(root, body)
         if self.close_after_reply:
             self.terminate("closed")
+
+    async def _stream_reply(self, rpc: etree._Element, parts: Iterator[bytes]) -> None:
+        """Write a reply part by part as `parts` produces them (see the module docstring)."""
+        head, tail = reply_envelope(rpc)
+        framer = self.framer
+        try:
+            for part in itertools.chain((head,), parts, (tail,)):
+                if part:
+                    self._write(framer.frame_chunk(part))
+                    await asyncio.sleep(0)  # window adjustments come in, other sessions run
+                    if self._drain is not None:
+                        await self._drain()
+                if self.closed:
+                    return
+            self._write(framer.end_of_message())
+        except Exception:
+            log.exception("session %d: a reply failed half written; closing the session", self.id)
+            self.terminate("other")
+            return
+        finally:  # ended early (session gone, cancelled): the producer stops now, not at collection
+            close = getattr(parts, "close", None)
+            if close is not None:
+                close()
+        held, self._held = self._held or [], None
+        for message in held:
+            self._write(message)
+        if self.close_after_reply:
+            self.terminate("closed")
+            return
+        self._resume()
 
     def _send_failure(self, root: etree._Element, op: etree._Element, exc: BaseException) -> None:
         if self.closed:
@@ -272,10 +326,10 @@ class NetconfSession:
 
     def _send_reply(self, rpc: etree._Element | None, body: bytes | list[bytes]) -> None:
         if isinstance(body, bytes):
-            self._write(self.framer.frame(reply_bytes(rpc, body)))
+            self._send(self.framer.frame(reply_bytes(rpc, body)))
         else:  # a large reply: framed and written part by part, never joined into one byte string
             head, tail = reply_envelope(rpc)
-            self._write(self.framer.frame_parts([head, *body, tail]))
+            self._send(self.framer.frame_parts([head, *body, tail]))
 
     def _send_error_reply(self, rpc: etree._Element | None, err: RpcError) -> None:
         errs = err.all()

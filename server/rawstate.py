@@ -4,18 +4,39 @@ Each placeholder a provider returned is renamed to a token carrying a per-reques
 that configuration text (which a client controls) can never be mistaken for one, and so that the
 serialised reply holds each token exactly once at the placeholder's position.  The reply is then cut
 at the tokens into parts (the raw contents are never copied into one large byte string: a 50 MB
-list of bindings goes out as the provider's own pages, see ``Framer.frame_parts``).
+list of bindings goes out as the provider's own pages); a provider's generator is consumed only
+as the reply is written (NetconfSession streams it).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
 
 from lxml import etree
 
 from server.operational import RAW_PREFIX, RAW_SUFFIX, RawContent
 
 _FIND = etree.XPath(f"descendant-or-self::*[starts-with(text(), '{RAW_PREFIX}')]")
+
+
+class _Lazy:
+    """Raw parts produced on demand (a provider's generator): the first non-blank part is produced
+    at once, so that whether there is any content is known exactly before the reply is shaped."""
+
+    __slots__ = ("head", "rest")
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self.head: list[bytes] = []
+        for part in parts:
+            self.head.append(part)
+            if part and not part.isspace():
+                break
+        self.rest = parts
+
+
+def _has_content(parts: Iterable[bytes]) -> bool:
+    return any(part and not part.isspace() for part in parts)
 
 
 class RawSplices:
@@ -25,7 +46,7 @@ class RawSplices:
 
     def __init__(self) -> None:
         self._prefix = f"{RAW_PREFIX}{secrets.token_hex(8)}."
-        self._bytes: dict[str, list[bytes]] = {}
+        self._bytes: dict[str, list[bytes] | _Lazy] = {}
 
     @classmethod
     def claim(cls, roots: list[etree._Element], raw: dict[str, RawContent]) -> RawSplices:
@@ -42,7 +63,12 @@ class RawSplices:
                 if data is None:
                     continue
                 token = f"{out._prefix}{len(out._bytes)}{RAW_SUFFIX}"
-                out._bytes[token] = [data] if isinstance(data, bytes) else list(data)
+                if isinstance(data, bytes):
+                    out._bytes[token] = [data]
+                elif isinstance(data, list | tuple):
+                    out._bytes[token] = list(data)
+                else:
+                    out._bytes[token] = _Lazy(iter(data))
                 el.text = token
         return out
 
@@ -60,26 +86,43 @@ class RawSplices:
         return [el for el in _FIND(root) if self.is_placeholder(el)]
 
     def has_content(self, el: etree._Element) -> bool:
-        return any(part and not part.isspace() for part in self._bytes[el.text])
+        parts = self._bytes[el.text]
+        return _has_content(parts.head if isinstance(parts, _Lazy) else parts)
 
     def drop_content(self, el: etree._Element) -> None:
         """max-depth cut below the placeholder: it stays, empty."""
         self._bytes[el.text] = []
 
-    def splice(self, body: bytes) -> list[bytes]:
+    def splice(self, body: bytes) -> list[bytes] | Iterator[bytes]:
         """`body` cut at each token (present once, if its placeholder survived), the token's raw parts
-        in its place: the reply as parts to be written one after the other."""
+        in its place: the reply as parts to be written one after the other.  A list when every part
+        exists; a generator when a provider's parts are produced as they are written."""
         found = sorted((at, token) for token in self._bytes if (at := body.find(token.encode())) >= 0)
         if not found:
             return [body]
-        parts: list[bytes] = []
+        segments: list[bytes | _Lazy] = []
         start = 0
         for at, token in found:
-            parts.append(body[start:at])
-            parts.extend(self._bytes[token])
+            segments.append(body[start:at])
+            content = self._bytes[token]
+            if isinstance(content, _Lazy):
+                segments.append(content)
+            else:
+                segments.extend(content)
             start = at + len(token)
-        parts.append(body[start:])
-        return [part for part in parts if part]
+        segments.append(body[start:])
+        if any(isinstance(segment, _Lazy) for segment in segments):
+            return _produce(segments)
+        return [segment for segment in segments if segment]
+
+
+def _produce(segments: list[bytes | _Lazy]) -> Iterator[bytes]:
+    for segment in segments:
+        if isinstance(segment, _Lazy):
+            yield from segment.head
+            yield from segment.rest
+        elif segment:
+            yield segment
 
 
 NO_SPLICES = RawSplices()

@@ -20,6 +20,10 @@ from server.protocol import NetconfSession
 
 log = logging.getLogger(__name__)
 MAX_UNSENT = 256 * 1024 * 1024  # bytes queued for one channel before the session is dropped
+#: A streamed reply (server/protocol.py) waits for the channel's buffer to fall under LOW once it
+#: holds more than HIGH: a few parts in flight beside the SSH window, never the whole reply.
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
@@ -46,6 +50,8 @@ class _ChannelSession(asyncssh.SSHServerSession):
         self._chan: asyncssh.SSHServerChannel | None = None
         self._nc: NetconfSession | None = None
         self._subsystem = False
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
         self._chan = chan
@@ -66,8 +72,20 @@ class _ChannelSession(asyncssh.SSHServerSession):
     def session_started(self) -> None:
         chan = self._chan
         assert chan is not None
-        self._nc = NetconfSession(self._core, self._principal, self._peer, self._write, self._close)
+        chan.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self._nc = NetconfSession(
+            self._core, self._principal, self._peer, self._write, self._close, drain=self._drain
+        )
         self._nc.start()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def _drain(self) -> None:
+        await self._writable.wait()
 
     def _write(self, data: bytes | list[bytes]) -> None:
         """Write one message (bytes, or parts written in order) without ever raising into the caller
@@ -113,6 +131,7 @@ class _ChannelSession(asyncssh.SSHServerSession):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._chan = None
+        self._writable.set()  # nothing waits for a channel that is gone
         if self._nc is not None:
             self._nc.connection_lost()
 

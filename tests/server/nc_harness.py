@@ -197,3 +197,10 @@ def mn(name: str, addr: str, spi: int | None = None) -> str:
 
 
 HA = "<router-id>10.0.0.1</router-id><home-agent><address>10.0.0.1</address></home-agent>"
+
+
+def idle(h: Harness) -> bool:
+    """No task left on the loop (sessions' RPC tasks, rollbacks) and the transaction lock free."""
+    me = asyncio.current_task(h.loop)  # run_until's own waiter, when called from it
+    pending = [t for t in asyncio.all_tasks(h.loop) if not t.done() and t is not me]
+    return not pending and not h.core.txn_lock.locked()

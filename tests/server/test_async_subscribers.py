@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from lxml import etree
-from nc_harness import HA, NS, Harness, edit, errors, mn, vr
+from nc_harness import HA, NS, Harness, edit, errors, idle, mn, vr
 
 from server.errors import RpcError
 from server.subscribers import Transaction
@@ -59,13 +59,6 @@ def names(data: etree._Element) -> list[str]:
 
 def phases(log: list) -> list[tuple[str, str]]:
     return [(n, p) for n, p, _ in log]
-
-
-def idle(h: Harness) -> bool:
-    """No task left on the loop (sessions' RPC tasks, rollbacks) and the transaction lock free."""
-    me = asyncio.current_task(h.loop)  # run_until's own waiter, when called from it
-    pending = [t for t in asyncio.all_tasks(h.loop) if not t.done() and t is not me]
-    return not pending and not h.core.txn_lock.locked()
 
 
 def test_async_refusal_in_prepare_is_the_rpc_error_and_running_is_unchanged():

@@ -1,0 +1,184 @@
+"""Replies streamed while they are produced: a provider's generator of raw parts (a <get> of every
+binding) is written part by part, overlapping production with sending, paced by the channel, with
+notifications and later replies held until the reply is whole (server/protocol.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from lxml import etree
+from nc_harness import NS, Harness, idle
+from nc_rawclient import RawClient
+from nc_server import ADMIN, ServerThread, make_config
+
+from server.operational import StateRequest, raw_placeholder
+from server.tree import Forest
+
+M = NS["m"]
+NOTIF = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+GET_ALL = (
+    f'<get><filter type="subtree"><virtual-routers xmlns="{M}"><virtual-router><home-agent><bindings/>'
+    "</home-agent></virtual-router></virtual-routers></filter></get>"
+)
+GET_RUNNING = "<get-config><source><running/></source></get-config>"
+
+
+def page(index: int, per_page: int) -> bytes:
+    return b"".join(
+        b'<binding xmlns="%s"><home-address>10.%d.%d.%d</home-address><care-of-address>192.0.2.1'
+        b"</care-of-address><lifetime-granted>600</lifetime-granted></binding>"
+        % (M.encode(), index >> 8, index & 255, n)
+        for n in range(per_page)
+    )
+
+
+class StreamingProvider:
+    """Bindings as a generator of pages; records how far production got and whether it was closed."""
+
+    roots = frozenset({(M, "virtual-routers")})
+
+    def __init__(self, pages: int, per_page: int = 10, on_page=None) -> None:
+        self.pages, self.per_page, self.on_page = pages, per_page, on_page
+        self.produced = 0
+        self.closed = False
+
+    def get_state(self, request: StateRequest) -> list[etree._Element]:
+        request.raw["b"] = self._produce()
+        return [
+            etree.fromstring(
+                f'<virtual-routers xmlns="{M}"><virtual-router><name>default</name><home-agent><bindings>'
+                f"{raw_placeholder('b')}</bindings></home-agent></virtual-router></virtual-routers>"
+            )
+        ]
+
+    def _produce(self):
+        try:
+            for i in range(self.pages):
+                if self.on_page is not None:
+                    self.on_page(i)
+                self.produced += 1
+                yield page(i, self.per_page)
+        finally:
+            self.closed = True
+
+
+def running() -> Forest:
+    return Forest(
+        [
+            etree.fromstring(
+                f'<virtual-routers xmlns="{M}"><virtual-router><name>default</name>'
+                "<router-id>10.0.0.1</router-id></virtual-router></virtual-routers>"
+            )
+        ]
+    )
+
+
+def harness(provider: StreamingProvider) -> Harness:
+    h = Harness(providers=[provider])
+    h.core.ds.running = running()
+    return h
+
+
+def homes(reply: etree._Element) -> list[str]:
+    return [b.findtext(f"{{{M}}}home-address") for b in reply.iter(f"{{{M}}}binding")]
+
+
+def test_reply_is_written_while_produced_and_nothing_interleaves_with_it():
+    seen_mid_message: list[bool] = []
+    h: Harness
+
+    def on_page(i: int) -> None:
+        if i == 20:
+            # pages 0..19 are already on the wire, the reply is not whole yet
+            seen_mid_message.append(a.out.mid_message and not a.inbox)
+            event = etree.Element(f"{{{M}}}binding-created")
+            etree.SubElement(event, f"{{{M}}}virtual-router").text = "default"
+            h.core.publish(event)
+
+    provider = StreamingProvider(pages=50, on_page=on_page)
+    h = harness(provider)
+    try:
+        a = h.client()
+        a.ok(f"<create-subscription xmlns='{NOTIF}'/>")
+        a.send_rpc(GET_ALL)
+        a.send_rpc(GET_RUNNING)  # arrives while the reply streams: answered after it
+        first, second, third = a.reply(), a.reply(), a.reply()
+        assert seen_mid_message == [True]
+        assert first.get("message-id") == "2" and len(homes(first)) == 50 * 10
+        assert homes(first)[:2] == ["10.0.0.0", "10.0.0.1"] and homes(first)[-1] == "10.0.49.9"
+        assert etree.QName(second).localname == "notification"
+        assert second.find(f"{{{M}}}binding-created") is not None
+        assert third.get("message-id") == "3" and third.find("nc:data", NS) is not None
+        assert provider.produced == 50 and provider.closed and idle(h)
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("how", ["connection lost", "kill-session"])
+def test_session_gone_mid_stream_stops_production(how):
+    provider = StreamingProvider(pages=10_000)
+    h = harness(provider)
+    try:
+        victim, other = h.client(), h.client()
+        victim.send_rpc(GET_ALL)
+        victim.send_rpc(GET_RUNNING)  # queued behind the stream: dropped with the session
+        h.run_until(lambda: provider.produced >= 5)
+        if how == "kill-session":
+            other.ok(f"<kill-session><session-id>{victim.sess.id}</session-id></kill-session>")
+        else:
+            victim.sess.connection_lost()
+        h.run_until(lambda: idle(h))
+        assert victim.closed and provider.closed and provider.produced < 10_000
+        assert victim.sess._busy is None and not victim.sess._backlog
+        assert other.data(GET_RUNNING).find(f"{{{M}}}virtual-routers") is not None
+    finally:
+        h.close()
+
+
+def test_provider_failing_mid_stream_closes_only_that_session(caplog):
+    def on_page(i: int) -> None:
+        if i == 7:
+            raise RuntimeError("provider bug")
+
+    h = harness(StreamingProvider(pages=50, on_page=on_page))
+    try:
+        victim, other = h.client(), h.client()
+        victim.send_rpc(GET_ALL)
+        with caplog.at_level(logging.ERROR, logger="server.protocol"):
+            h.run_until(lambda: victim.closed)
+        assert not victim.inbox  # no half reply was ever parsed as a message
+        assert "failed half written" in caplog.text
+        assert other.data(GET_RUNNING).find(f"{{{M}}}virtual-routers") is not None
+        assert idle(h)
+    finally:
+        h.close()
+
+
+def test_over_ssh_production_waits_for_a_client_that_does_not_read(
+    tmp_path, host_key_path, password_hashes, client_key
+):
+    """100 pages of ~0.5 MB: while the client reads nothing, the server produces only what the SSH
+    window and the channel's write buffer hold (a few MB), then the whole reply arrives intact."""
+    provider = StreamingProvider(pages=100, per_page=3000)
+    size = len(page(0, 3000))
+    srv = ServerThread(
+        make_config(tmp_path / "state", host_key_path, password_hashes, client_key[1]), providers=[provider]
+    )
+    try:
+        srv.call(lambda: setattr(srv.handle.core.ds, "running", running()))
+        c = RawClient(srv.port, *ADMIN)
+        try:
+            c.send(
+                f'<rpc xmlns="urn:ietf:params:xml:ns:netconf:base:1.0" message-id="1">{GET_ALL}</rpc>'.encode()
+            )
+            time.sleep(1.0)
+            held = srv.call(lambda: provider.produced)
+            assert 2 <= held <= 30, f"{held} pages of {size} bytes produced for a client that reads nothing"
+            reply = etree.fromstring(c.recv())
+            assert provider.produced == 100 and len(homes(reply)) == 100 * 3000
+        finally:
+            c.close()
+    finally:
+        srv.stop()
