@@ -5,8 +5,10 @@ reply needs it and hands over the request's filter.  What the filter names narro
 subtree filter (or XPath predicate) naming one virtual router and one home address costs one binding
 lookup, not a walk of a million bindings; a filter that selects only ``statistics`` never touches the
 binding table.  The server applies the filter again on what is returned, so push-down only needs to
-return a superset.  Bindings are walked in key order in pages (``bindings_after``), never with a live
-iterator.
+return a superset.  Bindings are walked in key order in pages, each fetched after the previous page's
+last key, never with a live iterator: a ``<get>`` of the whole table hands the server a generator of
+pages that is consumed while the reply is written (server/operational.py), so registrations go on
+between pages and memory holds a page, not 50 MB.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -324,9 +326,11 @@ class _Formatter:
         return _esc(name), (_esc(nai) if nai else None)
 
     def remaining(self, b: Binding) -> int:
+        """Whole seconds left at the request's time; at most the lifetime granted (a streamed reply
+        may meet a binding renewed after the request arrived)."""
         if b.lifetime == 0xFFFF:
             return 0xFFFF
-        return max(0, min(0xFFFF, math.ceil(b.registered + b.lifetime - self.now)))
+        return max(0, min(b.lifetime, math.ceil(b.registered + b.lifetime - self.now)))
 
     def page(self, bindings: Iterable[Binding], leaves: frozenset[str]) -> bytes:
         """One page of ``<binding>`` elements as UTF-8.  Every leaf selected (the common case) is
@@ -344,7 +348,9 @@ class _Formatter:
             source = b.source >> 16
             name = b.mobile_node
             node = nodes.get(name)
-            nai = f"<nai>{_esc(node.nai)}</nai>" if node is not None and node.nai else ""
+            nai = f"<nai>{escape(node.nai)}</nai>" if node is not None and node.nai else ""
+            if "&" in name or "<" in name or ">" in name:
+                name = escape(name)
             encapsulation = encapsulations.get(b.encapsulation)
             if encapsulation is None:
                 text = f"<encapsulation>{b.encapsulation}</encapsulation>"
@@ -354,7 +360,7 @@ class _Formatter:
                 remaining = 0xFFFF
             else:
                 remaining = ceil(registered + lifetime - now)
-                remaining = 0 if remaining < 0 else (0xFFFF if remaining > 0xFFFF else remaining)
+                remaining = 0 if remaining < 0 else (lifetime if remaining > lifetime else remaining)
             stamp = registered + wall
             whole = int(stamp)
             prefix = seconds.get(whole)
@@ -366,7 +372,7 @@ class _Formatter:
             append(
                 f'<binding xmlns="{NS}"><home-address>{ntoa(pack(b.home_address))}</home-address>'
                 f"<care-of-address>{addresses.get(coa) or address(coa)}</care-of-address>"
-                f"<mobile-node>{_esc(name)}</mobile-node>{nai}"
+                f"<mobile-node>{name}</mobile-node>{nai}"
                 f"<source-address>{addresses.get(source) or address(source)}</source-address>"
                 f"<lifetime-granted>{lifetime}</lifetime-granted>"
                 f"<lifetime-remaining>{remaining}</lifetime-remaining>"
@@ -470,19 +476,26 @@ class HomeAgentStateProvider:
         plan = raw_plan(request)
         fmt = _Formatter(engine, now, interfaces)
         leaves = (plan.leaves if plan is not None else None) or _KEEP_ALL
-        pages = []
-        for batch in self._raw_pages(engine, wanted.home_addresses):
-            if coas is not None:
-                batch = [b for b in batch if b.care_of_address in coas]
-            if batch:
-                pages.append(fmt.page(batch, leaves))
-                self.last_bindings_built += len(batch)
-        if plan is not None:  # exact for this filter: handed over as pages of bytes, spliced by the server
-            key = f"bindings-{id(parent)}"
-            request.raw[key] = pages
-            parent.text = raw_placeholder(key)
-        elif pages:  # the server filters these: it needs elements
-            parent.extend(etree.fromstring(b"<bindings>%s</bindings>" % b"".join(pages)))
+        batches = self._raw_pages(engine, wanted.home_addresses)
+
+        def written() -> Iterator[bytes]:
+            for batch in batches:
+                if coas is not None:
+                    batch = [b for b in batch if b.care_of_address in coas]
+                if batch:
+                    self.last_bindings_built += len(batch)
+                    yield fmt.page(batch, leaves)
+
+        if plan is None:  # the server filters these: it needs elements
+            data = b"".join(written())
+            if data:
+                parent.extend(etree.fromstring(b"<bindings>%s</bindings>" % data))
+            return
+        # exact for this filter: handed over as raw pages, spliced by the server; a walk of the
+        # whole table is written while the reply goes out (a page, then the page's bytes on the wire)
+        key = f"bindings-{id(parent)}"
+        request.raw[key] = written() if wanted.home_addresses is None else list(written())
+        parent.text = raw_placeholder(key)
 
     @staticmethod
     def _raw_pages(engine: HomeAgent, homes: set[IPv4Address] | None) -> Iterable[list[Binding]]:

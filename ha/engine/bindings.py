@@ -169,8 +169,7 @@ class BindingTable:
         """Up to ``limit`` bindings whose key is strictly greater than ``key`` (None = from the start)."""
         keys = self._keys
         start = 0 if key is None else keys.bisect_right(key)
-        by_key = self._by_key
-        return [by_key[k] for k in keys.islice(start, start + limit)]
+        return list(map(self._by_key.__getitem__, keys[start : start + limit]))
 
     def add(self, binding: Binding) -> None:
         """Insert ``binding`` (a binding with the same key is replaced) and schedule its expiry."""

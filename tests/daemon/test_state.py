@@ -305,3 +305,26 @@ def test_non_key_content_match_falls_back_to_elements() -> None:
     )
     (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
     assert request.raw == {} and len(list(top.iter(f"{{{NS}}}binding"))) == N  # the server filters these
+
+
+def test_a_streamed_walk_survives_changes_between_pages() -> None:
+    """The bindings of a whole-table <get> are written while the reply goes out, with registrations
+    running between pages: every page resumes after the previous page's last key, so the result
+    stays in key order without duplicates and holds nothing removed ahead of the walk."""
+    vr = router()
+    request = raw_request()
+    provider = HomeAgentStateProvider(lambda: [vr])
+    (top,) = provider.get_state(request)
+    (pages,) = request.raw.values()
+    first = next(pages)  # one page written, the rest not produced yet
+    assert provider.last_bindings_built == first.count(b"<binding ") < N
+    engine = vr.engine
+    gone = [IPv4Address(BASE + N - 10 + i) for i in range(5)]  # ahead of the walk
+    for home in gone:
+        assert engine.clear_bindings(home_address=home) == 1
+    assert engine.clear_bindings(home_address=IPv4Address(BASE + 1)) == 1  # behind it: already written
+    rest = b"".join(pages)
+    written = etree.fromstring(b'<bindings xmlns="%s">%s%s</bindings>' % (NS.encode(), first, rest))
+    homes = [IPv4Address(b.findtext(f"{{{NS}}}home-address")) for b in written]
+    assert homes == sorted(set(homes)) and len(homes) == N - len(gone)
+    assert not set(gone) & set(homes) and IPv4Address(BASE + 1) in homes
