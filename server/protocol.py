@@ -80,6 +80,7 @@ class NetconfSession:
         self._busy: asyncio.Task | None = None  # the task finishing the current RPC, if any
         self._backlog: deque[bytes] = deque()  # RPCs received while it runs, in order
         self._held: list[bytes | list[bytes]] | None = None  # messages due while a reply streams
+        self._eof = False  # the client sent EOF: end the session once the pending RPCs are answered
 
     # -- transport events ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +109,18 @@ class NetconfSession:
                 self._backlog.append(msg)
             else:
                 self._handle_rpc(msg)
+
+    def eof_received(self) -> bool:
+        """The client will send nothing more (SSH EOF; `ssh -s netconf < rpcs.xml` does this right
+        after its last RPC). RPCs already received are still answered, then the session ends.
+        True while replies are pending (the transport keeps its sending half open)."""
+        if self._busy is None and not self._backlog:
+            self.connection_lost()
+            return False
+        if self.framer.mid_message:
+            log.info("session %d: peer sent EOF mid-message", self.id)
+        self._eof = True
+        return True
 
     def connection_lost(self) -> None:
         """The transport went away (possibly mid-message): drop buffers and clean up once."""
@@ -262,6 +275,8 @@ class NetconfSession:
             self._busy = None
         while self._backlog and not self.closed and self._busy is None:
             self._handle_rpc(self._backlog.popleft())
+        if self._eof and self._busy is None and not self._backlog:
+            self.terminate("dropped")
 
     def _send_result(self, root: etree._Element, result: etree._Element | bytes | Parts | None) -> None:
         if self.closed:

@@ -125,9 +125,8 @@ class _ChannelSession(asyncssh.SSHServerSession):
                 self._nc.terminate("other")
 
     def eof_received(self) -> bool:
-        if self._nc is not None:
-            self._nc.connection_lost()
-        return False
+        """True keeps our half of the channel open: RPCs received before the EOF are still answered."""
+        return self._nc.eof_received() if self._nc is not None else False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._chan = None
