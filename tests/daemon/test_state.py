@@ -314,7 +314,7 @@ def test_a_streamed_walk_survives_changes_between_pages() -> None:
     vr = router()
     request = raw_request()
     provider = HomeAgentStateProvider(lambda: [vr])
-    (top,) = provider.get_state(request)
+    (_top,) = provider.get_state(request)
     (pages,) = request.raw.values()
     first = next(pages)  # one page written, the rest not produced yet
     assert provider.last_bindings_built == first.count(b"<binding ") < N

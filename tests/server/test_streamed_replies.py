@@ -5,13 +5,16 @@ notifications and later replies held until the reply is whole (server/protocol.p
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
 from lxml import etree
 from nc_harness import NS, Harness, idle
 from nc_rawclient import RawClient
-from nc_server import ADMIN, ServerThread, make_config
+from nc_server import ADMIN, ServerThread, connect, make_config
 
 from server.operational import StateRequest, raw_placeholder
 from server.tree import Forest
@@ -156,6 +159,25 @@ def test_provider_failing_mid_stream_closes_only_that_session(caplog):
         h.close()
 
 
+def test_eof_after_rpcs_answers_them_then_ends_the_session():
+    """SSH EOF right behind the last RPC (a piped script): what was received is still answered, in
+    order, then the session ends; an idle session ends at once."""
+    h = harness(StreamingProvider(pages=20))
+    try:
+        a = h.client()
+        a.send_rpc(GET_ALL)
+        a.send_rpc(GET_RUNNING)
+        assert a.sess.eof_received() is True  # replies pending: our half of the channel stays open
+        first, second = a.reply(), a.reply()
+        assert len(homes(first)) == 200 and second.find("nc:data", NS) is not None
+        h.run_until(lambda: a.closed)
+        b = h.client()
+        assert b.sess.eof_received() is False and b.closed
+        assert idle(h)
+    finally:
+        h.close()
+
+
 def test_over_ssh_production_waits_for_a_client_that_does_not_read(
     tmp_path, host_key_path, password_hashes, client_key
 ):
@@ -182,3 +204,70 @@ def test_over_ssh_production_waits_for_a_client_that_does_not_read(
             c.close()
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def streaming(tmp_path, host_key_path, password_hashes, client_key):
+    provider = StreamingProvider(pages=40, per_page=500)
+    srv = ServerThread(
+        make_config(tmp_path / "state", host_key_path, password_hashes, client_key[1]), providers=[provider]
+    )
+    srv.call(lambda: setattr(srv.handle.core.ds, "running", running()))
+    yield srv
+    srv.stop()
+
+
+SUBTREE = GET_ALL.split('<filter type="subtree">', 1)[1].split("</filter>", 1)[0]
+
+
+def test_streamed_reply_read_by_ncclient_and_netconf_client(streaming):
+    """40 chunks of base:1.1 framing, read by two independent client implementations."""
+    with connect(streaming) as m:
+        reply = m.get(filter=("subtree", SUBTREE))
+        assert len(homes(etree.fromstring(reply.xml.encode()))) == 40 * 500
+        assert m.get_config(source="running").ok  # the session goes on after the stream
+
+    from netconf_client.connect import connect_ssh
+    from netconf_client.ncclient import Manager
+
+    with connect_ssh(host="127.0.0.1", port=streaming.port, username=ADMIN[0], password=ADMIN[1]) as session:
+        data = etree.fromstring(Manager(session, timeout=30).get(filter=SUBTREE).data_xml)
+        assert len(homes(data)) == 40 * 500
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH client not installed")
+def test_streamed_reply_in_base_10_framing_with_openssh(streaming, client_key):
+    """base:1.0: the parts go out as they are and ]]>]]> ends the reply; the close-session sent right
+    behind the <get> waits for the stream and is answered after it."""
+    nc = b"urn:ietf:params:xml:ns:netconf:base:1.0"
+    hello = (
+        b'<hello xmlns="%s"><capabilities><capability>urn:ietf:params:netconf:base:1.0</capability>'
+        b"</capabilities></hello>]]>]]>" % nc
+    )
+    rpcs = (
+        b'<rpc message-id="1" xmlns="%s">%s</rpc>]]>]]><rpc message-id="2" xmlns="%s"><close-session/></rpc>]]>]]>'
+        % (
+            nc,
+            GET_ALL.encode(),
+            nc,
+        )
+    )
+    cmd = ["ssh", "-F", "/dev/null", "-i", str(client_key[0]), "-p", str(streaming.port)]
+    for option in (
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "LogLevel=ERROR",
+    ):
+        cmd += ["-o", option]
+    cmd += ["admin@127.0.0.1", "-s", "netconf"]
+    p = subprocess.run(
+        cmd, input=hello + rpcs, capture_output=True, timeout=60, env={**os.environ, "SSH_AUTH_SOCK": ""}
+    )
+    assert p.returncode == 0, p.stderr
+    msgs = [m.strip() for m in p.stdout.split(b"]]>]]>") if m.strip()]
+    assert len(msgs) == 3
+    reply, ok = etree.fromstring(msgs[1]), etree.fromstring(msgs[2])
+    assert reply.get("message-id") == "1" and len(homes(reply)) == 40 * 500
+    assert ok.get("message-id") == "2" and ok.find("nc:ok", NS) is not None
