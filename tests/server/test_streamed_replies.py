@@ -119,6 +119,20 @@ def test_reply_is_written_while_produced_and_nothing_interleaves_with_it():
         h.close()
 
 
+def test_get_data_streams_in_the_nmda_data_element():
+    h = harness(StreamingProvider(pages=30))
+    try:
+        nmda = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+        r = h.client().rpc(
+            f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores">'
+            "<datastore>ds:operational</datastore><config-filter>false</config-filter></get-data>"
+        )
+        (data,) = r
+        assert data.tag == f"{{{nmda}}}data" and len(homes(data)) == 300
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize("how", ["connection lost", "kill-session"])
 def test_session_gone_mid_stream_stops_production(how):
     provider = StreamingProvider(pages=10_000)
