@@ -15,6 +15,7 @@ from mipha.journal import BindingRecord
 from mipha.state import HomeAgentStateProvider
 from server.operational import StateRequest
 from server.rawstate import RawSplices
+from server.validation import Validator
 
 NS = "urn:mipha:yang:mipha-home-agent"
 N = 3000
@@ -241,6 +242,16 @@ def test_raw_writer_matches_the_engine_leaf_by_leaf() -> None:
         assert abs(when.timestamp() - info.registered_at) < 1e-6 and stamp.endswith("Z")
 
 
+def yang_binding_leaves() -> list[str]:
+    """The leaves of bindings/binding as the YANG module defines them (not the provider's list)."""
+    ctx = Validator().ctx
+    path = "/".join(
+        f"mipha-home-agent:{n}"
+        for n in ("virtual-routers", "virtual-router", "home-agent", "bindings", "binding")
+    )
+    return [child.name() for child in next(ctx.find_path(f"/{path}")).children()]
+
+
 def test_every_writer_path_writes_the_same_binding() -> None:
     """The template (no selection), the per-leaf writer (every leaf selected by name) and the element
     path (an XPath filter: the server filters elements) agree byte for byte (canonical XML)."""
@@ -251,23 +262,7 @@ def test_every_writer_path_writes_the_same_binding() -> None:
         out = splice(top, request) if request.raw else top
         return [etree.tostring(b, method="c14n") for b in out.iter(f"{{{NS}}}binding")]
 
-    every_leaf = "".join(
-        f"<{leaf}/>"
-        for leaf in (
-            "home-address",
-            "care-of-address",
-            "mobile-node",
-            "nai",
-            "source-address",
-            "lifetime-granted",
-            "lifetime-remaining",
-            "registered-at",
-            "identification",
-            "flags",
-            "encapsulation",
-            "tunnel-interface",
-        )
-    )
+    every_leaf = "".join(f"<{leaf}/>" for leaf in yang_binding_leaves())
     selected = bindings(
         subtree(
             f'<virtual-routers xmlns="{NS}"><virtual-router><home-agent><bindings><binding>{every_leaf}'
