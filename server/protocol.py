@@ -47,6 +47,9 @@ _RPC = f"{{{NC_NS}}}rpc"
 _HELLO = f"{{{NC_NS}}}hello"
 _OK = b"<ok/>"
 HELLO_LIMIT = 1024 * 1024
+#: notifications held while a reply streams, in bytes, before the session is dropped (a client
+#: that stopped reading in the middle of a large reply must not make the server hold its events forever)
+HELD_LIMIT = 64 * 1024 * 1024
 
 
 class NetconfSession:
@@ -80,6 +83,7 @@ class NetconfSession:
         self._busy: asyncio.Task | None = None  # the task finishing the current RPC, if any
         self._backlog: deque[bytes] = deque()  # RPCs received while it runs, in order
         self._held: list[bytes | list[bytes]] | None = None  # messages due while a reply streams
+        self._held_bytes = 0
         self._eof = False  # the client sent EOF: end the session once the pending RPCs are answered
 
     # -- transport events ----------------------------------------------------------------------------
@@ -151,10 +155,14 @@ class NetconfSession:
 
     def _send(self, message: bytes | list[bytes]) -> None:
         """Write one whole framed message, or hold it while a streamed reply is being written."""
-        if self._held is not None:
-            self._held.append(message)
-        else:
+        if self._held is None:
             self._write(message)
+            return
+        self._held.append(message)
+        self._held_bytes += len(message) if isinstance(message, bytes) else sum(map(len, message))
+        if self._held_bytes > HELD_LIMIT and not self.closed:
+            log.warning("session %d: client is not reading (%d bytes held); closing", self.id, HELD_LIMIT)
+            self.core.event_loop().call_soon(self.terminate, "dropped")
 
     # -- hello ---------------------------------------------------------------------------------------
     def _handle_hello(self, msg: bytes) -> None:
@@ -288,7 +296,7 @@ class NetconfSession:
         elif isinstance(result, etree._Element):
             body = etree.tostring(result)
         else:  # parts produced while they are written
-            self._held = []
+            self._held, self._held_bytes = [], 0
             self._busy = self.core.event_loop().create_task(
                 self._stream_reply(root, result), name=f"netconf session {self.id} reply"
             )

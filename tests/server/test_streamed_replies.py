@@ -4,6 +4,7 @@ notifications and later replies held until the reply is whole (server/protocol.p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ from nc_harness import NS, Harness, idle
 from nc_rawclient import RawClient
 from nc_server import ADMIN, ServerThread, connect, make_config
 
+from server import protocol
 from server.operational import StateRequest, raw_placeholder
 from server.tree import Forest
 
@@ -168,6 +170,38 @@ def test_provider_failing_mid_stream_closes_only_that_session(caplog):
         assert not victim.inbox  # no half reply was ever parsed as a message
         assert "failed half written" in caplog.text
         assert other.data(GET_RUNNING).find(f"{{{M}}}virtual-routers") is not None
+        assert idle(h)
+    finally:
+        h.close()
+
+
+def test_notifications_held_for_a_stalled_stream_are_bounded(monkeypatch, caplog):
+    """A client that stops reading mid-reply stalls the stream; the notifications held for it are
+    bounded (HELD_LIMIT): past it the session is dropped instead of growing the server forever."""
+    monkeypatch.setattr(protocol, "HELD_LIMIT", 10_000)
+    h = harness(StreamingProvider(pages=20))
+    try:
+        a = h.client()
+        a.ok(f"<create-subscription xmlns='{NOTIF}'/>")
+        stalled = asyncio.Event()
+
+        async def never_drains() -> None:
+            stalled.set()
+            await asyncio.Future()
+
+        a.sess._drain = never_drains
+        a.send_rpc(GET_ALL)
+        h.run_until(stalled.is_set)
+        event = etree.Element(f"{{{M}}}binding-created")
+        etree.SubElement(event, f"{{{M}}}virtual-router").text = "x" * 1000
+        with caplog.at_level(logging.WARNING, logger="server.protocol"):
+            for _ in range(5):
+                h.core.publish(event)
+            assert not a.closed  # ~5 KB held: under the limit
+            for _ in range(10):
+                h.core.publish(event)
+            h.run_until(lambda: a.closed)
+        assert "client is not reading" in caplog.text
         assert idle(h)
     finally:
         h.close()
