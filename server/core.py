@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -433,8 +433,10 @@ class NetconfCore:
             raise ValueError(f"rpc {name} in {namespace} already has a handler")
         self.rpc_handlers[(namespace, name)] = handler
 
-    def publish(self, body: etree._Element) -> None:
-        """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF."""
+    def publish(self, body: etree._Element | Callable[[], etree._Element]) -> None:
+        """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF.
+        `body` may be a function building the element: it runs only when a subscriber or a replay
+        needs the notification (the time is the time of this call either way)."""
         self.events.publish(body)
 
     def publish_config_change(

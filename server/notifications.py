@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import copy
 import datetime as dt
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from lxml import etree
 
@@ -22,6 +22,7 @@ from server.tree import Forest
 from server.xmlns import NCN_NS, NCNOTIF_NS, NOTIF_NS
 
 STREAM = "NETCONF"
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> dt.datetime:
@@ -47,10 +48,27 @@ def parse_time(text: str, field: str) -> dt.datetime:
     return t
 
 
-@dataclass(frozen=True)
 class Event:
-    time: dt.datetime
-    body: etree._Element  # the event element (e.g. <netconf-session-start>)
+    """One logged notification. The body (the event element, e.g. <netconf-session-start>) may be
+    given as a function that builds it: it is built once, when a subscriber or a replay first needs
+    it, so that thousands of binding events per second cost no XML while nobody listens."""
+
+    __slots__ = ("_body", "_make", "time")
+
+    def __init__(self, time: dt.datetime, body: etree._Element | Callable[[], etree._Element]) -> None:
+        self.time = time
+        if isinstance(body, etree._Element):
+            self._body: etree._Element | None = body
+            self._make: Callable[[], etree._Element] | None = None
+        else:
+            self._body, self._make = None, body
+
+    @property
+    def body(self) -> etree._Element:
+        if self._body is None:
+            assert self._make is not None
+            self._body, self._make = self._make(), None
+        return self._body
 
     def to_bytes(self) -> bytes:
         return render(self.time, self.body)
@@ -75,7 +93,9 @@ class EventLog:
     def replay_start(self) -> dt.datetime:
         return self.events[0].time if len(self.events) == self.events.maxlen else self.created
 
-    def publish(self, body: etree._Element, now: dt.datetime | None = None) -> Event:
+    def publish(
+        self, body: etree._Element | Callable[[], etree._Element], now: dt.datetime | None = None
+    ) -> Event:
         ev = Event(now or utcnow(), body)
         self.events.append(ev)
         for sub in list(self.subscribers):
@@ -123,7 +143,12 @@ class Subscription:
         self._deliver(ev)
 
     def _deliver(self, ev: Event) -> None:
-        if self._passes(ev.body):
+        try:
+            body = ev.body
+        except Exception:  # a publisher's builder failed: that event is lost, nothing else
+            log.exception("notification of %s could not be built; not sent", format_time(ev.time))
+            return
+        if self._passes(body):
             self.send(ev.to_bytes())
             self.sent += 1
 

@@ -13,6 +13,7 @@ from server.operational import StateRequest
 from server.subscribers import Transaction
 
 M = NS["m"]
+NOTIF = "urn:ietf:params:xml:ns:netconf:notification:1.0"
 
 
 class Recorder:
@@ -219,6 +220,47 @@ def test_subscription_replay_stop_time_and_errors():
         assert (
             errors(sub.rpc(f"<create-subscription xmlns='{notif}'/>")) == []
         )  # the finished one can be replaced
+    finally:
+        h.close()
+
+
+def test_notification_given_as_a_builder_is_built_once_and_only_when_needed():
+    """The daemon publishes binding events as builders: nothing is built while nobody listens; a
+    replay and a live subscriber share one build; the event time is the time of publication."""
+    h = Harness()
+    builds: list[str] = []
+
+    def binding_created() -> etree._Element:
+        builds.append("built")
+        event = etree.Element(f"{{{M}}}binding-created")
+        etree.SubElement(event, f"{{{M}}}virtual-router").text = "vr1"
+        return event
+
+    try:
+        notif = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+        before = dt.datetime.now(dt.UTC)
+        h.core.publish(binding_created)
+        assert builds == []
+        a, b = h.client(), h.client()
+        a.ok(
+            f"<create-subscription xmlns='{notif}'><startTime>2000-01-01T00:00:00Z</startTime></create-subscription>"
+        )
+        b.ok(
+            f"<create-subscription xmlns='{notif}'><startTime>2000-01-01T00:00:00Z</startTime></create-subscription>"
+        )
+        h.advance(0.01)
+        for sub in (a, b):
+            (n,) = [n for n in sub.pending() if etree.QName(n[1]).localname == "binding-created"]
+            assert n.findtext(f"{{{M}}}binding-created/{{{M}}}virtual-router") == "vr1"
+            sent = dt.datetime.fromisoformat(n.findtext(f"{{{NOTIF}}}eventTime").replace("Z", "+00:00"))
+            assert before <= sent <= dt.datetime.now(dt.UTC)
+        assert builds == ["built"]
+        h.core.publish(lambda: 1 / 0)  # a broken builder loses its event, nothing else
+        h.advance(0.01)
+        assert a.pending() == [] and not a.closed
+        h.core.publish(binding_created)
+        h.advance(0.01)
+        assert [etree.QName(n[1]).localname for n in a.pending()] == ["binding-created"]
     finally:
         h.close()
 
