@@ -9,6 +9,7 @@ second while it happens.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -88,7 +89,7 @@ class Notifier:
 
     def __init__(
         self,
-        publish: Callable[[etree._Element], None],
+        publish: Callable[[Callable[[], etree._Element]], None],
         *,
         denied_rate: float = 50.0,
         denied_burst: int = 100,
@@ -107,8 +108,8 @@ class Notifier:
                 self.suppressed += 1
                 self._unreported += 1
                 continue
-            try:
-                self.publish(notification(vr, event))
+            try:  # built only when a subscriber or a replay needs it
+                self.publish(functools.partial(notification, vr, event))
             except Exception:
                 log.exception("notification for %r not published", event)
         now = self.clock()
