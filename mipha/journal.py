@@ -27,9 +27,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BindingRecord:
-    """Everything needed to rebuild one binding after a restart (addresses as dotted strings)."""
+    """Everything needed to rebuild one binding after a restart (addresses as dotted strings).
+
+    A value, never changed after construction; not ``frozen`` because a frozen dataclass costs ~1.5 µs
+    to build instead of ~0.25 µs, and one is built per registration."""
 
     vr: str
     home_address: str
@@ -49,23 +52,17 @@ class BindingRecord:
         return (self.vr, self.home_address, self.care_of_address)
 
     def to_json(self) -> str:
-        """One journal line (``dataclasses.asdict`` costs ~7x more on the registration path)."""
-        return _ENCODER.encode(
-            {
-                "op": "add",
-                "vr": self.vr,
-                "home_address": self.home_address,
-                "care_of_address": self.care_of_address,
-                "mobile_node": self.mobile_node,
-                "source_address": self.source_address,
-                "source_port": self.source_port,
-                "lifetime": self.lifetime,
-                "registered_at": self.registered_at,
-                "identification": self.identification,
-                "flags": self.flags,
-                "encapsulation": self.encapsulation,
-                "nai": self.nai,
-            }
+        """One journal line, written as text: free-form strings through the C JSON string encoder,
+        addresses (dotted quads made by us) and numbers as they are. The JSONEncoder on a dict cost
+        ~7 % of a first registration's CPU in the daemon; ``asdict`` ~7x more."""
+        nai = "null" if self.nai is None else _string(self.nai)
+        return (
+            f'{{"op":"add","vr":{_string(self.vr)},"home_address":"{self.home_address}",'
+            f'"care_of_address":"{self.care_of_address}","mobile_node":{_string(self.mobile_node)},'
+            f'"source_address":"{self.source_address}","source_port":{self.source_port:d},'
+            f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
+            f'"identification":{self.identification:d},"flags":{self.flags:d},'
+            f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}}}'
         )
 
     def remaining(self, wallclock: float) -> float:
@@ -76,6 +73,7 @@ class BindingRecord:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_string = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C)
 
 
 class BindingJournal:

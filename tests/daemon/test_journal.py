@@ -43,6 +43,30 @@ def test_replay_adds_and_deletes(tmp_path: Path) -> None:
     assert again[("home", "192.0.2.11", "198.51.100.7")] == rec("192.0.2.11")
 
 
+def test_any_name_and_value_round_trips_one_line_per_record(tmp_path: Path) -> None:
+    """Names are free-form YANG strings: quotes, backslashes, newlines, non-ASCII; numbers at their
+    extremes; a fractional time to the last bit."""
+    import dataclasses
+
+    odd = dataclasses.replace(
+        rec("192.0.2.10", vr='vr "blue"\\1'),
+        mobile_node="mn\n<&>\u2028é",
+        nai='user"x"@example.net',
+        registered_at=1_790_000_000.123456789,
+        identification=2**64 - 1,
+        flags=0xFF,
+    )
+    plain = dataclasses.replace(rec("192.0.2.11"), nai=None, registered_at=1_790_000_000.0)
+    j = BindingJournal(tmp_path / "bindings.journal")
+    j.open()
+    j.record(added=[odd, plain])
+    j.close()
+    lines = (tmp_path / "bindings.journal").read_bytes().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["op"] == "add" for line in lines)
+    again = BindingJournal(tmp_path / "bindings.journal").load()
+    assert again[odd.key] == odd and again[plain.key] == plain
+
+
 def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "bindings.journal"
     j = BindingJournal(path)
