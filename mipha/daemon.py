@@ -108,6 +108,11 @@ class Daemon:
             log.info("first start: configuration seeded from %s", boot.startup)
         await core.replay_running()
         gc.freeze()  # the configuration is long-lived: keep the collector from rescanning it
+        # Bindings, journal records and their indexes are long-lived and hold no cycles, but each is a
+        # tracked object: with the default thresholds (700, 10, 10) the collector spent 1.4 s of the
+        # 7.6 s of CPU that 100k first registrations cost, mostly rescanning them in 12 full
+        # collections. Young collections every 10k allocations instead of 700: 0.26 s, no full one.
+        gc.set_threshold(10_000, 10, 10)
         acceptor = await listen(
             core,
             host=config.host,
