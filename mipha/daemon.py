@@ -53,6 +53,7 @@ class Daemon:
         self.subscriber = HomeAgentSubscriber(self)
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
+        self._compaction: asyncio.Task | None = None
         self._stopped = asyncio.Event()
 
     # -- virtual routers ------------------------------------------------------------------------------
@@ -136,14 +137,34 @@ class Daemon:
         )
 
     async def _journal_sync(self) -> None:
+        """fdatasync within the journal's interval of a write; compact in the background when due
+        (its own task: the syncs go on while the snapshot is written)."""
         interval = max(self.journal.fsync_interval / 2, 0.005)
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
             if self.journal.sync_due():
                 try:
-                    await asyncio.get_running_loop().run_in_executor(None, self.journal.sync)
+                    await loop.run_in_executor(None, self.journal.sync)
                 except Exception:
                     log.exception("binding journal sync failed")
+            if self.journal.compaction_due():
+                self._compaction = loop.create_task(self._journal_compact())
+
+    async def _journal_compact(self) -> None:
+        journal = self.journal
+        snapshot = journal.begin_compaction()
+        try:
+            fd = await asyncio.get_running_loop().run_in_executor(None, journal.write_compacted, snapshot)
+        except Exception:
+            log.exception("binding journal compaction failed; appending to the current file")
+            journal.abort_compaction()
+            return
+        try:
+            journal.finish_compaction(fd, len(snapshot))
+        except Exception:
+            log.exception("binding journal compaction failed; appending to the current file")
+            journal.abort_compaction(fd)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -154,6 +175,9 @@ class Daemon:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        if self._compaction is not None:  # let a running snapshot finish: its fd is then closed
+            with contextlib.suppress(Exception):
+                await self._compaction
         for vr in list(self.routers.values()):
             await vr.stop(flush=True, release=False)
         self.routers.clear()

@@ -11,7 +11,13 @@ re-register when their registration is not known, as RFC 5944 expects after a ho
 On start the journal is replayed (a torn last line from a crash mid-write is ignored), the live
 bindings are handed back to the engines, and the file is compacted: rewritten as a snapshot of the
 live bindings (temporary file, ``fsync``, ``rename``), so it never grows without bound.  It is also
-compacted when it holds more than ``compact_ratio`` times as many records as there are live bindings.
+compacted while running, when it holds more than ``compact_ratio`` times as many records as there are
+live bindings, without stopping registrations (see :meth:`BindingJournal.begin_compaction`).
+
+Threads: every method runs on the event loop's thread except :meth:`BindingJournal.sync` and
+:meth:`BindingJournal.write_compacted`, which the daemon runs in a worker thread; they never touch
+the live set, and the one file descriptor switch (end of a compaction) is serialised with ``sync``
+by a lock.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,15 +86,22 @@ _string = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes 
 class BindingJournal:
     """Append-only journal of binding changes with periodic group fsync and compaction."""
 
-    def __init__(self, path: Path, *, fsync_interval: float = 0.05, compact_ratio: int = 4) -> None:
+    def __init__(
+        self, path: Path, *, fsync_interval: float = 0.05, compact_ratio: int = 4, compact_min: int = 1024
+    ) -> None:
         self.path = Path(path)
         self.fsync_interval = fsync_interval
         self.compact_ratio = compact_ratio
+        self.compact_min = compact_min  # a small file is never worth compacting
         self._fd: int | None = None
+        self._fd_lock = threading.Lock()  # sync() (worker thread) vs the switch to a compacted file
         self._dirty_since: float | None = None
         self._records = 0
         self._live: dict[tuple[str, str, str], BindingRecord] = {}
+        #: lines written while a compaction runs: they go to the new file too (None: no compaction)
+        self._carry: list[str] | None = None
         self.writes = 0
+        self.compactions = 0
 
     # -- start-up -----------------------------------------------------------------------------------
 
@@ -142,15 +156,8 @@ class BindingJournal:
             return
         if self._fd is None:
             raise RuntimeError("binding journal is not open")
-        data = ("\n".join(lines) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        self._append(lines)
         self.writes += 1
-        self._records += len(lines)
-        if self._dirty_since is None:
-            self._dirty_since = time.monotonic()
 
     def forget_vr(self, vr: str) -> None:
         """A virtual router was removed: drop its bindings from the journal."""
@@ -160,57 +167,128 @@ class BindingJournal:
         for key in keys:
             del self._live[key]
         if self._fd is not None:
-            os.write(self._fd, (json.dumps({"op": "clear-vr", "vr": vr}) + "\n").encode())
-            self._records += 1
-            if self._dirty_since is None:
-                self._dirty_since = time.monotonic()
+            self._append([_ENCODER.encode({"op": "clear-vr", "vr": vr})])
+
+    def _append(self, lines: list[str]) -> None:
+        """One write(2) of whole lines; kept for the compacted file when a compaction runs."""
+        assert self._fd is not None
+        data = ("\n".join(lines) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._records += len(lines)
+        if self._carry is not None:
+            self._carry.extend(lines)
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
 
     def sync_due(self) -> bool:
         return self._dirty_since is not None and time.monotonic() - self._dirty_since >= self.fsync_interval
 
     def sync(self) -> None:
-        """fdatasync pending writes; compact when the file has grown well past the live set."""
-        if self._fd is None or self._dirty_since is None:
+        """fdatasync what was written (worker thread).  The dirty mark is cleared *before* the call:
+        a line written meanwhile marks the file dirty again and is covered by the next sync."""
+        with self._fd_lock:
+            if self._fd is None or self._dirty_since is None:
+                return
+            self._dirty_since = None
+            os.fdatasync(self._fd)
+
+    def compaction_due(self) -> bool:
+        """The file holds well more records than there are live bindings, and none runs."""
+        return (
+            self._fd is not None
+            and self._carry is None
+            and self._records > self.compact_ratio * max(len(self._live), self.compact_min)
+        )
+
+    def begin_compaction(self) -> list[BindingRecord]:
+        """Start a compaction (event loop): the snapshot to write, and from now on every line written
+        is also kept for the new file.  Registrations go on meanwhile."""
+        self._carry = []
+        return list(self._live.values())
+
+    def write_compacted(self, records: list[BindingRecord]) -> int:
+        """Write the snapshot to the temporary file and fsync it (worker thread); return its fd."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(self._tmp_path, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a leftover temporary file keeps its mode through O_TRUNC
+            for start in range(0, len(records), 4096):
+                chunk = "".join(r.to_json() + "\n" for r in records[start : start + 4096]).encode()
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def finish_compaction(self, fd: int, snapshot: int) -> None:
+        """Event loop: append what was written since the snapshot, make the new file the journal
+        (rename, directory fsync) and write to it from now on."""
+        carry, self._carry = self._carry or [], None
+        if self._fd is None:  # closed meanwhile (daemon stopping): keep the old file
+            os.close(fd)
             return
-        os.fdatasync(self._fd)
-        self._dirty_since = None
-        if self._records > self.compact_ratio * max(len(self._live), 1024):
-            self._compact_open()
+        if carry:
+            data = ("\n".join(carry) + "\n").encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+        os.replace(self._tmp_path, self.path)  # nothing may fail between this and the switch
+        with self._fd_lock:
+            old, self._fd = self._fd, fd
+        os.close(old)
+        self._dirty_since = None  # all of it is in the new file, synced
+        self._records = snapshot + len(carry)
+        self.compactions += 1
+        try:
+            self._fsync_directory()
+        except OSError as exc:  # a power loss may bring the old file back: it holds all but the newest
+            log.warning("binding journal: directory fsync failed: %s", exc)
+
+    def abort_compaction(self, fd: int | None = None) -> None:
+        """The snapshot could not be written: keep appending to the current file."""
+        self._carry = None
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            if self._dirty_since is not None:
-                os.fdatasync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            self._dirty_since = None
+        self._carry = None
+        with self._fd_lock:
+            if self._fd is not None:
+                if self._dirty_since is not None:
+                    os.fdatasync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+                self._dirty_since = None
 
     @property
     def live(self) -> Mapping[tuple[str, str, str], BindingRecord]:
         return self._live
 
-    # -- compaction ---------------------------------------------------------------------------------
+    # -- compaction at start ------------------------------------------------------------------------
 
-    def _compact_open(self) -> None:
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
-        self._rewrite()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    @property
+    def _tmp_path(self) -> Path:
+        return self.path.with_suffix(self.path.suffix + ".tmp")
 
     def _rewrite(self) -> None:
+        """Rewrite the file as the live set (before it is opened for appending: nothing else runs)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in self._live.values():
-                f.write(record.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        fd = self.write_compacted(list(self._live.values()))
+        os.close(fd)
+        os.replace(self._tmp_path, self.path)
+        self._fsync_directory()
+        self._records = len(self._live)
+
+    def _fsync_directory(self) -> None:
         dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._records = len(self._live)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from mipha.journal import BindingJournal, BindingRecord
@@ -137,3 +139,101 @@ def test_kill_9_after_record_loses_nothing(tmp_path: Path) -> None:
         child.kill()
         child.wait(timeout=10)
     assert len(BindingJournal(path).load()) == 1000
+
+
+def test_compaction_while_registrations_go_on(tmp_path: Path) -> None:
+    """begin (snapshot) → lines keep coming (adds, renewals, deletes, a removed router) while the
+    snapshot is written in another thread → finish: the new file holds the snapshot plus every line
+    written meanwhile, and replays to exactly the live set."""
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path, compact_ratio=1)
+    j.open()
+    j.record(added=[rec(f"192.0.2.{i}") for i in range(1, 101)] + [rec("198.51.100.1", vr="gone")])
+    for i in range(1, 101):  # renewals: the file grows past the live set
+        j.record(added=[rec(f"192.0.2.{i}", at=2000.0)])
+    snapshot = j.begin_compaction()
+    assert len(snapshot) == 101 and not j.compaction_due()  # one at a time
+    result: list[int] = []
+    writer = threading.Thread(target=lambda: result.append(j.write_compacted(snapshot)))
+    writer.start()
+    j.record(
+        added=[rec("192.0.2.200"), rec("192.0.2.5", at=3000.0)],
+        removed=[("home", "192.0.2.7", "198.51.100.7")],
+    )
+    j.forget_vr("gone")
+    writer.join()
+    j.finish_compaction(result[0], len(snapshot))
+    j.record(added=[rec("192.0.2.201")])  # appended to the new file
+    expected = dict(j.live)
+    j.close()
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 101 + 4 + 1 and j.compactions == 1
+    assert (path.stat().st_mode & 0o777) == 0o600
+    again = BindingJournal(path).load()
+    assert again == expected and len(again) == 101
+    assert again[("home", "192.0.2.5", "198.51.100.7")].registered_at == 3000.0
+
+
+def test_sync_in_a_thread_races_nothing(tmp_path: Path) -> None:
+    """A worker thread fdatasyncs non-stop while the loop thread writes and compacts repeatedly: no
+    error, and the file replays to the live set."""
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path, fsync_interval=0.0, compact_ratio=1, compact_min=10)
+    j.open()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def syncer() -> None:
+        while not stop.is_set():
+            try:
+                j.sync()
+            except BaseException as exc:  # collected for the assertion
+                errors.append(exc)
+
+    worker = threading.Thread(target=syncer)
+    worker.start()
+    try:
+        for round_ in range(20):
+            j.record(added=[rec(f"10.0.{round_}.{i}") for i in range(1, 60)])
+            j.record(removed=[("home", f"10.0.{round_}.{i}", "198.51.100.7") for i in range(1, 30)])
+            if j.compaction_due():
+                snapshot = j.begin_compaction()
+                j.record(added=[rec(f"10.1.{round_}.1")])
+                j.finish_compaction(j.write_compacted(snapshot), len(snapshot))
+        expected = dict(j.live)
+    finally:
+        stop.set()
+        worker.join()
+        j.close()
+    assert errors == [] and j.compactions > 5
+    assert BindingJournal(path).load() == expected
+
+
+def test_daemon_compaction_task_and_a_failed_snapshot(tmp_path: Path, monkeypatch) -> None:
+    """The daemon's compaction task (snapshot written in the executor); a snapshot that cannot be
+    written leaves the journal appending to its current file, nothing lost."""
+    from types import SimpleNamespace
+
+    from mipha.daemon import Daemon
+
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path, compact_ratio=1, compact_min=10)
+    j.open()
+    j.record(added=[rec(f"192.0.2.{i}") for i in range(1, 50)])
+    for i in range(1, 50):
+        j.record(added=[rec(f"192.0.2.{i}", at=2000.0)])
+    owner = SimpleNamespace(journal=j)
+
+    def broken(records):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(j, "write_compacted", broken)
+    asyncio.run(Daemon._journal_compact(owner))
+    assert j.compactions == 0 and j.compaction_due()  # aborted: may be tried again
+    j.record(added=[rec("192.0.2.100")])
+    monkeypatch.undo()
+    asyncio.run(Daemon._journal_compact(owner))
+    assert j.compactions == 1
+    expected = dict(j.live)
+    j.close()
+    assert len(path.read_bytes().splitlines()) == 50 and BindingJournal(path).load() == expected
