@@ -50,6 +50,8 @@ HELLO_LIMIT = 1024 * 1024
 #: notifications held while a reply streams, in bytes, before the session is dropped (a client
 #: that stopped reading in the middle of a large reply must not make the server hold its events forever)
 HELD_LIMIT = 64 * 1024 * 1024
+#: replies given as parts are joined into one chunk up to this size (cheaper than a write per part)
+COALESCE_LIMIT = 256 * 1024
 
 
 class NetconfSession:
@@ -348,6 +350,8 @@ class NetconfSession:
         self.core.stats.totals.in_bad_rpcs += 1
 
     def _send_reply(self, rpc: etree._Element | None, body: bytes | list[bytes]) -> None:
+        if isinstance(body, list) and sum(map(len, body)) <= COALESCE_LIMIT:
+            body = b"".join(body)  # a small reply: one chunk, one SSH packet, not one per part
         if isinstance(body, bytes):
             self._send(self.framer.frame(reply_bytes(rpc, body)))
         else:  # a large reply: framed and written part by part, never joined into one byte string
