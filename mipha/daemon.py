@@ -31,7 +31,7 @@ from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber
 from .journal import BindingJournal, BindingRecord
 from .notify import Notifier
-from .runtime import VirtualRouter
+from .runtime import VirtualRouter, record_of
 from .state import HomeAgentStateProvider
 
 log = logging.getLogger("mipha")
@@ -148,12 +148,28 @@ class Daemon:
                     await loop.run_in_executor(None, self.journal.sync)
                 except Exception:
                     log.exception("binding journal sync failed")
-            if self.journal.compaction_due():
+            if self.journal.compaction_due(self.binding_count()):
                 self._compaction = loop.create_task(self._journal_compact())
 
+    def binding_count(self) -> int:
+        return sum(vr.engine.binding_count for vr in self.routers.values() if vr.engine is not None)
+
     async def _journal_compact(self) -> None:
+        """Snapshot the engines' bindings (under the transaction lock: no commit is moving bindings
+        from a stopped to a rebuilt virtual router meanwhile), page by page with registrations going
+        on between pages; the journal keeps the lines written since it began, so the snapshot plus
+        those lines replays to the live set. The snapshot is written in a worker thread."""
         journal = self.journal
-        snapshot = journal.begin_compaction()
+        assert self.server is not None
+        async with self.server.core.txn_lock:
+            journal.begin_compaction()
+            snapshot: list[BindingRecord] = []
+            for vr in list(self.routers.values()):
+                if vr.engine is None:
+                    continue
+                for page in vr.engine.raw_binding_pages(4096):
+                    snapshot.extend(record_of(vr.name, vr.engine, b) for b in page)
+                    await asyncio.sleep(0)
         try:
             fd = await asyncio.get_running_loop().run_in_executor(None, journal.write_compacted, snapshot)
         except Exception:

@@ -12,12 +12,14 @@ On start the journal is replayed (a torn last line from a crash mid-write is ign
 bindings are handed back to the engines, and the file is compacted: rewritten as a snapshot of the
 live bindings (temporary file, ``fsync``, ``rename``), so it never grows without bound.  It is also
 compacted while running, when it holds more than ``compact_ratio`` times as many records as there are
-live bindings, without stopping registrations (see :meth:`BindingJournal.begin_compaction`).
+live bindings, without stopping registrations (see :meth:`BindingJournal.begin_compaction`).  The
+journal keeps no copy of the live bindings in memory (that copy was ~490 B per binding, nearly half
+of the daemon's memory per binding): a running compaction writes a snapshot the daemon takes from
+the engines.
 
 Threads: every method runs on the event loop's thread except :meth:`BindingJournal.sync` and
-:meth:`BindingJournal.write_compacted`, which the daemon runs in a worker thread; they never touch
-the live set, and the one file descriptor switch (end of a compaction) is serialised with ``sync``
-by a lock.
+:meth:`BindingJournal.write_compacted`, which the daemon runs in a worker thread; the one file
+descriptor switch (end of a compaction) is serialised with ``sync`` by a lock.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +99,9 @@ class BindingJournal:
         self._fd_lock = threading.Lock()  # sync() (worker thread) vs the switch to a compacted file
         self._dirty_since: float | None = None
         self._records = 0
-        self._live: dict[tuple[str, str, str], BindingRecord] = {}
+        #: what load() found, until open() has written it out (no copy of the live bindings is kept
+        #: while running: the engines hold them, and a compaction takes its snapshot from them)
+        self._loaded: dict[tuple[str, str, str], BindingRecord] = {}
         #: lines written while a compaction runs: they go to the new file too (None: no compaction)
         self._carry: list[str] | None = None
         self.writes = 0
@@ -126,14 +130,14 @@ class BindingJournal:
                         # A torn line can only be the last one (a crash mid-write); anything else
                         # means the file was damaged: say so, keep what is readable.
                         log.warning("binding journal %s: line %d unreadable, skipped", self.path, number)
-        self._live = live
+        self._loaded = live
         return dict(live)
 
     def open(self, live: Iterable[BindingRecord] | None = None) -> None:
         """Compact to ``live`` (default: what :meth:`load` found) and open for appending."""
-        if live is not None:
-            self._live = {r.key: r for r in live}
-        self._rewrite()
+        records = list(self._loaded.values() if live is None else live)
+        self._loaded = {}
+        self._rewrite(records)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     # -- running ------------------------------------------------------------------------------------
@@ -141,17 +145,13 @@ class BindingJournal:
     def record(
         self, added: Iterable[BindingRecord] = (), removed: Iterable[tuple[str, str, str]] = ()
     ) -> None:
-        """Append changes with one write(2); call before sending the replies that acknowledge them."""
-        lines = []
-        for key in removed:
-            if self._live.pop(key, None) is not None:
-                vr, home, coa = key
-                lines.append(
-                    _ENCODER.encode({"op": "del", "vr": vr, "home_address": home, "care_of_address": coa})
-                )
-        for record in added:
-            self._live[record.key] = record
-            lines.append(record.to_json())
+        """Append changes with one write(2); call before sending the replies that acknowledge them.
+        A removed key that was never added costs a line that replays to nothing."""
+        lines = [
+            _ENCODER.encode({"op": "del", "vr": vr, "home_address": home, "care_of_address": coa})
+            for vr, home, coa in removed
+        ]
+        lines.extend(record.to_json() for record in added)
         if not lines:
             return
         if self._fd is None:
@@ -161,11 +161,6 @@ class BindingJournal:
 
     def forget_vr(self, vr: str) -> None:
         """A virtual router was removed: drop its bindings from the journal."""
-        keys = [k for k in self._live if k[0] == vr]
-        if not keys:
-            return
-        for key in keys:
-            del self._live[key]
         if self._fd is not None:
             self._append([_ENCODER.encode({"op": "clear-vr", "vr": vr})])
 
@@ -195,19 +190,19 @@ class BindingJournal:
             self._dirty_since = None
             os.fdatasync(self._fd)
 
-    def compaction_due(self) -> bool:
-        """The file holds well more records than there are live bindings, and none runs."""
+    def compaction_due(self, live: int) -> bool:
+        """The file holds well more records than the ``live`` bindings, and no compaction runs."""
         return (
             self._fd is not None
             and self._carry is None
-            and self._records > self.compact_ratio * max(len(self._live), self.compact_min)
+            and self._records > self.compact_ratio * max(live, self.compact_min)
         )
 
-    def begin_compaction(self) -> list[BindingRecord]:
-        """Start a compaction (event loop): the snapshot to write, and from now on every line written
-        is also kept for the new file.  Registrations go on meanwhile."""
+    def begin_compaction(self) -> None:
+        """Start a compaction (event loop): from now on every line written is also kept for the new
+        file, so a snapshot of the live bindings taken from now on (even page by page, with
+        registrations going on between pages) plus those lines replays to the live set."""
         self._carry = []
-        return list(self._live.values())
 
     def write_compacted(self, records: list[BindingRecord]) -> int:
         """Write the snapshot to the temporary file and fsync it (worker thread); return its fd."""
@@ -267,24 +262,20 @@ class BindingJournal:
                 self._fd = None
                 self._dirty_since = None
 
-    @property
-    def live(self) -> Mapping[tuple[str, str, str], BindingRecord]:
-        return self._live
-
     # -- compaction at start ------------------------------------------------------------------------
 
     @property
     def _tmp_path(self) -> Path:
         return self.path.with_suffix(self.path.suffix + ".tmp")
 
-    def _rewrite(self) -> None:
-        """Rewrite the file as the live set (before it is opened for appending: nothing else runs)."""
+    def _rewrite(self, records: list[BindingRecord]) -> None:
+        """Rewrite the file as ``records`` (before it is opened for appending: nothing else runs)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = self.write_compacted(list(self._live.values()))
+        fd = self.write_compacted(records)
         os.close(fd)
         os.replace(self._tmp_path, self.path)
         self._fsync_directory()
-        self._records = len(self._live)
+        self._records = len(records)
 
     def _fsync_directory(self) -> None:
         dir_fd = os.open(self.path.parent, os.O_RDONLY)

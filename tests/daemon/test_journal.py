@@ -141,37 +141,62 @@ def test_kill_9_after_record_loses_nothing(tmp_path: Path) -> None:
     assert len(BindingJournal(path).load()) == 1000
 
 
+class Model:
+    """What the journal should replay to: the live set, kept by the test (the journal keeps none)."""
+
+    def __init__(self, j: BindingJournal) -> None:
+        self.j, self.live = j, {}
+
+    def add(self, *records: BindingRecord) -> None:
+        self.j.record(added=records)
+        self.live.update((r.key, r) for r in records)
+
+    def remove(self, *keys: tuple[str, str, str]) -> None:
+        self.j.record(removed=keys)
+        for key in keys:
+            self.live.pop(key, None)
+
+    def forget(self, vr: str) -> None:
+        self.j.forget_vr(vr)
+        self.live = {k: r for k, r in self.live.items() if k[0] != vr}
+
+
 def test_compaction_while_registrations_go_on(tmp_path: Path) -> None:
-    """begin (snapshot) → lines keep coming (adds, renewals, deletes, a removed router) while the
-    snapshot is written in another thread → finish: the new file holds the snapshot plus every line
-    written meanwhile, and replays to exactly the live set."""
+    """begin → a snapshot taken page by page while lines keep coming (adds, renewals, deletes, a
+    removed router), the snapshot written in another thread → finish: the new file holds the
+    snapshot plus every line written since begin, and replays to exactly the live set."""
     path = tmp_path / "bindings.journal"
-    j = BindingJournal(path, compact_ratio=1)
+    j = BindingJournal(path, compact_ratio=1, compact_min=10)
     j.open()
-    j.record(added=[rec(f"192.0.2.{i}") for i in range(1, 101)] + [rec("198.51.100.1", vr="gone")])
+    m = Model(j)
+    m.add(*[rec(f"192.0.2.{i}") for i in range(1, 101)], rec("198.51.100.1", vr="gone"))
     for i in range(1, 101):  # renewals: the file grows past the live set
-        j.record(added=[rec(f"192.0.2.{i}", at=2000.0)])
-    snapshot = j.begin_compaction()
-    assert len(snapshot) == 101 and not j.compaction_due()  # one at a time
+        m.add(rec(f"192.0.2.{i}", at=2000.0))
+    assert j.compaction_due(len(m.live)) and not j.compaction_due(1000)
+    j.begin_compaction()
+    assert not j.compaction_due(len(m.live))  # one at a time
+    ordered = sorted(m.live.values(), key=lambda r: r.key)
+    snapshot = ordered[:50]  # first page
+    m.add(rec("192.0.2.200"), rec("192.0.2.5", at=3000.0))  # a renewal behind the walk
+    m.add(rec("192.0.2.90", at=3000.0))  # a renewal ahead of it
+    m.remove(("home", "192.0.2.7", "198.51.100.7"), ("home", "192.0.2.95", "198.51.100.7"))
+    snapshot += [r for r in sorted(m.live.values(), key=lambda r: r.key) if r.key > snapshot[-1].key]
+    m.forget("gone")
     result: list[int] = []
     writer = threading.Thread(target=lambda: result.append(j.write_compacted(snapshot)))
     writer.start()
-    j.record(
-        added=[rec("192.0.2.200"), rec("192.0.2.5", at=3000.0)],
-        removed=[("home", "192.0.2.7", "198.51.100.7")],
-    )
-    j.forget_vr("gone")
+    m.add(rec("192.0.2.201"))  # while the snapshot is being written
     writer.join()
     j.finish_compaction(result[0], len(snapshot))
-    j.record(added=[rec("192.0.2.201")])  # appended to the new file
-    expected = dict(j.live)
+    m.add(rec("192.0.2.202"))  # appended to the new file
     j.close()
     lines = path.read_bytes().splitlines()
-    assert len(lines) == 101 + 4 + 1 and j.compactions == 1
+    assert len(lines) == len(snapshot) + 7 + 1 and j.compactions == 1  # 7 lines since begin, 1 after
     assert (path.stat().st_mode & 0o777) == 0o600
     again = BindingJournal(path).load()
-    assert again == expected and len(again) == 101
+    assert again == m.live and len(again) == 101
     assert again[("home", "192.0.2.5", "198.51.100.7")].registered_at == 3000.0
+    assert again[("home", "192.0.2.90", "198.51.100.7")].registered_at == 3000.0
 
 
 def test_sync_in_a_thread_races_nothing(tmp_path: Path) -> None:
@@ -180,6 +205,7 @@ def test_sync_in_a_thread_races_nothing(tmp_path: Path) -> None:
     path = tmp_path / "bindings.journal"
     j = BindingJournal(path, fsync_interval=0.0, compact_ratio=1, compact_min=10)
     j.open()
+    m = Model(j)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -194,46 +220,77 @@ def test_sync_in_a_thread_races_nothing(tmp_path: Path) -> None:
     worker.start()
     try:
         for round_ in range(20):
-            j.record(added=[rec(f"10.0.{round_}.{i}") for i in range(1, 60)])
-            j.record(removed=[("home", f"10.0.{round_}.{i}", "198.51.100.7") for i in range(1, 30)])
-            if j.compaction_due():
-                snapshot = j.begin_compaction()
-                j.record(added=[rec(f"10.1.{round_}.1")])
+            m.add(*[rec(f"10.0.{round_}.{i}") for i in range(1, 60)])
+            m.remove(*[("home", f"10.0.{round_}.{i}", "198.51.100.7") for i in range(1, 30)])
+            if j.compaction_due(len(m.live)):
+                j.begin_compaction()
+                snapshot = list(m.live.values())
+                m.add(rec(f"10.1.{round_}.1"))
                 j.finish_compaction(j.write_compacted(snapshot), len(snapshot))
-        expected = dict(j.live)
     finally:
         stop.set()
         worker.join()
         j.close()
     assert errors == [] and j.compactions > 5
-    assert BindingJournal(path).load() == expected
+    assert BindingJournal(path).load() == m.live
 
 
-def test_daemon_compaction_task_and_a_failed_snapshot(tmp_path: Path, monkeypatch) -> None:
-    """The daemon's compaction task (snapshot written in the executor); a snapshot that cannot be
-    written leaves the journal appending to its current file, nothing lost."""
+def test_daemon_compaction_task_snapshots_the_engines(tmp_path: Path, monkeypatch) -> None:
+    """The daemon's compaction task takes its snapshot from the engines (the journal keeps none), under
+    the transaction lock; a snapshot that cannot be written (disk full) leaves the journal appending
+    to its current file, nothing lost, and the next attempt succeeds."""
+    from ipaddress import IPv4Address
     from types import SimpleNamespace
 
+    from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
+    from ha.engine.home_agent import HomeAgent
     from mipha.daemon import Daemon
+    from mipha.runtime import record_of
 
+    sa = SecurityAssociation(256, bytes(16))
+    nodes = [
+        MobileNode(f"mn-192.0.2.{i}", home_address=IPv4Address(f"192.0.2.{i}"), security_associations=[sa])
+        for i in range(1, 50)
+    ]
+    engine = HomeAgent(
+        VirtualRouterConfig(
+            "home", home_agent=HomeAgentConfig(IPv4Address("192.0.2.254")), mobile_nodes=nodes
+        )
+    )
     path = tmp_path / "bindings.journal"
     j = BindingJournal(path, compact_ratio=1, compact_min=10)
     j.open()
-    j.record(added=[rec(f"192.0.2.{i}") for i in range(1, 50)])
     for i in range(1, 50):
-        j.record(added=[rec(f"192.0.2.{i}", at=2000.0)])
-    owner = SimpleNamespace(journal=j)
+        for at in (1000.0, 1500.0):  # accepted, then renewed: two lines each
+            assert engine.restore_binding(rec(f"192.0.2.{i}", at=at), now=100.0, wallclock=2000.0)
+            j.record(
+                added=[
+                    record_of(
+                        "home",
+                        engine,
+                        engine.raw_binding(
+                            (int(IPv4Address(f"192.0.2.{i}")) << 32) | int(IPv4Address("198.51.100.7"))
+                        ),
+                    )
+                ]
+            )
+    vr = SimpleNamespace(name="home", engine=engine)
+    owner = SimpleNamespace(
+        journal=j, routers={"home": vr}, server=SimpleNamespace(core=SimpleNamespace(txn_lock=asyncio.Lock()))
+    )
+    assert j.compaction_due(Daemon.binding_count(owner))
 
     def broken(records):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(j, "write_compacted", broken)
     asyncio.run(Daemon._journal_compact(owner))
-    assert j.compactions == 0 and j.compaction_due()  # aborted: may be tried again
-    j.record(added=[rec("192.0.2.100")])
+    assert j.compactions == 0 and j.compaction_due(49)  # aborted: tried again later
     monkeypatch.undo()
     asyncio.run(Daemon._journal_compact(owner))
     assert j.compactions == 1
-    expected = dict(j.live)
     j.close()
-    assert len(path.read_bytes().splitlines()) == 50 and BindingJournal(path).load() == expected
+    lines = path.read_bytes().splitlines()
+    again = BindingJournal(path).load()
+    assert len(lines) == 49 and len(again) == 49
+    assert {r.registered_at for r in again.values()} == {1500.0}
