@@ -148,7 +148,8 @@ class Daemon:
                     await loop.run_in_executor(None, self.journal.sync)
                 except Exception:
                     log.exception("binding journal sync failed")
-            if self.journal.compaction_due(self.binding_count()):
+            idle = self._compaction is None or self._compaction.done()
+            if idle and self.journal.compaction_due(self.binding_count()):  # one at a time
                 self._compaction = loop.create_task(self._journal_compact())
 
     def binding_count(self) -> int:
@@ -191,8 +192,9 @@ class Daemon:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
-        if self._compaction is not None:  # let a running snapshot finish: its fd is then closed
-            with contextlib.suppress(Exception):
+        if self._compaction is not None:  # the current file stays the journal; close() drops the rest
+            self._compaction.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._compaction
         for vr in list(self.routers.values()):
             await vr.stop(flush=True, release=False)

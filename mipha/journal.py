@@ -202,6 +202,8 @@ class BindingJournal:
         """Start a compaction (event loop): from now on every line written is also kept for the new
         file, so a snapshot of the live bindings taken from now on (even page by page, with
         registrations going on between pages) plus those lines replays to the live set."""
+        if self._carry is not None:
+            raise RuntimeError("a compaction is already running")
         self._carry = []
 
     def write_compacted(self, records: list[BindingRecord]) -> int:

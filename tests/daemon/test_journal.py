@@ -12,6 +12,8 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from mipha.journal import BindingJournal, BindingRecord
 
 
@@ -175,6 +177,8 @@ def test_compaction_while_registrations_go_on(tmp_path: Path) -> None:
     assert j.compaction_due(len(m.live)) and not j.compaction_due(1000)
     j.begin_compaction()
     assert not j.compaction_due(len(m.live))  # one at a time
+    with pytest.raises(RuntimeError):
+        j.begin_compaction()  # a second one would drop the lines the first keeps
     ordered = sorted(m.live.values(), key=lambda r: r.key)
     snapshot = ordered[:50]  # first page
     m.add(rec("192.0.2.200"), rec("192.0.2.5", at=3000.0))  # a renewal behind the walk
