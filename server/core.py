@@ -225,7 +225,8 @@ class NetconfCore:
         return [LockInfo(n, sid, t) for n, (sid, t) in self.locks.items()]
 
     # -- commit / confirmed commit -------------------------------------------------------------------
-    def _check_lock(self, sess: NetconfSession, name: str) -> None:
+    def check_lock(self, sess: NetconfSession, name: str) -> None:
+        """in-use when another session holds the lock on datastore `name` (RFC 6241 §7.5)."""
         holder = self.locks.get(name)
         if holder is not None and holder[0] != sess.id:
             raise RpcError(
@@ -244,8 +245,8 @@ class NetconfCore:
         persist: str | None,
         persist_id: str | None,
     ) -> None:
-        self._check_lock(sess, "running")
-        self._check_lock(sess, "candidate")
+        self.check_lock(sess, "running")
+        self.check_lock(sess, "candidate")
         p = self.pending
         if p is not None:
             if p.persist is not None:

@@ -115,17 +115,6 @@ def _wd_mode(op: etree._Element) -> str:
     return mode
 
 
-def _check_not_locked_by_other(sess: NetconfSession, name: str) -> None:
-    holder = sess.core.locks.get(name)
-    if holder is not None and holder[0] != sess.id:
-        raise RpcError(
-            "in-use",
-            f"{name} is locked by session {holder[0]}",
-            type="protocol",
-            info=(("session-id", str(holder[0])),),
-        )
-
-
 # -- reading ----------------------------------------------------------------------------------------------
 def read_pipeline(
     sess: NetconfSession,
@@ -336,7 +325,7 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
         if _child(op, "url") is not None:
             raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
         raise _missing("config")
-    _check_not_locked_by_other(sess, target)
+    sess.core.check_lock(sess, target)
     current = core.ds.get(target)
     new = current.copy()
     engine = _engine(sess, error_option, config_el)
@@ -403,7 +392,7 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
             raise RpcError("access-denied", "source holds nodes this user may not read", type="application")
     else:
         data = _inline_config(sess, source)
-    _check_not_locked_by_other(sess, target)
+    sess.core.check_lock(sess, target)
     if target == "running":
         await core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
         core.publish_config_change(sess, "running", [])
@@ -423,7 +412,7 @@ async def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
     target = _datastore_ref(op, "target")
     if target != "startup":
         raise RpcError("operation-not-supported", f"cannot delete the {target} datastore", type="protocol")
-    _check_not_locked_by_other(sess, target)
+    sess.core.check_lock(sess, target)
     sess.core.ds.delete_startup()
     sess.core.publish_config_change(sess, "startup", [])
     return None
@@ -505,7 +494,7 @@ async def op_cancel_commit(sess: NetconfSession, op: etree._Element) -> None:
 
 @_serialised
 async def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
-    _check_not_locked_by_other(sess, "candidate")
+    sess.core.check_lock(sess, "candidate")
     sess.core.ds.reset_candidate()
     return None
 
