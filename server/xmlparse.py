@@ -10,17 +10,9 @@ from __future__ import annotations
 from lxml import etree
 
 from server.errors import malformed
+from server.xmlsafe import new_parser
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=True,
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
+_PARSER = new_parser(huge_tree=True, collect_ids=False)  # the event loop's thread only
 
 
 def parse_message(data: bytes) -> etree._Element:

@@ -15,16 +15,18 @@ class UnsafeXmlError(ValueError):
     """The document is not well-formed or uses a forbidden construct (DTD, entities, depth)."""
 
 
-def new_parser() -> etree.XMLParser:
-    """A fresh hardened parser (lxml parsers are not thread-safe: one per thread or per call)."""
+def new_parser(*, huge_tree: bool = False, collect_ids: bool = True) -> etree.XMLParser:
+    """A fresh hardened parser (lxml parsers are not thread-safe: one per thread or per call).
+    `huge_tree` lifts libxml2's size limits for callers that bound the input themselves."""
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
         dtd_validation=False,
-        huge_tree=False,
+        huge_tree=huge_tree,
         remove_comments=True,
         remove_pis=True,
+        collect_ids=collect_ids,
     )
 
 
