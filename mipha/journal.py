@@ -167,11 +167,7 @@ class BindingJournal:
     def _append(self, lines: list[str]) -> None:
         """One write(2) of whole lines; kept for the compacted file when a compaction runs."""
         assert self._fd is not None
-        data = ("\n".join(lines) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        _write_all(self._fd, ("\n".join(lines) + "\n").encode())
         self._records += len(lines)
         if self._carry is not None:
             self._carry.extend(lines)
@@ -213,10 +209,7 @@ class BindingJournal:
         try:
             os.fchmod(fd, 0o600)  # a leftover temporary file keeps its mode through O_TRUNC
             for start in range(0, len(records), 4096):
-                chunk = "".join(r.to_json() + "\n" for r in records[start : start + 4096]).encode()
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, "".join(r.to_json() + "\n" for r in records[start : start + 4096]).encode())
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -231,10 +224,7 @@ class BindingJournal:
             os.close(fd)
             return
         if carry:
-            data = ("\n".join(carry) + "\n").encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, ("\n".join(carry) + "\n").encode())
             os.fdatasync(fd)
         os.replace(self._tmp_path, self.path)  # nothing may fail between this and the switch
         with self._fd_lock:
@@ -285,3 +275,10 @@ class BindingJournal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """write(2) until all of ``data`` is written (a regular file may take it in parts)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
