@@ -31,7 +31,7 @@ from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber
 from .journal import BindingJournal, BindingRecord
 from .notify import Notifier
-from .runtime import VirtualRouter, record_of
+from .runtime import VirtualRouter
 from .state import HomeAgentStateProvider
 
 log = logging.getLogger("mipha")
@@ -166,10 +166,8 @@ class Daemon:
             journal.begin_compaction()
             snapshot: list[BindingRecord] = []
             for vr in list(self.routers.values()):
-                if vr.engine is None:
-                    continue
-                for page in vr.engine.raw_binding_pages(4096):
-                    snapshot.extend(record_of(vr.name, vr.engine, b) for b in page)
+                for page in vr.record_pages():
+                    snapshot.extend(page)
                     await asyncio.sleep(0)
         try:
             fd = await asyncio.get_running_loop().run_in_executor(None, journal.write_compacted, snapshot)

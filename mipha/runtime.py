@@ -20,7 +20,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
@@ -326,10 +326,16 @@ class VirtualRouter:
 
     def records(self) -> list[BindingRecord]:
         """Journal records of every binding, in key order (what a rebuilt router takes over)."""
+        return [record for page in self.record_pages() for record in page]
+
+    def record_pages(self, page: int = 4096) -> Iterator[list[BindingRecord]]:
+        """The same, page by page; each page is read after the previous page's last key, so the
+        caller may let the event loop run between pages (the journal's compaction does)."""
         engine = self.engine
         if engine is None:
-            return []
-        return [record_of(self.name, engine, b) for b in engine.walk_raw_bindings(4096)]
+            return
+        for bindings in engine.raw_binding_pages(page):
+            yield [record_of(self.name, engine, b) for b in bindings]
 
     # -- the output pump ------------------------------------------------------------------------------
 

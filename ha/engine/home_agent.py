@@ -933,11 +933,6 @@ class HomeAgent:
                 return
             after = (batch[-1].home_address << 32) | batch[-1].care_of_address
 
-    def walk_raw_bindings(self, page: int = 1024) -> Iterator[Binding]:
-        """Every binding object in key order (:meth:`raw_binding_pages`, flattened)."""
-        for batch in self.raw_binding_pages(page):
-            yield from batch
-
     @property
     def wall_offset(self) -> float:
         """Unix time minus monotonic time, as last seen by the engine."""

@@ -249,7 +249,7 @@ def test_daemon_compaction_task_snapshots_the_engines(tmp_path: Path, monkeypatc
     from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
     from ha.engine.home_agent import HomeAgent
     from mipha.daemon import Daemon
-    from mipha.runtime import record_of
+    from mipha.runtime import VirtualRouter, record_of
 
     sa = SecurityAssociation(256, bytes(16))
     nodes = [
@@ -279,6 +279,7 @@ def test_daemon_compaction_task_snapshots_the_engines(tmp_path: Path, monkeypatc
                 ]
             )
     vr = SimpleNamespace(name="home", engine=engine)
+    vr.record_pages = lambda: VirtualRouter.record_pages(vr)
     owner = SimpleNamespace(
         journal=j, routers={"home": vr}, server=SimpleNamespace(core=SimpleNamespace(txn_lock=asyncio.Lock()))
     )
