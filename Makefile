@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the project needs (installed only when missing, only when root).
-APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping
+APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping \
+	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint deps venv tree clean bench

@@ -13,5 +13,13 @@ fi
 echo "mipha: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections || true
+# Services packaged with a daemon (freeradius, etcd, prometheus) must not start on the host: tests
+# start their own instances on loopback or inside namespaces. policy-rc.d 101 = "do not start".
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+fi
+trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

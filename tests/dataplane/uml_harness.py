@@ -21,6 +21,11 @@ UML_KERNEL = "linux.uml"
 UML_MODULES = Path("/usr/lib/uml/modules")
 
 
+class UmlHostUnsupported(RuntimeError):
+    """UML 6.1 cannot start a process on this host CPU: its FP-register buffer is smaller than the
+    host's XSAVE area (CPUs with AMX tiles), so ptrace(SETFPREGS) fails with EFAULT and init dies."""
+
+
 class UmlUnavailable(RuntimeError):
     """UML could not boot or did not report a result; the message says why."""
 
@@ -144,6 +149,11 @@ sync
                 f"UML did not finish within {timeout}s; guest output so far:\n{output}"
             ) from exc
         rc_file = out / "rc"
+        if not rc_file.exists() and "ptrace set fp regs failed" in console:
+            raise UmlHostUnsupported(
+                "User-Mode Linux 6.1 cannot run processes on this CPU (ptrace set fp regs failed: the "
+                "host's XSAVE area, AMX included, is larger than UML's FP buffer)"
+            )
         if not rc_file.exists():
             raise UmlUnavailable(
                 f"UML exited ({proc.returncode}) without running the test; console:\n{console[-4000:]}"
