@@ -8,7 +8,7 @@ APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-li
 	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint deps venv tree clean bench
+.PHONY: run test lint deps venv tree clean bench fuzz
 
 deps:
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
@@ -39,6 +39,17 @@ tree: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+
+# Coverage-guided fuzz campaigns (atheris): registration path, then NETCONF framing + RPCs; a crash
+# stops with the input saved under .fuzz/<target>/. Logs: .fuzz/<target>.log (docs/fuzzing.md).
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	@mkdir -p .fuzz; set -o pipefail; for target in registration netconf; do \
+		echo "== fuzz $$target: $(FUZZ_RUNS) inputs"; start=$$(date +%s); \
+		nice -n 10 $(BIN)/python tests/fuzz/campaign.py $$target -runs=$(FUZZ_RUNS) 2>&1 \
+			| tee .fuzz/$$target.log | grep -E '^(#fuzz|Done|stat::)|INITED|DONE|ERROR|Traceback' || exit 1; \
+		echo "== fuzz $$target: wall time $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache
