@@ -1,11 +1,17 @@
 """The asyncio UDP shell of one virtual router's home agent (aioquic's ``asyncio/protocol.py`` role).
 
 It is the only place that reads the clock (``loop.time()`` — monotonic — and ``time.time()``) and the
-only place with a socket.  Every datagram goes to :meth:`HomeAgent.handle_datagram`; the reply is sent
-with ``sendmsg`` + ``IP_PKTINFO`` so that its source address is the address the request was sent to
-(RFC 5944 §3.8.3.1), or the HA's unicast address when the request was a broadcast (discovery).  Binding
-to 0.0.0.0 lets the socket receive subnet-directed and limited broadcasts; ``IP_PKTINFO`` tells which
-destination each request had.  Expiry is driven with ``loop.call_at(engine.get_timer())``.
+only place with a socket.  Every datagram goes to :meth:`HomeAgent.handle_datagram`; a reply's source
+address is the address the request was sent to (RFC 5944 §3.8.3.1), or the HA's unicast address when
+the request was a broadcast (discovery).  Two sockets share the port: one bound to the HA's unicast
+address takes the usual traffic (the kernel prefers the exact binding) with plain ``recvfrom`` /
+``sendto``; one bound to 0.0.0.0 receives subnet-directed and limited broadcasts (and requests to any
+other local address), with ``IP_PKTINFO`` telling each one's destination and setting each reply's
+source.  Expiry is driven with ``loop.call_at(engine.get_timer())``.
+
+Datagrams are handled in bursts (as the tun backend handles packets): each wake-up drains the socket
+until it would block (at most ``_BURST``), reads the clocks once, runs ``on_output`` once (one journal
+write for the burst), then sends the burst's replies.
 
 Exceptions never reach the event loop: a datagram that makes the engine raise is dropped and counted
 (``discarded`` and :attr:`HomeAgentTransport.errors`), a failed send is counted in ``send_errors``.
@@ -35,13 +41,14 @@ _BURST = 256
 _EXPIRY_BATCH = 512
 
 
-def _make_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
+def _make_socket(address: str, port: int, reuse_port: bool, pktinfo: bool = True) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind((address, port))
@@ -53,22 +60,30 @@ def _make_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def open_udp_socket(
-    address: IPv4Address | str, port: int, netns: str | None = None, *, reuse_port: bool = False
+    address: IPv4Address | str,
+    port: int,
+    netns: str | None = None,
+    *,
+    reuse_port: bool = False,
+    pktinfo: bool = True,
 ) -> socket.socket:
-    """A non-blocking UDP socket bound to ``(address, port)`` with IP_PKTINFO on, created in ``netns``.
+    """A non-blocking UDP socket bound to ``(address, port)`` (IP_PKTINFO on unless ``pktinfo`` is
+    False), created in ``netns``.
 
     A socket stays in the namespace it was created in, so the namespace is entered on a short-lived
     thread (``setns`` changes only the calling thread) and the daemon's threads are never moved.
     ``address`` 0.0.0.0 also receives broadcast discovery requests.
     """
     if netns is None:
-        return _make_socket(str(address), port, reuse_port)
-    return run_in_netns(netns, _make_socket, str(address), port, reuse_port)
+        return _make_socket(str(address), port, reuse_port, pktinfo)
+    return run_in_netns(netns, _make_socket, str(address), port, reuse_port, pktinfo)
 
 
 class HomeAgentTransport:
-    """Feeds one :class:`HomeAgent` from one UDP socket and sends its replies.
+    """Feeds one :class:`HomeAgent` from its UDP sockets and sends its replies.
 
+    ``sock`` is bound to 0.0.0.0 (or any address) with IP_PKTINFO on; ``unicast``, if given, is
+    bound to the HA's unicast address on the same port (see the module docstring).
     ``on_output`` is called after each burst that may have queued intents or events (the daemon
     drains ``next_intent`` / ``next_event`` there) and *before* the burst's replies are sent: the
     daemon journals the accepted bindings in it, so no reply acknowledges a binding that a crash
@@ -80,38 +95,54 @@ class HomeAgentTransport:
         engine: HomeAgent,
         sock: socket.socket,
         *,
+        unicast: socket.socket | None = None,
         on_output: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.sock = sock
+        self.unicast = unicast
         self.on_output = on_output
         self._wallclock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._port = sock.getsockname()[1]
+        self._unicast_address: IPv4Address | None = None
+        if unicast is not None:
+            address = IPv4Address(unicast.getsockname()[0])
+            ha = engine.config.home_agent
+            # the engine's own object when it is the same address: replies then match by identity
+            self._unicast_address = ha.address if ha is not None and ha.address == address else address
         self.errors = 0
         self.send_errors = 0
         self.received = 0
+        self.received_any = 0  # of which on the wildcard socket
+        self.bursts = 0
         self._destinations: dict[bytes, IPv4Address] = {}
+        self._pktinfo: dict[IPv4Address, bytes] = {}
         self._replies: list[Outgoing] = []
 
     def start(self) -> None:
         """Register with the running loop."""
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._loop.add_reader(self.sock.fileno(), self._burst, self._receive_any)
+        if self.unicast is not None:
+            self._loop.add_reader(self.unicast.fileno(), self._burst, self._receive_unicast)
         self._schedule()
 
     def close(self) -> None:
-        """Stop reading, cancel the timer and close the socket."""
+        """Stop reading, cancel the timer and close the sockets."""
+        sockets = [self.sock] if self.unicast is None else [self.sock, self.unicast]
         if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self.sock.fileno())
+            for sock in sockets:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sock.fileno())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.sock.close()
+        for sock in sockets:
+            sock.close()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -119,41 +150,101 @@ class HomeAgentTransport:
 
     # --- receiving -------------------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        sock = self.sock
+    def _burst(self, receive: Callable[[float, float], int]) -> None:
+        """One wake-up: drain a socket, then one ``on_output`` and the burst's replies."""
         loop = self._loop
         assert loop is not None
-        local = IPv4Address(sock.getsockname()[0])
-        destinations = self._destinations
         handled = 0
         try:
-            for _ in range(_BURST):
-                try:
-                    data, ancillary, _flags, source = sock.recvmsg(2048, 64)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as error:  # e.g. ICMP errors reported on the socket
-                    log.debug("recvmsg: %s", error)
-                    continue
-                self.received += 1
-                handled += 1
-                received_on = local
-                for level, kind, payload in ancillary:
-                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= _PKTINFO.size:
-                        raw = payload[8:12]  # ipi_addr: the header destination address
-                        received_on = destinations.get(raw) or self._destination(raw)
-                self._handle(data, source, received_on, loop.time())
+            handled = receive(loop.time(), self._wallclock())
         finally:
             ok = True
             if handled:
+                self.received += handled
+                self.bursts += 1
                 self._schedule()
                 ok = self._notify()
             replies, self._replies = self._replies, []
             if not ok:  # e.g. the journal could not record the bindings: the nodes will retransmit
                 self.send_errors += len(replies)
                 replies = []
-            for outgoing in replies:
-                self._send(outgoing)
+            if replies:
+                self._send_all(replies)
+
+    def _receive_unicast(self, now: float, wallclock: float) -> int:
+        """Datagrams sent to the HA's unicast address: their destination is known, no ancillary data."""
+        assert self.unicast is not None
+        recvfrom = self.unicast.recvfrom
+        handle = self.engine.handle_datagram
+        received_on, port, replies = self._unicast_address, self._port, self._replies
+        count = 0
+        for _ in range(_BURST):
+            try:
+                data, source = recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:  # e.g. ICMP errors reported on the socket
+                log.debug("recvfrom: %s", error)
+                continue
+            count += 1
+            try:
+                outgoing = handle(
+                    data,
+                    source=source,
+                    received_on=received_on,
+                    now=now,
+                    wallclock=wallclock,
+                    destination_port=port,
+                )
+            except Exception:  # never let one datagram take the loop down
+                self._engine_failed(source)
+                continue
+            if outgoing is not None:
+                replies.append(outgoing)
+        return count
+
+    def _receive_any(self, now: float, wallclock: float) -> int:
+        """Datagrams to any local address (broadcasts): IP_PKTINFO says which one."""
+        recvmsg = self.sock.recvmsg
+        handle = self.engine.handle_datagram
+        local = IPv4Address(self.sock.getsockname()[0])
+        destinations, port, replies = self._destinations, self._port, self._replies
+        count = 0
+        for _ in range(_BURST):
+            try:
+                data, ancillary, _flags, source = recvmsg(2048, 64)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                log.debug("recvmsg: %s", error)
+                continue
+            count += 1
+            received_on = local
+            for level, kind, payload in ancillary:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= _PKTINFO.size:
+                    raw = payload[8:12]  # ipi_addr: the header destination address
+                    received_on = destinations.get(raw) or self._destination(raw)
+            try:
+                outgoing = handle(
+                    data,
+                    source=source,
+                    received_on=received_on,
+                    now=now,
+                    wallclock=wallclock,
+                    destination_port=port,
+                )
+            except Exception:
+                self._engine_failed(source)
+                continue
+            if outgoing is not None:
+                replies.append(outgoing)
+        self.received_any += count
+        return count
+
+    def _engine_failed(self, source: tuple[str, int]) -> None:
+        self.errors += 1
+        self.engine.statistics.discarded += 1
+        log.exception("request from %s dropped: the engine raised", source)
 
     def _destination(self, raw: bytes) -> IPv4Address:
         """Parse (and remember) a destination address; a socket sees very few distinct ones."""
@@ -162,26 +253,32 @@ class HomeAgentTransport:
         address = self._destinations[raw] = IPv4Address(raw)
         return address
 
-    def _handle(self, data: bytes, source: tuple[str, int], received_on: IPv4Address, now: float) -> None:
-        try:
-            outgoing = self.engine.handle_datagram(
-                data,
-                source=source,
-                received_on=received_on,
-                now=now,
-                wallclock=self._wallclock(),
-                destination_port=self._port,
-            )
-        except Exception:  # never let one datagram take the loop down
-            self.errors += 1
-            self.engine.statistics.discarded += 1
-            log.exception("request from %s dropped: the engine raised", source)
-            return
-        if outgoing is not None:
-            self._replies.append(outgoing)
+    # --- sending ---------------------------------------------------------------------------------
+
+    def _send_all(self, replies: list[Outgoing]) -> None:
+        """A reply from the unicast address leaves by the unicast socket (``sendto``: the kernel
+        picks that source); any other source is set with IP_PKTINFO on the wildcard socket."""
+        address = self._unicast_address
+        sendto = self.unicast.sendto if self.unicast is not None else None
+        for outgoing in replies:
+            if sendto is not None and (outgoing.source is address or outgoing.source == address):
+                try:
+                    sendto(outgoing.data, outgoing.destination)
+                except OSError as error:
+                    self.send_errors += 1
+                    log.debug("reply to %s not sent: %s", outgoing.destination, error)
+                except Exception:
+                    self.send_errors += 1
+                    log.exception("reply to %s not sent", outgoing.destination)
+            else:
+                self._send(outgoing)
 
     def _send(self, outgoing: Outgoing) -> None:
-        pktinfo = _PKTINFO.pack(0, outgoing.source.packed, b"\0\0\0\0")
+        pktinfo = self._pktinfo.get(outgoing.source)
+        if pktinfo is None:
+            if len(self._pktinfo) > 64:
+                self._pktinfo.clear()
+            pktinfo = self._pktinfo[outgoing.source] = _PKTINFO.pack(0, outgoing.source.packed, b"\0\0\0\0")
         try:
             self.sock.sendmsg(
                 [outgoing.data], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, outgoing.destination

@@ -182,14 +182,18 @@ class VirtualRouter:
                 f"data plane ({plane.name}) refused the bindings: {exc}", ha_path
             ) from exc
         engine.drain_intents()  # resync restated their effect
-        try:
+        sock = None
+        try:  # the unicast socket takes the usual traffic, the wildcard one broadcasts (ha.transport)
             sock = open_udp_socket("0.0.0.0", ha.udp_port, self.netns)
+            unicast = open_udp_socket(ha.address, ha.udp_port, self.netns, pktinfo=False)
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             raise VirtualRouterError(
                 f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
                 f"{ha_path}/mipha:udp-port",
             ) from exc
-        self.transport = HomeAgentTransport(engine, sock, on_output=self.flush)
+        self.transport = HomeAgentTransport(engine, sock, unicast=unicast, on_output=self.flush)
         self.transport.start()
         log.info(
             "virtual router %s: home agent %s on UDP %d (netns %s, data plane %s, %d bindings restored)",

@@ -24,13 +24,21 @@ class ThreadedHomeAgent:
     """Start with ``with ThreadedHomeAgent(config) as ha:``; ``ha.call(fn)`` runs fn on the HA loop."""
 
     def __init__(
-        self, config: VirtualRouterConfig, *, address: str = "127.0.0.1", netns: str | None = None
+        self,
+        config: VirtualRouterConfig,
+        *,
+        address: str = "127.0.0.1",
+        netns: str | None = None,
+        unicast: str | None = None,
     ) -> None:
         self.engine = HomeAgent(config)
         self.sock = open_udp_socket(address, 0, netns)
         self.port = self.sock.getsockname()[1]
+        self.unicast = None if unicast is None else open_udp_socket(unicast, self.port, netns, pktinfo=False)
         self.loop = asyncio.new_event_loop()
-        self.transport = HomeAgentTransport(self.engine, self.sock, on_output=self._drain)
+        self.transport = HomeAgentTransport(
+            self.engine, self.sock, unicast=self.unicast, on_output=self._drain
+        )
         self.intents: list = []
         self._thread = threading.Thread(target=self._run, name="home-agent", daemon=True)
         self._ready = threading.Event()
