@@ -57,51 +57,54 @@ def _text(el: etree._Element, name: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
-def _chain(el: etree._Element) -> list[etree._Element]:
-    """``el`` and its ancestors, from the top-level node down."""
-    chain = [el]
-    parent = el.getparent()
-    while parent is not None:
-        chain.append(parent)
-        parent = parent.getparent()
-    chain.reverse()
-    return chain
+def _ancestor(el: etree._Element, up: int) -> etree._Element:
+    for _ in range(up):
+        parent = el.getparent()
+        assert parent is not None
+        el = parent
+    return el
 
 
 def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
+    """Fold the diff per virtual router, by its schema paths and keys (a change deeper than a list
+    entry marks the entry; the entry's element in the new tree is found from the changed node up)."""
     edits: dict[str, _Edits] = {}
     for change in diff:
-        created = change.new is not None
-        el = change.new if created else change.old
-        assert el is not None
-        chain = _chain(el)
-        if chain[0].tag != _VRS:
+        steps = [step.rpartition(":")[2] for step in change.schema_path.split("/")[1:]]
+        if not steps or steps[0] != "virtual-routers" or etree.QName(_node(change)).namespace != NS:
             continue  # another module's data
-        if len(chain) == 1:  # the whole container
-            for vr in el.iterfind(_VR):
+        created = change.new is not None
+        if len(steps) == 1:  # the whole container
+            for vr in _node(change).iterfind(_VR):
                 one = edits.setdefault(_text(vr, "name"), _Edits())
                 one.whole, one.removed = (vr, False) if created else (None, True)
             continue
-        vr_el = chain[1]
-        one = edits.setdefault(_text(vr_el, "name"), _Edits())
-        if len(chain) == 2:
-            one.whole, one.removed = (vr_el, False) if created else (None, True)
+        one = edits.setdefault(change.keys[0][0], _Edits())
+        depth = len(steps)
+        if depth == 2:
+            one.whole, one.removed = (change.new, False) if created else (None, True)
             continue
         if created:
-            one.element = vr_el
-        entry = chain[2]
-        local = etree.QName(entry).localname
-        spec = ENTRIES.get(local)
-        if spec is None:
+            one.element = _ancestor(change.new, depth - 2)  # type: ignore[arg-type]
+        local = steps[2]
+        if local not in ENTRIES:
             one.settings = one.settings or local != "name"
             continue
         keyed = one.entries[local]
-        key = _text(entry, spec[1])
-        if len(chain) == 3 or created:
-            keyed[key] = entry if created else None
+        key = change.keys[1][0]
+        if depth == 3:
+            keyed[key] = change.new  # a whole entry created, or deleted (None)
+        elif created:
+            keyed[key] = _ancestor(change.new, depth - 3)  # type: ignore[arg-type]
         else:
             keyed.setdefault(key, _LOOK_UP)
     return edits
+
+
+def _node(change: Change) -> etree._Element:
+    el = change.new if change.new is not None else change.old
+    assert el is not None
+    return el
 
 
 def _find_router(roots: Iterable[etree._Element], name: str) -> etree._Element:
