@@ -3,6 +3,8 @@
     .venv/bin/python tests/fuzz/campaign.py registration -runs=1000000
     .venv/bin/python tests/fuzz/campaign.py netconf -runs=1000000 [corpus-dir ...]
 
+    .venv/bin/python tests/fuzz/campaign.py registration --line-coverage   # replay the corpus, lines run
+
 Any other ``-flag=value`` is libFuzzer's (``-max_total_time``, ``-seed``, ``-artifact_prefix``...).
 The corpus defaults to ``.fuzz/<target>/corpus`` (seeded with valid inputs each run); libFuzzer prints
 ``cov:`` (edges of the instrumented Python code reached) and ``exec/s``; every REPORT_EVERY inputs the
@@ -21,7 +23,7 @@ import atheris
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fuzz_common import ROOT, run_atheris  # noqa: E402
+from fuzz_common import ROOT, line_coverage, run_atheris  # noqa: E402
 
 #: what each campaign instruments (the code under test), its module and the longest input
 TARGETS = {
@@ -43,11 +45,30 @@ def netconf_dictionary(path: Path) -> None:
     path.write_text("\n".join(tokens) + "\n")
 
 
+def report_line_coverage(name: str, package: str) -> None:
+    """Replay the campaign's corpus under a line tracer: how much of the package it reaches."""
+    if name == "registration":
+        from registration_target import RegistrationTarget as target
+    else:
+        from netconf_target import NetconfTarget as target
+    corpus = sorted((ROOT / ".fuzz" / name / "corpus").iterdir())
+    rows = line_coverage(target(), (path.read_bytes() for path in corpus), [package])
+    for path, run, executable in rows:
+        print(f"{path:40s} {run:5d} / {executable:5d} lines  {100 * run / executable:5.1f} %")
+    run, executable = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    print(
+        f"{len(corpus)} corpus inputs; modules of {package}/ that ran: {run} / {executable} lines, "
+        f"{100 * run / executable:.1f} %"
+    )
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(TARGETS)}}} [libFuzzer flags] [corpus dirs]")
     name = sys.argv[1]
     packages, max_len = TARGETS[name]
+    if "--line-coverage" in sys.argv:
+        return report_line_coverage(name, packages[0])
     argv = [sys.argv[0], *sys.argv[2:]]
     work = ROOT / ".fuzz" / name
     work.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,13 @@ report and saves the input under ``-artifact_prefix``.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -109,3 +112,52 @@ def run_atheris(name: str, make_target: Callable[[], object], argv: list[str]) -
 
     atheris.Setup(argv, one)
     atheris.Fuzz()
+
+
+def _executable_lines(path: Path) -> set[int]:
+    """Lines of function bodies that carry bytecode (co_lines of every function's code object; module
+    and class bodies run at import, before any input)."""
+    lines: set[int] = set()
+    stack = [compile(path.read_text(), str(path), "exec")]
+    while stack:
+        code = stack.pop()
+        if code.co_flags & inspect.CO_OPTIMIZED:
+            lines.update(line for _, _, line in code.co_lines() if line is not None)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return lines
+
+
+def line_coverage(
+    target: object, inputs: Iterable[bytes], packages: Iterable[str]
+) -> list[tuple[str, int, int]]:
+    """Replay ``inputs`` with a line tracer; (file, lines run, executable lines) for each module of
+    ``packages`` (directories under the repository) that ran at all."""
+    roots = tuple(str(ROOT / package) + os.sep for package in packages)
+    hits: dict[str, set[int]] = {}
+
+    def tracer(frame: types.FrameType, event: str, _arg: object):
+        filename = frame.f_code.co_filename
+        if not filename.startswith(roots):
+            return None
+        lines = hits.setdefault(filename, set())
+
+        def local(frame: types.FrameType, event: str, _arg: object):
+            if event == "line":
+                lines.add(frame.f_lineno)
+            return local
+
+        lines.add(frame.f_lineno)
+        return local
+
+    sys.settrace(tracer)
+    try:
+        for data in inputs:
+            with contextlib.suppress(BugFound):  # a crash input: the campaign reported it
+                target.one(data)
+    finally:
+        sys.settrace(None)
+    out = []
+    for filename in sorted(hits):
+        executable = _executable_lines(Path(filename))
+        out.append((str(Path(filename).relative_to(ROOT)), len(hits[filename] & executable), len(executable)))
+    return out
