@@ -22,23 +22,38 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
+from ha.engine.aaa import AAA_NODE_PREFIX
 from ha.engine.bindings import Binding
 from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 from server.operational import StateRequest, raw_placeholder
 from server.yang import MIPHA_NAMESPACE
 
+if TYPE_CHECKING:
+    from .aaa import AaaClient
+
 NS = MIPHA_NAMESPACE
 _Q = f"{{{NS}}}"
 _PAGE = 1024
 _FLAG_ORDER = (("S", 0x80), ("B", 0x40), ("D", 0x20), ("M", 0x10), ("G", 0x08), ("T", 0x02))
 _SECTIONS = ("bindings", "tunnels", "statistics", "security-violations")
+_SERVER_COUNTERS = (
+    "requests",
+    "accepts",
+    "rejects",
+    "timeouts",
+    "bad-authenticators",
+    "unusable-accepts",
+    "accounting-requests",
+    "accounting-responses",
+    "disconnect-requests",
+)
 
 
 class VirtualRouterState(Protocol):
@@ -89,6 +104,10 @@ _BINDING_LEAVES = (
     "flags",
     "encapsulation",
     "tunnel-interface",
+    "authentication",
+    "key-source",
+    "address-source",
+    "acct-session-id",
 )
 _KEYS = ("home-address", "care-of-address")
 
@@ -183,6 +202,8 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
                         wanted.pools.add(pool)
                 elif local == "home-agent":
                     _home_agent_hints(sel, wanted)
+                elif local == "aaa":
+                    _add(wanted, "sections", "aaa")
     for attr in ("home_addresses", "care_of_addresses", "pools"):
         if getattr(wanted, attr) == set():
             setattr(wanted, attr, None)
@@ -288,6 +309,7 @@ class _Formatter:
     def __init__(self, engine: HomeAgent, now: float, interfaces: dict[IPv4Address, str | None]) -> None:
         self.now = now
         self.wall = engine.wall_offset
+        self.engine = engine
         self.nodes = engine.config.mobile_nodes
         self.interfaces = {int(k): _esc(v) for k, v in interfaces.items() if v}
         #: "<tunnel-interface>…</tunnel-interface>" per care-of address that has one
@@ -320,8 +342,21 @@ class _Formatter:
         micro = int((t - whole) * 1_000_000)
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
+    def aaa_leaves(self, name: str) -> tuple[tuple[str, str], ...]:
+        """The AAA leaves of an AAA-learnt node's binding (none for a configured node)."""
+        subscriber = self.engine.subscriber(name) if name.startswith(AAA_NODE_PREFIX) else None
+        if subscriber is None:
+            return ()
+        profile = subscriber.profile
+        return (
+            ("authentication", "aaa"),
+            ("key-source", profile.key_source),
+            ("address-source", profile.address_source),
+            ("acct-session-id", _esc(subscriber.session_id)),
+        )
+
     def node(self, name: str) -> tuple[str, str | None]:
-        node = self.nodes.get(name)
+        node = self.nodes.get(name) or self.engine.node(name)
         nai = node.nai if node is not None else None
         return _esc(name), (_esc(nai) if nai else None)
 
@@ -348,6 +383,10 @@ class _Formatter:
             source = b.source >> 16
             name = b.mobile_node
             node = nodes.get(name)
+            aaa = ""
+            if node is None and name.startswith(AAA_NODE_PREFIX):
+                node = self.engine.node(name)
+                aaa = "".join(f"<{leaf}>{value}</{leaf}>" for leaf, value in self.aaa_leaves(name))
             nai = f"<nai>{escape(node.nai)}</nai>" if node is not None and node.nai else ""
             if "&" in name or "<" in name or ">" in name:
                 name = escape(name)
@@ -379,7 +418,7 @@ class _Formatter:
                 f"<registered-at>{prefix}{f'.{micro:06d}Z' if micro else 'Z'}</registered-at>"
                 f"<identification>{b.identification}</identification>"
                 f"<flags>{flag_text[b.flags & 0xFF]}</flags>"
-                f"{encapsulation}{interface_leaves.get(coa, '')}</binding>"
+                f"{encapsulation}{interface_leaves.get(coa, '')}{aaa}</binding>"
             )
         return "".join(out).encode()
 
@@ -397,6 +436,7 @@ class _Formatter:
             ("flags", _FLAG_TEXT[b.flags & 0xFF]),
             ("encapsulation", b.encapsulation),
             ("tunnel-interface", self.interfaces.get(b.care_of_address)),
+            *self.aaa_leaves(b.mobile_node),
         )
         body = "".join(
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves
@@ -450,6 +490,9 @@ class HomeAgentStateProvider:
                 self._statistics(etree.SubElement(ha, _Q + "statistics"), engine, vr.discontinuity_time())
             if wanted.section("security-violations"):
                 self._violations(etree.SubElement(ha, _Q + "security-violations"), engine)
+        aaa = getattr(vr, "aaa", None)
+        if wanted.section("aaa") and aaa is not None and engine.config.aaa is not None:
+            self._aaa(etree.SubElement(entry, _Q + "aaa"), engine, aaa)
         if wanted.section("address-pool"):
             for name in engine.config.address_pools:
                 if wanted.pools is not None and name not in wanted.pools:
@@ -507,6 +550,26 @@ class HomeAgentStateProvider:
             first = (int(home) << 32) - 1 if int(home) else None
             # at most 8 simultaneous bindings per home address
             yield [b for b in engine.raw_bindings_after(first, 16) if b.home_address == int(home)]
+
+    @staticmethod
+    def _aaa(parent: etree._Element, engine: HomeAgent, client: AaaClient) -> None:
+        for state in client.server_states():
+            server = etree.SubElement(parent, _Q + "server")
+            _leaf(server, "address", state.server.address)
+            stats = etree.SubElement(server, _Q + "statistics")
+            for leaf in _SERVER_COUNTERS:
+                _leaf(stats, leaf, getattr(state, leaf.replace("-", "_")))
+            if state.rtt_last_ms is not None and state.rtt_average_ms is not None:
+                rtt = etree.SubElement(stats, _Q + "round-trip-time")
+                _leaf(rtt, "last", state.rtt_last_ms)
+                _leaf(rtt, "average", round(state.rtt_average_ms))
+        counters = engine.aaa_counters
+        stats = etree.SubElement(parent, _Q + "statistics")
+        _leaf(stats, "lookups", counters.lookups)
+        _leaf(stats, "absorbed", counters.absorbed)
+        _leaf(stats, "pending", engine.aaa_pending)
+        _leaf(stats, "cached-subscribers", engine.aaa_subscribers)
+        _leaf(stats, "unavailable", counters.unavailable)
 
     @staticmethod
     def _tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:

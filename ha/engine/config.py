@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from types import MappingProxyType
 
+from ha.aaa.config import AaaConfig, Authentication
 from ha.protocol.auth import SecurityAssociation
 from ha.protocol.constants import (
     REGISTRATION_PORT,
@@ -157,9 +158,11 @@ class HomeAgentConfig:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     home_prefix: IPv4Network | None = None
+    authentication: Authentication = Authentication.LOCAL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
+        object.__setattr__(self, "authentication", Authentication(self.authentication))
         if not 5 <= self.max_lifetime <= 0xFFFF:
             raise ValueError(f"max-lifetime {self.max_lifetime} is outside 5..65535")
         if not 1 <= self.replay_tolerance <= 255:
@@ -187,6 +190,7 @@ class VirtualRouterConfig:
     address_pools: Mapping[str, AddressPool] = field(default_factory=dict)
     mobile_nodes: Mapping[str, MobileNode] = field(default_factory=dict)
     foreign_agents: Mapping[IPv4Address, ForeignAgent] = field(default_factory=dict)
+    aaa: AaaConfig | None = None
 
     def __post_init__(self) -> None:
         if self.router_id is not None:
