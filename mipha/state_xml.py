@@ -13,8 +13,8 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from lxml import etree
