@@ -27,6 +27,7 @@ from lxml import etree
 
 from server.changes import recorded_diff
 from server.errors import RpcError
+from server.incremental import IncrementalChecker
 from server.oplog import KeyIndex, OpLog
 from server.schema import Schema
 from server.subscribers import (
@@ -36,7 +37,7 @@ from server.subscribers import (
     apply_transaction,
     run_transaction,
 )
-from server.tree import Forest, LazyForest
+from server.tree import Forest, LazyForest, view
 from server.xmlns import NC_NS
 from server.xmlparse import parse_message
 
@@ -111,6 +112,8 @@ class Datastores:
         self.candidate_valid = True
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
+        implemented = tuple(m.name for m in schema.modules if m.implemented)
+        self.checker = IncrementalChecker(schema, validator.ctx, implemented)
         self._load()
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -292,7 +295,29 @@ class Datastores:
         return getattr(self, name)
 
     def validate(self, data: Forest) -> list[RpcError]:
+        """Whole-document validation (<validate>, copy-config, the first load)."""
         return validation_errors(self.validator, data, self.schema)
+
+    def validate_change(self, forest: Forest, log: OpLog) -> list[RpcError]:
+        """Validation of a valid `forest` changed by `log` (applied): what the change touches
+        (server/incremental.py), the whole document when that is not smaller."""
+        partial = self.checker.partial(forest, log)
+        if partial is None:
+            return self.validate(forest)
+        return validation_errors(self.validator, view(partial), self.schema) if partial else []
+
+    def validate_edit(self, target: str, log: OpLog) -> list[RpcError]:
+        """Validation of an edit begun with begin_edit (applied): running and a change-set candidate
+        are checked incrementally against running (always valid); a private candidate tree only
+        when it was valid before."""
+        if target == "candidate" and self._candidate is not None:
+            if not self.candidate_valid:
+                return self.validate(self._candidate)
+            return self.validate_change(self._candidate, log)
+        if target == "candidate" and self._cand_log is not None:
+            both = OpLog(self.keys, [*self._cand_log.ops, *log.ops])
+            return self.validate_change(self._running, both)
+        return self.validate_change(self._running, log)
 
     # -- writes --------------------------------------------------------------------------------------
     async def commit_running(
@@ -336,7 +361,7 @@ class Datastores:
         try:
             changes = self.changes_of(log)
             if validate:
-                errs = self.validate(self._running)
+                errs = self.validate_change(self._running, log)
                 if errs:
                     raise _raise_all(errs)
             txn = Transaction(

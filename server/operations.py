@@ -342,7 +342,7 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
             raise combine(errs)
         validate = test_option != "set" or target == "running"
         if test_option == "test-only":
-            verrs = core.ds.validate(current)
+            verrs = core.ds.validate_edit(target, log)
             if errs or verrs:
                 raise combine(errs + verrs)
             settled = True
@@ -365,7 +365,7 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
             core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
         else:
             if validate:
-                verrs = core.ds.validate(current)
+                verrs = core.ds.validate_edit(target, log)
                 if verrs:
                     raise combine(errs + verrs)
             settled = True

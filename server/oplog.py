@@ -33,13 +33,98 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
+class ValueIndex:
+    """List entries by the values of some of their leaves (a `unique`'s leaves, a leafref), per
+    (parent, list, leaves). A superset: every node an OpLog touches is noted (`touch`) and its
+    entries are re-filed under their current values at the next lookup; stale entries (moved away,
+    value changed) are dropped when a lookup meets them."""
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[int, str, tuple[str, ...]], tuple[Parent, SchemaNode, dict]] = {}
+        self._by_list: dict[tuple[int, str], list[tuple[str, ...]]] = {}
+        self._dirty: list[etree._Element] = []
+
+    def touch(self, el: etree._Element) -> None:
+        if self._maps:
+            self._dirty.append(el)
+            if len(self._dirty) > 500_000:  # nobody looked up for long: rebuild on demand instead
+                self._maps.clear()
+                self._by_list.clear()
+                self._dirty = []
+
+    def _values(self, el: etree._Element, sn: SchemaNode, fields: tuple[str, ...]) -> tuple[str, ...] | None:
+        vals = []
+        for f in fields:
+            v = el.findtext(f"{{{sn.ns}}}{f}")
+            if v is None:
+                return None  # a unique applies only when all its leaves exist
+            vals.append(v.strip())
+        return tuple(vals)
+
+    def _map(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...]) -> dict:
+        self._flush()
+        tag = f"{{{sn.ns}}}{sn.name}"
+        k = (id(parent), tag, fields)
+        got = self._maps.get(k)
+        if got is None:
+            m: dict[tuple[str, ...], set[etree._Element]] = {}
+            for ch in parent.iterchildren(tag):
+                v = self._values(ch, sn, fields)
+                if v is not None:
+                    m.setdefault(v, set()).add(ch)
+            got = self._maps[k] = (parent, sn, m)
+            self._by_list.setdefault((id(parent), tag), []).append(fields)
+        return got[2]
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for d in dirty:
+            for el in (d, *d.iterancestors()):
+                p = el.getparent()
+                if p is None:
+                    break
+                for fields in self._by_list.get((id(p), el.tag), ()):
+                    _parent, sn, m = self._maps[(id(p), el.tag, fields)]
+                    v = self._values(el, sn, fields)
+                    if v is not None:
+                        m.setdefault(v, set()).add(el)
+
+    def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
+        """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
+        m = self._map(parent, sn, fields)
+        got = m.get(value)
+        if not got:
+            return []
+        live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
+        if len(live) != len(got):
+            m[value] = set(live)
+        return live
+
+    def same(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], el: etree._Element):
+        """The other entries with `el`'s values of `fields`."""
+        v = self._values(el, sn, fields)
+        if v is None:
+            return []
+        return [e for e in self.lookup(parent, sn, fields, v) if e is not el]
+
+    def forget_below(self, el: etree._Element) -> None:
+        for k, (parent, _sn, _m) in list(self._maps.items()):
+            if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
+                del self._maps[k]
+                fl = self._by_list.get((k[0], k[1]))
+                if fl is not None and k[2] in fl:
+                    fl.remove(k[2])
+
+
 class KeyIndex:
     """Entries of keyed lists, per (parent, list tag). Large lists are kept across edits; small ones
-    only until `forget_small()` (the end of an edit), so 100k mobile nodes' own small lists cost nothing."""
+    only until `forget_small()` (the end of an edit), so 100k mobile nodes' own small lists cost nothing.
+    `values` indexes entries by leaf values for the incremental validation."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
         self._small: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
+        self.values = ValueIndex()
 
     def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[Key, etree._Element]:
         k = (id(parent), tag)
@@ -67,6 +152,7 @@ class KeyIndex:
 
     def forget_below(self, el: etree._Element) -> None:
         """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
+        self.values.forget_below(el)
         for store in (self._kept, self._small):
             for k, (parent, _) in list(store.items()):
                 if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
@@ -75,6 +161,7 @@ class KeyIndex:
     def clear(self) -> None:
         self._kept.clear()
         self._small.clear()
+        self.values = ValueIndex()
 
 
 def _is_below(node: etree._Element, anc: etree._Element) -> bool:
@@ -105,6 +192,7 @@ class OpLog:
     ) -> etree._Element:
         el = _insert(parent, el, before)
         self._indexed(parent, el, sn, add=True)
+        self.index.values.touch(el)
         self.ops.append(Op("ins", parent, el, sn, before))
         return el
 
@@ -121,6 +209,7 @@ class OpLog:
     def set_text(self, el: etree._Element, text: str | None, sn: SchemaNode | None) -> None:
         self.ops.append(Op("txt", None, el, sn, None, el.text, text))
         el.text = text
+        self.index.values.touch(el)
 
     def extend(self, other: OpLog) -> None:
         self.ops.extend(other.ops)
@@ -140,8 +229,10 @@ class OpLog:
                 else:
                     op.before.addnext(op.el)
                 self._indexed(op.parent, op.el, op.sn, add=True)
+                self.index.values.touch(op.el)
             else:
                 op.el.text = op.old
+                self.index.values.touch(op.el)
         self.applied = False
 
     def redo(self) -> None:
@@ -149,12 +240,14 @@ class OpLog:
             if op.kind == "ins":
                 _insert(op.parent, op.el, op.before)
                 self._indexed(op.parent, op.el, op.sn, add=True)
+                self.index.values.touch(op.el)
             elif op.kind == "rm":
                 self._indexed(op.parent, op.el, op.sn, add=False)
                 op.parent.remove(op.el)
                 self.index.forget_below(op.el)
             else:
                 op.el.text = op.new
+                self.index.values.touch(op.el)
         self.applied = True
 
     def _indexed(self, parent: Parent, el: etree._Element, sn: SchemaNode | None, *, add: bool) -> None:
