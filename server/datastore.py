@@ -103,6 +103,7 @@ class Datastores:
         self.state_dir = state_dir
         self.subscribers: list[ConfigSubscriber] = subscribers if subscribers is not None else []
         self._running = Forest()
+        self.generation = 0  # counts the committed changes of running (it changes in place)
         self.keys = KeyIndex()  # list entries of running by key
         self._pending: OpLog | None = None  # a transaction applied to running, not yet committed
         self.startup = Forest()
@@ -158,6 +159,7 @@ class Datastores:
 
     @running.setter
     def running(self, forest: Forest) -> None:
+        self.generation += 1
         self._running = forest
         self.keys = KeyIndex()
         self._pending = None
@@ -385,6 +387,7 @@ class Datastores:
             self.keys.forget_small()
             raise
         self._pending = None
+        self.generation += 1
         self.keys.forget_small()
         if self._cand_log is log:
             self._cand_log = None

@@ -26,6 +26,7 @@ from server.edit import DEFAULT_OPS, ERROR_OPTIONS, EditEngine
 from server.errors import RpcError, combine, with_request_prefixes
 from server.filters import SubtreeFilter, xpath_filter
 from server.monitoring import get_schema
+from server.nacm import nacm_items
 from server.operational import StateRequest
 from server.oplog import OpLog
 from server.rawstate import NO_SPLICES, RawSplices
@@ -128,18 +129,18 @@ def read_pipeline(
     max_depth: int | None = None,
     raw: RawSplices = NO_SPLICES,
 ) -> Parts:
-    """NACM prune → with-defaults → filter → depth limit → serialise (raw state spliced in).
+    """with-defaults → NACM read filter → filter → depth limit → serialise (raw state spliced in).
     `owned`: data may be mutated (and taken apart by the filter).  The reply body comes back as
     parts written one after the other (raw state is never copied into one byte string)."""
     core = sess.core
-    if core.nacm.hides_any(sess.principal, data):
-        if not owned:
-            data, owned = data.copy(), True
-        core.nacm.prune(sess.principal, data)
     if wd_mode != "explicit":
         if not owned:
             data, owned = data.copy(), True
         core.wd.apply(data, wd_mode, config_only=config_only)
+    if owned or core.nacm.hides_any(sess.principal, data):
+        if not owned:
+            data, owned = data.copy(), True
+        core.nacm.prune(sess.principal, data, raw)
     if filter_el is not None:
         ftype = filter_el.get("type", "subtree")
         if ftype == "subtree":
@@ -340,6 +341,7 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
         errs = engine.apply(current, config_el, default_op)
         if errs and error_option != "continue-on-error":
             raise combine(errs)
+        _check_write(sess, log, current)
         validate = test_option != "set" or target == "running"
         if test_option == "test-only":
             verrs = core.ds.validate_edit(target, log)
@@ -379,6 +381,25 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     return None
 
 
+def _check_write(sess: NetconfSession, log: OpLog, forest: Forest) -> None:
+    """NACM (RFC 8341 §3.4.5) on the edit's effective change, read from its OpLog: deletions are
+    checked with the edit undone (the deleted nodes in their place, for paths and key rules)."""
+    nacm = sess.core.nacm
+    if not nacm.writes_checked(sess.principal):
+        return
+    changes = sess.core.ds.changes_of(log, forest)
+    gone = [c for c in changes if c.op == "deleted"]
+    if gone:
+        log.undo()
+        try:
+            nacm.check_write_items(sess.principal, nacm_items(sess.core.schema, gone, "old"))
+        finally:
+            log.redo()
+    nacm.check_write_items(
+        sess.principal, nacm_items(sess.core.schema, [c for c in changes if c.op != "deleted"], "new")
+    )
+
+
 def _edit_targets(config_el: etree._Element, default_op: str) -> list[tuple[str, str]]:
     out = []
     for el in config_el:
@@ -414,6 +435,7 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     else:
         data = _inline_config(sess, source)
     sess.core.check_lock(sess, target)
+    core.nacm.check_write(sess.principal, core.ds.get(target), data)
     if target == "running":
         await core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
         core.publish_config_change(sess, "running", [])
