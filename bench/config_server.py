@@ -165,12 +165,18 @@ def main() -> None:
         print(f"server in-process, {n} mobile nodes configured (one SA each), state dir on disk")
         print(f"{'figure (median CPU)':<34} {'empty':>10} {f'{n} nodes':>12} {'ratio':>7}")
         for k in base_empty:
-            print(f"one node, {k:<24} {base_empty[k] * 1e3:>8.2f}ms {scale[k] * 1e3:>10.2f}ms {scale[k] / base_empty[k]:>6.1f}x")
+            e, s = base_empty[k] * 1e3, scale[k] * 1e3
+            print(f"one node, {k:<24} {e:>8.2f}ms {s:>10.2f}ms {s / e:>6.1f}x")
         print(f"{'commits/s, one node each':<34} {cps_empty:>10.0f} {cps:>12.0f}")
-        print(f"bulk {n} into candidate: edit-config {t_edit:.2f} s + commit {t_bulk - t_edit:.2f} s = {t_bulk:.2f} s (wall)")
+        t_commit = t_bulk - t_edit
+        print(
+            f"bulk {n} into candidate: edit-config {t_edit:.2f} s + commit {t_commit:.2f} s = {t_bulk:.2f} s (wall)"
+        )
         print(f"get-config of {n}: {t_get * 1e3:.0f} ms")
-        print(f"RSS growth with {n} nodes: {(rss1 - rss0) / 1024:.0f} MB ({(rss1 - rss0) * 1024 / n:.0f} B/node); "
-              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        grow, peak = (rss1 - rss0) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"RSS growth with {n} nodes: {grow:.0f} MB ({grow * 1024 * 1024 / n:.0f} B/node); peak RSS {peak:.0f} MB"
+        )
 
 
 if __name__ == "__main__":
