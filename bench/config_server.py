@@ -170,12 +170,14 @@ def main() -> None:
         print(f"{'commits/s, one node each':<34} {cps_empty:>10.0f} {cps:>12.0f}")
         t_commit = t_bulk - t_edit
         print(
-            f"bulk {n} into candidate: edit-config {t_edit:.2f} s + commit {t_commit:.2f} s = {t_bulk:.2f} s (wall)"
+            f"bulk {n} into candidate: edit-config {t_edit:.2f} s + commit {t_commit:.2f} s"
+            f" = {t_bulk:.2f} s (wall)"
         )
         print(f"get-config of {n}: {t_get * 1e3:.0f} ms")
         grow, peak = (rss1 - rss0) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"RSS growth with {n} nodes: {grow:.0f} MB ({grow * 1024 * 1024 / n:.0f} B/node); peak RSS {peak:.0f} MB"
+            f"RSS growth with {n} nodes: {grow:.0f} MB ({grow * 1024 * 1024 / n:.0f} B/node);"
+            f" peak RSS {peak:.0f} MB"
         )
 
 
