@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
-from ha.engine.bindings import Binding
+from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 from server.operational import StateRequest, raw_placeholder
@@ -89,6 +89,9 @@ _BINDING_LEAVES = (
     "flags",
     "encapsulation",
     "tunnel-interface",
+    "udp-tunnel",
+    "nat-address",
+    "nat-port",
 )
 _KEYS = ("home-address", "care-of-address")
 
@@ -379,9 +382,23 @@ class _Formatter:
                 f"<registered-at>{prefix}{f'.{micro:06d}Z' if micro else 'Z'}</registered-at>"
                 f"<identification>{b.identification}</identification>"
                 f"<flags>{flag_text[b.flags & 0xFF]}</flags>"
-                f"{encapsulation}{interface_leaves.get(coa, '')}</binding>"
+                f"{encapsulation}{interface_leaves.get(coa, '')}"
+                f"{self.udp_leaves(b) if b.flags & UDP_TUNNEL else ''}</binding>"
             )
         return "".join(out).encode()
+
+    def udp_values(self, b: Binding) -> tuple[tuple[str, object], ...]:
+        """RFC 3519 leaves of a binding: tunnelled in UDP, and to which NAT mapping."""
+        if not b.flags & UDP_TUNNEL:
+            return ()
+        return (
+            ("udp-tunnel", "true"),
+            ("nat-address", self.address(b.source >> 16)),
+            ("nat-port", b.source & 0xFFFF),
+        )
+
+    def udp_leaves(self, b: Binding) -> str:
+        return "".join(f"<{leaf}>{value}</{leaf}>" for leaf, value in self.udp_values(b))
 
     def selected(self, b: Binding, leaves: frozenset[str]) -> str:
         """One binding with its keys and the selected leaves only."""
@@ -397,6 +414,7 @@ class _Formatter:
             ("flags", _FLAG_TEXT[b.flags & 0xFF]),
             ("encapsulation", b.encapsulation),
             ("tunnel-interface", self.interfaces.get(b.care_of_address)),
+            *self.udp_values(b),
         )
         body = "".join(
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves

@@ -22,6 +22,8 @@ from ha.protocol.constants import (
     ReplayProtection,
     ReverseTunnelPolicy,
 )
+from ha.protocol.revocation import RevocationPolicy
+from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 __all__ = [
     "AddressPool",
@@ -30,13 +32,17 @@ __all__ = [
     "ForeignAgent",
     "HomeAgentConfig",
     "MobileNode",
+    "NatTraversalPolicy",
     "ReplayProtection",
     "ReverseTunnelPolicy",
+    "RevocationPolicy",
     "SecurityAssociation",
     "VirtualRouterConfig",
 ]
 
 DEFAULT_MAX_LIFETIME = 36000
+_NAT_DEFAULT = NatTraversalPolicy()
+_REVOCATION_DEFAULT = RevocationPolicy()
 DEFAULT_REPLAY_TOLERANCE = 7
 
 
@@ -157,6 +163,8 @@ class HomeAgentConfig:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     home_prefix: IPv4Network | None = None
+    nat_traversal: NatTraversalPolicy = _NAT_DEFAULT  # RFC 3519
+    revocation: RevocationPolicy = _REVOCATION_DEFAULT  # RFC 3543
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
