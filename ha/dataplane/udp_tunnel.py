@@ -31,6 +31,7 @@ TUNNEL_DATA = 4
 NEXT_HEADER_IP = 4
 _HEADER = bytes((TUNNEL_DATA, NEXT_HEADER_IP, 0, 0))
 _ICMP = 1
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _ECHO_REQUEST = 8
 
 
@@ -90,6 +91,9 @@ class UdpTunnels:
         write_tun: Callable[[bytes | memoryview], None],
     ) -> None:
         self.ha_packed = ha_address.packed
+        # The registration socket is bound to 0.0.0.0: IP_PKTINFO makes the home agent address the
+        # outer source, as for replies (the mobile node accepts tunnel data only from HA:434).
+        self._source = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, self.ha_packed, bytes(4)))]
         self.counts = counts
         self.write_tun = write_tun
         self.sock: socket.socket | None = None
@@ -138,7 +142,7 @@ class UdpTunnels:
             self.counts["udp-no-socket"] += 1
             return
         try:
-            sock.sendto(_HEADER + packet, path.dest)
+            sock.sendmsg((_HEADER, packet), self._source, 0, path.dest)
         except OSError:
             self.counts["udp-send-failed"] += 1
             return
