@@ -145,7 +145,9 @@ def test_udp_tunnel_reply_and_142_decode_in_tshark() -> None:
     assert isinstance(accepted, Accept) and accepted.udp_tunnel is not None
     assert (accepted.udp_tunnel.address, accepted.udp_tunnel.port) == (int(NAT), 4500)
     forced_request = request(UdpTunnelRequest(flags=0x80), MobileHomeAuth(256))
-    forced = udp_tunnel_step(verdict(forced_request, PRIVATE), Arrival(PRIVATE, 4500, HA), NatTraversalPolicy())
+    forced = udp_tunnel_step(
+        verdict(forced_request, PRIVATE), Arrival(PRIVATE, 4500, HA), NatTraversalPolicy()
+    )
     assert isinstance(forced, Accept) and forced.udp_tunnel is not None and forced.udp_tunnel.forced
     denied = udp_tunnel_step(
         verdict(nat_request, NAT), Arrival(NAT, 4500, HA), NatTraversalPolicy(enabled=False)
