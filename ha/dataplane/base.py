@@ -70,7 +70,7 @@ class DataPlane(abc.ABC):
     UDP_TUNNELS: bool = False
 
     def attach_udp_socket(self, sock: object) -> None:  # noqa: B027 - optional, for UDP_TUNNELS backends
-        """The UDP 434 socket of the virtual router: tunnel data leaves through it (RFC 3519 §3.9)."""
+        """The UDP 434 socket of the virtual router: tunnel data leaves through it (RFC 3519)."""
 
     def udp_input(self, data: bytes, source: tuple[str, int]) -> None:  # noqa: B027 - optional
         """A tunnel data datagram (type 4) that arrived on the registration port."""

@@ -27,7 +27,7 @@ ICMP errors from inside the tunnel about our outer packets are relayed to the or
   header (type 4, next header 4).  Type-4 datagrams the registration socket receives come to
   :meth:`TunPlane.udp_input`: the inner packet is accepted only from the NAT mapping registered for
   its source (the home address), and a keepalive (an ICMP echo request to the home agent inside the
-  tunnel, RFC 3519 §3.8) is answered through the tunnel by this reader.  The outer UDP packet never
+  tunnel, the RFC 3519 keepalive) is answered through the tunnel by this reader.  The outer UDP packet never
   carries DF (the registration socket's setting); inner DF packets longer than the tunnel MTU - 32 get
   fragmentation-needed.
 

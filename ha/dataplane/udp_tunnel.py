@@ -8,7 +8,7 @@ from is exactly that socket's peer):
   ``UDP(434 -> mapping) | 4, 4, 0 | inner packet`` (:meth:`UdpTunnels.send`);
 - **reverse**: a type-4 datagram is decapsulated only when its UDP source is the mapping registered for
   the inner packet's source (the home address); anything else is dropped and counted;
-- **keepalive** (RFC 3519 §3.8): an ICMP echo request to the home agent's address inside the tunnel is
+- **keepalive** (RFC 3519): an ICMP echo request to the home agent's address inside the tunnel is
   answered here, back through the same tunnel (the kernel would refuse to tunnel a packet whose source
   is the home agent itself, RFC 2003 §3).
 

@@ -9,7 +9,7 @@ the home agent learns from the request is the one the data uses.  The TUN side i
   whose inner packet goes to the TUN when it is addressed to the home address;
 - from the TUN: what the stack sends from the home address goes to HA:434 behind the 4-byte tunnel
   data header (type 4, next header 4);
-- keepalives (RFC 3519 §3.8): an ICMP echo request to the home agent through the tunnel every keepalive
+- keepalives (RFC 3519): an ICMP echo request to the home agent through the tunnel every keepalive
   interval (the home agent's, from its UDP Tunnel Reply, unless overridden); the echo replies are
   counted, not given to the stack;
 - renewals every ``renew`` seconds (default: a third of the granted lifetime) from the same socket: if
@@ -173,7 +173,7 @@ class MobileNodeUdpTunnel(MobileNodeTunnel):
             future.set_result(outcome)
 
     def send_keepalive(self) -> None:
-        """One keepalive through the tunnel (RFC 3519 §3.8)."""
+        """One keepalive through the tunnel (RFC 3519)."""
         assert self._raw is not None
         self._sequence += 1
         packet = keepalive_packet(self.config.home_address, self.config.home_agent, self._sequence)

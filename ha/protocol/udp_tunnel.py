@@ -5,16 +5,15 @@ Two things live here:
 - :func:`udp_tunnel_step`, the home agent's decision on a UDP Tunnel Request extension (type 144),
   applied to an :class:`~ha.protocol.decision.Accept` once :func:`~ha.protocol.decision.decide` has
   accepted the registration (it is the last policy check: it can only turn an acceptance into 142);
-- the MIP tunnel data header (message type 4, RFC 3519 §3.9) the UDP-tunnelled data path puts in
+- the MIP tunnel data header (message type 4) the UDP-tunnelled data path puts in
   front of each inner packet, in both directions.
 
 The choices (docs/protocol-decisions.md §11):
 
-- NAT is detected when the request's IP source differs from its care-of address (§3.1: "the home agent
-  compares the source address of the IP header with the care-of address"); the tunnel then goes to
-  the request's IP source and UDP source port (the NAT mapping).
-- F (force, §3.2) asks for UDP tunnelling without a NAT; the ``force_allowed`` policy grants it (reply
-  F set) or refuses it with 142.
+- NAT is detected when the request's IP source differs from its care-of address; the tunnel then
+  goes to the request's IP source and UDP source port (the NAT mapping).
+- F (force, RFC 3519 §3.1.1) asks for UDP tunnelling without a NAT; the ``force_allowed`` policy
+  grants it (reply F set) or refuses it with 142.
 - Only IP-in-IP inside UDP (encapsulation 4) is offered — Cisco's "only the IP-to-UDP encapsulation
   method is supported"; 47/55 get 142.
 - Without a UDP Tunnel Request the registration is left alone (an RFC 3519 home agent never starts UDP
@@ -22,8 +21,7 @@ The choices (docs/protocol-decisions.md §11):
 - An extension is trusted only where an authenticator covers it: before the MN-HA extension, or
   before a verified FA-HA extension (a foreign agent behind a NAT adds it there).  Anything else is
   ignored, as an on-path attacker could have appended it.
-- Deregistrations get no UDP Tunnel Reply (§3.2: it is sent "in response to a registration request
-  with a non-zero lifetime").
+- Deregistrations get no UDP Tunnel Reply: there is no tunnel to agree on.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from .constants import MessageType, ReplyCode, RequestFlags
 from .decision import Accept, Arrival, Deny, UdpTunnel
 from .messages import ForeignHomeAuth, MobileHomeAuth, UdpTunnelReply, UdpTunnelRequest
 
-#: The tunnel data message (RFC 3519 §3.9): ``Type 4 | Next Header | Reserved16`` then the payload.
+#: The tunnel data message (RFC 3519): ``Type 4 | Next Header | Reserved16`` then the payload.
 TUNNEL_DATA_HEADER = struct.Struct("!BBH")
 #: Next Header values (IANA "Mobile IPv4 numbers": the IP protocol numbers of the payload).
 NEXT_HEADER_IP = 4
@@ -43,12 +41,12 @@ NEXT_HEADER_GRE = 47
 NEXT_HEADER_MINIMAL = 55
 #: ``Type 4, Next Header 4, Reserved 0``: what precedes every IP-in-UDP packet mipha sends.
 IP_IN_UDP_HEADER = TUNNEL_DATA_HEADER.pack(int(MessageType.TUNNEL_DATA), NEXT_HEADER_IP, 0)
-#: RFC 3519 §3.2 reply codes: 0-63 accept UDP tunnelling, 64-255 decline it.
+#: UDP Tunnel Reply codes: 0-63 accept UDP tunnelling, 64-255 decline it.
 UDP_TUNNEL_ACCEPTED = 0
 UDP_TUNNEL_DECLINED = 64
 #: Reply flags: F, "tunnelling forced" (no NAT was detected).
 REPLY_F = 0x8000
-#: RFC 3519 §3.8 suggests a keepalive well under the usual 120 s UDP NAT timeout: 110 s.
+#: Default keepalive interval: under the common 120 s UDP NAT timeout (Cisco's default is 110 s too).
 DEFAULT_KEEPALIVE_INTERVAL = 110
 
 _UDP_UNAVAILABLE = ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
@@ -88,7 +86,7 @@ def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
 def udp_tunnel_step(
     accept: Accept, arrival: Arrival, policy: NatTraversalPolicy, *, available: bool = True
 ) -> Accept | Deny:
-    """RFC 3519 §3.1-3.2 on an accepted request: set ``accept.udp_tunnel``, or deny with 142.
+    """RFC 3519 on an accepted request: set ``accept.udp_tunnel``, or deny with 142.
 
     ``accept`` is updated in place and returned (verdicts are per-request records, see ``decision``).
     ``available`` False: the data plane cannot carry UDP tunnels (the ``ipip`` backend), also 142.
@@ -103,7 +101,7 @@ def udp_tunnel_step(
     behind_nat = int(arrival.source) != int(accept.care_of_address)
     forced = bool(request.flags & UdpTunnelRequest.F_FORCE)
     if not behind_nat and not forced:
-        return accept  # no NAT, not forced: plain IP-in-IP to the care-of address (§3.1)
+        return accept  # no NAT, not forced: plain IP-in-IP to the care-of address
     if not policy.enabled:
         return accept.deny(_UDP_UNAVAILABLE, "UDP tunnelling (RFC 3519) is disabled")
     if not available:
