@@ -72,7 +72,7 @@ def test_key_is_default_deny_all() -> None:
 
     # The context is shared: once a test loaded ietf-netconf-acm into it, its default-deny-all nodes
     # (under /nacm) are protected too; this module's are exactly the two keys.
-    ours = {p for p in Validator().protected_paths if not p.startswith("/nacm/")}
+    ours = {p for p in Validator().protected_paths if p != "/nacm" and not p.startswith("/nacm/")}
     assert ours == {
         "/virtual-routers/virtual-router/mobile-node/security-association/key",
         "/virtual-routers/virtual-router/foreign-agent/security-association/key",
