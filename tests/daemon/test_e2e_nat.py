@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
 from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port  # noqa: E402
 from dataplane_scenario import sh  # noqa: E402
+from mip_capture import Capture, statistics  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -116,13 +117,6 @@ def bindings(m: manager.Manager) -> list[dict[str, str]]:
     return [{etree.QName(c).localname: c.text for c in b} for b in data.findall(f".//{{{NS}}}binding")]
 
 
-def statistics(m: manager.Manager) -> dict[str, str]:
-    flt = f'<virtual-routers xmlns="{NS}"><virtual-router><name>nat</name><home-agent><statistics/></home-agent></virtual-router></virtual-routers>'
-    data = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
-    stats = data.find(f".//{{{NS}}}statistics")
-    return {etree.QName(c).localname: c.text for c in stats}
-
-
 def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -165,63 +159,6 @@ def one_shot(topo: NatTopology) -> dict:
     return json.loads(out.stdout)
 
 
-class Capture:
-    """tshark on the home agent's transit link, started and stopped by PID."""
-
-    def __init__(self, ns: str, path: Path) -> None:
-        self.path = path
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "tshark", "-n", "-i", "wan0", "-f", "udp port 434", "-w", str(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
-            if ready and "Capture started" in self.proc.stderr.readline():
-                return
-        self.stop()
-        raise AssertionError("tshark did not start capturing")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def decode(self) -> list[dict[str, str]]:
-        fields = [
-            "frame.number",
-            "mip.type",
-            "mip.code",
-            "mip.ext.type",
-            "mip.ext.utrp.code",
-            "_ws.malformed",
-        ]
-        cmd = [
-            "tshark",
-            "-n",
-            "-r",
-            str(self.path),
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-E",
-            "occurrence=a",
-        ]
-        cmd += ["-E", "aggregator=,"]
-        for f in fields:
-            cmd += ["-e", f]
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL
-        )
-        return [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines() if line]
-
-
 def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path) -> None:
     daemon = Daemon(tmp_path, free_port())
     capture: Capture | None = None
@@ -231,7 +168,7 @@ def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path) -> N
         daemon.start()
         with daemon.connect() as m:
             m.edit_config(target="running", config=vr_config(topo))
-            capture = Capture(n["ha"], tmp_path / "nat.pcap")
+            capture = Capture(n["ha"], tmp_path / "nat.pcap", interface="wan0")
 
             # Register through the NAT: the binding tunnels in UDP to the NAT mapping.
             node = endpoint(topo, 60, "--renew", "1")
@@ -263,7 +200,7 @@ def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path) -> N
             stats = json.loads(out.strip().splitlines()[-1])
             assert stats["keepalive_replies"] >= 2 and stats["keepalives_sent"] >= stats["keepalive_replies"]
             assert bindings(m) == []
-            assert int(statistics(m)["udp-tunnel-accepted"]) >= 3
+            assert int(statistics(m, "nat")["udp-tunnel-accepted"]) >= 3
 
             # Disabled: a node behind the NAT that asks for UDP tunnelling gets 142.
             m.edit_config(target="running", config=vr_config(topo, enabled=False))
