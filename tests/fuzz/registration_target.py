@@ -29,7 +29,20 @@ from fuzz_common import BugFound, ErrorLog
 
 from ha.engine.config import AddressPool, ForeignAgent
 from ha.engine.home_agent import Outgoing
-from ha.protocol import ProtocolError, RegistrationReply, SecurityAssociation, pull_registration_reply
+from ha.protocol import (
+    ExtensionType,
+    ForeignHomeAuth,
+    MobileHomeAuth,
+    ProtocolError,
+    RegistrationReply,
+    RegistrationRequest,
+    RequestFlags,
+    RevocationSupport,
+    SecurityAssociation,
+    UdpTunnelRequest,
+    pull_registration_reply,
+    push_registration_request,
+)
 from ha.protocol.constants import AuthAlgorithm, Encapsulation, ReplayProtection, ReverseTunnelPolicy
 
 KEYS = {spi: bytes([spi & 0xFF]) * 16 for spi in (256, 257, 258, 259, 260)}
@@ -168,6 +181,21 @@ class RegistrationTarget:
         via_fa = build_request(
             home="10.1.0.1", coa=str(FA), identification=ident(), key=KEYS[256], fa=(FA_SPI, FA_KEY)
         )
+        stamp = ident()
+        nat = push_registration_request(
+            RegistrationRequest(
+                RequestFlags.T, 600, IPv4Address("10.1.0.1"), HA, IPv4Address("203.0.113.5"), stamp,
+                (UdpTunnelRequest(), MobileHomeAuth(256)),
+            ),
+            sign={ExtensionType.MN_HA_AUTH: SAS[256]},
+        )  # fmt: skip
+        revocation = push_registration_request(
+            RegistrationRequest(
+                RequestFlags.NONE, 600, IPv4Address("10.1.0.1"), HA, FA, ident(),
+                (MobileHomeAuth(256), RevocationSupport(0, stamp >> 32), ForeignHomeAuth(FA_SPI)),
+            ),
+            sign={ExtensionType.MN_HA_AUTH: SAS[256], ExtensionType.FA_HA_AUTH: FA_SAS[FA_SPI]},
+        )  # fmt: skip
         discovery = build_request(
             home="10.1.0.1", coa="203.0.113.5", identification=ident(), key=KEYS[256], ha="255.255.255.255"
         )
@@ -183,6 +211,9 @@ class RegistrationTarget:
             rec(signed | 0x02 | fa_source, via_fa),
             rec(signed | (1 << 5), discovery) + rec(signed | (2 << 5), discovery),
             rec(signed | (2 << 3), dereg),
+            rec(signed | (3 << 3), nat) + rec(signed | (3 << 3), nat, 20) + rec(0x80 | signed, dereg, 255),
+            rec(signed | 0x02 | fa_source, revocation)
+            + rec(0x80 | signed | 0x02 | fa_source, revocation, 255),
         ]
 
     def one(self, data: bytes) -> None:
@@ -213,6 +244,7 @@ class RegistrationTarget:
                 h.expire(step * 8)
             h.plane.drain(engine)
             h.events()
+            engine.drain_datagrams()  # RFC 3543 revocations the engine sends on its own
             self.errors.check()
         if getattr(engine.statistics, "internal_errors", 0) != internal:
             raise BugFound("the engine counted an internal error")
