@@ -2,26 +2,29 @@
 
 The one place that knows both YANG node names and :mod:`ha.engine.config`.  Input has already passed
 libyang validation, so types and references hold; what is left is reading the YANG defaults in and
-converting text to Python values.  Conversion of a large configuration is incremental: a mobile node
-whose XML subtree did not change keeps its previously built object (see :class:`ConfigCache`).
+converting text to Python values.  A commit converts only what it changed (mipha/changes.py hands
+over the changed entries): one mobile node added is one :class:`MobileNode` built.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from lxml import etree
 
+from ha.aaa.config import AaaConfig, AaaServer
 from ha.engine.config import (
     AddressPool,
     ForeignAgent,
     HomeAgentConfig,
     MobileNode,
+    RouterSettings,
     SecurityAssociation,
     VirtualRouterConfig,
 )
+from ha.protocol.revocation import RevocationPolicy
+from ha.protocol.udp_tunnel import DEFAULT_KEEPALIVE_INTERVAL, NatTraversalPolicy
 from server.yang import MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
@@ -130,63 +133,99 @@ def home_agent(el: etree._Element, router_id: IPv4Address | None) -> HomeAgentCo
     reverse = _text(el, "reverse-tunnel")
     if reverse is not None:
         kwargs["reverse_tunnel"] = reverse
+    authentication = _text(el, "authentication")
+    if authentication is not None:
+        kwargs["authentication"] = authentication
     encapsulations = _texts(el, "encapsulation")
     if encapsulations:
         kwargs["encapsulations"] = frozenset(encapsulations)
+    nat = el.find(_Q + "nat-traversal")
+    if nat is not None:
+        kwargs["nat_traversal"] = NatTraversalPolicy(
+            enabled=_text(nat, "enabled") != "false",
+            force_allowed=_text(nat, "force-allowed") != "false",
+            keepalive_interval=int(_text(nat, "keepalive-interval") or DEFAULT_KEEPALIVE_INTERVAL),
+        )
+    revocation = el.find(_Q + "revocation")
+    if revocation is not None:
+        kwargs["revocation"] = RevocationPolicy(
+            enabled=_text(revocation, "enabled") != "false",
+            retransmit_interval=float(_text(revocation, "retransmit-interval") or 1),
+            max_attempts=int(_text(revocation, "max-attempts") or 5),
+        )
     return HomeAgentConfig(**kwargs)
 
 
-class ConfigCache:
-    """Builds :class:`VirtualRouterConfig` objects, reusing mobile nodes whose XML did not change.
-
-    A commit that touches one mobile node out of 100,000 rebuilds one ``MobileNode``: each node's
-    serialised XML is remembered with the object built from it.
-    """
-
-    def __init__(self) -> None:
-        self._nodes: dict[tuple[str, str], tuple[bytes, MobileNode]] = {}
-        #: Data plane options per virtual router (not engine configuration): ``proxy-arp``.
-        self.plane_options: dict[str, dict[str, str]] = {}
-
-    def virtual_routers(self, roots: Iterable[etree._Element]) -> dict[str, VirtualRouterConfig]:
-        out: dict[str, VirtualRouterConfig] = {}
-        seen: set[tuple[str, str]] = set()
-        for top in roots:
-            if top.tag != _Q + "virtual-routers":
-                continue
-            for vr in top.iterfind(_Q + "virtual-router"):
-                config = self._virtual_router(vr, seen)
-                out[config.name] = config
-        for stale in set(self._nodes) - seen:
-            del self._nodes[stale]
-        return out
-
-    def _virtual_router(self, vr: etree._Element, seen: set[tuple[str, str]]) -> VirtualRouterConfig:
-        name = _text(vr, "name") or ""
-        router_id_text = _text(vr, "router-id")
-        router_id = IPv4Address(router_id_text) if router_id_text else None
-        ha_el = vr.find(_Q + "home-agent")
-        proxy_arp = _text(ha_el, "proxy-arp") if ha_el is not None else None
-        self.plane_options[name] = {"proxy_arp_mode": "interface" if proxy_arp == "interface" else "entry"}
-        nodes = []
-        for el in vr.iterfind(_Q + "mobile-node"):
-            key = (name, _text(el, "name") or "")
-            seen.add(key)
-            raw = etree.tostring(el)
-            cached = self._nodes.get(key)
-            if cached is None or cached[0] != raw:
-                cached = (raw, mobile_node(el))
-                self._nodes[key] = cached
-            nodes.append(cached[1])
-        return VirtualRouterConfig(
-            name=name,
-            netns=_text(vr, "netns"),
-            router_id=router_id,
-            home_agent=home_agent(ha_el, router_id) if ha_el is not None else None,
-            address_pools=[address_pool(el) for el in vr.iterfind(_Q + "address-pool")],
-            mobile_nodes=nodes,
-            foreign_agents=[
-                ForeignAgent(IPv4Address(_text(el, "address")), security_associations(el))
-                for el in vr.iterfind(_Q + "foreign-agent")
-            ],
+def aaa(el: etree._Element) -> AaaConfig:
+    """``virtual-router/aaa`` (server order is the configured, ordered-by-user order)."""
+    servers = [
+        AaaServer(
+            address=_ipv4(_text(s, "address") or ""),
+            secret=(_text(s, "secret") or "").encode(),
+            auth_port=int(_text(s, "auth-port") or 1812),
+            acct_port=int(_text(s, "acct-port") or 1813),
         )
+        for s in el.iterfind(_Q + "server")
+    ]
+    accounting = _text(el, "accounting")
+    return AaaConfig(
+        servers=tuple(servers),
+        lookup_password=(_text(el, "lookup-password") or "").encode(),
+        timeout_ms=int(_text(el, "timeout") or 2000),
+        retries=int(_text(el, "retries") or 2),
+        accounting=accounting != "false",
+        cache_size=int(_text(el, "cache-size") or 100_000),
+        disconnect_port=int(_text(el, "disconnect-port") or 3799),
+    )
+
+
+def _proxy_arp_mode(ha_el: etree._Element | None) -> str:
+    proxy_arp = _text(ha_el, "proxy-arp") if ha_el is not None else None
+    return "interface" if proxy_arp == "interface" else "entry"
+
+
+def router_settings(vr: etree._Element) -> tuple[RouterSettings, str]:
+    """A ``virtual-router`` element's own settings, and its data plane proxy-ARP mode (not engine
+    configuration)."""
+    router_id_text = _text(vr, "router-id")
+    router_id = IPv4Address(router_id_text) if router_id_text else None
+    ha_el = vr.find(_Q + "home-agent")
+    home = home_agent(ha_el, router_id) if ha_el is not None else None
+    aaa_el = vr.find(_Q + "aaa")
+    aaa_config = aaa(aaa_el) if aaa_el is not None else None
+    return RouterSettings(_text(vr, "netns"), router_id, home, aaa_config), _proxy_arp_mode(ha_el)
+
+
+def foreign_agent(el: etree._Element) -> ForeignAgent:
+    return ForeignAgent(IPv4Address(_text(el, "address")), security_associations(el))
+
+
+#: The list entries of a virtual router that a change carries one by one: builder and key leaf.
+ENTRIES = {
+    "mobile-node": (mobile_node, "name"),
+    "address-pool": (address_pool, "name"),
+    "foreign-agent": (foreign_agent, "address"),
+}
+
+
+def virtual_router(vr: etree._Element) -> tuple[VirtualRouterConfig, str]:
+    """A whole ``virtual-router`` element (a new virtual router, the first load): every entry built."""
+    settings, mode = router_settings(vr)
+    built: dict[str, list] = {local: [] for local in ENTRIES}
+    for child in vr:
+        tag = child.tag
+        if isinstance(tag, str) and tag.startswith(_Q):
+            entry = ENTRIES.get(tag[len(_Q) :])
+            if entry is not None:
+                built[tag[len(_Q) :]].append(entry[0](child))
+    config = VirtualRouterConfig(
+        name=_text(vr, "name") or "",
+        netns=settings.netns,
+        router_id=settings.router_id,
+        home_agent=settings.home_agent,
+        aaa=settings.aaa,
+        address_pools=built["address-pool"],
+        mobile_nodes=built["mobile-node"],
+        foreign_agents=built["foreign-agent"],
+    )
+    return config, mode

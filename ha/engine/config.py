@@ -8,12 +8,13 @@ YANG cannot express or what the engine relies on; everything else is libyang's j
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from types import MappingProxyType
 
+from ha.aaa.config import AaaConfig, Authentication
 from ha.protocol.auth import SecurityAssociation
 from ha.protocol.constants import (
     REGISTRATION_PORT,
@@ -22,26 +23,40 @@ from ha.protocol.constants import (
     ReplayProtection,
     ReverseTunnelPolicy,
 )
+from ha.protocol.revocation import RevocationPolicy
+from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 __all__ = [
     "AddressPool",
     "AuthAlgorithm",
+    "ConfigChange",
     "Encapsulation",
     "ForeignAgent",
     "HomeAgentConfig",
     "MobileNode",
+    "NatTraversalPolicy",
     "ReplayProtection",
     "ReverseTunnelPolicy",
+    "RevocationPolicy",
+    "RouterSettings",
     "SecurityAssociation",
+    "SpiMap",
     "VirtualRouterConfig",
 ]
 
 DEFAULT_MAX_LIFETIME = 36000
+_NAT_DEFAULT = NatTraversalPolicy()
+_REVOCATION_DEFAULT = RevocationPolicy()
 DEFAULT_REPLAY_TOLERANCE = 7
 
 
 def _frozen_map(items: Mapping | Iterable, key: str) -> Mapping:
-    """Accept a mapping or an iterable of objects keyed by attribute ``key``; return a read-only map."""
+    """Accept a mapping or an iterable of objects keyed by attribute ``key``; return a read-only map.
+
+    A read-only view is kept as it is: the engine shares its mobile-node map between successive
+    configurations instead of copying 100k entries per change (see :class:`ConfigChange`)."""
+    if isinstance(items, MappingProxyType):
+        return items
     if isinstance(items, Mapping):
         mapping = dict(items)
     else:
@@ -52,6 +67,41 @@ def _frozen_map(items: Mapping | Iterable, key: str) -> Mapping:
                 raise ValueError(f"duplicate {key} {item_key}")
             mapping[item_key] = item
     return MappingProxyType(mapping)
+
+
+class SpiMap(Mapping):
+    """Security associations by SPI, read-only, held as the tuple they were configured in: a mobile
+    node has one or two, and a tuple costs a fraction of a dict behind a mapping proxy (100k nodes)."""
+
+    __slots__ = ("associations",)
+
+    def __init__(self, associations: Iterable[SecurityAssociation] = ()) -> None:
+        associations = tuple(associations)
+        spis = [sa.spi for sa in associations]
+        if len(set(spis)) != len(spis):
+            raise ValueError(f"duplicate spi in {sorted(spis)}")
+        self.associations = associations
+
+    def __getitem__(self, spi: int) -> SecurityAssociation:
+        for sa in self.associations:
+            if sa.spi == spi:
+                return sa
+        raise KeyError(spi)
+
+    def __iter__(self) -> Iterator[int]:
+        return (sa.spi for sa in self.associations)
+
+    def __len__(self) -> int:
+        return len(self.associations)
+
+    def __repr__(self) -> str:
+        return f"SpiMap({self.associations!r})"
+
+
+def _associations(items: Mapping | Iterable) -> SpiMap:
+    if isinstance(items, SpiMap):
+        return items
+    return SpiMap(items.values() if isinstance(items, Mapping) else items)
 
 
 @dataclass(frozen=True, slots=True, eq=True)
@@ -113,13 +163,15 @@ class MobileNode:
             raise ValueError(f"mobile node {self.name}: exactly one of home-address and address-pool")
         if self.address_pool is not None and self.nai is None:
             raise ValueError(f"mobile node {self.name}: an address-pool needs an NAI (RFC 2794)")
-        if self.home_address is not None:
+        if self.home_address is not None and type(self.home_address) is not IPv4Address:
             object.__setattr__(self, "home_address", IPv4Address(self.home_address))
         if self.reverse_tunnel is not None:
             object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
-        object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
-        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
-        object.__setattr__(self, "association_tuple", tuple(self.security_associations.values()))
+        if self.care_of_access:
+            object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
+        associations = _associations(self.security_associations)
+        object.__setattr__(self, "security_associations", associations)
+        object.__setattr__(self, "association_tuple", associations.associations)
 
     __hash__ = None  # type: ignore[assignment]  # holds a mapping
 
@@ -133,7 +185,7 @@ class ForeignAgent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
-        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
+        object.__setattr__(self, "security_associations", _associations(self.security_associations))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -157,9 +209,13 @@ class HomeAgentConfig:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     home_prefix: IPv4Network | None = None
+    authentication: Authentication = Authentication.LOCAL
+    nat_traversal: NatTraversalPolicy = _NAT_DEFAULT  # RFC 3519
+    revocation: RevocationPolicy = _REVOCATION_DEFAULT  # RFC 3543
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
+        object.__setattr__(self, "authentication", Authentication(self.authentication))
         if not 5 <= self.max_lifetime <= 0xFFFF:
             raise ValueError(f"max-lifetime {self.max_lifetime} is outside 5..65535")
         if not 1 <= self.replay_tolerance <= 255:
@@ -187,6 +243,7 @@ class VirtualRouterConfig:
     address_pools: Mapping[str, AddressPool] = field(default_factory=dict)
     mobile_nodes: Mapping[str, MobileNode] = field(default_factory=dict)
     foreign_agents: Mapping[IPv4Address, ForeignAgent] = field(default_factory=dict)
+    aaa: AaaConfig | None = None
 
     def __post_init__(self) -> None:
         if self.router_id is not None:
@@ -203,3 +260,69 @@ class VirtualRouterConfig:
         if self.netns is not None:
             return self.netns
         return None if self.name == "default" else f"mipha-{self.name}"
+
+    @property
+    def settings(self) -> RouterSettings:
+        return RouterSettings(self.netns, self.router_id, self.home_agent, self.aaa)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class RouterSettings:
+    """A virtual router's own settings, what is not a list entry: ``netns``, ``router-id``,
+    ``home-agent``, ``aaa``."""
+
+    netns: str | None = None
+    router_id: IPv4Address | None = None
+    home_agent: HomeAgentConfig | None = None
+    aaa: AaaConfig | None = None
+
+
+def merged_entries(current: Mapping, changes: Mapping) -> dict:
+    """``current`` with keyed ``changes`` (None deletes) applied: a new dict."""
+    merged = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass(slots=True)
+class ConfigChange:
+    """What one transaction changes in one virtual router, entry by entry: the keyed diff as typed objects.
+
+    A value of None deletes the entry; ``settings`` is None when the router's own settings did not
+    change.  One mobile node added is one :class:`MobileNode` here, whatever is configured besides.
+    """
+
+    name: str
+    settings: RouterSettings | None = None
+    address_pools: dict[str, AddressPool | None] = field(default_factory=dict)
+    mobile_nodes: dict[str, MobileNode | None] = field(default_factory=dict)
+    foreign_agents: dict[IPv4Address, ForeignAgent | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.settings is not None or self.address_pools or self.mobile_nodes or self.foreign_agents
+        )
+
+    @property
+    def entries_only(self) -> bool:
+        """Only mobile nodes and foreign agents change: the engine can apply it entry by entry."""
+        return self.settings is None and not self.address_pools
+
+    def applied_to(self, config: VirtualRouterConfig) -> VirtualRouterConfig:
+        """The whole configuration after this change (copies every entry map: for the rare changes
+        that need the whole picture, such as the home agent's settings or a pool)."""
+        settings = self.settings if self.settings is not None else config.settings
+        return VirtualRouterConfig(
+            name=config.name,
+            netns=settings.netns,
+            router_id=settings.router_id,
+            home_agent=settings.home_agent,
+            aaa=settings.aaa,
+            address_pools=merged_entries(config.address_pools, self.address_pools),
+            mobile_nodes=merged_entries(config.mobile_nodes, self.mobile_nodes),
+            foreign_agents=merged_entries(config.foreign_agents, self.foreign_agents),
+        )

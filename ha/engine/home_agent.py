@@ -41,10 +41,14 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
+from types import MappingProxyType
 from typing import Protocol
 
+from ha.aaa.config import Authentication
+from ha.aaa.mn_aaa import MnAaaUnusable, chap_credentials, mn_aaa_extension
+from ha.aaa.profile import AaaProfile
 from ha.dataplane.base import DesiredBinding
 from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
 from ha.dataplane.intents import (
@@ -77,16 +81,28 @@ from ha.protocol import (
     with_home_address,
 )
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
-from ha.protocol.constants import MessageType, ReplayProtection
+from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
+from ha.protocol.errors import ProtocolError as _RevocationError
 from ha.protocol.messages import ipv4
 from ha.protocol.replay import ReplayVerdict
+from ha.protocol.revocation import (
+    RevocationAck,
+    pull_revocation,
+    pull_revocation_ack,
+    push_revocation_ack,
+    revocation_step,
+    verify_fa_ha,
+)
+from ha.protocol.udp_tunnel import udp_tunnel_step
 
-from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
-from .config import MobileNode, VirtualRouterConfig
+from .aaa import AAA_NODE_PREFIX, AaaAccepted, AaaLookup, AaaOutcome, AaaRejected, Pending, Subscriber
+from .bindings import NO_SIMULTANEOUS, UDP_TUNNEL, Binding, BindingTable, make_key
+from .config import ConfigChange, MobileNode, VirtualRouterConfig
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
+from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
-from .transaction import Prepared, prepare_config
+from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +110,27 @@ _UNSPECIFIED = 0
 _T_BIT = int(RequestFlags.T)  # plain int: IntFlag arithmetic allocates an enum member per call
 # Enum members read per request, bound once: reading one off its class costs ~70 ns in Python 3.11.
 _REGISTRATION_REQUEST = int(MessageType.REGISTRATION_REQUEST)
+_REVOCATION = int(MessageType.REGISTRATION_REVOCATION)
+_REVOCATION_ACK = int(MessageType.REVOCATION_ACKNOWLEDGEMENT)
+_IP_IN_UDP = PlaneEncapsulation.IP_IN_UDP
 _REGISTER = BindingAction.REGISTER
 _ACCEPTED_NO_SIMULTANEOUS = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
 _REASON_UNSPECIFIED = ReplyCode.REASON_UNSPECIFIED
 
 
+def _uses_nonces(node: MobileNode) -> bool:
+    return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
+
+
 def _care_of(binding: Binding) -> int:
     return binding.care_of_address
+
+
+def _tunnel_end(binding: Binding) -> tuple[IPv4Address, PlaneEncapsulation, int]:
+    """Where a binding's tunnel goes: its care-of address, or its NAT mapping (RFC 3519)."""
+    if binding.flags & UDP_TUNNEL:
+        return ipv4(binding.source >> 16), _IP_IN_UDP, binding.source & 0xFFFF
+    return ipv4(binding.care_of_address), binding.encapsulation, 0
 
 
 #: Granted lifetimes are few distinct values: bindings share one int object per value.
@@ -150,6 +180,12 @@ class BindingInfo:
     flags: RequestFlags
     encapsulation: str
     accepted_no_simultaneous: bool
+    #: Where the key and the home address came from: "local", or the RADIUS attributes (AAA nodes).
+    authentication: str = "local"
+    key_source: str | None = None
+    address_source: str | None = None
+    udp_tunnel: bool = False  # RFC 3519: tunnelled in UDP to the NAT mapping (source address/port)
+    revocation: bool = False  # RFC 3543 negotiated with the foreign agent
 
     @property
     def key(self) -> tuple[IPv4Address, IPv4Address]:
@@ -221,6 +257,20 @@ class _Peer:
             self.reply_port = reply.source_port
 
 
+class AaaCounters:
+    """Engine-side AAA counters (per server counters live with the RADIUS client)."""
+
+    __slots__ = ("absorbed", "accepted", "lookups", "overflows", "rejected", "unavailable")
+
+    def __init__(self) -> None:
+        self.lookups = 0  # Access-Requests asked for
+        self.absorbed = 0  # requests that arrived while their NAI's look-up was pending
+        self.accepted = 0
+        self.rejected = 0
+        self.unavailable = 0  # every server timed out
+        self.overflows = 0  # pending limit or cache full (130)
+
+
 class _NodeState:
     """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
 
@@ -271,8 +321,24 @@ class HomeAgent:
         self._by_nai: dict[str, MobileNode] = {}
         self._by_assigned: dict[int, MobileNode] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
-        self._nonce_nodes: frozenset[str] = frozenset()
+        self._nonce_nodes: set[str] = set()
+        self._node_map: dict[str, MobileNode] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
+        # AAA (ha/engine/aaa.py): None = local authentication only.
+        self._aaa_mode: Authentication | None = None
+        self._subscribers: dict[str, Subscriber] = {}  # by node name (AAA_NODE_PREFIX + NAI)
+        self._subscribers_by_nai: dict[str, Subscriber] = {}
+        self._aaa_pending: dict[str, Pending] = {}
+        self._aaa_lookups: deque[AaaLookup] = deque()
+        self._aaa_verified: str | None = None  # the NAI whose MN-AAA RADIUS just checked
+        self._aaa_cache_size = 0
+        self._aaa_max_pending = 0
+        self._sessions = 0
+        self.aaa_counters = AaaCounters()
+        #: Set by the daemon from its data plane: False makes a UDP tunnel request that needs one 142.
+        self.udp_tunnels_available = True
+        self._revocations = RevocationState()
+        self._datagrams: deque[Outgoing] = deque()  # revocations to send (not replies)
         self._install(prepare_config(self, config))
 
     # --- inputs: datagrams -----------------------------------------------------------------------
@@ -297,6 +363,8 @@ class HomeAgent:
         stats = self.statistics
         policy = self._policy
         if policy is None or not data or data[0] != _REGISTRATION_REQUEST:
+            if policy is not None and data and data[0] in (_REVOCATION, _REVOCATION_ACK):
+                return self._revocation_message(data, source, now, wallclock)
             stats.discarded += 1
             return None
         stats.requests_received += 1
@@ -316,6 +384,10 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         node = self._resolve(request)
+        if self._aaa_mode is not None and request.nai is not None:
+            outgoing = self._aaa_gate(data, request, node, peer, source, received_on, port, now)
+            if outgoing is not False:
+                return outgoing
         state = None
         if node is not None:
             state = self._nodes.get(node.name)
@@ -336,6 +408,7 @@ class HomeAgent:
             wallclock=wallclock,
             bindings_in_use=in_use,
             fresh_nonce=self._nonce() if node is not None and node.name in self._nonce_nodes else 0,
+            mn_aaa_verified=self._aaa_verified is not None and self._aaa_verified == request.nai,
         )
         if node is not None:
             accepted, ha_nonce = verdict.accepted_identification, verdict.ha_nonce
@@ -346,6 +419,8 @@ class HomeAgent:
                     state.last_identification = accepted
                 if ha_nonce is not None:
                     state.ha_nonce = ha_nonce
+        if type(verdict) is Accept and len(request.extensions) > 1:
+            verdict = self._rfc3519_3543(verdict, peer, wallclock)
         if type(verdict) is Accept:
             assert node is not None  # decide() never accepts an unknown mobile node
             if state is None:
@@ -361,8 +436,20 @@ class HomeAgent:
             stats.accepted += 1
             if verdict.code == _ACCEPTED_NO_SIMULTANEOUS:
                 stats.accepted_no_simultaneous += 1
+            if verdict.udp_tunnel is not None:
+                stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         return Outgoing(encode_reply(verdict), peer.reply_to, peer.reply_source, peer.reply_port)
+
+    def _rfc3519_3543(self, verdict: Accept, peer: _Peer, wallclock: float) -> Accept | Deny:
+        """UDP tunnelling (RFC 3519) and revocation support (RFC 3543) on an accepted request."""
+        ha = self.config.home_agent
+        assert ha is not None
+        nat = ha.nat_traversal
+        outcome = udp_tunnel_step(verdict, peer.arrival, nat, available=self.udp_tunnels_available)
+        if type(outcome) is Accept:
+            outcome = revocation_step(outcome, int(wallclock), enabled=ha.revocation.enabled)
+        return outcome
 
     def _peer(self, source: tuple[str, int], received_on: IPv4Address, port: int) -> _Peer:
         peers = self._peers
@@ -422,10 +509,42 @@ class HomeAgent:
     def _resolve(self, request: RegistrationRequest) -> MobileNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
         nai = request.nai
-        if nai is not None:
-            return self._by_nai.get(nai)
-        home = request.integers[0]
-        return self._by_home.get(home) or self._by_assigned.get(home)
+        mode = self._aaa_mode
+        if mode is None:
+            if nai is not None:
+                return self._by_nai.get(nai)
+            home = request.integers[0]
+            return self._by_home.get(home) or self._by_assigned.get(home)
+        if mode is Authentication.LOCAL_THEN_AAA:
+            if nai is not None:
+                local = self._by_nai.get(nai)
+                if local is not None:
+                    return local
+            else:
+                home = request.integers[0]
+                local = self._by_home.get(home) or self._by_assigned.get(home)
+                if local is not None and local.name not in self._subscribers:
+                    return local
+        if nai is None:
+            return None
+        subscriber = self._subscribers_by_nai.get(nai)
+        return subscriber.node if subscriber is not None else None
+
+    def node(self, name: str) -> MobileNode | None:
+        """A configured mobile node, or an AAA-learnt one (``aaa:<NAI>``), by name."""
+        node = self.config.mobile_nodes.get(name)
+        if node is None:
+            subscriber = self._subscribers.get(name)
+            return subscriber.node if subscriber is not None else None
+        return node
+
+    def subscribers(self) -> Iterator[tuple[str, Subscriber]]:
+        """Every AAA-learnt subscriber, by mobile node name."""
+        return iter(list(self._subscribers.items()))
+
+    def subscriber(self, name: str) -> Subscriber | None:
+        """The AAA-learnt subscriber behind a mobile node name, if it is one."""
+        return self._subscribers.get(name)
 
     def _state(self, name: str) -> _NodeState:
         state = self._nodes.get(name)
@@ -606,11 +725,16 @@ class HomeAgent:
         lifetime = _LIFETIMES.setdefault(verdict.lifetime, verdict.lifetime)
         encapsulation = _PLANE_ENCAPSULATION[verdict.encapsulation]
         flags = int(verdict.flags) | (NO_SIMULTANEOUS if verdict.code == _ACCEPTED_NO_SIMULTANEOUS else 0)
+        if verdict.udp_tunnel is not None:
+            flags |= UDP_TUNNEL
         current = table.get(home, coa)
+        if verdict.revocation is not None or self._revocations.negotiated:
+            self._negotiate(verdict, make_key(home, coa), source)
         if (
             current is not None
             and current.encapsulation == encapsulation
-            and (current.flags ^ flags) & _T_BIT == 0
+            and (current.flags ^ flags) & (_T_BIT | UDP_TUNNEL) == 0
+            and (not flags & UDP_TUNNEL or current.source == source)
             and (not verdict.replace_existing or isinstance(state.coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
             registered, previous_lifetime = current.registered, current.lifetime
@@ -643,31 +767,35 @@ class HomeAgent:
             before: list[Binding] = []
             replaced: list[Binding] = []
             after = [binding]
-            route: tuple[IPv4Address, ...] = (coa_ip,)
+            route: tuple[IPv4Address, ...] = (_tunnel_end(binding)[0],)
         else:
             before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]
             replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
             kept = [b for b in before if b.care_of_address != coa and b not in replaced]
             after = sorted([*kept, binding], key=_care_of)
-            route = tuple(coa_ip if b is binding else IPv4Address(b.care_of_address) for b in after)
+            route = tuple(_tunnel_end(b)[0] for b in after)
         for old in replaced:
             table.remove(home, old.care_of_address)
         table.add(binding)
         self._set_coas(state, after)
 
         intents = self._intents
-        old_encapsulation = current.encapsulation if current is not None else None
+        end = _tunnel_end(binding)
+        old_end = _tunnel_end(current) if current is not None else None
+        new_tunnel = old_end is None or old_end[:2] != end[:2]
         reverse_before = any(b.flags & _T_BIT for b in before)
         reverse_after = any(b.flags & _T_BIT for b in after)
-        if old_encapsulation != encapsulation:
-            intents.append(EnsureTunnel(coa_ip, encapsulation))
-        if current is None or replaced or reverse_before != reverse_after:
-            intents.append(SetHomeRoute(home_ip, route, reverse_after))
-        if old_encapsulation is not None and old_encapsulation != encapsulation:
-            intents.append(ReleaseTunnel(coa_ip, old_encapsulation))
+        if new_tunnel:
+            intents.append(EnsureTunnel(end[0], end[1]))
+        if current is None or replaced or reverse_before != reverse_after or old_end != end:
+            intents.append(SetHomeRoute(home_ip, route, reverse_after, end[2] if len(after) == 1 else 0))
+        if old_end is not None and new_tunnel:
+            intents.append(ReleaseTunnel(old_end[0], old_end[1]))
         for old in replaced:
             old_ip = IPv4Address(old.care_of_address)
-            intents.append(ReleaseTunnel(old_ip, old.encapsulation))
+            old_tunnel = _tunnel_end(old)
+            intents.append(ReleaseTunnel(old_tunnel[0], old_tunnel[1]))
+            self._forget_revocation(old)
             self._event(BindingRemoved(home_ip, old_ip, old.mobile_node, RemovalReason.REPLACED, node.nai))
         if not before:
             intents.append(ProxyArp(home_ip, True))
@@ -708,18 +836,23 @@ class HomeAgent:
         address = IPv4Address(home)
         nai = self._nai(removed[0])
         if remaining:
+            ends = [_tunnel_end(b) for b in remaining]
             intents.append(
                 SetHomeRoute(
                     address,
-                    tuple(IPv4Address(b.care_of_address) for b in remaining),
+                    tuple(e[0] for e in ends),
                     any(b.flags & _T_BIT for b in remaining),
+                    ends[0][2] if len(ends) == 1 else 0,
                 )
             )
         else:
             intents.append(RemoveHomeRoute(address))
         for binding in removed:
             care_of = IPv4Address(binding.care_of_address)
-            intents.append(ReleaseTunnel(care_of, binding.encapsulation))
+            tunnel = _tunnel_end(binding)
+            intents.append(ReleaseTunnel(tunnel[0], tunnel[1]))
+            if self._revocations.negotiated:
+                self._revoke(binding, reason)
             self._event(BindingRemoved(address, care_of, binding.mobile_node, reason, nai))
         if remaining:
             return
@@ -728,9 +861,11 @@ class HomeAgent:
             intents.append(GratuitousArp(address, for_mobile_node=True))
             self.statistics.gratuitous_arps_sent += 1
         self._release_address(name, home)
+        if name in self._subscribers and reason is not RemovalReason.REPLACED:
+            self._forget_subscriber(name)
 
     def _nai(self, binding: Binding) -> str | None:
-        node = self.config.mobile_nodes.get(binding.mobile_node)
+        node = self.node(binding.mobile_node)
         return node.nai if node is not None else None
 
     def _release_address(self, name: str, home: int) -> None:
@@ -739,16 +874,139 @@ class HomeAgent:
             return
         state.assigned = None
         self._by_assigned.pop(home, None)
-        node = self.config.mobile_nodes.get(name)
+        node = self.node(name)
         pool = self._pools.get(node.address_pool or "") if node is not None else None
         if pool is not None:
             pool.release(home)
+
+    # --- RFC 3543 registration revocation ---------------------------------------------------------
+
+    def _negotiate(self, verdict: Accept, key: int, source: int) -> None:
+        """Remember (or forget) that this binding's foreign agent negotiated revocation."""
+        offered = verdict.revocation
+        if offered is None:
+            self._revocations.negotiated.pop(key, None)
+            return
+        for extension in verdict.request.extensions:  # the agent's own extension: its timestamp
+            if type(extension) is type(offered):
+                self._revocations.negotiated[key] = Negotiated(
+                    ipv4(source >> 16),
+                    extension.timestamp,
+                    offered.timestamp,
+                    bool(offered.flags & offered.I_BIT),
+                )
+                return
+
+    def _forget_revocation(self, binding: Binding) -> None:
+        self._revocations.negotiated.pop(make_key(binding.home_address, binding.care_of_address), None)
+
+    def _revoke(self, binding: Binding, reason: RemovalReason) -> None:
+        """Tell the foreign agent a binding it relayed is gone, when it is our decision (``cleared``)."""
+        negotiated = self._revocations.negotiated.pop(
+            make_key(binding.home_address, binding.care_of_address), None
+        )
+        if negotiated is None or reason is not RemovalReason.CLEARED or self.config.home_agent is None:
+            return
+        agent = self._foreign_agents.get(negotiated.foreign_agent)
+        if agent is None or not agent.security_associations:
+            self.statistics.revocations_discarded += 1  # no association left to sign with
+            return
+        ha = self.config.home_agent
+        pending = self._revocations.revoke(
+            negotiated,
+            home_address=ipv4(binding.home_address),
+            ha_address=ha.address,
+            sa=agent.security_associations[0],
+            policy=ha.revocation,
+            now=self._now,
+            wallclock=self._now + self._wall_offset,
+        )
+        self.statistics.revocations_sent += 1
+        self._datagrams.append(self._to_agent(pending.data, pending.foreign_agent))
+
+    def _to_agent(self, data: bytes, agent: IPv4Address) -> Outgoing:
+        ha = self.config.home_agent
+        assert ha is not None
+        return Outgoing(data, (str(agent), 434), ha.address, self._port)
+
+    def _retransmit_revocations(self, now: float) -> None:
+        ha = self.config.home_agent
+        if ha is None:
+            self._revocations.pending.clear()
+            return
+        again, exhausted = self._revocations.due(now, ha.revocation)
+        self.statistics.revocations_unacknowledged += exhausted
+        for pending in again:
+            self.statistics.revocations_retransmitted += 1
+            self._datagrams.append(self._to_agent(pending.data, pending.foreign_agent))
+
+    def _revocation_message(
+        self, data: bytes, source: tuple[str, int], now: float, wallclock: float
+    ) -> Outgoing | None:
+        """A Registration Revocation (7) or Acknowledgement (15) from a foreign agent (RFC 3543 §4.2)."""
+        stats = self.statistics
+        agent_ip = IPv4Address(source[0])
+        agent = self._foreign_agents.get(agent_ip)
+        try:
+            message = pull_revocation_ack(data) if data[0] == _REVOCATION_ACK else pull_revocation(data)
+        except _RevocationError:
+            stats.revocations_discarded += 1
+            return None
+        if not verify_fa_ha(message, agent):
+            stats.revocations_discarded += 1
+            return None
+        assert agent is not None
+        if type(message) is RevocationAck:
+            if self._revocations.acknowledged(agent_ip, message.home_address, message.revocation_id):
+                stats.revocation_acks_received += 1
+            else:
+                stats.revocations_discarded += 1
+            return None
+        if message.home_agent_revoking:  # A set: a home agent's message, not an agent's
+            stats.revocations_discarded += 1
+            return None
+        stats.revocations_received += 1
+        home = int(message.home_address)
+        negotiated = self._revocations.negotiated
+        revoked = [
+            b
+            for b in self._table.for_home(home)
+            if (n := negotiated.get(make_key(home, b.care_of_address))) is not None
+            and n.foreign_agent == agent_ip
+        ]
+        registered = min(
+            (negotiated[make_key(home, b.care_of_address)].fa_timestamp for b in revoked), default=0
+        )
+        if not self._revocations.fresh(agent_ip, message.revocation_id, registered):
+            stats.revocations_discarded += 1
+            return None
+        for binding in revoked:
+            negotiated.pop(make_key(home, binding.care_of_address), None)
+        if revoked:
+            self._now = now
+            self._remove_bindings(home, [b.care_of_address for b in revoked], RemovalReason.REVOKED)
+        ack = push_revocation_ack(
+            RevocationAck(message.home_address, message.revocation_id, False), agent.security_associations[0]
+        )
+        stats.revocation_acks_sent += 1
+        stats.replies_sent += 1
+        return Outgoing(ack, source, self.config.home_agent.address, self._port)  # type: ignore[union-attr]
+
+    def drain_datagrams(self) -> list[Outgoing]:
+        """Datagrams the engine sends on its own (RFC 3543 revocations), oldest first."""
+        datagrams = list(self._datagrams)
+        self._datagrams.clear()
+        return datagrams
 
     # --- inputs: time ----------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire."""
         due = self._table.next_expiry()
+        if self._revocations.pending:
+            resend = self._revocations.next_due()
+            if resend is not None and (due is None or resend < due):
+                due = resend
         return None if due is None else due + _TIMER_SLACK
 
     def handle_timer(self, now: float, *, limit: int | None = None) -> int:
@@ -759,6 +1017,8 @@ class HomeAgent:
         """
         self._now = now
         count = 0
+        if self._revocations.pending:
+            self._retransmit_revocations(now)
         if limit is not None and limit <= 0:
             return 0
         for binding in self._table.pop_expired(now):
@@ -767,6 +1027,226 @@ class HomeAgent:
             if count == limit:
                 break
         return count
+
+    # --- AAA (ha/engine/aaa.py) -------------------------------------------------------------------
+
+    def _aaa_gate(
+        self,
+        data: bytes,
+        request: RegistrationRequest,
+        node: MobileNode | None,
+        peer: _Peer,
+        source: tuple[str, int],
+        received_on: IPv4Address,
+        port: int,
+        now: float,
+    ) -> Outgoing | bool | None:
+        """False: decide locally.  Else the request waits for (or starts) a RADIUS look-up: None, or a
+        denial when it cannot be looked up."""
+        nai = request.nai
+        assert nai is not None
+        mn_aaa = mn_aaa_extension(request) is not None
+        if self._aaa_verified == nai:
+            return False
+        if node is not None:
+            # Known: decided with its key, unless only RADIUS can check its MN-AAA authenticator.
+            if not mn_aaa or node.name not in self._subscribers:
+                return False
+        elif request.lifetime == 0 and not mn_aaa:
+            return False  # nothing to deregister: decide() answers 131
+        counters = self.aaa_counters
+        pending = self._aaa_pending.get(nai)
+        if pending is not None:
+            counters.absorbed += 1
+            if not pending.mn_aaa:  # answer the latest (MN-AAA: the one whose CHAP RADIUS checks)
+                pending.data, pending.source, pending.received_on, pending.port = (
+                    data,
+                    source,
+                    received_on,
+                    port,
+                )
+            return None
+        chap = None
+        if mn_aaa:
+            try:
+                chap = chap_credentials(request)
+            except MnAaaUnusable as exc:
+                return self._aaa_deny(request, peer, ReplyCode.MN_FAILED_AUTHENTICATION, str(exc), True)
+        if len(self._aaa_pending) >= self._aaa_max_pending:
+            counters.overflows += 1
+            return self._aaa_deny(
+                request, peer, ReplyCode.INSUFFICIENT_RESOURCES, "too many AAA look-ups pending", False
+            )
+        self._aaa_pending[nai] = Pending(data, source, received_on, port, mn_aaa, now)
+        home = request.home_address
+        self._aaa_lookups.append(AaaLookup(nai, None if request.integers[0] == 0 else home, chap))
+        counters.lookups += 1
+        return None
+
+    def _aaa_deny(
+        self, request: RegistrationRequest, peer: _Peer, code: ReplyCode, reason: str, violation: bool
+    ) -> Outgoing:
+        """A denial without a key to sign it (RFC 5944 §3.8.3.1: an unauthenticated 131 is unsigned)."""
+        mn_ha = request.mn_ha_auth
+        extension = mn_ha if mn_ha is not None else mn_aaa_extension(request)
+        verdict = Deny(
+            request,
+            code,
+            reason,
+            request.identification,
+            request.home_agent,
+            None,
+            None,
+            SecurityViolation.OTHER if violation else None,
+            extension.spi if extension is not None else None,
+        )
+        self._count_denial(verdict, peer.arrival, self._now + self._wall_offset)
+        return self._send(encode_reply(verdict), peer)
+
+    def next_aaa_lookup(self) -> AaaLookup | None:
+        """The next RADIUS look-up to make; None when drained."""
+        return self._aaa_lookups.popleft() if self._aaa_lookups else None
+
+    def drain_aaa_lookups(self) -> list[AaaLookup]:
+        lookups = list(self._aaa_lookups)
+        self._aaa_lookups.clear()
+        return lookups
+
+    @property
+    def aaa_pending(self) -> int:
+        """Registrations waiting for RADIUS."""
+        return len(self._aaa_pending)
+
+    @property
+    def aaa_subscribers(self) -> int:
+        """AAA-learnt mobile nodes in the cache."""
+        return len(self._subscribers)
+
+    def handle_aaa_answer(
+        self, nai: str, outcome: AaaOutcome, *, now: float, wallclock: float
+    ) -> Outgoing | None:
+        """RADIUS answered (or every server timed out) for ``nai``: decide the waiting request."""
+        pending = self._aaa_pending.pop(nai, None)
+        if pending is None:
+            return None  # cleared meanwhile
+        self._now = now
+        self._wall_offset = wallclock - now
+        counters = self.aaa_counters
+        if type(outcome) is AaaAccepted:
+            counters.accepted += 1
+            refused = self._admit(outcome.profile, wallclock)
+            if refused is None:
+                return self._replay_pending(nai, pending, now, wallclock)
+            code, reason, violation = refused[0], refused[1], False
+        elif type(outcome) is AaaRejected:
+            counters.rejected += 1
+            code, reason, violation = ReplyCode.MN_FAILED_AUTHENTICATION, outcome.reason, True
+        else:
+            counters.unavailable += 1
+            # 130: the home agent lacks a resource it needs for this registration right now (RFC 5944
+            # §3.4); the node was not refused by policy (129) nor shown to be unauthentic (131).
+            code, reason, violation = ReplyCode.INSUFFICIENT_RESOURCES, outcome.reason, False
+        peer = self._peer_for(pending)
+        try:
+            request = pull_registration_request(pending.data)
+        except ProtocolError:  # it parsed when it arrived
+            return None
+        return self._aaa_deny(request, peer, code, reason, violation)
+
+    def _peer_for(self, pending: Pending) -> _Peer:
+        peer = self._peers.get(pending.source)
+        if peer is None or peer.port != pending.port or peer.received_on != pending.received_on:
+            peer = self._peer(pending.source, pending.received_on, pending.port)
+        return peer
+
+    def _replay_pending(self, nai: str, pending: Pending, now: float, wallclock: float) -> Outgoing | None:
+        """Decide the waiting request now that its subscriber is known (counted once, on arrival)."""
+        stats = self.statistics
+        stats.requests_received -= 1
+        if len(pending.data) > 4 and pending.data[2:4] == b"\0\0":
+            stats.deregistrations_received -= 1
+        self._aaa_verified = nai if pending.mn_aaa else None
+        try:
+            out = self.handle_datagram(
+                pending.data,
+                source=pending.source,
+                received_on=pending.received_on,
+                now=now,
+                wallclock=wallclock,
+                destination_port=pending.port,
+            )
+        finally:
+            self._aaa_verified = None
+        subscriber = self._subscribers_by_nai.get(nai)
+        if subscriber is not None and not self._holds_bindings(subscriber):
+            self._forget_subscriber(subscriber.node.name)  # denied: kept only while it has bindings
+        return out
+
+    def _holds_bindings(self, subscriber: Subscriber) -> bool:
+        state = self._nodes.get(subscriber.node.name)
+        return state is not None and state.coas is not None
+
+    def _admit(self, profile: AaaProfile, wallclock: float) -> tuple[ReplyCode, str] | None:
+        """Cache what RADIUS granted; (code, reason) when it cannot be used here."""
+        name = AAA_NODE_PREFIX + profile.nai
+        existing = self._subscribers.get(name)
+        home = profile.home_address
+        prohibited = ReplyCode.ADMINISTRATIVELY_PROHIBITED
+        if home is not None:
+            h = int(home)
+            owner = self._by_home.get(h) or self._by_assigned.get(h)
+            if owner is not None and owner.name != name:
+                return prohibited, f"Framed-IP-Address {home} is the home address of {owner.name}"
+            if any(home in pool for pool in self.config.address_pools.values()):
+                return prohibited, f"Framed-IP-Address {home} lies in an address-pool (use Framed-Pool)"
+            if any(b.mobile_node != name for b in self._table.for_home(h)):
+                return prohibited, f"Framed-IP-Address {home} is bound to another mobile node"
+            if self._policy is not None and h == self._policy.address_integer:
+                return prohibited, f"Framed-IP-Address {home} is the home agent's address"
+        if existing is None and len(self._subscribers) >= self._aaa_cache_size:
+            self.aaa_counters.overflows += 1
+            return ReplyCode.INSUFFICIENT_RESOURCES, "the AAA subscriber cache is full"
+        if existing is not None:
+            subscriber = Subscriber(profile, existing.session_id, existing.session_start)
+        else:
+            self._sessions += 1
+            subscriber = Subscriber(
+                profile, f"{int(wallclock) & 0xFFFFFFFF:08X}{self._sessions:08X}", wallclock
+            )
+        self._subscribers[name] = subscriber
+        self._subscribers_by_nai[profile.nai] = subscriber
+        return None
+
+    def _forget_subscriber(self, name: str) -> None:
+        subscriber = self._subscribers.pop(name, None)
+        if subscriber is not None:
+            self._subscribers_by_nai.pop(subscriber.profile.nai, None)
+            state = self._nodes.pop(name, None)
+            if state is not None and state.assigned is not None:
+                self._by_assigned.pop(state.assigned, None)
+
+    def _restore_subscriber(self, saved: dict) -> bool:
+        try:
+            subscriber = Subscriber.from_dict(saved)
+        except (KeyError, TypeError, ValueError):
+            return False
+        self._subscribers[subscriber.node.name] = subscriber
+        self._subscribers_by_nai[subscriber.profile.nai] = subscriber
+        return True
+
+    def _install_aaa(self, config: VirtualRouterConfig) -> None:
+        ha = config.home_agent
+        mode = ha.authentication if ha is not None else Authentication.LOCAL
+        aaa = config.aaa
+        self._aaa_mode = None if mode is Authentication.LOCAL or aaa is None else mode
+        if aaa is not None:
+            self._aaa_cache_size, self._aaa_max_pending = aaa.cache_size, aaa.max_pending
+        if self._aaa_mode is None:  # AAA switched off: its subscribers lose their bindings
+            self._aaa_pending.clear()
+            self._aaa_lookups.clear()
+            for name in list(self._subscribers):
+                self._drop_node_bindings(name)
+                self._forget_subscriber(name)
 
     # --- outputs ---------------------------------------------------------------------------------
 
@@ -825,7 +1305,14 @@ class HomeAgent:
         """
         self._now = now
         self._wall_offset = wallclock - now
-        node = self.config.mobile_nodes.get(record.mobile_node)
+        aaa = getattr(record, "aaa", None)
+        if (
+            aaa is not None
+            and record.mobile_node not in self._subscribers
+            and not self._restore_subscriber(aaa)
+        ):
+            return False
+        node = self.node(record.mobile_node)
         if node is None:
             return False
         home = int(IPv4Address(record.home_address))
@@ -852,7 +1339,7 @@ class HomeAgent:
             lifetime=record.lifetime,
             registered=now - (wallclock - record.registered_at),
             identification=record.identification,
-            flags=record.flags & 0xFF,
+            flags=record.flags & (0xFF | UDP_TUNNEL),
             encapsulation=encapsulation,
         )
         self._table.add(binding)
@@ -871,7 +1358,8 @@ class HomeAgent:
         return len(self._table)
 
     def _info(self, binding: Binding, now: float) -> BindingInfo:
-        node = self.config.mobile_nodes.get(binding.mobile_node)
+        node = self.node(binding.mobile_node)
+        subscriber = self._subscribers.get(binding.mobile_node)
         source, port = binding.source_address
         return BindingInfo(
             home_address=IPv4Address(binding.home_address),
@@ -887,6 +1375,12 @@ class HomeAgent:
             flags=RequestFlags(binding.flags & 0xFF),
             encapsulation=str(binding.encapsulation),
             accepted_no_simultaneous=bool(binding.flags & NO_SIMULTANEOUS),
+            authentication="local" if subscriber is None else "aaa",
+            key_source=None if subscriber is None else subscriber.profile.key_source,
+            address_source=None if subscriber is None else subscriber.profile.address_source,
+            udp_tunnel=bool(binding.flags & UDP_TUNNEL),
+            revocation=make_key(binding.home_address, binding.care_of_address)
+            in self._revocations.negotiated,
         )
 
     def binding(
@@ -956,11 +1450,13 @@ class HomeAgent:
 
     @staticmethod
     def _desired(group: list[Binding]) -> DesiredBinding:
+        ends = [_tunnel_end(b) for b in group]
         return DesiredBinding(
             IPv4Address(group[0].home_address),
-            tuple(IPv4Address(b.care_of_address) for b in group),
-            group[0].encapsulation,
+            tuple(e[0] for e in ends),
+            ends[0][1],
             any(b.flags & _T_BIT for b in group),
+            ends[0][2],
         )
 
     def pool_usage(self, name: str) -> PoolUsage | None:
@@ -984,6 +1480,8 @@ class HomeAgent:
         """The ``clear-bindings`` RPC: remove matching bindings (all when no filter); returns the count."""
         if nai is not None:
             node = self._by_nai.get(nai)
+            if node is None and nai in self._subscribers_by_nai:
+                node = self._subscribers_by_nai[nai].node
             home = self._home_of(node, self._nodes.get(node.name)) if node is not None else None
             if home is None or (home_address is not None and int(home_address) != home):
                 return 0
@@ -1029,10 +1527,47 @@ class HomeAgent:
             self._drop_node_bindings(name)
         for name in txn.forget_nodes:
             self._nodes.pop(name, None)
-        self._install(txn)
+        if txn.entries is not None:
+            self._install_entries(txn, txn.entries)
+        else:
+            self._install(txn)
+
+    def prepare_change(self, change: ConfigChange) -> Prepared:
+        """Check a keyed change against the live state; raise ConfigRefused, change nothing.
+
+        A change of mobile nodes and foreign agents costs what it touches (see ``prepare_change``
+        in :mod:`ha.engine.transaction`); others are checked as a whole new configuration."""
+        return prepare_change(self, change)
+
+    def _install_entries(self, txn: Prepared, update: EntryUpdate) -> None:
+        """Apply a keyed change to the indexes in place: the node map shared with ``config``, by home
+        address, by NAI, by assigned address, the nonce set."""
+        nodes, by_home, by_nai = self._node_map, self._by_home, self._by_nai
+        for home in update.homes_gone:
+            by_home.pop(home, None)
+        for nai in update.nais_gone:
+            by_nai.pop(nai, None)
+        by_home.update(txn.by_home)
+        by_nai.update(txn.by_nai)
+        self._by_assigned.update(update.assigned)
+        nonce = self._nonce_nodes
+        for name, node in update.nodes.items():
+            if node is None:
+                nodes.pop(name, None)
+                nonce.discard(name)
+                continue
+            nodes[name] = node
+            if _uses_nonces(node):
+                nonce.add(name)
+            else:
+                nonce.discard(name)
+        if update.foreign_agents:
+            self.config = txn.config
+            self._foreign_agents = txn.foreign_agents
+            self._peers.clear()  # they hold foreign agent records
 
     def _drop_node_bindings(self, name: str) -> None:
-        node = self.config.mobile_nodes.get(name)
+        node = self.node(name)
         if node is None:
             return
         state = self._nodes.get(name)
@@ -1054,20 +1589,17 @@ class HomeAgent:
                 and before.address_pool in self._pools
             ):
                 self._pools[before.address_pool].release(state.assigned)
-        self.config = txn.config
+        # the engine's own node map, shared by its later configurations and updated in place by keyed
+        # changes (_install_entries)
+        self._node_map = dict(txn.config.mobile_nodes)
+        self.config = replace(txn.config, mobile_nodes=MappingProxyType(self._node_map))
         self._peers.clear()  # they hold the policy's address and foreign agent records
         self._policy = txn.policy
         self._port = txn.port
         self._by_home = txn.by_home
         self._by_nai = txn.by_nai
         self._foreign_agents = txn.foreign_agents
-        self._nonce_nodes = frozenset(
-            name
-            for name, node in txn.config.mobile_nodes.items()
-            if any(
-                sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values()
-            )
-        )
+        self._nonce_nodes = {name for name, node in self._node_map.items() if _uses_nonces(node)}
         pools: dict[str, PoolAllocator] = {}
         for name, pool_config in txn.config.address_pools.items():
             old = self._pools.get(name)
@@ -1079,7 +1611,7 @@ class HomeAgent:
         for name, state in self._nodes.items():
             if state.assigned is None:
                 continue
-            node = txn.config.mobile_nodes.get(name)
+            node = txn.config.mobile_nodes.get(name) or self.node(name)
             pool = pools.get(node.address_pool or "") if node is not None else None
             kept = pool is not None and id(pool) in reused and pool.is_allocated(state.assigned)
             if kept or (pool is not None and pool.claim(state.assigned)):
@@ -1098,3 +1630,4 @@ class HomeAgent:
                 self._after_removal(home, removed, RemovalReason.CLEARED)
         if self._policy is None:
             self.clear_bindings()
+        self._install_aaa(txn.config)

@@ -20,14 +20,19 @@ import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ha.aaa.mn_aaa import CHAP_SPI, mn_aaa_authenticator
 from ha.protocol import (
     ExtensionType,
+    GeneralizedAuth,
+    MobileForeignChallenge,
     MobileHomeAuth,
     MobileNodeNai,
     ProtocolError,
     RegistrationRequest,
     RequestFlags,
     SecurityAssociation,
+    UdpTunnelReply,
+    UdpTunnelRequest,
     pull_registration_reply,
     push_registration_request,
 )
@@ -36,6 +41,7 @@ from ha.protocol.constants import NTP_UNIX_OFFSET, ReplayProtection, ReplyCode
 
 _IDENT_OFFSET = 16  # Identification field of a request
 _IDENT = struct.Struct("!Q")
+_MN_AAA_HEADER = struct.Struct("!BBHI")
 _MOD32 = 1 << 32
 UNSPECIFIED = IPv4Address(0)
 
@@ -50,6 +56,8 @@ class ReplyOutcome:
     identification: int
     authenticated: bool
     nai: str | None
+    #: RFC 3519 UDP Tunnel Reply, when the home agent sent one inside the authenticated part.
+    udp_tunnel: UdpTunnelReply | None = None
 
     @property
     def accepted(self) -> bool:
@@ -68,7 +76,13 @@ class MobileNodeSession:
     lifetime: int = 600
     flags: RequestFlags = RequestFlags.NONE
     clock_offset: int = 0  # seconds to add to our clock to match the HA's (learnt from 133)
+    #: RFC 3519: ask for UDP tunnelling (UDP Tunnel Request before the MN-HA extension); F forces it.
+    udp_tunnel: bool = False
+    udp_force: bool = False
     ha_nonce: int | None = None
+    #: MN-AAA shared secret (RFC 4721 §8, CHAP_SPI): requests then carry a challenge and the MN-AAA
+    #: extension instead of Mobile-Home authentication; RADIUS checks them.
+    mn_aaa_secret: bytes | None = None
     _counter: int = field(default_factory=lambda: secrets.randbits(31), repr=False)
     _templates: dict[tuple[int, int, int, int], tuple[bytearray, int]] = field(
         default_factory=dict, repr=False
@@ -107,10 +121,14 @@ class MobileNodeSession:
         life = self.lifetime if lifetime is None else lifetime
         coa = self.care_of_address if care_of_address is None else care_of_address
         home = self.home_address if home_address is None else home_address
+        if self.mn_aaa_secret is not None:
+            return self._build_mn_aaa(identification, life, coa, home)
         key = (int(self.flags), life, int(coa), int(home))
         template = self._templates.get(key)
         if template is None:
             extensions: list = [] if self.nai is None else [MobileNodeNai(self.nai)]
+            if self.udp_tunnel and life:  # never on a deregistration (RFC 3519 §3.1)
+                extensions.append(UdpTunnelRequest(flags=UdpTunnelRequest.F_FORCE if self.udp_force else 0))
             extensions.append(MobileHomeAuth(self.sa.spi))
             request = RegistrationRequest(self.flags, life, home, self.home_agent, coa, 0, tuple(extensions))
             encoded = bytearray(push_registration_request(request, sign={ExtensionType.MN_HA_AUTH: self.sa}))
@@ -122,6 +140,22 @@ class MobileNodeSession:
             signature = self.sa.authenticator(view[:covered])
         buffer[covered:] = signature
         return bytes(buffer)
+
+    def _build_mn_aaa(self, identification: int, life: int, coa: IPv4Address, home: IPv4Address) -> bytes:
+        """NAI, MN-FA Challenge (a fresh one: what a foreign agent would advertise), MN-AAA (36/1)."""
+        assert self.mn_aaa_secret is not None and self.nai is not None, "MN-AAA needs an NAI"
+        challenge = secrets.token_bytes(16)
+        extensions = (
+            MobileNodeNai(self.nai),
+            MobileForeignChallenge(challenge),
+            GeneralizedAuth(1, CHAP_SPI),
+        )
+        request = RegistrationRequest(
+            self.flags, life, home, self.home_agent, coa, identification, extensions
+        )
+        unsigned = push_registration_request(request)  # the MN-AAA extension last, its authenticator empty
+        covered = unsigned[:-8] + _MN_AAA_HEADER.pack(36, 1, 4 + 16, CHAP_SPI)  # the final Length
+        return covered + mn_aaa_authenticator(covered, challenge, self.mn_aaa_secret)
 
     # --- replies ---------------------------------------------------------------------------------
 
@@ -156,6 +190,19 @@ class MobileNodeSession:
                 self.clock_offset = delta - _MOD32 if delta >= 1 << 31 else delta
             elif reply.identification != identification:
                 return None  # an accepted timestamp reply echoes all 64 bits
+        tunnel = None
+        if authenticated:  # only an extension the MN-HA authenticator covers counts
+            for extension in reply.extensions:
+                if type(extension) is MobileHomeAuth:
+                    break
+                if type(extension) is UdpTunnelReply:
+                    tunnel = extension
         return ReplyOutcome(
-            reply.code, reply.lifetime, reply.home_address, reply.identification, authenticated, reply.nai
+            reply.code,
+            reply.lifetime,
+            reply.home_address,
+            reply.identification,
+            authenticated,
+            reply.nai,
+            tunnel,
         )

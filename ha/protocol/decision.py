@@ -44,6 +44,8 @@ from .messages import (
     GeneralizedAuth,
     MobileHomeAuth,
     RegistrationRequest,
+    RevocationSupport,
+    UdpTunnelReply,
 )
 from .replay import ReplayVerdict, check_identification, check_timestamp
 
@@ -203,6 +205,16 @@ class Deny:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class UdpTunnel:
+    """An accepted registration's RFC 3519 UDP tunnel: the NAT mapping and the reply's extension 44."""
+
+    address: int  # the request's IP source (the NAT's public address), as an integer
+    port: int  # the request's UDP source port
+    forced: bool  # tunnelling without a detected NAT (F)
+    reply: UdpTunnelReply
+
+
 @dataclass(slots=True)
 class Accept:
     """The request is accepted; the engine applies ``action`` and answers with ``code``.
@@ -228,6 +240,10 @@ class Accept:
     security_association: SecurityAssociation
     fa_security_association: SecurityAssociation | None
     replay: ReplayVerdict
+    #: Set after ``decide`` by ``udp_tunnel.udp_tunnel_step`` (RFC 3519) and
+    #: ``revocation.revocation_step`` (RFC 3543); both travel in the reply.
+    udp_tunnel: UdpTunnel | None = None
+    revocation: RevocationSupport | None = None
 
     # Read from the request and the replay verdict rather than stored: every field is paid for on each
     # construction (a keyword call costs ~35 ns per argument on Python 3.11).
@@ -343,6 +359,7 @@ class Examination:
         "fresh_nonce",
         "home",
         "home_address",
+        "mn_aaa_verified",
         "mobile_node",
         "named_fa_sa",
         "named_sa",
@@ -366,6 +383,7 @@ class Examination:
         wallclock: float,
         bindings_in_use: int,
         fresh_nonce: int,
+        mn_aaa_verified: bool = False,
     ) -> None:
         self.request = request
         self.policy = policy
@@ -376,6 +394,7 @@ class Examination:
         self.wallclock = wallclock
         self.bindings_in_use = bindings_in_use
         self.fresh_nonce = fresh_nonce
+        self.mn_aaa_verified = mn_aaa_verified
         self.flags = int(request.flags) & _MEANINGFUL
         self.home, _agent, self.coa = request.integers
         # Set by the steps (reading one before its step ran is a bug, and raises AttributeError):
@@ -461,7 +480,13 @@ def mobile_node_authentic(x: Examination) -> Deny | None:
     # The usual request carries its MN-HA extension first (and only): no search.
     mn_ha = extensions[0] if extensions and type(extensions[0]) is MobileHomeAuth else request.mn_ha_auth
     if mn_ha is None:
-        if any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions):
+        mn_aaa = any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions)
+        if mn_aaa and x.mn_aaa_verified and mobile_node is not None and mobile_node.security_associations:
+            # RADIUS checked this very request's MN-AAA authenticator (RFC 4721 §6/§8): the node's
+            # AAA-learnt association signs the reply.
+            x.named_sa = mobile_node.security_associations[0]
+            return None
+        if mn_aaa:
             return x.deny(
                 ReplyCode.MN_FAILED_AUTHENTICATION,
                 "MN-AAA authentication needs an AAA server (not supported)",
@@ -762,16 +787,28 @@ def decide(
     wallclock: float,
     bindings_in_use: int = 0,
     fresh_nonce: int = 0,
+    mn_aaa_verified: bool = False,
 ) -> Verdict:
     """Decide on one parsed request.  Pure: same inputs, same verdict.
 
     Runs :data:`VALIDITY_STEPS`, then :data:`DEREGISTRATION_STEPS` or :data:`REGISTRATION_STEPS`; the
     first denial wins.  ``bindings_in_use`` is the virtual router's current binding count (for
     ``max_bindings``); ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce
-    associations.
+    associations.  ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator
+    (RFC 4721 §8, as CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile
+    node's (AAA-learnt) association signs the reply.
     """
     x = Examination(
-        request, policy, mobile_node, foreign_agent, arrival, now, wallclock, bindings_in_use, fresh_nonce
+        request,
+        policy,
+        mobile_node,
+        foreign_agent,
+        arrival,
+        now,
+        wallclock,
+        bindings_in_use,
+        fresh_nonce,
+        mn_aaa_verified,
     )
     if request.lifetime == 0:
         return _first_deregistration_denial(x) or _deregistration(x)
