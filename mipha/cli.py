@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("hash-password", help="hash a password for the bootstrap file", add_help=False)
     sub.add_parser("lab", help="lab topology in network namespaces: up | demo | down", add_help=False)
+    sub.add_parser(
+        "show", help="bindings, statistics, violations, tunnels, pools, a mobile node", add_help=False
+    )
+    sub.add_parser("clear", help="clear bindings or statistics", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(rest)
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return mn_main(rest)
     if args.command == "hash-password":
         return cmd_hash_password(rest)
+    if args.command in ("show", "clear"):
+        from .show import main as show_main
+
+        return show_main(rest, f"mipha {args.command}")
     if args.command == "lab":
         from .lab import main as lab_main
 
