@@ -204,7 +204,8 @@ def _page(rows: list[dict[str, str]], columns, header: bool) -> Iterator[str]:
     if header:
         yield "  ".join(t.ljust(w) for (_k, t), w in zip(columns, widths, strict=True)).rstrip()
     for r in rows:
-        yield "  ".join((r.get(k) or "-").ljust(w) for (k, _t), w in zip(columns, widths, strict=True)).rstrip()
+        cells = ((r.get(k) or "-").ljust(w) for (k, _t), w in zip(columns, widths, strict=True))
+        yield "  ".join(cells).rstrip()
 
 
 def emit(lines: Iterable[str], out=None) -> None:

@@ -32,7 +32,21 @@ def configuration(vr: str, netns: str) -> str:
 
 
 def mn(netns: str, *args: str, key: str = KEY_HEX) -> subprocess.CompletedProcess:
-    cmd = ["ip", "netns", "exec", netns, MIPHA, "mn", "--ha", "192.0.2.1", "--spi", "256", "--key", key, *args]
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        MIPHA,
+        "mn",
+        "--ha",
+        "192.0.2.1",
+        "--spi",
+        "256",
+        "--key",
+        key,
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -48,7 +62,9 @@ def setup(tmp_path_factory):
             m.edit_config(target="running", config=configuration(vr, netns))
         out = mn(netns, "load", "--count", str(NODES), "--home-start", "192.0.2.10", "--coa", "198.51.100.9")
         assert out.returncode == 0, out.stdout + out.stderr
-        out = mn(netns, "register", "--home", "0.0.0.0", "--nai", "roam@example.com", "--coa", "198.51.100.10")
+        out = mn(
+            netns, "register", "--home", "0.0.0.0", "--nai", "roam@example.com", "--coa", "198.51.100.10"
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         bad = mn(netns, "register", "--home", "192.0.2.10", "--coa", "198.51.100.9", key="ff" * 16)
         assert bad.returncode != 0  # denied 131: a security violation
@@ -91,7 +107,9 @@ def test_show_bindings_table_filters_and_formats(setup):
     rows = json.loads(show(client, "bindings", "--nai", "mn7@example.com", "--json"))
     assert [(r["home-address"], r["mobile-node"]) for r in rows] == [("192.0.2.17", "mn7")]
     rows = json.loads(show(client, "bindings", "--nai", "roam@example.com", "--json"))
-    assert len(rows) == 1 and rows[0]["home-address"].startswith("192.0.2.2") and rows[0]["virtual-router"] == vr
+    assert (
+        len(rows) == 1 and rows[0]["home-address"].startswith("192.0.2.2") and rows[0]["virtual-router"] == vr
+    )
     rows = json.loads(show(client, "bindings", "--care-of-address", "198.51.100.10", "--json"))
     assert [r["mobile-node"] for r in rows] == ["roamer"]
     data = etree.fromstring(show(client, "bindings", "--home-address", "192.0.2.11", "--xml").encode())
@@ -122,7 +140,9 @@ def test_show_statistics_violations_tunnels_pools_mobile_node(setup):
     info = json.loads(show(client, "mobile-node", "mn3", "--json"))
     assert info["bindings"][0]["home-address"] == "192.0.2.13"
     bad = subprocess.run(
-        [MIPHA, "show", "mobile-node", "nobody", "--client-config", str(client)], capture_output=True, text=True
+        [MIPHA, "show", "mobile-node", "nobody", "--client-config", str(client)],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1 and "no mobile node 'nobody'" in bad.stderr
 
