@@ -26,6 +26,9 @@ backend = "auto"                    # auto | ipip | tun | none
 
 [log]
 level = "info"
+
+[metrics]
+listen = "127.0.0.1:9434"           # Prometheus endpoint /metrics; absent: off
 ```
 """
 
@@ -61,6 +64,7 @@ class Bootstrap:
     startup: Path | None = None
     dataplane: str = "auto"
     log_level: str = "info"
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
 
     def lab_credentials_in_use(self) -> list[str]:
         """Users whose password is a well-known lab default (the daemon warns about each)."""
@@ -144,6 +148,11 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     if "level" in log:
         boot.log_level = log.choice("level", LOG_LEVELS)
     log.done()
+
+    metrics = sections.table("metrics")
+    if "listen" in metrics:
+        boot.metrics_listen = parse_listen(metrics.str("listen"), metrics.where("listen"))
+    metrics.done()
     sections.done()
     if boot.host_key is not None and not boot.host_key.is_absolute():
         boot.host_key = boot.state_dir / boot.host_key
