@@ -52,7 +52,9 @@ class Daemon:
         self._restored: dict[str, list[BindingRecord]] = {}
         self.server: ServerHandle | None = None
         self.notifier: Notifier | None = None
-        self.subscriber = HomeAgentSubscriber(self)
+        self.subscriber = HomeAgentSubscriber(
+            self.routers, self.new_router, restored=self.take_restored, removed=self.journal.forget_vr
+        )
         self.journal_latency, self.commit_latency = Latency(), Latency()  # exported by mipha/metrics.py
         self.metrics_port: int | None = None
         self._metrics = None
