@@ -35,6 +35,7 @@ from .metrics import Latency, TimedSubscriber
 from .notify import Notifier
 from .runtime import VirtualRouter
 from .state import HomeAgentStateProvider
+from .trace import RegistrationTrace
 
 log = logging.getLogger("mipha")
 _Q = f"{{{MIPHA_NAMESPACE}}}"
@@ -112,6 +113,7 @@ class Daemon:
         self.notifier = Notifier(core.publish)
         core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
         core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
+        core.register_rpc(MIPHA_NAMESPACE, "trace-registrations", self.rpc_trace_registrations)
         if boot.startup is not None and core.seed(boot.startup.read_bytes()):
             log.info("first start: configuration seeded from %s", boot.startup)
         await core.replay_running()
@@ -300,4 +302,47 @@ class Daemon:
         vr = self._router(rpc, required=False)
         for target in [vr] if vr is not None else list(self.routers.values()):
             target.clear_statistics()
+        return None
+
+    def rpc_trace_registrations(self, sess, rpc: etree._Element) -> None:
+        """Per-node trace (mipha/trace.py): hooked into the virtual router's transport while active."""
+        vr = self._router(rpc, required=True)
+        assert vr is not None
+        home = self._address(rpc, "home-address")
+        nai_el = rpc.find(_Q + "nai")
+        nai = (nai_el.text or "").strip() if nai_el is not None else None
+        if (home is None) == (nai is None):
+            raise RpcError(
+                "invalid-value" if home is not None else "missing-element",
+                "give one of home-address, nai",
+                type="protocol",
+                info=(("bad-element", "nai" if home is not None else "home-address"),),
+            )
+        text = (rpc.findtext(_Q + "duration") or "600").strip()
+        if not text.isdigit() or int(text) > 86400:
+            raise RpcError(
+                "invalid-value",
+                "duration: 0..86400 seconds",
+                type="protocol",
+                info=(("bad-element", "duration"),),
+            )
+        transport = vr.transport
+        if transport is None:
+            raise RpcError("operation-failed", f"virtual router {vr.name} has no home agent running")
+        trace = transport.trace
+        if not isinstance(trace, RegistrationTrace):
+
+            def detach(t=transport) -> None:
+                t.trace = None
+
+            trace = RegistrationTrace(vr.name, detach)
+        trace.add(home=home, nai=nai, duration=int(text))
+        transport.trace = trace if trace.active else None
+        log.info(
+            "trace-registrations on %s by session %s: %s for %ss",
+            vr.name,
+            getattr(sess, "id", "?"),
+            home or nai,
+            text,
+        )
         return None
