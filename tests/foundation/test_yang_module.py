@@ -71,10 +71,10 @@ def test_module_loads_in_libyang_with_contract_names() -> None:
 def test_key_is_default_deny_all() -> None:
     from server.validation import Validator
 
-    paths = Validator().protected_paths
-    assert {p for p in paths if p.startswith("/virtual-routers")} == {
+    # mipha's own: other modules in the shared context (ietf-netconf-acm once a server ran in this
+    # process) have default-deny-all nodes of their own
+    mipha = {p for p in Validator().protected_paths if p.startswith("/virtual-routers/")}
+    assert mipha == {
         "/virtual-routers/virtual-router/mobile-node/security-association/key",
         "/virtual-routers/virtual-router/foreign-agent/security-association/key",
     }
-    # ietf-netconf-acm's /nacm is default-deny-all too once the NETCONF server has loaded it
-    assert all(p.startswith(("/virtual-routers/", "/nacm")) for p in paths)
