@@ -69,6 +69,8 @@ def connection_from(args: argparse.Namespace, env: dict[str, str] | None = None)
         unknown = set(file) - {"host", "port", "user", "password", "key", "host-key-check"}
         if unknown:
             raise ShowError(f"{cfg_path}: unknown key(s) {', '.join(sorted(unknown))}")
+        if "password" in file and cfg_path.stat().st_mode & 0o077:
+            print(f"warning: {cfg_path} holds a password and others may read it (chmod 600)", file=sys.stderr)
     elif path:
         raise ShowError(f"{cfg_path}: no such file")
 
