@@ -22,6 +22,10 @@
    ``tracemalloc`` growth at 100,000 bindings (Python-level objects, no allocator slack).
 4. Expiry lateness: bindings with 3-5 s lifetimes expire through the transport's ``loop.call_at``
    timer; how late each removal happened relative to its due time.
+
+``--metrics`` runs only section 5: the UDP load of section 2 against the home agent with and
+without the Prometheus endpoint (mipha/metrics.py) scraped every second, alternating, three runs
+each: rates, lost requests and scrape times.
 """
 
 from __future__ import annotations
@@ -202,9 +206,10 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def serve(nodes: int, address: str, port: int, journal_dir: str) -> None:
+def serve(nodes: int, address: str, port: int, journal_dir: str, metrics: bool = False) -> None:
     """Child process (in the HA namespace): the daemon's receive path — one virtual router
-    (mipha.runtime: engine, ha.transport, the binding journal, data plane backend ``none``)."""
+    (mipha.runtime: engine, ha.transport, the binding journal, data plane backend ``none``).
+    With ``metrics``, also the Prometheus endpoint on 127.0.0.1 (its port printed after the UDP port)."""
     from mipha.journal import BindingJournal
     from mipha.runtime import VirtualRouter
 
@@ -233,7 +238,8 @@ def serve(nodes: int, address: str, port: int, journal_dir: str) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         cpu = time.process_time()
-        print(port, flush=True)
+        endpoint = await _metrics_endpoint(router) if metrics else None
+        print(port, endpoint.metrics_port if endpoint else "", flush=True)
         await stop.wait()
         cpu = time.process_time() - cpu
         engine, transport = router.engine, router.transport
@@ -248,6 +254,24 @@ def serve(nodes: int, address: str, port: int, journal_dir: str) -> None:
 
     asyncio.run(main())
     journal.close()
+
+
+async def _metrics_endpoint(router: object):
+    """mipha/metrics.py's endpoint over this one router (the daemon's collector, a one-router view)."""
+    from types import SimpleNamespace
+
+    from mipha.metrics import Latency
+    from mipha.metrics import serve as serve_metrics
+
+    view = SimpleNamespace(
+        routers={router.name: router},
+        journal_latency=Latency(),
+        commit_latency=Latency(),
+        server=None,
+        metrics_port=0,
+    )
+    view.runner = await serve_metrics(view, "127.0.0.1", 0)
+    return view
 
 
 def echo(address: str, port: int) -> None:
@@ -310,11 +334,11 @@ def load_generator(address: str, port: int, nodes: int, duration: float, window:
                 sent_at[sent] = now
                 sent += 1
                 in_flight += 1
-        elif in_flight <= 0 or now - last_reply > 1.0:
+        elif replies >= sent or now - last_reply > 2.0:
             break
         if not poller.poll(1 if rate > 0 else 10):
-            if rate <= 0 and now - last_reply > 0.2:
-                in_flight = 0  # lost: keep the loop closed
+            if rate <= 0 and now - last_reply > 1.0:
+                in_flight = 0  # a second without a reply: count the window lost, keep the loop going
             continue
         now = clock()
         while True:
@@ -328,6 +352,7 @@ def load_generator(address: str, port: int, nodes: int, duration: float, window:
             codes[data[1]] += 1
             replies += 1
             in_flight -= 1
+        in_flight = max(in_flight, 0)  # late replies of a window counted lost
         last_reply = now
     elapsed = last_reply - start
     ordered = sorted(latencies)
@@ -339,6 +364,7 @@ def load_generator(address: str, port: int, nodes: int, duration: float, window:
 
 class Server:
     report: dict | None = None
+    metrics_port: int | None = None
 
 
 class Children:
@@ -363,7 +389,8 @@ class Children:
         assert child.stdout is not None
         server = Server()
         try:
-            child.stdout.readline()  # the server is listening
+            first = child.stdout.readline().split()  # the server is listening
+            server.metrics_port = int(first[1]) if len(first) > 1 else None
             yield server
         finally:
             child.terminate()
@@ -541,6 +568,55 @@ def bench_receive_cpu(nodes: int, rounds: int = 4) -> dict[str, float]:
     return {label: statistics.median(values[1:]) for label, values in results.items()}
 
 
+def bench_metrics(nodes: int, duration: float, window: int, use_namespaces: bool, rounds: int = 3) -> dict:
+    """Section 5: the same load with and without the endpoint scraped every second, alternating."""
+    import threading
+
+    ns = Namespaces() if use_namespaces else None
+    journal_dir = tempfile.mkdtemp(prefix="mipha-bench-")
+    results: dict[str, list] = {"without endpoint": [], "endpoint scraped every 1 s": []}
+    try:
+        if ns is not None:
+            ns.create()
+        children = Children(ns)
+        address = str(NS_HA) if ns is not None else "127.0.0.1"
+        children.port = UDP_PORT if ns is not None else _free_port()
+        for _ in range(rounds):
+            for label, extra in (
+                ("without endpoint", ()),
+                ("endpoint scraped every 1 s", ("--with-metrics",)),
+            ):
+                serve_args = ("--serve", str(nodes), address, str(children.port), journal_dir, *extra)
+                scrapes: list[float] = []
+                stop = threading.Event()
+                with children.running(*serve_args) as server:
+                    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+                    curl = ["curl", "-sf", "-o", "/dev/null", url]  # on the HA namespace's loopback
+                    if ns is not None:
+                        curl = ["ip", "netns", "exec", ns.ha, *curl]
+
+                    def scraper(active=server.metrics_port, curl=curl, stop=stop, scrapes=scrapes) -> None:
+                        while active and not stop.wait(1.0):
+                            started = time.perf_counter()
+                            subprocess.run(curl, check=False, timeout=10)
+                            scrapes.append(time.perf_counter() - started)
+
+                    thread = threading.Thread(target=scraper, daemon=True)
+                    thread.start()
+                    try:
+                        r = children.load(nodes, duration, window)
+                    finally:
+                        stop.set()
+                        thread.join(10)
+                r["scrapes"] = scrapes
+                results[label].append(r)
+    finally:
+        if ns is not None:
+            ns.destroy()
+        shutil.rmtree(journal_dir, ignore_errors=True)
+    return results
+
+
 # --- 3. memory -------------------------------------------------------------------------------------
 
 
@@ -652,6 +728,8 @@ def main() -> None:
         "--serve", nargs=4, metavar=("NODES", "ADDRESS", "PORT", "DIR"), help=argparse.SUPPRESS
     )
     parser.add_argument("--echo", nargs=2, metavar=("ADDRESS", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--metrics", action="store_true", help="only section 5: cost of the metrics endpoint")
+    parser.add_argument("--with-metrics", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--memory", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--memory-traced", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -660,7 +738,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve is not None:
         nodes_, address, port, journal_dir = args.serve
-        return serve(int(nodes_), address, int(port), journal_dir)
+        return serve(int(nodes_), address, int(port), journal_dir, metrics=args.with_metrics)
     if args.echo is not None:
         return echo(args.echo[0], int(args.echo[1]))
     if args.load is not None:
@@ -676,6 +754,21 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     python = sys.version.split()[0]
     print(f"# mipha registration benchmark ({os.cpu_count()} CPUs, Python {python}, load average {load})")
+
+    if args.metrics:
+        use_namespaces = os.geteuid() == 0 and not args.loopback
+        runs = bench_metrics(nodes, 1.0 if quick else args.duration, args.window, use_namespaces)
+        print(
+            f"\n## 5. UDP load with and without the metrics endpoint (alternating runs, window {args.window})"
+        )
+        for label, rs in runs.items():
+            rates = ", ".join(f"{r['rate']:,.0f}" for r in rs)
+            lost = sum(r["lost"] for r in rs)
+            scr = [x for r in rs for x in r["scrapes"]]
+            extra = f"  {len(scr)} scrapes, median {statistics.median(scr) * 1000:.1f} ms" if scr else ""
+            print(f"  {label:28s} rates {rates} /s  median {statistics.median(r['rate'] for r in rs):,.0f}/s"
+                  f"  lost {lost}{extra}")  # fmt: skip
+        return
 
     if not args.udp:
         decisions = bench_in_process(nodes, 2 if quick else 4, 3 if quick else 5)

@@ -128,6 +128,8 @@ class HomeAgentTransport:
         self._destinations: dict[bytes, IPv4Address] = {}
         self._pktinfo: dict[IPv4Address, bytes] = {}
         self._replies: list[Outgoing] = []
+        #: per-node trace (mipha/trace.py), called with (request, source, reply) only while one is on
+        self.trace: Callable[[bytes, tuple[str, int], bytes | None], None] | None = None
 
     def start(self) -> None:
         """Register with the running loop."""
@@ -211,6 +213,8 @@ class HomeAgentTransport:
                 continue
             if outgoing is not None:
                 replies.append(outgoing)
+            if self.trace is not None:
+                self.trace(data, source, outgoing.data if outgoing is not None else None)
         return count
 
     def _receive_any(self, now: float, wallclock: float) -> int:
@@ -251,6 +255,8 @@ class HomeAgentTransport:
                 continue
             if outgoing is not None:
                 replies.append(outgoing)
+            if self.trace is not None:
+                self.trace(data, source, outgoing.data if outgoing is not None else None)
         self.received_any += count
         return count
 
