@@ -13,7 +13,7 @@ from fuzz_common import BugFound
 from netconf_target import NetconfTarget
 from registration_target import RegistrationTarget
 
-from ha.engine.home_agent import HomeAgent
+from ha.engine.home_agent import HomeAgent, InternalError
 from ha.protocol import pull_registration_reply
 
 CAMPAIGN = Path(__file__).with_name("campaign.py")
@@ -76,8 +76,11 @@ def test_registration_seeds_are_accepted(registration):
     assert codes.count(0) >= 10 and {133, 136} <= set(codes), codes
 
 
-def test_registration_target_fails_on_an_engine_bug(monkeypatch, registration):
-    """A bug behind the engine's broad `except` (which answers 128) still fails the campaign."""
+@pytest.mark.parametrize("raising", ["0", "1"])
+def test_registration_target_fails_on_an_engine_bug(monkeypatch, registration, raising):
+    """A bug while carrying out an accepted request fails the campaign both ways the engine reports
+    it: counted in internal-errors and logged (production), or raised (MIPHA_RAISE_INTERNAL_ERRORS)."""
+    monkeypatch.setenv("MIPHA_RAISE_INTERNAL_ERRORS", raising)
     target = registration
     seed = target.seeds()[0]
     target.one(seed)
@@ -86,7 +89,7 @@ def test_registration_target_fails_on_an_engine_bug(monkeypatch, registration):
         raise RuntimeError("injected")
 
     monkeypatch.setattr(HomeAgent, "_apply_accept", broken)
-    with pytest.raises(BugFound):
+    with pytest.raises(InternalError if raising == "1" else BugFound):
         target.one(seed)
 
 
