@@ -220,8 +220,10 @@ def test_two_virtual_routers_with_the_same_home_address(
         assert [(x["home-address"], x["care-of-address"]) for x in bindings(ha_a)] == [(str(HOA), str(COA1))]
         assert [(x["home-address"], x["care-of-address"]) for x in bindings(ha_b)] == [(str(HOA), str(COA2))]
         assert (statistic(ha_a, "accepted"), statistic(ha_a, "denied")) == (2, 0)
-        assert (statistic(ha_b, "accepted"), statistic(ha_b, "denied")) == (1, 1)
-        assert statistic(ha_b, "mn-auth-failures") == 1 and statistic(ha_a, "mn-auth-failures") == 0
+        # the simulator retransmits past an unauthenticated 131: one denial per attempt, all in vr-b
+        assert statistic(ha_b, "accepted") == 1
+        assert statistic(ha_b, "denied") == statistic(ha_b, "mn-auth-failures") >= 1
+        assert statistic(ha_a, "mn-auth-failures") == 0
         routes_a, routes_b = kernel_objects(a.ha)["routes"], kernel_objects(b.ha)["routes"]
         assert len(routes_a) == 1 and str(HOA) in routes_a[0], routes_a
         assert len(routes_b) == 1 and str(HOA) in routes_b[0], routes_b
