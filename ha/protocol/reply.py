@@ -31,6 +31,7 @@ from .messages import (
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
+    UdpTunnelRequest,
 )
 
 
@@ -120,8 +121,12 @@ def encode_reply(verdict: Verdict) -> bytes:
     code, lifetime, home_address, home_agent = _header(verdict)
     request = verdict.request
     extensions = request.extensions
-    if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth:
-        nai = challenge = None  # the usual request: nothing to echo (no _echoed() call)
+    if (
+        extensions
+        and type(extensions[-1]) is MobileHomeAuth
+        and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
+    ):
+        nai = challenge = None  # the usual requests (RFC 3519's too): nothing to echo, no _echoed() call
     else:
         nai, challenge = _echoed(request)
     request_home, request_agent, _coa = request.integers
