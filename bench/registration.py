@@ -293,7 +293,9 @@ def echo(address: str, port: int) -> None:
         sendto(b"\x03" + data[1:12] + data[16:], peer)
 
 
-def load_generator(address: str, port: int, nodes: int, duration: float, window: int, rate: float) -> None:
+def load_generator(
+    address: str, port: int, nodes: int, duration: float, window: int, rate: float, udp_tunnel: bool = False
+) -> None:
     """Child process (in the mobile nodes' namespace): closed loop of ``window`` registrations in
     flight (``rate`` 0) or an open loop paced at ``rate``/s; prints rate, latency and reply codes.
 
@@ -302,7 +304,7 @@ def load_generator(address: str, port: int, nodes: int, duration: float, window:
     last); a reply's Identification names its request, whose send time gives the latency."""
     wall = time.time()
     ha = IPv4Address(address)
-    factory = RequestFactory(ha=ha)
+    factory = RequestFactory(ha=ha, udp_tunnel=udp_tunnel)
     total = min(int(duration * (rate or 160_000) * 1.1) + window, 1_000_000)
     high = ntp_timestamp(wall + 2) & ~0xFFFFFFFF  # the run ends within the default 7 s tolerance
     requests = [factory.build(i % nodes, identification=high | i) for i in range(total)]
@@ -402,9 +404,10 @@ class Children:
             if out and out[-1].startswith("{"):
                 server.report = json.loads(out[-1])
 
-    def load(self, nodes: int, duration: float, window: int, rate: float = 0) -> dict:
+    def load(self, nodes: int, duration: float, window: int, rate: float = 0, tunnel: bool = False) -> dict:
         address = str(NS_HA) if self.ns is not None else "127.0.0.1"
         args = ("--load", address, str(self.port), str(nodes), str(duration), str(window), str(rate))
+        args += (str(int(tunnel)),)
         done = subprocess.run(
             self._command("mn", *args), capture_output=True, text=True, cwd=ROOT, timeout=duration + 120
         )
@@ -438,6 +441,11 @@ def bench_udp(nodes: int, duration: float, window: int, use_namespaces: bool) ->
             half = results["home agent"]["rate"] / 2
             results["home agent, half load"] = children.load(nodes, duration, window, half)
         results["home agent"]["server"] = server.report
+        # The requests come from the load generator's address, not from their care-of address: with the
+        # UDP Tunnel Request (RFC 3519) every one is a node behind a NAT, granted UDP tunnelling.
+        with children.running("--serve", str(nodes), address, str(children.port), journal_dir) as server:
+            results["HA, RFC 3519"] = children.load(nodes, duration, window, tunnel=True)
+        results["HA, RFC 3519"]["server"] = server.report
         with children.running(*echo_args):
             results["bare UDP echo, same pace"] = children.load(nodes, duration, window, half)
     finally:
@@ -458,6 +466,14 @@ def print_udp(udp: dict[str, dict], window: int, use_namespaces: bool) -> None:
             f"  {label:26s} {r['rate']:9,.0f} /s  p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms  "
             f"replies {r['replies']:,} lost {r['lost']}  ratio to echo {r['rate'] / echo_rate:5.3f}"
         )
+    for label in ("home agent", "HA, RFC 3519"):
+        server = udp[label]["server"]
+        print(
+            f"  server ({label}): accepted {server['accepted']}, "
+            f"UDP tunnels {server.get('udp-tunnel-accepted')}, denied {server['denied']}"
+        )
+    nat_ratio = udp["HA, RFC 3519"]["rate"] / udp["home agent"]["rate"]
+    print(f"  RFC 3519 rate / plain rate: {nat_ratio:5.3f} (target >= 0.90)")
     server = udp["home agent"]["server"]
     print(
         f"  server: accepted {server['accepted']}, denied {server['denied']}, errors {server['errors']}, "
@@ -730,7 +746,8 @@ def main() -> None:
     parser.add_argument("--echo", nargs=2, metavar=("ADDRESS", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--metrics", action="store_true", help="only section 5: cost of the metrics endpoint")
     parser.add_argument("--with-metrics", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--no-memory", action="store_true", help="sections 1 and 2 only")
     parser.add_argument("--memory", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--memory-traced", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--bindings", type=int, default=1_000_000, help="bindings for the memory figure")
@@ -742,8 +759,10 @@ def main() -> None:
     if args.echo is not None:
         return echo(args.echo[0], int(args.echo[1]))
     if args.load is not None:
-        address, port, nodes_, duration, window, rate = args.load
-        return load_generator(address, int(port), int(nodes_), float(duration), int(window), float(rate))
+        address, port, nodes_, duration, window, rate, tunnel = args.load
+        return load_generator(
+            address, int(port), int(nodes_), float(duration), int(window), float(rate), tunnel == "1"
+        )
     if args.memory is not None:
         return memory(args.memory, trace=False)
     if args.memory_traced is not None:
@@ -793,7 +812,7 @@ def main() -> None:
     use_namespaces = os.geteuid() == 0 and not args.loopback
     udp = bench_udp(nodes, 1.0 if quick else args.duration, args.window, use_namespaces)
     print_udp(udp, args.window, use_namespaces)
-    if args.udp:
+    if args.udp or args.no_memory:
         return
 
     count = 50_000 if quick else args.bindings
