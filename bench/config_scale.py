@@ -132,7 +132,7 @@ class Run:
         return elapsed
 
     def memory(self, figure: str = "rss") -> None:
-        time.sleep(2.0)  # idle: the daemon trims its heap a second after the last commit
+        time.sleep(3.0)  # idle: the daemon trims its heap every 2 s
         self.figures[figure] = self.daemon.memory()["VmRSS"]
 
 
