@@ -93,14 +93,24 @@ def main() -> None:
                 KEY_HEX,
             ]
             mn += ["--retries", "3", "load", "--count", str(n), "--home-start", str(FIRST)]
-            mn += ["--coa", "198.51.100.9", "--rate", "0", "--window", "512"]
+            mn += [
+                "--coa",
+                "198.51.100.9",
+                "--rate",
+                "0",
+                "--window",
+                "512",
+                "--duration",
+                str(5 + n // 3000),
+            ]
             load = subprocess.run(mn, capture_output=True, text=True, timeout=1200)
             assert load.returncode == 0, load.stderr[-2000:]
-            print(f"registered {n} bindings in {time.perf_counter() - t:.1f} s")
+            print(f"mipha mn load ({time.perf_counter() - t:.1f} s): {load.stdout.strip()[-400:]}")
             client = Path(tmp) / "client.toml"
             client.write_text(
                 f'port = {daemon.port}\nuser = "admin"\npassword = "e2e-secret"\nhost-key-check = false\n'
             )
+            client.chmod(0o600)
             one = str(FIRST + n // 2)
             cmd_one = [MIPHA, "show", "bindings", "--home-address", one, "--client-config", str(client)]
             check = subprocess.run(cmd_one, capture_output=True, text=True, timeout=60)
