@@ -84,6 +84,7 @@ def test_metrics_endpoint_counts_and_promtool(tmp_path: Path) -> None:
         assert value(text, "mipha_pool_size", virtual_router=vr, pool="roam") == 10
         assert value(text, "mipha_pool_in_use", virtual_router=vr, pool="roam") == 1
         assert value(text, "mipha_dataplane_failures_total", virtual_router=vr) == 0
+        assert value(text, "mipha_internal_errors_total", virtual_router=vr) == 0
         assert value(text, "mipha_commit_apply_seconds_count") >= 1
         assert value(text, "mipha_journal_sync_seconds_count") >= 1
         assert value(text, "mipha_netconf_sessions_started_total") >= 1
