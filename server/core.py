@@ -501,5 +501,6 @@ class NetconfCore:
         unconfirmed commit at the next start."""
         if self.pending is not None and self.pending.timer is not None:
             self.pending.timer.cancel()
+        self.ds.close()
         for s in list(self.sessions.values()):
             s.terminate("other")

@@ -603,18 +603,7 @@ def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
 
 def op_get_data(sess: NetconfSession, op: etree._Element) -> Parts:
     """RFC 8526 <get-data> on ds:running / ds:candidate / ds:startup / ds:operational."""
-    ds_text = _text(op, "datastore", NMDA_NS)
-    if ds_text is None:
-        raise _missing("datastore")
-    ds_el = _child(op, "datastore", NMDA_NS)
-    pfx, _, name = ds_text.rpartition(":")
-    if (ds_el.nsmap.get(pfx or None)) != DS_NS or name not in (*DATASTORES, "operational"):
-        raise RpcError(
-            "invalid-value",
-            f"unknown datastore {ds_text}",
-            type="protocol",
-            info=(("bad-element", "datastore"),),
-        )
+    name = _nmda_datastore(op)
     filter_el = None
     sub = _child(op, "subtree-filter", NMDA_NS)
     xp = _child(op, "xpath-filter", NMDA_NS)
@@ -670,6 +659,48 @@ def _get_data(sess, op, name, stored, filter_el, wd, cfg_filter) -> Parts:
     return _first_part(body, _nmda_data)
 
 
+def _nmda_datastore(op: etree._Element) -> str:
+    """The name (running, candidate, startup, operational) of an NMDA <datastore> identity."""
+    ds_el = _child(op, "datastore", NMDA_NS)
+    if ds_el is None:
+        raise _missing("datastore")
+    pfx, _, name = (ds_el.text or "").strip().rpartition(":")
+    if ds_el.nsmap.get(pfx or None) != DS_NS or name not in (*DATASTORES, "operational"):
+        raise RpcError(
+            "invalid-value",
+            f"unknown datastore {(ds_el.text or '').strip()}",
+            type="protocol",
+            info=(("bad-element", "datastore"),),
+        )
+    return name
+
+
+async def op_edit_data(sess: NetconfSession, op: etree._Element) -> None:
+    """RFC 8526 <edit-data> on ds:running or ds:candidate: edit-config's engine, validation and
+    transaction (test-then-set, stop-on-error) with the NMDA request's <config> content."""
+    name = _nmda_datastore(op)
+    if name not in ("running", "candidate"):
+        raise RpcError(
+            "operation-not-supported",
+            f"edit-data on {name}: only ds:running and ds:candidate are writable",
+            type="protocol",
+        )
+    if _child(op, "url", NMDA_NS) is not None:
+        raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
+    content = _child(op, "config", NMDA_NS)
+    if content is None:
+        raise _missing("config")
+    edit = etree.Element(nc("edit-config"))
+    etree.SubElement(etree.SubElement(edit, nc("target")), nc(name))
+    default_op = _text(op, "default-operation", NMDA_NS)
+    if default_op is not None:
+        etree.SubElement(edit, nc("default-operation")).text = default_op
+    config = etree.SubElement(edit, nc("config"), nsmap=content.nsmap)
+    for child in list(content):
+        config.append(child)  # moved: the request is ours
+    return await op_edit_config(sess, edit)
+
+
 def _nmda_data(first: bytes) -> bytes:
     """get-data's <data> is ietf-netconf-nmda's: its start tag heads the first part."""
     return first.replace(_NC_DATA, _NMDA_DATA, 1)
@@ -697,4 +728,5 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     (MON_NS, "get-schema"): op_get_schema,
     (NOTIF_NS, "create-subscription"): op_create_subscription,
     (NMDA_NS, "get-data"): op_get_data,
+    (NMDA_NS, "edit-data"): op_edit_data,
 }
