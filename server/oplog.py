@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from server.schema import SchemaNode
-from server.tree import Forest
+from server.tree import Forest, child_text
 
 Parent = etree._Element | Forest
 Key = tuple[str, ...]
@@ -30,7 +30,7 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     """The key tuple of a list entry (a leaf-list entry: its value)."""
     if sn.kind == "leaf-list":
         return ((el.text or "").strip(),)
-    return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+    return tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
 class ValueIndex:
@@ -55,7 +55,7 @@ class ValueIndex:
     def _values(self, el: etree._Element, sn: SchemaNode, fields: tuple[str, ...]) -> tuple[str, ...] | None:
         vals = []
         for f in fields:
-            v = el.findtext(f"{{{sn.ns}}}{f}")
+            v = child_text(el, f"{{{sn.ns}}}{f}")
             if v is None:
                 return None  # a unique applies only when all its leaves exist
             vals.append(v.strip())
@@ -125,6 +125,21 @@ class KeyIndex:
         self._kept: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
         self._small: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
         self.values = ValueIndex()
+        self._shells: dict[int, tuple[etree._Element, frozenset[str], list[etree._Element]]] = {}
+
+    def shell(self, parent: etree._Element, skip: frozenset[str]) -> list[etree._Element]:
+        """The children of `parent` whose tag is not in `skip` (the entries of its large lists), in
+        document order: one walk, then kept until a child of such a tag is inserted or removed."""
+        got = self._shells.get(id(parent))
+        if got is None or got[0] is not parent or got[1] != skip:
+            kids = [c for c in parent if isinstance(c.tag, str) and c.tag not in skip]
+            got = self._shells[id(parent)] = (parent, skip, kids)
+        return got[2]
+
+    def child_moved(self, parent: Parent, el: etree._Element) -> None:
+        got = self._shells.get(id(parent))
+        if got is not None and got[0] is parent and el.tag not in got[1]:
+            del self._shells[id(parent)]
 
     def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[Key, etree._Element]:
         k = (id(parent), tag)
@@ -138,7 +153,7 @@ class KeyIndex:
         else:
             key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
             for ch in parent.iterchildren(tag):
-                d[tuple((ch.findtext(kt) or "").strip() for kt in key_tags)] = ch
+                d[tuple((child_text(ch, kt) or "").strip() for kt in key_tags)] = ch
         (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
         return d
 
@@ -153,6 +168,9 @@ class KeyIndex:
     def forget_below(self, el: etree._Element) -> None:
         """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
         self.values.forget_below(el)
+        for k, (parent, _skip, _kids) in list(self._shells.items()):
+            if parent is el or _is_below(parent, el):
+                del self._shells[k]
         for store in (self._kept, self._small):
             for k, (parent, _) in list(store.items()):
                 if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
@@ -161,6 +179,7 @@ class KeyIndex:
     def clear(self) -> None:
         self._kept.clear()
         self._small.clear()
+        self._shells.clear()
         self.values = ValueIndex()
 
 
@@ -251,6 +270,7 @@ class OpLog:
         self.applied = True
 
     def _indexed(self, parent: Parent, el: etree._Element, sn: SchemaNode | None, *, add: bool) -> None:
+        self.index.child_moved(parent, el)
         if sn is None or sn.kind not in ("list", "leaf-list"):
             return
         d = self.index.known(parent, el.tag)
