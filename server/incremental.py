@@ -295,6 +295,8 @@ class IncrementalChecker:
             if not self._mark(node, marked, whole_roots, roots):
                 continue
             if op.kind == "ins":
+                if len(op.el) and _SIZE(op.el) > MAX_TOUCHED * 8:
+                    return None  # a large new subtree: validating everything costs no more, copies nothing
                 self._whole.add(id(op.el))  # a new subtree is validated whole
             if len(marked) > MAX_TOUCHED:
                 return None
@@ -420,6 +422,7 @@ class IncrementalChecker:
 
 
 _POSITION = etree.XPath("count(preceding-sibling::*)")
+_SIZE = etree.XPath("count(descendant::*)")
 
 
 def _position(el: etree._Element) -> float:

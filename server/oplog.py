@@ -67,11 +67,11 @@ class ValueIndex:
         k = (id(parent), tag, fields)
         got = self._maps.get(k)
         if got is None:
-            m: dict[tuple[str, ...], set[etree._Element]] = {}
+            m: dict = {}
             for ch in parent.iterchildren(tag):
                 v = self._values(ch, sn, fields)
                 if v is not None:
-                    m.setdefault(v, set()).add(ch)
+                    _file(m, v, ch)
             got = self._maps[k] = (parent, sn, m)
             self._by_list.setdefault((id(parent), tag), []).append(fields)
         return got[2]
@@ -87,17 +87,22 @@ class ValueIndex:
                     _parent, sn, m = self._maps[(id(p), el.tag, fields)]
                     v = self._values(el, sn, fields)
                     if v is not None:
-                        m.setdefault(v, set()).add(el)
+                        _file(m, v, el)
 
     def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
         """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
         m = self._map(parent, sn, fields)
-        got = m.get(value)
-        if not got:
+        k = value[0] if len(value) == 1 else value
+        got = m.get(k)
+        if got is None:
             return []
+        got = got if isinstance(got, list) else [got]
         live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
         if len(live) != len(got):
-            m[value] = set(live)
+            if live:
+                m[k] = live if len(live) > 1 else live[0]
+            else:
+                del m[k]
         return live
 
     def same(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], el: etree._Element):
@@ -114,6 +119,20 @@ class ValueIndex:
                 fl = self._by_list.get((k[0], k[1]))
                 if fl is not None and k[2] in fl:
                     fl.remove(k[2])
+
+
+def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
+    """File `el` under `value`: one element as is, a list only where several share it (memory:
+    100k mobile nodes' NAIs and addresses cost one dict entry each)."""
+    k = value[0] if len(value) == 1 else value
+    got = m.get(k)
+    if got is None:
+        m[k] = el
+    elif isinstance(got, list):
+        if all(e is not el for e in got):
+            got.append(el)
+    elif got is not el:
+        m[k] = [got, el]
 
 
 class KeyIndex:

@@ -40,12 +40,13 @@ def test_hello_has_session_id_and_capabilities(c):
         "urn:ietf:params:netconf:capability:candidate:1.0",
         "urn:ietf:params:netconf:capability:confirmed-commit:1.1",
         "urn:ietf:params:netconf:capability:validate:1.1",
-        "urn:ietf:params:netconf:capability:startup:1.0",
         "urn:ietf:params:netconf:capability:xpath:1.0",
         "urn:ietf:params:netconf:capability:rollback-on-error:1.0",
         "urn:ietf:params:netconf:capability:notification:1.0",
     ):
         assert cap in caps
+    # running is persistent (journal), the device does not boot from startup: no RFC 6241 §8.7 :startup
+    assert not any(":capability:startup:" in x for x in caps)
     assert any(x.startswith(f"{M}?module=mipha-home-agent&revision=") for x in caps)
     assert any("with-defaults:1.0?basic-mode=explicit" in x for x in caps)
 
