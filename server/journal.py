@@ -1,7 +1,7 @@
 """Persistence of running that costs what a commit changes: a snapshot plus a log of commits.
 
 `running.xml` is a snapshot (written atomically: temp file, fsync, rename, directory fsync) whose
-first line names the last commit it holds (`<!-- mipha-seq N -->`). `running.journal` holds the
+first line names the last commit it holds (`<!-- journal-seq N -->`). `running.journal` holds the
 commits after it, one record each, appended and fsync'd before the commit is acknowledged. A record
 is an edit-config `<config>` that replays the commit's keyed diff: each created or modified node
 with `nc:operation="replace"` under its ancestors' keys, each deleted node with `nc:operation="remove"`
@@ -32,10 +32,10 @@ from server.subscribers import Change
 from server.xmlns import NC_NS
 
 log = logging.getLogger(__name__)
-_SEQ = re.compile(rb"<!-- mipha-seq (\d+) -->")
+_SEQ = re.compile(rb"<!-- journal-seq (\d+) -->")
 _OP = f"{{{NC_NS}}}operation"
 #: the journal is compacted once it is larger than this and than the snapshot
-MIN_COMPACT = int(os.environ.get("MIPHA_JOURNAL_MIN_COMPACT", 4 * 1024 * 1024))
+MIN_COMPACT = int(os.environ.get("NETCONF_JOURNAL_MIN_COMPACT", 4 * 1024 * 1024))
 
 
 def fsync_dir(path: Path) -> None:
@@ -143,7 +143,7 @@ class Journal:
         """Replace the snapshot by `data` (the whole datastore now) and empty the journal."""
         self.wait()
         self.seq += 1
-        write_atomically(self.snapshot_path, [b"<!-- mipha-seq %d -->\n" % self.seq, data])
+        write_atomically(self.snapshot_path, [b"<!-- journal-seq %d -->\n" % self.seq, data])
         self.snapshot_seq, self.snapshot_bytes = self.seq, len(data)
         self._reset_journal([])
 
@@ -159,7 +159,7 @@ class Journal:
 
         def work() -> None:
             try:
-                write_atomically(self.snapshot_path, [b"<!-- mipha-seq %d -->\n" % seq, data])
+                write_atomically(self.snapshot_path, [b"<!-- journal-seq %d -->\n" % seq, data])
                 done.append(len(data))
             except OSError:
                 log.exception("journal compaction failed (the journal is kept whole)")

@@ -21,7 +21,7 @@ KEY = "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff"
 
 
 def start(state: Path, compact_at: int) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "MIPHA_JOURNAL_MIN_COMPACT": str(compact_at)}
+    env = {**os.environ, "NETCONF_JOURNAL_MIN_COMPACT": str(compact_at)}
     child = subprocess.Popen(
         [sys.executable, str(HERE / "nc_child.py"), str(state)],
         stdout=subprocess.PIPE,
@@ -120,6 +120,6 @@ def test_kill_9_at_any_moment_loses_no_acknowledged_commit(tmp_path, seed):
         assert got == expected
         assert len(expected) > 5
         head = (state / "running.xml").read_bytes()[:40]
-        compacted.append(int(re.search(rb"mipha-seq (\d+)", head).group(1)))
+        compacted.append(int(re.search(rb"journal-seq (\d+)", head).group(1)))
     # the journal was compacted (the snapshot holds more than the first commit) in this run
     assert max(compacted) > 1, compacted
