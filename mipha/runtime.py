@@ -148,7 +148,11 @@ class VirtualRouter:
         if ha is None:
             return
         ha_path = f"{path}/mipha:home-agent"
-        with NetnsThread(self.netns) as self._ns:  # one thread in the namespace for every check
+        try:
+            ns_thread = NetnsThread(self.netns)
+        except OSError as exc:  # e.g. a stale /run/netns file: an error for the operator, never a crash
+            raise VirtualRouterError(str(exc), path) from exc
+        with ns_thread as self._ns:  # one thread in the namespace for every check
             try:
                 if self.netns is not None and is_owned(self.netns):
                     self._ensure_loopback_address(ha.address)
