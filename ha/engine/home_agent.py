@@ -516,9 +516,10 @@ class HomeAgent:
         """UDP tunnelling (RFC 3519) and revocation support (RFC 3543) on an accepted request."""
         ha = self.config.home_agent
         assert ha is not None
-        nat = ha.nat_traversal
-        outcome = udp_tunnel_step(verdict, peer.arrival, nat, available=self.udp_tunnels_available)
-        if type(outcome) is Accept:
+        outcome = udp_tunnel_step(
+            verdict, peer.arrival, ha.nat_traversal, available=self.udp_tunnels_available
+        )
+        if type(outcome) is Accept and outcome.fa_security_association is not None:  # only with an agent
             outcome = revocation_step(outcome, int(wallclock), enabled=ha.revocation.enabled)
         return outcome
 
