@@ -179,6 +179,8 @@ class VirtualRouter:
         )
         self.plane = plane
         engine.set_capabilities(plane.capabilities)  # never code 0 for what the backend cannot do
+        if hasattr(plane, "on_garp_sent"):  # count the gratuitous ARPs that really left
+            plane.on_garp_sent = engine.gratuitous_arp_sent
         try:
             engine.check_capabilities()
         except ConfigRefused as exc:

@@ -40,7 +40,9 @@ Choices made here (RFC latitude):
   commit.  A binding the backend still fails to program after the reply left is withdrawn
   (:meth:`HomeAgent.data_plane_failed`: ``data-plane-failures``, ``binding-removed`` with reason
   ``data-plane-failure``), never kept as a binding that forwards nothing.
-* ``gratuitous-arps-sent`` counts GratuitousArp intents (one burst each), not frames.
+* ``gratuitous-arps-sent`` counts gratuitous ARP bursts the data plane actually started
+  (:meth:`HomeAgent.gratuitous_arp_sent`, called by the backend), not intents: a came-home burst
+  whose node never answered ARP, or one on a virtual router without a home interface, is not counted.
 * ``registered-at`` is derived from the monotonic registration time and the latest wallclock offset.
 """
 
@@ -896,7 +898,6 @@ class HomeAgent:
             intents.append(ProxyArp(home_ip, True))
             self.statistics.proxy_arps_sent += 1
             intents.append(GratuitousArp(home_ip))
-            self.statistics.gratuitous_arps_sent += 1
         if current is None:
             self._event(BindingCreated(home_ip, coa_ip, node.name, node.nai, lifetime))
 
@@ -955,7 +956,6 @@ class HomeAgent:
         intents.append(ProxyArp(address, False))
         if at_home:
             intents.append(GratuitousArp(address, for_mobile_node=True))
-            self.statistics.gratuitous_arps_sent += 1
         self._release_address(name, home)
         if name in self._subscribers and reason is not RemovalReason.REPLACED:
             self._forget_subscriber(name)
@@ -1555,6 +1555,10 @@ class HomeAgent:
     def pool_usage(self, name: str) -> PoolUsage | None:
         pool = self._pools.get(name)
         return None if pool is None else PoolUsage(pool.size, pool.in_use, pool.free)
+
+    def gratuitous_arp_sent(self, intent: object = None) -> None:
+        """The data plane sent (the first frame of) a gratuitous ARP burst: count it."""
+        self.statistics.gratuitous_arps_sent += 1
 
     def node_statistics(self, name: str) -> tuple[int, int, int | None, float | None] | None:
         """A mobile node's ``statistics``: accepted, denied, last reply code, last request time (Unix);
