@@ -130,7 +130,7 @@ def _raise_internal_errors_default() -> bool:
     return os.environ.get("MIPHA_RAISE_INTERNAL_ERRORS") == "1"
 
 
-#: The data plane's encapsulations as the protocol spells them (what M/G ask for).
+#: Until the daemon passes its backend's (set_capabilities): all but minimal encapsulation, as tun and none.
 _DEFAULT_CAPABILITIES = Capabilities()
 
 _UNSPECIFIED = 0
