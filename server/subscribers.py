@@ -39,14 +39,37 @@ log = logging.getLogger(__name__)
 _txn_ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
-    """One node created, deleted or modified; `path` is a schema-prefixed instance identifier."""
+    """One node created, deleted or modified: the keyed diff a config subscriber receives.
+
+    - `op`: "created" (the node and its whole subtree are new), "deleted" (the node and its subtree
+      are gone), "modified" (a leaf's value changed; containers and list entries never are "modified":
+      their changed descendants are listed instead).
+    - `path`: instance identifier with module-name prefixes and key predicates,
+      `/m:virtual-routers/m:virtual-router[name='vr1']/m:mobile-node[name='x']/m:nai`.
+    - `schema_path`: the same without predicates (`/m:virtual-routers/m:virtual-router/m:mobile-node/m:nai`),
+      what a subscriber dispatches on.
+    - `keys`: the key values of every list entry on the path, outermost first (a leaf-list entry
+      contributes its value), e.g. `(("vr1",), ("x",))`.
+    - `old` / `new`: the node before / after (None when absent). Read-only. A `new` element is the
+      live datastore node: read it during the transaction, keep values rather than the element.
+    - `old_value` / `new_value`: a leaf's (or leaf-list entry's) text before / after; None otherwise.
+    """
 
     op: Literal["created", "deleted", "modified"]
     path: str
     old: etree._Element | None
     new: etree._Element | None
+    schema_path: str = ""
+    keys: tuple[tuple[str, ...], ...] = ()
+    old_value: str | None = None
+    new_value: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Local name of the node (`mobile-node`, `nai`, ...)."""
+        return self.schema_path.rpartition(":")[2]
 
 
 @dataclass
@@ -60,10 +83,23 @@ class Transaction:
     user: str = ""
     id: int = field(default_factory=lambda: next(_txn_ids))
     resources: dict[object, object] = field(default_factory=dict)  # per-subscriber scratch space
+    #: the keyed diff when the datastore already knows it (an edit records what it changed)
+    changes: list[Change] | None = field(default=None, repr=False)
 
     @cached_property
     def diff(self) -> list[Change]:
+        """The keyed diff old → new (see Change): what the edit recorded, else computed from the trees."""
+        if self.changes is not None:
+            return self.changes
         return list(diff_forests(self.old, self.new, self.schema))
+
+    def changes_under(self, schema_path: str) -> list[Change]:
+        """The changes at or below `schema_path` (a Change.schema_path prefix)."""
+        return [
+            c
+            for c in self.diff
+            if c.schema_path == schema_path or c.schema_path.startswith(schema_path + "/")
+        ]
 
 
 class ConfigSubscriber(Protocol):
@@ -181,16 +217,31 @@ def _child_sn(parent: SchemaNode | None, schema: Schema, el: etree._Element) -> 
     return parent.children.get((ns, name))
 
 
-def _step(el: etree._Element, sn: SchemaNode | None) -> str:
+def _step(el: etree._Element, sn: SchemaNode | None) -> tuple[str, str, tuple[str, ...] | None]:
+    """(instance step, schema step, list key values or None) of one node."""
     name = el.tag.rpartition("}")[2]
     pfx = sn.module if sn is not None else ""
     s = f"/{pfx}:{name}" if pfx else f"/{name}"
+    plain = s
+    keys: tuple[str, ...] | None = None
     if sn is not None and sn.kind == "list":
-        for k in sn.keys:
-            s += f"[{k}='{(el.findtext(f'{{{sn.ns}}}{k}') or '').strip()}']"
+        keys = tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+        for k, v in zip(sn.keys, keys, strict=True):
+            s += f"[{k}='{v}']"
     elif sn is not None and sn.kind == "leaf-list":
-        s += f"[.='{(el.text or '').strip()}']"
-    return s
+        keys = ((el.text or "").strip(),)
+        s += f"[.='{keys[0]}']"
+    return s, plain, keys
+
+
+def _value(el: etree._Element | None, sn: SchemaNode | None) -> str | None:
+    if el is None or sn is None or sn.kind not in ("leaf", "leaf-list"):
+        return None
+    return (el.text or "").strip()
+
+
+def make_change(op, el_old, el_new, sn, path, schema_path, keys) -> Change:
+    return Change(op, path, el_old, el_new, schema_path, keys, _value(el_old, sn), _value(el_new, sn))
 
 
 def _pairs(old_children, new_children, parent_sn, schema):
@@ -205,22 +256,24 @@ def _pairs(old_children, new_children, parent_sn, schema):
 
 def diff_forests(old: Forest, new: Forest, schema: Schema) -> Iterator[Change]:
     """Keyed diff in Python (libyang's diff is quadratic on large lists)."""
-    yield from _diff_level(list(old), list(new), None, schema, "")
+    yield from diff_level(list(old), list(new), None, schema, "", "", ())
 
 
-def _diff_level(old_children, new_children, parent_sn, schema, path) -> Iterator[Change]:
+def diff_level(old_children, new_children, parent_sn, schema, path, spath, keys) -> Iterator[Change]:
+    """The keyed diff of two sibling sets below the node at `path` (schema path `spath`)."""
     for o, n in _pairs(old_children, new_children, parent_sn, schema):
         el = o if o is not None else n
         sn = _child_sn(parent_sn, schema, el)
-        p = path + _step(el, sn)
+        step, plain, k = _step(el, sn)
+        p, sp, ks = path + step, spath + plain, keys if k is None else (*keys, k)
         if o is None:
-            yield Change("created", p, None, n)
+            yield make_change("created", None, n, sn, p, sp, ks)
         elif n is None:
-            yield Change("deleted", p, o, None)
+            yield make_change("deleted", o, None, sn, p, sp, ks)
         elif sn is None or sn.kind in ("leaf", "anydata"):
             if (o.text or "").strip() != (n.text or "").strip() or (
                 sn is not None and sn.kind == "anydata" and etree.tostring(o) != etree.tostring(n)
             ):
-                yield Change("modified", p, o, n)
+                yield make_change("modified", o, n, sn, p, sp, ks)
         elif sn.kind in ("container", "list"):
-            yield from _diff_level(list(o), list(n), sn, schema, p)
+            yield from diff_level(list(o), list(n), sn, schema, p, sp, ks)

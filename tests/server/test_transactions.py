@@ -61,6 +61,48 @@ def test_subscribers_run_in_order_and_see_the_diff():
         h.close()
 
 
+class Keep:
+    """Keeps each applied transaction's diff as plain tuples (the elements are live nodes)."""
+
+    def __init__(self) -> None:
+        self.diffs: list[list[tuple]] = []
+
+    def validate(self, txn): ...
+    def prepare(self, txn): ...
+    def abort(self, txn): ...
+
+    def apply(self, txn):
+        self.diffs.append([(c.op, c.schema_path, c.keys, c.name, c.old_value, c.new_value) for c in txn.diff])
+
+
+def test_diff_carries_schema_path_keys_and_values():
+    keep = Keep()
+    h = Harness(subscribers=[keep])
+    P = "/mipha-home-agent:virtual-routers/mipha-home-agent:virtual-router"
+    MN = P + "/mipha-home-agent:mobile-node"
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("x", "10.0.0.5"))))
+        c.ok(edit(vr(mn("x", "10.0.0.7") + mn("y", "10.0.0.8"))))
+        assert sorted(keep.diffs[1]) == [
+            ("created", MN, (("default",), ("y",)), "mobile-node", None, None),
+            (
+                "modified",
+                MN + "/mipha-home-agent:home-address",
+                (("default",), ("x",)),
+                "home-address",
+                "10.0.0.5",
+                "10.0.0.7",
+            ),
+        ]
+        c.ok(
+            edit(vr(f'<mobile-node xmlns:nc="{NS["nc"]}" nc:operation="delete"><name>y</name></mobile-node>'))
+        )
+        assert keep.diffs[2] == [("deleted", MN, (("default",), ("y",)), "mobile-node", None, None)]
+    finally:
+        h.close()
+
+
 def test_refusal_in_prepare_aborts_prepared_only_and_keeps_datastore():
     log: list = []
     h = Harness(subscribers=[Recorder("a", log), Recorder("b", log, refuse_in="prepare"), Recorder("c", log)])
