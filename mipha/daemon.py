@@ -50,7 +50,9 @@ class Daemon:
         self._restored: dict[str, list[BindingRecord]] = {}
         self.server: ServerHandle | None = None
         self.notifier: Notifier | None = None
-        self.subscriber = HomeAgentSubscriber(self)
+        self.subscriber = HomeAgentSubscriber(
+            self.routers, self.new_router, restored=self.take_restored, removed=self.journal.forget_vr
+        )
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None

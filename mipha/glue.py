@@ -2,27 +2,30 @@
 
 FRR northbound phases (``lib/northbound.h``), driven by the NETCONF server's subscriber interface:
 
-* VALIDATE — build the typed configuration of every virtual router from the new running tree (pure).
-* PREPARE — everything that may fail, in order: per changed virtual router ``HomeAgent.prepare`` (pool
-  shrinking below bound addresses, address clashes...); for a new virtual router, or one whose
-  namespace / home agent address / port / home interface changed, build its runtime for real
-  (namespace, data plane backend, UDP socket), moving the live bindings over.  A refusal raises an
-  ``RpcError`` naming the YANG node; the server then calls ABORT on us only if PREPARE had succeeded.
+* VALIDATE — turn the transaction's keyed diff into typed changes per virtual router
+  (mipha/changes.py): only the entries the diff touches are converted (pure).
+* PREPARE — everything that may fail, in order: per changed virtual router ``HomeAgent.prepare_change``
+  (duplicates, pool shrinking below bound addresses, address clashes...), which checks a change of
+  mobile nodes against the engine's indexes; for a new virtual router, or one whose namespace / home
+  agent address / port / home interface changed, build its runtime for real (namespace, data plane
+  backend, UDP socket), moving the live bindings over.  A refusal raises an ``RpcError`` naming the
+  YANG node; the server then calls ABORT on us only if PREPARE had succeeded.
 * ABORT — undo exactly what PREPARE built: stop the new runtimes, restart replaced ones.
 * APPLY — cannot fail: swap engine configurations, stop removed virtual routers, publish the runtimes.
 
 Virtual routers are handled in priority order (removals first, then changes, then additions), as FRR
-orders destroys before creates.
+orders destroys before creates.  The glue is one-way: the daemon hands it the table of running virtual
+routers and a factory for new ones; it imports nothing of the daemon.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from ha.engine.config import VirtualRouterConfig
+from ha.engine.config import ConfigChange, VirtualRouterConfig
 from ha.engine.errors import ConfigRefused
 from ha.engine.transaction import Prepared
 from server.errors import RpcError
@@ -30,12 +33,9 @@ from server.subscribers import Transaction
 from server.validation import split_predicates, split_steps
 from server.yang import MIPHA_NAMESPACE, MIPHA_PREFIX
 
+from .changes import RouterChange, router_changes
 from .journal import BindingRecord
 from .runtime import VirtualRouter, VirtualRouterError
-from .yang_config import ConfigCache
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = logging.getLogger(__name__)
 NSMAP = {MIPHA_PREFIX: MIPHA_NAMESPACE}
@@ -63,6 +63,10 @@ def refusal(message: str, path: str, app_tag: str | None = None) -> RpcError:
     )
 
 
+#: Builds (does not start) the runtime of a virtual router: configuration, proxy-ARP mode.
+RouterFactory = Callable[[VirtualRouterConfig, str], VirtualRouter]
+
+
 #: What a change of these settings needs: a new runtime (socket, namespace, data plane).
 def _structure(config: VirtualRouterConfig, proxy_arp_mode: str) -> tuple:
     ha = config.home_agent
@@ -75,66 +79,73 @@ def _structure(config: VirtualRouterConfig, proxy_arp_mode: str) -> tuple:
 class Plan:
     """What one transaction does to the virtual routers, and what PREPARE built."""
 
-    configs: dict[str, VirtualRouterConfig]
+    routers: dict[str, RouterChange]
     removed: list[str] = field(default_factory=list)
     changed: dict[str, Prepared] = field(default_factory=dict)
+    whole: dict[str, VirtualRouterConfig] = field(default_factory=dict)  # new config of a changed router
     rebuilt: dict[str, VirtualRouter] = field(default_factory=dict)  # name -> new runtime (old stopped)
     added: dict[str, VirtualRouter] = field(default_factory=dict)
     stopped_old: dict[str, tuple[VirtualRouterConfig, list[BindingRecord], str]] = field(default_factory=dict)
 
 
-class HomeAgentSubscriber:
-    """The daemon's config subscriber for the ``mipha-home-agent`` tree."""
+def _none(name: str) -> list[BindingRecord]:
+    return []
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.cache = ConfigCache()
+
+def _nothing(name: str) -> None:
+    return None
+
+
+class HomeAgentSubscriber:
+    """The config subscriber for the ``mipha-home-agent`` tree.
+
+    ``routers`` is the daemon's table of running virtual routers (the glue adds, replaces and removes
+    entries in APPLY); ``new_router`` builds a runtime; ``restored`` hands over a virtual router's
+    journaled bindings at its first start; ``removed`` is told when a virtual router is gone."""
+
+    def __init__(
+        self,
+        routers: dict[str, VirtualRouter],
+        new_router: RouterFactory,
+        *,
+        restored: Callable[[str], list[BindingRecord]] = _none,
+        removed: Callable[[str], None] = _nothing,
+    ) -> None:
+        self.routers = routers
+        self.new_router = new_router
+        self.restored = restored
+        self.removed = removed
 
     def __repr__(self) -> str:
         return "HomeAgentSubscriber"
-
-    def _mode(self, name: str) -> str:
-        return self.cache.plane_options.get(name, {}).get("proxy_arp_mode", "entry")
 
     # -- VALIDATE -------------------------------------------------------------------------------------
 
     def validate(self, txn: Transaction) -> None:
         try:
-            configs = self.cache.virtual_routers(txn.new)
-        except ValueError as exc:
+            routers = router_changes(txn.diff, txn.new)
+        except (ValueError, LookupError) as exc:
             raise RpcError("invalid-value", str(exc), type="application") from exc
-        txn.resources[self] = Plan(configs)
+        txn.resources[self] = Plan(routers)
 
     # -- PREPARE ----------------------------------------------------------------------------------------
 
     async def prepare(self, txn: Transaction) -> None:
         plan: Plan = txn.resources[self]
-        running = self.daemon.routers
-        plan.removed = [name for name in running if name not in plan.configs]
+        running = self.routers
+        plan.removed = [name for name, rc in plan.routers.items() if rc.removed and name in running]
         try:
-            for name, config in plan.configs.items():
+            for name, rc in plan.routers.items():
                 current = running.get(name)
-                if current is None:
+                if current is not None and not rc.removed:
+                    await self._prepare_change(plan, current, rc)
+            for name, rc in plan.routers.items():
+                if name in running or rc.removed:
                     continue
-                mode = self._mode(name)
-                if current.config == config and current.proxy_arp_mode == mode:
-                    continue
-                if (
-                    _structure(current.config, current.proxy_arp_mode) != _structure(config, mode)
-                    or current.engine is None
-                ):
-                    await self._rebuild(plan, current, config)
-                else:
-                    try:
-                        plan.changed[name] = current.engine.prepare(current.engine_config(config))
-                    except ConfigRefused as exc:
-                        raise refusal(exc.message, exc.path, exc.app_tag) from exc
-            for name, config in plan.configs.items():
-                if name in running:
-                    continue
-                vr = self.daemon.new_router(config, self._mode(name))
+                assert rc.whole is not None, f"a change of virtual router {name}, which does not run"
+                vr = self.new_router(rc.whole, rc.mode or "entry")
                 try:
-                    await vr.start(self.daemon.take_restored(name))
+                    await vr.start(self.restored(name))
                 except VirtualRouterError as exc:
                     raise refusal(exc.message, exc.path) from exc
                 plan.added[name] = vr
@@ -142,13 +153,47 @@ class HomeAgentSubscriber:
             await self._undo(plan)
             raise
 
-    async def _rebuild(self, plan: Plan, current: VirtualRouter, config: VirtualRouterConfig) -> None:
+    async def _prepare_change(self, plan: Plan, current: VirtualRouter, rc: RouterChange) -> None:
+        """A running virtual router changes: entry by entry in its engine when only entries change,
+        else as a whole new configuration (in its engine, or by a new runtime)."""
+        mode = rc.mode or current.proxy_arp_mode
+        change = rc.change
+        if change is not None and current.engine is not None and change.entries_only:
+            plan.changed[current.name] = self._engine_prepare(current, change)
+            return
+        config = (
+            rc.whole
+            if rc.whole is not None
+            else (change or ConfigChange(current.name)).applied_to(current.config)
+        )
+        plan.whole[current.name] = config
+        if (
+            _structure(current.config, current.proxy_arp_mode) != _structure(config, mode)
+            or current.engine is None
+        ):
+            await self._rebuild(plan, current, config, mode)
+        else:
+            plan.changed[current.name] = self._engine_prepare(current, current.engine_config(config))
+
+    @staticmethod
+    def _engine_prepare(current: VirtualRouter, change: ConfigChange | VirtualRouterConfig) -> Prepared:
+        assert current.engine is not None
+        try:
+            if isinstance(change, ConfigChange):
+                return current.engine.prepare_change(change)
+            return current.engine.prepare(change)
+        except ConfigRefused as exc:
+            raise refusal(exc.message, exc.path, exc.app_tag) from exc
+
+    async def _rebuild(
+        self, plan: Plan, current: VirtualRouter, config: VirtualRouterConfig, mode: str
+    ) -> None:
         """Stop ``current`` and start a runtime for ``config`` with its bindings; undo on failure."""
         records = current.records()
         old_config = current.config
         await current.stop(flush=True, release=current.netns != config.namespace)
         plan.stopped_old[current.name] = (old_config, records, current.proxy_arp_mode)
-        vr = self.daemon.new_router(config, self._mode(config.name))
+        vr = self.new_router(config, mode)
         try:
             await vr.start(records)
         except VirtualRouterError as exc:
@@ -164,7 +209,7 @@ class HomeAgentSubscriber:
 
     async def _undo(self, plan: Plan) -> None:
         for name, prepared in plan.changed.items():
-            vr = self.daemon.routers.get(name)
+            vr = self.routers.get(name)
             if vr is not None and vr.engine is not None:
                 vr.engine.abort(prepared)
         plan.changed.clear()
@@ -175,30 +220,30 @@ class HomeAgentSubscriber:
             await vr.stop(flush=True, release=False)
         plan.rebuilt.clear()
         for name, (old_config, records, mode) in plan.stopped_old.items():
-            vr = self.daemon.new_router(old_config, mode)
+            vr = self.new_router(old_config, mode)
             try:
                 await vr.start(records)
             except Exception:
                 log.exception("virtual router %s could not be restarted after an aborted change", name)
-            self.daemon.routers[name] = vr
+            self.routers[name] = vr
         plan.stopped_old.clear()
 
     # -- APPLY ------------------------------------------------------------------------------------------
 
     async def apply(self, txn: Transaction) -> None:
         plan: Plan = txn.resources[self]
-        routers = self.daemon.routers
+        routers = self.routers
         for name in plan.removed:
             vr = routers.pop(name)
             await vr.stop(flush=True, release=True)
-            if self.daemon.journal is not None:
-                self.daemon.journal.forget_vr(name)
+            self.removed(name)
             log.info("virtual router %s removed", name)
         for name, prepared in plan.changed.items():
             vr = routers[name]
             assert vr.engine is not None
             vr.engine.apply(prepared)
-            vr.config = plan.configs[name]
+            # the engine's configuration shares its mobile-node map, kept up to date in place
+            vr.config = plan.whole.get(name) or vr.engine.config
             vr.flush()
             if vr.transport is not None:
                 vr.transport.poke()

@@ -2,14 +2,13 @@
 
 The one place that knows both YANG node names and :mod:`ha.engine.config`.  Input has already passed
 libyang validation, so types and references hold; what is left is reading the YANG defaults in and
-converting text to Python values.  Conversion of a large configuration is incremental: a mobile node
-whose XML subtree did not change keeps its previously built object (see :class:`ConfigCache`).
+converting text to Python values.  A commit converts only what it changed (mipha/changes.py hands
+over the changed entries): one mobile node added is one :class:`MobileNode` built.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from lxml import etree
@@ -19,6 +18,7 @@ from ha.engine.config import (
     ForeignAgent,
     HomeAgentConfig,
     MobileNode,
+    RouterSettings,
     SecurityAssociation,
     VirtualRouterConfig,
 )
@@ -136,57 +136,50 @@ def home_agent(el: etree._Element, router_id: IPv4Address | None) -> HomeAgentCo
     return HomeAgentConfig(**kwargs)
 
 
-class ConfigCache:
-    """Builds :class:`VirtualRouterConfig` objects, reusing mobile nodes whose XML did not change.
+def _proxy_arp_mode(ha_el: etree._Element | None) -> str:
+    proxy_arp = _text(ha_el, "proxy-arp") if ha_el is not None else None
+    return "interface" if proxy_arp == "interface" else "entry"
 
-    A commit that touches one mobile node out of 100,000 rebuilds one ``MobileNode``: each node's
-    serialised XML is remembered with the object built from it.
-    """
 
-    def __init__(self) -> None:
-        self._nodes: dict[tuple[str, str], tuple[bytes, MobileNode]] = {}
-        #: Data plane options per virtual router (not engine configuration): ``proxy-arp``.
-        self.plane_options: dict[str, dict[str, str]] = {}
+def router_settings(vr: etree._Element) -> tuple[RouterSettings, str]:
+    """A ``virtual-router`` element's own settings, and its data plane proxy-ARP mode (not engine
+    configuration)."""
+    router_id_text = _text(vr, "router-id")
+    router_id = IPv4Address(router_id_text) if router_id_text else None
+    ha_el = vr.find(_Q + "home-agent")
+    home = home_agent(ha_el, router_id) if ha_el is not None else None
+    return RouterSettings(_text(vr, "netns"), router_id, home), _proxy_arp_mode(ha_el)
 
-    def virtual_routers(self, roots: Iterable[etree._Element]) -> dict[str, VirtualRouterConfig]:
-        out: dict[str, VirtualRouterConfig] = {}
-        seen: set[tuple[str, str]] = set()
-        for top in roots:
-            if top.tag != _Q + "virtual-routers":
-                continue
-            for vr in top.iterfind(_Q + "virtual-router"):
-                config = self._virtual_router(vr, seen)
-                out[config.name] = config
-        for stale in set(self._nodes) - seen:
-            del self._nodes[stale]
-        return out
 
-    def _virtual_router(self, vr: etree._Element, seen: set[tuple[str, str]]) -> VirtualRouterConfig:
-        name = _text(vr, "name") or ""
-        router_id_text = _text(vr, "router-id")
-        router_id = IPv4Address(router_id_text) if router_id_text else None
-        ha_el = vr.find(_Q + "home-agent")
-        proxy_arp = _text(ha_el, "proxy-arp") if ha_el is not None else None
-        self.plane_options[name] = {"proxy_arp_mode": "interface" if proxy_arp == "interface" else "entry"}
-        nodes = []
-        for el in vr.iterfind(_Q + "mobile-node"):
-            key = (name, _text(el, "name") or "")
-            seen.add(key)
-            raw = etree.tostring(el)
-            cached = self._nodes.get(key)
-            if cached is None or cached[0] != raw:
-                cached = (raw, mobile_node(el))
-                self._nodes[key] = cached
-            nodes.append(cached[1])
-        return VirtualRouterConfig(
-            name=name,
-            netns=_text(vr, "netns"),
-            router_id=router_id,
-            home_agent=home_agent(ha_el, router_id) if ha_el is not None else None,
-            address_pools=[address_pool(el) for el in vr.iterfind(_Q + "address-pool")],
-            mobile_nodes=nodes,
-            foreign_agents=[
-                ForeignAgent(IPv4Address(_text(el, "address")), security_associations(el))
-                for el in vr.iterfind(_Q + "foreign-agent")
-            ],
-        )
+def foreign_agent(el: etree._Element) -> ForeignAgent:
+    return ForeignAgent(IPv4Address(_text(el, "address")), security_associations(el))
+
+
+#: The list entries of a virtual router that a change carries one by one: builder and key leaf.
+ENTRIES = {
+    "mobile-node": (mobile_node, "name"),
+    "address-pool": (address_pool, "name"),
+    "foreign-agent": (foreign_agent, "address"),
+}
+
+
+def virtual_router(vr: etree._Element) -> tuple[VirtualRouterConfig, str]:
+    """A whole ``virtual-router`` element (a new virtual router, the first load): every entry built."""
+    settings, mode = router_settings(vr)
+    built: dict[str, list] = {local: [] for local in ENTRIES}
+    for child in vr:
+        tag = child.tag
+        if isinstance(tag, str) and tag.startswith(_Q):
+            entry = ENTRIES.get(tag[len(_Q) :])
+            if entry is not None:
+                built[tag[len(_Q) :]].append(entry[0](child))
+    config = VirtualRouterConfig(
+        name=_text(vr, "name") or "",
+        netns=settings.netns,
+        router_id=settings.router_id,
+        home_agent=settings.home_agent,
+        address_pools=built["address-pool"],
+        mobile_nodes=built["mobile-node"],
+        foreign_agents=built["foreign-agent"],
+    )
+    return config, mode

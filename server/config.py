@@ -32,6 +32,7 @@ class ServerConfig:
         "ietf-netconf-with-defaults",
         "ietf-netconf-notifications",
         "ietf-netconf-nmda",
+        "ietf-netconf-acm",
     )
 
     @property

@@ -26,7 +26,7 @@ from server.datastore import Datastores, ValidatorLike
 from server.defaults import WithDefaults
 from server.errors import RpcError
 from server.monitoring import GlobalStats, LockInfo, SessionInfo, netconf_state, yang_library
-from server.nacm import Nacm
+from server.nacm import NACM_NS, Nacm
 from server.operational import OperationalProvider, StateRequest
 from server.operations import HANDLERS, Handler
 from server.schema import Schema
@@ -88,7 +88,7 @@ class NetconfCore:
         self.schema = schema
         self.max_message_size = max_message_size
         self.ds = Datastores(schema, validator, state_dir, subscribers)
-        self.nacm = Nacm(schema, superuser_group)
+        self.nacm = Nacm(schema, superuser_group, running=lambda: self.ds.running)
         self.wd = WithDefaults(schema)
         self.events = ev.EventLog(event_log_size)
         self.sessions: dict[int, NetconfSession] = {}
@@ -374,7 +374,13 @@ class NetconfCore:
 
     # -- notifications -------------------------------------------------------------------------------
     def subscribe(self, sess: NetconfSession, **kw) -> None:
-        sub = ev.Subscription(self.events, sess.send_notification, self.schema, **kw)
+        sub = ev.Subscription(
+            self.events,
+            sess.send_notification,
+            self.schema,
+            allow=lambda body: self.nacm.may_receive(sess.principal, body),
+            **kw,
+        )
         sess.subscription = sub
         # the <ok/> reply must precede any notification: start after the current message is answered
         self.event_loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
@@ -466,6 +472,8 @@ class NetconfCore:
                     self.capabilities, self.lock_infos(), self.schema, self.session_infos(), self.stats
                 )
             )
+        if wanted is None or (NACM_NS, "nacm") in wanted:
+            roots.append(self.nacm.state())
         if wanted is None or any(ns == YANGLIB_NS for ns, _ in wanted):
             roots.extend(yang_library(self.schema))
         for prov in self.providers:

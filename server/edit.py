@@ -9,6 +9,7 @@ key tuple, leaf-list entries by value), so a 100k-entry edit stays linear.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -409,12 +410,24 @@ _HAS_OP = etree.XPath(  # below the element itself (its own operation attribute 
 )
 
 
+_PREFIX_USE = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
+
+
 def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
     """Copy a new subtree, list keys moved first in every entry (RFC 7950 §7.8.5 XML encoding)."""
     new = copy.deepcopy(el)
     if OP_ATTR in new.attrib:
         del new.attrib[OP_ATTR]
-    etree.cleanup_namespaces(new)  # drop declarations only the request envelope needed (xmlns:nc)
+    # drop declarations only the request envelope needed (xmlns:nc), keeping those that values use
+    # (instance-identifier and identityref values such as a NACM rule's path: `/m:virtual-routers`)
+    keep = set(_PREFIX_USE.findall("".join(new.itertext())))
+    missing = {p: el.nsmap[p] for p in keep if p in el.nsmap and p not in new.nsmap}
+    if missing:  # declared on an ancestor in the request only: declare it on the copy
+        root = etree.Element(new.tag, attrib=dict(new.attrib), nsmap={**new.nsmap, **missing})
+        root.text = new.text
+        root.extend(list(new))
+        new = root
+    etree.cleanup_namespaces(new, keep_ns_prefixes=keep or None)
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)
     for lsn in _lists_below(sn):

@@ -116,8 +116,10 @@ class Subscription:
         xpath: tuple[str, dict] | None = None,
         start: dt.datetime | None = None,
         stop: dt.datetime | None = None,
+        allow: Callable[[etree._Element], bool] | None = None,
     ) -> None:
         self.log, self.send, self.schema = log, send, schema
+        self.allow = allow  # NACM: may this session receive this notification?
         self.filter_el, self.xpath, self.start, self.stop = filter_el, xpath, start, stop
         self.active = True
         self.sent = 0
@@ -148,7 +150,7 @@ class Subscription:
         except Exception:  # a publisher's builder failed: that event is lost, nothing else
             log.exception("notification of %s could not be built; not sent", format_time(ev.time))
             return
-        if self._passes(body):
+        if (self.allow is None or self.allow(body)) and self._passes(body):
             self.send(ev.to_bytes())
             self.sent += 1
 

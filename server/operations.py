@@ -127,18 +127,18 @@ def read_pipeline(
     max_depth: int | None = None,
     raw: RawSplices = NO_SPLICES,
 ) -> Parts:
-    """NACM prune → with-defaults → filter → depth limit → serialise (raw state spliced in).
+    """with-defaults → NACM read filter → filter → depth limit → serialise (raw state spliced in).
     `owned`: data may be mutated (and taken apart by the filter).  The reply body comes back as
     parts written one after the other (raw state is never copied into one byte string)."""
     core = sess.core
-    if core.nacm.hides_any(sess.principal, data):
-        if not owned:
-            data, owned = data.copy(), True
-        core.nacm.prune(sess.principal, data)
     if wd_mode != "explicit":
         if not owned:
             data, owned = data.copy(), True
         core.wd.apply(data, wd_mode, config_only=config_only)
+    if owned or core.nacm.hides_any(sess.principal, data):
+        if not owned:
+            data, owned = data.copy(), True
+        core.nacm.prune(sess.principal, data, raw)
     if filter_el is not None:
         ftype = filter_el.get("type", "subtree")
         if ftype == "subtree":
@@ -332,6 +332,7 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     errs = engine.apply(new, config_el, default_op)
     if errs and error_option != "continue-on-error":
         raise combine(errs)
+    core.nacm.check_write(sess.principal, current, new, config_el if default_op != "replace" else None)
     validate = test_option != "set" or target == "running"
     if test_option == "test-only":
         verrs = core.ds.validate(new)
@@ -393,6 +394,7 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     else:
         data = _inline_config(sess, source)
     sess.core.check_lock(sess, target)
+    core.nacm.check_write(sess.principal, core.ds.get(target), data)
     if target == "running":
         await core.ds.commit_running(data, session_id=sess.id, user=sess.principal.user)
         core.publish_config_change(sess, "running", [])

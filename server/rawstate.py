@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from lxml import etree
 
 from server.operational import RAW_PREFIX, RAW_SUFFIX, RawContent
+from server.xmlsafe import new_parser
 
 _FIND = etree.XPath(f"descendant-or-self::*[starts-with(text(), '{RAW_PREFIX}')]")
 
@@ -92,6 +93,13 @@ class RawSplices:
     def drop_content(self, el: etree._Element) -> None:
         """max-depth cut below the placeholder: it stays, empty."""
         self._bytes[el.text] = []
+
+    def materialize(self, el: etree._Element) -> None:
+        """Parse the raw content into child elements of its placeholder (NACM must look inside it)."""
+        parts = self._bytes.pop(el.text)
+        data = b"".join([*parts.head, *parts.rest] if isinstance(parts, _Lazy) else parts)
+        el.text = None
+        el.extend(etree.fromstring(b"<raw>" + data + b"</raw>", new_parser(huge_tree=True)))
 
     def splice(self, body: bytes) -> list[bytes] | Iterator[bytes]:
         """`body` cut at each token (present once, if its placeholder survived), the token's raw parts

@@ -8,6 +8,7 @@ Public API (what the daemon, the NETCONF glue and the tests use)::
     engine.next_intent() / engine.drain_intents()   # ha.dataplane.intents, in order
     engine.next_event()                             # BindingCreated / BindingRemoved / RegistrationDenied
     txn = engine.prepare(new_config)                # raises ConfigRefused(message, path=...)
+    txn = engine.prepare_change(ConfigChange(...))  # the same for a keyed change: costs what it touches
     engine.apply(txn) / engine.abort(txn)
     engine.binding(key), engine.bindings_after(key, limit), engine.statistics, engine.violations
     engine.clear_bindings(home_address=|nai=|care_of_address=), engine.clear_statistics()
@@ -15,6 +16,7 @@ Public API (what the daemon, the NETCONF glue and the tests use)::
 
 from .config import (
     AddressPool,
+    ConfigChange,
     ForeignAgent,
     HomeAgentConfig,
     MobileNode,
@@ -32,6 +34,7 @@ __all__ = [
     "BindingCreated",
     "BindingInfo",
     "BindingRemoved",
+    "ConfigChange",
     "ConfigRefused",
     "Event",
     "ForeignAgent",

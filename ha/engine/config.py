@@ -26,12 +26,14 @@ from ha.protocol.constants import (
 __all__ = [
     "AddressPool",
     "AuthAlgorithm",
+    "ConfigChange",
     "Encapsulation",
     "ForeignAgent",
     "HomeAgentConfig",
     "MobileNode",
     "ReplayProtection",
     "ReverseTunnelPolicy",
+    "RouterSettings",
     "SecurityAssociation",
     "VirtualRouterConfig",
 ]
@@ -41,7 +43,12 @@ DEFAULT_REPLAY_TOLERANCE = 7
 
 
 def _frozen_map(items: Mapping | Iterable, key: str) -> Mapping:
-    """Accept a mapping or an iterable of objects keyed by attribute ``key``; return a read-only map."""
+    """Accept a mapping or an iterable of objects keyed by attribute ``key``; return a read-only map.
+
+    A read-only view is kept as it is: the engine shares its mobile-node map between successive
+    configurations instead of copying 100k entries per change (see :class:`ConfigChange`)."""
+    if isinstance(items, MappingProxyType):
+        return items
     if isinstance(items, Mapping):
         mapping = dict(items)
     else:
@@ -203,3 +210,66 @@ class VirtualRouterConfig:
         if self.netns is not None:
             return self.netns
         return None if self.name == "default" else f"mipha-{self.name}"
+
+    @property
+    def settings(self) -> RouterSettings:
+        return RouterSettings(self.netns, self.router_id, self.home_agent)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class RouterSettings:
+    """A virtual router's own settings, what is not a list entry: ``netns``, ``router-id``, ``home-agent``."""
+
+    netns: str | None = None
+    router_id: IPv4Address | None = None
+    home_agent: HomeAgentConfig | None = None
+
+
+def merged_entries(current: Mapping, changes: Mapping) -> dict:
+    """``current`` with keyed ``changes`` (None deletes) applied: a new dict."""
+    merged = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass(slots=True)
+class ConfigChange:
+    """What one transaction changes in one virtual router, entry by entry: the keyed diff as typed objects.
+
+    A value of None deletes the entry; ``settings`` is None when the router's own settings did not
+    change.  One mobile node added is one :class:`MobileNode` here, whatever is configured besides.
+    """
+
+    name: str
+    settings: RouterSettings | None = None
+    address_pools: dict[str, AddressPool | None] = field(default_factory=dict)
+    mobile_nodes: dict[str, MobileNode | None] = field(default_factory=dict)
+    foreign_agents: dict[IPv4Address, ForeignAgent | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.settings is not None or self.address_pools or self.mobile_nodes or self.foreign_agents
+        )
+
+    @property
+    def entries_only(self) -> bool:
+        """Only mobile nodes and foreign agents change: the engine can apply it entry by entry."""
+        return self.settings is None and not self.address_pools
+
+    def applied_to(self, config: VirtualRouterConfig) -> VirtualRouterConfig:
+        """The whole configuration after this change (copies every entry map: for the rare changes
+        that need the whole picture, such as the home agent's settings or a pool)."""
+        settings = self.settings if self.settings is not None else config.settings
+        return VirtualRouterConfig(
+            name=config.name,
+            netns=settings.netns,
+            router_id=settings.router_id,
+            home_agent=settings.home_agent,
+            address_pools=merged_entries(config.address_pools, self.address_pools),
+            mobile_nodes=merged_entries(config.mobile_nodes, self.mobile_nodes),
+            foreign_agents=merged_entries(config.foreign_agents, self.foreign_agents),
+        )

@@ -41,8 +41,9 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
+from types import MappingProxyType
 from typing import Protocol
 
 from ha.dataplane.base import DesiredBinding
@@ -81,11 +82,11 @@ from ha.protocol.constants import MessageType, ReplayProtection
 from ha.protocol.messages import ipv4
 
 from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
-from .config import MobileNode, VirtualRouterConfig
+from .config import ConfigChange, MobileNode, VirtualRouterConfig
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
 from .statistics import Statistics, ViolationRing
-from .transaction import Prepared, prepare_config
+from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ _REGISTRATION_REQUEST = int(MessageType.REGISTRATION_REQUEST)
 _REGISTER = BindingAction.REGISTER
 _ACCEPTED_NO_SIMULTANEOUS = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
 _REASON_UNSPECIFIED = ReplyCode.REASON_UNSPECIFIED
+
+
+def _uses_nonces(node: MobileNode) -> bool:
+    return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
 
 
 def _care_of(binding: Binding) -> int:
@@ -270,7 +275,8 @@ class HomeAgent:
         self._by_nai: dict[str, MobileNode] = {}
         self._by_assigned: dict[int, MobileNode] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
-        self._nonce_nodes: frozenset[str] = frozenset()
+        self._nonce_nodes: set[str] = set()
+        self._node_map: dict[str, MobileNode] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
         self._install(prepare_config(self, config))
 
@@ -1033,7 +1039,44 @@ class HomeAgent:
             self._drop_node_bindings(name)
         for name in txn.forget_nodes:
             self._nodes.pop(name, None)
-        self._install(txn)
+        if txn.entries is not None:
+            self._install_entries(txn, txn.entries)
+        else:
+            self._install(txn)
+
+    def prepare_change(self, change: ConfigChange) -> Prepared:
+        """Check a keyed change against the live state; raise ConfigRefused, change nothing.
+
+        A change of mobile nodes and foreign agents costs what it touches (see ``prepare_change``
+        in :mod:`ha.engine.transaction`); others are checked as a whole new configuration."""
+        return prepare_change(self, change)
+
+    def _install_entries(self, txn: Prepared, update: EntryUpdate) -> None:
+        """Apply a keyed change to the indexes in place: the node map shared with ``config``, by home
+        address, by NAI, by assigned address, the nonce set."""
+        nodes, by_home, by_nai = self._node_map, self._by_home, self._by_nai
+        for home in update.homes_gone:
+            by_home.pop(home, None)
+        for nai in update.nais_gone:
+            by_nai.pop(nai, None)
+        by_home.update(txn.by_home)
+        by_nai.update(txn.by_nai)
+        self._by_assigned.update(update.assigned)
+        nonce = self._nonce_nodes
+        for name, node in update.nodes.items():
+            if node is None:
+                nodes.pop(name, None)
+                nonce.discard(name)
+                continue
+            nodes[name] = node
+            if _uses_nonces(node):
+                nonce.add(name)
+            else:
+                nonce.discard(name)
+        if update.foreign_agents:
+            self.config = txn.config
+            self._foreign_agents = txn.foreign_agents
+            self._peers.clear()  # they hold foreign agent records
 
     def _drop_node_bindings(self, name: str) -> None:
         node = self.config.mobile_nodes.get(name)
@@ -1058,20 +1101,17 @@ class HomeAgent:
                 and before.address_pool in self._pools
             ):
                 self._pools[before.address_pool].release(state.assigned)
-        self.config = txn.config
+        # the engine's own node map, shared by its later configurations and updated in place by keyed
+        # changes (_install_entries)
+        self._node_map = dict(txn.config.mobile_nodes)
+        self.config = replace(txn.config, mobile_nodes=MappingProxyType(self._node_map))
         self._peers.clear()  # they hold the policy's address and foreign agent records
         self._policy = txn.policy
         self._port = txn.port
         self._by_home = txn.by_home
         self._by_nai = txn.by_nai
         self._foreign_agents = txn.foreign_agents
-        self._nonce_nodes = frozenset(
-            name
-            for name, node in txn.config.mobile_nodes.items()
-            if any(
-                sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values()
-            )
-        )
+        self._nonce_nodes = {name for name, node in self._node_map.items() if _uses_nonces(node)}
         pools: dict[str, PoolAllocator] = {}
         for name, pool_config in txn.config.address_pools.items():
             old = self._pools.get(name)

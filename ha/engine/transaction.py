@@ -1,20 +1,24 @@
 """Configuration transactions for one virtual router: PREPARE checks, APPLY swaps (FRR northbound).
 
-:func:`prepare_config` is pure with respect to the engine: it reads the live state (bindings, assigned
-pool addresses), refuses what cannot be applied with :class:`~ha.engine.errors.ConfigRefused` (carrying
-the YANG path of the offending node), and precomputes everything ``apply`` needs so that applying
-cannot fail.  Nothing is reserved, so aborting is free.
+:func:`prepare_config` (a whole new configuration) and :func:`prepare_change` (a keyed change) are pure
+with respect to the engine: they read the live state (bindings, assigned pool addresses), refuse what
+cannot be applied with :class:`~ha.engine.errors.ConfigRefused` (carrying the YANG path of the offending
+node), and precompute everything ``apply`` needs so that applying cannot fail.  Nothing is reserved, so
+aborting is free.  A change of mobile nodes and foreign agents only costs what it touches: the checks
+use the engine's indexes (by home address, NAI, assigned address) instead of walking every node.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from ha.protocol import ForeignAgentRecord, HomeAgentPolicy
 
-from .config import AddressPool, MobileNode, VirtualRouterConfig
+from .config import AddressPool, ConfigChange, MobileNode, VirtualRouterConfig
+from .config import merged_entries as _merged
 from .errors import ConfigRefused
 
 if TYPE_CHECKING:
@@ -43,6 +47,20 @@ class Prepared:
     forget_nodes: tuple[str, ...] = ()
     rebind: bool = False
     aborted: bool = field(default=False)
+    #: Set for a keyed change (then ``by_home`` / ``by_nai`` hold only the entries it adds).
+    entries: EntryUpdate | None = None
+
+
+@dataclass(slots=True)
+class EntryUpdate:
+    """What applying a keyed change does to the engine's indexes, entry by entry."""
+
+    nodes: dict[str, MobileNode | None]
+    homes_gone: list[int] = field(default_factory=list)
+    nais_gone: list[str] = field(default_factory=list)
+    assigned: dict[int, MobileNode] = field(default_factory=dict)
+    #: The whole foreign-agent table when the change touches one (a few entries), else None.
+    foreign_agents: bool = False
 
 
 def _vr_path(config: VirtualRouterConfig) -> str:
@@ -182,3 +200,116 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
         forget_nodes=tuple(forget),
         rebind=rebind,
     )
+
+
+def _unique(
+    index: dict, claimed: dict, key: object, node: MobileNode, changing: Mapping, what: str, leaf: str,
+    path: str,
+) -> None:  # fmt: skip
+    """``key`` (a home address or NAI) of a changed ``node``: claimed once in the change, and not held by
+    a node the change leaves alone."""
+    other = claimed.setdefault(key, node)
+    holder = index.get(key)
+    if other is node and (holder is None or holder.name in changing):
+        return
+    name = other.name if other is not node else holder.name
+    raise ConfigRefused(
+        f"{what} is configured for both {name} and {node.name}",
+        path=f"{path}/mobile-node[name='{node.name}']/{leaf}",
+        app_tag="data-not-unique",
+    )
+
+
+def _needs_whole(engine: HomeAgent, change: ConfigChange) -> bool:
+    """Settings or pools change, the feature is off, or a node holding a pool address moves to
+    another pool: every binding may be concerned."""
+    if not change.entries_only or engine._policy is None:
+        return True
+    before_of = engine.config.mobile_nodes.get
+    for name, after in change.mobile_nodes.items():
+        before, state = before_of(name), engine._nodes.get(name)
+        if before is None or after is None or state is None or state.assigned is None:
+            continue
+        if before.address_pool != after.address_pool:
+            return True
+    return False
+
+
+def prepare_change(engine: HomeAgent, change: ConfigChange) -> Prepared:
+    """Validate a keyed change against ``engine``'s live state, looking only at what it touches
+    (the whole-configuration path, :func:`prepare_config`, when :func:`_needs_whole`)."""
+    old = engine.config
+    if change.name != old.name:
+        message = f"this engine runs virtual router {old.name}, not {change.name}"
+        raise ConfigRefused(message, path=_vr_path(old))
+    if _needs_whole(engine, change):
+        return prepare_config(engine, change.applied_to(old))
+    path = _vr_path(old)
+    update = EntryUpdate(dict(change.mobile_nodes), foreign_agents=bool(change.foreign_agents))
+    by_home: dict[int, MobileNode] = {}
+    by_nai: dict[str, MobileNode] = {}
+    drop: list[str] = []
+    forget: list[str] = []
+    changing = change.mobile_nodes
+    for name, after in changing.items():
+        before = old.mobile_nodes.get(name)
+        if before is not None:
+            if before.home_address is not None:
+                update.homes_gone.append(int(before.home_address))
+            if before.nai is not None:
+                update.nais_gone.append(before.nai)
+            if after is None:
+                forget.append(name)
+            if after is None or before.home_address != after.home_address:
+                drop.append(name)
+        if after is None:
+            continue
+        if after.address_pool is not None and after.address_pool not in old.address_pools:
+            raise ConfigRefused(
+                f"mobile node {name}: address pool {after.address_pool} does not exist",
+                path=f"{path}/mobile-node[name='{name}']/address-pool",
+                app_tag="instance-required",
+            )
+        if after.home_address is not None:
+            home = int(after.home_address)
+            _unique(engine._by_home, by_home, home, after, changing, f"home address {after.home_address}",
+                    "home-address", path)  # fmt: skip
+        if after.nai is not None:
+            _unique(engine._by_nai, by_nai, after.nai, after, changing, f"NAI {after.nai}", "nai", path)
+        state = engine._nodes.get(name)
+        if state is not None and state.assigned is not None and name not in drop:
+            update.assigned[state.assigned] = after
+    _check_pool_holders(engine, by_home, set(drop), path)
+    foreign_agents = engine._foreign_agents
+    config = old
+    if change.foreign_agents:
+        config = replace(old, foreign_agents=_merged(old.foreign_agents, change.foreign_agents))
+        foreign_agents = {
+            address: ForeignAgentRecord(address, tuple(fa.security_associations.values()))
+            for address, fa in config.foreign_agents.items()
+        }
+    return Prepared(
+        config=config,
+        policy=engine._policy,
+        port=engine._port,
+        by_home=by_home,
+        by_nai=by_nai,
+        foreign_agents=foreign_agents,
+        drop_nodes=tuple(drop),
+        forget_nodes=tuple(forget),
+        entries=update,
+    )
+
+
+def _check_pool_holders(
+    engine: HomeAgent, by_home: dict[int, MobileNode], dropped: set[str], path: str
+) -> None:
+    """A new static address must not be another node's pool address."""
+    for home, node in by_home.items():
+        holder = engine._by_assigned.get(home)
+        if holder is not None and holder.name != node.name and holder.name not in dropped:
+            raise ConfigRefused(
+                f"home address {IPv4Address(home)} of {node.name} is assigned to {holder.name} from a pool",
+                path=f"{path}/mobile-node[name='{node.name}']/home-address",
+                app_tag="address-in-use",
+            )

@@ -70,7 +70,10 @@ def test_module_loads_in_libyang_with_contract_names() -> None:
 def test_key_is_default_deny_all() -> None:
     from server.validation import Validator
 
-    assert Validator().protected_paths == {
+    # mipha's own: other modules in the shared context (ietf-netconf-acm once a server ran in this
+    # process) have default-deny-all nodes of their own
+    mipha = {p for p in Validator().protected_paths if p.startswith("/virtual-routers/")}
+    assert mipha == {
         "/virtual-routers/virtual-router/mobile-node/security-association/key",
         "/virtual-routers/virtual-router/foreign-agent/security-association/key",
     }

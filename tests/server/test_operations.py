@@ -486,6 +486,12 @@ def test_persistent_confirmed_commit_confirmed_by_other_session(h, c):
 # -- NACM default-deny-all -------------------------------------------------------------------------------
 def test_keys_invisible_and_unwritable_for_non_superuser(h, c):
     c.ok(edit(vr(HA + mn("a", "10.0.0.5", spi=256))))
+    # writes are denied by default (RFC 8341 write-default): permit them, keys stay default-deny-all
+    c.ok(
+        edit(
+            '<nacm xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-acm"><write-default>permit</write-default></nacm>'
+        )
+    )
     op = h.client("operator", frozenset({"operators"}))
     d = etree.tostring(op.data("<get-config><source><running/></source></get-config>")).decode()
     assert "<spi>256</spi>" in d and "key" not in d and KEY not in d
