@@ -55,6 +55,9 @@ class BindingRecord:
     flags: int
     encapsulation: str
     nai: str | None = None
+    #: An AAA-learnt node's subscriber (``ha.engine.aaa.Subscriber.to_dict``: key, address source,
+    #: accounting session): what lets its bindings be renewed after a restart without RADIUS.
+    aaa: dict | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -71,7 +74,8 @@ class BindingRecord:
             f'"source_address":"{self.source_address}","source_port":{self.source_port:d},'
             f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
             f'"identification":{self.identification:d},"flags":{self.flags:d},'
-            f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}}}'
+            f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}'
+            + ("}" if self.aaa is None else f',"aaa":{_ENCODER.encode(self.aaa)}}}')
         )
 
     def remaining(self, wallclock: float) -> float:

@@ -32,6 +32,7 @@ from ha.engine.home_agent import HomeAgent
 from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
+from .aaa import AaaClient
 from .journal import BindingJournal, BindingRecord
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def _vr_path(name: str) -> str:
 
 def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
     """The journal record of one of ``engine``'s binding objects."""
-    node = engine.config.mobile_nodes.get(b.mobile_node)
+    node = engine.node(b.mobile_node)
+    subscriber = engine.subscriber(b.mobile_node)
     return BindingRecord(
         vr,
         _ntoa(b.home_address),
@@ -71,6 +73,7 @@ def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
         b.flags & 0xFF,
         str(b.encapsulation),
         node.nai if node is not None else None,
+        subscriber.to_dict() if subscriber is not None else None,
     )
 
 
@@ -103,6 +106,8 @@ class VirtualRouter:
         self.plane_errors = 0
         self.home_prefix: IPv4Network | None = None
         self._ns: NetnsThread | None = None
+        self.aaa: AaaClient | None = None
+        self._aaa_config: object = None
 
     # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
 
@@ -191,6 +196,16 @@ class VirtualRouter:
             ) from exc
         self.transport = HomeAgentTransport(engine, sock, on_output=self.flush)
         self.transport.start()
+        self.aaa = AaaClient(
+            engine=lambda: self.engine,
+            config=lambda: self.config.aaa,
+            nas_address=ha.address,
+            netns=self.netns,
+            flush=self.flush,
+            transport=lambda: self.transport,
+        )
+        self._aaa_config = self.config.aaa
+        self.aaa.start()
         log.info(
             "virtual router %s: home agent %s on UDP %d (netns %s, data plane %s, %d bindings restored)",
             self.name,
@@ -304,6 +319,9 @@ class VirtualRouter:
 
     async def stop(self, *, flush: bool = True, release: bool = False) -> None:
         """Stop listening and, with ``flush``, remove every kernel object of this VR."""
+        if self.aaa is not None:
+            self.aaa.close()
+            self.aaa = None
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -363,8 +381,19 @@ class VirtualRouter:
             if self._plane_task is None or self._plane_task.done():
                 self._plane_task = asyncio.get_running_loop().create_task(self._pump())
         events = engine.drain_events()
+        aaa = self.aaa
+        if aaa is not None:
+            if self._aaa_config is not self.config.aaa:  # a commit changed virtual-router/aaa
+                self._aaa_config = self.config.aaa
+                aaa.reconfigure()
+            if events:
+                aaa.account(events)
         if events and self.on_events is not None:
             self.on_events(self.name, events)
+        if aaa is not None:
+            lookups = engine.drain_aaa_lookups()
+            if lookups:
+                aaa.submit(lookups)
 
     async def _pump(self) -> None:
         """Apply queued intents in order, in batches, until the queue is empty."""

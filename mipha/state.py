@@ -22,7 +22,16 @@ from ha.engine.home_agent import HomeAgent
 from server.operational import StateRequest, raw_placeholder
 
 from .state_filter import NS, SECTIONS, Wanted, raw_plan, wanted_from
-from .state_xml import ALL_LEAVES, BindingWriter, Q, leaf, write_statistics, write_tunnels, write_violations
+from .state_xml import (
+    ALL_LEAVES,
+    BindingWriter,
+    Q,
+    leaf,
+    write_aaa,
+    write_statistics,
+    write_tunnels,
+    write_violations,
+)
 
 _PAGE = 1024
 
@@ -81,6 +90,9 @@ class HomeAgentStateProvider:
                 write_statistics(etree.SubElement(ha, Q + "statistics"), engine, vr.discontinuity_time())
             if wanted.section("security-violations"):
                 write_violations(etree.SubElement(ha, Q + "security-violations"), engine)
+        aaa = getattr(vr, "aaa", None)
+        if wanted.section("aaa") and aaa is not None and engine.config.aaa is not None:
+            write_aaa(etree.SubElement(entry, Q + "aaa"), engine, aaa)
         if wanted.section("address-pool"):
             for name in engine.config.address_pools:
                 if wanted.pools is not None and name not in wanted.pools:

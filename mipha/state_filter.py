@@ -59,6 +59,10 @@ BINDING_LEAVES = (
     "flags",
     "encapsulation",
     "tunnel-interface",
+    "authentication",
+    "key-source",
+    "address-source",
+    "acct-session-id",
 )
 _KEYS = ("home-address", "care-of-address")
 
@@ -153,6 +157,8 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
                         wanted.pools.add(pool)
                 elif local == "home-agent":
                     _home_agent_hints(sel, wanted)
+                elif local == "aaa":
+                    _add(wanted, "sections", "aaa")
     for attr in ("home_addresses", "care_of_addresses", "pools"):
         if getattr(wanted, attr) == set():
             setattr(wanted, attr, None)

@@ -14,16 +14,21 @@ import struct
 import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
+from ha.engine.aaa import AAA_NODE_PREFIX
 from ha.engine.bindings import Binding
 from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 
 from .state_filter import BINDING_LEAVES, NS
+
+if TYPE_CHECKING:
+    from .aaa import AaaClient
 
 Q = f"{{{NS}}}"
 _FLAG_ORDER = (("S", 0x80), ("B", 0x40), ("D", 0x20), ("M", 0x10), ("G", 0x08), ("T", 0x02))
@@ -62,6 +67,7 @@ class BindingWriter:
     def __init__(self, engine: HomeAgent, now: float, interfaces: dict[IPv4Address, str | None]) -> None:
         self.now = now
         self.wall = engine.wall_offset
+        self.engine = engine
         self.nodes = engine.config.mobile_nodes
         self.interfaces = {int(k): _esc(v) for k, v in interfaces.items() if v}
         #: "<tunnel-interface>…</tunnel-interface>" per care-of address that has one
@@ -94,8 +100,21 @@ class BindingWriter:
         micro = int((t - whole) * 1_000_000)
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
+    def aaa_leaves(self, name: str) -> tuple[tuple[str, str], ...]:
+        """The AAA leaves of an AAA-learnt node's binding (none for a configured node)."""
+        subscriber = self.engine.subscriber(name) if name.startswith(AAA_NODE_PREFIX) else None
+        if subscriber is None:
+            return ()
+        profile = subscriber.profile
+        return (
+            ("authentication", "aaa"),
+            ("key-source", profile.key_source),
+            ("address-source", profile.address_source),
+            ("acct-session-id", _esc(subscriber.session_id)),
+        )
+
     def node(self, name: str) -> tuple[str, str | None]:
-        node = self.nodes.get(name)
+        node = self.nodes.get(name) or self.engine.node(name)
         nai = node.nai if node is not None else None
         return _esc(name), (_esc(nai) if nai else None)
 
@@ -122,6 +141,10 @@ class BindingWriter:
             source = b.source >> 16
             name = b.mobile_node
             node = nodes.get(name)
+            aaa = ""
+            if node is None and name.startswith(AAA_NODE_PREFIX):
+                node = self.engine.node(name)
+                aaa = "".join(f"<{leaf}>{value}</{leaf}>" for leaf, value in self.aaa_leaves(name))
             nai = f"<nai>{escape(node.nai)}</nai>" if node is not None and node.nai else ""
             if "&" in name or "<" in name or ">" in name:
                 name = escape(name)
@@ -153,7 +176,7 @@ class BindingWriter:
                 f"<registered-at>{prefix}{f'.{micro:06d}Z' if micro else 'Z'}</registered-at>"
                 f"<identification>{b.identification}</identification>"
                 f"<flags>{flag_text[b.flags & 0xFF]}</flags>"
-                f"{encapsulation}{interface_leaves.get(coa, '')}</binding>"
+                f"{encapsulation}{interface_leaves.get(coa, '')}{aaa}</binding>"
             )
         return "".join(out).encode()
 
@@ -171,6 +194,7 @@ class BindingWriter:
             ("flags", _FLAG_TEXT[b.flags & 0xFF]),
             ("encapsulation", b.encapsulation),
             ("tunnel-interface", self.interfaces.get(b.care_of_address)),
+            *self.aaa_leaves(b.mobile_node),
         )
         body = "".join(
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves
@@ -179,6 +203,40 @@ class BindingWriter:
             f'<binding xmlns="{NS}"><home-address>{self.address(b.home_address)}</home-address>'
             f"<care-of-address>{self.address(b.care_of_address)}</care-of-address>{body}</binding>"
         )
+
+
+_SERVER_COUNTERS = (
+    "requests",
+    "accepts",
+    "rejects",
+    "timeouts",
+    "bad-authenticators",
+    "unusable-accepts",
+    "accounting-requests",
+    "accounting-responses",
+    "disconnect-requests",
+)
+
+
+def write_aaa(parent: etree._Element, engine: HomeAgent, client: AaaClient) -> None:
+    """``virtual-router/aaa`` state: per server counters and round-trip time, the engine's AAA counters."""
+    for state in client.server_states():
+        server = etree.SubElement(parent, Q + "server")
+        leaf(server, "address", state.server.address)
+        stats = etree.SubElement(server, Q + "statistics")
+        for name in _SERVER_COUNTERS:
+            leaf(stats, name, getattr(state, name.replace("-", "_")))
+        if state.rtt_last_ms is not None and state.rtt_average_ms is not None:
+            rtt = etree.SubElement(stats, Q + "round-trip-time")
+            leaf(rtt, "last", state.rtt_last_ms)
+            leaf(rtt, "average", round(state.rtt_average_ms))
+    counters = engine.aaa_counters
+    stats = etree.SubElement(parent, Q + "statistics")
+    leaf(stats, "lookups", counters.lookups)
+    leaf(stats, "absorbed", counters.absorbed)
+    leaf(stats, "pending", engine.aaa_pending)
+    leaf(stats, "cached-subscribers", engine.aaa_subscribers)
+    leaf(stats, "unavailable", counters.unavailable)
 
 
 def write_tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:

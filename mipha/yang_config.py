@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from lxml import etree
 
+from ha.aaa.config import AaaConfig, AaaServer
 from ha.engine.config import (
     AddressPool,
     ForeignAgent,
@@ -130,10 +131,36 @@ def home_agent(el: etree._Element, router_id: IPv4Address | None) -> HomeAgentCo
     reverse = _text(el, "reverse-tunnel")
     if reverse is not None:
         kwargs["reverse_tunnel"] = reverse
+    authentication = _text(el, "authentication")
+    if authentication is not None:
+        kwargs["authentication"] = authentication
     encapsulations = _texts(el, "encapsulation")
     if encapsulations:
         kwargs["encapsulations"] = frozenset(encapsulations)
     return HomeAgentConfig(**kwargs)
+
+
+def aaa(el: etree._Element) -> AaaConfig:
+    """``virtual-router/aaa`` (server order is the configured, ordered-by-user order)."""
+    servers = [
+        AaaServer(
+            address=_ipv4(_text(s, "address") or ""),
+            secret=(_text(s, "secret") or "").encode(),
+            auth_port=int(_text(s, "auth-port") or 1812),
+            acct_port=int(_text(s, "acct-port") or 1813),
+        )
+        for s in el.iterfind(_Q + "server")
+    ]
+    accounting = _text(el, "accounting")
+    return AaaConfig(
+        servers=tuple(servers),
+        lookup_password=(_text(el, "lookup-password") or "").encode(),
+        timeout_ms=int(_text(el, "timeout") or 2000),
+        retries=int(_text(el, "retries") or 2),
+        accounting=accounting != "false",
+        cache_size=int(_text(el, "cache-size") or 100_000),
+        disconnect_port=int(_text(el, "disconnect-port") or 3799),
+    )
 
 
 def _proxy_arp_mode(ha_el: etree._Element | None) -> str:
@@ -148,7 +175,9 @@ def router_settings(vr: etree._Element) -> tuple[RouterSettings, str]:
     router_id = IPv4Address(router_id_text) if router_id_text else None
     ha_el = vr.find(_Q + "home-agent")
     home = home_agent(ha_el, router_id) if ha_el is not None else None
-    return RouterSettings(_text(vr, "netns"), router_id, home), _proxy_arp_mode(ha_el)
+    aaa_el = vr.find(_Q + "aaa")
+    aaa_config = aaa(aaa_el) if aaa_el is not None else None
+    return RouterSettings(_text(vr, "netns"), router_id, home, aaa_config), _proxy_arp_mode(ha_el)
 
 
 def foreign_agent(el: etree._Element) -> ForeignAgent:
@@ -178,6 +207,7 @@ def virtual_router(vr: etree._Element) -> tuple[VirtualRouterConfig, str]:
         netns=settings.netns,
         router_id=settings.router_id,
         home_agent=settings.home_agent,
+        aaa=settings.aaa,
         address_pools=built["address-pool"],
         mobile_nodes=built["mobile-node"],
         foreign_agents=built["foreign-agent"],

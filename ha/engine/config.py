@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from types import MappingProxyType
 
+from ha.aaa.config import AaaConfig, Authentication
 from ha.protocol.auth import SecurityAssociation
 from ha.protocol.constants import (
     REGISTRATION_PORT,
@@ -164,9 +165,11 @@ class HomeAgentConfig:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     home_prefix: IPv4Network | None = None
+    authentication: Authentication = Authentication.LOCAL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
+        object.__setattr__(self, "authentication", Authentication(self.authentication))
         if not 5 <= self.max_lifetime <= 0xFFFF:
             raise ValueError(f"max-lifetime {self.max_lifetime} is outside 5..65535")
         if not 1 <= self.replay_tolerance <= 255:
@@ -194,6 +197,7 @@ class VirtualRouterConfig:
     address_pools: Mapping[str, AddressPool] = field(default_factory=dict)
     mobile_nodes: Mapping[str, MobileNode] = field(default_factory=dict)
     foreign_agents: Mapping[IPv4Address, ForeignAgent] = field(default_factory=dict)
+    aaa: AaaConfig | None = None
 
     def __post_init__(self) -> None:
         if self.router_id is not None:
@@ -213,16 +217,18 @@ class VirtualRouterConfig:
 
     @property
     def settings(self) -> RouterSettings:
-        return RouterSettings(self.netns, self.router_id, self.home_agent)
+        return RouterSettings(self.netns, self.router_id, self.home_agent, self.aaa)
 
 
 @dataclass(frozen=True, slots=True, eq=True)
 class RouterSettings:
-    """A virtual router's own settings, what is not a list entry: ``netns``, ``router-id``, ``home-agent``."""
+    """A virtual router's own settings, what is not a list entry: ``netns``, ``router-id``,
+    ``home-agent``, ``aaa``."""
 
     netns: str | None = None
     router_id: IPv4Address | None = None
     home_agent: HomeAgentConfig | None = None
+    aaa: AaaConfig | None = None
 
 
 def merged_entries(current: Mapping, changes: Mapping) -> dict:
@@ -269,6 +275,7 @@ class ConfigChange:
             netns=settings.netns,
             router_id=settings.router_id,
             home_agent=settings.home_agent,
+            aaa=settings.aaa,
             address_pools=merged_entries(config.address_pools, self.address_pools),
             mobile_nodes=merged_entries(config.mobile_nodes, self.mobile_nodes),
             foreign_agents=merged_entries(config.foreign_agents, self.foreign_agents),

@@ -46,6 +46,9 @@ from ipaddress import IPv4Address
 from types import MappingProxyType
 from typing import Protocol
 
+from ha.aaa.config import Authentication
+from ha.aaa.mn_aaa import MnAaaUnusable, chap_credentials, mn_aaa_extension
+from ha.aaa.profile import AaaProfile
 from ha.dataplane.base import DesiredBinding
 from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
 from ha.dataplane.intents import (
@@ -78,9 +81,10 @@ from ha.protocol import (
     with_home_address,
 )
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
-from ha.protocol.constants import MessageType, ReplayProtection
+from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.messages import ipv4
 
+from .aaa import AAA_NODE_PREFIX, AaaAccepted, AaaLookup, AaaOutcome, AaaRejected, Pending, Subscriber
 from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
 from .config import ConfigChange, MobileNode, VirtualRouterConfig
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
@@ -154,6 +158,10 @@ class BindingInfo:
     flags: RequestFlags
     encapsulation: str
     accepted_no_simultaneous: bool
+    #: Where the key and the home address came from: "local", or the RADIUS attributes (AAA nodes).
+    authentication: str = "local"
+    key_source: str | None = None
+    address_source: str | None = None
 
     @property
     def key(self) -> tuple[IPv4Address, IPv4Address]:
@@ -225,6 +233,20 @@ class _Peer:
             self.reply_port = reply.source_port
 
 
+class AaaCounters:
+    """Engine-side AAA counters (per server counters live with the RADIUS client)."""
+
+    __slots__ = ("absorbed", "accepted", "lookups", "overflows", "rejected", "unavailable")
+
+    def __init__(self) -> None:
+        self.lookups = 0  # Access-Requests asked for
+        self.absorbed = 0  # requests that arrived while their NAI's look-up was pending
+        self.accepted = 0
+        self.rejected = 0
+        self.unavailable = 0  # every server timed out
+        self.overflows = 0  # pending limit or cache full (130)
+
+
 class _NodeState:
     """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
 
@@ -278,6 +300,17 @@ class HomeAgent:
         self._nonce_nodes: set[str] = set()
         self._node_map: dict[str, MobileNode] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
+        # AAA (ha/engine/aaa.py): None = local authentication only.
+        self._aaa_mode: Authentication | None = None
+        self._subscribers: dict[str, Subscriber] = {}  # by node name (AAA_NODE_PREFIX + NAI)
+        self._subscribers_by_nai: dict[str, Subscriber] = {}
+        self._aaa_pending: dict[str, Pending] = {}
+        self._aaa_lookups: deque[AaaLookup] = deque()
+        self._aaa_verified: str | None = None  # the NAI whose MN-AAA RADIUS just checked
+        self._aaa_cache_size = 0
+        self._aaa_max_pending = 0
+        self._sessions = 0
+        self.aaa_counters = AaaCounters()
         self._install(prepare_config(self, config))
 
     # --- inputs: datagrams -----------------------------------------------------------------------
@@ -321,6 +354,10 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         node = self._resolve(request)
+        if self._aaa_mode is not None and request.nai is not None:
+            outgoing = self._aaa_gate(data, request, node, peer, source, received_on, port, now)
+            if outgoing is not False:
+                return outgoing
         state = None
         if node is not None:
             state = self._nodes.get(node.name)
@@ -341,6 +378,7 @@ class HomeAgent:
             wallclock=wallclock,
             bindings_in_use=in_use,
             fresh_nonce=self._nonce() if node is not None and node.name in self._nonce_nodes else 0,
+            mn_aaa_verified=self._aaa_verified is not None and self._aaa_verified == request.nai,
         )
         if node is not None:
             accepted, ha_nonce = verdict.accepted_identification, verdict.ha_nonce
@@ -427,10 +465,42 @@ class HomeAgent:
     def _resolve(self, request: RegistrationRequest) -> MobileNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
         nai = request.nai
-        if nai is not None:
-            return self._by_nai.get(nai)
-        home = request.integers[0]
-        return self._by_home.get(home) or self._by_assigned.get(home)
+        mode = self._aaa_mode
+        if mode is None:
+            if nai is not None:
+                return self._by_nai.get(nai)
+            home = request.integers[0]
+            return self._by_home.get(home) or self._by_assigned.get(home)
+        if mode is Authentication.LOCAL_THEN_AAA:
+            if nai is not None:
+                local = self._by_nai.get(nai)
+                if local is not None:
+                    return local
+            else:
+                home = request.integers[0]
+                local = self._by_home.get(home) or self._by_assigned.get(home)
+                if local is not None and local.name not in self._subscribers:
+                    return local
+        if nai is None:
+            return None
+        subscriber = self._subscribers_by_nai.get(nai)
+        return subscriber.node if subscriber is not None else None
+
+    def node(self, name: str) -> MobileNode | None:
+        """A configured mobile node, or an AAA-learnt one (``aaa:<NAI>``), by name."""
+        node = self.config.mobile_nodes.get(name)
+        if node is None:
+            subscriber = self._subscribers.get(name)
+            return subscriber.node if subscriber is not None else None
+        return node
+
+    def subscribers(self) -> Iterator[tuple[str, Subscriber]]:
+        """Every AAA-learnt subscriber, by mobile node name."""
+        return iter(list(self._subscribers.items()))
+
+    def subscriber(self, name: str) -> Subscriber | None:
+        """The AAA-learnt subscriber behind a mobile node name, if it is one."""
+        return self._subscribers.get(name)
 
     def _state(self, name: str) -> _NodeState:
         state = self._nodes.get(name)
@@ -738,9 +808,11 @@ class HomeAgent:
             intents.append(GratuitousArp(address, for_mobile_node=True))
             self.statistics.gratuitous_arps_sent += 1
         self._release_address(name, home)
+        if name in self._subscribers and reason is not RemovalReason.REPLACED:
+            self._forget_subscriber(name)
 
     def _nai(self, binding: Binding) -> str | None:
-        node = self.config.mobile_nodes.get(binding.mobile_node)
+        node = self.node(binding.mobile_node)
         return node.nai if node is not None else None
 
     def _release_address(self, name: str, home: int) -> None:
@@ -749,7 +821,7 @@ class HomeAgent:
             return
         state.assigned = None
         self._by_assigned.pop(home, None)
-        node = self.config.mobile_nodes.get(name)
+        node = self.node(name)
         pool = self._pools.get(node.address_pool or "") if node is not None else None
         if pool is not None:
             pool.release(home)
@@ -777,6 +849,226 @@ class HomeAgent:
             if count == limit:
                 break
         return count
+
+    # --- AAA (ha/engine/aaa.py) -------------------------------------------------------------------
+
+    def _aaa_gate(
+        self,
+        data: bytes,
+        request: RegistrationRequest,
+        node: MobileNode | None,
+        peer: _Peer,
+        source: tuple[str, int],
+        received_on: IPv4Address,
+        port: int,
+        now: float,
+    ) -> Outgoing | bool | None:
+        """False: decide locally.  Else the request waits for (or starts) a RADIUS look-up: None, or a
+        denial when it cannot be looked up."""
+        nai = request.nai
+        assert nai is not None
+        mn_aaa = mn_aaa_extension(request) is not None
+        if self._aaa_verified == nai:
+            return False
+        if node is not None:
+            # Known: decided with its key, unless only RADIUS can check its MN-AAA authenticator.
+            if not mn_aaa or node.name not in self._subscribers:
+                return False
+        elif request.lifetime == 0 and not mn_aaa:
+            return False  # nothing to deregister: decide() answers 131
+        counters = self.aaa_counters
+        pending = self._aaa_pending.get(nai)
+        if pending is not None:
+            counters.absorbed += 1
+            if not pending.mn_aaa:  # answer the latest (MN-AAA: the one whose CHAP RADIUS checks)
+                pending.data, pending.source, pending.received_on, pending.port = (
+                    data,
+                    source,
+                    received_on,
+                    port,
+                )
+            return None
+        chap = None
+        if mn_aaa:
+            try:
+                chap = chap_credentials(request)
+            except MnAaaUnusable as exc:
+                return self._aaa_deny(request, peer, ReplyCode.MN_FAILED_AUTHENTICATION, str(exc), True)
+        if len(self._aaa_pending) >= self._aaa_max_pending:
+            counters.overflows += 1
+            return self._aaa_deny(
+                request, peer, ReplyCode.INSUFFICIENT_RESOURCES, "too many AAA look-ups pending", False
+            )
+        self._aaa_pending[nai] = Pending(data, source, received_on, port, mn_aaa, now)
+        home = request.home_address
+        self._aaa_lookups.append(AaaLookup(nai, None if request.integers[0] == 0 else home, chap))
+        counters.lookups += 1
+        return None
+
+    def _aaa_deny(
+        self, request: RegistrationRequest, peer: _Peer, code: ReplyCode, reason: str, violation: bool
+    ) -> Outgoing:
+        """A denial without a key to sign it (RFC 5944 §3.8.3.1: an unauthenticated 131 is unsigned)."""
+        mn_ha = request.mn_ha_auth
+        extension = mn_ha if mn_ha is not None else mn_aaa_extension(request)
+        verdict = Deny(
+            request,
+            code,
+            reason,
+            request.identification,
+            request.home_agent,
+            None,
+            None,
+            SecurityViolation.OTHER if violation else None,
+            extension.spi if extension is not None else None,
+        )
+        self._count_denial(verdict, peer.arrival, self._now + self._wall_offset)
+        return self._send(encode_reply(verdict), peer)
+
+    def next_aaa_lookup(self) -> AaaLookup | None:
+        """The next RADIUS look-up to make; None when drained."""
+        return self._aaa_lookups.popleft() if self._aaa_lookups else None
+
+    def drain_aaa_lookups(self) -> list[AaaLookup]:
+        lookups = list(self._aaa_lookups)
+        self._aaa_lookups.clear()
+        return lookups
+
+    @property
+    def aaa_pending(self) -> int:
+        """Registrations waiting for RADIUS."""
+        return len(self._aaa_pending)
+
+    @property
+    def aaa_subscribers(self) -> int:
+        """AAA-learnt mobile nodes in the cache."""
+        return len(self._subscribers)
+
+    def handle_aaa_answer(
+        self, nai: str, outcome: AaaOutcome, *, now: float, wallclock: float
+    ) -> Outgoing | None:
+        """RADIUS answered (or every server timed out) for ``nai``: decide the waiting request."""
+        pending = self._aaa_pending.pop(nai, None)
+        if pending is None:
+            return None  # cleared meanwhile
+        self._now = now
+        self._wall_offset = wallclock - now
+        counters = self.aaa_counters
+        if type(outcome) is AaaAccepted:
+            counters.accepted += 1
+            refused = self._admit(outcome.profile, wallclock)
+            if refused is None:
+                return self._replay_pending(nai, pending, now, wallclock)
+            code, reason, violation = refused[0], refused[1], False
+        elif type(outcome) is AaaRejected:
+            counters.rejected += 1
+            code, reason, violation = ReplyCode.MN_FAILED_AUTHENTICATION, outcome.reason, True
+        else:
+            counters.unavailable += 1
+            # 130: the home agent lacks a resource it needs for this registration right now (RFC 5944
+            # §3.4); the node was not refused by policy (129) nor shown to be unauthentic (131).
+            code, reason, violation = ReplyCode.INSUFFICIENT_RESOURCES, outcome.reason, False
+        peer = self._peer_for(pending)
+        try:
+            request = pull_registration_request(pending.data)
+        except ProtocolError:  # it parsed when it arrived
+            return None
+        return self._aaa_deny(request, peer, code, reason, violation)
+
+    def _peer_for(self, pending: Pending) -> _Peer:
+        peer = self._peers.get(pending.source)
+        if peer is None or peer.port != pending.port or peer.received_on != pending.received_on:
+            peer = self._peer(pending.source, pending.received_on, pending.port)
+        return peer
+
+    def _replay_pending(self, nai: str, pending: Pending, now: float, wallclock: float) -> Outgoing | None:
+        """Decide the waiting request now that its subscriber is known (counted once, on arrival)."""
+        stats = self.statistics
+        stats.requests_received -= 1
+        if len(pending.data) > 4 and pending.data[2:4] == b"\0\0":
+            stats.deregistrations_received -= 1
+        self._aaa_verified = nai if pending.mn_aaa else None
+        try:
+            out = self.handle_datagram(
+                pending.data,
+                source=pending.source,
+                received_on=pending.received_on,
+                now=now,
+                wallclock=wallclock,
+                destination_port=pending.port,
+            )
+        finally:
+            self._aaa_verified = None
+        subscriber = self._subscribers_by_nai.get(nai)
+        if subscriber is not None and not self._holds_bindings(subscriber):
+            self._forget_subscriber(subscriber.node.name)  # denied: kept only while it has bindings
+        return out
+
+    def _holds_bindings(self, subscriber: Subscriber) -> bool:
+        state = self._nodes.get(subscriber.node.name)
+        return state is not None and state.coas is not None
+
+    def _admit(self, profile: AaaProfile, wallclock: float) -> tuple[ReplyCode, str] | None:
+        """Cache what RADIUS granted; (code, reason) when it cannot be used here."""
+        name = AAA_NODE_PREFIX + profile.nai
+        existing = self._subscribers.get(name)
+        home = profile.home_address
+        prohibited = ReplyCode.ADMINISTRATIVELY_PROHIBITED
+        if home is not None:
+            h = int(home)
+            owner = self._by_home.get(h) or self._by_assigned.get(h)
+            if owner is not None and owner.name != name:
+                return prohibited, f"Framed-IP-Address {home} is the home address of {owner.name}"
+            if any(home in pool for pool in self.config.address_pools.values()):
+                return prohibited, f"Framed-IP-Address {home} lies in an address-pool (use Framed-Pool)"
+            if any(b.mobile_node != name for b in self._table.for_home(h)):
+                return prohibited, f"Framed-IP-Address {home} is bound to another mobile node"
+            if self._policy is not None and h == self._policy.address_integer:
+                return prohibited, f"Framed-IP-Address {home} is the home agent's address"
+        if existing is None and len(self._subscribers) >= self._aaa_cache_size:
+            self.aaa_counters.overflows += 1
+            return ReplyCode.INSUFFICIENT_RESOURCES, "the AAA subscriber cache is full"
+        if existing is not None:
+            subscriber = Subscriber(profile, existing.session_id, existing.session_start)
+        else:
+            self._sessions += 1
+            subscriber = Subscriber(
+                profile, f"{int(wallclock) & 0xFFFFFFFF:08X}{self._sessions:08X}", wallclock
+            )
+        self._subscribers[name] = subscriber
+        self._subscribers_by_nai[profile.nai] = subscriber
+        return None
+
+    def _forget_subscriber(self, name: str) -> None:
+        subscriber = self._subscribers.pop(name, None)
+        if subscriber is not None:
+            self._subscribers_by_nai.pop(subscriber.profile.nai, None)
+            state = self._nodes.pop(name, None)
+            if state is not None and state.assigned is not None:
+                self._by_assigned.pop(state.assigned, None)
+
+    def _restore_subscriber(self, saved: dict) -> bool:
+        try:
+            subscriber = Subscriber.from_dict(saved)
+        except (KeyError, TypeError, ValueError):
+            return False
+        self._subscribers[subscriber.node.name] = subscriber
+        self._subscribers_by_nai[subscriber.profile.nai] = subscriber
+        return True
+
+    def _install_aaa(self, config: VirtualRouterConfig) -> None:
+        ha = config.home_agent
+        mode = ha.authentication if ha is not None else Authentication.LOCAL
+        aaa = config.aaa
+        self._aaa_mode = None if mode is Authentication.LOCAL or aaa is None else mode
+        if aaa is not None:
+            self._aaa_cache_size, self._aaa_max_pending = aaa.cache_size, aaa.max_pending
+        if self._aaa_mode is None:  # AAA switched off: its subscribers lose their bindings
+            self._aaa_pending.clear()
+            self._aaa_lookups.clear()
+            for name in list(self._subscribers):
+                self._drop_node_bindings(name)
+                self._forget_subscriber(name)
 
     # --- outputs ---------------------------------------------------------------------------------
 
@@ -835,7 +1127,14 @@ class HomeAgent:
         """
         self._now = now
         self._wall_offset = wallclock - now
-        node = self.config.mobile_nodes.get(record.mobile_node)
+        aaa = getattr(record, "aaa", None)
+        if (
+            aaa is not None
+            and record.mobile_node not in self._subscribers
+            and not self._restore_subscriber(aaa)
+        ):
+            return False
+        node = self.node(record.mobile_node)
         if node is None:
             return False
         home = int(IPv4Address(record.home_address))
@@ -881,7 +1180,8 @@ class HomeAgent:
         return len(self._table)
 
     def _info(self, binding: Binding, now: float) -> BindingInfo:
-        node = self.config.mobile_nodes.get(binding.mobile_node)
+        node = self.node(binding.mobile_node)
+        subscriber = self._subscribers.get(binding.mobile_node)
         source, port = binding.source_address
         return BindingInfo(
             home_address=IPv4Address(binding.home_address),
@@ -897,6 +1197,9 @@ class HomeAgent:
             flags=RequestFlags(binding.flags & 0xFF),
             encapsulation=str(binding.encapsulation),
             accepted_no_simultaneous=bool(binding.flags & NO_SIMULTANEOUS),
+            authentication="local" if subscriber is None else "aaa",
+            key_source=None if subscriber is None else subscriber.profile.key_source,
+            address_source=None if subscriber is None else subscriber.profile.address_source,
         )
 
     def binding(
@@ -994,6 +1297,8 @@ class HomeAgent:
         """The ``clear-bindings`` RPC: remove matching bindings (all when no filter); returns the count."""
         if nai is not None:
             node = self._by_nai.get(nai)
+            if node is None and nai in self._subscribers_by_nai:
+                node = self._subscribers_by_nai[nai].node
             home = self._home_of(node, self._nodes.get(node.name)) if node is not None else None
             if home is None or (home_address is not None and int(home_address) != home):
                 return 0
@@ -1079,7 +1384,7 @@ class HomeAgent:
             self._peers.clear()  # they hold foreign agent records
 
     def _drop_node_bindings(self, name: str) -> None:
-        node = self.config.mobile_nodes.get(name)
+        node = self.node(name)
         if node is None:
             return
         state = self._nodes.get(name)
@@ -1123,7 +1428,7 @@ class HomeAgent:
         for name, state in self._nodes.items():
             if state.assigned is None:
                 continue
-            node = txn.config.mobile_nodes.get(name)
+            node = txn.config.mobile_nodes.get(name) or self.node(name)
             pool = pools.get(node.address_pool or "") if node is not None else None
             kept = pool is not None and id(pool) in reused and pool.is_allocated(state.assigned)
             if kept or (pool is not None and pool.claim(state.assigned)):
@@ -1142,3 +1447,4 @@ class HomeAgent:
                 self._after_removal(home, removed, RemovalReason.CLEARED)
         if self._policy is None:
             self.clear_bindings()
+        self._install_aaa(txn.config)

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--replay", choices=["timestamp", "nonce"], default="timestamp", help="replay protection of the SA"
     )
+    parser.add_argument(
+        "--mn-aaa-secret",
+        help="authenticate with the MN-AAA extension (RFC 4721, CHAP_SPI) and this secret instead of MN-HA; "
+        "--spi/--key are then the MN-HA association RADIUS gives the home agent (they check the reply)",
+    )
     parser.add_argument("--lifetime", type=int, default=600)
     parser.add_argument("--flags", type=_flags, default=RequestFlags.NONE, help="request flags, e.g. ST")
     parser.add_argument("--timeout", type=float, default=1.0, help="first retransmission timeout (s)")
@@ -109,6 +114,7 @@ def _session(
         nai=nai,
         lifetime=args.lifetime,
         flags=args.flags,
+        mn_aaa_secret=args.mn_aaa_secret.encode() if args.mn_aaa_secret else None,
     )
 
 

@@ -20,8 +20,11 @@ import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ha.aaa.mn_aaa import CHAP_SPI, mn_aaa_authenticator
 from ha.protocol import (
     ExtensionType,
+    GeneralizedAuth,
+    MobileForeignChallenge,
     MobileHomeAuth,
     MobileNodeNai,
     ProtocolError,
@@ -36,6 +39,7 @@ from ha.protocol.constants import NTP_UNIX_OFFSET, ReplayProtection, ReplyCode
 
 _IDENT_OFFSET = 16  # Identification field of a request
 _IDENT = struct.Struct("!Q")
+_MN_AAA_HEADER = struct.Struct("!BBHI")
 _MOD32 = 1 << 32
 UNSPECIFIED = IPv4Address(0)
 
@@ -69,6 +73,9 @@ class MobileNodeSession:
     flags: RequestFlags = RequestFlags.NONE
     clock_offset: int = 0  # seconds to add to our clock to match the HA's (learnt from 133)
     ha_nonce: int | None = None
+    #: MN-AAA shared secret (RFC 4721 §8, CHAP_SPI): requests then carry a challenge and the MN-AAA
+    #: extension instead of Mobile-Home authentication; RADIUS checks them.
+    mn_aaa_secret: bytes | None = None
     _counter: int = field(default_factory=lambda: secrets.randbits(31), repr=False)
     _templates: dict[tuple[int, int, int, int], tuple[bytearray, int]] = field(
         default_factory=dict, repr=False
@@ -107,6 +114,8 @@ class MobileNodeSession:
         life = self.lifetime if lifetime is None else lifetime
         coa = self.care_of_address if care_of_address is None else care_of_address
         home = self.home_address if home_address is None else home_address
+        if self.mn_aaa_secret is not None:
+            return self._build_mn_aaa(identification, life, coa, home)
         key = (int(self.flags), life, int(coa), int(home))
         template = self._templates.get(key)
         if template is None:
@@ -122,6 +131,22 @@ class MobileNodeSession:
             signature = self.sa.authenticator(view[:covered])
         buffer[covered:] = signature
         return bytes(buffer)
+
+    def _build_mn_aaa(self, identification: int, life: int, coa: IPv4Address, home: IPv4Address) -> bytes:
+        """NAI, MN-FA Challenge (a fresh one: what a foreign agent would advertise), MN-AAA (36/1)."""
+        assert self.mn_aaa_secret is not None and self.nai is not None, "MN-AAA needs an NAI"
+        challenge = secrets.token_bytes(16)
+        extensions = (
+            MobileNodeNai(self.nai),
+            MobileForeignChallenge(challenge),
+            GeneralizedAuth(1, CHAP_SPI),
+        )
+        request = RegistrationRequest(
+            self.flags, life, home, self.home_agent, coa, identification, extensions
+        )
+        unsigned = push_registration_request(request)  # the MN-AAA extension last, its authenticator empty
+        covered = unsigned[:-8] + _MN_AAA_HEADER.pack(36, 1, 4 + 16, CHAP_SPI)  # the final Length
+        return covered + mn_aaa_authenticator(covered, challenge, self.mn_aaa_secret)
 
     # --- replies ---------------------------------------------------------------------------------
 

@@ -348,11 +348,15 @@ def decide(
     wallclock: float,
     bindings_in_use: int = 0,
     fresh_nonce: int = 0,
+    mn_aaa_verified: bool = False,
 ) -> Verdict:
     """Decide on one parsed request.  Pure: same inputs, same verdict.
 
     ``bindings_in_use`` is the virtual router's current binding count (for ``max_bindings``);
     ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce associations.
+    ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator (RFC 4721 §8, as
+    CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile node's (AAA-learnt)
+    association signs the reply.
     """
     # One pass over the extensions for everything the checks below look at.
     mn_ha = fa_ha = None
@@ -418,8 +422,18 @@ def decide(
             home_agent=policy.address,
         )
 
-    # 3. The authorization-enabling extension (§3.8.2.1, §5.1).
-    if mn_ha is None:
+    # 3. The authorization-enabling extension (§3.8.2.1, §5.1; MN-AAA: RFC 4721 §6, checked by RADIUS).
+    aaa_checked = (
+        mn_ha is None
+        and mn_aaa
+        and mn_aaa_verified
+        and mobile_node is not None
+        and bool(mobile_node.security_associations)
+    )
+    if aaa_checked:
+        assert mobile_node is not None
+        named_sa = sa = mobile_node.security_associations[0]
+    elif mn_ha is None:
         if mn_aaa:
             return _deny(
                 request,
@@ -459,7 +473,7 @@ def decide(
             spi,
             violation=SecurityViolation.BAD_SPI,
         )
-    if not verify(request.raw, mn_ha, named_sa):
+    if not aaa_checked and not verify(request.raw, mn_ha, named_sa):
         return _deny(
             request,
             ReplyCode.MN_FAILED_AUTHENTICATION,

@@ -76,4 +76,6 @@ def test_key_is_default_deny_all() -> None:
     assert mipha == {
         "/virtual-routers/virtual-router/mobile-node/security-association/key",
         "/virtual-routers/virtual-router/foreign-agent/security-association/key",
+        "/virtual-routers/virtual-router/aaa/server/secret",
+        "/virtual-routers/virtual-router/aaa/lookup-password",
     }

@@ -1,0 +1,324 @@
+"""AAA end to end: `mipha run` configured over NETCONF, real registrations over UDP, a real FreeRADIUS.
+
+One network namespace holds the home agent (its virtual router), FreeRADIUS on 127.0.0.1 and the
+mobile nodes' socket; everything is removed at the end.  Cases: ERX set, 3GPP2 pair, Framed-Pool,
+MN-AAA (CHAP) accept and reject, Access-Reject, an Accept without a key, timeout and failover, a bad
+RADIUS authenticator, retransmissions during a look-up, accounting Start/Interim/Stop read back from
+FreeRADIUS's detail file, a Disconnect-Request from radclient, restart with AAA bindings restored.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from ha.aaa import radius
+from ha.mn.session import UNSPECIFIED, MobileNodeSession
+from ha.protocol import SecurityAssociation, pull_registration_reply
+from ha.transport import open_udp_socket
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from daemon_harness import NS, Daemon, free_port
+from freeradius import FreeRadius
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+
+HA = "10.77.255.1"
+SECRET = "s3cret-radius"
+ERX_KEY = b"erx-mn-ha-key-0123456789"
+CHAP_KEY = b"chap-mn-ha-key-0123456789"
+TGPP2_KEY = b"3gpp2-key-0123456789"
+COA = IPv4Address("10.88.0.1")
+COA2 = IPv4Address("10.88.0.2")
+Q = f"{{{NS}}}"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def vr_config(
+    netns: str, servers: list[str], *, extra: str = "", authentication: str = "local-then-aaa"
+) -> str:
+    server_xml = "".join(f"<server><address>{a}</address><secret>{SECRET}</secret></server>" for a in servers)
+    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+<virtual-routers xmlns="{NS}"><virtual-router><name>aaa</name><netns>{netns}</netns>
+  <home-agent><address>{HA}</address><max-lifetime>600</max-lifetime>
+    <authentication>{authentication}</authentication></home-agent>
+  <aaa xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="replace">{server_xml}
+    <lookup-password>lookup-pass</lookup-password><timeout>300</timeout><retries>1</retries>{extra}</aaa>
+  <address-pool><name>aaa-pool</name><range><start>10.77.1.1</start><end>10.77.1.50</end></range></address-pool>
+</virtual-router></virtual-routers></config>"""
+
+
+class MobileNodes:
+    """Registrations from a socket inside the namespace (the mobile node's side, synchronous)."""
+
+    def __init__(self, netns: str) -> None:
+        self.sock = open_udp_socket("127.0.0.1", 0, netns)
+        self.sock.setblocking(True)
+        self.sock.settimeout(3.0)
+
+    def session(self, nai: str, sa: SecurityAssociation, **kw) -> MobileNodeSession:
+        return MobileNodeSession(IPv4Address(HA), UNSPECIFIED, COA, sa, nai=nai, **kw)
+
+    def send(self, session: MobileNodeSession, **kw) -> tuple[int, bytes]:
+        ident = session.next_identification(time.time())
+        data = session.build(ident, **kw)
+        self.sock.sendto(data, (HA, 434))
+        return ident, data
+
+    def register(self, session: MobileNodeSession, **kw):
+        ident, _ = self.send(session, **kw)
+        return self.receive(session, ident)
+
+    def receive(self, session: MobileNodeSession, ident: int):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            data = self.sock.recv(4096)
+            outcome = session.check_reply(data, ident, time.time())
+            if outcome is not None:
+                if outcome.accepted and session.home_address == UNSPECIFIED:
+                    session.home_address = outcome.home_address
+                return outcome, data
+        raise AssertionError("no reply")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("aaa")
+    netns = f"mipha-aaa-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    _ip("netns", "add", netns)
+    radiusd = daemon = None
+    try:
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("-n", netns, "addr", "add", f"{HA}/32", "dev", "lo")
+        _ip("-n", netns, "addr", "add", "127.0.0.2/8", "dev", "lo")
+        radiusd = FreeRadius(tmp / "raddb", secret=SECRET, netns=netns)
+        radiusd.start()
+        daemon = Daemon(tmp, free_port())
+        daemon.start()
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]))
+        yield netns, radiusd, daemon, MobileNodes(netns)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        if radiusd is not None:
+            radiusd.stop()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def state(daemon: Daemon) -> etree._Element:
+    with daemon.connect() as m:
+        reply = m.get(filter=("subtree", f'<virtual-routers xmlns="{NS}"/>'))
+    return etree.fromstring(reply.data_xml.encode())
+
+
+def server_stats(daemon: Daemon, address: str) -> dict[str, int]:
+    root = state(daemon)
+    for server in root.iter(Q + "server"):
+        if server.findtext(Q + "address") == address:
+            stats = server.find(Q + "statistics")
+            return {etree.QName(c).localname: int(c.text) for c in stats if c.text and c.text.isdigit()}
+    return {}
+
+
+def binding_of(daemon: Daemon, home: IPv4Address) -> dict[str, str] | None:
+    for b in state(daemon).iter(Q + "binding"):
+        if b.findtext(Q + "home-address") == str(home):
+            return {etree.QName(c).localname: c.text or "" for c in b}
+    return None
+
+
+def test_erx_set_caps_lifetime_and_renewals_use_the_cache(lab) -> None:
+    _netns, _radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    before = server_stats(daemon, "127.0.0.1").get("requests", 0)
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0 and outcome.authenticated
+    assert outcome.home_address == IPv4Address("10.77.0.10")  # Framed-IP-Address
+    assert outcome.lifetime == 120  # ERX-Mobile-IP-Lifetime caps the 600 asked for
+    binding = binding_of(daemon, outcome.home_address)
+    assert binding is not None
+    assert binding["mobile-node"] == "aaa:erx@example.net" and binding["authentication"] == "aaa"
+    assert binding["key-source"] == "erx" and binding["address-source"] == "framed-ip-address"
+    assert server_stats(daemon, "127.0.0.1")["requests"] == before + 1
+    renewal, _ = mns.register(session)
+    assert renewal.code == 0 and renewal.authenticated
+    stats = server_stats(daemon, "127.0.0.1")
+    assert stats["requests"] == before + 1  # the renewal was decided from the cache
+    assert stats["accepts"] >= 1
+
+
+def test_3gpp2_salt_encrypted_key_and_framed_pool(lab) -> None:
+    _netns, _radiusd, daemon, mns = lab
+    session = mns.session("tgpp2@example.net", SecurityAssociation(301, TGPP2_KEY))
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0 and outcome.authenticated  # the reply verifies with the decrypted key
+    assert IPv4Address("10.77.1.1") <= outcome.home_address <= IPv4Address("10.77.1.50")
+    binding = binding_of(daemon, outcome.home_address)
+    assert binding["key-source"] == "3gpp2" and binding["address-source"] == "framed-pool"
+
+
+def test_mn_aaa_chap_accept_and_reject(lab) -> None:
+    _netns, _radiusd, _daemon, mns = lab
+    good = mns.session("chap@example.net", SecurityAssociation(302, CHAP_KEY), mn_aaa_secret=b"mn-aaa-secret")
+    outcome, _ = mns.register(good)
+    assert outcome.code == 0 and outcome.authenticated  # RADIUS checked the CHAP response
+    assert outcome.home_address == IPv4Address("10.77.0.20")
+    bad = mns.session("chap@example.net", SecurityAssociation(302, CHAP_KEY), mn_aaa_secret=b"wrong")
+    bad.home_address = outcome.home_address
+    outcome, data = mns.register(bad)
+    assert outcome.code == 131 and not outcome.authenticated
+    assert pull_registration_reply(data).mn_ha_auth is None  # an Access-Reject: unsigned
+
+
+def test_access_reject_and_accept_without_key_are_131_unsigned(lab) -> None:
+    _netns, _radiusd, daemon, mns = lab
+    for nai in ("rejected@example.net", "nokey@example.net", "unknown@example.net"):
+        outcome, data = mns.register(mns.session(nai, SecurityAssociation(303, ERX_KEY)))
+        assert outcome.code == 131, nai
+        assert pull_registration_reply(data).mn_ha_auth is None
+    stats = server_stats(daemon, "127.0.0.1")
+    assert stats["rejects"] >= 2 and stats["unusable-accepts"] >= 1
+
+
+def test_accounting_start_interim_stop_in_the_detail_file(lab) -> None:
+    _netns, radiusd, _daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    outcome, _ = mns.register(session)  # cached (first test) or looked up
+    assert outcome.code == 0
+    moved, _ = mns.register(session, care_of_address=COA2)  # handover
+    assert moved.code == 0
+    gone, _ = mns.register(session, lifetime=0, care_of_address=session.home_address)
+    assert gone.code == 0
+
+    def of_erx(status: str):
+        return lambda r: r.get("User-Name") == "erx@example.net" and r.get("Acct-Status-Type") == status
+
+    start = radiusd.wait_accounting(of_erx("Start"))
+    interim = radiusd.wait_accounting(of_erx("Interim-Update"))
+    stop = radiusd.wait_accounting(of_erx("Stop"))
+    assert start and interim and stop
+    session_id = stop[-1]["Acct-Session-Id"]
+    assert session_id in {r["Acct-Session-Id"] for r in start}
+    assert interim[-1]["Acct-Session-Id"] == session_id
+    assert interim[-1]["Calling-Station-Id"] == str(COA2)
+    assert stop[-1]["Framed-IP-Address"] == "10.77.0.10"
+    assert stop[-1]["Acct-Terminate-Cause"] == "User-Request"
+    assert int(stop[-1]["Acct-Session-Time"]) >= 0
+
+
+def test_disconnect_request_from_radclient(lab) -> None:
+    netns, _radiusd, daemon, mns = lab
+    session = mns.session("tgpp2@example.net", SecurityAssociation(301, TGPP2_KEY))
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0
+    home = outcome.home_address
+
+    def radclient(attributes: str) -> str:
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "radclient",
+                "-x",
+                "-r",
+                "1",
+                "-t",
+                "2",
+                "127.0.0.1:3799",
+                "disconnect",
+                SECRET,
+            ],
+            input=attributes,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return done.stdout + done.stderr
+
+    out = radclient("User-Name = tgpp2@example.net\n")
+    assert "Disconnect-ACK" in out, out
+    assert binding_of(daemon, home) is None
+    out = radclient("User-Name = tgpp2@example.net\n")
+    assert "Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+
+
+def test_timeout_failover_bad_authenticator_and_absorbed_retransmissions(lab) -> None:
+    netns, _radiusd, daemon, mns = lab
+    # 127.0.0.2 answers Access-Requests with a forged authenticator (wrong secret); 127.0.0.3 is silent.
+    forger = open_udp_socket("127.0.0.2", 1812, netns)
+    forger.setblocking(True)
+    forger.settimeout(0.2)
+    stop = threading.Event()
+
+    def forge() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = forger.recvfrom(4096)
+            except (TimeoutError, OSError):
+                continue
+            forged = radius.answer(radius.Code.ACCESS_ACCEPT, radius.parse(data), b"wrong-secret")
+            forger.sendto(forged, peer)
+
+    thread = threading.Thread(target=forge, daemon=True)
+    thread.start()
+    try:
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.2", "127.0.0.3", "127.0.0.1"]))
+        session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+        before = server_stats(daemon, "127.0.0.1").get("requests", 0)
+        ident, data = mns.send(session)
+        for _ in range(3):  # the node retransmits while the look-up is pending
+            time.sleep(0.1)
+            mns.sock.sendto(data, (HA, 434))
+        outcome, _ = mns.receive(session, ident)
+        assert outcome.code == 0 and outcome.authenticated
+        forged = server_stats(daemon, "127.0.0.2")
+        assert forged["bad-authenticators"] >= 1 and forged["accepts"] == 0 and forged["timeouts"] == 1
+        assert server_stats(daemon, "127.0.0.3")["timeouts"] == 1
+        assert server_stats(daemon, "127.0.0.1")["requests"] == before + 1  # one look-up, not four
+        aaa = state(daemon).find(f".//{Q}aaa/{Q}statistics")
+        assert int(aaa.findtext(Q + "absorbed")) >= 3
+        # every server silent: 130, unsigned
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.3"]))
+        outcome, data = mns.register(mns.session("tgpp2@example.net", SecurityAssociation(301, TGPP2_KEY)))
+        assert outcome.code == 130
+        assert pull_registration_reply(data).mn_ha_auth is None
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        forger.close()
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]))
+
+
+def test_restart_restores_aaa_bindings_without_asking_radius(lab) -> None:
+    _netns, _radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0
+    daemon.stop()
+    daemon.start()
+    binding = binding_of(daemon, outcome.home_address)
+    assert binding is not None and binding["authentication"] == "aaa" and binding["key-source"] == "erx"
+    session_id = binding["acct-session-id"]
+    renewal, _ = mns.register(session)
+    assert renewal.code == 0 and renewal.authenticated
+    assert server_stats(daemon, "127.0.0.1").get("requests", 0) == 0  # restored, not looked up
+    assert binding_of(daemon, outcome.home_address)["acct-session-id"] == session_id

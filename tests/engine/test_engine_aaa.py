@@ -1,0 +1,158 @@
+"""The engine's AAA side, sans-I/O: look-ups asked for once per NAI, answers turned into verdicts, the
+subscriber cache (bounded, kept while bound, restored from its journal form)."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import IPv4Address
+
+from ha.aaa.config import AaaConfig, AaaServer
+from ha.aaa.profile import AaaProfile
+from ha.engine.aaa import AaaAccepted, AaaRejected, AaaUnavailable, Subscriber
+from ha.engine.config import (
+    AddressPool,
+    HomeAgentConfig,
+    MobileNode,
+    SecurityAssociation,
+    VirtualRouterConfig,
+)
+from ha.engine.home_agent import HomeAgent
+from ha.mn.session import UNSPECIFIED, MobileNodeSession
+from ha.protocol import pull_registration_reply
+from ha.protocol.constants import AuthAlgorithm
+
+HA = IPv4Address("192.0.2.1")
+KEY = b"aaa-mn-ha-key-0123456789"
+SA = SecurityAssociation(300, KEY)
+COA = IPv4Address("198.51.100.7")
+SOURCE = ("198.51.100.7", 434)
+
+
+def engine(
+    *, authentication: str = "local-then-aaa", cache_size: int = 100, max_pending: int = 4096
+) -> HomeAgent:
+    return HomeAgent(
+        VirtualRouterConfig(
+            "vr",
+            home_agent=HomeAgentConfig(HA, max_lifetime=600, authentication=authentication),
+            address_pools=[AddressPool("pool", ((IPv4Address("10.0.0.1"), IPv4Address("10.0.0.9")),))],
+            mobile_nodes=[
+                MobileNode(
+                    "local", home_address=IPv4Address("10.9.0.1"), nai="local@x", security_associations=[SA]
+                )
+            ],
+            aaa=AaaConfig(
+                servers=(AaaServer(IPv4Address("127.0.0.1"), b"s"),),
+                cache_size=cache_size,
+                max_pending=max_pending,
+            ),
+        )
+    )
+
+
+def profile(
+    nai: str, *, home: str | None = None, pool: str | None = "pool", lifetime: int | None = None
+) -> AaaProfile:
+    return AaaProfile(
+        nai, 300, KEY, AuthAlgorithm.HMAC_MD5, IPv4Address(home) if home else None, None if home else pool,
+        lifetime, "erx", "framed-ip-address" if home else "framed-pool",
+    )  # fmt: skip
+
+
+def node(nai: str) -> MobileNodeSession:
+    return MobileNodeSession(HA, UNSPECIFIED, COA, SA, nai=nai)
+
+
+def send(ha: HomeAgent, mn: MobileNodeSession, **kw):
+    data = mn.build(mn.next_identification(time.time()), **kw)
+    return ha.handle_datagram(data, source=SOURCE, received_on=HA, now=10.0, wallclock=time.time())
+
+
+def answer(ha: HomeAgent, nai: str, outcome):
+    return ha.handle_aaa_answer(nai, outcome, now=10.5, wallclock=time.time())
+
+
+def test_one_lookup_per_nai_and_the_latest_request_is_answered() -> None:
+    ha = engine()
+    mn = node("a@x")
+    assert send(ha, mn) is None and send(ha, mn) is None and send(ha, mn) is None
+    lookups = ha.drain_aaa_lookups()
+    assert [lookup.nai for lookup in lookups] == ["a@x"] and lookups[0].chap is None
+    assert ha.aaa_counters.absorbed == 2 and ha.aaa_pending == 1
+    out = answer(ha, "a@x", AaaAccepted(profile("a@x", lifetime=60)))
+    reply = pull_registration_reply(out.data)
+    assert reply.code == 0 and reply.lifetime == 60  # the ERX lifetime caps the 600 asked for
+    assert reply.mn_ha_auth is not None and reply.mn_ha_auth.spi == 300
+    assert ha.statistics.requests_received == 3 and ha.statistics.accepted == 1
+    # a renewal is decided from the cache: no look-up
+    assert pull_registration_reply(send(ha, mn).data).code == 0
+    assert ha.drain_aaa_lookups() == []
+
+
+def test_configured_nodes_never_go_to_radius_in_local_then_aaa() -> None:
+    ha = engine()
+    mn = MobileNodeSession(HA, UNSPECIFIED, COA, SA, nai="local@x")
+    assert pull_registration_reply(send(ha, mn).data).code == 0
+    assert ha.drain_aaa_lookups() == []
+
+
+def test_reject_is_131_unsigned_and_unavailable_is_130() -> None:
+    ha = engine()
+    send(ha, node("r@x"))
+    send(ha, node("u@x"))
+    rejected = pull_registration_reply(answer(ha, "r@x", AaaRejected("Access-Reject")).data)
+    assert rejected.code == 131 and rejected.mn_ha_auth is None
+    unavailable = pull_registration_reply(answer(ha, "u@x", AaaUnavailable("no answer")).data)
+    assert unavailable.code == 130 and unavailable.mn_ha_auth is None
+    assert ha.aaa_subscribers == 0
+    assert answer(ha, "r@x", AaaRejected("late")) is None  # nothing waits any more
+
+
+def test_framed_ip_inside_a_pool_or_of_a_configured_node_is_129() -> None:
+    ha = engine()
+    for nai, home in (("p@x", "10.0.0.3"), ("c@x", "10.9.0.1")):
+        send(ha, node(nai))
+        assert pull_registration_reply(answer(ha, nai, AaaAccepted(profile(nai, home=home))).data).code == 129
+    assert ha.aaa_subscribers == 0
+
+
+def test_cache_is_bounded_and_forgets_a_node_with_its_last_binding() -> None:
+    ha = engine(cache_size=1)
+    first, second = node("1@x"), node("2@x")
+    send(ha, first)
+    assert pull_registration_reply(answer(ha, "1@x", AaaAccepted(profile("1@x"))).data).code == 0
+    send(ha, second)
+    assert pull_registration_reply(answer(ha, "2@x", AaaAccepted(profile("2@x"))).data).code == 130
+    home = first.home_address = ha.bindings_after()[0].home_address
+    assert pull_registration_reply(send(ha, first, lifetime=0, care_of_address=home).data).code == 0
+    assert ha.aaa_subscribers == 0 and ha.pool_usage("pool").in_use == 0
+    send(ha, second)
+    assert pull_registration_reply(answer(ha, "2@x", AaaAccepted(profile("2@x"))).data).code == 0
+
+
+def test_pending_limit_is_130() -> None:
+    ha = engine(max_pending=1)
+    send(ha, node("1@x"))
+    assert pull_registration_reply(send(ha, node("2@x")).data).code == 130
+
+
+def test_restored_subscriber_renews_without_radius() -> None:
+    ha = engine()
+    mn = node("a@x")
+    send(ha, mn)
+    answer(ha, "a@x", AaaAccepted(profile("a@x", home="10.5.0.5")))
+    binding = ha.bindings_after()[0]
+    saved = ha.subscriber(binding.mobile_node).to_dict()
+    assert Subscriber.from_dict(saved).profile == profile("a@x", home="10.5.0.5")
+
+    class Record:
+        home_address, care_of_address, mobile_node = "10.5.0.5", str(COA), binding.mobile_node
+        source_address, source_port, lifetime, registered_at = SOURCE[0], 434, 600, time.time()
+        identification, flags, encapsulation, nai, aaa = binding.identification, 0, "ip-in-ip", "a@x", saved
+
+    fresh = engine()
+    assert fresh.restore_binding(Record(), now=1.0, wallclock=time.time())
+    info = fresh.bindings_after()[0]
+    assert (info.authentication, info.key_source, info.address_source) == ("aaa", "erx", "framed-ip-address")
+    assert pull_registration_reply(send(fresh, mn).data).code == 0
+    assert fresh.drain_aaa_lookups() == []
