@@ -198,7 +198,7 @@ def unique_lines(dump: str) -> int:
 class Daemon:
     """``mipha run`` as a child process with a temporary bootstrap file and state directory."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, backend: str = "tun") -> None:
         from server.auth import hash_password
 
         self.tmp = tmp
@@ -215,7 +215,7 @@ groups = ["admin"]
 [state]
 dir = "{tmp / "state"}"
 [dataplane]
-backend = "tun"
+backend = "{backend}"
 """
         )
         self.proc: subprocess.Popen | None = None

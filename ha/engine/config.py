@@ -8,7 +8,7 @@ YANG cannot express or what the engine relies on; everything else is libyang's j
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
@@ -36,6 +36,7 @@ __all__ = [
     "ReverseTunnelPolicy",
     "RouterSettings",
     "SecurityAssociation",
+    "SpiMap",
     "VirtualRouterConfig",
 ]
 
@@ -60,6 +61,41 @@ def _frozen_map(items: Mapping | Iterable, key: str) -> Mapping:
                 raise ValueError(f"duplicate {key} {item_key}")
             mapping[item_key] = item
     return MappingProxyType(mapping)
+
+
+class SpiMap(Mapping):
+    """Security associations by SPI, read-only, held as the tuple they were configured in: a mobile
+    node has one or two, and a tuple costs a fraction of a dict behind a mapping proxy (100k nodes)."""
+
+    __slots__ = ("associations",)
+
+    def __init__(self, associations: Iterable[SecurityAssociation] = ()) -> None:
+        associations = tuple(associations)
+        spis = [sa.spi for sa in associations]
+        if len(set(spis)) != len(spis):
+            raise ValueError(f"duplicate spi in {sorted(spis)}")
+        self.associations = associations
+
+    def __getitem__(self, spi: int) -> SecurityAssociation:
+        for sa in self.associations:
+            if sa.spi == spi:
+                return sa
+        raise KeyError(spi)
+
+    def __iter__(self) -> Iterator[int]:
+        return (sa.spi for sa in self.associations)
+
+    def __len__(self) -> int:
+        return len(self.associations)
+
+    def __repr__(self) -> str:
+        return f"SpiMap({self.associations!r})"
+
+
+def _associations(items: Mapping | Iterable) -> SpiMap:
+    if isinstance(items, SpiMap):
+        return items
+    return SpiMap(items.values() if isinstance(items, Mapping) else items)
 
 
 @dataclass(frozen=True, slots=True, eq=True)
@@ -121,13 +157,15 @@ class MobileNode:
             raise ValueError(f"mobile node {self.name}: exactly one of home-address and address-pool")
         if self.address_pool is not None and self.nai is None:
             raise ValueError(f"mobile node {self.name}: an address-pool needs an NAI (RFC 2794)")
-        if self.home_address is not None:
+        if self.home_address is not None and type(self.home_address) is not IPv4Address:
             object.__setattr__(self, "home_address", IPv4Address(self.home_address))
         if self.reverse_tunnel is not None:
             object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
-        object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
-        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
-        object.__setattr__(self, "association_tuple", tuple(self.security_associations.values()))
+        if self.care_of_access:
+            object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
+        associations = _associations(self.security_associations)
+        object.__setattr__(self, "security_associations", associations)
+        object.__setattr__(self, "association_tuple", associations.associations)
 
     __hash__ = None  # type: ignore[assignment]  # holds a mapping
 
@@ -141,7 +179,7 @@ class ForeignAgent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))
-        object.__setattr__(self, "security_associations", _frozen_map(self.security_associations, "spi"))
+        object.__setattr__(self, "security_associations", _associations(self.security_associations))
 
     __hash__ = None  # type: ignore[assignment]
 

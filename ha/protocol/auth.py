@@ -63,7 +63,7 @@ class SecurityAssociation:
     replay_protection: ReplayProtection = ReplayProtection.TIMESTAMP
     # MD5 states derived from the key (see the module docstring): HMAC's inner and outer pads, or
     # keyed-MD5's key prefix (then ``_outer`` is None).
-    _inner: hashlib._Hash = field(init=False, repr=False, compare=False)
+    _inner: hashlib._Hash | None = field(init=False, repr=False, compare=False)
     _outer: hashlib._Hash | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,12 +74,19 @@ class SecurityAssociation:
         algorithm = AuthAlgorithm(self.algorithm)
         object.__setattr__(self, "algorithm", algorithm)
         object.__setattr__(self, "replay_protection", ReplayProtection(self.replay_protection))
-        if algorithm is AuthAlgorithm.HMAC_MD5:
+        # derived at the first authenticator: 256 bytes an association that nothing authenticates
+        # with (most of 100k configured mobile nodes at any time) does not hold
+        object.__setattr__(self, "_inner", None)
+        object.__setattr__(self, "_outer", None)
+
+    def _derive(self) -> hashlib._Hash:
+        if self.algorithm is AuthAlgorithm.HMAC_MD5:
             inner, outer = _hmac_pads(self.key)
         else:
             inner, outer = _md5_state(self.key), None
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_outer", outer)
+        return inner
 
     def __reduce__(self) -> tuple[type[SecurityAssociation], tuple[int, bytes, str, str]]:
         """Copy and pickle by the configured values; the MD5 states (not picklable) are derived again."""
@@ -87,7 +94,8 @@ class SecurityAssociation:
 
     def authenticator(self, covered: bytes | memoryview) -> bytes:
         """The 16-byte authenticator of ``covered`` under this association's key and algorithm."""
-        inner = self._inner.copy()
+        inner = self._inner
+        inner = (inner if inner is not None else self._derive()).copy()
         inner.update(covered)
         outer = self._outer
         if outer is None:  # keyed-MD5 prefix+suffix: MD5(key | covered | key)
