@@ -33,6 +33,8 @@ _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _BURST = 256
 #: Bindings expired per timer callback before yielding to the loop.
 _EXPIRY_BATCH = 512
+#: RFC 3519 tunnel data (message type 4) shares the registration port.
+_TUNNEL_DATA = b"\x04"
 
 
 def _make_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -82,8 +84,12 @@ class HomeAgentTransport:
         *,
         on_output: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        tunnel_data: Callable[[bytes, tuple[str, int]], None] | None = None,
     ) -> None:
         self.engine = engine
+        #: Where RFC 3519 tunnel data (type 4) goes: the data plane's ``udp_input``; None drops it.
+        self.tunnel_data = tunnel_data
+        self.tunnel_data_received = 0
         self.sock = sock
         self.on_output = on_output
         self._wallclock = clock
@@ -135,6 +141,11 @@ class HomeAgentTransport:
                 except OSError as error:  # e.g. ICMP errors reported on the socket
                     log.debug("recvmsg: %s", error)
                     continue
+                if data[:1] == _TUNNEL_DATA:
+                    self.tunnel_data_received += 1
+                    if self.tunnel_data is not None:
+                        self._tunnel(data, source)
+                    continue
                 self.received += 1
                 handled += 1
                 received_on = local
@@ -149,11 +160,20 @@ class HomeAgentTransport:
                 self._schedule()
                 ok = self._notify()
             replies, self._replies = self._replies, []
+            replies.extend(self.engine.drain_datagrams())
             if not ok:  # e.g. the journal could not record the bindings: the nodes will retransmit
                 self.send_errors += len(replies)
                 replies = []
             for outgoing in replies:
                 self._send(outgoing)
+
+    def _tunnel(self, data: bytes, source: tuple[str, int]) -> None:
+        assert self.tunnel_data is not None
+        try:
+            self.tunnel_data(data, source)
+        except Exception:  # the data path must not take the registration loop down
+            self.errors += 1
+            log.exception("tunnel data from %s dropped: the data plane raised", source)
 
     def _destination(self, raw: bytes) -> IPv4Address:
         """Parse (and remember) a destination address; a socket sees very few distinct ones."""
@@ -220,7 +240,13 @@ class HomeAgentTransport:
             self.errors += 1
             log.exception("expiry timer failed")
         self._schedule()
-        self._notify()
+        if self._notify():
+            self._send_own()
+
+    def _send_own(self) -> None:
+        """Send what the engine emits on its own (RFC 3543 revocations and their retransmissions)."""
+        for outgoing in self.engine.drain_datagrams():
+            self._send(outgoing)
 
     def _notify(self) -> bool:
         """Run ``on_output``; False when it failed (then the pending replies are not sent)."""
@@ -242,4 +268,5 @@ class HomeAgentTransport:
     def poke(self) -> None:
         """Reschedule the timer after a direct engine call (config apply, clear-bindings)."""
         self._schedule()
-        self._notify()
+        if self._notify():
+            self._send_own()

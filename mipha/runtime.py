@@ -194,7 +194,11 @@ class VirtualRouter:
                 f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
                 f"{ha_path}/mipha:udp-port",
             ) from exc
-        self.transport = HomeAgentTransport(engine, sock, on_output=self.flush)
+        engine.udp_tunnels_available = plane.UDP_TUNNELS
+        plane.attach_udp_socket(sock)
+        self.transport = HomeAgentTransport(
+            engine, sock, on_output=self.flush, tunnel_data=plane.udp_input if plane.UDP_TUNNELS else None
+        )
         self.transport.start()
         self.aaa = AaaClient(
             engine=lambda: self.engine,

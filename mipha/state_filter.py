@@ -63,6 +63,9 @@ BINDING_LEAVES = (
     "key-source",
     "address-source",
     "acct-session-id",
+    "udp-tunnel",
+    "nat-address",
+    "nat-port",
 )
 _KEYS = ("home-address", "care-of-address")
 

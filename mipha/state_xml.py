@@ -21,7 +21,7 @@ from lxml import etree
 
 from ha.dataplane.base import TunnelCounters
 from ha.engine.aaa import AAA_NODE_PREFIX
-from ha.engine.bindings import Binding
+from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.home_agent import HomeAgent
 from ha.engine.statistics import COUNTERS
 
@@ -176,9 +176,23 @@ class BindingWriter:
                 f"<registered-at>{prefix}{f'.{micro:06d}Z' if micro else 'Z'}</registered-at>"
                 f"<identification>{b.identification}</identification>"
                 f"<flags>{flag_text[b.flags & 0xFF]}</flags>"
-                f"{encapsulation}{interface_leaves.get(coa, '')}{aaa}</binding>"
+                f"{encapsulation}{interface_leaves.get(coa, '')}{aaa}"
+                f"{self.udp_leaves(b) if b.flags & UDP_TUNNEL else ''}</binding>"
             )
         return "".join(out).encode()
+
+    def udp_values(self, b: Binding) -> tuple[tuple[str, object], ...]:
+        """RFC 3519 leaves of a binding: tunnelled in UDP, and to which NAT mapping."""
+        if not b.flags & UDP_TUNNEL:
+            return ()
+        return (
+            ("udp-tunnel", "true"),
+            ("nat-address", self.address(b.source >> 16)),
+            ("nat-port", b.source & 0xFFFF),
+        )
+
+    def udp_leaves(self, b: Binding) -> str:
+        return "".join(f"<{leaf}>{value}</{leaf}>" for leaf, value in self.udp_values(b))
 
     def selected(self, b: Binding, leaves: frozenset[str]) -> str:
         """One binding with its keys and the selected leaves only."""
@@ -195,6 +209,7 @@ class BindingWriter:
             ("encapsulation", b.encapsulation),
             ("tunnel-interface", self.interfaces.get(b.care_of_address)),
             *self.aaa_leaves(b.mobile_node),
+            *self.udp_values(b),
         )
         body = "".join(
             f"<{leaf}>{value}</{leaf}>" for leaf, value in values if value is not None and leaf in leaves

@@ -23,6 +23,8 @@ from ha.engine.config import (
     SecurityAssociation,
     VirtualRouterConfig,
 )
+from ha.protocol.revocation import RevocationPolicy
+from ha.protocol.udp_tunnel import DEFAULT_KEEPALIVE_INTERVAL, NatTraversalPolicy
 from server.yang import MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
@@ -137,6 +139,20 @@ def home_agent(el: etree._Element, router_id: IPv4Address | None) -> HomeAgentCo
     encapsulations = _texts(el, "encapsulation")
     if encapsulations:
         kwargs["encapsulations"] = frozenset(encapsulations)
+    nat = el.find(_Q + "nat-traversal")
+    if nat is not None:
+        kwargs["nat_traversal"] = NatTraversalPolicy(
+            enabled=_text(nat, "enabled") != "false",
+            force_allowed=_text(nat, "force-allowed") != "false",
+            keepalive_interval=int(_text(nat, "keepalive-interval") or DEFAULT_KEEPALIVE_INTERVAL),
+        )
+    revocation = el.find(_Q + "revocation")
+    if revocation is not None:
+        kwargs["revocation"] = RevocationPolicy(
+            enabled=_text(revocation, "enabled") != "false",
+            retransmit_interval=float(_text(revocation, "retransmit-interval") or 1),
+            max_attempts=int(_text(revocation, "max-attempts") or 5),
+        )
     return HomeAgentConfig(**kwargs)
 
 

@@ -88,7 +88,9 @@ class NetconfCore:
         self.schema = schema
         self.max_message_size = max_message_size
         self.ds = Datastores(schema, validator, state_dir, subscribers)
-        self.nacm = Nacm(schema, superuser_group, running=lambda: self.ds.running)
+        self.nacm = Nacm(
+            schema, superuser_group, running=lambda: self.ds.running, generation=lambda: self.ds.generation
+        )
         self.wd = WithDefaults(schema)
         self.events = ev.EventLog(event_log_size)
         self.sessions: dict[int, NetconfSession] = {}
@@ -278,12 +280,9 @@ class NetconfCore:
                 type="protocol",
                 info=(("bad-element", "persist-id"),),
             )
-        before = self.ds.running
-        # the candidate becomes running as is (no copy): afterwards the candidate mirrors running again
-        new = self.ds.candidate
-        await self.ds.commit_running(
-            new, session_id=sess.id, user=sess.principal.user, validate=not self.ds.candidate_valid
-        )
+        # the rollback point of a confirmed commit is a copy (running changes in place)
+        before = self.ds.running.copy() if confirmed and p is None else None
+        await self.ds.commit_candidate(session_id=sess.id, user=sess.principal.user)
         self.ds.reset_candidate()
         self.publish_config_change(sess, "running", [])
         if confirmed:

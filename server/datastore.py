@@ -1,9 +1,14 @@
 """The three configuration datastores, their validation and the transaction into running.
 
-An edit always works on a copy. `commit_running` validates the whole new tree with the Validator,
-runs the config subscribers (validate → prepare → abort|apply) and only then swaps the new tree in and
-persists it; if anything fails the datastore is exactly as before. Running and startup are written
-atomically (temp file + fsync + rename + directory fsync) to the state directory and reloaded on start.
+An edit changes the datastore in place through an OpLog (server/oplog.py) and is undone when refused:
+it costs what it changes. The candidate is a change set over running (an OpLog kept undone, applied
+only while it is read, edited or committed) until running changes under it or a whole document is
+copied into it; then it is a private tree. `commit_edit` runs the config subscribers (validate →
+prepare → abort|apply) with the recorded keyed diff while running already holds the change; a read
+meanwhile sees running as it was (the pending OpLog is undone around the read). `commit_running`
+swaps in a whole new tree (copy-config, rollback). If anything fails the datastore is exactly as
+before. Running and startup are written atomically (temp file + fsync + rename + directory fsync) to
+the state directory and reloaded on start.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from lxml import etree
 
+from server.changes import recorded_diff
 from server.errors import RpcError
+from server.incremental import IncrementalChecker
+from server.oplog import KeyIndex, OpLog
 from server.schema import Schema
 from server.subscribers import (
     ConfigSubscriber,
@@ -28,7 +37,7 @@ from server.subscribers import (
     apply_transaction,
     run_transaction,
 )
-from server.tree import Forest
+from server.tree import Forest, LazyForest, view
 from server.xmlns import NC_NS
 from server.xmlparse import parse_message
 
@@ -93,12 +102,19 @@ class Datastores:
         self.validator = validator
         self.state_dir = state_dir
         self.subscribers: list[ConfigSubscriber] = subscribers if subscribers is not None else []
-        self.running = Forest()
+        self._running = Forest()
+        self.generation = 0  # counts the committed changes of running (it changes in place)
+        self.keys = KeyIndex()  # list entries of running by key
+        self._pending: OpLog | None = None  # a transaction applied to running, not yet committed
         self.startup = Forest()
-        self._candidate: Forest | None = None  # None: the candidate mirrors running
+        self._candidate: Forest | None = None  # a private candidate tree (None: see _cand_log)
+        self._cand_keys = KeyIndex()
+        self._cand_log: OpLog | None = None  # the candidate as a change set over running (kept undone)
         self.candidate_valid = True
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
+        implemented = tuple(m.name for m in schema.modules if m.implemented)
+        self.checker = IncrementalChecker(schema, validator.ctx, implemented)
         self._load()
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -138,9 +154,106 @@ class Datastores:
         self._candidate = None
 
     @property
+    def running(self) -> Forest:
+        return self._running
+
+    @running.setter
+    def running(self, forest: Forest) -> None:
+        self.generation += 1
+        self._running = forest
+        self.keys = KeyIndex()
+        self._pending = None
+
+    @property
     def candidate(self) -> Forest:
-        """The candidate: running itself until someone edits it (then a private copy)."""
-        return self._candidate if self._candidate is not None else self.running
+        """The candidate as a tree: running itself until someone edits it; a change set is
+        materialised by a copy (reads that must not copy use `reading("candidate")`)."""
+        if self._candidate is not None:
+            return self._candidate
+        if self._cand_log is not None:
+            with self.reading("candidate") as data:
+                return data.copy()
+        return self.running
+
+    @contextmanager
+    def reading(self, name: str) -> Iterator[Forest]:
+        """The datastore `name` as it stands for readers, for synchronous use only: running without
+        a pending transaction's change, the candidate with its change set applied."""
+        if name not in DATASTORES:
+            raise RpcError("invalid-value", f"unknown datastore {name}", type="protocol")
+        if name == "candidate" and self._candidate is not None:
+            yield self._candidate
+            return
+        if name == "candidate" and self._cand_log is not None and self._pending is not self._cand_log:
+            self._cand_log.redo()
+            try:
+                yield self._running
+            finally:
+                self._cand_log.undo()
+            return
+        if name == "startup":
+            yield self.startup
+            return
+        pending = self._pending
+        if (
+            pending is not None
+            and pending.applied
+            and not (name == "candidate" and pending is self._cand_log)
+        ):
+            pending.undo()
+            try:
+                yield self._running
+            finally:
+                pending.redo()
+            return
+        yield self._running
+
+    # -- in-place edits ------------------------------------------------------------------------------
+    def begin_edit(self, target: str) -> tuple[Forest, OpLog]:
+        """The tree an edit of `target` mutates in place and the OpLog recording it. The caller ends
+        with `end_edit` (keep the candidate's change) or `abort_edit`, or, for running, `commit_edit`."""
+        if target == "running":
+            self._materialise_candidate()
+            return self._running, OpLog(self.keys)
+        if self._candidate is not None:
+            return self._candidate, OpLog(self._cand_keys)
+        if self._cand_log is not None:
+            self._cand_log.redo()
+        return self._running, OpLog(self.keys)
+
+    def abort_edit(self, target: str, log: OpLog) -> None:
+        """Undo an edit begun with begin_edit (nothing of it stays)."""
+        log.undo()
+        if target == "candidate" and self._candidate is None and self._cand_log is not None:
+            self._cand_log.undo()
+        self.keys.forget_small()
+
+    def end_edit_candidate(self, log: OpLog, session_id: int, *, validated: bool) -> None:
+        """Keep a candidate edit: a private tree keeps it; otherwise it joins the change set, undone."""
+        if self._candidate is None:
+            log.undo()
+            if self._cand_log is not None:
+                self._cand_log.undo()
+                self._cand_log.extend(log)
+            else:
+                self._cand_log = log
+            self._cand_log.applied = False
+        self.keys.forget_small()
+        self.candidate_valid = self.candidate_valid and validated
+        self.candidate_dirty_by.add(session_id)
+        for cb in self.on_change:
+            cb("candidate", None)
+
+    def _materialise_candidate(self) -> None:
+        """Running is about to change under a candidate change set: the candidate becomes a tree."""
+        if self._cand_log is not None and self._candidate is None:
+            with self.reading("candidate") as data:
+                self._candidate = data.copy()
+            self._cand_log = None
+
+    def changes_of(self, log: OpLog, forest: Forest | None = None):
+        """The keyed diff an applied OpLog made (for a candidate change set: apply it first)."""
+        return recorded_diff(log, self.schema, forest if forest is not None else self._running)
 
     def persist(self, name: str) -> None:
         self._write_atomically(name, getattr(self, name))
@@ -184,7 +297,29 @@ class Datastores:
         return getattr(self, name)
 
     def validate(self, data: Forest) -> list[RpcError]:
+        """Whole-document validation (<validate>, copy-config, the first load)."""
         return validation_errors(self.validator, data, self.schema)
+
+    def validate_change(self, forest: Forest, log: OpLog) -> list[RpcError]:
+        """Validation of a valid `forest` changed by `log` (applied): what the change touches
+        (server/incremental.py), the whole document when that is not smaller."""
+        partial = self.checker.partial(forest, log)
+        if partial is None:
+            return self.validate(forest)
+        return validation_errors(self.validator, view(partial), self.schema) if partial else []
+
+    def validate_edit(self, target: str, log: OpLog) -> list[RpcError]:
+        """Validation of an edit begun with begin_edit (applied): running and a change-set candidate
+        are checked incrementally against running (always valid); a private candidate tree only
+        when it was valid before."""
+        if target == "candidate" and self._candidate is not None:
+            if not self.candidate_valid:
+                return self.validate(self._candidate)
+            return self.validate_change(self._candidate, log)
+        if target == "candidate" and self._cand_log is not None:
+            both = OpLog(self.keys, [*self._cand_log.ops, *log.ops])
+            return self.validate_change(self._running, both)
+        return self.validate_change(self._running, log)
 
     # -- writes --------------------------------------------------------------------------------------
     async def commit_running(
@@ -199,6 +334,7 @@ class Datastores:
             errs = self.validate(new)
             if errs:
                 raise _raise_all(errs)
+        self._materialise_candidate()
         txn = Transaction(old=self.running, new=new, schema=self.schema, session_id=session_id, user=user)
         await run_transaction(self.subscribers, txn)
         self.running = new
@@ -215,6 +351,70 @@ class Datastores:
             for cb in self.on_change:
                 cb("running", txn)
 
+    async def commit_edit(
+        self, log: OpLog, *, session_id: int = 0, user: str = "", validate: bool = True
+    ) -> None:
+        """Commit a change applied in place to running (`log`: an edit of running, or the candidate's
+        change set): validate what it touches, subscribers with the recorded diff, persist. On refusal
+        the change is undone and running is exactly as before."""
+        if not log.applied:
+            log.redo()
+        self._pending = log
+        try:
+            changes = self.changes_of(log)
+            if validate:
+                errs = self.validate_change(self._running, log)
+                if errs:
+                    raise _raise_all(errs)
+            txn = Transaction(
+                old=LazyForest(lambda: self._old_of(log)),
+                new=self._running,
+                schema=self.schema,
+                session_id=session_id,
+                user=user,
+                changes=changes,
+            )
+            await run_transaction(self.subscribers, txn)
+            try:
+                self.persist("running")
+            except OSError as exc:
+                await abort_transaction(self.subscribers, txn)
+                raise RpcError("operation-failed", f"cannot persist running: {exc}") from exc
+        except BaseException:
+            if self._pending is log:
+                log.undo()
+                self._pending = None
+            self.keys.forget_small()
+            raise
+        self._pending = None
+        self.generation += 1
+        self.keys.forget_small()
+        if self._cand_log is log:
+            self._cand_log = None
+        try:
+            await apply_transaction(self.subscribers, txn)
+        finally:
+            for cb in self.on_change:
+                cb("running", txn)
+
+    async def commit_candidate(self, *, session_id: int = 0, user: str = "") -> None:
+        """<commit>: the candidate's change set is applied to running in place (a private candidate
+        tree replaces running whole). Validation only when the candidate was not validated."""
+        validate = not self.candidate_valid
+        if self._candidate is not None:
+            new, self._candidate = self._candidate, None
+            await self.commit_running(new, session_id=session_id, user=user, validate=validate)
+            return
+        log = self._cand_log if self._cand_log is not None else OpLog(self.keys, applied=False)
+        await self.commit_edit(log, session_id=session_id, user=user, validate=validate)
+
+    def _old_of(self, log: OpLog) -> Forest:
+        """Running before `log` (a copy), while `log` is the pending change."""
+        if self._pending is not log:
+            raise RuntimeError("txn.old of a finished transaction")
+        with self.reading("running") as data:
+            return data.copy()
+
     async def replay_running(self) -> None:
         """Bring the subscribers up from the current running: one transaction from an empty config
         (sysrepo's ENABLED event) through validate → prepare → apply. Raises the refusal's RpcError
@@ -226,6 +426,8 @@ class Datastores:
     def set_candidate(self, new: Forest, session_id: int, *, validated: bool = False) -> None:
         """`validated`: the whole new candidate was just validated (commit need not do it again)."""
         self._candidate = new
+        self._cand_keys = KeyIndex()
+        self._cand_log = None
         self.candidate_valid = validated
         self.candidate_dirty_by.add(session_id)
         for cb in self.on_change:
@@ -233,6 +435,8 @@ class Datastores:
 
     def reset_candidate(self) -> None:
         self._candidate = None
+        self._cand_keys = KeyIndex()
+        self._cand_log = None
         self.candidate_valid = True  # it mirrors running, which is valid
         self.candidate_dirty_by.clear()
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 from lxml import etree
 
 from server.errors import RpcError
+from server.oplog import KeyIndex, OpLog
 from server.schema import Schema, SchemaNode
 from server.tree import Forest
 from server.xmlns import NC_NS, WD_ATTR_NS
@@ -75,28 +75,17 @@ def _quote(v: str) -> str:
     return f"'{v}'" if "'" not in v else f'"{v}"'
 
 
-@dataclass
 class _Index:
-    """Children of one parent. List / leaf-list entries are keyed per tag, built lazily from
-    `iterchildren(tag)` (C-level filtering), so touching one list never scans its siblings in Python."""
+    """Children of one parent: list / leaf-list entries by key through the datastore's KeyIndex
+    (built from `iterchildren(tag)`, C-level filtering, and kept for large lists)."""
 
-    parent: Parent
-    by_key: dict[str, dict[tuple[str, ...], etree._Element]] = field(default_factory=dict)
+    __slots__ = ("keys", "parent")
+
+    def __init__(self, parent: Parent, keys: KeyIndex) -> None:
+        self.parent, self.keys = parent, keys
 
     def entries(self, tag: str, sn: SchemaNode) -> dict[tuple[str, ...], etree._Element]:
-        got = self.by_key.get(tag)
-        if got is None:
-            got = {}
-            if sn.kind == "leaf-list":
-                for ch in self.parent.iterchildren(tag):
-                    got[((ch.text or "").strip(),)] = ch
-            else:
-                key_tags = [f"{{{sn.ns}}}{k}" for k in sn.keys]
-                for ch in self.parent.iterchildren(tag):
-                    key = tuple((ch.findtext(kt) or "").strip() for kt in key_tags)
-                    got[key] = ch
-            self.by_key[tag] = got
-        return got
+        return self.keys.entries(self.parent, tag, sn)
 
 
 class EditEngine:
@@ -109,13 +98,15 @@ class EditEngine:
         error_option: str = "stop-on-error",
         may_write: Callable[[SchemaNode], bool] | None = None,
         request_nsmap: Mapping[str | None, str] | None = None,
+        log: OpLog | None = None,
     ) -> None:
         self.schema = schema
+        #: every mutation, in place and reversible (the caller undoes it when the edit is refused)
+        self.log = log if log is not None else OpLog(KeyIndex())
         self.error_option = error_option
         self.may_write = may_write or (lambda _sn: True)
         self.paths = PathBuilder(schema, request_nsmap or {})
         self.errors: list[RpcError] = []
-        self._indexes: dict[object, _Index] = {}
         self._denied_tags: set[str] | None = None
         self.changed = False
 
@@ -133,7 +124,7 @@ class EditEngine:
                     if sn is not None and sn.deny_below and not self._subtree_writable(root, sn):
                         self._fail(self._denied("", sn))
                         continue
-                    target.remove(root)
+                    self.log.remove(target, root, sn)
                     self.changed = True
             default_op = "merge"
         for el in config:
@@ -196,10 +187,7 @@ class EditEngine:
         return tuple(out)
 
     def _index(self, parent: Parent, parent_sn: SchemaNode | None) -> _Index:
-        idx = self._indexes.get(parent)
-        if idx is None:
-            idx = self._indexes[parent] = _Index(parent)
-        return idx
+        return _Index(parent, self.log.index)
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
@@ -207,23 +195,12 @@ class EditEngine:
         return idx.parent.find(el.tag)
 
     def _add(self, parent: Parent, idx: _Index, new: etree._Element, sn: SchemaNode, key, before=None):
-        if sn.kind in ("list", "leaf-list"):
-            entries = idx.entries(new.tag, sn)  # build before inserting, so `new` is added once
-        if before is not None:
-            pos = parent.index(before)
-            new = parent.insert(pos, new) if isinstance(parent, Forest) else _insert(parent, pos, new)
-        else:
-            new = parent.append(new) if isinstance(parent, Forest) else _append(parent, new)
-        if sn.kind in ("list", "leaf-list"):
-            entries[key] = new
+        new = self.log.insert(parent, new, sn, before)
         self.changed = True
         return new
 
     def _drop(self, parent: Parent, idx: _Index, old: etree._Element, sn: SchemaNode, key) -> None:
-        parent.remove(old)
-        if sn.kind in ("list", "leaf-list"):
-            idx.entries(old.tag, sn).pop(key, None)
-        self._indexes.pop(old, None)
+        self.log.remove(parent, old, sn)
         self.changed = True
 
     def _subtree_writable(self, el: etree._Element, sn: SchemaNode) -> bool:
@@ -342,7 +319,7 @@ class EditEngine:
             if op == "merge" or op == "create":
                 new_text = el.text if el.text is not None else None
                 if (existing.text or "") != (new_text or ""):
-                    existing.text = new_text
+                    self.log.set_text(existing, new_text, sn)
                     self.changed = True
             return None
         if sn.kind == "leaf-list":
@@ -458,13 +435,3 @@ def _keys_first(el: etree._Element, sn: SchemaNode) -> None:
         kel = el.find(f"{{{sn.ns}}}{k}")
         if kel is not None and el.index(kel) != i:
             el.insert(i, kel)
-
-
-def _append(parent: etree._Element, new: etree._Element) -> etree._Element:
-    parent.append(new)
-    return new
-
-
-def _insert(parent: etree._Element, pos: int, new: etree._Element) -> etree._Element:
-    parent.insert(pos, new)
-    return new

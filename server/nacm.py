@@ -484,12 +484,14 @@ class Nacm:
         schema: Schema,
         superuser_group: str = "admin",
         running: Callable[[], Forest] | None = None,
+        generation: Callable[[], int] | None = None,
     ) -> None:
         self.schema = schema
         self.superuser_group = superuser_group
         self._running = running or Forest
+        self._generation = generation or (lambda: 0)  # running changes in place: its change count
         self.counters = Counters()
-        self._seen: tuple[int, int] | None = None  # (id of running, id of its /nacm element)
+        self._seen: tuple[int, int, int] | None = None  # (id of running, of its /nacm, generation)
         self._source: bytes | None = None
         self._policy = Policy()
         self._views: dict[frozenset[str], View] = {}
@@ -513,7 +515,7 @@ class Nacm:
     def policy(self) -> Policy:
         running = self._running()
         el = running.find(NACM_TAG)
-        seen = (id(running), id(el))
+        seen = (id(running), id(el), self._generation())
         if seen != self._seen:
             source = etree.tostring(el) if el is not None else None
             if source != self._source:
@@ -600,6 +602,24 @@ class Nacm:
             return
         try:
             v.check_write(changes(self.schema, before, after, request))
+        except RpcError:
+            self.counters.denied_data_writes += 1
+            raise
+
+    def writes_checked(self, who: Principal) -> bool:
+        """Do rules apply to this principal's writes (False: `check_write*` would pass anything)?"""
+        return self.view(who) is not None
+
+    def check_write_items(
+        self, who: Principal, items: Iterator[tuple[SchemaNode, int, etree._Element]]
+    ) -> None:
+        """`check_write` on (schema node, CREATE | UPDATE | DELETE, instance) items (an in-place edit's
+        recorded change, see `nacm_items`)."""
+        v = self.view(who)
+        if v is None:
+            return
+        try:
+            v.check_write(items)
         except RpcError:
             self.counters.denied_data_writes += 1
             raise
@@ -695,6 +715,31 @@ def _diff(old_parent, new_parent, psn, schema, request) -> Iterator:
         else:
             merge = req is not None and req.get(f"{{{NC_NS}}}operation") in (None, "merge") and len(req)
             yield from _diff(o, n, sn, schema, req if merge else None)
+
+
+def nacm_items(schema: Schema, diff, side: str) -> Iterator[tuple[SchemaNode, int, etree._Element]]:
+    """The write-check items of a keyed diff (server.subscribers.Change list): `side` "old" for the
+    deletions (their nodes attached again), "new" for creations and modifications."""
+    for c in diff:
+        el = c.old if side == "old" else c.new
+        if el is None:
+            continue
+        sn: SchemaNode | None = None
+        for e in [*reversed(list(el.iterancestors())), el]:
+            q = etree.QName(e)
+            sn = (
+                schema.roots.get((q.namespace, q.localname))
+                if sn is None
+                else sn.children.get((q.namespace, q.localname))
+            )
+            if sn is None:
+                break
+        if sn is None:
+            continue
+        if c.op == "modified":
+            yield sn, UPDATE, el
+        else:
+            yield from _subtree(sn, el, CREATE if c.op == "created" else DELETE)
 
 
 def _subtree(sn: SchemaNode, el: etree._Element, op: int) -> Iterator[tuple[SchemaNode, int, etree._Element]]:

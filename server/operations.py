@@ -26,7 +26,9 @@ from server.edit import DEFAULT_OPS, ERROR_OPTIONS, EditEngine
 from server.errors import RpcError, combine, with_request_prefixes
 from server.filters import SubtreeFilter, xpath_filter
 from server.monitoring import get_schema
+from server.nacm import nacm_items
 from server.operational import StateRequest
+from server.oplog import OpLog
 from server.rawstate import NO_SPLICES, RawSplices
 from server.tree import Forest
 from server.xmlns import DS_NS, MON_NS, NC_NS, NMDA_NS, NOTIF_NS, WD_NS
@@ -186,14 +188,17 @@ def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Fore
 
 def op_get_config(sess: NetconfSession, op: etree._Element) -> Parts:
     src = _datastore_ref(op, "source")
-    return read_pipeline(sess, sess.core.ds.get(src), _child(op, "filter"), _wd_mode(op), config_only=True)
+    filter_el, wd = _child(op, "filter"), _wd_mode(op)
+    with sess.core.ds.reading(src) as data:
+        return read_pipeline(sess, data, filter_el, wd, config_only=True)
 
 
 def op_get(sess: NetconfSession, op: etree._Element) -> Parts:
     filter_el = _child(op, "filter")
     wd = _wd_mode(op)
-    data, owned, raw = _operational(sess, filter_el, wd)
-    return read_pipeline(sess, data, filter_el, wd, owned=owned, raw=raw)
+    with sess.core.ds.reading("running"):
+        data, owned, raw = _operational(sess, filter_el, wd)
+        return read_pipeline(sess, data, filter_el, wd, owned=owned, raw=raw)
 
 
 def _operational(
@@ -227,13 +232,16 @@ def _state_request(filter_el: etree._Element | None, wd: str) -> StateRequest:
 
 
 # -- writing ----------------------------------------------------------------------------------------------
-def _engine(sess: NetconfSession, error_option: str, config_el: etree._Element) -> EditEngine:
+def _engine(
+    sess: NetconfSession, error_option: str, config_el: etree._Element, log: OpLog | None = None
+) -> EditEngine:
     core = sess.core
     return EditEngine(
         core.schema,
         error_option=error_option,
         may_write=lambda sn: core.nacm.may_write(sess.principal, sn),
         request_nsmap=config_el.nsmap,
+        log=log,
     )
 
 
@@ -326,38 +334,70 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
             raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
         raise _missing("config")
     sess.core.check_lock(sess, target)
-    current = core.ds.get(target)
-    new = current.copy()
-    engine = _engine(sess, error_option, config_el)
-    errs = engine.apply(new, config_el, default_op)
-    if errs and error_option != "continue-on-error":
-        raise combine(errs)
-    core.nacm.check_write(sess.principal, current, new, config_el if default_op != "replace" else None)
-    validate = test_option != "set" or target == "running"
-    if test_option == "test-only":
-        verrs = core.ds.validate(new)
-        if errs or verrs:
-            raise combine(errs + verrs)
-        return None
-    if not engine.changed:
-        if errs:
+    current, log = core.ds.begin_edit(target)
+    engine = _engine(sess, error_option, config_el, log)
+    settled = False  # the edit was undone, committed or kept: nothing left to undo
+    try:
+        errs = engine.apply(current, config_el, default_op)
+        if errs and error_option != "continue-on-error":
             raise combine(errs)
-        return None
-    if target == "running":
-        try:
-            await core.ds.commit_running(new, session_id=sess.id, user=sess.principal.user, validate=validate)
-        except RpcError as err:
-            raise combine(errs + err.all()) from None  # continue-on-error: report the edit errors too
-        core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
-    else:
-        if validate:
-            verrs = core.ds.validate(new)
-            if verrs:
+        _check_write(sess, log, current)
+        validate = test_option != "set" or target == "running"
+        if test_option == "test-only":
+            verrs = core.ds.validate_edit(target, log)
+            if errs or verrs:
                 raise combine(errs + verrs)
-        core.ds.set_candidate(new, sess.id, validated=validate and not errs)
+            settled = True
+            core.ds.abort_edit(target, log)
+            return None
+        if not engine.changed:
+            settled = True
+            core.ds.abort_edit(target, log)
+            if errs:
+                raise combine(errs)
+            return None
+        if target == "running":
+            settled = True  # commit_edit undoes a refused change itself
+            try:
+                await core.ds.commit_edit(
+                    log, session_id=sess.id, user=sess.principal.user, validate=validate
+                )
+            except RpcError as err:
+                raise combine(errs + err.all()) from None  # continue-on-error: report the edit errors too
+            core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
+        else:
+            if validate:
+                verrs = core.ds.validate_edit(target, log)
+                if verrs:
+                    raise combine(errs + verrs)
+            settled = True
+            core.ds.end_edit_candidate(log, sess.id, validated=validate and not errs)
+    except BaseException:
+        if not settled:
+            core.ds.abort_edit(target, log)
+        raise
     if errs:
         raise combine(errs)  # continue-on-error: the rest was applied, report what failed
     return None
+
+
+def _check_write(sess: NetconfSession, log: OpLog, forest: Forest) -> None:
+    """NACM (RFC 8341 §3.4.5) on the edit's effective change, read from its OpLog: deletions are
+    checked with the edit undone (the deleted nodes in their place, for paths and key rules)."""
+    nacm = sess.core.nacm
+    if not nacm.writes_checked(sess.principal):
+        return
+    changes = sess.core.ds.changes_of(log, forest)
+    gone = [c for c in changes if c.op == "deleted"]
+    if gone:
+        log.undo()
+        try:
+            nacm.check_write_items(sess.principal, nacm_items(sess.core.schema, gone, "old"))
+        finally:
+            log.redo()
+    nacm.check_write_items(
+        sess.principal, nacm_items(sess.core.schema, [c for c in changes if c.op != "deleted"], "new")
+    )
 
 
 def _edit_targets(config_el: etree._Element, default_op: str) -> list[tuple[str, str]]:
@@ -387,7 +427,8 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     if isinstance(source, str):
         if source == target:
             raise RpcError("invalid-value", "source and target are the same datastore", type="protocol")
-        data = core.ds.get(source).copy()
+        with core.ds.reading(source) as src:
+            data = src.copy()
         # a non-superuser may not copy deny-all nodes it cannot read
         if core.nacm.hides_any(sess.principal, data):
             raise RpcError("access-denied", "source holds nodes this user may not read", type="application")
@@ -504,8 +545,11 @@ async def op_discard_changes(sess: NetconfSession, op: etree._Element) -> None:
 @_errors_in_request_prefixes(_config_of_source)
 def op_validate(sess: NetconfSession, op: etree._Element) -> None:
     source = _datastore_ref(op, "source", allow_config=True)
-    data = sess.core.ds.get(source) if isinstance(source, str) else _inline_config(sess, source)
-    errs = sess.core.ds.validate(data)
+    if isinstance(source, str):
+        with sess.core.ds.reading(source) as data:
+            errs = sess.core.ds.validate(data)
+    else:
+        errs = sess.core.ds.validate(_inline_config(sess, source))
     if errs:
         raise combine(errs)
     return None
@@ -582,6 +626,11 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> Parts:
         filter_el = etree.Element(nc("filter"), type="xpath", select=(xp.text or "").strip(), nsmap=xp.nsmap)
     wd = _wd_mode(op)
     cfg_filter = _text(op, "config-filter", NMDA_NS)
+    with sess.core.ds.reading("running" if name == "operational" else name) as stored:
+        return _get_data(sess, op, name, stored, filter_el, wd, cfg_filter)
+
+
+def _get_data(sess, op, name, stored, filter_el, wd, cfg_filter) -> Parts:
     core = sess.core
     raw = NO_SPLICES
     if name == "operational":
@@ -589,7 +638,7 @@ def op_get_data(sess: NetconfSession, op: etree._Element) -> Parts:
         if cfg_filter == "false":
             data, owned = core.strip_config(data), True
     else:
-        data, owned = core.ds.get(name), False
+        data, owned = stored, False
     if _child(op, "with-origin", NMDA_NS) is not None:
         raise RpcError(
             "operation-not-supported", "with-origin: the origin feature is not supported", type="protocol"

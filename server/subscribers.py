@@ -217,7 +217,7 @@ def _child_sn(parent: SchemaNode | None, schema: Schema, el: etree._Element) -> 
     return parent.children.get((ns, name))
 
 
-def _step(el: etree._Element, sn: SchemaNode | None) -> tuple[str, str, tuple[str, ...] | None]:
+def path_step(el: etree._Element, sn: SchemaNode | None) -> tuple[str, str, tuple[str, ...] | None]:
     """(instance step, schema step, list key values or None) of one node."""
     name = el.tag.rpartition("}")[2]
     pfx = sn.module if sn is not None else ""
@@ -264,7 +264,7 @@ def diff_level(old_children, new_children, parent_sn, schema, path, spath, keys)
     for o, n in _pairs(old_children, new_children, parent_sn, schema):
         el = o if o is not None else n
         sn = _child_sn(parent_sn, schema, el)
-        step, plain, k = _step(el, sn)
+        step, plain, k = path_step(el, sn)
         p, sp, ks = path + step, spath + plain, keys if k is None else (*keys, k)
         if o is None:
             yield make_change("created", None, n, sn, p, sp, ks)

@@ -7,7 +7,7 @@ against it directly; the Forest offers the small parent-like interface the edit 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from lxml import etree
 
@@ -92,3 +92,24 @@ def view(roots: Iterable[etree._Element]) -> Forest:
     f = Forest()
     f._roots = list(roots)
     return f
+
+
+class LazyForest(Forest):
+    """A Forest built on first use by `make()` (a transaction's old tree, which only subscribers
+    that still compare whole trees ask for)."""
+
+    __slots__ = ("_got", "_make")
+
+    def __init__(self, make: Callable[[], Forest]) -> None:
+        self._make = make
+        self._got: list[etree._Element] | None = None
+
+    @property
+    def _roots(self) -> list[etree._Element]:  # type: ignore[override]
+        if self._got is None:
+            self._got = list(self._make())
+        return self._got
+
+    @_roots.setter
+    def _roots(self, roots: list[etree._Element]) -> None:
+        self._got = roots

@@ -140,6 +140,7 @@ class Validator:
         # them are consequences of the repair, not violations of the document.
         repaired: list[str] = []
         tree = None
+        lined = False
         while True:
             tree, ly_errors = self._parse_only(data)
             if not ly_errors:
@@ -148,6 +149,12 @@ class Validator:
                 return errors, None
             # libyang reports line numbers of ``data``: re-read it so sourcelines match.
             scratch = etree.fromstring(b"<r>" + data + b"</r>", _SCRATCH_PARSER)
+            if not lined:
+                # a line number names one element only if each element starts a line of its own
+                lined = True
+                _one_per_line(scratch)
+                data = b"".join(etree.tostring(e) for e in scratch)
+                continue
             err = ly_errors[0]
             if not _tainted(err.path, repaired):
                 errors.append(self._convert(err, nsmap))
@@ -443,6 +450,15 @@ def _remove_parse_culprit(
         return None
     parent.remove(victim)
     return removed_path
+
+
+def _one_per_line(root: etree._Element) -> None:
+    """Start every element on a line of its own (whitespace between elements only)."""
+    for el in root.iter():
+        if el is not root and (el.tail is None or not el.tail.strip()):
+            el.tail = "\n"
+        if len(el) and (el.text is None or not el.text.strip()):
+            el.text = "\n"
 
 
 def _tainted(ly_path: str | None, repaired: Sequence[str]) -> bool:

@@ -35,6 +35,7 @@ class DesiredBinding:
     care_of_addresses: tuple[IPv4Address, ...]
     encapsulation: Encapsulation = Encapsulation.IP_IN_IP
     reverse_tunnel: bool = True
+    udp_port: int = 0  # IP_IN_UDP: the NAT mapping's port (the care-of address is the NAT's address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,16 @@ class DataPlane(abc.ABC):
     """A data plane backend for one virtual router."""
 
     name: str = "abstract"
+    #: True when the backend carries RFC 3519 UDP tunnels (``Encapsulation.IP_IN_UDP``); such a
+    #: backend sends and receives them through the registration socket given to
+    #: :meth:`attach_udp_socket`, which passes it every type-4 datagram (:meth:`udp_input`).
+    UDP_TUNNELS: bool = False
+
+    def attach_udp_socket(self, sock: object) -> None:  # noqa: B027 - optional, for UDP_TUNNELS backends
+        """The UDP 434 socket of the virtual router: tunnel data leaves through it (RFC 3519)."""
+
+    def udp_input(self, data: bytes, source: tuple[str, int]) -> None:  # noqa: B027 - optional
+        """A tunnel data datagram (type 4) that arrived on the registration port."""
 
     @abc.abstractmethod
     async def start(self) -> None:

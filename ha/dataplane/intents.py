@@ -22,6 +22,9 @@ class Encapsulation(StrEnum):
     IP_IN_IP = "ip-in-ip"
     GRE = "gre"
     MINIMAL = "minimal"
+    #: RFC 3519: IP-in-IP inside UDP/434 with the MIP tunnel data header, to a NAT mapping.  The
+    #: tunnel's "care-of address" is the NAT's address; the port comes with ``SetHomeRoute``.
+    IP_IN_UDP = "ip-in-udp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class SetHomeRoute:
     home_address: IPv4Address
     care_of_addresses: tuple[IPv4Address, ...]
     reverse_tunnel: bool = True
+    #: For an ``IP_IN_UDP`` tunnel: the NAT mapping's UDP port (its address is the care-of address).
+    udp_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,16 @@ mipha's table, the home link proxies ARP for it.  Userspace side, on the asyncio
 ICMP errors from inside the tunnel about our outer packets are relayed to the original sender as RFC
 2003 §4 says (:meth:`TunPlane._relay_icmp`).
 
+- **RFC 3519 UDP tunnels** (``Encapsulation.IP_IN_UDP``, for mobile nodes behind a NAT): the same
+  forward lookup; the packet goes out of the virtual router's UDP 434 socket (given with
+  :meth:`TunPlane.attach_udp_socket`) to the binding's NAT mapping, behind the 4-byte tunnel data
+  header (type 4, next header 4).  Type-4 datagrams the registration socket receives come to
+  :meth:`TunPlane.udp_input`: the inner packet is accepted only from the NAT mapping registered for
+  its source (the home address), and a keepalive (an ICMP echo request to the home agent inside the
+  tunnel, the RFC 3519 keepalive) is answered through the tunnel by this reader.  The outer UDP packet never
+  carries DF (the registration socket's setting); inner DF packets longer than the tunnel MTU - 32 get
+  fragmentation-needed.
+
 Not supported here: minimal encapsulation (RFC 2004) and GRE with checksum/key/sequence bits (such
 packets are dropped and counted).
 """
@@ -42,10 +52,11 @@ from ipaddress import IPv4Address
 
 from ha.netns import write_sysctl
 
-from .base import DataPlaneError, VirtualRouterPlane
-from .intents import Encapsulation
+from .base import DataPlaneError, DesiredBinding, VirtualRouterPlane
+from .intents import Encapsulation, RemoveHomeRoute, SetHomeRoute
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
+from .udp_tunnel import UDP_OVERHEAD, UdpTunnels
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +85,7 @@ class _Path:
     gre: bool
     mtu: int
     tx: socket.socket | None = None  # IP-in-IP send sockets, DF clear / DF set
+    udp: bool = False  # an RFC 3519 UDP tunnel: ``dest`` is the NAT mapping
     tx_df: socket.socket | None = None
     in_packets: int = 0
     in_octets: int = 0
@@ -140,6 +152,7 @@ class TunPlane(KernelPlane):
 
     name = "tun"
     TUNNELS_IN_KERNEL = False  # tunnels are fast-path entries only
+    UDP_TUNNELS = True
 
     def __init__(
         self,
@@ -168,6 +181,7 @@ class TunPlane(KernelPlane):
         self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
         self._icmp_budget = ICMP_ERRORS_PER_SECOND
         self._icmp_window = 0.0
+        self.udp = UdpTunnels(vr.ha_address, self.stats.counts, self._write_tun)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -255,6 +269,8 @@ class TunPlane(KernelPlane):
     def _create_tunnel(self, tunnel: Tunnel) -> None:
         if tunnel.encapsulation == Encapsulation.MINIMAL:
             raise DataPlaneError("the tun backend does not support minimal encapsulation (RFC 2004)")
+        if tunnel.encapsulation == Encapsulation.IP_IN_UDP and self.udp.sock is None:
+            raise DataPlaneError("no UDP socket attached for RFC 3519 tunnels")
         tunnel.ifname = TUN_IFNAME
         tunnel.ifindex = self.tun_ifindex
 
@@ -267,6 +283,32 @@ class TunPlane(KernelPlane):
 
     def _route_oif(self, coas: tuple[IPv4Address, ...]) -> int:
         return self.tun_ifindex
+
+    # -- RFC 3519 UDP tunnels --------------------------------------------------------------------------
+
+    def attach_udp_socket(self, sock: object) -> None:
+        self.udp.sock = sock  # type: ignore[assignment]
+
+    def udp_input(self, data: bytes, source: tuple[str, int]) -> None:
+        self.udp.receive(data, source)
+
+    def _write_tun(self, packet: bytes | memoryview) -> None:
+        try:
+            os.write(self._fd, packet)
+        except OSError:
+            self.stats.counts["tun-write-failed"] += 1
+
+    def _set_home_route(self, intent: SetHomeRoute) -> None:
+        super()._set_home_route(intent)
+        self.udp.ports[intent.home_address] = intent.udp_port
+
+    def _remove_home_route(self, intent: RemoveHomeRoute) -> None:
+        super()._remove_home_route(intent)
+        self.udp.ports.pop(intent.home_address, None)
+
+    def _resync(self, wanted: list[DesiredBinding]) -> None:
+        self.udp.ports = {b.home_address: b.udp_port for b in wanted if b.udp_port}
+        super()._resync(wanted)
 
     def _refresh(self, full: bool, homes: set[IPv4Address], coas: set[IPv4Address]) -> None:
         """Update the per-packet tables (keys are packed addresses: no parsing on the fast path).
@@ -297,13 +339,23 @@ class TunPlane(KernelPlane):
             path.gre = tunnel.encapsulation == Encapsulation.GRE
             path.tx, path.tx_df = self._tx.get((False, False)), self._tx.get((False, True))
         paths = self._paths
+        udp = self.udp
         for hoa in homes:
             key = hoa.packed
             bound = self._homes.get(hoa)
             if bound is None:
                 self._fwd.pop(key, None)
                 self._rev.pop(key, None)
+                udp.forget(key)
                 continue
+            tunnel = self._current.get(bound[0])
+            if tunnel is not None and tunnel.encapsulation == Encapsulation.IP_IN_UDP:
+                # One NAT mapping per home address: its own path (the port differs per node).
+                mapping = (str(bound[0]), udp.ports.get(hoa, 0))
+                self._fwd[key] = (udp.path(key, mapping, self.tunnel_mtu),)
+                self._rev.pop(key, None)  # never accepted as plain IP-in-IP from the NAT
+                continue
+            udp.forget(key)
             self._fwd[key] = tuple(paths[c] for c in bound if c in paths)
             if self._reverse.get(hoa, True):
                 self._rev[key] = frozenset(c.packed for c in bound)
@@ -312,7 +364,9 @@ class TunPlane(KernelPlane):
 
     def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
         p = self._paths.get(coa)
-        return (0, 0, 0, 0) if p is None else (p.in_packets, p.in_octets, p.out_packets, p.out_octets)
+        own = (0, 0, 0, 0) if p is None else (p.in_packets, p.in_octets, p.out_packets, p.out_octets)
+        udp = self.udp.counters(coa)
+        return (own[0] + udp[0], own[1] + udp[1], own[2] + udp[2], own[3] + udp[3])
 
     # -- fast path ---------------------------------------------------------------------------------
 
@@ -341,6 +395,7 @@ class TunPlane(KernelPlane):
                 df = packet[6] & 0x40
                 if (
                     not path.gre
+                    and not path.udp
                     and src != path.packed
                     and src not in local
                     and not (df and len(packet) > path.mtu - 20)
@@ -375,6 +430,13 @@ class TunPlane(KernelPlane):
         for path in paths:
             if src == path.packed:
                 counts["loop"] += 1
+                continue
+            if path.udp:
+                if df and size > path.mtu - UDP_OVERHEAD:
+                    counts["frag-needed"] += 1
+                    self._send_icmp(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)
+                    return
+                self.udp.send(path, packet)
                 continue
             if df and size > path.mtu - 20:
                 counts["frag-needed"] += 1

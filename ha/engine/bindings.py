@@ -28,6 +28,8 @@ _MASK64 = (1 << 64) - 1
 
 #: Bit of :attr:`Binding.flags` above the request's flag octet: accepted with code 1 (no S support).
 NO_SIMULTANEOUS = 0x100
+#: Bit of :attr:`Binding.flags`: RFC 3519 UDP tunnel; the tunnel goes to ``source`` (the NAT mapping).
+UDP_TUNNEL = 0x200
 
 
 def make_key(home_address: int, care_of_address: int) -> int:

@@ -23,6 +23,8 @@ from ha.protocol.constants import (
     ReplayProtection,
     ReverseTunnelPolicy,
 )
+from ha.protocol.revocation import RevocationPolicy
+from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 __all__ = [
     "AddressPool",
@@ -32,8 +34,10 @@ __all__ = [
     "ForeignAgent",
     "HomeAgentConfig",
     "MobileNode",
+    "NatTraversalPolicy",
     "ReplayProtection",
     "ReverseTunnelPolicy",
+    "RevocationPolicy",
     "RouterSettings",
     "SecurityAssociation",
     "SpiMap",
@@ -41,6 +45,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LIFETIME = 36000
+_NAT_DEFAULT = NatTraversalPolicy()
+_REVOCATION_DEFAULT = RevocationPolicy()
 DEFAULT_REPLAY_TOLERANCE = 7
 
 
@@ -204,6 +210,8 @@ class HomeAgentConfig:
     care_of_access: tuple[IPv4Network, ...] = ()
     home_prefix: IPv4Network | None = None
     authentication: Authentication = Authentication.LOCAL
+    nat_traversal: NatTraversalPolicy = _NAT_DEFAULT  # RFC 3519
+    revocation: RevocationPolicy = _REVOCATION_DEFAULT  # RFC 3543
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))

@@ -17,6 +17,7 @@ class RemovalReason(StrEnum):
     EXPIRED = "expired"
     CLEARED = "cleared"
     REPLACED = "replaced"
+    REVOKED = "revoked"  # the foreign agent revoked it (RFC 3543 Registration Revocation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,13 +82,24 @@ from ha.protocol import (
 )
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
+from ha.protocol.errors import ProtocolError as _RevocationError
 from ha.protocol.messages import ipv4
+from ha.protocol.revocation import (
+    RevocationAck,
+    pull_revocation,
+    pull_revocation_ack,
+    push_revocation_ack,
+    revocation_step,
+    verify_fa_ha,
+)
+from ha.protocol.udp_tunnel import udp_tunnel_step
 
 from .aaa import AAA_NODE_PREFIX, AaaAccepted, AaaLookup, AaaOutcome, AaaRejected, Pending, Subscriber
-from .bindings import NO_SIMULTANEOUS, Binding, BindingTable, make_key
+from .bindings import NO_SIMULTANEOUS, UDP_TUNNEL, Binding, BindingTable, make_key
 from .config import ConfigChange, MobileNode, VirtualRouterConfig
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
+from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
 
@@ -98,6 +109,9 @@ _UNSPECIFIED = 0
 _T_BIT = int(RequestFlags.T)  # plain int: IntFlag arithmetic allocates an enum member per call
 # Enum members read per request, bound once: reading one off its class costs ~70 ns in Python 3.11.
 _REGISTRATION_REQUEST = int(MessageType.REGISTRATION_REQUEST)
+_REVOCATION = int(MessageType.REGISTRATION_REVOCATION)
+_REVOCATION_ACK = int(MessageType.REVOCATION_ACKNOWLEDGEMENT)
+_IP_IN_UDP = PlaneEncapsulation.IP_IN_UDP
 _REGISTER = BindingAction.REGISTER
 _ACCEPTED_NO_SIMULTANEOUS = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
 _REASON_UNSPECIFIED = ReplyCode.REASON_UNSPECIFIED
@@ -109,6 +123,13 @@ def _uses_nonces(node: MobileNode) -> bool:
 
 def _care_of(binding: Binding) -> int:
     return binding.care_of_address
+
+
+def _tunnel_end(binding: Binding) -> tuple[IPv4Address, PlaneEncapsulation, int]:
+    """Where a binding's tunnel goes: its care-of address, or its NAT mapping (RFC 3519)."""
+    if binding.flags & UDP_TUNNEL:
+        return ipv4(binding.source >> 16), _IP_IN_UDP, binding.source & 0xFFFF
+    return ipv4(binding.care_of_address), binding.encapsulation, 0
 
 
 #: Granted lifetimes are few distinct values: bindings share one int object per value.
@@ -162,6 +183,8 @@ class BindingInfo:
     authentication: str = "local"
     key_source: str | None = None
     address_source: str | None = None
+    udp_tunnel: bool = False  # RFC 3519: tunnelled in UDP to the NAT mapping (source address/port)
+    revocation: bool = False  # RFC 3543 negotiated with the foreign agent
 
     @property
     def key(self) -> tuple[IPv4Address, IPv4Address]:
@@ -311,6 +334,10 @@ class HomeAgent:
         self._aaa_max_pending = 0
         self._sessions = 0
         self.aaa_counters = AaaCounters()
+        #: Set by the daemon from its data plane: False makes a UDP tunnel request that needs one 142.
+        self.udp_tunnels_available = True
+        self._revocations = RevocationState()
+        self._datagrams: deque[Outgoing] = deque()  # revocations to send (not replies)
         self._install(prepare_config(self, config))
 
     # --- inputs: datagrams -----------------------------------------------------------------------
@@ -335,6 +362,8 @@ class HomeAgent:
         stats = self.statistics
         policy = self._policy
         if policy is None or not data or data[0] != _REGISTRATION_REQUEST:
+            if policy is not None and data and data[0] in (_REVOCATION, _REVOCATION_ACK):
+                return self._revocation_message(data, source, now, wallclock)
             stats.discarded += 1
             return None
         stats.requests_received += 1
@@ -389,6 +418,8 @@ class HomeAgent:
                     state.last_identification = accepted
                 if ha_nonce is not None:
                     state.ha_nonce = ha_nonce
+        if type(verdict) is Accept and len(request.extensions) > 1:
+            verdict = self._rfc3519_3543(verdict, peer, wallclock)
         if type(verdict) is Accept:
             assert node is not None  # decide() never accepts an unknown mobile node
             if state is None:
@@ -404,8 +435,20 @@ class HomeAgent:
             stats.accepted += 1
             if verdict.code == _ACCEPTED_NO_SIMULTANEOUS:
                 stats.accepted_no_simultaneous += 1
+            if verdict.udp_tunnel is not None:
+                stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         return Outgoing(encode_reply(verdict), peer.reply_to, peer.reply_source, peer.reply_port)
+
+    def _rfc3519_3543(self, verdict: Accept, peer: _Peer, wallclock: float) -> Accept | Deny:
+        """UDP tunnelling (RFC 3519) and revocation support (RFC 3543) on an accepted request."""
+        ha = self.config.home_agent
+        assert ha is not None
+        nat = ha.nat_traversal
+        outcome = udp_tunnel_step(verdict, peer.arrival, nat, available=self.udp_tunnels_available)
+        if type(outcome) is Accept:
+            outcome = revocation_step(outcome, int(wallclock), enabled=ha.revocation.enabled)
+        return outcome
 
     def _peer(self, source: tuple[str, int], received_on: IPv4Address, port: int) -> _Peer:
         peers = self._peers
@@ -686,11 +729,16 @@ class HomeAgent:
         lifetime = _LIFETIMES.setdefault(verdict.lifetime, verdict.lifetime)
         encapsulation = _PLANE_ENCAPSULATION[verdict.encapsulation]
         flags = int(verdict.flags) | (NO_SIMULTANEOUS if verdict.code == _ACCEPTED_NO_SIMULTANEOUS else 0)
+        if verdict.udp_tunnel is not None:
+            flags |= UDP_TUNNEL
         current = table.get(home, coa)
+        if verdict.revocation is not None or self._revocations.negotiated:
+            self._negotiate(verdict, make_key(home, coa), source)
         if (
             current is not None
             and current.encapsulation == encapsulation
-            and (current.flags ^ flags) & _T_BIT == 0
+            and (current.flags ^ flags) & (_T_BIT | UDP_TUNNEL) == 0
+            and (not flags & UDP_TUNNEL or current.source == source)
             and (not verdict.replace_existing or isinstance(state.coas, int))
         ):  # a plain renewal: nothing changes but the binding's own fields (no intents, no events)
             registered, previous_lifetime = current.registered, current.lifetime
@@ -723,31 +771,35 @@ class HomeAgent:
             before: list[Binding] = []
             replaced: list[Binding] = []
             after = [binding]
-            route: tuple[IPv4Address, ...] = (coa_ip,)
+            route: tuple[IPv4Address, ...] = (_tunnel_end(binding)[0],)
         else:
             before = [b for b in (table.get(home, c) for c in state.care_of_addresses()) if b is not None]
             replaced = [b for b in before if b.care_of_address != coa] if verdict.replace_existing else []
             kept = [b for b in before if b.care_of_address != coa and b not in replaced]
             after = sorted([*kept, binding], key=_care_of)
-            route = tuple(coa_ip if b is binding else IPv4Address(b.care_of_address) for b in after)
+            route = tuple(_tunnel_end(b)[0] for b in after)
         for old in replaced:
             table.remove(home, old.care_of_address)
         table.add(binding)
         self._set_coas(state, after)
 
         intents = self._intents
-        old_encapsulation = current.encapsulation if current is not None else None
+        end = _tunnel_end(binding)
+        old_end = _tunnel_end(current) if current is not None else None
+        new_tunnel = old_end is None or old_end[:2] != end[:2]
         reverse_before = any(b.flags & _T_BIT for b in before)
         reverse_after = any(b.flags & _T_BIT for b in after)
-        if old_encapsulation != encapsulation:
-            intents.append(EnsureTunnel(coa_ip, encapsulation))
-        if current is None or replaced or reverse_before != reverse_after:
-            intents.append(SetHomeRoute(home_ip, route, reverse_after))
-        if old_encapsulation is not None and old_encapsulation != encapsulation:
-            intents.append(ReleaseTunnel(coa_ip, old_encapsulation))
+        if new_tunnel:
+            intents.append(EnsureTunnel(end[0], end[1]))
+        if current is None or replaced or reverse_before != reverse_after or old_end != end:
+            intents.append(SetHomeRoute(home_ip, route, reverse_after, end[2] if len(after) == 1 else 0))
+        if old_end is not None and new_tunnel:
+            intents.append(ReleaseTunnel(old_end[0], old_end[1]))
         for old in replaced:
             old_ip = IPv4Address(old.care_of_address)
-            intents.append(ReleaseTunnel(old_ip, old.encapsulation))
+            old_tunnel = _tunnel_end(old)
+            intents.append(ReleaseTunnel(old_tunnel[0], old_tunnel[1]))
+            self._forget_revocation(old)
             self._event(BindingRemoved(home_ip, old_ip, old.mobile_node, RemovalReason.REPLACED, node.nai))
         if not before:
             intents.append(ProxyArp(home_ip, True))
@@ -788,18 +840,23 @@ class HomeAgent:
         address = IPv4Address(home)
         nai = self._nai(removed[0])
         if remaining:
+            ends = [_tunnel_end(b) for b in remaining]
             intents.append(
                 SetHomeRoute(
                     address,
-                    tuple(IPv4Address(b.care_of_address) for b in remaining),
+                    tuple(e[0] for e in ends),
                     any(b.flags & _T_BIT for b in remaining),
+                    ends[0][2] if len(ends) == 1 else 0,
                 )
             )
         else:
             intents.append(RemoveHomeRoute(address))
         for binding in removed:
             care_of = IPv4Address(binding.care_of_address)
-            intents.append(ReleaseTunnel(care_of, binding.encapsulation))
+            tunnel = _tunnel_end(binding)
+            intents.append(ReleaseTunnel(tunnel[0], tunnel[1]))
+            if self._revocations.negotiated:
+                self._revoke(binding, reason)
             self._event(BindingRemoved(address, care_of, binding.mobile_node, reason, nai))
         if remaining:
             return
@@ -826,11 +883,134 @@ class HomeAgent:
         if pool is not None:
             pool.release(home)
 
+    # --- RFC 3543 registration revocation ---------------------------------------------------------
+
+    def _negotiate(self, verdict: Accept, key: int, source: int) -> None:
+        """Remember (or forget) that this binding's foreign agent negotiated revocation."""
+        offered = verdict.revocation
+        if offered is None:
+            self._revocations.negotiated.pop(key, None)
+            return
+        for extension in verdict.request.extensions:  # the agent's own extension: its timestamp
+            if type(extension) is type(offered):
+                self._revocations.negotiated[key] = Negotiated(
+                    ipv4(source >> 16),
+                    extension.timestamp,
+                    offered.timestamp,
+                    bool(offered.flags & offered.I_BIT),
+                )
+                return
+
+    def _forget_revocation(self, binding: Binding) -> None:
+        self._revocations.negotiated.pop(make_key(binding.home_address, binding.care_of_address), None)
+
+    def _revoke(self, binding: Binding, reason: RemovalReason) -> None:
+        """Tell the foreign agent a binding it relayed is gone, when it is our decision (``cleared``)."""
+        negotiated = self._revocations.negotiated.pop(
+            make_key(binding.home_address, binding.care_of_address), None
+        )
+        if negotiated is None or reason is not RemovalReason.CLEARED or self.config.home_agent is None:
+            return
+        agent = self._foreign_agents.get(negotiated.foreign_agent)
+        if agent is None or not agent.security_associations:
+            self.statistics.revocations_discarded += 1  # no association left to sign with
+            return
+        ha = self.config.home_agent
+        pending = self._revocations.revoke(
+            negotiated,
+            home_address=ipv4(binding.home_address),
+            ha_address=ha.address,
+            sa=agent.security_associations[0],
+            policy=ha.revocation,
+            now=self._now,
+            wallclock=self._now + self._wall_offset,
+        )
+        self.statistics.revocations_sent += 1
+        self._datagrams.append(self._to_agent(pending.data, pending.foreign_agent))
+
+    def _to_agent(self, data: bytes, agent: IPv4Address) -> Outgoing:
+        ha = self.config.home_agent
+        assert ha is not None
+        return Outgoing(data, (str(agent), 434), ha.address, self._port)
+
+    def _retransmit_revocations(self, now: float) -> None:
+        ha = self.config.home_agent
+        if ha is None:
+            self._revocations.pending.clear()
+            return
+        again, exhausted = self._revocations.due(now, ha.revocation)
+        self.statistics.revocations_unacknowledged += exhausted
+        for pending in again:
+            self.statistics.revocations_retransmitted += 1
+            self._datagrams.append(self._to_agent(pending.data, pending.foreign_agent))
+
+    def _revocation_message(
+        self, data: bytes, source: tuple[str, int], now: float, wallclock: float
+    ) -> Outgoing | None:
+        """A Registration Revocation (7) or Acknowledgement (15) from a foreign agent (RFC 3543 §4.2)."""
+        stats = self.statistics
+        agent_ip = IPv4Address(source[0])
+        agent = self._foreign_agents.get(agent_ip)
+        try:
+            message = pull_revocation_ack(data) if data[0] == _REVOCATION_ACK else pull_revocation(data)
+        except _RevocationError:
+            stats.revocations_discarded += 1
+            return None
+        if not verify_fa_ha(message, agent):
+            stats.revocations_discarded += 1
+            return None
+        assert agent is not None
+        if type(message) is RevocationAck:
+            if self._revocations.acknowledged(agent_ip, message.home_address, message.revocation_id):
+                stats.revocation_acks_received += 1
+            else:
+                stats.revocations_discarded += 1
+            return None
+        if message.home_agent_revoking:  # A set: a home agent's message, not an agent's
+            stats.revocations_discarded += 1
+            return None
+        stats.revocations_received += 1
+        home = int(message.home_address)
+        negotiated = self._revocations.negotiated
+        revoked = [
+            b
+            for b in self._table.for_home(home)
+            if (n := negotiated.get(make_key(home, b.care_of_address))) is not None
+            and n.foreign_agent == agent_ip
+        ]
+        registered = min(
+            (negotiated[make_key(home, b.care_of_address)].fa_timestamp for b in revoked), default=0
+        )
+        if not self._revocations.fresh(agent_ip, message.revocation_id, registered):
+            stats.revocations_discarded += 1
+            return None
+        for binding in revoked:
+            negotiated.pop(make_key(home, binding.care_of_address), None)
+        if revoked:
+            self._now = now
+            self._remove_bindings(home, [b.care_of_address for b in revoked], RemovalReason.REVOKED)
+        ack = push_revocation_ack(
+            RevocationAck(message.home_address, message.revocation_id, False), agent.security_associations[0]
+        )
+        stats.revocation_acks_sent += 1
+        stats.replies_sent += 1
+        return Outgoing(ack, source, self.config.home_agent.address, self._port)  # type: ignore[union-attr]
+
+    def drain_datagrams(self) -> list[Outgoing]:
+        """Datagrams the engine sends on its own (RFC 3543 revocations), oldest first."""
+        datagrams = list(self._datagrams)
+        self._datagrams.clear()
+        return datagrams
+
     # --- inputs: time ----------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire."""
         due = self._table.next_expiry()
+        if self._revocations.pending:
+            resend = self._revocations.next_due()
+            if resend is not None and (due is None or resend < due):
+                due = resend
         return None if due is None else due + _TIMER_SLACK
 
     def handle_timer(self, now: float, *, limit: int | None = None) -> int:
@@ -841,6 +1021,8 @@ class HomeAgent:
         """
         self._now = now
         count = 0
+        if self._revocations.pending:
+            self._retransmit_revocations(now)
         if limit is not None and limit <= 0:
             return 0
         for binding in self._table.pop_expired(now):
@@ -1161,7 +1343,7 @@ class HomeAgent:
             lifetime=record.lifetime,
             registered=now - (wallclock - record.registered_at),
             identification=record.identification,
-            flags=record.flags & 0xFF,
+            flags=record.flags & (0xFF | UDP_TUNNEL),
             encapsulation=encapsulation,
         )
         self._table.add(binding)
@@ -1200,6 +1382,9 @@ class HomeAgent:
             authentication="local" if subscriber is None else "aaa",
             key_source=None if subscriber is None else subscriber.profile.key_source,
             address_source=None if subscriber is None else subscriber.profile.address_source,
+            udp_tunnel=bool(binding.flags & UDP_TUNNEL),
+            revocation=make_key(binding.home_address, binding.care_of_address)
+            in self._revocations.negotiated,
         )
 
     def binding(
@@ -1269,11 +1454,13 @@ class HomeAgent:
 
     @staticmethod
     def _desired(group: list[Binding]) -> DesiredBinding:
+        ends = [_tunnel_end(b) for b in group]
         return DesiredBinding(
             IPv4Address(group[0].home_address),
-            tuple(IPv4Address(b.care_of_address) for b in group),
-            group[0].encapsulation,
+            tuple(e[0] for e in ends),
+            ends[0][1],
             any(b.flags & _T_BIT for b in group),
+            ends[0][2],
         )
 
     def pool_usage(self, name: str) -> PoolUsage | None:

@@ -26,6 +26,15 @@ COUNTERS = (
     "unknown-ha",
     "gratuitous-arps-sent",
     "discarded",
+    # RFC 3519 / RFC 3543
+    "udp-tunnel-accepted",
+    "revocations-sent",
+    "revocations-retransmitted",
+    "revocations-unacknowledged",
+    "revocation-acks-received",
+    "revocations-received",
+    "revocation-acks-sent",
+    "revocations-discarded",
 )
 
 

@@ -8,6 +8,8 @@ Examples::
     mipha mn --ha 192.0.2.1 --key ... sequence --nai alice@example.net --coa 203.0.113.5 --coa2 203.0.113.9
     mipha mn --ha 192.0.2.1 --key ... load --count 10000 --home-start 10.1.0.1 --coa 203.0.113.5 \\
         --rate 20000 --duration 5 --json
+    mipha mn --ha 10.1.0.1 --key ... --udp-tunnel register --home 10.1.0.100 --coa 172.16.0.10
+    mipha mn --ha 10.1.0.1 --key ... --flags T udp-endpoint --home 10.1.0.100 --coa 172.16.0.10 --netns mn
 
 Exit status: 0 when every transaction got an authenticated accept (``load``: at least one reply and
 no timeouts), 1 otherwise, 2 on usage errors.
@@ -24,6 +26,7 @@ from ipaddress import IPv4Address
 from ha.protocol import RequestFlags, SecurityAssociation
 from ha.protocol.constants import REGISTRATION_PORT, AuthAlgorithm, ReplayProtection
 
+from . import udp_tunnel
 from .client import RegistrationClient, Result, run_load
 from .session import UNSPECIFIED, MobileNodeSession
 
@@ -64,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=1.0, help="first retransmission timeout (s)")
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--udp-tunnel", action="store_true", help="ask for UDP tunnelling (RFC 3519 UDP Tunnel Request)"
+    )
+    parser.add_argument("--udp-force", action="store_true", help="with --udp-tunnel: set F (force)")
     sub = parser.add_subparsers(dest="action", required=True)
 
     def node_args(p: argparse.ArgumentParser, coa: bool = True) -> None:
@@ -85,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     seq = sub.add_parser("sequence", help="register, re-register, hand over, deregister all")
     node_args(seq)
     seq.add_argument("--coa2", type=IPv4Address, required=True, help="care-of address to hand over to")
+    endpoint = sub.add_parser(
+        "udp-endpoint", help="behind a NAT: register with UDP tunnelling and carry the tunnel until signalled"
+    )
+    udp_tunnel.add_arguments(endpoint)
     load = sub.add_parser("load", help="N mobile nodes at a target rate")
     load.add_argument("--count", type=int, required=True)
     load.add_argument("--home-start", type=IPv4Address, help="first static home address (consecutive)")
@@ -114,6 +125,8 @@ def _session(
         nai=nai,
         lifetime=args.lifetime,
         flags=args.flags,
+        udp_tunnel=args.udp_tunnel,
+        udp_force=args.udp_force,
         mn_aaa_secret=args.mn_aaa_secret.encode() if args.mn_aaa_secret else None,
     )
 
@@ -172,8 +185,18 @@ async def _load(args: argparse.Namespace):
         return await run_load(client, sessions, rate=args.rate, duration=args.duration, window=args.window)
 
 
+def _udp_endpoint(args: argparse.Namespace) -> int:
+    session = _session(args, args.home, args.coa, None)
+    session.udp_tunnel = True
+    status, stats = asyncio.run(udp_tunnel.serve(args, session))
+    print(json.dumps(stats.as_dict()) if args.json else f"udp tunnel down: {stats.as_dict()}", flush=True)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.action == "udp-endpoint":
+        return _udp_endpoint(args)
     if args.action == "load":
         report = asyncio.run(_load(args))
         summary = report.as_dict()
@@ -199,9 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: no reply after {result.attempts} attempts")
             else:
                 auth = "authenticated" if o.authenticated else "NOT authenticated"
+                udp = ""
+                if o.udp_tunnel is not None:
+                    udp = (
+                        f", UDP tunnel code {o.udp_tunnel.code} keepalive {o.udp_tunnel.keepalive_interval} s"
+                    )
                 print(
                     f"{name}: code {o.code}, lifetime {o.lifetime}, home address {o.home_address}, "
-                    f"{auth}, {result.latency * 1000:.2f} ms, {result.attempts} attempt(s)"
+                    f"{auth}, {result.latency * 1000:.2f} ms, {result.attempts} attempt(s){udp}"
                 )
     return 0 if ok else 1
 

@@ -60,6 +60,13 @@ class Result:
                 authenticated=self.outcome.authenticated,
                 nai=self.outcome.nai,
             )
+            tunnel = self.outcome.udp_tunnel
+            if tunnel is not None:
+                out["udp_tunnel"] = {
+                    "code": tunnel.code,
+                    "forced": bool(tunnel.flags & 0x8000),
+                    "keepalive_interval": tunnel.keepalive_interval,
+                }
         return out
 
 

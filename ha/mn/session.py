@@ -31,6 +31,8 @@ from ha.protocol import (
     RegistrationRequest,
     RequestFlags,
     SecurityAssociation,
+    UdpTunnelReply,
+    UdpTunnelRequest,
     pull_registration_reply,
     push_registration_request,
 )
@@ -54,6 +56,8 @@ class ReplyOutcome:
     identification: int
     authenticated: bool
     nai: str | None
+    #: RFC 3519 UDP Tunnel Reply, when the home agent sent one inside the authenticated part.
+    udp_tunnel: UdpTunnelReply | None = None
 
     @property
     def accepted(self) -> bool:
@@ -72,6 +76,9 @@ class MobileNodeSession:
     lifetime: int = 600
     flags: RequestFlags = RequestFlags.NONE
     clock_offset: int = 0  # seconds to add to our clock to match the HA's (learnt from 133)
+    #: RFC 3519: ask for UDP tunnelling (UDP Tunnel Request before the MN-HA extension); F forces it.
+    udp_tunnel: bool = False
+    udp_force: bool = False
     ha_nonce: int | None = None
     #: MN-AAA shared secret (RFC 4721 §8, CHAP_SPI): requests then carry a challenge and the MN-AAA
     #: extension instead of Mobile-Home authentication; RADIUS checks them.
@@ -120,6 +127,8 @@ class MobileNodeSession:
         template = self._templates.get(key)
         if template is None:
             extensions: list = [] if self.nai is None else [MobileNodeNai(self.nai)]
+            if self.udp_tunnel and life:  # never on a deregistration (RFC 3519 §3.1)
+                extensions.append(UdpTunnelRequest(flags=UdpTunnelRequest.F_FORCE if self.udp_force else 0))
             extensions.append(MobileHomeAuth(self.sa.spi))
             request = RegistrationRequest(self.flags, life, home, self.home_agent, coa, 0, tuple(extensions))
             encoded = bytearray(push_registration_request(request, sign={ExtensionType.MN_HA_AUTH: self.sa}))
@@ -181,6 +190,19 @@ class MobileNodeSession:
                 self.clock_offset = delta - _MOD32 if delta >= 1 << 31 else delta
             elif reply.identification != identification:
                 return None  # an accepted timestamp reply echoes all 64 bits
+        tunnel = None
+        if authenticated:  # only an extension the MN-HA authenticator covers counts
+            for extension in reply.extensions:
+                if type(extension) is MobileHomeAuth:
+                    break
+                if type(extension) is UdpTunnelReply:
+                    tunnel = extension
         return ReplyOutcome(
-            reply.code, reply.lifetime, reply.home_address, reply.identification, authenticated, reply.nai
+            reply.code,
+            reply.lifetime,
+            reply.home_address,
+            reply.identification,
+            authenticated,
+            reply.nai,
+            tunnel,
         )

@@ -129,6 +129,11 @@ class MobileNodeTunnel:
 
     def _setup(self) -> None:
         """Runs on the namespace thread: everything created here lives in the mobile node's namespace."""
+        self._create_tun()
+        self._raw = self._open_transport()
+        self._configure_routes()
+
+    def _create_tun(self) -> None:
         cfg = self.config
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -144,6 +149,10 @@ class MobileNodeTunnel:
         write_sysctl(("net", "ipv6", "conf", cfg.ifname, "disable_ipv6"), 1)
         # Decapsulated packets come in on the TUN from anywhere: loose reverse-path check there.
         write_sysctl(("net", "ipv4", "conf", cfg.ifname, "rp_filter"), 2)
+
+    def _open_transport(self) -> socket.socket:
+        """The socket the tunnel's outer packets use: raw IP-in-IP, bound to the care-of address."""
+        cfg = self.config
         try:
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_IPIP)
         except OSError as exc:
@@ -160,6 +169,11 @@ class MobileNodeTunnel:
         raw.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         raw.setblocking(False)
+        return raw
+
+    def _configure_routes(self) -> None:
+        """Home address on the TUN; what the home address sends goes into the TUN (policy rule)."""
+        cfg = self.config
         with IPRoute() as ipr:
             try:
                 ipr.link("set", index=self.ifindex, state="up", mtu=cfg.mtu)

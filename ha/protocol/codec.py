@@ -424,15 +424,18 @@ def push_signed_reply(
     mn_ha: SecurityAssociation | None = None,
     challenge: MobileForeignChallenge | None = None,
     fa_ha: SecurityAssociation | None = None,
+    udp_tunnel: UdpTunnelReply | None = None,
+    revocation: RevocationSupport | None = None,
 ) -> bytes:
     """A home agent's reply straight from its fields, in the order of RFC 5944 §3.6.1.3 / RFC 4721.
 
     Same bytes as ``push_registration_reply`` of the equivalent ``RegistrationReply`` signed with
     ``mn_ha`` / ``fa_ha``, without building the message and extension objects first: this runs once
     per request.  Addresses are integers.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each
-    one when given).
+    one when given).  RFC 3519's UDP Tunnel Reply goes before the MN-HA extension (it authenticates
+    it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).
     """
-    if nai is None and mn_ha is not None:  # the usual reply: fixed part and MN-HA header in one pack
+    if nai is None and mn_ha is not None and udp_tunnel is None:  # the usual reply: one pack
         out = _PLAIN_REPLY.pack(
             _REPLY,
             code,
@@ -449,11 +452,15 @@ def push_signed_reply(
         out = _REPLY_FIXED.pack(_REPLY, code, lifetime, home_address, home_agent, identification)
         if nai is not None:
             out += _write_nai(nai)
+        if udp_tunnel is not None:
+            out += _write_udp_tunnel_reply(udp_tunnel)
         if mn_ha is not None:
             out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
             out += mn_ha.authenticator(out)
     if challenge is not None:
         out += _write_challenge(challenge)
+    if revocation is not None:
+        out += _write_revocation_support(revocation)
     if fa_ha is not None:
         out += _SIGNED_AUTH_HEADER.pack(_FA_HA, _SIGNED_AUTH_LENGTH, fa_ha.spi)
         out += fa_ha.authenticator(out)

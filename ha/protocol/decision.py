@@ -50,6 +50,8 @@ from .messages import (
     MobileHomeAuth,
     MobileNodeNai,
     RegistrationRequest,
+    RevocationSupport,
+    UdpTunnelReply,
 )
 from .replay import ReplayVerdict, check_identification, check_timestamp
 
@@ -206,6 +208,16 @@ class Deny:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class UdpTunnel:
+    """An accepted registration's RFC 3519 UDP tunnel: the NAT mapping and the reply's extension 44."""
+
+    address: int  # the request's IP source (the NAT's public address), as an integer
+    port: int  # the request's UDP source port
+    forced: bool  # tunnelling without a detected NAT (F)
+    reply: UdpTunnelReply
+
+
 @dataclass(slots=True)
 class Accept:
     """The request is accepted; the engine applies ``action`` and answers with ``code``.
@@ -235,6 +247,10 @@ class Accept:
     accepted_identification: int | None
     ha_nonce: int | None
     nai: str | None
+    #: Set after ``decide`` by ``udp_tunnel.udp_tunnel_step`` (RFC 3519) and
+    #: ``revocation.revocation_step`` (RFC 3543); both travel in the reply.
+    udp_tunnel: UdpTunnel | None = None
+    revocation: RevocationSupport | None = None
 
     @property
     def accepted(self) -> bool:

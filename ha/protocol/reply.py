@@ -1,8 +1,10 @@
 """Registration Replies from verdicts (RFC 5944 §3.8.3), and where to send them.
 
-Reply extensions, in order: the request's NAI echoed (RFC 2794), the Mobile-Home authentication
-extension, the foreign agent's challenge echoed unchanged (RFC 4721; "after the MN-HA and before
-the MN-FA"), the Foreign-Home authentication extension last (it covers everything before it).
+Reply extensions, in order: the request's NAI echoed (RFC 2794), the UDP Tunnel Reply (RFC 3519,
+inside the part the MN-HA authenticator covers), the Mobile-Home authentication extension, the
+foreign agent's challenge echoed unchanged (RFC 4721; "after the MN-HA and before the MN-FA"), the
+Revocation Support extension (RFC 3543), the Foreign-Home authentication extension last (it covers
+everything before it).
 
 Every reply is signed with each key the home agent holds for the request's peers, denials included:
 mobile nodes discard unauthenticated denials (Qualcomm's MN code does), so an unsigned 131/133 would
@@ -27,6 +29,8 @@ from .messages import (
     MobileNodeNai,
     RegistrationReply,
     RegistrationRequest,
+    RevocationSupport,
+    UdpTunnelReply,
 )
 
 
@@ -79,6 +83,14 @@ def _header(verdict: Verdict) -> tuple[int, int, IPv4Address, IPv4Address]:
     raise TypeError(f"not a verdict: {verdict!r}")
 
 
+def _rfc3519_3543(verdict: Verdict) -> tuple[UdpTunnelReply | None, RevocationSupport | None]:
+    """The UDP Tunnel Reply (RFC 3519) and Revocation Support (RFC 3543) extensions of an acceptance."""
+    if type(verdict) is not Accept:
+        return None, None
+    tunnel = verdict.udp_tunnel
+    return (tunnel.reply if tunnel is not None else None), verdict.revocation
+
+
 def build_reply(verdict: Verdict) -> RegistrationReply:
     """The reply message for a verdict (authenticators still empty: :func:`encode_reply` signs)."""
     code, lifetime, home_address, home_agent = _header(verdict)
@@ -87,10 +99,15 @@ def build_reply(verdict: Verdict) -> RegistrationReply:
     extensions: list[Extension] = []
     if nai is not None:
         extensions.append(nai)
+    udp_tunnel, revocation = _rfc3519_3543(verdict)
+    if udp_tunnel is not None:
+        extensions.append(udp_tunnel)
     if sa is not None:
         extensions.append(MobileHomeAuth(spi=sa.spi))
     if challenge is not None:
         extensions.append(challenge)
+    if revocation is not None:
+        extensions.append(revocation)
     if fa_sa is not None:
         extensions.append(ForeignHomeAuth(spi=fa_sa.spi))
     return RegistrationReply(
@@ -108,6 +125,7 @@ def encode_reply(verdict: Verdict) -> bytes:
     else:
         nai, challenge = _echoed(request)
     request_home, request_agent, _coa = request.integers
+    udp_tunnel, revocation = _rfc3519_3543(verdict)
     return push_signed_reply(
         code,
         lifetime,
@@ -118,6 +136,8 @@ def encode_reply(verdict: Verdict) -> bytes:
         verdict.security_association,
         challenge,
         verdict.fa_security_association,
+        udp_tunnel,
+        revocation,
     )
 
 

@@ -1,0 +1,179 @@
+"""The userspace RFC 3519 UDP tunnel endpoint of a home agent (used by the ``tun`` backend).
+
+No kernel this project runs on has ``fou``, so IP-in-UDP is carried in userspace, through the virtual
+router's UDP 434 socket (the one registrations arrive on: the NAT mapping the mobile node registered
+from is exactly that socket's peer):
+
+- **forward**: a packet for a UDP-tunnelled home address goes to the binding's NAT mapping as
+  ``UDP(434 -> mapping) | 4, 4, 0 | inner packet`` (:meth:`UdpTunnels.send`);
+- **reverse**: a type-4 datagram is decapsulated only when its UDP source is the mapping registered for
+  the inner packet's source (the home address); anything else is dropped and counted;
+- **keepalive** (RFC 3519): an ICMP echo request to the home agent's address inside the tunnel is
+  answered here, back through the same tunnel (the kernel would refuse to tunnel a packet whose source
+  is the home agent itself, RFC 2003 §3).
+
+The mapping is the binding's: a renewal from a new source port (the NAT lost its state) moves it, the
+engine says so with a new ``SetHomeRoute``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+#: Bytes an IP-in-UDP tunnel adds: outer IP (20) + UDP (8) + the tunnel data header (4).
+UDP_OVERHEAD = 32
+TUNNEL_DATA = 4
+NEXT_HEADER_IP = 4
+_HEADER = bytes((TUNNEL_DATA, NEXT_HEADER_IP, 0, 0))
+_ICMP = 1
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_ECHO_REQUEST = 8
+
+
+@dataclass(slots=True)
+class UdpPath:
+    """The forward path of one UDP-tunnelled home address (same fields the tun fast path reads)."""
+
+    coa: IPv4Address  # the NAT's address
+    dest: tuple[str, int]  # the NAT mapping
+    packed: bytes
+    mtu: int
+    gre: bool = False
+    udp: bool = True
+    in_packets: int = 0
+    in_octets: int = 0
+    out_packets: int = 0
+    out_octets: int = 0
+
+
+def _checksum(data: bytes | bytearray) -> int:
+    if len(data) % 2:
+        data = bytes(data) + b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_reply(request: bytes | memoryview) -> bytes | None:
+    """The ICMP echo reply to an IPv4 echo request (addresses swapped, same id/sequence/data)."""
+    packet = bytes(request)
+    ihl = (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 8 or packet[9] != _ICMP or packet[ihl] != _ECHO_REQUEST:
+        return None
+    icmp = bytearray(packet[ihl:])
+    icmp[0] = 0
+    icmp[2:4] = b"\0\0"
+    icmp[2:4] = struct.pack("!H", _checksum(icmp))
+    header = bytearray(packet[:20])  # options are not echoed
+    header[0] = 0x45
+    header[2:4] = struct.pack("!H", 20 + len(icmp))
+    header[6:8] = b"\0\0"
+    header[8] = 64
+    header[10:12] = b"\0\0"
+    header[12:16], header[16:20] = packet[16:20], packet[12:16]
+    header[10:12] = struct.pack("!H", _checksum(header))
+    return bytes(header + icmp)
+
+
+class UdpTunnels:
+    """Every UDP tunnel of one virtual router: mappings, paths and the 434 socket."""
+
+    def __init__(
+        self,
+        ha_address: IPv4Address,
+        counts: Counter[str],
+        write_tun: Callable[[bytes | memoryview], None],
+    ) -> None:
+        self.ha_packed = ha_address.packed
+        # The registration socket is bound to 0.0.0.0: IP_PKTINFO makes the home agent address the
+        # outer source, as for replies (the mobile node accepts tunnel data only from HA:434).
+        self._source = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, self.ha_packed, bytes(4)))]
+        self.counts = counts
+        self.write_tun = write_tun
+        self.sock: socket.socket | None = None
+        #: Home address -> the NAT mapping's port (from ``SetHomeRoute.udp_port``).
+        self.ports: dict[IPv4Address, int] = {}
+        self._paths: dict[bytes, UdpPath] = {}  # packed home address -> path
+        self._by_mapping: dict[tuple[str, int], bytes] = {}  # mapping -> packed home address
+        self.keepalives_answered = 0
+
+    def path(self, home: bytes, mapping: tuple[str, int], mtu: int) -> UdpPath:
+        """The path of a UDP-tunnelled home address, created or moved to ``mapping``."""
+        current = self._paths.get(home)
+        if current is not None and current.dest == mapping:
+            return current
+        if current is not None:
+            self._by_mapping.pop(current.dest, None)
+        coa = IPv4Address(mapping[0])
+        path = UdpPath(coa, mapping, coa.packed, mtu)
+        if current is not None:  # a moved mapping keeps its counters
+            path.in_packets, path.in_octets = current.in_packets, current.in_octets
+            path.out_packets, path.out_octets = current.out_packets, current.out_octets
+        self._paths[home] = path
+        self._by_mapping[mapping] = home
+        return path
+
+    def forget(self, home: bytes) -> None:
+        path = self._paths.pop(home, None)
+        if path is not None:
+            self._by_mapping.pop(path.dest, None)
+
+    def counters(self, nat: IPv4Address) -> tuple[int, int, int, int]:
+        """In/out packets and octets of every UDP tunnel behind ``nat`` (for ``tunnels/tunnel``)."""
+        totals = [0, 0, 0, 0]
+        for p in self._paths.values():
+            if p.coa == nat:
+                totals[0] += p.in_packets
+                totals[1] += p.in_octets
+                totals[2] += p.out_packets
+                totals[3] += p.out_octets
+        return totals[0], totals[1], totals[2], totals[3]
+
+    def send(self, path: UdpPath, packet: bytes | memoryview) -> None:
+        """Forward one inner packet through the tunnel (the caller checked TTL, loops and size)."""
+        sock = self.sock
+        if sock is None:
+            self.counts["udp-no-socket"] += 1
+            return
+        try:
+            sock.sendmsg((_HEADER, packet), self._source, 0, path.dest)
+        except OSError:
+            self.counts["udp-send-failed"] += 1
+            return
+        path.out_packets += 1
+        path.out_octets += len(packet)
+
+    def receive(self, data: bytes, source: tuple[str, int]) -> None:
+        """A type-4 datagram from ``source``: decapsulate it, or answer a keepalive, or drop it."""
+        counts = self.counts
+        if len(data) < 24 or data[0] != TUNNEL_DATA:
+            counts["udp-malformed"] += 1
+            return
+        if data[1] != NEXT_HEADER_IP:
+            counts["udp-next-header-unsupported"] += 1
+            return
+        inner = memoryview(data)[4:]
+        if inner[0] >> 4 != 4:
+            counts["udp-malformed"] += 1
+            return
+        home = bytes(inner[12:16])
+        path = self._paths.get(home)
+        if path is None or path.dest != source:
+            counts["udp-reverse-spoofed"] += 1
+            return
+        path.in_packets += 1
+        path.in_octets += len(inner)
+        if bytes(inner[16:20]) == self.ha_packed:
+            reply = echo_reply(inner)
+            if reply is not None:
+                self.keepalives_answered += 1
+                counts["udp-keepalives-answered"] += 1
+                self.send(path, reply)
+                return
+        self.write_tun(inner)

@@ -1,0 +1,281 @@
+"""Reversible in-place changes of a configuration tree, and the key index that finds list entries.
+
+A datastore is changed in place: the edit engine records every primitive mutation (an element
+inserted, an element removed, a leaf's text set) in an OpLog, which can undo them (a refused edit, a
+read that must see the configuration before a pending transaction) and redo them (a candidate kept as a
+change set over running). So one edit costs what it changes, never a copy of 100k list entries.
+
+The KeyIndex keeps the entries of large lists by key tuple across edits, so looking up one mobile node
+among 100k never scans its siblings. Every mutation of a list's children goes through the OpLog, which
+keeps the index in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from server.schema import SchemaNode
+from server.tree import Forest
+
+Parent = etree._Element | Forest
+Key = tuple[str, ...]
+#: lists with at least this many entries keep their key index between edits
+PERSIST_MIN = 64
+
+
+def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
+    """The key tuple of a list entry (a leaf-list entry: its value)."""
+    if sn.kind == "leaf-list":
+        return ((el.text or "").strip(),)
+    return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+
+
+class ValueIndex:
+    """List entries by the values of some of their leaves (a `unique`'s leaves, a leafref), per
+    (parent, list, leaves). A superset: every node an OpLog touches is noted (`touch`) and its
+    entries are re-filed under their current values at the next lookup; stale entries (moved away,
+    value changed) are dropped when a lookup meets them."""
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[int, str, tuple[str, ...]], tuple[Parent, SchemaNode, dict]] = {}
+        self._by_list: dict[tuple[int, str], list[tuple[str, ...]]] = {}
+        self._dirty: list[etree._Element] = []
+
+    def touch(self, el: etree._Element) -> None:
+        if self._maps:
+            self._dirty.append(el)
+            if len(self._dirty) > 500_000:  # nobody looked up for long: rebuild on demand instead
+                self._maps.clear()
+                self._by_list.clear()
+                self._dirty = []
+
+    def _values(self, el: etree._Element, sn: SchemaNode, fields: tuple[str, ...]) -> tuple[str, ...] | None:
+        vals = []
+        for f in fields:
+            v = el.findtext(f"{{{sn.ns}}}{f}")
+            if v is None:
+                return None  # a unique applies only when all its leaves exist
+            vals.append(v.strip())
+        return tuple(vals)
+
+    def _map(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...]) -> dict:
+        self._flush()
+        tag = f"{{{sn.ns}}}{sn.name}"
+        k = (id(parent), tag, fields)
+        got = self._maps.get(k)
+        if got is None:
+            m: dict[tuple[str, ...], set[etree._Element]] = {}
+            for ch in parent.iterchildren(tag):
+                v = self._values(ch, sn, fields)
+                if v is not None:
+                    m.setdefault(v, set()).add(ch)
+            got = self._maps[k] = (parent, sn, m)
+            self._by_list.setdefault((id(parent), tag), []).append(fields)
+        return got[2]
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for d in dirty:
+            for el in (d, *d.iterancestors()):
+                p = el.getparent()
+                if p is None:
+                    break
+                for fields in self._by_list.get((id(p), el.tag), ()):
+                    _parent, sn, m = self._maps[(id(p), el.tag, fields)]
+                    v = self._values(el, sn, fields)
+                    if v is not None:
+                        m.setdefault(v, set()).add(el)
+
+    def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
+        """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
+        m = self._map(parent, sn, fields)
+        got = m.get(value)
+        if not got:
+            return []
+        live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
+        if len(live) != len(got):
+            m[value] = set(live)
+        return live
+
+    def same(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], el: etree._Element):
+        """The other entries with `el`'s values of `fields`."""
+        v = self._values(el, sn, fields)
+        if v is None:
+            return []
+        return [e for e in self.lookup(parent, sn, fields, v) if e is not el]
+
+    def forget_below(self, el: etree._Element) -> None:
+        for k, (parent, _sn, _m) in list(self._maps.items()):
+            if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
+                del self._maps[k]
+                fl = self._by_list.get((k[0], k[1]))
+                if fl is not None and k[2] in fl:
+                    fl.remove(k[2])
+
+
+class KeyIndex:
+    """Entries of keyed lists, per (parent, list tag). Large lists are kept across edits; small ones
+    only until `forget_small()` (the end of an edit), so 100k mobile nodes' own small lists cost nothing.
+    `values` indexes entries by leaf values for the incremental validation."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
+        self._small: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
+        self.values = ValueIndex()
+
+    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[Key, etree._Element]:
+        k = (id(parent), tag)
+        got = self._kept.get(k) or self._small.get(k)
+        if got is not None:
+            return got[1]
+        d: dict[Key, etree._Element] = {}
+        if sn.kind == "leaf-list":
+            for ch in parent.iterchildren(tag):
+                d[((ch.text or "").strip(),)] = ch
+        else:
+            key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
+            for ch in parent.iterchildren(tag):
+                d[tuple((ch.findtext(kt) or "").strip() for kt in key_tags)] = ch
+        (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
+        return d
+
+    def known(self, parent: Parent, tag: str) -> dict[Key, etree._Element] | None:
+        k = (id(parent), tag)
+        got = self._kept.get(k) or self._small.get(k)
+        return None if got is None else got[1]
+
+    def forget_small(self) -> None:
+        self._small.clear()
+
+    def forget_below(self, el: etree._Element) -> None:
+        """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
+        self.values.forget_below(el)
+        for store in (self._kept, self._small):
+            for k, (parent, _) in list(store.items()):
+                if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
+                    del store[k]
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._small.clear()
+        self.values = ValueIndex()
+
+
+def _is_below(node: etree._Element, anc: etree._Element) -> bool:
+    return any(a is anc for a in node.iterancestors())
+
+
+@dataclass(slots=True)
+class Op:
+    kind: str  # "ins", "rm", "txt"
+    parent: Parent | None
+    el: etree._Element
+    sn: SchemaNode | None
+    before: etree._Element | int | None = None  # ins: next sibling; rm: previous sibling / root index
+    old: str | None = None
+    new: str | None = None
+
+
+@dataclass
+class OpLog:
+    """The primitive mutations of one edit (or of a candidate's edits), applied in place."""
+
+    index: KeyIndex
+    ops: list[Op] = field(default_factory=list)
+    applied: bool = True
+
+    def insert(
+        self, parent: Parent, el: etree._Element, sn: SchemaNode | None, before=None
+    ) -> etree._Element:
+        el = _insert(parent, el, before)
+        self._indexed(parent, el, sn, add=True)
+        self.index.values.touch(el)
+        self.ops.append(Op("ins", parent, el, sn, before))
+        return el
+
+    def remove(self, parent: Parent, el: etree._Element, sn: SchemaNode | None) -> None:
+        if isinstance(parent, Forest):
+            where: etree._Element | int | None = parent.index(el)
+        else:
+            where = el.getprevious()
+        self._indexed(parent, el, sn, add=False)
+        parent.remove(el)
+        self.index.forget_below(el)
+        self.ops.append(Op("rm", parent, el, sn, where))
+
+    def set_text(self, el: etree._Element, text: str | None, sn: SchemaNode | None) -> None:
+        self.ops.append(Op("txt", None, el, sn, None, el.text, text))
+        el.text = text
+        self.index.values.touch(el)
+
+    def extend(self, other: OpLog) -> None:
+        self.ops.extend(other.ops)
+
+    # -- undo / redo ---------------------------------------------------------------------------------
+    def undo(self) -> None:
+        for op in reversed(self.ops):
+            if op.kind == "ins":
+                self._indexed(op.parent, op.el, op.sn, add=False)
+                op.parent.remove(op.el)
+                self.index.forget_below(op.el)
+            elif op.kind == "rm":
+                if isinstance(op.parent, Forest):
+                    op.parent.insert(op.before, op.el)
+                elif op.before is None:
+                    op.parent.insert(0, op.el)
+                else:
+                    op.before.addnext(op.el)
+                self._indexed(op.parent, op.el, op.sn, add=True)
+                self.index.values.touch(op.el)
+            else:
+                op.el.text = op.old
+                self.index.values.touch(op.el)
+        self.applied = False
+
+    def redo(self) -> None:
+        for op in self.ops:
+            if op.kind == "ins":
+                _insert(op.parent, op.el, op.before)
+                self._indexed(op.parent, op.el, op.sn, add=True)
+                self.index.values.touch(op.el)
+            elif op.kind == "rm":
+                self._indexed(op.parent, op.el, op.sn, add=False)
+                op.parent.remove(op.el)
+                self.index.forget_below(op.el)
+            else:
+                op.el.text = op.new
+                self.index.values.touch(op.el)
+        self.applied = True
+
+    def _indexed(self, parent: Parent, el: etree._Element, sn: SchemaNode | None, *, add: bool) -> None:
+        if sn is None or sn.kind not in ("list", "leaf-list"):
+            return
+        d = self.index.known(parent, el.tag)
+        if d is None:
+            return
+        key = entry_key(el, sn)
+        if add:
+            d[key] = el
+        elif d.get(key) is el:
+            del d[key]
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(self.ops)
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+def _insert(parent: Parent, el: etree._Element, before) -> etree._Element:
+    if isinstance(parent, Forest):
+        if before is None:
+            return parent.append(el)
+        return parent.insert(before if isinstance(before, int) else parent.index(before), el)
+    if before is None:
+        parent.append(el)
+    else:
+        before.addprevious(el)
+    return el

@@ -1,0 +1,79 @@
+"""tshark on a namespace's link for the RFC 3519/3543 daemon tests, and the counters they read."""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from lxml import etree
+from ncclient import manager
+
+NS = "urn:mipha:yang:mipha-home-agent"
+
+
+def statistics(m: manager.Manager, vr: str) -> dict[str, str]:
+    """The home agent counters of virtual router ``vr`` over NETCONF."""
+    flt = f'<virtual-routers xmlns="{NS}"><virtual-router><name>{vr}</name><home-agent><statistics/></home-agent></virtual-router></virtual-routers>'
+    data = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
+    stats = data.find(f".//{{{NS}}}statistics")
+    return {etree.QName(c).localname: c.text for c in stats}
+
+
+class Capture:
+    """tshark on one link of a namespace (UDP 434 only), started and stopped by PID."""
+
+    def __init__(self, ns: str, path: Path, *, interface: str) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "tshark", "-n", "-i", interface, "-f", "udp port 434", "-w", str(path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
+            if ready and "Capture started" in self.proc.stderr.readline():
+                return
+        self.stop()
+        raise AssertionError("tshark did not start capturing")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def decode(self) -> list[dict[str, str]]:
+        fields = [
+            "frame.number",
+            "mip.type",
+            "mip.code",
+            "mip.ext.type",
+            "mip.ext.utrp.code",
+            "_ws.malformed",
+        ]
+        cmd = [
+            "tshark",
+            "-n",
+            "-r",
+            str(self.path),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+        ]
+        cmd += ["-E", "aggregator=,"]
+        for f in fields:
+            cmd += ["-e", f]
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL
+        )
+        return [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines() if line]
