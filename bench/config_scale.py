@@ -8,7 +8,8 @@ For each configured size, on a fresh daemon:
 2. one node added through candidate + commit (edit-config + commit, median of --rounds);
 3. one node added straight into running, and one deleted (medians);
 4. commits per second, one node each, one session (for --rate-seconds, at most --rate-commits);
-5. get-config of everything (median of 3), and the daemon's RSS (VmRSS) idle after the load.
+5. get-config of everything (median of 3), and the daemon's RSS (VmRSS) idle after the load and again
+   at the end.
 
 The same run with an empty configuration (the virtual router, no mobile node) is the baseline every
 single-change figure is printed beside; the table at the end sets them against the issue's targets.
@@ -130,9 +131,9 @@ class Run:
             raise RuntimeError(reply[:800])
         return elapsed
 
-    def memory(self) -> None:
-        time.sleep(1.0)  # idle: let the daemon finish what a commit left (journal, gc)
-        self.figures["rss"] = self.daemon.memory()["VmRSS"]
+    def memory(self, figure: str = "rss") -> None:
+        time.sleep(2.0)  # idle: the daemon trims its heap a second after the last commit
+        self.figures[figure] = self.daemon.memory()["VmRSS"]
 
 
 def measure(size: int, rounds: int, rate_seconds: float, rate_commits: int) -> dict[str, float]:
@@ -151,6 +152,7 @@ def measure(size: int, rounds: int, rate_seconds: float, rate_commits: int) -> d
                 run.singles(rounds)
                 run.rate(rate_seconds, rate_commits)
                 run.get_config()
+                run.memory("rss at the end")
                 run.figures["idle rss"] = idle
             finally:
                 client.close()
@@ -182,7 +184,8 @@ def bulk(results: dict[int, dict[str, float]], base: dict[str, float] | None) ->
         per = f" ({(f['rss'] - base['rss']) / size:,.0f} B per node over empty)" if base and size else ""
         print(
             f"  {size:>7,}: edit {f['bulk edit']:6.2f} s + commit {f['bulk commit']:6.2f} s"
-            f" = {f['bulk']:6.2f} s; get-config {f['get-config']:6.3f} s; RSS {f['rss'] / 1e6:4.0f} MB{per}"
+            f" = {f['bulk']:6.2f} s; get-config {f['get-config']:6.3f} s; RSS {f['rss'] / 1e6:4.0f} MB{per},"
+            f" {f['rss at the end'] / 1e6:4.0f} MB after the single changes"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -35,6 +36,17 @@ from .runtime import VirtualRouter
 from .state import HomeAgentStateProvider
 
 log = logging.getLogger("mipha")
+#: Seconds without a commit before the daemon trims its heap.
+_TRIM_IDLE = 1.0
+
+
+def trim_heap() -> None:
+    """``malloc_trim(0)``: glibc keeps freed pages inside its heap (a 20 MB edit parsed, validated and
+    copied leaves ~200 MB of them at 100k mobile nodes); this returns them to the kernel."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 _Q = f"{{{MIPHA_NAMESPACE}}}"
 
 
@@ -51,12 +63,17 @@ class Daemon:
         self.server: ServerHandle | None = None
         self.notifier: Notifier | None = None
         self.subscriber = HomeAgentSubscriber(
-            self.routers, self.new_router, restored=self.take_restored, removed=self.journal.forget_vr
+            self.routers,
+            self.new_router,
+            restored=self.take_restored,
+            removed=self.journal.forget_vr,
+            applied=self._applied,
         )
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None
         self._stopped = asyncio.Event()
+        self._trim: asyncio.TimerHandle | None = None
         self.standby = None  # mipha.standby.HotStandby with [redundancy]
         if boot.redundancy is not None:
             from .standby import HotStandby
@@ -80,6 +97,13 @@ class Daemon:
     def take_restored(self, name: str) -> list[BindingRecord]:
         """Journaled bindings of a virtual router, handed over once at its first start."""
         return self._restored.pop(name, [])
+
+    def _applied(self) -> None:
+        """A second after the last commit (the daemon idle, the replies out): give the heap pages
+        that parsing, validating and copying configurations freed back to the kernel."""
+        if self._trim is not None:
+            self._trim.cancel()
+        self._trim = asyncio.get_running_loop().call_later(_TRIM_IDLE, trim_heap)
 
     def _on_events(self, vr: str, events: list) -> None:
         if self.notifier is not None:
@@ -127,6 +151,7 @@ class Daemon:
         if self.standby is not None:
             await self.standby.start()  # campaigns: may take over at once
         gc.freeze()  # the configuration is long-lived: keep the collector from rescanning it
+        trim_heap()
         # Bindings, journal records and their indexes are long-lived and hold no cycles, but each is a
         # tracked object: with the default thresholds (700, 10, 10) the collector spent 1.4 s of the
         # 7.6 s of CPU that 100k first registrations cost, mostly rescanning them in 12 full

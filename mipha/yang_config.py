@@ -16,9 +16,11 @@ from lxml import etree
 from ha.aaa.config import AaaConfig, AaaServer
 from ha.engine.config import (
     AddressPool,
+    AuthAlgorithm,
     ForeignAgent,
     HomeAgentConfig,
     MobileNode,
+    ReplayProtection,
     RouterSettings,
     SecurityAssociation,
     VirtualRouterConfig,
@@ -72,33 +74,70 @@ def _leaf_list(fields: dict[str, list[etree._Element]], name: str) -> list[str]:
     return [(el.text or "").strip() for el in fields.get(name, ())]
 
 
+_SPI, _KEY, _ALGORITHM, _REPLAY = (_Q + n for n in ("spi", "key", "algorithm", "replay-protection"))
+_ALGORITHMS = {a.value: a for a in AuthAlgorithm}
+_PROTECTIONS = {p.value: p for p in ReplayProtection}
+
+
 def _security_association(el: etree._Element) -> SecurityAssociation:
-    f = _fields(el)
-    return SecurityAssociation(
-        spi=int(_leaf(f, "spi") or 0),
-        key=_hex_key(_leaf(f, "key") or ""),
-        algorithm=_leaf(f, "algorithm") or "hmac-md5",
-        replay_protection=_leaf(f, "replay-protection") or "timestamp",
-    )
+    """One pass over the children, enum members looked up: 100k nodes are converted in one commit."""
+    spi, key, algorithm, replay = "0", "", AuthAlgorithm.HMAC_MD5, ReplayProtection.TIMESTAMP
+    for child in el:
+        tag, text = child.tag, (child.text or "").strip()
+        if tag == _SPI:
+            spi = text
+        elif tag == _KEY:
+            key = text
+        elif tag == _ALGORITHM:
+            algorithm = _ALGORITHMS.get(text) or AuthAlgorithm(text)
+        elif tag == _REPLAY:
+            replay = _PROTECTIONS.get(text) or ReplayProtection(text)
+    return SecurityAssociation(int(spi), _hex_key(key), algorithm, replay)
 
 
 def security_associations(parent: etree._Element) -> list[SecurityAssociation]:
     return [_security_association(sa) for sa in parent.iterfind(_Q + "security-association")]
 
 
+_NODE_LEAVES = {
+    _Q + local: attr
+    for local, attr in (
+        ("name", "name"),
+        ("home-address", "home_address"),
+        ("address-pool", "address_pool"),
+        ("nai", "nai"),
+        ("max-lifetime", "max_lifetime"),
+        ("reverse-tunnel", "reverse_tunnel"),
+    )
+}
+_NODE_SA, _NODE_COA = _Q + "security-association", _Q + "care-of-access"
+
+
 def mobile_node(el: etree._Element) -> MobileNode:
-    f = _fields(el)
-    home = _leaf(f, "home-address")
-    lifetime = _leaf(f, "max-lifetime")
+    """One pass over the entry's children (``find`` per leaf is several times slower)."""
+    leaves: dict[str, str] = {}
+    associations: list[SecurityAssociation] = []
+    coas: list[IPv4Network] = []
+    for child in el:
+        tag = child.tag
+        attr = _NODE_LEAVES.get(tag)
+        if attr is not None:
+            leaves[attr] = (child.text or "").strip()
+        elif tag == _NODE_SA:
+            associations.append(_security_association(child))
+        elif tag == _NODE_COA:
+            coas.append(IPv4Network((child.text or "").strip()))
+    home = leaves.get("home_address")
+    lifetime = leaves.get("max_lifetime")
     return MobileNode(
-        name=_leaf(f, "name") or "",
+        name=leaves.get("name", ""),
         home_address=_ipv4(home) if home else None,
-        address_pool=_leaf(f, "address-pool"),
-        nai=_leaf(f, "nai"),
+        address_pool=leaves.get("address_pool"),
+        nai=leaves.get("nai"),
         max_lifetime=int(lifetime) if lifetime else None,
-        reverse_tunnel=_leaf(f, "reverse-tunnel"),
-        care_of_access=tuple(IPv4Network(p) for p in _leaf_list(f, "care-of-access")),
-        security_associations=[_security_association(sa) for sa in f.get("security-association", ())],
+        reverse_tunnel=leaves.get("reverse_tunnel"),  # type: ignore[arg-type]
+        care_of_access=tuple(coas),
+        security_associations=associations,
     )
 
 

@@ -77,9 +77,10 @@ class SpiMap(Mapping):
 
     def __init__(self, associations: Iterable[SecurityAssociation] = ()) -> None:
         associations = tuple(associations)
-        spis = [sa.spi for sa in associations]
-        if len(set(spis)) != len(spis):
-            raise ValueError(f"duplicate spi in {sorted(spis)}")
+        if len(associations) > 1:
+            spis = [sa.spi for sa in associations]
+            if len(set(spis)) != len(spis):
+                raise ValueError(f"duplicate spi in {sorted(spis)}")
         self.associations = associations
 
     def __getitem__(self, spi: int) -> SecurityAssociation:
@@ -99,9 +100,12 @@ class SpiMap(Mapping):
 
 
 def _associations(items: Mapping | Iterable) -> SpiMap:
-    if isinstance(items, SpiMap):
-        return items
-    return SpiMap(items.values() if isinstance(items, Mapping) else items)
+    kind = type(items)
+    if kind is SpiMap:
+        return items  # type: ignore[return-value]
+    if kind is list or kind is tuple or not isinstance(items, Mapping):
+        return SpiMap(items)
+    return SpiMap(items.values())
 
 
 @dataclass(frozen=True, slots=True, eq=True)

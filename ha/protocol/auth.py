@@ -71,9 +71,12 @@ class SecurityAssociation:
             raise ValueError(f"SPI {self.spi} is reserved or out of range (256..4294967295)")
         if not isinstance(self.key, bytes) or len(self.key) < MIN_KEY_LENGTH:
             raise ValueError(f"a security association key must be at least {MIN_KEY_LENGTH} bytes")
-        algorithm = AuthAlgorithm(self.algorithm)
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "replay_protection", ReplayProtection(self.replay_protection))
+        if (
+            type(self.algorithm) is not AuthAlgorithm
+        ):  # members as they are: 100k nodes are configured at once
+            object.__setattr__(self, "algorithm", AuthAlgorithm(self.algorithm))
+        if type(self.replay_protection) is not ReplayProtection:
+            object.__setattr__(self, "replay_protection", ReplayProtection(self.replay_protection))
         # derived at the first authenticator: 256 bytes an association that nothing authenticates
         # with (most of 100k configured mobile nodes at any time) does not hold
         object.__setattr__(self, "_inner", None)
