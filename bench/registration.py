@@ -16,6 +16,10 @@
    ``tracemalloc`` growth at 100,000 bindings (Python-level objects, no allocator slack).
 4. Expiry lateness: bindings with 3-5 s lifetimes expire through the transport's ``loop.call_at``
    timer; how late each removal happened relative to its due time.
+
+``--metrics`` runs only section 5: the UDP load of section 2 against the home agent with and
+without the Prometheus endpoint (mipha/metrics.py) scraped every second, alternating, three runs
+each: rates, timeouts (= lost requests) and scrape times.
 """
 
 from __future__ import annotations
@@ -144,8 +148,9 @@ def bench_in_process(
 # --- 2. end to end over UDP ------------------------------------------------------------------------
 
 
-def serve(nodes: int) -> None:
-    """Child process: a home agent on 127.0.0.1:<ephemeral>; prints the port, runs until SIGTERM."""
+def serve(nodes: int, metrics: bool = False) -> None:
+    """Child process: a home agent on 127.0.0.1:<ephemeral>; prints the port, runs until SIGTERM.
+    With `metrics`, also the Prometheus endpoint (its port printed after the UDP port)."""
     engine = HomeAgent(vr_config(nodes))
     sock = open_udp_socket("127.0.0.1", 0)
 
@@ -154,12 +159,33 @@ def serve(nodes: int) -> None:
         transport.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        print(sock.getsockname()[1], flush=True)
+        endpoint = await _metrics_endpoint(engine) if metrics else None
+        print(sock.getsockname()[1], endpoint.port if endpoint else "", flush=True)
         await stop.wait()
         transport.close()
         print(json.dumps(engine.statistics.as_dict() | {"errors": transport.errors}, default=str), flush=True)
 
     asyncio.run(main())
+
+
+async def _metrics_endpoint(engine: HomeAgent):
+    """mipha/metrics.py's endpoint over this one engine (the daemon's collector, a one-router view)."""
+    from types import SimpleNamespace
+
+    from mipha.metrics import Latency
+    from mipha.metrics import serve as serve_metrics
+
+    router = SimpleNamespace(name="bench", engine=engine, plane_errors=0, tunnels=list)
+    view = SimpleNamespace(
+        routers={"bench": router},
+        journal_latency=Latency(),
+        commit_latency=Latency(),
+        server=None,
+        metrics_port=0,
+    )
+    view.runner = await serve_metrics(view, "127.0.0.1", 0)
+    view.port = view.metrics_port
+    return view
 
 
 def echo() -> None:
@@ -180,7 +206,9 @@ def _spawn(mode: str, *extra: str) -> tuple[subprocess.Popen[str], int]:
         [sys.executable, __file__, mode, *extra], stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
     )
     assert child.stdout is not None
-    return child, int(child.stdout.readline())
+    first = child.stdout.readline().split()
+    child.metrics_port = int(first[1]) if len(first) > 1 else None  # type: ignore[attr-defined]
+    return child, int(first[0])
 
 
 def _stop(child: subprocess.Popen[str]) -> None:
@@ -220,6 +248,38 @@ def bench_udp(nodes: int, duration: float, window: int) -> dict[str, dict]:
         stats = json.loads(child.stdout.read().strip().splitlines()[-1])
         _stop(child)
     results["home agent"]["server"] = stats
+    return results
+
+
+def bench_metrics(nodes: int, duration: float, window: int, rounds: int = 3) -> dict[str, list]:
+    """Section 5: the same load with and without the endpoint scraped every second, alternating."""
+    import threading
+    import urllib.request
+
+    results: dict[str, list] = {"without endpoint": [], "endpoint scraped every 1 s": []}
+    for _ in range(rounds):
+        for label, extra in (("without endpoint", ()), ("endpoint scraped every 1 s", ("--with-metrics",))):
+            child, port = _spawn("--serve", str(nodes), *extra)
+            scrapes: list[float] = []
+            stop = threading.Event()
+
+            def scraper(mport=child.metrics_port, stop=stop, scrapes=scrapes) -> None:
+                while mport and not stop.wait(1.0):
+                    t = time.perf_counter()
+                    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+                        r.read()
+                    scrapes.append(time.perf_counter() - t)
+
+            thread = threading.Thread(target=scraper, daemon=True)
+            thread.start()
+            try:
+                r = _load(port, nodes, duration, window)
+            finally:
+                stop.set()
+                thread.join(10)
+                _stop(child)
+            r["scrapes"] = scrapes
+            results[label].append(r)
     return results
 
 
@@ -333,9 +393,11 @@ def main() -> None:
     parser.add_argument("--memory-traced", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--bindings", type=int, default=1_000_000, help="bindings for the memory figure")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of UDP load per run")
+    parser.add_argument("--metrics", action="store_true", help="only section 5: cost of the metrics endpoint")
+    parser.add_argument("--with-metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        return serve(args.serve)
+        return serve(args.serve, metrics=args.with_metrics)
     if args.echo:
         return echo()
     if args.memory is not None:
@@ -348,6 +410,18 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     python = sys.version.split()[0]
     print(f"# mipha registration benchmark ({os.cpu_count()} CPUs, Python {python}, load average {load})")
+
+    if args.metrics:
+        runs = bench_metrics(nodes, 1.0 if quick else args.duration, 256)
+        print("\n## 5. UDP load with and without the metrics endpoint (alternating runs, window 256)")
+        for label, rs in runs.items():
+            rates = ", ".join(f"{r['rate']:,.0f}" for r in rs)
+            lost = sum(r["timeouts"] for r in rs)
+            scr = [x for r in rs for x in r["scrapes"]]
+            extra = f"  {len(scr)} scrapes, median {statistics.median(scr) * 1000:.1f} ms" if scr else ""
+            print(f"  {label:28s} rates {rates} /s  median {statistics.median(r['rate'] for r in rs):,.0f}/s"
+                  f"  timeouts {lost}{extra}")  # fmt: skip
+        return
 
     decisions = bench_in_process(nodes, 2 if quick else 4, 3 if quick else 5)
     base = decisions["bare hmac.digest"]

@@ -13,6 +13,10 @@ baseline's time each path takes.  Also printed: the keyed-MD5 path, parse only, 
 cryptography.
 
 Run: ``.venv/bin/python bench/registration_protocol.py [--requests N] [--repeat R]``.
+
+``--against REF`` compares this tree's protocol path with the one of a git revision (say ``main``) in
+the same run: both run this script's hmac-md5 full path, each in its own process, alternately for
+``--rounds`` rounds (alternating spreads the shared box's load over both); the medians are printed.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# ``ha`` comes from this tree, or (in ``--against``'s child processes) from the tree it extracted.
+sys.path.insert(0, os.environ.get("MIPHA_BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
 
 from ha.protocol import (
     Accept,
@@ -50,6 +58,7 @@ from ha.protocol import (
     verify,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 HA = IPv4Address("10.0.0.1")
 HOA = IPv4Address("10.0.0.5")
@@ -181,11 +190,56 @@ def rate(run: Callable[[], int], repeat: int) -> float:
     return statistics.median(rates)
 
 
+def full_path_rate(requests: int, repeat: int) -> float:
+    """The hmac-md5 full path alone, checked first (what ``--against`` compares)."""
+    sa = SecurityAssociation(256, KEY, AuthAlgorithm.HMAC_MD5)
+    datagrams = signed_requests(sa, requests)
+    check_full_path(sa, datagrams)
+    return rate(full_path(sa, datagrams), repeat)
+
+
+def compare(ref: str, requests: int, repeat: int, rounds: int) -> int:
+    """This tree against ``ref``'s ``ha`` package, alternating processes; prints both medians."""
+    with tempfile.TemporaryDirectory(prefix="mipha-bench-") as other:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "ha"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", other], input=archive, check=True)
+        trees = {f"{ref} (baseline)": other, "this tree": str(ROOT)}
+        rates: dict[str, list[float]] = {label: [] for label in trees}
+        for _ in range(rounds):
+            for label, tree in trees.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, "--requests", str(requests), "--repeat", str(repeat), "--one"],
+                    env={**os.environ, "MIPHA_BENCH_TREE": tree},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                rates[label].append(float(out))
+    base = statistics.median(rates[f"{ref} (baseline)"])
+    print(f"parse + decide + signed reply, hmac-md5: {rounds} alternating rounds x {repeat} passes x")
+    print(f"{requests} requests, one core, CPU time; median of the rounds' medians")
+    print(f"{'tree':<28}{'per second':>12}{'µs each':>9}{'x baseline':>12}")
+    for label, measured in rates.items():
+        value = statistics.median(measured)
+        print(f"{label:<28}{value:>12,.0f}{1e6 / value:>9.2f}{value / base:>12.3f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests per pass")
     parser.add_argument("--repeat", type=int, default=7, help="passes; the median is printed")
+    parser.add_argument("--against", metavar="REF", help="compare with this git revision's ha package")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds for --against")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # --against's child
     args = parser.parse_args()
+    if args.one:
+        print(full_path_rate(args.requests, args.repeat))
+        return 0
+    if args.against:
+        return compare(args.against, args.requests, args.repeat, args.rounds)
 
     streams = {}
     for algorithm in AuthAlgorithm:

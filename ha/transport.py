@@ -108,6 +108,8 @@ class HomeAgentTransport:
         self.received = 0
         self._destinations: dict[bytes, IPv4Address] = {}
         self._replies: list[Outgoing] = []
+        #: per-node trace (mipha/trace.py), called with (request, source, reply) only while one is on
+        self.trace: Callable[[bytes, tuple[str, int], bytes | None], None] | None = None
 
     def start(self) -> None:
         """Register with the running loop."""
@@ -235,6 +237,8 @@ class HomeAgentTransport:
             return
         if outgoing is not None:
             self._replies.append(outgoing)
+        if self.trace is not None:
+            self.trace(data, source, outgoing.data if outgoing is not None else None)
 
     def _send(self, outgoing: Outgoing) -> None:
         pktinfo = _PKTINFO.pack(0, outgoing.source.packed, b"\0\0\0\0")

@@ -26,6 +26,11 @@ backend = "auto"                    # auto | ipip | tun | none
 
 [log]
 level = "info"
+syslog = false                      # true: also RFC 5424 to the local syslog socket
+syslog-socket = "/dev/log"
+
+[metrics]
+listen = "127.0.0.1:9434"           # Prometheus endpoint /metrics; absent: off
 
 [redundancy]                        # optional: hot standby on etcd (docs/redundancy.md)
 etcd = ["http://127.0.0.1:2379"]
@@ -67,6 +72,9 @@ class Bootstrap:
     startup: Path | None = None
     dataplane: str = "auto"
     log_level: str = "info"
+    log_syslog: bool = False  # [log] syslog: RFC 5424 to the local socket, beside stderr
+    syslog_socket: str = "/dev/log"
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
     redundancy: Any = None  # mipha.redundancy.RedundancyConfig when [redundancy] is present
 
     def lab_credentials_in_use(self) -> list[str]:
@@ -150,8 +158,16 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     log = sections.table("log")
     if "level" in log:
         boot.log_level = log.choice("level", LOG_LEVELS)
+    if "syslog" in log:
+        boot.log_syslog = log.bool("syslog")
+    if "syslog-socket" in log:
+        boot.syslog_socket = log.str("syslog-socket")
     log.done()
 
+    metrics = sections.table("metrics")
+    if "listen" in metrics:
+        boot.metrics_listen = parse_listen(metrics.str("listen"), metrics.where("listen"))
+    metrics.done()
     if "redundancy" in raw:
         boot.redundancy = _redundancy(sections.table("redundancy"))
     sections.done()
@@ -205,6 +221,12 @@ class _Section:
         value = self._get(key)
         if not isinstance(value, str) or not value:
             raise BootstrapError(f"{self.where(key)}: expected a non-empty string")
+        return value
+
+    def bool(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise BootstrapError(f"{self.where(key)}: expected true or false")
         return value
 
     def str_list(self, key: str) -> list[str]:

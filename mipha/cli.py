@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import getpass
 import logging
+import logging.handlers
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -23,11 +27,37 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str) -> None:
+class Rfc5424Formatter(LogfmtFormatter):
+    """The RFC 5424 header after <PRI> (which SysLogHandler adds): version, UTC time with
+    microseconds, host, app-name, procid, no msgid, no structured data, then the logfmt line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host = socket.gethostname() or "-"
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="microseconds")
+        return f"1 {ts.replace('+00:00', 'Z')} {self.host} mipha {os.getpid()} - - {super().format(record)}"
+
+
+def syslog_handler(path: str) -> logging.Handler:
+    """RFC 5424 messages to the local syslog socket (facility daemon); OSError if nothing listens."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(path)  # SysLogHandler would only print the error at the first message
+    handler = logging.handlers.SysLogHandler(address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    handler.append_nul = False
+    handler.setFormatter(Rfc5424Formatter())
+    return handler
+
+
+def setup_logging(level: str, syslog: str | None = None) -> None:
+    """stderr (logfmt), and with `syslog` (a socket path) the local syslog too."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if syslog is not None:
+        root.handlers.append(syslog_handler(syslog))
     root.setLevel(level.upper())
     logging.getLogger("asyncssh").setLevel(max(logging.WARNING, root.level))
 
@@ -61,7 +91,14 @@ def cmd_run(argv: list[str]) -> int:
     except BootstrapError as exc:
         print(f"mipha run: {exc}", file=sys.stderr)
         return 2
-    setup_logging(boot.log_level)
+    try:
+        setup_logging(boot.log_level, boot.syslog_socket if boot.log_syslog else None)
+    except OSError as exc:
+        print(
+            f"mipha run: [log] syslog: cannot use {boot.syslog_socket}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     from .daemon import Daemon
 
     try:
@@ -98,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("hash-password", help="hash a password for the bootstrap file", add_help=False)
     sub.add_parser("lab", help="lab topology in network namespaces: up | demo | down", add_help=False)
+    sub.add_parser(
+        "show", help="bindings, statistics, violations, tunnels, pools, a mobile node", add_help=False
+    )
+    sub.add_parser("clear", help="clear bindings or statistics", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(rest)
@@ -111,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return mn_main(rest)
     if args.command == "hash-password":
         return cmd_hash_password(rest)
+    if args.command in ("show", "clear"):
+        from .show import main as show_main
+
+        return show_main(rest, f"mipha {args.command}")
     if args.command == "lab":
         from .lab import main as lab_main
 

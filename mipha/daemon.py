@@ -16,6 +16,7 @@ import ctypes
 import gc
 import logging
 import signal
+import time
 from collections import defaultdict
 from ipaddress import IPv4Address
 
@@ -31,9 +32,11 @@ from server.yang import MIPHA_NAMESPACE
 from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber
 from .journal import BindingJournal, BindingRecord
+from .metrics import Latency, TimedSubscriber
 from .notify import Notifier
 from .runtime import VirtualRouter
 from .state import HomeAgentStateProvider
+from .trace import RegistrationTrace
 
 log = logging.getLogger("mipha")
 #: Seconds without a commit before the daemon trims its heap.
@@ -69,6 +72,9 @@ class Daemon:
             removed=self.journal.forget_vr,
             applied=self._applied,
         )
+        self.journal_latency, self.commit_latency = Latency(), Latency()  # exported by mipha/metrics.py
+        self.metrics_port: int | None = None
+        self._metrics = None
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None
@@ -141,14 +147,16 @@ class Daemon:
             from .standby import RedundancyStateProvider
 
             providers.append(RedundancyStateProvider(self.standby))
-        core = build_core(config, None, [self.subscriber], providers)
+        core = build_core(config, None, [TimedSubscriber(self.subscriber, self.commit_latency)], providers)
         self.notifier = Notifier(core.publish)
         core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
         core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
+        core.register_rpc(MIPHA_NAMESPACE, "trace-registrations", self.rpc_trace_registrations)
         if boot.startup is not None and core.seed(boot.startup.read_bytes()):
             log.info("first start: configuration seeded from %s", boot.startup)
         await core.replay_running()
         if self.standby is not None:
+            self.standby.running = lambda: (core.ds.running, core.ds.generation)
             await self.standby.start()  # campaigns: may take over at once
         gc.freeze()  # the configuration is long-lived: keep the collector from rescanning it
         trim_heap()
@@ -157,6 +165,10 @@ class Daemon:
         # 7.6 s of CPU that 100k first registrations cost, mostly rescanning them in 12 full
         # collections. Young collections every 10k allocations instead of 700: 0.26 s, no full one.
         gc.set_threshold(10_000, 10, 10)
+        if boot.metrics_listen is not None:  # up before NETCONF: a client that got in can scrape
+            from .metrics import serve
+
+            self._metrics = await serve(self, *boot.metrics_listen)
         acceptor = await listen(
             core,
             host=config.host,
@@ -188,7 +200,9 @@ class Daemon:
             await asyncio.sleep(interval)
             if self.journal.sync_due():
                 try:
+                    started = time.perf_counter()
                     await loop.run_in_executor(None, self.journal.sync)
+                    self.journal_latency.observe(time.perf_counter() - started)
                 except Exception:
                     log.exception("binding journal sync failed")
             idle = self._compaction is None or self._compaction.done()
@@ -227,6 +241,8 @@ class Daemon:
     async def stop(self) -> None:
         if self.standby is not None:  # resign first: the other member takes over without waiting
             await self.standby.stop()
+        if self._metrics is not None:
+            await self._metrics.cleanup()
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
@@ -330,4 +346,47 @@ class Daemon:
         vr = self._router(rpc, required=False)
         for target in [vr] if vr is not None else list(self.routers.values()):
             target.clear_statistics()
+        return None
+
+    def rpc_trace_registrations(self, sess, rpc: etree._Element) -> None:
+        """Per-node trace (mipha/trace.py): hooked into the virtual router's transport while active."""
+        vr = self._router(rpc, required=True)
+        assert vr is not None
+        home = self._address(rpc, "home-address")
+        nai_el = rpc.find(_Q + "nai")
+        nai = (nai_el.text or "").strip() if nai_el is not None else None
+        if (home is None) == (nai is None):
+            raise RpcError(
+                "invalid-value" if home is not None else "missing-element",
+                "give one of home-address, nai",
+                type="protocol",
+                info=(("bad-element", "nai" if home is not None else "home-address"),),
+            )
+        text = (rpc.findtext(_Q + "duration") or "600").strip()
+        if not text.isdigit() or int(text) > 86400:
+            raise RpcError(
+                "invalid-value",
+                "duration: 0..86400 seconds",
+                type="protocol",
+                info=(("bad-element", "duration"),),
+            )
+        transport = vr.transport
+        if transport is None:
+            raise RpcError("operation-failed", f"virtual router {vr.name} has no home agent running")
+        trace = transport.trace
+        if not isinstance(trace, RegistrationTrace):
+
+            def detach(t=transport) -> None:
+                t.trace = None
+
+            trace = RegistrationTrace(vr.name, detach)
+        trace.add(home=home, nai=nai, duration=int(text))
+        transport.trace = trace if trace.active else None
+        log.info(
+            "trace-registrations on %s by session %s: %s for %ss",
+            vr.name,
+            getattr(sess, "id", "?"),
+            home or nai,
+            text,
+        )
         return None

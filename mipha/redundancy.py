@@ -135,6 +135,7 @@ class Status:
     replication_lag: int = 0  # etcd revisions the mirror is behind (standby) / changes queued (active)
     fencing_token: int = 0
     reason: str = ""
+    config_agrees: bool | None = None  # None: nothing to compare with yet
 
 
 class Member:
@@ -163,6 +164,7 @@ class Member:
         self.fence_at = 0.0  # loop time after which this node must not answer as leader
         self.token = 0  # create revision of the leader key while active, else 0
         self.suspended = False  # leader that could not refresh its lease in time: not answering
+        self.config_digest = ""  # of the configuration the group's members must share (set by the daemon)
         self._fence_timer: asyncio.TimerHandle | None = None
         self.replicator = Replicator(self)
         self._tasks: list[asyncio.Task] = []
@@ -254,7 +256,8 @@ class Member:
                     self.lease_id = None
                     continue
                 if self.token == 0:
-                    await self._try_lead()
+                    if not await self._config_blocks():
+                        await self._try_lead()
                 else:
                     await self._check_lead()
                     if self.suspended:
@@ -322,6 +325,8 @@ class Member:
         self.status.fencing_token = token
         self.status.last_failover = time.time()
         self.status.reason = ""
+        with contextlib.suppress(*_TRANSIENT, Fenced):
+            await self.publish_config()
 
     async def _check_lead(self) -> None:
         current = await self.client.get(self.leader_key)
@@ -345,10 +350,54 @@ class Member:
             self.status.reason = reason
             await self.on_standby(reason)
 
+    # -- configuration agreement ----------------------------------------------------------------------
+
+    @property
+    def config_key(self) -> bytes:
+        return (self.config.root + "config").encode()
+
+    async def publish_config(self) -> None:
+        """The active member writes its configuration digest as the group's (fenced by its token)."""
+        token = self.token
+        if not token or not self.config_digest:
+            return
+        tx = self.client.transactions
+        ok, _ = await self.client.transaction(
+            compare=[tx.create(self.leader_key) == token],
+            success=[tx.put(self.config_key, self.config_digest.encode())],
+            failure=[],
+        )
+        if not ok:
+            raise Fenced("the leader key changed: another node is active")
+        self.status.config_agrees = True
+
+    async def _config_blocks(self) -> bool:
+        """A standby whose configuration differs from the group's (the last active member's) must not
+        take over: it would serve other nodes, keys or addresses than the bindings were made for."""
+        group = await self.client.get(self.config_key)
+        if group is None or not self.config_digest:
+            self.status.config_agrees = None
+            return False
+        agrees = group.value.decode() == self.config_digest
+        self.status.config_agrees = agrees
+        if not agrees:
+            reason = "configuration differs from the group's (the active member's): takeover blocked"
+            if self.status.reason != reason:
+                log.warning("redundancy: %s", reason)
+            self.status.reason = reason
+        elif self.status.reason.startswith("configuration differs"):
+            self.status.reason = ""
+        return not agrees
+
     async def _peers(self) -> None:
         prefix = f"{self.config.root}members/".encode()
         found = await self.client.get_prefix(prefix)
         self.status.peers = sorted(kv.key.decode()[len(prefix) :] for kv in found)
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def binding_key(root: str, vr: str, home: str, coa: str) -> bytes:
@@ -377,6 +426,7 @@ class Replicator:
         """Queue changes; the future completes once etcd has them (or fails: do not acknowledge)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
         if not self.member.token:
             future.set_exception(Fenced("not the active home agent"))
             return future
@@ -483,7 +533,8 @@ class Mirror:
         return max(0, self.head - self.revision)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._follow(), name="redundancy-mirror")
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._follow(), name="redundancy-mirror")
 
     async def stop(self) -> None:
         if self._task is not None:

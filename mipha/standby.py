@@ -17,6 +17,7 @@ The home agent address stays on ``lo`` of both members (sockets bind to it, tunn
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import time
@@ -49,6 +50,10 @@ class HotStandby:
         self.mirror = Mirror(self.member)
         self.adopted = 0  # fencing token whose bindings the engines hold (0: none)
         self.takeover_seconds: float | None = None
+        #: set by the daemon: running configuration (top-level elements) and its generation number
+        self.running: Callable[[], tuple[Iterable[etree._Element], int]] | None = None
+        self._generation: int | None = None
+        self._config_task: asyncio.Task | None = None
 
     # -- wiring ---------------------------------------------------------------------------------------
 
@@ -66,14 +71,41 @@ class HotStandby:
     async def start(self) -> None:
         for vr in list(self.routers()):
             await self._own_address(vr, False)
+        self._digest()
         await self.member.start()
         self.mirror.start()
+        self._config_task = asyncio.get_running_loop().create_task(self._follow_config())
 
     async def stop(self) -> None:
+        if self._config_task is not None:
+            self._config_task.cancel()
         await self.mirror.stop()
         await self.member.stop(resign=True)
         for vr in list(self.routers()):
             await self._own_address(vr, False)
+
+    # -- configuration agreement ----------------------------------------------------------------------
+
+    def _digest(self) -> bool:
+        """Recompute the configuration digest when running changed; True when it did."""
+        if self.running is None:
+            return False
+        roots, generation = self.running()
+        if generation == self._generation:
+            return False
+        self._generation = generation
+        self.member.config_digest = config_digest(roots)
+        return True
+
+    async def _follow_config(self) -> None:
+        """After a commit, the active member publishes the new digest; a standby compares its own."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if self._digest() and self.member.token:
+                    await self.member.publish_config()
+            except Exception as exc:  # etcd unreachable or fenced: the campaign loop deals with it
+                log.debug("redundancy: configuration digest not published: %r", exc)
 
     # -- role changes ---------------------------------------------------------------------------------
 
@@ -81,6 +113,7 @@ class HotStandby:
         started = time.monotonic()
         adopted = token != self.adopted
         if adopted:
+            await self.mirror.stop()  # the active one is the writer: following its own writes is waste
             await self.mirror.load()
             by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
             for record in self.mirror.records.values():
@@ -109,6 +142,7 @@ class HotStandby:
             for vr in list(self.routers()):
                 await vr.release_bindings()
             self.adopted = 0
+            self.mirror.start()
 
     async def _own_address(self, vr: VirtualRouter, own: bool) -> None:
         """Put the home agent address on the home interface (and announce it) or take it off."""
@@ -167,10 +201,33 @@ class HotStandby:
             etree.SubElement(top, _Q + "last-failover").text = stamp + "Z"
         lag = self.member.replicator.queued if self.member.token else self.mirror.lag
         etree.SubElement(top, _Q + "replication-lag").text = str(lag)
-        etree.SubElement(top, _Q + "bindings-replicated").text = str(len(self.mirror.records))
+        if self.member.token:  # the active one holds what it replicated in its engines
+            held = sum(vr.engine.binding_count for vr in self.routers() if vr.engine is not None)
+        else:
+            held = len(self.mirror.records)
+        etree.SubElement(top, _Q + "bindings-replicated").text = str(held)
+        if status.config_agrees is not None:
+            etree.SubElement(top, _Q + "configuration-agrees").text = str(status.config_agrees).lower()
         if status.reason:
             etree.SubElement(top, _Q + "reason").text = status.reason
         return top
+
+
+def config_digest(roots: Iterable[etree._Element]) -> str:
+    """SHA-256 over the ``virtual-routers`` configuration in a canonical form (children sorted, so
+    the order entries were created in does not matter), without ``netns``: each member names its
+    own namespaces."""
+    digest = hashlib.sha256()
+    for root in roots:
+        if root.tag == _Q + "virtual-routers":
+            digest.update(_canonical(root))
+    return digest.hexdigest()
+
+
+def _canonical(el: etree._Element) -> bytes:
+    children = sorted(_canonical(c) for c in el if isinstance(c.tag, str) and c.tag != _Q + "netns")
+    text = (el.text or "").strip() if not len(el) else ""
+    return b"<%s>%s%s</>" % (el.tag.encode(), text.encode(), b"".join(children))
 
 
 class RedundancyStateProvider:

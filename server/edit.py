@@ -317,9 +317,17 @@ class EditEngine:
         # merge / none / create-not-existing handled; existing node: merge into it
         if sn.kind == "leaf":
             if op == "merge" or op == "create":
-                new_text = el.text if el.text is not None else None
-                if (existing.text or "") != (new_text or ""):
-                    self.log.set_text(existing, new_text, sn)
+                text, extra = _leaf_value(el, existing)
+                if (existing.text or "") != (text or ""):
+                    parent_el = existing.getparent()
+                    if extra and parent_el is not None:  # a prefix the stored tree lacks: a new leaf
+                        repl = etree.Element(el.tag, nsmap={el.prefix: sn.ns, **extra})
+                        repl.text = text
+                        nxt = existing.getnext()
+                        self.log.remove(parent_el, existing, sn)
+                        self.log.insert(parent_el, repl, sn, before=nxt)
+                    else:
+                        self.log.set_text(existing, text, sn)
                     self.changed = True
             return None
         if sn.kind == "leaf-list":
@@ -341,14 +349,15 @@ class EditEngine:
     ):
         """Create `el` under parent. Fast path: a subtree without operation attributes is copied whole."""
         if not shell and sn.kind in ("leaf", "leaf-list", "anydata"):
-            new = etree.Element(el.tag, nsmap={el.prefix: sn.ns})
-            new.text = el.text
+            text, extra = _leaf_value(el, parent)
+            new = etree.Element(el.tag, nsmap={el.prefix: sn.ns, **extra})
+            new.text = text
             if sn.kind == "anydata":
                 new = copy.deepcopy(el)
                 new.attrib.pop(OP_ATTR, None)
             return self._add(parent, idx, new, sn, key, before)
         if not shell and self._plain_subtree(el, sn, path):
-            new = _clean_copy(el, sn)
+            new = _clean_copy(el, sn, parent)
             return self._add(parent, idx, new, sn, key, before)
         if self.errors and self.error_option != "continue-on-error":
             return None
@@ -390,7 +399,34 @@ _HAS_OP = etree.XPath(  # below the element itself (its own operation attribute 
 _PREFIX_USE = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
 
 
-def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
+def _leaf_value(el: etree._Element, dest) -> tuple[str | None, dict[str, str]]:
+    """A leaf's text for the stored tree at `dest`: prefixes in the value (instance-identifier,
+    identityref) rewritten to the ones `dest` already binds to the same namespace (lxml drops a
+    declaration that repeats an ancestor's namespace); the declarations still needed come back."""
+    text = el.text
+    if not text or ":" not in text:
+        return text, {}
+    used = {p for p in _PREFIX_USE.findall(text) if p in el.nsmap}
+    if not used:
+        return text, {}
+    scope = dest.nsmap if isinstance(dest, etree._Element) else {}
+    by_uri = {u: p for p, u in scope.items() if p}
+    extra: dict[str, str] = {}
+
+    def swap(m: re.Match) -> str:
+        p = m.group(1)
+        if p not in used:
+            return m.group(0)
+        q = by_uri.get(el.nsmap[p])
+        if q is None:
+            extra[p] = el.nsmap[p]
+            return m.group(0)
+        return f"{q}:"
+
+    return _PREFIX_USE.sub(swap, text), extra
+
+
+def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element:
     """Copy a new subtree, list keys moved first in every entry (RFC 7950 §7.8.5 XML encoding)."""
     new = copy.deepcopy(el)
     if OP_ATTR in new.attrib:
@@ -404,6 +440,12 @@ def _clean_copy(el: etree._Element, sn: SchemaNode) -> etree._Element:
         root.text = new.text
         root.extend(list(new))
         new = root
+    if keep and isinstance(dest, etree._Element):  # values naming a namespace dest binds otherwise
+        bound = {u for p, u in dest.nsmap.items() if p}
+        if any(new.nsmap.get(p) in bound and dest.nsmap.get(p) != new.nsmap.get(p) for p in keep):
+            for leaf in new.iter():
+                if len(leaf) == 0 and leaf.text and ":" in leaf.text:
+                    leaf.text = _leaf_value(leaf, dest)[0]
     etree.cleanup_namespaces(new, keep_ns_prefixes=keep or None)
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)

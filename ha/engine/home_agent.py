@@ -84,6 +84,7 @@ from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
 from ha.protocol.messages import ipv4
+from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
     pull_revocation,
@@ -651,17 +652,12 @@ class HomeAgent:
             expires_at=None,
             home_address=IPv4Address(home),
             assign=False,
-            care_of_address=request.care_of_address,
             flags=request.flags,
             encapsulation=binding.encapsulation if binding is not None else PlaneEncapsulation.IP_IN_IP,
-            reverse_tunnel=False,
             replace_existing=False,
             security_association=sa,
             fa_security_association=fa_sa,
-            reply_identification=reply_identification,
-            accepted_identification=None,
-            ha_nonce=None,
-            nai=request.nai,
+            replay=ReplayVerdict(True, reply_identification),
         )
         stats = self.statistics
         stats.accepted += 1

@@ -6,27 +6,23 @@ it, and the two clocks (monotonic ``now`` for lifetimes, Unix ``wallclock`` for 
 returns :class:`Accept` or :class:`Deny`, each carrying everything the engine must change (bindings,
 replay state) and everything the reply needs.  It changes nothing itself.
 
-The checks run in RFC order, first failure wins (docs/protocol-decisions.md explains each choice):
-
-1. poorly formed for this home agent (home address 0.0.0.0 without an NAI) -> 134
-2. sent to a broadcast address or to another home agent address -> 136 (no binding change)
-3. authorization-enabling extension missing, unknown mobile node/SPI, bad authenticator -> 131
-4. identification not fresh (timestamp or nonce) -> 133
-5. foreign agent with a security association but no valid Foreign-Home extension -> 132
-6. critical vendor extension not understood -> 140 (from the mobile node) / 141 (from the agent)
-7. deregistration: accepted (lifetime 0) once the request is authentic and fresh
-8. registration policy: care-of address sanity 134, home address 129, care-of access 129,
-   reverse tunnel 137/138, encapsulation 139, simultaneous bindings 135, binding limit 130
+One function per RFC 5944 §3.8.2 check ("step"), each taking the :class:`Examination` of the request
+and returning a :class:`Deny` or None; the first denial wins.  The order is the tuples below
+(:data:`VALIDITY_STEPS`, then :data:`DEREGISTRATION_STEPS` or :data:`REGISTRATION_STEPS`); a new check
+(an AAA look-up, an RFC 3519 UDP tunnel request, RFC 3543 revocation support) is one more function
+inserted where it belongs.  docs/protocol-decisions.md §4 explains the order and each choice.
 
 Speed (one of these runs per request; ``bench/registration_protocol.py``): the per-request records
-(``Arrival``, ``MobileNodeRecord``, ``Accept``, ``Deny``) are slotted dataclasses that are *not*
-frozen — a frozen dataclass pays ~100 ns per field on construction, which for the 19 fields of an
-``Accept`` alone is a fifth of the per-request budget.  Treat them as read-only all the same.
-Addresses are compared as integers and flags handled as plain ints, converted back once.
+(``Arrival``, ``MobileNodeRecord``, ``Accept``, ``Deny``, ``Examination``) are slotted and *not* frozen
+— a frozen dataclass pays ~100 ns per field on construction.  Treat them as read-only all the same.
+Addresses are compared as integers and flags handled as plain ints, converted back once.  ``Accept``
+is built by keyword through :func:`_accept` (calling a class with keywords builds a dict first), and
+each step list runs as one compiled ``s0(x) or s1(x) or ...`` (:func:`_first_denial`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
@@ -45,10 +41,8 @@ from .constants import (
 from .messages import (
     REQUEST_FLAGS,
     CriticalVendorExtension,
-    ForeignHomeAuth,
     GeneralizedAuth,
     MobileHomeAuth,
-    MobileNodeNai,
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
@@ -85,6 +79,7 @@ class HomeAgentPolicy:
     # included) as integers, and the M|G flag values that ask for an offered encapsulation.
     address_integer: int = field(init=False, repr=False, compare=False)
     broadcast_integers: frozenset[int] = field(init=False, repr=False, compare=False)
+    unusable_care_of_integers: frozenset[int] = field(init=False, repr=False, compare=False)
     offered_encapsulation_flags: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +96,8 @@ class HomeAgentPolicy:
         object.__setattr__(self, "address_integer", int(self.address))
         broadcasts = frozenset(int(a) for a in self.broadcast_addresses) | {_LIMITED_BROADCAST}
         object.__setattr__(self, "broadcast_integers", broadcasts)
+        unusable = broadcasts | {_UNSPECIFIED, int(self.address)}  # as care-of addresses (134)
+        object.__setattr__(self, "unusable_care_of_integers", unusable)
         offered = frozenset(
             bits for bits, kind in _ENCAPSULATION_BY_FLAGS.items() if kind in self.encapsulations
         )
@@ -222,6 +219,7 @@ class UdpTunnel:
 class Accept:
     """The request is accepted; the engine applies ``action`` and answers with ``code``.
 
+    ``replay`` is the identification check's verdict (what the reply carries and the engine stores).
     For ``REGISTER``: ``home_address`` None with ``assign`` True means "allocate any address from the
     mobile node's pool"; an address with ``assign`` True means "reserve exactly this one".  If the
     engine cannot, it answers ``accept.deny(ReplyCode.INSUFFICIENT_RESOURCES, ...)`` instead.
@@ -236,21 +234,42 @@ class Accept:
     expires_at: float | None
     home_address: IPv4Address | None
     assign: bool
-    care_of_address: IPv4Address
     flags: RequestFlags
     encapsulation: Encapsulation
-    reverse_tunnel: bool
     replace_existing: bool
     security_association: SecurityAssociation
     fa_security_association: SecurityAssociation | None
-    reply_identification: int
-    accepted_identification: int | None
-    ha_nonce: int | None
-    nai: str | None
+    replay: ReplayVerdict
     #: Set after ``decide`` by ``udp_tunnel.udp_tunnel_step`` (RFC 3519) and
     #: ``revocation.revocation_step`` (RFC 3543); both travel in the reply.
     udp_tunnel: UdpTunnel | None = None
     revocation: RevocationSupport | None = None
+
+    # Read from the request and the replay verdict rather than stored: every field is paid for on each
+    # construction (a keyword call costs ~35 ns per argument on Python 3.11).
+    @property
+    def care_of_address(self) -> IPv4Address:
+        return self.request.care_of_address
+
+    @property
+    def nai(self) -> str | None:
+        return self.request.nai
+
+    @property
+    def reverse_tunnel(self) -> bool:
+        return self.action is BindingAction.REGISTER and bool(self.flags & _T)
+
+    @property
+    def reply_identification(self) -> int:
+        return self.replay.reply_identification
+
+    @property
+    def accepted_identification(self) -> int | None:
+        return self.replay.accepted_identification
+
+    @property
+    def ha_nonce(self) -> int | None:
+        return self.replay.ha_nonce
 
     @property
     def accepted(self) -> bool:
@@ -265,7 +284,7 @@ class Accept:
             request=self.request,
             code=code,
             reason=reason,
-            reply_identification=self.reply_identification,
+            reply_identification=self.replay.reply_identification,
             home_agent=self.request.home_agent,
             security_association=self.security_association,
             fa_security_association=self.fa_security_association,
@@ -317,40 +336,444 @@ def _signer(holder: MobileNodeRecord | ForeignAgentRecord) -> SecurityAssociatio
     return holder.security_associations[0] if holder.security_associations else None
 
 
-def _deny(
-    request: RegistrationRequest,
-    code: ReplyCode,
-    reason: str,
-    sa: SecurityAssociation | None,
-    fa_sa: SecurityAssociation | None,
-    spi: int | None,
-    *,
-    replay: ReplayVerdict | None = None,
-    violation: SecurityViolation | None = None,
-    home_agent: IPv4Address | None = None,
-) -> Deny:
-    """A denial; ``replay`` (once the identification was checked) gives its identification fields."""
-    if replay is None:
-        identification, accepted, ha_nonce = request.identification, None, None
-    else:
-        identification, accepted, ha_nonce = (
-            replay.reply_identification,
-            replay.accepted_identification,
-            replay.ha_nonce,
-        )
-    return Deny(
-        request,
-        code,
-        reason,
-        identification,
-        request.home_agent if home_agent is None else home_agent,
-        sa,
-        fa_sa,
-        violation,
-        spi,
-        accepted,
-        ha_nonce,
+class Examination:
+    """One request under examination: :func:`decide`'s inputs, and what the steps learnt for later ones.
+
+    Built once per request (slots, hand-written ``__init__``: a dataclass costs more per field), with
+    as little as possible up front: each step finds what it needs.  What steps store for later ones:
+    ``named_sa``/``spi`` (:func:`mobile_node_authentic`), ``replay`` (:func:`identification_fresh`),
+    ``flags`` (the meaningful request flags as an int; S may be cleared), and for the acceptance
+    ``home_address``/``assign``, ``encapsulation``, ``code`` (0, or 1 when S is not honoured) and
+    ``simultaneous``.
+    """
+
+    __slots__ = (
+        "arrival",
+        "assign",
+        "bindings_in_use",
+        "coa",
+        "code",
+        "encapsulation",
+        "flags",
+        "foreign_agent",
+        "fresh_nonce",
+        "home",
+        "home_address",
+        "mn_aaa_verified",
+        "mobile_node",
+        "named_fa_sa",
+        "named_sa",
+        "now",
+        "policy",
+        "replay",
+        "request",
+        "simultaneous",
+        "spi",
+        "wallclock",
     )
+
+    def __init__(
+        self,
+        request: RegistrationRequest,
+        policy: HomeAgentPolicy,
+        mobile_node: MobileNodeRecord | None,
+        foreign_agent: ForeignAgentRecord | None,
+        arrival: Arrival,
+        now: float,
+        wallclock: float,
+        bindings_in_use: int,
+        fresh_nonce: int,
+        mn_aaa_verified: bool = False,
+    ) -> None:
+        self.request = request
+        self.policy = policy
+        self.mobile_node = mobile_node
+        self.foreign_agent = foreign_agent
+        self.arrival = arrival
+        self.now = now
+        self.wallclock = wallclock
+        self.bindings_in_use = bindings_in_use
+        self.fresh_nonce = fresh_nonce
+        self.mn_aaa_verified = mn_aaa_verified
+        self.flags = int(request.flags) & _MEANINGFUL
+        self.home, _agent, self.coa = request.integers
+        # Set by the steps (reading one before its step ran is a bug, and raises AttributeError):
+        # named_sa, named_fa_sa, replay, home_address, assign, encapsulation, code, simultaneous.
+
+    def deny(
+        self,
+        code: ReplyCode,
+        reason: str,
+        *,
+        violation: SecurityViolation | None = None,
+        home_agent: IPv4Address | None = None,
+    ) -> Deny:
+        """A denial; once the identification was checked (``replay``) it gives the identification fields."""
+        replay: ReplayVerdict | None = getattr(self, "replay", None)  # None before identification_fresh
+        request = self.request
+        mn_ha = request.mn_ha_auth
+        sa, fa_sa = self._signers(mn_ha)
+        return Deny(
+            request=request,
+            code=code,
+            reason=reason,
+            reply_identification=request.identification if replay is None else replay.reply_identification,
+            home_agent=request.home_agent if home_agent is None else home_agent,
+            security_association=sa,
+            fa_security_association=fa_sa,
+            violation=violation,
+            spi=None if mn_ha is None else mn_ha.spi,
+            accepted_identification=None if replay is None else replay.accepted_identification,
+            ha_nonce=None if replay is None else replay.ha_nonce,
+        )
+
+    def _signers(
+        self, mn_ha: MobileHomeAuth | None
+    ) -> tuple[SecurityAssociation | None, SecurityAssociation | None]:
+        """The associations that sign a denial: those the request named when held, else any held."""
+        mobile_node, foreign_agent = self.mobile_node, self.foreign_agent
+        sa = fa_sa = None
+        if mobile_node is not None:
+            sa = mobile_node.security_association(mn_ha.spi) if mn_ha is not None else None
+            sa = sa or _signer(mobile_node)
+        if foreign_agent is not None:
+            fa_ha = self.request.fa_ha_auth
+            fa_sa = foreign_agent.security_association(fa_ha.spi) if fa_ha is not None else None
+            fa_sa = fa_sa or _signer(foreign_agent)
+        return sa, fa_sa
+
+
+#: A step of :func:`decide`: a denial, or None to go on.
+Step = Callable[[Examination], "Deny | None"]
+
+
+# --- the steps, in the order decide() runs them (RFC 5944 §3.8.2) -----------------------------------
+
+
+def poorly_formed(x: Examination) -> Deny | None:
+    """134: home address 0.0.0.0 without an NAI (the codec already refused structural errors)."""
+    if x.home == _UNSPECIFIED and x.request.nai is None:
+        return x.deny(ReplyCode.POORLY_FORMED_REQUEST, "home address 0.0.0.0 without an NAI extension")
+    return None
+
+
+def addressed_to_us(x: Examination) -> Deny | None:
+    """136 for a broadcast or someone else's address; the reply names our unicast address (§3.8.2.1)."""
+    policy = x.policy
+    broadcasts = policy.broadcast_integers
+    agent = x.request.integers[1]
+    if agent == policy.address_integer and x.arrival.destination_integer not in broadcasts:
+        return None  # the usual request, answered without the checks below
+    if x.arrival.destination_integer in broadcasts or agent in broadcasts:
+        reason = "request sent to a broadcast address"
+    elif agent != policy.address_integer:
+        reason = f"home agent field {x.request.home_agent} is not us"
+    else:
+        return None
+    return x.deny(ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS, reason, home_agent=policy.address)
+
+
+def mobile_node_authentic(x: Examination) -> Deny | None:
+    """131 unless the authorization-enabling MN-HA extension verifies (§3.8.2.1, §5.1)."""
+    mobile_node, request = x.mobile_node, x.request
+    extensions = request.extensions
+    # The usual request carries its MN-HA extension first (and only): no search.
+    mn_ha = extensions[0] if extensions and type(extensions[0]) is MobileHomeAuth else request.mn_ha_auth
+    if mn_ha is None:
+        mn_aaa = any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions)
+        if mn_aaa and x.mn_aaa_verified and mobile_node is not None and mobile_node.security_associations:
+            # RADIUS checked this very request's MN-AAA authenticator (RFC 4721 §6/§8): the node's
+            # AAA-learnt association signs the reply.
+            x.named_sa = mobile_node.security_associations[0]
+            return None
+        if mn_aaa:
+            return x.deny(
+                ReplyCode.MN_FAILED_AUTHENTICATION,
+                "MN-AAA authentication needs an AAA server (not supported)",
+                violation=SecurityViolation.OTHER,
+            )
+        return x.deny(
+            ReplyCode.MN_FAILED_AUTHENTICATION,
+            "no Mobile-Home authentication extension",
+            violation=SecurityViolation.MISSING_SECURITY_EXTENSION,
+        )
+    if mobile_node is None:
+        return x.deny(
+            ReplyCode.MN_FAILED_AUTHENTICATION,
+            "no security association for this mobile node",
+            violation=SecurityViolation.NO_SECURITY_ASSOCIATION,
+        )
+    spi = mn_ha.spi
+    for named_sa in mobile_node.security_associations:  # security_association(spi), without the call
+        if named_sa.spi == spi:
+            break
+    else:
+        named_sa = None
+    if named_sa is None:
+        return x.deny(
+            ReplyCode.MN_FAILED_AUTHENTICATION,
+            f"SPI {mn_ha.spi} is not configured for {mobile_node.name}",
+            violation=SecurityViolation.BAD_SPI,
+        )
+    if not verify(request.raw, mn_ha, named_sa):
+        return x.deny(
+            ReplyCode.MN_FAILED_AUTHENTICATION,
+            "Mobile-Home authenticator does not verify",
+            violation=SecurityViolation.BAD_AUTHENTICATOR,
+        )
+    x.named_sa = named_sa
+    return None
+
+
+def identification_fresh(x: Examination) -> Deny | None:
+    """133 unless the Identification is fresh (§5.7); its reply value is used from here on."""
+    mobile_node, named_sa, policy = x.mobile_node, x.named_sa, x.policy
+    assert mobile_node is not None and named_sa is not None  # mobile_node_authentic ran
+    method = named_sa.replay_protection
+    if method is _TIMESTAMP:
+        replay = check_timestamp(
+            x.request.identification,
+            wallclock=x.wallclock,
+            tolerance=policy.replay_tolerance,
+            last_accepted=mobile_node.last_identification,
+        )
+    else:
+        replay = check_identification(
+            method,
+            x.request.identification,
+            wallclock=x.wallclock,
+            tolerance=policy.replay_tolerance,
+            last_accepted=mobile_node.last_identification,
+            expected_ha_nonce=mobile_node.ha_nonce,
+            fresh_ha_nonce=x.fresh_nonce,
+        )
+    x.replay = replay
+    if replay.ok:
+        return None
+    # A nonce mobile node's first request cannot know our nonce: expected, not a violation.
+    first_contact = method is ReplayProtection.NONCE and mobile_node.ha_nonce is None
+    return x.deny(
+        ReplyCode.IDENTIFICATION_MISMATCH,
+        replay.reason,
+        violation=None if first_contact else SecurityViolation.BAD_IDENTIFIER,
+    )
+
+
+def foreign_agent_authentic(x: Examination) -> Deny | None:
+    """132 when we share an association with the relaying foreign agent and its FA-HA fails (§3.8.2.1)."""
+    foreign_agent = x.foreign_agent
+    x.named_fa_sa = None
+    if foreign_agent is None:
+        return None
+    fa_ha = x.request.fa_ha_auth
+    if fa_ha is None:
+        return x.deny(
+            ReplyCode.FA_FAILED_AUTHENTICATION,
+            f"no Foreign-Home extension from {foreign_agent.address}",
+            violation=SecurityViolation.MISSING_SECURITY_EXTENSION,
+        )
+    named_fa_sa = foreign_agent.security_association(fa_ha.spi)
+    if named_fa_sa is None:
+        return x.deny(
+            ReplyCode.FA_FAILED_AUTHENTICATION,
+            f"SPI {fa_ha.spi} is not configured for {foreign_agent.address}",
+            violation=SecurityViolation.BAD_SPI,
+        )
+    if not verify(x.request.raw, fa_ha, named_fa_sa):
+        return x.deny(
+            ReplyCode.FA_FAILED_AUTHENTICATION,
+            "Foreign-Home authenticator does not verify",
+            violation=SecurityViolation.BAD_AUTHENTICATOR,
+        )
+    x.named_fa_sa = named_fa_sa
+    return None
+
+
+def vendor_extensions_understood(x: Examination) -> Deny | None:
+    """140 / 141 for a critical vendor extension (mipha understands none, RFC 3115)."""
+    request = x.request
+    if len(request.extensions) == 1:  # its MN-HA extension only
+        return None
+    index = request.index_of(CriticalVendorExtension)
+    if index is None:
+        return None
+    extension = request.extensions[index]
+    assert isinstance(extension, CriticalVendorExtension)
+    from_mn = index < (request.index_of(MobileHomeAuth) or 0)
+    code = ReplyCode.MN_CVSE_NOT_UNDERSTOOD if from_mn else ReplyCode.FA_CVSE_NOT_UNDERSTOOD
+    return x.deny(code, f"critical vendor extension {extension.vendor_id}/{extension.vendor_type}")
+
+
+def deregistration_names_home_address(x: Examination) -> Deny | None:
+    """134 without a home address, 129 for another node's: all a deregistration is checked for."""
+    mobile_node = x.mobile_node
+    assert mobile_node is not None
+    if x.home == _UNSPECIFIED:
+        return x.deny(ReplyCode.POORLY_FORMED_REQUEST, "deregistration without a home address")
+    if mobile_node.home_address is not None and x.request.home_address != mobile_node.home_address:
+        return x.deny(
+            ReplyCode.ADMINISTRATIVELY_PROHIBITED,
+            f"{x.request.home_address} is not the home address of {mobile_node.name}",
+        )
+    return None
+
+
+def care_of_address_usable(x: Examination) -> Deny | None:
+    """134 for a care-of address that is 0.0.0.0, multicast, a broadcast, the home address or ours."""
+    coa, policy = x.coa, x.policy
+    if coa not in policy.unusable_care_of_integers and coa >> 28 != 0xE and coa != x.home:
+        return None  # the usual request, answered without the checks below
+    if coa == _UNSPECIFIED or coa >> 28 == 0xE or coa in policy.broadcast_integers:
+        reason = f"care-of address {x.request.care_of_address} is not a unicast address"
+    elif coa == x.home or coa == policy.address_integer:
+        reason = f"care-of address {x.request.care_of_address} is the home address or ours"
+    else:
+        return None
+    return x.deny(ReplyCode.POORLY_FORMED_REQUEST, reason)
+
+
+def home_address_allowed(x: Examination) -> Deny | None:
+    """129 unless the home address is the node's (static or assigned), or its pool can assign one."""
+    mobile_node = x.mobile_node
+    assert mobile_node is not None
+    known = mobile_node.home_address
+    if x.home == _UNSPECIFIED:
+        if known is not None or mobile_node.dynamic:
+            x.home_address, x.assign = known, known is None
+            return None
+    elif known is not None:
+        if x.home == int(known):
+            x.home_address, x.assign = x.request.home_address, False
+            return None
+        return x.deny(
+            ReplyCode.ADMINISTRATIVELY_PROHIBITED,
+            f"{x.request.home_address} is not the home address of {mobile_node.name}",
+        )
+    elif mobile_node.dynamic:
+        x.home_address, x.assign = x.request.home_address, True
+        return None
+    return x.deny(ReplyCode.ADMINISTRATIVELY_PROHIBITED, f"{mobile_node.name} has no home address")
+
+
+def care_of_access_allowed(x: Examination) -> Deny | None:
+    """129 for a care-of address outside ``care-of-access`` (per-host list, else the home agent's)."""
+    mobile_node = x.mobile_node
+    assert mobile_node is not None
+    access = mobile_node.care_of_access
+    if access is None:
+        access = x.policy.care_of_access
+    if access and not _in_any(x.request.care_of_address, access):
+        return x.deny(
+            ReplyCode.ADMINISTRATIVELY_PROHIBITED,
+            f"care-of address {x.request.care_of_address} is not allowed",
+        )
+    return None
+
+
+def reverse_tunnel_allowed(x: Examination) -> Deny | None:
+    """137 for T when reverse tunnelling is disabled, 138 without T when it is required (RFC 3024)."""
+    mobile_node = x.mobile_node
+    assert mobile_node is not None
+    policy = mobile_node.reverse_tunnel or x.policy.reverse_tunnel
+    if x.flags & _T:
+        if policy is _DISABLED:
+            return x.deny(ReplyCode.REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling is disabled")
+    elif policy is _REQUIRED:
+        return x.deny(ReplyCode.REVERSE_TUNNEL_MANDATORY, "reverse tunnelling is required and T is not set")
+    return None
+
+
+def encapsulation_offered(x: Examination) -> Deny | None:
+    """139 unless the encapsulation M / G ask for (neither: IP-in-IP) is offered."""
+    asked = x.flags & _ENCAPSULATION_FLAGS
+    encapsulation = _ENCAPSULATION_BY_FLAGS[asked]
+    if asked not in x.policy.offered_encapsulation_flags:
+        return x.deny(ReplyCode.ENCAPSULATION_UNAVAILABLE, f"encapsulation {encapsulation} is not offered")
+    assert encapsulation is not None  # M|G together is never offered
+    x.encapsulation = encapsulation
+    return None
+
+
+def simultaneous_bindings_allowed(x: Examination) -> Deny | None:
+    """S: code 1 (S cleared) when not offered (§3.8.2.2), 135 past the per-node limit."""
+    x.code = _ACCEPTED
+    limit = x.policy.simultaneous_bindings
+    if x.flags & _S and limit == 0:
+        x.code, x.flags = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS, x.flags & ~_S
+    simultaneous = x.simultaneous = bool(x.flags & _S)
+    if simultaneous:
+        others = _other_bindings(x)
+        if others + 1 > limit:
+            return x.deny(
+                ReplyCode.TOO_MANY_SIMULTANEOUS_BINDINGS,
+                f"{others + 1} bindings exceed the limit of {limit}",
+            )
+    return None
+
+
+def binding_limit(x: Examination) -> Deny | None:
+    """130 when a new binding would exceed ``max-bindings`` (renewals and handovers still pass)."""
+    limit = x.policy.max_bindings
+    if limit is None:
+        return None
+    others = _other_bindings(x)
+    bound_here = x.request.care_of_address in x.mobile_node.care_of_addresses  # type: ignore[union-attr]
+    in_use = x.bindings_in_use
+    after = in_use - (0 if x.simultaneous else others) + (not bound_here)
+    if after > limit and after > in_use:
+        return x.deny(ReplyCode.INSUFFICIENT_RESOURCES, f"binding limit {limit} reached")
+    return None
+
+
+def _other_bindings(x: Examination) -> int:
+    """How many of the node's bindings are for another care-of address than this request's."""
+    # ``in`` tries identity first: the codec's cached addresses usually match without __eq__.
+    existing = x.mobile_node.care_of_addresses  # type: ignore[union-attr]
+    return len(existing) - (x.request.care_of_address in existing)
+
+
+#: Every request, in this order (RFC 5944 §3.8.2.1 validity checks, then RFC 3115 vendor extensions).
+VALIDITY_STEPS: tuple[Step, ...] = (
+    poorly_formed,
+    addressed_to_us,
+    mobile_node_authentic,
+    identification_fresh,
+    foreign_agent_authentic,
+    vendor_extensions_understood,
+)
+#: Lifetime 0, once valid: no policy applies to giving up service.
+DEREGISTRATION_STEPS: tuple[Step, ...] = (deregistration_names_home_address,)
+#: Lifetime > 0, once valid: the home agent's policy (§3.8.2.2, RFC 3024).
+REGISTRATION_STEPS: tuple[Step, ...] = (
+    care_of_address_usable,
+    home_address_allowed,
+    care_of_access_allowed,
+    reverse_tunnel_allowed,
+    encapsulation_offered,
+    simultaneous_bindings_allowed,
+    binding_limit,
+)
+
+
+def _first_denial(steps: tuple[Step, ...]) -> Callable[[Examination], Deny | None]:
+    """A function returning the first denial of ``steps``: ``s0(x) or s1(x) or ...``, compiled once.
+
+    Equivalent to ``next(filter(None, (step(x) for step in steps)), None)``, about a fifth of
+    :func:`decide`'s own time faster: each step gets its own call site, which CPython 3.11 specialises
+    for that one function (a loop's single call site, seeing every step, is not).  ``dataclasses``
+    compiles its generated methods the same way.
+    """
+    names = {f"step{index}": step for index, step in enumerate(steps)}
+    body = " or ".join(f"{name}(x)" for name in names) or "None"
+    namespace: dict[str, object] = {}
+    exec(f"def first_denial(x):\n    return {body}\n", dict(names), namespace)
+    function = namespace["first_denial"]
+    assert callable(function)
+    return function  # type: ignore[return-value]
+
+
+_first_registration_denial = _first_denial(VALIDITY_STEPS + REGISTRATION_STEPS)
+_first_deregistration_denial = _first_denial(VALIDITY_STEPS + DEREGISTRATION_STEPS)
 
 
 def decide(
@@ -368,432 +791,109 @@ def decide(
 ) -> Verdict:
     """Decide on one parsed request.  Pure: same inputs, same verdict.
 
-    ``bindings_in_use`` is the virtual router's current binding count (for ``max_bindings``);
-    ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce associations.
-    ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator (RFC 4721 §8, as
-    CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile node's (AAA-learnt)
-    association signs the reply.
+    Runs :data:`VALIDITY_STEPS`, then :data:`DEREGISTRATION_STEPS` or :data:`REGISTRATION_STEPS`; the
+    first denial wins.  ``bindings_in_use`` is the virtual router's current binding count (for
+    ``max_bindings``); ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce
+    associations.  ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator
+    (RFC 4721 §8, as CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile
+    node's (AAA-learnt) association signs the reply.
     """
-    # One pass over the extensions for everything the checks below look at.
-    mn_ha = fa_ha = None
-    mn_ha_index = 0
-    nai: str | None = None
-    mn_aaa = False
-    cvse: tuple[int, CriticalVendorExtension] | None = None  # (position, extension) of the first
-    for index, extension in enumerate(request.extensions):
-        kind = type(extension)
-        if kind is MobileHomeAuth:
-            if mn_ha is None:
-                mn_ha, mn_ha_index = extension, index
-        elif kind is ForeignHomeAuth:
-            fa_ha = fa_ha or extension
-        elif kind is MobileNodeNai:
-            nai = extension.nai if nai is None else nai
-        elif kind is GeneralizedAuth:
-            mn_aaa = mn_aaa or extension.is_mn_aaa
-        elif kind is CriticalVendorExtension and cvse is None:
-            cvse = (index, extension)
-    spi = mn_ha.spi if mn_ha is not None else None
-    named_sa = mobile_node.security_association(spi) if mobile_node is not None and spi is not None else None
-    named_fa_sa = (
-        foreign_agent.security_association(fa_ha.spi)
-        if foreign_agent is not None and fa_ha is not None
-        else None
+    x = Examination(
+        request,
+        policy,
+        mobile_node,
+        foreign_agent,
+        arrival,
+        now,
+        wallclock,
+        bindings_in_use,
+        fresh_nonce,
+        mn_aaa_verified,
     )
-    sa = named_sa if named_sa is not None or mobile_node is None else _signer(mobile_node)
-    fa_sa = named_fa_sa if named_fa_sa is not None or foreign_agent is None else _signer(foreign_agent)
-    home, agent, coa = request.integers
-
-    # 1. Poorly formed for a home agent (the codec already refused structural errors).
-    if home == _UNSPECIFIED and nai is None:
-        return _deny(
-            request,
-            ReplyCode.POORLY_FORMED_REQUEST,
-            "home address 0.0.0.0 without an NAI extension",
-            sa,
-            fa_sa,
-            spi,
-        )
-
-    # 2. Broadcast or someone else's address: deny, answer from our unicast address (§3.8.2.1).
-    broadcasts = policy.broadcast_integers
-    if arrival.destination_integer in broadcasts or agent in broadcasts:
-        return _deny(
-            request,
-            ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS,
-            "request sent to a broadcast address",
-            sa,
-            fa_sa,
-            spi,
-            home_agent=policy.address,
-        )
-    if agent != policy.address_integer:
-        return _deny(
-            request,
-            ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS,
-            f"home agent field {request.home_agent} is not us",
-            sa,
-            fa_sa,
-            spi,
-            home_agent=policy.address,
-        )
-
-    # 3. The authorization-enabling extension (§3.8.2.1, §5.1; MN-AAA: RFC 4721 §6, checked by RADIUS).
-    aaa_checked = (
-        mn_ha is None
-        and mn_aaa
-        and mn_aaa_verified
-        and mobile_node is not None
-        and bool(mobile_node.security_associations)
-    )
-    if aaa_checked:
-        assert mobile_node is not None
-        named_sa = sa = mobile_node.security_associations[0]
-    elif mn_ha is None:
-        if mn_aaa:
-            return _deny(
-                request,
-                ReplyCode.MN_FAILED_AUTHENTICATION,
-                "MN-AAA authentication needs an AAA server (not supported)",
-                sa,
-                fa_sa,
-                spi,
-                violation=SecurityViolation.OTHER,
-            )
-        return _deny(
-            request,
-            ReplyCode.MN_FAILED_AUTHENTICATION,
-            "no Mobile-Home authentication extension",
-            sa,
-            fa_sa,
-            spi,
-            violation=SecurityViolation.MISSING_SECURITY_EXTENSION,
-        )
-    if mobile_node is None:
-        return _deny(
-            request,
-            ReplyCode.MN_FAILED_AUTHENTICATION,
-            "no security association for this mobile node",
-            sa,
-            fa_sa,
-            spi,
-            violation=SecurityViolation.NO_SECURITY_ASSOCIATION,
-        )
-    if named_sa is None:
-        return _deny(
-            request,
-            ReplyCode.MN_FAILED_AUTHENTICATION,
-            f"SPI {spi} is not configured for {mobile_node.name}",
-            sa,
-            fa_sa,
-            spi,
-            violation=SecurityViolation.BAD_SPI,
-        )
-    if not aaa_checked and not verify(request.raw, mn_ha, named_sa):
-        return _deny(
-            request,
-            ReplyCode.MN_FAILED_AUTHENTICATION,
-            "Mobile-Home authenticator does not verify",
-            sa,
-            fa_sa,
-            spi,
-            violation=SecurityViolation.BAD_AUTHENTICATOR,
-        )
-
-    # 4. Identification (§5.7).  Its reply value is used from here on, whatever the outcome.
-    replay_method = named_sa.replay_protection
-    if replay_method is _TIMESTAMP:
-        replay = check_timestamp(
-            request.identification,
-            wallclock=wallclock,
-            tolerance=policy.replay_tolerance,
-            last_accepted=mobile_node.last_identification,
-        )
-    else:
-        replay = check_identification(
-            replay_method,
-            request.identification,
-            wallclock=wallclock,
-            tolerance=policy.replay_tolerance,
-            last_accepted=mobile_node.last_identification,
-            expected_ha_nonce=mobile_node.ha_nonce,
-            fresh_ha_nonce=fresh_nonce,
-        )
-    if not replay.ok:
-        # A nonce mobile node's first request cannot know our nonce: expected, not a violation.
-        first_contact = replay_method is ReplayProtection.NONCE and mobile_node.ha_nonce is None
-        return _deny(
-            request,
-            ReplyCode.IDENTIFICATION_MISMATCH,
-            replay.reason,
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-            violation=None if first_contact else SecurityViolation.BAD_IDENTIFIER,
-        )
-
-    # 5. The foreign agent, when the home agent shares an association with it (§3.8.2.1).
-    if foreign_agent is not None:
-        if fa_ha is None:
-            return _deny(
-                request,
-                ReplyCode.FA_FAILED_AUTHENTICATION,
-                f"no Foreign-Home extension from {foreign_agent.address}",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-                violation=SecurityViolation.MISSING_SECURITY_EXTENSION,
-            )
-        if named_fa_sa is None:
-            return _deny(
-                request,
-                ReplyCode.FA_FAILED_AUTHENTICATION,
-                f"SPI {fa_ha.spi} is not configured for {foreign_agent.address}",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-                violation=SecurityViolation.BAD_SPI,
-            )
-        if not verify(request.raw, fa_ha, named_fa_sa):
-            return _deny(
-                request,
-                ReplyCode.FA_FAILED_AUTHENTICATION,
-                "Foreign-Home authenticator does not verify",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-                violation=SecurityViolation.BAD_AUTHENTICATOR,
-            )
-
-    # 6. Critical vendor extensions: mipha understands none (RFC 3115).
-    if cvse is not None:
-        index, extension = cvse
-        from_mn = index < mn_ha_index
-        code = ReplyCode.MN_CVSE_NOT_UNDERSTOOD if from_mn else ReplyCode.FA_CVSE_NOT_UNDERSTOOD
-        return _deny(
-            request,
-            code,
-            f"critical vendor extension {extension.vendor_id}/{extension.vendor_type}",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-
-    flags = int(request.flags) & _MEANINGFUL
-
-    # 7. Deregistration: authentic and fresh is enough (no policy applies to giving up service).
     if request.lifetime == 0:
-        if home == _UNSPECIFIED:
-            return _deny(
-                request,
-                ReplyCode.POORLY_FORMED_REQUEST,
-                "deregistration without a home address",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-            )
-        if mobile_node.home_address is not None and request.home_address != mobile_node.home_address:
-            return _deny(
-                request,
-                ReplyCode.ADMINISTRATIVELY_PROHIBITED,
-                f"{request.home_address} is not the home address of {mobile_node.name}",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-            )
-        everything = coa == home
-        return Accept(
-            request,
-            ReplyCode.ACCEPTED,
-            BindingAction.DEREGISTER_ALL if everything else BindingAction.DEREGISTER,
-            0,
-            None,
-            request.home_address,
-            False,
-            request.care_of_address,
-            REQUEST_FLAGS[flags],
-            Encapsulation.IP_IN_IP,
-            False,
-            everything,
-            named_sa,
-            named_fa_sa,
-            replay.reply_identification,
-            replay.accepted_identification,
-            replay.ha_nonce,
-            nai,
-        )
+        return _first_deregistration_denial(x) or _deregistration(x)
+    return _first_registration_denial(x) or _registration(x)
 
-    # 8. Registration policy.
-    if coa == _UNSPECIFIED or coa >> 28 == 0xE or coa in broadcasts:  # 0.0.0.0, multicast, broadcast
-        return _deny(
-            request,
-            ReplyCode.POORLY_FORMED_REQUEST,
-            f"care-of address {request.care_of_address} is not a unicast address",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-    if coa == home or coa == policy.address_integer:
-        return _deny(
-            request,
-            ReplyCode.POORLY_FORMED_REQUEST,
-            f"care-of address {request.care_of_address} is the home address or ours",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
 
-    home_address: IPv4Address | None
-    known = mobile_node.home_address
-    if home == _UNSPECIFIED:
-        home_address, assign = known, mobile_node.dynamic and known is None
-        if known is None and not mobile_node.dynamic:
-            return _deny(
-                request,
-                ReplyCode.ADMINISTRATIVELY_PROHIBITED,
-                f"{mobile_node.name} has no home address",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-            )
-    elif known is not None:
-        if home != int(known):
-            return _deny(
-                request,
-                ReplyCode.ADMINISTRATIVELY_PROHIBITED,
-                f"{request.home_address} is not the home address of {mobile_node.name}",
-                sa,
-                fa_sa,
-                spi,
-                replay=replay,
-            )
-        home_address, assign = request.home_address, False
-    elif mobile_node.dynamic:
-        home_address, assign = request.home_address, True
-    else:
-        return _deny(
-            request,
-            ReplyCode.ADMINISTRATIVELY_PROHIBITED,
-            f"{mobile_node.name} has no home address",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
+def _deregistration(x: Examination) -> Accept:
+    """The acceptance of a valid deregistration: this care-of address, or every one (care-of = home)."""
+    request, replay = x.request, x.replay
+    assert replay is not None and x.named_sa is not None
+    everything = x.coa == x.home
+    return _accept(
+        request=request,
+        code=_ACCEPTED,
+        action=BindingAction.DEREGISTER_ALL if everything else BindingAction.DEREGISTER,
+        lifetime=0,
+        expires_at=None,
+        home_address=request.home_address,
+        assign=False,
+        flags=REQUEST_FLAGS[x.flags],
+        encapsulation=Encapsulation.IP_IN_IP,
+        replace_existing=everything,
+        security_association=x.named_sa,
+        fa_security_association=x.named_fa_sa,
+        replay=replay,
+    )
 
-    access = mobile_node.care_of_access if mobile_node.care_of_access is not None else policy.care_of_access
-    if access and not _in_any(request.care_of_address, access):
-        return _deny(
-            request,
-            ReplyCode.ADMINISTRATIVELY_PROHIBITED,
-            f"care-of address {request.care_of_address} is not allowed",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
 
-    reverse_policy = mobile_node.reverse_tunnel or policy.reverse_tunnel
-    wants_reverse = bool(flags & _T)
-    if wants_reverse and reverse_policy is _DISABLED:
-        return _deny(
-            request,
-            ReplyCode.REVERSE_TUNNEL_UNAVAILABLE,
-            "reverse tunnelling is disabled",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-    if not wants_reverse and reverse_policy is _REQUIRED:
-        return _deny(
-            request,
-            ReplyCode.REVERSE_TUNNEL_MANDATORY,
-            "reverse tunnelling is required and T is not set",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-
-    encapsulation = _ENCAPSULATION_BY_FLAGS[flags & _ENCAPSULATION_FLAGS]
-    if flags & _ENCAPSULATION_FLAGS not in policy.offered_encapsulation_flags:
-        return _deny(
-            request,
-            ReplyCode.ENCAPSULATION_UNAVAILABLE,
-            f"encapsulation {encapsulation} is not offered",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-
-    # ``in`` tries identity first: the codec's cached addresses usually match without __eq__.
-    existing = mobile_node.care_of_addresses
-    bound_here = request.care_of_address in existing
-    others = len(existing) - bound_here
-    code = _ACCEPTED
-    if flags & _S and policy.simultaneous_bindings == 0:
-        code, flags = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS, flags & ~_S
-    simultaneous = bool(flags & _S)
-    if simultaneous and others + 1 > policy.simultaneous_bindings:
-        return _deny(
-            request,
-            ReplyCode.TOO_MANY_SIMULTANEOUS_BINDINGS,
-            f"{others + 1} bindings exceed the limit of {policy.simultaneous_bindings}",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-
-    removed = 0 if simultaneous else others
-    after = bindings_in_use - removed + (not bound_here)
-    if policy.max_bindings is not None and after > policy.max_bindings and after > bindings_in_use:
-        return _deny(
-            request,
-            ReplyCode.INSUFFICIENT_RESOURCES,
-            f"binding limit {policy.max_bindings} reached",
-            sa,
-            fa_sa,
-            spi,
-            replay=replay,
-        )
-
-    if not policy.broadcast_forwarding:
-        flags &= ~_B
+def _registration(x: Examination) -> Accept:
+    """The acceptance of a registration that passed every step, with the lifetime granted."""
+    request, replay, policy = x.request, x.replay, x.policy
+    mobile_node = x.mobile_node
+    assert replay is not None and x.named_sa is not None and mobile_node is not None
+    flags = x.flags if policy.broadcast_forwarding else x.flags & ~_B
     ceiling = mobile_node.max_lifetime if mobile_node.max_lifetime is not None else policy.max_lifetime
     lifetime = request.lifetime if request.lifetime < ceiling else ceiling  # min(), without the call
+    return _accept(
+        request=request,
+        code=x.code,
+        action=_REGISTER,
+        lifetime=lifetime,
+        expires_at=None if lifetime == INFINITE_LIFETIME else x.now + lifetime,
+        home_address=x.home_address,
+        assign=x.assign,
+        flags=REQUEST_FLAGS[flags],
+        encapsulation=x.encapsulation,
+        replace_existing=not x.simultaneous,
+        security_association=x.named_sa,
+        fa_security_association=x.named_fa_sa,
+        replay=replay,
+    )
 
+
+def _accept(
+    *,
+    request: RegistrationRequest,
+    code: ReplyCode,
+    action: BindingAction,
+    lifetime: int,
+    expires_at: float | None,
+    home_address: IPv4Address | None,
+    assign: bool,
+    flags: RequestFlags,
+    encapsulation: Encapsulation,
+    replace_existing: bool,
+    security_association: SecurityAssociation,
+    fa_security_association: SecurityAssociation | None,
+    replay: ReplayVerdict,
+) -> Accept:
+    """``Accept(...)`` by keyword, at the cost of a function call: calling a class with keywords builds
+    a dict first (~400 ns for these 13 fields on Python 3.11), calling a function with keywords does not."""
     return Accept(
         request,
         code,
-        _REGISTER,
+        action,
         lifetime,
-        None if lifetime == INFINITE_LIFETIME else now + lifetime,
+        expires_at,
         home_address,
         assign,
-        request.care_of_address,
-        REQUEST_FLAGS[flags],
+        flags,
         encapsulation,
-        wants_reverse,
-        not simultaneous,
-        named_sa,
-        named_fa_sa,
-        replay.reply_identification,
-        replay.accepted_identification,
-        replay.ha_nonce,
-        nai,
+        replace_existing,
+        security_association,
+        fa_security_association,
+        replay,
     )
 
 

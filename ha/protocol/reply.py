@@ -117,21 +117,32 @@ def build_reply(verdict: Verdict) -> RegistrationReply:
 
 def encode_reply(verdict: Verdict) -> bytes:
     """The signed reply datagram for a verdict: :func:`build_reply`'s message, signed, in one step."""
-    code, lifetime, home_address, home_agent = _header(verdict)
     request = verdict.request
+    request_home, request_agent, _coa = request.integers
+    if type(verdict) is Accept:  # _header() and reply_identification, inlined: once per request
+        home_address = verdict.home_address
+        if home_address is None or verdict.assign:
+            raise ValueError("assign the home address (decision.with_home_address) before replying")
+        code, lifetime, identification = verdict.code, verdict.lifetime, verdict.replay.reply_identification
+        home = request_home if home_address is request.home_address else int(home_address)
+        agent = request_agent
+    else:
+        code, lifetime, home_address, home_agent = _header(verdict)
+        identification = verdict.reply_identification
+        home = request_home if home_address is request.home_address else int(home_address)
+        agent = request_agent if home_agent is request.home_agent else int(home_agent)
     extensions = request.extensions
     if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth:
         nai = challenge = None  # the usual request: nothing to echo (no _echoed() call)
     else:
         nai, challenge = _echoed(request)
-    request_home, request_agent, _coa = request.integers
     udp_tunnel, revocation = _rfc3519_3543(verdict)
     return push_signed_reply(
         code,
         lifetime,
-        request_home if home_address is request.home_address else int(home_address),
-        request_agent if home_agent is request.home_agent else int(home_agent),
-        verdict.reply_identification,
+        home,
+        agent,
+        identification,
         nai,
         verdict.security_association,
         challenge,

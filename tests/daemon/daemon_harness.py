@@ -34,7 +34,7 @@ def free_port() -> int:
 class Daemon:
     """`mipha run` as a child process; ends only the process it started, by PID."""
 
-    def __init__(self, tmp: Path, port: int) -> None:
+    def __init__(self, tmp: Path, port: int, extra_toml: str = "") -> None:
         self.tmp = tmp
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -51,7 +51,7 @@ groups = ["admin"]
 dir = "{tmp / "state"}"
 [dataplane]
 backend = "tun"
-"""
+{extra_toml}"""
         )
 
     def start(self) -> None:

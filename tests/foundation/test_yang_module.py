@@ -61,6 +61,7 @@ def test_module_loads_in_libyang_with_contract_names() -> None:
     assert tops == {
         ("rpc", "clear-bindings"),
         ("rpc", "clear-statistics"),
+        ("rpc", "trace-registrations"),
         ("notification", "binding-created"),
         ("notification", "binding-removed"),
         ("notification", "registration-denied"),

@@ -622,3 +622,30 @@ def test_raw_state_left_alone_or_opened_by_the_rules(tmp_path):
         assert u2.data(f"<get>{flt}</get>").find(f".//{{{M}}}binding") is None
     finally:
         h.close()
+
+
+def test_path_prefixes_survive_edits_into_an_existing_nacm(h, c):
+    """A rule path written with another prefix than the stored tree binds to the same namespace (new
+    rule, changed path) is stored with the stored tree's prefix, so it still resolves."""
+    c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+    c.ok(
+        nacm(
+            rule_list(
+                "l", ["g"], rule("r", "deny", "read", path="/m:virtual-routers/m:virtual-router/m:router-id")
+            )
+        )
+    )
+    changed = (
+        f'<nacm xmlns="{N}" xmlns:q="{M}"><rule-list><name>l</name><rule><name>r</name>'
+        "<path>/q:virtual-routers/q:virtual-router/q:mobile-node</path></rule></rule-list></nacm>"
+    )
+    c.ok(edit(changed))
+    added = (
+        f'<nacm xmlns="{N}" xmlns:z="{M}"><rule-list><name>l</name><rule><name>r2</name>'
+        "<path>/z:virtual-routers/z:virtual-router/z:home-agent</path><access-operations>read</access-operations>"
+        "<action>deny</action></rule></rule-list></nacm>"
+    )
+    c.ok(edit(added))
+    d = user(h, "u", "g").data("<get-config><source><running/></source></get-config>")
+    assert d.find(f".//{{{M}}}mobile-node") is None and d.find(f".//{{{M}}}home-agent") is None
+    assert d.find(f".//{{{M}}}router-id") is not None
