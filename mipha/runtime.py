@@ -200,6 +200,7 @@ class VirtualRouter:
                 f"{ha_path}/mipha:udp-port",
             ) from exc
         engine.udp_tunnels_available = plane.UDP_TUNNELS
+        engine.set_capabilities(plane.capabilities)  # never code 0 for what the backend cannot do
         plane.attach_udp_socket(sock)
         self.transport = HomeAgentTransport(
             engine,
@@ -447,11 +448,14 @@ class VirtualRouter:
             batch, self._plane_queue = self._plane_queue, []
             try:
                 await self.plane.apply(batch)
-            except Exception:
+            except Exception as exc:
                 self.plane_errors += 1
                 log.exception(
                     "virtual router %s: data plane refused %d intents; resyncing", self.name, len(batch)
                 )
+                if self.engine is not None:  # the replies left: withdraw, count, notify (issue 11)
+                    self.engine.data_plane_failed(batch, str(exc))
+                    self.flush()
                 await self._resync()
 
     async def _resync(self) -> None:

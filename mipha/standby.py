@@ -124,7 +124,8 @@ class HotStandby:
             self.adopted = token
         for vr in list(self.routers()):
             await self._own_address(vr, True)
-            if adopted and vr.engine is not None and vr.plane is not None:
+            ha = vr.config.home_agent
+            if adopted and vr.engine and vr.plane and ha is not None and ha.home_interface is not None:
                 # Correspondents' ARP caches still point at the old active (RFC 5944 §4.6 on takeover).
                 homes = {b.home_address for b in vr.engine.desired_bindings()}
                 await vr.plane.apply([GratuitousArp(h, False) for h in sorted(homes)])

@@ -293,3 +293,12 @@ def write_violations(parent: etree._Element, engine: HomeAgent) -> None:
         if v.spi is not None:
             leaf(el, "spi", v.spi)
         leaf(el, "reason", v.reason)
+        if v.identification is not None:
+            leaf(el, "identification", v.identification)
+        if v.reply_code is not None:
+            leaf(el, "reply-code", v.reply_code)
+    for address, totals in sorted(engine.violations.peers.items()):
+        el = etree.SubElement(parent, Q + "peer")
+        leaf(el, "address", address)
+        leaf(el, "count", totals.count)
+        leaf(el, "last-time", iso(totals.last_time))

@@ -56,6 +56,22 @@ class VirtualRouterPlane:
     proxy_arp_mode: str = "entry"
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can carry out, known to the decision before it replies (never code 0 for a
+    binding the backend would then refuse).
+
+    ``encapsulations``: the forward encapsulations it builds (RFC 2003 IP-in-IP, RFC 2784 GRE; no
+    backend builds RFC 2004 minimal encapsulation).  ``simultaneous_bindings``: it sends a copy of each
+    packet to every care-of address of a home address (RFC 5944 §4.2); without it S gets code 1.
+    ``reverse_tunnel``: it checks and forwards reverse-tunnelled packets (RFC 3024); without it T is 137.
+    """
+
+    encapsulations: frozenset[Encapsulation] = frozenset({Encapsulation.IP_IN_IP, Encapsulation.GRE})
+    simultaneous_bindings: bool = True
+    reverse_tunnel: bool = True
+
+
 class DataPlaneError(Exception):
     """The kernel refused an operation; carries a message fit for a NETCONF rpc-error."""
 
@@ -64,6 +80,8 @@ class DataPlane(abc.ABC):
     """A data plane backend for one virtual router."""
 
     name: str = "abstract"
+    #: What this backend can carry out (the engine's decisions take it into account).
+    capabilities: Capabilities = Capabilities()
     #: True when the backend carries RFC 3519 UDP tunnels (``Encapsulation.IP_IN_UDP``); such a
     #: backend sends and receives them through the registration socket given to
     #: :meth:`attach_udp_socket`, which passes it every type-4 datagram (:meth:`udp_input`).

@@ -11,9 +11,9 @@ same device, i.e. only when the outer source is the CoA registered for that home
 loose, on purpose: loose would accept any inner source with any route.)  If ``net.ipv4.conf.all.rp_filter``
 is 2 the kernel uses the maximum and the check becomes loose; :meth:`IpipPlane.start` logs that.
 
-Limits: with simultaneous bindings (S bit) the kernel route goes to the *first* care-of address of the
-``SetHomeRoute`` (one route cannot copy packets); the tun backend duplicates.  Minimal encapsulation is
-not available in Linux (refused with :class:`DataPlaneError`).
+Limits, declared in :attr:`IpipPlane.capabilities` so the engine never accepts what this backend cannot
+do: a kernel route cannot copy packets, so simultaneous bindings (S) are answered with code 1 (one
+care-of address at a time; the tun backend duplicates); minimal encapsulation is not available in Linux.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ha.netns import read_sysctl, write_sysctl
 
-from .base import DataPlaneError, TunnelCounters
+from .base import Capabilities, DataPlaneError, TunnelCounters
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import GRE_PREFIX, IPIP_PREFIX, coa_from_ifname, tunnel_ifname
@@ -40,6 +40,7 @@ class IpipPlane(KernelPlane):
     """Kernel IP-in-IP / GRE tunnels programmed through pyroute2."""
 
     name = "ipip"
+    capabilities = Capabilities(simultaneous_bindings=False)
     _stats: dict[int, dict[str, int]] = {}
 
     async def _start_backend(self) -> None:

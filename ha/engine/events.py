@@ -18,6 +18,7 @@ class RemovalReason(StrEnum):
     CLEARED = "cleared"
     REPLACED = "replaced"
     REVOKED = "revoked"  # the foreign agent revoked it (RFC 3543 Registration Revocation)
+    DATA_PLANE_FAILURE = "data-plane-failure"  # the data plane could not program it; withdrawn
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,23 @@ Choices made here (RFC latitude):
   ``max-lifetime`` of 65535); such a binding never expires and has no heap entry.  Any smaller
   maximum shortens it like any other lifetime.
 * A retransmission (same Identification as the last accepted request, same care-of address, still
-  authentic) gets the same reply again and changes nothing (§3.6.3; nonces resend unchanged).
+  authentic) of a nonce or ``none`` node gets the same reply again and changes nothing (§3.6.3: nonces
+  resend unchanged).  Under timestamps a repeated Identification is a replay: 133 (§5.7).
 * A pool node asking for a specific non-zero home address gets it if that address is free in its
   pool (e.g. after a home agent restart), else 130.  Its address is released with its last binding.
 * Replay state (last Identification, HA nonce) is kept per mobile node and survives its bindings; it
   is forgotten when the node is removed from the configuration.
-* An accepted request the engine then fails to carry out (an internal error) is answered 128
-  (reason unspecified), signed, and the error is logged: the mobile node gets an answer, the
-  datagram loop keeps running.  Replay state stored before the failure is kept.
+* An accepted request the engine then fails to carry out (an internal error, i.e. a bug) is counted
+  (``internal-errors``) and logged with its traceback.  With ``raise_internal_errors`` (the test
+  suite's setting, ``MIPHA_RAISE_INTERNAL_ERRORS=1``) it raises :class:`InternalError`, so no test
+  can pass over a bug; otherwise it is answered 128 (reason unspecified), signed, and the datagram
+  loop keeps running.  Replay state stored before the failure is kept.
+* The data plane's :class:`~ha.dataplane.base.Capabilities` shape the policy ``decide`` sees: an
+  encapsulation the backend cannot build is not offered (139), S without copies is code 1, T without
+  reverse tunnelling 137; a configuration asking for an encapsulation no backend builds is refused at
+  commit.  A binding the backend still fails to program after the reply left is withdrawn
+  (:meth:`HomeAgent.data_plane_failed`: ``data-plane-failures``, ``binding-removed`` with reason
+  ``data-plane-failure``), never kept as a binding that forwards nothing.
 * ``gratuitous-arps-sent`` counts GratuitousArp intents (one burst each), not frames.
 * ``registered-at`` is derived from the monotonic registration time and the latest wallclock offset.
 """
@@ -38,6 +47,7 @@ Choices made here (RFC latitude):
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -49,7 +59,7 @@ from typing import Protocol
 from ha.aaa.config import Authentication
 from ha.aaa.mn_aaa import MnAaaUnusable, chap_credentials, mn_aaa_extension
 from ha.aaa.profile import AaaProfile
-from ha.dataplane.base import DesiredBinding
+from ha.dataplane.base import Capabilities, DesiredBinding
 from ha.dataplane.intents import Encapsulation as PlaneEncapsulation
 from ha.dataplane.intents import (
     EnsureTunnel,
@@ -72,6 +82,7 @@ from ha.protocol import (
     RegistrationRequest,
     ReplyCode,
     RequestFlags,
+    ReverseTunnelPolicy,
     decide,
     encode_malformed_reply,
     encode_reply,
@@ -98,6 +109,7 @@ from ha.protocol.udp_tunnel import udp_tunnel_step
 from .aaa import AAA_NODE_PREFIX, AaaAccepted, AaaLookup, AaaOutcome, AaaRejected, Pending, Subscriber
 from .bindings import NO_SIMULTANEOUS, UDP_TUNNEL, Binding, BindingTable, make_key
 from .config import ConfigChange, MobileNode, VirtualRouterConfig
+from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
 from .revocations import Negotiated, RevocationState
@@ -105,6 +117,19 @@ from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
 
 log = logging.getLogger(__name__)
+
+
+class InternalError(RuntimeError):
+    """A bug met while carrying out an accepted request (raised only with ``raise_internal_errors``)."""
+
+
+def _raise_internal_errors_default() -> bool:
+    """The test suite sets ``MIPHA_RAISE_INTERNAL_ERRORS=1`` (tests/conftest.py): bugs must be loud."""
+    return os.environ.get("MIPHA_RAISE_INTERNAL_ERRORS") == "1"
+
+
+#: The data plane's encapsulations as the protocol spells them (what M/G ask for).
+_DEFAULT_CAPABILITIES = Capabilities()
 
 _UNSPECIFIED = 0
 _T_BIT = int(RequestFlags.T)  # plain int: IntFlag arithmetic allocates an enum member per call
@@ -116,6 +141,10 @@ _IP_IN_UDP = PlaneEncapsulation.IP_IN_UDP
 _REGISTER = BindingAction.REGISTER
 _ACCEPTED_NO_SIMULTANEOUS = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
 _REASON_UNSPECIFIED = ReplyCode.REASON_UNSPECIFIED
+
+
+def _values(encapsulations: Iterable[PlaneEncapsulation]) -> frozenset[str]:
+    return frozenset(e.value for e in encapsulations)
 
 
 def _uses_nonces(node: MobileNode) -> bool:
@@ -274,11 +303,12 @@ class AaaCounters:
 class _NodeState:
     """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
 
-    __slots__ = ("assigned", "coas", "ha_nonce", "last_identification")
+    __slots__ = ("assigned", "coas", "ha_nonce", "last_identification", "offered_nonce")
 
     def __init__(self) -> None:
         self.last_identification: int | None = None
-        self.ha_nonce: int | None = None
+        self.ha_nonce: int | None = None  # sent with the last reply to an authentic, fresh request
+        self.offered_nonce: int | None = None  # sent with a 133 since; also accepted (RFC 5944 §5.7)
         self.assigned: int | None = None
         #: Care-of addresses of its bindings, kept in step with the table so the hot path needs no
         #: range query: None, one int (the common case, shared with the binding), or a tuple.
@@ -301,8 +331,14 @@ class HomeAgent:
         nonce: Callable[[], int] = lambda: secrets.randbits(32),
         violation_capacity: int = 256,
         event_capacity: int = 65536,
+        capabilities: Capabilities = _DEFAULT_CAPABILITIES,
+        raise_internal_errors: bool | None = None,
     ) -> None:
         self._nonce = nonce
+        self._capabilities = capabilities
+        self._raise_internal_errors = (
+            _raise_internal_errors_default() if raise_internal_errors is None else raise_internal_errors
+        )
         self.statistics = Statistics()
         self.violations = ViolationRing(violation_capacity)
         self._table = BindingTable()
@@ -314,7 +350,8 @@ class HomeAgent:
         self._now = 0.0
         # Filled by _install():
         self.config = config
-        self._policy: HomeAgentPolicy | None = None
+        self._policy: HomeAgentPolicy | None = None  # the configured policy within the capabilities
+        self._configured_policy: HomeAgentPolicy | None = None
         self._port = 0
         self._pools: dict[str, PoolAllocator] = {}
         self._by_home: dict[int, MobileNode] = {}
@@ -417,8 +454,12 @@ class HomeAgent:
                     state = self._state(node.name)
                 if accepted is not None:
                     state.last_identification = accepted
-                if ha_nonce is not None:
-                    state.ha_nonce = ha_nonce
+                if ha_nonce is None:
+                    pass
+                elif accepted is not None:  # authentic and fresh: the nonce it gets is the one expected
+                    state.ha_nonce, state.offered_nonce = ha_nonce, None
+                else:  # a 133: offer a new nonce, keep the expected one (a replay costs the node nothing)
+                    state.offered_nonce = ha_nonce
         if type(verdict) is Accept and len(request.extensions) > 1:
             verdict = self._rfc3519_3543(verdict, peer, wallclock)
         if type(verdict) is Accept:
@@ -427,15 +468,21 @@ class HomeAgent:
                 state = self._state(node.name)
             try:
                 verdict = self._apply_accept(verdict, node, state, peer)
-            except Exception as error:  # a bug or an exhausted resource must not cost the reply
-                log.exception("accepted request from %s could not be carried out", peer.arrival.source)
+            except Exception as error:  # a bug: counted, logged with its traceback, raised under test
+                stats.internal_errors += 1
+                log.exception("internal error: accepted request from %s not carried out", peer.arrival.source)
+                if self._raise_internal_errors:
+                    raise InternalError(f"accepted request from {peer.arrival.source}: {error!r}") from error
                 verdict = verdict.deny(_REASON_UNSPECIFIED, f"internal error: {error!r}")
         if type(verdict) is Deny:
             self._count_denial(verdict, peer.arrival, wallclock)
         else:
-            stats.accepted += 1
             if verdict.code == _ACCEPTED_NO_SIMULTANEOUS:
                 stats.accepted_no_simultaneous += 1
+            else:
+                stats.accepted += 1  # code 0 only, as its YANG description says
+            if verdict.action is not _REGISTER:
+                stats.deregistration_replies_sent += 1
             if verdict.udp_tunnel is not None:
                 stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
@@ -491,12 +538,27 @@ class HomeAgent:
             setattr(stats, counter, getattr(stats, counter) + 1)
         home = verdict.request.home_address
         if verdict.violation is not None:
-            self.violations.record(
+            violation = self.violations.record(
                 time=wallclock,
                 peer=arrival.source,
                 spi=verdict.spi,
                 reason=verdict.violation,
                 home_address=None if int(home) == 0 else home,
+                identification=verdict.request.identification,
+                reply_code=int(verdict.code),
+            )
+            stats.security_violations_total += 1
+            # RFC 5944 §3.8.2.1: the home agent SHOULD log authentication failures as security events.
+            log.warning(
+                "security violation %d: %s from %s (SPI %s, home address %s, identification %#018x), "
+                "answered %d",
+                violation.index,
+                violation.reason,
+                violation.peer,
+                violation.spi,
+                violation.home_address,
+                violation.identification,
+                violation.reply_code,
             )
         self._event(
             RegistrationDenied(
@@ -595,6 +657,7 @@ class HomeAgent:
             node.max_lifetime,
             node.reverse_tunnel,
             node.care_of_access or None,
+            state.offered_nonce,
         )
 
     # --- retransmissions -------------------------------------------------------------------------
@@ -609,13 +672,16 @@ class HomeAgent:
         """Answer a retransmission of the last accepted request again, changing nothing.
 
         RFC 5944 §3.6.3: with nonces an unanswered request is resent unchanged and "does not count as
-        a new registration"; a duplicated datagram is the same case with timestamps.  The request must
-        still authenticate (MN-HA, and FA-HA when an FA association exists); otherwise the normal
-        path answers it (133 or 131/132).
+        a new registration".  With timestamps a retransmission carries a new Identification, so a
+        repeated one is a replay: the normal path answers it 133 (§5.7; docs/protocol-decisions.md
+        §5).  The request must still authenticate (MN-HA, and FA-HA when an FA association exists);
+        otherwise the normal path answers it (131/132).
         """
         mn_ha = request.mn_ha_auth
         sa = node.security_associations.get(mn_ha.spi) if mn_ha is not None else None
-        if sa is None or not verify(request.raw, mn_ha, sa):
+        if sa is None or sa.replay_protection is ReplayProtection.TIMESTAMP:
+            return None
+        if not verify(request.raw, mn_ha, sa):
             return None
         fa_sa = None
         foreign_agent = peer.foreign_agent
@@ -660,9 +726,12 @@ class HomeAgent:
             replay=ReplayVerdict(True, reply_identification),
         )
         stats = self.statistics
-        stats.accepted += 1
         if code == ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS:
             stats.accepted_no_simultaneous += 1
+        else:
+            stats.accepted += 1
+        if binding is None:
+            stats.deregistration_replies_sent += 1
         return self._send(encode_reply(verdict), peer)
 
     # --- binding rules (RFC 5944 §3.8.2.2) -------------------------------------------------------
@@ -799,6 +868,7 @@ class HomeAgent:
             self._event(BindingRemoved(home_ip, old_ip, old.mobile_node, RemovalReason.REPLACED, node.nai))
         if not before:
             intents.append(ProxyArp(home_ip, True))
+            self.statistics.proxy_arps_sent += 1
             intents.append(GratuitousArp(home_ip))
             self.statistics.gratuitous_arps_sent += 1
         if current is None:
@@ -1499,17 +1569,87 @@ class HomeAgent:
         return count
 
     def clear_statistics(self, *, wallclock: float | None = None) -> None:
-        """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter).
+        """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter; the
+        per-peer violation totals are counters and restart).
 
         ``wallclock`` (Unix time of the reset) becomes the YANG ``discontinuity-time``.
         """
         self.statistics.clear(wallclock)
+        self.violations.peers.clear()
 
     # --- configuration transactions --------------------------------------------------------------
 
     def prepare(self, config: VirtualRouterConfig) -> Prepared:
         """Check a new configuration against the live state; raise ConfigRefused, change nothing."""
-        return prepare_config(self, config)
+        return self._check_capabilities(prepare_config(self, config))
+
+    # --- data plane capabilities ---------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def set_capabilities(self, capabilities: Capabilities) -> None:
+        """Decide from now on within what this data plane can do (the daemon calls it with its backend's)."""
+        self._capabilities = capabilities
+        if self._configured_policy is not None:
+            self._policy = self._capable(self._configured_policy)
+        self._peers.clear()
+
+    def _capable(self, policy: HomeAgentPolicy) -> HomeAgentPolicy:
+        """The configured policy narrowed to the data plane's capabilities (defects 3/4 of issue 11)."""
+        caps = self._capabilities
+        offered = frozenset(e for e in policy.encapsulations if e.value in _values(caps.encapsulations))
+        changes: dict[str, object] = {}
+        if offered != policy.encapsulations:
+            changes["encapsulations"] = offered
+        if not caps.simultaneous_bindings and policy.simultaneous_bindings:
+            changes["simultaneous_bindings"] = 0  # S answered with code 1 (RFC 5944 §3.8.2.2)
+        if not caps.reverse_tunnel and policy.reverse_tunnel is not ReverseTunnelPolicy.DISABLED:
+            changes["reverse_tunnel"] = ReverseTunnelPolicy.DISABLED
+        return replace(policy, **changes) if changes else policy  # type: ignore[arg-type]
+
+    def _check_capabilities(self, txn: Prepared) -> Prepared:
+        """Refuse at commit an encapsulation no data plane builds (RFC 2004 minimal: none does)."""
+        policy = txn.policy
+        if policy is None:
+            return txn
+        built = _values(self._capabilities.encapsulations)
+        missing = sorted(e.value for e in policy.encapsulations if e.value not in built)
+        if missing:
+            raise ConfigRefused(
+                f"encapsulation {', '.join(missing)} is not available in this data plane "
+                f"(it builds {', '.join(sorted(built))})",
+                path=f"/mipha:virtual-routers/virtual-router[name='{txn.config.name}']"
+                "/home-agent/encapsulation",
+                app_tag="encapsulation-unavailable",
+            )
+        return txn
+
+    def data_plane_failed(self, intents: Iterable[Intent], error: str) -> int:
+        """The data plane refused ``intents`` after their replies left: withdraw every binding they were
+        for (reason ``data-plane-failure``), count it, return how many were withdrawn.
+
+        The mobile node was told code 0; a binding that forwards nothing would black-hole its traffic
+        until it expires, so the home agent drops it and says so (``binding-removed`` notification);
+        the node re-registers and gets a fresh answer.
+        """
+        homes = {
+            int(intent.home_address)
+            for intent in intents
+            if isinstance(intent, (SetHomeRoute, ProxyArp, GratuitousArp)) and intent.home_address is not None
+        }
+        coas = {int(intent.care_of_address) for intent in intents if isinstance(intent, EnsureTunnel)}
+        for coa in coas:  # a tunnel that failed takes every binding through it
+            homes.update(b.home_address for b in self._table if b.care_of_address == coa)
+        withdrawn = 0
+        for home in sorted(homes):
+            withdrawn += self._remove_bindings(
+                home, self._table.care_of_addresses(home), RemovalReason.DATA_PLANE_FAILURE
+            )
+        self.statistics.data_plane_failures += 1
+        log.error("data plane failed (%s): %d binding(s) withdrawn", error, withdrawn)
+        return withdrawn
 
     def abort(self, txn: Prepared) -> None:
         """Forget a prepared change.  Nothing was reserved, so there is nothing to release."""
@@ -1537,7 +1677,7 @@ class HomeAgent:
 
         A change of mobile nodes and foreign agents costs what it touches (see ``prepare_change``
         in :mod:`ha.engine.transaction`); others are checked as a whole new configuration."""
-        return prepare_change(self, change)
+        return self._check_capabilities(prepare_change(self, change))
 
     def _install_entries(self, txn: Prepared, update: EntryUpdate) -> None:
         """Apply a keyed change to the indexes in place: the node map shared with ``config``, by home
@@ -1594,7 +1734,8 @@ class HomeAgent:
         self._node_map = dict(txn.config.mobile_nodes)
         self.config = replace(txn.config, mobile_nodes=MappingProxyType(self._node_map))
         self._peers.clear()  # they hold the policy's address and foreign agent records
-        self._policy = txn.policy
+        self._configured_policy = txn.policy
+        self._policy = self._capable(txn.policy) if txn.policy is not None else None
         self._port = txn.port
         self._by_home = txn.by_home
         self._by_nai = txn.by_nai

@@ -7,7 +7,7 @@ gives them back in YANG spelling for the operational-state glue.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -35,6 +35,12 @@ COUNTERS = (
     "revocations-received",
     "revocation-acks-sent",
     "revocations-discarded",
+    # issue 11: what an operator of a production home agent expects besides the MIP-MIB counters
+    "proxy-arps-sent",
+    "deregistration-replies-sent",
+    "security-violations-total",
+    "data-plane-failures",
+    "internal-errors",
 )
 
 
@@ -73,16 +79,32 @@ class Violation:
     spi: int | None
     reason: str
     home_address: IPv4Address | None = None
+    identification: int | None = None
+    reply_code: int | None = None
+
+
+@dataclass(slots=True)
+class PeerViolations:
+    """Security violations from one peer address since it was first seen (``security-violations/peer``)."""
+
+    count: int
+    last_time: float
 
 
 class ViolationRing:
-    """The last ``capacity`` security violations; older ones fall off, indexes keep increasing."""
+    """The last ``capacity`` security violations; older ones fall off, indexes keep increasing.
 
-    __slots__ = ("_entries", "_next_index")
+    Also counts violations per peer address, for the ``peer_capacity`` peers seen most recently (a
+    flood from spoofed sources cannot grow it without bound; the least recent peer is forgotten).
+    """
 
-    def __init__(self, capacity: int = 256) -> None:
+    __slots__ = ("_entries", "_next_index", "_peer_capacity", "peers")
+
+    def __init__(self, capacity: int = 256, peer_capacity: int = 1024) -> None:
         self._entries: deque[Violation] = deque(maxlen=capacity)
         self._next_index = 1
+        self._peer_capacity = peer_capacity
+        self.peers: OrderedDict[IPv4Address, PeerViolations] = OrderedDict()
 
     def record(
         self,
@@ -92,10 +114,23 @@ class ViolationRing:
         spi: int | None,
         reason: str,
         home_address: IPv4Address | None = None,
+        identification: int | None = None,
+        reply_code: int | None = None,
     ) -> Violation:
-        violation = Violation(self._next_index, time, peer, spi, str(reason), home_address)
+        violation = Violation(
+            self._next_index, time, peer, spi, str(reason), home_address, identification, reply_code
+        )
         self._next_index += 1
         self._entries.append(violation)
+        totals = self.peers.get(peer)
+        if totals is None:
+            if len(self.peers) >= self._peer_capacity:
+                self.peers.popitem(last=False)
+            totals = self.peers[peer] = PeerViolations(0, time)
+        else:
+            self.peers.move_to_end(peer)
+        totals.count += 1
+        totals.last_time = time
         return violation
 
     def __iter__(self) -> Iterator[Violation]:
@@ -107,3 +142,4 @@ class ViolationRing:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.peers.clear()

@@ -4,8 +4,10 @@
 replies by the low 32 bits of the Identification, and retransmits with exponential backoff (RFC 5944
 §3.6.3: a timestamp retransmission carries a new Identification, a nonce retransmission is resent
 unchanged).  An authenticated 133 is answered once more with the resynchronised Identification, as a
-real mobile node does.  :func:`run_load` paces N nodes at a target rate and reports counts by reply
-code and latency percentiles.
+real mobile node does.  An unauthenticated reply never ends a transaction: retransmission goes on,
+and it is reported (``authenticated: false``) only when no authentic reply came before the retries
+ran out, so a forged denial cannot stop a registration.  :func:`run_load` paces N nodes at a target
+rate and reports counts by reply code and latency percentiles.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class _Pending:
     resyncs: int
     future: asyncio.Future[Result] | None = None
     tag: int = -1
+    #: The last reply that failed authentication: reported only if no authentic one comes.
+    unauthenticated: ReplyOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +265,11 @@ class RegistrationClient:
                 continue
             self.stats.replies += 1
             if not outcome.authenticated:
+                # Anyone on the path can send an unauthenticated denial: it is not the answer while
+                # retransmissions may still bring an authentic one (RFC 5944 §3.6.2.1, §3.6.3).
                 self.stats.unauthenticated += 1
+                pending.unauthenticated = outcome
+                continue
             retry = (
                 outcome.authenticated
                 and outcome.code == ReplyCode.IDENTIFICATION_MISMATCH
@@ -296,7 +304,7 @@ class RegistrationClient:
             now = self._loop.time()
             for pending in [p for p in self._pending.values() if p.deadline <= now]:
                 if pending.attempts > self.retries:
-                    self._finish(pending, None)
+                    self._finish(pending, pending.unauthenticated)  # None: no reply at all
                     continue
                 pending.timeout = min(pending.timeout * 2, self.max_timeout)
                 self.stats.retransmissions += 1

@@ -123,6 +123,8 @@ class MobileNodeRecord:
     max_lifetime: int | None = None
     reverse_tunnel: ReverseTunnelPolicy | None = None
     care_of_access: tuple[IPv4Network, ...] | None = None
+    #: A nonce offered in a 133 since ``ha_nonce`` was issued; either one is accepted (§5.7).
+    offered_nonce: int | None = None
 
     def security_association(self, spi: int) -> SecurityAssociation | None:
         """The association this SPI names for this mobile node, if configured."""
@@ -179,12 +181,12 @@ class BindingAction(StrEnum):
 class Deny:
     """The request is refused with ``code``; no binding changes.
 
-    ``security_association`` and ``fa_security_association`` sign the reply: the associations the
-    request named when the home agent holds them, else the first one configured for that mobile node /
-    foreign agent (every reply for which a key is known is authenticated); ``spi`` is the SPI the
-    request carried.  ``accepted_identification`` / ``ha_nonce``
-    are replay state to store even though the request is denied (the request was authentic and
-    fresh, or a nonce was issued).  ``violation`` is set for authentication failures (131-133).
+    ``security_association`` and ``fa_security_association`` sign the reply, each only when the
+    request's own authenticator for that peer verified (None otherwise: an unauthenticated reply, so
+    the home agent never signs what an attacker sent); ``spi`` is the SPI the request carried.
+    ``accepted_identification`` / ``ha_nonce`` are replay state to store even though the request is
+    denied (the request was authentic and fresh, or a nonce was offered).  ``violation`` is set for
+    authentication failures (131-133).
     """
 
     request: RegistrationRequest
@@ -326,16 +328,6 @@ def _in_any(address: IPv4Address, networks: tuple[IPv4Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def _signer(holder: MobileNodeRecord | ForeignAgentRecord) -> SecurityAssociation | None:
-    """The association that signs a reply when the request named none we hold: any we hold for the peer.
-
-    Every reply for which the home agent knows a key is authenticated (docs/protocol-decisions.md §7):
-    a peer drops unauthenticated replies, and it may well hold our association even if its request
-    named another SPI or none.
-    """
-    return holder.security_associations[0] if holder.security_associations else None
-
-
 class Examination:
     """One request under examination: :func:`decide`'s inputs, and what the steps learnt for later ones.
 
@@ -430,16 +422,16 @@ class Examination:
     def _signers(
         self, mn_ha: MobileHomeAuth | None
     ) -> tuple[SecurityAssociation | None, SecurityAssociation | None]:
-        """The associations that sign a denial: those the request named when held, else any held."""
-        mobile_node, foreign_agent = self.mobile_node, self.foreign_agent
-        sa = fa_sa = None
-        if mobile_node is not None:
-            sa = mobile_node.security_association(mn_ha.spi) if mn_ha is not None else None
-            sa = sa or _signer(mobile_node)
-        if foreign_agent is not None:
+        """The associations that sign a denial: each only when the request's own authenticator for it
+        verified (docs/protocol-decisions.md §7: otherwise the home agent is a signing oracle)."""
+        sa: SecurityAssociation | None = getattr(self, "named_sa", None)  # set once MN-HA verified
+        fa_sa: SecurityAssociation | None = getattr(self, "named_fa_sa", None)
+        foreign_agent = self.foreign_agent
+        if fa_sa is None and foreign_agent is not None:  # not yet checked: check it for the signature
             fa_ha = self.request.fa_ha_auth
-            fa_sa = foreign_agent.security_association(fa_ha.spi) if fa_ha is not None else None
-            fa_sa = fa_sa or _signer(foreign_agent)
+            named = foreign_agent.security_association(fa_ha.spi) if fa_ha is not None else None
+            if named is not None and verify(self.request.raw, fa_ha, named):  # type: ignore[arg-type]
+                fa_sa = named
         return sa, fa_sa
 
 
@@ -546,12 +538,15 @@ def identification_fresh(x: Examination) -> Deny | None:
             last_accepted=mobile_node.last_identification,
             expected_ha_nonce=mobile_node.ha_nonce,
             fresh_ha_nonce=x.fresh_nonce,
+            offered_ha_nonce=mobile_node.offered_nonce,
         )
     x.replay = replay
     if replay.ok:
         return None
     # A nonce mobile node's first request cannot know our nonce: expected, not a violation.
-    first_contact = method is ReplayProtection.NONCE and mobile_node.ha_nonce is None
+    first_contact = method is ReplayProtection.NONCE and (
+        mobile_node.ha_nonce is None and mobile_node.offered_nonce is None
+    )
     return x.deny(
         ReplyCode.IDENTIFICATION_MISMATCH,
         replay.reason,
@@ -733,11 +728,13 @@ def _other_bindings(x: Examination) -> int:
 
 
 #: Every request, in this order (RFC 5944 §3.8.2.1 validity checks, then RFC 3115 vendor extensions).
+#: 136 comes after authentication and identification: only an authentic, fresh request learns our
+#: address from a signed reply (docs/protocol-decisions.md §4).
 VALIDITY_STEPS: tuple[Step, ...] = (
     poorly_formed,
-    addressed_to_us,
     mobile_node_authentic,
     identification_fresh,
+    addressed_to_us,
     foreign_agent_authentic,
     vendor_extensions_understood,
 )
@@ -843,7 +840,10 @@ def _registration(x: Examination) -> Accept:
     mobile_node = x.mobile_node
     assert replay is not None and x.named_sa is not None and mobile_node is not None
     flags = x.flags if policy.broadcast_forwarding else x.flags & ~_B
-    ceiling = mobile_node.max_lifetime if mobile_node.max_lifetime is not None else policy.max_lifetime
+    ceiling = policy.max_lifetime  # the per-host maximum may only lower it
+    host = mobile_node.max_lifetime
+    if host is not None and host < ceiling:
+        ceiling = host
     lifetime = request.lifetime if request.lifetime < ceiling else ceiling  # min(), without the call
     return _accept(
         request=request,

@@ -84,12 +84,26 @@ def check_timestamp(
     return ReplayVerdict(False, mismatch, reason=reason)
 
 
-def check_nonce(identification: int, *, expected_ha_nonce: int | None, fresh_ha_nonce: int) -> ReplayVerdict:
-    """Nonce method: the high half must echo the home agent's last nonce; every reply issues a new one."""
+def check_nonce(
+    identification: int,
+    *,
+    expected_ha_nonce: int | None,
+    fresh_ha_nonce: int,
+    offered_ha_nonce: int | None = None,
+) -> ReplayVerdict:
+    """Nonce method: the high half must echo a nonce the home agent sent; every reply offers a new one.
+
+    Two nonces are valid: ``expected_ha_nonce``, sent with the last reply to an authentic and fresh
+    request, and ``offered_ha_nonce``, sent with the last 133.  On a mismatch the caller keeps the
+    expected one and stores the fresh one as offered: a replayed request then costs the real mobile
+    node nothing, and a node that lost its nonce resynchronises from the 133 (RFC 5944 §5.7: "the
+    reply always provides the mobile node with a new nonce"; docs/protocol-decisions.md §5).
+    """
     if not 0 <= fresh_ha_nonce <= _LOW32:
         raise ValueError("a home agent nonce is 32 bits")
     reply = (fresh_ha_nonce << 32) | (identification & _LOW32)
-    if expected_ha_nonce is None or (identification >> 32) != expected_ha_nonce:
+    echoed = identification >> 32
+    if echoed != expected_ha_nonce and echoed != offered_ha_nonce:
         return ReplayVerdict(False, reply, ha_nonce=fresh_ha_nonce, reason="home agent nonce does not match")
     return ReplayVerdict(True, reply, accepted_identification=identification, ha_nonce=fresh_ha_nonce)
 
@@ -103,6 +117,7 @@ def check_identification(
     last_accepted: int | None,
     expected_ha_nonce: int | None,
     fresh_ha_nonce: int,
+    offered_ha_nonce: int | None = None,
 ) -> ReplayVerdict:
     """Dispatch on the security association's replay method (``none`` accepts and echoes)."""
     if method is ReplayProtection.TIMESTAMP:
@@ -110,5 +125,10 @@ def check_identification(
             identification, wallclock=wallclock, tolerance=tolerance, last_accepted=last_accepted
         )
     if method is ReplayProtection.NONCE:
-        return check_nonce(identification, expected_ha_nonce=expected_ha_nonce, fresh_ha_nonce=fresh_ha_nonce)
+        return check_nonce(
+            identification,
+            expected_ha_nonce=expected_ha_nonce,
+            fresh_ha_nonce=fresh_ha_nonce,
+            offered_ha_nonce=offered_ha_nonce,
+        )
     return ReplayVerdict(True, identification, accepted_identification=identification)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from ipaddress import IPv4Address, IPv4Network
 
@@ -159,7 +160,7 @@ def test_broadcast_discovery_in_a_namespace_is_answered_136_from_the_unicast_add
             client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             request = RegistrationRequest(
                 RequestFlags.NONE, 60, ip(HOME), ip("127.255.255.255"), ip("203.0.113.5"),
-                ntp_timestamp(1.8e9),
+                ntp_timestamp(time.time()),  # authentic and fresh: 136 comes after both checks
                 (MobileHomeAuth(256),),
             )  # fmt: skip
             sign = {ExtensionType.MN_HA_AUTH: SecurityAssociation(256, KEY)}

@@ -146,8 +146,8 @@ class TestMobileNodeAuthentication:
             run(mn.request(mn_auth=False), policy, node, arrival), ReplyCode.MN_FAILED_AUTHENTICATION
         )
         assert verdict.violation == SecurityViolation.MISSING_SECURITY_EXTENSION
-        # the mobile node is known: the denial is signed with the association we hold for it
-        assert (verdict.spi, verdict.security_association) == (None, mn.sa)
+        # no authenticator verified: the denial is not signed (else the HA is a signing oracle)
+        assert (verdict.spi, verdict.security_association) == (None, None)
 
     def test_mn_aaa_is_not_supported_without_aaa(self, mn, policy, node, arrival) -> None:
         request = mn.request(mn_auth=False, before=(MobileNodeNai("a@b"), GeneralizedAuth(1, 256, bytes(16))))
@@ -164,7 +164,7 @@ class TestMobileNodeAuthentication:
         assert (verdict.violation, verdict.spi, verdict.security_association) == (
             SecurityViolation.BAD_SPI,
             999,
-            mn.sa,  # signed with the key we do hold for this mobile node
+            None,  # the request named no key we hold: nothing verified, nothing signed
         )
 
     def test_bad_authenticator(self, mn, policy, node, arrival) -> None:
@@ -172,7 +172,7 @@ class TestMobileNodeAuthentication:
             run(mn.request(sign=False), policy, node, arrival), ReplyCode.MN_FAILED_AUTHENTICATION
         )
         assert verdict.violation == SecurityViolation.BAD_AUTHENTICATOR
-        assert verdict.security_association == mn.sa
+        assert verdict.security_association is None  # a corrupted copy must not get a signed 131
         assert verdict.accepted_identification is None  # unauthenticated: nothing to remember
 
     def test_wrong_key(self, policy, node, arrival) -> None:
@@ -440,9 +440,9 @@ class TestProcessingOrder:
     FA_SA = SecurityAssociation(600, FA_KEY)
     ORDER = [
         ("zero home address without NAI", 134),
-        ("home agent field not ours", 136),
         ("bad authenticator", 131),
         ("stale timestamp", 133),
+        ("home agent field not ours", 136),  # only an authentic, fresh request learns our address
         ("foreign agent without FA-HA", 132),
         ("critical vendor extension", 140),
         ("multicast care-of address", 134),

@@ -85,10 +85,20 @@ def test_assigned_home_address_is_returned(mn, policy, arrival) -> None:
     assert reply.home_address == IPv4Address("10.0.0.50") and reply.nai == "mn1@example.net"
 
 
-def test_denial_has_lifetime_zero_and_is_signed_when_the_key_is_known(mn, policy, node, arrival) -> None:
+def test_denial_of_an_unauthentic_request_has_lifetime_zero_and_no_authenticator(
+    mn, policy, node, arrival
+) -> None:
+    """No signing oracle: a 131 never carries an authenticator made with the mobile node's key."""
     request = mn.request(sign=False, lifetime=600)
     reply = pull_registration_reply(encode_reply(run(request, policy, node, arrival)))
     assert (reply.code, reply.lifetime) == (ReplyCode.MN_FAILED_AUTHENTICATION, 0)
+    assert reply.mn_ha_auth is None
+
+
+def test_denial_of_an_authentic_request_is_signed(mn, policy, node, arrival) -> None:
+    request = mn.request(identification=(123 << 32) | 0xBEEF)  # authentic, stale: 133
+    reply = pull_registration_reply(encode_reply(run(request, policy, node, arrival)))
+    assert reply.code == ReplyCode.IDENTIFICATION_MISMATCH
     assert verify(reply.raw, reply.mn_ha_auth, mn.sa)
 
 
@@ -167,18 +177,30 @@ def test_home_agent_discovery_is_answered_136_from_our_unicast_address(
     reply = pull_registration_reply(encode_reply(verdict))
     assert (reply.code, reply.lifetime, reply.home_agent) == (ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS, 0, HA)
     assert verify(reply.raw, reply.mn_ha_auth, mn.sa)  # the mobile node can trust what it learns
-    assert verdict.accepted_identification is None  # no state changes on discovery
+    # discovery is answered after authentication and identification (docs §4): the request was
+    # authentic and fresh, so its identification is remembered like any authentic request's
+    assert verdict.accepted_identification == verdict.request.identification
     assert reply_address(sent, policy) == ReplyAddress(HA, 434, COA, 40000)
 
 
-def test_reply_to_a_foreign_agent_we_share_a_key_with_is_signed_for_it(mn, policy, node) -> None:
-    """132 because the FA-HA extension is missing: still signed with the FA's key, or it would be dropped."""
+def test_132_is_signed_for_the_mobile_node_only(mn, policy, node) -> None:
+    """132 because the FA-HA extension is missing: signed for the authentic mobile node, not for the
+    foreign agent, whose authenticator did not verify (no signing oracle for the FA key either)."""
     fa_sa = SecurityAssociation(600, FA_KEY)
     verdict = run(mn.request(), policy, node, Arrival(FA, 434, HA), ForeignAgentRecord(FA, (fa_sa,)))
     reply = pull_registration_reply(encode_reply(verdict))
     assert reply.code == ReplyCode.FA_FAILED_AUTHENTICATION
     assert verify(reply.raw, reply.mn_ha_auth, mn.sa)
-    assert verify(reply.raw, reply.fa_ha_auth, fa_sa)
+    assert reply.fa_ha_auth is None
+
+
+def test_a_denial_is_signed_for_a_foreign_agent_that_authenticated(mn, policy, node) -> None:
+    fa_sa = SecurityAssociation(600, FA_KEY)
+    relayed = Registration(sa=mn.sa, fa_sa=fa_sa).request(identification=5)  # authentic, stale: 133
+    verdict = run(relayed, policy, node, Arrival(FA, 434, HA), ForeignAgentRecord(FA, (fa_sa,)))
+    reply = pull_registration_reply(encode_reply(verdict))
+    assert reply.code == ReplyCode.IDENTIFICATION_MISMATCH
+    assert verify(reply.raw, reply.mn_ha_auth, mn.sa) and verify(reply.raw, reply.fa_ha_auth, fa_sa)
 
 
 def test_encoder_writes_exactly_the_built_reply_signed(mn, policy, node) -> None:
