@@ -14,6 +14,16 @@ starts the mobile node's userspace tunnel endpoint (:mod:`ha.mn.tunnel`), regist
 over NETCONF and shows what the home agent put in the kernel.  ``down`` stops both processes by PID
 and deletes exactly the namespaces ``up`` created.
 
+``up --nat`` / ``demo --nat`` put a NAT between the home agent and the mobile node (RFC 3519)::
+
+    mipha-lab-ha ──tr0 198.51.100.1/24══out0 198.51.100.2/24── mipha-lab-nat ──in0 172.16.0.1/24══
+        mn0 172.16.0.7/24 (private CoA) ── mipha-lab-mn
+
+``mipha-lab-nat`` masquerades with nftables (``masquerade random`` on ``out0``); the home agent has no
+route to 172.16.0.0/24.  ``demo --nat`` starts :mod:`ha.mn.udp_tunnel` in the mobile node's namespace
+(it registers with a UDP Tunnel Request and carries the node's side of the UDP tunnel), pings the home
+address through the NAT and shows the binding's NAT mapping and the NAT's conntrack entry.
+
 Everything the lab owns is recorded in its directory (``/run/mipha-lab/<prefix>/``): ``lab.json``
 (the namespaces it created), ``daemon.pid``/``daemon.log``, ``tunnel.pid``/``tunnel.log`` and the
 daemon's ``state/``.  A namespace with a lab name that is not recorded there is never touched.
@@ -51,6 +61,16 @@ HA_ADDR = IPv4Address("192.0.2.1")
 HA_TRANSIT = IPv4Address("198.51.100.1")
 HOME_ADDR = IPv4Address("192.0.2.10")
 COA = IPv4Address("198.51.100.7")
+NAT_PUBLIC = IPv4Address("198.51.100.2")
+NAT_INSIDE = IPv4Address("172.16.0.1")
+PRIVATE_COA = IPv4Address("172.16.0.7")
+NFT_RULESET = """table ip mipha_lab_nat {
+ chain postrouting {
+  type nat hook postrouting priority srcnat; policy accept;
+  oifname "out0" masquerade random
+ }
+}
+"""
 SPI = 256
 KEY_HEX = b"mipha-lab-key-01".hex()  # the key of examples/lab/startup.xml
 MIPHA_TABLE = 434  # ha.dataplane.ownership.MIPHA_TABLE (not imported: keeps `mipha lab` light)
@@ -91,6 +111,7 @@ class Lab:
     port: int = 8830
     dataplane: str = "auto"
     directory: Path | None = None
+    nat: bool = False  # RFC 3519: a masquerading NAT namespace between the home agent and the node
 
     @property
     def dir(self) -> Path:
@@ -109,8 +130,12 @@ class Lab:
         return f"{self.prefix}-mn"
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return (self.cn, self.ha, self.mn)
+    def nat_ns(self) -> str:
+        return f"{self.prefix}-nat"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.cn, self.ha, self.nat_ns, self.mn) if self.nat else (self.cn, self.ha, self.mn)
 
     @property
     def record(self) -> Path:
@@ -135,6 +160,13 @@ class Lab:
         except (FileNotFoundError, ValueError, KeyError):
             return []
 
+    def recorded_nat(self) -> bool | None:
+        """Whether the lab that is up has the NAT (None: no lab recorded)."""
+        try:
+            return bool(json.loads(self.record.read_text())["nat"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
     def recorded_port(self) -> int | None:
         """The NETCONF port of a lab that is up (so ``demo`` finds the daemon ``up`` started)."""
         try:
@@ -145,7 +177,7 @@ class Lab:
     def remember(self, names: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"namespaces": names, "port": self.port}) + "\n")
+        tmp.write_text(json.dumps({"namespaces": names, "port": self.port, "nat": self.nat}) + "\n")
         tmp.replace(self.record)
 
 
@@ -238,6 +270,8 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _topology_commands(lab: Lab) -> list[tuple[str, list[list[str]]]]:
+    if lab.nat:
+        return _nat_topology_commands(lab)
     cn, ha, mn = lab.namespaces
     nx = ["ip", "netns", "exec"]
     commands: list[tuple[str, list[list[str]]]] = [
@@ -256,19 +290,7 @@ def _topology_commands(lab: Lab) -> list[tuple[str, list[list[str]]]]:
         (ha, "tr0", f"{HA_TRANSIT}/24"),
         (mn, "mn0", f"{COA}/24"),
     )
-    for ns, dev, addr in addresses:
-        commands.append(
-            (
-                f"{ns}: {dev} {addr}, up, checksum/segmentation offloads off",
-                [
-                    ["ip", "-n", ns, "addr", "add", addr, "dev", dev],
-                    # veth hands partially-checksummed packets across namespaces; a userspace tunnel
-                    # endpoint would forward them with wrong inner checksums (platform notes)
-                    [*nx, ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off"],
-                    ["ip", "-n", ns, "link", "set", dev, "up"],
-                ],
-            )
-        )
+    commands += _address_commands(addresses)
     cn_default = ["ip", "-n", cn, "route", "add", "default", "via", str(HA_ADDR)]
     commands += [
         (f"{cn}: default route via the home agent {HA_ADDR}", [cn_default]),
@@ -281,6 +303,67 @@ def _topology_commands(lab: Lab) -> list[tuple[str, list[list[str]]]]:
     return commands
 
 
+def _address_commands(addresses: tuple[tuple[str, str, str], ...]) -> list[tuple[str, list[list[str]]]]:
+    nx = ["ip", "netns", "exec"]
+    return [
+        (
+            f"{ns}: {dev} {addr}, up, checksum/segmentation offloads off",
+            [
+                ["ip", "-n", ns, "addr", "add", addr, "dev", dev],
+                # veth hands partially-checksummed packets across namespaces; a userspace tunnel
+                # endpoint would forward them with wrong inner checksums (platform notes)
+                [*nx, ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off"],
+                ["ip", "-n", ns, "link", "set", dev, "up"],
+            ],
+        )
+        for ns, dev, addr in addresses
+    ]
+
+
+def _nat_topology_commands(lab: Lab) -> list[tuple[str, list[list[str]]]]:
+    """cn -- ha -- nat (nftables masquerade) -- mn: the mobile node has a private care-of address."""
+    cn, ha, nat, mn = lab.namespaces
+    nx = ["ip", "netns", "exec"]
+    commands: list[tuple[str, list[list[str]]]] = [
+        (
+            "home link: cn0 (correspondent) <-> home0 (home agent)",
+            [["ip", "-n", cn, "link", "add", "cn0", "type", "veth", "peer", "name", "home0", "netns", ha]],
+        ),
+        (
+            "transit: tr0 (home agent) <-> out0 (the NAT's public side)",
+            [["ip", "-n", ha, "link", "add", "tr0", "type", "veth", "peer", "name", "out0", "netns", nat]],
+        ),
+        (
+            "private link: in0 (the NAT's inside) <-> mn0 (mobile node)",
+            [["ip", "-n", nat, "link", "add", "in0", "type", "veth", "peer", "name", "mn0", "netns", mn]],
+        ),
+    ]
+    commands += _address_commands(
+        (
+            (cn, "cn0", f"{CN_ADDR}/24"),
+            (ha, "home0", f"{HA_ADDR}/24"),
+            (ha, "tr0", f"{HA_TRANSIT}/24"),
+            (nat, "out0", f"{NAT_PUBLIC}/24"),
+            (nat, "in0", f"{NAT_INSIDE}/24"),
+            (mn, "mn0", f"{PRIVATE_COA}/24"),
+        )
+    )
+    commands += [
+        (f"{cn}: default route via the home agent {HA_ADDR}",
+         [["ip", "-n", cn, "route", "add", "default", "via", str(HA_ADDR)]]),
+        (f"{nat}: default route via {HA_TRANSIT}, IPv4 forwarding on",
+         [["ip", "-n", nat, "route", "add", "default", "via", str(HA_TRANSIT)],
+          [*nx, nat, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]]),
+        (f"{nat}: nftables masquerade (random ports) of everything leaving out0",
+         [[*nx, nat, "nft", "-f", str(lab.dir / "nat.nft")]]),
+        (f"{mn}: default route via the NAT {NAT_INSIDE} (the mobile node is behind a NAT)",
+         [["ip", "-n", mn, "route", "add", "default", "via", str(NAT_INSIDE)]]),
+        (f"{ha}: IPv4 forwarding on; no route to 172.16.0.0/24 (only the UDP tunnel reaches the node)",
+         [[*nx, ha, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]]),
+    ]  # fmt: skip
+    return commands
+
+
 def _startup_xml(lab: Lab) -> Path:
     """The lab's startup document with this lab's HA namespace name in ``<netns>``."""
     tree = etree.parse(str(EXAMPLES / "startup.xml"))
@@ -288,6 +371,12 @@ def _startup_xml(lab: Lab) -> Path:
     if len(found) != 1:
         raise LabError(f"{EXAMPLES / 'startup.xml'}: expected exactly one <netns> element")
     found[0].text = lab.ha
+    if lab.nat:  # the node registers from its private address, behind the NAT
+        for access in tree.findall(f".//{{{NS}}}home-agent/{{{NS}}}care-of-access"):
+            extra = etree.Element(f"{{{NS}}}care-of-access")
+            extra.text = f"{PRIVATE_COA.exploded.rsplit('.', 1)[0]}.0/24"
+            access.addnext(extra)
+            break
     out = lab.dir / "startup.xml"
     tree.write(str(out), xml_declaration=True, encoding="UTF-8")
     return out
@@ -319,6 +408,8 @@ def check_names(lab: Lab) -> list[str]:
 def build_topology(lab: Lab) -> None:
     """Namespaces, veths, addresses, routes, forwarding; each namespace is recorded as it is created."""
     lab.dir.mkdir(parents=True, exist_ok=True)
+    if lab.nat:
+        (lab.dir / "nat.nft").write_text(NFT_RULESET)
     created: list[str] = []
     for ns in lab.namespaces:
         step(f"creating network namespace {ns}")
@@ -343,6 +434,12 @@ def delete_topology(lab: Lab) -> None:
 def up(lab: Lab) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab creates network namespaces: run it as root")
+    recorded = lab.recorded_nat()
+    if recorded is not None and recorded != lab.nat:
+        have = "with" if recorded else "without"
+        raise LabError(f"the lab is up {have} the NAT: run `mipha lab down` first, or match --nat")
+    if lab.nat and lab.dataplane == "ipip":
+        raise LabError("--nat needs the tun data plane (the ipip backend answers UDP tunnelling with 142)")
     for path in (EXAMPLES / "mipha-lab.toml", EXAMPLES / "startup.xml"):
         if not path.exists():
             raise LabError(f"{path} is missing (the lab runs from a mipha source checkout)")
@@ -445,7 +542,8 @@ def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
 
     Prints one line per reply, like ping(8); returns the number of replies, raises when there is none.
     """
-    step(f"ping {HOME_ADDR} from the correspondent ({lab.cn}): home link -> HA -> IP-in-IP -> mobile node")
+    path = "UDP tunnel -> NAT" if lab.nat else "IP-in-IP"
+    step(f"ping {HOME_ADDR} from the correspondent ({lab.cn}): home link -> HA -> {path} -> mobile node")
     ident = os.getpid() & 0xFFFF
     payload = b"mipha-lab-demo".ljust(56, b".")
     with NetnsThread(lab.cn) as cn:
@@ -526,13 +624,23 @@ BINDING_COLUMNS = (
     ("tunnel-interface", "tunnel"),
     ("registered-at", "registered at"),
 )
+NAT_COLUMNS = (
+    ("home-address", "home address"),
+    ("care-of-address", "care-of address"),
+    ("mobile-node", "mobile node"),
+    ("lifetime-remaining", "remaining"),
+    ("flags", "flags"),
+    ("udp-tunnel", "udp"),
+    ("nat-address", "nat address"),
+    ("nat-port", "nat port"),
+)
 
 
-def binding_table(rows: list[dict[str, str]]) -> str:
+def binding_table(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...] = BINDING_COLUMNS) -> str:
     """A plain-text table, one line per binding."""
-    cells = [[title for _, title in BINDING_COLUMNS]]
-    cells += [[row.get(key, "-") or "-" for key, _ in BINDING_COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(BINDING_COLUMNS))]
+    cells = [[title for _, title in columns]]
+    cells += [[row.get(key, "-") or "-" for key, _ in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -554,8 +662,42 @@ def show_kernel(lab: Lab) -> None:
         detail(proc.stdout if proc.stdout.strip() else "(nothing)")
 
 
+def start_udp_tunnel(lab: Lab) -> None:
+    pid = running(lab, "udp-tunnel", "ha.mn.udp_tunnel")
+    if pid is not None:
+        step(f"mobile node UDP tunnel endpoint already running (pid {pid})")
+        return
+    step(
+        f"starting the mobile node behind the NAT in {lab.mn}: it registers from {PRIVATE_COA} with a UDP "
+        f"Tunnel Request (RFC 3519) and carries its side of the tunnel (TUN mnt0 = {HOME_ADDR})"
+    )
+    offset = lab.logfile("udp-tunnel").stat().st_size if lab.logfile("udp-tunnel").exists() else 0
+    cmd = [
+        sys.executable, "-m", "ha.mn.udp_tunnel", "--netns", lab.mn, "--home", str(HOME_ADDR),
+        "--coa", str(PRIVATE_COA), "--ha", str(HA_ADDR), "--spi", str(SPI), "--key", KEY_HEX,
+        "--lifetime", "3600", "--keepalive", "20",
+    ]  # fmt: skip
+    proc = spawn(lab, "udp-tunnel", cmd)
+    wait_for_log(lab, "udp-tunnel", proc, "udp tunnel up:", TUNNEL_READY_TIMEOUT, offset)
+    detail(lab.logfile("udp-tunnel").read_text(errors="replace")[offset:])
+
+
+def show_nat(lab: Lab) -> None:
+    for title, cmd in (
+        ("nft list ruleset", ["ip", "netns", "exec", lab.nat_ns, "nft", "list", "ruleset"]),
+        ("conntrack -L -p udp (the mobile node's mapping)",
+         ["ip", "netns", "exec", lab.nat_ns, "conntrack", "-L", "-p", "udp"]),
+    ):  # fmt: skip
+        step(f"in {lab.nat_ns}: {title}")
+        proc = run(cmd, check=False, quiet=True)
+        detail((proc.stdout + proc.stderr).strip() or "(nothing)")
+
+
 def demo(lab: Lab, count: int) -> None:
     up(lab)
+    if lab.nat:
+        demo_nat(lab, count)
+        return
     start_tunnel(lab)
     register(lab)
     ping(lab, count)
@@ -579,6 +721,29 @@ def demo(lab: Lab, count: int) -> None:
     )  # fmt: skip
 
 
+def demo_nat(lab: Lab, count: int) -> None:
+    start_udp_tunnel(lab)
+    ping(lab, count)
+    step(f"reading the binding over NETCONF (ncclient, 127.0.0.1:{lab.port}, admin/admin)")
+    rows = read_bindings(lab)
+    wanted = [r for r in rows if r.get("home-address") == str(HOME_ADDR) and r.get("udp-tunnel") == "true"]
+    if not wanted:
+        raise LabError(f"NETCONF shows no UDP-tunnelled binding for {HOME_ADDR} (got {rows})")
+    detail(binding_table(rows, NAT_COLUMNS))
+    show_nat(lab)
+    step(
+        f"demo done: {HOME_ADDR} answered through the NAT; the home agent tunnels in UDP to the mapping "
+        f"{wanted[0].get('nat-address')}:{wanted[0].get('nat-port')}"
+    )
+    extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
+    detail(
+        f"try: ip netns exec {lab.nat_ns} conntrack -F   (the NAT forgets the mapping; the node's next "
+        f"renewal comes from a new port and the binding's nat-port follows)\n"
+        f"     logs: {lab.logfile('daemon')}, {lab.logfile('udp-tunnel')}\n"
+        f"stop: mipha lab down{extra}"
+    )
+
+
 # -- down -----------------------------------------------------------------------------------------------
 
 
@@ -586,6 +751,8 @@ def down(lab: Lab) -> None:
     owned = lab.owned()
     stop_process(lab, "tunnel", "ha.mn.tunnel")
     _last_line(lab, "tunnel", "tunnel down:")
+    stop_process(lab, "udp-tunnel", "ha.mn.udp_tunnel")
+    _last_line(lab, "udp-tunnel", "udp tunnel down:")
     stop_process(lab, "daemon", "mipha.cli")
     _last_line(lab, "daemon", "mipha stopped")
     delete_topology(lab)
@@ -641,6 +808,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--dataplane", choices=("auto", "ipip", "tun"), default="auto")
         p.add_argument(
+            "--nat", action="store_true", help="a masquerading NAT before the mobile node (RFC 3519)"
+        )
+        p.add_argument(
             "--redundant", action="store_true", help="two home agents in hot standby on etcd (lab_redundant)"
         )
         if name == "demo":
@@ -668,7 +838,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     lab = Lab(prefix=args.prefix, dataplane=getattr(args, "dataplane", "auto"), directory=args.dir)
     port = getattr(args, "port", None) or lab.recorded_port() or 8830
-    lab = Lab(prefix=lab.prefix, port=port, dataplane=lab.dataplane, directory=lab.directory)
+    nat = getattr(args, "nat", False) or (args.action == "down" and bool(lab.recorded_nat()))
+    lab = Lab(prefix=lab.prefix, port=port, dataplane=lab.dataplane, directory=lab.directory, nat=nat)
     from . import lab_redundant
 
     if getattr(args, "redundant", False) or args.action == "status" or lab_redundant.is_redundant(lab):

@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
-from ha.engine.bindings import Binding
+from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.events import Event
 from ha.engine.home_agent import HomeAgent
@@ -70,7 +70,7 @@ def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
         b.lifetime,
         b.registered + engine.wall_offset,
         b.identification,
-        b.flags & 0xFF,
+        b.flags & (0xFF | UDP_TUNNEL),  # the request's flags, and whether the tunnel is RFC 3519 UDP
         str(b.encapsulation),
         node.nai if node is not None else None,
         subscriber.to_dict() if subscriber is not None else None,

@@ -53,6 +53,7 @@ from ipaddress import IPv4Address
 from ha.netns import write_sysctl
 
 from .base import DataPlaneError, DesiredBinding, VirtualRouterPlane
+from .checksum import internet_checksum
 from .intents import Encapsulation, RemoveHomeRoute, SetHomeRoute
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
@@ -126,16 +127,6 @@ _TUNNEL_ICMP_FILTER = [
     (0x06, 0, 0, 0xFFFF),  # ret accept
     (0x06, 0, 0, 0),  # ret drop
 ]
-
-
-def internet_checksum(data: bytes) -> int:
-    """The RFC 1071 Internet checksum of ``data`` (IP headers, ICMP)."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def icmp_error(icmp_type: int, code: int, offending: bytes, *, mtu: int = 0) -> bytes:

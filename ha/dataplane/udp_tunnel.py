@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from .checksum import internet_checksum
+
 #: Bytes an IP-in-UDP tunnel adds: outer IP (20) + UDP (8) + the tunnel data header (4).
 UDP_OVERHEAD = 32
 TUNNEL_DATA = 4
@@ -51,15 +53,6 @@ class UdpPath:
     out_octets: int = 0
 
 
-def _checksum(data: bytes | bytearray) -> int:
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def echo_reply(request: bytes | memoryview) -> bytes | None:
     """The ICMP echo reply to an IPv4 echo request (addresses swapped, same id/sequence/data)."""
     packet = bytes(request)
@@ -69,7 +62,7 @@ def echo_reply(request: bytes | memoryview) -> bytes | None:
     icmp = bytearray(packet[ihl:])
     icmp[0] = 0
     icmp[2:4] = b"\0\0"
-    icmp[2:4] = struct.pack("!H", _checksum(icmp))
+    icmp[2:4] = struct.pack("!H", internet_checksum(icmp))
     header = bytearray(packet[:20])  # options are not echoed
     header[0] = 0x45
     header[2:4] = struct.pack("!H", 20 + len(icmp))
@@ -77,7 +70,7 @@ def echo_reply(request: bytes | memoryview) -> bytes | None:
     header[8] = 64
     header[10:12] = b"\0\0"
     header[12:16], header[16:20] = packet[16:20], packet[12:16]
-    header[10:12] = struct.pack("!H", _checksum(header))
+    header[10:12] = struct.pack("!H", internet_checksum(header))
     return bytes(header + icmp)
 
 

@@ -1,7 +1,7 @@
 """RFC 3543 registration revocation state of one home agent: negotiated bindings, pending revocations.
 
 The home agent revokes a binding it removes for an operator or configuration reason (``cleared``:
-``clear-bindings``, a mobile node removed or re-addressed, the home agent switched off) when revocation
+``clear-bindings``, an AAA Disconnect-Request, a mobile node removed or re-addressed) when revocation
 was negotiated with the foreign agent that relayed it.  The Registration Revocation goes to that agent
 on UDP 434, signed with the FA-HA association, and is sent again with exponential backoff until the
 agent acknowledges it or the attempts run out (``revocations-unacknowledged``).  Bindings that end by

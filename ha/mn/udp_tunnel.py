@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ha.dataplane.checksum import internet_checksum
 from ha.netns import NetnsError
 from ha.protocol import SecurityAssociation
 from ha.protocol.constants import REGISTRATION_PORT, RequestFlags
@@ -75,21 +76,12 @@ class UdpTunnelStats:
         }
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def keepalive_packet(home: IPv4Address, ha: IPv4Address, sequence: int) -> bytes:
     """An ICMP echo request from the home address to the home agent (the RFC 3519 keepalive)."""
     icmp = struct.pack("!BBHHH", 8, 0, 0, _KEEPALIVE_ID, sequence & 0xFFFF) + b"mipha-keepalive"
-    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", internet_checksum(icmp)) + icmp[4:]
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, home.packed, ha.packed)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     return header + icmp
 
 

@@ -47,6 +47,8 @@ from .messages import (
     trusted_auth,
     trusted_nai,
     trusted_request,
+    trusted_udp_tunnel_reply,
+    trusted_udp_tunnel_request,
 )
 
 _REQUEST_FIXED = struct.Struct("!BBHIIIQ")
@@ -70,6 +72,14 @@ _FA_HA = int(ExtensionType.FA_HA_AUTH)
 #: loop nor the structure check (a lone authorization-enabling extension is always well formed).
 _PLAIN_REQUEST = struct.Struct("!BBHIIIQBBI")  # the fixed part, then Type, Length and SPI of ext 32
 _PLAIN_REQUEST_LENGTH = _PLAIN_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
+#: A mobile node behind a NAT (RFC 3519): the fixed part, a UDP Tunnel Request, then the Mobile-Home
+#: extension — the second most common layout, also read without the loop.
+_NAT_REQUEST = struct.Struct("!BBHIIIQBBBBBBHBBI")
+_NAT_REQUEST_LENGTH = _NAT_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
+_UDP_TUNNEL_REQ = int(ExtensionType.UDP_TUNNEL_REQUEST)
+_NAT_MN_HA_AT = REQUEST_FIXED_LENGTH + 8
+#: The reply to it: the fixed part, the UDP Tunnel Reply, the Mobile-Home extension's header.
+_NAT_REPLY = struct.Struct("!BBHIIQ8sBBI")
 
 #: Signing keys for the encoder: extension type -> association whose key fills that authenticator.
 Signers = Mapping[ExtensionType, SecurityAssociation]
@@ -138,12 +148,12 @@ def _read_udp_tunnel_request(_type: int, data: bytes, start: int, end: int, _off
     subtype, _rsv, flags, encapsulation, _rsv16 = _fixed_size(
         "UDP tunnel request", _UDP_TUNNEL_REQUEST, data, start, end
     )
-    return UdpTunnelRequest(flags=flags, encapsulation=encapsulation, subtype=subtype)
+    return trusted_udp_tunnel_request(flags, encapsulation, subtype)
 
 
 def _read_udp_tunnel_reply(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
     subtype, code, flags, keepalive = _fixed_size("UDP tunnel reply", _UDP_TUNNEL_REPLY, data, start, end)
-    return UdpTunnelReply(code=code, keepalive_interval=keepalive, flags=flags, subtype=subtype)
+    return trusted_udp_tunnel_reply(code, keepalive, flags, subtype)
 
 
 def _read_revocation_support(_type: int, data: bytes, start: int, end: int, _offset: int) -> Extension:
@@ -260,6 +270,20 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
         _t, flags, lifetime, hoa, ha, coa, ident, _ext, _len, spi = _PLAIN_REQUEST.unpack_from(data)
         auth = trusted_auth(MobileHomeAuth, spi, data[_PLAIN_REQUEST.size :], REQUEST_FIXED_LENGTH)
         return trusted_request(flags, lifetime, hoa, ha, coa, ident, (auth,), data)
+    if (
+        len(data) == _NAT_REQUEST_LENGTH
+        and data[0] == _REQUEST
+        and data[REQUEST_FIXED_LENGTH] == _UDP_TUNNEL_REQ
+        and data[REQUEST_FIXED_LENGTH + 1] == _UDP_TUNNEL_REQUEST.size
+        and data[_NAT_MN_HA_AT] == _MN_HA
+        and data[_NAT_MN_HA_AT + 1] == _SIGNED_AUTH_LENGTH
+    ):  # RFC 3519: one UDP Tunnel Request before the MN-HA extension (well formed as it stands)
+        _t, flags, lifetime, hoa, ha, coa, ident, _e, _l, sub, _r, uflags, encap, _r16, _e2, _l2, spi = (
+            _NAT_REQUEST.unpack_from(data)
+        )
+        tunnel = trusted_udp_tunnel_request(uflags, encap, sub)
+        auth = trusted_auth(MobileHomeAuth, spi, data[_NAT_REQUEST.size :], _NAT_MN_HA_AT)
+        return trusted_request(flags, lifetime, hoa, ha, coa, ident, (tunnel, auth), data)
     if len(data) < REQUEST_FIXED_LENGTH:
         raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
     msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
@@ -339,6 +363,19 @@ def _write_udp_tunnel_request(ext: UdpTunnelRequest) -> bytes:
 
 def _write_udp_tunnel_reply(ext: UdpTunnelReply) -> bytes:
     return _short(ext.TYPE, _UDP_TUNNEL_REPLY.pack(ext.subtype, ext.code, ext.flags, ext.keepalive_interval))
+
+
+_UDP_TUNNEL_REPLIES: dict[UdpTunnelReply, bytes] = {}
+
+
+def udp_tunnel_bytes(ext: UdpTunnelReply) -> bytes:
+    """The encoded extension 44, cached: a home agent sends very few distinct ones (one per policy)."""
+    encoded = _UDP_TUNNEL_REPLIES.get(ext)
+    if encoded is None:
+        if len(_UDP_TUNNEL_REPLIES) > 64:
+            _UDP_TUNNEL_REPLIES.clear()
+        encoded = _UDP_TUNNEL_REPLIES[ext] = _write_udp_tunnel_reply(ext)
+    return encoded
 
 
 def _write_revocation_support(ext: RevocationSupport) -> bytes:
@@ -435,7 +472,21 @@ def push_signed_reply(
     one when given).  RFC 3519's UDP Tunnel Reply goes before the MN-HA extension (it authenticates
     it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).
     """
-    if nai is None and mn_ha is not None and udp_tunnel is None:  # the usual reply: one pack
+    if nai is None and mn_ha is not None and udp_tunnel is not None:  # RFC 3519's usual reply
+        out = _NAT_REPLY.pack(
+            _REPLY,
+            code,
+            lifetime,
+            home_address,
+            home_agent,
+            identification,
+            udp_tunnel_bytes(udp_tunnel),
+            _MN_HA,
+            _SIGNED_AUTH_LENGTH,
+            mn_ha.spi,
+        )
+        out += mn_ha.authenticator(out)
+    elif nai is None and mn_ha is not None and udp_tunnel is None:  # the usual reply: one pack
         out = _PLAIN_REPLY.pack(
             _REPLY,
             code,
@@ -453,7 +504,7 @@ def push_signed_reply(
         if nai is not None:
             out += _write_nai(nai)
         if udp_tunnel is not None:
-            out += _write_udp_tunnel_reply(udp_tunnel)
+            out += udp_tunnel_bytes(udp_tunnel)
         if mn_ha is not None:
             out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
             out += mn_ha.authenticator(out)

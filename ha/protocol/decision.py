@@ -207,9 +207,12 @@ class Deny:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UdpTunnel:
-    """An accepted registration's RFC 3519 UDP tunnel: the NAT mapping and the reply's extension 44."""
+    """An accepted registration's RFC 3519 UDP tunnel: the NAT mapping and the reply's extension 44.
+
+    One per request, so not frozen (see the module docstring); read-only all the same.
+    """
 
     address: int  # the request's IP source (the NAT's public address), as an integer
     port: int  # the request's UDP source port

@@ -399,6 +399,8 @@ def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], No
 
 _AUTH_SETTERS = _slot_setters(AuthenticationExtension, "spi", "authenticator", "offset")
 (_set_nai,) = _slot_setters(MobileNodeNai, "nai")
+_UDP_TUNNEL_REQUEST_SETTERS = _slot_setters(UdpTunnelRequest, "flags", "encapsulation", "subtype")
+_UDP_TUNNEL_REPLY_SETTERS = _slot_setters(UdpTunnelReply, "code", "keepalive_interval", "flags", "subtype")
 _REQUEST_SETTERS = _slot_setters(
     RegistrationRequest,
     "flags",
@@ -422,6 +424,26 @@ def trusted_auth(
     set_spi(extension, spi)
     set_authenticator(extension, authenticator)
     set_offset(extension, offset)
+    return extension
+
+
+def trusted_udp_tunnel_request(flags: int, encapsulation: int, subtype: int) -> UdpTunnelRequest:
+    """A UDP Tunnel Request read from a datagram (three bytes)."""
+    extension = _new(UdpTunnelRequest)
+    set_flags, set_encapsulation, set_subtype = _UDP_TUNNEL_REQUEST_SETTERS
+    set_flags(extension, flags)
+    set_encapsulation(extension, encapsulation)
+    set_subtype(extension, subtype)
+    return extension
+
+
+def trusted_udp_tunnel_reply(code: int, keepalive_interval: int, flags: int, subtype: int) -> UdpTunnelReply:
+    """A UDP Tunnel Reply read from a datagram (bytes and 16-bit fields)."""
+    extension = _new(UdpTunnelReply)
+    for setter, value in zip(
+        _UDP_TUNNEL_REPLY_SETTERS, (code, keepalive_interval, flags, subtype), strict=True
+    ):
+        setter(extension, value)
     return extension
 
 

@@ -31,6 +31,7 @@ from .messages import (
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
+    UdpTunnelRequest,
 )
 
 
@@ -132,8 +133,12 @@ def encode_reply(verdict: Verdict) -> bytes:
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent if home_agent is request.home_agent else int(home_agent)
     extensions = request.extensions
-    if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth:
-        nai = challenge = None  # the usual request: nothing to echo (no _echoed() call)
+    if (
+        extensions
+        and type(extensions[-1]) is MobileHomeAuth
+        and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
+    ):
+        nai = challenge = None  # the usual requests (RFC 3519's too): nothing to echo, no _echoed() call
     else:
         nai, challenge = _echoed(request)
     udp_tunnel, revocation = _rfc3519_3543(verdict)

@@ -27,11 +27,11 @@ The choices (docs/protocol-decisions.md §11):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .constants import MessageType, ReplyCode, RequestFlags
 from .decision import Accept, Arrival, Deny, UdpTunnel
-from .messages import ForeignHomeAuth, MobileHomeAuth, UdpTunnelReply, UdpTunnelRequest
+from .messages import REQUEST_FLAGS, ForeignHomeAuth, MobileHomeAuth, UdpTunnelReply, UdpTunnelRequest
 
 #: The tunnel data message (RFC 3519): ``Type 4 | Next Header | Reserved16`` then the payload.
 TUNNEL_DATA_HEADER = struct.Struct("!BBH")
@@ -50,19 +50,28 @@ REPLY_F = 0x8000
 DEFAULT_KEEPALIVE_INTERVAL = 110
 
 _UDP_UNAVAILABLE = ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
+_S = int(RequestFlags.S)
 
 
 @dataclass(frozen=True, slots=True)
 class NatTraversalPolicy:
-    """YANG ``home-agent/nat-traversal``: UDP tunnelling on or off, forced tunnelling, keepalive."""
+    """YANG ``home-agent/nat-traversal``: UDP tunnelling on or off, forced tunnelling, keepalive.
+
+    The two replies it can give (NAT detected / forced) are built once here, not per request.
+    """
 
     enabled: bool = True
     force_allowed: bool = True
     keepalive_interval: int = DEFAULT_KEEPALIVE_INTERVAL
+    behind_nat_reply: UdpTunnelReply = field(init=False, repr=False, compare=False)
+    forced_reply: UdpTunnelReply = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.keepalive_interval <= 0xFFFF:
             raise ValueError("keepalive_interval must be 1..65535 seconds")
+        interval = self.keepalive_interval
+        object.__setattr__(self, "behind_nat_reply", UdpTunnelReply(UDP_TUNNEL_ACCEPTED, interval, 0))
+        object.__setattr__(self, "forced_reply", UdpTunnelReply(UDP_TUNNEL_ACCEPTED, interval, REPLY_F))
 
 
 def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
@@ -98,7 +107,8 @@ def udp_tunnel_step(
     request = trusted_tunnel_request(accept)
     if request is None:
         return accept
-    behind_nat = int(arrival.source) != int(accept.care_of_address)
+    source = int(arrival.source)
+    behind_nat = source != accept.request.integers[2]
     forced = bool(request.flags & UdpTunnelRequest.F_FORCE)
     if not behind_nat and not forced:
         return accept  # no NAT, not forced: plain IP-in-IP to the care-of address
@@ -112,11 +122,11 @@ def udp_tunnel_step(
         )
     if not behind_nat and not policy.force_allowed:
         return accept.deny(_UDP_UNAVAILABLE, "forced UDP tunnelling is not allowed")
-    flags = 0 if behind_nat else REPLY_F
-    reply = UdpTunnelReply(UDP_TUNNEL_ACCEPTED, policy.keepalive_interval, flags)
-    accept.udp_tunnel = UdpTunnel(int(arrival.source), arrival.source_port, not behind_nat, reply)
-    if accept.flags & RequestFlags.S:
-        accept.flags &= ~RequestFlags.S
+    reply = policy.behind_nat_reply if behind_nat else policy.forced_reply
+    accept.udp_tunnel = UdpTunnel(source, arrival.source_port, not behind_nat, reply)
+    flags = int(accept.flags)
+    if flags & _S:
+        accept.flags = REQUEST_FLAGS[flags & ~_S]
         accept.code = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
     accept.replace_existing = True
     return accept

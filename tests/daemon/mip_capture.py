@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
@@ -29,16 +30,24 @@ class Capture:
         self.path = path
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "tshark", "-n", "-i", interface, "-f", "udp port 434", "-w", str(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert self.proc.stderr is not None
+        # Raw reads of the pipe: a buffered readline() could swallow "Capture started" behind an
+        # earlier line, and select() would then wait for data that is already read.
+        fd = self.proc.stderr.fileno()
+        seen = b""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
-            if ready and "Capture started" in self.proc.stderr.readline():
-                return
-        self.stop()
-        raise AssertionError("tshark did not start capturing")
+        while time.monotonic() < deadline and b"Capture started" not in seen:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break  # tshark exited
+                seen += chunk
+        if b"Capture started" not in seen:
+            self.stop()
+            raise AssertionError(f"tshark did not start capturing: {seen.decode(errors='replace')!r}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

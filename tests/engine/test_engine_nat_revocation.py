@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 import pytest
 from engine_helpers import FA_KEY, HA, KEY, Harness, node, vr_config
 
+from ha.dataplane.base import DesiredBinding
 from ha.dataplane.intents import Encapsulation, EnsureTunnel, ReleaseTunnel, SetHomeRoute
 from ha.engine.config import ForeignAgent, SecurityAssociation
 from ha.engine.events import BindingRemoved, RemovalReason
@@ -309,3 +310,19 @@ def test_config_change_that_drops_the_node_revokes() -> None:
     h.engine.apply(h.engine.prepare(config))
     (revocation,) = h.engine.drain_datagrams()
     assert revocation.data[0] == 7
+
+
+def test_a_udp_tunnel_binding_survives_the_journal() -> None:
+    """The daemon's journal record keeps the UDP tunnel: a restart restores the tunnel to the mapping."""
+    from mipha.runtime import record_of
+
+    h = harness()
+    send(h, request(ident=h.clock.timestamp(), head=udp_tunnel_request()), NAT, 40001)
+    (raw,) = h.engine.raw_bindings_after(None, 10)
+    record = record_of("default", h.engine, raw)
+    fresh = HomeAgent(h.engine.config)
+    assert fresh.restore_binding(record, now=h.clock.now, wallclock=h.clock.wall)
+    (desired,) = list(fresh.desired_bindings())
+    nat = IPv4Address(NAT)
+    assert desired == DesiredBinding(IPv4Address(HOME), (nat,), Encapsulation.IP_IN_UDP, False, 40001)
+    assert fresh.bindings_of(IPv4Address(HOME))[0].udp_tunnel

@@ -105,3 +105,30 @@ def test_up_refuses_a_busy_port_before_building_anything(lab_run: LabRun) -> Non
     assert "is in use: stop what uses it or pass --port" in up.stderr
     assert f"clean up with: mipha lab down --prefix {lab_run.prefix}" in up.stderr
     assert lab_run.namespaces() == []
+
+
+def test_demo_nat_then_down(lab_run: LabRun) -> None:
+    """`mipha lab demo --nat`: the node behind an nftables masquerade registers with UDP tunnelling."""
+    demo = lab_run.mipha_lab("demo", "--nat", "--port", str(lab_run.port))
+    out = demo.stdout
+    assert demo.returncode == 0, f"demo --nat failed:\n{out}\n{demo.stderr}"
+    assert "udp tunnel up:" in out and "UDP tunnel code 0" in out, out
+    assert re.search(r"bytes from 192\.0\.2\.10: icmp_seq=[1-3] ", out), out
+    # the binding: private care-of address, tunnelled in UDP to the NAT's public address and port
+    row = re.search(
+        r"^\s*192\.0\.2\.10\s+172\.16\.0\.7\s+mn1\s+\d+\s+.*\btrue\s+198\.51\.100\.2\s+(\d+)\s*$", out, re.M
+    )
+    assert row is not None, out
+    assert "masquerade random" in out
+    assert re.search(
+        rf"src=172\.16\.0\.7 dst=192\.0\.2\.1 sport=\d+ dport=434 .*dport={row.group(1)}\b", out
+    ), out
+    assert sorted(lab_run.namespaces()) == sorted(f"{lab_run.prefix}-{n}" for n in ("cn", "ha", "nat", "mn"))
+
+    plain = lab_run.mipha_lab("demo", "--port", str(lab_run.port))
+    assert plain.returncode == 1 and "the lab is up with the NAT" in plain.stderr
+
+    down = lab_run.mipha_lab("down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "udp tunnel down:" in down.stdout
+    assert lab_run.namespaces() == [], "namespaces left after lab down"
