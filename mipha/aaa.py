@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
+_BACKOFF_STEPS = 7  # 1 s * 2**6 > 60 s: failures beyond change nothing
 #: Identifiers per socket are 256 (RFC 2865 §3): more sockets for more look-ups in flight.
 _MAX_SOCKETS = 32
 _CAUSES = {
@@ -74,7 +75,8 @@ class ServerState:
         self.avoid_until = 0.0
 
     def failed(self, now: float) -> None:
-        self.failures += 1
+        """A request timed out: avoid this server for 1 s, doubling per further failure, up to 60 s."""
+        self.failures = min(self.failures + 1, _BACKOFF_STEPS)
         self.avoid_until = now + min(_BACKOFF_FIRST * 2 ** (self.failures - 1), _BACKOFF_MAX)
 
 
