@@ -125,6 +125,7 @@ class AaaClient:
         self._disconnect: socket.socket | None = None
         self._disconnect_port = 0
         self._replies: list[Outgoing] = []
+        self._send_scheduled = False
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -291,7 +292,10 @@ class AaaClient:
         self._release(exchange)
         exchange.order.pop(0)
         self._start(exchange)
-        self._send_replies()
+        if self._replies and not self._send_scheduled:  # timers fire one by one: one flush per loop turn
+            self._send_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._send_replies)
 
     def _give_up(self, exchange: _Exchange, reason: str) -> None:
         if exchange.kind == "auth":
@@ -402,6 +406,7 @@ class AaaClient:
 
     def _send_replies(self) -> None:
         """Journal and program what the answers changed, then send their replies (never the reverse)."""
+        self._send_scheduled = False
         if not self._replies:
             return
         replies, self._replies = self._replies, []
