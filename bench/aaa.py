@@ -69,7 +69,8 @@ def config(netns: str, configured: int) -> str:
   <home-agent><address>{HA}</address><max-lifetime>3600</max-lifetime>
     <authentication>local-then-aaa</authentication></home-agent>{nodes}
   <aaa><server><address>127.0.0.1</address><secret>{SECRET}</secret></server>
-    <lookup-password>lookup-pass</lookup-password><accounting>false</accounting></aaa>
+    <lookup-password>lookup-pass</lookup-password><timeout>1000</timeout><retries>1</retries>
+    <accounting>false</accounting></aaa>
   <address-pool><name>bench-pool</name><range><start>10.90.0.1</start><end>10.90.255.254</end></range></address-pool>
   <address-pool><name>local-pool</name><range><start>10.91.0.1</start><end>10.91.255.254</end></range></address-pool>
 </virtual-router></virtual-routers></config>"""

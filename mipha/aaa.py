@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
+_BACKOFF_STEPS = 7  # 1 s * 2**6 > 60 s: failures beyond change nothing
 #: Identifiers per socket are 256 (RFC 2865 §3): more sockets for more look-ups in flight.
 _MAX_SOCKETS = 32
 _CAUSES = {
@@ -74,7 +75,8 @@ class ServerState:
         self.avoid_until = 0.0
 
     def failed(self, now: float) -> None:
-        self.failures += 1
+        """A request timed out: avoid this server for 1 s, doubling per further failure, up to 60 s."""
+        self.failures = min(self.failures + 1, _BACKOFF_STEPS)
         self.avoid_until = now + min(_BACKOFF_FIRST * 2 ** (self.failures - 1), _BACKOFF_MAX)
 
 
@@ -123,6 +125,7 @@ class AaaClient:
         self._disconnect: socket.socket | None = None
         self._disconnect_port = 0
         self._replies: list[Outgoing] = []
+        self._send_scheduled = False
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -289,7 +292,10 @@ class AaaClient:
         self._release(exchange)
         exchange.order.pop(0)
         self._start(exchange)
-        self._send_replies()
+        if self._replies and not self._send_scheduled:  # timers fire one by one: one flush per loop turn
+            self._send_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._send_replies)
 
     def _give_up(self, exchange: _Exchange, reason: str) -> None:
         if exchange.kind == "auth":
@@ -400,6 +406,7 @@ class AaaClient:
 
     def _send_replies(self) -> None:
         """Journal and program what the answers changed, then send their replies (never the reverse)."""
+        self._send_scheduled = False
         if not self._replies:
             return
         replies, self._replies = self._replies, []

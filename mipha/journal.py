@@ -56,8 +56,9 @@ class BindingRecord:
     encapsulation: str
     nai: str | None = None
     #: An AAA-learnt node's subscriber (``ha.engine.aaa.Subscriber.to_dict``: key, address source,
-    #: accounting session): what lets its bindings be renewed after a restart without RADIUS.
-    aaa: dict | None = None
+    #: accounting session): what lets its bindings be renewed after a restart without RADIUS.  Read
+    #: back as a dict; written from the subscriber's JSON text, encoded once.
+    aaa: dict | str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -75,8 +76,12 @@ class BindingRecord:
             f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
             f'"identification":{self.identification:d},"flags":{self.flags:d},'
             f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}'
-            + ("}" if self.aaa is None else f',"aaa":{_ENCODER.encode(self.aaa)}}}')
+            + ("}" if self.aaa is None else f',"aaa":{self._aaa_json()}}}')
         )
+
+    def _aaa_json(self) -> str:
+        aaa = self.aaa
+        return aaa if isinstance(aaa, str) else _ENCODER.encode(aaa)
 
     def remaining(self, wallclock: float) -> float:
         """Seconds left at ``wallclock`` (a lifetime of 65535 means infinity, RFC 5944 §3.3)."""

@@ -75,7 +75,7 @@ def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
         b.flags & (0xFF | UDP_TUNNEL),  # the request's flags, and whether the tunnel is RFC 3519 UDP
         str(b.encapsulation),
         node.nai if node is not None else None,
-        subscriber.to_dict() if subscriber is not None else None,
+        subscriber.journal_json() if subscriber is not None else None,
     )
 
 

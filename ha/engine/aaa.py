@@ -13,6 +13,7 @@ against ``cache-size``.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -84,6 +85,7 @@ class Subscriber:
     """
 
     __slots__ = (
+        "_journal",
         "address_pool",
         "address_source",
         "association_tuple",
@@ -109,6 +111,7 @@ class Subscriber:
         self.address_source = sys.intern(profile.address_source)
         self.session = session
         self.session_start = session_start
+        self._journal: str | None = None
 
     @property
     def node(self) -> Subscriber:
@@ -145,6 +148,13 @@ class Subscriber:
         d["session_id"] = self.session_id
         d["session_start"] = self.session_start
         return d
+
+    def journal_json(self) -> str:
+        """:meth:`to_dict` as JSON, encoded once: every renewal of an AAA binding writes a journal line."""
+        text = self._journal
+        if text is None:
+            text = self._journal = json.dumps(self.to_dict(), separators=(",", ":"))
+        return text
 
     @classmethod
     def from_dict(cls, d: dict) -> Subscriber:

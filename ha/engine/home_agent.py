@@ -48,6 +48,7 @@ Choices made here (RFC latitude):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -1318,9 +1319,10 @@ class HomeAgent:
             if state is not None and state.assigned is not None:
                 self._by_assigned.pop(state.assigned, None)
 
-    def _restore_subscriber(self, saved: dict) -> bool:
+    def _restore_subscriber(self, saved: dict | str) -> bool:
+        """``saved`` as journaled (a dict), or a rebuilt router's record (the subscriber's JSON text)."""
         try:
-            subscriber = Subscriber.from_dict(saved)
+            subscriber = Subscriber.from_dict(json.loads(saved) if isinstance(saved, str) else saved)
         except (KeyError, TypeError, ValueError):
             return False
         self._subscribers[subscriber.node.name] = subscriber

@@ -322,3 +322,64 @@ def test_restart_restores_aaa_bindings_without_asking_radius(lab) -> None:
     assert renewal.code == 0 and renewal.authenticated
     assert server_stats(daemon, "127.0.0.1").get("requests", 0) == 0  # restored, not looked up
     assert binding_of(daemon, outcome.home_address)["acct-session-id"] == session_id
+
+
+def test_expiry_and_disconnect_send_stop_with_their_cause(lab) -> None:
+    netns, radiusd, _daemon, mns = lab
+    session = mns.session(
+        "chap@example.net", SecurityAssociation(302, CHAP_KEY), mn_aaa_secret=b"mn-aaa-secret"
+    )
+    outcome, _ = mns.register(session, lifetime=2)
+    assert outcome.code == 0 and outcome.lifetime == 2
+
+    def stop_of(nai: str, cause: str):
+        return lambda r: (
+            r.get("User-Name") == nai
+            and r.get("Acct-Status-Type") == "Stop"
+            and r.get("Acct-Terminate-Cause") == cause
+        )
+
+    assert radiusd.wait_accounting(stop_of("chap@example.net", "Session-Timeout"), timeout=8)
+    tgpp2 = mns.session("tgpp2@example.net", SecurityAssociation(301, TGPP2_KEY))
+    assert mns.register(tgpp2)[0].code == 0
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "radclient",
+            "-r",
+            "1",
+            "-t",
+            "2",
+            "127.0.0.1:3799",
+            "disconnect",
+            SECRET,
+        ],
+        input="User-Name = tgpp2@example.net\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "Disconnect-ACK" in done.stdout, done.stdout + done.stderr
+    assert radiusd.wait_accounting(stop_of("tgpp2@example.net", "Admin-Reset"))
+
+
+def test_a_rebuilt_virtual_router_keeps_its_aaa_bindings(lab) -> None:
+    _netns, _radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0
+    port = f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}"><virtual-router>'
+    with daemon.connect() as m:  # a new UDP port rebuilds the router's runtime: bindings move over
+        m.edit_config(target="running", config=f"{port}<name>aaa</name><home-agent><udp-port>4434</udp-port>"
+                      "</home-agent></virtual-router></virtual-routers></config>")  # fmt: skip
+        binding = binding_of(daemon, outcome.home_address)
+        assert binding is not None and binding["authentication"] == "aaa" and binding["key-source"] == "erx"
+        m.edit_config(target="running", config=f"{port}<name>aaa</name><home-agent><udp-port>434</udp-port>"
+                      "</home-agent></virtual-router></virtual-routers></config>")  # fmt: skip
+    before = server_stats(daemon, "127.0.0.1").get("requests", 0)
+    renewal, _ = mns.register(session)
+    assert renewal.code == 0 and renewal.authenticated
+    assert server_stats(daemon, "127.0.0.1").get("requests", 0) == before  # still cached
