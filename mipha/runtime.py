@@ -194,11 +194,13 @@ class VirtualRouter:
                 f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
                 f"{ha_path}/mipha:udp-port",
             ) from exc
-        engine.udp_tunnels_available = plane.UDP_TUNNELS
         engine.set_capabilities(plane.capabilities)  # never code 0 for what the backend cannot do
         plane.attach_udp_socket(sock)
         self.transport = HomeAgentTransport(
-            engine, sock, on_output=self.flush, tunnel_data=plane.udp_input if plane.UDP_TUNNELS else None
+            engine,
+            sock,
+            on_output=self.flush,
+            tunnel_data=plane.udp_input if plane.capabilities.udp_tunnels else None,
         )
         self.transport.start()
         self.aaa = AaaClient(

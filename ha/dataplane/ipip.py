@@ -13,7 +13,8 @@ is 2 the kernel uses the maximum and the check becomes loose; :meth:`IpipPlane.s
 
 Limits, declared in :attr:`IpipPlane.capabilities` so the engine never accepts what this backend cannot
 do: a kernel route cannot copy packets, so simultaneous bindings (S) are answered with code 1 (one
-care-of address at a time; the tun backend duplicates); minimal encapsulation is not available in Linux.
+care-of address at a time; the tun backend duplicates); minimal encapsulation is not available in Linux;
+RFC 3519 UDP tunnels are answered 142 (no userspace UDP path here; docs/dataplane.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class IpipPlane(KernelPlane):
     """Kernel IP-in-IP / GRE tunnels programmed through pyroute2."""
 
     name = "ipip"
-    capabilities = Capabilities(simultaneous_bindings=False)
+    capabilities = Capabilities(simultaneous_bindings=False, udp_tunnels=False)
     _stats: dict[int, dict[str, int]] = {}
 
     async def _start_backend(self) -> None:

@@ -143,7 +143,6 @@ class TunPlane(KernelPlane):
 
     name = "tun"
     TUNNELS_IN_KERNEL = False  # tunnels are fast-path entries only
-    UDP_TUNNELS = True
 
     def __init__(
         self,
