@@ -1,25 +1,32 @@
 """AAA figures: first registrations through a real FreeRADIUS, cached renewals, FreeRADIUS's own ceiling.
 
 In a network namespace it creates: FreeRADIUS 3.2 (tests/aaa/raddb plus N generated subscribers,
-Framed-Pool + ERX key), `mipha run` configured over NETCONF with `authentication aaa`, and
-`mipha mn load` from inside the namespace.  Printed beside each other, same run:
+Framed-Pool + ERX key), `mipha run` configured over NETCONF with `authentication local-then-aaa` and
+N configured NAI nodes (pool addresses too: the same request shape), and `mipha mn load` from inside
+the namespace.  Printed beside each other, same run:
 
 * FreeRADIUS's ceiling: a bare asyncio loop of Access-Requests (mipha's codec, 256 in flight);
-* first registrations, each needing an Access-Request (rate, p50/p99);
-* renewals of the same, now cached AAA nodes (no RADIUS), beside renewals of as many configured nodes;
-* configured nodes' renewals while RADIUS does not answer at all and AAA registrations keep arriving;
-* memory per cached AAA subscriber (in-process engine: tracemalloc and RSS, beyond the binding).
+* first registrations, each needing an Access-Request, beside configured nodes' at the same rate;
+* renewals of the now cached AAA nodes (no RADIUS) beside the configured nodes' (interleaved rounds);
+* configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
+  keep arriving (their look-ups time out), beside the same renewals before;
+* memory per cached AAA subscriber beyond the binding (in-process engines in forked children:
+  tracemalloc, and RSS without tracemalloc).
 
-    .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500]
+Wall-clock rates on a shared machine are bounded by the load generator as much as by the home agent:
+each run also reports replies per second of the home agent's own CPU time (``per_ha_cpu_second``).
+
+    .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500] [--rounds 5] [--silent-rate 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,9 +60,9 @@ def users(count: int) -> str:
 def config(netns: str, configured: int) -> str:
     key = ":".join(f"{b:02x}" for b in KEY.encode())
     nodes = "".join(
-        f"<mobile-node><name>c{i}</name><home-address>{ipaddress.IPv4Address('10.91.0.1') + i}</home-address>"
+        f"<mobile-node><name>c{i}</name><nai>local{i}@example.net</nai><address-pool>local-pool</address-pool>"
         f"<security-association><spi>256</spi><key>{key}</key></security-association></mobile-node>"
-        for i in range(configured)
+        for i in range(1, configured + 1)
     )
     return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
 <virtual-routers xmlns="{NS}"><virtual-router><name>bench</name><netns>{netns}</netns>
@@ -64,6 +71,7 @@ def config(netns: str, configured: int) -> str:
   <aaa><server><address>127.0.0.1</address><secret>{SECRET}</secret></server>
     <lookup-password>lookup-pass</lookup-password><accounting>false</accounting></aaa>
   <address-pool><name>bench-pool</name><range><start>10.90.0.1</start><end>10.90.255.254</end></range></address-pool>
+  <address-pool><name>local-pool</name><range><start>10.91.0.1</start><end>10.91.255.254</end></range></address-pool>
 </virtual-router></virtual-routers></config>"""
 
 
@@ -119,16 +127,35 @@ async def radius_ceiling(netns: str, count: int) -> dict:
     }
 
 
+#: The home agent's process id, to read its CPU time (set once the daemon runs).
+HA_PID = 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(
     netns: str, count: int, rate: float, duration: float, *, first: int = 1, static: bool = False
 ) -> dict:
-    return json.loads(_load(netns, count, rate, duration, first=first, static=static).communicate()[0])
+    """One ``mipha mn load`` run; ``per_ha_cpu_second``: replies per second of the home agent's CPU, the
+    figure a busy shared machine distorts least (its wall-clock rate is there too)."""
+    before = _cpu_seconds(HA_PID) if HA_PID else 0.0
+    report = json.loads(_load(netns, count, rate, duration, first=first, static=static).communicate()[0])
+    if HA_PID:
+        used = _cpu_seconds(HA_PID) - before
+        report["ha_cpu_s"] = round(used, 3)
+        report["per_ha_cpu_second"] = round(report["replies"] / used) if used > 0 else None
+    return report
 
 
 def _load(
     netns: str, count: int, rate: float, duration: float, *, first: int, static: bool
 ) -> subprocess.Popen:
-    nodes = ["--home-start", "10.91.0.1"] if static else ["--nai-pattern", "bench{i}@example.net"]
+    nodes = ["--nai-pattern", "local{i}@example.net" if static else "bench{i}@example.net"]
     command = [
         "ip", "netns", "exec", netns, MIPHA, "mn", "--ha", HA, "--key", KEY.encode().hex(), "--spi", "256",
         "--lifetime", "3600", "--timeout", "3", "--retries", "0", "--json", "load", "--count", str(count),
@@ -157,7 +184,7 @@ def memory_per_subscriber(count: int) -> dict:
     pool = AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.3.255.254")),))
     sa = SecurityAssociation(256, KEY.encode())
 
-    def build(aaa: bool) -> tuple[int, int]:
+    def build(aaa: bool, trace: bool) -> tuple[int, int]:
         nodes = [
             MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
             for i in range(0 if aaa else count)
@@ -173,32 +200,50 @@ def memory_per_subscriber(count: int) -> dict:
             MobileNodeSession(IPv4Address(HA), UNSPECIFIED, IPv4Address("10.88.0.1"), sa, nai=f"n{i}@x")
             for i in range(count)
         ]
-        datagrams = [m.build(m.next_identification(time.time())) for m in sessions]
+        wall = time.time()  # one instant for every request and decision: timestamps all fresh
+        datagrams = [m.build(m.next_identification(wall)) for m in sessions]
         del sessions
         gc.collect()
-        tracemalloc.start()
+        if trace:
+            tracemalloc.start()
         rss0 = _rss()
         engine = HomeAgent(config)
         for i, data in enumerate(datagrams):
             engine.handle_datagram(data, source=("10.88.0.1", 434), received_on=IPv4Address(HA), now=1.0,
-                                   wallclock=time.time())  # fmt: skip
+                                   wallclock=wall)  # fmt: skip
             if aaa:
                 engine.drain_aaa_lookups()
                 profile = AaaProfile(f"n{i}@x", 256, KEY.encode(), AuthAlgorithm.HMAC_MD5, None, "p", None,
                                      "erx", "framed-pool")  # fmt: skip
-                engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=time.time())
+                engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=wall)
             engine.drain_intents()
             engine.drain_events()
         assert engine.binding_count == count, engine.binding_count
         gc.collect()
-        traced = tracemalloc.get_traced_memory()[0]
         rss = _rss() - rss0
+        traced = tracemalloc.get_traced_memory()[0] if trace else 0
         tracemalloc.stop()
         del engine, nodes, config
         return traced, rss
 
-    aaa_traced, aaa_rss = build(True)
-    local_traced, local_rss = build(False)
+    def forked(aaa: bool, trace: bool) -> tuple[int, int]:
+        """``build`` in a child process: RSS growth is not hidden by memory an earlier build freed."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            os.write(write, json.dumps(build(aaa, trace)).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            result = json.loads(f.read())
+        os.waitpid(pid, 0)
+        return result[0], result[1]
+
+    aaa_traced, _ = forked(True, True)
+    local_traced, _ = forked(False, True)
+    _, aaa_rss = forked(True, False)  # tracemalloc's own bookkeeping would inflate RSS
+    _, local_rss = forked(False, False)
     return {
         "subscribers": count,
         "traced_bytes_each": round((aaa_traced - local_traced) / count),
@@ -218,6 +263,10 @@ def main() -> None:
     )
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=2500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--silent-rate", type=float, default=200, help="AAA registrations/s while RADIUS is silent"
+    )
     args = parser.parse_args()
     netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -232,25 +281,37 @@ def main() -> None:
         ceiling = asyncio.run(radius_ceiling(netns, args.count))
         daemon = Daemon(tmp, free_port())
         daemon.start()
+        global HA_PID
+        assert daemon.proc is not None
+        HA_PID = daemon.proc.pid
         with daemon.connect() as m:
             m.edit_config(target="running", config=config(netns, args.count))
         n, duration = args.count, args.count / args.rate
         first = load(netns, n, args.rate, duration)
-        load(netns, n, 0, 3.0, static=True)  # configured nodes' first registrations (not measured)
-        cached = load(netns, n, 0, 3.0)
-        configured = load(netns, n, 0, 3.0, static=True)
-        radiusd.stop()  # RADIUS silent: new AAA nodes keep arriving, their look-ups time out
-        waiting = _load(netns, n, 500, 4.0, first=n + 1, static=False)
+        first_configured = load(netns, n, args.rate, duration, static=True)  # same rate, no RADIUS
+        rounds = args.rounds
+        cached, configured = [], []
+        for _ in range(rounds):  # interleaved: a busy shared machine drifts less between the two
+            cached.append(load(netns, n, 0, 2.0))
+            configured.append(load(netns, n, 0, 2.0, static=True))
+        os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either): AAA look-ups time out
+        waiting = _load(netns, n, args.silent_rate, 2.5 * rounds + 1, first=n + 1, static=False)
         time.sleep(0.5)
-        silent = load(netns, n, 0, 3.0, static=True)
+        silent = [load(netns, n, 0, 2.0, static=True) for _ in range(rounds)]
         waiting_report = json.loads(waiting.communicate()[0])
         memory = memory_per_subscriber(20000)
+
+        def med(reports: list[dict], key: str = "rate") -> float:
+            return statistics.median(r[key] for r in reports)
+
+        cpu = "per_ha_cpu_second"
         figures = {
             "freeradius_ceiling": ceiling,
-            "first_registrations": first,
-            "cached_aaa_renewals": cached,
-            "configured_renewals": configured,
-            "configured_renewals_radius_silent": silent,
+            "first_registrations_via_radius": first,
+            "first_registrations_configured": first_configured,
+            "renewals_cached_aaa": cached,
+            "renewals_configured": configured,
+            "renewals_configured_radius_silent": silent,
             "aaa_registrations_while_silent": waiting_report,
             "memory": memory,
         }
@@ -258,18 +319,24 @@ def main() -> None:
         print(
             f"FreeRADIUS alone (bare loop, 256 in flight): {ceiling['rate']:.0f} Access-Requests/s, "
             f"p99 {ceiling['p99_ms']} ms\n"
-            f"first registrations via RADIUS: {first['rate']:.0f}/s offered {args.rate:.0f}/s, "
-            f"accepted {first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms, "
-            f"p99 {first['latency_ms']['p99']} ms\n"
-            f"renewals, unpaced: cached AAA {cached['rate']:.0f}/s vs configured {configured['rate']:.0f}/s "
-            f"({cached['rate'] / configured['rate']:.0%})\n"
-            f"configured renewals while RADIUS is silent: {silent['rate']:.0f}/s "
-            f"({silent['rate'] / configured['rate']:.0%} of normal); meanwhile AAA registrations answered "
-            f"{waiting_report['codes']}\n"
+            f"first registrations, offered {args.rate:.0f}/s: via RADIUS {first['rate']:.0f}/s "
+            f"(accepted {first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms, "
+            f"p99 {first['latency_ms']['p99']} ms); configured nodes {first_configured['rate']:.0f}/s "
+            f"(p99 {first_configured['latency_ms']['p99']} ms)\n"
+            f"renewals, unpaced, median of {rounds}: cached AAA {med(cached):.0f}/s vs configured "
+            f"{med(configured):.0f}/s ({med(cached) / med(configured):.0%}); per HA CPU second "
+            f"{med(cached, cpu):.0f} vs {med(configured, cpu):.0f} "
+            f"({med(cached, cpu) / med(configured, cpu):.0%})\n"
+            f"configured renewals while RADIUS is silent and {args.silent_rate:.0f} AAA registrations/s "
+            f"arrive: {med(silent):.0f}/s ({med(silent) / med(configured):.0%} of normal); per HA CPU "
+            f"second {med(silent, cpu):.0f} ({med(silent, cpu) / med(configured, cpu):.0%} of normal); "
+            f"those AAA registrations got {waiting_report['codes']} within the load's drain window\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
             f"{memory['rss_bytes_each']} B RSS"
         )
     finally:
+        if radiusd is not None and radiusd.proc is not None:
+            os.kill(radiusd.proc.pid, signal.SIGCONT)
         if daemon is not None:
             daemon.stop()
         if radiusd is not None:

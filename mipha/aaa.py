@@ -132,12 +132,12 @@ class AaaClient:
         engine = self._engine()
         if engine is not None:  # bindings restored from the journal: their sessions go on
             for name, subscriber in engine.subscribers():
-                home = engine.assigned_address(name) or subscriber.profile.home_address
+                home = engine.assigned_address(name) or subscriber.home_address
                 coas = {b.care_of_address for b in engine.bindings_of(home)} if home is not None else set()
                 self._sessions[name] = [
                     subscriber.session_id,
                     subscriber.session_start,
-                    subscriber.profile.nai,
+                    subscriber.nai,
                     home,
                     coas,
                 ]
@@ -433,7 +433,7 @@ class AaaClient:
                     session = [
                         subscriber.session_id,
                         time.time(),
-                        subscriber.profile.nai,
+                        subscriber.nai,
                         event.home_address,
                         set(),
                     ]

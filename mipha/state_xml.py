@@ -105,11 +105,10 @@ class BindingWriter:
         subscriber = self.engine.subscriber(name) if name.startswith(AAA_NODE_PREFIX) else None
         if subscriber is None:
             return ()
-        profile = subscriber.profile
         return (
             ("authentication", "aaa"),
-            ("key-source", profile.key_source),
-            ("address-source", profile.address_source),
+            ("key-source", subscriber.key_source),
+            ("address-source", subscriber.address_source),
             ("acct-session-id", _esc(subscriber.session_id)),
         )
 

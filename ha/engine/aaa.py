@@ -13,13 +13,13 @@ against ``cache-size``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from ha.aaa.mn_aaa import ChapCredentials
 from ha.aaa.profile import AaaProfile
-
-from .config import MobileNode
+from ha.protocol.auth import SecurityAssociation
 
 #: Names of AAA-learnt mobile nodes: the prefix keeps them apart from configured nodes.
 AAA_NODE_PREFIX = "aaa:"
@@ -76,22 +76,68 @@ class Pending:
 
 
 class Subscriber:
-    """An AAA-learnt mobile node: its profile, the ``MobileNode`` the decision sees, its accounting id."""
+    """An AAA-learnt mobile node: what the decision sees of a ``MobileNode`` (same attribute names),
+    where its key and address came from, and its accounting session.
 
-    __slots__ = ("node", "profile", "session_id", "session_start")
+    One slotted object, not a ``MobileNode`` plus a profile: the cache holds one per subscriber, and
+    the whole of it stays under 1 KB (``bench/aaa.py``), most of it the association's MD5 states.
+    """
 
-    def __init__(self, profile: AaaProfile, session_id: str, session_start: float) -> None:
-        self.profile = profile
-        self.node = MobileNode(
-            name=AAA_NODE_PREFIX + profile.nai,
-            home_address=profile.home_address,
-            address_pool=profile.pool,
-            nai=profile.nai,
-            max_lifetime=profile.lifetime,
-            security_associations=[profile.security_association()],
-        )
-        self.session_id = session_id
+    __slots__ = (
+        "address_pool",
+        "address_source",
+        "association_tuple",
+        "home_address",
+        "key_source",
+        "max_lifetime",
+        "nai",
+        "name",
+        "session",
+        "session_start",
+    )
+    reverse_tunnel = None  # AAA nodes follow the home agent's settings
+    care_of_access: tuple = ()
+
+    def __init__(self, profile: AaaProfile, session: int, session_start: float) -> None:
+        self.name = AAA_NODE_PREFIX + profile.nai
+        self.nai = profile.nai
+        self.home_address = profile.home_address
+        self.address_pool = profile.pool
+        self.max_lifetime = profile.lifetime
+        self.association_tuple = (profile.security_association(),)
+        self.key_source = sys.intern(profile.key_source)
+        self.address_source = sys.intern(profile.address_source)
+        self.session = session
         self.session_start = session_start
+
+    @property
+    def node(self) -> Subscriber:
+        """The mobile node the engine decides with: the subscriber itself."""
+        return self
+
+    @property
+    def security_associations(self) -> dict[int, SecurityAssociation]:
+        return {sa.spi: sa for sa in self.association_tuple}
+
+    @property
+    def session_id(self) -> str:
+        """Acct-Session-Id: Unix seconds of the first acceptance, then a per-engine counter (hex)."""
+        return f"{self.session:016X}"
+
+    @property
+    def profile(self) -> AaaProfile:
+        sa = self.association_tuple[0]
+        return AaaProfile(
+            self.nai,
+            sa.spi,
+            sa.key,
+            sa.algorithm,
+            self.home_address,
+            self.address_pool,
+            self.max_lifetime,
+            self.key_source,
+            self.address_source,
+        )
 
     def to_dict(self) -> dict:
         """What the binding journal keeps (the key included: the journal lives in the state directory)."""
@@ -102,4 +148,4 @@ class Subscriber:
 
     @classmethod
     def from_dict(cls, d: dict) -> Subscriber:
-        return cls(AaaProfile.from_dict(d), str(d["session_id"]), float(d["session_start"]))
+        return cls(AaaProfile.from_dict(d), int(str(d["session_id"]), 16), float(d["session_start"]))

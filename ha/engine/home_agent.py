@@ -94,7 +94,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import ipv4
+from ha.protocol.messages import GeneralizedAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -419,7 +419,9 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         node = self._resolve(request)
-        if self._aaa_mode is not None and request.nai is not None:
+        if self._aaa_mode is not None and (
+            node is None or (type(node) is Subscriber and GeneralizedAuth in map(type, request.extensions))
+        ):  # unknown, or cached but authenticated by MN-AAA: RADIUS; configured and cached nodes: local
             outgoing = self._aaa_gate(data, request, node, peer, source, received_on, port, now)
             if outgoing is not False:
                 return outgoing
@@ -586,10 +588,7 @@ class HomeAgent:
                 local = self._by_home.get(home) or self._by_assigned.get(home)
                 if local is not None and local.name not in self._subscribers:
                     return local
-        if nai is None:
-            return None
-        subscriber = self._subscribers_by_nai.get(nai)
-        return subscriber.node if subscriber is not None else None
+        return None if nai is None else self._subscribers_by_nai.get(nai)  # the subscriber is the node
 
     def node(self, name: str) -> MobileNode | None:
         """A configured mobile node, or an AAA-learnt one (``aaa:<NAI>``), by name."""
@@ -1113,14 +1112,12 @@ class HomeAgent:
         """False: decide locally.  Else the request waits for (or starts) a RADIUS look-up: None, or a
         denial when it cannot be looked up."""
         nai = request.nai
-        assert nai is not None
+        if nai is None or self._aaa_verified == nai:
+            return False  # RADIUS needs an NAI; or it just answered for this one
         mn_aaa = mn_aaa_extension(request) is not None
-        if self._aaa_verified == nai:
-            return False
         if node is not None:
-            # Known: decided with its key, unless only RADIUS can check its MN-AAA authenticator.
-            if not mn_aaa or node.name not in self._subscribers:
-                return False
+            if not mn_aaa:
+                return False  # cached: decided with its key (only MN-AAA needs RADIUS every time)
         elif request.lifetime == 0 and not mn_aaa:
             return False  # nothing to deregister: decide() answers 131
         counters = self.aaa_counters
@@ -1276,12 +1273,11 @@ class HomeAgent:
             self.aaa_counters.overflows += 1
             return ReplyCode.INSUFFICIENT_RESOURCES, "the AAA subscriber cache is full"
         if existing is not None:
-            subscriber = Subscriber(profile, existing.session_id, existing.session_start)
+            subscriber = Subscriber(profile, existing.session, existing.session_start)
         else:
             self._sessions += 1
-            subscriber = Subscriber(
-                profile, f"{int(wallclock) & 0xFFFFFFFF:08X}{self._sessions:08X}", wallclock
-            )
+            session = (int(wallclock) & 0xFFFFFFFF) << 32 | (self._sessions & 0xFFFFFFFF)
+            subscriber = Subscriber(profile, session, wallclock)
         self._subscribers[name] = subscriber
         self._subscribers_by_nai[profile.nai] = subscriber
         return None
@@ -1289,7 +1285,7 @@ class HomeAgent:
     def _forget_subscriber(self, name: str) -> None:
         subscriber = self._subscribers.pop(name, None)
         if subscriber is not None:
-            self._subscribers_by_nai.pop(subscriber.profile.nai, None)
+            self._subscribers_by_nai.pop(subscriber.nai, None)
             state = self._nodes.pop(name, None)
             if state is not None and state.assigned is not None:
                 self._by_assigned.pop(state.assigned, None)
@@ -1300,7 +1296,7 @@ class HomeAgent:
         except (KeyError, TypeError, ValueError):
             return False
         self._subscribers[subscriber.node.name] = subscriber
-        self._subscribers_by_nai[subscriber.profile.nai] = subscriber
+        self._subscribers_by_nai[subscriber.nai] = subscriber
         return True
 
     def _install_aaa(self, config: VirtualRouterConfig) -> None:
@@ -1445,8 +1441,8 @@ class HomeAgent:
             encapsulation=str(binding.encapsulation),
             accepted_no_simultaneous=bool(binding.flags & NO_SIMULTANEOUS),
             authentication="local" if subscriber is None else "aaa",
-            key_source=None if subscriber is None else subscriber.profile.key_source,
-            address_source=None if subscriber is None else subscriber.profile.address_source,
+            key_source=None if subscriber is None else subscriber.key_source,
+            address_source=None if subscriber is None else subscriber.address_source,
             udp_tunnel=bool(binding.flags & UDP_TUNNEL),
             revocation=make_key(binding.home_address, binding.care_of_address)
             in self._revocations.negotiated,
