@@ -8,7 +8,7 @@ APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-li
 	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint deps venv tree clean bench
+.PHONY: run test lint deps venv tree clean bench bench-config
 
 deps:
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
@@ -39,6 +39,10 @@ tree: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+
+# configuration at scale (issue 10): a daemon with 0/1k/10k/100k mobile nodes, a few minutes
+bench-config: $(STAMP)
+	$(BIN)/python bench/config_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

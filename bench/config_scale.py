@@ -11,6 +11,10 @@ For each configured size, on a fresh daemon:
 5. get-config of everything (median of 3), and the daemon's RSS (VmRSS) idle after the load and again
    at the end.
 
+First, in this process: the engine side's memory per configured mobile node (tracemalloc, 20k nodes):
+the typed objects the glue builds and what the engine adds (its indexes), beside the lxml tree of the
+same entries (RSS growth of parsing them: what one datastore copy costs).
+
 The same run with an empty configuration (the virtual router, no mobile node) is the baseline every
 single-change figure is printed beside; the table at the end sets them against the issue's targets.
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from e2e import KEY_YANG, PASSWORD, USER, Daemon, check_ok, free_port, timed_rpc
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
@@ -132,7 +137,7 @@ class Run:
         return elapsed
 
     def memory(self, figure: str = "rss") -> None:
-        time.sleep(2.0)  # idle: the daemon trims its heap a second after the last commit
+        time.sleep(3.0)  # idle: the daemon trims its heap every 2 s
         self.figures[figure] = self.daemon.memory()["VmRSS"]
 
 
@@ -160,6 +165,42 @@ def measure(size: int, rounds: int, rate_seconds: float, rate_commits: int) -> d
             daemon.stop()
     gc.collect()
     return run.figures
+
+
+def engine_memory(nodes: int = 20_000) -> None:
+    """Bytes per mobile node: typed objects (glue), engine indexes, and one lxml copy of the entries."""
+    import tracemalloc
+
+    from lxml import etree
+
+    from ha.engine.home_agent import HomeAgent
+    from mipha.yang_config import virtual_router
+
+    def rss() -> int:
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+
+    body = "".join(node(f"mn{i}", FIRST + i) for i in range(nodes))
+    document = (
+        f"<virtual-routers xmlns='{M}'><virtual-router><name>default</name><home-agent>"
+        f"<address>127.0.0.1</address></home-agent>{body}</virtual-router></virtual-routers>"
+    ).encode()
+    before = rss()
+    root = etree.fromstring(document)
+    tree = (rss() - before) / nodes
+    tracemalloc.start()
+    config, _ = virtual_router(root[0])
+    built = tracemalloc.get_traced_memory()[0]
+    engine = HomeAgent(config)
+    del config  # what stays is what the engine holds
+    gc.collect()
+    total = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(engine.config.mobile_nodes) == nodes
+    print(f"\n## Engine side, per configured mobile node ({nodes:,} nodes, one SA each)")
+    print(f"  typed objects (MobileNode, SA, addresses)   {built / nodes:6.0f} B")
+    print(f"  engine indexes on top                       {(total - built) / nodes:6.0f} B")
+    print(f"  together                                    {total / nodes:6.0f} B")
+    print(f"  one lxml copy of the same entries (RSS)     {tree:6.0f} B   (the datastore's share, per copy)")
 
 
 def ms(seconds: float) -> str:
@@ -228,6 +269,7 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=5.0, help="longest commits/s measurement")
     parser.add_argument("--rate-commits", type=int, default=500, help="most commits in the commits/s figure")
     args = parser.parse_args()
+    engine_memory()
     results: dict[int, dict[str, float]] = {}
     for size in sorted(int(s) for s in args.sizes.split(",")):
         print(f"  measuring with {size:,} mobile nodes configured ...", flush=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import signal
@@ -31,6 +30,7 @@ from server.yang import MIPHA_NAMESPACE
 
 from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber
+from .heap import TRIM_EVERY, trim_heap
 from .journal import BindingJournal, BindingRecord
 from .metrics import Latency, TimedSubscriber
 from .notify import Notifier
@@ -39,17 +39,6 @@ from .state import HomeAgentStateProvider
 from .trace import RegistrationTrace
 
 log = logging.getLogger("mipha")
-#: Seconds without a commit before the daemon trims its heap.
-_TRIM_IDLE = 1.0
-
-
-def trim_heap() -> None:
-    """``malloc_trim(0)``: glibc keeps freed pages inside its heap (a 20 MB edit parsed, validated and
-    copied leaves ~200 MB of them at 100k mobile nodes); this returns them to the kernel."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 _Q = f"{{{MIPHA_NAMESPACE}}}"
 
 
@@ -70,7 +59,6 @@ class Daemon:
             self.new_router,
             restored=self.take_restored,
             removed=self.journal.forget_vr,
-            applied=self._applied,
         )
         self.journal_latency, self.commit_latency = Latency(), Latency()  # exported by mipha/metrics.py
         self.metrics_port: int | None = None
@@ -79,7 +67,7 @@ class Daemon:
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None
         self._stopped = asyncio.Event()
-        self._trim: asyncio.TimerHandle | None = None
+        self._trimmer: asyncio.Task | None = None
 
     # -- virtual routers ------------------------------------------------------------------------------
 
@@ -95,13 +83,6 @@ class Daemon:
     def take_restored(self, name: str) -> list[BindingRecord]:
         """Journaled bindings of a virtual router, handed over once at its first start."""
         return self._restored.pop(name, [])
-
-    def _applied(self) -> None:
-        """A second after the last commit (the daemon idle, the replies out): give the heap pages
-        that parsing, validating and copying configurations freed back to the kernel."""
-        if self._trim is not None:
-            self._trim.cancel()
-        self._trim = asyncio.get_running_loop().call_later(_TRIM_IDLE, trim_heap)
 
     def _on_events(self, vr: str, events: list) -> None:
         if self.notifier is not None:
@@ -166,6 +147,7 @@ class Daemon:
         self.server = ServerHandle(acceptor, core, config.host, port)
         self._restored.clear()  # bindings of virtual routers no longer configured are dropped
         self._sync_task = asyncio.get_running_loop().create_task(self._journal_sync())
+        self._trimmer = asyncio.get_running_loop().create_task(self._trim_heap())
         log.info(
             "mipha running: NETCONF on %s:%d, %d virtual router(s), data plane %s",
             self.server.host,
@@ -191,6 +173,13 @@ class Daemon:
             idle = self._compaction is None or self._compaction.done()
             if idle and self.journal.compaction_due(self.binding_count()):  # one at a time
                 self._compaction = loop.create_task(self._journal_compact())
+
+    @staticmethod
+    async def _trim_heap() -> None:
+        """Freed heap pages back to the kernel, every few seconds (see mipha/heap.py)."""
+        while True:
+            await asyncio.sleep(TRIM_EVERY)
+            trim_heap()
 
     def binding_count(self) -> int:
         return sum(vr.engine.binding_count for vr in self.routers.values() if vr.engine is not None)
@@ -228,10 +217,11 @@ class Daemon:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
+        for task in (self._sync_task, self._trimmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._compaction is not None:  # the current file stays the journal; close() drops the rest
             self._compaction.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -101,8 +101,7 @@ class HomeAgentSubscriber:
 
     ``routers`` is the daemon's table of running virtual routers (the glue adds, replaces and removes
     entries in APPLY); ``new_router`` builds a runtime; ``restored`` hands over a virtual router's
-    journaled bindings at its first start; ``removed`` is told when a virtual router is gone;
-    ``applied`` after each transaction."""
+    journaled bindings at its first start; ``removed`` is told when a virtual router is gone."""
 
     def __init__(
         self,
@@ -111,10 +110,8 @@ class HomeAgentSubscriber:
         *,
         restored: Callable[[str], list[BindingRecord]] = _none,
         removed: Callable[[str], None] = _nothing,
-        applied: Callable[[], None] = lambda: None,
     ) -> None:
         self.routers = routers
-        self.applied = applied
         self.new_router = new_router
         self.restored = restored
         self.removed = removed
@@ -254,4 +251,3 @@ class HomeAgentSubscriber:
             routers[name] = vr
         txn.resources.pop(self, None)
         gc.freeze()  # new configuration objects are long-lived: out of the collector's scans
-        self.applied()
