@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "daemon"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port  # noqa: E402
+from daemon_harness import MIPHA, NS, SA, Daemon, free_port, mn_command, router_config  # noqa: E402
 
 from mipha.show import bindings_filter  # noqa: E402
 
@@ -38,17 +38,11 @@ FIRST = IPv4Address("10.64.0.10")
 
 
 def configuration(vr: str, netns: str, n: int) -> str:
-    sa = f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association>"
     nodes = "".join(
-        f"<mobile-node><name>mn{i}</name><home-address>{FIRST + i}</home-address>{sa}</mobile-node>"
+        f"<mobile-node><name>mn{i}</name><home-address>{FIRST + i}</home-address>{SA}</mobile-node>"
         for i in range(n)
     )
-    head = f"<name>{vr}</name><netns>{netns}</netns><home-agent><address>192.0.2.1</address>"
-    head += f"<max-bindings>{n + 10}</max-bindings></home-agent>"
-    return (
-        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}">'
-        f"<virtual-router>{head}{nodes}</virtual-router></virtual-routers></config>"
-    )
+    return router_config(vr, netns, nodes, f"<max-bindings>{n + 10}</max-bindings>")
 
 
 def timed(cmd: list[str], rounds: int) -> float:
@@ -78,29 +72,25 @@ def main() -> None:
                 m.edit_config(target="running", config=configuration(vr, netns, n))
                 print(f"configured {n} mobile nodes in {time.perf_counter() - t:.1f} s")
             t = time.perf_counter()
-            mn = [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                MIPHA,
-                "mn",
-                "--ha",
-                "192.0.2.1",
-                "--spi",
-                "256",
-                "--key",
-                KEY_HEX,
+            mn = mn_command(netns, "--retries", "3", "load", "--count", str(n), "--home-start", str(FIRST))
+            mn += [
+                "--coa",
+                "198.51.100.9",
+                "--rate",
+                "0",
+                "--window",
+                "512",
+                "--duration",
+                str(5 + n // 3000),
             ]
-            mn += ["--retries", "3", "load", "--count", str(n), "--home-start", str(FIRST)]
-            mn += ["--coa", "198.51.100.9", "--rate", "0", "--window", "512"]
             load = subprocess.run(mn, capture_output=True, text=True, timeout=1200)
             assert load.returncode == 0, load.stderr[-2000:]
-            print(f"registered {n} bindings in {time.perf_counter() - t:.1f} s")
+            print(f"mipha mn load ({time.perf_counter() - t:.1f} s): {load.stdout.strip()[-400:]}")
             client = Path(tmp) / "client.toml"
             client.write_text(
                 f'port = {daemon.port}\nuser = "admin"\npassword = "e2e-secret"\nhost-key-check = false\n'
             )
+            client.chmod(0o600)
             one = str(FIRST + n // 2)
             cmd_one = [MIPHA, "show", "bindings", "--home-address", one, "--client-config", str(client)]
             check = subprocess.run(cmd_one, capture_output=True, text=True, timeout=60)

@@ -165,10 +165,12 @@ def _home_agents(routers: list) -> Iterator:
         fam(CounterMetricFamily, "mipha_replies_sent", "registration replies sent", vr_label).add_metric(
             name, s.replies_sent
         )
-        violations = tuple(engine.violations)
         fam(
             CounterMetricFamily, "mipha_security_violations", "security violations recorded", vr_label
-        ).add_metric(name, violations[-1].index if violations else 0)
+        ).add_metric(name, s.security_violations_total)
+        fam(
+            CounterMetricFamily, "mipha_internal_errors", "requests that met a bug (logged)", vr_label
+        ).add_metric(name, s.internal_errors)
         fam(GaugeMetricFamily, "mipha_bindings", "mobility bindings", vr_label).add_metric(
             name, engine.binding_count
         )

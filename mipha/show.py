@@ -478,7 +478,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
         b.add_argument("--summary", action="store_true", help="counts per virtual router")
         for name, help_ in (
             ("statistics", "registration counters"),
-            ("violations", "security violations (most recent first)"),
+            ("violations", "security violations (the last ones recorded, oldest first)"),
             ("tunnels", "tunnels and their traffic"),
             ("pools", "address pool usage"),
         ):

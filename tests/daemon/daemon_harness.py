@@ -109,3 +109,37 @@ def config(ha_ns: str) -> str:
   <mobile-node><name>mn1</name><home-address>{HOA}</home-address>
     <security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>
 </virtual-router></virtual-routers></config>"""
+
+
+#: one HMAC-MD5 security association with the shared test key
+SA = f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association>"
+POOL = "<address-pool><name>roam</name><range><start>192.0.2.200</start><end>192.0.2.209</end></range></address-pool>"
+
+
+def router_config(vr: str, netns: str, body: str, home_agent: str = "") -> str:
+    """A <config> with one virtual router in `netns` (the daemon makes it), home agent 192.0.2.1."""
+    return (
+        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}">'
+        f"<virtual-router><name>{vr}</name><netns>{netns}</netns>"
+        f"<home-agent><address>192.0.2.1</address>{home_agent}</home-agent>{body}"
+        "</virtual-router></virtual-routers></config>"
+    )
+
+
+def mn_command(netns: str, *args: str, key: str = KEY_HEX) -> list[str]:
+    """`mipha mn` run in the virtual router's namespace against 192.0.2.1, SPI 256."""
+    return [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        MIPHA,
+        "mn",
+        "--ha",
+        "192.0.2.1",
+        "--spi",
+        "256",
+        "--key",
+        key,
+        *args,
+    ]

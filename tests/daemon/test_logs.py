@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port
+from daemon_harness import KEY_HEX, MIPHA, NS, POOL, SA, Daemon, free_port, mn_command, router_config
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
@@ -83,7 +83,6 @@ def test_syslog_rfc5424_and_trace_rpc_against_the_daemon(tmp_path: Path) -> None
     syslog.bind(str(sock_path))
     syslog.settimeout(0.2)
     daemon = Daemon(tmp_path, free_port(), f'[log]\nsyslog = true\nsyslog-socket = "{sock_path}"\n')
-    sa = f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association>"
 
     def received() -> list[str]:
         out = []
@@ -94,23 +93,8 @@ def test_syslog_rfc5424_and_trace_rpc_against_the_daemon(tmp_path: Path) -> None
                 return out
 
     def register(home: str, coa: str, *nai: str) -> None:
-        cmd = [
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            MIPHA,
-            "mn",
-            "--ha",
-            "192.0.2.1",
-            "--spi",
-            "256",
-            "--key",
-            KEY_HEX,
-        ]
-        out = subprocess.run(
-            [*cmd, "register", "--home", home, *nai, "--coa", coa], capture_output=True, text=True
-        )
+        cmd = mn_command(netns, "register", "--home", home, *nai, "--coa", coa)
+        out = subprocess.run(cmd, capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
 
     def trace(m, sel: str, duration: int | None = None) -> None:
@@ -132,14 +116,14 @@ def test_syslog_rfc5424_and_trace_rpc_against_the_daemon(tmp_path: Path) -> None
         with daemon.connect() as m:
             m.edit_config(
                 target="running",
-                config=f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
-<virtual-routers xmlns="{NS}"><virtual-router><name>{vr}</name><netns>{netns}</netns>
-<home-agent><address>192.0.2.1</address></home-agent>
-<address-pool><name>p</name><range><start>192.0.2.200</start><end>192.0.2.209</end></range></address-pool>
-<mobile-node><name>a</name><home-address>192.0.2.10</home-address>{sa}</mobile-node>
-<mobile-node><name>c</name><home-address>192.0.2.12</home-address>{sa}</mobile-node>
-<mobile-node><name>b</name><nai>b@example.com</nai><address-pool>p</address-pool>{sa}</mobile-node>
-</virtual-router></virtual-routers></config>""",
+                config=router_config(
+                    vr,
+                    netns,
+                    POOL.replace("roam", "p")
+                    + f"<mobile-node><name>a</name><home-address>192.0.2.10</home-address>{SA}</mobile-node>"
+                    + f"<mobile-node><name>c</name><home-address>192.0.2.12</home-address>{SA}</mobile-node>"
+                    + f"<mobile-node><name>b</name><nai>b@example.com</nai><address-pool>p</address-pool>{SA}</mobile-node>",
+                ),
             )
             register("192.0.2.10", "198.51.100.9")
             assert not any("trace vr=" in x for x in received())  # off by default

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port
+from daemon_harness import POOL, SA, Daemon, free_port, mn_command, router_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -39,44 +39,30 @@ def test_metrics_endpoint_counts_and_promtool(tmp_path: Path) -> None:
     vr, netns = f"mt{tag}", f"mipha-mt-{tag}"
     metrics_port = free_port()
     daemon = Daemon(tmp_path, free_port(), f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-    sa = f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association>"
     try:
         daemon.start()
         assert value(scrape(metrics_port), "mipha_netconf_sessions") == 0
         with daemon.connect() as m:
             m.edit_config(
                 target="running",
-                config=f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
-<virtual-routers xmlns="{NS}"><virtual-router><name>{vr}</name><netns>{netns}</netns>
-<home-agent><address>192.0.2.1</address></home-agent>
-<address-pool><name>roam</name><range><start>192.0.2.200</start><end>192.0.2.209</end></range></address-pool>
-<mobile-node><name>a</name><home-address>192.0.2.10</home-address>{sa}</mobile-node>
-<mobile-node><name>b</name><nai>b@example.com</nai><address-pool>roam</address-pool>{sa}</mobile-node>
-</virtual-router></virtual-routers></config>""",
+                config=router_config(
+                    vr,
+                    netns,
+                    POOL
+                    + f"<mobile-node><name>a</name><home-address>192.0.2.10</home-address>{SA}</mobile-node>"
+                    + f"<mobile-node><name>b</name><nai>b@example.com</nai><address-pool>roam</address-pool>{SA}</mobile-node>",
+                ),
             )
             text = scrape(metrics_port)
             assert value(text, "mipha_netconf_sessions") == 1
-        base = ["ip", "netns", "exec", netns, MIPHA, "mn", "--ha", "192.0.2.1", "--spi", "256"]
         for args in (
-            ["--key", KEY_HEX, "register", "--home", "192.0.2.10", "--coa", "198.51.100.9"],
-            [
-                "--key",
-                KEY_HEX,
-                "register",
-                "--home",
-                "0.0.0.0",
-                "--nai",
-                "b@example.com",
-                "--coa",
-                "198.51.100.10",
-            ],
+            ("register", "--home", "192.0.2.10", "--coa", "198.51.100.9"),
+            ("register", "--home", "0.0.0.0", "--nai", "b@example.com", "--coa", "198.51.100.10"),
         ):
-            out = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+            out = subprocess.run(mn_command(netns, *args), capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stdout + out.stderr
-        bad = [
-            *base,
-            "--key",
-            "ff" * 16,
+        bad = mn_command(
+            netns,
             "--retries",
             "0",
             "register",
@@ -84,7 +70,8 @@ def test_metrics_endpoint_counts_and_promtool(tmp_path: Path) -> None:
             "192.0.2.10",
             "--coa",
             "198.51.100.9",
-        ]
+            key="ff" * 16,
+        )
         subprocess.run(bad, capture_output=True, text=True, timeout=60)
         text = scrape(metrics_port)
         assert value(text, "mipha_registration_requests_total", virtual_router=vr) == 3
@@ -97,6 +84,7 @@ def test_metrics_endpoint_counts_and_promtool(tmp_path: Path) -> None:
         assert value(text, "mipha_pool_size", virtual_router=vr, pool="roam") == 10
         assert value(text, "mipha_pool_in_use", virtual_router=vr, pool="roam") == 1
         assert value(text, "mipha_dataplane_failures_total", virtual_router=vr) == 0
+        assert value(text, "mipha_internal_errors_total", virtual_router=vr) == 0
         assert value(text, "mipha_commit_apply_seconds_count") >= 1
         assert value(text, "mipha_journal_sync_seconds_count") >= 1
         assert value(text, "mipha_netconf_sessions_started_total") >= 1

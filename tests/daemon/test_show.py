@@ -9,7 +9,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port
+from daemon_harness import (
+    KEY_HEX,
+    KEY_YANG,
+    MIPHA,
+    NS,
+    POOL,
+    SA,
+    Daemon,
+    free_port,
+    mn_command,
+    router_config,
+)
 from lxml import etree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -17,37 +28,18 @@ NODES = 40
 
 
 def configuration(vr: str, netns: str) -> str:
-    sa = f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association>"
     nodes = "".join(
-        f"<mobile-node><name>mn{i}</name><nai>mn{i}@example.com</nai><home-address>192.0.2.{10 + i}</home-address>{sa}</mobile-node>"
+        f"<mobile-node><name>mn{i}</name><nai>mn{i}@example.com</nai><home-address>192.0.2.{10 + i}</home-address>"
+        f"{SA}</mobile-node>"
         for i in range(NODES)
     )
-    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
-<virtual-routers xmlns="{NS}"><virtual-router><name>{vr}</name><netns>{netns}</netns>
-<home-agent><address>192.0.2.1</address></home-agent>
-<address-pool><name>roam</name><range><start>192.0.2.200</start><end>192.0.2.210</end></range></address-pool>
-{nodes}
-<mobile-node><name>roamer</name><nai>roam@example.com</nai><address-pool>roam</address-pool>{sa}</mobile-node>
-</virtual-router></virtual-routers></config>"""
+    pool = POOL.replace("192.0.2.209", "192.0.2.210")
+    roamer = f"<mobile-node><name>roamer</name><nai>roam@example.com</nai><address-pool>roam</address-pool>{SA}</mobile-node>"
+    return router_config(vr, netns, pool + nodes + roamer)
 
 
 def mn(netns: str, *args: str, key: str = KEY_HEX) -> subprocess.CompletedProcess:
-    cmd = [
-        "ip",
-        "netns",
-        "exec",
-        netns,
-        MIPHA,
-        "mn",
-        "--ha",
-        "192.0.2.1",
-        "--spi",
-        "256",
-        "--key",
-        key,
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(mn_command(netns, *args, key=key), capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
