@@ -244,7 +244,7 @@ class VirtualRouter:
     def engine_config(self, config: VirtualRouterConfig) -> VirtualRouterConfig:
         """What the engine needs beyond YANG: the home link prefix (subnet-directed discovery, 136)."""
         ha = config.home_agent
-        if ha is None or self.home_prefix is None or ha.home_prefix == self.home_prefix:
+        if ha is None or ha.home_prefix == self.home_prefix:  # (an engine's config carries its own)
             return config
         return dataclasses.replace(config, home_agent=dataclasses.replace(ha, home_prefix=self.home_prefix))
 

@@ -120,6 +120,13 @@ def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, MobileNode
     return by_home, by_nai
 
 
+def _foreign_agent_records(config: VirtualRouterConfig) -> dict[IPv4Address, ForeignAgentRecord]:
+    return {
+        address: ForeignAgentRecord(address, tuple(fa.security_associations.values()))
+        for address, fa in config.foreign_agents.items()
+    }
+
+
 def _named(addresses: list[int]) -> str:
     shown = ", ".join(str(IPv4Address(a)) for a in sorted(addresses)[:_MAX_NAMED])
     more = len(addresses) - _MAX_NAMED
@@ -178,10 +185,7 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
                 path=f"{path}/mobile-node[name='{node.name}']/home-address",
                 app_tag="address-in-use",
             )
-    foreign_agents = {
-        address: ForeignAgentRecord(address, tuple(fa.security_associations.values()))
-        for address, fa in new.foreign_agents.items()
-    }
+    foreign_agents = _foreign_agent_records(new)
     port = new.home_agent.udp_port if new.home_agent is not None else 0
 
     def endpoint(config: VirtualRouterConfig) -> tuple[IPv4Address, int] | None:
@@ -284,10 +288,7 @@ def prepare_change(engine: HomeAgent, change: ConfigChange) -> Prepared:
     config = old
     if change.foreign_agents:
         config = replace(old, foreign_agents=_merged(old.foreign_agents, change.foreign_agents))
-        foreign_agents = {
-            address: ForeignAgentRecord(address, tuple(fa.security_associations.values()))
-            for address, fa in config.foreign_agents.items()
-        }
+        foreign_agents = _foreign_agent_records(config)
     return Prepared(
         config=config,
         policy=engine._policy,
