@@ -52,8 +52,11 @@ class _Edits:
     entries: dict[str, dict[str, object]] = field(default_factory=lambda: {local: {} for local in ENTRIES})
 
 
-def _text(el: etree._Element, name: str) -> str:
-    found = el.find(_Q + name)
+def _name(vr: etree._Element) -> str:
+    """A virtual router's key: its first child in a validated tree (YANG puts keys first); ``find``
+    would look through 100k mobile-node siblings (~15 ms)."""
+    first = next(iter(vr), None)
+    found = first if first is not None and first.tag == _Q + "name" else vr.find(_Q + "name")
     return (found.text or "").strip() if found is not None else ""
 
 
@@ -76,7 +79,7 @@ def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
         created = change.new is not None
         if len(steps) == 1:  # the whole container
             for vr in _node(change).iterfind(_VR):
-                one = edits.setdefault(_text(vr, "name"), _Edits())
+                one = edits.setdefault(_name(vr), _Edits())
                 one.whole, one.removed = (vr, False) if created else (None, True)
             continue
         one = edits.setdefault(change.keys[0][0], _Edits())
@@ -111,7 +114,7 @@ def _find_router(roots: Iterable[etree._Element], name: str) -> etree._Element:
     for top in roots:
         if top.tag == _VRS:
             for vr in top.iterfind(_VR):
-                if _text(vr, "name") == name:
+                if _name(vr) == name:
                     return vr
     raise LookupError(f"virtual router {name} is not in the new configuration")
 
