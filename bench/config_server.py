@@ -9,7 +9,8 @@ its reply exists, beside the same figure on an empty configuration measured in t
 3. commits per second, one node each (edit-config candidate + commit, back to back);
 4. the bulk load: N nodes edit-config into candidate, then commit (once);
 5. get-config of the N nodes;
-6. the datastore's memory per configured node (tracemalloc of the Python side + RSS growth).
+6. the datastore's memory per configured node: RSS growth (after gc and malloc_trim) with the N nodes
+   and their indexes, after the single changes.
 
     .venv/bin/python bench/config_server.py [--nodes 100000] [--rounds 21]
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import resource
 import statistics
@@ -130,6 +132,9 @@ class Bench:
 
 
 def rss_kb() -> int:
+    """VmRSS after a full collection and malloc_trim (freed heap given back: what stays is held)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -157,9 +162,8 @@ def main() -> None:
         b.run(op_commit(b.sess, COMMIT))
         t_bulk = time.monotonic() - t0
         del bulk
-        gc.collect()
-        rss1 = rss_kb()
         scale = b.single_figures(args.rounds)
+        rss1 = rss_kb()  # with the indexes the single changes built
         cps = b.commits_per_second()
         t_get = b.timed(lambda: op_get_config(b.sess, GET_CONFIG), 5)
         print(f"server in-process, {n} mobile nodes configured (one SA each), state dir on disk")

@@ -22,11 +22,11 @@ from ipaddress import IPv4Address
 from lxml import etree
 
 from ha.engine.config import VirtualRouterConfig
+from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 from server.app import ServerHandle, build_core
 from server.config import ServerConfig
 from server.errors import RpcError
 from server.session import listen, load_or_create_host_key
-from server.yang import MIPHA_NAMESPACE
 
 from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber

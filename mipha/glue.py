@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from ha.engine.config import ConfigChange, VirtualRouterConfig
 from ha.engine.errors import ConfigRefused
 from ha.engine.transaction import Prepared
+from mipha.model import NAMESPACE as MIPHA_NAMESPACE
+from mipha.model import PREFIX as MIPHA_PREFIX
 from server.errors import RpcError
 from server.subscribers import Transaction
 from server.validation import split_predicates, split_steps
-from server.yang import MIPHA_NAMESPACE, MIPHA_PREFIX
 
 from .changes import RouterChange, router_changes
 from .journal import BindingRecord

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from ha.engine.events import BindingCreated, BindingRemoved, Event, RegistrationDenied
-from server.yang import MIPHA_NAMESPACE
+from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from server.yang import MIPHA_NAMESPACE as NS
+from mipha.model import NAMESPACE as NS
 
 Q = f"{{{NS}}}"
 DEFAULT_CONFIG = Path("~/.config/mipha/client.toml")

@@ -15,8 +15,8 @@ from ipaddress import IPv4Address
 
 from lxml import etree
 
+from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 from server.operational import StateRequest
-from server.yang import MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
 SECTIONS = ("bindings", "tunnels", "statistics", "security-violations")

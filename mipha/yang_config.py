@@ -27,7 +27,7 @@ from ha.engine.config import (
 )
 from ha.protocol.revocation import RevocationPolicy
 from ha.protocol.udp_tunnel import DEFAULT_KEEPALIVE_INTERVAL, NatTraversalPolicy
-from server.yang import MIPHA_NAMESPACE
+from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
 _Q = f"{{{NS}}}"

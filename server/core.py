@@ -15,13 +15,13 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
 from server import notifications as ev
+from server.confirmed import ConfirmedCommit, PendingConfirm
 from server.datastore import Datastores, ValidatorLike
 from server.defaults import WithDefaults
 from server.errors import RpcError
@@ -39,7 +39,6 @@ from server.xmlns import (
     CAP_INTERLEAVE,
     CAP_NOTIFICATION,
     CAP_ROLLBACK,
-    CAP_STARTUP,
     CAP_VALIDATE,
     CAP_WITH_DEFAULTS,
     CAP_XPATH,
@@ -57,17 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CAP_WRITABLE_RUNNING = "urn:ietf:params:netconf:capability:writable-running:1.0"
-
-
-@dataclass
-class PendingConfirm:
-    """A confirmed commit awaiting its confirming commit (RFC 6241 §8.4)."""
-
-    rollback: Forest
-    session_id: int
-    persist: str | None
-    timeout: int
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class NetconfCore:
@@ -98,7 +86,7 @@ class NetconfCore:
         self.stats = GlobalStats()
         self.providers: list[OperationalProvider] = providers if providers is not None else []
         self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
-        self.pending: PendingConfirm | None = None
+        self.confirmed = ConfirmedCommit(self)
         #: serialises every configuration change (see the module docstring)
         self.txn_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()  # background rollbacks, kept until done
@@ -122,7 +110,6 @@ class NetconfCore:
             CAP_ROLLBACK,
             CAP_VALIDATE,
             "urn:ietf:params:netconf:capability:validate:1.0",
-            CAP_STARTUP,
             CAP_XPATH,
             CAP_NOTIFICATION,
             CAP_INTERLEAVE,
@@ -174,12 +161,7 @@ class NetconfCore:
                 del self.locks[name]
                 if name == "candidate":
                     self.ds.reset_candidate()  # RFC 6241 §8.3.5.2: uncommitted changes discarded
-        p = self.pending
-        if p is not None and p.persist is None and p.session_id == sess.id:
-            log.warning("session %d ended during a confirmed commit: rolling back", sess.id)
-            if p.timer is not None:
-                p.timer.cancel()
-            self.spawn(self._rollback_when_free(p, "cancel"), "rollback after session loss")
+        self.confirmed.session_ended(sess)
         self.events.publish(ev.session_end(sess.principal.user, sess.id, sess.source_host, reason, killed_by))
 
     def kill(self, sid: int, by: int) -> None:
@@ -238,6 +220,11 @@ class NetconfCore:
                 info=(("session-id", str(holder[0])),),
             )
 
+    @property
+    def pending(self) -> PendingConfirm | None:
+        """The confirmed commit awaiting confirmation, if any (server/confirmed.py)."""
+        return self.confirmed.pending
+
     async def commit(
         self,
         sess: NetconfSession,
@@ -247,129 +234,19 @@ class NetconfCore:
         persist: str | None,
         persist_id: str | None,
     ) -> None:
+        """<commit>: the candidate into running, with the confirmed-commit rules (RFC 6241 §8.4)."""
         self.check_lock(sess, "running")
         self.check_lock(sess, "candidate")
-        p = self.pending
-        if p is not None:
-            if p.persist is not None:
-                if persist_id != p.persist:
-                    raise RpcError(
-                        "invalid-value",
-                        "a persistent confirmed commit is pending: give its persist-id",
-                        type="protocol",
-                        info=(("bad-element", "persist-id"),),
-                    )
-            elif sess.id != p.session_id:
-                raise RpcError(
-                    "in-use",
-                    f"a confirmed commit of session {p.session_id} is pending",
-                    type="protocol",
-                    info=(("session-id", str(p.session_id)),),
-                )
-            elif persist_id is not None:
-                raise RpcError(
-                    "invalid-value",
-                    "no persistent confirmed commit is pending",
-                    type="protocol",
-                    info=(("bad-element", "persist-id"),),
-                )
-        elif persist_id is not None:
-            raise RpcError(
-                "invalid-value",
-                "no confirmed commit with that persist-id",
-                type="protocol",
-                info=(("bad-element", "persist-id"),),
-            )
+        self.confirmed.check(sess, persist_id)
         # the rollback point of a confirmed commit is a copy (running changes in place)
-        before = self.ds.running.copy() if confirmed and p is None else None
+        before = self.ds.running.copy() if confirmed and self.pending is None else None
         await self.ds.commit_candidate(session_id=sess.id, user=sess.principal.user)
         self.ds.reset_candidate()
         self.publish_config_change(sess, "running", [])
-        if confirmed:
-            if p is None:
-                self.pending = PendingConfirm(before, sess.id, persist, timeout)
-                self.ds.save_rollback(before)
-                event = "start"
-            else:
-                p.persist, p.timeout = persist, timeout
-                if p.timer is not None:
-                    p.timer.cancel()
-                event = "extend"
-            self.pending.timer = self.event_loop().call_later(timeout, self._confirm_timeout)
-            self.events.publish(
-                ev.confirmed_commit(event, sess.principal.user, sess.id, sess.source_host, timeout)
-            )
-            if persist is None and sess.closed:
-                # the session ended while this commit was being applied: nobody can confirm it
-                self.spawn(self._rollback_when_free(self.pending, "cancel"), "rollback after session loss")
-        elif p is not None:
-            if p.timer is not None:
-                p.timer.cancel()
-            self.pending = None
-            self.ds.clear_rollback()
-            self.events.publish(
-                ev.confirmed_commit("complete", sess.principal.user, sess.id, sess.source_host, None)
-            )
+        self.confirmed.committed(sess, confirmed=confirmed, timeout=timeout, persist=persist, before=before)
 
     async def cancel_commit(self, sess: NetconfSession, persist_id: str | None) -> None:
-        p = self.pending
-        if p is None:
-            raise RpcError("invalid-value", "no confirmed commit is pending", type="protocol")
-        if p.persist is not None:
-            if persist_id != p.persist:
-                raise RpcError(
-                    "invalid-value",
-                    "persist-id does not match",
-                    type="protocol",
-                    info=(("bad-element", "persist-id"),),
-                )
-        elif sess.id != p.session_id:
-            raise RpcError(
-                "in-use",
-                f"the confirmed commit belongs to session {p.session_id}",
-                type="protocol",
-                info=(("session-id", str(p.session_id)),),
-            )
-        await self._rollback("cancel", sess)
-
-    def _confirm_timeout(self) -> None:
-        p = self.pending
-        if p is not None:
-            log.warning("confirmed commit not confirmed within %ds: rolling back", p.timeout)
-            self.spawn(self._rollback_when_free(p, "timeout"), "confirmed-commit timeout rollback")
-
-    async def _rollback_when_free(self, p: PendingConfirm, event: str) -> None:
-        """Background rollback: wait for the transaction lock; nothing to do if `p` was confirmed or
-        cancelled meanwhile."""
-        async with self.txn_lock:
-            if self.pending is p:
-                await self._rollback(event, None)
-
-    async def _rollback(self, event: str, sess: NetconfSession | None) -> None:
-        """Restore the configuration before the confirmed commit. Caller holds `txn_lock`."""
-        p = self.pending
-        if p is None:
-            return
-        self.pending = None
-        if p.timer is not None:
-            p.timer.cancel()
-        try:
-            await self.ds.commit_running(p.rollback, session_id=0, validate=False)
-        except RpcError as err:
-            # nothing sensible is left to retry: running keeps the unconfirmed configuration
-            log.error(
-                "ROLLBACK FAILED: a subscriber refused to restore the configuration before the "
-                "confirmed commit (%s); running keeps the unconfirmed configuration",
-                err,
-            )
-        self.ds.clear_rollback()
-        self.ds.reset_candidate()
-        if sess is not None and event == "cancel" and sess.id in self.sessions:
-            who = (sess.principal.user, sess.id, sess.source_host)
-        else:
-            who = ("", 0, None)
-        self.events.publish(ev.confirmed_commit(event, *who, None))
-        self.events.publish(ev.config_change("running", "", 0, None, [], {}))
+        await self.confirmed.cancel(sess, persist_id)
 
     # -- notifications -------------------------------------------------------------------------------
     def subscribe(self, sess: NetconfSession, **kw) -> None:
@@ -499,7 +376,7 @@ class NetconfCore:
         """Cancel the confirm timer and end every session. A background rollback still running is
         left to finish (`await wait_idle()`); if the process stops first, rollback.xml reverts the
         unconfirmed commit at the next start."""
-        if self.pending is not None and self.pending.timer is not None:
-            self.pending.timer.cancel()
+        self.confirmed.close()
+        self.ds.close()
         for s in list(self.sessions.values()):
             s.terminate("other")

@@ -7,8 +7,9 @@ copied into it; then it is a private tree. `commit_edit` runs the config subscri
 prepare → abort|apply) with the recorded keyed diff while running already holds the change; a read
 meanwhile sees running as it was (the pending OpLog is undone around the read). `commit_running`
 swaps in a whole new tree (copy-config, rollback). If anything fails the datastore is exactly as
-before. Running and startup are written atomically (temp file + fsync + rename + directory fsync) to
-the state directory and reloaded on start.
+before. Running is persisted by server/journal.py (a snapshot and a log of commits, fsync'd before
+the reply); startup and the confirmed-commit rollback point are written atomically (temp file +
+fsync + rename + directory fsync).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,8 +26,10 @@ from typing import Protocol
 from lxml import etree
 
 from server.changes import recorded_diff
+from server.edit import EditEngine
 from server.errors import RpcError
 from server.incremental import IncrementalChecker
+from server.journal import Journal, record_of, write_atomically
 from server.oplog import KeyIndex, OpLog
 from server.schema import Schema
 from server.subscribers import (
@@ -113,6 +115,8 @@ class Datastores:
         self.candidate_valid = True
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
+        #: running's snapshot + commit log (server/journal.py)
+        self.journal: Journal | None = Journal(state_dir) if state_dir is not None else None
         implemented = tuple(m.name for m in schema.modules if m.implemented)
         self.checker = IncrementalChecker(schema, validator.ctx, implemented)
         self._load()
@@ -125,19 +129,23 @@ class Datastores:
         run0, start0 = self._path("running"), self._path("startup")
         #: nothing was persisted before this start (the daemon may seed a startup config)
         self.fresh = not ((run0 is not None and run0.exists()) or (start0 is not None and start0.exists()))
+        if start0 is not None and start0.exists():
+            self.startup = Forest.from_wrapper(parse_message(start0.read_bytes()))
+        snap, records = self.journal.read() if self.journal is not None else (None, [])
         rollback = self._path("rollback")
         if rollback is not None and rollback.exists():
             # a confirmed commit was never confirmed before the server stopped: revert (RFC 6241 §8.4)
             log.warning("unconfirmed commit found at start: restoring the configuration before it")
-            os.replace(rollback, self._path("running"))
-        for name in ("startup", "running"):
-            p = self._path(name)
-            if p is not None and p.exists():
-                root = parse_message(p.read_bytes())
-                setattr(self, name, Forest.from_wrapper(root))
-        run_path, start_path = self._path("running"), self._path("startup")
-        if run_path is not None and not run_path.exists() and start_path is not None and start_path.exists():
-            self.running = self.startup.copy()  # boot from startup
+            before = Forest.from_wrapper(parse_message(rollback.read_bytes())).to_bytes("config")
+            self.journal.snapshot(before)  # the commits after the rollback point are dropped with it
+            rollback.unlink()
+            snap, records = before, []
+        if snap is not None:
+            self.running = Forest.from_wrapper(parse_message(snap))
+            self._replay(records)
+        elif start0 is not None and start0.exists():
+            self.running = self.startup.copy()  # boot from startup (the journal needs its snapshot)
+        run_path = run0
         errs = validation_errors(self.validator, self.running, self.schema) if len(self.running) else []
         if errs:
             # never overwrite what an operator cannot see: keep the file aside, boot from startup
@@ -152,6 +160,22 @@ class Datastores:
             ok = len(self.startup) and not validation_errors(self.validator, self.startup, self.schema)
             self.running = self.startup.copy() if ok else Forest()
         self._candidate = None
+
+    def _replay(self, records: list[bytes]) -> None:
+        """The journal's commits after the snapshot, in order (each was valid when committed)."""
+        for i, rec in enumerate(records):
+            log_ = OpLog(self.keys)
+            errs = EditEngine(self.schema, log=log_).apply(self._running, parse_message(rec), "merge")
+            self.keys.forget_small()
+            if errs:
+                log.error(
+                    "journal record %d of %d does not replay (%s): stopped there",
+                    i + 1,
+                    len(records),
+                    errs[0],
+                )
+                log_.undo()
+                break
 
     @property
     def running(self) -> Forest:
@@ -256,30 +280,39 @@ class Datastores:
         return recorded_diff(log, self.schema, forest if forest is not None else self._running)
 
     def persist(self, name: str) -> None:
+        if name == "running":
+            if self.journal is not None:
+                self.journal.snapshot(self._running.to_bytes("config"))
+            return
         self._write_atomically(name, getattr(self, name))
+
+    def _log_commit(self, changes) -> None:
+        """Make a committed change durable before it is acknowledged: one journal record (the first
+        commit of a state directory writes the snapshot instead)."""
+        if self.journal is None or not changes:
+            return
+        if not self.journal.exists():
+            self.journal.snapshot(self._running.to_bytes("config"))
+        else:
+            self.journal.append(record_of(changes, self.schema))
+
+    def _maybe_compact(self) -> None:
+        j = self.journal
+        if j is None:
+            return
+        j.finish_compaction()
+        if j.needs_compaction():
+            j.compact(self._running.to_bytes("config"))  # the bytes now, the disk work in a thread
+
+    def close(self) -> None:
+        """Wait for a background compaction and close the journal."""
+        if self.journal is not None:
+            self.journal.close()
 
     def _write_atomically(self, name: str, forest: Forest) -> None:
         p = self._path(name)
-        if p is None:
-            return
-        data = forest.to_bytes("config")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(b'<?xml version="1.0" encoding="UTF-8"?>\n')
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-            dfd = os.open(p.parent, os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if p is not None:
+            write_atomically(p, [b'<?xml version="1.0" encoding="UTF-8"?>\n', forest.to_bytes("config")])
 
     def save_rollback(self, data: Forest) -> None:
         """Keep the pre-confirmed-commit configuration on disk until the commit is confirmed."""
@@ -376,7 +409,7 @@ class Datastores:
             )
             await run_transaction(self.subscribers, txn)
             try:
-                self.persist("running")
+                self._log_commit(changes)
             except OSError as exc:
                 await abort_transaction(self.subscribers, txn)
                 raise RpcError("operation-failed", f"cannot persist running: {exc}") from exc
@@ -396,6 +429,7 @@ class Datastores:
         finally:
             for cb in self.on_change:
                 cb("running", txn)
+            self._maybe_compact()
 
     async def commit_candidate(self, *, session_id: int = 0, user: str = "") -> None:
         """<commit>: the candidate's change set is applied to running in place (a private candidate

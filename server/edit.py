@@ -17,7 +17,7 @@ from lxml import etree
 from server.errors import RpcError
 from server.oplog import KeyIndex, OpLog
 from server.schema import Schema, SchemaNode
-from server.tree import Forest
+from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
 
 OP_ATTR = f"{{{NC_NS}}}operation"
@@ -192,7 +192,8 @@ class EditEngine:
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
             return idx.entries(el.tag, sn).get(key) if key is not None else None
-        return idx.parent.find(el.tag)
+        parent = idx.parent
+        return parent.find(el.tag) if isinstance(parent, Forest) else child(parent, el.tag)
 
     def _add(self, parent: Parent, idx: _Index, new: etree._Element, sn: SchemaNode, key, before=None):
         new = self.log.insert(parent, new, sn, before)

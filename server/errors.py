@@ -151,8 +151,31 @@ def bad_element(name: str, message: str, type: str = "protocol") -> RpcError:
     return RpcError("bad-element", message, type=type, info=(("bad-element", name),))
 
 
-def invalid_value(message: str, type: str = "protocol", path: str | None = None) -> RpcError:
-    return RpcError("invalid-value", message, type=type, path=path)
+def invalid_value(
+    message: str, type: str = "protocol", path: str | None = None, bad: str | None = None
+) -> RpcError:
+    """invalid-value; `bad`: the element whose value it is (error-info bad-element)."""
+    return RpcError(
+        "invalid-value", message, type=type, path=path, info=(("bad-element", bad),) if bad else ()
+    )
+
+
+def bad_attribute(attribute: str, element: str, message: str, *, missing: bool = False) -> RpcError:
+    """bad-attribute / missing-attribute (error-info bad-attribute and bad-element)."""
+    return RpcError(
+        "missing-attribute" if missing else "bad-attribute",
+        message,
+        type="protocol",
+        info=(("bad-attribute", attribute), ("bad-element", element)),
+    )
+
+
+def access_denied(message: str, type: str = "application", path: str | None = None) -> RpcError:
+    return RpcError("access-denied", message, type=type, path=path)
+
+
+def in_use(message: str, type: str = "protocol") -> RpcError:
+    return RpcError("in-use", message, type=type)
 
 
 def operation_not_supported(message: str, type: str = "protocol") -> RpcError:

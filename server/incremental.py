@@ -26,7 +26,7 @@ from _libyang import ffi
 from libyang.util import c2str, ly_array_iter
 from lxml import etree
 
-from server.oplog import OpLog
+from server.oplog import KeyIndex, OpLog
 from server.schema import Schema, SchemaNode
 from server.tree import Forest
 
@@ -256,7 +256,7 @@ class IncrementalChecker:
         for src, leaf, tgt, _tleaf in self.coverage.refs:
             self._refs.setdefault(id(by_bare[tgt]), []).append((by_bare[src], leaf))
         self.complete = not self.coverage.uncovered
-        self._xpaths: dict[int, etree.XPath] = {}
+        self._keys: KeyIndex = KeyIndex()  # the index of the change being checked
         self._whole: set[int] = set()  # inserted elements (ids, live during one partial())
 
     def _schema_nodes(self):
@@ -282,6 +282,7 @@ class IncrementalChecker:
         if not self.complete:
             return None
         roots = {id(r): r for r in forest}
+        self._keys = log.index
         marked: dict[int, etree._Element] = {}  # sparse entries to include (and their sparse ancestors)
         whole_roots: dict[int, etree._Element] = {}
         values = log.index.values
@@ -294,6 +295,8 @@ class IncrementalChecker:
             if not self._mark(node, marked, whole_roots, roots):
                 continue
             if op.kind == "ins":
+                if len(op.el) and _SIZE(op.el) > MAX_TOUCHED * 8:
+                    return None  # a large new subtree: validating everything costs no more, copies nothing
                 self._whole.add(id(op.el))  # a new subtree is validated whole
             if len(marked) > MAX_TOUCHED:
                 return None
@@ -373,15 +376,6 @@ class IncrementalChecker:
             top = a
         return top
 
-    def _others(self, sn: SchemaNode, sparse: list[SchemaNode]) -> etree.XPath:
-        """Children of an `sn` node that are not entries of its sparse lists (unknown ones included)."""
-        got = self._xpaths.get(id(sn))
-        if got is None:
-            ns = {f"s{i}": c.ns for i, c in enumerate(sparse)}
-            cond = " or ".join(f"self::s{i}:{c.name}" for i, c in enumerate(sparse))
-            got = self._xpaths[id(sn)] = etree.XPath(f"*[not({cond})]", namespaces=ns)
-        return got
-
     @staticmethod
     def _with_company(el: etree._Element, tag: str, mine: list[etree._Element]) -> list[etree._Element]:
         """libyang checks `unique` pairwise when a list has two entries and by hash when it has more,
@@ -391,9 +385,19 @@ class IncrementalChecker:
         with each other and with the touched ones, whose peers are already in)."""
         first = list(itertools.islice(el.iterchildren(tag), len(mine) + 4))
         if len(first) < len(mine) + 4:
-            return first
+            return first  # the whole list, in document order
         ids = {id(m) for m in mine}
-        return mine + [o for o in first if id(o) not in ids][:3]
+        head, others = [], 0
+        for e in first:  # a prefix of the list, in document order, holding 3 untouched entries
+            head.append(e)
+            others += id(e) not in ids
+            if others == 3:
+                break
+        in_head = {id(e) for e in head}
+        tail = [m for m in mine if id(m) not in in_head]
+        if len(tail) > 1:
+            tail.sort(key=_position)  # entries tied by a unique: their order decides the blame
+        return head + tail
 
     def _copy(self, el: etree._Element, sn: SchemaNode | None, marked) -> etree._Element:
         """`el` without the unmarked entries of sparse lists below it (marked ones in document order)."""
@@ -402,14 +406,15 @@ class IncrementalChecker:
             return _deep(el)
         new = etree.Element(el.tag, nsmap=el.nsmap)
         new.text = el.text
-        for ch in self._others(sn, sparse_children)(el):  # in C: 100k skipped siblings cost no Python
+        skip = frozenset(f"{{{c.ns}}}{c.name}" for c in sparse_children)
+        for ch in self._keys.shell(el, skip):  # kept by the index: 100k skipped siblings cost nothing
             new.append(_deep(ch))
         for c in sparse_children:
             tag = f"{{{c.ns}}}{c.name}"
             mine = [e for e in marked.values() if e.tag == tag and e.getparent() is el]
             if mine and id(c) in self._uniques:
                 mine = self._with_company(el, tag, mine)
-            if len(mine) > 1:
+            elif len(mine) > 1:
                 mine.sort(key=_position)
             for e in mine:
                 new.append(self._copy(e, c, marked))
@@ -417,6 +422,7 @@ class IncrementalChecker:
 
 
 _POSITION = etree.XPath("count(preceding-sibling::*)")
+_SIZE = etree.XPath("count(descendant::*)")
 
 
 def _position(el: etree._Element) -> float:

@@ -23,7 +23,18 @@ from server import notifications as ev
 from server.datastore import DATASTORES
 from server.defaults import MODES as WD_MODES
 from server.edit import DEFAULT_OPS, ERROR_OPTIONS, EditEngine
-from server.errors import RpcError, combine, with_request_prefixes
+from server.errors import (
+    RpcError,
+    access_denied,
+    bad_attribute,
+    bad_element,
+    combine,
+    in_use,
+    invalid_value,
+    missing_element,
+    operation_not_supported,
+    with_request_prefixes,
+)
 from server.filters import SubtreeFilter, xpath_filter
 from server.monitoring import get_schema
 from server.nacm import nacm_items
@@ -64,7 +75,7 @@ def _text(op: etree._Element, name: str, ns: str = NC_NS) -> str | None:
 
 
 def _missing(name: str) -> RpcError:
-    return RpcError("missing-element", f"missing <{name}>", type="protocol", info=(("bad-element", name),))
+    return missing_element(name, f"missing <{name}>")
 
 
 def _datastore_ref(op: etree._Element, which: str, *, allow_config: bool = False) -> str | etree._Element:
@@ -74,22 +85,15 @@ def _datastore_ref(op: etree._Element, which: str, *, allow_config: bool = False
         raise _missing(which)
     kids = [c for c in holder if isinstance(c.tag, str)]
     if len(kids) != 1:
-        raise RpcError(
-            "bad-element",
-            f"<{which}> needs exactly one child",
-            type="protocol",
-            info=(("bad-element", which),),
-        )
+        raise bad_element(which, f"<{which}> needs exactly one child")
     k = kids[0]
     name = k.tag.rpartition("}")[2]
     if name == "url":
-        raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
+        raise operation_not_supported(":url is not supported")
     if name == "config" and allow_config:
         return k
     if k.tag != nc(name) or name not in DATASTORES:
-        raise RpcError(
-            "bad-element", f"unknown datastore {name}", type="protocol", info=(("bad-element", name),)
-        )
+        raise bad_element(name, f"unknown datastore {name}")
     return name
 
 
@@ -108,12 +112,7 @@ def _wd_mode(op: etree._Element) -> str:
     if mode is None:
         return "explicit"
     if mode not in WD_MODES:
-        raise RpcError(
-            "invalid-value",
-            f"bad with-defaults {mode}",
-            type="protocol",
-            info=(("bad-element", "with-defaults"),),
-        )
+        raise invalid_value(f"bad with-defaults {mode}", bad="with-defaults")
     return mode
 
 
@@ -149,20 +148,10 @@ def read_pipeline(
         elif ftype == "xpath":
             select = filter_el.get("select")
             if select is None:
-                raise RpcError(
-                    "missing-attribute",
-                    "xpath filter needs select",
-                    type="protocol",
-                    info=(("bad-attribute", "select"), ("bad-element", "filter")),
-                )
+                raise bad_attribute("select", "filter", "xpath filter needs select", missing=True)
             data = xpath_filter(data, select, filter_el.nsmap, core.schema, raw)
         else:
-            raise RpcError(
-                "bad-attribute",
-                f"unknown filter type {ftype}",
-                type="protocol",
-                info=(("bad-attribute", "type"), ("bad-element", "filter")),
-            )
+            raise bad_attribute("type", "filter", f"unknown filter type {ftype}", missing=False)
     if max_depth is not None:
         data = _limit_depth(data if filter_el is not None or owned else data.copy(), max_depth, raw)
     body = data.to_bytes("data")
@@ -303,35 +292,20 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     core = sess.core
     target = _datastore_ref(op, "target")
     if target == "startup":
-        raise RpcError("operation-not-supported", "edit-config on startup: use copy-config", type="protocol")
+        raise operation_not_supported("edit-config on startup: use copy-config")
     default_op = _text(op, "default-operation") or "merge"
     if default_op not in DEFAULT_OPS:
-        raise RpcError(
-            "invalid-value",
-            f"bad default-operation {default_op}",
-            type="protocol",
-            info=(("bad-element", "default-operation"),),
-        )
+        raise invalid_value(f"bad default-operation {default_op}", bad="default-operation")
     test_option = _text(op, "test-option") or "test-then-set"
     if test_option not in TEST_OPTIONS:
-        raise RpcError(
-            "invalid-value",
-            f"bad test-option {test_option}",
-            type="protocol",
-            info=(("bad-element", "test-option"),),
-        )
+        raise invalid_value(f"bad test-option {test_option}", bad="test-option")
     error_option = _text(op, "error-option") or "stop-on-error"
     if error_option not in ERROR_OPTIONS:
-        raise RpcError(
-            "invalid-value",
-            f"bad error-option {error_option}",
-            type="protocol",
-            info=(("bad-element", "error-option"),),
-        )
+        raise invalid_value(f"bad error-option {error_option}", bad="error-option")
     config_el = _child(op, "config")
     if config_el is None:
         if _child(op, "url") is not None:
-            raise RpcError("operation-not-supported", ":url is not supported", type="protocol")
+            raise operation_not_supported(":url is not supported")
         raise _missing("config")
     sess.core.check_lock(sess, target)
     current, log = core.ds.begin_edit(target)
@@ -426,12 +400,12 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
     source = _datastore_ref(op, "source", allow_config=True)
     if isinstance(source, str):
         if source == target:
-            raise RpcError("invalid-value", "source and target are the same datastore", type="protocol")
+            raise invalid_value("source and target are the same datastore")
         with core.ds.reading(source) as src:
             data = src.copy()
         # a non-superuser may not copy deny-all nodes it cannot read
         if core.nacm.hides_any(sess.principal, data):
-            raise RpcError("access-denied", "source holds nodes this user may not read", type="application")
+            raise access_denied("source holds nodes this user may not read")
     else:
         data = _inline_config(sess, source)
     sess.core.check_lock(sess, target)
@@ -454,7 +428,7 @@ async def op_copy_config(sess: NetconfSession, op: etree._Element) -> None:
 async def op_delete_config(sess: NetconfSession, op: etree._Element) -> None:
     target = _datastore_ref(op, "target")
     if target != "startup":
-        raise RpcError("operation-not-supported", f"cannot delete the {target} datastore", type="protocol")
+        raise operation_not_supported(f"cannot delete the {target} datastore")
     sess.core.check_lock(sess, target)
     sess.core.ds.delete_startup()
     sess.core.publish_config_change(sess, "startup", [])
@@ -483,24 +457,12 @@ def op_kill_session(sess: NetconfSession, op: etree._Element) -> None:
     if text is None:
         raise _missing("session-id")
     if not text.isdigit():
-        raise RpcError(
-            "invalid-value",
-            "session-id must be a number",
-            type="protocol",
-            info=(("bad-element", "session-id"),),
-        )
+        raise invalid_value("session-id must be a number", bad="session-id")
     sid = int(text)
     if sid == sess.id:
-        raise RpcError(
-            "invalid-value",
-            "a session cannot kill itself: use close-session",
-            type="protocol",
-            info=(("bad-element", "session-id"),),
-        )
+        raise invalid_value("a session cannot kill itself: use close-session", bad="session-id")
     if sid not in sess.core.sessions:
-        raise RpcError(
-            "invalid-value", f"no session {sid}", type="protocol", info=(("bad-element", "session-id"),)
-        )
+        raise invalid_value(f"no session {sid}", bad="session-id")
     sess.core.kill(sid, by=sess.id)
     return None
 
@@ -512,12 +474,7 @@ async def op_commit(sess: NetconfSession, op: etree._Element) -> None:
     timeout = 600
     if timeout_text is not None:
         if not timeout_text.isdigit() or int(timeout_text) < 1:
-            raise RpcError(
-                "invalid-value",
-                "confirm-timeout must be a positive integer",
-                type="protocol",
-                info=(("bad-element", "confirm-timeout"),),
-            )
+            raise invalid_value("confirm-timeout must be a positive integer", bad="confirm-timeout")
         timeout = int(timeout_text)
     await sess.core.commit(
         sess,
@@ -562,31 +519,20 @@ def op_get_schema(sess: NetconfSession, op: etree._Element) -> etree._Element:
 def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
     stream = _text(op, "stream", NOTIF_NS) or ev.STREAM
     if stream != ev.STREAM:
-        raise RpcError(
-            "invalid-value", f"no stream {stream}", type="application", info=(("bad-element", "stream"),)
-        )
+        raise invalid_value(f"no stream {stream}", type="application", bad="stream")
     if sess.subscription is not None and sess.subscription.active:
-        raise RpcError("in-use", "this session already has a subscription", type="protocol")
+        raise in_use("this session already has a subscription")
     start_t = _text(op, "startTime", NOTIF_NS)
     stop_t = _text(op, "stopTime", NOTIF_NS)
     now = ev.utcnow()
     start = ev.parse_time(start_t, "startTime") if start_t is not None else None
     stop = ev.parse_time(stop_t, "stopTime") if stop_t is not None else None
     if stop is not None and start is None:
-        raise RpcError(
-            "missing-element",
-            "stopTime needs startTime",
-            type="protocol",
-            info=(("bad-element", "startTime"),),
-        )
+        raise missing_element("startTime", "stopTime needs startTime")
     if start is not None and start > now:
-        raise RpcError(
-            "bad-element", "startTime is in the future", type="protocol", info=(("bad-element", "startTime"),)
-        )
+        raise bad_element("startTime", "startTime is in the future")
     if start is not None and stop is not None and stop < start:
-        raise RpcError(
-            "bad-element", "stopTime before startTime", type="protocol", info=(("bad-element", "stopTime"),)
-        )
+        raise bad_element("stopTime", "stopTime before startTime")
     filt = _child(op, "filter", NOTIF_NS)
     if filt is None:
         filt = _child(op, "filter")  # some clients (ncclient) put it in the base namespace
@@ -603,18 +549,7 @@ def op_create_subscription(sess: NetconfSession, op: etree._Element) -> None:
 
 def op_get_data(sess: NetconfSession, op: etree._Element) -> Parts:
     """RFC 8526 <get-data> on ds:running / ds:candidate / ds:startup / ds:operational."""
-    ds_text = _text(op, "datastore", NMDA_NS)
-    if ds_text is None:
-        raise _missing("datastore")
-    ds_el = _child(op, "datastore", NMDA_NS)
-    pfx, _, name = ds_text.rpartition(":")
-    if (ds_el.nsmap.get(pfx or None)) != DS_NS or name not in (*DATASTORES, "operational"):
-        raise RpcError(
-            "invalid-value",
-            f"unknown datastore {ds_text}",
-            type="protocol",
-            info=(("bad-element", "datastore"),),
-        )
+    name = _nmda_datastore(op)
     filter_el = None
     sub = _child(op, "subtree-filter", NMDA_NS)
     xp = _child(op, "xpath-filter", NMDA_NS)
@@ -640,19 +575,12 @@ def _get_data(sess, op, name, stored, filter_el, wd, cfg_filter) -> Parts:
     else:
         data, owned = stored, False
     if _child(op, "with-origin", NMDA_NS) is not None:
-        raise RpcError(
-            "operation-not-supported", "with-origin: the origin feature is not supported", type="protocol"
-        )
+        raise operation_not_supported("with-origin: the origin feature is not supported")
     depth_text = _text(op, "max-depth", NMDA_NS)
     max_depth = None
     if depth_text is not None and depth_text != "unbounded":
         if not depth_text.isdigit() or not 1 <= int(depth_text) <= 65535:
-            raise RpcError(
-                "invalid-value",
-                f"bad max-depth {depth_text}",
-                type="protocol",
-                info=(("bad-element", "max-depth"),),
-            )
+            raise invalid_value(f"bad max-depth {depth_text}", bad="max-depth")
         max_depth = int(depth_text)
     body = read_pipeline(
         sess,
@@ -668,6 +596,39 @@ def _get_data(sess, op, name, stored, filter_el, wd, cfg_filter) -> Parts:
         body[0] = _nmda_data(body[0])
         return body
     return _first_part(body, _nmda_data)
+
+
+def _nmda_datastore(op: etree._Element) -> str:
+    """The name (running, candidate, startup, operational) of an NMDA <datastore> identity."""
+    ds_el = _child(op, "datastore", NMDA_NS)
+    if ds_el is None:
+        raise _missing("datastore")
+    pfx, _, name = (ds_el.text or "").strip().rpartition(":")
+    if ds_el.nsmap.get(pfx or None) != DS_NS or name not in (*DATASTORES, "operational"):
+        raise invalid_value(f"unknown datastore {(ds_el.text or '').strip()}", bad="datastore")
+    return name
+
+
+async def op_edit_data(sess: NetconfSession, op: etree._Element) -> None:
+    """RFC 8526 <edit-data> on ds:running or ds:candidate: edit-config's engine, validation and
+    transaction (test-then-set, stop-on-error) with the NMDA request's <config> content."""
+    name = _nmda_datastore(op)
+    if name not in ("running", "candidate"):
+        raise operation_not_supported(f"edit-data on {name}: only ds:running and ds:candidate are writable")
+    if _child(op, "url", NMDA_NS) is not None:
+        raise operation_not_supported(":url is not supported")
+    content = _child(op, "config", NMDA_NS)
+    if content is None:
+        raise _missing("config")
+    edit = etree.Element(nc("edit-config"))
+    etree.SubElement(etree.SubElement(edit, nc("target")), nc(name))
+    default_op = _text(op, "default-operation", NMDA_NS)
+    if default_op is not None:
+        etree.SubElement(edit, nc("default-operation")).text = default_op
+    config = etree.SubElement(edit, nc("config"), nsmap=content.nsmap)
+    for child in list(content):
+        config.append(child)  # moved: the request is ours
+    return await op_edit_config(sess, edit)
 
 
 def _nmda_data(first: bytes) -> bytes:
@@ -697,4 +658,5 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     (MON_NS, "get-schema"): op_get_schema,
     (NOTIF_NS, "create-subscription"): op_create_subscription,
     (NMDA_NS, "get-data"): op_get_data,
+    (NMDA_NS, "edit-data"): op_edit_data,
 }

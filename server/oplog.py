@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from server.schema import SchemaNode
-from server.tree import Forest
+from server.tree import Forest, child_text
 
 Parent = etree._Element | Forest
 Key = tuple[str, ...]
@@ -30,7 +30,7 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     """The key tuple of a list entry (a leaf-list entry: its value)."""
     if sn.kind == "leaf-list":
         return ((el.text or "").strip(),)
-    return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+    return tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
 class ValueIndex:
@@ -55,7 +55,7 @@ class ValueIndex:
     def _values(self, el: etree._Element, sn: SchemaNode, fields: tuple[str, ...]) -> tuple[str, ...] | None:
         vals = []
         for f in fields:
-            v = el.findtext(f"{{{sn.ns}}}{f}")
+            v = child_text(el, f"{{{sn.ns}}}{f}")
             if v is None:
                 return None  # a unique applies only when all its leaves exist
             vals.append(v.strip())
@@ -67,11 +67,11 @@ class ValueIndex:
         k = (id(parent), tag, fields)
         got = self._maps.get(k)
         if got is None:
-            m: dict[tuple[str, ...], set[etree._Element]] = {}
+            m: dict = {}
             for ch in parent.iterchildren(tag):
                 v = self._values(ch, sn, fields)
                 if v is not None:
-                    m.setdefault(v, set()).add(ch)
+                    _file(m, v, ch)
             got = self._maps[k] = (parent, sn, m)
             self._by_list.setdefault((id(parent), tag), []).append(fields)
         return got[2]
@@ -87,17 +87,22 @@ class ValueIndex:
                     _parent, sn, m = self._maps[(id(p), el.tag, fields)]
                     v = self._values(el, sn, fields)
                     if v is not None:
-                        m.setdefault(v, set()).add(el)
+                        _file(m, v, el)
 
     def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
         """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
         m = self._map(parent, sn, fields)
-        got = m.get(value)
-        if not got:
+        k = value[0] if len(value) == 1 else value
+        got = m.get(k)
+        if got is None:
             return []
+        got = got if isinstance(got, list) else [got]
         live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
         if len(live) != len(got):
-            m[value] = set(live)
+            if live:
+                m[k] = live if len(live) > 1 else live[0]
+            else:
+                del m[k]
         return live
 
     def same(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], el: etree._Element):
@@ -116,6 +121,20 @@ class ValueIndex:
                     fl.remove(k[2])
 
 
+def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
+    """File `el` under `value`: one element as is, a list only where several share it (memory:
+    100k mobile nodes' NAIs and addresses cost one dict entry each)."""
+    k = value[0] if len(value) == 1 else value
+    got = m.get(k)
+    if got is None:
+        m[k] = el
+    elif isinstance(got, list):
+        if all(e is not el for e in got):
+            got.append(el)
+    elif got is not el:
+        m[k] = [got, el]
+
+
 class KeyIndex:
     """Entries of keyed lists, per (parent, list tag). Large lists are kept across edits; small ones
     only until `forget_small()` (the end of an edit), so 100k mobile nodes' own small lists cost nothing.
@@ -125,6 +144,21 @@ class KeyIndex:
         self._kept: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
         self._small: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
         self.values = ValueIndex()
+        self._shells: dict[int, tuple[etree._Element, frozenset[str], list[etree._Element]]] = {}
+
+    def shell(self, parent: etree._Element, skip: frozenset[str]) -> list[etree._Element]:
+        """The children of `parent` whose tag is not in `skip` (the entries of its large lists), in
+        document order: one walk, then kept until a child of such a tag is inserted or removed."""
+        got = self._shells.get(id(parent))
+        if got is None or got[0] is not parent or got[1] != skip:
+            kids = [c for c in parent if isinstance(c.tag, str) and c.tag not in skip]
+            got = self._shells[id(parent)] = (parent, skip, kids)
+        return got[2]
+
+    def child_moved(self, parent: Parent, el: etree._Element) -> None:
+        got = self._shells.get(id(parent))
+        if got is not None and got[0] is parent and el.tag not in got[1]:
+            del self._shells[id(parent)]
 
     def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[Key, etree._Element]:
         k = (id(parent), tag)
@@ -138,7 +172,7 @@ class KeyIndex:
         else:
             key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
             for ch in parent.iterchildren(tag):
-                d[tuple((ch.findtext(kt) or "").strip() for kt in key_tags)] = ch
+                d[tuple((child_text(ch, kt) or "").strip() for kt in key_tags)] = ch
         (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
         return d
 
@@ -153,6 +187,9 @@ class KeyIndex:
     def forget_below(self, el: etree._Element) -> None:
         """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
         self.values.forget_below(el)
+        for k, (parent, _skip, _kids) in list(self._shells.items()):
+            if parent is el or _is_below(parent, el):
+                del self._shells[k]
         for store in (self._kept, self._small):
             for k, (parent, _) in list(store.items()):
                 if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
@@ -161,6 +198,7 @@ class KeyIndex:
     def clear(self) -> None:
         self._kept.clear()
         self._small.clear()
+        self._shells.clear()
         self.values = ValueIndex()
 
 
@@ -251,6 +289,7 @@ class OpLog:
         self.applied = True
 
     def _indexed(self, parent: Parent, el: etree._Element, sn: SchemaNode | None, *, add: bool) -> None:
+        self.index.child_moved(parent, el)
         if sn is None or sn.kind not in ("list", "leaf-list"):
             return
         d = self.index.known(parent, el.tag)

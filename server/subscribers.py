@@ -33,7 +33,7 @@ from lxml import etree
 
 from server.errors import RpcError
 from server.schema import Schema, SchemaNode
-from server.tree import Forest
+from server.tree import Forest, child_text
 
 log = logging.getLogger(__name__)
 _txn_ids = itertools.count(1)
@@ -204,7 +204,7 @@ def _key(el: etree._Element, sn: SchemaNode | None) -> tuple:
     if sn is None:
         return (el.tag,)
     if sn.kind == "list":
-        return (el.tag, *((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys))
+        return (el.tag, *((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys))
     if sn.kind == "leaf-list":
         return (el.tag, (el.text or "").strip())
     return (el.tag,)
@@ -225,7 +225,7 @@ def path_step(el: etree._Element, sn: SchemaNode | None) -> tuple[str, str, tupl
     plain = s
     keys: tuple[str, ...] | None = None
     if sn is not None and sn.kind == "list":
-        keys = tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+        keys = tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
         for k, v in zip(sn.keys, keys, strict=True):
             s += f"[{k}='{v}']"
     elif sn is not None and sn.kind == "leaf-list":

@@ -20,6 +20,21 @@ def _own_root(el: etree._Element) -> etree._Element:
     return el
 
 
+def child(el: etree._Element, tag: str) -> etree._Element | None:
+    """The first child `tag` of `el`, found by walking from the first child and stopping there:
+    lxml's find, findtext and iterchildren(tag) look ahead for the next match, which walks all 100k
+    mobile nodes of a virtual router to read its name. (List keys come first in every entry.)"""
+    for c in el:
+        if c.tag == tag:
+            return c
+    return None
+
+
+def child_text(el: etree._Element, tag: str) -> str | None:
+    c = child(el, tag)
+    return None if c is None else (c.text or "")
+
+
 class Forest:
     """Ordered top-level data nodes; the parent-like interface mirrors lxml's element API."""
 

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import libyang
 
-#: The repository's (or installed tree's) ``yang/`` directory: our module, with the IETF ones in
-#: ``yang/ietf/``.
+#: The repository's (or installed tree's) ``yang/`` directory: the application's modules, with the
+#: IETF ones in ``yang/ietf/``.
 YANG_DIR = Path(__file__).resolve().parent.parent / "yang"
 
-#: Modules implemented by mipha, loaded into every context (imports come along).
-IMPLEMENTED_MODULES: tuple[str, ...] = ("mipha-home-agent",)
 
-MIPHA_MODULE = "mipha-home-agent"
-MIPHA_NAMESPACE = "urn:mipha:yang:mipha-home-agent"
-MIPHA_PREFIX = "mipha"
+def application_modules(yang_dir: Path = YANG_DIR) -> tuple[str, ...]:
+    """The modules an application ships at the top of its YANG directory (``<name>.yang`` or
+    ``<name>@<revision>.yang``): the server implements exactly these, knowing none by name."""
+    return tuple(sorted({p.name.split("@")[0].removesuffix(".yang") for p in yang_dir.glob("*.yang")}))
+
+
+#: The modules of the default YANG directory, loaded into every context (imports come along).
+IMPLEMENTED_MODULES: tuple[str, ...] = application_modules()
 
 _lock = threading.Lock()
 _shared: dict[tuple[Path, tuple[str, ...]], libyang.Context] = {}

@@ -40,12 +40,13 @@ def test_hello_has_session_id_and_capabilities(c):
         "urn:ietf:params:netconf:capability:candidate:1.0",
         "urn:ietf:params:netconf:capability:confirmed-commit:1.1",
         "urn:ietf:params:netconf:capability:validate:1.1",
-        "urn:ietf:params:netconf:capability:startup:1.0",
         "urn:ietf:params:netconf:capability:xpath:1.0",
         "urn:ietf:params:netconf:capability:rollback-on-error:1.0",
         "urn:ietf:params:netconf:capability:notification:1.0",
     ):
         assert cap in caps
+    # running is persistent (journal), the device does not boot from startup: no RFC 6241 §8.7 :startup
+    assert not any(":capability:startup:" in x for x in caps)
     assert any(x.startswith(f"{M}?module=mipha-home-agent&revision=") for x in caps)
     assert any("with-defaults:1.0?basic-mode=explicit" in x for x in caps)
 
@@ -795,3 +796,42 @@ def test_deleting_a_list_key_leaf_is_refused(c):
     c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
     e = errors(c.rpc(edit(vr(f'<mobile-node><name nc:operation="delete" {nc}>a</name></mobile-node>'))))[0]
     assert e["error-tag"] == "invalid-value"
+
+
+# -- edit-data (RFC 8526) -------------------------------------------------------------------------------
+NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+
+
+def edit_data(ds: str, inner: str, extra: str = "") -> str:
+    return (
+        f'<edit-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>{ds}</datastore>{extra}'
+        f"<config>{vr(inner)}</config></edit-data>"
+    )
+
+
+def test_edit_data_running_and_candidate(c):
+    c.ok(edit_data("ds:running", HA + mn("a", "10.0.0.5")))
+    assert [e.text for e in c.data(GET_RUNNING_NAMES).iterfind(".//m:mobile-node/m:name", NS)] == ["a"]
+    c.ok(edit_data("ds:candidate", mn("b", "10.0.0.6")))
+    assert [e.text for e in c.data(GET_RUNNING_NAMES).iterfind(".//m:mobile-node/m:name", NS)] == ["a"]
+    c.ok("<commit/>")
+    assert [e.text for e in c.data(GET_RUNNING_NAMES).iterfind(".//m:mobile-node/m:name", NS)] == ["a", "b"]
+    c.ok(edit_data("ds:running", HA + mn("z", "10.0.0.9"), "<default-operation>replace</default-operation>"))
+    assert [e.text for e in c.data(GET_RUNNING_NAMES).iterfind(".//m:mobile-node/m:name", NS)] == ["z"]
+
+
+def test_edit_data_errors_are_edit_configs(c):
+    c.ok(edit_data("ds:running", HA + mn("a", "10.0.0.5")))
+    bad = errors(c.rpc(edit_data("ds:running", mn("b", "10.0.0.5"))))
+    same = errors(c.rpc(edit(vr(mn("b", "10.0.0.5")))))
+    assert bad == same and bad[0]["error-app-tag"] == "data-not-unique"
+    e = errors(c.rpc(edit_data("ds:operational", HA)))[0]
+    assert e["error-tag"] == "operation-not-supported"
+    e = errors(c.rpc(edit_data("ds:nowhere", HA)))[0]
+    assert e["error-tag"] == "invalid-value" and e["info"] == {"bad-element": "datastore"}
+    e = errors(c.rpc(f'<edit-data xmlns="{NMDA}"><config/></edit-data>'))[0]
+    assert e["error-tag"] == "missing-element" and e["info"] == {"bad-element": "datastore"}
+
+
+GET_RUNNING_NAMES = "<get-config><source><running/></source></get-config>"
