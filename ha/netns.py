@@ -5,6 +5,10 @@ mipha creates a missing namespace when a VR is configured and records that it di
 under ``/run/mipha/netns-owned/``: only namespaces carrying that marker are ever deleted, so an operator's
 pre-existing namespace is adopted and left in place.
 
+A *stale* ``/run/netns/NAME`` is a file with no namespace mounted on it any more (its mount vanished,
+e.g. the process that created it ran in a private mount namespace); entering it fails with EINVAL.
+One mipha owns is recreated; one it does not own is refused with an error naming the file and the fix.
+
 Python 3.11 has no ``os.setns``, and a namespace is a per-thread property, so code that must run inside a
 namespace (opening the UDP 434 socket, a TUN device, a raw or netlink socket, writing per-netns sysctls)
 runs on a dedicated thread that entered the namespace once: :class:`NetnsThread`.  Sockets stay bound to
@@ -49,8 +53,35 @@ def netns_for_vr(vr_name: str, configured: str | None = None) -> str | None:
     return f"mipha-{vr_name}"
 
 
+def _mounted(path: Path) -> bool:
+    """True when a namespace is mounted on ``path`` (an nsfs file lives on another device than its
+    directory; a stale file, its mount gone, on the same one)."""
+    try:
+        return path.stat().st_dev != path.parent.stat().st_dev
+    except FileNotFoundError:
+        return False
+
+
 def netns_exists(name: str) -> bool:
-    return (NETNS_RUN_DIR / name).exists()
+    """True when namespace ``name`` exists and can be entered (a stale file does not count)."""
+    return _mounted(NETNS_RUN_DIR / name)
+
+
+def netns_is_stale(name: str) -> bool:
+    """True when ``/run/netns/NAME`` exists but no namespace is mounted on it."""
+    path = NETNS_RUN_DIR / name
+    return path.exists() and not _mounted(path)
+
+
+def stale_netns_error(name: str) -> NetnsError:
+    """The refusal for a stale namespace file mipha does not own: what it is, and how to fix it."""
+    path = NETNS_RUN_DIR / name
+    return NetnsError(
+        f"{path} is a stale network namespace file: no namespace is mounted on it (its creator may have "
+        f"run in a private mount namespace), and mipha did not create it, so it leaves it alone. "
+        f"Remove it ('ip netns delete {name}' or 'rm {path}') and commit again, or configure another "
+        f"namespace for this virtual router"
+    )
 
 
 def is_owned(name: str) -> bool:
@@ -59,9 +90,17 @@ def is_owned(name: str) -> bool:
 
 
 def ensure_netns(name: str) -> bool:
-    """Create namespace ``name`` if missing (and mark it as mipha's); return True when created now."""
-    if netns_exists(name):
+    """Create namespace ``name`` if missing (and mark it as mipha's); return True when created now.
+
+    A stale file (see the module docstring) is replaced when mipha owns it, else refused (NetnsError).
+    """
+    path = NETNS_RUN_DIR / name
+    if _mounted(path):
         return False
+    if path.exists():
+        if not is_owned(name):
+            raise stale_netns_error(name)
+        path.unlink()  # ours, its namespace gone: make a new one under the same name
     try:
         _pr2_netns.create(name)
     except OSError as exc:
@@ -77,7 +116,9 @@ def release_netns(name: str) -> bool:
     """Delete ``name`` only if mipha created it; return True when deleted."""
     if not is_owned(name):
         return False
-    if netns_exists(name):
+    if netns_is_stale(name):
+        (NETNS_RUN_DIR / name).unlink(missing_ok=True)
+    elif netns_exists(name):
         try:
             _pr2_netns.remove(name)
         except OSError as exc:
@@ -92,6 +133,8 @@ def _setns(path: Path) -> None:
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
+            if err == errno.EINVAL and not _mounted(path):
+                raise stale_netns_error(path.name)
             raise NetnsError(f"setns({path}) failed: {os.strerror(err)}")
     finally:
         os.close(fd)

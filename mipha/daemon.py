@@ -289,22 +289,35 @@ class Daemon:
         vr = self._router(rpc, required=True)
         assert vr is not None
         selectors = [
-            leaf for leaf in ("home-address", "nai", "care-of-address") if rpc.find(_Q + leaf) is not None
+            leaf
+            for leaf in ("home-address", "nai", "care-of-address", "binding")
+            if rpc.find(_Q + leaf) is not None
         ]
         if len(selectors) > 1:
             raise RpcError(
                 "bad-element",
-                "give at most one of home-address, nai, care-of-address",
+                "give at most one of home-address, nai, care-of-address, binding",
                 type="protocol",
                 info=(("bad-element", selectors[1]),),
             )
+        pair = rpc.find(_Q + "binding")  # one (home-address, care-of-address) binding
+        where = pair if pair is not None else rpc
+        if pair is not None:
+            for leaf in ("home-address", "care-of-address"):
+                if pair.find(_Q + leaf) is None:
+                    raise RpcError(
+                        "missing-element",
+                        f"binding needs its {leaf}",
+                        type="protocol",
+                        info=(("bad-element", leaf),),
+                    )
         cleared = 0
         if vr.engine is not None:
             nai_el = rpc.find(_Q + "nai")
             cleared = vr.engine.clear_bindings(
-                home_address=self._address(rpc, "home-address"),
+                home_address=self._address(where, "home-address"),
                 nai=(nai_el.text or "").strip() if nai_el is not None else None,
-                care_of_address=self._address(rpc, "care-of-address"),
+                care_of_address=self._address(where, "care-of-address"),
             )
             vr.flush()
             if vr.transport is not None:

@@ -148,7 +148,7 @@ class HomeAgentSubscriber:
                 try:
                     await vr.start(self.restored(name))
                 except VirtualRouterError as exc:
-                    raise refusal(exc.message, exc.path) from exc
+                    raise refusal(exc.message, exc.path, exc.app_tag) from exc
                 plan.added[name] = vr
         except BaseException:
             await self._undo(plan)
@@ -198,7 +198,7 @@ class HomeAgentSubscriber:
         try:
             await vr.start(records)
         except VirtualRouterError as exc:
-            raise refusal(exc.message, exc.path) from exc
+            raise refusal(exc.message, exc.path, exc.app_tag) from exc
         plan.rebuilt[current.name] = vr
 
     # -- ABORT ------------------------------------------------------------------------------------------

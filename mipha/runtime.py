@@ -27,6 +27,7 @@ from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, Virtual
 from ha.dataplane.factory import create_backend
 from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.config import VirtualRouterConfig
+from ha.engine.errors import ConfigRefused
 from ha.engine.events import Event
 from ha.engine.home_agent import HomeAgent
 from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
@@ -46,10 +47,11 @@ def _ntoa(value: int) -> str:
 class VirtualRouterError(Exception):
     """Starting or changing a virtual router failed; ``path`` names the YANG node to blame."""
 
-    def __init__(self, message: str, path: str) -> None:
+    def __init__(self, message: str, path: str, app_tag: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
+        self.app_tag = app_tag
 
 
 def _vr_path(name: str) -> str:
@@ -148,7 +150,11 @@ class VirtualRouter:
         if ha is None:
             return
         ha_path = f"{path}/mipha:home-agent"
-        with NetnsThread(self.netns) as self._ns:  # one thread in the namespace for every check
+        try:
+            ns_thread = NetnsThread(self.netns)
+        except OSError as exc:  # e.g. a stale /run/netns file: an error for the operator, never a crash
+            raise VirtualRouterError(str(exc), path) from exc
+        with ns_thread as self._ns:  # one thread in the namespace for every check
             try:
                 if self.netns is not None and is_owned(self.netns):
                     self._ensure_loopback_address(ha.address)
@@ -172,6 +178,13 @@ class VirtualRouter:
             ),
         )
         self.plane = plane
+        engine.set_capabilities(plane.capabilities)  # never code 0 for what the backend cannot do
+        if hasattr(plane, "on_garp_sent"):  # count the gratuitous ARPs that really left
+            plane.on_garp_sent = engine.gratuitous_arp_sent
+        try:
+            engine.check_capabilities()
+        except ConfigRefused as exc:
+            raise VirtualRouterError(exc.message, exc.path, exc.app_tag) from exc
         try:
             await plane.start()
         except (DataPlaneError, OSError) as exc:
@@ -194,7 +207,6 @@ class VirtualRouter:
                 f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
                 f"{ha_path}/mipha:udp-port",
             ) from exc
-        engine.set_capabilities(plane.capabilities)  # never code 0 for what the backend cannot do
         plane.attach_udp_socket(sock)
         self.transport = HomeAgentTransport(
             engine,

@@ -28,6 +28,7 @@ from .state_xml import (
     Q,
     leaf,
     write_aaa,
+    write_mobile_node,
     write_statistics,
     write_tunnels,
     write_violations,
@@ -90,6 +91,10 @@ class HomeAgentStateProvider:
                 write_statistics(etree.SubElement(ha, Q + "statistics"), engine, vr.discontinuity_time())
             if wanted.section("security-violations"):
                 write_violations(etree.SubElement(ha, Q + "security-violations"), engine)
+        if wanted.section("mobile-node"):
+            for name in engine.config.mobile_nodes:
+                if wanted.nodes is None or name in wanted.nodes:
+                    write_mobile_node(entry, engine, name)
         aaa = getattr(vr, "aaa", None)
         if wanted.section("aaa") and aaa is not None and engine.config.aaa is not None:
             write_aaa(etree.SubElement(entry, Q + "aaa"), engine, aaa)

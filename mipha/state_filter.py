@@ -32,6 +32,7 @@ class Wanted:
     care_of_addresses: set[IPv4Address] | None = None
     nothing: bool = False
     pools: set[str] | None = field(default=None)
+    nodes: set[str] | None = field(default=None)  # mobile-node names
 
     def section(self, name: str) -> bool:
         return self.sections is None or name in self.sections
@@ -133,7 +134,9 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
     if not tops:
         # Another module's subtree (or an empty filter): our state is not needed.
         return Wanted(nothing=True)
-    wanted = Wanted(routers=set(), sections=set(), home_addresses=set(), care_of_addresses=set(), pools=set())
+    wanted = Wanted(
+        routers=set(), sections=set(), home_addresses=set(), care_of_addresses=set(), pools=set(), nodes=set()
+    )
     for top in tops:
         entries = _children(top, "virtual-router")
         if not list(top) or not entries:
@@ -147,7 +150,7 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
             selectors = [c for c in vr if isinstance(c.tag, str) and etree.QName(c).localname != "name"]
             if not selectors:
                 wanted.sections = None
-                wanted.home_addresses = wanted.care_of_addresses = wanted.pools = None
+                wanted.home_addresses = wanted.care_of_addresses = wanted.pools = wanted.nodes = None
                 continue
             for sel in selectors:
                 local = etree.QName(sel).localname
@@ -162,7 +165,14 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
                     _home_agent_hints(sel, wanted)
                 elif local == "aaa":
                     _add(wanted, "sections", "aaa")
-    for attr in ("home_addresses", "care_of_addresses", "pools"):
+                elif local == "mobile-node":
+                    _add(wanted, "sections", "mobile-node")
+                    node = _content(sel, "name")
+                    if node is None:
+                        wanted.nodes = None
+                    elif wanted.nodes is not None:
+                        wanted.nodes.add(node)
+    for attr in ("home_addresses", "care_of_addresses", "pools", "nodes"):
         if getattr(wanted, attr) == set():
             setattr(wanted, attr, None)
     return wanted

@@ -268,6 +268,7 @@ def write_tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None
 
 def write_statistics(parent: etree._Element, engine: HomeAgent, since: float) -> None:
     leaf(parent, "discontinuity-time", iso(since))
+    leaf(parent, "bindings", engine.binding_count)
     counters = engine.statistics.as_dict()
     by_code = counters.pop("denied-by-code")
     for name in COUNTERS:  # the engine keeps them in the YANG order
@@ -278,6 +279,27 @@ def write_statistics(parent: etree._Element, engine: HomeAgent, since: float) ->
                 entry = etree.SubElement(codes, Q + "code")
                 leaf(entry, "code", int(code))
                 leaf(entry, "count", count)
+
+
+def write_mobile_node(parent: etree._Element, engine: HomeAgent, name: str) -> None:
+    """``mobile-node[name]`` state: its pool-assigned address and its statistics (when it has any)."""
+    assigned = engine.assigned_address(name)
+    counters = engine.node_statistics(name)
+    if assigned is None and counters is None:
+        return
+    node = etree.SubElement(parent, Q + "mobile-node")
+    leaf(node, "name", name)
+    if assigned is not None:
+        leaf(node, "assigned-address", assigned)
+    if counters is not None:
+        accepted, denied, code, when = counters
+        stats = etree.SubElement(node, Q + "statistics")
+        leaf(stats, "accepted", accepted)
+        leaf(stats, "denied", denied)
+        if code is not None:
+            leaf(stats, "last-reply-code", code)
+        if when is not None:
+            leaf(stats, "last-request-time", iso(when))
 
 
 def write_violations(parent: etree._Element, engine: HomeAgent) -> None:

@@ -172,6 +172,8 @@ def home_agent(el: etree._Element, router_id: IPv4Address | None) -> HomeAgentCo
     reverse = _text(el, "reverse-tunnel")
     if reverse is not None:
         kwargs["reverse_tunnel"] = reverse
+    if _text(el, "enabled") == "false":
+        kwargs["enabled"] = False
     authentication = _text(el, "authentication")
     if authentication is not None:
         kwargs["authentication"] = authentication

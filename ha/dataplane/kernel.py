@@ -68,6 +68,19 @@ def garp_frame(sender_mac: bytes, home_address: IPv4Address, *, op: int = ARP_RE
     return b"\xff" * 6 + sender_mac + struct.pack("!H", ETH_P_ARP) + arp
 
 
+def arp_request(sender_mac: bytes, sender: IPv4Address, target: IPv4Address) -> bytes:
+    """A broadcast ARP request "who has ``target``, tell ``sender``"."""
+    arp = struct.pack(
+        "!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, ARP_REQUEST, sender_mac, sender.packed, b"\0" * 6, target.packed
+    )
+    return b"\xff" * 6 + sender_mac + struct.pack("!H", ETH_P_ARP) + arp
+
+
+#: A node that came home is asked for its MAC on the home link: this many ARP requests, this far apart.
+CAME_HOME_PROBES = 3
+CAME_HOME_PROBE_INTERVAL = 0.3
+
+
 class KernelPlane(DataPlane):
     """Base of the kernel-programming backends, bound to one virtual router."""
 
@@ -111,6 +124,10 @@ class KernelPlane(DataPlane):
         self._garp_pending: list[list[Any]] = []
         self._garp_task: asyncio.Task[None] | None = None
         self.garps_sent = 0
+        #: Called with each gratuitous ARP intent whose first frame went out (the engine counts those).
+        self.on_garp_sent: Callable[[GratuitousArp], None] | None = None
+        self._arp_waiters: dict[bytes, asyncio.Future[bytes]] = {}  # home address (packed) -> its MAC
+        self._probes: set[asyncio.Task[None]] = set()
         self._ns: NetnsThread | None = None
         self._nl: nlbatch.RtnlBatch | None = None
         self._ipr: IPRoute | None = None
@@ -207,6 +224,8 @@ class KernelPlane(DataPlane):
                 self.ipr.rule("del", family=socket.AF_INET, table=self.table, priority=rule.get("priority"))
 
     async def stop(self, *, flush: bool = True) -> None:
+        for probe in list(self._probes):
+            probe.cancel()
         if self._garp_task is not None:
             self._garp_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -376,8 +395,6 @@ class KernelPlane(DataPlane):
         if not self.home_ifindex:
             log.warning("VR %s has no home interface: gratuitous ARP skipped", self.vr.name)
             return
-        if intent.for_mobile_node and not intent.mn_mac:
-            return  # MN's MAC unknown: withdrawing the proxy entry is all we can do
         self._garps.append(intent)
 
     def _flush(self) -> None:
@@ -420,6 +437,11 @@ class KernelPlane(DataPlane):
 
     def _start_garp(self, intent: GratuitousArp) -> None:
         """Send the first gratuitous ARP at once; the pacing task sends the rest of the burst."""
+        if intent.for_mobile_node and not intent.mn_mac:  # learn the node's MAC first
+            probe = asyncio.get_running_loop().create_task(self._came_home(intent))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probes.discard)
+            return
         if intent.for_mobile_node and intent.mn_mac:
             sender = bytes.fromhex(intent.mn_mac.replace(":", "").replace("-", ""))
             op = ARP_REPLY
@@ -432,10 +454,63 @@ class KernelPlane(DataPlane):
         except OSError as exc:
             log.error("gratuitous ARP for %s failed: %s", intent.home_address, exc)
             return
+        if self.on_garp_sent is not None:
+            self.on_garp_sent(intent)
         if self.vr.garp_count > 1:
             self._garp_pending.append([frame, self.vr.garp_count - 1])
             if self._garp_task is None or self._garp_task.done():
                 self._garp_task = asyncio.get_running_loop().create_task(self._garp_pacer())
+
+    async def _came_home(self, intent: GratuitousArp) -> None:
+        """RFC 5944 §4.6: when a node comes home the home agent broadcasts gratuitous ARPs carrying the
+        *node's* hardware address.  The node answers for its address on the home link now (the proxy
+        entry is gone): ARP requests for it tell the home agent its MAC.  No answer: nothing is sent,
+        nothing is counted (the node's own gratuitous ARP, which RFC 5944 §4.6 also asks for, remains)."""
+        key = intent.home_address.packed
+        loop = asyncio.get_running_loop()
+        sock = self._garp_socket()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        if not self._arp_waiters:
+            loop.add_reader(sock.fileno(), self._on_arp_frames, sock)
+        self._arp_waiters[key] = waiter
+        try:
+            probe = arp_request(self.home_mac, self.vr.ha_address, intent.home_address)
+            for _ in range(CAME_HOME_PROBES):
+                try:
+                    sock.send(probe)
+                except OSError as exc:
+                    log.error("ARP request for %s failed: %s", intent.home_address, exc)
+                try:
+                    mac = await asyncio.wait_for(asyncio.shield(waiter), CAME_HOME_PROBE_INTERVAL)
+                except TimeoutError:
+                    continue
+                self._start_garp(GratuitousArp(intent.home_address, True, mac.hex(":")))
+                return
+            log.warning(
+                "VR %s: %s did not answer ARP on the home link: no came-home gratuitous ARP sent",
+                self.vr.name,
+                intent.home_address,
+            )
+        finally:
+            if self._arp_waiters.get(key) is waiter:
+                del self._arp_waiters[key]
+            if not self._arp_waiters and self._garp_sock is sock:
+                loop.remove_reader(sock.fileno())
+
+    def _on_arp_frames(self, sock: socket.socket) -> None:
+        """ARP replies on the home link: the MAC of a home address a came-home probe waits for."""
+        for _ in range(64):
+            try:
+                frame = sock.recv(128)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(frame) < 42 or frame[12:14] != b"\x08\x06" or frame[20:22] != b"\x00\x02":
+                continue  # not an ARP reply
+            waiter = self._arp_waiters.get(frame[28:32])
+            if waiter is not None and not waiter.done() and frame[22:28] != self.home_mac:
+                waiter.set_result(frame[22:28])
 
     async def _garp_pacer(self) -> None:
         """Every ``garp_interval``: one more frame of every pending burst, until all are complete."""
@@ -457,7 +532,9 @@ class KernelPlane(DataPlane):
                     self._garp_pending.append(item)
 
     async def wait_garps(self) -> None:
-        """Wait for pending gratuitous ARP bursts (tests, orderly shutdown)."""
+        """Wait for pending gratuitous ARP bursts (tests, orderly shutdown), came-home probes first."""
+        while self._probes:
+            await asyncio.gather(*list(self._probes), return_exceptions=True)
         while self._garp_task is not None and not self._garp_task.done():
             await asyncio.gather(self._garp_task, return_exceptions=True)
 

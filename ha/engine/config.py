@@ -216,6 +216,8 @@ class HomeAgentConfig:
     authentication: Authentication = Authentication.LOCAL
     nat_traversal: NatTraversalPolicy = _NAT_DEFAULT  # RFC 3519
     revocation: RevocationPolicy = _REVOCATION_DEFAULT  # RFC 3543
+    #: False = drain for maintenance: registrations and renewals denied 129, bindings kept until they go.
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", IPv4Address(self.address))

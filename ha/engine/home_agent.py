@@ -40,7 +40,9 @@ Choices made here (RFC latitude):
   commit.  A binding the backend still fails to program after the reply left is withdrawn
   (:meth:`HomeAgent.data_plane_failed`: ``data-plane-failures``, ``binding-removed`` with reason
   ``data-plane-failure``), never kept as a binding that forwards nothing.
-* ``gratuitous-arps-sent`` counts GratuitousArp intents (one burst each), not frames.
+* ``gratuitous-arps-sent`` counts gratuitous ARP bursts the data plane actually started
+  (:meth:`HomeAgent.gratuitous_arp_sent`, called by the backend), not intents: a came-home burst
+  whose node never answered ARP, or one on a virtual router without a home interface, is not counted.
 * ``registered-at`` is derived from the monotonic registration time and the latest wallclock offset.
 """
 
@@ -128,7 +130,7 @@ def _raise_internal_errors_default() -> bool:
     return os.environ.get("MIPHA_RAISE_INTERNAL_ERRORS") == "1"
 
 
-#: The data plane's encapsulations as the protocol spells them (what M/G ask for).
+#: Until the daemon passes its backend's (set_capabilities): all but minimal encapsulation, as tun and none.
 _DEFAULT_CAPABILITIES = Capabilities()
 
 _UNSPECIFIED = 0
@@ -303,9 +305,25 @@ class AaaCounters:
 class _NodeState:
     """Runtime state of one mobile node: replay protection and its assigned (pool) address."""
 
-    __slots__ = ("assigned", "coas", "ha_nonce", "last_identification", "offered_nonce")
+    __slots__ = (
+        "accepted",
+        "assigned",
+        "coas",
+        "denied",
+        "ha_nonce",
+        "last_identification",
+        "last_reply_code",
+        "last_request_time",
+        "offered_nonce",
+    )
 
     def __init__(self) -> None:
+        # YANG mobile-node/statistics (MIP-MIB haCounterTable): requests answered 0/1, denied, the
+        # latest reply code and when (Unix time) the latest request came.
+        self.accepted = 0
+        self.denied = 0
+        self.last_reply_code: int | None = None
+        self.last_request_time: float | None = None
         self.last_identification: int | None = None
         self.ha_nonce: int | None = None  # sent with the last reply to an authentic, fresh request
         self.offered_nonce: int | None = None  # sent with a 133 since; also accepted (RFC 5944 §5.7)
@@ -474,6 +492,14 @@ class HomeAgent:
                 if self._raise_internal_errors:
                     raise InternalError(f"accepted request from {peer.arrival.source}: {error!r}") from error
                 verdict = verdict.deny(_REASON_UNSPECIFIED, f"internal error: {error!r}")
+        if node is not None:
+            if state is None:
+                state = self._state(node.name)
+            state.last_reply_code, state.last_request_time = int(verdict.code), wallclock
+            if type(verdict) is Deny:
+                state.denied += 1
+            else:
+                state.accepted += 1
         if type(verdict) is Deny:
             self._count_denial(verdict, peer.arrival, wallclock)
         else:
@@ -730,6 +756,8 @@ class HomeAgent:
             stats.accepted += 1
         if binding is None:
             stats.deregistration_replies_sent += 1
+        state.accepted += 1
+        state.last_reply_code, state.last_request_time = int(code), self._now + self._wall_offset
         return self._send(encode_reply(verdict), peer)
 
     # --- binding rules (RFC 5944 §3.8.2.2) -------------------------------------------------------
@@ -868,7 +896,6 @@ class HomeAgent:
             intents.append(ProxyArp(home_ip, True))
             self.statistics.proxy_arps_sent += 1
             intents.append(GratuitousArp(home_ip))
-            self.statistics.gratuitous_arps_sent += 1
         if current is None:
             self._event(BindingCreated(home_ip, coa_ip, node.name, node.nai, lifetime))
 
@@ -927,7 +954,6 @@ class HomeAgent:
         intents.append(ProxyArp(address, False))
         if at_home:
             intents.append(GratuitousArp(address, for_mobile_node=True))
-            self.statistics.gratuitous_arps_sent += 1
         self._release_address(name, home)
         if name in self._subscribers and reason is not RemovalReason.REPLACED:
             self._forget_subscriber(name)
@@ -1528,6 +1554,18 @@ class HomeAgent:
         pool = self._pools.get(name)
         return None if pool is None else PoolUsage(pool.size, pool.in_use, pool.free)
 
+    def gratuitous_arp_sent(self, intent: object = None) -> None:
+        """The data plane sent (the first frame of) a gratuitous ARP burst: count it."""
+        self.statistics.gratuitous_arps_sent += 1
+
+    def node_statistics(self, name: str) -> tuple[int, int, int | None, float | None] | None:
+        """A mobile node's ``statistics``: accepted, denied, last reply code, last request time (Unix);
+        None before its first request."""
+        state = self._nodes.get(name)
+        if state is None:
+            return None
+        return state.accepted, state.denied, state.last_reply_code, state.last_request_time
+
     def assigned_address(self, name: str) -> IPv4Address | None:
         """The pool address currently assigned to a mobile node, if any."""
         state = self._nodes.get(name)
@@ -1602,24 +1640,33 @@ class HomeAgent:
             changes["simultaneous_bindings"] = 0  # S answered with code 1 (RFC 5944 §3.8.2.2)
         if not caps.reverse_tunnel and policy.reverse_tunnel is not ReverseTunnelPolicy.DISABLED:
             changes["reverse_tunnel"] = ReverseTunnelPolicy.DISABLED
+        ha = self.config.home_agent
+        if ha is not None and not ha.enabled:
+            changes["enabled"] = False  # draining (YANG home-agent/enabled)
         return replace(policy, **changes) if changes else policy  # type: ignore[arg-type]
+
+    def check_capabilities(self) -> None:
+        """Raise ConfigRefused when the running configuration asks for what the data plane cannot do
+        (the daemon calls it when a virtual router starts, once it knows its backend)."""
+        if self._configured_policy is not None:
+            self._refuse_unavailable(self._configured_policy, self.config.name)
 
     def _check_capabilities(self, txn: Prepared) -> Prepared:
         """Refuse at commit an encapsulation no data plane builds (RFC 2004 minimal: none does)."""
-        policy = txn.policy
-        if policy is None:
-            return txn
+        if txn.policy is not None:
+            self._refuse_unavailable(txn.policy, txn.config.name)
+        return txn
+
+    def _refuse_unavailable(self, policy: HomeAgentPolicy, router: str) -> None:
         built = _values(self._capabilities.encapsulations)
         missing = sorted(e.value for e in policy.encapsulations if e.value not in built)
         if missing:
             raise ConfigRefused(
                 f"encapsulation {', '.join(missing)} is not available in this data plane "
                 f"(it builds {', '.join(sorted(built))})",
-                path=f"/mipha:virtual-routers/virtual-router[name='{txn.config.name}']"
-                "/home-agent/encapsulation",
+                path=f"/mipha:virtual-routers/virtual-router[name='{router}']/home-agent/encapsulation",
                 app_tag="encapsulation-unavailable",
             )
-        return txn
 
     def data_plane_failed(self, intents: Iterable[Intent], error: str) -> int:
         """The data plane refused ``intents`` after their replies left: withdraw every binding they were

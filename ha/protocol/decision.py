@@ -75,6 +75,8 @@ class HomeAgentPolicy:
     max_bindings: int | None = None
     care_of_access: tuple[IPv4Network, ...] = ()
     broadcast_forwarding: bool = False
+    #: False: draining for maintenance (YANG ``home-agent/enabled``): registrations are denied 129.
+    enabled: bool = True
     # Derived once, read per request: our address and every broadcast address (255.255.255.255
     # included) as integers, and the M|G flag values that ask for an offered encapsulation.
     address_integer: int = field(init=False, repr=False, compare=False)
@@ -616,6 +618,14 @@ def deregistration_names_home_address(x: Examination) -> Deny | None:
     return None
 
 
+def home_agent_enabled(x: Examination) -> Deny | None:
+    """129 while the home agent drains for maintenance (``enabled`` false): no new registration and no
+    renewal; deregistrations are still accepted and existing bindings forward until they go."""
+    if x.policy.enabled:
+        return None
+    return x.deny(ReplyCode.ADMINISTRATIVELY_PROHIBITED, "the home agent is disabled (draining)")
+
+
 def care_of_address_usable(x: Examination) -> Deny | None:
     """134 for a care-of address that is 0.0.0.0, multicast, a broadcast, the home address or ours."""
     coa, policy = x.coa, x.policy
@@ -745,6 +755,7 @@ VALIDITY_STEPS: tuple[Step, ...] = (
 DEREGISTRATION_STEPS: tuple[Step, ...] = (deregistration_names_home_address,)
 #: Lifetime > 0, once valid: the home agent's policy (§3.8.2.2, RFC 3024).
 REGISTRATION_STEPS: tuple[Step, ...] = (
+    home_agent_enabled,
     care_of_address_usable,
     home_address_allowed,
     care_of_access_allowed,

@@ -261,3 +261,18 @@ def test_accepted_counts_code_0_only_and_the_new_counters_count_what_happened():
     stats = h.engine.statistics
     assert (stats.accepted, stats.accepted_no_simultaneous) == (2, 1)
     assert (stats.proxy_arps_sent, stats.deregistration_replies_sent) == (1, 1)
+
+
+def test_a_draining_home_agent_denies_registrations_129_and_still_accepts_deregistrations():
+    from dataclasses import replace
+
+    h = harness()
+    assert h.register(HOME, COA1).code == 0
+    config = h.engine.config
+    draining = replace(config, home_agent=replace(config.home_agent, enabled=False))
+    h.engine.apply(h.engine.prepare(draining))
+    assert h.register(HOME, COA1).code == 129  # no renewal
+    assert h.engine.binding_count == 1  # the binding keeps forwarding until it goes
+    assert h.register(HOME, COA1, lifetime=0).code == 0
+    assert h.engine.binding_count == 0
+    assert h.engine.node_statistics("mn1")[:3] == (2, 1, 0)
