@@ -220,21 +220,11 @@ def _strip_prefixes(path: str) -> str:
     return re.sub(r"[A-Za-z_][\w.-]*:", "", path)
 
 
-def _on_path(lst: tuple[str, ...], target: tuple[str, ...]) -> bool:
-    """`lst` is an ancestor-or-self of `target`, or `target` an ancestor of `lst`."""
-    n = min(len(lst), len(target))
-    return lst[:n] == target[:n]
-
-
 def _enclosing(node: tuple[str, ...], lists) -> tuple[str, ...] | None:
     for i in range(len(node), 0, -1):
         if node[:i] in lists:
             return node[:i]
     return None
-
-
-def _has_counts(lst: tuple[str, ...], cons: list[Constraint]) -> bool:
-    return any(c.kind in ("min-elements", "max-elements") and _bare(c.node) == lst for c in cons)
 
 
 class IncrementalChecker:
