@@ -4,8 +4,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the project needs (installed only when missing, only when root).
+# qemu-system-x86 + linux-image-amd64: the real-kernel ipip tests where User-Mode Linux cannot run
+# (tests/dataplane/kernel_guest.py); tiny-initramfs satisfies the kernel's initramfs-tool dependency
+# without pulling udev/systemd upgrades (skipped by ensure-apt.sh when another initramfs tool is present).
 APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping \
-	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl
+	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl \
+	qemu-system-x86 linux-image-amd64 tiny-initramfs
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint deps venv tree clean bench bench-config

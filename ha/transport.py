@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -82,11 +83,16 @@ class HomeAgentTransport:
         engine: HomeAgent,
         sock: socket.socket,
         *,
-        on_output: Callable[[], None] | None = None,
+        on_output: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.time,
         tunnel_data: Callable[[bytes, tuple[str, int]], None] | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
+        #: False: this home agent must not answer now (a hot standby, or an active one past its etcd
+        #: lease); a burst read meanwhile is dropped and counted in ``held``
+        self.gate = gate
+        self.held = 0
         #: Where RFC 3519 tunnel data (type 4) goes: the data plane's ``udp_input``; None drops it.
         self.tunnel_data = tunnel_data
         self.tunnel_data_received = 0
@@ -131,6 +137,9 @@ class HomeAgentTransport:
         sock = self.sock
         loop = self._loop
         assert loop is not None
+        if self.gate is not None and not self.gate():
+            self._drop_burst()
+            return
         local = IPv4Address(sock.getsockname()[0])
         destinations = self._destinations
         handled = 0
@@ -163,11 +172,38 @@ class HomeAgentTransport:
                 ok = self._notify()
             replies, self._replies = self._replies, []
             replies.extend(self.engine.drain_datagrams())
-            if not ok:  # e.g. the journal could not record the bindings: the nodes will retransmit
+            if isinstance(ok, asyncio.Future):  # replication: the replies leave once it is done
+                self.send_after(ok, replies)
+                replies = []
+            elif not ok:  # e.g. the journal could not record the bindings: the nodes will retransmit
                 self.send_errors += len(replies)
                 replies = []
             for outgoing in replies:
                 self._send(outgoing)
+
+    def _drop_burst(self) -> None:
+        for _ in range(_BURST):
+            try:
+                self.sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            self.held += 1
+
+    def send_after(self, done: asyncio.Future, replies: list[Outgoing]) -> None:
+        """Send ``replies`` once ``done`` (the replication of what they acknowledge) succeeded; if it
+        failed nothing is acknowledged and the nodes retransmit."""
+        if replies:
+            done.add_done_callback(functools.partial(self._send_replicated, replies))
+
+    def _send_replicated(self, replies: list[Outgoing], done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self.send_errors += len(replies)
+            return
+        self._schedule()
+        for outgoing in replies:
+            self._send(outgoing)
 
     def _tunnel(self, data: bytes, source: tuple[str, int]) -> None:
         assert self.tunnel_data is not None
@@ -252,15 +288,18 @@ class HomeAgentTransport:
         for outgoing in self.engine.drain_datagrams():
             self._send(outgoing)
 
-    def _notify(self) -> bool:
-        """Run ``on_output``; False when it failed (then the pending replies are not sent)."""
+    def _notify(self) -> bool | asyncio.Future:
+        """Run ``on_output``; False when it failed (then the pending replies are not sent); the future
+        it returned, if any (then the replies wait for it: :meth:`send_after`)."""
         if self.on_output is not None:
             try:
-                self.on_output()
+                result = self.on_output()
             except Exception:
                 self.errors += 1
                 log.exception("on_output callback failed")
                 return False
+            if isinstance(result, asyncio.Future):
+                return result
         return True
 
     def send_replies(self, replies: list[Outgoing]) -> None:

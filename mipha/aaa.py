@@ -404,13 +404,16 @@ class AaaClient:
             return
         replies, self._replies = self._replies, []
         try:
-            self._flush()
+            replicated = self._flush()
         except Exception:
             log.exception("AAA: flush failed; %d replies not sent", len(replies))
             return
         transport = self._transport()
         if transport is not None:
-            transport.send_replies(replies)
+            if isinstance(replicated, asyncio.Future):  # hot standby: after etcd has the bindings
+                transport.send_after(replicated, replies)
+            else:
+                transport.send_replies(replies)
 
     # -- accounting (RFC 2866) --------------------------------------------------------------------------
 

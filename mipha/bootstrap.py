@@ -31,6 +31,12 @@ syslog-socket = "/dev/log"
 
 [metrics]
 listen = "127.0.0.1:9434"           # Prometheus endpoint /metrics; absent: off
+
+[redundancy]                        # optional: hot standby on etcd (docs/redundancy.md)
+etcd = ["http://127.0.0.1:2379"]
+group = "pair"
+node = "a"
+lease-ttl = 2
 ```
 """
 
@@ -69,6 +75,7 @@ class Bootstrap:
     log_syslog: bool = False  # [log] syslog: RFC 5424 to the local socket, beside stderr
     syslog_socket: str = "/dev/log"
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
+    redundancy: Any = None  # mipha.redundancy.RedundancyConfig when [redundancy] is present
 
     def lab_credentials_in_use(self) -> list[str]:
         """Users whose password is a well-known lab default (the daemon warns about each)."""
@@ -161,10 +168,26 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     if "listen" in metrics:
         boot.metrics_listen = parse_listen(metrics.str("listen"), metrics.where("listen"))
     metrics.done()
+    if "redundancy" in raw:
+        boot.redundancy = _redundancy(sections.table("redundancy"))
     sections.done()
     if boot.host_key is not None and not boot.host_key.is_absolute():
         boot.host_key = boot.state_dir / boot.host_key
     return boot
+
+
+def _redundancy(section: _Section) -> Any:
+    """[redundancy]: hot standby on etcd (docs/redundancy.md); imported only when configured."""
+    from .redundancy import RedundancyError, config_from
+
+    raw = {"etcd": section.str_list("etcd"), "group": section.str("group"), "node": section.str("node")}
+    if "lease-ttl" in section:
+        raw["lease-ttl"] = section.int("lease-ttl", minimum=1)
+    section.done()
+    try:
+        return config_from(raw, section.name)
+    except RedundancyError as exc:
+        raise BootstrapError(str(exc)) from None
 
 
 def _path(base: Path, value: str) -> Path:

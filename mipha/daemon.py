@@ -68,17 +68,25 @@ class Daemon:
         self._compaction: asyncio.Task | None = None
         self._stopped = asyncio.Event()
         self._trimmer: asyncio.Task | None = None
+        self.standby = None  # mipha.standby.HotStandby with [redundancy]
+        if boot.redundancy is not None:
+            from .standby import HotStandby
+
+            self.standby = HotStandby(boot.redundancy, lambda: list(self.routers.values()))
 
     # -- virtual routers ------------------------------------------------------------------------------
 
     def new_router(self, config: VirtualRouterConfig, proxy_arp_mode: str = "entry") -> VirtualRouter:
-        return VirtualRouter(
+        vr = VirtualRouter(
             config,
             backend=self.boot.dataplane,
             journal=self.journal,
             on_events=self._on_events,
             proxy_arp_mode=proxy_arp_mode,
         )
+        if self.standby is not None:
+            self.standby.attach(vr)
+        return vr
 
     def take_restored(self, name: str) -> list[BindingRecord]:
         """Journaled bindings of a virtual router, handed over once at its first start."""
@@ -101,7 +109,8 @@ class Daemon:
         by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
         for record in live.values():
             by_vr[record.vr].append(record)
-        self._restored = dict(by_vr)
+        # With hot standby etcd holds the bindings: a restarted member starts as a standby.
+        self._restored = dict(by_vr) if self.standby is None else {}
         self.journal.open()
         config = ServerConfig(
             state_dir=boot.state_dir,
@@ -114,7 +123,12 @@ class Daemon:
         )
         # construct → RPCs and notifications wired → seed (first start) → subscribers up → listen:
         # no client can connect before the virtual routers reflect running.
-        core = build_core(config, None, [TimedSubscriber(self.subscriber, self.commit_latency)], [self.state])
+        providers: list = [self.state]
+        if self.standby is not None:
+            from .standby import RedundancyStateProvider
+
+            providers.append(RedundancyStateProvider(self.standby))
+        core = build_core(config, None, [TimedSubscriber(self.subscriber, self.commit_latency)], providers)
         self.notifier = Notifier(core.publish)
         core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
         core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
@@ -122,6 +136,9 @@ class Daemon:
         if boot.startup is not None and core.seed(boot.startup.read_bytes()):
             log.info("first start: configuration seeded from %s", boot.startup)
         await core.replay_running()
+        if self.standby is not None:
+            self.standby.running = lambda: (core.ds.running, core.ds.generation)
+            await self.standby.start()  # campaigns: may take over at once
         gc.freeze()  # the configuration is long-lived: keep the collector from rescanning it
         trim_heap()
         # Bindings, journal records and their indexes are long-lived and hold no cycles, but each is a
@@ -211,6 +228,8 @@ class Daemon:
             journal.abort_compaction(fd)
 
     async def stop(self) -> None:
+        if self.standby is not None:  # resign first: the other member takes over without waiting
+            await self.standby.stop()
         if self._metrics is not None:
             await self._metrics.cleanup()
         if self.server is not None:

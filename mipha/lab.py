@@ -808,13 +808,23 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--nat", action="store_true", help="a masquerading NAT before the mobile node (RFC 3519)"
         )
+        p.add_argument(
+            "--redundant", action="store_true", help="two home agents in hot standby on etcd (lab_redundant)"
+        )
         if name == "demo":
             p.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
     sub.add_parser("down", help="stop the processes, delete the lab's namespaces", parents=[common])
+    status = sub.add_parser("status", help="the redundant lab's daemons, roles and etcd", parents=[common])
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--port", type=int, help="NETCONF port of the first daemon (default: the lab's)")
     sub.add_parser(
         "tunnel", help="a mobile node tunnel endpoint in the foreground (ha.mn.tunnel)", add_help=False
     )
     return parser
+
+
+def vars_of(lab: Lab) -> dict:
+    return {"prefix": lab.prefix, "port": lab.port, "dataplane": lab.dataplane, "directory": lab.directory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -828,6 +838,10 @@ def main(argv: list[str] | None = None) -> int:
     port = getattr(args, "port", None) or lab.recorded_port() or 8830
     nat = getattr(args, "nat", False) or (args.action == "down" and bool(lab.recorded_nat()))
     lab = Lab(prefix=lab.prefix, port=port, dataplane=lab.dataplane, directory=lab.directory, nat=nat)
+    from . import lab_redundant
+
+    if getattr(args, "redundant", False) or args.action == "status" or lab_redundant.is_redundant(lab):
+        return lab_redundant.main(args, lab_redundant.RedundantLab(**vars_of(lab)))
     try:
         if args.action == "up":
             up(lab)

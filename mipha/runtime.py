@@ -108,6 +108,11 @@ class VirtualRouter:
         self.plane_errors = 0
         self.home_prefix: IPv4Network | None = None
         self._ns: NetnsThread | None = None
+        #: hot standby (mipha.standby): whether to answer now, and where binding changes are replicated
+        #: before their replies leave (returns the future the replies wait for)
+        self.gate: Callable[[], bool] | None = None
+        self.replicate: Callable[[list[BindingRecord], list[tuple[str, str, str]]], asyncio.Future] | None
+        self.replicate = None
         self.aaa: AaaClient | None = None
         self._aaa_config: object = None
 
@@ -213,6 +218,7 @@ class VirtualRouter:
             sock,
             on_output=self.flush,
             tunnel_data=plane.udp_input if plane.capabilities.udp_tunnels else None,
+            gate=self.gate,
         )
         self.transport.start()
         self.aaa = AaaClient(
@@ -376,16 +382,18 @@ class VirtualRouter:
 
     # -- the output pump ------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Journal binding changes, queue intents for the data plane, publish events.
+    def flush(self) -> asyncio.Future | None:
+        """Journal (and replicate) binding changes, queue intents for the data plane, publish events.
 
-        Called by the transport after each burst and timer, *before* it sends the burst's replies.
+        Called by the transport after each burst and timer, *before* it sends the burst's replies;
+        with hot standby it returns the replication's future, which the replies wait for.
         """
         engine = self.engine
         if engine is None:
-            return
+            return None
         changed = engine.take_changed_bindings()
-        if changed and self.journal is not None:
+        replicated = None
+        if changed and (self.journal is not None or self.replicate is not None):
             added, removed = [], []
             for key in changed:
                 b = engine.raw_binding(key)
@@ -393,7 +401,10 @@ class VirtualRouter:
                     removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
                     added.append(record_of(self.name, engine, b))
-            self.journal.record(added, removed)
+            if self.journal is not None:
+                self.journal.record(added, removed)
+            if self.replicate is not None:
+                replicated = self.replicate(added, removed)
         intents = engine.drain_intents()
         if intents:
             self._plane_queue.extend(intents)
@@ -413,6 +424,34 @@ class VirtualRouter:
             lookups = engine.drain_aaa_lookups()
             if lookups:
                 aaa.submit(lookups)
+        return replicated
+
+    # -- hot standby (mipha.standby) --------------------------------------------------------------------
+
+    async def adopt(self, records: list[BindingRecord]) -> None:
+        """Take over replicated bindings: into the engine, then the data plane (as after a restart)."""
+        engine, plane = self.engine, self.plane
+        if engine is None or plane is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._restore(engine, records, loop.time(), time.time())
+        await self.settle()
+        await plane.resync(list(engine.desired_bindings()))
+        engine.drain_intents()
+        if self.transport is not None:
+            self.transport.poke()
+
+    async def release_bindings(self) -> None:
+        """No longer active: forget every binding and its kernel state, journaling nothing."""
+        engine, plane = self.engine, self.plane
+        if engine is None or plane is None or engine.binding_count == 0:
+            return
+        engine.clear_bindings()
+        engine.take_changed_bindings()
+        engine.drain_intents()
+        engine.drain_events()
+        await self.settle()
+        await plane.resync([])
 
     async def _pump(self) -> None:
         """Apply queued intents in order, in batches, until the queue is empty."""

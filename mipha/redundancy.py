@@ -1,0 +1,594 @@
+"""Hot standby on etcd: one active home agent per redundancy group, every acknowledged binding in Raft.
+
+etcd (Raft) decides everything; mipha runs no election or replication protocol of its own:
+
+- **Membership**: each daemon holds one etcd lease (``lease-ttl`` seconds, kept alive every third of
+  it) and publishes ``<root>members/<node>`` under it.
+- **Leadership**: ``<root>leader`` holds the active node's name under its lease, created only if
+  absent (a transaction comparing the key's create revision with 0).  The key's create revision is the
+  leader's **fencing token**.
+- **Replication**: binding changes go to ``<root>bindings/<vr>/<home>/<care-of>`` in transactions that
+  succeed only while ``<root>leader`` still has that create revision: a deposed leader cannot write,
+  and since replies wait for the write (:meth:`Replicator.submit` returns the future the transport
+  waits on), it cannot acknowledge anything either.  Changes of one burst (and of every burst that
+  arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations.
+- **Fencing by time**: a leader whose lease could not be refreshed stops answering at
+  ``last refresh sent + lease-ttl - margin``, before etcd can expire the lease and elect the other.
+- **Standby**: :class:`Mirror` loads the bindings and follows them with a watch, so taking over is
+  installing what it already holds (plus one catch-up read: after the takeover no older leader can
+  write, so that read is complete).
+
+The daemon wiring lives in the daemon; this module knows etcd, not sockets or kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.exceptions
+import aetcd.rtypes
+
+from .journal import BindingRecord
+
+log = logging.getLogger(__name__)
+
+#: etcd's default --max-txn-ops is 128; one slot is kept for nothing (compares do not count).
+MAX_TXN_OPS = 128
+RPC_TIMEOUT = 1.0
+POLL_INTERVAL = 0.1
+
+
+class RedundancyError(ValueError):
+    """The [redundancy] bootstrap section is wrong; the message says where."""
+
+
+class Fenced(RuntimeError):
+    """This node is no longer the leader (its fencing token no longer holds, or its lease ran out)."""
+
+
+@dataclass(frozen=True)
+class RedundancyConfig:
+    """The ``[redundancy]`` bootstrap section (see docs/redundancy.md)."""
+
+    etcd: tuple[tuple[str, int], ...]  # (IPv4 address, port) of every member
+    group: str
+    node: str
+    lease_ttl: int = 2
+    prefix: str = "/mipha"
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}/{self.group}/"
+
+    @property
+    def margin(self) -> float:
+        """How long before the lease could expire a leader that cannot reach etcd stops answering."""
+        return min(0.5, self.lease_ttl / 4)
+
+
+def parse_endpoint(url: str, where: str) -> tuple[str, int]:
+    """``http://HOST:PORT`` → (IPv4 address, port); names are resolved once, at start."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None or parts.path not in ("", "/"):
+        raise RedundancyError(f"{where}: expected http://HOST:PORT, got {url!r} (TLS is not supported)")
+    try:
+        address = socket.gethostbyname(parts.hostname)
+    except OSError as exc:
+        raise RedundancyError(f"{where}: cannot resolve {parts.hostname!r}: {exc}") from None
+    return address, parts.port
+
+
+def config_from(section: dict, where: str) -> RedundancyConfig:
+    """Build the configuration from the parsed TOML table (keys checked by the bootstrap parser)."""
+    etcd = section.get("etcd")
+    if not isinstance(etcd, list) or not etcd or not all(isinstance(u, str) for u in etcd):
+        raise RedundancyError(f"{where}: etcd must be a non-empty list of http://HOST:PORT strings")
+    endpoints = tuple(parse_endpoint(u, f"{where}: etcd") for u in etcd)
+    names = {}
+    for key in ("group", "node"):
+        value = section.get(key)
+        if not isinstance(value, str) or not value or "/" in value or not value.isprintable():
+            raise RedundancyError(f"{where}: {key} must be a non-empty printable string without '/'")
+        names[key] = value
+    ttl = section.get("lease-ttl", 2)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 60:
+        raise RedundancyError(f"{where}: lease-ttl must be an integer number of seconds in 1..60")
+    return RedundancyConfig(endpoints, names["group"], names["node"], ttl)
+
+
+def etcd_client(endpoints: Iterable[tuple[str, int]], timeout: float = RPC_TIMEOUT) -> aetcd.Client:
+    """One gRPC channel over every member: target ``ipv4:a:p,b:q,...`` (gRPC's pick_first moves to the
+    next member when the current one goes away).  aetcd formats the target as ``host:port``, so the
+    list goes in ``host`` and the last port in ``port``."""
+    targets = [f"{a}:{p}" for a, p in endpoints]
+    head, _, port = targets[-1].rpartition(":")
+    return aetcd.Client(host="ipv4:" + ",".join([*targets[:-1], head]), port=int(port), timeout=timeout)
+
+
+_TRANSIENT = (aetcd.exceptions.ClientError, asyncio.TimeoutError, ConnectionError)
+
+
+@dataclass
+class RoleChange:
+    role: str  # "active" | "standby"
+    leader: str | None
+    at: float  # Unix time
+
+
+@dataclass
+class Status:
+    """What op state ``redundancy`` shows."""
+
+    role: str = "standby"
+    leader: str | None = None
+    peers: list[str] = field(default_factory=list)
+    last_failover: float | None = None  # Unix time this node last became active
+    replication_lag: int = 0  # etcd revisions the mirror is behind (standby) / changes queued (active)
+    fencing_token: int = 0
+    reason: str = ""
+    config_agrees: bool | None = None  # None: nothing to compare with yet
+
+
+class Member:
+    """This daemon in its redundancy group: lease, election, fencing, replication.
+
+    ``on_active(token)`` runs when this node won the election (the daemon installs the bindings and
+    takes the address; it must return before replies are sent); ``on_standby(reason)`` when it lost
+    or gave up the leadership (stop answering at once).  Both are awaited in order.
+    """
+
+    def __init__(
+        self,
+        config: RedundancyConfig,
+        *,
+        on_active: Callable[[int], Awaitable[None]],
+        on_standby: Callable[[str], Awaitable[None]],
+        describe: Callable[[], dict] = dict,
+    ) -> None:
+        self.config = config
+        self.on_active = on_active
+        self.on_standby = on_standby
+        self.describe = describe  # extra fields published under members/<node> (config digest, ...)
+        self.client = etcd_client(config.etcd)
+        self.status = Status()
+        self.lease_id: int | None = None
+        self.fence_at = 0.0  # loop time after which this node must not answer as leader
+        self.token = 0  # create revision of the leader key while active, else 0
+        self.suspended = False  # leader that could not refresh its lease in time: not answering
+        self.config_digest = ""  # of the configuration the group's members must share (set by the daemon)
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self.replicator = Replicator(self)
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    @property
+    def leader_key(self) -> bytes:
+        return (self.config.root + "leader").encode()
+
+    @property
+    def active(self) -> bool:
+        return self.token != 0 and not self.suspended and asyncio.get_running_loop().time() < self.fence_at
+
+    async def start(self) -> None:
+        await self.client.connect()
+        self._tasks = [asyncio.create_task(self._campaign(), name="redundancy-campaign")]
+
+    async def stop(self, *, resign: bool = True) -> None:
+        """Stop campaigning; with ``resign`` give the leadership back at once (graceful stop)."""
+        self._closing = True
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.replicator.stop()
+        if resign and self.lease_id is not None:
+            with contextlib.suppress(*_TRANSIENT):
+                await asyncio.wait_for(self.client.revoke_lease(self.lease_id), RPC_TIMEOUT)
+        self.token = 0
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+    # -- lease ----------------------------------------------------------------------------------------
+
+    async def _grant(self) -> None:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        lease = await self.client.lease(self.config.lease_ttl)
+        self.lease_id = lease.id
+        self.fence_at = sent + lease.ttl - self.config.margin
+        info = {"node": self.config.node, **self.describe()}
+        await self.client.put(self._member_key(self.config.node), json.dumps(info).encode(), lease=lease.id)
+
+    def _member_key(self, node: str) -> bytes:
+        return f"{self.config.root}members/{node}".encode()
+
+    async def _refresh(self) -> bool:
+        """One keepalive; False when the lease is gone (expired or revoked)."""
+        assert self.lease_id is not None
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        timeout = min(RPC_TIMEOUT, self.keepalive)
+        reply = await asyncio.wait_for(self.client.refresh_lease(self.lease_id), timeout)
+        if reply is None or reply.TTL <= 0:
+            return False
+        self.fence_at = sent + reply.TTL - self.config.margin
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        self._fence_timer = loop.call_at(self.fence_at, self._on_fence)
+        return True
+
+    def _on_fence(self) -> None:
+        """The lease may run out soon and was not refreshed: suspend now, not at the next round."""
+        self._fence_timer = None
+        if self.token and not self.suspended and not self._closing:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._suspend("lease not refreshed")))
+
+    # -- election -------------------------------------------------------------------------------------
+
+    async def _campaign(self) -> None:
+        """Hold a lease; try to become leader; while leader, keep the lease and check the key.
+
+        A leader that cannot refresh its lease in time is *suspended* (stops answering, releases the
+        address) but keeps its fencing token: when etcd answers again (an etcd leader election pauses
+        every request for a second or two, and etcd extends leases across its own elections) and the
+        leader key still has the token, it resumes without a failover.  It steps down only when the
+        lease is gone or the key changed."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            try:
+                if self.lease_id is None:
+                    await self._grant()
+                if not await self._refresh():
+                    await self._step_down("lease expired")
+                    self.lease_id = None
+                    continue
+                if self.token == 0:
+                    if not await self._config_blocks():
+                        await self._try_lead()
+                else:
+                    await self._check_lead()
+                    if self.suspended:
+                        await self._resume()
+                await self._peers()
+            except _TRANSIENT as exc:
+                log.debug("redundancy: etcd request failed: %r", exc)
+            except Fenced as exc:
+                await self._step_down(str(exc))
+                self.lease_id = None
+            if self.token and not self.suspended and loop.time() >= self.fence_at:
+                await self._suspend("the lease could not be refreshed in time")
+            await asyncio.sleep(POLL_INTERVAL if self.token == 0 or self.suspended else self.keepalive)
+
+    @property
+    def keepalive(self) -> float:
+        return self.config.lease_ttl / 6
+
+    async def _suspend(self, reason: str) -> None:
+        if self.suspended or not self.token:
+            return
+        log.warning("redundancy: %s suspended (stops answering): %s", self.config.node, reason)
+        self.suspended = True
+        self.status.role = "suspended"
+        self.status.reason = reason
+        await self.on_standby(f"suspended: {reason}")
+
+    async def _resume(self) -> None:
+        log.warning("redundancy: %s active again (lease and token held)", self.config.node)
+        await self.on_active(self.token)
+        self.suspended = False
+        self.status.role = "active"
+        self.status.reason = ""
+
+    async def _try_lead(self) -> None:
+        client = self.client
+        key = self.leader_key
+        ok, _ = await client.transaction(
+            compare=[client.transactions.create(key) == 0],
+            success=[client.transactions.put(key, self.config.node.encode(), lease=self.lease_id)],
+            failure=[],
+        )
+        current = await client.get(key)
+        if current is None:
+            self.status.leader = None
+            return
+        self.status.leader = current.value.decode()
+        if not ok and current.lease != self.lease_id:
+            return
+        if current.lease != self.lease_id:  # won, then lost before the read: the next round retries
+            return
+        token = current.create_revision
+        log.info("redundancy: %s is the active home agent of group %s", self.config.node, self.config.group)
+        try:
+            self.token = token  # replication is fenced with it from now on
+            await self.on_active(token)
+        except Exception:
+            log.exception("redundancy: taking over failed; giving the leadership back")
+            await self._step_down("takeover failed")
+            with contextlib.suppress(*_TRANSIENT):
+                await client.revoke_lease(self.lease_id)
+            self.lease_id = None
+            return
+        self.status.role = "active"
+        self.status.fencing_token = token
+        self.status.last_failover = time.time()
+        self.status.reason = ""
+        with contextlib.suppress(*_TRANSIENT, Fenced):
+            await self.publish_config()
+
+    async def _check_lead(self) -> None:
+        current = await self.client.get(self.leader_key)
+        if current is None or current.create_revision != self.token:
+            raise Fenced("the leader key changed: another node is active")
+
+    def fenced(self, exc: Fenced) -> None:
+        """The replicator found the fencing token stale: step down now, not at the next round."""
+        if self.token:
+            asyncio.get_running_loop().create_task(self._step_down(str(exc)))
+            self.token = 0
+
+    async def _step_down(self, reason: str) -> None:
+        self.token = 0
+        self.suspended = False
+        self.status.fencing_token = 0
+        self.replicator.fail_pending(Fenced(reason))
+        if self.status.role != "standby":
+            log.warning("redundancy: %s stops being active: %s", self.config.node, reason)
+            self.status.role = "standby"
+            self.status.reason = reason
+            await self.on_standby(reason)
+
+    # -- configuration agreement ----------------------------------------------------------------------
+
+    @property
+    def config_key(self) -> bytes:
+        return (self.config.root + "config").encode()
+
+    async def publish_config(self) -> None:
+        """The active member writes its configuration digest as the group's (fenced by its token)."""
+        token = self.token
+        if not token or not self.config_digest:
+            return
+        tx = self.client.transactions
+        ok, _ = await self.client.transaction(
+            compare=[tx.create(self.leader_key) == token],
+            success=[tx.put(self.config_key, self.config_digest.encode())],
+            failure=[],
+        )
+        if not ok:
+            raise Fenced("the leader key changed: another node is active")
+        self.status.config_agrees = True
+
+    async def _config_blocks(self) -> bool:
+        """A standby whose configuration differs from the group's (the last active member's) must not
+        take over: it would serve other nodes, keys or addresses than the bindings were made for."""
+        group = await self.client.get(self.config_key)
+        if group is None or not self.config_digest:
+            self.status.config_agrees = None
+            return False
+        agrees = group.value.decode() == self.config_digest
+        self.status.config_agrees = agrees
+        if not agrees:
+            reason = "configuration differs from the group's (the active member's): takeover blocked"
+            if self.status.reason != reason:
+                log.warning("redundancy: %s", reason)
+            self.status.reason = reason
+        elif self.status.reason.startswith("configuration differs"):
+            self.status.reason = ""
+        return not agrees
+
+    async def _peers(self) -> None:
+        prefix = f"{self.config.root}members/".encode()
+        found = await self.client.get_prefix(prefix)
+        self.status.peers = sorted(kv.key.decode()[len(prefix) :] for kv in found)
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def binding_key(root: str, vr: str, home: str, coa: str) -> bytes:
+    return f"{root}bindings/{vr}/{home}/{coa}".encode()
+
+
+class Replicator:
+    """Writes binding changes to etcd in order, fenced, batched; callers wait on the returned future."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self._pending: dict[bytes, bytes | None] = {}  # key -> value (None = delete); last one wins
+        self._waiters: list[asyncio.Future] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.transactions = 0
+        self.operations = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def submit(
+        self, added: Iterable[BindingRecord] = (), removed: Iterable[tuple[str, str, str]] = ()
+    ) -> asyncio.Future:
+        """Queue changes; the future completes once etcd has them (or fails: do not acknowledge)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
+        if not self.member.token:
+            future.set_exception(Fenced("not the active home agent"))
+            return future
+        root = self.member.config.root
+        for vr, home, coa in removed:
+            self._pending[binding_key(root, vr, home, coa)] = None
+        for record in added:
+            key = binding_key(root, record.vr, record.home_address, record.care_of_address)
+            self._pending[key] = record.to_json().encode()
+        self._waiters.append(future)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="redundancy-replicator")
+        self._wake.set()
+        return future
+
+    def fail_pending(self, exc: BaseException) -> None:
+        self._pending.clear()
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self.fail_pending(Fenced("stopping"))
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._waiters:
+                continue
+            batch, self._pending = self._pending, {}
+            waiters, self._waiters = self._waiters, []
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, Fenced):
+                    self.fail_pending(exc)
+                    self.member.fenced(exc)
+                continue
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, batch: dict[bytes, bytes | None]) -> None:
+        """Fenced transactions of at most MAX_TXN_OPS operations each, in flight together (a batch
+        holds each key once, so their order does not matter; the next batch waits for all of them)."""
+        items = list(batch.items())
+        chunks = [items[i : i + MAX_TXN_OPS] for i in range(0, len(items), MAX_TXN_OPS)]
+        await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
+
+    async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        """One fenced transaction, retried while the token holds (puts and deletes are idempotent)."""
+        member = self.member
+        client = member.client
+        ops = [
+            client.transactions.delete(k) if v is None else client.transactions.put(k, v) for k, v in items
+        ]
+        while True:
+            token = member.token  # retried past the time fence too: a stale token cannot write
+            if not token:
+                raise Fenced("no longer the active home agent")
+            try:
+                ok, _ = await client.transaction(
+                    compare=[client.transactions.create(member.leader_key) == token],
+                    success=ops,
+                    failure=[],
+                )
+            except _TRANSIENT as exc:  # unknown outcome: try again
+                log.debug("redundancy: replication transaction failed (%s); retrying", exc)
+                await asyncio.sleep(0.05)
+                continue
+            if not ok:
+                raise Fenced("the leader key changed: another node is active")
+            self.transactions += 1
+            self.operations += len(ops)
+            return
+
+
+class Mirror:
+    """The standby's copy of the group's bindings, kept current by an etcd watch."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.records: dict[bytes, BindingRecord] = {}
+        self.revision = 0  # etcd revision the copy reflects
+        self.head = 0  # newest revision etcd told us about
+        self._task: asyncio.Task | None = None
+        self.on_change: Callable[[bytes, BindingRecord | None], None] | None = None
+
+    @property
+    def prefix(self) -> bytes:
+        return (self.member.config.root + "bindings/").encode()
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.revision)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._follow(), name="redundancy-mirror")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def load(self) -> None:
+        """Read every binding (a linearizable read: complete once this node holds the leadership)."""
+        found = await self.member.client.get_prefix(self.prefix)
+        records: dict[bytes, BindingRecord] = {}
+        for kv in found:
+            record = _decode(kv.value)
+            if record is not None:
+                records[kv.key] = record
+        self.records = records
+        revision = found.header.revision if getattr(found, "header", None) else 0
+        self.revision = self.head = max(self.revision, revision)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.load()
+                watch = await self.member.client.watch_prefix(self.prefix, start_revision=self.revision + 1)
+                async for event in watch:
+                    self._apply(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a member went away, the watch broke: reload and watch again
+                log.debug("redundancy: mirror watch ended (%s); reloading", exc)
+                await asyncio.sleep(POLL_INTERVAL)
+
+    def _apply(self, event: aetcd.rtypes.Event) -> None:
+        kv = event.kv
+        self.head = max(self.head, kv.mod_revision)
+        if event.kind == aetcd.rtypes.EventKind.DELETE:
+            self.records.pop(kv.key, None)
+            record = None
+        else:
+            record = _decode(kv.value)
+            if record is None:
+                return
+            self.records[kv.key] = record
+        self.revision = kv.mod_revision
+        if self.on_change is not None:
+            self.on_change(kv.key, record)
+
+
+def _decode(value: bytes) -> BindingRecord | None:
+    try:
+        entry = json.loads(value)
+        entry.pop("op", None)
+        return BindingRecord(**entry)
+    except (ValueError, TypeError):
+        log.warning("redundancy: unreadable binding record in etcd skipped")
+        return None

@@ -1,0 +1,221 @@
+"""Hot standby of two real `mipha run` daemons on one home link, with a real 3-member etcd cluster.
+
+Mobile nodes renew continuously from their namespace (``failover_load.py``); the active daemon is
+SIGKILLed; the standby must take over the home agent address and every binding acknowledged before
+the kill (read back from its NETCONF op state), and answer registrations again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from etcd_cluster import EtcdCluster
+from lxml import etree
+from pair import COA, HA, HOME_START, NS, PairDaemon, Topology
+
+from ha.netns import run_in_netns
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+NODES = 100
+TTL = 2
+
+
+class Load:
+    """failover_load.py in the mobile node's namespace; its lines with arrival times."""
+
+    def __init__(self, mn_ns: str, duration: float, interval: float, nodes: int = NODES) -> None:
+        self.lines: list[list[str]] = []
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", mn_ns, sys.executable, str(HERE / "failover_load.py"), HA, COA,
+             HOME_START, str(nodes), str(interval), str(duration)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.split())
+
+    def acks(self) -> list[tuple[float, str]]:
+        return [(float(w[1]), w[2]) for w in list(self.lines) if w and w[0] == "ACK"]
+
+    def wait(self, timeout: float) -> None:
+        self.proc.wait(timeout=timeout)
+        self.reader.join(5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # by PID (ip netns exec execs python)
+            self.proc.wait(timeout=10)
+
+
+class Traffic:
+    """A correspondent sending UDP to one home address every 20 ms; the mobile node's raw IP-in-IP
+    socket records when each tunnelled copy arrives (outer destination = the care-of address)."""
+
+    def __init__(self, topo: Topology, home: str) -> None:
+        self.home = home
+        self.arrivals: list[float] = []
+        self.sender = run_in_netns(topo.cn, socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
+        self.receiver = run_in_netns(
+            topo.mn, socket.socket, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP
+        )
+        self.receiver.settimeout(0.1)
+        self.running = True
+        self.threads = [
+            threading.Thread(target=self._send, daemon=True),
+            threading.Thread(target=self._recv, daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _send(self) -> None:
+        while self.running:
+            with contextlib.suppress(OSError):
+                self.sender.sendto(b"through the tunnel", (self.home, 9))
+            time.sleep(0.02)
+
+    def _recv(self) -> None:
+        while self.running:
+            try:
+                packet = self.receiver.recv(2048)
+            except (TimeoutError, OSError):
+                continue
+            inner = packet[(packet[0] & 0x0F) * 4 :]
+            if len(inner) >= 20 and socket.inet_ntoa(inner[16:20]) == self.home:
+                self.arrivals.append(time.time())
+
+    def stop(self) -> None:
+        self.running = False
+        for t in self.threads:
+            t.join(2)
+        self.sender.close()
+        self.receiver.close()
+
+
+def get(daemon: PairDaemon, subtree: str) -> etree._Element:
+    with daemon.connect() as m:
+        reply = m.get(filter=("subtree", subtree))
+    return etree.fromstring(reply.xml.encode())
+
+
+def bound_homes(daemon: PairDaemon) -> set[str]:
+    tree = get(daemon, f'<virtual-routers xmlns="{NS}"><virtual-router><name>home</name><home-agent>'
+                       "<bindings/></home-agent></virtual-router></virtual-routers>")  # fmt: skip
+    return {el.text for el in tree.iter(f"{{{NS}}}home-address")}
+
+
+def redundancy(daemon: PairDaemon) -> dict[str, list[str]]:
+    tree = get(daemon, f'<redundancy xmlns="{NS}"/>')
+    found: dict[str, list[str]] = {}
+    for el in tree.iter():
+        if isinstance(el.tag, str) and el.tag.startswith(f"{{{NS}}}") and len(el) == 0:
+            found.setdefault(etree.QName(el).localname, []).append(el.text or "")
+    return found
+
+
+def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (network namespaces)")
+    topo = Topology()
+    daemons: list[PairDaemon] = []
+    load = None
+    traffic = None
+    try:
+        topo.build()
+        a = PairDaemon(tmp_path, "a", topo.a, etcd.endpoints, NODES, TTL)
+        b = PairDaemon(tmp_path, "b", topo.b, etcd.endpoints, NODES, TTL)
+        daemons += [a, b]
+        a.start()
+        a.wait_log("redundancy: active", 60)
+        b.start()
+        b.wait_log("mipha running", 60)
+        state = redundancy(b)
+        assert state["role"] == ["standby"] and state["leader"] == ["a"], state
+        assert state["configuration-agrees"] == ["true"], state
+        assert redundancy(a)["role"] == ["active"]
+        load = Load(topo.mn, duration=14, interval=0.25)
+        time.sleep(3)
+        traffic = Traffic(topo, HOME_START)
+        time.sleep(2)
+        killed = a.kill9()
+        acked_before = {home for t, home in load.acks() if t < killed}
+        load.wait(60)
+        after = sorted(t for t, _ in load.acks() if t > killed)
+        assert after, f"no registration answered after the kill: {load.lines[-20:]}"
+        gap = after[0] - killed
+        lost_homes = {w[2] for w in load.lines if w and w[0] == "LOST"}
+        print(f"{len(acked_before)} nodes acknowledged before the kill; registrations answered again "
+              f"{gap:.2f}s after it; transactions without any reply: {len(lost_homes)}")  # fmt: skip
+        assert len(acked_before) == NODES, "not every node registered before the kill"
+        traffic.stop()
+        through_a = [t for t in traffic.arrivals if t < killed]
+        through_b = [t for t in traffic.arrivals if t > killed + 0.1]
+        assert through_a, "no traffic reached the care-of address through the first active"
+        assert through_b, "traffic to the home address did not resume through the new active"
+        print(f"traffic to {HOME_START} through the tunnel again {through_b[0] - killed:.2f}s after the kill")
+        state = redundancy(b)
+        assert state["role"] == ["active"] and state["leader"] == ["b"], state
+        missing = acked_before - bound_homes(b)
+        assert not missing, f"acknowledged bindings lost in the failover: {sorted(missing)}"
+        homes = {str(IPv4Address(HOME_START) + i) for i in range(NODES)}
+        assert bound_homes(b) == homes
+        # The killed member comes back (as a supervisor would restart it): it joins as the standby.
+        a.start()
+        a.wait_log("mipha running", 60)
+        time.sleep(0.5)
+        state = redundancy(a)
+        assert state["role"] == ["standby"] and state["leader"] == ["b"], state
+        assert sorted(state["peer"]) == ["a", "b"]
+        assert bound_homes(a) == set()
+    finally:
+        if load is not None:
+            load.stop()
+        if traffic is not None and traffic.running:
+            traffic.stop()
+        for d in daemons:
+            d.stop()
+        topo.destroy()
+
+
+def test_a_standby_whose_configuration_differs_does_not_take_over(etcd: EtcdCluster, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (network namespaces)")
+    topo = Topology()
+    daemons: list[PairDaemon] = []
+    try:
+        topo.build()
+        a = PairDaemon(tmp_path, "a", topo.a, etcd.endpoints, 10, TTL)
+        b = PairDaemon(tmp_path, "b", topo.b, etcd.endpoints, 11, TTL)  # one mobile node more
+        daemons += [a, b]
+        a.start()
+        a.wait_log("redundancy: active", 60)
+        b.start()
+        b.wait_log("takeover blocked", 60)
+        state = redundancy(b)
+        assert state["role"] == ["standby"] and state["configuration-agrees"] == ["false"], state
+        assert "configuration differs" in state["reason"][0]
+        assert redundancy(a)["configuration-agrees"] == ["true"]
+        killed = a.kill9()
+        time.sleep(TTL + 2)  # the lease has expired: b would have taken over by now
+        state = redundancy(b)
+        assert state["role"] == ["standby"], f"a standby with another configuration took over: {state}"
+        assert "leader" not in state, state
+        print(f"b still standby {time.time() - killed:.1f}s after the kill: {state['reason'][0]}")
+    finally:
+        for d in daemons:
+            d.stop()
+        topo.destroy()
