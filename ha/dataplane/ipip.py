@@ -20,6 +20,7 @@ RFC 3519 UDP tunnels go through a TUN of their own in userspace (``mip-udp``, no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 from collections import Counter
@@ -57,7 +58,12 @@ class IpipPlane(UdpTunnelRoutes, KernelPlane):
         if await self._acall(read_sysctl, ("net", "ipv4", "conf", "all", "rp_filter")) == "2":
             log.warning("VR %s: conf.all.rp_filter=2 makes the reverse-tunnel check loose", self.vr.name)
         await self._acall(self._adopt)
-        await self._acall(self.udp_tun.open, self.ipr)
+        try:
+            await self._acall(self.udp_tun.open, self.ipr)
+        except (OSError, DataPlaneError) as exc:  # no /dev/net/tun: no UDP tunnels (142), the rest works
+            log.warning("VR %s: no RFC 3519 UDP tunnels (%s)", self.vr.name, exc)
+            self.capabilities = dataclasses.replace(self.capabilities, udp_tunnels=False)
+            return
         self.udp_tun.start(asyncio.get_running_loop())
 
     async def _stop_backend(self) -> None:
