@@ -438,8 +438,6 @@ def up(lab: Lab) -> None:
     if recorded is not None and recorded != lab.nat:
         have = "with" if recorded else "without"
         raise LabError(f"the lab is up {have} the NAT: run `mipha lab down` first, or match --nat")
-    if lab.nat and lab.dataplane == "ipip":
-        raise LabError("--nat needs the tun data plane (the ipip backend answers UDP tunnelling with 142)")
     for path in (EXAMPLES / "mipha-lab.toml", EXAMPLES / "startup.xml"):
         if not path.exists():
             raise LabError(f"{path} is missing (the lab runs from a mipha source checkout)")

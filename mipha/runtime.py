@@ -216,14 +216,13 @@ class VirtualRouter:
                 f"cannot listen on UDP port {ha.udp_port} in {self.netns or 'the default namespace'}: {exc}",
                 f"{ha_path}/mipha:udp-port",
             ) from exc
-        engine.udp_tunnels_available = plane.UDP_TUNNELS
         plane.attach_udp_socket(unicast)  # tunnel data leaves from the HA's address (RFC 3519)
         self.transport = HomeAgentTransport(
             engine,
             sock,
             unicast=unicast,
             on_output=self.flush,
-            tunnel_data=plane.udp_input if plane.UDP_TUNNELS else None,
+            tunnel_data=plane.udp_input if plane.capabilities.udp_tunnels else None,
             gate=self.gate,
         )
         self.transport.start()

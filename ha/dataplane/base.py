@@ -65,11 +65,15 @@ class Capabilities:
     backend builds RFC 2004 minimal encapsulation).  ``simultaneous_bindings``: it sends a copy of each
     packet to every care-of address of a home address (RFC 5944 §4.2); without it S gets code 1.
     ``reverse_tunnel``: it checks and forwards reverse-tunnelled packets (RFC 3024); without it T is 137.
+    ``udp_tunnels``: it carries RFC 3519 UDP tunnels (``Encapsulation.IP_IN_UDP``) through the
+    registration socket given to :meth:`DataPlane.attach_udp_socket`, which passes it every type-4
+    datagram (:meth:`DataPlane.udp_input`); without it a registration that needs one is 142.
     """
 
     encapsulations: frozenset[Encapsulation] = frozenset({Encapsulation.IP_IN_IP, Encapsulation.GRE})
     simultaneous_bindings: bool = True
     reverse_tunnel: bool = True
+    udp_tunnels: bool = True
 
 
 class DataPlaneError(Exception):
@@ -82,12 +86,8 @@ class DataPlane(abc.ABC):
     name: str = "abstract"
     #: What this backend can carry out (the engine's decisions take it into account).
     capabilities: Capabilities = Capabilities()
-    #: True when the backend carries RFC 3519 UDP tunnels (``Encapsulation.IP_IN_UDP``); such a
-    #: backend sends and receives them through the registration socket given to
-    #: :meth:`attach_udp_socket`, which passes it every type-4 datagram (:meth:`udp_input`).
-    UDP_TUNNELS: bool = False
 
-    def attach_udp_socket(self, sock: object) -> None:  # noqa: B027 - optional, for UDP_TUNNELS backends
+    def attach_udp_socket(self, sock: object) -> None:  # noqa: B027 - for backends with udp_tunnels
         """The UDP 434 socket of the virtual router: tunnel data leaves through it (RFC 3519)."""
 
     def udp_input(self, data: bytes, source: tuple[str, int]) -> None:  # noqa: B027 - optional

@@ -13,40 +13,61 @@ is 2 the kernel uses the maximum and the check becomes loose; :meth:`IpipPlane.s
 
 Limits, declared in :attr:`IpipPlane.capabilities` so the engine never accepts what this backend cannot
 do: a kernel route cannot copy packets, so simultaneous bindings (S) are answered with code 1 (one
-care-of address at a time; the tun backend duplicates); minimal encapsulation is not available in Linux.
+care-of address at a time; the tun backend duplicates); minimal encapsulation is not available in Linux;
+RFC 3519 UDP tunnels go through a TUN of their own in userspace (``mip-udp``, no ``fou`` needed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import errno
 import logging
+from collections import Counter
 from ipaddress import IPv4Address
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ha.netns import read_sysctl, write_sysctl
 
-from .base import Capabilities, DataPlaneError, TunnelCounters
+from .base import Capabilities, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import GRE_PREFIX, IPIP_PREFIX, coa_from_ifname, tunnel_ifname
+from .udp_tunnel import UDP_TUN_IFNAME, UdpTunDevice, UdpTunnelRoutes
 
 log = logging.getLogger(__name__)
 
 _KIND = {Encapsulation.IP_IN_IP: ("ipip", IPIP_PREFIX), Encapsulation.GRE: ("gre", GRE_PREFIX)}
 
 
-class IpipPlane(KernelPlane):
+class IpipPlane(UdpTunnelRoutes, KernelPlane):
     """Kernel IP-in-IP / GRE tunnels programmed through pyroute2."""
 
     name = "ipip"
     capabilities = Capabilities(simultaneous_bindings=False)
     _stats: dict[int, dict[str, int]] = {}
 
+    def __init__(self, vr: VirtualRouterPlane, **kw: int) -> None:
+        super().__init__(vr, **kw)
+        self.udp_counts: Counter[str] = Counter()
+        self.udp_tun = UdpTunDevice(vr.ha_address, self.udp_counts)
+        self.udp = self.udp_tun.udp
+
     async def _start_backend(self) -> None:
         if await self._acall(read_sysctl, ("net", "ipv4", "conf", "all", "rp_filter")) == "2":
             log.warning("VR %s: conf.all.rp_filter=2 makes the reverse-tunnel check loose", self.vr.name)
         await self._acall(self._adopt)
+        try:
+            await self._acall(self.udp_tun.open, self.ipr)
+        except (OSError, DataPlaneError) as exc:  # no /dev/net/tun: no UDP tunnels (142), the rest works
+            log.warning("VR %s: no RFC 3519 UDP tunnels (%s)", self.vr.name, exc)
+            self.capabilities = dataclasses.replace(self.capabilities, udp_tunnels=False)
+            return
+        self.udp_tun.start(asyncio.get_running_loop())
+
+    async def _stop_backend(self) -> None:
+        self.udp_tun.close(asyncio.get_running_loop())
 
     def _adopt(self) -> None:
         """Learn tunnels left by a previous run (refcount 0), so ``apply`` after a restart reuses them.
@@ -74,6 +95,9 @@ class IpipPlane(KernelPlane):
         return found
 
     def _create_tunnel(self, tunnel: Tunnel) -> None:
+        if tunnel.encapsulation == Encapsulation.IP_IN_UDP:  # userspace: routed into mip-udp
+            tunnel.ifindex, tunnel.ifname = self.udp_tun.ifindex, UDP_TUN_IFNAME
+            return
         if tunnel.encapsulation not in _KIND:
             raise DataPlaneError(f"the ipip backend does not support {tunnel.encapsulation} encapsulation")
         kind, prefix = _KIND[tunnel.encapsulation]
@@ -96,7 +120,7 @@ class IpipPlane(KernelPlane):
         tunnel.ifindex, tunnel.ifname = idx[0], ifname
 
     def _delete_tunnel(self, tunnel: Tunnel) -> None:
-        if not tunnel.ifindex:
+        if not tunnel.ifindex or tunnel.encapsulation == Encapsulation.IP_IN_UDP:
             return
         try:
             self.ipr.link("del", index=tunnel.ifindex)
@@ -124,8 +148,24 @@ class IpipPlane(KernelPlane):
         self._stats = self._call(self._link_stats) if self._ns is not None else {}
         return super().tunnels()
 
+    def _refresh(self, full: bool, homes: set[IPv4Address], coas: set[IPv4Address]) -> None:
+        """Keep the UDP tunnels' per-home paths in step (the kernel devices need nothing here)."""
+        udp = self.udp
+        if full:
+            homes = set(self._homes)
+            udp.keep_only({h.packed for h in homes})
+        for coa in coas:
+            homes |= self._homes_by_coa.get(coa, set())
+        for hoa in homes:
+            bound = self._homes.get(hoa)
+            tunnel = self._current.get(bound[0]) if bound else None
+            if bound and tunnel is not None and tunnel.encapsulation == Encapsulation.IP_IN_UDP:
+                udp.path(hoa.packed, (str(bound[0]), udp.ports.get(hoa, 0)), self.udp_tun.mtu)
+            else:
+                udp.forget(hoa.packed)
+
     def _counters(self, coa: IPv4Address) -> tuple[int, int, int, int]:
-        totals = [0, 0, 0, 0]
+        totals = list(self.udp.counters(coa))
         for t in self._tunnels_to(coa):
             s = self._stats.get(t.ifindex, {})
             for i, name in enumerate(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")):

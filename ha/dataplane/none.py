@@ -20,7 +20,6 @@ class NonePlane(DataPlane):
     """Keeps the state a real backend would program, and a log of every intent, in memory."""
 
     name = "none"
-    UDP_TUNNELS = True  # records IP_IN_UDP intents like any other (nothing is forwarded)
 
     def __init__(self, vr: VirtualRouterPlane) -> None:
         self.vr = vr

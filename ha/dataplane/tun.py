@@ -52,12 +52,12 @@ from ipaddress import IPv4Address
 
 from ha.netns import write_sysctl
 
-from .base import DataPlaneError, DesiredBinding, VirtualRouterPlane
+from .base import DataPlaneError, VirtualRouterPlane
 from .checksum import internet_checksum
-from .intents import Encapsulation, RemoveHomeRoute, SetHomeRoute
+from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
-from .udp_tunnel import UDP_OVERHEAD, UdpTunnels
+from .udp_tunnel import UDP_OVERHEAD, UdpTunnelRoutes, UdpTunnels
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,11 @@ def icmp_error(icmp_type: int, code: int, offending: bytes, *, mtu: int = 0) -> 
     return body[:2] + struct.pack("!H", csum) + body[4:]
 
 
-class TunPlane(KernelPlane):
+class TunPlane(UdpTunnelRoutes, KernelPlane):
     """Userspace IP-in-IP home agent data plane for one virtual router."""
 
     name = "tun"
     TUNNELS_IN_KERNEL = False  # tunnels are fast-path entries only
-    UDP_TUNNELS = True
 
     def __init__(
         self,
@@ -277,29 +276,11 @@ class TunPlane(KernelPlane):
 
     # -- RFC 3519 UDP tunnels --------------------------------------------------------------------------
 
-    def attach_udp_socket(self, sock: object) -> None:
-        self.udp.sock = sock  # type: ignore[assignment]
-
-    def udp_input(self, data: bytes, source: tuple[str, int]) -> None:
-        self.udp.receive(data, source)
-
     def _write_tun(self, packet: bytes | memoryview) -> None:
         try:
             os.write(self._fd, packet)
         except OSError:
             self.stats.counts["tun-write-failed"] += 1
-
-    def _set_home_route(self, intent: SetHomeRoute) -> None:
-        super()._set_home_route(intent)
-        self.udp.ports[intent.home_address] = intent.udp_port
-
-    def _remove_home_route(self, intent: RemoveHomeRoute) -> None:
-        super()._remove_home_route(intent)
-        self.udp.ports.pop(intent.home_address, None)
-
-    def _resync(self, wanted: list[DesiredBinding]) -> None:
-        self.udp.ports = {b.home_address: b.udp_port for b in wanted if b.udp_port}
-        super()._resync(wanted)
 
     def _refresh(self, full: bool, homes: set[IPv4Address], coas: set[IPv4Address]) -> None:
         """Update the per-packet tables (keys are packed addresses: no parsing on the fast path).

@@ -18,14 +18,25 @@ engine says so with a new ``SetHomeRoute``.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any
 
+from ha.netns import write_sysctl
+
+from .base import DataPlaneError, DesiredBinding
 from .checksum import internet_checksum
+from .intents import RemoveHomeRoute, SetHomeRoute
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 #: Bytes an IP-in-UDP tunnel adds: outer IP (20) + UDP (8) + the tunnel data header (4).
 UDP_OVERHEAD = 32
@@ -117,6 +128,14 @@ class UdpTunnels:
         if path is not None:
             self._by_mapping.pop(path.dest, None)
 
+    def path_of(self, home: bytes) -> UdpPath | None:
+        return self._paths.get(home)
+
+    def keep_only(self, homes: set[bytes]) -> None:
+        """Forget every path whose home address is not in ``homes`` (after a full resync)."""
+        for home in [h for h in self._paths if h not in homes]:
+            self.forget(home)
+
     def counters(self, nat: IPv4Address) -> tuple[int, int, int, int]:
         """In/out packets and octets of every UDP tunnel behind ``nat`` (for ``tunnels/tunnel``)."""
         totals = [0, 0, 0, 0]
@@ -170,3 +189,110 @@ class UdpTunnels:
                 self.send(path, reply)
                 return
         self.write_tun(inner)
+
+
+class UdpTunnelRoutes:
+    """What a :class:`~ha.dataplane.kernel.KernelPlane` backend adds to carry RFC 3519 UDP tunnels.
+
+    Mixed in before ``KernelPlane``: remembers each UDP-tunnelled home address's NAT port from its
+    ``SetHomeRoute`` (and from ``resync``), and plugs the registration socket and its type-4 datagrams
+    into :attr:`udp`.  The backend builds :attr:`udp` and keeps its per-home paths in step
+    (:meth:`UdpTunnels.path` / :meth:`UdpTunnels.forget`) when it refreshes its fast path.
+    """
+
+    udp: UdpTunnels
+
+    def attach_udp_socket(self, sock: object) -> None:
+        self.udp.sock = sock  # type: ignore[assignment]
+
+    def udp_input(self, data: bytes, source: tuple[str, int]) -> None:
+        self.udp.receive(data, source)
+
+    def _set_home_route(self, intent: SetHomeRoute) -> None:
+        super()._set_home_route(intent)  # type: ignore[misc]
+        self.udp.ports[intent.home_address] = intent.udp_port
+
+    def _remove_home_route(self, intent: RemoveHomeRoute) -> None:
+        super()._remove_home_route(intent)  # type: ignore[misc]
+        self.udp.ports.pop(intent.home_address, None)
+
+    def _resync(self, wanted: list[DesiredBinding]) -> None:
+        self.udp.ports = {b.home_address: b.udp_port for b in wanted if b.udp_port}
+        super()._resync(wanted)  # type: ignore[misc]
+
+
+UDP_TUN_IFNAME = "mip-udp"
+_TUNSETIFF = 0x400454CA
+_IFF_TUN_NO_PI = 0x0001 | 0x1000
+_BURST = 256
+
+
+class UdpTunDevice:
+    """A TUN of its own for the UDP tunnels of a backend whose other tunnels are kernel devices (ipip).
+
+    Home addresses bound through a UDP tunnel are routed into ``mip-udp``; what the kernel forwards
+    into it is sent to the binding's NAT mapping (:class:`UdpTunnels`), and what comes back through the
+    tunnel is written to it.  The inner TTL decrement is the kernel's forwarding step into the TUN; a
+    packet with TTL 0, from the home agent itself or longer than the tunnel MTU - 32 with DF is
+    dropped and counted (this reader sends no ICMP errors; the ``tun`` backend's reader does).
+    """
+
+    def __init__(self, ha_address: IPv4Address, counts: Counter[str], *, mtu: int = 1500) -> None:
+        self.counts = counts
+        self.mtu = mtu
+        self.fd = -1
+        self.ifindex = 0
+        self.local = frozenset({ha_address.packed})
+        self.udp = UdpTunnels(ha_address, counts, self.write)
+
+    def open(self, ipr: IPRoute) -> None:
+        """Create the TUN (call it on the namespace's thread, so it lives in the virtual router)."""
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", UDP_TUN_IFNAME.encode(), _IFF_TUN_NO_PI))
+        except OSError as exc:
+            os.close(fd)
+            raise DataPlaneError(f"cannot create TUN device {UDP_TUN_IFNAME}: {exc}") from exc
+        self.fd = fd
+        self.ifindex = socket.if_nametoindex(UDP_TUN_IFNAME)
+        write_sysctl(("net", "ipv6", "conf", UDP_TUN_IFNAME, "disable_ipv6"), 1)
+        write_sysctl(("net", "ipv4", "conf", UDP_TUN_IFNAME, "rp_filter"), 2)
+        ipr.link("set", index=self.ifindex, state="up", mtu=self.mtu)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.fd, self._on_readable)
+
+    def close(self, loop: Any) -> None:
+        if self.fd >= 0:
+            loop.remove_reader(self.fd)
+            os.close(self.fd)  # the non-persistent TUN goes, with its routes
+            self.fd = -1
+
+    def write(self, packet: bytes | memoryview) -> None:
+        try:
+            os.write(self.fd, packet)
+        except OSError:
+            self.counts["tun-write-failed"] += 1
+
+    def _on_readable(self) -> None:
+        fd, read, counts, udp, local = self.fd, os.read, self.counts, self.udp, self.local
+        for _ in range(_BURST):
+            try:
+                packet = read(fd, 65535)
+            except BlockingIOError:
+                return
+            except OSError:  # pragma: no cover - device gone
+                return
+            path = udp.path_of(packet[16:20])
+            if path is None:
+                counts["no-binding"] += 1
+            elif len(packet) < 20 or packet[0] >> 4 != 4:
+                counts["not-ipv4"] += 1
+            elif packet[8] == 0:
+                counts["ttl-expired"] += 1
+            elif packet[12:16] in local or packet[12:16] == path.packed:
+                counts["loop"] += 1
+            elif packet[6] & 0x40 and len(packet) > path.mtu - UDP_OVERHEAD:
+                counts["frag-needed"] += 1
+            else:
+                udp.send(path, packet)

@@ -391,8 +391,6 @@ class HomeAgent:
         self._aaa_max_pending = 0
         self._sessions = 0
         self.aaa_counters = AaaCounters()
-        #: Set by the daemon from its data plane: False makes a UDP tunnel request that needs one 142.
-        self.udp_tunnels_available = True
         self._revocations = RevocationState()
         self._datagrams: deque[Outgoing] = deque()  # revocations to send (not replies)
         self._install(prepare_config(self, config))
@@ -522,7 +520,7 @@ class HomeAgent:
         ha = self.config.home_agent
         assert ha is not None
         outcome = udp_tunnel_step(
-            verdict, peer.arrival, ha.nat_traversal, available=self.udp_tunnels_available
+            verdict, peer.arrival, ha.nat_traversal, available=self._capabilities.udp_tunnels
         )
         if type(outcome) is Accept and outcome.fa_security_association is not None:  # only with an agent
             outcome = revocation_step(outcome, int(wallclock), enabled=ha.revocation.enabled)

@@ -34,7 +34,7 @@ def free_port() -> int:
 class Daemon:
     """`mipha run` as a child process; ends only the process it started, by PID."""
 
-    def __init__(self, tmp: Path, port: int, extra_toml: str = "") -> None:
+    def __init__(self, tmp: Path, port: int, extra_toml: str = "", *, backend: str = "tun") -> None:
         self.tmp = tmp
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -50,7 +50,7 @@ groups = ["admin"]
 [state]
 dir = "{tmp / "state"}"
 [dataplane]
-backend = "tun"
+backend = "{backend}"
 {extra_toml}"""
         )
 

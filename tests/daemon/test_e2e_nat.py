@@ -159,8 +159,10 @@ def one_shot(topo: NatTopology) -> dict:
     return json.loads(out.stdout)
 
 
-def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path, free_port())
+@pytest.mark.parametrize("backend", ["tun", "ipip"])
+def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path, backend: str) -> None:
+    """Both backends carry the UDP tunnel in userspace (``ipip`` needs no kernel tunnel device for it)."""
+    daemon = Daemon(tmp_path, free_port(), backend=backend)
     capture: Capture | None = None
     node: subprocess.Popen[str] | None = None
     n = topo.names
@@ -168,6 +170,7 @@ def test_mobile_node_behind_nftables_nat(topo: NatTopology, tmp_path: Path) -> N
         daemon.start()
         with daemon.connect() as m:
             m.edit_config(target="running", config=vr_config(topo))
+            assert f"data plane {backend}" in daemon.log.read_text(), daemon.log.read_text()
             capture = Capture(n["ha"], tmp_path / "nat.pcap", interface="wan0")
 
             # Register through the NAT: the binding tunnels in UDP to the NAT mapping.

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 import pytest
 from engine_helpers import FA_KEY, HA, KEY, Harness, node, vr_config
 
-from ha.dataplane.base import DesiredBinding
+from ha.dataplane.base import Capabilities, DesiredBinding
 from ha.dataplane.intents import Encapsulation, EnsureTunnel, ReleaseTunnel, SetHomeRoute
 from ha.engine.config import ForeignAgent, SecurityAssociation
 from ha.engine.events import BindingRemoved, RemovalReason
@@ -135,7 +135,7 @@ def test_udp_tunnel_policy(
     policy: NatTraversalPolicy, source: str, ext: bytes, available: bool, code: int, reply_flags: object
 ) -> None:
     h = harness(nat_traversal=policy)
-    h.engine.udp_tunnels_available = available
+    h.engine.set_capabilities(Capabilities(udp_tunnels=available))
     reply = send(h, request(ident=h.clock.timestamp(), head=ext), source)
     assert reply.code == code
     tunnel = reply.first(UdpTunnelReply)
