@@ -74,7 +74,9 @@ _PLAIN_REQUEST = struct.Struct("!BBHIIIQBBI")  # the fixed part, then Type, Leng
 _PLAIN_REQUEST_LENGTH = _PLAIN_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
 #: A mobile node behind a NAT (RFC 3519): the fixed part, a UDP Tunnel Request, then the Mobile-Home
 #: extension — the second most common layout, also read without the loop.
-_NAT_REQUEST = struct.Struct("!BBHIIIQBBBBBBHBBI")
+#: Read as the fixed part, the 144 body's first four bytes as one integer (``SubType | Reserved |
+#: Flags | Encapsulation``, the key of :func:`_udp_tunnel_request`'s cache), then the MN-HA SPI.
+_NAT_REQUEST = struct.Struct("!BBHIIIQ2xI4xI")
 _NAT_REQUEST_LENGTH = _NAT_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
 _UDP_TUNNEL_REQ = int(ExtensionType.UDP_TUNNEL_REQUEST)
 _NAT_MN_HA_AT = REQUEST_FIXED_LENGTH + 8
@@ -257,6 +259,23 @@ def _request_header(data: bytes) -> RegistrationRequest:
     )
 
 
+#: UDP Tunnel Requests by their body's first four bytes, reserved byte cleared: a request carries one
+#: of a handful of values (mostly ``0 | 0 | 0 | 4``), and the record is immutable, so one is shared.
+_UDP_TUNNEL_REQUESTS: dict[int, Extension] = {}
+_NOT_RESERVED = 0xFF00FFFF
+
+
+def _udp_tunnel_request(body: int) -> Extension:
+    """The UDP Tunnel Request of ``SubType | Reserved | Flags | Encapsulation`` (cached, bounded)."""
+    key = body & _NOT_RESERVED
+    if len(_UDP_TUNNEL_REQUESTS) >= 256:  # an odd sender cycling values: start again, stay bounded
+        _UDP_TUNNEL_REQUESTS.clear()
+    extension = _UDP_TUNNEL_REQUESTS[key] = trusted_udp_tunnel_request(
+        (key >> 8) & 0xFF, key & 0xFF, key >> 24
+    )
+    return extension
+
+
 def pull_registration_request(data: bytes) -> RegistrationRequest:
     """Decode a Registration Request; raise ProtocolError (134 with ``header``, or discard)."""
     if type(data) is not bytes:
@@ -278,10 +297,8 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
         and data[_NAT_MN_HA_AT] == _MN_HA
         and data[_NAT_MN_HA_AT + 1] == _SIGNED_AUTH_LENGTH
     ):  # RFC 3519: one UDP Tunnel Request before the MN-HA extension (well formed as it stands)
-        _t, flags, lifetime, hoa, ha, coa, ident, _e, _l, sub, _r, uflags, encap, _r16, _e2, _l2, spi = (
-            _NAT_REQUEST.unpack_from(data)
-        )
-        tunnel = trusted_udp_tunnel_request(uflags, encap, sub)
+        _t, flags, lifetime, hoa, ha, coa, ident, body, spi = _NAT_REQUEST.unpack_from(data)
+        tunnel = _UDP_TUNNEL_REQUESTS.get(body & _NOT_RESERVED) or _udp_tunnel_request(body)
         auth = trusted_auth(MobileHomeAuth, spi, data[_NAT_REQUEST.size :], _NAT_MN_HA_AT)
         return trusted_request(flags, lifetime, hoa, ha, coa, ident, (tunnel, auth), data)
     if len(data) < REQUEST_FIXED_LENGTH:
@@ -365,16 +382,20 @@ def _write_udp_tunnel_reply(ext: UdpTunnelReply) -> bytes:
     return _short(ext.TYPE, _UDP_TUNNEL_REPLY.pack(ext.subtype, ext.code, ext.flags, ext.keepalive_interval))
 
 
-_UDP_TUNNEL_REPLIES: dict[UdpTunnelReply, bytes] = {}
+#: Encoded extensions 44 by the identity of the record (hashing a dataclass by value is a Python call
+#: per reply); each entry holds its record, so the id cannot be reused while the entry exists.
+_UDP_TUNNEL_REPLIES: dict[int, tuple[UdpTunnelReply, bytes]] = {}
 
 
 def udp_tunnel_bytes(ext: UdpTunnelReply) -> bytes:
-    """The encoded extension 44, cached: a home agent sends very few distinct ones (one per policy)."""
-    encoded = _UDP_TUNNEL_REPLIES.get(ext)
-    if encoded is None:
-        if len(_UDP_TUNNEL_REPLIES) > 64:
-            _UDP_TUNNEL_REPLIES.clear()
-        encoded = _UDP_TUNNEL_REPLIES[ext] = _write_udp_tunnel_reply(ext)
+    """The encoded extension 44, cached: a home agent sends very few distinct ones (two per policy)."""
+    entry = _UDP_TUNNEL_REPLIES.get(id(ext))
+    if entry is not None and entry[0] is ext:
+        return entry[1]
+    if len(_UDP_TUNNEL_REPLIES) > 64:
+        _UDP_TUNNEL_REPLIES.clear()
+    encoded = _write_udp_tunnel_reply(ext)
+    _UDP_TUNNEL_REPLIES[id(ext)] = (ext, encoded)
     return encoded
 
 

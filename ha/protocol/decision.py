@@ -155,7 +155,8 @@ class ForeignAgentRecord:
 class Arrival:
     """Where the request came from and where it was sent (IP and UDP), as the socket reported it.
 
-    ``destination_integer`` is derived on construction (a caller may keep one per peer and reuse it).
+    ``destination_integer`` and ``source_integer`` are derived on construction (a caller may keep one
+    per peer and reuse it).
     """
 
     source: IPv4Address
@@ -163,9 +164,11 @@ class Arrival:
     destination: IPv4Address
     destination_port: int = 434
     destination_integer: int = field(init=False, repr=False, compare=False)
+    source_integer: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.destination_integer = int(self.destination)
+        self.source_integer = int(self.source)
 
 
 # --- outputs -----------------------------------------------------------------------------------------
@@ -327,6 +330,7 @@ _DISABLED = ReverseTunnelPolicy.DISABLED
 _REQUIRED = ReverseTunnelPolicy.REQUIRED
 _ACCEPTED = ReplyCode.ACCEPTED
 _REGISTER = BindingAction.REGISTER
+_CVSE = CriticalVendorExtension
 
 
 def _in_any(address: IPv4Address, networks: tuple[IPv4Network, ...]) -> bool:
@@ -474,8 +478,9 @@ def mobile_node_authentic(x: Examination) -> Deny | None:
     """131 unless the authorization-enabling MN-HA extension verifies (§3.8.2.1, §5.1)."""
     mobile_node, request = x.mobile_node, x.request
     extensions = request.extensions
-    # The usual request carries its MN-HA extension first (and only): no search.
-    mn_ha = extensions[0] if extensions and type(extensions[0]) is MobileHomeAuth else request.mn_ha_auth
+    # The usual requests (RFC 3519's too) end with their MN-HA extension: no search.  The codec lets a
+    # request carry one authorization-enabling extension only, so it is the one mn_ha_auth would find.
+    mn_ha = extensions[-1] if extensions and type(extensions[-1]) is MobileHomeAuth else request.mn_ha_auth
     if mn_ha is None:
         mn_aaa = any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions)
         if mn_aaa and x.mn_aaa_verified and mobile_node is not None and mobile_node.security_associations:
@@ -592,8 +597,11 @@ def foreign_agent_authentic(x: Examination) -> Deny | None:
 def vendor_extensions_understood(x: Examination) -> Deny | None:
     """140 / 141 for a critical vendor extension (mipha understands none, RFC 3115)."""
     request = x.request
-    if len(request.extensions) == 1:  # its MN-HA extension only
+    extensions = request.extensions
+    if len(extensions) == 1:  # its MN-HA extension only
         return None
+    if len(extensions) == 2 and _CVSE not in (type(extensions[0]), type(extensions[1])):
+        return None  # RFC 3519's request: a UDP Tunnel Request and the MN-HA extension
     index = request.index_of(CriticalVendorExtension)
     if index is None:
         return None

@@ -51,6 +51,7 @@ DEFAULT_KEEPALIVE_INTERVAL = 110
 
 _UDP_UNAVAILABLE = ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
 _S = int(RequestFlags.S)
+_F_FORCE = UdpTunnelRequest.F_FORCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,20 @@ class NatTraversalPolicy:
         object.__setattr__(self, "forced_reply", UdpTunnelReply(UDP_TUNNEL_ACCEPTED, interval, REPLY_F))
 
 
+#: UDP tunnel records by NAT mapping (address, port, forced): read-only, so a renewal from the same
+#: mapping shares the record instead of allocating one per request.  Bounded: cleared when full.
+_TUNNELS: dict[int, UdpTunnel] = {}
+_TUNNEL_CACHE = 65536
+
+
 def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
     """The UDP Tunnel Request an authenticator covers (before MN-HA, or before a verified FA-HA)."""
     extensions = accept.request.extensions
     if len(extensions) < 2:
         return None
+    first = extensions[0]
+    if len(extensions) == 2 and type(first) is UdpTunnelRequest and type(extensions[1]) is MobileHomeAuth:
+        return first  # the usual layout (the codec's short cut): no loop
     covered_by_mn = True
     fa_verified = accept.fa_security_association is not None
     for extension in extensions:
@@ -107,9 +117,9 @@ def udp_tunnel_step(
     request = trusted_tunnel_request(accept)
     if request is None:
         return accept
-    source = int(arrival.source)
+    source = arrival.source_integer
     behind_nat = source != accept.request.integers[2]
-    forced = bool(request.flags & UdpTunnelRequest.F_FORCE)
+    forced = request.flags & _F_FORCE != 0
     if not behind_nat and not forced:
         return accept  # no NAT, not forced: plain IP-in-IP to the care-of address
     if not policy.enabled:
@@ -123,7 +133,14 @@ def udp_tunnel_step(
     if not behind_nat and not policy.force_allowed:
         return accept.deny(_UDP_UNAVAILABLE, "forced UDP tunnelling is not allowed")
     reply = policy.behind_nat_reply if behind_nat else policy.forced_reply
-    accept.udp_tunnel = UdpTunnel(source, arrival.source_port, not behind_nat, reply)
+    port = arrival.source_port
+    key = (source << 17) | (port << 1) | (not behind_nat)
+    tunnel = _TUNNELS.get(key)
+    if tunnel is None or tunnel.reply is not reply:
+        if len(_TUNNELS) >= _TUNNEL_CACHE:
+            _TUNNELS.clear()
+        tunnel = _TUNNELS[key] = UdpTunnel(source, port, not behind_nat, reply)
+    accept.udp_tunnel = tunnel
     flags = int(accept.flags)
     if flags & _S:
         accept.flags = REQUEST_FLAGS[flags & ~_S]
