@@ -38,6 +38,10 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 #: Datagrams handled per wake-up before yielding to the loop (keeps timers and other tasks fair).
 _BURST = 256
+#: Receive size: a whole UDP datagram.  Registrations are small, but RFC 3519 tunnel data (type 4)
+#: arrives on these sockets too and carries inner packets up to the tunnel MTU (or 64 KiB reassembled);
+#: a smaller buffer would truncate them silently.
+_DATAGRAM = 65535
 #: Bindings expired per timer callback before yielding to the loop.
 _EXPIRY_BATCH = 512
 #: RFC 3519 tunnel data (message type 4) shares the registration port.
@@ -201,7 +205,7 @@ class HomeAgentTransport:
         count = 0
         for _ in range(_BURST):
             try:
-                data, source = recvfrom(2048)
+                data, source = recvfrom(_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:  # e.g. ICMP errors reported on the socket
@@ -238,7 +242,7 @@ class HomeAgentTransport:
         count = 0
         for _ in range(_BURST):
             try:
-                data, ancillary, _flags, source = recvmsg(2048, 64)
+                data, ancillary, _flags, source = recvmsg(_DATAGRAM, 64)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -281,7 +285,7 @@ class HomeAgentTransport:
         for sock in (self.sock, self.unicast):
             for _ in range(_BURST if sock is not None else 0):
                 try:
-                    sock.recv(2048)
+                    sock.recv(_DATAGRAM)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:

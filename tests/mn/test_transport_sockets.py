@@ -94,3 +94,33 @@ def test_unicast_broadcast_and_other_local_addresses(netns: str) -> None:
         assert pull_registration_reply(data).code == 136
         assert source == (OTHER, ha.port), "a reply leaves from the address its request was sent to"
         assert ha.call(lambda: (ha.transport.received, ha.transport.received_any)) == (3, 2)
+
+
+def test_tunnel_data_is_not_truncated(netns: str) -> None:
+    """RFC 3519 type-4 datagrams of any size reach the data plane whole, on either socket."""
+    config = VirtualRouterConfig(
+        "default",
+        home_agent=HomeAgentConfig(address=IPv4Address(HA), home_prefix=IPv4Network("127.0.0.0/8")),
+    )
+    with ThreadedHomeAgent(config, address="0.0.0.0", netns=netns, unicast=HA) as ha:
+        received: list[bytes] = []
+        ha.call(lambda: setattr(ha.transport, "tunnel_data", lambda data, _source: received.append(data)))
+        sizes = (1400, 2049, 4000, 9000, 65507)
+        pattern = bytes([4, 4, 0, 0]) + bytes(range(256)) * 256
+        sent = [pattern[:size] for size in sizes]
+        assert [len(d) for d in sent] == list(sizes)
+
+        def send() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.bind(("127.0.0.1", 0))
+                for data in sent:
+                    client.sendto(data, (HA, ha.port))  # the unicast socket
+                    client.sendto(data, (OTHER, ha.port))  # the wildcard socket
+
+        run_in_netns(netns, send)
+        deadline = time.monotonic() + 20
+        while ha.call(lambda: len(received)) < 2 * len(sizes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = ha.call(lambda: list(received))
+        assert sorted(len(d) for d in got) == sorted(2 * list(sizes))
+        assert all(d in sent for d in got), "every datagram arrives byte for byte"

@@ -192,19 +192,26 @@ def test_tshark_decodes_every_extension_we_write() -> None:
 
 
 def _wait_until_capturing(process: subprocess.Popen[str], deadline: float) -> None:
-    """tshark logs "Capture started" on stderr once dumpcap captures ("Capturing on" comes too early)."""
+    """tshark logs "Capture started" on stderr once dumpcap captures ("Capturing on" comes too early).
+
+    Raw reads of the pipe, each bounded by ``deadline``: a buffered ``readline()`` blocks on a line
+    without its newline (a stuck or dying tshark) and would hang the suite instead of failing here.
+    """
     assert process.stderr is not None
-    seen = ""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+    fd = process.stderr.fileno()
+    seen = b""
+    while b"Capture started" not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
         if ready:
-            line = process.stderr.readline()
-            if not line:
-                break
-            seen += line
-            if "Capture started" in line:
-                return
-    pytest.fail(f"tshark did not start capturing: {seen!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break  # tshark exited
+            seen += chunk
+    if b"Capture started" not in seen:
+        pytest.fail(f"tshark did not start capturing: {seen.decode(errors='replace')!r}")
 
 
 def _capture_on_loopback(payloads: list[bytes]) -> list[dict[str, str]]:
