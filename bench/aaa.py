@@ -1,6 +1,6 @@
 """AAA figures: first registrations through a real FreeRADIUS, cached renewals, FreeRADIUS's own ceiling.
 
-In a network namespace it creates: FreeRADIUS 3.2 (tests/aaa/raddb plus N generated subscribers,
+In a network namespace it creates: FreeRADIUS 3.2 (mipha/data/radius plus N generated subscribers,
 Framed-Pool + ERX key), `mipha run` configured over NETCONF with `authentication local-then-aaa` and
 N configured NAI nodes (pool addresses too: the same request shape), and `mipha mn load` from inside
 the namespace.  Printed beside each other, same run:
