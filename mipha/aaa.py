@@ -202,6 +202,7 @@ class AaaClient:
         for address, state in previous.items():
             if address not in self.servers:
                 self._stop_probing(state)
+        self._reachability()
         for address, state in self.servers.items():
             if address not in previous and state.probe is None and self._loop is not None:
                 # one Status-Server as it is configured: learn whether it answers them (RFC 5997 §4)
@@ -235,6 +236,7 @@ class AaaClient:
 
     def submit(self, lookups: list[AaaLookup]) -> None:
         """Start an Access-Request per look-up (the engine asked for each NAI at most once)."""
+        self._reachability()  # a rebuilt engine learns it here
         config = self._config()
         for lookup in lookups:
             if config is None or not config.servers:
@@ -413,6 +415,20 @@ class AaaClient:
         delay = state.failed(now)
         if state.probe is None and self._loop is not None:
             state.probe = self._loop.call_later(delay, self._probe, state)
+        if state.status_server:  # it may have been the last server that could be asked
+            self._reachability()
+
+    def _reachability(self) -> None:
+        """Tell the engine whether any server can be asked: when each one failed and waits for a
+        Status-Server answer, new registrations are denied 130 in their own burst, not looked up."""
+        engine = self._engine()
+        if engine is None:
+            return
+        states = self.servers.values()
+        dead = bool(states) and all(s.avoid_until == math.inf for s in states)
+        engine.set_aaa_unreachable(
+            "every RADIUS server failed and has not answered Status-Server since" if dead else None
+        )
 
     def _probe(self, state: ServerState) -> None:
         state.probe = None
@@ -511,6 +527,7 @@ class AaaClient:
             state.status_server = True
             if was_failed:
                 log.info("RADIUS server %s answers Status-Server: in use again", state.server.address)
+                self._reachability()
             return
         if kind == "acct":
             if packet.code == Code.ACCOUNTING_RESPONSE:
@@ -518,6 +535,8 @@ class AaaClient:
             return
         if isinstance(state.probe, asyncio.Handle):  # it answers: no probe needed
             self._stop_probing(state)
+        if was_failed:
+            self._reachability()
         self._deliver(exchange.nai, self._outcome(packet, state, exchange))
 
     def _outcome(self, packet: radius.Packet, state: ServerState, exchange: _Exchange) -> AaaOutcome:
