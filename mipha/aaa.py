@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
 _BACKOFF_STEPS = 7  # 1 s * 2**6 > 60 s: failures beyond change nothing
+#: A server out of use until it answers Status-Server is probed at least this often.
+_PROBE_MAX = 10.0
 #: Identifiers per socket are 256 (RFC 2865 §3): more sockets for more look-ups in flight.
 _MAX_SOCKETS = 32
 #: Deadlines closer than this are served in one wake-up (at most a quarter of the timeout).
@@ -414,7 +416,8 @@ class AaaClient:
         """Back off from ``state`` and probe it with Status-Server when the backoff ends."""
         delay = state.failed(now)
         if state.probe is None and self._loop is not None:
-            state.probe = self._loop.call_later(delay, self._probe, state)
+            wait = min(delay, _PROBE_MAX) if state.status_server else delay
+            state.probe = self._loop.call_later(wait, self._probe, state)
         if state.status_server:  # it may have been the last server that could be asked
             self._reachability()
 
