@@ -326,3 +326,41 @@ def test_a_udp_tunnel_binding_survives_the_journal() -> None:
     nat = IPv4Address(NAT)
     assert desired == DesiredBinding(IPv4Address(HOME), (nat,), Encapsulation.IP_IN_UDP, False, 40001)
     assert fresh.bindings_of(IPv4Address(HOME))[0].udp_tunnel
+
+
+def _reconfigure(h: Harness, nodes: list, **home_agent: object) -> None:
+    config = vr_config(
+        nodes,
+        foreign_agents=[ForeignAgent(IPv4Address(FA), [SecurityAssociation(FA_SPI, FA_KEY)])],
+        **home_agent,
+    )
+    h.engine.apply(h.engine.prepare(config))
+
+
+def test_config_changes_that_end_a_binding_revoke_it_and_others_do_not() -> None:
+    """A configuration change that removes a negotiated binding revokes it (reason ``cleared``); a key
+    rotation and draining (``enabled`` false) remove nothing, so they revoke nothing (docs §11)."""
+    # The node re-addressed: its binding for the old home address ends.
+    h = harness()
+    fa_register(h)
+    h.events()
+    _reconfigure(h, [node("mn1", "10.1.0.101")])
+    removed = [e for e in h.events() if isinstance(e, BindingRemoved)]
+    datagrams = h.engine.drain_datagrams()
+    assert len(h.engine) == 0 and [e.reason for e in removed] == [RemovalReason.CLEARED]
+    assert [d.data[0] for d in datagrams] == [7] and datagrams[0].destination == (FA, 434)
+
+    # A new key for the node: the binding stays until its lifetime ends (the next renewal needs the
+    # new key); nothing is revoked.
+    h = harness()
+    fa_register(h)
+    _reconfigure(h, [node("mn1", HOME, security_associations=[SecurityAssociation(256, b"\x01" * 16)])])
+    assert len(h.engine) == 1 and h.engine.drain_datagrams() == []
+
+    # Draining: the binding stays, nothing is revoked; clearing it then revokes.
+    h = harness()
+    fa_register(h)
+    _reconfigure(h, [node("mn1", HOME)], enabled=False)
+    assert len(h.engine) == 1 and h.engine.drain_datagrams() == []
+    assert h.engine.clear_bindings() == 1
+    assert [d.data[0] for d in h.engine.drain_datagrams()] == [7]
