@@ -59,6 +59,9 @@ class BindingRecord:
     #: accounting session): what lets its bindings be renewed after a restart without RADIUS.  Read
     #: back as a dict; written from the subscriber's JSON text, encoded once.
     aaa: dict | str | None = None
+    #: RFC 3543 revocation the relaying foreign agent negotiated (``HomeAgent.revocation_record``: agent
+    #: address, both timestamps, I bit): what lets the home agent still revoke the binding after a restart.
+    revocation: dict | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -76,7 +79,8 @@ class BindingRecord:
             f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
             f'"identification":{self.identification:d},"flags":{self.flags:d},'
             f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}'
-            + ("}" if self.aaa is None else f',"aaa":{self._aaa_json()}}}')
+            + ("" if self.aaa is None else f',"aaa":{self._aaa_json()}')
+            + ("}" if self.revocation is None else f',"revocation":{_ENCODER.encode(self.revocation)}}}')
         )
 
     def _aaa_json(self) -> str:

@@ -76,6 +76,7 @@ def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
         str(b.encapsulation),
         node.nai if node is not None else None,
         subscriber.journal_json() if subscriber is not None else None,
+        engine.revocation_record(b),
     )
 
 

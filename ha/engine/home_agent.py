@@ -993,6 +993,32 @@ class HomeAgent:
                 )
                 return
 
+    def revocation_record(self, binding: Binding) -> dict | None:
+        """The binding's RFC 3543 negotiation as plain values (for the journal), or None."""
+        negotiated = self._revocations.negotiated.get(make_key(binding.home_address, binding.care_of_address))
+        if negotiated is None:
+            return None
+        return {
+            "foreign_agent": str(negotiated.foreign_agent),
+            "fa_timestamp": negotiated.fa_timestamp,
+            "ha_timestamp": negotiated.ha_timestamp,
+            "inform": negotiated.inform,
+        }
+
+    def _restore_revocation(self, key: int, record: object) -> None:
+        """Take back a journaled negotiation; one that is unreadable or names an agent the configuration
+        no longer has is dropped (the binding is then never revoked, it still expires)."""
+        if not isinstance(record, dict):
+            return
+        try:
+            agent = IPv4Address(record["foreign_agent"])
+            fa_timestamp, ha_timestamp = int(record["fa_timestamp"]), int(record["ha_timestamp"])
+            inform = bool(record["inform"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if agent in self._foreign_agents:
+            self._revocations.negotiated[key] = Negotiated(agent, fa_timestamp, ha_timestamp, inform)
+
     def _forget_revocation(self, binding: Binding) -> None:
         self._revocations.negotiated.pop(make_key(binding.home_address, binding.care_of_address), None)
 
@@ -1448,6 +1474,9 @@ class HomeAgent:
         )
         self._table.add(binding)
         self._set_coas(state, self._table.for_home(home))
+        revocation = getattr(record, "revocation", None)
+        if revocation is not None:
+            self._restore_revocation(make_key(home, coa), revocation)
         if state.last_identification is None or record.identification > state.last_identification:
             state.last_identification = record.identification
         return True

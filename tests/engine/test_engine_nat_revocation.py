@@ -364,3 +364,40 @@ def test_config_changes_that_end_a_binding_revoke_it_and_others_do_not() -> None
     assert len(h.engine) == 1 and h.engine.drain_datagrams() == []
     assert h.engine.clear_bindings() == 1
     assert [d.data[0] for d in h.engine.drain_datagrams()] == [7]
+
+
+def test_revocation_negotiation_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The journal keeps who negotiated revocation (agent, timestamps, I bit): after a restart from the
+    journal file, clearing the binding still revokes it, with an identifier above the negotiated one."""
+    from mipha.journal import BindingJournal
+    from mipha.runtime import record_of
+
+    h = harness()
+    fa_register(h, timestamp=5000)
+    (raw,) = h.engine.raw_bindings_after(None, 10)
+    (ha_timestamp,) = [n.ha_timestamp for n in h.engine._revocations.negotiated.values()]
+    journal = BindingJournal(tmp_path / "bindings.journal")
+    journal.load()
+    journal.open()
+    journal.record([record_of("default", h.engine, raw)])
+    journal.close()
+
+    (record,) = BindingJournal(tmp_path / "bindings.journal").load().values()
+    assert record.revocation == {
+        "foreign_agent": FA, "fa_timestamp": 5000, "ha_timestamp": ha_timestamp, "inform": True,
+    }  # fmt: skip
+    fresh = HomeAgent(h.engine.config)
+    assert fresh.restore_binding(record, now=h.clock.now, wallclock=h.clock.wall)
+    assert fresh.clear_bindings() == 1
+    (revocation,) = fresh.drain_datagrams()
+    assert revocation.destination == (FA, 434)
+    kind, _rsv, flags, home, _hda, _fda, revocation_id = struct.unpack_from("!BBHIIII", revocation.data)
+    assert (kind, flags, IPv4Address(home)) == (7, 0xC000, IPv4Address(HOME))
+    assert revocation_id > ha_timestamp
+    check_fa_ha(revocation.data)
+
+    # A journaled negotiation whose agent the configuration no longer has is dropped.
+    record.revocation = dict(record.revocation, foreign_agent="198.51.100.77")
+    fresh = HomeAgent(h.engine.config)
+    assert fresh.restore_binding(record, now=h.clock.now, wallclock=h.clock.wall)
+    assert fresh.clear_bindings() == 1 and fresh.drain_datagrams() == []
