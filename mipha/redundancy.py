@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -36,6 +37,8 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 import aetcd.rtypes
+
+from ha.engine.home_agent import ReplayState
 
 from .journal import BindingRecord
 
@@ -404,6 +407,23 @@ def binding_key(root: str, vr: str, home: str, coa: str) -> bytes:
     return f"{root}bindings/{vr}/{home}/{coa}".encode()
 
 
+def replay_key(root: str, vr: str, node: str) -> bytes:
+    return f"{root}replay/{vr}/{node}".encode()
+
+
+def replay_json(state: ReplayState) -> bytes:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":")).encode()
+
+
+def replay_of(value: bytes) -> ReplayState | None:
+    try:
+        entry = json.loads(value)
+        return ReplayState(entry["identification"], entry["ha_nonce"], entry["offered_nonce"])
+    except (ValueError, TypeError, KeyError):
+        log.warning("redundancy: unreadable replay state in etcd skipped")
+        return None
+
+
 class Replicator:
     """Writes binding changes to etcd in order, fenced, batched; callers wait on the returned future."""
 
@@ -413,6 +433,9 @@ class Replicator:
         self._waiters: list[asyncio.Future] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        #: replay/<vr>/<node> keys etcd holds (set at takeover from the mirror, kept up to date here)
+        self.replay_keys: set[bytes] = set()
+        self._writing = False  # a batch is in flight
         self.transactions = 0
         self.operations = 0
 
@@ -421,21 +444,46 @@ class Replicator:
         return len(self._pending)
 
     def submit(
-        self, added: Iterable[BindingRecord] = (), removed: Iterable[tuple[str, str, str]] = ()
+        self,
+        added: Iterable[BindingRecord] = (),
+        removed: Iterable[tuple[str, str, str]] = (),
+        replay: Iterable[tuple[str, str, ReplayState | None]] = (),
     ) -> asyncio.Future:
-        """Queue changes; the future completes once etcd has them (or fails: do not acknowledge)."""
+        """Queue changes; the future completes once etcd has them (or fails: do not acknowledge).
+
+        ``replay`` is (vr, node, state): a node's replay state gets a key of its own, which goes
+        (None) when a binding record carries the state."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
         if not self.member.token:
             future.set_exception(Fenced("not the active home agent"))
             return future
+        pending = self._pending
+        before = len(pending)
         root = self.member.config.root
         for vr, home, coa in removed:
-            self._pending[binding_key(root, vr, home, coa)] = None
+            pending[binding_key(root, vr, home, coa)] = None
         for record in added:
             key = binding_key(root, record.vr, record.home_address, record.care_of_address)
-            self._pending[key] = record.to_json().encode()
+            pending[key] = record.to_json().encode()
+        touched = False
+        for vr, node, state in replay:
+            key = replay_key(root, vr, node)
+            if state is not None:
+                pending[key] = replay_json(state)
+                self.replay_keys.add(key)
+                touched = True
+            elif key in self.replay_keys:
+                pending[key] = None
+                self.replay_keys.discard(key)
+                touched = True
+        if len(pending) == before and not touched and not self._waiters and not self._writing:
+            # Nothing to write and nothing earlier to wait behind.  (A reply with nothing to write,
+            # e.g. to a retransmission, otherwise waits for every write submitted before it: it may
+            # acknowledge one of them.)
+            future.set_result(None)
+            return future
         self._waiters.append(future)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="redundancy-replicator")
@@ -464,6 +512,7 @@ class Replicator:
                 continue
             batch, self._pending = self._pending, {}
             waiters, self._waiters = self._waiters, []
+            self._writing = True
             try:
                 await self._write(batch)
             except Exception as exc:
@@ -474,6 +523,8 @@ class Replicator:
                     self.fail_pending(exc)
                     self.member.fenced(exc)
                 continue
+            finally:
+                self._writing = False
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
@@ -514,11 +565,13 @@ class Replicator:
 
 
 class Mirror:
-    """The standby's copy of the group's bindings, kept current by an etcd watch."""
+    """The standby's copy of the group's bindings and replay state, kept current by an etcd watch
+    (of the group's whole prefix: the leader, member and config keys are rare events, skipped)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
         self.records: dict[bytes, BindingRecord] = {}
+        self.replay: dict[bytes, ReplayState] = {}  # replay/<vr>/<node>
         self.revision = 0  # etcd revision the copy reflects
         self.head = 0  # newest revision etcd told us about
         self._task: asyncio.Task | None = None
@@ -527,6 +580,15 @@ class Mirror:
     @property
     def prefix(self) -> bytes:
         return (self.member.config.root + "bindings/").encode()
+
+    @property
+    def replay_prefix(self) -> bytes:
+        return (self.member.config.root + "replay/").encode()
+
+    def replay_of(self, vr: str) -> dict[str, ReplayState]:
+        """Replicated replay state of ``vr``'s nodes, by node name."""
+        head = self.replay_prefix + vr.encode() + b"/"
+        return {k[len(head) :].decode(): v for k, v in self.replay.items() if k.startswith(head)}
 
     @property
     def lag(self) -> int:
@@ -545,13 +607,20 @@ class Mirror:
 
     async def load(self) -> None:
         """Read every binding (a linearizable read: complete once this node holds the leadership)."""
-        found = await self.member.client.get_prefix(self.prefix)
+        found = await self.member.client.get_prefix(self.member.config.root.encode())
         records: dict[bytes, BindingRecord] = {}
+        replay: dict[bytes, ReplayState] = {}
         for kv in found:
-            record = _decode(kv.value)
-            if record is not None:
-                records[kv.key] = record
+            if kv.key.startswith(self.prefix):
+                record = _decode(kv.value)
+                if record is not None:
+                    records[kv.key] = record
+            elif kv.key.startswith(self.replay_prefix):
+                state = replay_of(kv.value)
+                if state is not None:
+                    replay[kv.key] = state
         self.records = records
+        self.replay = replay
         revision = found.header.revision if getattr(found, "header", None) else 0
         self.revision = self.head = max(self.revision, revision)
 
@@ -559,7 +628,9 @@ class Mirror:
         while True:
             try:
                 await self.load()
-                watch = await self.member.client.watch_prefix(self.prefix, start_revision=self.revision + 1)
+                watch = await self.member.client.watch_prefix(
+                    self.member.config.root.encode(), start_revision=self.revision + 1
+                )
                 async for event in watch:
                     self._apply(event)
             except asyncio.CancelledError:
@@ -571,6 +642,17 @@ class Mirror:
     def _apply(self, event: aetcd.rtypes.Event) -> None:
         kv = event.kv
         self.head = max(self.head, kv.mod_revision)
+        if kv.key.startswith(self.replay_prefix):
+            state = None if event.kind == aetcd.rtypes.EventKind.DELETE else replay_of(kv.value)
+            if state is None:
+                self.replay.pop(kv.key, None)
+            else:
+                self.replay[kv.key] = state
+            self.revision = kv.mod_revision
+            return
+        if not kv.key.startswith(self.prefix):
+            self.revision = kv.mod_revision
+            return
         if event.kind == aetcd.rtypes.EventKind.DELETE:
             self.records.pop(kv.key, None)
             record = None

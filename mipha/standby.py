@@ -120,7 +120,8 @@ class HotStandby:
                 by_vr[record.vr].append(record)
             for vr in list(self.routers()):
                 await vr.release_bindings()
-                await vr.adopt(by_vr.get(vr.name, []))
+                await vr.adopt(by_vr.get(vr.name, []), self.mirror.replay_of(vr.name))
+            self.member.replicator.replay_keys = set(self.mirror.replay)
             self.adopted = token
         for vr in list(self.routers()):
             await self._own_address(vr, True)
