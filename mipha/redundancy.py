@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 import aetcd.rtypes
+from aetcd import rpc
 
 from ha.engine.home_agent import ReplayState
 
@@ -48,6 +49,17 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 128
 RPC_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
+#: One attempt of a replication transaction lasts at most this many times the recent transaction
+#: latency (an average), within these bounds; then it is sent again (puts and deletes of the same
+#: values are idempotent).  A request that reached a member whose Raft leader just died is forwarded
+#: to the dead leader and never answered: this bounds how long a write waits behind such an attempt
+#: once etcd has elected a new leader.
+TXN_ATTEMPT_FACTOR = 8
+TXN_ATTEMPT_BOUNDS = (0.1, 1.0)
+TXN_RETRY_DELAY = 0.02
+#: gRPC metadata asking etcd to refuse a request at once (Unavailable, "no leader") while the member
+#: it reached knows it has no Raft leader, instead of queueing it until a timeout.
+REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 class RedundancyError(ValueError):
@@ -438,6 +450,8 @@ class Replicator:
         self._writing = False  # a batch is in flight
         self.transactions = 0
         self.operations = 0
+        self.retries = 0
+        self.latency = 0.02  # seconds, moving average of successful transactions
 
     @property
     def queued(self) -> int:
@@ -537,27 +551,41 @@ class Replicator:
         await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
 
     async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
-        """One fenced transaction, retried while the token holds (puts and deletes are idempotent)."""
+        """One fenced transaction, retried while the token holds (puts and deletes are idempotent).
+
+        The request is built once, as protobuf, and sent on the client's stub with a short deadline
+        per attempt and etcd's require-leader metadata (see TXN_ATTEMPT_TIMEOUT and REQUIRE_LEADER)."""
         member = self.member
         client = member.client
         ops = [
-            client.transactions.delete(k) if v is None else client.transactions.put(k, v) for k, v in items
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+            if v is None
+            else rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
+            for k, v in items
         ]
+        metadata = REQUIRE_LEADER + tuple(client.metadata or ())
+        loop = asyncio.get_running_loop()
+        request = None
         while True:
             token = member.token  # retried past the time fence too: a stale token cannot write
             if not token:
                 raise Fenced("no longer the active home agent")
+            if request is None or request.compare[0].create_revision != token:
+                compare = (client.transactions.create(member.leader_key) == token).build_message()
+                request = rpc.TxnRequest(compare=[compare], success=ops, failure=[])
+            low, high = TXN_ATTEMPT_BOUNDS
+            timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
+            started = loop.time()
             try:
-                ok, _ = await client.transaction(
-                    compare=[client.transactions.create(member.leader_key) == token],
-                    success=ops,
-                    failure=[],
-                )
-            except _TRANSIENT as exc:  # unknown outcome: try again
+                await client.connect()
+                response = await client.kvstub.Txn(request, timeout=timeout, metadata=metadata)
+            except (rpc.AioRpcError, *_TRANSIENT) as exc:  # unknown outcome: try again
+                self.retries += 1
                 log.debug("redundancy: replication transaction failed (%s); retrying", exc)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(TXN_RETRY_DELAY)
                 continue
-            if not ok:
+            self.latency += 0.1 * (loop.time() - started - self.latency)
+            if not response.succeeded:
                 raise Fenced("the leader key changed: another node is active")
             self.transactions += 1
             self.operations += len(ops)

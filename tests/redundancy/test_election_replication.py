@@ -139,7 +139,9 @@ def test_etcd_member_loss_causes_no_failover(etcd: EtcdCluster) -> None:
             etcd.kill(victim)
             resumed = float(a.wait_for("ACK", 10, count=before + 50)[1])
             pause = max(0.0, resumed - killed)
-            print(f"etcd {which} {victim.name} killed: registrations paused at most {pause:.2f}s")
+            elected = etcd.elected_after(killed) if which == "leader" else None
+            election = f"; etcd elected a new leader after {elected - killed:.2f}s" if elected else ""
+            print(f"etcd {which} {victim.name} killed: registrations paused at most {pause:.2f}s{election}")
             if which == "follower":
                 etcd.start_member(victim)
                 etcd.wait_healthy()
