@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 128
 RPC_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
+#: Batches in flight at once (each of up to MAX_TXN_OPS-operation transactions): etcd commits
+#: concurrent transactions together, so a burst does not wait for the previous one's round trip.
+MAX_IN_FLIGHT = 4
 #: One attempt of a replication transaction lasts at most this many times the recent transaction
 #: latency (an average), within these bounds; then it is sent again (puts and deletes of the same
 #: values are idempotent).  A request that reached a member whose Raft leader just died is forwarded
@@ -79,6 +82,8 @@ class RedundancyConfig:
     node: str
     lease_ttl: int = 2
     prefix: str = "/mipha"
+    #: a standby programs its data plane (tunnels, routes in mipha's table) from the group's bindings
+    warm_kernel: bool = True
 
     @property
     def root(self) -> str:
@@ -117,7 +122,10 @@ def config_from(section: dict, where: str) -> RedundancyConfig:
     ttl = section.get("lease-ttl", 2)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 60:
         raise RedundancyError(f"{where}: lease-ttl must be an integer number of seconds in 1..60")
-    return RedundancyConfig(endpoints, names["group"], names["node"], ttl)
+    warm = section.get("warm-kernel", True)
+    if not isinstance(warm, bool):
+        raise RedundancyError(f"{where}: warm-kernel must be true or false")
+    return RedundancyConfig(endpoints, names["group"], names["node"], ttl, warm_kernel=warm)
 
 
 def etcd_client(endpoints: Iterable[tuple[str, int]], timeout: float = RPC_TIMEOUT) -> aetcd.Client:
@@ -437,7 +445,8 @@ def replay_of(value: bytes) -> ReplayState | None:
 
 
 class Replicator:
-    """Writes binding changes to etcd in order, fenced, batched; callers wait on the returned future."""
+    """Writes binding changes to etcd, fenced, batched, pipelined; callers wait on the returned future,
+    which completes once its changes and every change submitted before them are in etcd."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
@@ -447,7 +456,8 @@ class Replicator:
         self._task: asyncio.Task | None = None
         #: replay/<vr>/<node> keys etcd holds (set at takeover from the mirror, kept up to date here)
         self.replay_keys: set[bytes] = set()
-        self._writing = False  # a batch is in flight
+        self._flights: set[asyncio.Task] = set()  # batches in flight
+        self._flying: dict[bytes, int] = {}  # keys in flight -> how many batches carry them
         self.transactions = 0
         self.operations = 0
         self.retries = 0
@@ -492,7 +502,7 @@ class Replicator:
                 pending[key] = None
                 self.replay_keys.discard(key)
                 touched = True
-        if len(pending) == before and not touched and not self._waiters and not self._writing:
+        if len(pending) == before and not touched and not self._waiters and not self._flights:
             # Nothing to write and nothing earlier to wait behind.  (A reply with nothing to write,
             # e.g. to a retransmission, otherwise waits for every write submitted before it: it may
             # acknowledge one of them.)
@@ -512,36 +522,67 @@ class Replicator:
                 future.set_exception(exc)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._flights) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
+        self._flights.clear()
+        self._flying.clear()
         self.fail_pending(Fenced("stopping"))
 
     async def _run(self) -> None:
+        """Start a batch whenever fewer than MAX_IN_FLIGHT are in flight (what piles up meanwhile
+        goes into the next one); a batch with a key still in flight waits for the flights before it."""
+        previous: asyncio.Task | None = None
         while True:
             await self._wake.wait()
             self._wake.clear()
+            while len(self._flights) >= MAX_IN_FLIGHT:
+                await asyncio.wait(self._flights, return_when=asyncio.FIRST_COMPLETED)
             if not self._waiters:
                 continue
+            if self._flights and any(key in self._flying for key in self._pending):
+                await asyncio.wait(self._flights)  # the same key twice in flight: order unknown
             batch, self._pending = self._pending, {}
             waiters, self._waiters = self._waiters, []
-            self._writing = True
-            try:
-                await self._write(batch)
-            except Exception as exc:
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, Fenced):
-                    self.fail_pending(exc)
-                    self.member.fenced(exc)
-                continue
-            finally:
-                self._writing = False
-            for future in waiters:
-                if not future.done():
+            for key in batch:
+                self._flying[key] = self._flying.get(key, 0) + 1
+            previous = asyncio.get_running_loop().create_task(self._flight(batch, waiters, previous))
+            self._flights.add(previous)
+            previous.add_done_callback(self._flights.discard)
+
+    async def _flight(
+        self, batch: dict[bytes, bytes | None], waiters: list[asyncio.Future], previous: asyncio.Task | None
+    ) -> BaseException | None:
+        """Write one batch; its waiters complete once it and every batch before it are in etcd (a
+        reply never overtakes a write submitted before it).  Returns the failure, if any."""
+        error: BaseException | None = None
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            error = exc
+        finally:
+            flying = self._flying
+            for key in batch:
+                count = flying.pop(key, 1) - 1
+                if count:
+                    flying[key] = count
+        if previous is not None:
+            before = await asyncio.shield(previous)
+            if error is None:
+                error = before
+        for future in waiters:
+            if not future.done():
+                if error is None:
                     future.set_result(None)
+                else:
+                    future.set_exception(error)
+        if isinstance(error, Fenced):
+            self.fail_pending(error)
+            self.member.fenced(error)
+        return error
 
     async def _write(self, batch: dict[bytes, bytes | None]) -> None:
         """Fenced transactions of at most MAX_TXN_OPS operations each, in flight together (a batch
@@ -603,7 +644,9 @@ class Mirror:
         self.revision = 0  # etcd revision the copy reflects
         self.head = 0  # newest revision etcd told us about
         self._task: asyncio.Task | None = None
-        self.on_change: Callable[[bytes, BindingRecord | None], None] | None = None
+        #: bumped when the bindings change in a way the data plane sees (added, removed, moved),
+        #: not on renewals: a standby programs its kernel when it moved (HotStandby)
+        self.generation = 0
 
     @property
     def prefix(self) -> bytes:
@@ -649,6 +692,7 @@ class Mirror:
                     replay[kv.key] = state
         self.records = records
         self.replay = replay
+        self.generation += 1
         revision = found.header.revision if getattr(found, "header", None) else 0
         self.revision = self.head = max(self.revision, revision)
 
@@ -682,16 +726,22 @@ class Mirror:
             self.revision = kv.mod_revision
             return
         if event.kind == aetcd.rtypes.EventKind.DELETE:
-            self.records.pop(kv.key, None)
-            record = None
+            if self.records.pop(kv.key, None) is not None:
+                self.generation += 1
         else:
             record = _decode(kv.value)
             if record is None:
                 return
+            previous = self.records.get(kv.key)
             self.records[kv.key] = record
+            if previous is None or _tunnel(previous) != _tunnel(record):
+                self.generation += 1
         self.revision = kv.mod_revision
-        if self.on_change is not None:
-            self.on_change(kv.key, record)
+
+
+def _tunnel(record: BindingRecord) -> tuple:
+    """What of a binding record the data plane depends on (a renewal from the same place changes none)."""
+    return (record.flags, record.encapsulation, record.source_address, record.source_port)
 
 
 def _decode(value: bytes) -> BindingRecord | None:

@@ -113,6 +113,8 @@ class VirtualRouter:
         #: before their replies leave (returns the future the replies wait for)
         self.gate: Callable[[], bool] | None = None
         self.replicate: Callable[..., asyncio.Future] | None = None
+        #: hot standby: the data plane starts as a standby (tunnels and routes, no rule, no proxy ARP)
+        self.standby_plane = False
         self.aaa: AaaClient | None = None
         self._aaa_config: object = None
 
@@ -182,6 +184,7 @@ class VirtualRouter:
                 ha_address=ha.address,
                 home_interface=ha.home_interface,
                 proxy_arp_mode=self.proxy_arp_mode,
+                standby=self.standby_plane,
             ),
         )
         self.plane = plane

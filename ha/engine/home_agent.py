@@ -1596,14 +1596,19 @@ class HomeAgent:
         The input of ``DataPlane.resync`` after a backend restart (or to repair drift): it restates
         the effect of every intent emitted so far.  The encapsulation is that of the first binding.
         """
+        return self._grouped(self._table)
+
+    @classmethod
+    def _grouped(cls, bindings: Iterable[Binding]) -> Iterator[DesiredBinding]:
+        """One DesiredBinding per home address of ``bindings`` (in key order)."""
         group: list[Binding] = []
-        for binding in self._table:
+        for binding in bindings:
             if group and group[0].home_address != binding.home_address:
-                yield self._desired(group)
+                yield cls._desired(group)
                 group = []
             group.append(binding)
         if group:
-            yield self._desired(group)
+            yield cls._desired(group)
 
     @staticmethod
     def _desired(group: list[Binding]) -> DesiredBinding:
@@ -1615,6 +1620,29 @@ class HomeAgent:
             any(b.flags & _T_BIT for b in group),
             ends[0][2],
         )
+
+    @classmethod
+    def desired_of(cls, records: Iterable[BindingSnapshot]) -> list[DesiredBinding]:
+        """What :meth:`desired_bindings` would give once ``records`` are restored, without an engine
+        or a configuration (a hot standby programs its kernel from the group's copy with it)."""
+        bindings = sorted(
+            (
+                Binding(
+                    int(IPv4Address(r.home_address)),
+                    int(IPv4Address(r.care_of_address)),
+                    r.mobile_node,
+                    source=(int(IPv4Address(r.source_address)) << 16) | (r.source_port & 0xFFFF),
+                    lifetime=r.lifetime,
+                    registered=0.0,
+                    identification=r.identification,
+                    flags=r.flags & (0xFF | UDP_TUNNEL),
+                    encapsulation=PlaneEncapsulation(r.encapsulation),
+                )
+                for r in records
+            ),
+            key=lambda b: (b.home_address << 32) | b.care_of_address,
+        )
+        return list(cls._grouped(bindings))
 
     def pool_usage(self, name: str) -> PoolUsage | None:
         pool = self._pools.get(name)
