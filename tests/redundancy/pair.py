@@ -127,6 +127,7 @@ class PairDaemon:
         nodes: int,
         ttl: int = 2,
         nonce: Collection[int] = (),
+        warm: bool = True,
     ) -> None:
         self.node = node
         self.dir = tmp / node
@@ -139,6 +140,7 @@ class PairDaemon:
         endpoints = ", ".join(f'"{e}"' for e in etcd)
         redundancy = (
             f'[redundancy]\netcd = [{endpoints}]\ngroup = "pair"\nnode = "{node}"\nlease-ttl = {ttl}\n'
+            f"warm-kernel = {'true' if warm else 'false'}\n"
             if etcd
             else ""
         )

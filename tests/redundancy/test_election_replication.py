@@ -297,6 +297,11 @@ def test_bootstrap_redundancy_section() -> None:
         base=base,
     )
     assert boot.redundancy.node == "a" and boot.redundancy.lease_ttl == 3
+    assert boot.redundancy.warm_kernel  # the standby keeps its kernel state warm unless told not to
+    cold = {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "warm-kernel": False}
+    assert not from_dict({"redundancy": cold}, base=base).redundancy.warm_kernel
+    with pytest.raises(BootstrapError, match="warm-kernel"):
+        from_dict({"redundancy": {**cold, "warm-kernel": "no"}}, base=base)
     with pytest.raises(BootstrapError, match="unknown key"):
         from_dict(
             {"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "ttl": 3}},
