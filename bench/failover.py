@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import re
 import socket
@@ -122,10 +123,13 @@ class Probe:
                 if outcome is not None and outcome.authenticated and outcome.code == 0:
                     self.accepted.append(time.time())
 
-    def gap_after(self, since: float) -> float:
-        """Seconds from ``since`` to the first acceptance of a request sent after it."""
-        later = [t for t in self.accepted if t > since + 0.03]
-        return later[0] - since if later else float("inf")
+    def gap_after(self, since: float, window: float = 6.0) -> float:
+        """The longest time without an acceptance from just before ``since`` until ``window`` seconds
+        after it (inf when none came after it)."""
+        times = [t for t in self.accepted if since - 0.5 <= t <= since + window]
+        if not times or times[-1] <= since:
+            return float("inf")
+        return max(b - a for a, b in itertools.pairwise(times))
 
     def stop(self) -> None:
         self.running = False

@@ -53,7 +53,7 @@ def once(base: Path, etcd: EtcdCluster, nodes: int, warm: bool) -> str:
         killed = a.kill9()
         b.wait_log("takeover", 120)
         deadline = time.monotonic() + 60
-        while probe.gap_after(killed) == float("inf") and time.monotonic() < deadline:
+        while probe.gap_after(killed) == float("inf") and time.monotonic() < deadline:  # none yet
             time.sleep(0.05)
         gap = probe.gap_after(killed)
         probe.stop()
