@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import socket
 import time
@@ -69,7 +70,8 @@ class HotStandby:
         vr.standby_plane = not self.member.token
 
     def _answering(self) -> bool:
-        return self.member.active
+        # (not before the takeover installed the group's bindings: the token is set before that)
+        return self.member.active and self.adopted == self.member.token
 
     def _describe(self) -> dict:
         return {"started": time.time()}
@@ -151,12 +153,15 @@ class HotStandby:
     # -- role changes ---------------------------------------------------------------------------------
 
     async def _on_active(self, token: int) -> None:
-        started = time.monotonic()
+        clock = time.monotonic
+        started = clock()
+        phases: list[float] = [started]
         adopted = token != self.adopted
         if adopted:
             async with self._warm_lock:
                 await self.mirror.stop()  # the active one is the writer: following its own writes is waste
                 await self.mirror.load()
+                phases.append(clock())
                 by_vr = self._records_by_vr()
                 for vr in list(self.routers()):
                     await vr.release_bindings()
@@ -165,20 +170,27 @@ class HotStandby:
                 self.member.replicator.replay_keys = set(self.mirror.replay)
                 self.adopted = token
                 self.warmed = -1
+                phases.append(clock())
         for vr in list(self.routers()):
             if vr.plane is not None:
                 await vr.plane.set_standby(False)  # the policy rule, proxy ARP for every home address
+        phases.append(clock())
+        for vr in list(self.routers()):
             await self._own_address(vr, True)
             ha = vr.config.home_agent
             if adopted and vr.engine and vr.plane and ha is not None and ha.home_interface is not None:
                 # Correspondents' ARP caches still point at the old active (RFC 5944 §4.6 on takeover).
                 homes = {b.home_address for b in vr.engine.desired_bindings()}
                 await vr.plane.apply([GratuitousArp(h, False) for h in sorted(homes)])
-        self.takeover_seconds = time.monotonic() - started
+        phases.append(clock())
+        self.takeover_seconds = phases[-1] - started
+        steps = "/".join(f"{b - a:.3f}" for a, b in itertools.pairwise(phases))
         log.info(
-            "redundancy: active with %d replicated bindings (takeover %.3f s)",
+            "redundancy: active with %d replicated bindings (takeover %.3f s; %s: %s s)",
             len(self.mirror.records),
             self.takeover_seconds,
+            "read/install/rule+proxy ARP/address+gratuitous ARP" if adopted else "rule+proxy ARP/address",
+            steps,
         )
 
     async def _on_standby(self, reason: str) -> None:
