@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 128
 RPC_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
-RESUME_TIMEOUT = 0.2  # a suspended leader's lease refresh and leader-key read (one attempt)
 #: Batches in flight at once (each of up to MAX_TXN_OPS-operation transactions): etcd commits
 #: concurrent transactions together, so a burst does not wait for the previous one's round trip.
 MAX_IN_FLIGHT = 4
@@ -244,9 +243,7 @@ class Member:
         assert self.lease_id is not None
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        # Suspended (etcd was unreachable): short attempts, so one stuck behind a dead etcd leader
-        # does not hold the resumption back once etcd has elected another.
-        timeout = RESUME_TIMEOUT if self.suspended else min(RPC_TIMEOUT, self.keepalive)
+        timeout = min(RPC_TIMEOUT, self.keepalive)
         reply = await asyncio.wait_for(self.client.refresh_lease(self.lease_id), timeout)
         if reply is None or reply.TTL <= 0:
             return False
@@ -296,7 +293,7 @@ class Member:
                 self.lease_id = None
             if self.token and not self.suspended and loop.time() >= self.fence_at:
                 await self._suspend("the lease could not be refreshed in time")
-            if self.suspended:
+            if self.suspended:  # try to resume soon after etcd answers again
                 await asyncio.sleep(POLL_INTERVAL / 4)
             else:
                 await asyncio.sleep(POLL_INTERVAL if self.token == 0 else self.keepalive)
@@ -358,8 +355,7 @@ class Member:
             await self.publish_config()
 
     async def _check_lead(self) -> None:
-        timeout = RESUME_TIMEOUT if self.suspended else RPC_TIMEOUT
-        current = await asyncio.wait_for(self.client.get(self.leader_key), timeout)
+        current = await self.client.get(self.leader_key)
         if current is None or current.create_revision != self.token:
             raise Fenced("the leader key changed: another node is active")
 
