@@ -1432,10 +1432,10 @@ class HomeAgent:
         changed, gone = self._replay_changed, self._table.gone
         if not changed and not gone:
             return []
-        names = changed | gone if gone else set(changed)
-        changed.clear()
-        if gone:
-            gone.clear()
+        names = set(changed or ()) | set(gone or ())
+        for tracked in (changed, gone):
+            if tracked:
+                tracked.clear()
         return [(name, self.replay_state(name)) for name in names]
 
     def replay_state(self, name: str) -> ReplayState | None:
