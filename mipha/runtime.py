@@ -34,7 +34,7 @@ from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
 from .aaa import AaaClient
-from .journal import BindingJournal, BindingRecord
+from .journal import BindingJournal, BindingRecord, Renewal
 
 log = logging.getLogger(__name__)
 _PACK_U32 = struct.Struct("!I").pack
@@ -396,9 +396,9 @@ class VirtualRouter:
         engine = self.engine
         if engine is None:
             return None
-        changed = engine.take_changed_bindings()
+        changed, renewed = engine.take_binding_changes()
         replicated = None
-        if changed and (self.journal is not None or self.replicate is not None):
+        if (changed or renewed) and (self.journal is not None or self.replicate is not None):
             added, removed = [], []
             for key in changed:
                 b = engine.raw_binding(key)
@@ -406,8 +406,9 @@ class VirtualRouter:
                     removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
                     added.append(record_of(self.name, engine, b))
+            renewals = self._renewals(engine, renewed, added) if renewed else ()
             if self.journal is not None:
-                self.journal.record(added, removed)
+                self.journal.record(added, removed, renewals)
             if self.replicate is not None:
                 replicated = self.replicate(added, removed)
         intents = engine.drain_intents()
@@ -430,6 +431,35 @@ class VirtualRouter:
             if lookups:
                 aaa.submit(lookups)
         return replicated
+
+    def _renewals(
+        self, engine: HomeAgent, renewed: list[Binding], added: list[BindingRecord]
+    ) -> list[Renewal]:
+        """The journal's short form of bindings renewed in place; whole records instead (into
+        ``added``) for what a renewal record cannot carry: replication to a standby takes whole
+        records, and an AAA-learnt node's binding carries its subscriber."""
+        if self.replicate is not None:
+            added.extend(record_of(self.name, engine, b) for b in renewed)
+            return []
+        if engine.aaa_subscribers:
+            subscriber = engine.subscriber
+            added.extend(record_of(self.name, engine, b) for b in renewed if subscriber(b.mobile_node))
+            renewed = [b for b in renewed if not subscriber(b.mobile_node)]
+        vr, offset = self.name, engine.wall_offset
+        return [
+            (
+                vr,
+                _ntoa(b.home_address),
+                _ntoa(b.care_of_address),
+                _ntoa(b.source >> 16),
+                b.source & 0xFFFF,
+                b.lifetime,
+                b.registered + offset,
+                b.identification,
+                b.flags & (0xFF | UDP_TUNNEL),
+            )
+            for b in renewed
+        ]
 
     # -- hot standby (mipha.standby) --------------------------------------------------------------------
 

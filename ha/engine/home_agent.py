@@ -1371,19 +1371,38 @@ class HomeAgent:
     # --- persistence (the daemon's binding journal) ----------------------------------------------
 
     def track_changes(self) -> None:
-        """Start recording which bindings change, for :meth:`take_changed_bindings`."""
+        """Start recording which bindings change, for :meth:`take_binding_changes`."""
         if self._table.changed is None:
             self._table.changed = set()
+            self._table.renewed = {}
 
     def take_changed_bindings(self) -> list[int]:
         """Packed keys ``(home << 32) | care_of`` of bindings added, renewed or removed since the last
         call; :meth:`raw_binding` tells which (None = removed)."""
-        changed = self._table.changed
-        if not changed:
-            return []
-        keys = list(changed)
-        changed.clear()
-        return keys
+        changed, renewed = self.take_binding_changes()
+        changed.extend(make_key(b.home_address, b.care_of_address) for b in renewed)
+        return changed
+
+    def take_binding_changes(self) -> tuple[list[int], list[Binding]]:
+        """What changed since the last call: packed keys of bindings added, removed or otherwise
+        changed (:meth:`raw_binding` tells which: None = removed), and the bindings only renewed in
+        place since — a new registration time, lifetime, Identification, request flags and source,
+        nothing else (a journal records just those fields for them)."""
+        table = self._table
+        changed, renewed = table.changed, table.renewed
+        keys = list(changed) if changed else []
+        if not renewed:
+            if changed:
+                changed.clear()
+            return keys, []
+        assert changed is not None
+        if changed:  # added or removed in the same burst: the key's own record covers the renewal
+            bindings = [b for k, b in renewed.items() if k not in changed]
+            changed.clear()
+        else:
+            bindings = list(renewed.values())
+        renewed.clear()
+        return keys, bindings
 
     def raw_binding(self, key: int) -> Binding | None:
         """The binding object for a packed key (read-only; see :meth:`raw_bindings_after`)."""
