@@ -322,6 +322,7 @@ def load_generator(
     poller.register(sock, select.POLLIN)
     clock = time.perf_counter
     sent = replies = in_flight = 0
+    cpu = time.process_time()
     start = last_reply = clock()
     end = start + duration
     while True:
@@ -361,6 +362,7 @@ def load_generator(
     pct = {p: round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 3) for p in (50, 99)}
     report = {"sent": sent, "replies": replies, "rate": replies / elapsed, "lost": sent - replies}
     report |= {"p50_ms": pct[50], "p99_ms": pct[99], "codes": dict(codes), "requests_built": total}
+    report |= {"cpu_busy": (time.process_time() - cpu) / max(elapsed, 1e-9)}  # of one core: 1.0 = saturated
     print(json.dumps(report))
 
 
@@ -472,6 +474,8 @@ def print_udp(udp: dict[str, dict], window: int, use_namespaces: bool) -> None:
             f"  server ({label}): accepted {server['accepted']}, "
             f"UDP tunnels {server.get('udp-tunnel-accepted')}, denied {server['denied']}"
         )
+    busy = ", ".join(f"{label} {udp[label]['cpu_busy']:.2f}" for label in ("bare UDP echo", "home agent"))
+    print(f"  load generator CPU, share of one core during the unpaced runs (1.00 = its limit): {busy}")
     nat_ratio = udp["HA, RFC 3519"]["rate"] / udp["home agent"]["rate"]
     print(f"  RFC 3519 rate / plain rate: {nat_ratio:5.3f} (target >= 0.90)")
     server = udp["home agent"]["server"]

@@ -97,7 +97,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import GeneralizedAuth, ipv4
+from ha.protocol.messages import GeneralizedAuth, MobileHomeAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -467,7 +467,8 @@ class HomeAgent:
             mn_aaa_verified=self._aaa_verified is not None and self._aaa_verified == request.nai,
         )
         if node is not None:
-            accepted, ha_nonce = verdict.accepted_identification, verdict.ha_nonce
+            replay = verdict.replay if type(verdict) is Accept else verdict  # (Accept's are properties)
+            accepted, ha_nonce = replay.accepted_identification, replay.ha_nonce
             if accepted is not None or ha_nonce is not None:
                 if state is None:
                     state = self._state(node.name)
@@ -598,7 +599,9 @@ class HomeAgent:
 
     def _resolve(self, request: RegistrationRequest) -> MobileNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
-        nai = request.nai
+        extensions = request.extensions
+        # the usual request (its MN-HA extension alone) names no NAI: no search for one
+        nai = None if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth else request.nai
         mode = self._aaa_mode
         if mode is None:
             if nai is not None:
