@@ -2,12 +2,13 @@
 
 An append-only file of JSON lines, one per binding change (``add`` carries every field needed to
 rebuild the binding, ``del`` its key, ``renew`` its key and the fields a renewal in place sets — the
-usual registration, about a third of an ``add``'s formatting cost), written with one ``write(2)`` per
+usual registration, about two thirds of an ``add``'s formatting cost), written with one ``write(2)`` per
 burst of registrations *before* their replies are sent.  Once ``write`` returns, the data is in the
 kernel's page cache, so a ``kill -9`` of the daemon loses no acknowledged binding.  Durability
-against power loss is a separate, documented policy: the file is ``fdatasync``-ed at most ``fsync_interval`` seconds after a write
-(group commit; default 50 ms), so a machine crash can lose at most that window — the mobile nodes
-re-register when their registration is not known, as RFC 5944 expects after a home agent reboot.
+against power loss is a separate, documented policy: the file is ``fdatasync``-ed at most
+``fsync_interval`` seconds after a write (group commit; default 50 ms), so a machine crash can lose
+at most that window — the mobile nodes re-register when their registration is not known, as RFC 5944
+expects after a home agent reboot.
 
 On start the journal is replayed (a torn last line from a crash mid-write is ignored), the live
 bindings are handed back to the engines, and the file is compacted: rewritten as a snapshot of the
@@ -102,13 +103,14 @@ Renewal = tuple[str, str, str, str, int, int, float, int, int]
 _RENEWED_FIELDS = ("source_address", "source_port", "lifetime", "registered_at", "identification", "flags")
 
 
-def _renewal_json(renewal: Renewal) -> str:
-    vr, home, coa, source, port, lifetime, registered_at, identification, flags = renewal
-    return (
+def _renewal_lines(renewed: Iterable[Renewal]) -> list[str]:
+    """One ``renew`` line per renewal (one comprehension: no call per line)."""
+    return [
         f'{{"op":"renew","vr":{_string(vr)},"home_address":"{home}","care_of_address":"{coa}",'
         f'"source_address":"{source}","source_port":{port:d},"lifetime":{lifetime:d},'
         f'"registered_at":{registered_at!r},"identification":{identification:d},"flags":{flags:d}}}'
-    )
+        for vr, home, coa, source, port, lifetime, registered_at, identification, flags in renewed
+    ]
 
 
 class BindingJournal:
@@ -188,7 +190,7 @@ class BindingJournal:
             for vr, home, coa in removed
         ]
         lines.extend(record.to_json() for record in added)
-        lines.extend(map(_renewal_json, renewed))
+        lines.extend(_renewal_lines(renewed))
         if not lines:
             return
         if self._fd is None:

@@ -445,13 +445,13 @@ class VirtualRouter:
             subscriber = engine.subscriber
             added.extend(record_of(self.name, engine, b) for b in renewed if subscriber(b.mobile_node))
             renewed = [b for b in renewed if not subscriber(b.mobile_node)]
-        vr, offset = self.name, engine.wall_offset
+        vr, offset, ntoa, pack = self.name, engine.wall_offset, socket.inet_ntoa, _PACK_U32  # _ntoa, inlined
         return [
             (
                 vr,
-                _ntoa(b.home_address),
-                _ntoa(b.care_of_address),
-                _ntoa(b.source >> 16),
+                ntoa(pack(b.home_address)),
+                ntoa(pack(b.care_of_address)),
+                ntoa(pack(b.source >> 16)),
                 b.source & 0xFFFF,
                 b.lifetime,
                 b.registered + offset,
