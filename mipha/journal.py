@@ -62,6 +62,10 @@ class BindingRecord:
     #: accounting session): what lets its bindings be renewed after a restart without RADIUS.  Read
     #: back as a dict; written from the subscriber's JSON text, encoded once.
     aaa: dict | str | None = None
+    #: The HA nonce sent with the reply that made this binding, while it is the node's expected one
+    #: (nonce replay protection): a restart or a takeover then answers the node's next request and a
+    #: retransmission of this one as the daemon that wrote it would have.
+    ha_nonce: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -79,6 +83,7 @@ class BindingRecord:
             f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
             f'"identification":{self.identification:d},"flags":{self.flags:d},'
             f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}'
+            + ("" if self.ha_nonce is None else f',"ha_nonce":{self.ha_nonce:d}')
             + ("}" if self.aaa is None else f',"aaa":{self._aaa_json()}}}')
         )
 
@@ -97,9 +102,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _string = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C)
 
 #: A binding renewed in place: its key ``(vr, home_address, care_of_address)``, then what a renewal
-#: sets: ``source_address, source_port, lifetime, registered_at, identification, flags`` (the
+#: sets: ``source_address, source_port, lifetime, registered_at, identification, flags, ha_nonce`` (the
 #: :class:`BindingRecord` fields of the same names).  A plain tuple: one is built per registration.
-Renewal = tuple[str, str, str, str, int, int, float, int, int]
+Renewal = tuple[str, str, str, str, int, int, float, int, int, int | None]
 _RENEWED_FIELDS = ("source_address", "source_port", "lifetime", "registered_at", "identification", "flags")
 
 
@@ -108,8 +113,9 @@ def _renewal_lines(renewed: Iterable[Renewal]) -> list[str]:
     return [
         f'{{"op":"renew","vr":{_string(vr)},"home_address":"{home}","care_of_address":"{coa}",'
         f'"source_address":"{source}","source_port":{port:d},"lifetime":{lifetime:d},'
-        f'"registered_at":{registered_at!r},"identification":{identification:d},"flags":{flags:d}}}'
-        for vr, home, coa, source, port, lifetime, registered_at, identification, flags in renewed
+        f'"registered_at":{registered_at!r},"identification":{identification:d},"flags":{flags:d}'
+        + ("}" if ha_nonce is None else f',"ha_nonce":{ha_nonce:d}}}')
+        for vr, home, coa, source, port, lifetime, registered_at, identification, flags, ha_nonce in renewed
     ]
 
 
@@ -155,6 +161,7 @@ class BindingJournal:
                             if renewed is not None:  # (a compaction's snapshot may lack a binding
                                 # renewed and then removed while it ran: its del follows)
                                 fields = {name: entry[name] for name in _RENEWED_FIELDS}
+                                fields["ha_nonce"] = entry.get("ha_nonce")  # none carried: absent
                                 live[key] = dataclasses.replace(renewed, **fields)
                         elif op == "del":
                             live.pop((entry["vr"], entry["home_address"], entry["care_of_address"]), None)

@@ -131,7 +131,7 @@ class Binding:
 class BindingTable:
     """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
 
-    __slots__ = ("_by_key", "_heap", "_keys", "changed", "renewed")
+    __slots__ = ("_by_key", "_heap", "_keys", "changed", "gone", "renewed")
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
@@ -142,6 +142,9 @@ class BindingTable:
         #: Bindings renewed in place since the owner last took them, by packed key (tracked with
         #: ``changed``): only the fields a renewal sets changed, so a journal can record just those.
         self.renewed: dict[int, Binding] | None = None
+        #: Mobile nodes that lost a binding since the owner last took them; None = not tracked (hot
+        #: standby turns it on: a removed binding may have carried the node's replicated replay state).
+        self.gone: set[str] | None = None
         self._heap: list[int] = []
 
     def __len__(self) -> int:
@@ -221,6 +224,8 @@ class BindingTable:
             self._keys.remove(key)
             if self.changed is not None:
                 self.changed.add(key)
+            if self.gone is not None:
+                self.gone.add(binding.mobile_node)
         return binding
 
     def next_expiry(self) -> float | None:
@@ -264,6 +269,8 @@ class BindingTable:
             self._keys.remove(key)
             if self.changed is not None:
                 self.changed.add(key)
+            if self.gone is not None:
+                self.gone.add(binding.mobile_node)
             yield binding
 
     def _compact(self) -> None:

@@ -48,7 +48,8 @@ def test_replay_adds_and_deletes(tmp_path: Path) -> None:
 
 
 def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
-    """A ``renew`` line sets the fields a renewal in place changes and keeps the others; one for a key
+    """A ``renew`` line sets the fields a renewal in place changes (the nonce its reply sent too) and keeps
+    the others; one for a key
     that is not live (removed since, or never added) replays to nothing; compaction writes whole
     records with the renewed values."""
     path = tmp_path / "bindings.journal"
@@ -56,9 +57,9 @@ def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
     j.load()
     j.open()
     j.record(added=[rec("192.0.2.10"), rec("192.0.2.11")])
-    renewal = ("home", "192.0.2.10", "198.51.100.7", "203.0.113.1", 4500, 900, 2000.5, 77, 0x12)
-    gone = ("home", "192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 78, 0)
-    never = ("home", "192.0.2.99", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 79, 0)
+    renewal = ("home", "192.0.2.10", "198.51.100.7", "203.0.113.1", 4500, 900, 2000.5, 77, 0x12, 0xABCD)
+    gone = ("home", "192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 78, 0, None)
+    never = ("home", "192.0.2.99", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 79, 0, None)
     j.record(renewed=[renewal])
     j.record(removed=[("home", "192.0.2.11", "198.51.100.7")], renewed=[never])
     j.record(renewed=[gone])
@@ -81,6 +82,7 @@ def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
         77,
         0x12,
         "ip-in-ip",
+        ha_nonce=0xABCD,
     )
     again = BindingJournal(path)
     assert again.load() == {expected.key: expected}
