@@ -35,6 +35,7 @@ from server.subscribers import Transaction
 from server.validation import split_predicates, split_steps
 
 from .changes import RouterChange, router_changes
+from .heap import collector_paused
 from .journal import BindingRecord
 from .runtime import VirtualRouter, VirtualRouterError
 
@@ -124,7 +125,8 @@ class HomeAgentSubscriber:
 
     def validate(self, txn: Transaction) -> None:
         try:
-            routers = router_changes(txn.diff, txn.new)
+            with collector_paused():
+                routers = router_changes(txn.diff, txn.new)
         except (ValueError, LookupError) as exc:
             raise RpcError("invalid-value", str(exc), type="application") from exc
         txn.resources[self] = Plan(routers)

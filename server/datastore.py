@@ -29,7 +29,7 @@ from server.changes import recorded_diff
 from server.edit import EditEngine
 from server.errors import RpcError
 from server.incremental import IncrementalChecker
-from server.journal import Journal, record_of, write_atomically
+from server.journal import Journal, PendingWrite, record_of, write_atomically
 from server.oplog import KeyIndex, OpLog
 from server.schema import Schema
 from server.subscribers import (
@@ -286,12 +286,25 @@ class Datastores:
             return
         self._write_atomically(name, getattr(self, name))
 
-    def _log_commit(self, changes) -> None:
-        """Make a committed change durable before it is acknowledged: one journal record (the first
-        commit of a state directory writes the snapshot instead)."""
+    def _begin_log(self, changes) -> tuple[PendingWrite, int] | None:
+        """The first commit of a state directory writes the snapshot instead of a journal record: it is
+        started before the subscribers run (written and fsync'd in a thread meanwhile)."""
+        if self.journal is None or not changes or self.journal.exists():
+            return None
+        data = self._running.to_bytes("config")
+        try:
+            return self.journal.begin_snapshot(data), len(data)
+        except OSError:
+            return None  # _log_commit writes it in place and reports the failure
+
+    def _log_commit(self, changes, snapshot: tuple[PendingWrite, int] | None) -> None:
+        """Make a committed change durable before it is acknowledged: one journal record, or the
+        snapshot begun by `_begin_log`."""
         if self.journal is None or not changes:
             return
-        if not self.journal.exists():
+        if snapshot is not None:
+            self.journal.end_snapshot(*snapshot)
+        elif not self.journal.exists():
             self.journal.snapshot(self._running.to_bytes("config"))
         else:
             self.journal.append(record_of(changes, self.schema))
@@ -393,12 +406,14 @@ class Datastores:
         if not log.applied:
             log.redo()
         self._pending = log
+        snapshot = None
         try:
             changes = self.changes_of(log)
             if validate:
                 errs = self.validate_change(self._running, log)
                 if errs:
                     raise _raise_all(errs)
+            snapshot = self._begin_log(changes)
             txn = Transaction(
                 old=LazyForest(lambda: self._old_of(log)),
                 new=self._running,
@@ -409,11 +424,14 @@ class Datastores:
             )
             await run_transaction(self.subscribers, txn)
             try:
-                self._log_commit(changes)
+                snapshot, pending = None, snapshot
+                self._log_commit(changes, pending)
             except OSError as exc:
                 await abort_transaction(self.subscribers, txn)
                 raise RpcError("operation-failed", f"cannot persist running: {exc}") from exc
         except BaseException:
+            if snapshot is not None:
+                snapshot[0].cancel()
             if self._pending is log:
                 log.undo()
                 self._pending = None

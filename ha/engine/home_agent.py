@@ -150,8 +150,11 @@ def _values(encapsulations: Iterable[PlaneEncapsulation]) -> frozenset[str]:
     return frozenset(e.value for e in encapsulations)
 
 
+_NONCE = ReplayProtection.NONCE
+
+
 def _uses_nonces(node: MobileNode) -> bool:
-    return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
+    return any(sa.replay_protection is _NONCE for sa in node.association_tuple)
 
 
 def _care_of(binding: Binding) -> int:
