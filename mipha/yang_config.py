@@ -227,16 +227,24 @@ def _proxy_arp_mode(ha_el: etree._Element | None) -> str:
     return "interface" if proxy_arp == "interface" else "entry"
 
 
+_SETTINGS = tuple(_Q + n for n in ("router-id", "netns", "home-agent", "aaa"))
+
+
 def router_settings(vr: etree._Element) -> tuple[RouterSettings, str]:
     """A ``virtual-router`` element's own settings, and its data plane proxy-ARP mode (not engine
     configuration)."""
-    router_id_text = _text(vr, "router-id")
+    found: dict[str, etree._Element] = {}
+    for child in vr.iterchildren(*_SETTINGS):  # one walk in C over 100k entries (``find`` per leaf: 4)
+        found.setdefault(child.tag[len(_Q) :], child)
+    router_id_text = (found["router-id"].text or "").strip() if "router-id" in found else None
     router_id = IPv4Address(router_id_text) if router_id_text else None
-    ha_el = vr.find(_Q + "home-agent")
+    ha_el = found.get("home-agent")
     home = home_agent(ha_el, router_id) if ha_el is not None else None
-    aaa_el = vr.find(_Q + "aaa")
+    aaa_el = found.get("aaa")
     aaa_config = aaa(aaa_el) if aaa_el is not None else None
-    return RouterSettings(_text(vr, "netns"), router_id, home, aaa_config), _proxy_arp_mode(ha_el)
+    netns = found.get("netns")
+    netns_text = (netns.text or "").strip() if netns is not None and netns.text is not None else None
+    return RouterSettings(netns_text, router_id, home, aaa_config), _proxy_arp_mode(ha_el)
 
 
 def foreign_agent(el: etree._Element) -> ForeignAgent:
