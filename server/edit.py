@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from lxml import etree
 
 from server.errors import RpcError
-from server.oplog import KeyIndex, OpLog
+from server.oplog import KeyIndex, OpLog, flat_key
 from server.schema import Schema, SchemaNode
 from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
@@ -84,7 +84,7 @@ class _Index:
     def __init__(self, parent: Parent, keys: KeyIndex) -> None:
         self.parent, self.keys = parent, keys
 
-    def entries(self, tag: str, sn: SchemaNode) -> dict[tuple[str, ...], etree._Element]:
+    def entries(self, tag: str, sn: SchemaNode) -> dict:
         return self.keys.entries(self.parent, tag, sn)
 
 
@@ -191,7 +191,7 @@ class EditEngine:
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
-            return idx.entries(el.tag, sn).get(key) if key is not None else None
+            return idx.entries(el.tag, sn).get(flat_key(key)) if key is not None else None
         parent = idx.parent
         return parent.find(el.tag) if isinstance(parent, Forest) else child(parent, el.tag)
 
