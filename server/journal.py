@@ -127,8 +127,9 @@ class Journal:
         self.compactions = 0
 
     # -- start ---------------------------------------------------------------------------------------
-    def read(self) -> tuple[bytes | None, list[bytes]]:
-        """The snapshot's bytes (None: no snapshot) and the payloads of the commits after it."""
+    def read(self, upto: int | None = None) -> tuple[bytes | None, list[bytes]]:
+        """The snapshot's bytes (None: no snapshot) and the payloads of the commits after it (up to
+        commit `upto` included, when given: a confirmed commit's rollback point)."""
         snap = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
         if snap is not None:
             m = _SEQ.search(snap[:200])
@@ -149,7 +150,7 @@ class Journal:
                 if len(body) != size or zlib.crc32(body) != crc or end != b"\n":
                     break
                 pos = good = nl + 2 + size
-                if seq > self.seq:
+                if seq > self.seq and (upto is None or seq <= upto):
                     records.append(body)
                     self.seq = seq
             if good < len(data):

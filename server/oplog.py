@@ -260,6 +260,23 @@ class OpLog:
         el.text = text
         self.index.values.touch(el)
 
+    def restore(self, rm: Op) -> None:
+        """Put back where it was what the removal `rm` took out (the tree as right after `rm`),
+        recorded as an insertion."""
+        parent, el = rm.parent, rm.el
+        if isinstance(parent, Forest):
+            parent.insert(rm.before, el)  # type: ignore[arg-type]
+            before: etree._Element | int | None = rm.before
+        else:
+            if rm.before is None:
+                parent.insert(0, el)
+            else:
+                rm.before.addnext(el)  # type: ignore[union-attr]
+            before = el.getnext()
+        self._indexed(parent, el, rm.sn, add=True)
+        self.index.values.touch(el)
+        self.ops.append(Op("ins", parent, el, rm.sn, before))
+
     def extend(self, other: OpLog) -> None:
         self.ops.extend(other.ops)
 
@@ -329,3 +346,19 @@ def _insert(parent: Parent, el: etree._Element, before) -> etree._Element:
     else:
         before.addprevious(el)
     return el
+
+
+def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
+    """An OpLog that undoes `logs` (applied one after the other) by the opposite mutations, applied
+    and recorded like an edit: its keyed diff is what undoing them changes (a confirmed commit's
+    rollback costs what the commit changed)."""
+    out = OpLog(index)
+    for log in reversed(logs):
+        for op in reversed(log.ops):
+            if op.kind == "ins":
+                out.remove(op.parent, op.el, op.sn)  # type: ignore[arg-type]
+            elif op.kind == "rm":
+                out.restore(op)
+            else:
+                out.set_text(op.el, op.old, op.sn)
+    return out
