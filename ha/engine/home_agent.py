@@ -1752,6 +1752,13 @@ class HomeAgent:
             self.config = txn.config
             self._foreign_agents = txn.foreign_agents
             self._peers.clear()  # they hold foreign agent records
+        if update.settings:  # the router's own settings: policy, port, AAA (the entry maps are shared)
+            self.config = txn.config
+            self._peers.clear()  # they hold the policy's address
+            self._configured_policy = txn.policy
+            self._policy = self._capable(txn.policy) if txn.policy is not None else None
+            self._port = txn.port
+            self._install_aaa(txn.config)
 
     def _drop_node_bindings(self, name: str) -> None:
         node = self.node(name)
