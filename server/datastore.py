@@ -164,6 +164,8 @@ class Datastores:
         if snap is not None:
             self.running = Forest.from_wrapper(parse_message(snap))
             self._replay(records)
+        elif start0 is not None and start0.exists():
+            self.running = self.startup.copy()  # boot from startup (the journal needs its snapshot)
         if upto is not None and self.journal is not None:
             if self.journal.snapshot_seq > upto:
                 log.error("the rollback point (commit %d) is older than the snapshot: not restored", upto)
@@ -171,8 +173,6 @@ class Datastores:
                 self.journal.snapshot(self._running.to_bytes("config"))
         if rollback is not None and rollback.exists():
             rollback.unlink()
-        elif start0 is not None and start0.exists():
-            self.running = self.startup.copy()  # boot from startup (the journal needs its snapshot)
         run_path = run0
         errs = validation_errors(self.validator, self.running, self.schema) if len(self.running) else []
         if errs:

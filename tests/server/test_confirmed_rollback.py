@@ -111,3 +111,19 @@ def test_running_replaced_whole_meanwhile_is_rolled_back_whole(tmp_path) -> None
         assert running_names(h.client()) == ["a"]
     finally:
         h.close()
+
+
+def test_a_restart_with_a_startup_file_keeps_the_journaled_running(tmp_path) -> None:
+    h = Harness(tmp_path)
+    try:
+        c = h.client()
+        c.ok(edit(vr(HA + mn("a", "10.0.0.5"))))
+        c.ok("<copy-config><target><startup/></target><source><running/></source></copy-config>")
+        c.ok(edit(vr(mn("b", "10.0.0.6"))))  # running only, journaled
+    finally:
+        h.close()
+    h = Harness(tmp_path)
+    try:
+        assert running_names(h.client()) == ["a", "b"]
+    finally:
+        h.close()
