@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lxml import etree
 
@@ -43,6 +43,9 @@ from server.subscribers import (
 from server.tree import Forest, LazyForest, view
 from server.xmlns import NC_NS
 from server.xmlparse import parse_message
+
+if TYPE_CHECKING:
+    import libyang
 
 log = logging.getLogger(__name__)
 _MISSING_KEY = re.compile(r'List instance is missing its key "([^"]+)"')
@@ -65,7 +68,8 @@ DATASTORES = ("running", "candidate", "startup")
 class ValidatorLike(Protocol):
     """What server/validation.py's Validator offers (see the lead's contract)."""
 
-    ctx: object
+    @property
+    def ctx(self) -> libyang.Context: ...
 
     def validate(self, config: etree._Element | bytes | str) -> list: ...
 
