@@ -15,13 +15,14 @@ from collections.abc import Mapping
 
 from lxml import etree
 
+from server.edit import YANG_INSERT, YANG_KEY, YANG_VALUE
 from server.errors import RpcError
 from server.operations import edit_config, op_get_data
 from server.restconf import codec
 from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found
 from server.restconf.session import RestconfSession
 from server.restconf.shape import apply_fields, check_fields, limit_depth, parse_fields
-from server.restconf.uri import Target
+from server.restconf.uri import Target, _literal, parse_api_path
 from server.schema import Schema, SchemaNode
 from server.tree import child
 from server.xmlns import DS_NS, NC_NS, NMDA_NS, WD_ATTR_NS, WD_NS
@@ -187,7 +188,7 @@ def exists(sess: RestconfSession, store: str, target: Target) -> bool:
         return True
     with sess.core.ds.reading(_write_store(store)) as data:
         level: list = [data]
-        for step in target.steps:
+        for i, step in enumerate(target.steps):
             tag = _q(step.sn.ns, step.sn.name)
             nxt = []
             for parent in level:
@@ -196,8 +197,9 @@ def exists(sess: RestconfSession, store: str, target: Target) -> bool:
                         nxt.append(el)
                         if step.keys is not None:
                             break
-            if not nxt:
-                return False
+            if not nxt:  # a non-presence container exists as soon as its parent does (RFC 7950 §7.5.1)
+                last = i == len(target.steps) - 1
+                return last and step.sn.kind == "container" and not step.sn.presence
             level = nxt
         return True
 
@@ -310,26 +312,46 @@ def child_target(target: Target, nodes: list[etree._Element], schema: Schema) ->
 
 
 def insert_point(query: Mapping[str, str], target: Target | None, schema: Schema) -> dict[str, str] | None:
-    """`insert` / `point` (RFC 8040 §4.8.5/6) of a POST or PUT: only on an ordered-by user list or
-    leaf-list (400 invalid-value otherwise); `point` names an entry of the same list."""
+    """`insert` / `point` (RFC 8040 §4.8.5/6) of a POST or PUT as the YANG insert attributes of the
+    entry (RFC 7950 §7.8.6): only on an ordered-by user list or leaf-list (400 otherwise); `point`
+    is the api-path of an entry of the same list instance."""
     insert, point = query.get("insert"), query.get("point")
     if insert is None and point is None:
         return None
     sn = target.node if target is not None else None
-    if sn is None or sn.kind not in ("list", "leaf-list") or not sn.user_ordered:
+    if sn is None or target is None or sn.kind not in ("list", "leaf-list") or not sn.user_ordered:
         raise bad_param(
             "insert" if insert is not None else "point", "insert/point need an ordered-by user list"
         )
+    insert = insert or "last"
     if insert not in ("first", "last", "before", "after"):
         raise bad_param("insert", f"bad insert {insert}")
     if (point is None) != (insert in ("first", "last")):
         raise bad_param("point", "point is required with before/after, and only then")
-    raise http_error(
-        501, "operation-not-supported", "insert/point on ordered-by user lists is not supported yet"
+    if point is None:
+        return {YANG_INSERT: insert}
+    return position_attrs(
+        schema, target, insert, parse_api_path(schema, point.removeprefix("/restconf/data"))
     )
 
 
-def delete_config(schema: Schema, target: Target, operation: str = "delete") -> etree._Element:
+def position_attrs(schema: Schema, target: Target, where: str, point: Target) -> dict[str, str]:
+    """The insert attributes placing `target` `where` (before / after) the entry `point`."""
+    sn = target.node
+    if sn is None or point.node is not sn or point.steps[:-1] != target.steps[:-1] or not point.is_instance:
+        raise bad_param("point", "point must name an entry of the same list")
+    keys = point.steps[-1].keys or ()
+    if sn.kind == "leaf-list":
+        return {YANG_INSERT: where, YANG_VALUE: keys[0]}
+    pred = "".join(f"[{k}={_literal(v)}]" for k, v in zip(sn.keys, keys, strict=True))
+    return {YANG_INSERT: where, YANG_KEY: pred}
+
+
+def delete_config(
+    schema: Schema, target: Target, operation: str = "delete", attrs: dict[str, str] | None = None
+) -> etree._Element:
+    """<config> naming the resource (its keys only) with `operation` (delete, remove; merge with
+    insert attributes: a move)."""
     config = new_config(schema)
     holder = target.chain(config)
     last = target.steps[-1]
@@ -340,6 +362,8 @@ def delete_config(schema: Schema, target: Target, operation: str = "delete") -> 
         for k, v in zip(last.sn.keys, last.keys, strict=True):
             etree.SubElement(el, _q(last.sn.ns, k)).text = v
     el.set(OP_ATTR, operation)
+    for k, v in (attrs or {}).items():
+        el.set(k, v)
     return config
 
 

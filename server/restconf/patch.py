@@ -44,14 +44,15 @@ def _config(sess: RestconfSession, base: Target, edit: dict, fmt: str) -> etree.
     op = edit.get("operation")
     if op not in OPERATIONS:
         raise http_error(400, "invalid-value", f"bad operation {op!r}")
-    if op in ("insert", "move"):
-        raise http_error(501, "operation-not-supported", f"{op} is not supported")
     path = str(edit.get("target", ""))
     target = base if path.strip("/") == "" else parse_api_path(schema, path, base)
     if not target.steps:
         raise http_error(400, "invalid-value", "an edit's target must be a data node")
     if op in ("delete", "remove"):
         return handlers.delete_config(schema, target, op)
+    attrs = _position(schema, base, target, edit) if op in ("insert", "move") else None
+    if op == "move":  # the entry stays as it is, only its place changes
+        return handlers.delete_config(schema, target, "merge", attrs)
     if "value" not in edit:
         raise http_error(400, "missing-element", f"{op} needs a value", info=(("bad-element", "value"),))
     parent = Target(target.steps[:-1])
@@ -63,7 +64,23 @@ def _config(sess: RestconfSession, base: Target, edit: dict, fmt: str) -> etree.
     else:
         nodes = list(value)
     handlers.check_body_is_target(nodes, target, schema)
-    return handlers.config_for(schema, parent, nodes, op)
+    return handlers.config_for(schema, parent, nodes, "create" if op == "insert" else op, attrs)
+
+
+def _position(schema, base: Target, target: Target, edit: dict) -> dict[str, str]:
+    """RFC 8072 `where` / `point` of an insert or move as YANG insert attributes."""
+    where = edit.get("where", "last")
+    node = target.node
+    if node is None or node.kind not in ("list", "leaf-list") or not node.user_ordered:
+        raise http_error(400, "invalid-value", f"{edit.get('operation')} needs an ordered-by user list")
+    if where in ("first", "last"):
+        return {handlers.YANG_INSERT: where}
+    if where not in ("before", "after") or "point" not in edit:
+        raise http_error(
+            400, "invalid-value", "where before/after needs a point", info=(("bad-element", "point"),)
+        )
+    point = parse_api_path(schema, str(edit["point"]), base)
+    return handlers.position_attrs(schema, target, where, point)
 
 
 async def yang_patch(
