@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -41,6 +42,8 @@ RESTCONF_MODULES = ("ietf-restconf-monitoring",)
 YANG_LIBRARY_VERSION = "2019-01-04"
 #: successful Basic credentials are remembered this long (scrypt costs ~50 ms per check)
 AUTH_CACHE_SECONDS = 60.0
+#: replies whose data is larger are encoded (libyang) in a worker thread, off the event loop
+OFFLOAD_BYTES = 256 * 1024
 _XRD = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n"
     b"<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
@@ -161,6 +164,11 @@ class Restconf:
             )
         except RpcError as err:
             return self.error_response(HttpError.of(err), request)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:  # a bug: logged, answered as RFC 8040 says (500 operation-failed)
+            log.exception("RESTCONF %s %s failed", request.method, request.path)
+            return self.error_response(http_error(500, "operation-failed", "internal error"), request)
 
     def error_response(self, err: HttpError, request: web.Request) -> web.Response:
         try:
@@ -184,6 +192,7 @@ class Restconf:
             return await self.data(request, sess, "data", tail)
         if head == "ds":
             store, _, tail = tail.partition("/")
+            store = unquote(store)
             name = store.removeprefix("ietf-datastores:")
             if not store.startswith("ietf-datastores:") or name not in handlers.STORES or name == "data":
                 raise not_found(f"no datastore {store}")
@@ -244,7 +253,7 @@ class Restconf:
         allowed = ("GET", "HEAD", *(_WRITES if writable else ()))
         self._only(request, *allowed)
         if request.method in ("GET", "HEAD"):
-            return self.get(request, sess, store, target)
+            return await self.get(request, sess, store, target)
         if target.node is not None and not target.node.config:
             raise http_error(405, "operation-not-supported", f"{target.node.name} is not configuration")
         if request.method == "PATCH" and codec.media_type(request.headers.get("Content-Type")).startswith(
@@ -253,7 +262,9 @@ class Restconf:
             return await self.patch(request, sess, store, target)
         return await self.write(request, sess, store, target)
 
-    def get(self, request: web.Request, sess: RestconfSession, store: str, target: Target) -> web.Response:
+    async def get(
+        self, request: web.Request, sess: RestconfSession, store: str, target: Target
+    ) -> web.Response:
         fmt = codec.reply_format(request.headers.get("Accept"))
         tagged = store in ("data", "running", "candidate", "startup")
         headers = {"Content-Type": codec.content_type(fmt)}
@@ -263,7 +274,11 @@ class Restconf:
             headers |= {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
             if _none_match(request, etag) or _not_modified_since(request, modified):
                 return web.Response(status=304, headers=headers)
-        body = handlers.read(sess, store, target, request.query, fmt)
+        size, encode = handlers.read(sess, store, target, request.query, fmt)
+        if size > OFFLOAD_BYTES:  # libyang encodes in a worker thread: the event loop goes on meanwhile
+            body = await asyncio.get_running_loop().run_in_executor(None, encode)
+        else:
+            body = encode()
         return web.Response(body=body, headers=headers)
 
     def _preconditions(self, request: web.Request, store: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lxml import etree
 
@@ -52,8 +52,13 @@ def _check_params(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
 
 
 # -- reading ----------------------------------------------------------------------------------------------
-def read(sess: RestconfSession, store: str, target: Target, query: Mapping[str, str], fmt: str) -> bytes:
-    """GET: the resource in `fmt`; 404 when it does not exist (or NACM hides it)."""
+def read(
+    sess: RestconfSession, store: str, target: Target, query: Mapping[str, str], fmt: str
+) -> tuple[int, Callable[[], bytes]]:
+    """GET: the resource's data is gathered now (through the NETCONF layer, on the event loop) and
+    encoded in `fmt` by the returned function (libyang; the caller may run it in a worker thread:
+    it touches no shared state). Also returned: the size of the XML to encode. 404 when the
+    resource does not exist (or NACM hides it)."""
     _check_params(query, ("depth", "fields", "content", "with-defaults"))
     content = query.get("content", "all")
     if content not in ("all", "config", "nonconfig"):
@@ -76,13 +81,9 @@ def read(sess: RestconfSession, store: str, target: Target, query: Mapping[str, 
     except RpcError as err:
         raise HttpError.of(err) from None
     xpath = target.xpath(schema) if target.steps else None
-    tagged = wd == "report-all-tagged"
-    if depth is None and fields is None and not tagged:
+    if depth is None and fields is None and wd != "report-all-tagged":
         inner = body[len(_NMDA_HEAD) : -len(b"</data>")] if body.startswith(_NMDA_HEAD) else b""
-        out = codec.print_data(schema.ctx, inner, xpath, fmt)
-        if out is None:
-            raise not_found()
-        return out
+        return len(inner), lambda: _encode(schema, inner, xpath, fmt)
     wrapper = parse_message(body)
     nodes = _locate(wrapper, target)
     if not nodes:
@@ -93,24 +94,40 @@ def read(sess: RestconfSession, store: str, target: Target, query: Mapping[str, 
         if depth is not None:
             limit_depth(el, target.node, depth, schema, level=0 if target.node is None else 1)
     # the elements themselves are kept: an lxml proxy's id() is stable only while it is referenced
-    tagged_els = [el for el in wrapper.iter() if el.attrib.pop(WD_DEFAULT, None) in ("true", "1")]
-    marked = {id(el) for el in tagged_els}
+    tagged = [el for el in wrapper.iter() if el.attrib.pop(WD_DEFAULT, None) in ("true", "1")]
     inner = b"".join(etree.tostring(c) for c in wrapper if isinstance(c.tag, str))
+    roots = nodes if target.steps else [wrapper]
+
+    def encode() -> bytes:
+        out = _encode(schema, inner, xpath, fmt)
+        return _tag_defaults(out, fmt, roots, bool(target.steps), tagged, schema) if tagged else out
+
+    return len(inner), encode
+
+
+def _encode(schema: Schema, inner: bytes, xpath: str | None, fmt: str) -> bytes:
     out = codec.print_data(schema.ctx, inner, xpath, fmt)
     if out is None:
         raise not_found()
-    if not marked:
-        return out
-    if fmt == "xml":  # RFC 8040 §4.8.9: the wd:default attribute of RFC 6243
+    return out
+
+
+def _tag_defaults(
+    out: bytes, fmt: str, roots: list[etree._Element], below: bool, tagged: list[etree._Element], schema
+) -> bytes:
+    """RFC 8040 §4.8.9 report-all-tagged: the NETCONF layer's wd:default marks (on `tagged`, taken
+    off before libyang encoded `roots`) put back into libyang's output, which keeps their order."""
+    marked = {id(el) for el in tagged}
+    if fmt == "xml":  # the wd:default attribute of RFC 6243
         holder = codec.parse_xml(b'<x xmlns:wd="%s">%s</x>' % (WD_ATTR_NS.encode(), out))
-        source = [e for n in (nodes if target.steps else [wrapper]) for e in n.iter()]
-        for src, dst in zip(source, list(holder.iter())[1 if target.steps else 0 :], strict=False):
+        source = [e for n in roots for e in n.iter()]
+        for src, dst in zip(source, list(holder.iter())[1 if below else 0 :], strict=False):
             if id(src) in marked and src.tag == dst.tag:
                 dst.set(WD_DEFAULT, "true")
         return b"".join(etree.tostring(c) for c in holder)
     doc = json.loads(out)
-    holder = doc["ietf-restconf:data"] if not target.steps else doc
-    _annotate(holder, nodes if target.steps else list(wrapper), None, marked, schema)
+    holder = doc if below else doc["ietf-restconf:data"]
+    _annotate(holder, roots if below else list(roots[0]), None, marked, schema)
     return json.dumps(doc).encode()
 
 

@@ -24,11 +24,12 @@ M = "mipha-home-agent"
 class RestconfServer(ServerThread):
     """NETCONF (ncclient-reachable) and RESTCONF (https) over one core."""
 
-    def __init__(self, config: ServerConfig, **kw) -> None:
+    def __init__(self, config: ServerConfig, client_ca: Path | None = None, **kw) -> None:
         config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
         super().__init__(config, **kw)
-        users = config.users
-        self.rc_config = RestconfConfig(state_dir=config.state_dir, port=0, users=users, auth_fail_delay=0.05)
+        self.rc_config = RestconfConfig(
+            state_dir=config.state_dir, port=0, users=config.users, auth_fail_delay=0.05, client_ca=client_ca
+        )
         self.rc: RestconfHandle = self.run(start_restconf(self.handle.core, self.rc_config))
         self.base = f"https://127.0.0.1:{self.rc.port}"
         self.cert = self.rc.cert
@@ -63,8 +64,8 @@ def curl(
 ) -> Reply:
     """One request with the real curl binary, verifying the server against its generated cert."""
     args = [CURL, "-sS", "--cacert", str(srv.cert), "-X", method, "-D", "-", "--max-time", str(timeout)]
-    if method == "HEAD":
-        args[args.index("-X") : args.index("-X") + 2] = ["-I"]
+    if method == "HEAD":  # -I prints the headers itself
+        args = [CURL, "-sS", "--cacert", str(srv.cert), "-I", "--max-time", str(timeout)]
     if user is not None:
         args += ["-u", f"{user[0]}:{user[1]}"]
     if ctype:

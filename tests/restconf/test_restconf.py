@@ -48,6 +48,16 @@ def test_discovery_top_level_and_yang_library_version(rc):
     assert top["yang-library-version"] == "2019-01-04"
     r = curl(rc, "GET", "/restconf/yang-library-version", accept=XML)
     assert r.status == 200 and r.headers["content-type"] == XML and b">2019-01-04<" in r.body
+    head = curl(rc, "HEAD", "/restconf/data/ietf-netconf-acm:nacm")
+    assert head.status == 200 and head.body == b"" and head.headers["etag"]
+    opts = curl(rc, "OPTIONS", "/restconf/data")
+    assert opts.status == 200 and set(opts.headers["allow"].split(", ")) >= {"GET", "POST", "PUT", "PATCH"}
+    assert (
+        curl(rc, "OPTIONS", "/restconf/ds/ietf-datastores:operational").headers["allow"]
+        == "GET, HEAD, OPTIONS"
+    )
+    r = curl(rc, "DELETE", "/restconf/operations")
+    assert r.status == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_authentication_and_tls(rc):
@@ -362,3 +372,28 @@ def test_event_stream_refuses_bad_requests(rc):
     assert curl(rc, "GET", f"{base}?stop-time=2020-01-01T00:00:00Z").status == 400
     assert curl(rc, "GET", f"{base}?start-time=2999-01-01T00:00:00Z").status == 400
     assert curl(rc, "GET", f"{base}?filter=((").status == 400
+
+
+def test_large_reply_encoded_in_a_worker_thread(rc):
+    """A reply above OFFLOAD_BYTES is encoded off the event loop: same content either way."""
+    from server.restconf.app import OFFLOAD_BYTES
+
+    n = OFFLOAD_BYTES // 60
+    nodes = "".join(
+        f"<mobile-node><name>m{i}</name><home-address>10.{i >> 16}.{i >> 8 & 255}.{i & 255}</home-address>"
+        "</mobile-node>"
+        for i in range(1, n + 1)
+    )
+    config = (
+        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}">'
+        f"<virtual-router><name>default</name><home-agent><address>192.0.2.1</address></home-agent>"
+        f"{nodes}</virtual-router></virtual-routers></config>"
+    )
+    with connect(rc) as m:
+        m.edit_config(target="running", config=config)
+    big = curl(rc, "GET", f"{VR}?content=config")
+    assert len(big.body) > OFFLOAD_BYTES // 2
+    got = big.json()[f"{M}:virtual-router"][0]["mobile-node"]
+    assert len(got) == n and got[-1] == {"name": f"m{n}", "home-address": f"10.0.{n >> 8 & 255}.{n & 255}"}
+    xml = curl(rc, "GET", f"{VR}?content=config", accept=XML)
+    assert xml.body.count(b"<mobile-node>") == n
