@@ -308,23 +308,21 @@ class EditEngine:
             if not self._subtree_writable(existing, sn):
                 return self._fail(self._denied(my_path, sn))
             nxt = existing.getnext() if not isinstance(parent, Forest) else None
-            self._drop(parent, idx, existing, sn, key)
-            existing = None
             if insert is not None:
-                nxt = self._position(parent, idx, el, sn, insert, my_path)
-                if nxt is _NOWHERE:
+                place = self._position(parent, idx, el, sn, insert, my_path, existing)
+                if place is _NOWHERE:
                     return None
+                nxt = nxt if place is existing else place
+            self._drop(parent, idx, existing, sn, key)
             return self._create(parent, idx, el, sn, key, "merge", my_path, before=nxt)
         if insert is not None and op != "none":
-            if existing is not None:  # a move (RFC 7950 §7.8.6): out of its place, then to the new one
-                self._drop(parent, idx, existing, sn, key)
-            before = self._position(parent, idx, el, sn, insert, my_path)
+            before = self._position(parent, idx, el, sn, insert, my_path, existing)
             if before is _NOWHERE:
-                if existing is not None:
-                    self._add(parent, idx, existing, sn, key)
                 return None
-            if existing is not None:
-                existing = self._add(parent, idx, existing, sn, key, before)
+            if existing is not None:  # a move (RFC 7950 §7.8.6), unless it is in that place already
+                if before is not existing:
+                    self._drop(parent, idx, existing, sn, key)
+                    existing = self._add(parent, idx, existing, sn, key, before)
             else:
                 return self._create(
                     parent, idx, el, sn, key, "merge" if op == "create" else op, my_path, before=before
@@ -370,10 +368,18 @@ class EditEngine:
         return None
 
     def _position(
-        self, parent: Parent, idx: _Index, el: etree._Element, sn: SchemaNode, insert: str, path: str
+        self,
+        parent: Parent,
+        idx: _Index,
+        el: etree._Element,
+        sn: SchemaNode,
+        insert: str,
+        path: str,
+        moving: etree._Element | None = None,
     ):
-        """Where an entry with the YANG `insert` attribute goes (the element to insert before; None:
-        at the end), or _NOWHERE after reporting why it cannot (RFC 7950 §7.8.6, §15.7)."""
+        """Where an entry with the YANG `insert` attribute goes: the element to insert it before
+        (`moving` itself: it is there already), None: at the end, or _NOWHERE after reporting why it
+        cannot (RFC 7950 §7.8.6, §15.7). `moving`: the entry when it exists (a move)."""
         name = sn.name
         if not sn.user_ordered or sn.kind not in ("list", "leaf-list"):
             self._fail(self._bad_insert("insert", name, f"{name} is not ordered-by user", path))
@@ -381,7 +387,7 @@ class EditEngine:
         if insert not in ("first", "last", "before", "after"):
             self._fail(self._bad_insert("insert", name, f"bad insert value {insert!r}", path))
             return _NOWHERE
-        entries = list(parent.iterchildren(el.tag))
+        entries = [e for e in parent.iterchildren(el.tag) if e is not moving]
         if insert == "first":
             return entries[0] if entries else None
         if insert == "last":
@@ -390,7 +396,7 @@ class EditEngine:
         ref = el.get(attr)
         anchor_key = _insert_key(ref, sn) if ref is not None else None
         anchor = idx.entries(el.tag, sn).get(anchor_key) if anchor_key is not None else None
-        if anchor is None:
+        if anchor is None or anchor is moving:
             what = attr.rpartition("}")[2]
             self._fail(self._bad_insert(what, name, f"{what} {ref!r} names no entry of {name}", path))
             return _NOWHERE

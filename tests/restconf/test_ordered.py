@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from nc_server import connect
+from ncclient.operations.rpc import RPCError
 from rc_server import NS, M, curl
 from test_restconf import JSON, VR, seed
 
@@ -102,4 +104,10 @@ def test_netconf_yang_insert_attributes(rc):
     edit(srv("192.0.2.4", 'yang:insert="after" yang:key="[address=\'192.0.2.3\']"'))
     assert order(rc) == ["192.0.2.3", "192.0.2.4", "192.0.2.1", "192.0.2.2"]
     edit(srv("192.0.2.3", 'yang:insert="last"'))  # a move of an existing entry
+    assert order(rc) == ["192.0.2.4", "192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    edit(srv("192.0.2.3", 'yang:insert="last"'))  # already there: nothing moves
+    assert order(rc) == ["192.0.2.4", "192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    with pytest.raises(RPCError) as err:
+        edit(srv("192.0.2.1", 'yang:insert="before" yang:key="[address=\'192.0.2.99\']"'))
+    assert err.value.tag == "bad-attribute"
     assert order(rc) == ["192.0.2.4", "192.0.2.1", "192.0.2.2", "192.0.2.3"]
