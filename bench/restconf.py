@@ -44,6 +44,7 @@ from server.restconf.app import RestconfConfig, start_restconf
 
 MOD = "mipha-home-agent"
 CURL = shutil.which("curl") or "curl"
+JSON = "application/yang-data+json"
 VR = f"/restconf/data/{MOD}:virtual-routers/virtual-router=default"
 
 
@@ -91,7 +92,9 @@ def main() -> None:
         )
         base = f"https://127.0.0.1:{handle.port}"
 
-        def curl_ms(transfers: list[tuple[str, str, bytes | None]]) -> float:
+        def curl_ms(
+            transfers: list[tuple[str, str, bytes | None]], accept: str = JSON
+        ) -> tuple[float, float]:
             """The real curl on one connection (reused across transfers, `--next`): median ms until
             the last byte of each transfer (%{time_total})."""
             cmd = [CURL]
@@ -99,7 +102,7 @@ def main() -> None:
                 if k:
                     cmd.append("--next")
                 cmd += ["-sS", "--cacert", str(handle.cert), "-u", "admin:bench", "-o", "/dev/null"]
-                cmd += ["-X", method, "-w", "%{http_code} %{time_total}\\n"]
+                cmd += ["-X", method, "-H", f"Accept: {accept}", "-w", "%{http_code} %{time_total}\\n"]
                 if body is not None:
                     cmd += ["-H", "Content-Type: application/yang-data+json", "--data-binary", body.decode()]
                 cmd.append(base + path)
@@ -150,6 +153,16 @@ def main() -> None:
             (
                 f"GET all {n} bindings, JSON, until the last byte",
                 curl_ms([("GET", f"{VR}/home-agent/bindings", None)] * few),
+                "NETCONF <get> of them, XML, in-process",
+                median_ms(lambda: nc_get(all_flt), few),
+            )
+        )
+        rows.append(
+            (
+                f"GET all {n} bindings, XML, until the last byte",
+                curl_ms(
+                    [("GET", f"{VR}/home-agent/bindings", None)] * few, accept="application/yang-data+xml"
+                ),
                 "NETCONF <get> of them, XML, in-process",
                 median_ms(lambda: nc_get(all_flt), few),
             )

@@ -159,18 +159,13 @@ def rpc_input_to_xml(ctx: libyang.Context, module: str, name: str, members: dict
 
 
 # -- replies --------------------------------------------------------------------------------------------
-def print_data(ctx: libyang.Context, xml: bytes, xpath: str | None, fmt: str) -> bytes | None:
-    """XML data (top-level elements, no wrapper) → the node(s) at `xpath` in `fmt` (JSON: RFC 7951),
-    or the whole as ietf-restconf:data when `xpath` is None; None when nothing is at `xpath`."""
+def print_json(ctx: libyang.Context, xml: bytes, xpath: str | None) -> bytes | None:
+    """XML data (top-level elements, no wrapper) → RFC 7951 JSON of the node(s) at `xpath`, or of the
+    whole as ietf-restconf:data when `xpath` is None; None when nothing is at `xpath`."""
     try:
         tree = ctx.parse_data_mem(xml, "xml", parse_only=True, strict=True) if xml.strip() else None
     except libyang.LibyangError as exc:
         raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
-    if xpath is None and fmt == "xml":
-        inner = tree.print_mem("xml", with_siblings=True, pretty=False).encode() if tree is not None else b""
-        if tree is not None:
-            tree.free()
-        return b'<data xmlns="urn:ietf:params:xml:ns:yang:ietf-restconf">' + inner + b"</data>"
     if tree is None:
         return b'{"ietf-restconf:data":{}}' if xpath is None else None
     try:
@@ -180,10 +175,8 @@ def print_data(ctx: libyang.Context, xml: bytes, xpath: str | None, fmt: str) ->
         nodes = list(tree.find_all(xpath))
         if not nodes:
             return None
-        parts = [n.print_mem(fmt, pretty=False, keep_empty_containers=True) for n in nodes]
-        if len(parts) == 1 or fmt == "xml":
-            return "".join(parts).encode()
-        return _join_json_arrays(parts)
+        parts = [n.print_mem("json", pretty=False, keep_empty_containers=True) for n in nodes]
+        return parts[0].encode() if len(parts) == 1 else _join_json_arrays(parts)
     finally:
         tree.free()
 

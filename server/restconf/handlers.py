@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from lxml import etree
 
@@ -21,12 +22,13 @@ from server.operations import edit_config, op_get_data
 from server.restconf import codec
 from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found
 from server.restconf.session import RestconfSession
-from server.restconf.shape import apply_fields, check_fields, limit_depth, parse_fields
+from server.restconf.shape import Fields, apply_fields, check_fields, limit_depth, parse_fields
 from server.restconf.uri import Target, _literal, parse_api_path
 from server.schema import Schema, SchemaNode
 from server.tree import child
 from server.xmlns import DS_NS, NC_NS, NMDA_NS, WD_ATTR_NS, WD_NS
 from server.xmlparse import parse_message
+from server.xmlsafe import new_parser
 
 OP_ATTR = f"{{{NC_NS}}}operation"
 WD_DEFAULT = f"{{{WD_ATTR_NS}}}default"
@@ -35,6 +37,7 @@ WD_MODES = ("report-all", "trim", "explicit", "report-all-tagged")
 #: unified {+restconf}/data (running for writes, operational for reads)
 STORES = ("data", "running", "candidate", "startup", "operational")
 _NMDA_HEAD = b'<data xmlns="%s">' % NMDA_NS.encode()
+_RESTCONF_DATA = b'<data xmlns="%s">' % RESTCONF_NS.encode()
 
 
 def _q(ns: str, name: str) -> str:
@@ -80,51 +83,65 @@ def read(
         body = b"".join(op_get_data(sess, op))
     except RpcError as err:
         raise HttpError.of(err) from None
+    shaping = _Shaping(depth, fields, wd == "report-all-tagged")
+    return len(body), lambda: _encode(schema, body, target, fmt, shaping)
+
+
+@dataclass(frozen=True)
+class _Shaping:
+    depth: int | None
+    fields: Fields | None
+    tagged: bool  # with-defaults report-all-tagged: wd:default marks to carry into the reply
+
+    @property
+    def none(self) -> bool:
+        return self.depth is None and self.fields is None and not self.tagged
+
+
+def _encode(schema: Schema, body: bytes, target: Target, fmt: str, shaping: _Shaping) -> bytes:
+    """The <get-data> reply `body` → the resource in `fmt`. XML is the NETCONF layer's own (lxml);
+    JSON is libyang's (RFC 7951). Runs in a worker thread for large replies: its own parser."""
     xpath = target.xpath(schema) if target.steps else None
-    if depth is None and fields is None and wd != "report-all-tagged":
+    if fmt == "json" and shaping.none:
         inner = body[len(_NMDA_HEAD) : -len(b"</data>")] if body.startswith(_NMDA_HEAD) else b""
-        return len(inner), lambda: _encode(schema, inner, xpath, fmt)
-    wrapper = parse_message(body)
+        return _print(schema, inner, xpath)
+    wrapper = etree.fromstring(body, new_parser(huge_tree=True, collect_ids=False))
     nodes = _locate(wrapper, target)
     if not nodes:
         raise not_found()
     for el in nodes:
-        if fields is not None:
-            apply_fields(el, target.node, fields, schema)
-        if depth is not None:
-            limit_depth(el, target.node, depth, schema, level=0 if target.node is None else 1)
+        if shaping.fields is not None:
+            apply_fields(el, target.node, shaping.fields, schema)
+        if shaping.depth is not None:
+            limit_depth(el, target.node, shaping.depth, schema, level=0 if target.node is None else 1)
+    if fmt == "xml":  # report-all-tagged: the wd:default attributes are there already (RFC 8040 §4.8.9)
+        if target.steps:
+            return b"".join(etree.tostring(n) for n in nodes)
+        return b"".join([_RESTCONF_DATA, *(etree.tostring(c) for c in wrapper), b"</data>"])
     # the elements themselves are kept: an lxml proxy's id() is stable only while it is referenced
     tagged = [el for el in wrapper.iter() if el.attrib.pop(WD_DEFAULT, None) in ("true", "1")]
     inner = b"".join(etree.tostring(c) for c in wrapper if isinstance(c.tag, str))
+    out = _print(schema, inner, xpath)
+    if not tagged:
+        return out
     roots = nodes if target.steps else [wrapper]
-
-    def encode() -> bytes:
-        out = _encode(schema, inner, xpath, fmt)
-        return _tag_defaults(out, fmt, roots, bool(target.steps), tagged, schema) if tagged else out
-
-    return len(inner), encode
+    return _tag_defaults(out, roots, bool(target.steps), tagged, schema)
 
 
-def _encode(schema: Schema, inner: bytes, xpath: str | None, fmt: str) -> bytes:
-    out = codec.print_data(schema.ctx, inner, xpath, fmt)
+def _print(schema: Schema, inner: bytes, xpath: str | None) -> bytes:
+    out = codec.print_json(schema.ctx, inner, xpath)
     if out is None:
         raise not_found()
     return out
 
 
 def _tag_defaults(
-    out: bytes, fmt: str, roots: list[etree._Element], below: bool, tagged: list[etree._Element], schema
+    out: bytes, roots: list[etree._Element], below: bool, tagged: list[etree._Element], schema
 ) -> bytes:
-    """RFC 8040 §4.8.9 report-all-tagged: the NETCONF layer's wd:default marks (on `tagged`, taken
-    off before libyang encoded `roots`) put back into libyang's output, which keeps their order."""
+    """RFC 8040 §4.8.9 report-all-tagged in JSON: the NETCONF layer's wd:default marks (on `tagged`,
+    taken off before libyang encoded `roots`) as `"@leaf": {"ietf-netconf-with-defaults:default":
+    true}` beside each marked leaf."""
     marked = {id(el) for el in tagged}
-    if fmt == "xml":  # the wd:default attribute of RFC 6243
-        holder = codec.parse_xml(b'<x xmlns:wd="%s">%s</x>' % (WD_ATTR_NS.encode(), out))
-        source = [e for n in roots for e in n.iter()]
-        for src, dst in zip(source, list(holder.iter())[1 if below else 0 :], strict=False):
-            if id(src) in marked and src.tag == dst.tag:
-                dst.set(WD_DEFAULT, "true")
-        return b"".join(etree.tostring(c) for c in holder)
     doc = json.loads(out)
     holder = doc if below else doc["ietf-restconf:data"]
     _annotate(holder, roots if below else list(roots[0]), None, marked, schema)

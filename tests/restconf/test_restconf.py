@@ -118,6 +118,8 @@ def test_with_defaults_and_content(rc):
     assert full[f"{M}:home-agent"]["udp-port"] == 434
     tagged = curl(rc, "GET", f"{VR}/home-agent/udp-port?with-defaults=report-all-tagged").json()
     assert tagged[f"{M}:udp-port"] == 434 and tagged["@mipha-home-agent:udp-port"]
+    tagged_xml = curl(rc, "GET", f"{VR}/home-agent/udp-port?with-defaults=report-all-tagged", accept=XML)
+    assert b'wd:default="true"' in tagged_xml.body and b">434</udp-port>" in tagged_xml.body
     assert curl(rc, "GET", f"{VR}?content=bogus").status == 400
     assert curl(rc, "GET", f"{VR}?depth=0").status == 400
     assert curl(rc, "GET", f"{VR}?fields=nosuch").status == 400
