@@ -13,7 +13,7 @@ import time
 import pytest
 from lxml import etree
 from nc_server import connect
-from rc_server import CURL, NS, OPERATOR, M, curl
+from rc_server import ADMIN, CURL, NS, OPERATOR, M, curl
 
 VR = f"/restconf/data/{M}:virtual-routers/virtual-router=default"
 JSON = "application/yang-data+json"
@@ -399,3 +399,54 @@ def test_large_reply_encoded_in_a_worker_thread(rc):
     assert len(got) == n and got[-1] == {"name": f"m{n}", "home-address": f"10.0.{n >> 8 & 255}.{n & 255}"}
     xml = curl(rc, "GET", f"{VR}?content=config", accept=XML)
     assert xml.body.count(b"<mobile-node>") == n
+
+
+def _replayed(rc, user, query: str = "") -> bytes:
+    """The events of the stream's replay (everything since the log began), up to replayComplete."""
+    url = f"{rc.base}/restconf/streams/NETCONF/xml?start-time=2000-01-01T00:00:00Z{query}"
+    args = [CURL, "-sS", "-N", "--cacert", str(rc.cert), "-u", f"{user[0]}:{user[1]}"]
+    proc = subprocess.Popen([*args, "--max-time", "30", url], stdout=subprocess.PIPE)
+    try:
+        return b"".join(_read_until(proc, b"replayComplete", time.monotonic() + 25))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_event_stream_is_nacm_filtered_and_filterable(rc):
+    """A rule denying netconf-config-change to the operators group (written over RESTCONF) keeps
+    those events out of an operator's stream (denied-notifications counts them); the admin's
+    stream has them; `filter` selects events by XPath with module names as prefixes."""
+    policy = {
+        "ietf-netconf-acm:nacm": {
+            "rule-list": [
+                {
+                    "name": "ops",
+                    "group": ["operators"],
+                    "rule": [
+                        {
+                            "name": "no-config-change",
+                            "module-name": "ietf-netconf-notifications",
+                            "notification-name": "netconf-config-change",
+                            "access-operations": "*",
+                            "action": "deny",
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+    r = curl(rc, "PATCH", "/restconf/data/ietf-netconf-acm:nacm", json.dumps(policy), ctype=JSON)
+    assert r.status == 204, r.body
+    seed(rc)
+    admin = _replayed(rc, ADMIN)
+    assert admin.count(b"<netconf-config-change") == 2  # the policy and the router
+    counter = "/restconf/data/ietf-netconf-acm:nacm/denied-notifications"
+    before = int(curl(rc, "GET", counter).json()["ietf-netconf-acm:denied-notifications"])
+    operator = _replayed(rc, OPERATOR)
+    assert b"netconf-config-change" not in operator and b"replayComplete" in operator
+    assert int(curl(rc, "GET", counter).json()["ietf-netconf-acm:denied-notifications"]) >= before + 2
+    only_start = _replayed(rc, ADMIN, "&filter=/ietf-netconf-notifications:netconf-session-start")
+    assert b"netconf-config-change" not in only_start
+    only_change = _replayed(rc, ADMIN, "&filter=/ietf-netconf-notifications:netconf-config-change")
+    assert only_change.count(b"<netconf-config-change") == 2
