@@ -1,9 +1,9 @@
 """RFC 8040 §3.5.3 api-path → schema nodes and instance keys, and what the NETCONF layer needs of it:
 a subtree filter (reads), the ancestor chain of an edit, a libyang path (locating the node).
 
-`/restconf/data/mipha-home-agent:virtual-routers/virtual-router=default/mobile-node=mn%2C1` is split
-at "/" first, each segment's keys at "," next, and only then percent-decoded, so that a key holding
-"/" or "," travels encoded.
+`/restconf/data/example-jukebox:jukebox/library/artist=Foo%20Fighters/album=Wasting%20Light` is
+split at "/" first, each segment's keys at "," next, and only then percent-decoded, so that a key
+holding "/" or "," travels encoded (RFC 8040's own example module).
 """
 
 from __future__ import annotations
