@@ -454,8 +454,8 @@ async def start_restconf(core: NetconfCore, config: RestconfConfig) -> RestconfH
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx)
     await site.start()
-    server = site._server
-    port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else config.port
+    sockets = getattr(site._server, "sockets", None)
+    port = sockets[0].getsockname()[1] if sockets else config.port
     if core.schema.root(RCMON_NS, "restconf-state") is not None:
         host = f"[{config.host}]" if ":" in config.host else config.host
         core.providers.append(MonitoringProvider(core.events, f"https://{host}:{port}"))

@@ -123,7 +123,7 @@ def json_to_xml(ctx: libyang.Context, parent: Target, members: dict[str, Any]) -
         xml = tree.print_mem("xml", with_siblings=True, pretty=False)
     finally:
         tree.free()
-    holder = parse_xml(b"<x>" + xml.encode() + b"</x>")
+    holder = parse_xml(b"<x>" + _utf8(xml) + b"</x>")
     node: etree._Element | None = holder
     for step in parent.steps:
         node = node.find(f"{{{step.sn.ns}}}{step.sn.name}") if node is not None else None
@@ -166,17 +166,22 @@ def print_json(ctx: libyang.Context, xml: bytes, xpath: str | None) -> bytes | N
     try:
         if xpath is None:
             body = tree.print_mem("json", with_siblings=True, pretty=False, keep_empty_containers=True)
-            return b'{"ietf-restconf:data":' + body.encode() + b"}"
+            return b'{"ietf-restconf:data":' + _utf8(body) + b"}"
         nodes = list(tree.find_all(xpath))
         if not nodes:
             return None
-        parts = [n.print_mem("json", pretty=False, keep_empty_containers=True) for n in nodes]
-        return parts[0].encode() if len(parts) == 1 else _join_json_arrays(parts)
+        parts = [_utf8(n.print_mem("json", pretty=False, keep_empty_containers=True)) for n in nodes]
+        return parts[0] if len(parts) == 1 else _join_json_arrays(parts)
     finally:
         tree.free()
 
 
-def _join_json_arrays(parts: list[str]) -> bytes:
+def _utf8(printed: str | bytes) -> bytes:
+    """libyang's print_mem gives str for the text formats."""
+    return printed.encode() if isinstance(printed, str) else printed
+
+
+def _join_json_arrays(parts: list[bytes]) -> bytes:
     """Several entries of one list (or leaf-list) printed alone each → one member with all of them."""
     docs = [json.loads(p) for p in parts]
     name = next(iter(docs[0]))

@@ -21,7 +21,7 @@ from server.errors import RpcError
 from server.operations import edit_config, op_get_data
 from server.restconf import codec
 from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found
-from server.restconf.session import RestconfSession
+from server.restconf.session import RestconfSession, as_netconf
 from server.restconf.shape import Fields, apply_fields, check_fields, limit_depth, parse_fields
 from server.restconf.uri import Target, _literal, parse_api_path
 from server.schema import Schema, SchemaNode
@@ -80,7 +80,7 @@ def read(
         name, content = "operational", "nonconfig"
     op = _get_data_op(name, target, wd, nonconfig=content == "nonconfig")
     try:
-        body = b"".join(op_get_data(sess, op))
+        body = b"".join(op_get_data(as_netconf(sess), op))
     except RpcError as err:
         raise HttpError.of(err) from None
     shaping = _Shaping(depth, fields, wd == "report-all-tagged")
@@ -415,10 +415,8 @@ def check_body_is_target(nodes: list[etree._Element], target: Target, schema: Sc
         )
     keys = target.steps[-1].keys
     if sn.kind == "list" and keys is not None:
-        got = tuple(
-            (child(el, _q(sn.ns, k)).text or "").strip() if child(el, _q(sn.ns, k)) is not None else None
-            for k in sn.keys
-        )
+        kids = [child(el, _q(sn.ns, k)) for k in sn.keys]
+        got = tuple((kid.text or "").strip() if kid is not None else None for kid in kids)
         if got != keys:
             raise http_error(400, "invalid-value", "the key values in the body differ from those in the URI")
     if sn.kind == "leaf-list" and keys is not None and (el.text or "").strip() != keys[0]:
@@ -434,7 +432,7 @@ async def run_edit(
 ) -> None:
     """The NETCONF edit path (the caller holds the transaction lock); RpcError → HttpError."""
     try:
-        await edit_config(sess, _edit_op(store, config, default_op), more)
+        await edit_config(as_netconf(sess), _edit_op(store, config, default_op), more)
     except RpcError as err:
         http = HttpError.of(err)
         http.edit_index = getattr(err, "edit_index", None)  # type: ignore[attr-defined]
@@ -466,7 +464,7 @@ async def invoke(
         raise http_error(403, "access-denied", f"{name} is not allowed for this user")
     rpc = _rpc_input(sess, module, ns, name, body, fmt)
     try:
-        result = handler(sess, rpc)
+        result = handler(as_netconf(sess), rpc)
         if inspect.isawaitable(result):
             result = await result
     except RpcError as err:

@@ -127,8 +127,9 @@ def _status(
                 item = {"error-type": e.type, "error-tag": e.tag}
                 if e.app_tag:
                     item["error-app-tag"] = e.app_tag
-                if json_path(e, schema):
-                    item["error-path"] = json_path(e, schema)
+                path = json_path(e, schema)
+                if path:
+                    item["error-path"] = path
                 if e.message:
                     item["error-message"] = e.message
                 items.append(item)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from server.nacm import Principal
 
 if TYPE_CHECKING:
     from server.core import NetconfCore
+    from server.protocol import NetconfSession
 
 
 @dataclass
@@ -30,6 +31,12 @@ class RestconfSession:
     def __post_init__(self) -> None:
         if not self.id:
             self.id = self.core.new_session_id()
+
+
+def as_netconf(sess: RestconfSession) -> NetconfSession:
+    """For the NETCONF layer's handlers, typed with its session: they use what a RestconfSession
+    has (core, principal, id, source_host)."""
+    return cast("NetconfSession", sess)
 
 
 class Versions:

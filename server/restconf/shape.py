@@ -31,7 +31,8 @@ def parse_fields(text: str, schema_ns: dict[str, str]) -> Fields:
             while pos < len(text) and text[pos] not in ";()":
                 pos += 1
             for seg in text[start:pos].split("/"):
-                mod, sep, name = seg.partition(":")
+                prefix, sep, name = seg.partition(":")
+                mod: str | None = prefix
                 if not sep:
                     mod, name = None, seg
                 if not name or (mod is not None and mod not in schema_ns):
@@ -100,10 +101,12 @@ def apply_fields(el: etree._Element, sn: SchemaNode | None, fields: Fields, sche
         ns, name = _local(ch)
         if name in keys:
             continue
-        sub = fields.get((ns, name), fields.get((None, name), False))
-        if sub is False:
+        key = (ns, name) if (ns, name) in fields else (None, name)
+        if key not in fields:
             el.remove(ch)
-        elif sub is not None:
+            continue
+        sub = fields[key]
+        if sub is not None:
             apply_fields(ch, _child_sn(sn, ch, schema), sub, schema)
 
 

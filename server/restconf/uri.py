@@ -130,7 +130,8 @@ def _bad(message: str, tag: str = "invalid-value") -> RpcError:
 
 
 def _identifier(text: str) -> tuple[str | None, str]:
-    module, sep, name = text.partition(":")
+    prefix, sep, name = text.partition(":")
+    module: str | None = prefix
     if not sep:
         module, name = None, text
     for part in (module, name):
