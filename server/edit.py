@@ -396,7 +396,7 @@ class EditEngine:
         attr = YANG_KEY if sn.kind == "list" else YANG_VALUE
         ref = el.get(attr)
         anchor_key = _insert_key(ref, sn) if ref is not None else None
-        anchor = idx.entries(el.tag, sn).get(anchor_key) if anchor_key is not None else None
+        anchor = idx.entries(el.tag, sn).get(flat_key(anchor_key)) if anchor_key is not None else None
         if anchor is None or anchor is moving:
             what = attr.rpartition("}")[2]
             self._fail(self._bad_insert(what, name, f"{what} {ref!r} names no entry of {name}", path))
