@@ -11,9 +11,10 @@ the namespace.  Printed beside each other, same run:
 * configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
   keep arriving (their look-ups time out, or — FreeRADIUS answering Status-Server, as configured — are
   denied at once once the server is found dead), in rounds interleaved with normal ones (SIGCONT
-  between): each silent round's rate beside the normal round just before it; then those AAA
-  registrations alone, for the home agent's CPU each, and the silent rounds' renewals per CPU second
-  less that CPU (what the renewals themselves paid);
+  between): each silent round's rate beside the normal round just before it (median and spread of
+  the per-round ratios);
+* the engine's own CPU time per configured renewal and per new AAA registration (looked up, or denied
+  at once when no server can be asked), in-process: the share the AAA traffic can take at all;
 * memory per cached AAA subscriber beyond the binding (in-process engines in forked children:
   tracemalloc, and RSS without tracemalloc).
 
@@ -304,10 +305,9 @@ def memory_per_subscriber(count: int) -> dict:
     }
 
 
-def _spread(silent: list[dict], normal: list[dict], key: str, normal_key: str = "") -> str:
+def _spread(silent: list[dict], normal: list[dict], key: str) -> str:
     """Each silent round over the normal round before it: median (min..max)."""
-    nk = normal_key or key
-    ratios = sorted(s[key] / n[nk] for s, n in zip(silent, normal, strict=True) if n[nk] and s[key])
+    ratios = sorted(s[key] / n[key] for s, n in zip(silent, normal, strict=True) if n[key] and s[key])
     if not ratios:
         return "-"
     return f"median {statistics.median(ratios):.0%} ({ratios[0]:.0%}..{ratios[-1]:.0%})"
@@ -376,16 +376,6 @@ def main() -> None:
             silent.append(load(netns, n, 0, args.round_seconds, static=True))
             waiting_reports.append(json.loads(waiting.communicate()[0]))
             os.kill(radiusd.proc.pid, signal.SIGCONT)
-        # the silent AAA registrations alone: the home agent's CPU per registration that times out
-        os.kill(radiusd.proc.pid, signal.SIGSTOP)
-        before = _cpu_seconds(HA_PID)
-        alone = json.loads(_load(netns, n, args.silent_rate, 2.5, first=n + 1 + rounds * n, static=False)
-                           .communicate()[0])  # fmt: skip
-        aaa_cpu_each = (_cpu_seconds(HA_PID) - before) / max(1, alone["transactions"])
-        os.kill(radiusd.proc.pid, signal.SIGCONT)
-        for report in silent:  # its renewals' own CPU: less what the AAA registrations of the window took
-            own = report["ha_cpu_s"] - aaa_cpu_each * args.silent_rate * args.round_seconds
-            report["per_ha_cpu_second_less_aaa"] = round(report["replies"] / own) if own > 0 else None
         codes: dict[str, int] = {}
         for report in waiting_reports:
             for code, count in report["codes"].items():
@@ -397,7 +387,6 @@ def main() -> None:
             return statistics.median(r[key] for r in reports)
 
         cpu = "per_ha_cpu_second"
-        less = "per_ha_cpu_second_less_aaa"
         figures = {
             "freeradius_ceiling": ceiling,
             "first_registrations_via_radius": first,
@@ -407,7 +396,6 @@ def main() -> None:
             "renewals_configured_normal_interleaved": normal,
             "renewals_configured_radius_silent": silent,
             "aaa_registrations_while_silent": waiting_reports,
-            "aaa_registration_while_silent_ha_cpu_us": round(aaa_cpu_each * 1e6, 1),
             "memory": memory,
             "engine_costs": costs,
         }
@@ -428,8 +416,6 @@ def main() -> None:
             f"registrations/s arrive, {rounds} rounds each beside a normal one: {med(silent):.0f}/s vs "
             f"{med(normal):.0f}/s ({med(silent) / med(normal):.0%}); per HA CPU second "
             f"{med(silent, cpu):.0f} vs {med(normal, cpu):.0f}, per round {_spread(silent, normal, cpu)}; "
-            f"less the AAA registrations' own CPU ({aaa_cpu_each * 1e6:.0f} µs each, measured alone) "
-            f"{med(silent, less):.0f}, per round {_spread(silent, normal, less, cpu)}; "
             f"those AAA registrations got {codes}\n"
             f"engine CPU in-process: a configured renewal {costs['renewal_us']} µs, a new AAA registration "
             f"becoming a look-up {costs['aaa_lookup_us']} µs, one denied at once (no server reachable) "
