@@ -16,7 +16,7 @@ from typing import TypeAlias
 from lxml import etree
 
 from server.errors import RpcError
-from server.oplog import KeyIndex, OpLog
+from server.oplog import KeyIndex, OpLog, flat_key
 from server.schema import Schema, SchemaNode
 from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
@@ -85,7 +85,7 @@ class _Index:
     def __init__(self, parent: Parent, keys: KeyIndex) -> None:
         self.parent, self.keys = parent, keys
 
-    def entries(self, tag: str, sn: SchemaNode) -> dict[tuple[str, ...], etree._Element]:
+    def entries(self, tag: str, sn: SchemaNode) -> dict:
         return self.keys.entries(self.parent, tag, sn)
 
 
@@ -192,7 +192,7 @@ class EditEngine:
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
-            return idx.entries(el.tag, sn).get(key) if key is not None else None
+            return idx.entries(el.tag, sn).get(flat_key(key)) if key is not None else None
         parent = idx.parent
         return parent.find(el.tag) if isinstance(parent, Forest) else child(parent, el.tag)
 
@@ -379,7 +379,7 @@ class EditEngine:
         """True when `el`'s subtree can be copied whole: no operation attributes below it and no node
         this user may not write. Checked in C (XPath / tag iteration); unknown elements, state data,
         missing inner keys and duplicates are left to libyang, which validates the whole result."""
-        if not sn.config or _HAS_OP(el):
+        if not sn.config or (_HAS_ATTRIBUTE(el) and _HAS_OP(el)):
             return False
         if sn.kind == "list" and any(el.find(f"{{{sn.ns}}}{k}") is None for k in sn.keys):
             return False  # the slow path reports missing-element with a path
@@ -396,6 +396,9 @@ class EditEngine:
 _HAS_OP = etree.XPath(  # below the element itself (its own operation attribute is consumed)
     "boolean(.//*/@nc:operation | .//*/@wd:default)", namespaces={"nc": NC_NS, "wd": WD_ATTR_NS}
 )
+#: any attribute below the element: one walk, half the cost of _HAS_OP's union (a bulk load has none)
+_HAS_ATTRIBUTE = etree.XPath("boolean(.//*/@*)")
+_TEXT = etree.XPath("string()")
 
 
 _PREFIX_USE = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
@@ -435,7 +438,7 @@ def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element
         del new.attrib[OP_ATTR]
     # drop declarations only the request envelope needed (xmlns:nc), keeping those that values use
     # (instance-identifier and identityref values such as a NACM rule's path: `/m:virtual-routers`)
-    keep = set(_PREFIX_USE.findall("".join(new.itertext())))
+    keep = _value_prefixes(el, new)
     missing = {p: el.nsmap[p] for p in keep if p in el.nsmap and p not in new.nsmap}
     if missing:  # declared on an ancestor in the request only: declare it on the copy
         root = etree.Element(new.tag, attrib=dict(new.attrib), nsmap={**new.nsmap, **missing})
@@ -451,12 +454,46 @@ def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element
     etree.cleanup_namespaces(new, keep_ns_prefixes=keep or None)
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)
-    for lsn in _lists_below(sn):
-        first = f"{{{lsn.ns}}}{lsn.keys[0]}"
-        for entry in new.iter(f"{{{lsn.ns}}}{lsn.name}"):
-            if entry is not new and (len(entry) == 0 or entry[0].tag != first or len(lsn.keys) > 1):
-                _keys_first(entry, lsn)
+    _entries_keys_first(new, _lists_below(sn))
     return new
+
+
+def _value_prefixes(el: etree._Element, new: etree._Element) -> set[str]:
+    """The prefixes that values in `new` (a copy of `el`) use among those declared for it, in the
+    request around `el` or inside it: only a declared prefix can matter. The text is searched only
+    when there is one (a bulk load of 100k entries usually declares none)."""
+    declared = {p for p in el.nsmap if p}
+    for _event, (prefix, _uri) in etree.iterwalk(new, events=("start-ns",)):
+        if prefix:
+            declared.add(prefix)
+    if not declared:
+        return set()
+    text = _TEXT(new)
+    if not any(f"{p}:" in text for p in declared):
+        return set()
+    return {p for p in _PREFIX_USE.findall(text) if p in declared}
+
+
+def _entries_keys_first(new: etree._Element, lists: list[SchemaNode]) -> None:
+    """Every entry of `lists` below `new` with its keys first. A one-key list is checked from its key
+    elements (one walk of the tree, nothing built for an entry already in order); others entry by entry."""
+    by_first: dict[str, list[SchemaNode]] = {}
+    for lsn in lists:
+        if len(lsn.keys) == 1:
+            by_first.setdefault(f"{{{lsn.ns}}}{lsn.keys[0]}", []).append(lsn)
+        else:
+            for entry in new.iter(f"{{{lsn.ns}}}{lsn.name}"):
+                if entry is not new:
+                    _keys_first(entry, lsn)
+    if not by_first:
+        return
+    for key in new.iter(*by_first):
+        if key.getprevious() is None:
+            continue  # first in its parent: whoever's key it is, it is in place
+        entry = key.getparent()
+        for lsn in by_first[key.tag]:
+            if entry is not None and entry is not new and entry.tag == f"{{{lsn.ns}}}{lsn.name}":
+                _keys_first(entry, lsn)
 
 
 def _lists_below(sn: SchemaNode) -> list[SchemaNode]:

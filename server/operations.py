@@ -154,8 +154,7 @@ def read_pipeline(
             raise bad_attribute("type", "filter", f"unknown filter type {ftype}", missing=False)
     if max_depth is not None:
         data = _limit_depth(data if filter_el is not None or owned else data.copy(), max_depth, raw)
-    body = data.to_bytes("data")
-    return raw.splice(body) if raw else [body]
+    return raw.splice(data.to_bytes("data")) if raw else data.to_parts("data")
 
 
 def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Forest:
