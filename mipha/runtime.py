@@ -34,6 +34,7 @@ from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
 from .aaa import AaaClient
+from .heap import collector_paused
 from .journal import BindingJournal, BindingRecord, Renewal
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class VirtualRouter:
                     self.home_prefix = self._interface_prefix(ha.home_interface, ha.address)
             finally:
                 self._ns = None
-        engine = HomeAgent(self.engine_config(self.config))
+        with collector_paused():
+            engine = HomeAgent(self.engine_config(self.config))
         if self.journal is not None or self.replicate is not None:
             engine.track_changes()
         if self.replicate is not None:

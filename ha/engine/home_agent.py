@@ -150,8 +150,11 @@ def _values(encapsulations: Iterable[PlaneEncapsulation]) -> frozenset[str]:
     return frozenset(e.value for e in encapsulations)
 
 
+_NONCE = ReplayProtection.NONCE
+
+
 def _uses_nonces(node: EngineNode) -> bool:
-    return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
+    return any(sa.replay_protection is _NONCE for sa in node.association_tuple)
 
 
 def _care_of(binding: Binding) -> int:
@@ -1885,6 +1888,13 @@ class HomeAgent:
             self.config = txn.config
             self._foreign_agents = txn.foreign_agents
             self._peers.clear()  # they hold foreign agent records
+        if update.settings:  # the router's own settings: policy, port, AAA (the entry maps are shared)
+            self.config = txn.config
+            self._peers.clear()  # they hold the policy's address
+            self._configured_policy = txn.policy
+            self._policy = self._capable(txn.policy) if txn.policy is not None else None
+            self._port = txn.port
+            self._install_aaa(txn.config)
 
     def _drop_node_bindings(self, name: str) -> None:
         node = self.node(name)
