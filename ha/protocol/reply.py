@@ -130,9 +130,8 @@ def encode_reply(verdict: Verdict) -> bytes:
         code, lifetime, identification = verdict.code, verdict.lifetime, verdict.replay.reply_identification
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent
-        tunnel = verdict.udp_tunnel  # _rfc3519_3543(), inlined
+        tunnel, revocation = verdict.udp_tunnel, verdict.revocation  # _rfc3519_3543(), inlined
         udp_tunnel = tunnel.reply if tunnel is not None else None
-        revocation = verdict.revocation
     else:
         code, lifetime, home_address, home_agent = _header(verdict)
         identification = verdict.reply_identification
