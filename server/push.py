@@ -26,6 +26,7 @@ from lxml import etree
 
 from server import notifications as ev
 from server.filters import SubtreeFilter, xpath_filter
+from server.nacm import Nacm, Principal
 from server.patch import Edit, Step, api_path, find, steps_of, wrap
 from server.schema import Schema, SchemaNode
 from server.subscribers import Change, Transaction
@@ -249,16 +250,16 @@ class ChangeFeed:
                 self._diff(steps, el)
 
     def _diff(self, steps: tuple[Step, ...], el: etree._Element) -> None:
-        """A merge edit holding the leaves that differ from the last reading (all at the first)."""
-        now = {c.tag: (c.text or "") for c in el if isinstance(c.tag, str) and not len(c)}
+        """A merge edit holding the children that differ from the last reading (all at the first)."""
+        now = {c.tag: etree.tostring(c) for c in el if isinstance(c.tag, str)}
         last = self._last.get(steps)
         self._last[steps] = now
         changed = [
-            c for c in el if isinstance(c.tag, str) and (last is None or last.get(c.tag) != now.get(c.tag))
+            c for c in el if isinstance(c.tag, str) and (last is None or last.get(c.tag) != now[c.tag])
         ]
         if last is not None and not changed:
             return
-        value = etree.Element(el.tag, nsmap={None: el.nsmap.get(None)} if el.nsmap.get(None) else None)
+        value = etree.Element(el.tag, nsmap=el.nsmap)
         value.extend(changed)
         self.edit(Edit("merge", steps, value))
 
@@ -489,7 +490,7 @@ def _detached(el: etree._Element) -> etree._Element:
     return etree.fromstring(etree.tostring(el))
 
 
-def make_visible(nacm, principal) -> Callable[[Forest], Forest]:
+def make_visible(nacm: Nacm, principal: Principal) -> Callable[[Forest], Forest]:
     """NACM's read rules for one principal, applied to a private tree in place."""
 
     def visible(data: Forest) -> Forest:
