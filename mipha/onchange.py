@@ -42,7 +42,7 @@ def _ha_steps(vr: str) -> tuple[Step, ...]:
 
 
 def binding_steps(vr: str, key: int) -> tuple[Step, ...]:
-    home, coa = str(IPv4Address(key >> 32)), str(IPv4Address(key & 0xFFFFFFFF))
+    home, coa = BindingWriter.address(key >> 32), BindingWriter.address(key & 0xFFFFFFFF)
     entry = (NS, "binding", (("home-address", home), ("care-of-address", coa)))
     return (*_ha_steps(vr), (NS, "bindings", ()), entry)
 
@@ -58,7 +58,7 @@ class _Values:
         self.vr = vr
         self.writer: BindingWriter | None = None
 
-    def binding(self, key: int) -> etree._Element | None:
+    def binding(self, key: int) -> bytes | None:
         engine = self.vr.engine
         b = engine.raw_binding(key) if engine is not None else None
         if b is None:
@@ -66,7 +66,7 @@ class _Values:
         if self.writer is None:
             interfaces = {t.care_of_address: t.interface for t in self.vr.tunnels()}
             self.writer = BindingWriter(engine, self.vr.now(), interfaces)
-        return etree.fromstring(self.writer.page([b], ALL_LEAVES))
+        return self.writer.page([b], ALL_LEAVES)
 
 
 def _removed_value(event: BindingRemoved) -> etree._Element:

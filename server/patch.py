@@ -7,6 +7,7 @@ A path is a tuple of steps `(namespace, name, keys)` from a top-level node down 
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,9 +18,13 @@ from server.schema import Schema, SchemaNode
 from server.tree import Forest, child_text
 
 Step = tuple[str, str, tuple[tuple[str, str], ...]]
+Value = etree._Element | bytes | None
 #: YANG Patch operations used by push-change-update (RFC 8641 §3.11.1)
 OPERATIONS = frozenset({"create", "delete", "insert", "merge", "move", "replace"})
-_SAFE = "-._~!$&'()*+;:@"  # RFC 3986 sub-delims and pchar, minus "," "=" "/" (key separators)
+_SAFE = "-._~!$&'()*+;:@"
+_PLAIN = re.compile(
+    r"[A-Za-z0-9._~:@-]*"
+)  # nothing to encode (addresses, most names)  # RFC 3986 sub-delims and pchar, minus "," "=" "/" (key separators)
 
 
 @dataclass(slots=True)
@@ -31,22 +36,45 @@ class Edit:
 
     op: str
     steps: tuple[Step, ...]
-    value: etree._Element | Callable[[], etree._Element | None] | None = None
+    #: the node (an element or its XML), or a function returning either
+    value: Value | Callable[[], Value] = None
     old: etree._Element | None = None
     datastores: frozenset[str] = frozenset({"operational"})
     _built: bool = field(default=False, repr=False)
+    _path: str | None = field(default=None, repr=False)
+    _spath: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     @property
     def schema_path(self) -> tuple[tuple[str, str], ...]:
-        return tuple((ns, name) for ns, name, _ in self.steps)
+        if self._spath is None:
+            self._spath = tuple((ns, name) for ns, name, _ in self.steps)
+        return self._spath
 
-    def element(self) -> etree._Element | None:
-        """The value, built once (every subscription shares it; never mutate it)."""
+    def _value(self) -> Value:
         if not self._built:
             if callable(self.value):
                 self.value = self.value()
             self._built = True
         return self.value  # type: ignore[return-value]
+
+    def element(self) -> etree._Element | None:
+        """The value as an element, built once (every subscription shares it; never mutate it)."""
+        value = self._value()
+        if isinstance(value, bytes):
+            value = self.value = etree.fromstring(value)
+        return value
+
+    def xml(self) -> bytes | None:
+        """The value serialised (what a subscription that sees all of it sends)."""
+        value = self._value()
+        if isinstance(value, etree._Element):
+            value = self.value = etree.tostring(value)
+        return value
+
+    def target(self, schema: Schema) -> str:
+        if self._path is None:
+            self._path = api_path(self.steps, schema)
+        return self._path
 
 
 def steps_of(el: etree._Element, schema: Schema) -> tuple[Step, ...]:
@@ -76,7 +104,9 @@ def api_path(steps: tuple[Step, ...], schema: Schema) -> str:
         seg = f"{mod}:{name}" if mod != module else name
         module = mod
         if keys:
-            seg += "=" + ",".join(urllib.parse.quote(v, safe=_SAFE) for _, v in keys)
+            seg += "=" + ",".join(
+                v if _PLAIN.fullmatch(v) else urllib.parse.quote(v, safe=_SAFE) for _, v in keys
+            )
         parts.append(seg)
     return "/" + "/".join(parts)
 

@@ -27,7 +27,7 @@ from lxml import etree
 from server import notifications as ev
 from server.filters import SubtreeFilter, xpath_filter
 from server.nacm import Nacm, Principal
-from server.patch import Edit, Step, api_path, find, steps_of, wrap
+from server.patch import Edit, Step, find, steps_of, wrap
 from server.schema import Schema, SchemaNode
 from server.subscribers import Change, Transaction
 from server.tree import Forest
@@ -57,14 +57,28 @@ def _related(a: SchemaPath, b: SchemaPath) -> bool:
 @dataclass
 class Selection:
     """What a datastore subscription selects: datastore, filter (a <filter type=subtree|xpath> element
-    as <get> takes it, or None: everything) and the schema subtrees the filter names (None: all)."""
+    as <get> takes it, or None: everything) and the schema subtrees the filter names (None: all).
+    `exact`: the filter selects those subtrees whole, whatever their content (no content match, no
+    predicate), so a change inside one needs no filter run."""
 
     datastore: str
     filter_el: etree._Element | None
     scopes: list[SchemaPath] | None
 
+    def __post_init__(self) -> None:
+        f = self.filter_el
+        self.exact = f is None or (
+            self.scopes is not None
+            and (f.get("type") != "xpath" or "[" not in (f.get("select") or ""))
+            and (f.get("type") == "xpath" or not _has_content_match(f))
+        )
+
     def related(self, path: SchemaPath) -> bool:
         return self.scopes is None or any(_related(s, path) for s in self.scopes)
+
+    def covers(self, path: SchemaPath) -> bool:
+        """The filter selects the whole node at `path`."""
+        return self.exact and (self.scopes is None or any(path[: len(s)] == s for s in self.scopes))
 
     def select(self, data: Forest, schema: Schema) -> Forest:
         f = self.filter_el
@@ -73,6 +87,10 @@ class Selection:
         if f.get("type") == "xpath":
             return xpath_filter(data, f.get("select") or "", f.nsmap, schema)
         return SubtreeFilter(f, schema).apply(data)
+
+
+def _has_content_match(f: etree._Element) -> bool:
+    return any(isinstance(c.tag, str) and not len(c) and (c.text or "").strip() for c in f.iter())
 
 
 def scopes_of(filter_el: etree._Element | None, schema: Schema) -> list[SchemaPath] | None:
@@ -187,14 +205,14 @@ def push_change_update(sub_id: int, patch_id: int, edits: list[bytes]) -> bytes:
     )
 
 
-def edit_xml(n: int, op: str, target: str, value: etree._Element | None) -> bytes:
+def edit_xml(n: int, op: str, target: str, value: bytes | None) -> bytes:
     body = b"<edit><edit-id>edit-%d</edit-id><operation>%s</operation><target>%s</target>" % (
         n,
         op.encode(),
         _escape(target).encode(),
     )
     if value is not None:
-        body += b"<value>%s</value>" % etree.tostring(value)
+        body += b"<value>%s</value>" % value
     return body + b"</edit>"
 
 
@@ -384,13 +402,13 @@ class OnChange(Job):
         *,
         selection: Selection,
         schema: Schema,
-        visible: Callable[[Forest], Forest],
+        reader: Reader,
         dampening: int = 0,
         sync_on_start: bool = True,
         excluded: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(sub_id, send, read)
-        self.selection, self.schema, self.visible = selection, schema, visible
+        self.selection, self.schema, self.reader = selection, schema, reader
         self.dampening, self.sync_on_start, self.excluded = dampening, sync_on_start, excluded
         self.pending: dict[tuple[Step, ...], tuple[str, Edit]] = {}  # target → (first op, last edit)
         self._timer: asyncio.Handle | None = None
@@ -445,20 +463,23 @@ class OnChange(Job):
 
     def _edit(self, n: int, op: str, edit: Edit) -> bytes | None:
         """The edit as this receiver may see it, or None (not selected, not readable, gone)."""
+        whole = self.selection.covers(edit.schema_path) and not self.reader.restricted()
         if op == "delete":
-            node = self._visible(edit.steps, edit.old)
-            return None if node is None else edit_xml(n, "delete", api_path(edit.steps, self.schema), None)
+            if not whole and self._visible(edit.steps, edit.old) is None:
+                return None
+            return edit_xml(n, "delete", edit.target(self.schema), None)
+        if whole:
+            xml = edit.xml()
+            return None if xml is None else edit_xml(n, op, edit.target(self.schema), xml)
         value = edit.element()
-        if value is None:
-            return None
-        node = self._visible(edit.steps, value)
+        node = None if value is None else self._visible(edit.steps, value)
         if node is None:
             return None
-        return edit_xml(n, op, api_path(edit.steps, self.schema), node)
+        return edit_xml(n, op, edit.target(self.schema), etree.tostring(node))
 
     def _visible(self, steps: tuple[Step, ...], value: etree._Element | None) -> etree._Element | None:
         leaf = None if value is None else _detached(value)
-        data = self.visible(Forest([wrap(steps, leaf)]))
+        data = self.reader.visible(Forest([wrap(steps, leaf)]))
         data = self.selection.select(data, self.schema)
         return find(data, steps)
 
@@ -490,12 +511,17 @@ def _detached(el: etree._Element) -> etree._Element:
     return etree.fromstring(etree.tostring(el))
 
 
-def make_visible(nacm: Nacm, principal: Principal) -> Callable[[Forest], Forest]:
-    """NACM's read rules for one principal, applied to a private tree in place."""
+class Reader:
+    """NACM's read rules for one principal: `restricted()` is False for a superuser (or NACM off)."""
 
-    def visible(data: Forest) -> Forest:
-        if nacm.hides_any(principal, data):
-            nacm.prune(principal, data)
+    def __init__(self, nacm: Nacm, principal: Principal) -> None:
+        self.nacm, self.principal = nacm, principal
+
+    def restricted(self) -> bool:
+        return self.nacm.view(self.principal) is not None
+
+    def visible(self, data: Forest) -> Forest:
+        """`data` (a private tree) without what the principal may not read, in place."""
+        if self.nacm.hides_any(self.principal, data):
+            self.nacm.prune(self.principal, data)
         return data
-
-    return visible

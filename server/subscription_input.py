@@ -115,8 +115,12 @@ def read_request(op: etree._Element, running: Forest, errors: tuple[str, str]) -
                 info=(("bad-element", name),),
             )
     if kids.keys() & STREAM_CHILDREN and kids.keys() & DS_CHILDREN:
-        raise RpcError("bad-element", "give either a stream or a datastore", type="application",
-                       info=(("bad-element", "datastore"),))  # fmt: skip
+        raise RpcError(
+            "bad-element",
+            "give either a stream or a datastore",
+            type="application",
+            info=(("bad-element", "datastore"),),
+        )
     req.stream = _text(kids.get("stream"))
     req.datastore = _datastore(kids.get("datastore"), errors)
     _filters(req, kids, running)
@@ -198,25 +202,36 @@ def _by_reference(ref: str, name: str, running: Forest, leaves: tuple[str, str])
         if (child_text(e, ns + key) or "").strip() == name:
             return {etree.QName(c).localname: c for c in e if etree.QName(c).localname in leaves}
     raise RpcError(
-        "invalid-value", f"no {entry} {name!r} is configured", type="application",
-        app_tag="instance-required", info=(("bad-element", ref),),
-    )  # fmt: skip
+        "invalid-value",
+        f"no {entry} {name!r} is configured",
+        type="application",
+        app_tag="instance-required",
+        info=(("bad-element", ref),),
+    )
 
 
 def _trigger(req: Request, periodic: etree._Element | None, on_change: etree._Element | None) -> None:
     if periodic is not None:
         req.period = _centiseconds(periodic.find(YP + "period"), "period")
         if req.period is None:
-            raise RpcError("missing-element", "periodic needs a period", type="application",
-                           info=(("bad-element", "period"),))  # fmt: skip
+            raise RpcError(
+                "missing-element",
+                "periodic needs a period",
+                type="application",
+                info=(("bad-element", "period"),),
+            )
         req.anchor = _time(periodic.find(YP + "anchor-time"), "anchor-time")
     if on_change is not None:
         req.on_change = True
         req.dampening = _centiseconds(on_change.find(YP + "dampening-period"), "dampening-period")
         sync = _text(on_change.find(YP + "sync-on-start"))
         if sync not in (None, "true", "false"):
-            raise RpcError("invalid-value", "sync-on-start is a boolean", type="application",
-                           info=(("bad-element", "sync-on-start"),))  # fmt: skip
+            raise RpcError(
+                "invalid-value",
+                "sync-on-start is a boolean",
+                type="application",
+                info=(("bad-element", "sync-on-start"),),
+            )
         req.sync_on_start = sync != "false"
         req.excluded = frozenset(
             (e.text or "").strip() for e in on_change.iterchildren(YP + "excluded-change")
@@ -228,8 +243,12 @@ def _centiseconds(el: etree._Element | None, name: str) -> int | None:
     if text is None:
         return None
     if not text.isdigit() or int(text) > 0xFFFFFFFF:
-        raise RpcError("invalid-value", f"{name} is a uint32 of centiseconds", type="application",
-                       info=(("bad-element", name),))  # fmt: skip
+        raise RpcError(
+            "invalid-value",
+            f"{name} is a uint32 of centiseconds",
+            type="application",
+            info=(("bad-element", name),),
+        )
     return int(text)
 
 

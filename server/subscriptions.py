@@ -26,8 +26,8 @@ from server.push import (
     Job,
     OnChange,
     Periodic,
+    Reader,
     Selection,
-    make_visible,
     notification,
     onchange_supported,
     scopes_of,
@@ -106,8 +106,12 @@ class Subscriptions:
         errors = _EST_STREAM if op.find(SN + "stream") is not None else _EST_DS
         req = read_request(op, self.core.ds.running, errors)
         if req.stream is None and req.datastore is None:
-            raise RpcError("missing-element", "give a stream or a datastore", type="application",
-                           info=(("bad-element", "stream"),))  # fmt: skip
+            raise RpcError(
+                "missing-element",
+                "give a stream or a datastore",
+                type="application",
+                info=(("bad-element", "stream"),),
+            )
         if sum(1 for d in self.all.values() if d.sess is sess) >= MAX_PER_SESSION:
             raise sub_error(
                 "insufficient-resources", f"at most {MAX_PER_SESSION} subscriptions per session", errors
@@ -162,8 +166,11 @@ class Subscriptions:
     def resync(self, sess: NetconfSession, op: etree._Element) -> None:
         dyn = self.all.get(_id(op, YP))
         if dyn is None or dyn.sess is not sess or not isinstance(dyn.job, OnChange):
-            raise sub_error("no-such-subscription-resync", "no on-change subscription with this id here",
-                            (YP_NS, "resync-subscription-error"))  # fmt: skip
+            raise sub_error(
+                "no-such-subscription-resync",
+                "no on-change subscription with this id here",
+                (YP_NS, "resync-subscription-error"),
+            )
         self.core.event_loop().call_soon(dyn.job.push_update)
         return None
 
@@ -231,8 +238,12 @@ class Subscriptions:
             return None
         now = ev.utcnow()
         if start >= now or (req.stop_time is not None and req.stop_time <= start):
-            raise RpcError("invalid-value", "replay-start-time must be in the past and before stop-time",
-                           type="application", info=(("bad-element", "replay-start-time"),))  # fmt: skip
+            raise RpcError(
+                "invalid-value",
+                "replay-start-time must be in the past and before stop-time",
+                type="application",
+                info=(("bad-element", "replay-start-time"),),
+            )
         first = self.core.events.replay_start
         return first if start < first else None
 
@@ -270,15 +281,23 @@ class Subscriptions:
         if req.replay_start is not None:
             raise sub_error("replay-unsupported", "replay is for streams", errors)
         if req.periodic == req.on_change:
-            raise RpcError("missing-element", "give one of periodic, on-change", type="application",
-                           info=(("bad-element", "periodic"),))  # fmt: skip
+            raise RpcError(
+                "missing-element",
+                "give one of periodic, on-change",
+                type="application",
+                info=(("bad-element", "periodic"),),
+            )
         selection = self._selection(req, errors)
         read = self._reader(dyn.sess, selection)
         if req.periodic:
             assert req.period is not None
             if req.period < MIN_PERIOD:
-                raise sub_error("period-unsupported", f"the shortest period is {MIN_PERIOD} centiseconds",
-                                errors, (("period-hint", str(MIN_PERIOD)),))  # fmt: skip
+                raise sub_error(
+                    "period-unsupported",
+                    f"the shortest period is {MIN_PERIOD} centiseconds",
+                    errors,
+                    (("period-hint", str(MIN_PERIOD)),),
+                )
             dyn.job = Periodic(dyn.id, dyn.sess.send_notification, read, req.period, req.anchor)
             return None
         if not onchange_supported(selection.scopes, self.core.feed.capable, self.core.schema):
@@ -286,10 +305,16 @@ class Subscriptions:
                 "on-change-unsupported", "the selection holds no node with on-change support", errors
             )
         dyn.job = OnChange(
-            dyn.id, dyn.sess.send_notification, read, selection=selection, schema=self.core.schema,
-            visible=make_visible(self.core.nacm, dyn.sess.principal), dampening=req.dampening or 0,
-            sync_on_start=req.sync_on_start, excluded=req.excluded,
-        )  # fmt: skip
+            dyn.id,
+            dyn.sess.send_notification,
+            read,
+            selection=selection,
+            schema=self.core.schema,
+            reader=Reader(self.core.nacm, dyn.sess.principal),
+            dampening=req.dampening or 0,
+            sync_on_start=req.sync_on_start,
+            excluded=req.excluded,
+        )
         return None
 
     def _selection(self, req: Request, errors: tuple[str, str]) -> Selection:
@@ -384,8 +409,12 @@ class Subscriptions:
 def _id(op: etree._Element, ns: str = SN) -> int:
     text = (op.findtext(ns + "id") or "").strip()
     if not text.isdigit():
-        raise RpcError("missing-element" if not text else "invalid-value", "the subscription id (uint32)",
-                       type="application", info=(("bad-element", "id"),))  # fmt: skip
+        raise RpcError(
+            "missing-element" if not text else "invalid-value",
+            "the subscription id (uint32)",
+            type="application",
+            info=(("bad-element", "id"),),
+        )
     return int(text)
 
 

@@ -84,8 +84,13 @@ def edits(notes: list[etree._Element]) -> list[tuple[str, str, etree._Element | 
     for n in notes:
         for e in n.iterfind(".//yp:edit", Q):
             value = e.find("yp:value", Q)
-            out.append((e.findtext("yp:operation", namespaces=Q), e.findtext("yp:target", namespaces=Q),
-                        value[0] if value is not None and len(value) else None))  # fmt: skip
+            out.append(
+                (
+                    e.findtext("yp:operation", namespaces=Q),
+                    e.findtext("yp:target", namespaces=Q),
+                    value[0] if value is not None and len(value) else None,
+                )
+            )
     return out
 
 
