@@ -19,12 +19,10 @@ from server.tree import Forest, child_text
 
 Step = tuple[str, str, tuple[tuple[str, str], ...]]
 Value = etree._Element | bytes | None
-#: YANG Patch operations used by push-change-update (RFC 8641 §3.11.1)
-OPERATIONS = frozenset({"create", "delete", "insert", "merge", "move", "replace"})
+#: RFC 3986 sub-delims and pchar, minus "," "=" "/" (the key separators of an api-path)
 _SAFE = "-._~!$&'()*+;:@"
-_PLAIN = re.compile(
-    r"[A-Za-z0-9._~:@-]*"
-)  # nothing to encode (addresses, most names)  # RFC 3986 sub-delims and pchar, minus "," "=" "/" (key separators)
+#: nothing to percent-encode (addresses, most names)
+_PLAIN = re.compile(r"[A-Za-z0-9._~:@-]*")
 
 
 @dataclass(slots=True)
