@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -77,7 +77,7 @@ class Dynamic:
     stream: StreamReceiver | None = None
     job: Job | None = None
     stop_timer: object = None
-    extra: dict = field(default_factory=dict)
+    suspended: bool = False
 
     @property
     def sent(self) -> int:
@@ -182,18 +182,45 @@ class Subscriptions:
             dyn, "subscription-terminated", f'<reason xmlns:sn="{SN_NS}">sn:{reason}</reason>'
         )
 
-    def session_ended(self, sess: NetconfSession) -> None:
-        for dyn in [d for d in self.all.values() if d.sess is sess]:
-            self._stop(dyn)
+    def suspend(self, sess: NetconfSession) -> None:
+        """The session's client does not read fast enough: its subscriptions stop producing (RFC 8639
+        §2.4.5 subscription-suspended, reason unsupportable-volume) until `resume`."""
+        for dyn in [d for d in self.all.values() if d.sess is sess and not d.suspended]:
+            self._pause(dyn)
+            dyn.suspended = True
+            self._state_notification(
+                dyn, "subscription-suspended", f'<reason xmlns:sn="{SN_NS}">sn:unsupportable-volume</reason>'
+            )
 
-    def _stop(self, dyn: Dynamic) -> None:
-        self.all.pop(dyn.id, None)
+    def resume(self, sess: NetconfSession) -> None:
+        """subscription-resumed; an on-change subscription then sends the whole selection (what changed
+        meanwhile was not sent), a periodic one goes on at its next period."""
+        for dyn in [d for d in self.all.values() if d.sess is sess and d.suspended]:
+            dyn.suspended = False
+            self._state_notification(dyn, "subscription-resumed", "")
+            if dyn.stream is not None:
+                self.core.events.attach(dyn.stream)
+            elif isinstance(dyn.job, OnChange):
+                self.core.feed.jobs.append(dyn.job)
+                dyn.job.push_update()
+            elif dyn.job is not None:
+                dyn.job.start()
+
+    def _pause(self, dyn: Dynamic) -> None:
         if dyn.stream is not None:
             self.core.events.detach(dyn.stream)
         if dyn.job is not None:
             dyn.job.stop()
             if isinstance(dyn.job, OnChange) and dyn.job in self.core.feed.jobs:
                 self.core.feed.jobs.remove(dyn.job)
+
+    def session_ended(self, sess: NetconfSession) -> None:
+        for dyn in [d for d in self.all.values() if d.sess is sess]:
+            self._stop(dyn)
+
+    def _stop(self, dyn: Dynamic) -> None:
+        self.all.pop(dyn.id, None)
+        self._pause(dyn)
         if dyn.stop_timer is not None:
             dyn.stop_timer.cancel()
 
@@ -348,6 +375,7 @@ class Subscriptions:
         """Swap in a modified subscription's receiver or job (same id, same session, no resync)."""
         self._stop(dyn)
         dyn.request, dyn.stream, dyn.job = req, probe.stream, probe.job
+        dyn.suspended = False  # a modified subscription is active again (RFC 8639 §2.4.2)
         self.all[dyn.id] = dyn
         self._arm_stop(dyn)
         if dyn.stream is not None:
@@ -399,7 +427,8 @@ class Subscriptions:
             subs.append(
                 f"<subscription><id>{dyn.id}</id>{self._policy(dyn)}<receivers><receiver>"
                 f"<name>netconf-session-{dyn.sess.id}</name><sent-event-records>{dyn.sent}</sent-event-records>"
-                f"<excluded-event-records>{excluded}</excluded-event-records><state>active</state>"
+                f"<excluded-event-records>{excluded}</excluded-event-records>"
+                f"<state>{'suspended' if dyn.suspended else 'active'}</state>"
                 "</receiver></receivers></subscription>"
             )
         subs.append("</subscriptions>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import libyang
 import pytest
 from lxml import etree
 from nc_harness import HA, NS, Harness, edit, errors, mn, vr
@@ -242,6 +243,24 @@ def test_modify_delete_kill_and_session_end(h) -> None:
     assert h.core.subscriptions.all == {} and h.core.feed.jobs == []
 
 
+def test_a_client_that_does_not_keep_up_is_suspended_then_resynchronised(h) -> None:
+    c = h.client()
+    sid = sub_id(call(c, on_change()))
+    c.sess.flow_paused()  # what the SSH channel reports above its high-water mark
+    suspended = wait_for(h, c, "subscription-suspended")[-1]
+    assert suspended.findtext(".//sn:reason", namespaces=Q) == "sn:unsupportable-volume"
+    ok(h.client(), edit(vr(HA)))  # a change while suspended: not sent
+    listing = call(h.client(), f'<get><filter><subscriptions xmlns="{SN}"/></filter></get>')
+    assert listing.findtext(".//sn:receiver/sn:state", namespaces=Q) == "suspended"
+    assert not [n for n in c.pending() if n.find(".//yp:push-change-update", Q) is not None]
+    c.sess.flow_resumed()
+    got = wait_for(h, c, "push-update")
+    kinds = [etree.QName(n[1]).localname for n in got]
+    assert kinds == ["subscription-resumed", "push-update"], kinds
+    assert got[-1].findtext(".//yp:id", namespaces=Q) == str(sid)
+    assert got[-1].find(".//yp:datastore-contents/m:virtual-routers", Q) is not None  # the whole selection
+
+
 def test_stream_subscription_with_replay_and_filter(h) -> None:
     c = h.client()
     h.client().ok("<close-session/>")  # a netconf-session-end in the log
@@ -295,3 +314,40 @@ def test_over_ssh_with_the_raw_client(server) -> None:
         assert reply.find(f"{{{NC_NS}}}ok") is not None
     finally:
         client.close()
+
+
+def test_every_notification_sent_validates_against_the_modules(h) -> None:
+    """push-update, push-change-update (YANG Patch) and the subscription state notifications parse as
+    YANG notifications of ietf-yang-push / ietf-subscribed-notifications (libyang)."""
+    c = h.client()
+    sid = sub_id(call(c, on_change(sync=True, damp=10)))
+    ok(c, edit(vr(HA + mn("v", "10.0.0.9", 300))))
+    ok(c, edit(vr(mn("v", "10.0.0.10"))))
+    ok(
+        c,
+        f'<modify-subscription xmlns="{SN}" xmlns:yp="{YP}"><id>{sid}</id><yp:on-change><yp:dampening-period>0</yp:dampening-period></yp:on-change></modify-subscription>',
+    )
+    c.sess.flow_paused()
+    c.sess.flow_resumed()
+    replayed = sub_id(
+        call(
+            c,
+            establish("<stream>NETCONF</stream><replay-start-time>2000-01-01T00:00:00Z</replay-start-time>"),
+        )
+    )
+    ok(c, f'<delete-subscription xmlns="{SN}"><id>{replayed}</id></delete-subscription>')
+    got = wait_for(h, c, "subscription-terminated")
+    kinds = {etree.QName(n[1]).localname for n in got}
+    assert kinds >= {
+        "push-update",
+        "push-change-update",
+        "subscription-modified",
+        "subscription-suspended",
+        "subscription-resumed",
+        "replay-completed",
+        "subscription-terminated",
+    }, kinds
+    ctx = h.core.schema.ctx
+    for note in got:
+        node = ctx.parse_op_mem("xml", etree.tostring(note).decode(), dtype=libyang.DataType.NOTIF_NETCONF)
+        node.free()
