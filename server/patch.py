@@ -75,22 +75,22 @@ class Edit:
         return self._path
 
 
-def steps_of(el: etree._Element, schema: Schema) -> tuple[Step, ...]:
-    """The path of a node of a datastore tree, read from its ancestors."""
-    chain = [*reversed(list(el.iterancestors())), el]
+def steps_of(schema_path: str, keys: tuple[tuple[str, ...], ...], schema: Schema) -> tuple[Step, ...]:
+    """The path of a node from its schema path (`/module:name/module:name...`, as a config `Change`
+    gives it) and the key values of the list entries on it, outermost first."""
+    values = iter(keys)
     out: list[Step] = []
     sn: SchemaNode | None = None
-    for node in chain:
-        ns, _, name = node.tag[1:].partition("}")
-        sn = (
-            schema.root(ns, name) if sn is None and not out else (sn.children.get((ns, name)) if sn else None)
-        )
-        keys: tuple[tuple[str, str], ...] = ()
+    for part in schema_path.strip("/").split("/"):
+        module, _, name = part.rpartition(":")
+        ns = schema.module_to_ns.get(module, "") if module else (sn.ns if sn is not None else "")
+        sn = schema.root(ns, name) if not out else (sn.children.get((ns, name)) if sn is not None else None)
+        step_keys: tuple[tuple[str, str], ...] = ()
         if sn is not None and sn.kind == "list":
-            keys = tuple((k, (child_text(node, f"{{{ns}}}{k}") or "").strip()) for k in sn.keys)
+            step_keys = tuple(zip(sn.keys, next(values), strict=True))
         elif sn is not None and sn.kind == "leaf-list":
-            keys = (("", (node.text or "").strip()),)
-        out.append((ns, name, keys))
+            step_keys = (("", next(values)[0]),)
+        out.append((ns, name, step_keys))
     return tuple(out)
 
 

@@ -231,7 +231,7 @@ class ChangeFeed:
         self.jobs: list[OnChange] = []
         self.capable: set[SchemaPath] = set()
         self._touched: dict[tuple[Step, ...], Callable[[], etree._Element | None]] = {}
-        self._last: dict[tuple[Step, ...], dict[str, str]] = {}
+        self._last: dict[tuple[Step, ...], dict[str, bytes]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def declare(self, path: SchemaPath) -> None:
@@ -291,10 +291,7 @@ class ChangeFeed:
                 self.edit(edit)
 
     def _config_edit(self, c: Change) -> Edit | None:
-        el = c.new if c.new is not None else c.old
-        if el is None:
-            return None
-        steps = steps_of(el, self.schema)
+        steps = steps_of(c.schema_path, c.keys, self.schema)
         if not self.listening(tuple((ns, name) for ns, name, _ in steps)):
             return None
         both = frozenset({"running", "operational"})
@@ -306,10 +303,7 @@ class ChangeFeed:
 
 def _copy(el: etree._Element | None) -> etree._Element | None:
     """A node of a datastore, copied into a document of its own (the datastore changes in place)."""
-    if el is None:
-        return None
-    out = etree.fromstring(etree.tostring(el))
-    return out
+    return None if el is None else etree.fromstring(etree.tostring(el))
 
 
 class ConfigChanges:

@@ -122,6 +122,19 @@ def test_on_change_of_configuration_is_a_yang_patch_and_keys_reach_only_those_wh
         "/mipha-home-agent:virtual-routers/virtual-router=default/mobile-node=mn-a/home-address",
     )
     assert change[2].text == "10.0.0.6"
+    ok(
+        admin,
+        edit(
+            vr(
+                '<mobile-node xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delete"><name>mn-a</name></mobile-node>'
+            )
+        ),
+    )
+    for client in (admin, oper):
+        deleted = [e for e in edits(wait_for(h, client, "push-change-update")) if e[0] == "delete"]
+        assert [t for _, t, _ in deleted] == [
+            "/mipha-home-agent:virtual-routers/virtual-router=default/mobile-node=mn-a"
+        ]
 
 
 def test_subtree_filter_selects_what_is_pushed(h) -> None:
