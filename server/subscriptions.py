@@ -189,7 +189,10 @@ class Subscriptions:
             self._pause(dyn)
             dyn.suspended = True
             self._state_notification(
-                dyn, "subscription-suspended", f'<reason xmlns:sn="{SN_NS}">sn:unsupportable-volume</reason>'
+                dyn,
+                "subscription-suspended",
+                f'<reason xmlns:sn="{SN_NS}">sn:unsupportable-volume</reason>',
+                soon=False,
             )
 
     def resume(self, sess: NetconfSession) -> None:
@@ -197,7 +200,7 @@ class Subscriptions:
         meanwhile was not sent), a periodic one goes on at its next period."""
         for dyn in [d for d in self.all.values() if d.sess is sess and d.suspended]:
             dyn.suspended = False
-            self._state_notification(dyn, "subscription-resumed", "")
+            self._state_notification(dyn, "subscription-resumed", "", soon=False)
             if dyn.stream is not None:
                 self.core.events.attach(dyn.stream)
             elif isinstance(dyn.job, OnChange):
@@ -299,7 +302,7 @@ class Subscriptions:
         if req.replay_start is not None:
             for event in log.since(req.replay_start, req.stop_time):
                 dyn.stream.offer(event)
-            self._state_notification(dyn, "replay-completed", "")
+            self._state_notification(dyn, "replay-completed", "", soon=False)  # before live events
         log.attach(dyn.stream)
 
     # -- datastore subscriptions --------------------------------------------------------------------------
@@ -386,9 +389,13 @@ class Subscriptions:
             self.core.feed.jobs.append(dyn.job)
 
     # -- notifications and state --------------------------------------------------------------------------
-    def _state_notification(self, dyn: Dynamic, name: str, inner: str) -> None:
-        body = f'<{name} xmlns="{SN_NS}"><id>{dyn.id}</id>{inner}</{name}>'.encode()
-        dyn.sess.send_notification(notification(body))
+    def _state_notification(self, dyn: Dynamic, name: str, inner: str, *, soon: bool = True) -> None:
+        """`soon`: after the current message is answered (the reply to modify or delete comes first)."""
+        message = notification(f'<{name} xmlns="{SN_NS}"><id>{dyn.id}</id>{inner}</{name}>'.encode())
+        if soon:
+            self.core.event_loop().call_soon(dyn.sess.send_notification, message)
+        else:
+            dyn.sess.send_notification(message)
 
     def _policy(self, dyn: Dynamic) -> str:
         """The subscription's terms, as subscription-modified and /sn:subscriptions carry them."""
