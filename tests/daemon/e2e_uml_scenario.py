@@ -61,7 +61,9 @@ nc_session.TICK = 0.001  # ncclient's default adds ~100 ms per RPC (platform-not
 PASSWORD = "e2e-uml-secret"
 TUNNEL = tunnel_ifname(COA1)  # the device the ipip backend must create: mip-c000020a
 MN_TUNNEL = "mnip0"
-START_TIMEOUT = 60.0  # a daemon start inside UML takes several seconds
+# a daemon start inside UML takes several seconds; a restart (journal, replay) under QEMU TCG on a loaded
+# 2-core box took over a minute
+START_TIMEOUT = 180.0
 KERNEL_WAIT = 30.0  # upper bound for the asynchronous data plane apply on a loaded machine
 
 
