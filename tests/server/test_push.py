@@ -364,3 +364,34 @@ def test_every_notification_sent_validates_against_the_modules(h) -> None:
     for note in got:
         node = ctx.parse_op_mem("xml", etree.tostring(note).decode(), dtype=libyang.DataType.NOTIF_NETCONF)
         node.free()
+
+
+def test_xpath_filter_and_excluded_changes(h) -> None:
+    c = h.client()
+    ok(c, edit(vr(HA + mn("x", "10.0.0.20") + mn("y", "10.0.0.21"))))
+    xpath = (
+        f'<yp:datastore-xpath-filter xmlns:m="{NS["m"]}">'
+        "/m:virtual-routers/m:virtual-router/m:mobile-node[m:name='x']/m:home-address</yp:datastore-xpath-filter>"
+    )
+    body = on_change(extra=xpath).replace(
+        "</yp:on-change>", "<yp:excluded-change>delete</yp:excluded-change></yp:on-change>"
+    )
+    sub_id(call(c, body))
+    ok(c, edit(vr(mn("y", "10.0.0.31"))))  # not selected
+    ok(c, edit(vr(mn("x", "10.0.0.30"))))
+    (change,) = edits(wait_for(h, c, "push-change-update"))
+    assert change[:2] == (
+        "replace",
+        "/mipha-home-agent:virtual-routers/virtual-router=default/mobile-node=x/home-address",
+    )
+    ok(
+        c,
+        edit(
+            vr(
+                '<mobile-node xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delete"><name>x</name></mobile-node>'
+            )
+        ),
+    )
+    ok(c, edit(vr(mn("x", "10.0.0.40"))))  # created again: a create, the delete before it excluded
+    changes = edits(wait_for(h, c, "push-change-update"))
+    assert [op for op, _, _ in changes] == ["create"], changes
