@@ -395,3 +395,25 @@ def test_xpath_filter_and_excluded_changes(h) -> None:
     ok(c, edit(vr(mn("x", "10.0.0.40"))))  # created again: a create, the delete before it excluded
     changes = edits(wait_for(h, c, "push-change-update"))
     assert [op for op, _, _ in changes] == ["create"], changes
+
+
+def test_streams_and_subscriptions_state_parses_against_the_modules(h) -> None:
+    c = h.client()
+    sub_id(
+        call(
+            c,
+            periodic(
+                100, f'<yp:datastore-xpath-filter xmlns:sn="{SN}">/sn:streams</yp:datastore-xpath-filter>'
+            ),
+        )
+    )
+    sub_id(call(c, on_change(damp=10)))
+    flt = '<stream-subtree-filter><netconf-session-end xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"/></stream-subtree-filter>'
+    sub_id(call(c, establish(f"<stream>NETCONF</stream>{flt}")))
+    data = call(c, f'<get><filter><subscriptions xmlns="{SN}"/><streams xmlns="{SN}"/></filter></get>')[0]
+    assert len(data.findall(".//sn:subscription", Q)) == 3
+    for root in data:
+        node = h.core.schema.ctx.parse_data_mem(
+            etree.tostring(root).decode(), "xml", strict=True, parse_only=True
+        )
+        node.free()
