@@ -1,6 +1,6 @@
 """AAA figures: first registrations through a real FreeRADIUS, cached renewals, FreeRADIUS's own ceiling.
 
-In a network namespace it creates: FreeRADIUS 3.2 (tests/aaa/raddb plus N generated subscribers,
+In a network namespace it creates: FreeRADIUS 3.2 (mipha/data/radius plus N generated subscribers,
 Framed-Pool + ERX key), `mipha run` configured over NETCONF with `authentication local-then-aaa` and
 N configured NAI nodes (pool addresses too: the same request shape), and `mipha mn load` from inside
 the namespace.  Printed beside each other, same run:
@@ -9,7 +9,11 @@ the namespace.  Printed beside each other, same run:
 * first registrations, each needing an Access-Request, beside configured nodes' at the same rate;
 * renewals of the now cached AAA nodes (no RADIUS) beside the configured nodes' (interleaved rounds);
 * configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
-  keep arriving (their look-ups time out), beside the same renewals before;
+  keep arriving (their look-ups time out, or — FreeRADIUS answering Status-Server, as configured — are
+  denied at once once the server is found dead), in rounds interleaved with normal ones (SIGCONT
+  between): each silent round's rate beside the normal round just before it; then those AAA
+  registrations alone, for the home agent's CPU each, and the silent rounds' renewals per CPU second
+  less that CPU (what the renewals themselves paid);
 * memory per cached AAA subscriber beyond the binding (in-process engines in forked children:
   tracemalloc, and RSS without tracemalloc).
 
@@ -17,6 +21,7 @@ Wall-clock rates on a shared machine are bounded by the load generator as much a
 each run also reports replies per second of the home agent's own CPU time (``per_ha_cpu_second``).
 
     .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500] [--rounds 5] [--silent-rate 200]
+                                  [--no-status-server]
 """
 
 from __future__ import annotations
@@ -253,6 +258,13 @@ def memory_per_subscriber(count: int) -> dict:
     }
 
 
+def _spread(silent: list[dict], normal: list[dict], key: str, normal_key: str = "") -> str:
+    """Each silent round over the normal round before it: min..max."""
+    nk = normal_key or key
+    ratios = sorted(s[key] / n[nk] for s, n in zip(silent, normal, strict=True) if n[nk] and s[key])
+    return f"{ratios[0]:.0%}..{ratios[-1]:.0%}" if ratios else "-"
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -268,6 +280,11 @@ def main() -> None:
     parser.add_argument(
         "--silent-rate", type=float, default=200, help="AAA registrations/s while RADIUS is silent"
     )
+    parser.add_argument(
+        "--no-status-server",
+        action="store_true",
+        help="FreeRADIUS ignores Status-Server: a silent server is found out by timeouts alone",
+    )
     args = parser.parse_args()
     netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -278,6 +295,9 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-aaa-"))
         radiusd = FreeRadius(tmp / "raddb", secret=SECRET, netns=netns)
         radiusd.append_users(users(args.count))
+        if args.no_status_server:
+            conf = radiusd.dir / "radiusd.conf"
+            conf.write_text(conf.read_text().replace("status_server = yes", "status_server = no"))
         radiusd.start()
         ceiling = asyncio.run(radius_ceiling(netns, args.count))
         daemon = Daemon(tmp, free_port())
@@ -295,25 +315,47 @@ def main() -> None:
         for _ in range(rounds):  # interleaved: a busy shared machine drifts less between the two
             cached.append(load(netns, n, 0, 2.0))
             configured.append(load(netns, n, 0, 2.0, static=True))
-        os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either): AAA look-ups time out
-        waiting = _load(netns, n, args.silent_rate, 2.5 * rounds + 1, first=n + 1, static=False)
-        time.sleep(0.5)
-        silent = [load(netns, n, 0, 2.0, static=True) for _ in range(rounds)]
-        waiting_report = json.loads(waiting.communicate()[0])
+        normal, silent, waiting_reports = [], [], []
+        for r in range(rounds):  # interleaved: each silent round beside the normal one just before it
+            normal.append(load(netns, n, 0, 2.0, static=True))
+            os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either)
+            first_index = n + 1 + r * n  # NAIs nobody has asked for yet
+            waiting = _load(netns, n, args.silent_rate, 2.5, first=first_index, static=False)
+            time.sleep(0.5)
+            silent.append(load(netns, n, 0, 2.0, static=True))
+            waiting_reports.append(json.loads(waiting.communicate()[0]))
+            os.kill(radiusd.proc.pid, signal.SIGCONT)
+        # the silent AAA registrations alone: the home agent's CPU per registration that times out
+        os.kill(radiusd.proc.pid, signal.SIGSTOP)
+        before = _cpu_seconds(HA_PID)
+        alone = json.loads(_load(netns, n, args.silent_rate, 2.5, first=n + 1 + rounds * n, static=False)
+                           .communicate()[0])  # fmt: skip
+        aaa_cpu_each = (_cpu_seconds(HA_PID) - before) / max(1, alone["transactions"])
+        os.kill(radiusd.proc.pid, signal.SIGCONT)
+        for report in silent:  # its renewals' own CPU: less what the AAA registrations of the window took
+            own = report["ha_cpu_s"] - aaa_cpu_each * args.silent_rate * 2.0
+            report["per_ha_cpu_second_less_aaa"] = round(report["replies"] / own) if own > 0 else None
+        codes: dict[str, int] = {}
+        for report in waiting_reports:
+            for code, count in report["codes"].items():
+                codes[code] = codes.get(code, 0) + count
         memory = memory_per_subscriber(20000)
 
         def med(reports: list[dict], key: str = "rate") -> float:
             return statistics.median(r[key] for r in reports)
 
         cpu = "per_ha_cpu_second"
+        less = "per_ha_cpu_second_less_aaa"
         figures = {
             "freeradius_ceiling": ceiling,
             "first_registrations_via_radius": first,
             "first_registrations_configured": first_configured,
             "renewals_cached_aaa": cached,
             "renewals_configured": configured,
+            "renewals_configured_normal_interleaved": normal,
             "renewals_configured_radius_silent": silent,
-            "aaa_registrations_while_silent": waiting_report,
+            "aaa_registrations_while_silent": waiting_reports,
+            "aaa_registration_while_silent_ha_cpu_us": round(aaa_cpu_each * 1e6, 1),
             "memory": memory,
         }
         print(json.dumps(figures, indent=1))
@@ -328,10 +370,15 @@ def main() -> None:
             f"{med(configured):.0f}/s ({med(cached) / med(configured):.0%}); per HA CPU second "
             f"{med(cached, cpu):.0f} vs {med(configured, cpu):.0f} "
             f"({med(cached, cpu) / med(configured, cpu):.0%})\n"
-            f"configured renewals while RADIUS is silent and {args.silent_rate:.0f} AAA registrations/s "
-            f"arrive: {med(silent):.0f}/s ({med(silent) / med(configured):.0%} of normal); per HA CPU "
-            f"second {med(silent, cpu):.0f} ({med(silent, cpu) / med(configured, cpu):.0%} of normal); "
-            f"those AAA registrations got {waiting_report['codes']} within the load's drain window\n"
+            f"configured renewals while RADIUS is silent (Status-Server "
+            f"{'ignored' if args.no_status_server else 'answered before'}) and {args.silent_rate:.0f} AAA "
+            f"registrations/s arrive, {rounds} rounds each beside a normal one: {med(silent):.0f}/s vs "
+            f"{med(normal):.0f}/s ({med(silent) / med(normal):.0%}); per HA CPU second "
+            f"{med(silent, cpu):.0f} vs {med(normal, cpu):.0f} ({med(silent, cpu) / med(normal, cpu):.0%}; "
+            f"rounds {_spread(silent, normal, cpu)}); less the AAA registrations' own CPU "
+            f"({aaa_cpu_each * 1e6:.0f} µs each, measured alone) "
+            f"{med(silent, less):.0f} ({med(silent, less) / med(normal, cpu):.0%}; rounds "
+            f"{_spread(silent, normal, less, cpu)}); those AAA registrations got {codes}\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
             f"{memory['rss_bytes_each']} B RSS"
         )

@@ -3,20 +3,31 @@
 The engine asks for look-ups (``HomeAgent.drain_aaa_lookups``) and never waits: :class:`AaaClient`
 sends each as an Access-Request (``ha.aaa.radius`` builds and checks the bytes), retransmits it
 ``retries`` times every ``timeout``, then fails over to the next server in configuration order; a
-server that timed out is tried last for a backoff that doubles per failure (1 s up to 60 s).  An answer
+server that timed out is tried last for a backoff that doubles per failure (1 s up to 60 s) and is
+probed with Status-Server (RFC 5997) meanwhile: an answer brings it back at once, and a server that
+has answered Status-Server once is not used again after a failure until it answers a probe.  An answer
 is checked (Response Authenticator and the Message-Authenticator that answers must carry) before it is
 read; a bad one is dropped and counted and the request keeps waiting.  The outcome goes back to the
 engine with ``handle_aaa_answer``; its reply is journaled (``VirtualRouter.flush``) then sent.
 
-Accounting (RFC 2866) follows the engine's binding events for AAA-learnt nodes; Disconnect-Requests
-(RFC 5176) arrive on ``disconnect-port`` and clear the binding they name.
+Retransmission deadlines sit in one heap served by one loop timer with a coarse granularity
+(:data:`_TICK`): requests timing out together are retransmitted or given up in one wake-up, their
+denials flushed once — a silent server costs the registrations of everyone else next to nothing.
+
+Accounting (RFC 2866) follows the engine's binding events for AAA-learnt nodes; a retransmitted
+Accounting-Request carries the seconds it has waited in Acct-Delay-Time (§5.2), hence a new identifier
+(RFC 5080 §2.2.1).  Disconnect-Requests (RFC 5176) arrive on ``disconnect-port`` and clear the binding
+they name; CoA-Requests are answered CoA-NAK, Error-Cause 406 (Unsupported Extension).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import os
 import socket
 import time
@@ -42,8 +53,12 @@ log = logging.getLogger(__name__)
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
 _BACKOFF_STEPS = 7  # 1 s * 2**6 > 60 s: failures beyond change nothing
+#: A server out of use until it answers Status-Server is probed at least this often.
+_PROBE_MAX = 10.0
 #: Identifiers per socket are 256 (RFC 2865 §3): more sockets for more look-ups in flight.
 _MAX_SOCKETS = 32
+#: Deadlines closer than this are served in one wake-up (at most a quarter of the timeout).
+_TICK = 0.05
 _CAUSES = {
     RemovalReason.DEREGISTERED: TerminateCause.USER_REQUEST,
     RemovalReason.EXPIRED: TerminateCause.SESSION_TIMEOUT,
@@ -60,10 +75,15 @@ class ServerState:
         self.requests = self.accepts = self.rejects = self.timeouts = 0
         self.bad_authenticators = self.unusable_accepts = 0
         self.accounting_requests = self.accounting_responses = self.disconnect_requests = 0
+        self.coa_requests = self.status_server_probes = self.status_server_answers = 0
         self.rtt_last_ms: int | None = None
         self.rtt_average_ms: float | None = None
         self.failures = 0
         self.avoid_until = 0.0
+        self.status_server = False  # it answered Status-Server: after a failure, used again on an answer
+        self.probe: asyncio.Handle | _Exchange | None = None  # the next probe, or the one in flight
+        self.auth_destination = (str(server.address), server.auth_port)
+        self.acct_destination = (str(server.address), server.acct_port)
 
     def answered(self, rtt: float) -> None:
         ms = rtt * 1000
@@ -74,27 +94,37 @@ class ServerState:
         self.failures = 0
         self.avoid_until = 0.0
 
-    def failed(self, now: float) -> None:
-        """A request timed out: avoid this server for 1 s, doubling per further failure, up to 60 s."""
+    def failed(self, now: float) -> float:
+        """A request timed out: avoid this server for 1 s, doubling per further failure, up to 60 s (a
+        server that answers Status-Server: until it answers a probe).  Returns the backoff."""
         self.failures = min(self.failures + 1, _BACKOFF_STEPS)
-        self.avoid_until = now + min(_BACKOFF_FIRST * 2 ** (self.failures - 1), _BACKOFF_MAX)
+        delay = min(_BACKOFF_FIRST * 2 ** (self.failures - 1), _BACKOFF_MAX)
+        self.avoid_until = math.inf if self.status_server else now + delay
+        return delay
+
+    def configure(self, server: AaaServer) -> None:
+        self.server = server
+        self.auth_destination = (str(server.address), server.auth_port)
+        self.acct_destination = (str(server.address), server.acct_port)
 
 
 @dataclass(slots=True)
 class _Exchange:
     """One request in flight: to which server, with which bytes, how many tries left."""
 
-    kind: str  # "auth" | "acct"
+    kind: str  # "auth" | "acct" | "status"
     nai: str
     lookup: AaaLookup | None
-    build: Callable[[int, bytes], tuple[bytes, bytes]]  # (identifier, secret) -> (datagram, authenticator)
+    # (identifier, secret, seconds waited so far) -> (datagram, authenticator)
+    build: Callable[[int, bytes, int], tuple[bytes, bytes]]
     order: list[int]  # server indexes still to try, current first
     tries: int = 0
     data: bytes = b""
     authenticator: bytes = b""
     slot: tuple[int, int] | None = None  # (socket index, identifier)
     sent_at: float = 0.0
-    timer: asyncio.TimerHandle | None = None
+    created: float = 0.0
+    deadline: int = 0  # the sequence number of its live entry in the deadline heap (0: none)
 
 
 class AaaClient:
@@ -125,7 +155,11 @@ class AaaClient:
         self._disconnect: socket.socket | None = None
         self._disconnect_port = 0
         self._replies: list[Outgoing] = []
-        self._send_scheduled = False
+        self._deadlines: list[tuple[float, int, _Exchange]] = []  # (when, sequence, exchange): a heap
+        self._sequence = itertools.count(1)
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_at = math.inf
+        self._ticking = False
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -146,9 +180,12 @@ class AaaClient:
                 ]
 
     def close(self) -> None:
-        for exchange in self._inflight.values():
-            if exchange.timer is not None:
-                exchange.timer.cancel()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick, self._tick_at = None, math.inf
+        self._deadlines.clear()
+        for state in self.servers.values():
+            self._stop_probing(state)
         self._inflight.clear()
         loop = self._loop
         for sock in [*self._sockets, *([self._disconnect] if self._disconnect else [])]:
@@ -162,7 +199,16 @@ class AaaClient:
         """Follow ``aaa`` changes: server list (counters kept per address), the Disconnect port."""
         config = self._config()
         servers = config.servers if config is not None else ()
+        previous = self.servers
         self.servers = {s.address: self._state_for(s) for s in servers}
+        for address, state in previous.items():
+            if address not in self.servers:
+                self._stop_probing(state)
+        self._reachability()
+        for address, state in self.servers.items():
+            if address not in previous and state.probe is None and self._loop is not None:
+                # one Status-Server as it is configured: learn whether it answers them (RFC 5997 §4)
+                state.probe = self._loop.call_soon(self._probe, state)
         port = config.disconnect_port if config is not None and servers else 0
         if port != self._disconnect_port:
             if self._disconnect is not None:
@@ -185,13 +231,14 @@ class AaaClient:
         state = self.servers.get(server.address)
         if state is None:
             return ServerState(server)
-        state.server = server
+        state.configure(server)
         return state
 
     # -- look-ups -------------------------------------------------------------------------------------
 
     def submit(self, lookups: list[AaaLookup]) -> None:
         """Start an Access-Request per look-up (the engine asked for each NAI at most once)."""
+        self._reachability()  # a rebuilt engine learns it here
         config = self._config()
         for lookup in lookups:
             if config is None or not config.servers:
@@ -204,7 +251,7 @@ class AaaClient:
 
     def _access_builder(
         self, lookup: AaaLookup, config: AaaConfig
-    ) -> Callable[[int, bytes], tuple[bytes, bytes]]:
+    ) -> Callable[[int, bytes, int], tuple[bytes, bytes]]:
         attributes = radius.attribute(Attr.USER_NAME, lookup.nai.encode()) + radius.attribute(
             Attr.NAS_IP_ADDRESS, self.nas_address.packed
         )
@@ -216,7 +263,7 @@ class AaaClient:
             attributes += radius.attribute(Attr.CHAP_CHALLENGE, chap.chap_challenge)
         password = None if chap is not None else (config.lookup_password or b"")
 
-        def build(identifier: int, secret: bytes) -> tuple[bytes, bytes]:
+        def build(identifier: int, secret: bytes, _waited: int) -> tuple[bytes, bytes]:
             authenticator = os.urandom(16)
             return radius.access_request(identifier, authenticator, secret, attributes, password=password), (
                 authenticator
@@ -225,12 +272,16 @@ class AaaClient:
         return build
 
     def _order(self) -> list[int]:
-        """Servers in configuration order, those in backoff after the others (soonest back first)."""
+        """Servers in configuration order, those in backoff after the others (soonest back first);
+        not those waiting for an answer to Status-Server."""
         now = time.monotonic()
         states = list(self.servers.values())
         ready = [i for i, s in enumerate(states) if s.avoid_until <= now]
+        if len(ready) == len(states):
+            return ready
         waiting = sorted(
-            (i for i, s in enumerate(states) if s.avoid_until > now), key=lambda i: states[i].avoid_until
+            (i for i, s in enumerate(states) if now < s.avoid_until < math.inf),
+            key=lambda i: states[i].avoid_until,
         )
         return ready + waiting
 
@@ -255,52 +306,163 @@ class AaaClient:
             return
         exchange.slot = slot
         exchange.tries = 0
-        exchange.data, exchange.authenticator = exchange.build(slot[1], state.server.secret)
+        now = time.monotonic()
+        if not exchange.created:
+            exchange.created = now
+        exchange.data, exchange.authenticator = exchange.build(
+            slot[1], state.server.secret, int(now - exchange.created)
+        )
         self._inflight[slot] = exchange
-        self._transmit(exchange, state)
+        self._transmit(exchange, state, now)
 
-    def _transmit(self, exchange: _Exchange, state: ServerState) -> None:
+    def _transmit(self, exchange: _Exchange, state: ServerState, now: float) -> None:
         assert exchange.slot is not None and self._loop is not None
         config = self._config()
         timeout = (config.timeout_ms if config is not None else 2000) / 1000
-        server = state.server
-        port = server.auth_port if exchange.kind == "auth" else server.acct_port
-        if exchange.kind == "auth":
+        kind = exchange.kind
+        if kind == "auth":
             state.requests += 1
-        else:
+        elif kind == "acct":
             state.accounting_requests += 1
-        exchange.sent_at = time.monotonic()
+        else:
+            state.status_server_probes += 1
+        destination = state.acct_destination if kind == "acct" else state.auth_destination
+        exchange.sent_at = now
         try:
-            self._sockets[exchange.slot[0]].sendto(exchange.data, (str(server.address), port))
+            self._sockets[exchange.slot[0]].sendto(exchange.data, destination)
         except OSError as exc:
-            log.debug("RADIUS send to %s failed: %s", server.address, exc)
-        exchange.timer = self._loop.call_later(timeout, self._timed_out, exchange)
+            log.debug("RADIUS send to %s failed: %s", destination[0], exc)
+        self._expect(exchange, now + timeout, min(_TICK, timeout / 4))
 
-    def _timed_out(self, exchange: _Exchange) -> None:
-        exchange.timer = None
-        state = self._server(exchange)
+    # -- deadlines: one heap, one loop timer --------------------------------------------------------------
+
+    def _expect(self, exchange: _Exchange, when: float, granularity: float) -> None:
+        sequence = exchange.deadline = next(self._sequence)
+        heapq.heappush(self._deadlines, (when, sequence, exchange))
+        if not self._ticking and when + granularity < self._tick_at:  # else an armed tick serves it
+            self._arm(when + granularity)
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick_at = at
+        self._tick = self._loop.call_at(at, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Every exchange whose deadline has passed: retransmitted, failed over or given up; their
+        denials journaled and sent together."""
+        self._tick, self._tick_at = None, math.inf
+        deadlines = self._deadlines
+        now = time.monotonic()
         config = self._config()
         retries = config.retries if config is not None else 2
+        granularity = min(_TICK, (config.timeout_ms if config is not None else 2000) / 4000)
+        self._ticking = True
+        try:
+            while deadlines and deadlines[0][0] <= now + granularity / 2:
+                _, sequence, exchange = heapq.heappop(deadlines)
+                if exchange.deadline == sequence:  # else answered or sent again since
+                    exchange.deadline = 0
+                    self._timed_out(exchange, retries, now)
+        finally:
+            self._ticking = False
+        if deadlines:
+            self._arm(max(deadlines[0][0], now) + granularity)
+        if self._replies:
+            self._send_replies()
+
+    def _timed_out(self, exchange: _Exchange, retries: int, now: float) -> None:
+        state = self._server(exchange)
         if state is not None and exchange.tries < retries:
             exchange.tries += 1
-            self._transmit(exchange, state)  # RFC 5080 §2.2.1: same identifier and authenticator
+            if exchange.kind == "acct":  # Acct-Delay-Time changed: a new identifier (RFC 5080 §2.2.1)
+                self._renumber(exchange, state, now)
+            else:
+                self._transmit(exchange, state, now)  # RFC 5080 §2.2.1: same identifier and authenticator
             return
+        if exchange.kind == "status":
+            self._release(exchange)
+            if state is not None:
+                state.probe = None
+                if state.status_server:  # still dead: probe again after a longer backoff
+                    self._server_failed(state, now)
+            return  # a server that never answered Status-Server comes back by its timed backoff alone
         if state is not None:
             if exchange.kind == "auth":
                 state.timeouts += 1
-            state.failed(time.monotonic())
+            self._server_failed(state, now)
         self._release(exchange)
         exchange.order.pop(0)
         self._start(exchange)
-        if self._replies and not self._send_scheduled:  # timers fire one by one: one flush per loop turn
-            self._send_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._send_replies)
+
+    def _renumber(self, exchange: _Exchange, state: ServerState, now: float) -> None:
+        """Rebuild ``exchange`` with a fresh identifier (taken before the old one is freed: never the
+        same) and the seconds it has waited; with no identifier free, send the same bytes again."""
+        slot = self._allocate()
+        if slot is not None:
+            assert exchange.slot is not None
+            self._release(exchange)
+            exchange.slot = slot
+            self._inflight[slot] = exchange
+            exchange.data, exchange.authenticator = exchange.build(
+                slot[1], state.server.secret, int(now - exchange.created)
+            )
+        self._transmit(exchange, state, now)
+
+    # -- Status-Server (RFC 5997) -------------------------------------------------------------------------
+
+    def _server_failed(self, state: ServerState, now: float) -> None:
+        """Back off from ``state`` and probe it with Status-Server when the backoff ends."""
+        delay = state.failed(now)
+        if state.probe is None and self._loop is not None:
+            wait = min(delay, _PROBE_MAX) if state.status_server else delay
+            state.probe = self._loop.call_later(wait, self._probe, state)
+        if state.status_server:  # it may have been the last server that could be asked
+            self._reachability()
+
+    def _reachability(self) -> None:
+        """Tell the engine whether any server can be asked: when each one failed and waits for a
+        Status-Server answer, new registrations are denied 130 in their own burst, not looked up."""
+        engine = self._engine()
+        if engine is None:
+            return
+        states = self.servers.values()
+        dead = bool(states) and all(s.avoid_until == math.inf for s in states)
+        engine.set_aaa_unreachable(
+            "every RADIUS server failed and has not answered Status-Server since" if dead else None
+        )
+
+    def _probe(self, state: ServerState) -> None:
+        state.probe = None
+        if self.servers.get(state.server.address) is not state:
+            return  # removed meanwhile
+        index = list(self.servers.values()).index(state)
+
+        def build(identifier: int, secret: bytes, _waited: int) -> tuple[bytes, bytes]:
+            authenticator = os.urandom(16)
+            nas = radius.attribute(Attr.NAS_IP_ADDRESS, self.nas_address.packed)
+            return radius.access_request(identifier, authenticator, secret, nas, code=Code.STATUS_SERVER), (
+                authenticator
+            )
+
+        exchange = _Exchange("status", "", None, build, [index])
+        state.probe = exchange
+        self._start(exchange)
+        if exchange.slot is None:  # no identifier free: the next failure schedules another probe
+            state.probe = None
+
+    def _stop_probing(self, state: ServerState) -> None:
+        probe, state.probe = state.probe, None
+        if isinstance(probe, asyncio.Handle):
+            probe.cancel()
+        elif probe is not None:
+            self._release(probe)
 
     def _give_up(self, exchange: _Exchange, reason: str) -> None:
         if exchange.kind == "auth":
             self._deliver(exchange.nai, AaaUnavailable(reason))
-        else:
+        elif exchange.kind == "acct":
             log.warning("RADIUS accounting for %s lost: %s", exchange.nai, reason)
 
     def _allocate(self) -> tuple[int, int] | None:
@@ -318,9 +480,7 @@ class AaaClient:
         return index, self._free[index].pop()
 
     def _release(self, exchange: _Exchange) -> None:
-        if exchange.timer is not None:
-            exchange.timer.cancel()
-            exchange.timer = None
+        exchange.deadline = 0  # its heap entry is stale from now on
         slot = exchange.slot
         if slot is not None and self._inflight.get(slot) is exchange:
             del self._inflight[slot]
@@ -355,18 +515,31 @@ class AaaClient:
         except radius.RadiusError:
             state.bad_authenticators += 1
             return
-        auth = exchange.kind == "auth"
+        kind = exchange.kind
         if not radius.verify_answer(
-            packet, state.server.secret, exchange.authenticator, require_message_authenticator=auth
+            packet, state.server.secret, exchange.authenticator, require_message_authenticator=kind != "acct"
         ):
             state.bad_authenticators += 1  # dropped; the request keeps waiting (RFC 2865 §3)
             return
+        was_failed = state.failures > 0
         state.answered(time.monotonic() - exchange.sent_at)
         self._release(exchange)
-        if not auth:
+        if kind == "status":
+            state.probe = None
+            state.status_server_answers += 1
+            state.status_server = True
+            if was_failed:
+                log.info("RADIUS server %s answers Status-Server: in use again", state.server.address)
+                self._reachability()
+            return
+        if kind == "acct":
             if packet.code == Code.ACCOUNTING_RESPONSE:
                 state.accounting_responses += 1
             return
+        if isinstance(state.probe, asyncio.Handle):  # it answers: no probe needed
+            self._stop_probing(state)
+        if was_failed:
+            self._reachability()
         self._deliver(exchange.nai, self._outcome(packet, state, exchange))
 
     def _outcome(self, packet: radius.Packet, state: ServerState, exchange: _Exchange) -> AaaOutcome:
@@ -406,7 +579,6 @@ class AaaClient:
 
     def _send_replies(self) -> None:
         """Journal and program what the answers changed, then send their replies (never the reverse)."""
-        self._send_scheduled = False
         if not self._replies:
             return
         replies, self._replies = self._replies, []
@@ -490,8 +662,9 @@ class AaaClient:
         if cause is not None:
             attributes += radius.attribute(Attr.ACCT_TERMINATE_CAUSE, radius.u32(cause))
 
-        def build(identifier: int, secret: bytes) -> tuple[bytes, bytes]:
-            data = radius.accounting_request(identifier, secret, attributes)
+        def build(identifier: int, secret: bytes, waited: int) -> tuple[bytes, bytes]:
+            delay = radius.attribute(Attr.ACCT_DELAY_TIME, radius.u32(waited))  # RFC 2866 §5.2
+            data = radius.accounting_request(identifier, secret, attributes + delay)
             return data, data[4:20]
 
         self._start(_Exchange("acct", nai, None, build, self._order()))
@@ -520,18 +693,24 @@ class AaaClient:
             packet = radius.parse(data)
         except (ValueError, radius.RadiusError):
             return None
-        if state is None or packet.code != Code.DISCONNECT_REQUEST:
+        if state is None or packet.code not in (Code.DISCONNECT_REQUEST, Code.COA_REQUEST):
             return None  # RFC 5176 §5.1: only from a configured client, silently discarded otherwise
         secret = state.server.secret
         if not radius.verify_request(packet, secret):
             state.bad_authenticators += 1
             return None
-        state.disconnect_requests += 1
-        nak = Code.DISCONNECT_NAK
 
         def reply(code: int, cause: ErrorCause | None = None) -> bytes:
             extra = radius.attribute(Attr.ERROR_CAUSE, radius.u32(cause)) if cause is not None else b""
             return radius.answer(code, packet, secret, extra)
+
+        if packet.code == Code.COA_REQUEST:
+            # A binding's authorization is its registration (key, address, lifetime); nothing in it is
+            # changed behind the mobile node's back.  RFC 5176 §3.5: 406 = no support for this extension.
+            state.coa_requests += 1
+            return reply(Code.COA_NAK, ErrorCause.UNSUPPORTED_EXTENSION)
+        state.disconnect_requests += 1
+        nak = Code.DISCONNECT_NAK
 
         nas = packet.get(Attr.NAS_IP_ADDRESS)
         if nas is not None and nas != self.nas_address.packed:

@@ -14,6 +14,13 @@ starts the mobile node's userspace tunnel endpoint (:mod:`ha.mn.tunnel`), regist
 over NETCONF and shows what the home agent put in the kernel.  ``down`` stops both processes by PID
 and deletes exactly the namespaces ``up`` created.
 
+AAA (``docs/aaa.md``): without ``--nat``, ``up`` also starts FreeRADIUS 3.2 in ``mipha-lab-ha`` on
+127.0.0.1 (configuration generated into ``<lab dir>/radius/`` from :mod:`mipha.radiusd`'s template,
+one subscriber appended: ``lab-aaa@example.net``, home address 192.0.2.20, an ERX key) and configures
+the virtual router ``local-then-aaa`` with that server.  ``demo`` then registers that node too (it has
+no ``mobile-node`` entry: its key and address come from the Access-Accept), pings 192.0.2.20 through
+its tunnel (a second endpoint, TUN ``mnt1``) and shows FreeRADIUS's accounting Start record.
+
 ``up --nat`` / ``demo --nat`` put a NAT between the home agent and the mobile node (RFC 3519)::
 
     mipha-lab-ha ──tr0 198.51.100.1/24══out0 198.51.100.2/24── mipha-lab-nat ──in0 172.16.0.1/24══
@@ -25,8 +32,9 @@ route to 172.16.0.0/24.  ``demo --nat`` starts :mod:`ha.mn.udp_tunnel` in the mo
 address through the NAT and shows the binding's NAT mapping and the NAT's conntrack entry.
 
 Everything the lab owns is recorded in its directory (``/run/mipha-lab/<prefix>/``): ``lab.json``
-(the namespaces it created), ``daemon.pid``/``daemon.log``, ``tunnel.pid``/``tunnel.log`` and the
-daemon's ``state/``.  A namespace with a lab name that is not recorded there is never touched.
+(the namespaces it created), ``daemon.pid``/``daemon.log``, ``tunnel.pid``/``tunnel.log``,
+``radius.pid``/``radius.log`` and ``radius/``, ``aaa-tunnel.pid``/``aaa-tunnel.log`` and the daemon's
+``state/``.  A namespace with a lab name that is not recorded there is never touched.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from lxml import etree
 
 from ha.dataplane.tun import internet_checksum
 from ha.netns import NetnsThread, netns_exists
+
+from . import radiusd
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "lab"
@@ -73,6 +83,22 @@ NFT_RULESET = """table ip mipha_lab_nat {
 """
 SPI = 256
 KEY_HEX = b"mipha-lab-key-01".hex()  # the key of examples/lab/startup.xml
+# The AAA-authenticated node: only FreeRADIUS knows it (mipha/data/radius + the entry below).
+AAA_NAI = "lab-aaa@example.net"
+AAA_HOME = IPv4Address("192.0.2.20")
+AAA_SPI = 300
+AAA_KEY = b"mipha-lab-aaa-key-0123"  # a lab key: never reuse it
+RADIUS_SECRET = "mipha-lab-radius"  # a lab secret
+LOOKUP_PASSWORD = "lookup-pass"  # the template's lookup password
+AAA_USER = f"""
+# mipha lab: the AAA-authenticated node (no mobile-node entry in the home agent's configuration).
+{AAA_NAI}\tCleartext-Password := "{LOOKUP_PASSWORD}"
+\tFramed-IP-Address = {AAA_HOME},
+\tERX-Mobile-IP-SPI = {AAA_SPI},
+\tERX-Mobile-IP-Key = "{AAA_KEY.decode()}",
+\tERX-Mobile-IP-Lifetime = 3600
+"""
+RADIUS_READY_TIMEOUT = 20.0
 MIPHA_TABLE = 434  # ha.dataplane.ownership.MIPHA_TABLE (not imported: keeps `mipha lab` light)
 
 DAEMON_READY_TIMEOUT = 60.0
@@ -377,9 +403,26 @@ def _startup_xml(lab: Lab) -> Path:
             extra.text = f"{PRIVATE_COA.exploded.rsplit('.', 1)[0]}.0/24"
             access.addnext(extra)
             break
+    elif radiusd.available():
+        _add_aaa(tree)
     out = lab.dir / "startup.xml"
     tree.write(str(out), xml_declaration=True, encoding="UTF-8")
     return out
+
+
+def _add_aaa(tree: etree._ElementTree) -> None:
+    """``local-then-aaa`` with the lab's FreeRADIUS (127.0.0.1 in the home agent's namespace)."""
+    q = f"{{{NS}}}"
+    vr = tree.find(f".//{q}virtual-router")
+    home_agent = vr.find(f"{q}home-agent") if vr is not None else None
+    if vr is None or home_agent is None:
+        raise LabError(f"{EXAMPLES / 'startup.xml'}: expected a virtual-router with a home-agent")
+    etree.SubElement(home_agent, f"{q}authentication").text = "local-then-aaa"
+    aaa = etree.SubElement(vr, f"{q}aaa")
+    server = etree.SubElement(aaa, f"{q}server")
+    etree.SubElement(server, f"{q}address").text = "127.0.0.1"
+    etree.SubElement(server, f"{q}secret").text = RADIUS_SECRET
+    etree.SubElement(aaa, f"{q}lookup-password").text = LOOKUP_PASSWORD
 
 
 def _port_free(port: int) -> bool:
@@ -450,16 +493,54 @@ def up(lab: Lab) -> None:
             step(f"the lab is already up ({', '.join(lab.namespaces)}; daemon pid {pid})")
             return
         step("the lab's namespaces exist but its daemon is not running: starting it")
+        _start_radius(lab)
         _start_daemon(lab)
         return
     _check_port(lab)  # before building anything
     build_topology(lab)
+    _start_radius(lab)
     _start_daemon(lab)
 
 
 def _check_port(lab: Lab) -> None:
     if not _port_free(lab.port):
         raise LabError(f"TCP port 127.0.0.1:{lab.port} is in use: stop what uses it or pass --port")
+
+
+def _start_radius(lab: Lab) -> None:
+    """FreeRADIUS on 127.0.0.1 in the home agent's namespace (not with ``--nat``; skipped, and said so,
+    where it is not installed)."""
+    if lab.nat:
+        return
+    if not radiusd.available():
+        step("FreeRADIUS is not installed (apt install freeradius): the lab has no AAA-authenticated node")
+        return
+    pid = running(lab, "radius", radiusd.BINARY)
+    if pid is not None:
+        step(f"FreeRADIUS already running (pid {pid})")
+        return
+    directory = lab.dir / "radius"
+    radiusd.prepare(directory, AAA_USER)
+    step(
+        f"starting FreeRADIUS in {lab.ha} on 127.0.0.1:1812/1813 (configuration {directory}, from "
+        f"{radiusd.TEMPLATE}; subscriber {AAA_NAI} -> {AAA_HOME}, ERX SPI {AAA_SPI})"
+    )
+    offset = lab.logfile("radius").stat().st_size if lab.logfile("radius").exists() else 0
+    log = lab.logfile("radius").open("ab")
+    try:
+        proc = subprocess.Popen(
+            radiusd.command(directory, lab.ha),
+            env=radiusd.environment(directory, RADIUS_SECRET),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    lab.pidfile("radius").write_text(f"{proc.pid}\n")
+    wait_for_log(lab, "radius", proc, radiusd.READY, RADIUS_READY_TIMEOUT, offset)
+    detail(f"FreeRADIUS running (pid {proc.pid}), log {lab.logfile('radius')}")
 
 
 def _start_daemon(lab: Lab) -> None:
@@ -495,23 +576,26 @@ def _start_daemon(lab: Lab) -> None:
 # -- demo -----------------------------------------------------------------------------------------------
 
 
-def start_tunnel(lab: Lab) -> None:
-    pid = running(lab, "tunnel", "ha.mn.tunnel")
+def start_tunnel(lab: Lab, what: str = "tunnel", home: IPv4Address = HOME_ADDR, index: int = 0) -> None:
+    """A mobile node's tunnel endpoint (TUN ``mnt<index>``, its own policy routing table)."""
+    pid = running(lab, what, "ha.mn.tunnel")
     if pid is not None:
         step(f"mobile node tunnel endpoint already running (pid {pid})")
         return
+    ifname = f"mnt{index}"
     step(
         f"starting the mobile node's tunnel endpoint in {lab.mn} "
-        f"(TUN mnt0 = {HOME_ADDR}, raw IP-in-IP socket on {COA})"
+        f"(TUN {ifname} = {home}, raw IP-in-IP socket on {COA})"
     )
-    offset = lab.logfile("tunnel").stat().st_size if lab.logfile("tunnel").exists() else 0
+    offset = lab.logfile(what).stat().st_size if lab.logfile(what).exists() else 0
     cmd = [
         sys.executable, "-m", "ha.mn.tunnel", "--netns", lab.mn,
-        "--home", str(HOME_ADDR), "--coa", str(COA), "--ha", str(HA_ADDR),
+        "--home", str(home), "--coa", str(COA), "--ha", str(HA_ADDR), "--ifname", ifname,
+        "--table", str(4343 + index), "--rule-priority", str(4343 + index),
     ]  # fmt: skip
-    proc = spawn(lab, "tunnel", cmd)
-    wait_for_log(lab, "tunnel", proc, "tunnel up:", TUNNEL_READY_TIMEOUT, offset)
-    detail(lab.logfile("tunnel").read_text(errors="replace")[offset:])
+    proc = spawn(lab, what, cmd)
+    wait_for_log(lab, what, proc, "tunnel up:", TUNNEL_READY_TIMEOUT, offset)
+    detail(lab.logfile(what).read_text(errors="replace")[offset:])
 
 
 def register(lab: Lab) -> None:
@@ -535,13 +619,54 @@ def register(lab: Lab) -> None:
         )
 
 
-def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
+def register_aaa(lab: Lab) -> None:
+    """The node only RADIUS knows: NAI, home address 0.0.0.0 (RADIUS assigns it), the ERX key."""
+    cmd = [
+        "ip", "netns", "exec", lab.mn, sys.executable, "-m", "mipha.cli", "mn",
+        "--ha", str(HA_ADDR), "--bind", str(COA), "--spi", str(AAA_SPI), "--key", AAA_KEY.hex(),
+        "--flags", "T", "--lifetime", "3600", "--retries", "6",
+        "register", "--nai", AAA_NAI, "--coa", str(COA),
+    ]  # fmt: skip
+    step(
+        f"registering {AAA_NAI} from {lab.mn} (no mobile-node entry: the home agent asks FreeRADIUS): "
+        f"mipha mn --ha {HA_ADDR} --bind {COA} --spi {AAA_SPI} --flags T register --nai {AAA_NAI} --coa {COA}"
+    )
+    proc = run(cmd, check=False)
+    if proc.returncode:
+        tail = _tail(lab.logfile("radius").read_text(errors="replace"))
+        raise LabError(
+            f"AAA registration failed: {(proc.stdout + proc.stderr).strip()}\n"
+            f"  FreeRADIUS's log ends with:\n{tail}"
+        )
+
+
+def show_accounting(lab: Lab, timeout: float = 10.0) -> None:
+    """FreeRADIUS's accounting Start for the AAA node, from its detail file (polled: it is sent after
+    the reply)."""
+    step(f"FreeRADIUS's accounting detail file ({lab.dir / 'radius' / 'acct'}): the Start of {AAA_NAI}")
+    deadline = time.monotonic() + timeout
+    while True:
+        starts = [
+            r
+            for r in radiusd.accounting_records(lab.dir / "radius")
+            if r.get("User-Name") == AAA_NAI and r.get("Acct-Status-Type") == "Start"
+        ]
+        if starts:
+            break
+        if time.monotonic() > deadline:
+            raise LabError(f"no accounting Start for {AAA_NAI} within {timeout:.0f} s")
+        time.sleep(0.1)
+    keys = ("Acct-Status-Type", "Acct-Session-Id", "User-Name", "Framed-IP-Address", "Calling-Station-Id")
+    detail("\n".join(f"{k} = {starts[-1].get(k, '-')}" for k in keys))
+
+
+def ping(lab: Lab, count: int, timeout: float = 2.0, target: IPv4Address = HOME_ADDR) -> int:
     """ICMP echo from the correspondent's namespace (a raw socket: no ``ping`` binary needed).
 
     Prints one line per reply, like ping(8); returns the number of replies, raises when there is none.
     """
     path = "UDP tunnel -> NAT" if lab.nat else "IP-in-IP"
-    step(f"ping {HOME_ADDR} from the correspondent ({lab.cn}): home link -> HA -> {path} -> mobile node")
+    step(f"ping {target} from the correspondent ({lab.cn}): home link -> HA -> {path} -> mobile node")
     ident = os.getpid() & 0xFFFF
     payload = b"mipha-lab-demo".ljust(56, b".")
     with NetnsThread(lab.cn) as cn:
@@ -552,7 +677,7 @@ def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
             echo = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
             echo = echo[:2] + struct.pack("!H", internet_checksum(echo)) + echo[4:]
             sent = time.monotonic()
-            sock.sendto(echo, (str(HOME_ADDR), 0))
+            sock.sendto(echo, (str(target), 0))
             deadline = sent + timeout
             answered = False
             while not answered and (left := deadline - time.monotonic()) > 0:
@@ -562,7 +687,7 @@ def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
                 except TimeoutError:
                     break
                 icmp = packet[(packet[0] & 0x0F) * 4 :]
-                if src == str(HOME_ADDR) and icmp[:1] == b"\x00" and icmp[4:8] == echo[4:8]:
+                if src == str(target) and icmp[:1] == b"\x00" and icmp[4:8] == echo[4:8]:
                     rtt = (time.monotonic() - sent) * 1000
                     detail(f"{len(icmp)} bytes from {src}: icmp_seq={seq} ttl={packet[8]} time={rtt:.2f} ms")
                     answered = True
@@ -574,7 +699,7 @@ def ping(lab: Lab, count: int, timeout: float = 2.0) -> int:
                 time.sleep(0.2)
     detail(f"{count} packets transmitted, {received} received")
     if not received:
-        raise LabError(f"ping {HOME_ADDR} from {lab.cn} got no reply")
+        raise LabError(f"ping {target} from {lab.cn} got no reply")
     return received
 
 
@@ -621,6 +746,14 @@ BINDING_COLUMNS = (
     ("encapsulation", "encap"),
     ("tunnel-interface", "tunnel"),
     ("registered-at", "registered at"),
+)
+AAA_COLUMNS = (
+    ("home-address", "home address"),
+    ("mobile-node", "mobile node"),
+    ("authentication", "auth"),
+    ("key-source", "key"),
+    ("address-source", "address from"),
+    ("acct-session-id", "acct session"),
 )
 NAT_COLUMNS = (
     ("home-address", "home address"),
@@ -707,16 +840,36 @@ def demo(lab: Lab, count: int) -> None:
     if not wanted:
         raise LabError(f"NETCONF shows no binding {HOME_ADDR} -> {COA} (got {rows})")
     detail(binding_table(rows))
+    aaa = running(lab, "radius", radiusd.BINARY) is not None
+    if aaa:
+        demo_aaa(lab, count)
     show_kernel(lab)
-    step("demo done: the home address answered through the tunnel, the binding is in the operational state")
+    also = f"; {AAA_NAI} was authenticated by FreeRADIUS" if aaa else ""
+    step(
+        "demo done: the home address answered through the tunnel, the binding is in the operational state"
+        + also
+    )
     extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
     detail(
         f"try: ip netns exec {lab.cn} ping {HOME_ADDR}   (ping from iputils-ping)\n"
         f"     mipha lab demo{extra}   (registers again, pings, shows the binding)\n"
         f"     NETCONF: ssh -p {lab.port} admin@127.0.0.1 -s netconf (password admin)\n"
-        f"     logs: {lab.logfile('daemon')}, {lab.logfile('tunnel')}\n"
+        f"     logs: {lab.logfile('daemon')}, {lab.logfile('tunnel')}, {lab.logfile('radius')}\n"
         f"stop: mipha lab down{extra}"
     )  # fmt: skip
+
+
+def demo_aaa(lab: Lab, count: int) -> None:
+    """The node FreeRADIUS authenticates: its tunnel endpoint, registration, ping, binding, Start."""
+    start_tunnel(lab, "aaa-tunnel", AAA_HOME, 1)
+    register_aaa(lab)
+    ping(lab, count, target=AAA_HOME)
+    step("the AAA-learnt binding over NETCONF: where its key and address came from")
+    rows = [r for r in read_bindings(lab) if r.get("mobile-node") == f"aaa:{AAA_NAI}"]
+    if not rows or rows[0].get("home-address") != str(AAA_HOME):
+        raise LabError(f"NETCONF shows no binding of aaa:{AAA_NAI} for {AAA_HOME}")
+    detail(binding_table(rows, AAA_COLUMNS))
+    show_accounting(lab)
 
 
 def demo_nat(lab: Lab, count: int) -> None:
@@ -749,10 +902,13 @@ def down(lab: Lab) -> None:
     owned = lab.owned()
     stop_process(lab, "tunnel", "ha.mn.tunnel")
     _last_line(lab, "tunnel", "tunnel down:")
+    stop_process(lab, "aaa-tunnel", "ha.mn.tunnel")
+    _last_line(lab, "aaa-tunnel", "tunnel down:")
     stop_process(lab, "udp-tunnel", "ha.mn.udp_tunnel")
     _last_line(lab, "udp-tunnel", "udp tunnel down:")
     stop_process(lab, "daemon", "mipha.cli")
     _last_line(lab, "daemon", "mipha stopped")
+    stop_process(lab, "radius", radiusd.BINARY)  # after the daemon: its Stop records reach it
     delete_topology(lab)
     foreign = [ns for ns in lab.namespaces if netns_exists(ns)]
     if lab.dir.exists():

@@ -229,6 +229,9 @@ _SERVER_COUNTERS = (
     "accounting-requests",
     "accounting-responses",
     "disconnect-requests",
+    "coa-requests",
+    "status-server-probes",
+    "status-server-answers",
 )
 
 
@@ -251,6 +254,7 @@ def write_aaa(parent: etree._Element, engine: HomeAgent, client: AaaClient) -> N
     leaf(stats, "pending", engine.aaa_pending)
     leaf(stats, "cached-subscribers", engine.aaa_subscribers)
     leaf(stats, "unavailable", counters.unavailable)
+    leaf(stats, "overflows", counters.overflows)
 
 
 def write_tunnels(parent: etree._Element, tunnels: list[TunnelCounters]) -> None:

@@ -216,6 +216,7 @@ def aaa(el: etree._Element) -> AaaConfig:
         retries=int(_text(el, "retries") or 2),
         accounting=accounting != "false",
         cache_size=int(_text(el, "cache-size") or 100_000),
+        max_pending=int(_text(el, "max-pending") or 4096),
         disconnect_port=int(_text(el, "disconnect-port") or 3799),
     )
 

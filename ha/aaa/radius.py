@@ -36,9 +36,13 @@ class Code(IntEnum):
     ACCESS_REJECT = 3
     ACCOUNTING_REQUEST = 4
     ACCOUNTING_RESPONSE = 5
+    STATUS_SERVER = 12  # RFC 5997
     DISCONNECT_REQUEST = 40
     DISCONNECT_ACK = 41
     DISCONNECT_NAK = 42
+    COA_REQUEST = 43  # RFC 5176
+    COA_ACK = 44
+    COA_NAK = 45
 
 
 class Attr(IntEnum):
@@ -88,11 +92,12 @@ class TerminateCause(IntEnum):
 
 
 class ErrorCause(IntEnum):
-    """RFC 5176 §3.5 Error-Cause values of a Disconnect-NAK."""
+    """RFC 5176 §3.5 Error-Cause values of a Disconnect-NAK or CoA-NAK."""
 
     MISSING_ATTRIBUTE = 402
     NAS_IDENTIFICATION_MISMATCH = 403
     INVALID_REQUEST = 404
+    UNSUPPORTED_EXTENSION = 406  # "lack of support for an extension such as Disconnect and/or CoA"
     SESSION_CONTEXT_NOT_FOUND = 503
 
 
@@ -244,14 +249,21 @@ def encrypt_salted(data: bytes, secret: bytes, request_authenticator: bytes, sal
 
 
 def access_request(
-    identifier: int, authenticator: bytes, secret: bytes, attributes: bytes, *, password: bytes | None = None
+    identifier: int,
+    authenticator: bytes,
+    secret: bytes,
+    attributes: bytes,
+    *,
+    password: bytes | None = None,
+    code: int = Code.ACCESS_REQUEST,
 ) -> bytes:
     """An Access-Request: Message-Authenticator first (RFC 3579 §3.2), then ``attributes`` (encoded),
-    then User-Password hidden with ``secret`` when ``password`` is given."""
+    then User-Password hidden with ``secret`` when ``password`` is given.  ``code`` Status-Server: the
+    same shape, which RFC 5997 §3 requires (random Request Authenticator, Message-Authenticator)."""
     body = _MA_PLACEHOLDER + attributes
     if password is not None:
         body += attribute(Attr.USER_PASSWORD, encrypt_password(password, secret, authenticator))
-    packet = _assemble(Code.ACCESS_REQUEST, identifier, authenticator, body)
+    packet = _assemble(code, identifier, authenticator, body)
     packet[HEADER.size + 2 : HEADER.size + 18] = _hmac(secret, bytes(packet))
     return bytes(packet)
 
@@ -306,7 +318,7 @@ def verify_answer(
 
 
 def verify_request(packet: Packet, secret: bytes) -> bool:
-    """A Disconnect-Request's Request Authenticator (RFC 5176 §2.3) and, when present, its
+    """A Disconnect-Request's or CoA-Request's Request Authenticator (RFC 5176 §2.3) and, when present, its
     Message-Authenticator (computed over the packet with a zero Request Authenticator, RFC 5176 §3.1)."""
     raw = packet.raw
     expected = hashlib.md5(raw[:4] + _ZERO16 + raw[20:] + secret).digest()

@@ -389,6 +389,7 @@ class HomeAgent:
         self._aaa_verified: str | None = None  # the NAI whose MN-AAA RADIUS just checked
         self._aaa_cache_size = 0
         self._aaa_max_pending = 0
+        self._aaa_unreachable: str | None = None  # why no RADIUS server can be asked now (set by the shell)
         self._sessions = 0
         self.aaa_counters = AaaCounters()
         self._revocations = RevocationState()
@@ -1165,6 +1166,11 @@ class HomeAgent:
                 chap = chap_credentials(request)
             except MnAaaUnusable as exc:
                 return self._aaa_deny(request, peer, ReplyCode.MN_FAILED_AUTHENTICATION, str(exc), True)
+        if self._aaa_unreachable is not None:  # known before asking: deny now, in this burst
+            counters.unavailable += 1
+            return self._aaa_deny(
+                request, peer, ReplyCode.INSUFFICIENT_RESOURCES, self._aaa_unreachable, False
+            )
         if len(self._aaa_pending) >= self._aaa_max_pending:
             counters.overflows += 1
             return self._aaa_deny(
@@ -1195,6 +1201,11 @@ class HomeAgent:
         )
         self._count_denial(verdict, peer.arrival, self._now + self._wall_offset)
         return self._send(encode_reply(verdict), peer)
+
+    def set_aaa_unreachable(self, reason: str | None) -> None:
+        """The shell knows no RADIUS server can be asked now (each failed and waits for a Status-Server
+        answer): new look-ups are denied 130 at once instead of becoming look-ups; None: ask again."""
+        self._aaa_unreachable = reason
 
     def next_aaa_lookup(self) -> AaaLookup | None:
         """The next RADIUS look-up to make; None when drained."""

@@ -10,6 +10,7 @@ FreeRADIUS's detail file, a Disconnect-Request from radclient, restart with AAA 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -383,3 +384,139 @@ def test_a_rebuilt_virtual_router_keeps_its_aaa_bindings(lab) -> None:
     renewal, _ = mns.register(session)
     assert renewal.code == 0 and renewal.authenticated
     assert server_stats(daemon, "127.0.0.1").get("requests", 0) == before  # still cached
+
+
+def _radclient(netns: str, target: str, command: str, attributes: str) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, "radclient", "-x", "-r", "1", "-t", "2", target, command, SECRET],
+        input=attributes,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    return done.stdout + done.stderr
+
+
+def _signal(radiusd: FreeRadius, sig: signal.Signals) -> None:
+    assert radiusd.proc is not None
+    os.kill(radiusd.proc.pid, sig)
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_coa_request_is_answered_nak_unsupported_extension(lab) -> None:
+    """RFC 5176: a CoA-Request from radclient gets a CoA-NAK with Error-Cause 406; the binding stays."""
+    netns, _radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    outcome, _ = mns.register(session)
+    assert outcome.code == 0
+    out = _radclient(netns, "127.0.0.1:3799", "coa", "User-Name = erx@example.net\nSession-Timeout = 30\n")
+    assert "CoA-NAK" in out and "Error-Cause = Unsupported-Extension" in out, out
+    assert server_stats(daemon, "127.0.0.1")["coa-requests"] >= 1
+    assert binding_of(daemon, outcome.home_address) is not None
+    bad = subprocess.run(  # a wrong secret: silently discarded (RFC 5176 §3.5), no answer
+        ["ip", "netns", "exec", netns, "radclient", "-r", "1", "-t", "1", "127.0.0.1:3799", "coa", "wrong"],
+        input="User-Name = erx@example.net\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "CoA-NAK" not in bad.stdout and "CoA-ACK" not in bad.stdout, bad.stdout
+
+
+def test_status_server_probes_bring_a_failed_server_back(lab) -> None:
+    """RFC 5997: each configured server is probed with Status-Server once (FreeRADIUS answers); after a
+    failure such a server is not used (registrations get 130 at once, no Access-Request) until it
+    answers a probe again."""
+    _netns, radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+
+    def fresh() -> int:  # deregister: the next registration needs RADIUS again
+        outcome, _ = mns.register(session, lifetime=0, care_of_address=session.home_address)
+        return outcome.code
+
+    if mns.register(session)[0].code == 0:
+        assert fresh() == 0
+    answers = server_stats(daemon, "127.0.0.1").get("status-server-answers", 0)
+    assert answers >= 1, "the configured server was not probed"
+    try:
+        _signal(radiusd, signal.SIGSTOP)
+        assert mns.register(session)[0].code == 130  # timeout x (1 + retries)
+        requests = server_stats(daemon, "127.0.0.1")["requests"]
+        started = time.monotonic()
+        assert mns.register(session)[0].code == 130  # not tried: it is waiting for a probe's answer
+        assert time.monotonic() - started < 0.45  # its timeout path takes 0.6 s
+        assert server_stats(daemon, "127.0.0.1")["requests"] == requests
+        _signal(radiusd, signal.SIGCONT)
+        _wait(
+            lambda: server_stats(daemon, "127.0.0.1").get("status-server-answers", 0) > answers,
+            15,
+            "the failed server was not probed back into use",
+        )
+        assert mns.register(session)[0].code == 0
+        stats = server_stats(daemon, "127.0.0.1")
+        assert stats["requests"] == requests + 1 and stats["status-server-probes"] >= 2
+    finally:
+        _signal(radiusd, signal.SIGCONT)
+
+
+def test_accounting_retransmissions_carry_acct_delay_time(lab) -> None:
+    """RFC 2866 §5.2: a retransmitted Accounting-Request says how long it has waited (a new identifier,
+    RFC 5080 §2.2.1); FreeRADIUS, stopped meanwhile, records each."""
+    netns, radiusd, daemon, mns = lab
+    session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
+    assert mns.register(session)[0].code == 0
+    with daemon.connect() as m:  # whole seconds: the delay shows from the second try on
+        m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]).replace(
+            "<timeout>300</timeout><retries>1</retries>", "<timeout>1000</timeout><retries>2</retries>"))  # fmt: skip
+    try:
+        _signal(radiusd, signal.SIGSTOP)
+        outcome, _ = mns.register(session, lifetime=0, care_of_address=session.home_address)
+        assert outcome.code == 0
+        time.sleep(2.5)  # Stop sent at 0, 1 and 2 s, queued in the stopped server's socket
+    finally:
+        _signal(radiusd, signal.SIGCONT)
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]))
+
+    def stops(r: dict[str, str]) -> bool:
+        return r.get("User-Name") == "erx@example.net" and r.get("Acct-Status-Type") == "Stop"
+
+    _wait(lambda: len({r.get("Acct-Delay-Time") for r in radiusd.accounting() if stops(r)} - {None}) >= 3, 10,
+          "FreeRADIUS did not record the retransmitted Stops")  # fmt: skip
+    records = [r for r in radiusd.accounting() if stops(r)]
+    delays = {int(r["Acct-Delay-Time"]) for r in records if "Acct-Delay-Time" in r}
+    assert {0, 1, 2} <= delays, records
+    assert len({r["Acct-Session-Id"] for r in records if r.get("Acct-Delay-Time") in ("1", "2")}) == 1
+
+
+def test_max_pending_bounds_look_ups_with_130(lab) -> None:
+    """``aaa/max-pending``: a registration needing one more look-up than allowed is denied 130 at once and
+    counted in ``statistics/overflows``; the pending one is decided as usual."""
+    netns, radiusd, daemon, mns = lab
+    with daemon.connect() as m:
+        m.edit_config(
+            target="running", config=vr_config(netns, ["127.0.0.1"], extra="<max-pending>1</max-pending>")
+        )
+    first = mns.session("tgpp2@example.net", SecurityAssociation(301, TGPP2_KEY))
+    second = mns.session("nokey@example.net", SecurityAssociation(304, ERX_KEY))
+    try:
+        _signal(radiusd, signal.SIGSTOP)
+        ident1, _ = mns.send(first)
+        time.sleep(0.05)
+        started = time.monotonic()
+        outcome, data = mns.register(second)
+        assert outcome.code == 130 and time.monotonic() - started < 0.45  # a look-up: 0.6 s
+        assert pull_registration_reply(data).mn_ha_auth is None
+        aaa = state(daemon).find(f".//{Q}aaa/{Q}statistics")
+        assert aaa.findtext(Q + "overflows") == "1" and aaa.findtext(Q + "pending") == "1"
+        assert mns.receive(first, ident1)[0].code == 130  # RADIUS silent: its own timeout
+    finally:
+        _signal(radiusd, signal.SIGCONT)
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]))

@@ -133,7 +133,23 @@ def test_cache_is_bounded_and_forgets_a_node_with_its_last_binding() -> None:
 def test_pending_limit_is_130() -> None:
     ha = engine(max_pending=1)
     send(ha, node("1@x"))
-    assert pull_registration_reply(send(ha, node("2@x")).data).code == 130
+    reply = pull_registration_reply(send(ha, node("2@x")).data)
+    assert reply.code == 130 and reply.mn_ha_auth is None
+    assert ha.aaa_counters.overflows == 1 and ha.aaa_pending == 1 and len(ha.drain_aaa_lookups()) == 1
+
+
+def test_no_reachable_server_is_130_at_once_without_a_look_up() -> None:
+    """The shell says every server failed and waits for a Status-Server answer: no look-up is asked for,
+    the request is denied 130 in its own burst; configured nodes are unaffected; then asked again."""
+    ha = engine()
+    ha.set_aaa_unreachable("every RADIUS server failed")
+    reply = pull_registration_reply(send(ha, node("1@x")).data)
+    assert reply.code == 130 and reply.mn_ha_auth is None
+    assert ha.drain_aaa_lookups() == [] and ha.aaa_pending == 0 and ha.aaa_counters.unavailable == 1
+    local = MobileNodeSession(HA, IPv4Address("10.9.0.1"), COA, SA, nai="local@x")
+    assert pull_registration_reply(send(ha, local).data).code == 0
+    ha.set_aaa_unreachable(None)
+    assert send(ha, node("1@x")) is None and len(ha.drain_aaa_lookups()) == 1
 
 
 def test_restored_subscriber_renews_without_radius() -> None:

@@ -59,7 +59,21 @@ def lab_run(tmp_path: Path) -> Iterator[LabRun]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
+def _pids(directory: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in directory.glob("*.pid")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_demo_then_down(lab_run: LabRun) -> None:
+    """The demo: the configured node and the AAA-authenticated one (through the FreeRADIUS the lab runs),
+    each registered, pinged through its tunnel and read back; ``down`` leaves no process, no namespace."""
     demo = lab_run.mipha_lab("demo", "--port", str(lab_run.port))
     out = demo.stdout
     assert demo.returncode == 0, f"demo failed:\n{out}\n{demo.stderr}"
@@ -76,12 +90,29 @@ def test_demo_then_down(lab_run: LabRun) -> None:
     assert re.search(r"434:\s+from all lookup 434 proto 245", out), out
     assert re.search(r"192\.0\.2\.10 dev home0 proxy", out), out
     assert sorted(lab_run.namespaces()) == sorted(f"{lab_run.prefix}-{n}" for n in ("cn", "ha", "mn"))
+    # the AAA node: no mobile-node entry, its key and address from FreeRADIUS's Access-Accept
+    assert "register: code 0, lifetime 3600, home address 192.0.2.20, authenticated" in out, out
+    assert re.search(r"bytes from 192\.0\.2\.20: icmp_seq=[1-3] ", out), out
+    aaa = re.search(
+        r"^\s+192\.0\.2\.20\s+aaa:lab-aaa@example\.net\s+aaa\s+erx\s+framed-ip-address\s+(\S+)", out, re.M
+    )
+    assert aaa is not None, out
+    assert re.search(r"192\.0\.2\.20 dev mip-tun", out), out
+    # accounting Start in FreeRADIUS's own detail file, with the session id the binding shows
+    detail = "\n".join(p.read_text() for p in (lab_run.directory / "radius" / "acct").glob("**/detail*"))
+    start = [r for r in detail.split("\n\n") if 'User-Name = "lab-aaa@example.net"' in r and "= Start" in r]
+    assert start and f'Acct-Session-Id = "{aaa.group(1)}"' in start[0], detail
+    pids = _pids(lab_run.directory)
+    assert {"daemon", "radius", "tunnel", "aaa-tunnel"} <= set(pids), pids
+    assert all(_alive(pid) for pid in pids.values()), pids
 
     down = lab_run.mipha_lab("down", timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopping the daemon" in down.stdout and "lab down" in down.stdout
+    assert f"stopping the radius (pid {pids['radius']}" in down.stdout, down.stdout
     assert lab_run.namespaces() == [], "namespaces left after lab down"
     assert not lab_run.directory.exists()
+    assert not [what for what, pid in pids.items() if _alive(pid)], "processes left after lab down"
 
 
 def test_up_refuses_a_namespace_it_did_not_create(lab_run: LabRun) -> None:
