@@ -218,6 +218,9 @@ class Run:
         assert done.returncode == 0, done.stderr + (self.tmp / "daemon.log").read_text()
 
     def stop(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is not None:
+            tail = (self.tmp / "daemon.log").read_text().splitlines()[-40:]
+            print(f"the daemon exited with {self.daemon.returncode}:", *tail, sep="\n", file=sys.stderr)
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGTERM)
             try:
