@@ -2,7 +2,8 @@
 
 `Subscriptions` holds every dynamic subscription of the server: the rpcs establish-, modify-, delete-,
 kill- and resync-subscription, the subscription state notifications (subscription-modified,
-subscription-terminated, replay-completed) and the operational state /sn:streams and /sn:subscriptions.
+-terminated, -suspended and -resumed while the session's transport cannot keep up, replay-completed)
+and the operational state /sn:streams and /sn:subscriptions.
 A stream subscription is one more receiver of the core's EventLog; a datastore subscription is a
 server/push.py job. A subscription lives as long as its session (RFC 8639 §2.4: dynamic).
 Subscription state notifications are not filtered by NACM (they concern the receiver's own subscription).
