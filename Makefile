@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyang --strict --lint -p yang/ietf yang/*.yang
 	yanglint -i -p yang/ietf yang/*.yang
+	$(BIN)/mypy
 
 tree: $(STAMP)
 	$(BIN)/pyang -f tree -p yang/ietf yang/mipha-home-agent.yang -o docs/yang-tree.txt

@@ -175,7 +175,7 @@ class HomeAgentTransport:
         try:
             handled = receive(loop.time(), self._wallclock())
         finally:
-            ok = True
+            ok: bool | asyncio.Future = True
             if handled:
                 self.received += handled
                 self.bursts += 1
@@ -194,7 +194,7 @@ class HomeAgentTransport:
 
     def _receive_unicast(self, now: float, wallclock: float) -> int:
         """Datagrams sent to the HA's unicast address: their destination is known, no ancillary data."""
-        assert self.unicast is not None
+        assert self.unicast is not None and self._unicast_address is not None  # both set together
         recvfrom = self.unicast.recvfrom
         handle = self.engine.handle_datagram
         received_on, port, replies = self._unicast_address, self._port, self._replies
@@ -279,7 +279,9 @@ class HomeAgentTransport:
 
     def _drop_burst(self) -> None:
         for sock in (self.sock, self.unicast):
-            for _ in range(_BURST if sock is not None else 0):
+            if sock is None:
+                continue
+            for _ in range(_BURST):
                 try:
                     sock.recv(2048)
                 except (BlockingIOError, InterruptedError):

@@ -137,7 +137,7 @@ class AaaClient:
         config: Callable[[], AaaConfig | None],
         nas_address: IPv4Address,
         netns: str | None,
-        flush: Callable[[], None],
+        flush: Callable[[], asyncio.Future | None],  # a future: the replies wait for replication
         transport: Callable[[], HomeAgentTransport | None],
     ) -> None:
         self._engine = engine

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 from lxml import etree
 
@@ -88,7 +89,7 @@ def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
             one.whole, one.removed = (change.new, False) if created else (None, True)
             continue
         if created:
-            one.element = _ancestor(change.new, depth - 2)  # type: ignore[arg-type]
+            one.element = _ancestor(change.new, depth - 2)
         local = steps[2]
         if local not in ENTRIES:
             one.settings = one.settings or local != "name"
@@ -98,7 +99,7 @@ def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
         if depth == 3:
             keyed[key] = change.new  # a whole entry created, or deleted (None)
         elif created:
-            keyed[key] = _ancestor(change.new, depth - 3)  # type: ignore[arg-type]
+            keyed[key] = _ancestor(change.new, depth - 3)
         else:
             keyed.setdefault(key, _LOOK_UP)
     return edits
@@ -154,7 +155,7 @@ def _typed(name: str, one: _Edits, new: Iterable[etree._Element]) -> RouterChang
     if one.settings:
         assert vr is not None
         change.settings, rc.mode = router_settings(vr)
-    targets = {
+    targets: dict[str, dict[Any, Any]] = {  # entries by name / address, None = removed
         "mobile-node": change.mobile_nodes,
         "address-pool": change.address_pools,
         "foreign-agent": change.foreign_agents,
@@ -166,5 +167,5 @@ def _typed(name: str, one: _Edits, new: Iterable[etree._Element]) -> RouterChang
                 assert vr is not None
                 el = _find_entry(vr, local, key_leaf, key)
             typed_key = IPv4Address(key) if local == "foreign-agent" else key
-            targets[local][typed_key] = build(el) if el is not None else None  # type: ignore[arg-type]
+            targets[local][typed_key] = build(el) if el is not None else None
     return rc

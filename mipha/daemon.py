@@ -18,6 +18,7 @@ import signal
 import time
 from collections import defaultdict
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -39,6 +40,9 @@ from .notify import Notifier
 from .runtime import VirtualRouter
 from .state import HomeAgentStateProvider
 from .trace import RegistrationTrace
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("mipha")
 _Q = f"{{{MIPHA_NAMESPACE}}}"
@@ -65,7 +69,7 @@ class Daemon:
         )
         self.journal_latency, self.commit_latency = Latency(), Latency()  # exported by mipha/metrics.py
         self.metrics_port: int | None = None
-        self._metrics = None
+        self._metrics: web.AppRunner | None = None
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None

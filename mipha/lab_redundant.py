@@ -75,7 +75,7 @@ class RedundantLab(Lab):
         return self.ha_ns("ha1")
 
     @property
-    def namespaces(self) -> tuple[str, ...]:  # type: ignore[override]
+    def namespaces(self) -> tuple[str, ...]:
         return (self.router, self.ha_ns("ha1"), self.ha_ns("ha2"), self.cn, self.mn)
 
     def netconf_port(self, node: str) -> int:
@@ -84,7 +84,7 @@ class RedundantLab(Lab):
     def etcd_ports(self) -> list[tuple[int, int]]:
         """(client, peer) ports of the etcd members: above the NETCONF ports, recorded in lab.json."""
         try:
-            return [tuple(p) for p in json.loads(self.record.read_text())["etcd"]]  # type: ignore[misc]
+            return [tuple(p) for p in json.loads(self.record.read_text())["etcd"]]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return [(self.port + 10 + 2 * i, self.port + 11 + 2 * i) for i in range(ETCD_MEMBERS)]
 

@@ -11,6 +11,7 @@ engines between two registrations, never in the middle of one. Metric reference:
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import inspect
 import logging
@@ -231,7 +232,9 @@ async def serve(daemon: Daemon, host: str, port: int) -> web.AppRunner:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname() if site._server and site._server.sockets else (host, port)
+    server = site._server  # aiohttp annotates it AbstractServer; TCPSite's is an asyncio.Server
+    sockets = server.sockets if isinstance(server, asyncio.Server) else ()
+    bound = sockets[0].getsockname() if sockets else (host, port)
     daemon.metrics_port = bound[1]
     log.info("metrics on http://%s:%d/metrics", host, bound[1])
     return runner

@@ -20,7 +20,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
@@ -136,7 +136,7 @@ class VirtualRouter:
 
     # -- life cycle -------------------------------------------------------------------------------------
 
-    async def start(self, restored: list[BindingRecord] = ()) -> None:
+    async def start(self, restored: Sequence[BindingRecord] = ()) -> None:
         """Build everything; on failure undo what was built and raise VirtualRouterError."""
         try:
             await self._start(restored)
@@ -144,7 +144,7 @@ class VirtualRouter:
             await self.stop(flush=True, release=True)
             raise
 
-    async def _start(self, restored: list[BindingRecord]) -> None:
+    async def _start(self, restored: Sequence[BindingRecord]) -> None:
         path = _vr_path(self.name)
         if self.netns is not None:
             try:
@@ -248,7 +248,9 @@ class VirtualRouter:
             engine.binding_count,
         )
 
-    def _restore(self, engine: HomeAgent, records: list[BindingRecord], now: float, wallclock: float) -> None:
+    def _restore(
+        self, engine: HomeAgent, records: Sequence[BindingRecord], now: float, wallclock: float
+    ) -> None:
         restored = 0
         for record in records:
             remaining = record.remaining(wallclock)

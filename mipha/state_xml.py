@@ -14,7 +14,7 @@ import struct
 import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -28,6 +28,8 @@ from ha.engine.statistics import COUNTERS
 from .state_filter import BINDING_LEAVES, NS
 
 if TYPE_CHECKING:
+    from ha.engine.config import EngineNode
+
     from .aaa import AaaClient
 
 Q = f"{{{NS}}}"
@@ -139,7 +141,7 @@ class BindingWriter:
             coa = b.care_of_address
             source = b.source >> 16
             name = b.mobile_node
-            node = nodes.get(name)
+            node: EngineNode | None = nodes.get(name)
             aaa = ""
             if node is None and name.startswith(AAA_NODE_PREFIX):
                 node = self.engine.node(name)
@@ -274,7 +276,7 @@ def write_statistics(parent: etree._Element, engine: HomeAgent, since: float) ->
     leaf(parent, "discontinuity-time", iso(since))
     leaf(parent, "bindings", engine.binding_count)
     counters = engine.statistics.as_dict()
-    by_code = counters.pop("denied-by-code")
+    by_code = cast("dict[int, int]", counters.pop("denied-by-code"))
     for name in COUNTERS:  # the engine keeps them in the YANG order
         leaf(parent, name, counters[name])
         if name == "denied":

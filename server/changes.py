@@ -19,7 +19,8 @@ def node_path(el: etree._Element, schema: Schema) -> tuple[str, str, tuple, Sche
     """(instance path, schema path, keys, schema node) of a node of a datastore tree."""
     chain = [el, *el.iterancestors()]
     chain.reverse()
-    path, spath, keys, sn = "", "", (), None
+    keys: tuple = ()
+    path, spath, sn = "", "", None
     for node in chain:
         ns, _, name = node.tag[1:].partition("}")
         sn = (

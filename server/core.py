@@ -268,7 +268,7 @@ class NetconfCore:
         )
         sess.subscription = sub
         # the <ok/> reply must precede any notification: start after the current message is answered
-        self.event_loop().call_soon(lambda: sess.closed or sub.begin(ev.utcnow()))
+        self.event_loop().call_soon(lambda: None if sess.closed else sub.begin(ev.utcnow()))
         if sub.stop is not None:
             delay = (sub.stop - ev.utcnow()).total_seconds()
             if delay > 0:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lxml import etree
 
@@ -43,6 +43,9 @@ from server.tree import Forest, LazyForest, view
 from server.xmlns import NC_NS
 from server.xmlparse import parse_message
 
+if TYPE_CHECKING:
+    import libyang
+
 log = logging.getLogger(__name__)
 _MISSING_KEY = re.compile(r'List instance is missing its key "([^"]+)"')
 DATASTORES = ("running", "candidate", "startup")
@@ -51,7 +54,8 @@ DATASTORES = ("running", "candidate", "startup")
 class ValidatorLike(Protocol):
     """What server/validation.py's Validator offers (see the lead's contract)."""
 
-    ctx: object
+    @property
+    def ctx(self) -> libyang.Context: ...
 
     def validate(self, config: etree._Element | bytes | str) -> list: ...
 
@@ -137,6 +141,7 @@ class Datastores:
             # a confirmed commit was never confirmed before the server stopped: revert (RFC 6241 §8.4)
             log.warning("unconfirmed commit found at start: restoring the configuration before it")
             before = Forest.from_wrapper(parse_message(rollback.read_bytes())).to_bytes("config")
+            assert self.journal is not None  # a rollback file lives in the state directory
             self.journal.snapshot(before)  # the commits after the rollback point are dropped with it
             rollback.unlink()
             snap, records = before, []

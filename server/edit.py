@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeAlias
 
 from lxml import etree
 
@@ -26,7 +27,7 @@ EDIT_OPS = frozenset({"merge", "replace", "create", "delete", "remove"})
 DEFAULT_OPS = frozenset({"merge", "replace", "none"})
 ERROR_OPTIONS = frozenset({"stop-on-error", "continue-on-error", "rollback-on-error"})
 
-Parent = etree._Element | Forest
+Parent: TypeAlias = "etree._Element | Forest"
 
 
 def split_tag(tag: str) -> tuple[str | None, str]:

@@ -64,7 +64,8 @@ def _climb(expr: str) -> tuple[int, bool]:
 
 def _depth_in_entry(node: libyang.SNode) -> int:
     """Levels from `node` up to its nearest list entry (0 for a list itself)."""
-    d, n = 0, node
+    d = 0
+    n: libyang.SNode | None = node
     while n is not None and not isinstance(n, libyang.SList):
         n = n.parent()
         d += 1

@@ -15,7 +15,7 @@ import copy
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from lxml import etree
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 #: the reply is written (NetconfSession streams it)
 Parts = list[bytes] | Iterator[bytes]
 #: what a handler answers: an element, serialised bytes, Parts, or None (<ok/>)
-Reply = "etree._Element | bytes | Parts | None"
+Reply: TypeAlias = "etree._Element | bytes | Parts | None"
 #: a plain function, or a coroutine function / function returning an awaitable of the same
 Handler = Callable[
     ["NetconfSession", etree._Element], "etree._Element | bytes | Parts | Awaitable[Reply] | None"

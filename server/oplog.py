@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from lxml import etree
 
 from server.schema import SchemaNode
 from server.tree import Forest, child_text
 
-Parent = etree._Element | Forest
+Parent: TypeAlias = "etree._Element | Forest"
 Key = tuple[str, ...]
 #: lists with at least this many entries keep their key index between edits
 PERSIST_MIN = 64

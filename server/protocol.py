@@ -379,8 +379,10 @@ def _split(tag: str) -> tuple[str, str]:
 
 def reply_envelope(rpc: etree._Element | None) -> tuple[bytes, bytes]:
     """The start and end tags of an <rpc-reply> carrying every attribute of the <rpc> (RFC 6241 §4.2)."""
-    reply = etree.Element(f"{{{NC_NS}}}rpc-reply", nsmap={None: NC_NS})
-    if rpc is not None:
+    if rpc is None:
+        reply = etree.Element(f"{{{NC_NS}}}rpc-reply", nsmap={None: NC_NS})
+    else:  # in the rpc's own document: the client's attribute names stay out of this thread's dictionary
+        reply = rpc.makeelement(f"{{{NC_NS}}}rpc-reply", nsmap={None: NC_NS})
         for k, v in rpc.attrib.items():
             reply.set(k, v)
     head = etree.tostring(reply)

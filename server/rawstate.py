@@ -121,7 +121,7 @@ class RawSplices:
         segments.append(body[start:])
         if any(isinstance(segment, _Lazy) for segment in segments):
             return _produce(segments)
-        return [segment for segment in segments if segment]
+        return [segment for segment in segments if isinstance(segment, bytes) and segment]
 
 
 def _produce(segments: list[bytes | _Lazy]) -> Iterator[bytes]:

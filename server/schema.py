@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import libyang
 from libyang.util import c2str
@@ -40,7 +41,7 @@ class SchemaNode:
     deny_all: bool = False
     deny_write: bool = False
     user_ordered: bool = False
-    children: dict[tuple[str, str], SchemaNode] = field(default_factory=dict)
+    children: dict[tuple[str | None, str], SchemaNode] = field(default_factory=dict)  # ns None: none
     parent: SchemaNode | None = field(default=None, repr=False)
 
     def child(self, ns: str | None, name: str) -> SchemaNode | None:
@@ -155,6 +156,7 @@ class Schema:
         elif isinstance(snode, libyang.SContainer):
             node.presence = snode.presence() is not None
         if kind in ("container", "list"):
+            assert isinstance(snode, libyang.SContainer | libyang.SList)  # what those keywords are
             for child in snode.children():
                 c = self._build(child, node)
                 if c is not None:
@@ -177,7 +179,7 @@ class Schema:
                 if m.filepath and Path(m.filepath).is_file():
                     return Path(m.filepath).read_text()
                 try:
-                    return self.ctx.get_module(name).print_mem("yang")
+                    return cast(str, self.ctx.get_module(name).print_mem("yang"))  # text: str
                 except Exception:
                     return None
         return None

@@ -174,8 +174,9 @@ class _SSHServer(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         user = self._users.get(username)
-        ok = bool(user and user.password_hash) and await asyncio.get_running_loop().run_in_executor(
-            None, verify_password, password, user.password_hash
+        stored = user.password_hash if user is not None else None
+        ok = bool(stored) and await asyncio.get_running_loop().run_in_executor(
+            None, verify_password, password, stored or ""
         )
         if not ok:
             log.warning("failed password login for %r from %s", username, self._peer)

@@ -120,7 +120,7 @@ class LazyForest(Forest):
         self._got: list[etree._Element] | None = None
 
     @property
-    def _roots(self) -> list[etree._Element]:  # type: ignore[override]
+    def _roots(self) -> list[etree._Element]:
         if self._got is None:
             self._got = list(self._make())
         return self._got

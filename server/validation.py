@@ -258,7 +258,7 @@ class Validator:
         m = _MANDATORY_RE.match(msg) or _MANDATORY_CHOICE_RE.match(msg)
         if m and err.location == "Schema" and err.path:
             app_tag = "missing-choice" if msg.startswith("Mandatory choice") else None
-            out = []
+            out: list[tuple[ValidationError, str | None]] = []
             for parent_path in self._instances_missing(tree, err.path):
                 ly_path = parent_path + "/" + _last_step(err.path).split(":")[-1]
                 path, used = self._doc_path(ly_path, nsmap)

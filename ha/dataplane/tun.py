@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Literal
 
 from ha.netns import write_sysctl
 
@@ -57,7 +58,7 @@ from .checksum import internet_checksum
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
-from .udp_tunnel import UDP_OVERHEAD, UdpTunnelRoutes, UdpTunnels
+from .udp_tunnel import UDP_OVERHEAD, UdpPath, UdpTunnelRoutes, UdpTunnels
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class _Path:
     gre: bool
     mtu: int
     tx: socket.socket | None = None  # IP-in-IP send sockets, DF clear / DF set
-    udp: bool = False  # an RFC 3519 UDP tunnel: ``dest`` is the NAT mapping
+    udp: Literal[False] = False  # UdpPath is the RFC 3519 UDP tunnel (``if path.udp`` tells them apart)
     tx_df: socket.socket | None = None
     in_packets: int = 0
     in_octets: int = 0
@@ -166,7 +167,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         self._icmp_in: socket.socket | None = None
         self._paths: dict[IPv4Address, _Path] = {}
         self._by_packed: dict[bytes, _Path] = {}
-        self._fwd: dict[bytes, tuple[_Path, ...]] = {}
+        self._fwd: dict[bytes, tuple[_Path | UdpPath, ...]] = {}
         self._rev: dict[bytes, frozenset[bytes]] = {}
         self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
         self._icmp_budget = ICMP_ERRORS_PER_SECOND
@@ -372,8 +373,10 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                     and src not in local
                     and not (df and len(packet) > path.mtu - 20)
                 ):
+                    tx = path.tx_df if df else path.tx
+                    assert tx is not None  # set with the path (_refresh), before it forwards
                     try:
-                        (path.tx_df if df else path.tx).sendto(packet, path.dest)
+                        tx.sendto(packet, path.dest)
                     except OSError:
                         forward(packet, paths)  # the slow path knows every error case
                         continue
@@ -382,7 +385,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                     continue
             forward(packet, paths)
 
-    def _forward(self, packet: bytes, paths: tuple[_Path, ...]) -> None:
+    def _forward(self, packet: bytes, paths: tuple[_Path | UdpPath, ...]) -> None:
         """Encapsulate one packet read from the TUN, bound for a home address (RFC 2003 §3, §4)."""
         counts = self.stats.counts
         if len(packet) < 20 or packet[0] >> 4 != 4:
@@ -419,7 +422,9 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                 sock = self._tx[(True, bool(df))]
             else:
                 payload = packet
-                sock = path.tx_df if df else path.tx
+                tx = path.tx_df if df else path.tx
+                assert tx is not None  # set with the path (_refresh), before it forwards
+                sock = tx
             try:
                 if tos:
                     sock.sendmsg([payload], [(socket.IPPROTO_IP, socket.IP_TOS, bytes([tos]))], 0, path.dest)

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ha.netns import write_sysctl
 
@@ -57,7 +57,7 @@ class UdpPath:
     packed: bytes
     mtu: int
     gre: bool = False
-    udp: bool = True
+    udp: Literal[True] = True
     in_packets: int = 0
     in_octets: int = 0
     out_packets: int = 0

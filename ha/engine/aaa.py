@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+from typing import final
 
 from ha.aaa.mn_aaa import ChapCredentials
 from ha.aaa.profile import AaaProfile
 from ha.protocol.auth import SecurityAssociation
+from ha.protocol.constants import ReverseTunnelPolicy
 
 #: Names of AAA-learnt mobile nodes: the prefix keeps them apart from configured nodes.
 AAA_NODE_PREFIX = "aaa:"
@@ -35,17 +37,20 @@ class AaaLookup:
     chap: ChapCredentials | None  # MN-AAA: CHAP-Password/Challenge instead of the lookup password
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class AaaAccepted:
     profile: AaaProfile
     server: str = ""
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class AaaRejected:
     reason: str
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class AaaUnavailable:
     reason: str
@@ -97,8 +102,8 @@ class Subscriber:
         "session",
         "session_start",
     )
-    reverse_tunnel = None  # AAA nodes follow the home agent's settings
-    care_of_access: tuple = ()
+    reverse_tunnel: ReverseTunnelPolicy | None = None  # AAA nodes follow the home agent's settings
+    care_of_access: tuple[IPv4Network, ...] = ()
 
     def __init__(self, profile: AaaProfile, session: int, session_start: float) -> None:
         self.name = AAA_NODE_PREFIX + profile.nai

@@ -21,7 +21,8 @@ from ipaddress import IPv4Address
 
 from sortedcontainers import SortedList
 
-from ha.protocol.constants import INFINITE_LIFETIME, Encapsulation
+from ha.dataplane.intents import Encapsulation  # what the tunnel is (IP-in-UDP too), not what was asked
+from ha.protocol.constants import INFINITE_LIFETIME
 
 _MASK32 = 0xFFFF_FFFF
 _MASK64 = (1 << 64) - 1
@@ -134,7 +135,7 @@ class BindingTable:
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
-        self._keys = SortedList()
+        self._keys: SortedList[int] = SortedList()
         #: Packed keys added, renewed or removed since the owner last took them; None = not tracked
         #: (the daemon's binding journal turns tracking on).
         self.changed: set[int] | None = None
@@ -254,7 +255,7 @@ class BindingTable:
                 heapq.heapreplace(heap, (actual << 64) | key)
                 continue
             heapq.heappop(heap)
-            if actual != due:
+            if actual != due or binding is None:
                 continue  # removed, infinite now, or another entry covers an earlier expiry
             del by_key[key]
             self._keys.remove(key)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from types import MappingProxyType
+from typing import Protocol
 
 from ha.aaa.config import AaaConfig, Authentication
 from ha.protocol.auth import SecurityAssociation
@@ -178,6 +179,30 @@ class MobileNode:
         object.__setattr__(self, "association_tuple", associations.associations)
 
     __hash__ = None  # type: ignore[assignment]  # holds a mapping
+
+
+class EngineNode(Protocol):
+    """What the engine reads of a mobile node: a configured :class:`MobileNode` or an AAA-learnt
+    ``ha.engine.aaa.Subscriber`` (same attribute names)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def home_address(self) -> IPv4Address | None: ...
+    @property
+    def address_pool(self) -> str | None: ...
+    @property
+    def nai(self) -> str | None: ...
+    @property
+    def max_lifetime(self) -> int | None: ...
+    @property
+    def reverse_tunnel(self) -> ReverseTunnelPolicy | None: ...
+    @property
+    def care_of_access(self) -> tuple[IPv4Network, ...]: ...
+    @property
+    def security_associations(self) -> Mapping[int, SecurityAssociation]: ...
+    @property
+    def association_tuple(self) -> tuple[SecurityAssociation, ...]: ...
 
 
 @dataclass(frozen=True, slots=True, eq=True)

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from types import MappingProxyType
-from typing import Protocol
+from typing import Literal, Protocol, cast
 
 from ha.aaa.config import Authentication
 from ha.aaa.mn_aaa import MnAaaUnusable, chap_credentials, mn_aaa_extension
@@ -111,7 +111,7 @@ from ha.protocol.udp_tunnel import udp_tunnel_step
 
 from .aaa import AAA_NODE_PREFIX, AaaAccepted, AaaLookup, AaaOutcome, AaaRejected, Pending, Subscriber
 from .bindings import NO_SIMULTANEOUS, UDP_TUNNEL, Binding, BindingTable, make_key
-from .config import ConfigChange, MobileNode, VirtualRouterConfig
+from .config import ConfigChange, EngineNode, MobileNode, VirtualRouterConfig
 from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
@@ -150,7 +150,7 @@ def _values(encapsulations: Iterable[PlaneEncapsulation]) -> frozenset[str]:
     return frozenset(e.value for e in encapsulations)
 
 
-def _uses_nonces(node: MobileNode) -> bool:
+def _uses_nonces(node: EngineNode) -> bool:
     return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
 
 
@@ -168,6 +168,10 @@ def _tunnel_end(binding: Binding) -> tuple[IPv4Address, PlaneEncapsulation, int]
 #: Granted lifetimes are few distinct values: bindings share one int object per value.
 _LIFETIMES: dict[int, int] = {}
 _PLANE_ENCAPSULATION = {e: PlaneEncapsulation(e.value) for e in ProtocolEncapsulation}
+#: what a binding's request asked for (a UDP tunnel, RFC 3519, carries IP-in-IP)
+_ASKED = {plane: asked for asked, plane in _PLANE_ENCAPSULATION.items()} | {
+    PlaneEncapsulation.IP_IN_UDP: ProtocolEncapsulation.IP_IN_IP
+}
 _DENIAL_COUNTERS = {
     ReplyCode.MN_FAILED_AUTHENTICATION: "mn_auth_failures",
     ReplyCode.FA_FAILED_AUTHENTICATION: "fa_auth_failures",
@@ -373,9 +377,9 @@ class HomeAgent:
         self._configured_policy: HomeAgentPolicy | None = None
         self._port = 0
         self._pools: dict[str, PoolAllocator] = {}
-        self._by_home: dict[int, MobileNode] = {}
-        self._by_nai: dict[str, MobileNode] = {}
-        self._by_assigned: dict[int, MobileNode] = {}
+        self._by_home: dict[int, EngineNode] = {}
+        self._by_nai: dict[str, EngineNode] = {}
+        self._by_assigned: dict[int, EngineNode] = {}
         self._foreign_agents: dict[IPv4Address, ForeignAgentRecord] = {}
         self._nonce_nodes: set[str] = set()
         self._node_map: dict[str, MobileNode] = {}
@@ -493,7 +497,7 @@ class HomeAgent:
                 log.exception("internal error: accepted request from %s not carried out", peer.arrival.source)
                 if self._raise_internal_errors:
                     raise InternalError(f"accepted request from {peer.arrival.source}: {error!r}") from error
-                verdict = verdict.deny(_REASON_UNSPECIFIED, f"internal error: {error!r}")
+                verdict = cast(Accept, verdict).deny(_REASON_UNSPECIFIED, f"internal error: {error!r}")
         if node is not None:
             if state is None:
                 state = self._state(node.name)
@@ -597,7 +601,7 @@ class HomeAgent:
 
     # --- mobile node look-ups --------------------------------------------------------------------
 
-    def _resolve(self, request: RegistrationRequest) -> MobileNode | None:
+    def _resolve(self, request: RegistrationRequest) -> EngineNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
         nai = request.nai
         mode = self._aaa_mode
@@ -618,7 +622,7 @@ class HomeAgent:
                     return local
         return None if nai is None else self._subscribers_by_nai.get(nai)  # the subscriber is the node
 
-    def node(self, name: str) -> MobileNode | None:
+    def node(self, name: str) -> EngineNode | None:
         """A configured mobile node, or an AAA-learnt one (``aaa:<NAI>``), by name."""
         node = self.config.mobile_nodes.get(name)
         if node is None:
@@ -640,13 +644,13 @@ class HomeAgent:
             state = self._nodes[name] = _NodeState()
         return state
 
-    def _home_of(self, node: MobileNode, state: _NodeState | None) -> int | None:
+    def _home_of(self, node: EngineNode, state: _NodeState | None) -> int | None:
         if node.home_address is not None:
             return int(node.home_address)
         return state.assigned if state is not None else None
 
     def _record(
-        self, node: MobileNode, state: _NodeState | None, request: RegistrationRequest
+        self, node: EngineNode, state: _NodeState | None, request: RegistrationRequest
     ) -> MobileNodeRecord:
         """What ``decide`` needs to know about a mobile node: its configuration and runtime state."""
         home_address = node.home_address
@@ -691,7 +695,7 @@ class HomeAgent:
     def _retransmission(
         self,
         request: RegistrationRequest,
-        node: MobileNode,
+        node: EngineNode,
         state: _NodeState,
         peer: _Peer,
     ) -> Outgoing | None:
@@ -705,7 +709,7 @@ class HomeAgent:
         """
         mn_ha = request.mn_ha_auth
         sa = node.security_associations.get(mn_ha.spi) if mn_ha is not None else None
-        if sa is None or sa.replay_protection is ReplayProtection.TIMESTAMP:
+        if mn_ha is None or sa is None or sa.replay_protection is ReplayProtection.TIMESTAMP:
             return None
         if not verify(request.raw, mn_ha, sa):
             return None
@@ -714,7 +718,7 @@ class HomeAgent:
         if foreign_agent is not None:
             fa_ha = request.fa_ha_auth
             fa_sa = foreign_agent.security_association(fa_ha.spi) if fa_ha is not None else None
-            if fa_sa is None or not verify(request.raw, fa_ha, fa_sa):
+            if fa_ha is None or fa_sa is None or not verify(request.raw, fa_ha, fa_sa):
                 return None
         home = self._home_of(node, state)
         if home is None:
@@ -745,7 +749,9 @@ class HomeAgent:
             home_address=IPv4Address(home),
             assign=False,
             flags=request.flags,
-            encapsulation=binding.encapsulation if binding is not None else PlaneEncapsulation.IP_IN_IP,
+            encapsulation=(
+                _ASKED[binding.encapsulation] if binding is not None else ProtocolEncapsulation.IP_IN_IP
+            ),
             replace_existing=False,
             security_association=sa,
             fa_security_association=fa_sa,
@@ -765,7 +771,7 @@ class HomeAgent:
     # --- binding rules (RFC 5944 §3.8.2.2) -------------------------------------------------------
 
     def _apply_accept(
-        self, verdict: Accept, node: MobileNode, state: _NodeState, peer: _Peer
+        self, verdict: Accept, node: EngineNode, state: _NodeState, peer: _Peer
     ) -> Accept | Deny:
         """Carry out an accepted request; 130 instead when the node's pool cannot give it an address."""
         if verdict.action is _REGISTER:
@@ -779,6 +785,7 @@ class HomeAgent:
                 verdict = with_home_address(verdict, IPv4Address(home))
             self._register(verdict, node, state, peer.source)
             return verdict
+        assert verdict.home_address is not None  # a deregistration names its home address
         home = int(verdict.home_address)
         coa = int(verdict.care_of_address)
         if verdict.action is BindingAction.DEREGISTER_ALL:
@@ -789,13 +796,14 @@ class HomeAgent:
             self._remove_bindings(home, [coa], RemovalReason.DEREGISTERED)
         return verdict
 
-    def _assign(self, node: MobileNode, state: _NodeState, wanted: IPv4Address | None) -> int | None:
+    def _assign(self, node: EngineNode, state: _NodeState, wanted: IPv4Address | None) -> int | None:
         """The node's pool address: the one it holds, the one it asks for if free, or a new one."""
         if state.assigned is not None and (wanted is None or int(wanted) == state.assigned):
             return state.assigned
         pool = self._pools.get(node.address_pool or "")
         if pool is None:
             return None
+        address: int | None
         if wanted is not None:
             if not pool.claim(int(wanted)):
                 return None
@@ -812,12 +820,13 @@ class HomeAgent:
         self._by_assigned[address] = node
         return address
 
-    def _register(self, verdict: Accept, node: MobileNode, state: _NodeState, source: int) -> None:
+    def _register(self, verdict: Accept, node: EngineNode, state: _NodeState, source: int) -> None:
         """Add or renew the binding ``verdict`` grants; ``source`` is the peer's packed address and port."""
         table = self._table
         request = verdict.request
         request_home, _agent, coa = request.integers
         home_ip = verdict.home_address
+        assert home_ip is not None  # assigned before an accepted registration is applied
         home = request_home if home_ip is request.home_address else int(home_ip)
         lifetime = _LIFETIMES.setdefault(verdict.lifetime, verdict.lifetime)
         encapsulation = _PLANE_ENCAPSULATION[verdict.encapsulation]
@@ -1130,13 +1139,13 @@ class HomeAgent:
         self,
         data: bytes,
         request: RegistrationRequest,
-        node: MobileNode | None,
+        node: EngineNode | None,
         peer: _Peer,
         source: tuple[str, int],
         received_on: IPv4Address,
         port: int,
         now: float,
-    ) -> Outgoing | bool | None:
+    ) -> Outgoing | Literal[False] | None:
         """False: decide locally.  Else the request waits for (or starts) a RADIUS look-up: None, or a
         denial when it cannot be looked up."""
         nai = request.nai

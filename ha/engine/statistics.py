@@ -48,6 +48,33 @@ class Statistics:
     """Home agent counters; ``denied_by_code`` maps a reply code to its count."""
 
     __slots__ = (*(name.replace("-", "_") for name in COUNTERS), "denied_by_code", "discontinuity_time")
+    # the counters of COUNTERS, declared for the type checker (test_statistics_declares_every_counter)
+    requests_received: int
+    deregistrations_received: int
+    replies_sent: int
+    accepted: int
+    accepted_no_simultaneous: int
+    denied: int
+    mn_auth_failures: int
+    fa_auth_failures: int
+    identification_mismatches: int
+    poorly_formed: int
+    unknown_ha: int
+    gratuitous_arps_sent: int
+    discarded: int
+    udp_tunnel_accepted: int
+    revocations_sent: int
+    revocations_retransmitted: int
+    revocations_unacknowledged: int
+    revocation_acks_received: int
+    revocations_received: int
+    revocation_acks_sent: int
+    revocations_discarded: int
+    proxy_arps_sent: int
+    deregistration_replies_sent: int
+    security_violations_total: int
+    data_plane_failures: int
+    internal_errors: int
 
     def __init__(self) -> None:
         self.clear()

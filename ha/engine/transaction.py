@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ha.protocol import ForeignAgentRecord, HomeAgentPolicy
 
-from .config import AddressPool, ConfigChange, MobileNode, VirtualRouterConfig
+from .config import AddressPool, ConfigChange, EngineNode, MobileNode, VirtualRouterConfig
 from .config import merged_entries as _merged
 from .errors import ConfigRefused
 
@@ -40,8 +40,8 @@ class Prepared:
     config: VirtualRouterConfig
     policy: HomeAgentPolicy | None
     port: int
-    by_home: dict[int, MobileNode]
-    by_nai: dict[str, MobileNode]
+    by_home: dict[int, EngineNode]
+    by_nai: dict[str, EngineNode]
     foreign_agents: dict[IPv4Address, ForeignAgentRecord]
     drop_nodes: tuple[str, ...] = ()
     forget_nodes: tuple[str, ...] = ()
@@ -85,14 +85,14 @@ def _policy(config: VirtualRouterConfig) -> HomeAgentPolicy | None:
     )
 
 
-def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, MobileNode], dict[str, MobileNode]]:
+def _check_references(config: VirtualRouterConfig) -> tuple[dict[int, EngineNode], dict[str, EngineNode]]:
     """Leafref / unique checks libyang also does; repeated so the engine never trusts its caller.
 
     Returns the mobile nodes by static home address and by NAI: the engine's look-ups per request.
     """
     path = _vr_path(config)
-    by_home: dict[int, MobileNode] = {}
-    by_nai: dict[str, MobileNode] = {}
+    by_home: dict[int, EngineNode] = {}
+    by_nai: dict[str, EngineNode] = {}
     for name, node in config.mobile_nodes.items():
         node_path = f"{path}/mobile-node[name='{name}']"
         if node.address_pool is not None and node.address_pool not in config.address_pools:
@@ -216,7 +216,11 @@ def _unique(
     holder = index.get(key)
     if other is node and (holder is None or holder.name in changing):
         return
-    name = other.name if other is not node else holder.name
+    if other is not node:
+        name = other.name
+    else:
+        assert holder is not None  # a change-only claim returned above
+        name = holder.name
     raise ConfigRefused(
         f"{what} is configured for both {name} and {node.name}",
         path=f"{path}/mobile-node[name='{node.name}']/{leaf}",
@@ -250,8 +254,8 @@ def prepare_change(engine: HomeAgent, change: ConfigChange) -> Prepared:
         return prepare_config(engine, change.applied_to(old))
     path = _vr_path(old)
     update = EntryUpdate(dict(change.mobile_nodes), foreign_agents=bool(change.foreign_agents))
-    by_home: dict[int, MobileNode] = {}
-    by_nai: dict[str, MobileNode] = {}
+    by_home: dict[int, EngineNode] = {}
+    by_nai: dict[str, EngineNode] = {}
     drop: list[str] = []
     forget: list[str] = []
     changing = change.mobile_nodes
@@ -303,7 +307,7 @@ def prepare_change(engine: HomeAgent, change: ConfigChange) -> Prepared:
 
 
 def _check_pool_holders(
-    engine: HomeAgent, by_home: dict[int, MobileNode], dropped: set[str], path: str
+    engine: HomeAgent, by_home: dict[int, EngineNode], dropped: set[str], path: str
 ) -> None:
     """A new static address must not be another node's pool address."""
     for home, node in by_home.items():

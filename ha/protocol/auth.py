@@ -95,7 +95,7 @@ class SecurityAssociation:
         """Copy and pickle by the configured values; the MD5 states (not picklable) are derived again."""
         return SecurityAssociation, (self.spi, self.key, self.algorithm, self.replay_protection)
 
-    def authenticator(self, covered: bytes | memoryview) -> bytes:
+    def authenticator(self, covered: bytes | bytearray | memoryview) -> bytes:
         """The 16-byte authenticator of ``covered`` under this association's key and algorithm."""
         inner = self._inner
         inner = (inner if inner is not None else self._derive()).copy()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
+from typing import Any
 
 from .auth import SecurityAssociation
 from .constants import (
@@ -29,6 +30,7 @@ from .errors import ProtocolError
 from .messages import (
     REQUEST_FLAGS,
     AuthenticationExtension,
+    AuthKind,
     CriticalVendorExtension,
     Extension,
     ForeignHomeAuth,
@@ -100,7 +102,7 @@ class _Malformed(Exception):
 Reader = Callable[[int, bytes, int, int, int], Extension]
 
 
-def _read_auth(kind: type[AuthenticationExtension]) -> Reader:
+def _read_auth(kind: type[AuthKind]) -> Reader:
     def read(_type: int, data: bytes, start: int, end: int, offset: int) -> Extension:
         if end - start < _SPI.size:
             raise _Malformed(f"extension {kind.TYPE} is {end - start} bytes, shorter than its SPI")
@@ -231,7 +233,7 @@ def _check_request_structure(extensions: tuple[Extension, ...]) -> None:
     authorized = False  # an authorization-enabling extension (32 or 36/1) came before
     for extension in extensions:
         kind = type(extension)
-        if kind is MobileHomeAuth or (kind is GeneralizedAuth and extension.is_mn_aaa):
+        if kind is MobileHomeAuth or (type(extension) is GeneralizedAuth and extension.is_mn_aaa):
             if authorized:
                 raise _Malformed("more than one authorization-enabling extension (32 or MN-AAA)")
             authorized = True
@@ -386,7 +388,7 @@ def _write_skipped(ext: SkippedExtension) -> bytes:
     return _short(ext.type, ext.data)
 
 
-_EXTENSION_WRITERS: dict[type, Callable[[Extension], bytes]] = {
+_EXTENSION_WRITERS: dict[type, Callable[[Any], bytes]] = {  # each takes the type it is keyed by
     MobileNodeNai: _write_nai,
     MobileForeignChallenge: _write_challenge,
     CriticalVendorExtension: _write_cvse,

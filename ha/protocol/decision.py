@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
+from typing import final
 
 from .auth import SecurityAssociation, verify
 from .constants import (
@@ -179,6 +180,7 @@ class BindingAction(StrEnum):
     DEREGISTER_ALL = "deregister-all"  # lifetime 0 with care-of address = home address
 
 
+@final  # type(verdict) is Deny / Accept narrows both ways
 @dataclass(slots=True)
 class Deny:
     """The request is refused with ``code``; no binding changes.
@@ -222,6 +224,7 @@ class UdpTunnel:
     reply: UdpTunnelReply
 
 
+@final
 @dataclass(slots=True)
 class Accept:
     """The request is accepted; the engine applies ``action`` and answers with ``code``.
@@ -368,6 +371,15 @@ class Examination:
         "spi",
         "wallclock",
     )
+    # set by the steps (above), declared for the type checker
+    named_sa: SecurityAssociation
+    named_fa_sa: SecurityAssociation | None
+    replay: ReplayVerdict
+    home_address: IPv4Address | None
+    assign: bool
+    encapsulation: Encapsulation
+    code: ReplyCode
+    simultaneous: bool
 
     def __init__(
         self,
@@ -780,7 +792,7 @@ def _first_denial(steps: tuple[Step, ...]) -> Callable[[Examination], Deny | Non
     exec(f"def first_denial(x):\n    return {body}\n", dict(names), namespace)
     function = namespace["first_denial"]
     assert callable(function)
-    return function  # type: ignore[return-value]
+    return function
 
 
 _first_registration_denial = _first_denial(VALIDITY_STEPS + REGISTRATION_STEPS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from .constants import (
     FIRST_SKIPPABLE_EXTENSION,
@@ -415,9 +415,11 @@ _REQUEST_SETTERS = _slot_setters(
 )
 
 
-def trusted_auth(
-    kind: type[AuthenticationExtension], spi: int, authenticator: bytes, offset: int
-) -> AuthenticationExtension:
+#: the three SPI + authenticator extensions (32, 33, 34) that :func:`trusted_auth` builds
+AuthKind = TypeVar("AuthKind", MobileHomeAuth, MobileForeignAuth, ForeignHomeAuth)
+
+
+def trusted_auth(kind: type[AuthKind], spi: int, authenticator: bytes, offset: int) -> AuthKind:
     """A 32/33/34 extension read from a datagram (``spi`` from 4 bytes, ``authenticator`` < 252 bytes)."""
     extension = _new(kind)
     set_spi, set_authenticator, set_offset = _AUTH_SETTERS

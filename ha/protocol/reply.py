@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import cast
 
 from .auth import SecurityAssociation
 from .codec import push_signed_reply
+from .constants import ReplyCode
 from .decision import Accept, Arrival, Deny, HomeAgentPolicy, Verdict
 from .errors import ProtocolError
 from .messages import (
@@ -62,17 +64,18 @@ def reply_address(arrival: Arrival, policy: HomeAgentPolicy) -> ReplyAddress:
 
 def _echoed(request: RegistrationRequest) -> tuple[MobileNodeNai | None, MobileForeignChallenge | None]:
     """The request's extensions a reply echoes: its NAI (RFC 2794) and its challenge (RFC 4721)."""
-    nai = challenge = None
+    nai: MobileNodeNai | None = None
+    challenge: MobileForeignChallenge | None = None
     for extension in request.extensions:
         kind = type(extension)
         if kind is MobileNodeNai and nai is None:
-            nai = extension
+            nai = cast(MobileNodeNai, extension)  # kind is its type
         elif kind is MobileForeignChallenge and challenge is None:
-            challenge = extension
+            challenge = cast(MobileForeignChallenge, extension)
     return nai, challenge
 
 
-def _header(verdict: Verdict) -> tuple[int, int, IPv4Address, IPv4Address]:
+def _header(verdict: Verdict) -> tuple[ReplyCode, int, IPv4Address, IPv4Address]:
     """Code, Lifetime, Home Address and Home Agent of the reply to a verdict."""
     if type(verdict) is Accept:
         if verdict.home_address is None or verdict.assign:

@@ -20,6 +20,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import cast, final
 
 from .auth import SecurityAssociation
 from .codec import _Malformed, _pull_extensions
@@ -38,6 +39,7 @@ FLAG_I = 0x4000
 ACK_FLAG_I = 0x8000
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Revocation:
     """Registration Revocation (type 7).  ``home_agent_revoking`` is the A bit, ``inform`` the I bit."""
@@ -52,6 +54,7 @@ class Revocation:
     raw: bytes = field(default=b"", compare=False, repr=False)
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class RevocationAck:
     """Registration Revocation Acknowledgement (type 15)."""
@@ -158,7 +161,7 @@ def offered_revocation(accept: Accept) -> RevocationSupport | None:
         if kind is ForeignHomeAuth:
             return None
         if kind is RevocationSupport:
-            return extension
+            return cast(RevocationSupport, extension)  # kind is its type
     return None
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import cast
 
 from .constants import MessageType, ReplyCode, RequestFlags
 from .decision import Accept, Arrival, Deny, UdpTunnel
@@ -88,7 +89,7 @@ def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
         elif kind is ForeignHomeAuth:
             return None
         elif kind is UdpTunnelRequest and (covered_by_mn or fa_verified):
-            return extension
+            return cast(UdpTunnelRequest, extension)  # kind is its type
     return None
 
 

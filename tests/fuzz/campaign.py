@@ -35,12 +35,18 @@ TARGETS = {
 def netconf_dictionary(path: Path) -> None:
     """libFuzzer dictionary: the element names of the YANG modules and NETCONF, as tags."""
     names = {"rpc", "hello", "capabilities", "capability", "filter", "config", "source", "target"}
-    for yang in (ROOT / "yang").glob("*.yang"):
-        names |= set(
-            re.findall(r"\b(?:container|list|leaf|leaf-list|rpc|input)\s+([\w-]+)", yang.read_text())
-        )
+    namespaces = set()
+    for yang in (ROOT / "yang").glob("**/*.yang"):  # mipha's module and the IETF ones (NACM, NMDA...)
+        text = yang.read_text()
+        names |= set(re.findall(r"\b(?:container|list|leaf|leaf-list|rpc|input)\s+([\w-]+)", text))
+        namespaces |= set(re.findall(r'\bnamespace\s+"([^"]+)"', text))
     tokens = [f'"<{n}>"' for n in sorted(names)] + [f'"</{n}>"' for n in sorted(names)]
     tokens += ['"]]>]]>"', '"\\x0a##\\x0a"', '"\\x0a#"', '"operation=\\"delete\\""', '"xmlns=\\""']
+    values = ("ds:running", "ds:candidate", "ds:operational", "report-all", "trim", "permit", "deny", "exec")
+    tokens += [f'"{v}"' for v in values] + [
+        f'"operation=\\"{op}\\""' for op in ("create", "remove", "replace")
+    ]
+    tokens += [f'"xmlns=\\"{ns}\\""' for ns in sorted(namespaces)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(tokens) + "\n")
 

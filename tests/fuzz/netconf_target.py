@@ -17,7 +17,9 @@ parses as XML, every RPC task finishes within 10 s of loop time.  The in-process
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
@@ -29,11 +31,30 @@ from nc_harness import HA, HELLO_11, Bare, Client, Harness, edit, idle, mn, vr
 from server.xmlns import NC_BASE_10, NC_NS
 
 RESET_EVERY = 500
+SCRATCH = "/dev/shm" if Path("/dev/shm").is_dir() else None
 HELLO_10 = (
     f'<hello xmlns="{NC_NS}"><capabilities><capability>{NC_BASE_10}</capability></capabilities></hello>'
 ).encode()
 REPLY = f"{{{NC_NS}}}rpc-reply"
 M = "urn:mipha:yang:mipha-home-agent"
+NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+WD = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults"
+NACM = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
+#: RFC 8341 configuration the seeds write (the fuzzed "guest" is in group operators): groups, and
+#: rule-lists with path, rpc-name and notification rules, the defaults switched
+NACM_EDITS = (
+    "<groups><group><name>operators</name><user-name>guest</user-name></group></groups>",
+    "<rule-list><name>ops</name><group>operators</group>"
+    f'<rule><name>p</name><path xmlns:m="{M}">/m:virtual-routers/m:virtual-router/m:mobile-node</path>'
+    "<access-operations>read update</access-operations><action>permit</action></rule>"
+    "<rule><name>r</name><module-name>ietf-netconf</module-name><rpc-name>edit-config</rpc-name>"
+    "<access-operations>exec</access-operations><action>permit</action></rule>"
+    "<rule><name>n</name><notification-name>binding-created</notification-name><action>deny</action></rule>"
+    "</rule-list>",
+    "<read-default>deny</read-default><write-default>permit</write-default><exec-default>deny</exec-default>",
+    "<enable-nacm>false</enable-nacm>",
+)
 
 
 class NetconfTarget:
@@ -74,8 +95,18 @@ class NetconfTarget:
             '<create-subscription xmlns="urn:ietf:params:xml:ns:netconf:notification:1.0"/>',
             '<get-schema xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"><identifier>mipha-home-agent</identifier></get-schema>',
             '<get-data xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-nmda" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores"><datastore>ds:operational</datastore></get-data>',
+            f'<get-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:running</datastore><subtree-filter><virtual-routers xmlns="{M}"/></subtree-filter><config-filter>true</config-filter><max-depth>3</max-depth></get-data>',
+            f'<get-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:operational</datastore><xpath-filter xmlns:m="{M}">/m:virtual-routers/m:virtual-router/m:home-agent</xpath-filter><with-defaults xmlns="{WD}">report-all</with-defaults></get-data>',
+            f'<edit-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:running</datastore><config>{vr(HA + mn("mn2", "10.1.0.2", 257))}</config></edit-data>',
+            f'<edit-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:candidate</datastore><default-operation>replace</default-operation><config>{vr(HA)}</config></edit-data>',
+            f'<get-config><source><running/></source><with-defaults xmlns="{WD}">report-all-tagged</with-defaults></get-config>',
+            *(edit(f'<nacm xmlns="{NACM}">{body}</nacm>') for body in NACM_EDITS),
+            f'<edit-config><target><running/></target><config><nacm xmlns="{NACM}" xmlns:nc="{NC_NS}"><rule-list nc:operation="remove"><name>ops</name></rule-list></nacm></config></edit-config>',
+            f'<clear-bindings xmlns="{M}"><virtual-router>default</virtual-router></clear-bindings>',
         ]
         rpc_seeds = [bytes([3, 255]) + body.encode() for body in bodies]
+        guest = 3 | 4  # the same RPCs from the user NACM restricts
+        rpc_seeds += [bytes([guest, 255]) + body.encode() for body in (bodies[0], bodies[4], bodies[-1])]
         rpc = f'<rpc xmlns="{NC_NS}" message-id="7"><get/></rpc>'.encode()
         return [
             *rpc_seeds,
@@ -108,11 +139,11 @@ class NetconfTarget:
             session.inbox.clear()
         if mode == 3:
             message = b'<rpc xmlns="%s" message-id="1">%s</rpc>' % (NC_NS.encode(), payload)
-            h.feed(session.sess, b"\n#%d\n%s\n##\n" % (len(message), message))
+            self.feed(h, session.sess, [b"\n#%d\n%s\n##\n" % (len(message), message)])
         else:
-            for start in range(0, len(payload), step):
-                h.feed(session.sess, payload[start : start + step])
-        self.settle(h)
+            self.feed(
+                h, session.sess, [payload[start : start + step] for start in range(0, len(payload), step)]
+            )
         self.errors.check()
         if isinstance(session, Client):
             written = list(session.inbox)
@@ -137,6 +168,24 @@ class NetconfTarget:
 
         return write
 
+    def feed(self, h: Harness, sess, reads: list[bytes]) -> None:
+        """Deliver the reads as callbacks of the session's loop, in order (as asyncssh calls
+        ``data_received``; tasks an RPC starts may run between two reads or after all of them), then
+        run the loop until every task is done.  An exception escaping ``data_received`` is a bug."""
+        escaped: list[BaseException] = []
+
+        def deliver(data: bytes) -> None:
+            try:
+                sess.data_received(data)
+            except Exception as error:  # the fuzzer reports it
+                escaped.append(error)
+
+        for data in reads:
+            h.loop.call_soon(deliver, data)
+        self.settle(h)
+        if escaped:
+            raise BugFound(f"data_received raised {escaped[0]!r}") from escaped[0]
+
     @staticmethod
     def settle(h: Harness) -> None:
         try:
@@ -146,11 +195,15 @@ class NetconfTarget:
 
     def close(self) -> None:
         self.errors.close()
+        self.drop()
+
+    def drop(self) -> None:
         if self.harness is not None:
             self.harness.close()
+            shutil.rmtree(self.harness.state_dir, ignore_errors=True)
             self.harness = None
 
     def reset(self) -> None:
-        if self.harness is not None:
-            self.harness.close()
-        self.harness = Harness()
+        self.drop()
+        # the datastores' fsyncs cost more than the parsing under test: keep them on tmpfs
+        self.harness = Harness(Path(tempfile.mkdtemp(prefix="mipha-fuzz-", dir=SCRATCH)))

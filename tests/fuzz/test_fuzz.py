@@ -6,17 +6,28 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+import registration_target
+from engine_helpers import HA, Clock
 from fuzz_common import BugFound
 from netconf_target import NetconfTarget
-from registration_target import RegistrationTarget
+from registration_target import AAA_SPI, SAS, RegistrationTarget
 
-from ha.engine.home_agent import HomeAgent, InternalError
+from ha.engine.home_agent import AaaCounters, HomeAgent, InternalError
+from ha.mn.session import UNSPECIFIED, MobileNodeSession
 from ha.protocol import pull_registration_reply
 
 CAMPAIGN = Path(__file__).with_name("campaign.py")
+REVOCATION_COUNTERS = (
+    "revocations_received",
+    "revocation_acks_sent",
+    "revocations_sent",
+    "revocation_acks_received",
+)
 
 
 @pytest.fixture
@@ -74,6 +85,44 @@ def test_registration_seeds_are_accepted(registration):
     for seed in target.seeds():
         target.one(seed)
     assert codes.count(0) >= 10 and {133, 136} <= set(codes), codes
+
+
+def test_registration_seeds_reach_aaa_and_revocation(monkeypatch, registration):
+    """The seeds drive the newer surfaces: RADIUS look-ups with every answer (also MN-AAA CHAP, type 36,
+    after an NAI, 131), revocation negotiated (137) and revocation messages both ways (types 7, 15)."""
+    engines = []
+    make = registration_target.harness
+
+    def spy(*args, **kwargs):
+        h = make(*args, **kwargs)
+        engines.append(h.engine)
+        return h
+
+    monkeypatch.setattr(registration_target, "harness", spy)
+    for seed in registration.seeds():
+        registration.one(seed)
+    totals: Counter[str] = Counter()
+    for engine in engines:
+        totals.update({name: getattr(engine.aaa_counters, name) for name in AaaCounters.__slots__})
+        totals.update({name: getattr(engine.statistics, name) for name in REVOCATION_COUNTERS})
+    assert totals["accepted"] >= 4 and totals["absorbed"] >= 2, totals
+    assert totals["rejected"] >= 1 and totals["unavailable"] >= 1, totals
+    assert totals["revocations_received"] == totals["revocation_acks_sent"] == 1, totals
+    assert totals["revocations_sent"] == totals["revocation_acks_received"] == 1, totals
+
+
+def test_registration_target_fails_on_an_unverified_mn_aaa_accept(monkeypatch, registration):
+    """Code 0 for an MN-AAA request whose CHAP response is wrong (given a RADIUS that accepts anything)
+    is a bug the target reports; with the real check the request is refused (131)."""
+    session = MobileNodeSession(
+        HA, UNSPECIFIED, IPv4Address("203.0.113.5"), SAS[AAA_SPI], nai="c@aaa", mn_aaa_secret=b"wrong"
+    )
+    request = session.build(Clock().timestamp())
+    record = bytes([0, 0, len(request)]) + request
+    registration.one(record)
+    monkeypatch.setattr(registration_target, "chap_verifies", lambda lookup: True)
+    with pytest.raises(BugFound, match="does not verify"):
+        registration.one(record)
 
 
 @pytest.mark.parametrize("raising", ["0", "1"])
