@@ -10,6 +10,7 @@ Statistics: the container is marked touched; the feed reads it (a few dozen coun
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -61,7 +62,7 @@ class _Values:
     def binding(self, key: int) -> bytes | None:
         engine = self.vr.engine
         b = engine.raw_binding(key) if engine is not None else None
-        if b is None:
+        if engine is None or b is None:
             return None  # gone since: the delete that follows says so
         if self.writer is None:
             interfaces = {t.care_of_address: t.interface for t in self.vr.tunnels()}
@@ -99,7 +100,7 @@ def bindings_changed(feed: ChangeFeed, vr: VirtualRouter, keys: Iterable[int], e
                 feed.edit(Edit("delete", steps, old=_removed_value(gone) if gone is not None else None))
             else:
                 op = "create" if key in created else "replace"
-                feed.edit(Edit(op, steps, lambda k=key: values.binding(k)))
+                feed.edit(Edit(op, steps, functools.partial(values.binding, key)))
     if feed.listening(STATISTICS):
         feed.touched((*_ha_steps(vr.name), (NS, "statistics", ())), lambda: _statistics(vr))
 

@@ -80,7 +80,7 @@ class NetconfCore:
         self.max_message_size = max_message_size
         #: on-change changes in (the commit path's diff, the application's state changes): server/push.py
         self.feed = ChangeFeed(schema)
-        internal = [RefuseConfiguredSubscriptions(), ConfigChanges(self.feed)]
+        internal: list[ConfigSubscriber] = [RefuseConfiguredSubscriptions(), ConfigChanges(self.feed)]
         self.ds = Datastores(schema, validator, state_dir, [*(subscribers or []), *internal])
         self.nacm = Nacm(
             schema, superuser_group, running=lambda: self.ds.running, generation=lambda: self.ds.generation

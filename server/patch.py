@@ -11,6 +11,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from lxml import etree
 
@@ -18,7 +19,7 @@ from server.schema import Schema, SchemaNode
 from server.tree import Forest, child_text
 
 Step = tuple[str, str, tuple[tuple[str, str], ...]]
-Value = etree._Element | bytes | None
+Value: TypeAlias = etree._Element | bytes | None
 #: RFC 3986 sub-delims and pchar, minus "," "=" "/" (the key separators of an api-path)
 _SAFE = "-._~!$&'()*+;:@"
 #: nothing to percent-encode (addresses, most names)
@@ -53,7 +54,7 @@ class Edit:
             if callable(self.value):
                 self.value = self.value()
             self._built = True
-        return self.value  # type: ignore[return-value]
+        return self.value  # a function's result once built
 
     def element(self) -> etree._Element | None:
         """The value as an element, built once (every subscription shares it; never mutate it)."""

@@ -441,7 +441,7 @@ class OnChange(Job):
     def flush(self) -> None:
         self._timer = None
         pending, self.pending = self.pending, {}
-        edits = []
+        edits: list[bytes] = []
         for first, edit in pending.values():
             op = _final_op(first, edit.op)
             if op in self.excluded:

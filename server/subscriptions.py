@@ -11,6 +11,7 @@ Subscription state notifications are not filtered by NACM (they concern the rece
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from collections.abc import Callable
@@ -77,7 +78,7 @@ class Dynamic:
     request: Request
     stream: StreamReceiver | None = None
     job: Job | None = None
-    stop_timer: object = None
+    stop_timer: asyncio.TimerHandle | None = None
     suspended: bool = False
 
     @property
@@ -118,7 +119,11 @@ class Subscriptions:
                 "insufficient-resources", f"at most {MAX_PER_SESSION} subscriptions per session", errors
             )
         dyn = Dynamic(next(self._ids), sess, req)
-        revised = self._check_stream(dyn) if req.stream is not None else self._check_datastore(dyn, errors)
+        revised = None
+        if req.stream is not None:
+            revised = self._check_stream(dyn)
+        else:
+            self._check_datastore(dyn, errors)
         self.all[dyn.id] = dyn
         loop = self.core.event_loop()
         loop.call_soon(self._start, dyn)  # after the reply
