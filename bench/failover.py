@@ -1,30 +1,45 @@
-"""Hot standby under load (issue 15): registration rate with replication, and kill -9 failover.
+"""Hot standby under load (issue 15): registration rate and latency with replication, etcd leader
+loss, and kill -9 failover.
 
-    .venv/bin/python bench/failover.py                 # 2,000 nodes (about 1-2 minutes, root)
+    .venv/bin/python bench/failover.py                 # 2,000 nodes (about 2-3 minutes, root)
     .venv/bin/python bench/failover.py --nodes 500     # smaller
 
 Topology: ``tests/redundancy/pair.py`` (two home-agent namespaces on one home link behind a router,
-mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``), both
-started here and stopped by PID.
+mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``, etcd's
+default heartbeat 100 ms / election timeout 1000 ms unless ``--etcd-election-ms``), both started here
+and stopped by PID.
 
 1. **Rate.** ``mipha mn load`` (unpaced, window 256) against one daemon without ``[redundancy]`` —
    the baseline — then against the active daemon of a pair: registrations/s and latency p50/p99,
-   same nodes, same run.
-2. **Failover.** ``--nodes`` mobile nodes renew continuously (each 1 s after its previous answer,
+   same nodes, same run.  Unpaced, latency is window / rate (a closed loop).
+2. **Latency at a fixed rate.** The same, paced at ``--paced`` registrations/s (default 5,000): the
+   latency a registration sees at that load, replicated or not.
+3. **etcd leader loss.** ``--nodes`` nodes renew every second; etcd's Raft leader is SIGKILLed
+   (``--etcd-rounds`` times, restarted in between); printed: how long a probe node (a fresh
+   registration every 20 ms, no retransmission) got no acceptance, beside etcd's own election time
+   (from the members' logs) — and that the home agent did not fail over.
+4. **Failover.** ``--nodes`` mobile nodes renew continuously (each 1 s after its previous answer,
    ``failover_load.py``) and a correspondent sends UDP to one home address every 20 ms; the active
-   daemon is SIGKILLed; printed: how long until registrations are answered again and until the stream
-   reaches the care-of address through the tunnel again, how many nodes were acknowledged before the
-   kill and how many of them the new active's op state lacks (the target is 0).
+   daemon is SIGKILLed; printed: how long until registrations are answered again (the probe) and
+   until the stream reaches the care-of address through the tunnel again, how many nodes were
+   acknowledged before the kill and how many of them the new active's op state lacks (the target
+   is 0), and how long the new active's takeover itself took (its log).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import re
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,17 +48,23 @@ sys.path.insert(0, str(ROOT / "tests" / "redundancy"))
 
 from etcd_cluster import EtcdCluster  # noqa: E402
 from pair import COA, HA, HOME_START, PairDaemon, Topology  # noqa: E402
-from test_failover_daemons import Load, Traffic, bound_homes  # noqa: E402
+from test_failover_daemons import Load, Traffic, bound_homes, redundancy  # noqa: E402
+
+from ha.mn.session import MobileNodeSession  # noqa: E402
+from ha.netns import run_in_netns  # noqa: E402
+from ha.protocol import SecurityAssociation  # noqa: E402
+from ha.protocol.constants import AuthAlgorithm, ReplayProtection  # noqa: E402
 
 KEY_HEX = "00112233445566778899aabbccddeeff"
+KEY = bytes.fromhex(KEY_HEX)
 
 
-def load(topo: Topology, nodes: int, duration: float) -> dict:
+def load(topo: Topology, nodes: int, duration: float, rate: float = 0, window: int = 256) -> dict:
     command = [
         "ip", "netns", "exec", topo.mn, sys.executable, "-m", "mipha.cli", "mn",
         "--ha", HA, "--spi", "256", "--key", KEY_HEX, "--bind", COA, "--lifetime", "1800", "--json",
         "load", "--count", str(nodes), "--home-start", HOME_START, "--coa", COA,
-        "--rate", "0", "--window", "256", "--duration", str(duration),
+        "--rate", str(rate), "--window", str(window), "--duration", str(duration),
     ]  # fmt: skip
     out = subprocess.run(
         command, capture_output=True, text=True, cwd=ROOT, timeout=duration + 120, check=False
@@ -56,17 +77,116 @@ def load(topo: Topology, nodes: int, duration: float) -> dict:
 def line(label: str, report: dict) -> str:
     lat = report["latency_ms"]
     if not report["replies"]:
-        return f"  {label:<34} no replies: {report}"
+        return f"  {label:<40} no replies: {report}"
     return (
-        f"  {label:<34} {report['rate']:>9,.0f} /s   p50 {lat['p50']:>6} ms   p99 {lat['p99']:>7} ms"
+        f"  {label:<40} {report['rate']:>9,.0f} /s   p50 {lat['p50']:>6} ms   p99 {lat['p99']:>7} ms"
         f"   accepted {report['accepted']:,}/{report['transactions']:,} codes {report['codes']}"
     )
 
 
-def run(nodes: int, duration: float) -> None:
+class Probe:
+    """One more mobile node sending a fresh registration every 20 ms (never a retransmission) from
+    the mobile node's namespace; the times of its accepted replies show when the home agent answers."""
+
+    def __init__(self, topo: Topology, index: int) -> None:
+        self.accepted: list[float] = []
+        self.sock = run_in_netns(topo.mn, socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((COA, 0))
+        self.sock.settimeout(0.02)
+        sa = SecurityAssociation(256, KEY, AuthAlgorithm.HMAC_MD5, ReplayProtection.TIMESTAMP)
+        self.session = MobileNodeSession(
+            home_agent=IPv4Address(HA), home_address=IPv4Address(HOME_START) + index,
+            care_of_address=IPv4Address(COA), sa=sa, lifetime=1800,
+        )  # fmt: skip
+        self.sent: dict[int, int] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            identification = self.session.next_identification(time.time())
+            self.sent[identification & 0xFFFF_FFFF] = identification
+            with contextlib.suppress(OSError):
+                self.sock.sendto(self.session.build(identification), (HA, 434))
+            deadline = time.monotonic() + 0.02
+            while time.monotonic() < deadline:
+                try:
+                    data = self.sock.recv(2048)
+                except (TimeoutError, OSError):
+                    break
+                token = MobileNodeSession.reply_token(data)
+                sent = self.sent.pop(token, None) if token is not None else None
+                if sent is None:
+                    continue
+                outcome = self.session.check_reply(data, sent, time.time())
+                if outcome is not None and outcome.authenticated and outcome.code == 0:
+                    self.accepted.append(time.time())
+
+    def gap_after(self, since: float, window: float = 6.0) -> float:
+        """The longest time without an acceptance from just before ``since`` until ``window`` seconds
+        after it (inf when none came after it)."""
+        times = [t for t in self.accepted if since - 0.5 <= t <= since + window]
+        if not times or times[-1] <= since:
+            return float("inf")
+        return max(b - a for a, b in itertools.pairwise(times))
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def takeover_seconds(daemon: PairDaemon) -> str:
+    """The new active's takeover from its log: total, and per phase."""
+    text = daemon.log.read_text()[daemon.offset :]
+    found = re.findall(r"takeover ([0-9.]+) s; (read[^:]+): ([0-9./]+) s", text)  # not a resumption
+    if not found:
+        return "?"
+    total, names, steps = found[-1]
+    return f"{float(total):.3f} s ({names} {steps} s)"
+
+
+def rates(topo: Topology, nodes: int, duration: float, paced: float) -> dict[str, dict]:
+    load(topo, nodes, 2)  # first registrations: every node bound
+    return {
+        "unpaced": load(topo, nodes, duration),
+        "paced": load(topo, nodes, duration, rate=paced, window=4096),
+    }
+
+
+def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: int, rounds: int) -> None:
+    print(
+        f"etcd leader SIGKILLed while {nodes:,} nodes renew every second (probe: one registration / 20 ms):"
+    )
+    renew = Load(topo.mn, duration=8 * rounds + 4, interval=1.0, nodes=nodes)
+    probe = Probe(topo, nodes)
+    try:
+        time.sleep(2)
+        for _ in range(rounds):
+            victim = etcd.leader()
+            killed = time.time()
+            etcd.kill(victim)
+            time.sleep(5)
+            elected = etcd.elected_after(killed)
+            gap = probe.gap_after(killed)
+            election = elected - killed if elected else float("nan")
+            print(f"  registrations paused {gap:.2f} s; etcd elected a new leader after {election:.2f} s"
+                  f" (pause beyond etcd's election: {gap - election:.2f} s)")  # fmt: skip
+            etcd.start_member(victim)
+            etcd.wait_healthy()
+            time.sleep(2)
+        state = redundancy(a)
+        print(f"  home agent failed over: {'no' if state['role'] == ['active'] else state}")
+    finally:
+        probe.stop()
+        renew.stop()
+
+
+def run(nodes: int, duration: float, paced: float, election_ms: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="mipha-failover-") as tmp:
         base = Path(tmp)
-        etcd = EtcdCluster(base / "etcd")
+        etcd = EtcdCluster(base / "etcd", election_ms=election_ms)
         etcd.base.mkdir()
         topo = Topology()
         daemons: list[PairDaemon] = []
@@ -75,45 +195,50 @@ def run(nodes: int, duration: float) -> None:
             topo.build()
             # A single box owns the address on its home interface; the pair moves it there itself.
             subprocess.run(["ip", "-n", topo.a, "addr", "add", f"{HA}/16", "dev", "home0"], check=True)
-            single = PairDaemon(base, "single", topo.a, [], nodes)
+            single = PairDaemon(base, "single", topo.a, [], nodes + 1)
             daemons.append(single)
             single.start()
             single.wait_log("mipha running", 120)
-            load(topo, nodes, 2)  # first registrations: every node bound
-            baseline = load(topo, nodes, duration)
+            baseline = rates(topo, nodes, duration, paced)
             single.stop()
             daemons.remove(single)
             subprocess.run(["ip", "-n", topo.a, "addr", "del", f"{HA}/16", "dev", "home0"], check=True)
-            a = PairDaemon(base, "a", topo.a, etcd.endpoints, nodes)
-            b = PairDaemon(base, "b", topo.b, etcd.endpoints, nodes)
+            a = PairDaemon(base, "a", topo.a, etcd.endpoints, nodes + 1)
+            b = PairDaemon(base, "b", topo.b, etcd.endpoints, nodes + 1)
             daemons += [a, b]
             a.start()
             a.wait_log("redundancy: active", 120)
             b.start()
             b.wait_log("mipha running", 120)
-            load(topo, nodes, 2)
-            replicated = load(topo, nodes, duration)
-            print(f"registrations, {nodes:,} nodes renewing unpaced ({duration:.0f} s each, 3 etcd members on"
+            replicated = rates(topo, nodes, duration, paced)
+            print(f"registrations, {nodes:,} nodes renewing ({duration:.0f} s each, 3 etcd members on"
                   " the same 2 cores):")  # fmt: skip
-            print(line("without [redundancy] (baseline)", baseline))
-            print(line("active of a pair, replicated", replicated))
-            print(f"  ratio: {replicated['rate'] / max(baseline['rate'], 1):.2f}")
+            print(line("unpaced, without [redundancy] (baseline)", baseline["unpaced"]))
+            print(line("unpaced, active of a pair, replicated", replicated["unpaced"]))
+            ratio = replicated["unpaced"]["rate"] / max(baseline["unpaced"]["rate"], 1)
+            print(f"  ratio: {ratio:.2f}")
+            print(line(f"{paced:,.0f}/s, without [redundancy] (baseline)", baseline["paced"]))
+            print(line(f"{paced:,.0f}/s, active of a pair, replicated", replicated["paced"]))
+            if rounds:
+                etcd_leader_loss(etcd, topo, a, nodes, rounds)
             renew = Load(topo.mn, duration=12, interval=1.0, nodes=nodes)
+            probe = Probe(topo, nodes)
             time.sleep(3)
             traffic = Traffic(topo, HOME_START)
             time.sleep(2)
             killed = a.kill9()
             acked = {home for t, home in renew.acks() if t < killed}
             renew.wait(120)
-            after = sorted(t for t, _ in renew.acks() if t > killed)
-            gap = after[0] - killed if after else float("inf")
+            gap = probe.gap_after(killed)
+            probe.stop()
             traffic.stop()
             resumed = [t for t in traffic.arrivals if t > killed + 0.1]
             flow = resumed[0] - killed if resumed else float("inf")
             missing = acked - bound_homes(b)
-            print(f"kill -9 of the active daemon, {nodes:,} nodes renewing every second:")
+            print(f"kill -9 of the active daemon, {nodes:,} nodes renewing every second (lease-ttl 2 s):")
             print(f"  registrations answered again after {gap:.2f} s (target <= 3 s)")
             print(f"  UDP to {HOME_START} tunnelled again after {flow:.2f} s (target <= 3 s)")
+            print(f"  the new active's takeover: {takeover_seconds(b)}")
             print(f"  nodes acknowledged before the kill: {len(acked):,}; missing at the new active: "
                   f"{len(missing)} (target 0)")  # fmt: skip
             renew.stop()
@@ -130,8 +255,11 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--paced", type=float, default=5000.0, help="registrations/s of the paced runs")
+    parser.add_argument("--etcd-election-ms", type=int, default=1000, help="etcd's --election-timeout")
+    parser.add_argument("--etcd-rounds", type=int, default=3, help="etcd leader kills (0: none)")
     args = parser.parse_args()
-    run(args.nodes, args.duration)
+    run(args.nodes, args.duration, args.paced, args.etcd_election_ms, args.etcd_rounds)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ etcd = ["http://127.0.0.1:2379"]
 group = "pair"
 node = "a"
 lease-ttl = 2
+warm-kernel = true                  # the standby keeps tunnels and routes programmed
 ```
 """
 
@@ -183,6 +184,8 @@ def _redundancy(section: _Section) -> Any:
     raw = {"etcd": section.str_list("etcd"), "group": section.str("group"), "node": section.str("node")}
     if "lease-ttl" in section:
         raw["lease-ttl"] = section.int("lease-ttl", minimum=1)
+    if "warm-kernel" in section:
+        raw["warm-kernel"] = section.bool("warm-kernel")
     section.done()
     try:
         return config_from(raw, section.name)

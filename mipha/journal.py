@@ -59,6 +59,10 @@ class BindingRecord:
     #: accounting session): what lets its bindings be renewed after a restart without RADIUS.  Read
     #: back as a dict; written from the subscriber's JSON text, encoded once.
     aaa: dict | str | None = None
+    #: The HA nonce sent with the reply that made this binding, while it is the node's expected one
+    #: (nonce replay protection): a restart or a takeover then answers the node's next request and a
+    #: retransmission of this one as the daemon that wrote it would have.
+    ha_nonce: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -76,6 +80,7 @@ class BindingRecord:
             f'"lifetime":{self.lifetime:d},"registered_at":{self.registered_at!r},'
             f'"identification":{self.identification:d},"flags":{self.flags:d},'
             f'"encapsulation":{_string(self.encapsulation)},"nai":{nai}'
+            + ("" if self.ha_nonce is None else f',"ha_nonce":{self.ha_nonce:d}')
             + ("}" if self.aaa is None else f',"aaa":{self._aaa_json()}}}')
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -36,6 +37,9 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 import aetcd.rtypes
+from aetcd import rpc
+
+from ha.engine.home_agent import ReplayState
 
 from .journal import BindingRecord
 
@@ -45,6 +49,20 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 128
 RPC_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
+#: Batches in flight at once (each of up to MAX_TXN_OPS-operation transactions): etcd commits
+#: concurrent transactions together, so a burst does not wait for the previous one's round trip.
+MAX_IN_FLIGHT = 4
+#: One attempt of a replication transaction lasts at most this many times the recent transaction
+#: latency (an average), within these bounds; then it is sent again (puts and deletes of the same
+#: values are idempotent).  A request that reached a member whose Raft leader just died is forwarded
+#: to the dead leader and never answered: this bounds how long a write waits behind such an attempt
+#: once etcd has elected a new leader.
+TXN_ATTEMPT_FACTOR = 8
+TXN_ATTEMPT_BOUNDS = (0.1, 1.0)
+TXN_RETRY_DELAY = 0.02
+#: gRPC metadata asking etcd to refuse a request at once (Unavailable, "no leader") while the member
+#: it reached knows it has no Raft leader, instead of queueing it until a timeout.
+REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 class RedundancyError(ValueError):
@@ -64,6 +82,8 @@ class RedundancyConfig:
     node: str
     lease_ttl: int = 2
     prefix: str = "/mipha"
+    #: a standby programs its data plane (tunnels, routes in mipha's table) from the group's bindings
+    warm_kernel: bool = True
 
     @property
     def root(self) -> str:
@@ -102,7 +122,10 @@ def config_from(section: dict, where: str) -> RedundancyConfig:
     ttl = section.get("lease-ttl", 2)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 60:
         raise RedundancyError(f"{where}: lease-ttl must be an integer number of seconds in 1..60")
-    return RedundancyConfig(endpoints, names["group"], names["node"], ttl)
+    warm = section.get("warm-kernel", True)
+    if not isinstance(warm, bool):
+        raise RedundancyError(f"{where}: warm-kernel must be true or false")
+    return RedundancyConfig(endpoints, names["group"], names["node"], ttl, warm_kernel=warm)
 
 
 def etcd_client(endpoints: Iterable[tuple[str, int]], timeout: float = RPC_TIMEOUT) -> aetcd.Client:
@@ -270,7 +293,10 @@ class Member:
                 self.lease_id = None
             if self.token and not self.suspended and loop.time() >= self.fence_at:
                 await self._suspend("the lease could not be refreshed in time")
-            await asyncio.sleep(POLL_INTERVAL if self.token == 0 or self.suspended else self.keepalive)
+            if self.suspended:  # try to resume soon after etcd answers again
+                await asyncio.sleep(POLL_INTERVAL / 4)
+            else:
+                await asyncio.sleep(POLL_INTERVAL if self.token == 0 else self.keepalive)
 
     @property
     def keepalive(self) -> float:
@@ -404,8 +430,26 @@ def binding_key(root: str, vr: str, home: str, coa: str) -> bytes:
     return f"{root}bindings/{vr}/{home}/{coa}".encode()
 
 
+def replay_key(root: str, vr: str, node: str) -> bytes:
+    return f"{root}replay/{vr}/{node}".encode()
+
+
+def replay_json(state: ReplayState) -> bytes:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":")).encode()
+
+
+def replay_of(value: bytes) -> ReplayState | None:
+    try:
+        entry = json.loads(value)
+        return ReplayState(entry["identification"], entry["ha_nonce"], entry["offered_nonce"])
+    except (ValueError, TypeError, KeyError):
+        log.warning("redundancy: unreadable replay state in etcd skipped")
+        return None
+
+
 class Replicator:
-    """Writes binding changes to etcd in order, fenced, batched; callers wait on the returned future."""
+    """Writes binding changes to etcd, fenced, batched, pipelined; callers wait on the returned future,
+    which completes once its changes and every change submitted before them are in etcd."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
@@ -413,29 +457,60 @@ class Replicator:
         self._waiters: list[asyncio.Future] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        #: replay/<vr>/<node> keys etcd holds (set at takeover from the mirror, kept up to date here)
+        self.replay_keys: set[bytes] = set()
+        self._flights: set[asyncio.Task] = set()  # batches in flight
+        self._flying: dict[bytes, int] = {}  # keys in flight -> how many batches carry them
         self.transactions = 0
         self.operations = 0
+        self.retries = 0
+        self.latency = 0.02  # seconds, moving average of successful transactions
 
     @property
     def queued(self) -> int:
         return len(self._pending)
 
     def submit(
-        self, added: Iterable[BindingRecord] = (), removed: Iterable[tuple[str, str, str]] = ()
+        self,
+        added: Iterable[BindingRecord] = (),
+        removed: Iterable[tuple[str, str, str]] = (),
+        replay: Iterable[tuple[str, str, ReplayState | None]] = (),
     ) -> asyncio.Future:
-        """Queue changes; the future completes once etcd has them (or fails: do not acknowledge)."""
+        """Queue changes; the future completes once etcd has them (or fails: do not acknowledge).
+
+        ``replay`` is (vr, node, state): a node's replay state gets a key of its own, which goes
+        (None) when a binding record carries the state."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
         if not self.member.token:
             future.set_exception(Fenced("not the active home agent"))
             return future
+        pending = self._pending
+        before = len(pending)
         root = self.member.config.root
         for vr, home, coa in removed:
-            self._pending[binding_key(root, vr, home, coa)] = None
+            pending[binding_key(root, vr, home, coa)] = None
         for record in added:
             key = binding_key(root, record.vr, record.home_address, record.care_of_address)
-            self._pending[key] = record.to_json().encode()
+            pending[key] = record.to_json().encode()
+        touched = False
+        for vr, node, state in replay:
+            key = replay_key(root, vr, node)
+            if state is not None:
+                pending[key] = replay_json(state)
+                self.replay_keys.add(key)
+                touched = True
+            elif key in self.replay_keys:
+                pending[key] = None
+                self.replay_keys.discard(key)
+                touched = True
+        if len(pending) == before and not touched and not self._waiters and not self._flights:
+            # Nothing to write and nothing earlier to wait behind.  (A reply with nothing to write,
+            # e.g. to a retransmission, otherwise waits for every write submitted before it: it may
+            # acknowledge one of them.)
+            future.set_result(None)
+            return future
         self._waiters.append(future)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="redundancy-replicator")
@@ -450,33 +525,67 @@ class Replicator:
                 future.set_exception(exc)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._flights) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
+        self._flights.clear()
+        self._flying.clear()
         self.fail_pending(Fenced("stopping"))
 
     async def _run(self) -> None:
+        """Start a batch whenever fewer than MAX_IN_FLIGHT are in flight (what piles up meanwhile
+        goes into the next one); a batch with a key still in flight waits for the flights before it."""
+        previous: asyncio.Task | None = None
         while True:
             await self._wake.wait()
             self._wake.clear()
+            while len(self._flights) >= MAX_IN_FLIGHT:
+                await asyncio.wait(self._flights, return_when=asyncio.FIRST_COMPLETED)
             if not self._waiters:
                 continue
+            if self._flights and any(key in self._flying for key in self._pending):
+                await asyncio.wait(self._flights)  # the same key twice in flight: order unknown
             batch, self._pending = self._pending, {}
             waiters, self._waiters = self._waiters, []
-            try:
-                await self._write(batch)
-            except Exception as exc:
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, Fenced):
-                    self.fail_pending(exc)
-                    self.member.fenced(exc)
-                continue
-            for future in waiters:
-                if not future.done():
+            for key in batch:
+                self._flying[key] = self._flying.get(key, 0) + 1
+            previous = asyncio.get_running_loop().create_task(self._flight(batch, waiters, previous))
+            self._flights.add(previous)
+            previous.add_done_callback(self._flights.discard)
+
+    async def _flight(
+        self, batch: dict[bytes, bytes | None], waiters: list[asyncio.Future], previous: asyncio.Task | None
+    ) -> BaseException | None:
+        """Write one batch; its waiters complete once it and every batch before it are in etcd (a
+        reply never overtakes a write submitted before it).  Returns the failure, if any."""
+        error: BaseException | None = None
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            error = exc
+        finally:
+            flying = self._flying
+            for key in batch:
+                count = flying.pop(key, 1) - 1
+                if count:
+                    flying[key] = count
+        if previous is not None:
+            before = await asyncio.shield(previous)
+            if error is None:
+                error = before
+        for future in waiters:
+            if not future.done():
+                if error is None:
                     future.set_result(None)
+                else:
+                    future.set_exception(error)
+        if isinstance(error, Fenced):
+            self.fail_pending(error)
+            self.member.fenced(error)
+        return error
 
     async def _write(self, batch: dict[bytes, bytes | None]) -> None:
         """Fenced transactions of at most MAX_TXN_OPS operations each, in flight together (a batch
@@ -486,27 +595,41 @@ class Replicator:
         await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
 
     async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
-        """One fenced transaction, retried while the token holds (puts and deletes are idempotent)."""
+        """One fenced transaction, retried while the token holds (puts and deletes are idempotent).
+
+        The request is built once, as protobuf, and sent on the client's stub with a short deadline
+        per attempt and etcd's require-leader metadata (see TXN_ATTEMPT_TIMEOUT and REQUIRE_LEADER)."""
         member = self.member
         client = member.client
         ops = [
-            client.transactions.delete(k) if v is None else client.transactions.put(k, v) for k, v in items
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+            if v is None
+            else rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
+            for k, v in items
         ]
+        metadata = REQUIRE_LEADER + tuple(client.metadata or ())
+        loop = asyncio.get_running_loop()
+        request = None
         while True:
             token = member.token  # retried past the time fence too: a stale token cannot write
             if not token:
                 raise Fenced("no longer the active home agent")
+            if request is None or request.compare[0].create_revision != token:
+                compare = (client.transactions.create(member.leader_key) == token).build_message()
+                request = rpc.TxnRequest(compare=[compare], success=ops, failure=[])
+            low, high = TXN_ATTEMPT_BOUNDS
+            timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
+            started = loop.time()
             try:
-                ok, _ = await client.transaction(
-                    compare=[client.transactions.create(member.leader_key) == token],
-                    success=ops,
-                    failure=[],
-                )
-            except _TRANSIENT as exc:  # unknown outcome: try again
+                await client.connect()
+                response = await client.kvstub.Txn(request, timeout=timeout, metadata=metadata)
+            except (rpc.AioRpcError, *_TRANSIENT) as exc:  # unknown outcome: try again
+                self.retries += 1
                 log.debug("redundancy: replication transaction failed (%s); retrying", exc)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(TXN_RETRY_DELAY)
                 continue
-            if not ok:
+            self.latency += 0.1 * (loop.time() - started - self.latency)
+            if not response.succeeded:
                 raise Fenced("the leader key changed: another node is active")
             self.transactions += 1
             self.operations += len(ops)
@@ -514,19 +637,32 @@ class Replicator:
 
 
 class Mirror:
-    """The standby's copy of the group's bindings, kept current by an etcd watch."""
+    """The standby's copy of the group's bindings and replay state, kept current by an etcd watch
+    (of the group's whole prefix: the leader, member and config keys are rare events, skipped)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
         self.records: dict[bytes, BindingRecord] = {}
+        self.replay: dict[bytes, ReplayState] = {}  # replay/<vr>/<node>
         self.revision = 0  # etcd revision the copy reflects
         self.head = 0  # newest revision etcd told us about
         self._task: asyncio.Task | None = None
-        self.on_change: Callable[[bytes, BindingRecord | None], None] | None = None
+        #: bumped when the bindings change in a way the data plane sees (added, removed, moved),
+        #: not on renewals: a standby programs its kernel when it moved (HotStandby)
+        self.generation = 0
 
     @property
     def prefix(self) -> bytes:
         return (self.member.config.root + "bindings/").encode()
+
+    @property
+    def replay_prefix(self) -> bytes:
+        return (self.member.config.root + "replay/").encode()
+
+    def replay_of(self, vr: str) -> dict[str, ReplayState]:
+        """Replicated replay state of ``vr``'s nodes, by node name."""
+        head = self.replay_prefix + vr.encode() + b"/"
+        return {k[len(head) :].decode(): v for k, v in self.replay.items() if k.startswith(head)}
 
     @property
     def lag(self) -> int:
@@ -545,13 +681,21 @@ class Mirror:
 
     async def load(self) -> None:
         """Read every binding (a linearizable read: complete once this node holds the leadership)."""
-        found = await self.member.client.get_prefix(self.prefix)
+        found = await self.member.client.get_prefix(self.member.config.root.encode())
         records: dict[bytes, BindingRecord] = {}
+        replay: dict[bytes, ReplayState] = {}
         for kv in found:
-            record = _decode(kv.value)
-            if record is not None:
-                records[kv.key] = record
+            if kv.key.startswith(self.prefix):
+                record = _decode(kv.value)
+                if record is not None:
+                    records[kv.key] = record
+            elif kv.key.startswith(self.replay_prefix):
+                state = replay_of(kv.value)
+                if state is not None:
+                    replay[kv.key] = state
         self.records = records
+        self.replay = replay
+        self.generation += 1
         revision = found.header.revision if getattr(found, "header", None) else 0
         self.revision = self.head = max(self.revision, revision)
 
@@ -559,7 +703,9 @@ class Mirror:
         while True:
             try:
                 await self.load()
-                watch = await self.member.client.watch_prefix(self.prefix, start_revision=self.revision + 1)
+                watch = await self.member.client.watch_prefix(
+                    self.member.config.root.encode(), start_revision=self.revision + 1
+                )
                 async for event in watch:
                     self._apply(event)
             except asyncio.CancelledError:
@@ -571,17 +717,34 @@ class Mirror:
     def _apply(self, event: aetcd.rtypes.Event) -> None:
         kv = event.kv
         self.head = max(self.head, kv.mod_revision)
+        if kv.key.startswith(self.replay_prefix):
+            state = None if event.kind == aetcd.rtypes.EventKind.DELETE else replay_of(kv.value)
+            if state is None:
+                self.replay.pop(kv.key, None)
+            else:
+                self.replay[kv.key] = state
+            self.revision = kv.mod_revision
+            return
+        if not kv.key.startswith(self.prefix):
+            self.revision = kv.mod_revision
+            return
         if event.kind == aetcd.rtypes.EventKind.DELETE:
-            self.records.pop(kv.key, None)
-            record = None
+            if self.records.pop(kv.key, None) is not None:
+                self.generation += 1
         else:
             record = _decode(kv.value)
             if record is None:
                 return
+            previous = self.records.get(kv.key)
             self.records[kv.key] = record
+            if previous is None or _tunnel(previous) != _tunnel(record):
+                self.generation += 1
         self.revision = kv.mod_revision
-        if self.on_change is not None:
-            self.on_change(kv.key, record)
+
+
+def _tunnel(record: BindingRecord) -> tuple:
+    """What of a binding record the data plane depends on (a renewal from the same place changes none)."""
+    return (record.flags, record.encapsulation, record.source_address, record.source_port)
 
 
 def _decode(value: bytes) -> BindingRecord | None:

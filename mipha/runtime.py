@@ -29,7 +29,7 @@ from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.errors import ConfigRefused
 from ha.engine.events import Event
-from ha.engine.home_agent import HomeAgent
+from ha.engine.home_agent import HomeAgent, ReplayState
 from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
@@ -76,6 +76,7 @@ def record_of(vr: str, engine: HomeAgent, b: Binding) -> BindingRecord:
         str(b.encapsulation),
         node.nai if node is not None else None,
         subscriber.journal_json() if subscriber is not None else None,
+        engine.carried_nonce(b),
     )
 
 
@@ -111,8 +112,9 @@ class VirtualRouter:
         #: hot standby (mipha.standby): whether to answer now, and where binding changes are replicated
         #: before their replies leave (returns the future the replies wait for)
         self.gate: Callable[[], bool] | None = None
-        self.replicate: Callable[[list[BindingRecord], list[tuple[str, str, str]]], asyncio.Future] | None
-        self.replicate = None
+        self.replicate: Callable[..., asyncio.Future] | None = None
+        #: hot standby: the data plane starts as a standby (tunnels and routes, no rule, no proxy ARP)
+        self.standby_plane = False
         self.aaa: AaaClient | None = None
         self._aaa_config: object = None
         #: YANG-Push on-change (mipha.onchange): each burst's changed binding keys and events
@@ -172,8 +174,10 @@ class VirtualRouter:
             finally:
                 self._ns = None
         engine = HomeAgent(self.engine_config(self.config))
-        if self.journal is not None:
+        if self.journal is not None or self.replicate is not None:
             engine.track_changes()
+        if self.replicate is not None:
+            engine.track_replay()
         plane = create_backend(
             self.backend_kind,
             VirtualRouterPlane(
@@ -182,6 +186,7 @@ class VirtualRouter:
                 ha_address=ha.address,
                 home_interface=ha.home_interface,
                 proxy_arp_mode=self.proxy_arp_mode,
+                standby=self.standby_plane,
             ),
         )
         self.plane = plane
@@ -249,15 +254,27 @@ class VirtualRouter:
         )
 
     def _restore(
-        self, engine: HomeAgent, records: Sequence[BindingRecord], now: float, wallclock: float
+        self,
+        engine: HomeAgent,
+        records: Sequence[BindingRecord],
+        now: float,
+        wallclock: float,
+        replay: dict[str, ReplayState] | None = None,
     ) -> None:
+        """Bindings into the engine; each node's replay state from ``replay`` (its own key in etcd)
+        or else from its newest binding that carries a nonce (the binding's identification already
+        resumes a timestamp node's state in ``restore_binding``)."""
         restored = 0
+        newest: dict[str, BindingRecord] = {}
         for record in records:
             remaining = record.remaining(wallclock)
             if remaining <= 0:
                 continue
             if engine.restore_binding(record, now=now, wallclock=wallclock):
                 restored += 1
+                last = newest.get(record.mobile_node)
+                if last is None or record.registered_at > last.registered_at:
+                    newest[record.mobile_node] = record
             else:
                 log.warning(
                     "virtual router %s: journaled binding %s -> %s no longer matches the configuration",
@@ -265,7 +282,14 @@ class VirtualRouter:
                     record.home_address,
                     record.care_of_address,
                 )
+        replay = replay or {}
+        for name, record in newest.items():
+            if record.ha_nonce is not None and name not in replay:
+                engine.restore_replay(name, ReplayState(record.identification, record.ha_nonce, None))
+        for name, state in replay.items():
+            engine.restore_replay(name, state)
         engine.take_changed_bindings()  # already in the journal
+        engine.take_replay_changes()
         engine.drain_events()  # restoring is not news: no notifications
 
     def engine_config(self, config: VirtualRouterConfig) -> VirtualRouterConfig:
@@ -401,8 +425,9 @@ class VirtualRouter:
         if engine is None:
             return None
         changed = engine.take_changed_bindings()
+        replay = engine.take_replay_changes() if self.replicate is not None else []
         replicated = None
-        if changed and (self.journal is not None or self.replicate is not None):
+        if (changed or replay) and (self.journal is not None or self.replicate is not None):
             added, removed = [], []
             for key in changed:
                 b = engine.raw_binding(key)
@@ -410,10 +435,12 @@ class VirtualRouter:
                     removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
                     added.append(record_of(self.name, engine, b))
-            if self.journal is not None:
+            if self.journal is not None and changed:
                 self.journal.record(added, removed)
             if self.replicate is not None:
-                replicated = self.replicate(added, removed)
+                replicated = self.replicate(added, removed, self._replay_records(added, replay))
+        elif self.replicate is not None:  # replies behind earlier writes (a retransmission's)
+            replicated = self.replicate()
         intents = engine.drain_intents()
         if intents:
             self._plane_queue.extend(intents)
@@ -439,13 +466,39 @@ class VirtualRouter:
 
     # -- hot standby (mipha.standby) --------------------------------------------------------------------
 
-    async def adopt(self, records: list[BindingRecord]) -> None:
-        """Take over replicated bindings: into the engine, then the data plane (as after a restart)."""
+    def _replay_records(
+        self, added: list[BindingRecord], replay: list[tuple[str, ReplayState | None]]
+    ) -> list[tuple[str, str, ReplayState | None]]:
+        """Replay state to replicate beside the bindings: (vr, node, state), None where a binding
+        record of this burst carries the node's state (or it has none): its own key then goes.
+
+        A binding record carries its request's Identification and the nonce its reply sent; the node's
+        state needs a key of its own only when no record written now says it (a 133, a denial, a
+        deregistration, an expiry of the binding that carried it)."""
+        if not replay:
+            return []
+        carriers = {r.mobile_node: r for r in added}
+        out: list[tuple[str, str, ReplayState | None]] = []
+        for name, state in replay:
+            record = carriers.get(name)
+            carried = state is None or (
+                record is not None
+                and state.offered_nonce is None
+                and record.identification == state.identification
+                and record.ha_nonce == state.ha_nonce
+            )
+            out.append((self.name, name, None if carried else state))
+        return out
+
+    async def adopt(self, records: list[BindingRecord], replay: dict[str, ReplayState] | None = None) -> None:
+        """Take over replicated bindings and replay state: into the engine, then the data plane (as
+        after a restart)."""
         engine, plane = self.engine, self.plane
         if engine is None or plane is None:
             return
         loop = asyncio.get_running_loop()
-        self._restore(engine, records, loop.time(), time.time())
+        engine.reset_replay()  # what this member remembers from an earlier term is stale
+        self._restore(engine, records, loop.time(), time.time(), replay or {})
         await self.settle()
         await plane.resync(list(engine.desired_bindings()))
         engine.drain_intents()
@@ -459,6 +512,7 @@ class VirtualRouter:
             return
         engine.clear_bindings()
         engine.take_changed_bindings()
+        engine.take_replay_changes()
         engine.drain_intents()
         engine.drain_events()
         await self.settle()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import socket
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable
 from lxml import etree
 
 from ha.dataplane.intents import GratuitousArp
+from ha.engine.home_agent import HomeAgent
 from ha.netns import NetnsThread
 
 from .journal import BindingRecord
@@ -35,6 +37,7 @@ from .runtime import VirtualRouter
 
 log = logging.getLogger(__name__)
 NS = "urn:mipha:yang:mipha-home-agent"
+WARM_INTERVAL = 0.25  # seconds between checks of the standby's data plane against the mirror
 _Q = f"{{{NS}}}"
 
 
@@ -54,6 +57,9 @@ class HotStandby:
         self.running: Callable[[], tuple[Iterable[etree._Element], int]] | None = None
         self._generation: int | None = None
         self._config_task: asyncio.Task | None = None
+        self._warm_task: asyncio.Task | None = None
+        self._warm_lock = asyncio.Lock()  # programming from the mirror vs taking over
+        self.warmed = -1  # mirror generation the standby's data planes hold
 
     # -- wiring ---------------------------------------------------------------------------------------
 
@@ -61,9 +67,11 @@ class HotStandby:
         """Called for every virtual router before it starts."""
         vr.gate = self._answering
         vr.replicate = self.member.replicator.submit
+        vr.standby_plane = not self.member.token
 
     def _answering(self) -> bool:
-        return self.member.active
+        # (not before the takeover installed the group's bindings: the token is set before that)
+        return self.member.active and self.adopted == self.member.token
 
     def _describe(self) -> dict:
         return {"started": time.time()}
@@ -74,11 +82,15 @@ class HotStandby:
         self._digest()
         await self.member.start()
         self.mirror.start()
-        self._config_task = asyncio.get_running_loop().create_task(self._follow_config())
+        loop = asyncio.get_running_loop()
+        self._config_task = loop.create_task(self._follow_config())
+        if self.config.warm_kernel:
+            self._warm_task = loop.create_task(self._keep_warm())
 
     async def stop(self) -> None:
-        if self._config_task is not None:
-            self._config_task.cancel()
+        for task in (self._config_task, self._warm_task):
+            if task is not None:
+                task.cancel()
         await self.mirror.stop()
         await self.member.stop(resign=True)
         for vr in list(self.routers()):
@@ -107,21 +119,62 @@ class HotStandby:
             except Exception as exc:  # etcd unreachable or fenced: the campaign loop deals with it
                 log.debug("redundancy: configuration digest not published: %r", exc)
 
+    # -- the standby's data plane ----------------------------------------------------------------------
+
+    def _records_by_vr(self) -> dict[str, list[BindingRecord]]:
+        by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
+        for record in self.mirror.records.values():
+            by_vr[record.vr].append(record)
+        return by_vr
+
+    async def _keep_warm(self) -> None:
+        """A standby programs what it can without owning the home agent address: tunnels and the
+        routes in mipha's table, from the group's bindings, whenever they moved (not on renewals).
+        Its data plane has no policy rule into that table and no proxy ARP (``set_standby``), so
+        nothing of it acts on its forwarding or on the shared home link until it takes over."""
+        while True:
+            await asyncio.sleep(WARM_INTERVAL)
+            if self.member.token or self.mirror.generation == self.warmed:
+                continue
+            async with self._warm_lock:
+                if self.member.token:
+                    continue
+                generation = self.mirror.generation
+                by_vr = self._records_by_vr()
+                try:
+                    for vr in list(self.routers()):
+                        if vr.plane is not None and vr.engine is not None and vr.engine.binding_count == 0:
+                            await vr.plane.resync(HomeAgent.desired_of(by_vr.get(vr.name, [])))
+                except Exception:  # retried at the next change; the takeover reconciles anyway
+                    log.exception("redundancy: the standby's data plane could not follow the bindings")
+                    continue
+                self.warmed = generation
+
     # -- role changes ---------------------------------------------------------------------------------
 
     async def _on_active(self, token: int) -> None:
-        started = time.monotonic()
+        clock = time.monotonic
+        started = clock()
+        phases: list[float] = [started]
         adopted = token != self.adopted
         if adopted:
-            await self.mirror.stop()  # the active one is the writer: following its own writes is waste
-            await self.mirror.load()
-            by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
-            for record in self.mirror.records.values():
-                by_vr[record.vr].append(record)
-            for vr in list(self.routers()):
-                await vr.release_bindings()
-                await vr.adopt(by_vr.get(vr.name, []))
-            self.adopted = token
+            async with self._warm_lock:
+                await self.mirror.stop()  # the active one is the writer: following its own writes is waste
+                await self.mirror.load()
+                phases.append(clock())
+                by_vr = self._records_by_vr()
+                for vr in list(self.routers()):
+                    await vr.release_bindings()
+                    # the engine, and the data plane's difference from what the standby programmed
+                    await vr.adopt(by_vr.get(vr.name, []), self.mirror.replay_of(vr.name))
+                self.member.replicator.replay_keys = set(self.mirror.replay)
+                self.adopted = token
+                self.warmed = -1
+                phases.append(clock())
+        for vr in list(self.routers()):
+            if vr.plane is not None:
+                await vr.plane.set_standby(False)  # the policy rule, proxy ARP for every home address
+        phases.append(clock())
         for vr in list(self.routers()):
             await self._own_address(vr, True)
             ha = vr.config.home_agent
@@ -129,11 +182,15 @@ class HotStandby:
                 # Correspondents' ARP caches still point at the old active (RFC 5944 §4.6 on takeover).
                 homes = {b.home_address for b in vr.engine.desired_bindings()}
                 await vr.plane.apply([GratuitousArp(h, False) for h in sorted(homes)])
-        self.takeover_seconds = time.monotonic() - started
+        phases.append(clock())
+        self.takeover_seconds = phases[-1] - started
+        steps = "/".join(f"{b - a:.3f}" for a, b in itertools.pairwise(phases))
         log.info(
-            "redundancy: active with %d replicated bindings (takeover %.3f s)",
+            "redundancy: active with %d replicated bindings (takeover %.3f s; %s: %s s)",
             len(self.mirror.records),
             self.takeover_seconds,
+            "read/install/rule+proxy ARP/address+gratuitous ARP" if adopted else "rule+proxy ARP/address",
+            steps,
         )
 
     async def _on_standby(self, reason: str) -> None:
@@ -141,6 +198,8 @@ class HotStandby:
             await self._own_address(vr, False)
         if not reason.startswith("suspended"):
             for vr in list(self.routers()):
+                if vr.plane is not None:
+                    await vr.plane.set_standby(True)
                 await vr.release_bindings()
             self.adopted = 0
             self.mirror.start()

@@ -54,6 +54,8 @@ class VirtualRouterPlane:
     # interface; the kernel then answers for every address routed away from it, i.e. exactly the bound
     # home addresses plus any off-link destination a host on the home link might ARP for.
     proxy_arp_mode: str = "entry"
+    #: Hot standby: start as a standby (see :meth:`DataPlane.set_standby`).
+    standby: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,11 @@ class DataPlane(abc.ABC):
 
     def udp_input(self, data: bytes, source: tuple[str, int]) -> None:  # noqa: B027 - optional
         """A tunnel data datagram (type 4) that arrived on the registration port."""
+
+    async def set_standby(self, standby: bool) -> None:  # noqa: B027 - for backends on a home link
+        """Hot standby.  A standby's backend holds tunnels and routes (kept warm from the group's
+        bindings) but nothing that acts on the shared home link or on its own forwarding: no policy
+        rule into its table, no proxy ARP, no gratuitous ARP.  Becoming active adds exactly those."""
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -102,6 +102,7 @@ class KernelPlane(DataPlane):
         self.table = table
         self.proto = proto
         self.rule_priority = MIPHA_RULE_PRIORITY if table == MIPHA_TABLE else table
+        self.standby = vr.standby  # hot standby: tunnels and routes only (set_standby)
         # One tunnel per (CoA, encapsulation); ``_current`` is the one a CoA's home routes use (the
         # most recently ensured), so an encapsulation change of a live binding can move its routes.
         self._tunnels: dict[TunnelKey, Tunnel] = {}
@@ -182,7 +183,7 @@ class KernelPlane(DataPlane):
             if not self.proxy_per_entry:
                 key = ("net", "ipv4", "conf", home, "proxy_arp")
                 self._proxy_arp_before = read_sysctl(key)
-                write_sysctl(key, 1)
+                write_sysctl(key, 0 if self.standby else 1)
             link = self.ipr.get_links(self.home_ifindex)[0]
             self.home_mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
         self._ensure_rule()
@@ -198,7 +199,11 @@ class KernelPlane(DataPlane):
         return self._nl
 
     def _ensure_rule(self) -> None:
-        """Exactly one ``pref <prio> lookup <table> proto <proto>`` rule; other mipha rules go."""
+        """Exactly one ``pref <prio> lookup <table> proto <proto>`` rule; other mipha rules go.
+        A standby has none: its table is programmed but not looked up."""
+        if self.standby:
+            self._delete_rule()
+            return
         found = False
         for rule in self.ipr.get_rules(family=socket.AF_INET):
             if rule.get("protocol") != self.proto:
@@ -388,10 +393,13 @@ class KernelPlane(DataPlane):
             self._proxied.add(intent.home_address)
         else:
             self._proxied.discard(intent.home_address)
-        if self.proxy_per_entry:
+        if self.proxy_per_entry and not self.standby:
             self._proxy_ops[intent.home_address] = intent.enabled
 
     def _gratuitous_arp(self, intent: GratuitousArp) -> None:
+        if self.standby:
+            log.debug("VR %s is a standby: gratuitous ARP for %s skipped", self.vr.name, intent.home_address)
+            return
         if not self.home_ifindex:
             log.warning("VR %s has no home interface: gratuitous ARP skipped", self.vr.name)
             return
@@ -538,6 +546,22 @@ class KernelPlane(DataPlane):
         while self._garp_task is not None and not self._garp_task.done():
             await asyncio.gather(self._garp_task, return_exceptions=True)
 
+    # -- hot standby -------------------------------------------------------------------------------
+
+    async def set_standby(self, standby: bool) -> None:
+        async with self._lock:
+            self.standby = standby
+            await self._acall(self._apply_role)
+
+    def _apply_role(self) -> None:
+        """The policy rule, then proxy ARP for every home address held (none on a standby)."""
+        self._ensure_rule()
+        home = self.vr.home_interface
+        if self.proxy_per_entry:
+            self._reconcile_proxies(set() if self.standby else self._proxied)
+        elif home:
+            write_sysctl(("net", "ipv4", "conf", home, "proxy_arp"), 0 if self.standby else 1)
+
     # -- reconciliation ----------------------------------------------------------------------------
 
     async def resync(self, desired: Iterable[DesiredBinding]) -> None:
@@ -566,7 +590,7 @@ class KernelPlane(DataPlane):
         self._full_refresh = True
         self._reconcile_routes({hoa: self._route_oif(coas) for hoa, coas in self._homes.items()})
         self._proxied = set(self._homes) if self.home_ifindex else set()
-        self._reconcile_proxies(self._proxied if self.proxy_per_entry else set())
+        self._reconcile_proxies(self._proxied if self.proxy_per_entry and not self.standby else set())
 
     def _reconcile_routes(self, wanted: dict[IPv4Address, int]) -> None:
         current = {r.dst: r.oif for r in self.nl.dump_routes(self.table, self.proto)}

@@ -25,7 +25,7 @@ from .config import (
 )
 from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
-from .home_agent import BindingInfo, HomeAgent, Outgoing, PoolUsage
+from .home_agent import BindingInfo, HomeAgent, Outgoing, PoolUsage, ReplayState
 from .statistics import Statistics, Violation
 from .transaction import Prepared
 
@@ -46,6 +46,7 @@ __all__ = [
     "Prepared",
     "RegistrationDenied",
     "RemovalReason",
+    "ReplayState",
     "SecurityAssociation",
     "Statistics",
     "Violation",

@@ -131,7 +131,7 @@ class Binding:
 class BindingTable:
     """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
 
-    __slots__ = ("_by_key", "_heap", "_keys", "changed")
+    __slots__ = ("_by_key", "_heap", "_keys", "changed", "gone")
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
@@ -139,6 +139,9 @@ class BindingTable:
         #: Packed keys added, renewed or removed since the owner last took them; None = not tracked
         #: (the daemon's binding journal turns tracking on).
         self.changed: set[int] | None = None
+        #: Mobile nodes that lost a binding since the owner last took them; None = not tracked (hot
+        #: standby turns it on: a removed binding may have carried the node's replicated replay state).
+        self.gone: set[str] | None = None
         self._heap: list[int] = []
 
     def __len__(self) -> int:
@@ -218,6 +221,8 @@ class BindingTable:
             self._keys.remove(key)
             if self.changed is not None:
                 self.changed.add(key)
+            if self.gone is not None:
+                self.gone.add(binding.mobile_node)
         return binding
 
     def next_expiry(self) -> float | None:
@@ -261,6 +266,8 @@ class BindingTable:
             self._keys.remove(key)
             if self.changed is not None:
                 self.changed.add(key)
+            if self.gone is not None:
+                self.gone.add(binding.mobile_node)
             yield binding
 
     def _compact(self) -> None:

@@ -237,6 +237,15 @@ class PoolUsage:
     free: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayState:
+    """A mobile node's replay protection state (what hot standby replicates with its bindings)."""
+
+    identification: int | None  # the last accepted Identification
+    ha_nonce: int | None  # the nonce sent with the reply to it (nonces): the one expected next
+    offered_nonce: int | None  # the nonce sent with a 133 since (also accepted)
+
+
 class BindingSnapshot(Protocol):
     """What :meth:`HomeAgent.restore_binding` reads (``mipha.journal.BindingRecord`` has it)."""
 
@@ -369,6 +378,8 @@ class HomeAgent:
         self._events: deque[Event] = deque(maxlen=event_capacity)
         self.events_dropped = 0
         self._nodes: dict[str, _NodeState] = {}
+        #: Mobile nodes whose replay state changed since taken; None = not tracked (hot standby).
+        self._replay_changed: set[str] | None = None
         self._wall_offset = 0.0
         self._now = 0.0
         # Filled by _install():
@@ -476,6 +487,8 @@ class HomeAgent:
             if accepted is not None or ha_nonce is not None:
                 if state is None:
                     state = self._state(node.name)
+                if self._replay_changed is not None:
+                    self._replay_changed.add(node.name)
                 if accepted is not None:
                     state.last_identification = accepted
                 if ha_nonce is None:
@@ -1336,6 +1349,8 @@ class HomeAgent:
             state = self._nodes.pop(name, None)
             if state is not None and state.assigned is not None:
                 self._by_assigned.pop(state.assigned, None)
+            if self._replay_changed is not None:
+                self._replay_changed.add(name)
 
     def _restore_subscriber(self, saved: dict | str) -> bool:
         """``saved`` as journaled (a dict), or a rebuilt router's record (the subscriber's JSON text)."""
@@ -1404,6 +1419,55 @@ class HomeAgent:
         keys = list(changed)
         changed.clear()
         return keys
+
+    def track_replay(self) -> None:
+        """Start recording which mobile nodes' replay state changed, or lost a binding that may have
+        carried it, for :meth:`take_replay_changes` (hot standby replicates replay state)."""
+        if self._replay_changed is None:
+            self._replay_changed = set()
+            self._table.gone = set()
+
+    def take_replay_changes(self) -> list[tuple[str, ReplayState | None]]:
+        """Each node recorded since the last call with its replay state now (None: none or forgotten)."""
+        changed, gone = self._replay_changed, self._table.gone
+        if not changed and not gone:
+            return []
+        names = set(changed or ()) | set(gone or ())
+        for tracked in (changed, gone):
+            if tracked:
+                tracked.clear()
+        return [(name, self.replay_state(name)) for name in names]
+
+    def replay_state(self, name: str) -> ReplayState | None:
+        state = self._nodes.get(name)
+        if state is None or (
+            state.last_identification is None and state.ha_nonce is None and state.offered_nonce is None
+        ):
+            return None
+        return ReplayState(state.last_identification, state.ha_nonce, state.offered_nonce)
+
+    def carried_nonce(self, binding: Binding) -> int | None:
+        """The HA nonce sent with the reply that made ``binding`` (its node's expected nonce), when
+        the node's replay state is still the one that binding's request left; else None."""
+        state = self._nodes.get(binding.mobile_node)
+        if state is None or state.last_identification != binding.identification:
+            return None
+        return state.ha_nonce
+
+    def restore_replay(self, name: str, replay: ReplayState) -> bool:
+        """Install a replicated replay state (hot standby takeover); False for an unknown node."""
+        if self.node(name) is None:
+            return False
+        state = self._state(name)
+        state.last_identification = replay.identification
+        state.ha_nonce = replay.ha_nonce
+        state.offered_nonce = replay.offered_nonce
+        return True
+
+    def reset_replay(self) -> None:
+        """Forget every node's replay state (before installing the group's: a standby's own is stale)."""
+        for state in self._nodes.values():
+            state.last_identification = state.ha_nonce = state.offered_nonce = None
 
     def raw_binding(self, key: int) -> Binding | None:
         """The binding object for a packed key (read-only; see :meth:`raw_bindings_after`)."""
@@ -1552,14 +1616,19 @@ class HomeAgent:
         The input of ``DataPlane.resync`` after a backend restart (or to repair drift): it restates
         the effect of every intent emitted so far.  The encapsulation is that of the first binding.
         """
+        return self._grouped(self._table)
+
+    @classmethod
+    def _grouped(cls, bindings: Iterable[Binding]) -> Iterator[DesiredBinding]:
+        """One DesiredBinding per home address of ``bindings`` (in key order)."""
         group: list[Binding] = []
-        for binding in self._table:
+        for binding in bindings:
             if group and group[0].home_address != binding.home_address:
-                yield self._desired(group)
+                yield cls._desired(group)
                 group = []
             group.append(binding)
         if group:
-            yield self._desired(group)
+            yield cls._desired(group)
 
     @staticmethod
     def _desired(group: list[Binding]) -> DesiredBinding:
@@ -1571,6 +1640,29 @@ class HomeAgent:
             any(b.flags & _T_BIT for b in group),
             ends[0][2],
         )
+
+    @classmethod
+    def desired_of(cls, records: Iterable[BindingSnapshot]) -> list[DesiredBinding]:
+        """What :meth:`desired_bindings` would give once ``records`` are restored, without an engine
+        or a configuration (a hot standby programs its kernel from the group's copy with it)."""
+        bindings = sorted(
+            (
+                Binding(
+                    int(IPv4Address(r.home_address)),
+                    int(IPv4Address(r.care_of_address)),
+                    r.mobile_node,
+                    source=(int(IPv4Address(r.source_address)) << 16) | (r.source_port & 0xFFFF),
+                    lifetime=r.lifetime,
+                    registered=0.0,
+                    identification=r.identification,
+                    flags=r.flags & (0xFF | UDP_TUNNEL),
+                    encapsulation=PlaneEncapsulation(r.encapsulation),
+                )
+                for r in records
+            ),
+            key=lambda b: (b.home_address << 32) | b.care_of_address,
+        )
+        return list(cls._grouped(bindings))
 
     def pool_usage(self, name: str) -> PoolUsage | None:
         pool = self._pools.get(name)
@@ -1731,6 +1823,8 @@ class HomeAgent:
             self._drop_node_bindings(name)
         for name in txn.forget_nodes:
             self._nodes.pop(name, None)
+            if self._replay_changed is not None:
+                self._replay_changed.add(name)
         if txn.entries is not None:
             self._install_entries(txn, txn.entries)
         else:

@@ -61,9 +61,7 @@ nc_session.TICK = 0.001  # ncclient's default adds ~100 ms per RPC (platform-not
 PASSWORD = "e2e-uml-secret"
 TUNNEL = tunnel_ifname(COA1)  # the device the ipip backend must create: mip-c000020a
 MN_TUNNEL = "mnip0"
-# a daemon start inside UML takes several seconds; a restart (journal, replay) under QEMU TCG on a loaded
-# 2-core box took over a minute
-START_TIMEOUT = 180.0
+START_TIMEOUT = 180.0  # a start under QEMU TCG on a loaded 2-core box: a restart also starts the VR (~15 s)
 KERNEL_WAIT = 30.0  # upper bound for the asynchronous data plane apply on a loaded machine
 
 

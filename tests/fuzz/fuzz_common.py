@@ -103,7 +103,8 @@ def run_atheris(name: str, make_target: Callable[[], object], argv: list[str]) -
         corpus = ROOT / ".fuzz" / name / "corpus"
         argv = [*argv, str(corpus)]
         dirs = [str(corpus)]
-    write_seeds(Path(dirs[0]), target.seeds())
+    if not Path(dirs[0]).is_file():  # a corpus directory; files given are inputs to replay
+        write_seeds(Path(dirs[0]), target.seeds())
     progress = Progress(name)
 
     def one(data: bytes) -> None:

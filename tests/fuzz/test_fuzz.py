@@ -70,6 +70,22 @@ def test_short_campaign(tmp_path, target, runs):
     assert not list(tmp_path.glob("crash-*"))
 
 
+def test_an_input_file_replays(tmp_path):
+    """`campaign.py <target> <file>` runs that one input (how a crash is replayed), seeds untouched."""
+    saved = tmp_path / "crash-input"
+    saved.write_bytes(RegistrationTarget().seeds()[1])
+    done = subprocess.run(
+        [sys.executable, str(CAMPAIGN), "registration", str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Running: {saved}" in done.stderr and f"Executed {saved}" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash-input"]
+
+
 def test_registration_seeds_are_accepted(registration):
     """The seeds get past authentication: the campaign starts from accepted registrations."""
     target = registration

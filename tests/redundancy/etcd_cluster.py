@@ -1,8 +1,9 @@
 """A real 3-member etcd cluster (Debian ``etcd-server``) on loopback, started and stopped by PID.
 
 Every member gets its own data directory under the test's temporary directory and two free loopback
-ports; heartbeat 100 ms, election timeout 1000 ms (what platform-notes measured: a write succeeds
-again ~1.1 s after the leader is SIGKILLed).
+ports; heartbeat 100 ms, election timeout 1000 ms (etcd's defaults; what platform-notes measured: a
+write succeeds again ~1.1 s after the leader is SIGKILLed).  Members log at level info: the time a new
+Raft leader was elected is read back from the logs (:meth:`EtcdCluster.elected_after`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -50,6 +52,8 @@ class EtcdCluster:
     token: str = field(default_factory=lambda: f"mipha-test-{uuid.uuid4().hex[:8]}")
     #: more addresses the members' client ports listen on (a veth the test made, for partitions)
     listen_also: list[str] = field(default_factory=list)
+    heartbeat_ms: int = 100  # etcd's defaults
+    election_ms: int = 1000
 
     def __post_init__(self) -> None:
         for i in range(self.size):
@@ -79,9 +83,9 @@ class EtcdCluster:
             "--initial-cluster", cluster,
             "--initial-cluster-state", "new" if new else "existing",
             "--initial-cluster-token", self.token,
-            "--heartbeat-interval", "100",
-            "--election-timeout", "1000",
-            "--log-level", "warn",
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
+            "--log-level", "info",
             "--logger", "zap",
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
@@ -122,6 +126,25 @@ class EtcdCluster:
                 port = int(entry["Endpoint"].rsplit(":", 1)[1])
                 return next(m for m in self.members if m.client_port == port)
         raise AssertionError(f"no etcd leader in {status}")
+
+    def elected_after(self, since: float) -> float | None:
+        """Unix time at which a member became Raft leader after ``since`` (from the members' logs:
+        etcd's own election, to compare a pause with); None if none did yet."""
+        found = []
+        for m in self.members:
+            if not m.log.exists():
+                continue
+            for line in m.log.read_text(errors="replace").splitlines():
+                if "became leader at term" not in line:
+                    continue
+                try:
+                    stamp = json.loads(line)["ts"]
+                except (ValueError, KeyError):
+                    continue
+                when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                if when.timestamp() > since:
+                    found.append(when.timestamp())
+        return min(found, default=None)
 
     def kill(self, m: Member) -> None:
         """SIGKILL one member (by its PID)."""

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Collection
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -96,11 +97,14 @@ class Topology:
         self.made.clear()
 
 
-def startup_xml(netns: str, nodes: int) -> str:
+def startup_xml(netns: str, nodes: int, nonce: Collection[int] = ()) -> str:
+    """``nodes`` mobile nodes mn0.. with consecutive home addresses; those in ``nonce`` use nonces."""
     first = IPv4Address(HOME_START)
     mns = "".join(
         f"<mobile-node><name>mn{i}</name><home-address>{first + i}</home-address>"
-        f"<security-association><spi>256</spi><key>{KEY_YANG}</key></security-association></mobile-node>"
+        f"<security-association><spi>256</spi><key>{KEY_YANG}</key>"
+        + ("<replay-protection>nonce</replay-protection>" if i in nonce else "")
+        + "</security-association></mobile-node>"
         for i in range(nodes)
     )
     return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
@@ -114,7 +118,17 @@ def startup_xml(netns: str, nodes: int) -> str:
 class PairDaemon:
     """One `mipha run` of the pair; ended only by its PID."""
 
-    def __init__(self, tmp: Path, node: str, netns: str, etcd: list[str], nodes: int, ttl: int = 2) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        node: str,
+        netns: str,
+        etcd: list[str],
+        nodes: int,
+        ttl: int = 2,
+        nonce: Collection[int] = (),
+        warm: bool = True,
+    ) -> None:
         self.node = node
         self.dir = tmp / node
         self.dir.mkdir()
@@ -122,10 +136,11 @@ class PairDaemon:
         self.log = self.dir / "daemon.log"
         self.proc: subprocess.Popen | None = None
         self.offset = 0
-        (self.dir / "startup.xml").write_text(startup_xml(netns, nodes))
+        (self.dir / "startup.xml").write_text(startup_xml(netns, nodes, nonce))
         endpoints = ", ".join(f'"{e}"' for e in etcd)
         redundancy = (
             f'[redundancy]\netcd = [{endpoints}]\ngroup = "pair"\nnode = "{node}"\nlease-ttl = {ttl}\n'
+            f"warm-kernel = {'true' if warm else 'false'}\n"
             if etcd
             else ""
         )

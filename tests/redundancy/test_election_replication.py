@@ -139,7 +139,9 @@ def test_etcd_member_loss_causes_no_failover(etcd: EtcdCluster) -> None:
             etcd.kill(victim)
             resumed = float(a.wait_for("ACK", 10, count=before + 50)[1])
             pause = max(0.0, resumed - killed)
-            print(f"etcd {which} {victim.name} killed: registrations paused at most {pause:.2f}s")
+            elected = etcd.elected_after(killed) if which == "leader" else None
+            election = f"; etcd elected a new leader after {elected - killed:.2f}s" if elected else ""
+            print(f"etcd {which} {victim.name} killed: registrations paused at most {pause:.2f}s{election}")
             if which == "follower":
                 etcd.start_member(victim)
                 etcd.wait_healthy()
@@ -295,6 +297,11 @@ def test_bootstrap_redundancy_section() -> None:
         base=base,
     )
     assert boot.redundancy.node == "a" and boot.redundancy.lease_ttl == 3
+    assert boot.redundancy.warm_kernel  # the standby keeps its kernel state warm unless told not to
+    cold = {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "warm-kernel": False}
+    assert not from_dict({"redundancy": cold}, base=base).redundancy.warm_kernel
+    with pytest.raises(BootstrapError, match="warm-kernel"):
+        from_dict({"redundancy": {**cold, "warm-kernel": "no"}}, base=base)
     with pytest.raises(BootstrapError, match="unknown key"):
         from_dict(
             {"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "ttl": 3}},

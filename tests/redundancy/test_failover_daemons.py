@@ -127,6 +127,29 @@ def redundancy(daemon: PairDaemon) -> dict[str, list[str]]:
     return found
 
 
+def kernel_state(ns: str) -> dict[str, int]:
+    """mipha's objects in a home agent's namespace: routes in its table, its policy rule, proxy ARP."""
+
+    def count(*args: str) -> int:
+        out = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=False)
+        return len([line for line in out.stdout.splitlines() if line.strip()])  # no table yet: 0
+
+    return {
+        "routes": count("-4", "route", "show", "table", "434", "proto", "245"),
+        "rule": count("-4", "rule", "show", "pref", "434"),
+        "proxies": count("-4", "neigh", "show", "proxy", "dev", "home0"),
+    }
+
+
+def wait_kernel(ns: str, expected: dict[str, int], timeout: float = 30) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = kernel_state(ns)
+        if state == expected or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root (network namespaces)")
@@ -150,7 +173,12 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         load = Load(topo.mn, duration=14, interval=0.25)
         time.sleep(3)
         traffic = Traffic(topo, HOME_START)
-        time.sleep(2)
+        # The standby's kernel is warm: every route in mipha's table, but neither the rule that would
+        # send its own traffic there nor proxy ARP on the shared home link (the active's job).
+        warm = wait_kernel(topo.b, {"routes": NODES, "rule": 0, "proxies": 0})
+        assert warm == {"routes": NODES, "rule": 0, "proxies": 0}, f"standby kernel: {warm}"
+        assert kernel_state(topo.a) == {"routes": NODES, "rule": 1, "proxies": NODES}
+        time.sleep(1)
         killed = a.kill9()
         acked_before = {home for t, home in load.acks() if t < killed}
         load.wait(60)
@@ -169,6 +197,8 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         print(f"traffic to {HOME_START} through the tunnel again {through_b[0] - killed:.2f}s after the kill")
         state = redundancy(b)
         assert state["role"] == ["active"] and state["leader"] == ["b"], state
+        active = wait_kernel(topo.b, {"routes": NODES, "rule": 1, "proxies": NODES})
+        assert active == {"routes": NODES, "rule": 1, "proxies": NODES}, f"new active's kernel: {active}"
         missing = acked_before - bound_homes(b)
         assert not missing, f"acknowledged bindings lost in the failover: {sorted(missing)}"
         homes = {str(IPv4Address(HOME_START) + i) for i in range(NODES)}
@@ -181,6 +211,8 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         assert state["role"] == ["standby"] and state["leader"] == ["b"], state
         assert sorted(state["peer"]) == ["a", "b"]
         assert bound_homes(a) == set()
+        rejoined = wait_kernel(topo.a, {"routes": NODES, "rule": 0, "proxies": 0})
+        assert rejoined == {"routes": NODES, "rule": 0, "proxies": 0}, f"restarted standby: {rejoined}"
     finally:
         if load is not None:
             load.stop()
