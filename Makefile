@@ -12,7 +12,7 @@ APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-li
 	qemu-system-x86 linux-image-amd64 tiny-initramfs
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint deps venv tree clean bench bench-config fuzz
+.PHONY: run test lint deps venv tree clean bench bench-config bench-restconf fuzz
 
 deps:
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
@@ -48,6 +48,10 @@ bench: $(STAMP)
 # configuration at scale (issue 10): a daemon with 0/1k/10k/100k mobile nodes, a few minutes
 bench-config: $(STAMP)
 	$(BIN)/python bench/config_scale.py
+
+# RESTCONF beside the NETCONF path (issue 16): 100k configured nodes and bindings, curl as the client
+bench-restconf: $(STAMP)
+	$(BIN)/python bench/restconf.py
 
 # Coverage-guided fuzz campaigns (atheris): registration path, then NETCONF framing + RPCs; a crash
 # stops with the input saved under .fuzz/<target>/. Logs: .fuzz/<target>.log (docs/fuzzing.md).

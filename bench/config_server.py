@@ -5,7 +5,8 @@ each, one virtual router). Figures, each the median of --rounds runs, CPU time o
 its reply exists, beside the same figure on an empty configuration measured in the same run:
 
 1. one mobile node added through edit-config candidate + commit;
-2. one mobile node added / deleted straight in running;
+2. one mobile node added / deleted straight in running; one added by a confirmed commit, then that
+   commit cancelled (the rollback is the inverse of the commit, not a copy of running);
 3. commits per second, one node each (edit-config candidate + commit, back to back);
 4. the bulk load: N nodes edit-config into candidate, then commit (once);
 5. get-config of the N nodes;
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.app import build_core
 from server.config import ServerConfig
 from server.nacm import Principal
-from server.operations import op_commit, op_edit_config, op_get_config
+from server.operations import op_cancel_commit, op_commit, op_edit_config, op_get_config
 
 M = "urn:mipha:yang:mipha-home-agent"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
@@ -73,6 +74,8 @@ def delete(i: int) -> etree._Element:
 
 
 COMMIT = etree.fromstring(f'<commit xmlns="{NC}"/>')
+CONFIRMED = etree.fromstring(f'<commit xmlns="{NC}"><confirmed/><persist>bench</persist></commit>')
+CANCEL = etree.fromstring(f'<cancel-commit xmlns="{NC}"><persist-id>bench</persist-id></cancel-commit>')
 GET_CONFIG = etree.fromstring(f'<get-config xmlns="{NC}"><source><running/></source></get-config>')
 
 
@@ -116,11 +119,18 @@ class Bench:
         self.run(op_edit_config(self.sess, delete(self.next)))
         self.next -= 1
 
+    def confirmed_and_cancelled(self) -> None:
+        """One node added by a confirmed commit, then the commit cancelled (rolled back)."""
+        self.run(op_edit_config(self.sess, edit("candidate", node(self.fresh()))))
+        self.run(op_commit(self.sess, CONFIRMED))
+        self.run(op_cancel_commit(self.sess, CANCEL))
+
     def single_figures(self, rounds: int) -> dict[str, float]:
         return {
             "candidate+commit": self.timed(self.add_via_candidate, rounds),
             "running add": self.timed(self.add_running, rounds),
             "running delete": self.timed(self.delete_running, rounds),
+            "confirmed+cancel": self.timed(self.confirmed_and_cancelled, rounds),
         }
 
     def commits_per_second(self, seconds: float = 3.0) -> float:

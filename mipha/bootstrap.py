@@ -32,6 +32,12 @@ syslog-socket = "/dev/log"
 [metrics]
 listen = "127.0.0.1:9434"           # Prometheus endpoint /metrics; absent: off
 
+[restconf]                          # optional: RESTCONF over HTTPS (docs/restconf.md); absent: off
+listen = "127.0.0.1:8443"
+certificate = "restconf-cert.pem"   # relative to the state directory; self-signed, generated on first start
+private-key = "restconf-key.pem"
+client-ca = "clients-ca.pem"        # optional, relative to this file: its client certs log in as their CN
+
 [redundancy]                        # optional: hot standby on etcd (docs/redundancy.md)
 etcd = ["http://127.0.0.1:2379"]
 group = "pair"
@@ -77,6 +83,10 @@ class Bootstrap:
     syslog_socket: str = "/dev/log"
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
     redundancy: Any = None  # mipha.redundancy.RedundancyConfig when [redundancy] is present
+    restconf_listen: tuple[str, int] | None = None  # [restconf] listen; None: no RESTCONF
+    restconf_cert: Path | None = None  # None: <state dir>/restconf-cert.pem (generated)
+    restconf_key: Path | None = None
+    restconf_client_ca: Path | None = None
 
     def lab_credentials_in_use(self) -> list[str]:
         """Users whose password is a well-known lab default (the daemon warns about each)."""
@@ -169,11 +179,28 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     if "listen" in metrics:
         boot.metrics_listen = parse_listen(metrics.str("listen"), metrics.where("listen"))
     metrics.done()
+    restconf = sections.table("restconf")
+    if "listen" in restconf:
+        boot.restconf_listen = parse_listen(restconf.str("listen"), restconf.where("listen"))
+    for key, attr in (
+        ("certificate", "restconf_cert"),
+        ("private-key", "restconf_key"),
+        ("client-ca", "restconf_client_ca"),
+    ):
+        if key in restconf:
+            setattr(boot, attr, Path(restconf.str(key)))
+    restconf.done()
+    if (boot.restconf_cert is None) != (boot.restconf_key is None):
+        raise BootstrapError(f"{name}: [restconf] certificate and private-key go together")
     if "redundancy" in raw:
         boot.redundancy = _redundancy(sections.table("redundancy"))
     sections.done()
     if boot.host_key is not None and not boot.host_key.is_absolute():
         boot.host_key = boot.state_dir / boot.host_key
+    for attr in ("restconf_cert", "restconf_key", "restconf_client_ca"):
+        value = getattr(boot, attr)
+        if value is not None and not value.is_absolute():
+            setattr(boot, attr, (base if attr == "restconf_client_ca" else boot.state_dir) / value)
     return boot
 
 

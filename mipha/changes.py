@@ -24,7 +24,8 @@ from .yang_config import ENTRIES, NS, router_settings, virtual_router
 
 _Q = f"{{{NS}}}"
 _VRS, _VR = _Q + "virtual-routers", _Q + "virtual-router"
-#: An entry whose only changes were deletions of its leaves: its element in the new tree is looked up.
+#: An entry whose only changes were deletions of its leaves, when the diff does not name the element
+#: they were removed from: its element in the new tree is looked up (a walk of the list).
 _LOOK_UP = object()
 
 
@@ -90,6 +91,8 @@ def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
             continue
         if created:
             one.element = _ancestor(change.new, depth - 2)
+        elif change.parent is not None:  # a deletion: the element it was removed from is live
+            one.element = _ancestor(change.parent, depth - 3)
         local = steps[2]
         if local not in ENTRIES:
             one.settings = one.settings or local != "name"
@@ -100,8 +103,8 @@ def _collect(diff: Iterable[Change]) -> dict[str, _Edits]:
             keyed[key] = change.new  # a whole entry created, or deleted (None)
         elif created:
             keyed[key] = _ancestor(change.new, depth - 3)
-        else:
-            keyed.setdefault(key, _LOOK_UP)
+        elif keyed.get(key, _LOOK_UP) is _LOOK_UP:  # a deletion below the entry, the entry stays
+            keyed[key] = _LOOK_UP if change.parent is None else _ancestor(change.parent, depth - 4)
     return edits
 
 

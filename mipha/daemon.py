@@ -70,6 +70,7 @@ class Daemon:
         self.journal_latency, self.commit_latency = Latency(), Latency()  # exported by mipha/metrics.py
         self.metrics_port: int | None = None
         self._metrics: web.AppRunner | None = None
+        self.restconf = None  # server.restconf.app.RestconfHandle when [restconf] is configured
         self.state = HomeAgentStateProvider(lambda: list(self.routers.values()))
         self._sync_task: asyncio.Task | None = None
         self._compaction: asyncio.Task | None = None
@@ -136,6 +137,10 @@ class Daemon:
             max_message_size=boot.max_message_size,
             superuser_group=boot.superuser_group,
         )
+        if boot.restconf_listen is not None:
+            from server.restconf.app import RESTCONF_MODULES
+
+            config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
         # construct → RPCs and notifications wired → seed (first start) → subscribers up → listen:
         # no client can connect before the virtual routers reflect running.
         providers: list = [self.state]
@@ -179,6 +184,8 @@ class Daemon:
         )
         port = acceptor.sockets[0].getsockname()[1] if acceptor.sockets else config.port
         self.server = ServerHandle(acceptor, core, config.host, port)
+        if boot.restconf_listen is not None:
+            self.restconf = await self._start_restconf(core)
         self._restored.clear()  # bindings of virtual routers no longer configured are dropped
         self._sync_task = asyncio.get_running_loop().create_task(self._journal_sync())
         self._trimmer = asyncio.get_running_loop().create_task(self._trim_heap())
@@ -188,6 +195,27 @@ class Daemon:
             self.server.port,
             len(self.routers),
             boot.dataplane,
+        )
+
+    async def _start_restconf(self, core):
+        """RESTCONF beside NETCONF on the same core (server/restconf/, docs/restconf.md)."""
+        from server.restconf.app import RestconfConfig, start_restconf
+
+        boot = self.boot
+        assert boot.restconf_listen is not None
+        host, port = boot.restconf_listen
+        return await start_restconf(
+            core,
+            RestconfConfig(
+                state_dir=boot.state_dir,
+                host=host,
+                port=port,
+                users=list(boot.users),
+                cert=boot.restconf_cert,
+                key=boot.restconf_key,
+                client_ca=boot.restconf_client_ca,
+                max_body=boot.max_message_size,
+            ),
         )
 
     async def _journal_sync(self) -> None:
@@ -249,6 +277,8 @@ class Daemon:
             await self.standby.stop()
         if self._metrics is not None:
             await self._metrics.cleanup()
+        if self.restconf is not None:
+            await self.restconf.close()
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):

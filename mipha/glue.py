@@ -20,6 +20,7 @@ routers and a factory for new ones; it imports nothing of the daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from server.subscribers import Transaction
 from server.validation import split_predicates, split_steps
 
 from .changes import RouterChange, router_changes
+from .heap import collector_paused
 from .journal import BindingRecord
 from .runtime import VirtualRouter, VirtualRouterError
 
@@ -74,6 +76,20 @@ def _structure(config: VirtualRouterConfig, proxy_arp_mode: str) -> tuple:
     if ha is None:
         return (config.namespace, None)
     return (config.namespace, ha.address, ha.udp_port, ha.home_interface, proxy_arp_mode)
+
+
+def _in_place(current: VirtualRouter, change: ConfigChange, mode: str) -> bool:
+    """The router's own settings change (entries maybe too) and the engine takes them as they are:
+    no pool changes, the home agent stays on, same socket, namespace and data plane (no walk of the
+    configuration, no copy of its entry maps)."""
+    settings = change.settings
+    if settings is None or change.address_pools or settings.home_agent is None:
+        return False
+    ha = settings.home_agent
+    config = current.config
+    namespace = dataclasses.replace(config, netns=settings.netns).namespace  # entry maps shared
+    after = (namespace, ha.address, ha.udp_port, ha.home_interface, mode)
+    return config.home_agent is not None and _structure(config, current.proxy_arp_mode) == after
 
 
 @dataclass
@@ -124,7 +140,8 @@ class HomeAgentSubscriber:
 
     def validate(self, txn: Transaction) -> None:
         try:
-            routers = router_changes(txn.diff, txn.new)
+            with collector_paused():
+                routers = router_changes(txn.diff, txn.new)
         except (ValueError, LookupError) as exc:
             raise RpcError("invalid-value", str(exc), type="application") from exc
         txn.resources[self] = Plan(routers)
@@ -160,6 +177,14 @@ class HomeAgentSubscriber:
         mode = rc.mode or current.proxy_arp_mode
         change = rc.change
         if change is not None and current.engine is not None and change.entries_only:
+            plan.changed[current.name] = self._engine_prepare(current, change)
+            return
+        if change is not None and current.engine is not None and _in_place(current, change, mode):
+            settings = change.settings
+            assert settings is not None and settings.home_agent is not None
+            if settings.home_agent.home_prefix != current.home_prefix:  # what the engine needs beyond YANG
+                home = dataclasses.replace(settings.home_agent, home_prefix=current.home_prefix)
+                change = dataclasses.replace(change, settings=dataclasses.replace(settings, home_agent=home))
             plan.changed[current.name] = self._engine_prepare(current, change)
             return
         config = (

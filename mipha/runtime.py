@@ -34,7 +34,8 @@ from ha.netns import NetnsThread, ensure_netns, is_owned, release_netns
 from ha.transport import HomeAgentTransport, open_udp_socket
 
 from .aaa import AaaClient
-from .journal import BindingJournal, BindingRecord
+from .heap import collector_paused
+from .journal import BindingJournal, BindingRecord, Renewal
 
 log = logging.getLogger(__name__)
 _PACK_U32 = struct.Struct("!I").pack
@@ -173,7 +174,8 @@ class VirtualRouter:
                     self.home_prefix = self._interface_prefix(ha.home_interface, ha.address)
             finally:
                 self._ns = None
-        engine = HomeAgent(self.engine_config(self.config))
+        with collector_paused():
+            engine = HomeAgent(self.engine_config(self.config))
         if self.journal is not None or self.replicate is not None:
             engine.track_changes()
         if self.replicate is not None:
@@ -424,10 +426,10 @@ class VirtualRouter:
         engine = self.engine
         if engine is None:
             return None
-        changed = engine.take_changed_bindings()
+        changed, renewed = engine.take_binding_changes()
         replay = engine.take_replay_changes() if self.replicate is not None else []
         replicated = None
-        if (changed or replay) and (self.journal is not None or self.replicate is not None):
+        if (changed or renewed or replay) and (self.journal is not None or self.replicate is not None):
             added, removed = [], []
             for key in changed:
                 b = engine.raw_binding(key)
@@ -435,8 +437,9 @@ class VirtualRouter:
                     removed.append((self.name, _ntoa(key >> 32), _ntoa(key & 0xFFFFFFFF)))
                 else:
                     added.append(record_of(self.name, engine, b))
-            if self.journal is not None and changed:
-                self.journal.record(added, removed)
+            renewals = self._renewals(engine, renewed, added) if renewed else []
+            if self.journal is not None and (added or removed or renewals):
+                self.journal.record(added, removed, renewals)
             if self.replicate is not None:
                 replicated = self.replicate(added, removed, self._replay_records(added, replay))
         elif self.replicate is not None:  # replies behind earlier writes (a retransmission's)
@@ -463,6 +466,37 @@ class VirtualRouter:
             if lookups:
                 aaa.submit(lookups)
         return replicated
+
+    def _renewals(
+        self, engine: HomeAgent, renewed: list[Binding], added: list[BindingRecord]
+    ) -> list[Renewal]:
+        """The journal's short form of bindings renewed in place; whole records instead (into
+        ``added``) for what a renewal record cannot carry: replication to a standby takes whole
+        records, and an AAA-learnt node's binding carries its subscriber."""
+        if self.replicate is not None:
+            added.extend(record_of(self.name, engine, b) for b in renewed)
+            return []
+        if engine.aaa_subscribers:
+            subscriber = engine.subscriber
+            added.extend(record_of(self.name, engine, b) for b in renewed if subscriber(b.mobile_node))
+            renewed = [b for b in renewed if not subscriber(b.mobile_node)]
+        vr, offset, carried = self.name, engine.wall_offset, engine.carried_nonce
+        ntoa, pack = socket.inet_ntoa, _PACK_U32  # _ntoa, inlined
+        return [
+            (
+                vr,
+                ntoa(pack(b.home_address)),
+                ntoa(pack(b.care_of_address)),
+                ntoa(pack(b.source >> 16)),
+                b.source & 0xFFFF,
+                b.lifetime,
+                b.registered + offset,
+                b.identification,
+                b.flags & (0xFF | UDP_TUNNEL),
+                carried(b),
+            )
+            for b in renewed
+        ]
 
     # -- hot standby (mipha.standby) --------------------------------------------------------------------
 

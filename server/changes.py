@@ -107,11 +107,14 @@ def recorded_diff(log: OpLog, schema: Schema, forest: Forest) -> list[Change]:
             if p in paired:
                 new_el, _nsn, _, _ = new_by_path[p]
                 if sn is not None and sn.kind in ("container", "list"):
-                    out.extend(diff_level(list(op.el), list(new_el), sn, schema, p, sp, ks))
+                    out.extend(diff_level(list(op.el), list(new_el), sn, schema, p, sp, ks, new_el))
                 elif (op.el.text or "").strip() != (new_el.text or "").strip():
                     out.append(make_change("modified", op.el, new_el, sn, p, sp, ks))
             else:
-                out.append(make_change("deleted", op.el, None, sn, p, sp, ks))
+                parent = op.parent if isinstance(op.parent, etree._Element) else None
+                if parent is not None and not _attached(parent, roots):
+                    parent = None
+                out.append(make_change("deleted", op.el, None, sn, p, sp, ks, parent))
         elif kind == "c" and ref in created:
             el = created[ref].el
             p, sp, ks, sn = node_path(el, schema)

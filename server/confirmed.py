@@ -1,11 +1,13 @@
 """Confirmed commit (RFC 6241 §8.4): the pending commit, who may confirm it, its timer and rollback.
 
-The rollback point is a copy of running before the first confirmed commit, kept in memory and in
-`<state_dir>/rollback.xml` until the commit is confirmed or cancelled (a server that stops first
-starts from it again). A follow-up confirmed commit extends the timeout; a plain commit confirms.
-Without `persist` only the issuing session may confirm and its end rolls back; with `persist`, any
-session presenting the `persist-id`. Rollbacks that no RPC asks for (timeout, the session's end) run
-as background tasks under the core's transaction lock.
+The rollback point is running as it was before the first confirmed commit (Datastores.begin_rollback):
+the commits since are kept and their inverse restores it, so a rollback costs what the commits
+changed, not a copy of 100k entries; `<state_dir>/rollback.xml` names the journal's commit it
+stands at until the commit is confirmed or cancelled (a server that stops first starts from there).
+A follow-up confirmed commit extends the timeout; a plain commit confirms. Without `persist` only
+the issuing session may confirm and its end rolls back; with `persist`, any session presenting the
+`persist-id`. Rollbacks that no RPC asks for (timeout, the session's end) run as background tasks
+under the core's transaction lock.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from server import notifications as ev
 from server.errors import RpcError
-from server.tree import Forest
 
 if TYPE_CHECKING:
     from server.core import NetconfCore
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 class PendingConfirm:
     """A confirmed commit awaiting its confirming commit."""
 
-    rollback: Forest
     session_id: int
     persist: str | None
     timeout: int
@@ -73,15 +73,13 @@ class ConfirmedCommit:
         confirmed: bool,
         timeout: int,
         persist: str | None,
-        before: Forest | None,
     ) -> None:
-        """Bookkeeping after the candidate went into running: start, extend or complete."""
+        """Bookkeeping after the candidate went into running: start (the rollback point was taken
+        before the commit), extend or complete."""
         core, p = self.core, self.pending
         if confirmed:
             if p is None:
-                assert before is not None
-                p = self.pending = PendingConfirm(before, sess.id, persist, timeout)
-                core.ds.save_rollback(before)
+                p = self.pending = PendingConfirm(sess.id, persist, timeout)
                 event = "start"
             else:
                 p.persist, p.timeout = persist, timeout
@@ -99,7 +97,7 @@ class ConfirmedCommit:
             if p.timer is not None:
                 p.timer.cancel()
             self.pending = None
-            core.ds.clear_rollback()
+            core.ds.end_rollback()
             core.events.publish(
                 ev.confirmed_commit("complete", sess.principal.user, sess.id, sess.source_host, None)
             )
@@ -151,7 +149,7 @@ class ConfirmedCommit:
         if p.timer is not None:
             p.timer.cancel()
         try:
-            await core.ds.commit_running(p.rollback, session_id=0, validate=False)
+            await core.ds.rollback()
         except RpcError as err:
             # nothing sensible is left to retry: running keeps the unconfirmed configuration
             log.error(
@@ -159,7 +157,6 @@ class ConfirmedCommit:
                 "confirmed commit (%s); running keeps the unconfirmed configuration",
                 err,
             )
-        core.ds.clear_rollback()
         core.ds.reset_candidate()
         if sess is not None and event == "cancel" and sess.id in core.sessions:
             who = (sess.principal.user, sess.id, sess.source_host)

@@ -247,12 +247,18 @@ class NetconfCore:
         self.check_lock(sess, "running")
         self.check_lock(sess, "candidate")
         self.confirmed.check(sess, persist_id)
-        # the rollback point of a confirmed commit is a copy (running changes in place)
-        before = self.ds.running.copy() if confirmed and self.pending is None else None
-        await self.ds.commit_candidate(session_id=sess.id, user=sess.principal.user)
+        starting = confirmed and self.pending is None
+        if starting:  # running as it is now is the rollback point (server/confirmed.py)
+            self.ds.begin_rollback()
+        try:
+            await self.ds.commit_candidate(session_id=sess.id, user=sess.principal.user)
+        except BaseException:
+            if starting:
+                self.ds.end_rollback()
+            raise
         self.ds.reset_candidate()
         self.publish_config_change(sess, "running", [])
-        self.confirmed.committed(sess, confirmed=confirmed, timeout=timeout, persist=persist, before=before)
+        self.confirmed.committed(sess, confirmed=confirmed, timeout=timeout, persist=persist)
 
     async def cancel_commit(self, sess: NetconfSession, persist_id: str | None) -> None:
         await self.confirmed.cancel(sess, persist_id)

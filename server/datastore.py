@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,8 +30,8 @@ from server.changes import recorded_diff
 from server.edit import EditEngine
 from server.errors import RpcError
 from server.incremental import IncrementalChecker
-from server.journal import Journal, record_of, write_atomically
-from server.oplog import KeyIndex, OpLog
+from server.journal import Journal, PendingWrite, record_of, write_atomically
+from server.oplog import KeyIndex, OpLog, inverse
 from server.schema import Schema
 from server.subscribers import (
     ConfigSubscriber,
@@ -48,6 +49,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MISSING_KEY = re.compile(r'List instance is missing its key "([^"]+)"')
+#: rollback.xml naming a position in the running journal instead of holding a configuration
+_ROLLBACK_AT = re.compile(rb"<!-- rollback-to journal-seq (\d+) -->")
+
+
+@dataclass
+class RollbackPoint:
+    """Running as it was before a confirmed commit: the commits since (their inverse restores it), or
+    a whole tree once running was replaced whole (copy-config)."""
+
+    logs: list[OpLog] = field(default_factory=list)
+    base: Forest | None = None
+
+
 DATASTORES = ("running", "candidate", "startup")
 
 
@@ -116,6 +130,7 @@ class Datastores:
         self._candidate: Forest | None = None  # a private candidate tree (None: see _cand_log)
         self._cand_keys = KeyIndex()
         self._cand_log: OpLog | None = None  # the candidate as a change set over running (kept undone)
+        self._rollback: RollbackPoint | None = None  # a confirmed commit's, while it is pending
         self.candidate_valid = True
         self.candidate_dirty_by: set[int] = set()  # sessions with uncommitted candidate edits
         self.on_change: list[Callable[[str, Transaction | None], None]] = []
@@ -135,21 +150,33 @@ class Datastores:
         self.fresh = not ((run0 is not None and run0.exists()) or (start0 is not None and start0.exists()))
         if start0 is not None and start0.exists():
             self.startup = Forest.from_wrapper(parse_message(start0.read_bytes()))
-        snap, records = self.journal.read() if self.journal is not None else (None, [])
         rollback = self._path("rollback")
+        upto, before = None, None
         if rollback is not None and rollback.exists():
             # a confirmed commit was never confirmed before the server stopped: revert (RFC 6241 §8.4)
             log.warning("unconfirmed commit found at start: restoring the configuration before it")
-            before = Forest.from_wrapper(parse_message(rollback.read_bytes())).to_bytes("config")
-            assert self.journal is not None  # a rollback file lives in the state directory
+            data = rollback.read_bytes()
+            m = _ROLLBACK_AT.match(data)
+            if m is not None:
+                upto = int(m.group(1))  # the journal up to that commit
+            else:
+                before = Forest.from_wrapper(parse_message(data)).to_bytes("config")
+        snap, records = self.journal.read(upto) if self.journal is not None else (None, [])
+        if before is not None and self.journal is not None:
             self.journal.snapshot(before)  # the commits after the rollback point are dropped with it
-            rollback.unlink()
             snap, records = before, []
         if snap is not None:
             self.running = Forest.from_wrapper(parse_message(snap))
             self._replay(records)
         elif start0 is not None and start0.exists():
             self.running = self.startup.copy()  # boot from startup (the journal needs its snapshot)
+        if upto is not None and self.journal is not None:
+            if self.journal.snapshot_seq > upto:
+                log.error("the rollback point (commit %d) is older than the snapshot: not restored", upto)
+            else:  # the commits after the rollback point are dropped
+                self.journal.snapshot(self._running.to_bytes("config"))
+        if rollback is not None and rollback.exists():
+            rollback.unlink()
         run_path = run0
         errs = validation_errors(self.validator, self.running, self.schema) if len(self.running) else []
         if errs:
@@ -291,20 +318,33 @@ class Datastores:
             return
         self._write_atomically(name, getattr(self, name))
 
-    def _log_commit(self, changes) -> None:
-        """Make a committed change durable before it is acknowledged: one journal record (the first
-        commit of a state directory writes the snapshot instead)."""
+    def _begin_log(self, changes) -> tuple[PendingWrite, int] | None:
+        """The first commit of a state directory writes the snapshot instead of a journal record: it is
+        started before the subscribers run (written and fsync'd in a thread meanwhile)."""
+        if self.journal is None or not changes or self.journal.exists():
+            return None
+        data = self._running.to_bytes("config")
+        try:
+            return self.journal.begin_snapshot(data), len(data)
+        except OSError:
+            return None  # _log_commit writes it in place and reports the failure
+
+    def _log_commit(self, changes, snapshot: tuple[PendingWrite, int] | None) -> None:
+        """Make a committed change durable before it is acknowledged: one journal record, or the
+        snapshot begun by `_begin_log`."""
         if self.journal is None or not changes:
             return
-        if not self.journal.exists():
+        if snapshot is not None:
+            self.journal.end_snapshot(*snapshot)
+        elif not self.journal.exists():
             self.journal.snapshot(self._running.to_bytes("config"))
         else:
             self.journal.append(record_of(changes, self.schema))
 
     def _maybe_compact(self) -> None:
         j = self.journal
-        if j is None:
-            return
+        if j is None or (self._rollback is not None and self._rollback.base is None):
+            return  # rollback.xml names a commit of the journal: it stays until the point is gone
         j.finish_compaction()
         if j.needs_compaction():
             j.compact(self._running.to_bytes("config"))  # the bytes now, the disk work in a thread
@@ -319,14 +359,63 @@ class Datastores:
         if p is not None:
             write_atomically(p, [b'<?xml version="1.0" encoding="UTF-8"?>\n', forest.to_bytes("config")])
 
-    def save_rollback(self, data: Forest) -> None:
-        """Keep the pre-confirmed-commit configuration on disk until the commit is confirmed."""
-        self._write_atomically("rollback", data)
+    # -- the confirmed commit's rollback point ---------------------------------------------------------
+    def begin_rollback(self) -> None:
+        """Running as it is now becomes the rollback point of a confirmed commit: in memory the commits
+        from now on are kept (their inverse restores it, costing what they changed); on disk
+        rollback.xml names the journal's last commit (written before the confirmed commit; the
+        journal is not compacted meanwhile), or holds the configuration when there is no journal yet."""
+        self._rollback = RollbackPoint()
+        j = self.journal
+        p = self._path("rollback")
+        if j is None or p is None:
+            return
+        j.wait()
+        if j.exists():
+            write_atomically(p, [b"<!-- rollback-to journal-seq %d -->\n" % j.seq])
+        else:
+            self._write_atomically("rollback", self._running)
 
-    def clear_rollback(self) -> None:
+    def end_rollback(self) -> None:
+        """The confirmed commit is confirmed (or its rollback done): forget the point."""
+        self._rollback = None
         p = self._path("rollback")
         if p is not None:
             p.unlink(missing_ok=True)
+
+    async def rollback(self) -> None:
+        """Restore the rollback point (the caller holds the transaction lock): the inverse of the
+        commits since, as one transaction, or the whole tree kept when running was replaced. The
+        candidate is reset. Raises the refusal's RpcError (running then keeps the unconfirmed
+        configuration)."""
+        point = self._rollback
+        self._rollback = None
+        try:
+            if point is None:
+                return
+            if point.base is not None:
+                await self.commit_running(point.base, session_id=0, validate=False)
+                return
+            self.reset_candidate()  # discarded by a rollback anyway: no copy of a change set over running
+            undo = inverse(point.logs, self.keys)
+            self.keys.forget_small()
+            await self.commit_edit(undo, session_id=0, validate=False)
+        finally:
+            self.end_rollback()
+
+    def _rollback_swapped(self, old: Forest) -> None:
+        """Running was replaced whole while a rollback point is kept: the old tree, with the commits
+        since the point undone, is the point now (and on disk: the journal was restarted)."""
+        point = self._rollback
+        if point is None or point.base is not None:
+            return
+        for log_ in reversed(point.logs):
+            log_.undo()
+        point.base, point.logs = old, []
+        try:
+            self._write_atomically("rollback", old)
+        except OSError:
+            log.exception("cannot write the confirmed commit's rollback point")
 
     # -- access --------------------------------------------------------------------------------------
     def get(self, name: str) -> Forest:
@@ -388,6 +477,7 @@ class Datastores:
         finally:
             for cb in self.on_change:
                 cb("running", txn)
+            self._rollback_swapped(txn.old)
 
     async def commit_edit(
         self, log: OpLog, *, session_id: int = 0, user: str = "", validate: bool = True
@@ -398,12 +488,14 @@ class Datastores:
         if not log.applied:
             log.redo()
         self._pending = log
+        snapshot = None
         try:
             changes = self.changes_of(log)
             if validate:
                 errs = self.validate_change(self._running, log)
                 if errs:
                     raise _raise_all(errs)
+            snapshot = self._begin_log(changes)
             txn = Transaction(
                 old=LazyForest(lambda: self._old_of(log)),
                 new=self._running,
@@ -414,11 +506,14 @@ class Datastores:
             )
             await run_transaction(self.subscribers, txn)
             try:
-                self._log_commit(changes)
+                snapshot, pending = None, snapshot
+                self._log_commit(changes, pending)
             except OSError as exc:
                 await abort_transaction(self.subscribers, txn)
                 raise RpcError("operation-failed", f"cannot persist running: {exc}") from exc
         except BaseException:
+            if snapshot is not None:
+                snapshot[0].cancel()
             if self._pending is log:
                 log.undo()
                 self._pending = None
@@ -427,6 +522,8 @@ class Datastores:
         self._pending = None
         self.generation += 1
         self.keys.forget_small()
+        if self._rollback is not None and self._rollback.base is None:
+            self._rollback.logs.append(log)
         if self._cand_log is log:
             self._cand_log = None
         try:

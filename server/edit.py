@@ -16,12 +16,17 @@ from typing import TypeAlias
 from lxml import etree
 
 from server.errors import RpcError
-from server.oplog import KeyIndex, OpLog
+from server.oplog import KeyIndex, OpLog, flat_key
 from server.schema import Schema, SchemaNode
 from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
 
 OP_ATTR = f"{{{NC_NS}}}operation"
+YANG_NS = "urn:ietf:params:xml:ns:yang:1"
+#: RFC 7950 §7.8.6 / §7.7.9: where an entry of an ordered-by user list or leaf-list goes
+YANG_INSERT, YANG_KEY, YANG_VALUE = f"{{{YANG_NS}}}insert", f"{{{YANG_NS}}}key", f"{{{YANG_NS}}}value"
+_NOWHERE = object()  # _position could not place the entry (the error is reported)
+_KEY_PRED = re.compile(r"""\[\s*(?:[\w.-]+:)?([\w.-]+)\s*=\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 WD_DEFAULT = f"{{{WD_ATTR_NS}}}default"
 EDIT_OPS = frozenset({"merge", "replace", "create", "delete", "remove"})
 DEFAULT_OPS = frozenset({"merge", "replace", "none"})
@@ -85,7 +90,7 @@ class _Index:
     def __init__(self, parent: Parent, keys: KeyIndex) -> None:
         self.parent, self.keys = parent, keys
 
-    def entries(self, tag: str, sn: SchemaNode) -> dict[tuple[str, ...], etree._Element]:
+    def entries(self, tag: str, sn: SchemaNode) -> dict:
         return self.keys.entries(self.parent, tag, sn)
 
 
@@ -192,7 +197,7 @@ class EditEngine:
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
-            return idx.entries(el.tag, sn).get(key) if key is not None else None
+            return idx.entries(el.tag, sn).get(flat_key(key)) if key is not None else None
         parent = idx.parent
         return parent.find(el.tag) if isinstance(parent, Forest) else child(parent, el.tag)
 
@@ -299,13 +304,30 @@ class EditEngine:
             return self._fail(self._denied(my_path, sn))
         if op == "create" and existing is not None:
             return self._fail(self._err("data-exists", f"{name} already exists", my_path))
+        insert = el.get(YANG_INSERT)
         if op == "replace" and existing is not None:
             if not self._subtree_writable(existing, sn):
                 return self._fail(self._denied(my_path, sn))
             nxt = existing.getnext() if not isinstance(parent, Forest) else None
+            if insert is not None:
+                place = self._position(parent, idx, el, sn, insert, my_path, existing)
+                if place is _NOWHERE:
+                    return None
+                nxt = nxt if place is existing else place
             self._drop(parent, idx, existing, sn, key)
-            existing = None
             return self._create(parent, idx, el, sn, key, "merge", my_path, before=nxt)
+        if insert is not None and op != "none":
+            before = self._position(parent, idx, el, sn, insert, my_path, existing)
+            if before is _NOWHERE:
+                return None
+            if existing is not None:  # a move (RFC 7950 §7.8.6), unless it is in that place already
+                if before is not existing:
+                    self._drop(parent, idx, existing, sn, key)
+                    existing = self._add(parent, idx, existing, sn, key, before)
+            else:
+                return self._create(
+                    parent, idx, el, sn, key, "merge" if op == "create" else op, my_path, before=before
+                )
         if existing is None:
             if op == "none":
                 if sn.kind in ("leaf", "leaf-list"):
@@ -346,6 +368,54 @@ class EditEngine:
                 self._edit(existing, ch, sn, op, my_path)
         return None
 
+    def _position(
+        self,
+        parent: Parent,
+        idx: _Index,
+        el: etree._Element,
+        sn: SchemaNode,
+        insert: str,
+        path: str,
+        moving: etree._Element | None = None,
+    ):
+        """Where an entry with the YANG `insert` attribute goes: the element to insert it before
+        (`moving` itself: it is there already), None: at the end, or _NOWHERE after reporting why it
+        cannot (RFC 7950 §7.8.6, §15.7). `moving`: the entry when it exists (a move)."""
+        name = sn.name
+        if not sn.user_ordered or sn.kind not in ("list", "leaf-list"):
+            self._fail(self._bad_insert("insert", name, f"{name} is not ordered-by user", path))
+            return _NOWHERE
+        if insert not in ("first", "last", "before", "after"):
+            self._fail(self._bad_insert("insert", name, f"bad insert value {insert!r}", path))
+            return _NOWHERE
+        entries = [e for e in parent.iterchildren(el.tag) if e is not moving]
+        if insert == "first":
+            return entries[0] if entries else None
+        if insert == "last":
+            return entries[-1].getnext() if entries and not isinstance(parent, Forest) else None
+        attr = YANG_KEY if sn.kind == "list" else YANG_VALUE
+        ref = el.get(attr)
+        anchor_key = _insert_key(ref, sn) if ref is not None else None
+        anchor = idx.entries(el.tag, sn).get(flat_key(anchor_key)) if anchor_key is not None else None
+        if anchor is None or anchor is moving:
+            what = attr.rpartition("}")[2]
+            self._fail(self._bad_insert(what, name, f"{what} {ref!r} names no entry of {name}", path))
+            return _NOWHERE
+        if insert == "before":
+            return anchor
+        return anchor.getnext() if not isinstance(parent, Forest) else None
+
+    def _bad_insert(self, attr: str, name: str, message: str, path: str) -> RpcError:
+        return RpcError(
+            "bad-attribute",
+            message,
+            type="application",
+            app_tag="missing-instance" if attr != "insert" else None,
+            path=path or "/",
+            path_nsmap=dict(self.paths.nsmap),
+            info=(("bad-attribute", attr), ("bad-element", name)),
+        )
+
     def _create(
         self, parent, idx, el, sn: SchemaNode, key, child_op: str, path: str, before=None, shell=False
     ):
@@ -379,7 +449,7 @@ class EditEngine:
         """True when `el`'s subtree can be copied whole: no operation attributes below it and no node
         this user may not write. Checked in C (XPath / tag iteration); unknown elements, state data,
         missing inner keys and duplicates are left to libyang, which validates the whole result."""
-        if not sn.config or _HAS_OP(el):
+        if not sn.config or (_HAS_ATTRIBUTE(el) and _HAS_OP(el)):
             return False
         if sn.kind == "list" and any(el.find(f"{{{sn.ns}}}{k}") is None for k in sn.keys):
             return False  # the slow path reports missing-element with a path
@@ -393,9 +463,25 @@ class EditEngine:
         return True
 
 
+def _insert_key(ref: str, sn: SchemaNode) -> tuple[str, ...] | None:
+    """The key tuple of a `yang:key` predicate string ("[name='a']") or a `yang:value`."""
+    if sn.kind == "leaf-list":
+        return (ref.strip(),)
+    found = {
+        m.group(1): m.group(2) if m.group(2) is not None else m.group(3) for m in _KEY_PRED.finditer(ref)
+    }
+    if set(found) != set(sn.keys):
+        return None
+    return tuple(found[k] for k in sn.keys)
+
+
 _HAS_OP = etree.XPath(  # below the element itself (its own operation attribute is consumed)
-    "boolean(.//*/@nc:operation | .//*/@wd:default)", namespaces={"nc": NC_NS, "wd": WD_ATTR_NS}
+    "boolean(.//*/@nc:operation | .//*/@wd:default | .//*/@yang:insert)",
+    namespaces={"nc": NC_NS, "wd": WD_ATTR_NS, "yang": YANG_NS},
 )
+#: any attribute below the element: one walk, half the cost of _HAS_OP's union (a bulk load has none)
+_HAS_ATTRIBUTE = etree.XPath("boolean(.//*/@*)")
+_TEXT = etree.XPath("string()")
 
 
 _PREFIX_USE = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
@@ -431,11 +517,12 @@ def _leaf_value(el: etree._Element, dest) -> tuple[str | None, dict[str, str]]:
 def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element:
     """Copy a new subtree, list keys moved first in every entry (RFC 7950 §7.8.5 XML encoding)."""
     new = copy.deepcopy(el)
-    if OP_ATTR in new.attrib:
-        del new.attrib[OP_ATTR]
+    for attr in (OP_ATTR, YANG_INSERT, YANG_KEY, YANG_VALUE):
+        if attr in new.attrib:
+            del new.attrib[attr]
     # drop declarations only the request envelope needed (xmlns:nc), keeping those that values use
     # (instance-identifier and identityref values such as a NACM rule's path: `/m:virtual-routers`)
-    keep = set(_PREFIX_USE.findall("".join(new.itertext())))
+    keep = _value_prefixes(el, new)
     missing = {p: el.nsmap[p] for p in keep if p in el.nsmap and p not in new.nsmap}
     if missing:  # declared on an ancestor in the request only: declare it on the copy
         root = etree.Element(new.tag, attrib=dict(new.attrib), nsmap={**new.nsmap, **missing})
@@ -451,12 +538,46 @@ def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element
     etree.cleanup_namespaces(new, keep_ns_prefixes=keep or None)
     if sn.kind == "list" and sn.keys:
         _keys_first(new, sn)
-    for lsn in _lists_below(sn):
-        first = f"{{{lsn.ns}}}{lsn.keys[0]}"
-        for entry in new.iter(f"{{{lsn.ns}}}{lsn.name}"):
-            if entry is not new and (len(entry) == 0 or entry[0].tag != first or len(lsn.keys) > 1):
-                _keys_first(entry, lsn)
+    _entries_keys_first(new, _lists_below(sn))
     return new
+
+
+def _value_prefixes(el: etree._Element, new: etree._Element) -> set[str]:
+    """The prefixes that values in `new` (a copy of `el`) use among those declared for it, in the
+    request around `el` or inside it: only a declared prefix can matter. The text is searched only
+    when there is one (a bulk load of 100k entries usually declares none)."""
+    declared = {p for p in el.nsmap if p}
+    for _event, (prefix, _uri) in etree.iterwalk(new, events=("start-ns",)):
+        if prefix:
+            declared.add(prefix)
+    if not declared:
+        return set()
+    text = _TEXT(new)
+    if not any(f"{p}:" in text for p in declared):
+        return set()
+    return {p for p in _PREFIX_USE.findall(text) if p in declared}
+
+
+def _entries_keys_first(new: etree._Element, lists: list[SchemaNode]) -> None:
+    """Every entry of `lists` below `new` with its keys first. A one-key list is checked from its key
+    elements (one walk of the tree, nothing built for an entry already in order); others entry by entry."""
+    by_first: dict[str, list[SchemaNode]] = {}
+    for lsn in lists:
+        if len(lsn.keys) == 1:
+            by_first.setdefault(f"{{{lsn.ns}}}{lsn.keys[0]}", []).append(lsn)
+        else:
+            for entry in new.iter(f"{{{lsn.ns}}}{lsn.name}"):
+                if entry is not new:
+                    _keys_first(entry, lsn)
+    if not by_first:
+        return
+    for key in new.iter(*by_first):
+        if key.getprevious() is None:
+            continue  # first in its parent: whoever's key it is, it is in place
+        entry = key.getparent()
+        for lsn in by_first[key.tag]:
+            if entry is not None and entry is not new and entry.tag == f"{{{lsn.ns}}}{lsn.name}":
+                _keys_first(entry, lsn)
 
 
 def _lists_below(sn: SchemaNode) -> list[SchemaNode]:

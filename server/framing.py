@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 EOM = b"]]>]]>"
 MAX_CHUNK = 4294967295
+#: parts at least this large get their chunk header written apart (not copied behind it)
+_APART = 1 << 20
 
 
 class _Sentinel(enum.Enum):
@@ -138,7 +140,15 @@ class Framer:
     def frame_parts(self, parts: list[bytes]) -> list[bytes]:
         """Frame one outgoing message given as parts, without joining them: in 1.1 each non-empty
         part becomes one chunk (its header joined to it; parts are the size of a provider's page)."""
-        out = [self.frame_chunk(part) for part in parts if part]
+        out = []
+        for part in parts:
+            if not part:
+                continue
+            if self.chunked and len(part) >= _APART:
+                out.append(b"\n#%d\n" % len(part))  # the header apart: no copy of a 20 MB part
+                out.append(part)
+            else:
+                out.append(self.frame_chunk(part))
         out.append(self.end_of_message())
         return out
 

@@ -286,7 +286,7 @@ class IncrementalChecker:
             if not self._mark(node, marked, whole_roots, roots):
                 continue
             if op.kind == "ins":
-                if len(op.el) and _SIZE(op.el) > MAX_TOUCHED * 8:
+                if len(op.el) and _LARGE(op.el):
                     return None  # a large new subtree: validating everything costs no more, copies nothing
                 self._whole.add(id(op.el))  # a new subtree is validated whole
             if len(marked) > MAX_TOUCHED:
@@ -413,7 +413,8 @@ class IncrementalChecker:
 
 
 _POSITION = etree.XPath("count(preceding-sibling::*)")
-_SIZE = etree.XPath("count(descendant::*)")
+#: more than MAX_TOUCHED * 8 nodes in the subtree (libxml2 stops at that node: no count of 100k entries)
+_LARGE = etree.XPath(f"boolean(descendant::*[{MAX_TOUCHED * 8 + 1}])")
 
 
 def _position(el: etree._Element) -> float:

@@ -46,21 +46,63 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_file(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+
+
+def _write_synced(fd: int, parts: Iterable[bytes]) -> None:
+    with os.fdopen(fd, "wb") as f:
+        for p in parts:
+            f.write(p)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
     """temp file + fsync + rename + directory fsync: the file is the old or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            for p in parts:
-                f.write(p)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(fd, parts)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class PendingWrite:
+    """An atomic write whose temp file is written and fsync'd in a thread (the GIL is released
+    meanwhile) while the caller goes on; `finish` renames it into place, `cancel` drops it. A commit's
+    20 MB snapshot is written while the subscribers convert the change."""
+
+    def __init__(self, path: Path, parts: list[bytes]) -> None:
+        self.path = path
+        fd, self._tmp = _temp_file(path)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, args=(fd, parts), name="snapshot", daemon=True)
+        self._thread.start()
+
+    def _work(self, fd: int, parts: list[bytes]) -> None:
+        try:
+            _write_synced(fd, parts)
+        except BaseException as exc:  # reported by finish(), in the caller's thread
+            self._error = exc
+
+    def finish(self) -> None:
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise self._error
+            os.replace(self._tmp, self.path)
+            fsync_dir(self.path.parent)
+        except BaseException:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+
+    def cancel(self) -> None:
+        self._thread.join()
+        Path(self._tmp).unlink(missing_ok=True)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -85,8 +127,9 @@ class Journal:
         self.compactions = 0
 
     # -- start ---------------------------------------------------------------------------------------
-    def read(self) -> tuple[bytes | None, list[bytes]]:
-        """The snapshot's bytes (None: no snapshot) and the payloads of the commits after it."""
+    def read(self, upto: int | None = None) -> tuple[bytes | None, list[bytes]]:
+        """The snapshot's bytes (None: no snapshot) and the payloads of the commits after it (up to
+        commit `upto` included, when given: a confirmed commit's rollback point)."""
         snap = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
         if snap is not None:
             m = _SEQ.search(snap[:200])
@@ -107,7 +150,7 @@ class Journal:
                 if len(body) != size or zlib.crc32(body) != crc or end != b"\n":
                     break
                 pos = good = nl + 2 + size
-                if seq > self.seq:
+                if seq > self.seq and (upto is None or seq <= upto):
                     records.append(body)
                     self.seq = seq
             if good < len(data):
@@ -145,6 +188,17 @@ class Journal:
         self.seq += 1
         write_atomically(self.snapshot_path, [b"<!-- journal-seq %d -->\n" % self.seq, data])
         self.snapshot_seq, self.snapshot_bytes = self.seq, len(data)
+        self._reset_journal([])
+
+    def begin_snapshot(self, data: bytes) -> PendingWrite:
+        """`snapshot(data)` in two steps: the file is written in a thread until `end_snapshot`."""
+        self.wait()
+        return PendingWrite(self.snapshot_path, [b"<!-- journal-seq %d -->\n" % (self.seq + 1), data])
+
+    def end_snapshot(self, pending: PendingWrite, size: int) -> None:
+        pending.finish()
+        self.seq += 1
+        self.snapshot_seq, self.snapshot_bytes = self.seq, size
         self._reset_journal([])
 
     def needs_compaction(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from lxml import etree
@@ -154,8 +154,7 @@ def read_pipeline(
             raise bad_attribute("type", "filter", f"unknown filter type {ftype}", missing=False)
     if max_depth is not None:
         data = _limit_depth(data if filter_el is not None or owned else data.copy(), max_depth, raw)
-    body = data.to_bytes("data")
-    return raw.splice(body) if raw else [body]
+    return raw.splice(data.to_bytes("data")) if raw else data.to_parts("data")
 
 
 def _limit_depth(data: Forest, depth: int, raw: RawSplices = NO_SPLICES) -> Forest:
@@ -286,9 +285,11 @@ def _config_of_source(op: etree._Element) -> etree._Element | None:
     return None if src is None else src.find(nc("config"))
 
 
-@_errors_in_request_prefixes(_config_of_edit)
-@_serialised
-async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
+async def edit_config(sess: NetconfSession, op: etree._Element, more: Sequence[etree._Element] = ()) -> None:
+    """<edit-config> with `txn_lock` already held by the caller (RESTCONF checks its preconditions
+    and the resource's existence in the same transaction); `op_edit_config` takes the lock itself.
+    `more`: further <config> elements applied after the op's own, in order, in the same transaction
+    (a YANG Patch's edits); an error of the edit engine carries `edit_index`, the config it met."""
     core = sess.core
     target = _datastore_ref(op, "target")
     if target == "startup":
@@ -312,9 +313,13 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     engine = _engine(sess, error_option, config_el, log)
     settled = False  # the edit was undone, committed or kept: nothing left to undo
     try:
-        errs = engine.apply(current, config_el, default_op)
-        if errs and error_option != "continue-on-error":
-            raise combine(errs)
+        errs: list[RpcError] = []
+        for index, config in enumerate((config_el, *more)):
+            errs = engine.apply(current, config, default_op)
+            if errs and error_option != "continue-on-error":
+                err = combine(errs)
+                err.edit_index = index  # type: ignore[attr-defined]
+                raise err
         _check_write(sess, log, current)
         validate = test_option != "set" or target == "running"
         if test_option == "test-only":
@@ -338,7 +343,8 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
                 )
             except RpcError as err:
                 raise combine(errs + err.all()) from None  # continue-on-error: report the edit errors too
-            core.publish_config_change(sess, "running", _edit_targets(config_el, default_op))
+            targets = [t for config in (config_el, *more) for t in _edit_targets(config, default_op)]
+            core.publish_config_change(sess, "running", targets)
         else:
             if validate:
                 verrs = core.ds.validate_edit(target, log)
@@ -353,6 +359,9 @@ async def op_edit_config(sess: NetconfSession, op: etree._Element) -> None:
     if errs:
         raise combine(errs)  # continue-on-error: the rest was applied, report what failed
     return None
+
+
+op_edit_config = _errors_in_request_prefixes(_config_of_edit)(_serialised(edit_config))
 
 
 def _check_write(sess: NetconfSession, log: OpLog, forest: Forest) -> None:

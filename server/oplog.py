@@ -34,6 +34,12 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     return tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
+def flat_key(key: Key) -> str | Key:
+    """How a KeyIndex files a key tuple: a one-key list by the value itself (100k mobile nodes: no
+    tuple of one string each, ~6 MB)."""
+    return key[0] if len(key) == 1 else key
+
+
 class ValueIndex:
     """List entries by the values of some of their leaves (a `unique`'s leaves, a leafref), per
     (parent, list, leaves). A superset: every node an OpLog touches is noted (`touch`) and its
@@ -142,8 +148,8 @@ class KeyIndex:
     `values` indexes entries by leaf values for the incremental validation."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
-        self._small: dict[tuple[int, str], tuple[Parent, dict[Key, etree._Element]]] = {}
+        self._kept: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
+        self._small: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
         self.values = ValueIndex()
         self._shells: dict[int, tuple[etree._Element, frozenset[str], list[etree._Element]]] = {}
 
@@ -161,15 +167,20 @@ class KeyIndex:
         if got is not None and got[0] is parent and el.tag not in got[1]:
             del self._shells[id(parent)]
 
-    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[Key, etree._Element]:
+    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[str | Key, etree._Element]:
+        """`parent`'s entries of list `tag` by their `flat_key`."""
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         if got is not None:
             return got[1]
-        d: dict[Key, etree._Element] = {}
+        d: dict[str | Key, etree._Element] = {}
         if sn.kind == "leaf-list":
             for ch in parent.iterchildren(tag):
-                d[((ch.text or "").strip(),)] = ch
+                d[(ch.text or "").strip()] = ch
+        elif len(sn.keys) == 1:
+            key_tag = f"{{{sn.ns}}}{sn.keys[0]}"
+            for ch in parent.iterchildren(tag):
+                d[(child_text(ch, key_tag) or "").strip()] = ch
         else:
             key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
             for ch in parent.iterchildren(tag):
@@ -177,7 +188,7 @@ class KeyIndex:
         (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
         return d
 
-    def known(self, parent: Parent, tag: str) -> dict[Key, etree._Element] | None:
+    def known(self, parent: Parent, tag: str) -> dict[str | Key, etree._Element] | None:
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         return None if got is None else got[1]
@@ -250,6 +261,23 @@ class OpLog:
         el.text = text
         self.index.values.touch(el)
 
+    def restore(self, rm: Op) -> None:
+        """Put back where it was what the removal `rm` took out (the tree as right after `rm`),
+        recorded as an insertion."""
+        parent, el = rm.parent, rm.el
+        if isinstance(parent, Forest):
+            parent.insert(rm.before, el)  # type: ignore[arg-type]
+            before: etree._Element | int | None = rm.before
+        else:
+            if rm.before is None:
+                parent.insert(0, el)
+            else:
+                rm.before.addnext(el)  # type: ignore[union-attr]
+            before = el.getnext()
+        self._indexed(parent, el, rm.sn, add=True)
+        self.index.values.touch(el)
+        self.ops.append(Op("ins", parent, el, rm.sn, before))
+
     def extend(self, other: OpLog) -> None:
         self.ops.extend(other.ops)
 
@@ -296,7 +324,7 @@ class OpLog:
         d = self.index.known(parent, el.tag)
         if d is None:
             return
-        key = entry_key(el, sn)
+        key = flat_key(entry_key(el, sn))
         if add:
             d[key] = el
         elif d.get(key) is el:
@@ -319,3 +347,19 @@ def _insert(parent: Parent, el: etree._Element, before) -> etree._Element:
     else:
         before.addprevious(el)
     return el
+
+
+def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
+    """An OpLog that undoes `logs` (applied one after the other) by the opposite mutations, applied
+    and recorded like an edit: its keyed diff is what undoing them changes (a confirmed commit's
+    rollback costs what the commit changed)."""
+    out = OpLog(index)
+    for log in reversed(logs):
+        for op in reversed(log.ops):
+            if op.kind == "ins":
+                out.remove(op.parent, op.el, op.sn)  # type: ignore[arg-type]
+            elif op.kind == "rm":
+                out.restore(op)
+            else:
+                out.set_text(op.el, op.old, op.sn)
+    return out

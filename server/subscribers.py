@@ -55,6 +55,8 @@ class Change:
     - `old` / `new`: the node before / after (None when absent). Read-only. A `new` element is the
       live datastore node: read it during the transaction, keep values rather than the element.
     - `old_value` / `new_value`: a leaf's (or leaf-list entry's) text before / after; None otherwise.
+    - `parent`: for a deleted node, the live element of the new tree it was removed from (None when
+      that went too, or is not known): a subscriber finds the changed list entry without a look-up.
     """
 
     op: Literal["created", "deleted", "modified"]
@@ -65,6 +67,7 @@ class Change:
     keys: tuple[tuple[str, ...], ...] = ()
     old_value: str | None = None
     new_value: str | None = None
+    parent: etree._Element | None = None
 
     @property
     def name(self) -> str:
@@ -240,8 +243,8 @@ def _value(el: etree._Element | None, sn: SchemaNode | None) -> str | None:
     return (el.text or "").strip()
 
 
-def make_change(op, el_old, el_new, sn, path, schema_path, keys) -> Change:
-    return Change(op, path, el_old, el_new, schema_path, keys, _value(el_old, sn), _value(el_new, sn))
+def make_change(op, el_old, el_new, sn, path, schema_path, keys, parent=None) -> Change:
+    return Change(op, path, el_old, el_new, schema_path, keys, _value(el_old, sn), _value(el_new, sn), parent)
 
 
 def _pairs(old_children, new_children, parent_sn, schema):
@@ -259,8 +262,11 @@ def diff_forests(old: Forest, new: Forest, schema: Schema) -> Iterator[Change]:
     yield from diff_level(list(old), list(new), None, schema, "", "", ())
 
 
-def diff_level(old_children, new_children, parent_sn, schema, path, spath, keys) -> Iterator[Change]:
-    """The keyed diff of two sibling sets below the node at `path` (schema path `spath`)."""
+def diff_level(
+    old_children, new_children, parent_sn, schema, path, spath, keys, parent=None
+) -> Iterator[Change]:
+    """The keyed diff of two sibling sets below the node at `path` (schema path `spath`); `parent`:
+    the new tree's element holding `new_children` (None at the top)."""
     for o, n in _pairs(old_children, new_children, parent_sn, schema):
         el = o if o is not None else n
         sn = _child_sn(parent_sn, schema, el)
@@ -269,11 +275,11 @@ def diff_level(old_children, new_children, parent_sn, schema, path, spath, keys)
         if o is None:
             yield make_change("created", None, n, sn, p, sp, ks)
         elif n is None:
-            yield make_change("deleted", o, None, sn, p, sp, ks)
+            yield make_change("deleted", o, None, sn, p, sp, ks, parent)
         elif sn is None or sn.kind in ("leaf", "anydata"):
             if (o.text or "").strip() != (n.text or "").strip() or (
                 sn is not None and sn.kind == "anydata" and etree.tostring(o) != etree.tostring(n)
             ):
                 yield make_change("modified", o, n, sn, p, sp, ks)
         elif sn.kind in ("container", "list"):
-            yield from diff_level(list(o), list(n), sn, schema, p, sp, ks)
+            yield from diff_level(list(o), list(n), sn, schema, p, sp, ks, n)

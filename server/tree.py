@@ -89,12 +89,17 @@ class Forest:
             wrapper.append(copy.deepcopy(r))
         return wrapper
 
-    def to_bytes(self, tag: str = "data") -> bytes:
-        """Serialise without building a wrapper copy (fast path for big replies and persistence)."""
+    def to_parts(self, tag: str = "data") -> list[bytes]:
+        """Serialised as parts written one after the other: the wrapper's tags and each root (a
+        reply of 20 MB is never joined into one more copy)."""
         parts = [b'<%s xmlns="%s">' % (tag.encode(), NC_NS.encode())]
         parts.extend(etree.tostring(r) for r in self._roots)
         parts.append(b"</%s>" % tag.encode())
-        return b"".join(parts)
+        return parts
+
+    def to_bytes(self, tag: str = "data") -> bytes:
+        """Serialise without building a wrapper copy (fast path for big replies and persistence)."""
+        return b"".join(self.to_parts(tag))
 
     @classmethod
     def from_wrapper(cls, wrapper: etree._Element) -> Forest:

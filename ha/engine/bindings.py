@@ -131,7 +131,7 @@ class Binding:
 class BindingTable:
     """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
 
-    __slots__ = ("_by_key", "_heap", "_keys", "changed", "gone")
+    __slots__ = ("_by_key", "_heap", "_keys", "changed", "gone", "renewed")
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
@@ -139,6 +139,9 @@ class BindingTable:
         #: Packed keys added, renewed or removed since the owner last took them; None = not tracked
         #: (the daemon's binding journal turns tracking on).
         self.changed: set[int] | None = None
+        #: Bindings renewed in place since the owner last took them, by packed key (tracked with
+        #: ``changed``): only the fields a renewal sets changed, so a journal can record just those.
+        self.renewed: dict[int, Binding] | None = None
         #: Mobile nodes that lost a binding since the owner last took them; None = not tracked (hot
         #: standby turns it on: a removed binding may have carried the node's replicated replay state).
         self.gone: set[str] | None = None
@@ -196,8 +199,8 @@ class BindingTable:
         The usual renewal only moves the expiry later: the old heap entry stays and is re-pushed
         at its new time when it surfaces, so renewals cost no heap operation at all.
         """
-        if self.changed is not None:
-            self.changed.add((binding.home_address << 32) | binding.care_of_address)
+        if self.renewed is not None:
+            self.renewed[(binding.home_address << 32) | binding.care_of_address] = binding
         if (
             binding.lifetime >= lifetime
             and binding.registered >= registered

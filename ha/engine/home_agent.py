@@ -97,7 +97,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import GeneralizedAuth, ipv4
+from ha.protocol.messages import GeneralizedAuth, MobileHomeAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -150,8 +150,11 @@ def _values(encapsulations: Iterable[PlaneEncapsulation]) -> frozenset[str]:
     return frozenset(e.value for e in encapsulations)
 
 
+_NONCE = ReplayProtection.NONCE
+
+
 def _uses_nonces(node: EngineNode) -> bool:
-    return any(sa.replay_protection is ReplayProtection.NONCE for sa in node.security_associations.values())
+    return any(sa.replay_protection is _NONCE for sa in node.association_tuple)
 
 
 def _care_of(binding: Binding) -> int:
@@ -483,7 +486,8 @@ class HomeAgent:
             mn_aaa_verified=self._aaa_verified is not None and self._aaa_verified == request.nai,
         )
         if node is not None:
-            accepted, ha_nonce = verdict.accepted_identification, verdict.ha_nonce
+            replay = verdict.replay if type(verdict) is Accept else verdict  # (Accept's are properties)
+            accepted, ha_nonce = replay.accepted_identification, replay.ha_nonce
             if accepted is not None or ha_nonce is not None:
                 if state is None:
                     state = self._state(node.name)
@@ -616,7 +620,9 @@ class HomeAgent:
 
     def _resolve(self, request: RegistrationRequest) -> EngineNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
-        nai = request.nai
+        extensions = request.extensions
+        # the usual request (its MN-HA extension alone) names no NAI: no search for one
+        nai = None if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth else request.nai
         mode = self._aaa_mode
         if mode is None:
             if nai is not None:
@@ -1406,19 +1412,38 @@ class HomeAgent:
     # --- persistence (the daemon's binding journal) ----------------------------------------------
 
     def track_changes(self) -> None:
-        """Start recording which bindings change, for :meth:`take_changed_bindings`."""
+        """Start recording which bindings change, for :meth:`take_binding_changes`."""
         if self._table.changed is None:
             self._table.changed = set()
+            self._table.renewed = {}
 
     def take_changed_bindings(self) -> list[int]:
         """Packed keys ``(home << 32) | care_of`` of bindings added, renewed or removed since the last
         call; :meth:`raw_binding` tells which (None = removed)."""
-        changed = self._table.changed
-        if not changed:
-            return []
-        keys = list(changed)
-        changed.clear()
-        return keys
+        changed, renewed = self.take_binding_changes()
+        changed.extend(make_key(b.home_address, b.care_of_address) for b in renewed)
+        return changed
+
+    def take_binding_changes(self) -> tuple[list[int], list[Binding]]:
+        """What changed since the last call: packed keys of bindings added, removed or otherwise
+        changed (:meth:`raw_binding` tells which: None = removed), and the bindings only renewed in
+        place since — a new registration time, lifetime, Identification, request flags and source,
+        nothing else (a journal records just those fields for them)."""
+        table = self._table
+        changed, renewed = table.changed, table.renewed
+        keys = list(changed) if changed else []
+        if not renewed:
+            if changed:
+                changed.clear()
+            return keys, []
+        assert changed is not None
+        if changed:  # added or removed in the same burst: the key's own record covers the renewal
+            bindings = [b for k, b in renewed.items() if k not in changed]
+            changed.clear()
+        else:
+            bindings = list(renewed.values())
+        renewed.clear()
+        return keys, bindings
 
     def track_replay(self) -> None:
         """Start recording which mobile nodes' replay state changed, or lost a binding that may have
@@ -1863,6 +1888,13 @@ class HomeAgent:
             self.config = txn.config
             self._foreign_agents = txn.foreign_agents
             self._peers.clear()  # they hold foreign agent records
+        if update.settings:  # the router's own settings: policy, port, AAA (the entry maps are shared)
+            self.config = txn.config
+            self._peers.clear()  # they hold the policy's address
+            self._configured_policy = txn.policy
+            self._policy = self._capable(txn.policy) if txn.policy is not None else None
+            self._port = txn.port
+            self._install_aaa(txn.config)
 
     def _drop_node_bindings(self, name: str) -> None:
         node = self.node(name)

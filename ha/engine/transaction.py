@@ -61,6 +61,8 @@ class EntryUpdate:
     assigned: dict[int, MobileNode] = field(default_factory=dict)
     #: The whole foreign-agent table when the change touches one (a few entries), else None.
     foreign_agents: bool = False
+    #: The router's own settings change (policy, port, AAA): installed without a walk of the entries.
+    settings: bool = False
 
 
 def _vr_path(config: VirtualRouterConfig) -> str:
@@ -127,6 +129,11 @@ def _foreign_agent_records(config: VirtualRouterConfig) -> dict[IPv4Address, For
     }
 
 
+def _endpoint(config: VirtualRouterConfig) -> tuple[IPv4Address, int] | None:
+    ha = config.home_agent
+    return None if ha is None else (ha.address, ha.udp_port)
+
+
 def _named(addresses: list[int]) -> str:
     shown = ", ".join(str(IPv4Address(a)) for a in sorted(addresses)[:_MAX_NAMED])
     more = len(addresses) - _MAX_NAMED
@@ -187,12 +194,7 @@ def prepare_config(engine: HomeAgent, new: VirtualRouterConfig) -> Prepared:
             )
     foreign_agents = _foreign_agent_records(new)
     port = new.home_agent.udp_port if new.home_agent is not None else 0
-
-    def endpoint(config: VirtualRouterConfig) -> tuple[IPv4Address, int] | None:
-        ha = config.home_agent
-        return None if ha is None else (ha.address, ha.udp_port)
-
-    rebind = endpoint(old) != endpoint(new) or old.namespace != new.namespace
+    rebind = _endpoint(old) != _endpoint(new) or old.namespace != new.namespace
     return Prepared(
         config=new,
         policy=policy,
@@ -229,9 +231,15 @@ def _unique(
 
 
 def _needs_whole(engine: HomeAgent, change: ConfigChange) -> bool:
-    """Settings or pools change, the feature is off, or a node holding a pool address moves to
-    another pool: every binding may be concerned."""
-    if not change.entries_only or engine._policy is None:
+    """Pools change, the feature is off or goes off, or a node holding a pool address moves to
+    another pool: every binding may be concerned. (The router's other settings are installed in
+    place: they reach the bindings through the policy, as with a whole configuration.)"""
+    settings = change.settings
+    if (
+        change.address_pools
+        or engine._policy is None
+        or (settings is not None and settings.home_agent is None)
+    ):
         return True
     before_of = engine.config.mobile_nodes.get
     for name, after in change.mobile_nodes.items():
@@ -293,15 +301,25 @@ def prepare_change(engine: HomeAgent, change: ConfigChange) -> Prepared:
     if change.foreign_agents:
         config = replace(old, foreign_agents=_merged(old.foreign_agents, change.foreign_agents))
         foreign_agents = _foreign_agent_records(config)
+    policy, port, rebind = engine._policy, engine._port, False
+    settings = change.settings
+    if settings is not None:  # the entry maps are shared, not copied
+        config = replace(config, netns=settings.netns, router_id=settings.router_id,
+                         home_agent=settings.home_agent, aaa=settings.aaa)  # fmt: skip
+        policy = _policy(config)
+        port = settings.home_agent.udp_port if settings.home_agent is not None else 0
+        rebind = _endpoint(old) != _endpoint(config) or old.namespace != config.namespace
+        update.settings = True
     return Prepared(
         config=config,
-        policy=engine._policy,
-        port=engine._port,
+        policy=policy,
+        port=port,
         by_home=by_home,
         by_nai=by_nai,
         foreign_agents=foreign_agents,
         drop_nodes=tuple(drop),
         forget_nodes=tuple(forget),
+        rebind=rebind,
         entries=update,
     )
 

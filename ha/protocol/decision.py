@@ -16,8 +16,11 @@ Speed (one of these runs per request; ``bench/registration_protocol.py``): the p
 (``Arrival``, ``MobileNodeRecord``, ``Accept``, ``Deny``, ``Examination``) are slotted and *not* frozen
 — a frozen dataclass pays ~100 ns per field on construction.  Treat them as read-only all the same.
 Addresses are compared as integers and flags handled as plain ints, converted back once.  ``Accept``
-is built by keyword through :func:`_accept` (calling a class with keywords builds a dict first), and
-each step list runs as one compiled ``s0(x) or s1(x) or ...`` (:func:`_first_denial`).
+is built by keyword through its ``__init__`` on a new instance (calling a class with keywords builds a
+dict first).  Each policy carries its step lists compiled as one ``s0(x) or s1(x) or ...`` each
+(:func:`plan`), without the steps that cannot deny under it — nor, for the usual request (one MN-HA
+extension, no foreign agent, no S/M/G, no per-host overrides), those that cannot deny it: no call is
+paid for a check that cannot fail.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class HomeAgentPolicy:
     broadcast_integers: frozenset[int] = field(init=False, repr=False, compare=False)
     unusable_care_of_integers: frozenset[int] = field(init=False, repr=False, compare=False)
     offered_encapsulation_flags: frozenset[int] = field(init=False, repr=False, compare=False)
+    #: The step chains :func:`decide` runs under this policy (:func:`plan`): registration,
+    #: deregistration, and registration for the usual request (see :func:`decide`).
+    plans: tuple[Callable[[Examination], Deny | None], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_lifetime <= INFINITE_LIFETIME:
@@ -105,6 +111,16 @@ class HomeAgentPolicy:
             bits for bits, kind in _ENCAPSULATION_BY_FLAGS.items() if kind in self.encapsulations
         )
         object.__setattr__(self, "offered_encapsulation_flags", offered)
+        registration, deregistration = (
+            VALIDITY_STEPS + REGISTRATION_STEPS,
+            VALIDITY_STEPS + DEREGISTRATION_STEPS,
+        )
+        plans = (
+            plan(registration, self, False),
+            plan(deregistration, self, False),
+            plan(registration, self, True),
+        )
+        object.__setattr__(self, "plans", plans)
 
 
 @dataclass(slots=True)
@@ -314,6 +330,7 @@ _B = int(RequestFlags.B)
 _T = int(RequestFlags.T)
 _MEANINGFUL = int(MEANINGFUL_FLAGS)
 _ENCAPSULATION_FLAGS = int(RequestFlags.M | RequestFlags.G)
+_UNUSUAL_FLAGS = _S | _ENCAPSULATION_FLAGS
 #: What M and G ask for; both at once is contradictory (None).
 _ENCAPSULATION_BY_FLAGS: dict[int, Encapsulation | None] = {
     0: Encapsulation.IP_IN_IP,
@@ -328,6 +345,8 @@ _ENCAPSULATION_BY_FLAGS: dict[int, Encapsulation | None] = {
 _TIMESTAMP = ReplayProtection.TIMESTAMP
 _DISABLED = ReverseTunnelPolicy.DISABLED
 _REQUIRED = ReverseTunnelPolicy.REQUIRED
+_ALLOWED = ReverseTunnelPolicy.ALLOWED
+_IP_IN_IP = Encapsulation.IP_IN_IP
 _ACCEPTED = ReplyCode.ACCEPTED
 _REGISTER = BindingAction.REGISTER
 
@@ -344,7 +363,8 @@ class Examination:
     ``named_sa``/``spi`` (:func:`mobile_node_authentic`), ``replay`` (:func:`identification_fresh`),
     ``flags`` (the meaningful request flags as an int; S may be cleared), and for the acceptance
     ``home_address``/``assign``, ``encapsulation``, ``code`` (0, or 1 when S is not honoured) and
-    ``simultaneous``.
+    ``simultaneous`` — the last three, and ``named_fa_sa``, start as the usual request gets them (the
+    steps that would set them are idle for it: :func:`plan`).
     """
 
     __slots__ = (
@@ -406,8 +426,14 @@ class Examination:
         self.mn_aaa_verified = mn_aaa_verified
         self.flags = int(request.flags) & _MEANINGFUL
         self.home, _agent, self.coa = request.integers
+        # What the steps idle for the usual request would set (foreign_agent_authentic,
+        # encapsulation_offered, simultaneous_bindings_allowed):
+        self.named_fa_sa: SecurityAssociation | None = None
+        self.encapsulation = _IP_IN_IP
+        self.code = _ACCEPTED
+        self.simultaneous = False
         # Set by the steps (reading one before its step ran is a bug, and raises AttributeError):
-        # named_sa, named_fa_sa, replay, home_address, assign, encapsulation, code, simultaneous.
+        # named_sa, replay, home_address, assign.
 
     def deny(
         self,
@@ -442,7 +468,7 @@ class Examination:
         """The associations that sign a denial: each only when the request's own authenticator for it
         verified (docs/protocol-decisions.md §7: otherwise the home agent is a signing oracle)."""
         sa: SecurityAssociation | None = getattr(self, "named_sa", None)  # set once MN-HA verified
-        fa_sa: SecurityAssociation | None = getattr(self, "named_fa_sa", None)
+        fa_sa = self.named_fa_sa
         foreign_agent = self.foreign_agent
         if fa_sa is None and foreign_agent is not None:  # not yet checked: check it for the signature
             fa_ha = self.request.fa_ha_auth
@@ -574,7 +600,6 @@ def identification_fresh(x: Examination) -> Deny | None:
 def foreign_agent_authentic(x: Examination) -> Deny | None:
     """132 when we share an association with the relaying foreign agent and its FA-HA fails (§3.8.2.1)."""
     foreign_agent = x.foreign_agent
-    x.named_fa_sa = None
     if foreign_agent is None:
         return None
     fa_ha = x.request.fa_ha_auth
@@ -716,7 +741,6 @@ def encapsulation_offered(x: Examination) -> Deny | None:
 
 def simultaneous_bindings_allowed(x: Examination) -> Deny | None:
     """S: code 1 (S cleared) when not offered (§3.8.2.2), 135 past the per-node limit."""
-    x.code = _ACCEPTED
     limit = x.policy.simultaneous_bindings
     if x.flags & _S and limit == 0:
         x.code, x.flags = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS, x.flags & ~_S
@@ -795,8 +819,32 @@ def _first_denial(steps: tuple[Step, ...]) -> Callable[[Examination], Deny | Non
     return function
 
 
-_first_registration_denial = _first_denial(VALIDITY_STEPS + REGISTRATION_STEPS)
-_first_deregistration_denial = _first_denial(VALIDITY_STEPS + DEREGISTRATION_STEPS)
+#: Steps that can deny nothing under some policies, or for the usual request (see :func:`decide`), with
+#: the test telling so ``(policy, usual) -> idle``: a plan leaves them out.
+IDLE_UNDER: dict[Step, Callable[[HomeAgentPolicy, bool], bool]] = {
+    poorly_formed: lambda policy, usual: usual,
+    home_agent_enabled: lambda policy, usual: policy.enabled,
+    binding_limit: lambda policy, usual: policy.max_bindings is None,
+    foreign_agent_authentic: lambda policy, usual: usual,
+    vendor_extensions_understood: lambda policy, usual: usual,
+    care_of_access_allowed: lambda policy, usual: usual and not policy.care_of_access,
+    reverse_tunnel_allowed: lambda policy, usual: usual and policy.reverse_tunnel is _ALLOWED,
+    encapsulation_offered: lambda policy, usual: usual and Encapsulation.IP_IN_IP in policy.encapsulations,
+    simultaneous_bindings_allowed: lambda policy, usual: usual,
+}
+_plans: dict[tuple[Step, ...], Callable[[Examination], Deny | None]] = {}
+
+
+def plan(
+    steps: tuple[Step, ...], policy: HomeAgentPolicy, usual: bool
+) -> Callable[[Examination], Deny | None]:
+    """``steps`` without those idle under ``policy`` (:data:`IDLE_UNDER`), compiled once per distinct
+    chain (:func:`_first_denial`): every policy carries its own in ``plans``, built with it."""
+    kept = tuple(step for step in steps if not (step in IDLE_UNDER and IDLE_UNDER[step](policy, usual)))
+    chain = _plans.get(kept)
+    if chain is None:
+        chain = _plans[kept] = _first_denial(kept)
+    return chain
 
 
 def decide(
@@ -815,10 +863,11 @@ def decide(
     """Decide on one parsed request.  Pure: same inputs, same verdict.
 
     Runs :data:`VALIDITY_STEPS`, then :data:`DEREGISTRATION_STEPS` or :data:`REGISTRATION_STEPS`; the
-    first denial wins.  ``bindings_in_use`` is the virtual router's current binding count (for
-    ``max_bindings``); ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce
-    associations.  ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator
-    (RFC 4721 §8, as CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile
+    first denial wins (steps idle under ``policy``, or for the usual request, are left out: :func:`plan`).
+    ``bindings_in_use`` is the virtual router's current binding count (for ``max_bindings``);
+    ``fresh_nonce`` a 32-bit random number from the caller, used only by nonce associations.
+    ``mn_aaa_verified``: RADIUS accepted this very request's MN-AAA authenticator (RFC 4721 §8, as
+    CHAP); the MN-AAA extension is then the authorization-enabling one and the mobile
     node's (AAA-learnt) association signs the reply.
     """
     x = Examination(
@@ -833,9 +882,28 @@ def decide(
         fresh_nonce,
         mn_aaa_verified,
     )
+    registration, deregistration, usual = policy.plans
     if request.lifetime == 0:
-        return _first_deregistration_denial(x) or _deregistration(x)
-    return _first_registration_denial(x) or _registration(x)
+        return deregistration(x) or _deregistration(x)
+    if (  # the usual request: its MN-HA extension alone, from no foreign agent we share a key with, a
+        # home address, neither S nor M nor G, for a known node without per-host care-of access or
+        # reverse tunnel settings
+        foreign_agent is None
+        and len(request.extensions) == 1
+        and not x.flags & _UNUSUAL_FLAGS
+        and x.home != _UNSPECIFIED
+        and mobile_node is not None
+        and mobile_node.care_of_access is None
+        and mobile_node.reverse_tunnel is None
+    ):
+        return usual(x) or _registration(x)
+    return registration(x) or _registration(x)
+
+
+#: ``Accept(...)`` by keyword without the dict a class call with keywords builds (~400 ns for its 13
+#: fields on Python 3.11): ``_init_accept(_new(Accept), request=..., ...)``, one frame, no wrapper.
+_new = object.__new__
+_init_accept = Accept.__init__
 
 
 def _deregistration(x: Examination) -> Accept:
@@ -843,7 +911,9 @@ def _deregistration(x: Examination) -> Accept:
     request, replay = x.request, x.replay
     assert replay is not None and x.named_sa is not None
     everything = x.coa == x.home
-    return _accept(
+    verdict = _new(Accept)
+    _init_accept(
+        verdict,
         request=request,
         code=_ACCEPTED,
         action=BindingAction.DEREGISTER_ALL if everything else BindingAction.DEREGISTER,
@@ -858,6 +928,7 @@ def _deregistration(x: Examination) -> Accept:
         fa_security_association=x.named_fa_sa,
         replay=replay,
     )
+    return verdict
 
 
 def _registration(x: Examination) -> Accept:
@@ -871,7 +942,9 @@ def _registration(x: Examination) -> Accept:
     if host is not None and host < ceiling:
         ceiling = host
     lifetime = request.lifetime if request.lifetime < ceiling else ceiling  # min(), without the call
-    return _accept(
+    verdict = _new(Accept)
+    _init_accept(
+        verdict,
         request=request,
         code=x.code,
         action=_REGISTER,
@@ -886,41 +959,7 @@ def _registration(x: Examination) -> Accept:
         fa_security_association=x.named_fa_sa,
         replay=replay,
     )
-
-
-def _accept(
-    *,
-    request: RegistrationRequest,
-    code: ReplyCode,
-    action: BindingAction,
-    lifetime: int,
-    expires_at: float | None,
-    home_address: IPv4Address | None,
-    assign: bool,
-    flags: RequestFlags,
-    encapsulation: Encapsulation,
-    replace_existing: bool,
-    security_association: SecurityAssociation,
-    fa_security_association: SecurityAssociation | None,
-    replay: ReplayVerdict,
-) -> Accept:
-    """``Accept(...)`` by keyword, at the cost of a function call: calling a class with keywords builds
-    a dict first (~400 ns for these 13 fields on Python 3.11), calling a function with keywords does not."""
-    return Accept(
-        request,
-        code,
-        action,
-        lifetime,
-        expires_at,
-        home_address,
-        assign,
-        flags,
-        encapsulation,
-        replace_existing,
-        security_association,
-        fa_security_association,
-        replay,
-    )
+    return verdict
 
 
 def with_home_address(accept: Accept, home_address: IPv4Address) -> Accept:

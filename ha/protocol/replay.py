@@ -16,7 +16,7 @@ Comparisons use serial-number arithmetic (RFC 1982), so the NTP era rollover of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .constants import NTP_UNIX_OFFSET, ReplayProtection
 
@@ -49,13 +49,13 @@ def is_newer(identification: int, last: int) -> bool:
     return 0 < (identification - last) % _MOD64 < _HALF64
 
 
-@dataclass(slots=True)
-class ReplayVerdict:
-    """Outcome of an identification check (one per request: not frozen, for speed; read-only all the same).
+class ReplayVerdict(NamedTuple):
+    """Outcome of an identification check (one per request).
 
     ``reply_identification`` goes into the reply whatever the outcome.  ``accepted_identification``
     is what the engine must remember as the mobile node's latest identification (timestamps) and
     ``ha_nonce`` the nonce it must expect next (nonces); both are None when there is nothing to store.
+    A named tuple: immutable, and built on the hot path by ``tuple.__new__`` without a Python call.
     """
 
     ok: bool
@@ -63,6 +63,9 @@ class ReplayVerdict:
     accepted_identification: int | None = None
     ha_nonce: int | None = None
     reason: str = ""
+
+
+_verdict = tuple.__new__  # _verdict(ReplayVerdict, (all five fields)): ReplayVerdict(...) without its frame
 
 
 def check_timestamp(
@@ -76,7 +79,7 @@ def check_timestamp(
     if -tolerance <= skew <= tolerance:
         # is_newer(identification, last_accepted), inlined: this runs for every request
         if last_accepted is None or 0 < (identification - last_accepted) % _MOD64 < _HALF64:
-            return ReplayVerdict(True, identification, identification)
+            return _verdict(ReplayVerdict, (True, identification, identification, None, ""))
         reason = "identification not newer than the last accepted one"
     else:
         reason = f"timestamp off by {skew} s (tolerance {tolerance} s)"

@@ -130,11 +130,14 @@ def encode_reply(verdict: Verdict) -> bytes:
         code, lifetime, identification = verdict.code, verdict.lifetime, verdict.replay.reply_identification
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent
+        tunnel, revocation = verdict.udp_tunnel, verdict.revocation  # _rfc3519_3543(), inlined
+        udp_tunnel = tunnel.reply if tunnel is not None else None
     else:
         code, lifetime, home_address, home_agent = _header(verdict)
         identification = verdict.reply_identification
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent if home_agent is request.home_agent else int(home_agent)
+        udp_tunnel = revocation = None
     extensions = request.extensions
     if (
         extensions
@@ -144,7 +147,6 @@ def encode_reply(verdict: Verdict) -> bytes:
         nai = challenge = None  # the usual requests (RFC 3519's too): nothing to echo, no _echoed() call
     else:
         nai, challenge = _echoed(request)
-    udp_tunnel, revocation = _rfc3519_3543(verdict)
     return push_signed_reply(
         code,
         lifetime,

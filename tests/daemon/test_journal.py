@@ -47,6 +47,51 @@ def test_replay_adds_and_deletes(tmp_path: Path) -> None:
     assert again[("home", "192.0.2.11", "198.51.100.7")] == rec("192.0.2.11")
 
 
+def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
+    """A ``renew`` line sets the fields a renewal in place changes (the nonce its reply sent too) and keeps
+    the others; one for a key
+    that is not live (removed since, or never added) replays to nothing; compaction writes whole
+    records with the renewed values."""
+    path = tmp_path / "bindings.journal"
+    j = BindingJournal(path)
+    j.load()
+    j.open()
+    j.record(added=[rec("192.0.2.10"), rec("192.0.2.11")])
+    renewal = ("home", "192.0.2.10", "198.51.100.7", "203.0.113.1", 4500, 900, 2000.5, 77, 0x12, 0xABCD)
+    gone = ("home", "192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 78, 0, None)
+    never = ("home", "192.0.2.99", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 79, 0, None)
+    j.record(renewed=[renewal])
+    j.record(removed=[("home", "192.0.2.11", "198.51.100.7")], renewed=[never])
+    j.record(renewed=[gone])
+    j.close()
+    assert [json.loads(line)["op"] for line in path.read_bytes().splitlines()] == [
+        *["add"] * 2,
+        "renew",
+        "del",
+        *["renew"] * 2,
+    ]
+    expected = BindingRecord(
+        "home",
+        "192.0.2.10",
+        "198.51.100.7",
+        "mn-192.0.2.10",
+        "203.0.113.1",
+        4500,
+        900,
+        2000.5,
+        77,
+        0x12,
+        "ip-in-ip",
+        ha_nonce=0xABCD,
+    )
+    again = BindingJournal(path)
+    assert again.load() == {expected.key: expected}
+    again.open()  # compacted: one whole record
+    again.close()
+    assert [json.loads(line)["op"] for line in path.read_bytes().splitlines()] == ["add"]
+    assert BindingJournal(path).load() == {expected.key: expected}
+
+
 def test_any_name_and_value_round_trips_one_line_per_record(tmp_path: Path) -> None:
     """Names are free-form YANG strings: quotes, backslashes, newlines, non-ASCII; numbers at their
     extremes; a fractional time to the last bit."""

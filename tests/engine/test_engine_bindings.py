@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
+from engine_helpers import harness
+
 from ha.engine.bindings import Binding, BindingTable
 from ha.protocol.constants import Encapsulation
 
@@ -95,3 +99,27 @@ def test_infinite_and_back():
     renew(table, b, 20_000.0, 30)
     assert table.next_expiry() == 20_030.0
     assert list(table.pop_expired(20_030.0)) == [b]
+
+
+def test_changes_tell_renewals_in_place_from_other_changes():
+    """What the daemon journals: a renewal in place is reported as the renewed binding alone; a binding
+    added, removed or replaced in the same burst as its renewal is reported by key only."""
+    h = harness()
+    h.engine.track_changes()
+    key = (int(IPv4Address("10.1.0.1")) << 32) | int(IPv4Address("198.51.100.7"))
+    assert h.register("10.1.0.1", "198.51.100.7").code == 0
+    assert h.engine.take_binding_changes() == ([key], [])
+    h.clock.advance(1)
+    assert h.register("10.1.0.1", "198.51.100.7", lifetime=900).code == 0
+    changed, renewed = h.engine.take_binding_changes()
+    assert changed == [] and [(b.lifetime, b is h.engine.raw_binding(key)) for b in renewed] == [(900, True)]
+    assert h.engine.take_binding_changes() == ([], [])
+    h.clock.advance(1)
+    assert h.register("10.1.0.1", "198.51.100.7").code == 0  # renewed, then deregistered: removed
+    assert h.register("10.1.0.1", "198.51.100.7", lifetime=0).code == 0
+    assert h.engine.take_binding_changes() == ([key], [])
+    h.clock.advance(1)
+    assert h.register("10.1.0.1", "198.51.100.7").code == 0
+    h.clock.advance(1)
+    assert h.register("10.1.0.1", "198.51.100.7").code == 0
+    assert h.engine.take_changed_bindings() == [key]  # the old view: every key, once

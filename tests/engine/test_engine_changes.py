@@ -8,6 +8,7 @@ pool assignments, nonce set and bindings; and answer the next registration alike
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from engine_helpers import HA, harness, node, sa, vr_config
@@ -144,3 +145,69 @@ def test_a_settings_change_reaches_every_binding() -> None:
     keyed.engine.apply(keyed.engine.prepare_change(ConfigChange("default", settings=settings_off)))
     assert keyed.engine.binding_count == 0
     assert len([i for i in keyed.plane.drain(keyed.engine) if type(i).__name__ == "RemoveHomeRoute"]) == 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([5, 60, 1800]),
+    st.sampled_from([0, 2]),
+    st.sampled_from(["allowed", "required", "disabled"]),
+    st.booleans(),
+    st.sampled_from([None, 7]),
+    st.sampled_from([HA, "10.0.0.2"]),
+    step,
+)
+def test_settings_changed_in_place_end_where_the_whole_configuration_does(
+    lifetime, simultaneous, reverse, enabled, port, address, entries
+) -> None:
+    """The home agent's own settings (with entries maybe) are installed without a walk of the entries
+    (the node map is the same object after): policy, port, bindings and answers as with the whole."""
+    keyed, whole = twins()
+    old = keyed.engine.config.home_agent
+    assert old is not None
+    ha = replace(
+        old, max_lifetime=lifetime, simultaneous_bindings=simultaneous, reverse_tunnel=reverse,
+        enabled=enabled, udp_port=old.udp_port if port is None else 5000 + port, address=IPv4Address(address),
+    )  # fmt: skip
+    change = ConfigChange(
+        "default", settings=replace(keyed.engine.config.settings, home_agent=ha), mobile_nodes=fixed(entries)
+    )
+    node_map = keyed.engine._node_map
+    outcome = []
+    for attempt in (
+        keyed.engine.prepare_change,
+        lambda c: whole.engine.prepare(c.applied_to(whole.engine.config)),
+    ):
+        try:
+            outcome.append(attempt(change))
+        except ConfigRefused as exc:
+            outcome.append(exc.app_tag)
+    if isinstance(outcome[0], str) or isinstance(outcome[1], str):
+        assert outcome[0] == outcome[1]
+        return
+    assert outcome[0].rebind == outcome[1].rebind and outcome[0].port == outcome[1].port
+    keyed.engine.apply(outcome[0])
+    whole.engine.apply(outcome[1])
+    if outcome[0].entries is not None:  # in place (a pool node moving pools takes the whole path)
+        assert keyed.engine._node_map is node_map
+    assert keyed.engine._policy == whole.engine._policy and keyed.engine._port == whole.engine._port
+    assert keyed.engine.config.settings == whole.engine.config.settings
+    assert unordered(keyed.plane.drain(keyed.engine)) == unordered(whole.plane.drain(whole.engine))
+    assert state(keyed.engine) == state(whole.engine)
+    replies = [h.register("10.1.0.3", "203.0.113.9", lifetime=1800) for h in (keyed, whole)]
+    assert (replies[0].code, replies[0].lifetime) == (replies[1].code, replies[1].lifetime)
+
+
+def test_a_settings_change_alone_walks_no_entry() -> None:
+    h = harness(
+        vr_config([node(f"mn{i}", f"10.1.{i // 250}.{i % 250 + 1}") for i in range(1000)], address=HA)
+    )
+    node_map, ha = h.engine._node_map, h.engine.config.home_agent
+    assert ha is not None
+    settings = replace(h.engine.config.settings, home_agent=replace(ha, max_lifetime=60))
+    prepared = h.engine.prepare_change(ConfigChange("default", settings=settings))
+    assert prepared.entries is not None and prepared.by_home == {}  # no index rebuilt
+    h.engine.apply(prepared)
+    assert h.engine._node_map is node_map and h.engine._policy is not None
+    assert h.engine._policy.max_lifetime == 60
+    assert h.register("10.1.0.3", "203.0.113.5", lifetime=1800).lifetime == 60

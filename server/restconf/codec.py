@@ -1,0 +1,213 @@
+"""Media types (RFC 8040 §5.2) and the JSON (RFC 7951) ↔ XML conversion, done by libyang.
+
+The NETCONF layer speaks XML; a JSON request body is parsed by libyang against the schema (with the
+ancestors of the resource around it, so a fragment parses in place) and printed as XML for the edit
+path; a reply is the NETCONF layer's XML, parsed by libyang and printed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import libyang
+from libyang import DataType
+from lxml import etree
+
+from server.errors import RpcError, malformed
+from server.restconf.errors import HttpError, http_error
+from server.restconf.uri import Step, Target
+from server.xmlparse import parse_message
+
+JSON = "application/yang-data+json"
+XML = "application/yang-data+xml"
+PATCH_JSON = "application/yang-patch+json"
+PATCH_XML = "application/yang-patch+xml"
+_ALIASES = {JSON: "json", XML: "xml", "application/json": "json", "application/xml": "xml", "text/xml": "xml"}
+
+
+def media_type(header: str | None) -> str:
+    return (header or "").split(";")[0].strip().lower()
+
+
+def body_format(content_type: str | None, *, patch: bool = False) -> str:
+    """'json' | 'xml' for a request body; 415 for anything else."""
+    mt = media_type(content_type)
+    if patch and mt in (PATCH_JSON, PATCH_XML):
+        return "yang-patch-" + ("json" if mt == PATCH_JSON else "xml")
+    if mt in _ALIASES:
+        return _ALIASES[mt]
+    raise http_error(415, "invalid-value", f"unsupported media type {mt or '(none)'}")
+
+
+def reply_format(accept: str | None, default: str = "json") -> str:
+    """'json' | 'xml' from Accept (q-values honoured, first best wins); 406 when none fits."""
+    if not accept or not accept.strip():
+        return default
+    best: tuple[float, str] | None = None
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        mt, q = parts[0].lower(), 1.0
+        for p in parts[1:]:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        fmt = _ALIASES.get(mt) or (default if mt in ("*/*", "application/*") else None)
+        if fmt is not None and q > 0 and (best is None or q > best[0]):
+            best = (q, fmt)
+    if best is None:
+        raise http_error(406, "invalid-value", f"cannot answer in any of: {accept}")
+    return best[1]
+
+
+def content_type(fmt: str) -> str:
+    return JSON if fmt == "json" else XML
+
+
+# -- request bodies -------------------------------------------------------------------------------------
+def parse_xml(body: bytes) -> etree._Element:
+    """A client's XML body, parsed as NETCONF messages are (server/xmlparse.py: hardened, and on the
+    parse thread whose name dictionary is recycled, so invented names cannot grow the server)."""
+    try:
+        return parse_message(body)
+    except RpcError as err:
+        raise HttpError.of(err) from None
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError.of(malformed(f"JSON parse error: {exc}")) from None
+
+
+def _libyang_error(exc: Exception) -> RpcError:
+    msg = str(exc).removeprefix("failed to parse data tree: ")
+    if "not found as a child" in msg or "No module" in msg or "not found" in msg.split(".")[0]:
+        return RpcError("unknown-element", msg, type="application")
+    if "missing its key" in msg:
+        return RpcError("missing-element", msg, type="protocol")
+    return RpcError("invalid-value", msg, type="application")
+
+
+def _json_chain(steps: Iterable[Step], inner: dict[str, Any]) -> dict[str, Any]:
+    """`inner` (members of the innermost object) wrapped in the instances of `steps`."""
+    steps = list(steps)
+    obj = inner
+    for i in range(len(steps) - 1, -1, -1):
+        sn, keys = steps[i].sn, steps[i].keys
+        name = sn.name if i and steps[i - 1].sn.ns == sn.ns else f"{sn.module}:{sn.name}"
+        if sn.kind == "list":
+            entry = dict(zip(sn.keys, keys or (), strict=True))
+            entry.update(obj)
+            obj = {name: [entry]}
+        else:
+            obj = {name: obj}
+    return obj
+
+
+def json_to_xml(ctx: libyang.Context, parent: Target, members: dict[str, Any]) -> list[etree._Element]:
+    """The JSON members (module-qualified, RFC 7951) of a node placed under `parent`, checked by
+    libyang against the schema (unknown nodes, types, state data) and returned as XML elements."""
+    doc = _json_chain(parent.steps, members)
+    try:
+        tree = ctx.parse_data_mem(json.dumps(doc), "json", parse_only=True, strict=True, no_state=True)
+    except libyang.LibyangError as exc:
+        raise HttpError.of(_libyang_error(exc)) from None
+    if tree is None:
+        return []
+    try:
+        xml = tree.print_mem("xml", with_siblings=True, pretty=False)
+    finally:
+        tree.free()
+    holder = parse_xml(b"<x>" + _utf8(xml) + b"</x>")
+    node: etree._Element | None = holder
+    for step in parent.steps:
+        node = node.find(f"{{{step.sn.ns}}}{step.sn.name}") if node is not None else None
+    if node is None:
+        return []
+    return [c for c in node if isinstance(c.tag, str) and not _is_key_of(c, parent)]
+
+
+def _is_key_of(el: etree._Element, parent: Target) -> bool:
+    """A list key leaf the chain itself put into the innermost entry."""
+    last = parent.steps[-1] if parent.steps else None
+    return last is not None and last.sn.kind == "list" and etree.QName(el).localname in last.sn.keys
+
+
+def rpc_input_to_xml(ctx: libyang.Context, module: str, name: str, members: dict[str, Any]) -> bytes:
+    """`{"<module>:input": {...}}` of an operation → the XML rpc element (checked by libyang)."""
+    inner = members.get(f"{module}:input", {}) if members else {}
+    if members and set(members) != {f"{module}:input"}:
+        raise http_error(400, "unknown-element", f'an operation\'s body is {{"{module}:input": ...}}')
+    try:
+        tree = ctx.parse_op_mem("json", json.dumps({f"{module}:{name}": inner}), dtype=DataType.RPC_YANG)
+    except libyang.LibyangError as exc:
+        raise HttpError.of(_libyang_error(exc)) from None
+    try:
+        return tree.print_mem("xml", pretty=False).encode()
+    finally:
+        tree.free()
+
+
+# -- replies --------------------------------------------------------------------------------------------
+def print_json(ctx: libyang.Context, xml: bytes, xpath: str | None) -> bytes | None:
+    """XML data (top-level elements, no wrapper) → RFC 7951 JSON of the node(s) at `xpath`, or of the
+    whole as ietf-restconf:data when `xpath` is None; None when nothing is at `xpath`."""
+    try:
+        tree = ctx.parse_data_mem(xml, "xml", parse_only=True, strict=True) if xml.strip() else None
+    except libyang.LibyangError as exc:
+        raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
+    if tree is None:
+        return b'{"ietf-restconf:data":{}}' if xpath is None else None
+    try:
+        if xpath is None:
+            body = tree.print_mem("json", with_siblings=True, pretty=False, keep_empty_containers=True)
+            return b'{"ietf-restconf:data":' + _utf8(body) + b"}"
+        nodes = list(tree.find_all(xpath))
+        if not nodes:
+            return None
+        parts = [_utf8(n.print_mem("json", pretty=False, keep_empty_containers=True)) for n in nodes]
+        return parts[0] if len(parts) == 1 else _join_json_arrays(parts)
+    finally:
+        tree.free()
+
+
+def _utf8(printed: str | bytes) -> bytes:
+    """libyang's print_mem gives str for the text formats."""
+    return printed.encode() if isinstance(printed, str) else printed
+
+
+def _join_json_arrays(parts: list[bytes]) -> bytes:
+    """Several entries of one list (or leaf-list) printed alone each → one member with all of them."""
+    docs = [json.loads(p) for p in parts]
+    name = next(iter(docs[0]))
+    return json.dumps({name: [v for d in docs for v in d[name]]}).encode()
+
+
+def rpc_output_to_json(ctx: libyang.Context, module: str, ns: str, name: str, output_xml: bytes) -> bytes:
+    """An rpc handler's output elements → `{"<module>:output": {...}}` (checked by libyang)."""
+    reply = b'<%s xmlns="%s">%s</%s>' % (name.encode(), ns.encode(), output_xml, name.encode())
+    try:
+        tree = ctx.parse_op_mem("xml", reply.decode(), dtype=DataType.REPLY_YANG)
+    except libyang.LibyangError as exc:
+        raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
+    try:
+        out = json.loads(tree.print_mem("json", pretty=False))
+    finally:
+        tree.free()
+    return json.dumps({f"{module}:output": next(iter(out.values()), {})}).encode()
+
+
+def notification_to_json(ctx: libyang.Context, event_time: str, body: bytes) -> bytes:
+    """One event (the notification's content element) as RFC 8040 §6.4 JSON."""
+    try:
+        tree = ctx.parse_op_mem("xml", body.decode(), dtype=DataType.NOTIF_YANG)
+        content = json.loads(tree.print_mem("json", pretty=False))
+        tree.free()
+    except libyang.LibyangError:  # replayComplete / notificationComplete (RFC 5277, no YANG module)
+        content = {f"nc-notifications:{etree.QName(etree.fromstring(body)).localname}": [None]}
+    return json.dumps({"ietf-restconf:notification": {"eventTime": event_time, **content}}).encode()

@@ -1,0 +1,85 @@
+"""`mipha run` with [restconf]: the daemon's own rpcs and binding table over RESTCONF, with curl.
+
+A virtual router is configured over RESTCONF, a mobile node registers for real (`mipha mn` in the
+router's namespace), its binding is read by key, clear-bindings removes it and says how many."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+from daemon_harness import KEY_YANG, Daemon, free_port, mn_command
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+M = "mipha-home-agent"
+JSON = "application/yang-data+json"
+
+
+def rc(port: int, cert: Path, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+    args = ["curl", "-sS", "--cacert", str(cert), "-u", "admin:e2e-secret", "-X", method]
+    args += ["-H", f"Content-Type: {JSON}", "-w", "\n%{http_code}", "--max-time", "20"]
+    if body is not None:
+        args += ["--data-binary", body]
+    out = subprocess.run([*args, f"https://127.0.0.1:{port}{path}"], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    text, _, code = out.stdout.rpartition(b"\n")
+    return int(code), text
+
+
+def test_daemon_serves_restconf_beside_netconf(tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    vr, netns = f"rc{tag}", f"mipha-rc-{tag}"
+    port = free_port()
+    daemon = Daemon(tmp_path, free_port(), f'[restconf]\nlisten = "127.0.0.1:{port}"\n')
+    cert = tmp_path / "state" / "restconf-cert.pem"
+    try:
+        daemon.start()
+        vr_path = f"/restconf/data/{M}:virtual-routers/virtual-router={vr}"
+        body = {
+            f"{M}:virtual-router": [
+                {
+                    "name": vr,
+                    "netns": netns,
+                    "home-agent": {"address": "192.0.2.1"},
+                    "mobile-node": [
+                        {
+                            "name": "a",
+                            "home-address": "192.0.2.10",
+                            "security-association": [{"spi": 256, "key": KEY_YANG}],
+                        }
+                    ],
+                }
+            ]
+        }
+        code, text = rc(port, cert, "PUT", vr_path, json.dumps(body))
+        assert code == 201, text
+        ops = json.loads(rc(port, cert, "GET", "/restconf/operations")[1])["ietf-restconf:operations"]
+        assert {f"{M}:clear-bindings", f"{M}:clear-statistics"} <= set(ops)
+        out = subprocess.run(
+            mn_command(netns, "register", "--home", "192.0.2.10", "--coa", "198.51.100.9"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        binding = f"{vr_path}/home-agent/bindings/binding=192.0.2.10,198.51.100.9"
+        code, text = rc(port, cert, "GET", binding)
+        assert code == 200, text
+        got = json.loads(text)[f"{M}:binding"][0]
+        assert got["mobile-node"] == "a" and got["care-of-address"] == "198.51.100.9"
+        clear = json.dumps({f"{M}:input": {"virtual-router": vr}})
+        code, text = rc(port, cert, "POST", f"/restconf/operations/{M}:clear-bindings", clear)
+        assert code == 200 and json.loads(text) == {f"{M}:output": {"cleared": 1}}
+        assert rc(port, cert, "GET", binding)[0] == 404
+        stats = json.dumps({f"{M}:input": {"virtual-router": vr}})
+        assert rc(port, cert, "POST", f"/restconf/operations/{M}:clear-statistics", stats)[0] == 204
+        counters = json.loads(rc(port, cert, "GET", f"{vr_path}/home-agent/statistics")[1])
+        assert counters[f"{M}:statistics"]["requests-received"] == "0"  # counter64: a string in JSON
+    finally:
+        daemon.stop()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
