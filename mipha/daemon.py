@@ -27,8 +27,10 @@ from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 from server.app import ServerHandle, build_core
 from server.config import ServerConfig
 from server.errors import RpcError
+from server.push import ChangeFeed
 from server.session import listen, load_or_create_host_key
 
+from . import onchange
 from .bootstrap import Bootstrap
 from .glue import HomeAgentSubscriber
 from .heap import TRIM_EVERY, trim_heap
@@ -58,6 +60,7 @@ class Daemon:
         self._restored: dict[str, list[BindingRecord]] = {}
         self.server: ServerHandle | None = None
         self.notifier: Notifier | None = None
+        self.feed: ChangeFeed | None = None  # YANG-Push on-change (server/push.py)
         self.subscriber = HomeAgentSubscriber(
             self.routers,
             self.new_router,
@@ -91,6 +94,7 @@ class Daemon:
         )
         if self.standby is not None:
             self.standby.attach(vr)
+        vr.on_changes = self._on_changes
         return vr
 
     def take_restored(self, name: str) -> list[BindingRecord]:
@@ -100,6 +104,13 @@ class Daemon:
     def _on_events(self, vr: str, events: list) -> None:
         if self.notifier is not None:
             self.notifier.events(vr, events)
+
+    def _on_changes(self, vr: VirtualRouter, keys: list[int], events: list) -> None:
+        if self.feed is not None and self.feed.jobs:
+            try:
+                onchange.bindings_changed(self.feed, vr, keys, events)
+            except Exception:
+                log.exception("on-change updates of virtual router %s failed", vr.name)
 
     # -- life cycle -------------------------------------------------------------------------------------
 
@@ -139,6 +150,8 @@ class Daemon:
             providers.append(RedundancyStateProvider(self.standby))
         core = build_core(config, None, [TimedSubscriber(self.subscriber, self.commit_latency)], providers)
         self.notifier = Notifier(core.publish)
+        self.feed = core.feed
+        onchange.declare(core.feed)
         core.register_rpc(MIPHA_NAMESPACE, "clear-bindings", self.rpc_clear_bindings)
         core.register_rpc(MIPHA_NAMESPACE, "clear-statistics", self.rpc_clear_statistics)
         core.register_rpc(MIPHA_NAMESPACE, "trace-registrations", self.rpc_trace_registrations)

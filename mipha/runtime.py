@@ -119,6 +119,8 @@ class VirtualRouter:
         self.standby_plane = False
         self.aaa: AaaClient | None = None
         self._aaa_config: object = None
+        #: YANG-Push on-change (mipha.onchange): each burst's changed binding keys and events
+        self.on_changes: Callable[[VirtualRouter, list[int], list[Event]], None] | None = None
 
     # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
 
@@ -458,6 +460,8 @@ class VirtualRouter:
                 aaa.account(events)
         if events and self.on_events is not None:
             self.on_events(self.name, events)
+        if (changed or events) and self.on_changes is not None:
+            self.on_changes(self, changed, events)
         if aaa is not None:
             lookups = engine.drain_aaa_lookups()
             if lookups:

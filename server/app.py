@@ -18,6 +18,7 @@ from server.operational import OperationalProvider
 from server.schema import Schema
 from server.session import listen, load_or_create_host_key
 from server.subscribers import ConfigSubscriber
+from server.yang import enable_features
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ def build_core(
             ctx.load_module(name)
         except Exception as exc:  # a missing standard module only loses that feature
             log.warning("cannot load YANG module %s: %s", name, exc)
+    for name, features in config.features.items():
+        try:
+            enable_features(ctx, name, features)
+        except Exception as exc:
+            log.warning("cannot enable features %s of %s: %s", features, name, exc)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     return NetconfCore(
         Schema(ctx),

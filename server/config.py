@@ -33,6 +33,15 @@ class ServerConfig:
         "ietf-netconf-notifications",
         "ietf-netconf-nmda",
         "ietf-netconf-acm",
+        "ietf-subscribed-notifications",
+        "ietf-yang-push",
+    )
+    #: the features the server implements, per module (the others stay disabled, not advertised)
+    features: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "ietf-subscribed-notifications": ("encode-xml", "replay", "subtree", "xpath"),
+            "ietf-yang-push": ("on-change",),
+        }
     )
 
     @property

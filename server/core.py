@@ -29,9 +29,12 @@ from server.monitoring import GlobalStats, LockInfo, SessionInfo, netconf_state,
 from server.nacm import NACM_NS, Nacm
 from server.operational import OperationalProvider, StateRequest
 from server.operations import HANDLERS, Handler
+from server.push import ChangeFeed, ConfigChanges
 from server.schema import Schema
 from server.statedata import filter_roots, merge_into, merge_state, strip_config
 from server.subscribers import ConfigSubscriber
+from server.subscription_input import SN_NS, RefuseConfiguredSubscriptions
+from server.subscriptions import Subscriptions
 from server.tree import Forest
 from server.xmlns import (
     CAP_CANDIDATE,
@@ -75,7 +78,10 @@ class NetconfCore:
     ) -> None:
         self.schema = schema
         self.max_message_size = max_message_size
-        self.ds = Datastores(schema, validator, state_dir, subscribers)
+        #: on-change changes in (the commit path's diff, the application's state changes): server/push.py
+        self.feed = ChangeFeed(schema)
+        internal: list[ConfigSubscriber] = [RefuseConfiguredSubscriptions(), ConfigChanges(self.feed)]
+        self.ds = Datastores(schema, validator, state_dir, [*(subscribers or []), *internal])
         self.nacm = Nacm(
             schema, superuser_group, running=lambda: self.ds.running, generation=lambda: self.ds.generation
         )
@@ -86,6 +92,8 @@ class NetconfCore:
         self.stats = GlobalStats()
         self.providers: list[OperationalProvider] = providers if providers is not None else []
         self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
+        self.subscriptions = Subscriptions(self)  # RFC 8639 / RFC 8641 dynamic subscriptions
+        self.rpc_handlers.update(self.subscriptions.handlers())
         self.confirmed = ConfirmedCommit(self)
         #: serialises every configuration change (see the module docstring)
         self.txn_lock = asyncio.Lock()
@@ -156,6 +164,7 @@ class NetconfCore:
             self.stats.dropped_sessions += 1
         if sess.subscription is not None:
             sess.subscription.cancel()
+        self.subscriptions.session_ended(sess)
         for name, (holder, _t) in list(self.locks.items()):
             if holder == sess.id:
                 del self.locks[name]
@@ -358,6 +367,8 @@ class NetconfCore:
             roots.append(self.nacm.state())
         if wanted is None or any(ns == YANGLIB_NS for ns, _ in wanted):
             roots.extend(yang_library(self.schema))
+        if wanted is None or any(ns == SN_NS for ns, _ in wanted):
+            roots.extend(self.subscriptions.state())
         for prov in self.providers:
             if wanted is not None and not (wanted & prov.roots):
                 continue  # the filter cannot select anything this provider owns

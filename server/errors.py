@@ -6,6 +6,7 @@ RFC 6241 Appendix A needs; `rpc.py` renders it. Several errors in one reply trav
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,8 @@ class RpcError(Exception):
     path_nsmap: Mapping[str | None, str] | None = None
     info: tuple[tuple[str, str], ...] = ()
     severity: str = "error"
+    #: structured error-info in other namespaces (RFC 8639 §2.4.6 yang-data), after `info`
+    info_xml: tuple[etree._Element, ...] = ()
     extra: tuple[RpcError, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -83,10 +86,12 @@ class RpcError(Exception):
             m = etree.SubElement(err, q + "error-message")
             m.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
             m.text = self.message
-        if self.info:
+        if self.info or self.info_xml:
             info = etree.SubElement(err, q + "error-info")
             for name, text in self.info:
                 etree.SubElement(info, q + name).text = text
+            for el in self.info_xml:
+                info.append(copy.deepcopy(el))
         return err
 
 
@@ -105,6 +110,7 @@ def combine(errors: Iterable[RpcError]) -> RpcError:
         path_nsmap=first.path_nsmap,
         info=first.info,
         severity=first.severity,
+        info_xml=first.info_xml,
         extra=tuple(e for err in errs[1:] for e in err.all()) + first.extra,
     )
 

@@ -1,8 +1,11 @@
 """RFC 5277 event notifications on stream NETCONF, with a bounded replay log, and RFC 6470 events.
 
-`EventLog` keeps the last N notifications (for start-time replay). A `Subscription` belongs to one
-session: it filters events (subtree or XPath), replays from the log, sends <replayComplete/>, and ends
-with <notificationComplete/> at stop-time. Time handling: the caller passes `now` (wall-clock UTC).
+`EventLog` keeps the last N notifications (for start-time replay) and is the one source of stream
+NETCONF: every receiver attaches to it (`attach`: anything with `offer(event)`), whatever carries the
+events out — RFC 5277 `Subscription` here, RFC 8639 dynamic subscriptions (server/subscriptions.py), an
+HTTP event stream. `EventSelector` is what every receiver decides with: NACM, then a subtree or XPath
+filter. A `Subscription` belongs to one session: it replays from the log, sends <replayComplete/>, and
+ends with <notificationComplete/> at stop-time. Time handling: the caller passes `now` (wall-clock UTC).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import copy
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from lxml import etree
 
@@ -81,17 +85,40 @@ def render(time: dt.datetime, body: etree._Element) -> bytes:
     return etree.tostring(n)
 
 
+class Receiver(Protocol):
+    """What attaches to the EventLog: called with every event published while attached."""
+
+    def offer(self, ev: Event) -> None: ...
+
+
 class EventLog:
-    """Bounded replay buffer for stream NETCONF, plus fan-out to live subscriptions."""
+    """Bounded replay buffer for stream NETCONF, plus fan-out to live receivers."""
 
     def __init__(self, size: int = 1000) -> None:
         self.events: collections.deque[Event] = collections.deque(maxlen=size)
-        self.subscribers: list[Subscription] = []
+        self.subscribers: list[Receiver] = []
         self.created = utcnow()
 
     @property
     def replay_start(self) -> dt.datetime:
         return self.events[0].time if len(self.events) == self.events.maxlen else self.created
+
+    @property
+    def aged(self) -> bool:
+        """True once events have been dropped from the log (replay no longer reaches `created`)."""
+        return len(self.events) == self.events.maxlen
+
+    def attach(self, receiver: Receiver) -> None:
+        if receiver not in self.subscribers:
+            self.subscribers.append(receiver)
+
+    def detach(self, receiver: Receiver) -> None:
+        if receiver in self.subscribers:
+            self.subscribers.remove(receiver)
+
+    def since(self, start: dt.datetime, stop: dt.datetime | None = None) -> list[Event]:
+        """The logged events from `start` (to `stop`), for a replay."""
+        return [ev for ev in self.events if ev.time >= start and (stop is None or ev.time <= stop)]
 
     def publish(
         self, body: etree._Element | Callable[[], etree._Element], now: dt.datetime | None = None
@@ -101,6 +128,39 @@ class EventLog:
         for sub in list(self.subscribers):
             sub.offer(ev)
         return ev
+
+
+class EventSelector:
+    """Which events a receiver gets: `allow` (NACM) first, then a subtree or an XPath filter."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        filter_el: etree._Element | None = None,
+        xpath: tuple[str, dict] | None = None,
+        allow: Callable[[etree._Element], bool] | None = None,
+    ) -> None:
+        self.schema, self.filter_el, self.xpath, self.allow = schema, filter_el, xpath, allow
+
+    def wants(self, body: etree._Element) -> bool:
+        if self.allow is not None and not self.allow(body):
+            return False
+        if self.filter_el is None and self.xpath is None:
+            return True
+        data = Forest([body])
+        if self.xpath is not None:
+            return len(xpath_filter(data, self.xpath[0], self.xpath[1], self.schema)) > 0
+        return len(SubtreeFilter(self.filter_el, self.schema).apply(data)) > 0
+
+
+def event_body(ev: Event) -> etree._Element | None:
+    """The event's body, or None when its builder failed (that event is lost, nothing else)."""
+    try:
+        return ev.body
+    except Exception:
+        log.exception("notification of %s could not be built; not sent", format_time(ev.time))
+        return None
 
 
 class Subscription:
@@ -119,22 +179,21 @@ class Subscription:
         allow: Callable[[etree._Element], bool] | None = None,
     ) -> None:
         self.log, self.send, self.schema = log, send, schema
-        self.allow = allow  # NACM: may this session receive this notification?
-        self.filter_el, self.xpath, self.start, self.stop = filter_el, xpath, start, stop
+        self.selector = EventSelector(schema, filter_el=filter_el, xpath=xpath, allow=allow)
+        self.start, self.stop = start, stop
         self.active = True
         self.sent = 0
 
     def begin(self, now: dt.datetime) -> None:
         """Replay from the log when start-time was given, then go live (or finish at stop-time)."""
         if self.start is not None:
-            for ev in list(self.log.events):
-                if ev.time >= self.start and (self.stop is None or ev.time <= self.stop):
-                    self._deliver(ev)
+            for ev in self.log.since(self.start, self.stop):
+                self._deliver(ev)
             self.send(render(now, etree.Element(f"{{{NCN_NS}}}replayComplete", nsmap={None: NCN_NS})))
             if self.stop is not None and self.stop <= now:
                 self.finish(now)
                 return
-        self.log.subscribers.append(self)
+        self.log.attach(self)
 
     def offer(self, ev: Event) -> None:
         if not self.active:
@@ -145,35 +204,21 @@ class Subscription:
         self._deliver(ev)
 
     def _deliver(self, ev: Event) -> None:
-        try:
-            body = ev.body
-        except Exception:  # a publisher's builder failed: that event is lost, nothing else
-            log.exception("notification of %s could not be built; not sent", format_time(ev.time))
-            return
-        if (self.allow is None or self.allow(body)) and self._passes(body):
+        body = event_body(ev)
+        if body is not None and self.selector.wants(body):
             self.send(ev.to_bytes())
             self.sent += 1
-
-    def _passes(self, body: etree._Element) -> bool:
-        if self.filter_el is None and self.xpath is None:
-            return True
-        data = Forest([body])
-        if self.xpath is not None:
-            return len(xpath_filter(data, self.xpath[0], self.xpath[1], self.schema)) > 0
-        return len(SubtreeFilter(self.filter_el, self.schema).apply(data)) > 0
 
     def finish(self, now: dt.datetime) -> None:
         if not self.active:
             return
         self.active = False
-        if self in self.log.subscribers:
-            self.log.subscribers.remove(self)
+        self.log.detach(self)
         self.send(render(now, etree.Element(f"{{{NCN_NS}}}notificationComplete", nsmap={None: NCN_NS})))
 
     def cancel(self) -> None:
         self.active = False
-        if self in self.log.subscribers:
-            self.log.subscribers.remove(self)
+        self.log.detach(self)
 
 
 # -- RFC 6470 event bodies -------------------------------------------------------------------------------

@@ -149,6 +149,13 @@ class NetconfSession:
         except Exception:
             log.debug("close failed", exc_info=True)
 
+    def flow_paused(self) -> None:
+        """The transport's buffer is over its high-water mark: the client does not keep up."""
+        self.core.subscriptions.suspend(self)
+
+    def flow_resumed(self) -> None:
+        self.core.subscriptions.resume(self)
+
     def send_notification(self, payload: bytes) -> None:
         if not self.closed:
             self.counters.out_notifications += 1

@@ -80,9 +80,13 @@ class _ChannelSession(asyncssh.SSHServerSession):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._nc is not None:
+            self._nc.flow_paused()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._nc is not None:
+            self._nc.flow_resumed()
 
     async def _drain(self) -> None:
         await self._writable.wait()

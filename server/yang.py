@@ -67,3 +67,15 @@ def shared_context(
         if ctx is None:
             ctx = _shared[key] = new_context(*key)
         return ctx
+
+
+def enable_features(ctx: libyang.Context, module: str, features: tuple[str, ...]) -> None:
+    """Enable exactly `features` of an implemented module (libyang-python's feature_enable sets
+    one feature and disables the others)."""
+    from _libyang import ffi, lib
+
+    mod = ctx.get_module(module)
+    names = [ffi.new("char[]", f.encode()) for f in features]
+    array = ffi.new("char *[]", [*names, ffi.NULL])
+    if lib.lys_set_implemented(mod.cdata, array) != lib.LY_SUCCESS:
+        raise ctx.error(f"cannot enable features {features} of {module}")
