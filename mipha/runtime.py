@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
-from ha.engine.bindings import UDP_TUNNEL, Binding
+from ha.engine.bindings import UDP_TUNNEL, Binding, make_key
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.errors import ConfigRefused
 from ha.engine.events import Event
@@ -460,8 +460,9 @@ class VirtualRouter:
                 aaa.account(events)
         if events and self.on_events is not None:
             self.on_events(self.name, events)
-        if (changed or events) and self.on_changes is not None:
-            self.on_changes(self, changed, events)
+        if (changed or renewed or events) and self.on_changes is not None:
+            renewed_keys = [make_key(b.home_address, b.care_of_address) for b in renewed]
+            self.on_changes(self, changed + renewed_keys if renewed_keys else changed, events)
         if aaa is not None:
             lookups = engine.drain_aaa_lookups()
             if lookups:
