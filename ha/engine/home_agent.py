@@ -1286,9 +1286,15 @@ class HomeAgent:
 
     # --- inputs: time ----------------------------------------------------------------------------
 
-    def get_timer(self) -> float | None:
-        """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire."""
-        due = self._table.next_expiry()
+    def get_timer(self, *, settled: bool = True) -> float | None:
+        """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire.
+
+        ``settled`` False: a time that may be early (the earliest expiry entry, perhaps of a binding
+        renewed since; a ``handle_timer`` then settles it) but never late, without the settling work
+        — what a shell that calls this after every burst of renewals wants.
+        """
+        table = self._table
+        due = table.next_expiry() if settled else table.earliest_entry()
         if self._revocations.pending:
             resend = self._revocations.next_due()
             if resend is not None and (due is None or resend < due):
