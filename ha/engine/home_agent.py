@@ -1366,6 +1366,7 @@ class HomeAgent:
             return ReplyCode.INSUFFICIENT_RESOURCES, "the AAA subscriber cache is full"
         if existing is not None:
             subscriber = Subscriber(profile, existing.session, existing.session_start)
+            self._subscriber_changed(existing)
         else:
             self._sessions += 1
             session = (int(wallclock) & 0xFFFFFFFF) << 32 | (self._sessions & 0xFFFFFFFF)
@@ -1373,6 +1374,17 @@ class HomeAgent:
         self._subscribers[name] = subscriber
         self._subscribers_by_nai[profile.nai] = subscriber
         return None
+
+    def _subscriber_changed(self, subscriber: Subscriber) -> None:
+        """RADIUS answered again for a bound subscriber (MN-AAA): its bindings are reported changed,
+        not renewed in place, so a journal writes them whole with the new key; a renewal in place
+        leaves the subscriber a binding's record carries as it is (a ``renew`` line keeps it)."""
+        changed = self._table.changed
+        if changed is None:
+            return
+        home = self._home_of(subscriber, self._nodes.get(subscriber.name))
+        if home is not None:
+            changed.update(make_key(home, coa) for coa in self._table.care_of_addresses(home))
 
     def _forget_subscriber(self, name: str) -> None:
         subscriber = self._subscribers.pop(name, None)
