@@ -97,7 +97,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import GeneralizedAuth, MobileHomeAuth, ipv4
+from ha.protocol.messages import MobileHomeAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -457,9 +457,12 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         node = self._resolve(request)
+        # Unknown, or cached but authenticated by MN-AAA: RADIUS; configured and cached nodes: local.  A
+        # request whose last extension is Mobile-Home has no MN-AAA (the codec refuses both, 134): a
+        # cached node's usual renewal costs a configured node's.
         if self._aaa_mode is not None and (
-            node is None or (type(node) is Subscriber and GeneralizedAuth in map(type, request.extensions))
-        ):  # unknown, or cached but authenticated by MN-AAA: RADIUS; configured and cached nodes: local
+            node is None or (type(node) is Subscriber and type(request.extensions[-1]) is not MobileHomeAuth)
+        ):
             outgoing = self._aaa_gate(data, request, node, peer, source, received_on, port, now)
             if outgoing is not False:
                 return outgoing
