@@ -223,8 +223,10 @@ def engine_costs(count: int = 20000) -> dict:
 
 
 def memory_per_subscriber(count: int) -> dict:
-    """Engine memory of ``count`` AAA subscribers with one binding each, minus the same engine with
-    ``count`` configured pool nodes bound: what the AAA cache costs beyond the binding."""
+    """What the AAA cache costs beyond the binding: engine memory of ``count`` AAA subscribers with one
+    binding each, less what ``count`` bindings cost — an engine of ``count`` configured pool nodes
+    bound, less the same engine before any registration (its nodes' own entries are a configured
+    node's cost, not the binding's) — less the empty AAA engine."""
     import gc
     import tracemalloc
     from ipaddress import IPv4Address
@@ -241,7 +243,7 @@ def memory_per_subscriber(count: int) -> dict:
     pool = AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.3.255.254")),))
     sa = SecurityAssociation(256, KEY.encode())
 
-    def build(aaa: bool, trace: bool) -> tuple[int, int]:
+    def build(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
         nodes = [
             MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
             for i in range(0 if aaa else count)
@@ -265,7 +267,7 @@ def memory_per_subscriber(count: int) -> dict:
             tracemalloc.start()
         rss0 = _rss()
         engine = HomeAgent(config)
-        for i, data in enumerate(datagrams):
+        for i, data in enumerate(datagrams if register else ()):
             engine.handle_datagram(data, source=("10.88.0.1", 434), received_on=IPv4Address(HA), now=1.0,
                                    wallclock=wall)  # fmt: skip
             if aaa:
@@ -275,7 +277,7 @@ def memory_per_subscriber(count: int) -> dict:
                 engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=wall)
             engine.drain_intents()
             engine.drain_events()
-        assert engine.binding_count == count, engine.binding_count
+        assert engine.binding_count == (count if register else 0), engine.binding_count
         gc.collect()
         rss = _rss() - rss0
         traced = tracemalloc.get_traced_memory()[0] if trace else 0
@@ -283,13 +285,13 @@ def memory_per_subscriber(count: int) -> dict:
         del engine, nodes, config
         return traced, rss
 
-    def forked(aaa: bool, trace: bool) -> tuple[int, int]:
+    def forked(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
         """``build`` in a child process: RSS growth is not hidden by memory an earlier build freed."""
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, json.dumps(build(aaa, trace)).encode())
+            os.write(write, json.dumps(build(aaa, trace, register)).encode())
             os._exit(0)
         os.close(write)
         with os.fdopen(read) as f:
@@ -297,16 +299,25 @@ def memory_per_subscriber(count: int) -> dict:
         os.waitpid(pid, 0)
         return result[0], result[1]
 
-    aaa_traced, _ = forked(True, True)
-    local_traced, _ = forked(False, True)
-    _, aaa_rss = forked(True, False)  # tracemalloc's own bookkeeping would inflate RSS
-    _, local_rss = forked(False, False)
+    traced = [forked(aaa, True, register)[0] for aaa, register in _MEMORY_BUILDS]
+    rss = [forked(aaa, False, register)[1] for aaa, register in _MEMORY_BUILDS]  # tracemalloc would inflate
+
+    def beyond(figures: list[int]) -> int:
+        aaa, local, configured, empty = figures
+        return round((aaa - empty - (local - configured)) / count)
+
     return {
         "subscribers": count,
-        "traced_bytes_each": round((aaa_traced - local_traced) / count),
-        "rss_bytes_each": round((aaa_rss - local_rss) / count),
-        "configured_node_and_binding_traced_bytes_each": round(local_traced / count),
+        "traced_bytes_each": beyond(traced),
+        "rss_bytes_each": beyond(rss),
+        "binding_traced_bytes_each": round((traced[1] - traced[2]) / count),
+        "configured_node_entries_traced_bytes_each": round(traced[2] / count),
     }
+
+
+#: (AAA engine, registrations made): subscribers bound, configured nodes bound, configured nodes
+#: unregistered, the AAA engine empty.
+_MEMORY_BUILDS = ((True, True), (False, True), (False, False), (True, False))
 
 
 def _with_registrations(
