@@ -484,7 +484,7 @@ def push_signed_reply(
     mn_ha: SecurityAssociation | None = None,
     challenge: MobileForeignChallenge | None = None,
     fa_ha: SecurityAssociation | None = None,
-    udp_tunnel: UdpTunnelReply | None = None,
+    udp_tunnel: UdpTunnelReply | bytes | None = None,
     revocation: RevocationSupport | None = None,
 ) -> bytes:
     """A home agent's reply straight from its fields, in the order of RFC 5944 §3.6.1.3 / RFC 4721.
@@ -493,7 +493,8 @@ def push_signed_reply(
     ``mn_ha`` / ``fa_ha``, without building the message and extension objects first: this runs once
     per request.  Addresses are integers.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each
     one when given).  RFC 3519's UDP Tunnel Reply goes before the MN-HA extension (it authenticates
-    it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).
+    it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).  ``udp_tunnel`` may
+    be given encoded (its 8 bytes, as ``decision.UdpTunnel`` keeps them).
     """
     if nai is None and mn_ha is not None and udp_tunnel is not None:  # RFC 3519's usual reply
         out = _NAT_REPLY.pack(
@@ -503,7 +504,7 @@ def push_signed_reply(
             home_address,
             home_agent,
             identification,
-            udp_tunnel_bytes(udp_tunnel),
+            udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel),
             _MN_HA,
             _SIGNED_AUTH_LENGTH,
             mn_ha.spi,
@@ -527,7 +528,7 @@ def push_signed_reply(
         if nai is not None:
             out += _write_nai(nai)
         if udp_tunnel is not None:
-            out += udp_tunnel_bytes(udp_tunnel)
+            out += udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel)
         if mn_ha is not None:
             out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
             out += mn_ha.authenticator(out)

@@ -19,8 +19,8 @@ Addresses are compared as integers and flags handled as plain ints, converted ba
 is built by keyword through its ``__init__`` on a new instance (calling a class with keywords builds a
 dict first).  Each policy carries its step lists compiled as one ``s0(x) or s1(x) or ...`` each
 (:func:`plan`), without the steps that cannot deny under it — nor, for the usual request (one MN-HA
-extension, no foreign agent, no S/M/G, no per-host overrides), those that cannot deny it: no call is
-paid for a check that cannot fail.
+extension, alone or after an RFC 3519 UDP Tunnel Request; no foreign agent, no S/M/G, no per-host
+overrides), those that cannot deny it: no call is paid for a check that cannot fail.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from .messages import (
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
+    UdpTunnelRequest,
 )
 from .replay import ReplayVerdict, check_identification, check_timestamp
 
@@ -182,6 +183,9 @@ class Arrival:
     destination_port: int = 434
     destination_integer: int = field(init=False, repr=False, compare=False)
     source_integer: int = field(init=False, repr=False, compare=False)
+    #: The RFC 3519 tunnel last granted to requests from here (``udp_tunnel_step``'s cache: renewals
+    #: through one NAT mapping share one record, built once).
+    udp_tunnel: UdpTunnel | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.destination_integer = int(self.destination)
@@ -241,6 +245,8 @@ class UdpTunnel:
     port: int  # the request's UDP source port
     forced: bool  # tunnelling without a detected NAT (F)
     reply: UdpTunnelReply
+    #: ``reply`` encoded (the 8 bytes of extension 44 the reply carries), built with the record.
+    reply_bytes: bytes = b""
 
 
 @final
@@ -893,11 +899,12 @@ def decide(
     registration, deregistration, usual = policy.plans
     if request.lifetime == 0:
         return deregistration(x) or _deregistration(x)
-    if (  # the usual request: its MN-HA extension alone, from no foreign agent we share a key with, a
-        # home address, neither S nor M nor G, for a known node without per-host care-of access or
-        # reverse tunnel settings
+    extensions = request.extensions
+    if (  # the usual request: its MN-HA extension alone (or after an RFC 3519 UDP Tunnel Request, which
+        # no step reads), from no foreign agent we share a key with, a home address, neither S nor M
+        # nor G, for a known node without per-host care-of access or reverse tunnel settings
         foreign_agent is None
-        and len(request.extensions) == 1
+        and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
         and not x.flags & _UNUSUAL_FLAGS
         and x.home != _UNSPECIFIED
         and mobile_node is not None

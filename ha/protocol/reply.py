@@ -131,7 +131,7 @@ def encode_reply(verdict: Verdict) -> bytes:
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent
         tunnel, revocation = verdict.udp_tunnel, verdict.revocation  # _rfc3519_3543(), inlined
-        udp_tunnel = tunnel.reply if tunnel is not None else None
+        udp_tunnel = tunnel.reply_bytes or tunnel.reply if tunnel is not None else None
     else:
         code, lifetime, home_address, home_agent = _header(verdict)
         identification = verdict.reply_identification
