@@ -97,7 +97,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import GeneralizedAuth, MobileHomeAuth, UdpTunnelRequest, ipv4
+from ha.protocol.messages import GeneralizedAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -627,16 +627,9 @@ class HomeAgent:
 
     def _resolve(self, request: RegistrationRequest) -> EngineNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
-        extensions = request.extensions
-        # the usual requests (an MN-HA extension alone, or RFC 3519's: a UDP Tunnel Request before it)
+        # the usual layouts (an MN-HA extension alone, or RFC 3519's: a UDP Tunnel Request before it)
         # name no NAI: no search for one
-        nai = (
-            None
-            if extensions
-            and type(extensions[-1]) is MobileHomeAuth
-            and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
-            else request.nai
-        )
+        nai = None if request.layout else request.nai
         mode = self._aaa_mode
         if mode is None:
             if nai is not None:

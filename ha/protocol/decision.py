@@ -50,7 +50,6 @@ from .messages import (
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
-    UdpTunnelRequest,
 )
 from .replay import ReplayVerdict, check_identification, check_timestamp
 
@@ -524,7 +523,7 @@ def mobile_node_authentic(x: Examination) -> Deny | None:
     extensions = request.extensions
     # The usual requests (RFC 3519's too) end with their MN-HA extension: no search.  The codec lets a
     # request carry one authorization-enabling extension only, so it is the one mn_ha_auth would find.
-    mn_ha = extensions[-1] if extensions and type(extensions[-1]) is MobileHomeAuth else request.mn_ha_auth
+    mn_ha = extensions[-1] if request.layout else request.mn_ha_auth
     if mn_ha is None:
         mn_aaa = any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions)
         if mn_aaa and x.mn_aaa_verified and mobile_node is not None and mobile_node.security_associations:
@@ -899,12 +898,11 @@ def decide(
     registration, deregistration, usual = policy.plans
     if request.lifetime == 0:
         return deregistration(x) or _deregistration(x)
-    extensions = request.extensions
     if (  # the usual request: its MN-HA extension alone (or after an RFC 3519 UDP Tunnel Request, which
         # no step reads), from no foreign agent we share a key with, a home address, neither S nor M
         # nor G, for a known node without per-host care-of access or reverse tunnel settings
         foreign_agent is None
-        and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
+        and request.layout
         and not x.flags & _UNUSUAL_FLAGS
         and x.home != _UNSPECIFIED
         and mobile_node is not None

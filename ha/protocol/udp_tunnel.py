@@ -33,7 +33,14 @@ from typing import cast
 from .codec import udp_tunnel_bytes
 from .constants import MessageType, ReplyCode, RequestFlags
 from .decision import Accept, Arrival, Deny, UdpTunnel
-from .messages import REQUEST_FLAGS, ForeignHomeAuth, MobileHomeAuth, UdpTunnelReply, UdpTunnelRequest
+from .messages import (
+    LAYOUT_UDP_TUNNEL,
+    REQUEST_FLAGS,
+    ForeignHomeAuth,
+    MobileHomeAuth,
+    UdpTunnelReply,
+    UdpTunnelRequest,
+)
 
 #: The tunnel data message (RFC 3519): ``Type 4 | Next Header | Reserved16`` then the payload.
 TUNNEL_DATA_HEADER = struct.Struct("!BBH")
@@ -54,7 +61,6 @@ DEFAULT_KEEPALIVE_INTERVAL = 110
 _UDP_UNAVAILABLE = ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
 _S = int(RequestFlags.S)
 _F_FORCE = UdpTunnelRequest.F_FORCE
-_MN_HA = MobileHomeAuth
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +86,10 @@ class NatTraversalPolicy:
 
 def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
     """The UDP Tunnel Request an authenticator covers (before MN-HA, or before a verified FA-HA)."""
-    extensions = accept.request.extensions
-    if len(extensions) < 2:
-        return None
-    first = extensions[0]
-    if len(extensions) == 2 and type(first) is UdpTunnelRequest and type(extensions[1]) is MobileHomeAuth:
-        return first  # the usual layout (the codec's short cut): no loop
+    request = accept.request
+    extensions = request.extensions
+    if request.layout == LAYOUT_UDP_TUNNEL:
+        return cast(UdpTunnelRequest, extensions[0])  # the usual layout: no loop
     covered_by_mn = True
     fa_verified = accept.fa_security_association is not None
     for extension in extensions:
@@ -112,9 +116,8 @@ def udp_tunnel_step(
     kept on ``arrival`` for the renewals that come through the same mapping.
     """
     request = accept.request
-    extensions = request.extensions
-    if len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest and type(extensions[1]) is _MN_HA:
-        tunnel_request = extensions[0]  # trusted_tunnel_request()'s usual case, inlined
+    if request.layout == LAYOUT_UDP_TUNNEL:
+        tunnel_request: UdpTunnelRequest = request.extensions[0]  # type: ignore[assignment]  # (inlined)
     else:
         tunnel_request = trusted_tunnel_request(accept)
         if tunnel_request is None:
