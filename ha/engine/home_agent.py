@@ -117,9 +117,8 @@ from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
 from .renewals import CAPACITY as _RENEWALS_CAPACITY
-from .renewals import REPLY_LENGTH as _RENEWAL_REPLY_LENGTH
-from .renewals import REQUEST_LENGTH as _RENEWAL_LENGTH
-from .renewals import Renewal
+from .renewals import REQUEST_LENGTHS as _RENEWAL_LENGTHS
+from .renewals import Renewal, usual_layout
 from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
@@ -461,7 +460,7 @@ class HomeAgent:
         ):
             peer = self._peer(source, received_on, port)
         renewals = self._renewals
-        if renewals and len(data) == _RENEWAL_LENGTH:
+        if renewals and len(data) in _RENEWAL_LENGTHS:
             renewal = renewals.get(data[:16])
             if renewal is not None:
                 answered = self._renew_cached(renewal, data, peer, now, wallclock)
@@ -585,24 +584,20 @@ class HomeAgent:
         reply: bytes,
     ) -> None:
         """Keep what this renewal in place read and did, when a repeat can be answered from it: the
-        usual layout from a node with a static home address and a timestamp association, directly
-        (no foreign agent), no AAA, no revocation, one binding."""
+        usual layout (MN-HA alone, or after an RFC 3519 UDP Tunnel Request) from a node with a static
+        home address and a timestamp association, directly (no foreign agent), no AAA, no revocation,
+        one binding."""
         renewals = self._renewals
         sa = verdict.security_association
         if (
             renewals is None
             or len(renewals) >= _RENEWALS_CAPACITY
-            or len(data) != _RENEWAL_LENGTH
-            or data[24] != 32  # MN-HA
-            or data[25] != 20  # SPI + 16-byte authenticator
-            or len(reply) != _RENEWAL_REPLY_LENGTH
-            or reply[20] != 32
+            or not usual_layout(data, reply)
             or self._aaa_mode is not None
             or self._revocations.negotiated
             or peer.foreign_agent is not None
             or node.home_address is None
             or sa.replay_protection is not _TIMESTAMP
-            or verdict.udp_tunnel is not None
             or verdict.revocation is not None
             or state.coas != binding.care_of_address
             or self._policy is None
@@ -618,6 +613,7 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
+            udp_tunnel=verdict.udp_tunnel is not None,
         )
 
     def _renew_cached(
@@ -645,7 +641,7 @@ class HomeAgent:
             or self._nodes.get(node.name) is not state
             or self._aaa_mode is not None
             or self._revocations.negotiated
-            or data[24:30] != renewal.extension
+            or data[24:-16] != renewal.extension
         ):
             renewals = self._renewals
             assert renewals is not None  # the entry came from it
@@ -653,7 +649,7 @@ class HomeAgent:
             return None
         policy = renewal.policy
         sa = renewal.security_association
-        if not hmac.compare_digest(sa.authenticator(data[:30]), data[30:]):
+        if not hmac.compare_digest(sa.authenticator(data[:-16]), data[-16:]):
             return None
         identification = int.from_bytes(data[16:24], "big")
         replay = check_timestamp(
@@ -677,6 +673,8 @@ class HomeAgent:
             stats.accepted_no_simultaneous += 1
         else:
             stats.accepted += 1
+        if renewal.udp_tunnel:
+            stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification
         reply = covered + sa.authenticator(covered)

@@ -19,17 +19,17 @@ one without the cache, and requires the same replies, counters, bindings, intent
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
-
 from ha.protocol import HomeAgentPolicy, SecurityAssociation
 
 from .bindings import Binding
 from .config import EngineNode
 
-#: The usual request: 24-byte fixed part + MN-HA extension (type 32, length 20: SPI + 16-byte
-#: HMAC-MD5 / keyed-MD5 authenticator); its reply is 20 + 22 bytes.
-REQUEST_LENGTH = 46
-REPLY_LENGTH = 42
+#: The usual requests: the 24-byte fixed part, then the MN-HA extension (type 32, length 20: SPI +
+#: 16-byte HMAC-MD5 / keyed-MD5 authenticator) alone or after an RFC 3519 UDP Tunnel Request (type
+#: 144, length 6): 46 or 54 bytes.
+REQUEST_LENGTHS = frozenset({46, 54})
+_MN_HA, _SIGNED = 32, 20
+_UDP_TUNNEL_REQUEST, _UDP_TUNNEL_REQUEST_LENGTH = 144, 6
 #: Entries kept at most (about 0.3 KB each); when full no new ones are added until entries are
 #: dropped (a failed check) or the configuration changes: nodes beyond it take the full path.
 CAPACITY = 131_072
@@ -38,9 +38,10 @@ CAPACITY = 131_072
 class Renewal:
     """What a renewal in place of one request layout read and did (see the module docstring).
 
-    ``key`` is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
-    care-of address), ``extension`` its MN-HA extension header (type, length, SPI); the reply is
-    ``head`` + Identification + ``reply_extension`` + authenticator.
+    Its key is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
+    care-of address); ``extension`` is what follows the Identification up to the authenticator
+    (a UDP Tunnel Request, the MN-HA extension's type, length and SPI).  The reply is ``reply_head``
+    + Identification + ``reply_extension`` (a UDP Tunnel Reply, the MN-HA header) + authenticator.
     """
 
     __slots__ = (
@@ -57,7 +58,7 @@ class Renewal:
         "reply_head",
         "security_association",
         "state",
-        "table_key",
+        "udp_tunnel",
     )
 
     def __init__(
@@ -72,6 +73,7 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
+        udp_tunnel: bool,
     ) -> None:
         self.node = node
         self.state = state
@@ -80,15 +82,26 @@ class Renewal:
         self.peer = peer
         self.security_association = security_association
         self.home = binding.home_address
-        self.table_key = (binding.home_address << 32) | binding.care_of_address
         self.identification = binding.identification
         self.lifetime = binding.lifetime
         self.code = code
-        self.extension = request[24:30]
+        self.udp_tunnel = udp_tunnel
+        self.extension = request[24:-16]
         self.reply_head = reply[:12]
-        self.reply_extension = reply[20:26]
+        self.reply_extension = reply[20:-16]
 
 
-def cacheable_reply(reply: bytes, home_address: IPv4Address | None) -> bool:
-    """The reply has the usual layout (fixed part + MN-HA extension) and names a home address."""
-    return len(reply) == REPLY_LENGTH and reply[20] == 32 and reply[21] == 20 and home_address is not None
+def usual_layout(request: bytes, reply: bytes) -> bool:
+    """The request is one of :data:`REQUEST_LENGTHS`' layouts and its reply ends the same way."""
+    return (
+        len(request) in REQUEST_LENGTHS
+        and request[-22] == _MN_HA
+        and request[-21] == _SIGNED
+        and (
+            len(request) == 46
+            or (request[24] == _UDP_TUNNEL_REQUEST and request[25] == _UDP_TUNNEL_REQUEST_LENGTH)
+        )
+        and len(reply) >= 42
+        and reply[-22] == _MN_HA
+        and reply[-21] == _SIGNED
+    )

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from ha.engine.config import AddressPool, ConfigChange, ForeignAgent
 from ha.engine.home_agent import HomeAgent
-from ha.protocol import ntp_timestamp
+from ha.protocol import (
+    ExtensionType,
+    MobileHomeAuth,
+    RegistrationRequest,
+    RequestFlags,
+    UdpTunnelRequest,
+    ntp_timestamp,
+    push_registration_request,
+)
 from ha.protocol.constants import ReplayProtection
 
 OTHER_KEY = bytes(range(16))
@@ -52,6 +60,7 @@ requests = st.tuples(
     st.sampled_from(("good",) * 6 + ("corrupt", "other key")),  # authenticator
     st.sampled_from((0, 0, 1, 2)),  # source
     st.sampled_from((False,) * 5 + (True,)),  # sent to the broadcast address instead
+    st.sampled_from((False, False, True)),  # with an RFC 3519 UDP Tunnel Request
 )
 again = st.tuples(
     st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3))
@@ -79,6 +88,16 @@ others = st.one_of(
 operations = st.integers(0, 9).flatmap(lambda k: again if k < 5 else requests if k < 8 else others)
 
 
+def tunnel_request(*, home, coa, identification, lifetime, flags, key, nai, fa) -> bytes:
+    """A request with a UDP Tunnel Request before its MN-HA extension (RFC 3519's layout)."""
+    assert nai is None and fa is None  # (the pool node's NAI requests go without one)
+    request = RegistrationRequest(
+        RequestFlags(flags), lifetime, IPv4Address(home), HA, IPv4Address(coa), identification,
+        (UdpTunnelRequest(), MobileHomeAuth(256)),
+    )  # fmt: skip
+    return push_registration_request(request, sign={ExtensionType.MN_HA_AUTH: sa(key=key)})
+
+
 class Pair:
     """Two engines fed the same inputs: with the renewal cache and without (the reference)."""
 
@@ -100,7 +119,7 @@ class Pair:
         assert results[0] == results[1]
         return results[0]
 
-    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast) -> None:
+    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=False) -> None:
         clock = self.clock
         if ident == "repeat" and who in self.last:
             identification = self.last[who]
@@ -111,7 +130,8 @@ class Pair:
         else:
             identification = clock.timestamp()
         self.last[who] = identification
-        data = build_request(
+        build = tunnel_request if tunnel and source != 2 and who != 3 else build_request
+        data = build(
             home=HOMES[who],
             coa=COAS[coa],
             identification=identification,
@@ -146,7 +166,7 @@ class Pair:
         elif kind == "again":
             asked = self.asked.get(args[0])
             if asked is not None:
-                self.request(*asked[:4], "fresh", "good", *asked[6:])
+                self.request(*asked[:4], "fresh", "good", *asked[6:])  # (a tunnel flag included)
         elif kind == "advance":
             self.clock.advance(args[0])
             self.both(lambda e: e.handle_timer(self.clock.now))
@@ -239,3 +259,14 @@ def test_a_repeat_from_elsewhere_or_under_another_spi_takes_the_full_path() -> N
     ]
     assert replies[0] == replies[1] and replies[0] is not None and replies[0].data[1] == 131
     pair.compare()
+
+
+def test_renewals_with_a_udp_tunnel_request_are_answered_from_the_cache() -> None:
+    """RFC 3519's layout from behind a NAT (source address other than the care-of address): the
+    repeat gets the same Tunnel Reply and counts as a UDP tunnel acceptance, as the full path does."""
+    pair = Pair()
+    nat = ("request", 0, 1, 600, 0, "fresh", "good", 0, False, True)
+    for _ in range(4):
+        pair.apply(nat)
+    assert pair.hits == 2
+    assert pair.engines[0].statistics.udp_tunnel_accepted == 4
