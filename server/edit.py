@@ -264,6 +264,7 @@ class EditEngine:
                 op = "remove"
         key: tuple[str, ...] | None = None
         keys_pairs: list[tuple[str, str]] = []
+        value_predicate = ""  # a leaf-list entry's path names its value
         if sn.kind == "list":
             key = self._keys_of(el, sn)
             if key is None:
@@ -281,9 +282,8 @@ class EditEngine:
             keys_pairs = list(zip(sn.keys, key, strict=True))
         elif sn.kind == "leaf-list":
             key = ((el.text or "").strip(),)
-        my_path = path + self.paths.step(ns, name, keys_pairs, el.prefix)
-        if sn.kind == "leaf-list":
-            my_path += f"[.={_quote(key[0])}]"
+            value_predicate = f"[.={_quote(key[0])}]"
+        my_path = path + self.paths.step(ns, name, keys_pairs, el.prefix) + value_predicate
         if not sn.config:
             return self._fail(self._err("invalid-value", f"{name} is state data, not configuration", my_path))
         idx = self._index(parent, parent_sn)
