@@ -12,6 +12,7 @@ keeps the index in step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -99,15 +100,21 @@ class ValueIndex:
     def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
         """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
         m = self._map(parent, sn, fields)
-        k = value[0] if len(value) == 1 else value
+        k = _slot(value)
         got = m.get(k)
         if got is None:
             return []
         got = got if isinstance(got, list) else [got]
-        live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
-        if len(live) != len(got):
-            if live:
-                m[k] = live if len(live) > 1 else live[0]
+        live, kept = [], []  # kept: the slot's entries still filed right (other values may share it)
+        for e in got:
+            v = self._values(e, sn, fields) if e.getparent() is parent else None
+            if v == value:
+                live.append(e)
+            if v is not None and _slot(v) == k:
+                kept.append(e)
+        if len(kept) != len(got):
+            if kept:
+                m[k] = kept if len(kept) > 1 else kept[0]
             else:
                 del m[k]
         return live
@@ -128,10 +135,17 @@ class ValueIndex:
                     fl.remove(k[2])
 
 
+def _slot(value: tuple[str, ...]) -> int:
+    """Where a ValueIndex files entries with `value`: a 30-bit hash, a small int instead of a copy of
+    the value's strings (100k home addresses: 3 MB less); a lookup compares the live values anyway,
+    so entries of values that share a slot are told apart there."""
+    return hash(value) & 0x3FFFFFFF
+
+
 def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
     """File `el` under `value`: one element as is, a list only where several share it (memory:
     100k mobile nodes' NAIs and addresses cost one dict entry each)."""
-    k = value[0] if len(value) == 1 else value
+    k = _slot(value)
     got = m.get(k)
     if got is None:
         m[k] = el
@@ -140,6 +154,19 @@ def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
             got.append(el)
     elif got is not el:
         m[k] = [got, el]
+
+
+@functools.cache
+def _others(skip: frozenset[str]) -> etree.XPath:
+    """The child elements whose tag is not in `skip`, the tags tested inside libxml2: reading `.tag`
+    in Python caches the tag string in the element's proxy, which the key index keeps alive (100k
+    mobile nodes: 9 MB of copies of one string)."""
+    tags = [etree.QName(t) for t in sorted(skip)]
+    namespaces = {f"s{i}": q.namespace for i, q in enumerate(tags) if q.namespace}
+    tests = " or ".join(
+        f"self::s{i}:{q.localname}" if q.namespace else f"self::{q.localname}" for i, q in enumerate(tags)
+    )
+    return etree.XPath(f"*[not({tests})]" if tests else "*", namespaces=namespaces)
 
 
 class KeyIndex:
@@ -158,8 +185,7 @@ class KeyIndex:
         document order: one walk, then kept until a child of such a tag is inserted or removed."""
         got = self._shells.get(id(parent))
         if got is None or got[0] is not parent or got[1] != skip:
-            kids = [c for c in parent if isinstance(c.tag, str) and c.tag not in skip]
-            got = self._shells[id(parent)] = (parent, skip, kids)
+            got = self._shells[id(parent)] = (parent, skip, _others(skip)(parent))
         return got[2]
 
     def child_moved(self, parent: Parent, el: etree._Element) -> None:
@@ -199,9 +225,9 @@ class KeyIndex:
     def forget_below(self, el: etree._Element) -> None:
         """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
         self.values.forget_below(el)
-        for k, (parent, _skip, _kids) in list(self._shells.items()):
+        for shell, (parent, _skip, _kids) in list(self._shells.items()):
             if parent is el or _is_below(parent, el):
-                del self._shells[k]
+                del self._shells[shell]
         for store in (self._kept, self._small):
             for k, (parent, _) in list(store.items()):
                 if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
@@ -227,6 +253,11 @@ class Op:
     before: etree._Element | int | None = None  # ins: next sibling; rm: previous sibling / root index
     old: str | None = None
     new: str | None = None
+
+    def at(self) -> Parent:
+        """The parent an insertion or a removal changed (a text change has none)."""
+        assert self.parent is not None, self.kind
+        return self.parent
 
 
 @dataclass
@@ -264,16 +295,9 @@ class OpLog:
     def restore(self, rm: Op) -> None:
         """Put back where it was what the removal `rm` took out (the tree as right after `rm`),
         recorded as an insertion."""
-        parent, el = rm.parent, rm.el
-        if isinstance(parent, Forest):
-            parent.insert(rm.before, el)  # type: ignore[arg-type]
-            before: etree._Element | int | None = rm.before
-        else:
-            if rm.before is None:
-                parent.insert(0, el)
-            else:
-                rm.before.addnext(el)  # type: ignore[union-attr]
-            before = el.getnext()
+        parent, el = rm.at(), rm.el
+        _put_back(parent, el, rm.before)
+        before = rm.before if isinstance(parent, Forest) else el.getnext()
         self._indexed(parent, el, rm.sn, add=True)
         self.index.values.touch(el)
         self.ops.append(Op("ins", parent, el, rm.sn, before))
@@ -285,17 +309,12 @@ class OpLog:
     def undo(self) -> None:
         for op in reversed(self.ops):
             if op.kind == "ins":
-                self._indexed(op.parent, op.el, op.sn, add=False)
-                op.parent.remove(op.el)
+                self._indexed(op.at(), op.el, op.sn, add=False)
+                op.at().remove(op.el)
                 self.index.forget_below(op.el)
             elif op.kind == "rm":
-                if isinstance(op.parent, Forest):
-                    op.parent.insert(op.before, op.el)
-                elif op.before is None:
-                    op.parent.insert(0, op.el)
-                else:
-                    op.before.addnext(op.el)
-                self._indexed(op.parent, op.el, op.sn, add=True)
+                _put_back(op.at(), op.el, op.before)
+                self._indexed(op.at(), op.el, op.sn, add=True)
                 self.index.values.touch(op.el)
             else:
                 op.el.text = op.old
@@ -305,12 +324,12 @@ class OpLog:
     def redo(self) -> None:
         for op in self.ops:
             if op.kind == "ins":
-                _insert(op.parent, op.el, op.before)
-                self._indexed(op.parent, op.el, op.sn, add=True)
+                _insert(op.at(), op.el, op.before)
+                self._indexed(op.at(), op.el, op.sn, add=True)
                 self.index.values.touch(op.el)
             elif op.kind == "rm":
-                self._indexed(op.parent, op.el, op.sn, add=False)
-                op.parent.remove(op.el)
+                self._indexed(op.at(), op.el, op.sn, add=False)
+                op.at().remove(op.el)
                 self.index.forget_below(op.el)
             else:
                 op.el.text = op.new
@@ -349,6 +368,19 @@ def _insert(parent: Parent, el: etree._Element, before) -> etree._Element:
     return el
 
 
+def _put_back(parent: Parent, el: etree._Element, where: etree._Element | int | None) -> None:
+    """Insert `el` where a removal took it from: a root at index `where` of a Forest, else right after
+    its previous sibling `where` (first when None)."""
+    if isinstance(parent, Forest):
+        assert isinstance(where, int)
+        parent.insert(where, el)
+    elif where is None:
+        parent.insert(0, el)
+    else:
+        assert not isinstance(where, int)
+        where.addnext(el)
+
+
 def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
     """An OpLog that undoes `logs` (applied one after the other) by the opposite mutations, applied
     and recorded like an edit: its keyed diff is what undoing them changes (a confirmed commit's
@@ -357,7 +389,7 @@ def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
     for log in reversed(logs):
         for op in reversed(log.ops):
             if op.kind == "ins":
-                out.remove(op.parent, op.el, op.sn)  # type: ignore[arg-type]
+                out.remove(op.at(), op.el, op.sn)
             elif op.kind == "rm":
                 out.restore(op)
             else:
