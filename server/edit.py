@@ -16,7 +16,7 @@ from typing import TypeAlias
 from lxml import etree
 
 from server.errors import RpcError
-from server.oplog import KeyIndex, OpLog, flat_key
+from server.oplog import Entries, KeyIndex, OpLog
 from server.schema import Schema, SchemaNode
 from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
@@ -90,7 +90,7 @@ class _Index:
     def __init__(self, parent: Parent, keys: KeyIndex) -> None:
         self.parent, self.keys = parent, keys
 
-    def entries(self, tag: str, sn: SchemaNode) -> dict:
+    def entries(self, tag: str, sn: SchemaNode) -> Entries:
         return self.keys.entries(self.parent, tag, sn)
 
 
@@ -197,7 +197,7 @@ class EditEngine:
 
     def _lookup(self, idx: _Index, el: etree._Element, sn: SchemaNode, key: tuple[str, ...] | None):
         if sn.kind in ("list", "leaf-list"):
-            return idx.entries(el.tag, sn).get(flat_key(key)) if key is not None else None
+            return idx.entries(el.tag, sn).get(key) if key is not None else None
         parent = idx.parent
         return parent.find(el.tag) if isinstance(parent, Forest) else child(parent, el.tag)
 
@@ -396,7 +396,7 @@ class EditEngine:
         attr = YANG_KEY if sn.kind == "list" else YANG_VALUE
         ref = el.get(attr)
         anchor_key = _insert_key(ref, sn) if ref is not None else None
-        anchor = idx.entries(el.tag, sn).get(flat_key(anchor_key)) if anchor_key is not None else None
+        anchor = idx.entries(el.tag, sn).get(anchor_key) if anchor_key is not None else None
         if anchor is None or anchor is moving:
             what = attr.rpartition("}")[2]
             self._fail(self._bad_insert(what, name, f"{what} {ref!r} names no entry of {name}", path))

@@ -35,10 +35,86 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     return tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
-def flat_key(key: Key) -> str | Key:
-    """How a KeyIndex files a key tuple: a one-key list by the value itself (100k mobile nodes: no
-    tuple of one string each, ~6 MB)."""
-    return key[0] if len(key) == 1 else key
+#: index slots are 30-bit hashes: ints of 28 B, where a copy of a key or value string costs 56 B and more
+_SLOT_MASK = 0x3FFFFFFF
+
+
+def _slot_of(text: str) -> int:
+    return hash(text) & _SLOT_MASK
+
+
+def _key_slot(key: Key) -> int:
+    """Where an Entries files the entry with `key` (a one-key list: no tuple of one string)."""
+    return _slot_of(key[0]) if len(key) == 1 else hash(key) & _SLOT_MASK
+
+
+class Entries:
+    """The entries of one keyed list by key, filed by a 30-bit hash of the key: an int instead of a
+    copy of the key's strings (100k mobile nodes: 2.4 MB, more for longer names). `get` compares the
+    entry's own key, so keys that share a slot are told apart."""
+
+    __slots__ = ("_slots", "_sn")
+
+    def __init__(self, sn: SchemaNode) -> None:
+        self._sn = sn
+        self._slots: dict[int, etree._Element | list[etree._Element]] = {}
+
+    @classmethod
+    def of(cls, parent: Parent, tag: str, sn: SchemaNode) -> Entries:
+        """`parent`'s entries of list `tag` (one walk; a one-key list's keys hashed as they are read)."""
+        out = cls(sn)
+        slots = out._slots
+        if sn.kind == "list" and len(sn.keys) == 1:
+            key_tag = f"{{{sn.ns}}}{sn.keys[0]}"
+            for ch in parent.iterchildren(tag):
+                slot = _slot_of((child_text(ch, key_tag) or "").strip())
+                if slot in slots:
+                    out.put(entry_key(ch, sn), ch)
+                else:
+                    slots[slot] = ch
+        else:
+            for ch in parent.iterchildren(tag):
+                out.put(entry_key(ch, sn), ch)
+        return out
+
+    def __len__(self) -> int:
+        """Slots in use (entries, but for the rare ones sharing a slot)."""
+        return len(self._slots)
+
+    def get(self, key: Key) -> etree._Element | None:
+        got = self._slots.get(_key_slot(key))
+        if got is None:
+            return None
+        for el in got if isinstance(got, list) else (got,):
+            if entry_key(el, self._sn) == key:
+                return el
+        return None
+
+    def put(self, key: Key, el: etree._Element) -> None:
+        """File `el` under `key`, in place of an entry filed with the same key."""
+        slot = _key_slot(key)
+        got = self._slots.get(slot)
+        if got is None:
+            self._slots[slot] = el
+        elif not isinstance(got, list):
+            self._slots[slot] = el if got is el or entry_key(got, self._sn) == key else [got, el]
+        else:
+            same = [i for i, e in enumerate(got) if e is el or entry_key(e, self._sn) == key]
+            if same:
+                got[same[0]] = el
+            else:
+                got.append(el)
+
+    def drop(self, key: Key, el: etree._Element) -> None:
+        """Forget `el` if it is what `key` is filed as."""
+        slot = _key_slot(key)
+        got = self._slots.get(slot)
+        if got is el:
+            del self._slots[slot]
+        elif isinstance(got, list) and any(e is el for e in got):
+            got.remove(el)
+            if len(got) == 1:
+                self._slots[slot] = got[0]
 
 
 class ValueIndex:
@@ -139,7 +215,7 @@ def _slot(value: tuple[str, ...]) -> int:
     """Where a ValueIndex files entries with `value`: a 30-bit hash, a small int instead of a copy of
     the value's strings (100k home addresses: 3 MB less); a lookup compares the live values anyway,
     so entries of values that share a slot are told apart there."""
-    return hash(value) & 0x3FFFFFFF
+    return hash(value) & _SLOT_MASK
 
 
 def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
@@ -175,8 +251,8 @@ class KeyIndex:
     `values` indexes entries by leaf values for the incremental validation."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
-        self._small: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
+        self._kept: dict[tuple[int, str], tuple[Parent, Entries]] = {}
+        self._small: dict[tuple[int, str], tuple[Parent, Entries]] = {}
         self.values = ValueIndex()
         self._shells: dict[int, tuple[etree._Element, frozenset[str], list[etree._Element]]] = {}
 
@@ -193,28 +269,17 @@ class KeyIndex:
         if got is not None and got[0] is parent and el.tag not in got[1]:
             del self._shells[id(parent)]
 
-    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[str | Key, etree._Element]:
-        """`parent`'s entries of list `tag` by their `flat_key`."""
+    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> Entries:
+        """`parent`'s entries of list `tag` by key."""
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         if got is not None:
             return got[1]
-        d: dict[str | Key, etree._Element] = {}
-        if sn.kind == "leaf-list":
-            for ch in parent.iterchildren(tag):
-                d[(ch.text or "").strip()] = ch
-        elif len(sn.keys) == 1:
-            key_tag = f"{{{sn.ns}}}{sn.keys[0]}"
-            for ch in parent.iterchildren(tag):
-                d[(child_text(ch, key_tag) or "").strip()] = ch
-        else:
-            key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
-            for ch in parent.iterchildren(tag):
-                d[tuple((child_text(ch, kt) or "").strip() for kt in key_tags)] = ch
+        d = Entries.of(parent, tag, sn)
         (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
         return d
 
-    def known(self, parent: Parent, tag: str) -> dict[str | Key, etree._Element] | None:
+    def known(self, parent: Parent, tag: str) -> Entries | None:
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         return None if got is None else got[1]
@@ -343,11 +408,10 @@ class OpLog:
         d = self.index.known(parent, el.tag)
         if d is None:
             return
-        key = flat_key(entry_key(el, sn))
         if add:
-            d[key] = el
-        elif d.get(key) is el:
-            del d[key]
+            d.put(entry_key(el, sn), el)
+        else:
+            d.drop(entry_key(el, sn), el)
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.ops)

@@ -279,12 +279,13 @@ def test_partial_document_of_one_node_among_many_is_small(env):
     )
 
 
-def test_values_that_share_an_index_slot_keep_their_verdicts(env, monkeypatch):
-    """The value index files entries by a 30-bit hash of their values: with every value forced into one
-    slot, lookups still tell the values apart and no entry of another value is dropped."""
+def test_keys_and_values_that_share_an_index_slot_keep_their_verdicts(env, monkeypatch):
+    """The key and value indexes file entries by a 30-bit hash: with every key and every value forced
+    into one slot, lookups still tell them apart and no entry of another key or value is dropped."""
     import server.oplog
 
     monkeypatch.setattr(server.oplog, "_slot", lambda value: 7)
+    monkeypatch.setattr(server.oplog, "_slot_of", lambda text: 7)
     before = dict(_stats)
     r = random.Random(20261204)
     for _ in range(300):
