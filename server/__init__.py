@@ -1,1 +1,1 @@
-"""A NETCONF server: SSH transport, sessions, datastores and YANG validation (libyang); it knows no application."""
+"""A NETCONF server: SSH transport, sessions, datastores and YANG validation (libyang), no application."""
