@@ -20,6 +20,7 @@ from server.oplog import Entries, KeyIndex, OpLog
 from server.schema import Schema, SchemaNode
 from server.tree import Forest, child
 from server.xmlns import NC_NS, WD_ATTR_NS
+from server.xmlsafe import new_parser
 
 OP_ATTR = f"{{{NC_NS}}}operation"
 YANG_NS = "urn:ietf:params:xml:ns:yang:1"
@@ -514,9 +515,22 @@ def _leaf_value(el: etree._Element, dest) -> tuple[str | None, dict[str, str]]:
     return _PREFIX_USE.sub(swap, text), extra
 
 
+#: a new subtree of more elements than this is copied by serialising and parsing it
+_LARGE_SUBTREE = etree.XPath("boolean(descendant::*[10001])")
+
+
+def _copy(el: etree._Element) -> etree._Element:
+    """A copy of `el` for the datastore. A large one is parsed from its serialisation: the parser keeps
+    a short text inside its node (libxml2's compact text nodes) where a deep copy allocates every
+    text apart (100k mobile nodes created whole: 10 MB less, 0.15 s more CPU)."""
+    if _LARGE_SUBTREE(el):
+        return etree.fromstring(etree.tostring(el, with_tail=False), new_parser(huge_tree=True))
+    return copy.deepcopy(el)
+
+
 def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element:
     """Copy a new subtree, list keys moved first in every entry (RFC 7950 §7.8.5 XML encoding)."""
-    new = copy.deepcopy(el)
+    new = _copy(el)
     for attr in (OP_ATTR, YANG_INSERT, YANG_KEY, YANG_VALUE):
         if attr in new.attrib:
             del new.attrib[attr]
