@@ -453,7 +453,7 @@ def main() -> None:
             cached.append(load(netns, n, 0, args.round_seconds))
             configured.append(load(netns, n, 0, args.round_seconds, static=True))
         normal, silent, normal_aaa, waiting_reports = [], [], [], []
-        silenced: int | None = None  # Status-Server answers counted while RADIUS was silent
+        silenced: int | None = None  # Status-Server answers counted while RADIUS was silent and failed
         with daemon.connect() as m:
             for r in range(rounds):  # interleaved: each silent round beside the normal one just before it
                 if silenced is not None:  # found dead in the silent round: in use again after a probe
@@ -462,11 +462,13 @@ def main() -> None:
                 normal_aaa.append(
                     _with_registrations(netns, n + 1 + r * per_round, per_round, args, normal, n)
                 )
+                before = _server_statistics(m)
                 os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either)
                 unknown = n + 1 + (rounds + r) * per_round  # NAIs nobody asked for (nor answers)
                 waiting_reports.append(_with_registrations(netns, unknown, per_round, args, silent, n))
-                if not args.no_status_server:
-                    silenced = _server_statistics(m).get("status-server-answers", 0)
+                after = _server_statistics(m)
+                failed = after.get("timeouts", 0) > before.get("timeouts", 0) and not args.no_status_server
+                silenced = after.get("status-server-answers", 0) if failed else None
                 os.kill(radiusd.proc.pid, signal.SIGCONT)
         codes, normal_codes = _codes(waiting_reports), _codes(normal_aaa)
         memory = memory_per_subscriber(20000)
