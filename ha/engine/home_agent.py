@@ -117,8 +117,9 @@ from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
 from .renewals import CAPACITY as _RENEWALS_CAPACITY
-from .renewals import REQUEST_LENGTHS as _RENEWAL_LENGTHS
-from .renewals import Renewal, usual_layout
+from .renewals import REQUEST_LENGTH as _RENEWAL_LENGTH
+from .renewals import UDP_TUNNEL_REQUEST_LENGTH as _UDP_RENEWAL_LENGTH
+from .renewals import Renewal, cacheable_layouts
 from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
@@ -460,7 +461,7 @@ class HomeAgent:
         ):
             peer = self._peer(source, received_on, port)
         renewals = self._renewals
-        if renewals and len(data) in _RENEWAL_LENGTHS:
+        if renewals and (len(data) == _RENEWAL_LENGTH or len(data) == _UDP_RENEWAL_LENGTH):
             renewal = renewals.get(data[:16])
             if renewal is not None:
                 answered = self._renew_cached(renewal, data, peer, now, wallclock)
@@ -584,15 +585,15 @@ class HomeAgent:
         reply: bytes,
     ) -> None:
         """Keep what this renewal in place read and did, when a repeat can be answered from it: the
-        usual layout (MN-HA alone, or after an RFC 3519 UDP Tunnel Request) from a node with a static
-        home address and a timestamp association, directly (no foreign agent), no AAA, no revocation,
-        one binding."""
+        usual layout (or RFC 3519's, UDP-tunnelled) from a node with a static home address and a
+        timestamp association, directly (no foreign agent), no AAA, no revocation, one binding."""
         renewals = self._renewals
         sa = verdict.security_association
+        udp_tunnel = verdict.udp_tunnel is not None
         if (
             renewals is None
             or len(renewals) >= _RENEWALS_CAPACITY
-            or not usual_layout(data, reply)
+            or not cacheable_layouts(data, reply, udp_tunnel)
             or self._aaa_mode is not None
             or self._revocations.negotiated
             or peer.foreign_agent is not None
@@ -613,7 +614,7 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
-            udp_tunnel=verdict.udp_tunnel is not None,
+            nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
         )
 
     def _renew_cached(
@@ -623,8 +624,10 @@ class HomeAgent:
 
         The entry holds only while everything ``decide`` and the binding rules read is unchanged:
         the peer, the policy, the node's configuration and state, its binding (renewed by nothing
-        else: the Identifications match), no AAA and no revocation; the authenticator must verify
-        and the Identification be fresh (as ``mobile_node_authentic`` / ``identification_fresh``).
+        else: the Identifications match), no AAA and no revocation, and for a UDP-tunnelled one the
+        ``nat-traversal`` policy (the peer is the NAT mapping: the same one, so the same tunnel); the
+        authenticator must verify and the Identification be fresh (as ``mobile_node_authentic`` /
+        ``identification_fresh``).
         """
         state: _NodeState = renewal.state  # type: ignore[assignment]
         binding = renewal.binding
@@ -642,6 +645,10 @@ class HomeAgent:
             or self._aaa_mode is not None
             or self._revocations.negotiated
             or data[24:-16] != renewal.extension
+            or (
+                renewal.nat is not None
+                and renewal.nat is not getattr(self.config.home_agent, "nat_traversal", None)
+            )
         ):
             renewals = self._renewals
             assert renewals is not None  # the entry came from it
@@ -673,7 +680,7 @@ class HomeAgent:
             stats.accepted_no_simultaneous += 1
         else:
             stats.accepted += 1
-        if renewal.udp_tunnel:
+        if renewal.nat is not None:
             stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification

@@ -13,6 +13,11 @@ the decision read has changed (:meth:`ha.engine.home_agent.HomeAgent._renew_cach
 by identity).  Anything else — a failed check, another layout, nonces, AAA, a foreign agent,
 revocation, a pool address — takes the full path, which decides, and answers denials, as always.
 
+Two layouts are remembered: the usual one, and RFC 3519's (a UDP Tunnel Request before the MN-HA
+extension, from behind a NAT).  A UDP-tunnelled renewal in place came from the binding's NAT mapping
+(the same peer), so it changes no tunnel; its reply carries the same UDP Tunnel Reply while the
+``nat-traversal`` policy is the one it was decided under (:attr:`Renewal.nat`).
+
 ``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences through two engines,
 one without the cache, and requires the same replies, counters, bindings, intents and events.
 """
@@ -24,12 +29,14 @@ from ha.protocol import HomeAgentPolicy, SecurityAssociation
 from .bindings import Binding
 from .config import EngineNode
 
-#: The usual requests: the 24-byte fixed part, then the MN-HA extension (type 32, length 20: SPI +
-#: 16-byte HMAC-MD5 / keyed-MD5 authenticator) alone or after an RFC 3519 UDP Tunnel Request (type
-#: 144, length 6): 46 or 54 bytes.
-REQUEST_LENGTHS = frozenset({46, 54})
-_MN_HA, _SIGNED = 32, 20
-_UDP_TUNNEL_REQUEST, _UDP_TUNNEL_REQUEST_LENGTH = 144, 6
+#: The usual request: 24-byte fixed part + MN-HA extension (type 32, length 20: SPI + 16-byte
+#: HMAC-MD5 / keyed-MD5 authenticator); its reply is 20 + 22 bytes.
+REQUEST_LENGTH = 46
+REPLY_LENGTH = 42
+#: RFC 3519's: the UDP Tunnel Request (type 144, length 6) before the MN-HA extension; its reply
+#: carries the UDP Tunnel Reply (type 44, length 6) before it.
+UDP_TUNNEL_REQUEST_LENGTH = REQUEST_LENGTH + 8
+UDP_TUNNEL_REPLY_LENGTH = REPLY_LENGTH + 8
 #: Entries kept at most (about 0.3 KB each); when full no new ones are added until entries are
 #: dropped (a failed check) or the configuration changes: nodes beyond it take the full path.
 CAPACITY = 131_072
@@ -38,10 +45,11 @@ CAPACITY = 131_072
 class Renewal:
     """What a renewal in place of one request layout read and did (see the module docstring).
 
-    Its key is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
-    care-of address); ``extension`` is what follows the Identification up to the authenticator
-    (a UDP Tunnel Request, the MN-HA extension's type, length and SPI).  The reply is ``reply_head``
-    + Identification + ``reply_extension`` (a UDP Tunnel Reply, the MN-HA header) + authenticator.
+    ``key`` is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
+    care-of address), ``extension`` its extensions up to the authenticator (the MN-HA header, after
+    the UDP Tunnel Request for RFC 3519's layout); the reply is ``head`` + Identification +
+    ``reply_extension`` + authenticator.  ``nat`` is the ``nat-traversal`` policy a UDP-tunnelled
+    renewal was decided under (None for the usual layout).
     """
 
     __slots__ = (
@@ -51,6 +59,7 @@ class Renewal:
         "home",
         "identification",
         "lifetime",
+        "nat",
         "node",
         "peer",
         "policy",
@@ -58,7 +67,7 @@ class Renewal:
         "reply_head",
         "security_association",
         "state",
-        "udp_tunnel",
+        "table_key",
     )
 
     def __init__(
@@ -73,7 +82,7 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
-        udp_tunnel: bool,
+        nat: object = None,
     ) -> None:
         self.node = node
         self.state = state
@@ -82,26 +91,31 @@ class Renewal:
         self.peer = peer
         self.security_association = security_association
         self.home = binding.home_address
+        self.table_key = (binding.home_address << 32) | binding.care_of_address
         self.identification = binding.identification
         self.lifetime = binding.lifetime
         self.code = code
-        self.udp_tunnel = udp_tunnel
+        self.nat = nat
         self.extension = request[24:-16]
         self.reply_head = reply[:12]
         self.reply_extension = reply[20:-16]
 
 
-def usual_layout(request: bytes, reply: bytes) -> bool:
-    """The request is one of :data:`REQUEST_LENGTHS`' layouts and its reply ends the same way."""
-    return (
-        len(request) in REQUEST_LENGTHS
-        and request[-22] == _MN_HA
-        and request[-21] == _SIGNED
-        and (
-            len(request) == 46
-            or (request[24] == _UDP_TUNNEL_REQUEST and request[25] == _UDP_TUNNEL_REQUEST_LENGTH)
+def cacheable_layouts(request: bytes, reply: bytes, udp_tunnel: bool) -> bool:
+    """The request and its reply have one of the two remembered layouts (the usual one; RFC 3519's
+    when the renewal is UDP-tunnelled), with 16-byte authenticators."""
+    if udp_tunnel:
+        return (
+            len(request) == UDP_TUNNEL_REQUEST_LENGTH
+            and request[24:26] == b"\x90\x06"
+            and request[32:34] == b"\x20\x14"
+            and len(reply) == UDP_TUNNEL_REPLY_LENGTH
+            and reply[20:22] == b"\x2c\x06"
+            and reply[28:30] == b"\x20\x14"
         )
-        and len(reply) >= 42
-        and reply[-22] == _MN_HA
-        and reply[-21] == _SIGNED
+    return (
+        len(request) == REQUEST_LENGTH
+        and request[24:26] == b"\x20\x14"
+        and len(reply) == REPLY_LENGTH
+        and reply[20:22] == b"\x20\x14"
     )

@@ -12,26 +12,38 @@ from hypothesis import strategies as st
 
 from ha.engine.config import AddressPool, ConfigChange, ForeignAgent
 from ha.engine.home_agent import HomeAgent
-from ha.protocol import (
-    ExtensionType,
-    MobileHomeAuth,
-    RegistrationRequest,
-    RequestFlags,
-    UdpTunnelRequest,
-    ntp_timestamp,
-    push_registration_request,
-)
+from ha.protocol import UdpTunnelRequest, ntp_timestamp
 from ha.protocol.constants import ReplayProtection
+from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 OTHER_KEY = bytes(range(16))
 HOMES = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "0.0.0.0")  # mn0, mn1 (nonce), mn2 (FA relayed), pool
 COAS = ("203.0.113.5", "203.0.113.6", "10.1.0.1")  # the last is mn0's home address (deregister all)
-SOURCES = (("203.0.113.5", 434), ("203.0.113.6", 434), ("198.51.100.1", 434))  # the last: an FA
+#: The third is a foreign agent; the last two a NAT (two mappings: the NAT lost its state).
+SOURCES = (
+    ("203.0.113.5", 434),
+    ("203.0.113.6", 434),
+    ("198.51.100.1", 434),
+    ("198.51.100.77", 4500),
+    ("198.51.100.77", 4501),
+)
 FLAGS = (0, 0x02, 0x80, 0x10)  # none, T, S, B (as RequestFlags values)
+#: RFC 3519 UDP Tunnel Requests a request may carry: none, plain, forced (F), GRE inside UDP (142).
+TUNNELS = (
+    None,
+    UdpTunnelRequest(),
+    UdpTunnelRequest(flags=UdpTunnelRequest.F_FORCE),
+    UdpTunnelRequest(encapsulation=47),
+)
+NAT_POLICIES = (
+    NatTraversalPolicy(),
+    NatTraversalPolicy(keepalive_interval=25),
+    NatTraversalPolicy(enabled=False),
+)
 
 
 def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7, simultaneous: int = 0,
-           max_bindings: int | None = None, key: bytes = KEY):  # fmt: skip
+           max_bindings: int | None = None, key: bytes = KEY, nat: int = 0):  # fmt: skip
     nodes = [
         node("mn0", HOMES[0], security_associations=[sa(key=key)]),
         node("mn1", HOMES[1], security_associations=[sa(replay_protection=ReplayProtection.NONCE)]),
@@ -47,6 +59,7 @@ def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7,
         replay_tolerance=tolerance,
         simultaneous_bindings=simultaneous,
         max_bindings=max_bindings,
+        nat_traversal=NAT_POLICIES[nat],
     )
 
 
@@ -58,9 +71,9 @@ requests = st.tuples(
     st.sampled_from(FLAGS),
     st.sampled_from(("fresh",) * 6 + ("repeat", "stale", "future")),  # Identification
     st.sampled_from(("good",) * 6 + ("corrupt", "other key")),  # authenticator
-    st.sampled_from((0, 0, 1, 2)),  # source
+    st.sampled_from((0, 0, 1, 2, 3, 3, 4)),  # source
     st.sampled_from((False,) * 5 + (True,)),  # sent to the broadcast address instead
-    st.sampled_from((False, False, True)),  # with an RFC 3519 UDP Tunnel Request
+    st.sampled_from((0, 0, 1, 1, 2, 3)),  # UDP Tunnel Request (TUNNELS)
 )
 again = st.tuples(
     st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3))
@@ -77,6 +90,7 @@ others = st.one_of(
                 "simultaneous": st.sampled_from((0, 2)),
                 "max_bindings": st.sampled_from((None, 1, 3)),
                 "key": st.sampled_from((KEY, KEY, KEY, OTHER_KEY)),
+                "nat": st.sampled_from((0, 0, 1, 2)),
             }
         ),
     ),
@@ -86,16 +100,6 @@ others = st.one_of(
 #: Half the operations repeat a node's last request (what fills and uses the cache), 3 in 10 are new
 #: requests, the rest change time, the configuration or the bindings.
 operations = st.integers(0, 9).flatmap(lambda k: again if k < 5 else requests if k < 8 else others)
-
-
-def tunnel_request(*, home, coa, identification, lifetime, flags, key, nai, fa) -> bytes:
-    """A request with a UDP Tunnel Request before its MN-HA extension (RFC 3519's layout)."""
-    assert nai is None and fa is None  # (the pool node's NAI requests go without one)
-    request = RegistrationRequest(
-        RequestFlags(flags), lifetime, IPv4Address(home), HA, IPv4Address(coa), identification,
-        (UdpTunnelRequest(), MobileHomeAuth(256)),
-    )  # fmt: skip
-    return push_registration_request(request, sign={ExtensionType.MN_HA_AUTH: sa(key=key)})
 
 
 class Pair:
@@ -119,7 +123,7 @@ class Pair:
         assert results[0] == results[1]
         return results[0]
 
-    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=False) -> None:
+    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=0) -> None:
         clock = self.clock
         if ident == "repeat" and who in self.last:
             identification = self.last[who]
@@ -130,8 +134,7 @@ class Pair:
         else:
             identification = clock.timestamp()
         self.last[who] = identification
-        build = tunnel_request if tunnel and source != 2 and who != 3 else build_request
-        data = build(
+        data = build_request(
             home=HOMES[who],
             coa=COAS[coa],
             identification=identification,
@@ -140,6 +143,7 @@ class Pair:
             key=OTHER_KEY if auth == "other key" else KEY,
             nai="mn3@example.net" if who == 3 else None,
             fa=(700, KEY) if source == 2 else None,
+            udp_tunnel=TUNNELS[tunnel],
         )
         if auth == "corrupt":
             data = data[:-1] + bytes([data[-1] ^ 1])
@@ -166,7 +170,7 @@ class Pair:
         elif kind == "again":
             asked = self.asked.get(args[0])
             if asked is not None:
-                self.request(*asked[:4], "fresh", "good", *asked[6:])  # (a tunnel flag included)
+                self.request(*asked[:4], "fresh", "good", *asked[6:])
         elif kind == "advance":
             self.clock.advance(args[0])
             self.both(lambda e: e.handle_timer(self.clock.now))
@@ -261,12 +265,25 @@ def test_a_repeat_from_elsewhere_or_under_another_spi_takes_the_full_path() -> N
     pair.compare()
 
 
-def test_renewals_with_a_udp_tunnel_request_are_answered_from_the_cache() -> None:
-    """RFC 3519's layout from behind a NAT (source address other than the care-of address): the
-    repeat gets the same Tunnel Reply and counts as a UDP tunnel acceptance, as the full path does."""
+def test_udp_tunnelled_renewals_are_answered_from_the_cache_and_a_moved_mapping_is_not() -> None:
+    """RFC 3519's layout from behind a NAT: repeats from the same mapping come from the entry (with the
+    same UDP Tunnel Reply); a new mapping, a new nat-traversal policy or another tunnel request take
+    the full path, which moves the tunnel or answers anew."""
     pair = Pair()
-    nat = ("request", 0, 1, 600, 0, "fresh", "good", 0, False, True)
+    nat = ("request", 0, 0, 600, 0, "fresh", "good", 3, False, 1)
     for _ in range(4):
         pair.apply(nat)
     assert pair.hits == 2
     assert pair.engines[0].statistics.udp_tunnel_accepted == 4
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))  # the NAT lost its mapping
+    assert pair.hits == 2
+    assert pair.engines[0].bindings_of(IPv4Address(HOMES[0]))[0].source_port == 4501
+    pair.apply(("configure", {"nat": 1}))  # a new keepalive interval: the reply's extension 44 changes
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))
+    assert pair.hits == 3
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 2))  # forced: another request
+    pair.apply(("configure", {"nat": 2}))  # UDP tunnelling disabled: 142 from the full path
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 2))
+    assert pair.hits == 3
+    assert pair.engines[0].statistics.as_dict() == pair.engines[1].statistics.as_dict()
