@@ -701,6 +701,7 @@ class Mirror:
 
     async def _follow(self) -> None:
         while True:
+            watch = None
             try:
                 await self.load()
                 watch = await self.member.client.watch_prefix(
@@ -713,6 +714,12 @@ class Mirror:
             except Exception as exc:  # a member went away, the watch broke: reload and watch again
                 log.debug("redundancy: mirror watch ended (%s); reloading", exc)
                 await asyncio.sleep(POLL_INTERVAL)
+            finally:
+                # aetcd keeps feeding a watch nobody iterates (an unbounded queue) until it is
+                # cancelled: an active member would otherwise receive its own writes forever.
+                if watch is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(watch.cancel()), RPC_TIMEOUT)
 
     def _apply(self, event: aetcd.rtypes.Event) -> None:
         kv = event.kv
