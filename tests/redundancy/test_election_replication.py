@@ -257,7 +257,7 @@ def test_redundancy_section_is_checked() -> None:
     assert good.etcd == (("127.0.0.1", 2379),) and good.lease_ttl == 2 and good.root == "/mipha/g/"
     for bad, words in [
         ({"etcd": [], "group": "g", "node": "n"}, "etcd must be"),
-        ({"etcd": ["https://127.0.0.1:2379"], "group": "g", "node": "n"}, "expected http://HOST:PORT"),
+        ({"etcd": ["ftp://127.0.0.1:2379"], "group": "g", "node": "n"}, "expected http://HOST:PORT"),
         ({"etcd": ["http://127.0.0.1"], "group": "g", "node": "n"}, "expected http://HOST:PORT"),
         ({"etcd": ["http://127.0.0.1:1"], "group": "a/b", "node": "n"}, "group must be"),
         ({"etcd": ["http://127.0.0.1:1"], "group": "g", "node": "n", "lease-ttl": 0}, "lease-ttl"),
