@@ -185,10 +185,12 @@ def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: in
         renew.stop()
 
 
-def run(nodes: int, duration: float, paced: float, timing: tuple[int, int], rounds: int) -> None:
+def run(
+    nodes: int, duration: float, paced: float, timing: tuple[int, int], rounds: int, flags: list[str]
+) -> None:
     with tempfile.TemporaryDirectory(prefix="mipha-failover-") as tmp:
         base = Path(tmp)
-        etcd = EtcdCluster(base / "etcd", heartbeat_ms=timing[0], election_ms=timing[1])
+        etcd = EtcdCluster(base / "etcd", heartbeat_ms=timing[0], election_ms=timing[1], extra=flags)
         etcd.base.mkdir()
         topo = Topology()
         daemons: list[PairDaemon] = []
@@ -213,8 +215,8 @@ def run(nodes: int, duration: float, paced: float, timing: tuple[int, int], roun
             b.start()
             b.wait_log("mipha running", 120)
             replicated = rates(topo, nodes, duration, paced)
-            print(f"etcd: heartbeat {timing[0]} ms, election timeout {timing[1]} ms; load average"
-                  f" {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
+            print(f"etcd: heartbeat {timing[0]} ms, election timeout {timing[1]} ms {' '.join(flags)};"
+                  f" load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
             print(f"registrations, {nodes:,} nodes renewing ({duration:.0f} s each, 3 etcd members on"
                   " the same 2 cores):")  # fmt: skip
             print(line("unpaced, without [redundancy] (baseline)", baseline["unpaced"]))
@@ -267,9 +269,10 @@ def main() -> None:
         "--etcd-election-ms", type=int, default=ETCD_ELECTION_MS, help="etcd's --election-timeout"
     )
     parser.add_argument("--etcd-rounds", type=int, default=3, help="etcd leader kills (0: none)")
+    parser.add_argument("--etcd-flag", action="append", default=[], help="one more etcd flag (repeatable)")
     args = parser.parse_args()
     timing = (args.etcd_heartbeat_ms, args.etcd_election_ms)
-    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds)
+    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, args.etcd_flag)
 
 
 if __name__ == "__main__":
