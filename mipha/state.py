@@ -19,9 +19,10 @@ from lxml import etree
 from ha.dataplane.base import TunnelCounters
 from ha.engine.bindings import Binding
 from ha.engine.home_agent import HomeAgent
-from server.operational import StateRequest, raw_placeholder
+from server.operational import RawJson, StateRequest, raw_placeholder
 
 from .state_filter import NS, SECTIONS, Wanted, raw_plan, wanted_from
+from .state_json import BindingJsonWriter
 from .state_xml import (
     ALL_LEAVES,
     BindingWriter,
@@ -122,16 +123,21 @@ class HomeAgentStateProvider:
     ) -> None:
         coas = {int(c) for c in wanted.care_of_addresses} if wanted.care_of_addresses is not None else None
         plan = raw_plan(request)
-        fmt = BindingWriter(engine, now, interfaces)
         leaves = (plan.leaves if plan is not None else None) or ALL_LEAVES
+        as_json = plan is not None and request.json and leaves is ALL_LEAVES
+        fmt = (BindingJsonWriter if as_json else BindingWriter)(engine, now, interfaces)
         batches = self._raw_pages(engine, wanted.home_addresses)
 
         def written() -> Iterator[bytes]:
+            first = True
             for batch in batches:
                 if coas is not None:
                     batch = [b for b in batch if b.care_of_address in coas]
                 if batch:
                     self.last_bindings_built += len(batch)
+                    if as_json and not first:
+                        yield b","  # JSON pages are entries joined by commas: one between pages too
+                    first = False
                     yield fmt.page(batch, leaves)
 
         if plan is None:  # the server filters these: it needs elements
@@ -139,10 +145,12 @@ class HomeAgentStateProvider:
             if data:
                 parent.extend(etree.fromstring(b"<bindings>%s</bindings>" % data))
             return
-        # exact for this filter: handed over as raw pages, spliced by the server; a walk of the
-        # whole table is written while the reply goes out (a page, then the page's bytes on the wire)
+        # exact for this filter: handed over as raw pages, spliced by the server (or, to a RESTCONF
+        # JSON read, sent as they are); a walk of the whole table is written while the reply goes
+        # out (a page, then the page's bytes on the wire)
         key = f"bindings-{id(parent)}"
-        request.raw[key] = written() if wanted.home_addresses is None else list(written())
+        pages = written() if wanted.home_addresses is None else list(written())
+        request.raw[key] = RawJson((NS, "binding"), pages) if as_json else pages
         parent.text = raw_placeholder(key)
 
     @staticmethod

@@ -582,6 +582,12 @@ class Nacm:
         """The edit engine's per-node hook: writes are checked on the edit's effect (`check_write`)."""
         return True
 
+    def reads_all(self, who: Principal, sn: SchemaNode) -> bool:
+        """May this principal read every instance of `sn`, of its ancestors and of all below it, by
+        the rules alone (no instance-dependent rule)?  A read of such a subtree needs no pruning."""
+        v = self.view(who)
+        return v is None or all(v.static(n, READ)[0] == PERMIT for n in (*ancestry(sn), *walk(sn)))
+
     def hides_any(self, who: Principal, data: Forest) -> bool:
         """Does `data` hold a node this principal may not read?"""
         v = self.view(who)

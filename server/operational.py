@@ -31,6 +31,11 @@ lxml tree that the server copies and filters again:
 
 A placeholder is recognised only in what the provider returned and only for a key present in
 `request.raw`; configuration text that looks like a token is never spliced.
+
+RESTCONF replies in JSON (RFC 7951) ask with `StateRequest.json` set; a provider may then store a
+:class:`RawJson` instead of the XML parts: the same entries, already in JSON, which RESTCONF sends
+without converting them (server/restconf/direct.py).  Only a read of a resource at or inside such a
+list asks for it (the reply holds nothing else); the NETCONF layer never does.
 """
 
 from __future__ import annotations
@@ -50,6 +55,19 @@ RawContent = bytes | Iterable[bytes]
 or a generator of parts produced while the reply is written."""
 
 
+@dataclass(frozen=True)
+class RawJson:
+    """A raw list in RFC 7951 JSON: the entries of the list `name` ((namespace, local name), the only
+    children of the placeholder), each one JSON object whose member names are unqualified (the list's
+    own module: the provider must not put another module's nodes there), written exactly as libyang
+    prints them (members in schema order, keys first, uint64 as strings, empty leaves as [null]),
+    separated by commas, without the surrounding brackets.  `parts` as for `StateRequest.raw`: one
+    bytes object, a list, or a generator consumed while the reply is written."""
+
+    name: tuple[str, str]
+    parts: RawContent
+
+
 def raw_placeholder(key: str) -> str:
     """The text a provider puts in a placeholder element for `request.raw[key]`."""
     return f"{RAW_PREFIX}{key}{RAW_SUFFIX}"
@@ -66,7 +84,9 @@ class StateRequest:
     xpath: str | None = None
     nsmap: tuple[tuple[str, str], ...] = ()
     with_defaults: str = "explicit"
-    raw: dict[str, RawContent] = field(default_factory=dict, compare=False)
+    raw: dict[str, RawContent | RawJson] = field(default_factory=dict, compare=False)
+    #: the reply is RFC 7951 JSON (a RESTCONF read): raw lists may be handed over as RawJson
+    json: bool = False
 
 
 class OperationalProvider(Protocol):

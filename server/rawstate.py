@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from lxml import etree
 
-from server.operational import RAW_PREFIX, RAW_SUFFIX, RawContent
+from server.operational import RAW_PREFIX, RAW_SUFFIX, RawContent, RawJson
 from server.xmlsafe import new_parser
 
 _FIND = etree.XPath(f"descendant-or-self::*[starts-with(text(), '{RAW_PREFIX}')]")
@@ -50,7 +50,7 @@ class RawSplices:
         self._bytes: dict[str, list[bytes] | _Lazy] = {}
 
     @classmethod
-    def claim(cls, roots: list[etree._Element], raw: dict[str, RawContent]) -> RawSplices:
+    def claim(cls, roots: list[etree._Element], raw: dict[str, RawContent | RawJson]) -> RawSplices:
         """Find the placeholders in the provider-built `roots` whose key is in `raw`; retoken them."""
         out = cls()
         if not raw:
@@ -61,7 +61,7 @@ class RawSplices:
                 if len(el) or not text.endswith(RAW_SUFFIX):
                     continue
                 data = raw.get(text[len(RAW_PREFIX) : -len(RAW_SUFFIX)])
-                if data is None:
+                if data is None or isinstance(data, RawJson):  # JSON is for RESTCONF's direct reads only
                     continue
                 token = f"{out._prefix}{len(out._bytes)}{RAW_SUFFIX}"
                 if isinstance(data, bytes):

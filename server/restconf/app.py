@@ -24,7 +24,7 @@ from aiohttp import web
 from server.auth import User, verify_password
 from server.errors import RpcError
 from server.nacm import Principal
-from server.restconf import codec, handlers
+from server.restconf import codec, direct, handlers
 from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found, render_json, render_xml
 from server.restconf.patch import yang_patch
 from server.restconf.session import RestconfSession, Versions
@@ -44,6 +44,9 @@ YANG_LIBRARY_VERSION = "2019-01-04"
 AUTH_CACHE_SECONDS = 60.0
 #: replies whose data is larger are encoded (libyang) in a worker thread, off the event loop
 OFFLOAD_BYTES = 256 * 1024
+#: a direct read (server/restconf/direct.py) is written in chunks of about this size, the event loop
+#: running between them
+STREAM_CHUNK = 256 * 1024
 _XRD = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n"
     b"<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
@@ -247,7 +250,9 @@ class Restconf:
         )
 
     # -- data resources ---------------------------------------------------------------------------------
-    async def data(self, request: web.Request, sess: RestconfSession, store: str, path: str) -> web.Response:
+    async def data(
+        self, request: web.Request, sess: RestconfSession, store: str, path: str
+    ) -> web.StreamResponse:
         target = parse_api_path(self.core.schema, path)
         writable = store in ("data", "running", "candidate")
         allowed = ("GET", "HEAD", *(_WRITES if writable else ()))
@@ -264,7 +269,7 @@ class Restconf:
 
     async def get(
         self, request: web.Request, sess: RestconfSession, store: str, target: Target
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         fmt = codec.reply_format(request.headers.get("Accept"))
         tagged = store in ("data", "running", "candidate", "startup")
         headers = {"Content-Type": codec.content_type(fmt)}
@@ -274,6 +279,10 @@ class Restconf:
             headers |= {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
             if _none_match(request, etag) or _not_modified_since(request, modified):
                 return web.Response(status=304, headers=headers)
+        if request.method == "GET":
+            parts = direct.read(sess, store, target, request.query, fmt)
+            if parts is not None:
+                return await _stream(request, headers, parts)
         size, encode = handlers.read(sess, store, target, request.query, fmt)
         if size > OFFLOAD_BYTES:  # libyang encodes in a worker thread: the event loop goes on meanwhile
             body = await asyncio.get_running_loop().run_in_executor(None, encode)
@@ -403,6 +412,26 @@ class Restconf:
         if out is None:
             return web.Response(status=204)
         return web.Response(body=out, headers={"Content-Type": codec.content_type(out_fmt)})
+
+
+async def _stream(request: web.Request, headers: dict[str, str], parts: direct.Parts) -> web.StreamResponse:
+    """A direct read's parts, produced as they are written (chunked): each provider page is written
+    only once the one before is on its way, and the event loop runs in between."""
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    chunk: list[bytes] = []
+    size = 0
+    for part in parts:
+        chunk.append(part)
+        size += len(part)
+        if size >= STREAM_CHUNK:
+            await resp.write(b"".join(chunk))
+            chunk, size = [], 0
+            await asyncio.sleep(0)  # registrations and other sessions go on between chunks
+    if chunk:
+        await resp.write(b"".join(chunk))
+    await resp.write_eof()
+    return resp
 
 
 def _none_match(request: web.Request, etag: str) -> bool:
