@@ -10,9 +10,10 @@ the namespace.  Printed beside each other, same run:
 * renewals of the now cached AAA nodes (no RADIUS) beside the configured nodes' (interleaved rounds);
 * configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
   keep arriving (their look-ups time out, or — FreeRADIUS answering Status-Server, as configured — are
-  denied at once once the server is found dead), in rounds interleaved with normal ones (SIGCONT
-  between): each silent round's rate beside the normal round just before it (median and spread of
-  the per-round ratios);
+  denied at once once the server is found dead), each silent round beside the normal round just
+  before it: RADIUS answering, the same rate of new AAA registrations arriving (subscribers it
+  accepts), and — with Status-Server — only once the home agent uses the server again (a probe
+  answered); median and spread of the per-round ratios, wall-clock and per HA CPU second;
 * the engine's own CPU time per configured renewal and per new AAA registration (looked up, or denied
   at once when no server can be asked), in-process: the share the AAA traffic can take at all;
 * memory per cached AAA subscriber beyond the binding (in-process engines in forked children:
@@ -20,6 +21,8 @@ the namespace.  Printed beside each other, same run:
 
 Wall-clock rates on a shared machine are bounded by the load generator as much as by the home agent:
 each run also reports replies per second of the home agent's own CPU time (``per_ha_cpu_second``).
+The last line (``summary:``) holds the run's figures and per-round ratio medians as JSON, to set
+several runs beside each other.
 
     .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500] [--rounds 5] [--round-seconds 2]
                                   [--silent-rate 200] [--no-status-server]
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -219,8 +223,10 @@ def engine_costs(count: int = 20000) -> dict:
 
 
 def memory_per_subscriber(count: int) -> dict:
-    """Engine memory of ``count`` AAA subscribers with one binding each, minus the same engine with
-    ``count`` configured pool nodes bound: what the AAA cache costs beyond the binding."""
+    """What the AAA cache costs beyond the binding: engine memory of ``count`` AAA subscribers with one
+    binding each, less what ``count`` bindings cost — an engine of ``count`` configured pool nodes
+    bound, less the same engine before any registration (its nodes' own entries are a configured
+    node's cost, not the binding's) — less the empty AAA engine."""
     import gc
     import tracemalloc
     from ipaddress import IPv4Address
@@ -237,7 +243,7 @@ def memory_per_subscriber(count: int) -> dict:
     pool = AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.3.255.254")),))
     sa = SecurityAssociation(256, KEY.encode())
 
-    def build(aaa: bool, trace: bool) -> tuple[int, int]:
+    def build(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
         nodes = [
             MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
             for i in range(0 if aaa else count)
@@ -261,7 +267,7 @@ def memory_per_subscriber(count: int) -> dict:
             tracemalloc.start()
         rss0 = _rss()
         engine = HomeAgent(config)
-        for i, data in enumerate(datagrams):
+        for i, data in enumerate(datagrams if register else ()):
             engine.handle_datagram(data, source=("10.88.0.1", 434), received_on=IPv4Address(HA), now=1.0,
                                    wallclock=wall)  # fmt: skip
             if aaa:
@@ -271,7 +277,7 @@ def memory_per_subscriber(count: int) -> dict:
                 engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=wall)
             engine.drain_intents()
             engine.drain_events()
-        assert engine.binding_count == count, engine.binding_count
+        assert engine.binding_count == (count if register else 0), engine.binding_count
         gc.collect()
         rss = _rss() - rss0
         traced = tracemalloc.get_traced_memory()[0] if trace else 0
@@ -279,13 +285,13 @@ def memory_per_subscriber(count: int) -> dict:
         del engine, nodes, config
         return traced, rss
 
-    def forked(aaa: bool, trace: bool) -> tuple[int, int]:
+    def forked(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
         """``build`` in a child process: RSS growth is not hidden by memory an earlier build freed."""
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, json.dumps(build(aaa, trace)).encode())
+            os.write(write, json.dumps(build(aaa, trace, register)).encode())
             os._exit(0)
         os.close(write)
         with os.fdopen(read) as f:
@@ -293,21 +299,76 @@ def memory_per_subscriber(count: int) -> dict:
         os.waitpid(pid, 0)
         return result[0], result[1]
 
-    aaa_traced, _ = forked(True, True)
-    local_traced, _ = forked(False, True)
-    _, aaa_rss = forked(True, False)  # tracemalloc's own bookkeeping would inflate RSS
-    _, local_rss = forked(False, False)
+    traced = [forked(aaa, True, register)[0] for aaa, register in _MEMORY_BUILDS]
+    rss = [forked(aaa, False, register)[1] for aaa, register in _MEMORY_BUILDS]  # tracemalloc would inflate
+
+    def beyond(figures: list[int]) -> int:
+        aaa, local, configured, empty = figures
+        return round((aaa - empty - (local - configured)) / count)
+
     return {
         "subscribers": count,
-        "traced_bytes_each": round((aaa_traced - local_traced) / count),
-        "rss_bytes_each": round((aaa_rss - local_rss) / count),
-        "configured_node_and_binding_traced_bytes_each": round(local_traced / count),
+        "traced_bytes_each": beyond(traced),
+        "rss_bytes_each": beyond(rss),
+        "binding_traced_bytes_each": round((traced[1] - traced[2]) / count),
+        "configured_node_entries_traced_bytes_each": round(traced[2] / count),
     }
 
 
-def _spread(silent: list[dict], normal: list[dict], key: str) -> str:
-    """Each silent round over the normal round before it: median (min..max)."""
-    ratios = sorted(s[key] / n[key] for s, n in zip(silent, normal, strict=True) if n[key] and s[key])
+#: (AAA engine, registrations made): subscribers bound, configured nodes bound, configured nodes
+#: unregistered, the AAA engine empty.
+_MEMORY_BUILDS = ((True, True), (False, True), (False, False), (True, False))
+
+
+def _with_registrations(
+    netns: str, first: int, count: int, args: argparse.Namespace, rounds: list[dict], n: int
+) -> dict:
+    """One round of configured renewals (appended to ``rounds``) while ``args.silent_rate`` first
+    registrations/s of NAIs ``bench<first>``... arrive, from half a second before it; their report."""
+    waiting = _load(netns, count, args.silent_rate, args.round_seconds + 0.5, first=first, static=False)
+    time.sleep(0.5)
+    rounds.append(load(netns, n, 0, args.round_seconds, static=True))
+    return json.loads(waiting.communicate()[0])
+
+
+def _codes(reports: list[dict]) -> dict[str, int]:
+    codes: dict[str, int] = {}
+    for report in reports:
+        for code, count in report["codes"].items():
+            codes[code] = codes.get(code, 0) + count
+    return codes
+
+
+def _wait_for_probe_answer(m, answers: int, timeout: float = 30.0) -> None:
+    """Until the RADIUS server has answered more Status-Server probes than ``answers`` (counted while
+    it was silent): the home agent found it dead and uses it again from that answer on."""
+    deadline = time.monotonic() + timeout
+    while _server_statistics(m).get("status-server-answers", 0) <= answers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the RADIUS server did not answer a Status-Server probe")
+        time.sleep(0.1)
+
+
+def _server_statistics(m) -> dict[str, int]:
+    from lxml import etree
+
+    q = f"{{{NS}}}"
+    stats = f"<virtual-routers xmlns='{NS}'><virtual-router><aaa><server><statistics/></server></aaa>"
+    reply = m.get(filter=("subtree", stats + "</virtual-router></virtual-routers>"))
+    root = etree.fromstring(reply.data_xml.encode())
+    element = next(root.iter(q + "statistics"), None)
+    if element is None:
+        return {}
+    return {etree.QName(c).localname: int(c.text) for c in element if c.text and c.text.isdigit()}
+
+
+def _ratios(over: list[dict], under: list[dict], key: str) -> list[float]:
+    """Each round of ``over`` divided by its interleaved round of ``under``, sorted."""
+    return sorted(a[key] / b[key] for a, b in zip(over, under, strict=True) if a[key] and b[key])
+
+
+def _spread(ratios: list[float]) -> str:
+    """median (min..max)"""
     if not ratios:
         return "-"
     return f"median {statistics.median(ratios):.0%} ({ratios[0]:.0%}..{ratios[-1]:.0%})"
@@ -335,6 +396,7 @@ def main() -> None:
         help="FreeRADIUS ignores Status-Server: a silent server is found out by timeouts alone",
     )
     args = parser.parse_args()
+    loadavg_before = os.getloadavg()
     netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     radiusd = daemon = None
@@ -343,7 +405,8 @@ def main() -> None:
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
         tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-aaa-"))
         radiusd = FreeRadius(tmp / "raddb", secret=SECRET, netns=netns)
-        radiusd.append_users(users(args.count))
+        per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
+        radiusd.append_users(users(args.count + args.rounds * per_round))  # + normal rounds' newcomers
         if args.no_status_server:
             conf = radiusd.dir / "radiusd.conf"
             conf.write_text(conf.read_text().replace("status_server = yes", "status_server = no"))
@@ -357,29 +420,31 @@ def main() -> None:
         with daemon.connect() as m:
             m.edit_config(target="running", config=config(netns, args.count))
         n, duration = args.count, args.count / args.rate
+        per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
         first = load(netns, n, args.rate, duration)
         first_configured = load(netns, n, args.rate, duration, static=True)  # same rate, no RADIUS
         rounds = args.rounds
         cached, configured = [], []
         for _ in range(rounds):  # interleaved: a busy shared machine drifts less between the two
-            cached.append(load(netns, n, 0, 2.0))
+            cached.append(load(netns, n, 0, args.round_seconds))
             configured.append(load(netns, n, 0, args.round_seconds, static=True))
-        normal, silent, waiting_reports = [], [], []
-        for r in range(rounds):  # interleaved: each silent round beside the normal one just before it
-            normal.append(load(netns, n, 0, args.round_seconds, static=True))
-            os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either)
-            first_index = n + 1 + r * n  # NAIs nobody has asked for yet
-            waiting = _load(
-                netns, n, args.silent_rate, args.round_seconds + 0.5, first=first_index, static=False
-            )
-            time.sleep(0.5)
-            silent.append(load(netns, n, 0, args.round_seconds, static=True))
-            waiting_reports.append(json.loads(waiting.communicate()[0]))
-            os.kill(radiusd.proc.pid, signal.SIGCONT)
-        codes: dict[str, int] = {}
-        for report in waiting_reports:
-            for code, count in report["codes"].items():
-                codes[code] = codes.get(code, 0) + count
+        normal, silent, normal_aaa, waiting_reports = [], [], [], []
+        silenced: int | None = None  # Status-Server answers counted while RADIUS was silent
+        with daemon.connect() as m:
+            for r in range(rounds):  # interleaved: each silent round beside the normal one just before it
+                if silenced is not None:  # found dead in the silent round: in use again after a probe
+                    _wait_for_probe_answer(m, silenced)
+                # normal: RADIUS answers the same arrival of first registrations (subscribers it accepts)
+                normal_aaa.append(
+                    _with_registrations(netns, n + 1 + r * per_round, per_round, args, normal, n)
+                )
+                os.kill(radiusd.proc.pid, signal.SIGSTOP)  # silent (no ICMP either)
+                unknown = n + 1 + (rounds + r) * per_round  # NAIs nobody asked for (nor answers)
+                waiting_reports.append(_with_registrations(netns, unknown, per_round, args, silent, n))
+                if not args.no_status_server:
+                    silenced = _server_statistics(m).get("status-server-answers", 0)
+                os.kill(radiusd.proc.pid, signal.SIGCONT)
+        codes, normal_codes = _codes(waiting_reports), _codes(normal_aaa)
         memory = memory_per_subscriber(20000)
         costs = engine_costs()
 
@@ -387,6 +452,24 @@ def main() -> None:
             return statistics.median(r[key] for r in reports)
 
         cpu = "per_ha_cpu_second"
+        ratios = {
+            "cached_vs_configured_rate": _ratios(cached, configured, "rate"),
+            "cached_vs_configured_per_ha_cpu": _ratios(cached, configured, cpu),
+            "silent_vs_normal_rate": _ratios(silent, normal, "rate"),
+            "silent_vs_normal_per_ha_cpu": _ratios(silent, normal, cpu),
+        }
+        summary = {
+            "load_average": [loadavg_before, os.getloadavg()],
+            "freeradius_ceiling_rate": ceiling["rate"],
+            "first_rate": first["rate"],
+            "first_p99_ms": first["latency_ms"]["p99"],
+            "first_configured_rate": first_configured["rate"],
+            "first_configured_p99_ms": first_configured["latency_ms"]["p99"],
+            **{name: round(statistics.median(r), 3) if r else None for name, r in ratios.items()},
+            "silent_vs_no_aaa_traffic_rate": round(med(silent) / med(configured), 3),
+            "memory_traced_bytes": memory["traced_bytes_each"],
+            "memory_rss_bytes": memory["rss_bytes_each"],
+        }
         figures = {
             "freeradius_ceiling": ceiling,
             "first_registrations_via_radius": first,
@@ -395,33 +478,39 @@ def main() -> None:
             "renewals_configured": configured,
             "renewals_configured_normal_interleaved": normal,
             "renewals_configured_radius_silent": silent,
+            "aaa_registrations_while_normal": normal_aaa,
             "aaa_registrations_while_silent": waiting_reports,
             "memory": memory,
             "engine_costs": costs,
+            "ratios_per_round": ratios,
         }
         print(json.dumps(figures, indent=1))
+        silence = "ignored" if args.no_status_server else "answered before"
         print(
+            f"load average before/after: {loadavg_before[0]:.2f} / {os.getloadavg()[0]:.2f}\n"
             f"FreeRADIUS alone (bare loop, 256 in flight): {ceiling['rate']:.0f} Access-Requests/s, "
             f"p99 {ceiling['p99_ms']} ms\n"
             f"first registrations, offered {args.rate:.0f}/s: via RADIUS {first['rate']:.0f}/s "
             f"(accepted {first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms, "
             f"p99 {first['latency_ms']['p99']} ms); configured nodes {first_configured['rate']:.0f}/s "
             f"(p99 {first_configured['latency_ms']['p99']} ms)\n"
-            f"renewals, unpaced, median of {rounds}: cached AAA {med(cached):.0f}/s vs configured "
-            f"{med(configured):.0f}/s ({med(cached) / med(configured):.0%}); per HA CPU second "
-            f"{med(cached, cpu):.0f} vs {med(configured, cpu):.0f} "
-            f"({med(cached, cpu) / med(configured, cpu):.0%})\n"
-            f"configured renewals while RADIUS is silent (Status-Server "
-            f"{'ignored' if args.no_status_server else 'answered before'}) and {args.silent_rate:.0f} AAA "
-            f"registrations/s arrive, {rounds} rounds each beside a normal one: {med(silent):.0f}/s vs "
-            f"{med(normal):.0f}/s ({med(silent) / med(normal):.0%}); per HA CPU second "
-            f"{med(silent, cpu):.0f} vs {med(normal, cpu):.0f}, per round {_spread(silent, normal, cpu)}; "
-            f"those AAA registrations got {codes}\n"
+            f"renewals, unpaced, {rounds} interleaved rounds: cached AAA {med(cached):.0f}/s vs configured "
+            f"{med(configured):.0f}/s, per round {_spread(ratios['cached_vs_configured_rate'])}; per HA "
+            f"CPU second {med(cached, cpu):.0f} vs {med(configured, cpu):.0f}, per round "
+            f"{_spread(ratios['cached_vs_configured_per_ha_cpu'])}\n"
+            f"configured renewals while RADIUS is silent (Status-Server {silence}), {rounds} rounds each "
+            f"beside a normal one (RADIUS answering), {args.silent_rate:.0f} first AAA registrations/s "
+            f"arriving in both: {med(silent):.0f}/s vs {med(normal):.0f}/s, per round "
+            f"{_spread(ratios['silent_vs_normal_rate'])}; per HA CPU second {med(silent, cpu):.0f} vs "
+            f"{med(normal, cpu):.0f}, per round {_spread(ratios['silent_vs_normal_per_ha_cpu'])}; "
+            f"the AAA registrations got {codes} (silent), {normal_codes} (normal); beside the renewal "
+            f"rounds without AAA traffic above: {med(silent) / med(configured):.0%}\n"
             f"engine CPU in-process: a configured renewal {costs['renewal_us']} µs, a new AAA registration "
             f"becoming a look-up {costs['aaa_lookup_us']} µs, one denied at once (no server reachable) "
             f"{costs['aaa_denied_unreachable_us']} µs\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
-            f"{memory['rss_bytes_each']} B RSS"
+            f"{memory['rss_bytes_each']} B RSS\n"
+            f"summary: {json.dumps(summary)}"
         )
     finally:
         if radiusd is not None and radiusd.proc is not None:

@@ -473,15 +473,12 @@ class VirtualRouter:
         self, engine: HomeAgent, renewed: list[Binding], added: list[BindingRecord]
     ) -> list[Renewal]:
         """The journal's short form of bindings renewed in place; whole records instead (into
-        ``added``) for what a renewal record cannot carry: replication to a standby takes whole
-        records, and an AAA-learnt node's binding carries its subscriber."""
+        ``added``) when a standby takes them (replication sends whole records).  An AAA-learnt
+        node's binding keeps the subscriber its record carries: the engine reports the binding
+        changed, not renewed, when RADIUS gave the node a new one."""
         if self.replicate is not None:
             added.extend(record_of(self.name, engine, b) for b in renewed)
             return []
-        if engine.aaa_subscribers:
-            subscriber = engine.subscriber
-            added.extend(record_of(self.name, engine, b) for b in renewed if subscriber(b.mobile_node))
-            renewed = [b for b in renewed if not subscriber(b.mobile_node)]
         vr, offset, carried = self.name, engine.wall_offset, engine.carried_nonce
         ntoa, pack = socket.inet_ntoa, _PACK_U32  # _ntoa, inlined
         return [

@@ -155,7 +155,8 @@ class Subscriber:
         return d
 
     def journal_json(self) -> str:
-        """:meth:`to_dict` as JSON, encoded once: every renewal of an AAA binding writes a journal line."""
+        """:meth:`to_dict` as JSON, encoded once: every whole journal record of an AAA binding carries it
+        (its first registration, a compaction's snapshot; a renewal in place writes a short line)."""
         text = self._journal
         if text is None:
             text = self._journal = json.dumps(self.to_dict(), separators=(",", ":"))

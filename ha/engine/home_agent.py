@@ -97,7 +97,7 @@ from ha.protocol import (
 from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
-from ha.protocol.messages import GeneralizedAuth, MobileHomeAuth, ipv4
+from ha.protocol.messages import MobileHomeAuth, ipv4
 from ha.protocol.replay import ReplayVerdict
 from ha.protocol.revocation import (
     RevocationAck,
@@ -457,9 +457,12 @@ class HomeAgent:
             stats.deregistrations_received += 1
 
         node = self._resolve(request)
+        # Unknown, or cached but authenticated by MN-AAA: RADIUS; configured and cached nodes: local.  A
+        # request whose last extension is Mobile-Home has no MN-AAA (the codec refuses both, 134): a
+        # cached node's usual renewal costs a configured node's.
         if self._aaa_mode is not None and (
-            node is None or (type(node) is Subscriber and GeneralizedAuth in map(type, request.extensions))
-        ):  # unknown, or cached but authenticated by MN-AAA: RADIUS; configured and cached nodes: local
+            node is None or (type(node) is Subscriber and type(request.extensions[-1]) is not MobileHomeAuth)
+        ):
             outgoing = self._aaa_gate(data, request, node, peer, source, received_on, port, now)
             if outgoing is not False:
                 return outgoing
@@ -1366,6 +1369,7 @@ class HomeAgent:
             return ReplyCode.INSUFFICIENT_RESOURCES, "the AAA subscriber cache is full"
         if existing is not None:
             subscriber = Subscriber(profile, existing.session, existing.session_start)
+            self._subscriber_changed(existing)
         else:
             self._sessions += 1
             session = (int(wallclock) & 0xFFFFFFFF) << 32 | (self._sessions & 0xFFFFFFFF)
@@ -1373,6 +1377,17 @@ class HomeAgent:
         self._subscribers[name] = subscriber
         self._subscribers_by_nai[profile.nai] = subscriber
         return None
+
+    def _subscriber_changed(self, subscriber: Subscriber) -> None:
+        """RADIUS answered again for a bound subscriber (MN-AAA): its bindings are reported changed,
+        not renewed in place, so a journal writes them whole with the new key; a renewal in place
+        leaves the subscriber a binding's record carries as it is (a ``renew`` line keeps it)."""
+        changed = self._table.changed
+        if changed is None:
+            return
+        home = self._home_of(subscriber, self._nodes.get(subscriber.name))
+        if home is not None:
+            changed.update(make_key(home, coa) for coa in self._table.care_of_addresses(home))
 
     def _forget_subscriber(self, name: str) -> None:
         subscriber = self._subscribers.pop(name, None)

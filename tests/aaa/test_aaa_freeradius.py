@@ -9,6 +9,7 @@ FreeRADIUS's detail file, a Disconnect-Request from radclient, restart with AAA 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -314,6 +315,11 @@ def test_restart_restores_aaa_bindings_without_asking_radius(lab) -> None:
     session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
     outcome, _ = mns.register(session)
     assert outcome.code == 0
+    renewed, _ = mns.register(session)  # a short renew line: an add line before it keeps the key
+    assert renewed.code == 0
+    lines = map(json.loads, (daemon.tmp / "state" / "bindings.journal").read_text().splitlines())
+    ops = [line["op"] for line in lines if line.get("home_address") == str(outcome.home_address)]
+    assert ops[-1] == "renew" and "add" in ops
     daemon.stop()
     daemon.start()
     binding = binding_of(daemon, outcome.home_address)

@@ -172,3 +172,31 @@ def test_restored_subscriber_renews_without_radius() -> None:
     assert (info.authentication, info.key_source, info.address_source) == ("aaa", "erx", "framed-ip-address")
     assert pull_registration_reply(send(fresh, mn).data).code == 0
     assert fresh.drain_aaa_lookups() == []
+
+
+def test_a_cached_renewal_is_in_place_and_a_new_answer_from_radius_changes_the_binding() -> None:
+    """A journal writes a renewal in place as a short line that keeps the subscriber the binding's
+    record carries: the engine reports a cached node's renewal so, but a binding whose subscriber RADIUS
+    answered anew (MN-AAA, here with another key) as changed: written whole, with the new key."""
+    ha = engine()
+    ha.track_changes()
+    mn = node("a@x")
+    send(ha, mn)
+    assert ha.drain_aaa_lookups()[0].chap is None
+    assert pull_registration_reply(answer(ha, "a@x", AaaAccepted(profile("a@x"))).data).code == 0
+    changed, renewed = ha.take_binding_changes()
+    assert len(changed) == 1 and renewed == []
+    key = changed[0]
+    assert pull_registration_reply(send(ha, mn).data).code == 0  # cached: no RADIUS
+    changed, renewed = ha.take_binding_changes()
+    assert changed == [] and [(b.home_address << 32) | b.care_of_address for b in renewed] == [key]
+
+    secret = b"mn-aaa-secret"
+    assert send(ha, MobileNodeSession(HA, UNSPECIFIED, COA, SA, nai="a@x", mn_aaa_secret=secret)) is None
+    assert [lookup.chap is not None for lookup in ha.drain_aaa_lookups()] == [True]
+    other = AaaProfile("a@x", 301, b"another-key-0123456789", AuthAlgorithm.HMAC_MD5, None, "pool", None,
+                       "erx", "framed-pool")  # fmt: skip
+    assert pull_registration_reply(answer(ha, "a@x", AaaAccepted(other)).data).code == 0
+    changed, renewed = ha.take_binding_changes()
+    assert changed == [key] and renewed == []
+    assert ha.subscriber("aaa:a@x").profile == other
