@@ -46,8 +46,9 @@ from dataplane_scenario import COA1, HA_ADDR, HOA, Topology  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 
 from ha.dataplane.base import DesiredBinding, VirtualRouterPlane  # noqa: E402
+from ha.dataplane.icmp import drop_all_filter as _drop_all_filter  # noqa: E402
 from ha.dataplane.intents import Encapsulation, EnsureTunnel, ProxyArp, SetHomeRoute  # noqa: E402
-from ha.dataplane.tun import TunPlane, _drop_all_filter  # noqa: E402
+from ha.dataplane.tun import TunPlane  # noqa: E402
 from ha.netns import NetnsThread  # noqa: E402
 
 GENERATOR = r"""

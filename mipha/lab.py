@@ -55,7 +55,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ha.dataplane.tun import internet_checksum
+from ha.dataplane.checksum import internet_checksum
 from ha.netns import NetnsThread, netns_exists
 
 from . import radiusd

@@ -31,6 +31,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ha.netns import read_sysctl, write_sysctl
 
 from .base import Capabilities, DataPlaneError, TunnelCounters, VirtualRouterPlane
+from .icmp import path_mtu
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import GRE_PREFIX, IPIP_PREFIX, coa_from_ifname, tunnel_ifname
@@ -51,7 +52,7 @@ class IpipPlane(UdpTunnelRoutes, KernelPlane):
     def __init__(self, vr: VirtualRouterPlane, **kw: int) -> None:
         super().__init__(vr, **kw)
         self.udp_counts: Counter[str] = Counter()
-        self.udp_tun = UdpTunDevice(vr.ha_address, self.udp_counts)
+        self.udp_tun = UdpTunDevice(vr.ha_address, self.udp_counts, path_mtu=self._udp_path_mtu)
         self.udp = self.udp_tun.udp
 
     async def _start_backend(self) -> None:
@@ -65,6 +66,10 @@ class IpipPlane(UdpTunnelRoutes, KernelPlane):
             self.capabilities = dataclasses.replace(self.capabilities, udp_tunnels=False)
             return
         self.udp_tun.start(asyncio.get_running_loop())
+
+    def _udp_path_mtu(self, nat: IPv4Address) -> int:
+        """The kernel's path MTU towards a UDP tunnel's NAT, asked in the VR's namespace."""
+        return int(self._call(path_mtu, nat, self.udp_tun.mtu))
 
     async def _stop_backend(self) -> None:
         self.udp_tun.close(asyncio.get_running_loop())

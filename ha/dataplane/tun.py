@@ -27,9 +27,9 @@ ICMP errors from inside the tunnel about our outer packets are relayed to the or
   header (type 4, next header 4).  Type-4 datagrams the registration socket receives come to
   :meth:`TunPlane.udp_input`: the inner packet is accepted only from the NAT mapping registered for
   its source (the home address), and a keepalive (an ICMP echo request to the home agent inside the
-  tunnel, the RFC 3519 keepalive) is answered through the tunnel by this reader.  The outer UDP packet never
-  carries DF (the registration socket's setting); inner DF packets longer than the tunnel MTU - 32 get
-  fragmentation-needed.
+  tunnel, the RFC 3519 keepalive) is answered through the tunnel by this reader.  The outer UDP packet
+  carries the inner DF; inner DF packets longer than the tunnel MTU - 32 get fragmentation-needed, and
+  the tunnel MTU follows the kernel's path MTU when a DF send is refused (``udp_tunnel.UdpTunnels``).
 
 Not supported here: minimal encapsulation (RFC 2004) and GRE with checksum/key/sequence bits (such
 packets are dropped and counted).
@@ -38,14 +38,12 @@ packets are dropped and counted).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import fcntl
 import logging
 import os
 import socket
 import struct
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -54,7 +52,16 @@ from typing import Literal
 from ha.netns import write_sysctl
 
 from .base import DataPlaneError, VirtualRouterPlane
-from .checksum import internet_checksum
+from .icmp import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DO,
+    IP_PMTUDISC_DONT,
+    IcmpErrors,
+    attach_filter,
+    drop_all_filter,
+    open_icmp_sender,
+    path_mtu,
+)
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
 from .ownership import TUN_IFNAME
@@ -65,16 +72,9 @@ log = logging.getLogger(__name__)
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
-IP_MTU_DISCOVER = 10
-IP_MTU = 14
-IP_PMTUDISC_DONT = 0
-IP_PMTUDISC_DO = 2
-SO_ATTACH_FILTER = 26
 IPPROTO_GRE = 47
 GRE_IPV4 = b"\x00\x00\x08\x00"
 BURST = 256
-ICMP_ERRORS_PER_SECOND = 200
-_ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
 
 @dataclass(slots=True)
@@ -102,19 +102,6 @@ class TunStats:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    """Attach a classic BPF program (``(code, jt, jf, k)`` instructions) to ``sock``."""
-    raw = b"".join(struct.pack("=HBBI", *insn) for insn in program)
-    insns = (ctypes.c_ubyte * len(raw)).from_buffer_copy(raw)
-    prog = struct.pack("=HxxxxxxQ", len(program), ctypes.addressof(insns))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
-
-
-def _drop_all_filter(sock: socket.socket) -> None:
-    """``ret 0``: a send-only raw socket never queues received copies."""
-    _attach_filter(sock, [(0x06, 0, 0, 0)])
-
-
 # Keep only ICMP destination-unreachable / time-exceeded quoting an IP-in-IP or GRE packet:
 # x = IP header length; A = ICMP type; quoted protocol at x + 8 + 9.
 _TUNNEL_ICMP_FILTER = [
@@ -128,15 +115,6 @@ _TUNNEL_ICMP_FILTER = [
     (0x06, 0, 0, 0xFFFF),  # ret accept
     (0x06, 0, 0, 0),  # ret drop
 ]
-
-
-def icmp_error(icmp_type: int, code: int, offending: bytes, *, mtu: int = 0) -> bytes:
-    """An ICMP error quoting the offending IP header + 8 bytes (RFC 792; next-hop MTU per RFC 1191)."""
-    ihl = (offending[0] & 0x0F) * 4
-    rest = struct.pack("!HH", 0, mtu)
-    body = struct.pack("!BBH", icmp_type, code, 0) + rest + offending[: ihl + 8]
-    csum = internet_checksum(body)
-    return body[:2] + struct.pack("!H", csum) + body[4:]
 
 
 class TunPlane(UdpTunnelRoutes, KernelPlane):
@@ -163,16 +141,15 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         self.tun_ifindex = 0
         self._tx: dict[tuple[bool, bool], socket.socket] = {}  # (gre, df) -> raw socket
         self._rx: list[socket.socket] = []
-        self._icmp: socket.socket | None = None
+        self._icmp = IcmpErrors(self.stats.counts)
         self._icmp_in: socket.socket | None = None
         self._paths: dict[IPv4Address, _Path] = {}
         self._by_packed: dict[bytes, _Path] = {}
         self._fwd: dict[bytes, tuple[_Path | UdpPath, ...]] = {}
         self._rev: dict[bytes, frozenset[bytes]] = {}
         self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
-        self._icmp_budget = ICMP_ERRORS_PER_SECOND
-        self._icmp_window = 0.0
         self.udp = UdpTunnels(vr.ha_address, self.stats.counts, self._write_tun)
+        self.udp.too_big = self._udp_too_big
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -216,17 +193,13 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                     self._rx.append(sock)
                 else:
-                    _drop_all_filter(sock)
+                    drop_all_filter(sock)
                 self._tx[(gre, df)] = sock
-        icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
-        icmp.bind((ha, 0))
-        icmp.setblocking(False)
-        _drop_all_filter(icmp)
-        self._icmp = icmp
+        self._icmp.sock = open_icmp_sender(self.vr.ha_address)
         errors = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
         errors.bind((ha, 0))
         errors.setblocking(False)
-        _attach_filter(errors, _TUNNEL_ICMP_FILTER)
+        attach_filter(errors, _TUNNEL_ICMP_FILTER)
         self._icmp_in = errors
 
     def pause_reading(self) -> None:
@@ -246,8 +219,9 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
             loop.remove_reader(sock.fileno())
         for sock in self._tx.values():
             sock.close()
-        if self._icmp is not None:
-            self._icmp.close()
+        if self._icmp.sock is not None:
+            self._icmp.sock.close()
+            self._icmp.sock = None
         if self._icmp_in is not None:
             loop.remove_reader(self._icmp_in.fileno())
             self._icmp_in.close()
@@ -444,39 +418,20 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
             path.out_octets += size
 
     def _path_mtu(self, coa: IPv4Address) -> int:
-        """The kernel's path MTU towards ``coa`` (``IP_MTU`` of a connected UDP socket in the VR)."""
-
-        def query() -> int:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.connect((str(coa), 9))
-                return probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
-
+        """The kernel's path MTU towards ``coa``, asked in the VR's namespace."""
         try:
-            return max(68 + 20, int(self._call(query)))
+            return int(self._call(path_mtu, coa, self.tunnel_mtu))
         except OSError:
             return self.tunnel_mtu
 
-    def _send_icmp(self, icmp_type: int, code: int, packet: bytes, *, mtu: int = 0) -> None:
-        """ICMP error from the HA address to the inner source, rate-limited; never about ICMP errors."""
-        ihl = (packet[0] & 0x0F) * 4
-        if packet[9] == 1 and len(packet) > ihl and packet[ihl] in _ICMP_ERROR_TYPES:
-            return
-        if struct.unpack_from("!H", packet, 6)[0] & 0x1FFF:  # not the first fragment
-            return
-        now = time.monotonic()
-        if now - self._icmp_window >= 1.0:
-            self._icmp_window, self._icmp_budget = now, ICMP_ERRORS_PER_SECOND
-        if self._icmp_budget <= 0 or self._icmp is None:
-            self.stats.counts["icmp-rate-limited"] += 1
-            return
-        self._icmp_budget -= 1
-        try:
-            self._icmp.sendto(
-                icmp_error(icmp_type, code, packet, mtu=mtu), (socket.inet_ntoa(packet[12:16]), 0)
-            )
-            self.stats.counts["icmp-sent"] += 1
-        except OSError:
-            self.stats.counts["icmp-send-failed"] += 1
+    def _udp_too_big(self, path: UdpPath, packet: bytes | memoryview) -> None:
+        """An inner DF packet the kernel refused for a UDP tunnel (EMSGSIZE): as for IP-in-IP."""
+        path.mtu = self._path_mtu(path.coa)
+        self._send_icmp(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)
+
+    def _send_icmp(self, icmp_type: int, code: int, packet: bytes | memoryview, *, mtu: int = 0) -> None:
+        """ICMP error from the HA address to the inner source (rate-limited, :class:`IcmpErrors`)."""
+        self._icmp.send(icmp_type, code, packet, mtu=mtu)
 
     def _on_icmp_readable(self) -> None:
         assert self._icmp_in is not None

@@ -10,7 +10,13 @@ from is exactly that socket's peer):
   the inner packet's source (the home address); anything else is dropped and counted;
 - **keepalive** (RFC 3519): an ICMP echo request to the home agent's address inside the tunnel is
   answered here, back through the same tunnel (the kernel would refuse to tunnel a packet whose source
-  is the home agent itself, RFC 2003 §3).
+  is the home agent itself, RFC 2003 §3);
+- **DF and path MTU** (RFC 2003 §3.1, §4, as for IP-in-IP): the outer packet carries DF exactly when
+  the inner one does (the socket's ``IP_MTU_DISCOVER`` follows the packet: ``DO`` or ``DONT``).  An
+  inner DF packet the path cannot carry is refused by the kernel (``EMSGSIZE``, from the device MTU or
+  from an ICMP "fragmentation needed" about an earlier outer packet); the tunnel's MTU then becomes
+  the kernel's path MTU and the original sender gets ICMP fragmentation-needed with MTU - 32
+  (:attr:`UdpTunnels.too_big`, wired by the backend).
 
 The mapping is the binding's: a renewal from a new source port (the NAT lost its state) moves it, the
 engine says so with a new ``SetHomeRoute``.
@@ -19,6 +25,7 @@ engine says so with a new ``SetHomeRoute``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import socket
@@ -33,6 +40,7 @@ from ha.netns import write_sysctl
 
 from .base import DataPlaneError, DesiredBinding
 from .checksum import internet_checksum
+from .icmp import IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_PMTUDISC_DONT, IcmpErrors, open_icmp_sender
 from .intents import RemoveHomeRoute, SetHomeRoute
 
 if TYPE_CHECKING:
@@ -101,6 +109,10 @@ class UdpTunnels:
         self.counts = counts
         self.write_tun = write_tun
         self.sock: socket.socket | None = None
+        self._df: int | None = None  # the DF setting the socket has (None: not set by us yet)
+        #: Called with a path and an inner DF packet the kernel refused as too big for it (EMSGSIZE):
+        #: the backend updates ``path.mtu`` and answers ICMP fragmentation-needed.
+        self.too_big: Callable[[UdpPath, bytes | memoryview], None] | None = None
         #: Home address -> the NAT mapping's port (from ``SetHomeRoute.udp_port``).
         self.ports: dict[IPv4Address, int] = {}
         self._paths: dict[bytes, UdpPath] = {}  # packed home address -> path
@@ -147,15 +159,32 @@ class UdpTunnels:
                 totals[3] += p.out_octets
         return totals[0], totals[1], totals[2], totals[3]
 
+    def attach(self, sock: socket.socket | None) -> None:
+        """Send tunnel data through ``sock`` (the virtual router's UDP 434 socket)."""
+        self.sock, self._df = sock, None
+
     def send(self, path: UdpPath, packet: bytes | memoryview) -> None:
-        """Forward one inner packet through the tunnel (the caller checked TTL, loops and size)."""
+        """Forward one inner packet through the tunnel (the caller checked TTL, loops and size).
+
+        DF is copied from the inner header (RFC 2003 §3.1): the socket's setting is switched only when
+        it differs from the packet's, so a run of packets alike costs no extra system call.
+        """
         sock = self.sock
         if sock is None:
             self.counts["udp-no-socket"] += 1
             return
+        df = packet[6] & 0x40
+        if df != self._df:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+            self._df = df
         try:
             sock.sendmsg((_HEADER, packet), self._source, 0, path.dest)
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and df:
+                self.counts["frag-needed"] += 1
+                if self.too_big is not None:
+                    self.too_big(path, packet)
+                return
             self.counts["udp-send-failed"] += 1
             return
         path.out_packets += 1
@@ -203,7 +232,7 @@ class UdpTunnelRoutes:
     udp: UdpTunnels
 
     def attach_udp_socket(self, sock: object) -> None:
-        self.udp.sock = sock  # type: ignore[assignment]
+        self.udp.attach(sock)  # type: ignore[arg-type]
 
     def udp_input(self, data: bytes, source: tuple[str, int]) -> None:
         self.udp.receive(data, source)
@@ -232,18 +261,32 @@ class UdpTunDevice:
 
     Home addresses bound through a UDP tunnel are routed into ``mip-udp``; what the kernel forwards
     into it is sent to the binding's NAT mapping (:class:`UdpTunnels`), and what comes back through the
-    tunnel is written to it.  The inner TTL decrement is the kernel's forwarding step into the TUN; a
-    packet with TTL 0, from the home agent itself or longer than the tunnel MTU - 32 with DF is
-    dropped and counted (this reader sends no ICMP errors; the ``tun`` backend's reader does).
+    tunnel is written to it.  The inner TTL decrement is the kernel's forwarding step into the TUN
+    (which answers time exceeded itself); a packet with TTL 0 or from the home agent itself is dropped
+    and counted; one longer than the tunnel MTU - 32 with DF is dropped, counted and answered with ICMP
+    fragmentation-needed (MTU - 32) from the home agent's address, as the ``tun`` backend does, and
+    the tunnel MTU follows the kernel's path MTU (``path_mtu``, asked in the VR's namespace) when a
+    send is refused as too big.
     """
 
-    def __init__(self, ha_address: IPv4Address, counts: Counter[str], *, mtu: int = 1500) -> None:
+    def __init__(
+        self,
+        ha_address: IPv4Address,
+        counts: Counter[str],
+        *,
+        mtu: int = 1500,
+        path_mtu: Callable[[IPv4Address], int] | None = None,
+    ) -> None:
         self.counts = counts
         self.mtu = mtu
         self.fd = -1
         self.ifindex = 0
+        self.ha_address = ha_address
         self.local = frozenset({ha_address.packed})
+        self.icmp = IcmpErrors(counts)
+        self.path_mtu = path_mtu
         self.udp = UdpTunnels(ha_address, counts, self.write)
+        self.udp.too_big = self._too_big
 
     def open(self, ipr: IPRoute) -> None:
         """Create the TUN (call it on the namespace's thread, so it lives in the virtual router)."""
@@ -254,6 +297,7 @@ class UdpTunDevice:
             os.close(fd)
             raise DataPlaneError(f"cannot create TUN device {UDP_TUN_IFNAME}: {exc}") from exc
         self.fd = fd
+        self.icmp.sock = open_icmp_sender(self.ha_address)
         self.ifindex = socket.if_nametoindex(UDP_TUN_IFNAME)
         write_sysctl(("net", "ipv6", "conf", UDP_TUN_IFNAME, "disable_ipv6"), 1)
         write_sysctl(("net", "ipv4", "conf", UDP_TUN_IFNAME, "rp_filter"), 2)
@@ -267,6 +311,9 @@ class UdpTunDevice:
             loop.remove_reader(self.fd)
             os.close(self.fd)  # the non-persistent TUN goes, with its routes
             self.fd = -1
+        if self.icmp.sock is not None:
+            self.icmp.sock.close()
+            self.icmp.sock = None
 
     def write(self, packet: bytes | memoryview) -> None:
         try:
@@ -294,5 +341,12 @@ class UdpTunDevice:
                 counts["loop"] += 1
             elif packet[6] & 0x40 and len(packet) > path.mtu - UDP_OVERHEAD:
                 counts["frag-needed"] += 1
+                self.icmp.send(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)
             else:
                 udp.send(path, packet)
+
+    def _too_big(self, path: UdpPath, packet: bytes | memoryview) -> None:
+        """The kernel refused an inner DF packet as too big: learn the path MTU, tell the sender."""
+        if self.path_mtu is not None:
+            path.mtu = self.path_mtu(path.coa)
+        self.icmp.send(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)

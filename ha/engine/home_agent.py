@@ -505,7 +505,14 @@ class HomeAgent:
                 else:  # a 133: offer a new nonce, keep the expected one (a replay costs the node nothing)
                     state.offered_nonce = ha_nonce
         if type(verdict) is Accept and len(request.extensions) > 1:
-            verdict = self._rfc3519_3543(verdict, peer, wallclock)
+            if verdict.fa_security_association is None:  # RFC 3519 alone (RFC 3543 needs an agent)
+                ha_config = self.config.home_agent
+                assert ha_config is not None
+                verdict = udp_tunnel_step(
+                    verdict, peer.arrival, ha_config.nat_traversal, self._capabilities.udp_tunnels
+                )
+            else:
+                verdict = self._rfc3519_3543(verdict, peer, wallclock)
         if type(verdict) is Accept:
             assert node is not None  # decide() never accepts an unknown mobile node
             if state is None:
@@ -623,9 +630,9 @@ class HomeAgent:
 
     def _resolve(self, request: RegistrationRequest) -> EngineNode | None:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
-        extensions = request.extensions
-        # the usual request (its MN-HA extension alone) names no NAI: no search for one
-        nai = None if len(extensions) == 1 and type(extensions[0]) is MobileHomeAuth else request.nai
+        # the usual layouts (an MN-HA extension alone, or RFC 3519's: a UDP Tunnel Request before it)
+        # name no NAI: no search for one
+        nai = None if request.layout else request.nai
         mode = self._aaa_mode
         if mode is None:
             if nai is not None:

@@ -28,6 +28,8 @@ from .constants import (
 )
 from .errors import ProtocolError
 from .messages import (
+    LAYOUT_MN_HA,
+    LAYOUT_UDP_TUNNEL,
     REQUEST_FLAGS,
     AuthenticationExtension,
     AuthKind,
@@ -76,11 +78,13 @@ _PLAIN_REQUEST = struct.Struct("!BBHIIIQBBI")  # the fixed part, then Type, Leng
 _PLAIN_REQUEST_LENGTH = _PLAIN_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
 #: A mobile node behind a NAT (RFC 3519): the fixed part, a UDP Tunnel Request, then the Mobile-Home
 #: extension — the second most common layout, also read without the loop.
-#: Read as the fixed part, the 144 body's first four bytes as one integer (``SubType | Reserved |
-#: Flags | Encapsulation``, the key of :func:`_udp_tunnel_request`'s cache), then the MN-HA SPI.
-_NAT_REQUEST = struct.Struct("!BBHIIIQ2xI4xI")
+#: Read as the fixed part, the 144 extension's Type and Length as one integer, its body's first four
+#: bytes as one (``SubType | Reserved | Flags | Encapsulation``, the key of
+#: :func:`_udp_tunnel_request`'s cache), then the MN-HA extension's Type and Length, and its SPI.
+_NAT_REQUEST = struct.Struct("!BBHIIIQHI2xHI")
 _NAT_REQUEST_LENGTH = _NAT_REQUEST.size + MD5_AUTHENTICATOR_LENGTH
-_UDP_TUNNEL_REQ = int(ExtensionType.UDP_TUNNEL_REQUEST)
+_UDP_TUNNEL_HEAD = (int(ExtensionType.UDP_TUNNEL_REQUEST) << 8) | _UDP_TUNNEL_REQUEST.size
+_MN_HA_HEAD = (_MN_HA << 8) | _SIGNED_AUTH_LENGTH
 _NAT_MN_HA_AT = REQUEST_FIXED_LENGTH + 8
 #: The reply to it: the fixed part, the UDP Tunnel Reply, the Mobile-Home extension's header.
 _NAT_REPLY = struct.Struct("!BBHIIQ8sBBI")
@@ -290,19 +294,16 @@ def pull_registration_request(data: bytes) -> RegistrationRequest:
     ):  # the usual layout: same result as the general path below, in half the time
         _t, flags, lifetime, hoa, ha, coa, ident, _ext, _len, spi = _PLAIN_REQUEST.unpack_from(data)
         auth = trusted_auth(MobileHomeAuth, spi, data[_PLAIN_REQUEST.size :], REQUEST_FIXED_LENGTH)
-        return trusted_request(flags, lifetime, hoa, ha, coa, ident, (auth,), data)
-    if (
-        len(data) == _NAT_REQUEST_LENGTH
-        and data[0] == _REQUEST
-        and data[REQUEST_FIXED_LENGTH] == _UDP_TUNNEL_REQ
-        and data[REQUEST_FIXED_LENGTH + 1] == _UDP_TUNNEL_REQUEST.size
-        and data[_NAT_MN_HA_AT] == _MN_HA
-        and data[_NAT_MN_HA_AT + 1] == _SIGNED_AUTH_LENGTH
-    ):  # RFC 3519: one UDP Tunnel Request before the MN-HA extension (well formed as it stands)
-        _t, flags, lifetime, hoa, ha, coa, ident, body, spi = _NAT_REQUEST.unpack_from(data)
-        tunnel = _UDP_TUNNEL_REQUESTS.get(body & _NOT_RESERVED) or _udp_tunnel_request(body)
-        auth = trusted_auth(MobileHomeAuth, spi, data[_NAT_REQUEST.size :], _NAT_MN_HA_AT)
-        return trusted_request(flags, lifetime, hoa, ha, coa, ident, (tunnel, auth), data)
+        return trusted_request(flags, lifetime, hoa, ha, coa, ident, (auth,), data, LAYOUT_MN_HA)
+    if len(data) == _NAT_REQUEST_LENGTH and data[0] == _REQUEST:
+        _t, flags, lifetime, hoa, ha, coa, ident, head, body, auth_head, spi = _NAT_REQUEST.unpack_from(data)
+        if head == _UDP_TUNNEL_HEAD and auth_head == _MN_HA_HEAD:
+            # RFC 3519: one UDP Tunnel Request before the MN-HA extension (well formed as it stands)
+            tunnel = _UDP_TUNNEL_REQUESTS.get(body & _NOT_RESERVED) or _udp_tunnel_request(body)
+            auth = trusted_auth(MobileHomeAuth, spi, data[_NAT_REQUEST.size :], _NAT_MN_HA_AT)
+            return trusted_request(
+                flags, lifetime, hoa, ha, coa, ident, (tunnel, auth), data, LAYOUT_UDP_TUNNEL
+            )
     if len(data) < REQUEST_FIXED_LENGTH:
         raise ProtocolError(f"request of {len(data)} bytes is shorter than its fixed part (24)")
     msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST_FIXED.unpack_from(data)
@@ -484,7 +485,7 @@ def push_signed_reply(
     mn_ha: SecurityAssociation | None = None,
     challenge: MobileForeignChallenge | None = None,
     fa_ha: SecurityAssociation | None = None,
-    udp_tunnel: UdpTunnelReply | None = None,
+    udp_tunnel: UdpTunnelReply | bytes | None = None,
     revocation: RevocationSupport | None = None,
 ) -> bytes:
     """A home agent's reply straight from its fields, in the order of RFC 5944 §3.6.1.3 / RFC 4721.
@@ -493,7 +494,8 @@ def push_signed_reply(
     ``mn_ha`` / ``fa_ha``, without building the message and extension objects first: this runs once
     per request.  Addresses are integers.  Extensions: NAI echoed, MN-HA, challenge echoed, FA-HA (each
     one when given).  RFC 3519's UDP Tunnel Reply goes before the MN-HA extension (it authenticates
-    it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).
+    it, §3.2) and RFC 3543's Revocation Support before the FA-HA extension (§3.2).  ``udp_tunnel`` may
+    be given encoded (its 8 bytes, as ``decision.UdpTunnel`` keeps them).
     """
     if nai is None and mn_ha is not None and udp_tunnel is not None:  # RFC 3519's usual reply
         out = _NAT_REPLY.pack(
@@ -503,7 +505,7 @@ def push_signed_reply(
             home_address,
             home_agent,
             identification,
-            udp_tunnel_bytes(udp_tunnel),
+            udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel),
             _MN_HA,
             _SIGNED_AUTH_LENGTH,
             mn_ha.spi,
@@ -527,7 +529,7 @@ def push_signed_reply(
         if nai is not None:
             out += _write_nai(nai)
         if udp_tunnel is not None:
-            out += udp_tunnel_bytes(udp_tunnel)
+            out += udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel)
         if mn_ha is not None:
             out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
             out += mn_ha.authenticator(out)

@@ -19,8 +19,8 @@ Addresses are compared as integers and flags handled as plain ints, converted ba
 is built by keyword through its ``__init__`` on a new instance (calling a class with keywords builds a
 dict first).  Each policy carries its step lists compiled as one ``s0(x) or s1(x) or ...`` each
 (:func:`plan`), without the steps that cannot deny under it — nor, for the usual request (one MN-HA
-extension, no foreign agent, no S/M/G, no per-host overrides), those that cannot deny it: no call is
-paid for a check that cannot fail.
+extension, alone or after an RFC 3519 UDP Tunnel Request; no foreign agent, no S/M/G, no per-host
+overrides), those that cannot deny it: no call is paid for a check that cannot fail.
 """
 
 from __future__ import annotations
@@ -182,6 +182,9 @@ class Arrival:
     destination_port: int = 434
     destination_integer: int = field(init=False, repr=False, compare=False)
     source_integer: int = field(init=False, repr=False, compare=False)
+    #: The RFC 3519 tunnel last granted to requests from here (``udp_tunnel_step``'s cache: renewals
+    #: through one NAT mapping share one record, built once).
+    udp_tunnel: UdpTunnel | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.destination_integer = int(self.destination)
@@ -241,6 +244,8 @@ class UdpTunnel:
     port: int  # the request's UDP source port
     forced: bool  # tunnelling without a detected NAT (F)
     reply: UdpTunnelReply
+    #: ``reply`` encoded (the 8 bytes of extension 44 the reply carries), built with the record.
+    reply_bytes: bytes = b""
 
 
 @final
@@ -518,7 +523,7 @@ def mobile_node_authentic(x: Examination) -> Deny | None:
     extensions = request.extensions
     # The usual requests (RFC 3519's too) end with their MN-HA extension: no search.  The codec lets a
     # request carry one authorization-enabling extension only, so it is the one mn_ha_auth would find.
-    mn_ha = extensions[-1] if extensions and type(extensions[-1]) is MobileHomeAuth else request.mn_ha_auth
+    mn_ha = extensions[-1] if request.layout else request.mn_ha_auth
     if mn_ha is None:
         mn_aaa = any(type(e) is GeneralizedAuth and e.is_mn_aaa for e in extensions)
         if mn_aaa and x.mn_aaa_verified and mobile_node is not None and mobile_node.security_associations:
@@ -893,11 +898,11 @@ def decide(
     registration, deregistration, usual = policy.plans
     if request.lifetime == 0:
         return deregistration(x) or _deregistration(x)
-    if (  # the usual request: its MN-HA extension alone, from no foreign agent we share a key with, a
-        # home address, neither S nor M nor G, for a known node without per-host care-of access or
-        # reverse tunnel settings
+    if (  # the usual request: its MN-HA extension alone (or after an RFC 3519 UDP Tunnel Request, which
+        # no step reads), from no foreign agent we share a key with, a home address, neither S nor M
+        # nor G, for a known node without per-host care-of access or reverse tunnel settings
         foreign_agent is None
-        and len(request.extensions) == 1
+        and request.layout
         and not x.flags & _UNUSUAL_FLAGS
         and x.home != _UNSPECIFIED
         and mobile_node is not None

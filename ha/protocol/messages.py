@@ -320,6 +320,9 @@ class RegistrationRequest(_ExtensionAccess):
     raw: bytes = field(default=b"", compare=False, repr=False)
     #: (home address, home agent, care-of address) as integers, for the decision's comparisons.
     integers: tuple[int, int, int] = field(init=False, compare=False, repr=False)
+    #: Which of the usual extension layouts this is (:func:`request_layout`), read once per request
+    #: by several consumers instead of each testing the extension types.
+    layout: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_uint("flags", int(self.flags), 8)
@@ -332,6 +335,7 @@ class RegistrationRequest(_ExtensionAccess):
         object.__setattr__(self, "extensions", tuple(self.extensions))
         integers = (int(self.home_address), int(self.home_agent), int(self.care_of_address))
         object.__setattr__(self, "integers", integers)
+        object.__setattr__(self, "layout", request_layout(self.extensions))
 
     @property
     def is_deregistration(self) -> bool:
@@ -412,7 +416,25 @@ _REQUEST_SETTERS = _slot_setters(
     "extensions",
     "raw",
     "integers",
+    "layout",
 )
+
+#: ``RegistrationRequest.layout`` values: any other layout (0, false), the Mobile-Home extension alone,
+#: or RFC 3519's UDP Tunnel Request then the Mobile-Home extension.  A request with either of the last
+#: two names no NAI, echoes nothing, and its last extension is its authorization-enabling one.
+LAYOUT_OTHER = 0
+LAYOUT_MN_HA = 1
+LAYOUT_UDP_TUNNEL = 2
+
+
+def request_layout(extensions: tuple[Extension, ...]) -> int:
+    """The ``layout`` of a request carrying ``extensions``."""
+    kinds = tuple(map(type, extensions))
+    if kinds == (MobileHomeAuth,):
+        return LAYOUT_MN_HA
+    if kinds == (UdpTunnelRequest, MobileHomeAuth):
+        return LAYOUT_UDP_TUNNEL
+    return LAYOUT_OTHER
 
 
 #: the three SPI + authenticator extensions (32, 33, 34) that :func:`trusted_auth` builds
@@ -465,10 +487,16 @@ def trusted_request(
     identification: int,
     extensions: tuple[Extension, ...],
     raw: bytes,
+    layout: int | None = None,
 ) -> RegistrationRequest:
-    """A request from the fields of a datagram's fixed part, unpacked to integers of the right widths."""
+    """A request from the fields of a datagram's fixed part, unpacked to integers of the right widths.
+
+    ``layout``: the codec's short cuts know it (None: worked out from ``extensions``).
+    """
     request = _new(RegistrationRequest)
-    set_flags, set_life, set_home, set_agent, set_coa, set_id, set_ext, set_raw, set_ints = _REQUEST_SETTERS
+    set_flags, set_life, set_home, set_agent, set_coa, set_id, set_ext, set_raw, set_ints, set_layout = (
+        _REQUEST_SETTERS
+    )
     set_flags(request, REQUEST_FLAGS[flags])
     set_life(request, lifetime)
     cached = _addresses.get  # ipv4() without a call per address when the cache has it
@@ -479,4 +507,5 @@ def trusted_request(
     set_ext(request, extensions)
     set_raw(request, raw)
     set_ints(request, (home_address, home_agent, care_of_address))
+    set_layout(request, request_layout(extensions) if layout is None else layout)
     return request

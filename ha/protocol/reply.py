@@ -33,7 +33,6 @@ from .messages import (
     RegistrationRequest,
     RevocationSupport,
     UdpTunnelReply,
-    UdpTunnelRequest,
 )
 
 
@@ -131,19 +130,14 @@ def encode_reply(verdict: Verdict) -> bytes:
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent
         tunnel, revocation = verdict.udp_tunnel, verdict.revocation  # _rfc3519_3543(), inlined
-        udp_tunnel = tunnel.reply if tunnel is not None else None
+        udp_tunnel = tunnel.reply_bytes or tunnel.reply if tunnel is not None else None
     else:
         code, lifetime, home_address, home_agent = _header(verdict)
         identification = verdict.reply_identification
         home = request_home if home_address is request.home_address else int(home_address)
         agent = request_agent if home_agent is request.home_agent else int(home_agent)
         udp_tunnel = revocation = None
-    extensions = request.extensions
-    if (
-        extensions
-        and type(extensions[-1]) is MobileHomeAuth
-        and (len(extensions) == 1 or (len(extensions) == 2 and type(extensions[0]) is UdpTunnelRequest))
-    ):
+    if request.layout:
         nai = challenge = None  # the usual requests (RFC 3519's too): nothing to echo, no _echoed() call
     else:
         nai, challenge = _echoed(request)

@@ -30,9 +30,17 @@ import struct
 from dataclasses import dataclass, field
 from typing import cast
 
+from .codec import udp_tunnel_bytes
 from .constants import MessageType, ReplyCode, RequestFlags
 from .decision import Accept, Arrival, Deny, UdpTunnel
-from .messages import REQUEST_FLAGS, ForeignHomeAuth, MobileHomeAuth, UdpTunnelReply, UdpTunnelRequest
+from .messages import (
+    LAYOUT_UDP_TUNNEL,
+    REQUEST_FLAGS,
+    ForeignHomeAuth,
+    MobileHomeAuth,
+    UdpTunnelReply,
+    UdpTunnelRequest,
+)
 
 #: The tunnel data message (RFC 3519): ``Type 4 | Next Header | Reserved16`` then the payload.
 TUNNEL_DATA_HEADER = struct.Struct("!BBH")
@@ -76,20 +84,12 @@ class NatTraversalPolicy:
         object.__setattr__(self, "forced_reply", UdpTunnelReply(UDP_TUNNEL_ACCEPTED, interval, REPLY_F))
 
 
-#: UDP tunnel records by NAT mapping (address, port, forced): read-only, so a renewal from the same
-#: mapping shares the record instead of allocating one per request.  Bounded: cleared when full.
-_TUNNELS: dict[int, UdpTunnel] = {}
-_TUNNEL_CACHE = 65536
-
-
 def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
     """The UDP Tunnel Request an authenticator covers (before MN-HA, or before a verified FA-HA)."""
-    extensions = accept.request.extensions
-    if len(extensions) < 2:
-        return None
-    first = extensions[0]
-    if len(extensions) == 2 and type(first) is UdpTunnelRequest and type(extensions[1]) is MobileHomeAuth:
-        return first  # the usual layout (the codec's short cut): no loop
+    request = accept.request
+    extensions = request.extensions
+    if request.layout == LAYOUT_UDP_TUNNEL:
+        return cast(UdpTunnelRequest, extensions[0])  # the usual layout: no loop
     covered_by_mn = True
     fa_verified = accept.fa_security_association is not None
     for extension in extensions:
@@ -104,43 +104,47 @@ def trusted_tunnel_request(accept: Accept) -> UdpTunnelRequest | None:
 
 
 def udp_tunnel_step(
-    accept: Accept, arrival: Arrival, policy: NatTraversalPolicy, *, available: bool = True
+    accept: Accept, arrival: Arrival, policy: NatTraversalPolicy, available: bool = True
 ) -> Accept | Deny:
     """RFC 3519 on an accepted request: set ``accept.udp_tunnel``, or deny with 142.
 
     ``accept`` is updated in place and returned (verdicts are per-request records, see ``decision``).
     ``available`` False: the data plane cannot carry UDP tunnels (the ``ipip`` backend), also 142.
     UDP tunnelling replaces every other binding of the node: one NAT mapping, no simultaneous
-    bindings (S is answered with code 1, RFC 5944 §3.8.2.2).
+    bindings (S is answered with code 1, RFC 5944 §3.8.2.2).  Runs once per registration: the usual
+    layout is recognised without a call, and the tunnel record (with its reply extension's bytes) is
+    kept on ``arrival`` for the renewals that come through the same mapping.
     """
+    request = accept.request
+    if request.layout == LAYOUT_UDP_TUNNEL:
+        tunnel_request: UdpTunnelRequest = request.extensions[0]  # type: ignore[assignment]  # (inlined)
+    else:
+        tunnel_request = trusted_tunnel_request(accept)
+        if tunnel_request is None:
+            return accept
     if accept.lifetime == 0:
         return accept
-    request = trusted_tunnel_request(accept)
-    if request is None:
-        return accept
     source = arrival.source_integer
-    behind_nat = source != accept.request.integers[2]
-    forced = request.flags & _F_FORCE != 0
-    if not behind_nat and not forced:
+    behind_nat = source != request.integers[2]
+    if not behind_nat and not tunnel_request.flags & _F_FORCE:
         return accept  # no NAT, not forced: plain IP-in-IP to the care-of address
     if not policy.enabled:
         return accept.deny(_UDP_UNAVAILABLE, "UDP tunnelling (RFC 3519) is disabled")
     if not available:
         return accept.deny(_UDP_UNAVAILABLE, "this data plane cannot carry UDP tunnels")
-    if request.encapsulation != NEXT_HEADER_IP:
+    if tunnel_request.encapsulation != NEXT_HEADER_IP:
         return accept.deny(
-            _UDP_UNAVAILABLE, f"UDP encapsulation {request.encapsulation} is not offered (only IP-in-UDP)"
+            _UDP_UNAVAILABLE,
+            f"UDP encapsulation {tunnel_request.encapsulation} is not offered (only IP-in-UDP)",
         )
     if not behind_nat and not policy.force_allowed:
         return accept.deny(_UDP_UNAVAILABLE, "forced UDP tunnelling is not allowed")
     reply = policy.behind_nat_reply if behind_nat else policy.forced_reply
-    port = arrival.source_port
-    key = (source << 17) | (port << 1) | (not behind_nat)
-    tunnel = _TUNNELS.get(key)
-    if tunnel is None or tunnel.reply is not reply:
-        if len(_TUNNELS) >= _TUNNEL_CACHE:
-            _TUNNELS.clear()
-        tunnel = _TUNNELS[key] = UdpTunnel(source, port, not behind_nat, reply)
+    tunnel = arrival.udp_tunnel
+    if tunnel is None or tunnel.reply is not reply:  # first from here, or the policy changed
+        tunnel = arrival.udp_tunnel = UdpTunnel(
+            source, arrival.source_port, not behind_nat, reply, udp_tunnel_bytes(reply)
+        )
     accept.udp_tunnel = tunnel
     flags = int(accept.flags)
     if flags & _S:

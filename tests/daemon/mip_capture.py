@@ -58,7 +58,21 @@ class Capture:
                 self.proc.kill()
                 self.proc.wait()
 
-    def decode(self) -> list[dict[str, str]]:
+    def wait_for(self, mip_types: set[str], timeout: float = 15.0) -> None:
+        """Until frames of these ``mip.type`` values are in the file (dumpcap writes behind tshark: a
+        capture stopped right after the last datagram can lose it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if mip_types <= {r["mip.type"] for r in self.decode()}:
+                    return
+            except subprocess.CalledProcessError:
+                pass  # read in the middle of a block being written: try again
+            assert time.monotonic() < deadline, f"no frames of types {mip_types} captured"
+            time.sleep(0.2)
+
+    def decode(self, *extra: str) -> list[dict[str, str]]:
+        """One row per captured frame: these tshark fields, and the ``extra`` ones asked for."""
         fields = [
             "frame.number",
             "mip.type",
@@ -66,6 +80,7 @@ class Capture:
             "mip.ext.type",
             "mip.ext.utrp.code",
             "_ws.malformed",
+            *extra,
         ]
         cmd = [
             "tshark",

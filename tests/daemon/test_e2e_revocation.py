@@ -9,6 +9,9 @@ echoed extension, then:
   is retransmitted while unacknowledged, and stops once the agent acknowledges it;
 - the agent revokes a second registration itself: the binding goes (``binding-removed`` reason
   ``revoked``) and the home agent acknowledges;
+- a subscriber known only to a real FreeRADIUS registers through the agent, and a Disconnect-Request
+  (RFC 5176, from radclient) ends it: the home agent revokes it at the agent (I as negotiated),
+  ``binding-removed`` says ``cleared``, the revocation counters count it;
 
 tshark captures the link and decodes every datagram (types 1, 3, 7, 15) without "malformed".
 """
@@ -32,9 +35,11 @@ from lxml import etree
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
+sys.path.insert(0, str(ROOT / "tests" / "aaa"))
 
 from daemon_harness import KEY_HEX, KEY_YANG, NS, Daemon, free_port  # noqa: E402
 from dataplane_scenario import sh  # noqa: E402
+from freeradius import FreeRadius  # noqa: E402
 from mip_capture import Capture, statistics  # noqa: E402
 from test_e2e_tun import notification  # noqa: E402
 
@@ -200,3 +205,104 @@ def test_revocation_both_ways_with_a_foreign_agent_stand_in(
         agent.close()
         thread.close()
         daemon.stop()
+
+
+# --- an AAA Disconnect-Request (RFC 5176) of a binding relayed by the agent --------------------------
+
+RADIUS_SECRET = "rev-radius-secret"
+#: A subscriber of mipha/data/radius/users (Juniper ERX attributes): address, SPI and key from RADIUS.
+AAA_NAI = "erx@example.net"
+AAA_HOME = "10.77.0.10"
+AAA_SPI = 300
+AAA_KEY = b"erx-mn-ha-key-0123456789"
+
+
+def aaa_vr_config(ha_ns: str) -> str:
+    return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+<virtual-routers xmlns="{NS}"><virtual-router><name>rev</name><netns>{ha_ns}</netns>
+  <home-agent><address>{HA}</address><authentication>local-then-aaa</authentication>
+    <revocation><retransmit-interval>1</retransmit-interval><max-attempts>4</max-attempts></revocation>
+  </home-agent>
+  <aaa><server><address>127.0.0.1</address><secret>{RADIUS_SECRET}</secret></server>
+    <lookup-password>lookup-pass</lookup-password></aaa>
+  <foreign-agent><address>{FA}</address>
+    <security-association><spi>{FA_SPI}</spi><key>{FA_KEY_YANG}</key></security-association></foreign-agent>
+</virtual-router></virtual-routers></config>"""
+
+
+def relayed_aaa_request(fa_timestamp: int, inform: bool) -> bytes:
+    """An NAI registration (home address 0.0.0.0, RFC 2794) relayed by the agent with its offer."""
+    ident = ((int(time.time()) + 2_208_988_800) << 32) | int.from_bytes(os.urandom(4), "big")
+    fixed = struct.pack("!BBHIIIQ", 1, 0x02, 120, 0, int(IPv4Address(HA)), int(IPv4Address(FA)), ident)
+    nai = struct.pack("!BB", 131, len(AAA_NAI)) + AAA_NAI.encode()
+    covered = fixed + nai + struct.pack("!BBI", 32, 20, AAA_SPI)
+    mn = covered + hmac.new(AAA_KEY, covered, hashlib.md5).digest()
+    return fa_signed(mn + struct.pack("!BBHI", 137, 6, 0x8000 if inform else 0, fa_timestamp))
+
+
+def test_aaa_disconnect_revokes_at_the_foreign_agent(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    ha_ns, fa_ns = namespaces
+    radiusd = FreeRadius(tmp_path / "raddb", secret=RADIUS_SECRET, netns=ha_ns)
+    daemon = Daemon(tmp_path, free_port())
+    thread = NetnsThread(fa_ns)
+    agent = thread.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    agent.bind((FA, 434))
+    capture: Capture | None = None
+    try:
+        radiusd.start()
+        daemon.start()
+        with daemon.connect() as m, daemon.connect() as listener:
+            listener.create_subscription()
+            m.edit_config(target="running", config=aaa_vr_config(ha_ns))
+            capture = Capture(ha_ns, tmp_path / "disconnect.pcap", interface="wan0")
+
+            # The key comes from FreeRADIUS (an Access-Request on loopback) before the reply.
+            agent.sendto(relayed_aaa_request(fa_timestamp=2000, inform=True), (HA, 434))
+            reply = receive(agent, 3, timeout=10)
+            assert reply[1] == 0, f"code {reply[1]}"
+            assert reply[4:8] == IPv4Address(AAA_HOME).packed
+            check_fa_ha(reply)
+            assert reply[-30:-26] == bytes((137, 6, 0x80, 0))  # negotiated, with I
+            (binding,) = bindings(m)
+            assert binding.findtext(f"{{{NS}}}home-address") == AAA_HOME
+
+            done = subprocess.run(
+                ["ip", "netns", "exec", ha_ns, "radclient", "-r", "1", "-t", "3", "127.0.0.1:3799",
+                 "disconnect", RADIUS_SECRET],
+                input=f"User-Name = {AAA_NAI}\n", capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert "Disconnect-ACK" in done.stdout, done.stdout + done.stderr
+
+            revocation = receive(agent, 7)
+            check_fa_ha(revocation)
+            _t, _r, flags, home, hda, fda, revocation_id = struct.unpack_from("!BBHIIII", revocation)
+            assert flags == 0xC000  # A: the home agent revokes; I: please inform the node (negotiated)
+            assert (home, hda, fda) == tuple(int(IPv4Address(a)) for a in (AAA_HOME, HA, FA))
+            assert revocation_id > 2000  # §5: beyond the timestamp of our Revocation Support extension
+            agent.sendto(fa_signed(struct.pack("!BBHII", 15, 0, 0x8000, home, revocation_id)), (HA, 434))
+            removed = notification(listener, "binding-removed")
+            assert removed.findtext(f"{{{NS}}}home-address") == AAA_HOME
+            assert removed.findtext(f"{{{NS}}}reason") == "cleared"
+            assert bindings(m) == []
+            deadline = time.monotonic() + 5
+            while (stats := statistics(m, "rev"))["revocation-acks-received"] != "1":
+                assert time.monotonic() < deadline, stats
+                time.sleep(0.1)
+            assert stats["revocations-sent"] == "1" and stats["revocations-unacknowledged"] == "0"
+            assert stats["revocations-received"] == "0" and stats["revocations-discarded"] == "0"
+
+        capture.wait_for({"1", "3", "7", "15"})
+        capture.stop()
+        rows = capture.decode("mip.rev.a", "mip.rev.i", "mip.ext.rev.i")
+        assert all(r["_ws.malformed"] == "" for r in rows), rows
+        assert {"1", "3", "7", "15"} <= {r["mip.type"] for r in rows}, rows
+        rev_row = next(r for r in rows if r["mip.type"] == "7")
+        assert (rev_row["mip.rev.a"], rev_row["mip.rev.i"]) == ("1", "1"), rev_row
+        assert next(r for r in rows if r["mip.type"] == "3")["mip.ext.rev.i"] == "1", rows
+    finally:
+        if capture is not None:
+            capture.stop()
+        agent.close()
+        thread.close()
+        daemon.stop()
+        radiusd.stop()

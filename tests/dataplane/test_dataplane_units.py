@@ -19,6 +19,7 @@ from ha import netns
 from ha.dataplane import nlbatch
 from ha.dataplane.base import DataPlaneError, DesiredBinding, VirtualRouterPlane
 from ha.dataplane.factory import create_backend, kernel_supports_ipip
+from ha.dataplane.icmp import icmp_error
 from ha.dataplane.intents import (
     Encapsulation,
     EnsureTunnel,
@@ -31,7 +32,6 @@ from ha.dataplane.intents import (
 from ha.dataplane.kernel import garp_frame
 from ha.dataplane.none import NonePlane
 from ha.dataplane.ownership import coa_from_ifname, tunnel_ifname
-from ha.dataplane.tun import icmp_error
 
 A, B = IPv4Address("192.0.2.1"), IPv4Address("198.51.100.7")
 H1, H2 = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")

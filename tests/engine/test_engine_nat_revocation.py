@@ -169,8 +169,11 @@ def fa_signed(fixed: bytes) -> bytes:
     return out + hmac.new(FA_KEY, out, hashlib.md5).digest()
 
 
-def fa_register(h: Harness, *, timestamp: int = 1000, coa: str = FA) -> RegistrationReply:
-    data = request(ident=h.clock.timestamp(), coa=coa, flags=0, tail=revocation_support(timestamp), fa=True)
+def fa_register(
+    h: Harness, *, timestamp: int = 1000, coa: str = FA, inform: bool = True
+) -> RegistrationReply:
+    support = revocation_support(timestamp, inform)
+    data = request(ident=h.clock.timestamp(), coa=coa, flags=0, tail=support, fa=True)
     return send(h, data, FA, 434)
 
 
@@ -227,6 +230,33 @@ def test_clear_bindings_revokes_and_retransmits_until_acknowledged() -> None:
                                     wallclock=h.clock.wall) is None  # fmt: skip
     assert h.engine.statistics.revocation_acks_received == 1
     assert h.engine.get_timer() is None  # nothing left to retransmit or expire
+
+
+@pytest.mark.parametrize("offered", [True, False], ids=["agent-offers-I", "agent-without-I"])
+def test_the_i_bit_follows_the_agents_offer_and_the_ack_says_we_informed_nobody(offered: bool) -> None:
+    """RFC 3543 I bit (docs/protocol-decisions.md §11): echoed only when the agent offered it; an
+    HA revocation asks the agent to inform the node only then; our ack never claims we informed it."""
+    h = harness()
+    reply = fa_register(h, timestamp=5000, inform=offered)
+    assert reply.first(RevocationSupport).flags == (RevocationSupport.I_BIT if offered else 0)
+    assert reply.raw[-30:-26] == bytes((137, 6, 0x80 if offered else 0, 0))  # the bytes, not our codec
+    assert h.engine.clear_bindings() == 1
+    (revocation,) = h.engine.drain_datagrams()
+    flags = struct.unpack_from("!H", revocation.data, 2)[0]
+    assert flags == (0xC000 if offered else 0x8000)  # A always; I only as negotiated
+
+    # The agent revokes with I set (it asks us to inform the node): we cannot reach a node behind a
+    # foreign agent but through that agent, so the acknowledgement's I stays clear.
+    fa_register(h, timestamp=6000, inform=offered)
+    revoke = struct.pack(
+        "!BBHIIII", 7, 0, 0x4000, int(IPv4Address(HOME)), int(HA), int(IPv4Address(FA)), 6001
+    )
+    out = h.engine.handle_datagram(
+        fa_signed(revoke), source=(FA, 434), received_on=HA, now=h.clock.now, wallclock=h.clock.wall
+    )
+    assert out is not None and out.data[0] == 15
+    assert struct.unpack_from("!H", out.data, 2)[0] == 0
+    assert len(h.engine) == 0 and h.engine.statistics.revocations_received == 1
 
 
 def test_unacknowledged_revocation_is_given_up() -> None:
