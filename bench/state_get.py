@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.app import build_core
 from server.config import ServerConfig
 from server.nacm import Principal
-from server.operational import StateRequest
+from server.operational import StateRequest, raw_placeholder
 from server.operations import op_get, op_get_config
 from server.tree import Forest
 
@@ -90,7 +90,7 @@ class FakeBindings:
         wanted = self._wanted(request)
         if self.raw:
             request.raw["b"] = b"".join(BINDING.encode() % (M.encode(), home(i).encode(), i) for i in wanted)
-            bindings.text = "@@mipha-raw:b@@"
+            bindings.text = raw_placeholder("b")
         else:
             for i in wanted:
                 bindings.append(etree.fromstring(BINDING % (M, home(i), i)))

@@ -368,7 +368,7 @@ class HomeAgentTransport:
         loop = self._loop
         if loop is None:
             return
-        when = self.engine.get_timer()
+        when = self.engine.get_timer(settled=False)  # maybe early (then _on_timer settles), never late
         if when == self._timer_at:
             return
         if self._timer is not None:

@@ -53,6 +53,7 @@ warm-kernel = true                  # the standby keeps tunnels and routes progr
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,7 @@ def _redundancy(section: _Section, base: Path) -> Any:
     """[redundancy]: hot standby on etcd (docs/redundancy.md); imported only when configured."""
     from .redundancy import TLS_FILES, RedundancyError, config_from
 
-    raw: dict[str, Any] = {
+    raw: dict[str, object] = {
         "etcd": section.str_list("etcd"),
         "group": section.str("group"),
         "node": section.str("node"),
@@ -266,35 +267,35 @@ class _Section:
             raise BootstrapError(f"{self.where(key)}: expected a non-empty string")
         return value
 
-    def bool(self, key: str) -> bool:
+    def bool(self, key: builtins.str) -> bool:
         value = self._get(key)
         if not isinstance(value, bool):
             raise BootstrapError(f"{self.where(key)}: expected true or false")
         return value
 
-    def str_list(self, key: str) -> list[str]:
+    def str_list(self, key: builtins.str) -> list[builtins.str]:
         value = self._get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise BootstrapError(f"{self.where(key)}: expected a list of strings")
         return value
 
-    def int(self, key: str, *, minimum: int = 0) -> int:
+    def int(self, key: builtins.str, *, minimum: int = 0) -> int:
         value = self._get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise BootstrapError(f"{self.where(key)}: expected an integer >= {minimum}")
         return value
 
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+    def choice(self, key: builtins.str, allowed: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(key)
         if value not in allowed:
             raise BootstrapError(f"{self.where(key)}: {value!r} is not one of {', '.join(allowed)}")
         return value
 
-    def table(self, key: str) -> _Section:
+    def table(self, key: builtins.str) -> _Section:
         self.seen.add(key)
         return _Section(self.data.get(key, {}), f"{self.name}: [{key}]")
 
-    def array(self, key: str) -> list[Any]:
+    def array(self, key: builtins.str) -> list[Any]:
         self.seen.add(key)
         value = self.data.get(key, [])
         if not isinstance(value, list):

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         from server.cli_validate import main as validate_main
 
-        return validate_main(rest)
+        return validate_main(rest, prog="mipha validate")
     if args.command == "mn":
         from ha.mn.cli import main as mn_main
 

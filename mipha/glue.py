@@ -148,8 +148,14 @@ class HomeAgentSubscriber:
 
     # -- PREPARE ----------------------------------------------------------------------------------------
 
+    def _plan(self, txn: Transaction) -> Plan:
+        """This subscriber's plan of `txn` (the server keeps it opaque, keyed by subscriber)."""
+        plan = txn.resources[self]
+        assert isinstance(plan, Plan)
+        return plan
+
     async def prepare(self, txn: Transaction) -> None:
-        plan: Plan = txn.resources[self]
+        plan = self._plan(txn)
         running = self.routers
         plan.removed = [name for name, rc in plan.routers.items() if rc.removed and name in running]
         try:
@@ -229,8 +235,8 @@ class HomeAgentSubscriber:
     # -- ABORT ------------------------------------------------------------------------------------------
 
     async def abort(self, txn: Transaction) -> None:
-        plan: Plan | None = txn.resources.get(self)
-        if plan is not None:
+        plan = txn.resources.get(self)
+        if isinstance(plan, Plan):  # None when validate refused
             await self._undo(plan)
 
     async def _undo(self, plan: Plan) -> None:
@@ -257,7 +263,7 @@ class HomeAgentSubscriber:
     # -- APPLY ------------------------------------------------------------------------------------------
 
     async def apply(self, txn: Transaction) -> None:
-        plan: Plan = txn.resources[self]
+        plan = self._plan(txn)
         routers = self.routers
         for name in plan.removed:
             vr = routers.pop(name)

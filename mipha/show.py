@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -55,7 +55,7 @@ class Connection:
     host_key_check: bool = True
 
 
-def connection_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> Connection:
+def connection_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Connection:
     """Flags, then environment, then the client file (see the module docstring)."""
     env = os.environ if env is None else env
     path = args.client_config or env.get("MIPHA_CLIENT_CONFIG")
@@ -223,6 +223,7 @@ def emit(lines: Iterable[str], out=None) -> None:
         return
     pager = os.environ.get("PAGER", "less -FRSX")
     proc = subprocess.Popen(pager, shell=True, stdin=subprocess.PIPE, text=True)
+    assert proc.stdin is not None  # stdin=PIPE
     try:
         for line in lines:
             proc.stdin.write(line + "\n")
@@ -233,13 +234,19 @@ def emit(lines: Iterable[str], out=None) -> None:
 
 
 def render(args, data: etree._Element, rows: Iterable[dict[str, str]], columns) -> None:
-    if args.xml:
-        sys.stdout.write(etree.tostring(data, pretty_print=True).decode())
-    elif args.json:
-        json.dump(list(rows), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.xml or args.json:
+        dump(args, data, rows)
     else:
         emit(table(rows, columns, args.page_size))
+
+
+def dump(args, data: etree._Element, rows: Iterable[Mapping[str, object]]) -> None:
+    """--xml: the reply's data as it came; --json: the rows (a cell may hold a nested list of rows)."""
+    if args.xml:
+        sys.stdout.write(etree.tostring(data, pretty_print=True).decode())
+    else:
+        json.dump(list(rows), sys.stdout, indent=1)
+        sys.stdout.write("\n")
 
 
 # -- commands ----------------------------------------------------------------------------------------------
@@ -328,14 +335,13 @@ def show_statistics(m, args) -> None:
         for code in st.iterfind(f"{Q}denied-by-code/{Q}code"):
             codes.append({"virtual-router": name, **_leaves(code)})
     if args.xml or args.json:
-        render(
+        dump(
             args,
             data,
             [
                 {**r, "denied-by-code": [c for c in codes if c["virtual-router"] == r["virtual-router"]]}
                 for r in rows
             ],
-            STAT_COLUMNS,
         )
         return
     lines = list(table(rows, STAT_COLUMNS, args.page_size))

@@ -33,6 +33,9 @@ class Wanted:
     nothing: bool = False
     pools: set[str] | None = field(default=None)
     nodes: set[str] | None = field(default=None)  # mobile-node names
+    #: address sets a filter named only with values no binding can hold (not addresses): they stay
+    #: empty (nothing matches) instead of meaning "not named"
+    unmatchable: set[str] = field(default_factory=set)
 
     def section(self, name: str) -> bool:
         return self.sections is None or name in self.sections
@@ -173,7 +176,7 @@ def _wanted_from_subtree(filter_el: etree._Element) -> Wanted:
                     elif wanted.nodes is not None:
                         wanted.nodes.add(node)
     for attr in ("home_addresses", "care_of_addresses", "pools", "nodes"):
-        if getattr(wanted, attr) == set():
+        if getattr(wanted, attr) == set() and attr not in wanted.unmatchable:
             setattr(wanted, attr, None)
     return wanted
 
@@ -215,8 +218,8 @@ def _add_address(wanted: Wanted, attr: str, text: str | None) -> None:
         return
     try:
         current.add(IPv4Address(text))
-    except ValueError:
-        setattr(wanted, attr, None)
+    except ValueError:  # a content match no binding's (canonical) address can equal
+        wanted.unmatchable.add(attr)
 
 
 _XPATH_NAME = re.compile(r"virtual-router\[(?:\w+:)?name\s*=\s*['\"]([^'\"]+)['\"]\]")

@@ -15,12 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from typing import TypeVar
 
 from ha.protocol.codec import pull_registration_reply, pull_registration_request
 
 log = logging.getLogger("mipha.trace")
 RATE = 20.0
 BURST = 40
+K = TypeVar("K", IPv4Address, str)  # a home address or an NAI
 
 
 class RegistrationTrace:
@@ -45,7 +47,14 @@ class RegistrationTrace:
 
     def add(self, *, home: IPv4Address | None = None, nai: str | None = None, duration: float) -> None:
         """Trace `home` or `nai` for `duration` seconds (0: stop tracing it)."""
-        table, key = (self.homes, home) if home is not None else (self.nais, nai)
+        if home is not None:
+            self._set(self.homes, home, duration)
+        elif nai is not None:
+            self._set(self.nais, nai, duration)
+        else:
+            raise ValueError("a home address or an NAI to trace")
+
+    def _set(self, table: dict[K, float], key: K, duration: float) -> None:
         if duration <= 0:
             table.pop(key, None)
         else:
@@ -113,9 +122,8 @@ class RegistrationTrace:
         self.lines += 2
 
     def _expire(self, now: float) -> None:
-        for table in (self.homes, self.nais):
-            for key in [k for k, until in table.items() if until <= now]:
-                del table[key]
+        _drop_expired(self.homes, now)
+        _drop_expired(self.nais, now)
 
     def _allow(self, now: float, cost: int) -> bool:
         self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
@@ -129,3 +137,8 @@ class RegistrationTrace:
 def _flags(bits: int) -> str:
     names = "SBDMGrTx"
     return "".join(n for i, n in enumerate(names) if bits & (0x80 >> i) and n not in "rx") or "-"
+
+
+def _drop_expired(table: dict[K, float], now: float) -> None:
+    for key in [k for k, until in table.items() if until <= now]:
+        del table[key]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import socket
 from ipaddress import IPv4Address, IPv4Network
+from types import MappingProxyType
+from typing import TypeVar
 
 from lxml import etree
 
@@ -21,8 +23,10 @@ from ha.engine.config import (
     HomeAgentConfig,
     MobileNode,
     ReplayProtection,
+    ReverseTunnelPolicy,
     RouterSettings,
     SecurityAssociation,
+    SpiMap,
     VirtualRouterConfig,
 )
 from ha.protocol.revocation import RevocationPolicy
@@ -31,6 +35,8 @@ from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 
 NS = MIPHA_NAMESPACE
 _Q = f"{{{NS}}}"
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _text(parent: etree._Element, name: str) -> str | None:
@@ -95,8 +101,8 @@ def _security_association(el: etree._Element) -> SecurityAssociation:
     return SecurityAssociation(int(spi), _hex_key(key), algorithm, replay)
 
 
-def security_associations(parent: etree._Element) -> list[SecurityAssociation]:
-    return [_security_association(sa) for sa in parent.iterfind(_Q + "security-association")]
+def security_associations(parent: etree._Element) -> SpiMap:
+    return SpiMap(_security_association(sa) for sa in parent.iterfind(_Q + "security-association"))
 
 
 _NAME, _HOME, _POOL, _NAI, _LIFETIME, _REVERSE = (
@@ -126,7 +132,7 @@ def mobile_node(el: etree._Element) -> MobileNode:
         elif tag == _LIFETIME:
             lifetime = child.text
         elif tag == _REVERSE:
-            reverse = (child.text or "").strip()
+            reverse = ReverseTunnelPolicy((child.text or "").strip())
         elif tag == _NODE_COA:
             coas.append(IPv4Network((child.text or "").strip()))
     home = (home or "").strip()
@@ -137,9 +143,9 @@ def mobile_node(el: etree._Element) -> MobileNode:
         pool,
         nai,
         int(lifetime) if lifetime else None,
-        reverse,  # type: ignore[arg-type]
+        reverse,
         tuple(coas),
-        associations,
+        SpiMap(associations),
     )
 
 
@@ -263,21 +269,38 @@ ENTRIES = {
 def virtual_router(vr: etree._Element) -> tuple[VirtualRouterConfig, str]:
     """A whole ``virtual-router`` element (a new virtual router, the first load): every entry built."""
     settings, mode = router_settings(vr)
-    built: dict[str, list] = {local: [] for local in ENTRIES}
+    pools: dict[str, AddressPool] = {}
+    nodes: dict[str, MobileNode] = {}
+    agents: dict[IPv4Address, ForeignAgent] = {}
     for child in vr:
         tag = child.tag
-        if isinstance(tag, str) and tag.startswith(_Q):
-            entry = ENTRIES.get(tag[len(_Q) :])
-            if entry is not None:
-                built[tag[len(_Q) :]].append(entry[0](child))
+        if tag == _MOBILE_NODE:
+            node = mobile_node(child)
+            _file(nodes, node.name, node)
+        elif tag == _ADDRESS_POOL:
+            pool = address_pool(child)
+            _file(pools, pool.name, pool)
+        elif tag == _FOREIGN_AGENT:
+            agent = foreign_agent(child)
+            _file(agents, agent.address, agent)
     config = VirtualRouterConfig(
         name=_text(vr, "name") or "",
         netns=settings.netns,
         router_id=settings.router_id,
         home_agent=settings.home_agent,
         aaa=settings.aaa,
-        address_pools=built["address-pool"],
-        mobile_nodes=built["mobile-node"],
-        foreign_agents=built["foreign-agent"],
+        # read-only views the engine keeps as they are (no copy of 100k entries)
+        address_pools=MappingProxyType(pools),
+        mobile_nodes=MappingProxyType(nodes),
+        foreign_agents=MappingProxyType(agents),
     )
     return config, mode
+
+
+_MOBILE_NODE, _ADDRESS_POOL, _FOREIGN_AGENT = (_Q + "mobile-node", _Q + "address-pool", _Q + "foreign-agent")
+
+
+def _file(entries: dict[K, V], key: K, entry: V) -> None:
+    if key in entries:  # the datastore's keys are unique: a second entry is a defect, refused
+        raise ValueError(f"duplicate list entry {key}")
+    entries[key] = entry

@@ -1,1 +1,1 @@
-"""mipha NETCONF server: SSH transport, sessions, datastores and YANG validation (libyang)."""
+"""A NETCONF server: SSH transport, sessions, datastores and YANG validation (libyang), no application."""

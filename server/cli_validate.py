@@ -1,4 +1,4 @@
-"""`mipha validate FILE...`: check configuration documents offline, errors as NETCONF would report them."""
+"""Offline check of configuration documents, errors as NETCONF would report them (a `validate` command)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from .validation import Validator
 from .xmlsafe import UnsafeXmlError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mipha validate", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "validate") -> int:
+    """`prog`: the command as the application names it (its usage line)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("files", nargs="+", type=Path, help="XML documents (<config> or bare data)")
     parser.add_argument("--json", action="store_true", help="print the errors as JSON")
     args = parser.parse_args(argv)

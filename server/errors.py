@@ -51,7 +51,7 @@ class RpcError(Exception):
     type: str = "application"
     app_tag: str | None = None
     path: str | None = None
-    path_nsmap: Mapping[str | None, str] | None = None
+    path_nsmap: Mapping[str, str] | None = None  # error-path prefixes: never the default namespace
     info: tuple[tuple[str, str], ...] = ()
     severity: str = "error"
     #: structured error-info in other namespaces (RFC 8639 §2.4.6 yang-data), after `info`

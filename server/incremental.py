@@ -95,11 +95,8 @@ def cross_entry_constraints(ctx: libyang.Context, modules: tuple[str, ...]) -> l
                         out.append(Constraint("min-elements", path, str(cl.min)))
                     if cl.max != 0xFFFFFFFF:
                         out.append(Constraint("max-elements", path, str(cl.max)))
-                if (
-                    isinstance(n, libyang.SLeaf | libyang.SLeafList)
-                    and n.type().base() == libyang.Type.LEAFREF
-                ):
-                    lp = n.type().leafref_path()
+                lp = n.type().leafref_path() if isinstance(n, libyang.SLeaf | libyang.SLeafList) else None
+                if lp is not None:  # None unless a leafref
                     ups, absolute = _climb(lp)
                     if absolute or ups > _depth_in_entry(n):
                         out.append(Constraint("leafref", path, lp, ups, absolute))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
@@ -132,20 +132,21 @@ def compile_policy(nacm: etree._Element | None, schema: Schema) -> Policy:
 def _rule(el: etree._Element, schema: Schema) -> Rule:
     ops_text = _text(el, "access-operations") or "*"
     ops = ALL if ops_text == "*" else sum(_OPS.get(o, 0) for o in set(ops_text.split()))
-    common = dict(
+    rule = Rule(
         name=_text(el, "name") or "",
         module=_text(el, "module-name") or "*",
+        kind="any",
         ops=ops,
         permit=_text(el, "action") == "permit",
     )
     for kind, leaf in (("rpc", "rpc-name"), ("notification", "notification-name")):
         if (t := _text(el, leaf)) is not None:
-            return Rule(kind=kind, target=t, **common)
+            return replace(rule, kind=kind, target=t)
     path_el = el.find(f"{{{NACM_NS}}}path")
     if path_el is not None:
         steps = parse_path((path_el.text or "").strip(), path_el.nsmap, schema)
-        return Rule(kind="path", steps=steps, **common)
-    return Rule(kind="any", **common)
+        return replace(rule, kind="path", steps=steps)
+    return rule
 
 
 def parse_path(text: str, nsmap: dict, schema: Schema) -> tuple[Step, ...]:
@@ -176,7 +177,7 @@ def parse_path(text: str, nsmap: dict, schema: Schema) -> tuple[Step, ...]:
         ns = ns_of(m.group(1), ns)
         if ns is None:
             return (Step("", "\0invalid"),)
-        preds = []
+        preds: list[tuple[str | None, str, str]] = []
         for pm in _PRED.finditer(m.group(3)):
             value = pm.group(4) if pm.group(4) is not None else pm.group(5)
             if pm.group(3):

@@ -8,8 +8,8 @@ Large lists can be handed over pre-serialised (raw splicing), so that 100k bindi
 lxml tree that the server copies and filters again:
 
 - the provider returns, at the place of the list's parent container, a placeholder element whose
-  only content is the text `raw_placeholder(key)` (`"@@mipha-raw:<key>@@"`), e.g.
-  `<bindings>@@mipha-raw:b@@</bindings>`, and stores the children's serialised XML in
+  only content is the text `raw_placeholder(key)` (`"@@netconf-raw:<key>@@"`), e.g.
+  `<bindings>@@netconf-raw:b@@</bindings>`, and stores the children's serialised XML in
   `request.raw[key]` (UTF-8 bytes, each child element with its own `xmlns` declaration, e.g.
   `<binding xmlns="urn:...">...</binding>`; b"" when there are none), either as one bytes object,
   or as a list of bytes parts written out one after the other, never joined, or as any other
@@ -46,7 +46,7 @@ from typing import Protocol
 
 from lxml import etree
 
-RAW_PREFIX = "@@mipha-raw:"
+RAW_PREFIX = "@@netconf-raw:"
 RAW_SUFFIX = "@@"
 
 

@@ -12,6 +12,7 @@ keeps the index in step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -34,10 +35,86 @@ def entry_key(el: etree._Element, sn: SchemaNode) -> Key:
     return tuple((child_text(el, f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
-def flat_key(key: Key) -> str | Key:
-    """How a KeyIndex files a key tuple: a one-key list by the value itself (100k mobile nodes: no
-    tuple of one string each, ~6 MB)."""
-    return key[0] if len(key) == 1 else key
+#: index slots are 30-bit hashes: ints of 28 B, where a copy of a key or value string costs 56 B and more
+_SLOT_MASK = 0x3FFFFFFF
+
+
+def _slot_of(text: str) -> int:
+    return hash(text) & _SLOT_MASK
+
+
+def _key_slot(key: Key) -> int:
+    """Where an Entries files the entry with `key` (a one-key list: no tuple of one string)."""
+    return _slot_of(key[0]) if len(key) == 1 else hash(key) & _SLOT_MASK
+
+
+class Entries:
+    """The entries of one keyed list by key, filed by a 30-bit hash of the key: an int instead of a
+    copy of the key's strings (100k mobile nodes: 2.4 MB, more for longer names). `get` compares the
+    entry's own key, so keys that share a slot are told apart."""
+
+    __slots__ = ("_slots", "_sn")
+
+    def __init__(self, sn: SchemaNode) -> None:
+        self._sn = sn
+        self._slots: dict[int, etree._Element | list[etree._Element]] = {}
+
+    @classmethod
+    def of(cls, parent: Parent, tag: str, sn: SchemaNode) -> Entries:
+        """`parent`'s entries of list `tag` (one walk; a one-key list's keys hashed as they are read)."""
+        out = cls(sn)
+        slots = out._slots
+        if sn.kind == "list" and len(sn.keys) == 1:
+            key_tag = f"{{{sn.ns}}}{sn.keys[0]}"
+            for ch in parent.iterchildren(tag):
+                slot = _slot_of((child_text(ch, key_tag) or "").strip())
+                if slot in slots:
+                    out.put(entry_key(ch, sn), ch)
+                else:
+                    slots[slot] = ch
+        else:
+            for ch in parent.iterchildren(tag):
+                out.put(entry_key(ch, sn), ch)
+        return out
+
+    def __len__(self) -> int:
+        """Slots in use (entries, but for the rare ones sharing a slot)."""
+        return len(self._slots)
+
+    def get(self, key: Key) -> etree._Element | None:
+        got = self._slots.get(_key_slot(key))
+        if got is None:
+            return None
+        for el in got if isinstance(got, list) else (got,):
+            if entry_key(el, self._sn) == key:
+                return el
+        return None
+
+    def put(self, key: Key, el: etree._Element) -> None:
+        """File `el` under `key`, in place of an entry filed with the same key."""
+        slot = _key_slot(key)
+        got = self._slots.get(slot)
+        if got is None:
+            self._slots[slot] = el
+        elif not isinstance(got, list):
+            self._slots[slot] = el if got is el or entry_key(got, self._sn) == key else [got, el]
+        else:
+            same = [i for i, e in enumerate(got) if e is el or entry_key(e, self._sn) == key]
+            if same:
+                got[same[0]] = el
+            else:
+                got.append(el)
+
+    def drop(self, key: Key, el: etree._Element) -> None:
+        """Forget `el` if it is what `key` is filed as."""
+        slot = _key_slot(key)
+        got = self._slots.get(slot)
+        if got is el:
+            del self._slots[slot]
+        elif isinstance(got, list) and any(e is el for e in got):
+            got.remove(el)
+            if len(got) == 1:
+                self._slots[slot] = got[0]
 
 
 class ValueIndex:
@@ -99,15 +176,21 @@ class ValueIndex:
     def lookup(self, parent: Parent, sn: SchemaNode, fields: tuple[str, ...], value: tuple[str, ...]):
         """The entries of `parent`'s list `sn` whose `fields` hold `value` now."""
         m = self._map(parent, sn, fields)
-        k = value[0] if len(value) == 1 else value
+        k = _slot(value)
         got = m.get(k)
         if got is None:
             return []
         got = got if isinstance(got, list) else [got]
-        live = [e for e in got if e.getparent() is parent and self._values(e, sn, fields) == value]
-        if len(live) != len(got):
-            if live:
-                m[k] = live if len(live) > 1 else live[0]
+        live, kept = [], []  # kept: the slot's entries still filed right (other values may share it)
+        for e in got:
+            v = self._values(e, sn, fields) if e.getparent() is parent else None
+            if v == value:
+                live.append(e)
+            if v is not None and _slot(v) == k:
+                kept.append(e)
+        if len(kept) != len(got):
+            if kept:
+                m[k] = kept if len(kept) > 1 else kept[0]
             else:
                 del m[k]
         return live
@@ -128,10 +211,17 @@ class ValueIndex:
                     fl.remove(k[2])
 
 
+def _slot(value: tuple[str, ...]) -> int:
+    """Where a ValueIndex files entries with `value`: a 30-bit hash, a small int instead of a copy of
+    the value's strings (100k home addresses: 3 MB less); a lookup compares the live values anyway,
+    so entries of values that share a slot are told apart there."""
+    return hash(value) & _SLOT_MASK
+
+
 def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
     """File `el` under `value`: one element as is, a list only where several share it (memory:
     100k mobile nodes' NAIs and addresses cost one dict entry each)."""
-    k = value[0] if len(value) == 1 else value
+    k = _slot(value)
     got = m.get(k)
     if got is None:
         m[k] = el
@@ -142,14 +232,27 @@ def _file(m: dict, value: tuple[str, ...], el: etree._Element) -> None:
         m[k] = [got, el]
 
 
+@functools.cache
+def _others(skip: frozenset[str]) -> etree.XPath:
+    """The child elements whose tag is not in `skip`, the tags tested inside libxml2: reading `.tag`
+    in Python caches the tag string in the element's proxy, which the key index keeps alive (100k
+    mobile nodes: 9 MB of copies of one string)."""
+    tags = [etree.QName(t) for t in sorted(skip)]
+    namespaces = {f"s{i}": q.namespace for i, q in enumerate(tags) if q.namespace}
+    tests = " or ".join(
+        f"self::s{i}:{q.localname}" if q.namespace else f"self::{q.localname}" for i, q in enumerate(tags)
+    )
+    return etree.XPath(f"*[not({tests})]" if tests else "*", namespaces=namespaces)
+
+
 class KeyIndex:
     """Entries of keyed lists, per (parent, list tag). Large lists are kept across edits; small ones
     only until `forget_small()` (the end of an edit), so 100k mobile nodes' own small lists cost nothing.
     `values` indexes entries by leaf values for the incremental validation."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
-        self._small: dict[tuple[int, str], tuple[Parent, dict[str | Key, etree._Element]]] = {}
+        self._kept: dict[tuple[int, str], tuple[Parent, Entries]] = {}
+        self._small: dict[tuple[int, str], tuple[Parent, Entries]] = {}
         self.values = ValueIndex()
         self._shells: dict[int, tuple[etree._Element, frozenset[str], list[etree._Element]]] = {}
 
@@ -158,8 +261,7 @@ class KeyIndex:
         document order: one walk, then kept until a child of such a tag is inserted or removed."""
         got = self._shells.get(id(parent))
         if got is None or got[0] is not parent or got[1] != skip:
-            kids = [c for c in parent if isinstance(c.tag, str) and c.tag not in skip]
-            got = self._shells[id(parent)] = (parent, skip, kids)
+            got = self._shells[id(parent)] = (parent, skip, _others(skip)(parent))
         return got[2]
 
     def child_moved(self, parent: Parent, el: etree._Element) -> None:
@@ -167,28 +269,17 @@ class KeyIndex:
         if got is not None and got[0] is parent and el.tag not in got[1]:
             del self._shells[id(parent)]
 
-    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> dict[str | Key, etree._Element]:
-        """`parent`'s entries of list `tag` by their `flat_key`."""
+    def entries(self, parent: Parent, tag: str, sn: SchemaNode) -> Entries:
+        """`parent`'s entries of list `tag` by key."""
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         if got is not None:
             return got[1]
-        d: dict[str | Key, etree._Element] = {}
-        if sn.kind == "leaf-list":
-            for ch in parent.iterchildren(tag):
-                d[(ch.text or "").strip()] = ch
-        elif len(sn.keys) == 1:
-            key_tag = f"{{{sn.ns}}}{sn.keys[0]}"
-            for ch in parent.iterchildren(tag):
-                d[(child_text(ch, key_tag) or "").strip()] = ch
-        else:
-            key_tags = [f"{{{sn.ns}}}{n}" for n in sn.keys]
-            for ch in parent.iterchildren(tag):
-                d[tuple((child_text(ch, kt) or "").strip() for kt in key_tags)] = ch
+        d = Entries.of(parent, tag, sn)
         (self._kept if len(d) >= PERSIST_MIN else self._small)[k] = (parent, d)
         return d
 
-    def known(self, parent: Parent, tag: str) -> dict[str | Key, etree._Element] | None:
+    def known(self, parent: Parent, tag: str) -> Entries | None:
         k = (id(parent), tag)
         got = self._kept.get(k) or self._small.get(k)
         return None if got is None else got[1]
@@ -199,9 +290,9 @@ class KeyIndex:
     def forget_below(self, el: etree._Element) -> None:
         """`el` left the tree: drop the indexes of lists at or below it (kept ones are few)."""
         self.values.forget_below(el)
-        for k, (parent, _skip, _kids) in list(self._shells.items()):
+        for shell, (parent, _skip, _kids) in list(self._shells.items()):
             if parent is el or _is_below(parent, el):
-                del self._shells[k]
+                del self._shells[shell]
         for store in (self._kept, self._small):
             for k, (parent, _) in list(store.items()):
                 if parent is el or (isinstance(parent, etree._Element) and _is_below(parent, el)):
@@ -227,6 +318,11 @@ class Op:
     before: etree._Element | int | None = None  # ins: next sibling; rm: previous sibling / root index
     old: str | None = None
     new: str | None = None
+
+    def at(self) -> Parent:
+        """The parent an insertion or a removal changed (a text change has none)."""
+        assert self.parent is not None, self.kind
+        return self.parent
 
 
 @dataclass
@@ -264,16 +360,9 @@ class OpLog:
     def restore(self, rm: Op) -> None:
         """Put back where it was what the removal `rm` took out (the tree as right after `rm`),
         recorded as an insertion."""
-        parent, el = rm.parent, rm.el
-        if isinstance(parent, Forest):
-            parent.insert(rm.before, el)  # type: ignore[arg-type]
-            before: etree._Element | int | None = rm.before
-        else:
-            if rm.before is None:
-                parent.insert(0, el)
-            else:
-                rm.before.addnext(el)  # type: ignore[union-attr]
-            before = el.getnext()
+        parent, el = rm.at(), rm.el
+        _put_back(parent, el, rm.before)
+        before = rm.before if isinstance(parent, Forest) else el.getnext()
         self._indexed(parent, el, rm.sn, add=True)
         self.index.values.touch(el)
         self.ops.append(Op("ins", parent, el, rm.sn, before))
@@ -285,17 +374,12 @@ class OpLog:
     def undo(self) -> None:
         for op in reversed(self.ops):
             if op.kind == "ins":
-                self._indexed(op.parent, op.el, op.sn, add=False)
-                op.parent.remove(op.el)
+                self._indexed(op.at(), op.el, op.sn, add=False)
+                op.at().remove(op.el)
                 self.index.forget_below(op.el)
             elif op.kind == "rm":
-                if isinstance(op.parent, Forest):
-                    op.parent.insert(op.before, op.el)
-                elif op.before is None:
-                    op.parent.insert(0, op.el)
-                else:
-                    op.before.addnext(op.el)
-                self._indexed(op.parent, op.el, op.sn, add=True)
+                _put_back(op.at(), op.el, op.before)
+                self._indexed(op.at(), op.el, op.sn, add=True)
                 self.index.values.touch(op.el)
             else:
                 op.el.text = op.old
@@ -305,12 +389,12 @@ class OpLog:
     def redo(self) -> None:
         for op in self.ops:
             if op.kind == "ins":
-                _insert(op.parent, op.el, op.before)
-                self._indexed(op.parent, op.el, op.sn, add=True)
+                _insert(op.at(), op.el, op.before)
+                self._indexed(op.at(), op.el, op.sn, add=True)
                 self.index.values.touch(op.el)
             elif op.kind == "rm":
-                self._indexed(op.parent, op.el, op.sn, add=False)
-                op.parent.remove(op.el)
+                self._indexed(op.at(), op.el, op.sn, add=False)
+                op.at().remove(op.el)
                 self.index.forget_below(op.el)
             else:
                 op.el.text = op.new
@@ -324,11 +408,10 @@ class OpLog:
         d = self.index.known(parent, el.tag)
         if d is None:
             return
-        key = flat_key(entry_key(el, sn))
         if add:
-            d[key] = el
-        elif d.get(key) is el:
-            del d[key]
+            d.put(entry_key(el, sn), el)
+        else:
+            d.drop(entry_key(el, sn), el)
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.ops)
@@ -349,6 +432,19 @@ def _insert(parent: Parent, el: etree._Element, before) -> etree._Element:
     return el
 
 
+def _put_back(parent: Parent, el: etree._Element, where: etree._Element | int | None) -> None:
+    """Insert `el` where a removal took it from: a root at index `where` of a Forest, else right after
+    its previous sibling `where` (first when None)."""
+    if isinstance(parent, Forest):
+        assert isinstance(where, int)
+        parent.insert(where, el)
+    elif where is None:
+        parent.insert(0, el)
+    else:
+        assert not isinstance(where, int)
+        where.addnext(el)
+
+
 def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
     """An OpLog that undoes `logs` (applied one after the other) by the opposite mutations, applied
     and recorded like an edit: its keyed diff is what undoing them changes (a confirmed commit's
@@ -357,7 +453,7 @@ def inverse(logs: list[OpLog], index: KeyIndex) -> OpLog:
     for log in reversed(logs):
         for op in reversed(log.ops):
             if op.kind == "ins":
-                out.remove(op.parent, op.el, op.sn)  # type: ignore[arg-type]
+                out.remove(op.at(), op.el, op.sn)
             elif op.kind == "rm":
                 out.restore(op)
             else:

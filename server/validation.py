@@ -158,10 +158,10 @@ class Validator:
             err = ly_errors[0]
             if not _tainted(err.path, repaired):
                 errors.append(self._convert(err, nsmap))
-            removed = _remove_parse_culprit(scratch, err, self._is_key)
-            if removed is None:
+            culprit = _remove_parse_culprit(scratch, err, self._is_key)
+            if culprit is None:
                 return errors, None
-            repaired.append(removed)
+            repaired.append(culprit)
             data = b"".join(etree.tostring(e) for e in scratch)
         if tree is None:
             return errors, None
@@ -396,7 +396,7 @@ def top_level_elements(
         if qname.namespace == NC_NS and qname.localname in ("config", "data"):
             return [c for c in config if isinstance(c.tag, str)]
         return [config]
-    return [e for e in config if isinstance(e.tag, str)]
+    return [e for e in config if isinstance(e, etree._Element) and isinstance(e.tag, str)]
 
 
 def _document_prefixes(elements: Sequence[etree._Element]) -> dict[str, str]:

@@ -249,6 +249,13 @@ class BindingTable:
                 heapq.heappop(heap)
         return None
 
+    def earliest_entry(self) -> float | None:
+        """The earliest time in the expiry heap, stale entries included: never later than
+        :meth:`next_expiry`, and free (no settling).  A timer set to it may fire early; ``pop_expired``
+        then settles what is stale, once per entry rather than after every renewal."""
+        heap = self._heap
+        return (heap[0] >> 64) / 1000 if heap else None
+
     def pop_expired(self, now: float) -> Iterator[Binding]:
         """Remove and yield every binding whose expiry is at or before ``now``, earliest first."""
         heap = self._heap

@@ -48,6 +48,7 @@ Choices made here (RFC latitude):
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -98,7 +99,7 @@ from ha.protocol.constants import Encapsulation as ProtocolEncapsulation
 from ha.protocol.constants import MessageType, ReplayProtection, SecurityViolation
 from ha.protocol.errors import ProtocolError as _RevocationError
 from ha.protocol.messages import MobileHomeAuth, ipv4
-from ha.protocol.replay import ReplayVerdict
+from ha.protocol.replay import ReplayVerdict, check_timestamp
 from ha.protocol.revocation import (
     RevocationAck,
     pull_revocation,
@@ -115,6 +116,10 @@ from .config import ConfigChange, EngineNode, MobileNode, VirtualRouterConfig
 from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
+from .renewals import CAPACITY as _RENEWALS_CAPACITY
+from .renewals import REPLY_LENGTH as _RENEWAL_REPLY_LENGTH
+from .renewals import REQUEST_LENGTH as _RENEWAL_LENGTH
+from .renewals import Renewal
 from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
@@ -143,6 +148,7 @@ _REVOCATION_ACK = int(MessageType.REVOCATION_ACKNOWLEDGEMENT)
 _IP_IN_UDP = PlaneEncapsulation.IP_IN_UDP
 _REGISTER = BindingAction.REGISTER
 _ACCEPTED_NO_SIMULTANEOUS = ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
+_TIMESTAMP = ReplayProtection.TIMESTAMP
 _REASON_UNSPECIFIED = ReplyCode.REASON_UNSPECIFIED
 
 
@@ -368,6 +374,7 @@ class HomeAgent:
         event_capacity: int = 65536,
         capabilities: Capabilities = _DEFAULT_CAPABILITIES,
         raise_internal_errors: bool | None = None,
+        renewal_cache: bool = True,
     ) -> None:
         self._nonce = nonce
         self._capabilities = capabilities
@@ -398,6 +405,10 @@ class HomeAgent:
         self._nonce_nodes: set[str] = set()
         self._node_map: dict[str, MobileNode] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
+        #: Renewals in place the full path carried out, by the request's first 16 bytes (renewals.py);
+        #: ``renewal_cache`` False: every request takes the full path (the tests' reference).
+        self._renewals: dict[bytes, Renewal] | None = {} if renewal_cache else None
+        self._renewed: Binding | None = None  # set by _register when it renewed a binding in place
         # AAA (ha/engine/aaa.py): None = local authentication only.
         self._aaa_mode: Authentication | None = None
         self._subscribers: dict[str, Subscriber] = {}  # by node name (AAA_NODE_PREFIX + NAI)
@@ -449,6 +460,13 @@ class HomeAgent:
             or (peer.received_on is not received_on and peer.received_on != received_on)
         ):
             peer = self._peer(source, received_on, port)
+        renewals = self._renewals
+        if renewals and len(data) == _RENEWAL_LENGTH:
+            renewal = renewals.get(data[:16])
+            if renewal is not None:
+                answered = self._renew_cached(renewal, data, peer, now, wallclock)
+                if answered is not None:
+                    return answered
         try:
             request = pull_registration_request(data)
         except ProtocolError as error:
@@ -517,6 +535,7 @@ class HomeAgent:
             assert node is not None  # decide() never accepts an unknown mobile node
             if state is None:
                 state = self._state(node.name)
+            self._renewed = None
             try:
                 verdict = self._apply_accept(verdict, node, state, peer)
             except Exception as error:  # a bug: counted, logged with its traceback, raised under test
@@ -545,7 +564,123 @@ class HomeAgent:
             if verdict.udp_tunnel is not None:
                 stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
-        return Outgoing(encode_reply(verdict), peer.reply_to, peer.reply_source, peer.reply_port)
+        reply = encode_reply(verdict)
+        renewed = self._renewed
+        if renewed is not None:  # set by _register for this request when its verdict is an Accept
+            self._renewed = None
+            if type(verdict) is Accept and node is not None and state is not None:
+                self._remember_renewal(renewed, node, state, peer, verdict, data, reply)
+        return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
+
+    # --- renewals in place, answered from what the full path did last time (renewals.py) ---------
+
+    def _remember_renewal(
+        self,
+        binding: Binding,
+        node: EngineNode,
+        state: _NodeState,
+        peer: _Peer,
+        verdict: Accept,
+        data: bytes,
+        reply: bytes,
+    ) -> None:
+        """Keep what this renewal in place read and did, when a repeat can be answered from it: the
+        usual layout from a node with a static home address and a timestamp association, directly
+        (no foreign agent), no AAA, no revocation, one binding."""
+        renewals = self._renewals
+        sa = verdict.security_association
+        if (
+            renewals is None
+            or len(renewals) >= _RENEWALS_CAPACITY
+            or len(data) != _RENEWAL_LENGTH
+            or data[24] != 32  # MN-HA
+            or data[25] != 20  # SPI + 16-byte authenticator
+            or len(reply) != _RENEWAL_REPLY_LENGTH
+            or reply[20] != 32
+            or self._aaa_mode is not None
+            or self._revocations.negotiated
+            or peer.foreign_agent is not None
+            or node.home_address is None
+            or sa.replay_protection is not _TIMESTAMP
+            or verdict.udp_tunnel is not None
+            or verdict.revocation is not None
+            or state.coas != binding.care_of_address
+            or self._policy is None
+        ):
+            return
+        renewals[data[:16]] = Renewal(
+            node=node,
+            state=state,
+            binding=binding,
+            policy=self._policy,
+            peer=peer,
+            security_association=sa,
+            request=data,
+            reply=reply,
+            code=int(verdict.code),
+        )
+
+    def _renew_cached(
+        self, renewal: Renewal, data: bytes, peer: _Peer, now: float, wallclock: float
+    ) -> Outgoing | None:
+        """Answer a repeat of a remembered renewal in place, or None: the full path decides it.
+
+        The entry holds only while everything ``decide`` and the binding rules read is unchanged:
+        the peer, the policy, the node's configuration and state, its binding (renewed by nothing
+        else: the Identifications match), no AAA and no revocation; the authenticator must verify
+        and the Identification be fresh (as ``mobile_node_authentic`` / ``identification_fresh``).
+        """
+        state: _NodeState = renewal.state  # type: ignore[assignment]
+        binding = renewal.binding
+        node = renewal.node
+        last = renewal.identification
+        if (
+            renewal.peer is not peer
+            or renewal.policy is not self._policy
+            or state.last_identification != last
+            or binding.identification != last
+            or state.coas != binding.care_of_address
+            or self._table.get(renewal.home, binding.care_of_address) is not binding
+            or self._by_home.get(renewal.home) is not node
+            or self._nodes.get(node.name) is not state
+            or self._aaa_mode is not None
+            or self._revocations.negotiated
+            or data[24:30] != renewal.extension
+        ):
+            renewals = self._renewals
+            assert renewals is not None  # the entry came from it
+            del renewals[data[:16]]
+            return None
+        policy = renewal.policy
+        sa = renewal.security_association
+        if not hmac.compare_digest(sa.authenticator(data[:30]), data[30:]):
+            return None
+        identification = int.from_bytes(data[16:24], "big")
+        replay = check_timestamp(
+            identification, wallclock=wallclock, tolerance=policy.replay_tolerance, last_accepted=last
+        )
+        if not replay.ok:
+            return None
+        renewal.identification = state.last_identification = identification
+        if self._replay_changed is not None:
+            self._replay_changed.add(node.name)
+        registered, previous = binding.registered, binding.lifetime
+        binding.registered = now
+        binding.lifetime = renewal.lifetime
+        binding.identification = identification
+        self._table.reschedule(binding, registered, previous)
+        code = renewal.code
+        state.last_reply_code, state.last_request_time = code, wallclock
+        state.accepted += 1
+        stats = self.statistics
+        if code == _ACCEPTED_NO_SIMULTANEOUS:
+            stats.accepted_no_simultaneous += 1
+        else:
+            stats.accepted += 1
+        stats.replies_sent += 1
+        covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification
+        reply = covered + sa.authenticator(covered)
+        return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
 
     def _rfc3519_3543(self, verdict: Accept, peer: _Peer, wallclock: float) -> Accept | Deny:
         """UDP tunnelling (RFC 3519) and revocation support (RFC 3543) on an accepted request."""
@@ -879,6 +1014,7 @@ class HomeAgent:
             current.flags = flags
             current.source = source
             table.reschedule(current, registered, previous_lifetime)
+            self._renewed = current
             return
 
         # A new binding keeps int objects it can share, not the request's: the configuration's (or
@@ -1160,9 +1296,15 @@ class HomeAgent:
 
     # --- inputs: time ----------------------------------------------------------------------------
 
-    def get_timer(self) -> float | None:
-        """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire."""
-        due = self._table.next_expiry()
+    def get_timer(self, *, settled: bool = True) -> float | None:
+        """When ``handle_timer`` must next be called (monotonic), or None when nothing can expire.
+
+        ``settled`` False: a time that may be early (the earliest expiry entry, perhaps of a binding
+        renewed since; a ``handle_timer`` then settles it) but never late, without the settling work
+        — what a shell that calls this after every burst of renewals wants.
+        """
+        table = self._table
+        due = table.next_expiry() if settled else table.earliest_entry()
         if self._revocations.pending:
             resend = self._revocations.next_due()
             if resend is not None and (due is None or resend < due):

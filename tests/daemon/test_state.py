@@ -290,6 +290,21 @@ def test_raw_honours_leaf_selection_and_key_match() -> None:
     assert [etree.QName(c).localname for c in b] == ["home-address", "care-of-address", "flags"]
 
 
+def test_a_key_no_address_can_equal_matches_no_binding() -> None:
+    """RFC 6241 §6.2.5: a content match selects the entries whose leaf equals it; a home or care-of
+    address that is not an address (or not canonical) equals none, so the exact raw path has none."""
+    vr = router()
+    home = str(IPv4Address(BASE + 42))
+    for key in ("<home-address>not-an-address</home-address>", "<home-address>010.0.0.42</home-address>",
+                f"<home-address>{home}</home-address><care-of-address>bogus</care-of-address>"):  # fmt: skip
+        request = subtree(
+            f'<virtual-routers xmlns="{NS}"><virtual-router><home-agent><bindings><binding>{key}</binding>'
+            "</bindings></home-agent></virtual-router></virtual-routers>"
+        )
+        (top,) = HomeAgentStateProvider(lambda: [vr]).get_state(request)
+        assert list(splice(top, request).iter(f"{{{NS}}}binding")) == [], key
+
+
 def test_non_key_content_match_falls_back_to_elements() -> None:
     vr = router()
     request = raw_request(

@@ -41,3 +41,9 @@ def test_hostile_file_is_refused(tmp_path: Path) -> None:
     f.write_bytes(b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/shadow">]><r>&x;</r>')
     res = subprocess.run([*mipha(), "validate", str(f)], capture_output=True, text=True)
     assert res.returncode == 2 and "DOCTYPE" in res.stderr
+
+
+def test_validate_usage_names_the_command() -> None:
+    """server/ knows no application: the usage line's name comes from mipha's command line."""
+    res = subprocess.run([*mipha(), "validate", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("usage: mipha validate ")

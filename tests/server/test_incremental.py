@@ -277,3 +277,44 @@ def test_partial_document_of_one_node_among_many_is_small(env):
     assert _norm(validation_errors(validator, view(partial), schema)) == _norm(
         validation_errors(validator, forest, schema)
     )
+
+
+def test_keys_and_values_that_share_an_index_slot_keep_their_verdicts(env, monkeypatch):
+    """The key and value indexes file entries by a 30-bit hash: with every key and every value forced
+    into one slot, lookups still tell them apart and no entry of another key or value is dropped."""
+    import server.oplog
+
+    monkeypatch.setattr(server.oplog, "_slot", lambda value: 7)
+    monkeypatch.setattr(server.oplog, "_slot_of", lambda text: 7)
+    before = dict(_stats)
+    r = random.Random(20261204)
+    for _ in range(300):
+        _run_sequence(env, [edit_doc(r.randrange(2**32)) for _ in range(r.randint(2, 4))])
+    assert _stats["invalid"] - before["invalid"] > 30  # unique and leafref violations among them
+    assert _stats["partial"] - before["partial"] == _stats["edits"] - before["edits"]
+
+
+def _apply_all(schema, docs):
+    forest, keys = _BASE_FOREST.copy(), KeyIndex()
+    for doc in docs:
+        if EditEngine(schema, log=OpLog(keys)).apply(forest, etree.fromstring(doc), "merge"):
+            continue
+        keys.forget_small()
+    return [etree.tostring(root, method="c14n") for root in forest]
+
+
+def test_a_subtree_copied_through_the_parser_equals_its_deep_copy(env, monkeypatch):
+    """A large new subtree is copied by serialising and parsing it (compact text nodes): forced on every
+    copy, the same edits leave the same datastore as deep copies do."""
+    import server.edit
+
+    schema = env[0]
+    r = random.Random(4122026)
+    sequences = [[edit_doc(r.randrange(2**32)) for _ in range(r.randint(1, 4))] for _ in range(200)]
+    sequences.append([BASE.replace("<virtual-router><name>a</name>", "<virtual-router><name>c</name>", 1)])
+    monkeypatch.setattr(server.edit, "_LARGE_SUBTREE", lambda el: False)
+    deep = [_apply_all(schema, docs) for docs in sequences]
+    monkeypatch.setattr(server.edit, "_LARGE_SUBTREE", lambda el: True)
+    parsed = [_apply_all(schema, docs) for docs in sequences]
+    assert parsed == deep
+    assert server.edit._copy(etree.fromstring(BASE)[0]).tail is None

@@ -11,7 +11,7 @@ from lxml import etree
 from nc_harness import NS, Harness
 
 from server.filters import SubtreeFilter
-from server.operational import StateRequest, raw_placeholder
+from server.operational import RAW_PREFIX, StateRequest, raw_placeholder
 from server.statedata import merge_state
 from server.tree import Forest
 from server.xmlns import NC_NS, WD_NS
@@ -267,7 +267,7 @@ def test_raw_bytes_spliced_with_their_namespace(hr):
     for b in d.iter(f"{{{M}}}binding"):  # parsed by lxml in the module's namespace, below <bindings>
         assert b.getparent().tag == f"{{{M}}}bindings"
         assert b.findtext(f"{{{M}}}lifetime-granted") == "600"
-    assert b"@@mipha-raw" not in etree.tostring(d)
+    assert RAW_PREFIX.encode() not in etree.tostring(d)
     assert d.find(f".//{{{M}}}mobile-node") is None and d.find(f".//{{{M}}}tunnels") is None
     # no filter: everything, config and raw state together
     d = raw_get(hr, None)
@@ -325,14 +325,14 @@ def _empty_bindings(request: StateRequest) -> etree._Element:
 def test_raw_dropped_when_the_filter_does_not_reach_it(hr):
     d = raw_get(hr, vrs("<virtual-router><home-agent><tunnels/></home-agent></virtual-router>"))
     assert d.find(f".//{{{M}}}tunnel") is not None and d.find(f".//{{{M}}}bindings") is None
-    assert b"@@mipha-raw" not in etree.tostring(d)
+    assert RAW_PREFIX.encode() not in etree.tostring(d)
     # a content match on a config leaf excludes a router: its raw bindings go with it
     assert homes(raw_get(hr, FILTERS["config content match filters state"])) == ["10.1.0.5"]
     d = raw_get(
         hr,
         vrs("<virtual-router><name>default</name><mobile-node><name>a</name></mobile-node></virtual-router>"),
     )
-    assert homes(d) == [] and b"@@mipha-raw" not in etree.tostring(d)
+    assert homes(d) == [] and RAW_PREFIX.encode() not in etree.tostring(d)
 
 
 def test_raw_token_in_configuration_is_never_spliced(hr):
@@ -378,4 +378,4 @@ def test_raw_with_xpath_get_data_and_max_depth(hr):
     r = hr.client().rpc(get_data % "<max-depth>4</max-depth>")
     data = r.find(f"{{{nmda}}}data")
     assert len(data.findall(f".//{{{M}}}bindings")) == 2 and homes(data) == []
-    assert b"@@mipha-raw" not in etree.tostring(r)
+    assert RAW_PREFIX.encode() not in etree.tostring(r)
