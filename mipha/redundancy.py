@@ -149,11 +149,11 @@ def tls_from(section: dict, urls: list[str], where: str) -> EtcdTls | None:
     if len(schemes) > 1:
         raise RedundancyError(f"{where}: etcd endpoints must be all http:// or all https://")
     files: dict[str, Path | None] = {}
-    for key, name in TLS_FILES.items():
+    for key, attr in TLS_FILES.items():
         value = section.get(key)
         if value is not None and (not isinstance(value, str | Path) or not Path(value).is_file()):
             raise RedundancyError(f"{where}: {key} must name a readable file, got {value!r}")
-        files[name] = None if value is None else Path(value)
+        files[attr] = None if value is None else Path(value)
     if (files["cert"] is None) != (files["key"] is None):
         raise RedundancyError(f"{where}: tls-certificate and tls-private-key go together")
     name = section.get("tls-server-name", urlsplit(urls[0]).hostname)
@@ -204,6 +204,8 @@ class TlsClient(aetcd.Client):
     ``grpc.aio.secure_channel`` (the CA, the client certificate) and sets up the same stubs as
     :meth:`aetcd.Client.connect`.  The channel's one authority is the name checked in every member's
     certificate (one channel serves all members)."""
+
+    _is_connecting: bool  # aetcd.Client's (untyped)
 
     def __init__(self, tls: EtcdTls, **kwargs) -> None:
         options = {
