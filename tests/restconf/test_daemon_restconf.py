@@ -72,6 +72,11 @@ def test_daemon_serves_restconf_beside_netconf(tmp_path: Path) -> None:
         assert code == 200, text
         got = json.loads(text)[f"{M}:binding"][0]
         assert got["mobile-node"] == "a" and got["care-of-address"] == "198.51.100.9"
+        # the daemon's JSON writer (a direct read) and libyang's conversion (the generic path, which
+        # `depth` takes) give the same bytes, for the entry and for the table
+        for path in (binding, f"{vr_path}/home-agent/bindings"):
+            direct, generic = rc(port, cert, "GET", path), rc(port, cert, "GET", f"{path}?depth=65535")
+            assert direct[0] == generic[0] == 200 and direct[1] == generic[1], (direct, generic)
         clear = json.dumps({f"{M}:input": {"virtual-router": vr}})
         code, text = rc(port, cert, "POST", f"/restconf/operations/{M}:clear-bindings", clear)
         assert code == 200 and json.loads(text) == {f"{M}:output": {"cleared": 1}}
