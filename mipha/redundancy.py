@@ -2,7 +2,7 @@
 
 etcd (Raft) decides everything; mipha runs no election or replication protocol of its own:
 
-- **Membership**: each daemon holds one etcd lease (``lease-ttl`` seconds, kept alive every third of
+- **Membership**: each daemon holds one etcd lease (``lease-ttl`` seconds, kept alive every sixth of
   it) and publishes ``<root>members/<node>`` under it.
 - **Leadership**: ``<root>leader`` holds the active node's name under its lease, created only if
   absent (a transaction comparing the key's create revision with 0).  The key's create revision is the
@@ -814,11 +814,12 @@ class Mirror:
         """Follow the group's prefix from the next revision on one watch stream of the client's channel.
 
         Not aetcd's watcher: it wraps every event in objects of its own and hands them over one by
-        one through a queue (a fifth of a core at 5,000 changes/s), and a watch nobody reads any more
-        stays fed until it is cancelled.  Here each response's events are applied in one loop, and
-        cancelling the call (stop, error) ends the watch in etcd.  With the require-leader metadata
-        etcd ends the stream when the member it reached loses its Raft leader: the mirror then
-        reloads through a member that has one, instead of waiting on one that hears nothing."""
+        one through a queue (3 to 4 % of a core more at 5,000 changes/s, performance.md §12), and a
+        watch nobody reads any more stays fed until it is cancelled.  Here each response's events
+        are applied in one loop, and cancelling the call (stop, error) ends the watch in etcd.  With
+        the require-leader metadata etcd ends the stream when the member it reached loses its Raft
+        leader: the mirror then reloads through a member that has one, instead of waiting on one
+        that hears nothing."""
         client = self.member.client
         await client.connect()
         root = self.member.config.root.encode()
