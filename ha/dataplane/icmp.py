@@ -27,6 +27,8 @@ IP_MTU = 14
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_DO = 2
 ICMP_ERRORS_PER_SECOND = 200
+#: ICMP destination unreachable, fragmentation needed (RFC 1191): ``(type, code)``.
+FRAGMENTATION_NEEDED = (3, 4)
 _ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 #: The smallest MTU a path may report (RFC 791's 68) plus the outer header it must still carry.
 _MIN_MTU = 68
@@ -43,6 +45,35 @@ def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]])
 def drop_all_filter(sock: socket.socket) -> None:
     """``ret 0``: a send-only raw socket never queues received copies."""
     attach_filter(sock, [(0x06, 0, 0, 0)])
+
+
+def quoted_protocol_filter(protocols: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """BPF keeping only ICMP destination-unreachable / time-exceeded that quote a packet of one of
+    ``protocols`` (x = the ICMP packet's IP header length, the quoted protocol at x + 8 + 9)."""
+    n = len(protocols)
+    program = [
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
+        (0x50, 0, 0, 0),  # ldb [x+0]: the ICMP type
+        (0x15, 1, 0, 3),  # jeq #3: to the protocol load
+        (0x15, 0, n + 2, 11),  # jeq #11, else drop
+        (0x50, 0, 0, 17),  # ldb [x+17]: the quoted protocol
+    ]
+    program += [(0x15, n - 1 - i, 1 if i == n - 1 else 0, proto) for i, proto in enumerate(protocols)]
+    return [*program, (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]  # accept, drop
+
+
+def open_icmp_listener(ha_address: IPv4Address, protocols: tuple[int, ...]) -> socket.socket:
+    """A raw ICMP socket bound to the home agent's address that receives only the errors quoting our
+    outer packets of ``protocols`` (call it in the VR's namespace)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
+    try:
+        sock.bind((str(ha_address), 0))
+        sock.setblocking(False)
+        attach_filter(sock, quoted_protocol_filter(protocols))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def icmp_error(icmp_type: int, code: int, offending: bytes | memoryview, *, mtu: int = 0) -> bytes:
@@ -98,6 +129,27 @@ class IcmpErrors:
             self.counts["icmp-sent"] += 1
         except OSError:
             self.counts["icmp-send-failed"] += 1
+
+
+def relayed_error(icmp_type: int, code: int, *, udp: bool = False) -> tuple[int, int] | None:
+    """RFC 2003 §4: what the original sender gets for an ICMP error about one of our outer packets.
+
+    Net unreachable → net unreachable; host / protocol unreachable and time exceeded → host
+    unreachable (the tunnel's far end is unreachable); fragmentation needed → fragmentation needed
+    (the caller puts its tunnel MTU minus the overhead in it).  Port unreachable means the same as
+    protocol unreachable for an RFC 3519 UDP tunnel (``udp``: nothing listens at the NAT mapping any
+    more) and cannot concern IP-in-IP.  Source route failed, source quench and parameter problem are
+    not relayed (None).
+    """
+    if icmp_type == 11:
+        return (3, 1)
+    if icmp_type == 3 and code == 0:
+        return (3, 0)
+    if icmp_type == 3 and (code in (1, 2) or (udp and code == 3)):
+        return (3, 1)
+    if icmp_type == 3 and code == 4:
+        return FRAGMENTATION_NEEDED
+    return None
 
 
 def path_mtu(destination: IPv4Address, default: int) -> int:

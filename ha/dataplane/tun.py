@@ -53,14 +53,16 @@ from ha.netns import write_sysctl
 
 from .base import DataPlaneError, VirtualRouterPlane
 from .icmp import (
+    FRAGMENTATION_NEEDED,
     IP_MTU_DISCOVER,
     IP_PMTUDISC_DO,
     IP_PMTUDISC_DONT,
     IcmpErrors,
-    attach_filter,
     drop_all_filter,
+    open_icmp_listener,
     open_icmp_sender,
     path_mtu,
+    relayed_error,
 )
 from .intents import Encapsulation
 from .kernel import KernelPlane, Tunnel, TunnelKey
@@ -102,19 +104,8 @@ class TunStats:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-# Keep only ICMP destination-unreachable / time-exceeded quoting an IP-in-IP or GRE packet:
-# x = IP header length; A = ICMP type; quoted protocol at x + 8 + 9.
-_TUNNEL_ICMP_FILTER = [
-    (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
-    (0x50, 0, 0, 0),  # ldb [x+0]
-    (0x15, 1, 0, 3),  # jeq #3 -> 4
-    (0x15, 0, 4, 11),  # jeq #11 -> 4, else drop
-    (0x50, 0, 0, 17),  # ldb [x+17]
-    (0x15, 1, 0, 4),  # jeq #4 -> accept
-    (0x15, 0, 1, IPPROTO_GRE),  # jeq #47 -> accept, else drop
-    (0x06, 0, 0, 0xFFFF),  # ret accept
-    (0x06, 0, 0, 0),  # ret drop
-]
+#: ICMP errors the reader relays (RFC 2003 §4): those quoting our IP-in-IP, GRE or UDP (RFC 3519) packets.
+_TUNNEL_PROTOCOLS = (socket.IPPROTO_IPIP, IPPROTO_GRE, socket.IPPROTO_UDP)
 
 
 class TunPlane(UdpTunnelRoutes, KernelPlane):
@@ -150,6 +141,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         self._local: frozenset[bytes] = frozenset({vr.ha_address.packed})
         self.udp = UdpTunnels(vr.ha_address, self.stats.counts, self._write_tun)
         self.udp.too_big = self._udp_too_big
+        self.udp.icmp = self._icmp
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -196,11 +188,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                     drop_all_filter(sock)
                 self._tx[(gre, df)] = sock
         self._icmp.sock = open_icmp_sender(self.vr.ha_address)
-        errors = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
-        errors.bind((ha, 0))
-        errors.setblocking(False)
-        attach_filter(errors, _TUNNEL_ICMP_FILTER)
-        self._icmp_in = errors
+        self._icmp_in = open_icmp_listener(self.vr.ha_address, _TUNNEL_PROTOCOLS)
 
     def pause_reading(self) -> None:
         """Stop reading the TUN (packets queue in the kernel, up to ``txqlen``); for benchmarks."""
@@ -445,15 +433,18 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
     def _relay_icmp(self, data: bytes) -> None:
         """RFC 2003 §4: an ICMP error about one of our outer packets goes on to the original sender.
 
-        Net unreachable → net unreachable; host / protocol unreachable and time exceeded → host
-        unreachable; fragmentation needed → the tunnel MTU drops and the sender gets MTU - 20.
-        Port unreachable, source route failed, source quench and parameter problem are not relayed.
+        The rule is :func:`~ha.dataplane.icmp.relayed_error`'s; fragmentation needed also lowers the
+        tunnel MTU, and the sender gets MTU - 20.  Errors about RFC 3519 UDP tunnels are
+        :meth:`UdpTunnels.relay_icmp`'s.
         """
         counts = self.stats.counts
         ihl = (data[0] & 0x0F) * 4
         icmp_type, code = data[ihl], data[ihl + 1]
         outer = data[ihl + 8 :]
         if len(outer) < 20 or outer[12:16] not in self._local:
+            return
+        if outer[9] == socket.IPPROTO_UDP:
+            self.udp.relay_icmp(data)
             return
         path = self._by_packed.get(outer[16:20])
         if path is None:
@@ -464,21 +455,16 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         if len(inner) < 20 or inner[0] >> 4 != 4:
             counts["icmp-too-short"] += 1
             return
+        relay = relayed_error(icmp_type, code)
+        if relay is None:
+            counts["icmp-not-relayed"] += 1
+            return
         mtu = 0
-        if icmp_type == 11:
-            relay = (3, 1)
-        elif icmp_type == 3 and code == 0:
-            relay = (3, 0)
-        elif icmp_type == 3 and code in (1, 2):
-            relay = (3, 1)
-        elif icmp_type == 3 and code == 4:
+        if relay == FRAGMENTATION_NEEDED:
             reported = struct.unpack_from("!H", data, ihl + 6)[0]
             if reported >= 68 + 20:
                 path.mtu = min(path.mtu, reported)
-            relay, mtu = (3, 4), path.mtu - 20
-        else:
-            counts["icmp-not-relayed"] += 1
-            return
+            mtu = path.mtu - 20
         counts["icmp-relayed"] += 1
         self._send_icmp(*relay, inner, mtu=mtu)
 

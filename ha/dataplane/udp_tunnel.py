@@ -16,7 +16,11 @@ from is exactly that socket's peer):
   inner DF packet the path cannot carry is refused by the kernel (``EMSGSIZE``, from the device MTU or
   from an ICMP "fragmentation needed" about an earlier outer packet); the tunnel's MTU then becomes
   the kernel's path MTU and the original sender gets ICMP fragmentation-needed with MTU - 32
-  (:attr:`UdpTunnels.too_big`, wired by the backend).
+  (:attr:`UdpTunnels.too_big`, wired by the backend);
+- **ICMP errors about outer packets** (RFC 2003 §4): one quoting an outer UDP packet of ours to a NAT
+  mapping (the NAT translates the quote back) is relayed to the sender of the inner packet it quotes
+  (:meth:`UdpTunnels.relay_icmp`, :func:`~ha.dataplane.icmp.relayed_error`'s rule; port unreachable
+  counts as the far end being gone); fragmentation needed lowers the tunnel MTU at once.
 
 The mapping is the binding's: a renewal from a new source port (the NAT lost its state) moves it, the
 engine says so with a new ``SetHomeRoute``.
@@ -40,7 +44,16 @@ from ha.netns import write_sysctl
 
 from .base import DataPlaneError, DesiredBinding
 from .checksum import internet_checksum
-from .icmp import IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_PMTUDISC_DONT, IcmpErrors, open_icmp_sender
+from .icmp import (
+    FRAGMENTATION_NEEDED,
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DO,
+    IP_PMTUDISC_DONT,
+    IcmpErrors,
+    open_icmp_listener,
+    open_icmp_sender,
+    relayed_error,
+)
 from .intents import RemoveHomeRoute, SetHomeRoute
 
 if TYPE_CHECKING:
@@ -113,6 +126,9 @@ class UdpTunnels:
         #: Called with a path and an inner DF packet the kernel refused as too big for it (EMSGSIZE):
         #: the backend updates ``path.mtu`` and answers ICMP fragmentation-needed.
         self.too_big: Callable[[UdpPath, bytes | memoryview], None] | None = None
+        #: Where relayed ICMP errors go out (the backend's sender); None: counted, not sent.
+        self.icmp: IcmpErrors | None = None
+        self.port = 0  # the UDP port tunnel data leaves from (the socket's)
         #: Home address -> the NAT mapping's port (from ``SetHomeRoute.udp_port``).
         self.ports: dict[IPv4Address, int] = {}
         self._paths: dict[bytes, UdpPath] = {}  # packed home address -> path
@@ -162,6 +178,42 @@ class UdpTunnels:
     def attach(self, sock: socket.socket | None) -> None:
         """Send tunnel data through ``sock`` (the virtual router's UDP 434 socket)."""
         self.sock, self._df = sock, None
+        self.port = sock.getsockname()[1] if sock is not None else 0
+
+    def relay_icmp(self, data: bytes) -> None:
+        """An ICMP error (the whole IP packet) quoting one of our outer UDP packets: relay it to the
+        inner packet's sender (RFC 2003 §4), or count why not."""
+        counts = self.counts
+        ihl = (data[0] & 0x0F) * 4
+        icmp_type, code = data[ihl], data[ihl + 1]
+        outer = data[ihl + 8 :]
+        at = (outer[0] & 0x0F) * 4 if outer else 0
+        if len(outer) < at + 8 or outer[9] != socket.IPPROTO_UDP or outer[12:16] != self.ha_packed:
+            counts["icmp-too-short"] += 1
+            return
+        source_port, destination_port = struct.unpack_from("!HH", outer, at)
+        home = self._by_mapping.get((socket.inet_ntoa(outer[16:20]), destination_port))
+        path = self._paths.get(home) if home is not None and source_port == self.port else None
+        if path is None:
+            counts["icmp-unknown-tunnel"] += 1  # a registration reply's error, or a forgotten mapping
+            return
+        inner = outer[at + 8 + len(_HEADER) :]
+        if outer[at + 8 : at + 10] != _HEADER[:2] or len(inner) < 20 or inner[0] >> 4 != 4:
+            counts["icmp-too-short"] += 1
+            return
+        relay = relayed_error(icmp_type, code, udp=True)
+        if relay is None:
+            counts["icmp-not-relayed"] += 1
+            return
+        mtu = 0
+        if relay == FRAGMENTATION_NEEDED:
+            reported = struct.unpack_from("!H", data, ihl + 6)[0]
+            if reported >= 68 + UDP_OVERHEAD:
+                path.mtu = min(path.mtu, reported)
+            mtu = path.mtu - UDP_OVERHEAD
+        counts["icmp-relayed"] += 1
+        if self.icmp is not None:
+            self.icmp.send(*relay, inner, mtu=mtu)
 
     def send(self, path: UdpPath, packet: bytes | memoryview) -> None:
         """Forward one inner packet through the tunnel (the caller checked TTL, loops and size).
@@ -284,9 +336,11 @@ class UdpTunDevice:
         self.ha_address = ha_address
         self.local = frozenset({ha_address.packed})
         self.icmp = IcmpErrors(counts)
+        self.icmp_in: socket.socket | None = None  # ICMP errors quoting our outer UDP packets
         self.path_mtu = path_mtu
         self.udp = UdpTunnels(ha_address, counts, self.write)
         self.udp.too_big = self._too_big
+        self.udp.icmp = self.icmp
 
     def open(self, ipr: IPRoute) -> None:
         """Create the TUN (call it on the namespace's thread, so it lives in the virtual router)."""
@@ -298,6 +352,7 @@ class UdpTunDevice:
             raise DataPlaneError(f"cannot create TUN device {UDP_TUN_IFNAME}: {exc}") from exc
         self.fd = fd
         self.icmp.sock = open_icmp_sender(self.ha_address)
+        self.icmp_in = open_icmp_listener(self.ha_address, (socket.IPPROTO_UDP,))
         self.ifindex = socket.if_nametoindex(UDP_TUN_IFNAME)
         write_sysctl(("net", "ipv6", "conf", UDP_TUN_IFNAME, "disable_ipv6"), 1)
         write_sysctl(("net", "ipv4", "conf", UDP_TUN_IFNAME, "rp_filter"), 2)
@@ -305,6 +360,8 @@ class UdpTunDevice:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.fd, self._on_readable)
+        if self.icmp_in is not None:
+            loop.add_reader(self.icmp_in.fileno(), self._on_icmp)
 
     def close(self, loop: Any) -> None:
         if self.fd >= 0:
@@ -314,6 +371,10 @@ class UdpTunDevice:
         if self.icmp.sock is not None:
             self.icmp.sock.close()
             self.icmp.sock = None
+        if self.icmp_in is not None:
+            loop.remove_reader(self.icmp_in.fileno())
+            self.icmp_in.close()
+            self.icmp_in = None
 
     def write(self, packet: bytes | memoryview) -> None:
         try:
@@ -344,6 +405,15 @@ class UdpTunDevice:
                 self.icmp.send(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)
             else:
                 udp.send(path, packet)
+
+    def _on_icmp(self) -> None:
+        assert self.icmp_in is not None
+        for _ in range(_BURST):
+            try:
+                data = self.icmp_in.recv(65535)
+            except OSError:  # BlockingIOError: drained
+                return
+            self.udp.relay_icmp(data)
 
     def _too_big(self, path: UdpPath, packet: bytes | memoryview) -> None:
         """The kernel refused an inner DF packet as too big: learn the path MTU, tell the sender."""

@@ -117,9 +117,9 @@ from .errors import ConfigRefused
 from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, RemovalReason
 from .pools import PoolAllocator
 from .renewals import CAPACITY as _RENEWALS_CAPACITY
-from .renewals import REPLY_LENGTH as _RENEWAL_REPLY_LENGTH
 from .renewals import REQUEST_LENGTH as _RENEWAL_LENGTH
-from .renewals import Renewal
+from .renewals import UDP_TUNNEL_REQUEST_LENGTH as _UDP_RENEWAL_LENGTH
+from .renewals import Renewal, cacheable_layouts
 from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
 from .transaction import EntryUpdate, Prepared, prepare_change, prepare_config
@@ -461,7 +461,7 @@ class HomeAgent:
         ):
             peer = self._peer(source, received_on, port)
         renewals = self._renewals
-        if renewals and len(data) == _RENEWAL_LENGTH:
+        if renewals and (len(data) == _RENEWAL_LENGTH or len(data) == _UDP_RENEWAL_LENGTH):
             renewal = renewals.get(data[:16])
             if renewal is not None:
                 answered = self._renew_cached(renewal, data, peer, now, wallclock)
@@ -585,24 +585,20 @@ class HomeAgent:
         reply: bytes,
     ) -> None:
         """Keep what this renewal in place read and did, when a repeat can be answered from it: the
-        usual layout from a node with a static home address and a timestamp association, directly
-        (no foreign agent), no AAA, no revocation, one binding."""
+        usual layout (or RFC 3519's, UDP-tunnelled) from a node with a static home address and a
+        timestamp association, directly (no foreign agent), no AAA, no revocation, one binding."""
         renewals = self._renewals
         sa = verdict.security_association
+        udp_tunnel = verdict.udp_tunnel is not None
         if (
             renewals is None
             or len(renewals) >= _RENEWALS_CAPACITY
-            or len(data) != _RENEWAL_LENGTH
-            or data[24] != 32  # MN-HA
-            or data[25] != 20  # SPI + 16-byte authenticator
-            or len(reply) != _RENEWAL_REPLY_LENGTH
-            or reply[20] != 32
+            or not cacheable_layouts(data, reply, udp_tunnel)
             or self._aaa_mode is not None
             or self._revocations.negotiated
             or peer.foreign_agent is not None
             or node.home_address is None
             or sa.replay_protection is not _TIMESTAMP
-            or verdict.udp_tunnel is not None
             or verdict.revocation is not None
             or state.coas != binding.care_of_address
             or self._policy is None
@@ -618,6 +614,7 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
+            nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
         )
 
     def _renew_cached(
@@ -627,8 +624,10 @@ class HomeAgent:
 
         The entry holds only while everything ``decide`` and the binding rules read is unchanged:
         the peer, the policy, the node's configuration and state, its binding (renewed by nothing
-        else: the Identifications match), no AAA and no revocation; the authenticator must verify
-        and the Identification be fresh (as ``mobile_node_authentic`` / ``identification_fresh``).
+        else: the Identifications match), no AAA and no revocation, and for a UDP-tunnelled one the
+        ``nat-traversal`` policy (the peer is the NAT mapping: the same one, so the same tunnel); the
+        authenticator must verify and the Identification be fresh (as ``mobile_node_authentic`` /
+        ``identification_fresh``).
         """
         state: _NodeState = renewal.state  # type: ignore[assignment]
         binding = renewal.binding
@@ -645,7 +644,11 @@ class HomeAgent:
             or self._nodes.get(node.name) is not state
             or self._aaa_mode is not None
             or self._revocations.negotiated
-            or data[24:30] != renewal.extension
+            or data[24:-16] != renewal.extension
+            or (
+                renewal.nat is not None
+                and renewal.nat is not getattr(self.config.home_agent, "nat_traversal", None)
+            )
         ):
             renewals = self._renewals
             assert renewals is not None  # the entry came from it
@@ -653,7 +656,7 @@ class HomeAgent:
             return None
         policy = renewal.policy
         sa = renewal.security_association
-        if not hmac.compare_digest(sa.authenticator(data[:30]), data[30:]):
+        if not hmac.compare_digest(sa.authenticator(data[:-16]), data[-16:]):
             return None
         identification = int.from_bytes(data[16:24], "big")
         replay = check_timestamp(
@@ -677,6 +680,8 @@ class HomeAgent:
             stats.accepted_no_simultaneous += 1
         else:
             stats.accepted += 1
+        if renewal.nat is not None:
+            stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification
         reply = covered + sa.authenticator(covered)

@@ -13,13 +13,16 @@ the decision read has changed (:meth:`ha.engine.home_agent.HomeAgent._renew_cach
 by identity).  Anything else — a failed check, another layout, nonces, AAA, a foreign agent,
 revocation, a pool address — takes the full path, which decides, and answers denials, as always.
 
+Two layouts are remembered: the usual one, and RFC 3519's (a UDP Tunnel Request before the MN-HA
+extension, from behind a NAT).  A UDP-tunnelled renewal in place came from the binding's NAT mapping
+(the same peer), so it changes no tunnel; its reply carries the same UDP Tunnel Reply while the
+``nat-traversal`` policy is the one it was decided under (:attr:`Renewal.nat`).
+
 ``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences through two engines,
 one without the cache, and requires the same replies, counters, bindings, intents and events.
 """
 
 from __future__ import annotations
-
-from ipaddress import IPv4Address
 
 from ha.protocol import HomeAgentPolicy, SecurityAssociation
 
@@ -30,6 +33,10 @@ from .config import EngineNode
 #: HMAC-MD5 / keyed-MD5 authenticator); its reply is 20 + 22 bytes.
 REQUEST_LENGTH = 46
 REPLY_LENGTH = 42
+#: RFC 3519's: the UDP Tunnel Request (type 144, length 6) before the MN-HA extension; its reply
+#: carries the UDP Tunnel Reply (type 44, length 6) before it.
+UDP_TUNNEL_REQUEST_LENGTH = REQUEST_LENGTH + 8
+UDP_TUNNEL_REPLY_LENGTH = REPLY_LENGTH + 8
 #: Entries kept at most (about 0.3 KB each); when full no new ones are added until entries are
 #: dropped (a failed check) or the configuration changes: nodes beyond it take the full path.
 CAPACITY = 131_072
@@ -39,8 +46,10 @@ class Renewal:
     """What a renewal in place of one request layout read and did (see the module docstring).
 
     ``key`` is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
-    care-of address), ``extension`` its MN-HA extension header (type, length, SPI); the reply is
-    ``head`` + Identification + ``reply_extension`` + authenticator.
+    care-of address), ``extension`` its extensions up to the authenticator (the MN-HA header, after
+    the UDP Tunnel Request for RFC 3519's layout); the reply is ``head`` + Identification +
+    ``reply_extension`` + authenticator.  ``nat`` is the ``nat-traversal`` policy a UDP-tunnelled
+    renewal was decided under (None for the usual layout).
     """
 
     __slots__ = (
@@ -50,6 +59,7 @@ class Renewal:
         "home",
         "identification",
         "lifetime",
+        "nat",
         "node",
         "peer",
         "policy",
@@ -72,6 +82,7 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
+        nat: object = None,
     ) -> None:
         self.node = node
         self.state = state
@@ -84,11 +95,27 @@ class Renewal:
         self.identification = binding.identification
         self.lifetime = binding.lifetime
         self.code = code
-        self.extension = request[24:30]
+        self.nat = nat
+        self.extension = request[24:-16]
         self.reply_head = reply[:12]
-        self.reply_extension = reply[20:26]
+        self.reply_extension = reply[20:-16]
 
 
-def cacheable_reply(reply: bytes, home_address: IPv4Address | None) -> bool:
-    """The reply has the usual layout (fixed part + MN-HA extension) and names a home address."""
-    return len(reply) == REPLY_LENGTH and reply[20] == 32 and reply[21] == 20 and home_address is not None
+def cacheable_layouts(request: bytes, reply: bytes, udp_tunnel: bool) -> bool:
+    """The request and its reply have one of the two remembered layouts (the usual one; RFC 3519's
+    when the renewal is UDP-tunnelled), with 16-byte authenticators."""
+    if udp_tunnel:
+        return (
+            len(request) == UDP_TUNNEL_REQUEST_LENGTH
+            and request[24:26] == b"\x90\x06"
+            and request[32:34] == b"\x20\x14"
+            and len(reply) == UDP_TUNNEL_REPLY_LENGTH
+            and reply[20:22] == b"\x2c\x06"
+            and reply[28:30] == b"\x20\x14"
+        )
+    return (
+        len(request) == REQUEST_LENGTH
+        and request[24:26] == b"\x20\x14"
+        and len(reply) == REPLY_LENGTH
+        and reply[20:22] == b"\x20\x14"
+    )

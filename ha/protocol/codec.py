@@ -505,7 +505,7 @@ def push_signed_reply(
             home_address,
             home_agent,
             identification,
-            udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel),
+            udp_tunnel if isinstance(udp_tunnel, bytes) else udp_tunnel_bytes(udp_tunnel),
             _MN_HA,
             _SIGNED_AUTH_LENGTH,
             mn_ha.spi,
@@ -529,7 +529,7 @@ def push_signed_reply(
         if nai is not None:
             out += _write_nai(nai)
         if udp_tunnel is not None:
-            out += udp_tunnel if type(udp_tunnel) is bytes else udp_tunnel_bytes(udp_tunnel)
+            out += udp_tunnel if isinstance(udp_tunnel, bytes) else udp_tunnel_bytes(udp_tunnel)
         if mn_ha is not None:
             out += _SIGNED_AUTH_HEADER.pack(_MN_HA, _SIGNED_AUTH_LENGTH, mn_ha.spi)
             out += mn_ha.authenticator(out)

@@ -116,12 +116,13 @@ def udp_tunnel_step(
     kept on ``arrival`` for the renewals that come through the same mapping.
     """
     request = accept.request
-    if request.layout == LAYOUT_UDP_TUNNEL:
-        tunnel_request: UdpTunnelRequest = request.extensions[0]  # type: ignore[assignment]  # (inlined)
+    tunnel_request: UdpTunnelRequest | None
+    if request.layout == LAYOUT_UDP_TUNNEL:  # trusted_tunnel_request()'s usual case, inlined
+        tunnel_request = request.extensions[0]  # type: ignore[assignment]
     else:
         tunnel_request = trusted_tunnel_request(accept)
-        if tunnel_request is None:
-            return accept
+    if tunnel_request is None:
+        return accept
     if accept.lifetime == 0:
         return accept
     source = arrival.source_integer

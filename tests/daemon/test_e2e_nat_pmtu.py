@@ -9,10 +9,12 @@ For each backend (both carry UDP tunnels in userspace):
 
 - pings with DF set and with DF clear cross the tunnel; tshark shows every tunnelled packet from the
   home agent with the outer DF equal to the inner DF (RFC 2003 §3.1, as for IP-in-IP);
-- a DF ping too large for the narrow link: the first one is lost at the NAT, whose ICMP teaches the
-  home agent's kernel; the next is refused (EMSGSIZE) and the correspondent gets ICMP
-  fragmentation-needed from the home agent with MTU 1200 - 32 = 1168 (RFC 2003 §4, RFC 1191): its
-  route cache shows it, and a DF ping of exactly 1168 bytes then goes through;
+- a DF ping too large for the narrow link: it is lost at the NAT, whose ICMP fragmentation-needed
+  (about our outer packet, translated back by conntrack) the home agent relays to the correspondent
+  with MTU 1200 - 32 = 1168 (RFC 2003 §4, RFC 1191): its route cache shows it after that one packet,
+  and a DF ping of exactly 1168 bytes then goes through; once the correspondent forgot it, its next
+  too-big DF packet is refused by the home agent's own kernel (EMSGSIZE, the path MTU it learnt from
+  the same ICMP), which gets the same answer (``UdpTunnels.too_big``);
 - a large ping without DF still goes through: the outer packet is fragmented.
 """
 
@@ -88,14 +90,26 @@ def test_df_is_copied_and_a_too_big_df_packet_gets_fragmentation_needed(
                 done = ping(n["cn"], HOME, 1000, df)
                 assert done.returncode == 0, done.stdout + done.stderr
 
-            # Too big with DF: the NAT's ICMP, then the home agent's fragmentation-needed (MTU - 32).
+            # Too big with DF: one packet.  The NAT answers it with fragmentation-needed (MTU 1200),
+            # which the home agent relays to the correspondent with MTU 1200 - 32 (RFC 2003 §4).
             big = NARROW  # an inner packet of 1228 bytes: 1260 outside
-            deadline = time.monotonic() + 30
+            assert route_mtu(n["cn"], HOME) is None
+            ping(n["cn"], HOME, big, True, count=1)
+            deadline = time.monotonic() + 10
             while route_mtu(n["cn"], HOME) != NARROW - UDP_OVERHEAD:
                 assert time.monotonic() < deadline, (
                     f"no fragmentation-needed reached the correspondent: {route_mtu(n['cn'], HOME)}"
                 )
-                ping(n["cn"], HOME, big, True, count=1)
+                time.sleep(0.1)
+            # The correspondent forgets: its next one reaches the home agent, whose kernel learnt the
+            # path MTU from the same ICMP and refuses the DF send (EMSGSIZE): the same answer again.
+            subprocess.run(["ip", "-n", n["cn"], "route", "flush", "cache"], check=True)
+            assert route_mtu(n["cn"], HOME) is None
+            assert ping(n["cn"], HOME, big, True, count=1).returncode != 0
+            deadline = time.monotonic() + 10
+            while route_mtu(n["cn"], HOME) != NARROW - UDP_OVERHEAD:
+                assert time.monotonic() < deadline, "no fragmentation-needed for the EMSGSIZE case"
+                time.sleep(0.1)
             fits = NARROW - UDP_OVERHEAD - 28  # ICMP payload: the inner packet is exactly 1168 bytes
             done = ping(n["cn"], HOME, fits, True)
             assert done.returncode == 0, done.stdout + done.stderr

@@ -33,6 +33,7 @@ from ha.protocol import (
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
+    UdpTunnelRequest,
     ntp_timestamp,
     pull_registration_reply,
     push_registration_request,
@@ -180,10 +181,13 @@ def build_request(
     nai: str | None = None,
     fa: tuple[int, bytes] | None = None,
     sign: bool = True,
+    udp_tunnel: UdpTunnelRequest | None = None,
 ) -> bytes:
     extensions: list = []
     if nai is not None:
         extensions.append(MobileNodeNai(nai))
+    if udp_tunnel is not None:  # RFC 3519: before the MN-HA extension, which covers it
+        extensions.append(udp_tunnel)
     extensions.append(MobileHomeAuth(spi))
     signers = {ExtensionType.MN_HA_AUTH: SecurityAssociation(spi, key, algorithm)} if sign else {}
     if not sign:

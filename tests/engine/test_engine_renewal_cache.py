@@ -12,18 +12,38 @@ from hypothesis import strategies as st
 
 from ha.engine.config import AddressPool, ConfigChange, ForeignAgent
 from ha.engine.home_agent import HomeAgent
-from ha.protocol import ntp_timestamp
+from ha.protocol import UdpTunnelRequest, ntp_timestamp
 from ha.protocol.constants import ReplayProtection
+from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 OTHER_KEY = bytes(range(16))
 HOMES = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "0.0.0.0")  # mn0, mn1 (nonce), mn2 (FA relayed), pool
 COAS = ("203.0.113.5", "203.0.113.6", "10.1.0.1")  # the last is mn0's home address (deregister all)
-SOURCES = (("203.0.113.5", 434), ("203.0.113.6", 434), ("198.51.100.1", 434))  # the last: an FA
+#: The third is a foreign agent; the last two a NAT (two mappings: the NAT lost its state).
+SOURCES = (
+    ("203.0.113.5", 434),
+    ("203.0.113.6", 434),
+    ("198.51.100.1", 434),
+    ("198.51.100.77", 4500),
+    ("198.51.100.77", 4501),
+)
 FLAGS = (0, 0x02, 0x80, 0x10)  # none, T, S, B (as RequestFlags values)
+#: RFC 3519 UDP Tunnel Requests a request may carry: none, plain, forced (F), GRE inside UDP (142).
+TUNNELS = (
+    None,
+    UdpTunnelRequest(),
+    UdpTunnelRequest(flags=UdpTunnelRequest.F_FORCE),
+    UdpTunnelRequest(encapsulation=47),
+)
+NAT_POLICIES = (
+    NatTraversalPolicy(),
+    NatTraversalPolicy(keepalive_interval=25),
+    NatTraversalPolicy(enabled=False),
+)
 
 
 def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7, simultaneous: int = 0,
-           max_bindings: int | None = None, key: bytes = KEY):  # fmt: skip
+           max_bindings: int | None = None, key: bytes = KEY, nat: int = 0):  # fmt: skip
     nodes = [
         node("mn0", HOMES[0], security_associations=[sa(key=key)]),
         node("mn1", HOMES[1], security_associations=[sa(replay_protection=ReplayProtection.NONCE)]),
@@ -39,6 +59,7 @@ def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7,
         replay_tolerance=tolerance,
         simultaneous_bindings=simultaneous,
         max_bindings=max_bindings,
+        nat_traversal=NAT_POLICIES[nat],
     )
 
 
@@ -50,8 +71,9 @@ requests = st.tuples(
     st.sampled_from(FLAGS),
     st.sampled_from(("fresh",) * 6 + ("repeat", "stale", "future")),  # Identification
     st.sampled_from(("good",) * 6 + ("corrupt", "other key")),  # authenticator
-    st.sampled_from((0, 0, 1, 2)),  # source
+    st.sampled_from((0, 0, 1, 2, 3, 3, 4)),  # source
     st.sampled_from((False,) * 5 + (True,)),  # sent to the broadcast address instead
+    st.sampled_from((0, 0, 1, 1, 2, 3)),  # UDP Tunnel Request (TUNNELS)
 )
 again = st.tuples(
     st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3))
@@ -68,6 +90,7 @@ others = st.one_of(
                 "simultaneous": st.sampled_from((0, 2)),
                 "max_bindings": st.sampled_from((None, 1, 3)),
                 "key": st.sampled_from((KEY, KEY, KEY, OTHER_KEY)),
+                "nat": st.sampled_from((0, 0, 1, 2)),
             }
         ),
     ),
@@ -100,7 +123,7 @@ class Pair:
         assert results[0] == results[1]
         return results[0]
 
-    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast) -> None:
+    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=0) -> None:
         clock = self.clock
         if ident == "repeat" and who in self.last:
             identification = self.last[who]
@@ -120,6 +143,7 @@ class Pair:
             key=OTHER_KEY if auth == "other key" else KEY,
             nai="mn3@example.net" if who == 3 else None,
             fa=(700, KEY) if source == 2 else None,
+            udp_tunnel=TUNNELS[tunnel],
         )
         if auth == "corrupt":
             data = data[:-1] + bytes([data[-1] ^ 1])
@@ -239,3 +263,27 @@ def test_a_repeat_from_elsewhere_or_under_another_spi_takes_the_full_path() -> N
     ]
     assert replies[0] == replies[1] and replies[0] is not None and replies[0].data[1] == 131
     pair.compare()
+
+
+def test_udp_tunnelled_renewals_are_answered_from_the_cache_and_a_moved_mapping_is_not() -> None:
+    """RFC 3519's layout from behind a NAT: repeats from the same mapping come from the entry (with the
+    same UDP Tunnel Reply); a new mapping, a new nat-traversal policy or another tunnel request take
+    the full path, which moves the tunnel or answers anew."""
+    pair = Pair()
+    nat = ("request", 0, 0, 600, 0, "fresh", "good", 3, False, 1)
+    for _ in range(4):
+        pair.apply(nat)
+    assert pair.hits == 2
+    assert pair.engines[0].statistics.udp_tunnel_accepted == 4
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))  # the NAT lost its mapping
+    assert pair.hits == 2
+    assert pair.engines[0].bindings_of(IPv4Address(HOMES[0]))[0].source_port == 4501
+    pair.apply(("configure", {"nat": 1}))  # a new keepalive interval: the reply's extension 44 changes
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 1))
+    assert pair.hits == 3
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 2))  # forced: another request
+    pair.apply(("configure", {"nat": 2}))  # UDP tunnelling disabled: 142 from the full path
+    pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 2))
+    assert pair.hits == 3
+    assert pair.engines[0].statistics.as_dict() == pair.engines[1].statistics.as_dict()

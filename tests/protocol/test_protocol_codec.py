@@ -35,6 +35,7 @@ from ha.protocol import (
     push_registration_reply,
     push_registration_request,
 )
+from ha.protocol.messages import LAYOUT_MN_HA, LAYOUT_OTHER, LAYOUT_UDP_TUNNEL
 
 # protocol-notes §5: covered bytes of a request and a reply, and their HMAC-MD5 authenticators.
 RRQ_COVERED = bytes.fromhex("010007080a0000050a000001c000020ae8fe6f8012345678201400000100")
@@ -426,6 +427,53 @@ def test_the_plain_layout_reads_like_any_other(flags, lifetime, hoa, ha, coa, id
     assert plain.mn_ha_auth.offset == general.mn_ha_auth.offset == 24
     assert plain.integers == general.integers == (int(hoa), int(ha), int(coa))
     assert type(plain.flags) is RequestFlags
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.integers(0, 255),
+    addresses,
+    addresses,
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 2**32 - 1),
+    st.binary(min_size=16, max_size=16),
+)
+def test_the_rfc3519_layout_reads_like_any_other(
+    flags, hoa, coa, ident, tunnel_flags, encapsulation, subtype, spi, auth
+) -> None:
+    """UDP Tunnel Request + one 20-byte Mobile-Home extension takes the NAT short cut: same result, and
+    the same ``layout`` as the request built by hand; one more extension takes the general path."""
+    tunnel = UdpTunnelRequest(tunnel_flags, encapsulation, subtype)
+    request = RegistrationRequest(
+        RequestFlags(flags), 600, hoa, HA, coa, ident, (tunnel, MobileHomeAuth(spi, auth))
+    )
+    data = push_registration_request(request)
+    assert len(data) == 54
+    short = pull_registration_request(data)
+    general = pull_registration_request(data + bytes([128, 0]))
+    assert short == request and short.raw == data and short.extensions[0] == tunnel
+    assert short.layout == request.layout == LAYOUT_UDP_TUNNEL
+    assert general.layout == LAYOUT_OTHER and general.extensions[:2] == short.extensions
+    assert short.mn_ha_auth is not None and short.mn_ha_auth.offset == 32
+    assert short.integers == general.integers
+
+
+def test_layouts_of_other_shapes() -> None:
+    """Only the two usual layouts are marked; the same length with other extensions is not."""
+    plain = pull_registration_request(
+        push_registration_request(vector_request((MobileHomeAuth(256, bytes(16)),)))
+    )
+    assert plain.layout == LAYOUT_MN_HA
+    nai = vector_request((MobileNodeNai("ab"), MobileHomeAuth(256, bytes(16))))
+    data = push_registration_request(nai)
+    assert len(data) == 50 and pull_registration_request(data).layout == LAYOUT_OTHER == nai.layout
+    swapped = vector_request((MobileHomeAuth(256, bytes(16)), UdpTunnelRequest()))  # 144 after MN-HA
+    data = push_registration_request(swapped)
+    assert len(data) == 54 and pull_registration_request(data).layout == LAYOUT_OTHER
+    assert vector_request(()).layout == LAYOUT_OTHER
 
 
 def test_a_46_byte_request_of_another_shape_takes_the_general_path() -> None:
