@@ -5,9 +5,9 @@ loss, and kill -9 failover.
     .venv/bin/python bench/failover.py --nodes 500     # smaller
 
 Topology: ``tests/redundancy/pair.py`` (two home-agent namespaces on one home link behind a router,
-mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``, etcd's
-default heartbeat 100 ms / election timeout 1000 ms unless ``--etcd-election-ms``), both started here
-and stopped by PID.
+mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``, the lab's
+heartbeat 50 ms / election timeout 500 ms unless ``--etcd-heartbeat-ms`` / ``--etcd-election-ms``), both
+started here and stopped by PID.
 
 1. **Rate.** ``mipha mn load`` (unpaced, window 256) against one daemon without ``[redundancy]`` —
    the baseline — then against the active daemon of a pair: registrations/s and latency p50/p99,
@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -54,6 +55,7 @@ from ha.mn.session import MobileNodeSession  # noqa: E402
 from ha.netns import run_in_netns  # noqa: E402
 from ha.protocol import SecurityAssociation  # noqa: E402
 from ha.protocol.constants import AuthAlgorithm, ReplayProtection  # noqa: E402
+from mipha.lab_redundant import ETCD_ELECTION_MS, ETCD_HEARTBEAT_MS  # noqa: E402
 
 KEY_HEX = "00112233445566778899aabbccddeeff"
 KEY = bytes.fromhex(KEY_HEX)
@@ -183,10 +185,12 @@ def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: in
         renew.stop()
 
 
-def run(nodes: int, duration: float, paced: float, election_ms: int, rounds: int) -> None:
+def run(
+    nodes: int, duration: float, paced: float, timing: tuple[int, int], rounds: int, flags: list[str]
+) -> None:
     with tempfile.TemporaryDirectory(prefix="mipha-failover-") as tmp:
         base = Path(tmp)
-        etcd = EtcdCluster(base / "etcd", election_ms=election_ms)
+        etcd = EtcdCluster(base / "etcd", heartbeat_ms=timing[0], election_ms=timing[1], extra=flags)
         etcd.base.mkdir()
         topo = Topology()
         daemons: list[PairDaemon] = []
@@ -211,6 +215,8 @@ def run(nodes: int, duration: float, paced: float, election_ms: int, rounds: int
             b.start()
             b.wait_log("mipha running", 120)
             replicated = rates(topo, nodes, duration, paced)
+            print(f"etcd: heartbeat {timing[0]} ms, election timeout {timing[1]} ms {' '.join(flags)};"
+                  f" load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
             print(f"registrations, {nodes:,} nodes renewing ({duration:.0f} s each, 3 etcd members on"
                   " the same 2 cores):")  # fmt: skip
             print(line("unpaced, without [redundancy] (baseline)", baseline["unpaced"]))
@@ -256,10 +262,17 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--paced", type=float, default=5000.0, help="registrations/s of the paced runs")
-    parser.add_argument("--etcd-election-ms", type=int, default=1000, help="etcd's --election-timeout")
+    parser.add_argument(
+        "--etcd-heartbeat-ms", type=int, default=ETCD_HEARTBEAT_MS, help="etcd's --heartbeat-interval"
+    )
+    parser.add_argument(
+        "--etcd-election-ms", type=int, default=ETCD_ELECTION_MS, help="etcd's --election-timeout"
+    )
     parser.add_argument("--etcd-rounds", type=int, default=3, help="etcd leader kills (0: none)")
+    parser.add_argument("--etcd-flag", action="append", default=[], help="one more etcd flag (repeatable)")
     args = parser.parse_args()
-    run(args.nodes, args.duration, args.paced, args.etcd_election_ms, args.etcd_rounds)
+    timing = (args.etcd_heartbeat_ms, args.etcd_election_ms)
+    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, args.etcd_flag)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,15 @@ private-key = "restconf-key.pem"
 client-ca = "clients-ca.pem"        # optional, relative to this file: its client certs log in as their CN
 
 [redundancy]                        # optional: hot standby on etcd (docs/redundancy.md)
-etcd = ["http://127.0.0.1:2379"]
+etcd = ["http://127.0.0.1:2379"]    # https://HOST:PORT (all of them): TLS, with the tls-* keys below
 group = "pair"
 node = "a"
 lease-ttl = 2
 warm-kernel = true                  # the standby keeps tunnels and routes programmed
+# tls-ca = "etcd-ca.pem"            # https only; files relative to this file; absent: the system's roots
+# tls-certificate = "etcd-client.pem"   # client certificate for etcd --client-cert-auth, with its key:
+# tls-private-key = "etcd-client.key"
+# tls-server-name = "etcd.example"  # the name every member's certificate carries (default: first host)
 ```
 """
 
@@ -194,7 +198,7 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     if (boot.restconf_cert is None) != (boot.restconf_key is None):
         raise BootstrapError(f"{name}: [restconf] certificate and private-key go together")
     if "redundancy" in raw:
-        boot.redundancy = _redundancy(sections.table("redundancy"))
+        boot.redundancy = _redundancy(sections.table("redundancy"), base)
     sections.done()
     if boot.host_key is not None and not boot.host_key.is_absolute():
         boot.host_key = boot.state_dir / boot.host_key
@@ -205,9 +209,9 @@ def from_dict(raw: dict[str, Any], *, base: Path, name: str = "bootstrap") -> Bo
     return boot
 
 
-def _redundancy(section: _Section) -> Any:
+def _redundancy(section: _Section, base: Path) -> Any:
     """[redundancy]: hot standby on etcd (docs/redundancy.md); imported only when configured."""
-    from .redundancy import RedundancyError, config_from
+    from .redundancy import TLS_FILES, RedundancyError, config_from
 
     raw: dict[str, object] = {
         "etcd": section.str_list("etcd"),
@@ -218,6 +222,11 @@ def _redundancy(section: _Section) -> Any:
         raw["lease-ttl"] = section.int("lease-ttl", minimum=1)
     if "warm-kernel" in section:
         raw["warm-kernel"] = section.bool("warm-kernel")
+    for key in TLS_FILES:  # relative to this file, as [restconf] client-ca
+        if key in section:
+            raw[key] = _path(base, section.str(key))
+    if "tls-server-name" in section:
+        raw["tls-server-name"] = section.str("tls-server-name")
     section.done()
     try:
         return config_from(raw, section.name)

@@ -88,7 +88,7 @@ class Daemon:
         vr = VirtualRouter(
             config,
             backend=self.boot.dataplane,
-            journal=self.journal,
+            journal=self.journal if self.standby is None else None,  # with hot standby etcd has them
             on_events=self._on_events,
             proxy_arp_mode=proxy_arp_mode,
         )
@@ -125,9 +125,10 @@ class Daemon:
         by_vr: dict[str, list[BindingRecord]] = defaultdict(list)
         for record in live.values():
             by_vr[record.vr].append(record)
-        # With hot standby etcd holds the bindings: a restarted member starts as a standby.
+        # With hot standby etcd holds the bindings: a restarted member starts as a standby, and its
+        # journal is emptied (not written while etcd holds them: a later single-box start restores none).
         self._restored = dict(by_vr) if self.standby is None else {}
-        self.journal.open()
+        self.journal.open(None if self.standby is None else [])
         config = ServerConfig(
             state_dir=boot.state_dir,
             host=boot.listen_host,

@@ -1,8 +1,9 @@
 """A real 3-member etcd cluster (Debian ``etcd-server``) on loopback, started and stopped by PID.
 
 Every member gets its own data directory under the test's temporary directory and two free loopback
-ports; heartbeat 100 ms, election timeout 1000 ms (etcd's defaults; what platform-notes measured: a
-write succeeds again ~1.1 s after the leader is SIGKILLed).  Members log at level info: the time a new
+ports; heartbeat 50 ms, election timeout 500 ms, as the lab runs them (docs/redundancy.md, *etcd's
+timing*; with etcd's defaults, 100 / 1000 ms, platform-notes measured a write succeeding again ~1.1 s
+after the leader is SIGKILLed).  Members log at level info: the time a new
 Raft leader was elected is read back from the logs (:meth:`EtcdCluster.elected_after`).
 """
 
@@ -19,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mipha.lab_redundant import ETCD_ELECTION_MS, ETCD_HEARTBEAT_MS, etcd_raft_flags
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -38,10 +41,11 @@ class Member:
     data_dir: Path
     log: Path
     proc: subprocess.Popen | None = None
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
 
 @dataclass
@@ -52,14 +56,29 @@ class EtcdCluster:
     token: str = field(default_factory=lambda: f"mipha-test-{uuid.uuid4().hex[:8]}")
     #: more addresses the members' client ports listen on (a veth the test made, for partitions)
     listen_also: list[str] = field(default_factory=list)
-    heartbeat_ms: int = 100  # etcd's defaults
-    election_ms: int = 1000
+    heartbeat_ms: int = ETCD_HEARTBEAT_MS  # the lab's (docs/redundancy.md, *etcd's timing*)
+    election_ms: int = ETCD_ELECTION_MS
+    extra: list[str] = field(default_factory=list)  # more etcd flags (benchmarks)
+    #: client TLS, files "ca", "cert", "key": the members serve https:// with that certificate and
+    #: accept only clients with a certificate the CA signed (--client-cert-auth)
+    tls: dict[str, Path] | None = None
 
     def __post_init__(self) -> None:
+        scheme = "https" if self.tls else "http"
         for i in range(self.size):
             self.members.append(
-                Member(f"m{i}", free_port(), free_port(), self.base / f"m{i}.etcd", self.base / f"m{i}.log")
-            )
+                Member(
+                    f"m{i}", free_port(), free_port(), self.base / f"m{i}.etcd", self.base / f"m{i}.log",
+                    scheme=scheme,
+                )
+            )  # fmt: skip
+
+    def tls_flags(self) -> list[str]:
+        if not self.tls:
+            return []
+        t = self.tls
+        return ["--cert-file", str(t["cert"]), "--key-file", str(t["key"]),
+                "--trusted-ca-file", str(t["ca"]), "--client-cert-auth"]  # fmt: skip
 
     @property
     def endpoints(self) -> list[str]:
@@ -83,8 +102,9 @@ class EtcdCluster:
             "--initial-cluster", cluster,
             "--initial-cluster-state", "new" if new else "existing",
             "--initial-cluster-token", self.token,
-            "--heartbeat-interval", str(self.heartbeat_ms),
-            "--election-timeout", str(self.election_ms),
+            *etcd_raft_flags(self.heartbeat_ms, self.election_ms),
+            *self.tls_flags(),
+            *self.extra,
             "--log-level", "info",
             "--logger", "zap",
         ]  # fmt: skip
@@ -93,12 +113,17 @@ class EtcdCluster:
                                   stdin=subprocess.DEVNULL)  # fmt: skip
 
     def urls_on(self, m: Member) -> list[str]:
-        return [f"http://{a}:{m.client_port}" for a in self.listen_also]
+        return [f"{m.scheme}://{a}:{m.client_port}" for a in self.listen_also]
 
     def ctl(self, *args: str, endpoints: list[str] | None = None, timeout: float = 10) -> str:
         env = {**os.environ, "ETCDCTL_API": "3"}
         eps = ",".join(endpoints or [m.endpoint for m in self.members if self.alive(m)])
-        out = subprocess.run([ETCDCTL, f"--endpoints={eps}", "--command-timeout=3s", *args],
+        tls = (
+            [f"--cacert={self.tls['ca']}", f"--cert={self.tls['cert']}", f"--key={self.tls['key']}"]
+            if self.tls
+            else []
+        )
+        out = subprocess.run([ETCDCTL, f"--endpoints={eps}", "--command-timeout=3s", *tls, *args],
                              capture_output=True, text=True, env=env, timeout=timeout, check=True)  # fmt: skip
         return out.stdout
 

@@ -203,6 +203,9 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         assert not missing, f"acknowledged bindings lost in the failover: {sorted(missing)}"
         homes = {str(IPv4Address(HOME_START) + i) for i in range(NODES)}
         assert bound_homes(b) == homes
+        for d in (a, b):  # etcd holds the bindings: no member journals them on its own disk
+            journal = d.dir / "state" / "bindings.journal"
+            assert journal.exists() and not journal.read_text().strip(), f"{d.node} journaled bindings"
         # The killed member comes back (as a supervisor would restart it): it joins as the standby.
         a.start()
         a.wait_log("mipha running", 60)
