@@ -178,9 +178,10 @@ def _load(
 
 def engine_costs(count: int = 20000) -> dict:
     """In-process engine CPU time (not wall-clock: a busy box stretches that) per datagram: a configured
-    node's renewal beside a cached AAA node's (the same shape: a fixed home address; the smallest of
-    three alternate runs each), a new AAA registration becoming a look-up, one denied at once (no
-    server reachable)."""
+    node's renewal beside a cached AAA node's (the same shape: a fixed home address and the NAI; the
+    smallest of three alternate runs each) and beside a configured node's without NAI (MN-HA alone:
+    the layout the codec, the node look-up and the decision take by short cuts; AAA nodes must name
+    their NAI), a new AAA registration becoming a look-up, one denied at once (no server reachable)."""
     from ipaddress import IPv4Address
 
     from ha.aaa.config import AaaConfig, AaaServer
@@ -230,10 +231,13 @@ def engine_costs(count: int = 20000) -> dict:
         assert ha.binding_count == 1
         return ha
 
-    configured_us, cached_us = [], []
+    bare = MobileNodeSession(ha_address, IPv4Address("10.91.0.1"), coa, sa)  # no NAI: MN-HA alone
+    bare_renewals = [bare.build(bare.next_identification(wall + i * 1e-4)) for i in range(count)]
+    configured_us, cached_us, bare_us = [], [], []
     for _ in range(3):
         configured_us.append(timed(engine(), renewals, wall + 2))
         cached_us.append(timed(subscribed(), cached_renewals, wall + 2))
+        bare_us.append(timed(engine(), bare_renewals, wall + 2))
     nodes = [MobileNodeSession(ha_address, UNSPECIFIED, coa, sa, nai=f"n{i}@x") for i in range(count)]
     firsts = [m.build(m.next_identification(wall)) for m in nodes]
     looked_up, denied = engine(), engine()
@@ -241,6 +245,7 @@ def engine_costs(count: int = 20000) -> dict:
     return {
         "renewal_us": round(min(configured_us), 1),
         "cached_renewal_us": round(min(cached_us), 1),
+        "renewal_without_nai_us": round(min(bare_us), 1),
         "aaa_lookup_us": round(timed(looked_up, firsts, wall), 1),
         "aaa_denied_unreachable_us": round(timed(denied, firsts, wall), 1),
     }
@@ -530,7 +535,8 @@ def main() -> None:
             f"{med(normal, cpu):.0f}, per round {_spread(ratios['silent_vs_normal_per_ha_cpu'])}; "
             f"the AAA registrations got {codes} (silent), {normal_codes} (normal)\n"
             f"engine CPU in-process: a configured renewal {costs['renewal_us']} µs, a cached AAA node's "
-            f"{costs['cached_renewal_us']} µs, a new AAA registration "
+            f"{costs['cached_renewal_us']} µs (a configured node's without NAI, MN-HA alone: "
+            f"{costs['renewal_without_nai_us']} µs), a new AAA registration "
             f"becoming a look-up {costs['aaa_lookup_us']} µs, one denied at once (no server reachable) "
             f"{costs['aaa_denied_unreachable_us']} µs\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
