@@ -187,7 +187,7 @@ def test_periodic_updates_keep_their_period(h) -> None:
 
     h.run_until(collect, 10)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(0.15 <= g <= 0.35 for g in gaps), gaps
+    assert all(0.05 <= g <= 0.6 for g in gaps), gaps  # one late wakeup on a loaded box is not a wrong period
     assert 0.19 <= (times[-1] - times[0]) / (len(times) - 1) <= 0.25, gaps
 
 
