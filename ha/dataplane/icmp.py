@@ -5,6 +5,7 @@ Shared by the ``tun`` backend and the RFC 3519 UDP tunnels of both backends:
 - :func:`icmp_error` builds an ICMP error quoting the offending packet;
 - :class:`IcmpErrors` sends them from the home agent's address to the inner source, rate-limited,
   never about an ICMP error or a non-first fragment;
+- :class:`IcmpListener` receives the errors that quote our own outer packets, for relaying;
 - :func:`path_mtu` asks the kernel for its path MTU towards a tunnel end (what it learnt from ICMP
   "fragmentation needed" about our outer packets, or the egress device's MTU);
 - :func:`attach_filter` / :func:`drop_all_filter`: classic BPF on raw sockets that only send.
@@ -12,11 +13,13 @@ Shared by the ``tun`` backend and the RFC 3519 UDP tunnels of both backends:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from .checksum import internet_checksum
@@ -109,6 +112,11 @@ class IcmpErrors:
         self._budget = per_second
         self._window = 0.0
 
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
     def send(self, icmp_type: int, code: int, packet: bytes | memoryview, *, mtu: int = 0) -> None:
         """ICMP error from the HA address to the inner source; never about ICMP errors (RFC 1122)."""
         ihl = (packet[0] & 0x0F) * 4
@@ -129,6 +137,39 @@ class IcmpErrors:
             self.counts["icmp-sent"] += 1
         except OSError:
             self.counts["icmp-send-failed"] += 1
+
+
+class IcmpListener:
+    """The raw socket that receives the ICMP errors quoting our outer packets, drained into ``handle``
+    at most ``burst`` at a wakeup (so the tunnels' own reads are not starved)."""
+
+    def __init__(self, handle: Callable[[bytes], None], burst: int) -> None:
+        self.handle = handle
+        self.burst = burst
+        self.sock: socket.socket | None = None
+
+    def open(self, ha_address: IPv4Address, protocols: tuple[int, ...]) -> None:
+        """Call it on the namespace's thread, so the socket lives in the virtual router."""
+        self.sock = open_icmp_listener(ha_address, protocols)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.sock is not None:
+            loop.add_reader(self.sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        assert self.sock is not None
+        for _ in range(self.burst):
+            try:
+                data = self.sock.recv(65535)
+            except OSError:  # BlockingIOError: drained; anything else: the next wakeup tries again
+                return
+            self.handle(data)
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.sock is not None:
+            loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
 
 
 def relayed_error(icmp_type: int, code: int, *, udp: bool = False) -> tuple[int, int] | None:

@@ -58,8 +58,8 @@ from .icmp import (
     IP_PMTUDISC_DO,
     IP_PMTUDISC_DONT,
     IcmpErrors,
+    IcmpListener,
     drop_all_filter,
-    open_icmp_listener,
     open_icmp_sender,
     path_mtu,
     relayed_error,
@@ -133,7 +133,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         self._tx: dict[tuple[bool, bool], socket.socket] = {}  # (gre, df) -> raw socket
         self._rx: list[socket.socket] = []
         self._icmp = IcmpErrors(self.stats.counts)
-        self._icmp_in: socket.socket | None = None
+        self._icmp_in = IcmpListener(self._relay_icmp, burst)
         self._paths: dict[IPv4Address, _Path] = {}
         self._by_packed: dict[bytes, _Path] = {}
         self._fwd: dict[bytes, tuple[_Path | UdpPath, ...]] = {}
@@ -151,8 +151,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
         loop.add_reader(self._fd, self._on_tun_readable)
         for sock in self._rx:
             loop.add_reader(sock.fileno(), self._on_tunnel_readable, sock)
-        if self._icmp_in is not None:
-            loop.add_reader(self._icmp_in.fileno(), self._on_icmp_readable)
+        self._icmp_in.start(loop)
 
     def _open(self) -> None:
         """TUN + raw sockets, created on the netns thread so they live in the VR's namespace."""
@@ -188,7 +187,7 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
                     drop_all_filter(sock)
                 self._tx[(gre, df)] = sock
         self._icmp.sock = open_icmp_sender(self.vr.ha_address)
-        self._icmp_in = open_icmp_listener(self.vr.ha_address, _TUNNEL_PROTOCOLS)
+        self._icmp_in.open(self.vr.ha_address, _TUNNEL_PROTOCOLS)
 
     def pause_reading(self) -> None:
         """Stop reading the TUN (packets queue in the kernel, up to ``txqlen``); for benchmarks."""
@@ -207,13 +206,8 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
             loop.remove_reader(sock.fileno())
         for sock in self._tx.values():
             sock.close()
-        if self._icmp.sock is not None:
-            self._icmp.sock.close()
-            self._icmp.sock = None
-        if self._icmp_in is not None:
-            loop.remove_reader(self._icmp_in.fileno())
-            self._icmp_in.close()
-            self._icmp_in = None
+        self._icmp.close()
+        self._icmp_in.close(loop)
         self._tx.clear()
         self._rx.clear()
 
@@ -420,15 +414,6 @@ class TunPlane(UdpTunnelRoutes, KernelPlane):
     def _send_icmp(self, icmp_type: int, code: int, packet: bytes | memoryview, *, mtu: int = 0) -> None:
         """ICMP error from the HA address to the inner source (rate-limited, :class:`IcmpErrors`)."""
         self._icmp.send(icmp_type, code, packet, mtu=mtu)
-
-    def _on_icmp_readable(self) -> None:
-        assert self._icmp_in is not None
-        for _ in range(self.burst):
-            try:
-                data = self._icmp_in.recv(65535)
-            except BlockingIOError:
-                return
-            self._relay_icmp(data)
 
     def _relay_icmp(self, data: bytes) -> None:
         """RFC 2003 §4: an ICMP error about one of our outer packets goes on to the original sender.

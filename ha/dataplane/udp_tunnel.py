@@ -50,7 +50,7 @@ from .icmp import (
     IP_PMTUDISC_DO,
     IP_PMTUDISC_DONT,
     IcmpErrors,
-    open_icmp_listener,
+    IcmpListener,
     open_icmp_sender,
     relayed_error,
 )
@@ -336,9 +336,9 @@ class UdpTunDevice:
         self.ha_address = ha_address
         self.local = frozenset({ha_address.packed})
         self.icmp = IcmpErrors(counts)
-        self.icmp_in: socket.socket | None = None  # ICMP errors quoting our outer UDP packets
         self.path_mtu = path_mtu
         self.udp = UdpTunnels(ha_address, counts, self.write)
+        self.icmp_in = IcmpListener(self.udp.relay_icmp, _BURST)  # errors quoting our outer UDP packets
         self.udp.too_big = self._too_big
         self.udp.icmp = self.icmp
 
@@ -352,7 +352,7 @@ class UdpTunDevice:
             raise DataPlaneError(f"cannot create TUN device {UDP_TUN_IFNAME}: {exc}") from exc
         self.fd = fd
         self.icmp.sock = open_icmp_sender(self.ha_address)
-        self.icmp_in = open_icmp_listener(self.ha_address, (socket.IPPROTO_UDP,))
+        self.icmp_in.open(self.ha_address, (socket.IPPROTO_UDP,))
         self.ifindex = socket.if_nametoindex(UDP_TUN_IFNAME)
         write_sysctl(("net", "ipv6", "conf", UDP_TUN_IFNAME, "disable_ipv6"), 1)
         write_sysctl(("net", "ipv4", "conf", UDP_TUN_IFNAME, "rp_filter"), 2)
@@ -360,21 +360,15 @@ class UdpTunDevice:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.fd, self._on_readable)
-        if self.icmp_in is not None:
-            loop.add_reader(self.icmp_in.fileno(), self._on_icmp)
+        self.icmp_in.start(loop)
 
     def close(self, loop: Any) -> None:
         if self.fd >= 0:
             loop.remove_reader(self.fd)
             os.close(self.fd)  # the non-persistent TUN goes, with its routes
             self.fd = -1
-        if self.icmp.sock is not None:
-            self.icmp.sock.close()
-            self.icmp.sock = None
-        if self.icmp_in is not None:
-            loop.remove_reader(self.icmp_in.fileno())
-            self.icmp_in.close()
-            self.icmp_in = None
+        self.icmp.close()
+        self.icmp_in.close(loop)
 
     def write(self, packet: bytes | memoryview) -> None:
         try:
@@ -405,15 +399,6 @@ class UdpTunDevice:
                 self.icmp.send(3, 4, packet, mtu=path.mtu - UDP_OVERHEAD)
             else:
                 udp.send(path, packet)
-
-    def _on_icmp(self) -> None:
-        assert self.icmp_in is not None
-        for _ in range(_BURST):
-            try:
-                data = self.icmp_in.recv(65535)
-            except OSError:  # BlockingIOError: drained
-                return
-            self.udp.relay_icmp(data)
 
     def _too_big(self, path: UdpPath, packet: bytes | memoryview) -> None:
         """The kernel refused an inner DF packet as too big: learn the path MTU, tell the sender."""
