@@ -82,13 +82,8 @@ def main() -> None:
         print("kill -9 of the active daemon (lease-ttl 2 s; 3 etcd members on the same 2 cores):")
         for nodes in args.nodes:
             for warm in (False, True):
-                etcd = EtcdCluster(base / f"etcd-{nodes}-{warm}")
-                etcd.base.mkdir()
-                try:
-                    etcd.start()
+                with EtcdCluster(base / f"etcd-{nodes}-{warm}").running() as etcd:
                     print(once(base, etcd, nodes, warm), flush=True)
-                finally:
-                    etcd.stop()
 
 
 if __name__ == "__main__":

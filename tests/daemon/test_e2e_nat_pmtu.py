@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,21 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_harness import Daemon, free_port
 from mip_capture import Capture
 from test_e2e_nat import HA, HOME, NAT_PUBLIC, NatTopology, bindings, endpoint, vr_config
+from test_e2e_nat import topo as topo  # the fixture: one NAT topology per test, always removed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 NARROW = 1200
 UDP_OVERHEAD = 32  # outer IP + UDP + the tunnel data header
-
-
-@pytest.fixture
-def topo() -> Iterator[NatTopology]:
-    t = NatTopology(f"{os.getpid():x}{os.urandom(3).hex()}")
-    try:
-        t.create()
-        yield t
-    finally:
-        t.destroy()
 
 
 def ping(ns: str, target: str, size: int, df: bool, count: int = 2) -> subprocess.CompletedProcess[str]:

@@ -14,10 +14,5 @@ from etcd_cluster import EtcdCluster
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
     """A fresh 3-member etcd cluster on loopback for one test, stopped by PID afterwards."""
-    cluster = EtcdCluster(tmp_path / "etcd")
-    cluster.base.mkdir()
-    try:
-        cluster.start()
+    with EtcdCluster(tmp_path / "etcd").running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()

@@ -9,6 +9,7 @@ Raft leader was elected is read back from the logs (:meth:`EtcdCluster.elected_a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +85,16 @@ class EtcdCluster:
     @property
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[EtcdCluster]:
+        """Started in a fresh ``base``; every member stopped by PID on the way out, whatever happened."""
+        self.base.mkdir()
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
 
     def start(self) -> None:
         for m in self.members:

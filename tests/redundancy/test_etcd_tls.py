@@ -74,16 +74,9 @@ def pki(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tls_etcd(tmp_path: Path, pki: Path):
-    cluster = EtcdCluster(
-        tmp_path / "etcd",
-        tls={"ca": pki / "ca.pem", "cert": pki / "server.pem", "key": pki / "server.key"},
-    )
-    cluster.base.mkdir()
-    try:
-        cluster.start()
+    tls = {"ca": pki / "ca.pem", "cert": pki / "server.pem", "key": pki / "server.key"}
+    with EtcdCluster(tmp_path / "etcd", tls=tls).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def section(etcd: EtcdCluster, pki: Path, **tls: object) -> dict:
