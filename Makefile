@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 # without pulling udev/systemd upgrades (skipped by ensure-apt.sh when another initramfs tool is present).
 APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping \
 	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl \
-	qemu-system-x86 linux-image-amd64 tiny-initramfs
+	qemu-system-x86 linux-image-amd64 tiny-initramfs \
+	gcc python3-dev libssl-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint deps venv tree clean bench bench-config bench-restconf fuzz
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 deps:
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
 
-$(STAMP): pyproject.toml scripts/ensure-apt.sh
+$(STAMP): pyproject.toml scripts/ensure-apt.sh ha/_fastpath.c
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
+from ha import fastpath
 from ha.engine.home_agent import HomeAgent, Outgoing
 from ha.netns import run_in_netns
 
@@ -140,6 +141,24 @@ class HomeAgentTransport:
         self._replies: list[Outgoing] = []
         #: per-node trace (mipha/trace.py), called with (request, source, reply) only while one is on
         self.trace: Callable[[bytes, tuple[str, int], bytes | None], None] | None = None
+        #: the C path over the unicast socket (ha/fastpath.py), None: every datagram takes Python's
+        self._fast = (
+            fastpath.batch(unicast.fileno(), _BURST) if unicast is not None and engine.fast_renewals else None
+        )
+
+    @property
+    def receive_path(self) -> str:
+        """Which path reads the unicast socket (ha/fastpath.py), for the start-up log."""
+        if self._fast is not None:
+            return fastpath.status()
+        if fastpath.enabled():
+            return "Python path: the renewal cache is off"
+        return fastpath.status()
+
+    @property
+    def fast_hits(self) -> int:
+        """Renewals answered by the C path (0 without it)."""
+        return self._fast.hits if self._fast is not None else 0
 
     def start(self) -> None:
         """Register with the running loop."""
@@ -187,6 +206,14 @@ class HomeAgentTransport:
                 ok = self._notify()
             replies, self._replies = self._replies, []
             replies.extend(self.engine.drain_datagrams())
+            fast = self._fast
+            if fast is not None and fast.pending:  # the C path's replies: sendmmsg, unless they wait
+                if ok is True:
+                    self.send_errors += fast.send()
+                else:
+                    source, port = self._unicast_address, self._port
+                    assert source is not None  # the C path reads the unicast socket
+                    replies.extend(Outgoing(data, to, source, port) for data, to in fast.take())
             if isinstance(ok, asyncio.Future):  # replication: the replies leave once it is done
                 self.send_after(ok, replies)
                 replies = []
@@ -198,10 +225,10 @@ class HomeAgentTransport:
 
     def _receive_unicast(self, now: float, wallclock: float) -> int:
         """Datagrams sent to the HA's unicast address: their destination is known, no ancillary data."""
-        assert self.unicast is not None and self._unicast_address is not None  # both set together
-        recvfrom = self.unicast.recvfrom
-        handle = self.engine.handle_datagram
-        received_on, port, replies = self._unicast_address, self._port, self._replies
+        if self._fast is not None and self.trace is None:
+            return self._receive_fast(now, wallclock)
+        recvfrom = self.unicast.recvfrom  # type: ignore[union-attr]  # set with _unicast_address
+        handle = self._handle_unicast
         count = 0
         for _ in range(_BURST):
             try:
@@ -211,27 +238,62 @@ class HomeAgentTransport:
             except OSError as error:  # e.g. ICMP errors reported on the socket
                 log.debug("recvfrom: %s", error)
                 continue
-            if data[:1] == _TUNNEL_DATA:
-                self._tunnel(data, source)
-                continue
-            count += 1
-            try:
-                outgoing = handle(
-                    data,
-                    source=source,
-                    received_on=received_on,
-                    now=now,
-                    wallclock=wallclock,
-                    destination_port=port,
-                )
-            except Exception:  # never let one datagram take the loop down
-                self._engine_failed(source)
-                continue
-            if outgoing is not None:
-                replies.append(outgoing)
-            if self.trace is not None:
-                self.trace(data, source, outgoing.data if outgoing is not None else None)
+            count += handle(data, source, now, wallclock)
         return count
+
+    def _receive_fast(self, now: float, wallclock: float) -> int:
+        """The unicast socket by the C path: recvmmsg, renewals in place answered in C and applied
+        by the engine, every other datagram to :meth:`_handle_unicast`, in order (ha/fastpath.py)."""
+        fast, engine = self._fast, self.engine
+        assert fast is not None and self._unicast_address is not None
+        renewals = engine.renewal_cache
+        received_on, port = self._unicast_address, self._port
+        tunnel_data = self.tunnel_data_received
+        count = 0
+        handle = self._handle_unicast
+
+        def slow(data: bytes, source: tuple[str, int]) -> None:
+            handle(data, source, now, wallclock)
+
+        for _ in range(_BURST // fastpath.SLOTS):
+            try:
+                received = fast.receive()
+            except OSError as error:  # e.g. ICMP errors reported on the socket
+                log.debug("recvmmsg: %s", error)
+                continue
+            if not received:
+                break
+            count += received
+            fastpath.run(
+                fast, engine, renewals, now=now, wallclock=wallclock, received_on=received_on, port=port,
+                slow=slow,
+            )  # fmt: skip
+            if received < fastpath.SLOTS:
+                break
+        return count - (self.tunnel_data_received - tunnel_data)
+
+    def _handle_unicast(self, data: bytes, source: tuple[str, int], now: float, wallclock: float) -> int:
+        """One datagram from the unicast socket by the Python path: 1 if it was a registration message."""
+        if data[:1] == _TUNNEL_DATA:
+            self._tunnel(data, source)
+            return 0
+        try:
+            outgoing = self.engine.handle_datagram(
+                data,
+                source=source,
+                received_on=self._unicast_address,  # type: ignore[arg-type]  # set with the socket
+                now=now,
+                wallclock=wallclock,
+                destination_port=self._port,
+            )
+        except Exception:  # never let one datagram take the loop down
+            self._engine_failed(source)
+            return 1
+        if outgoing is not None:
+            self._replies.append(outgoing)
+        if self.trace is not None:
+            self.trace(data, source, outgoing.data if outgoing is not None else None)
+        return 1
 
     def _receive_any(self, now: float, wallclock: float) -> int:
         """Datagrams to any local address (broadcasts): IP_PKTINFO says which one."""

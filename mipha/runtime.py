@@ -247,13 +247,14 @@ class VirtualRouter:
         self._aaa_config = self.config.aaa
         self.aaa.start()
         log.info(
-            "virtual router %s: home agent %s on UDP %d (netns %s, data plane %s, %d bindings restored)",
+            "virtual router %s: home agent %s on UDP %d (netns %s, data plane %s, %d bindings restored; %s)",
             self.name,
             ha.address,
             ha.udp_port,
             self.netns or "-",
             plane.name,
             engine.binding_count,
+            self.transport.receive_path,
         )
 
     def _restore(

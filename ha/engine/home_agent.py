@@ -60,6 +60,7 @@ from ipaddress import IPv4Address
 from types import MappingProxyType
 from typing import Literal, Protocol, cast
 
+from ha import fastpath
 from ha.aaa.config import Authentication
 from ha.aaa.mn_aaa import MnAaaUnusable, chap_credentials, mn_aaa_extension
 from ha.aaa.profile import AaaProfile
@@ -408,6 +409,8 @@ class HomeAgent:
         #: Renewals in place the full path carried out, by the request's first 16 bytes (renewals.py);
         #: ``renewal_cache`` False: every request takes the full path (the tests' reference).
         self._renewals: dict[bytes, Renewal] | None = {} if renewal_cache else None
+        #: whether remembered renewals get their C copy (ha/fastpath.py: built, MIPHA_FASTPATH not 0)
+        self.fast_renewals = renewal_cache and fastpath.enabled()
         self._renewed: Binding | None = None  # set by _register when it renewed a binding in place
         # AAA (ha/engine/aaa.py): None = local authentication only.
         self._aaa_mode: Authentication | None = None
@@ -604,17 +607,55 @@ class HomeAgent:
             or self._policy is None
         ):
             return
-        renewals[data[:16]] = Renewal(
+        policy = self._policy
+        renewal = Renewal(
             node=node,
             state=state,
             binding=binding,
-            policy=self._policy,
+            policy=policy,
             peer=peer,
             security_association=sa,
             request=data,
             reply=reply,
             code=int(verdict.code),
+            source=(str(peer.arrival.source), peer.arrival.source_port),
             nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
+        )
+        if self.fast_renewals and peer.received_on == policy.address:  # replies go back to the source
+            renewal.fast = fastpath.entry(
+                sa,
+                tolerance=policy.replay_tolerance,
+                last=binding.identification,
+                extension=renewal.extension,
+                reply_head=renewal.reply_head,
+                reply_extension=renewal.reply_extension,
+                source=peer.arrival.source,
+                port=peer.arrival.source_port,
+            )
+        renewals[data[:16]] = renewal
+
+    def _renewal_holds(self, renewal: Renewal, peer: _Peer) -> bool:
+        """Whether everything a remembered renewal depends on is as it was (``_renew_cached``'s
+        docstring); the request's layout is the caller's check."""
+        state: _NodeState = renewal.state  # type: ignore[assignment]
+        binding = renewal.binding
+        node = renewal.node
+        last = renewal.identification
+        return not (
+            renewal.peer is not peer
+            or renewal.policy is not self._policy
+            or state.last_identification != last
+            or binding.identification != last
+            or state.coas != binding.care_of_address
+            or self._table.get(renewal.home, binding.care_of_address) is not binding
+            or self._by_home.get(renewal.home) is not node
+            or self._nodes.get(node.name) is not state
+            or self._aaa_mode is not None
+            or self._revocations.negotiated
+            or (
+                renewal.nat is not None
+                and renewal.nat is not getattr(self.config.home_agent, "nat_traversal", None)
+            )
         )
 
     def _renew_cached(
@@ -629,44 +670,38 @@ class HomeAgent:
         authenticator must verify and the Identification be fresh (as ``mobile_node_authentic`` /
         ``identification_fresh``).
         """
-        state: _NodeState = renewal.state  # type: ignore[assignment]
-        binding = renewal.binding
-        node = renewal.node
-        last = renewal.identification
-        if (
-            renewal.peer is not peer
-            or renewal.policy is not self._policy
-            or state.last_identification != last
-            or binding.identification != last
-            or state.coas != binding.care_of_address
-            or self._table.get(renewal.home, binding.care_of_address) is not binding
-            or self._by_home.get(renewal.home) is not node
-            or self._nodes.get(node.name) is not state
-            or self._aaa_mode is not None
-            or self._revocations.negotiated
-            or data[24:-16] != renewal.extension
-            or (
-                renewal.nat is not None
-                and renewal.nat is not getattr(self.config.home_agent, "nat_traversal", None)
-            )
-        ):
+        if data[24:-16] != renewal.extension or not self._renewal_holds(renewal, peer):
             renewals = self._renewals
             assert renewals is not None  # the entry came from it
             del renewals[data[:16]]
             return None
-        policy = renewal.policy
         sa = renewal.security_association
         if not hmac.compare_digest(sa.authenticator(data[:-16]), data[-16:]):
             return None
         identification = int.from_bytes(data[16:24], "big")
         replay = check_timestamp(
-            identification, wallclock=wallclock, tolerance=policy.replay_tolerance, last_accepted=last
+            identification,
+            wallclock=wallclock,
+            tolerance=renewal.policy.replay_tolerance,
+            last_accepted=renewal.identification,
         )
         if not replay.ok:
             return None
+        self._renew_apply(renewal, identification, now, wallclock)
+        fast = renewal.fast
+        if fast is not None:
+            fast.last = identification
+        covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification
+        reply = covered + sa.authenticator(covered)
+        return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
+
+    def _renew_apply(self, renewal: Renewal, identification: int, now: float, wallclock: float) -> None:
+        """Carry out a remembered renewal whose checks passed: the binding, the node, the counters."""
+        state: _NodeState = renewal.state  # type: ignore[assignment]
+        binding = renewal.binding
         renewal.identification = state.last_identification = identification
         if self._replay_changed is not None:
-            self._replay_changed.add(node.name)
+            self._replay_changed.add(renewal.node.name)
         registered, previous = binding.registered, binding.lifetime
         binding.registered = now
         binding.lifetime = renewal.lifetime
@@ -683,9 +718,38 @@ class HomeAgent:
         if renewal.nat is not None:
             stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
-        covered = renewal.reply_head + data[16:24] + renewal.reply_extension  # the request's Identification
-        reply = covered + sa.authenticator(covered)
-        return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
+
+    @property
+    def renewal_cache(self) -> dict[bytes, Renewal]:
+        """The remembered renewals by the request's first 16 bytes (empty without the cache): the C
+        path (ha/fastpath.py) looks its datagrams up in it."""
+        return self._renewals if self._renewals is not None else {}
+
+    def renew_batch(
+        self, hits: list, *, now: float, wallclock: float, received_on: IPv4Address, port: int
+    ) -> int:
+        """Apply renewals the C path matched (ha/fastpath.py), in order: each hit is ``(index,
+        renewal, identification, last)``, its layout, peer address, authenticator and freshness
+        against ``last`` checked in C.  Stops at the first one whose Python state no longer holds
+        (the caller hands its datagram to :meth:`handle_datagram`); returns how many it applied."""
+        self._now = now
+        self._wall_offset = wallclock - now
+        peers, stats = self._peers, self.statistics
+        applied = 0
+        for _index, renewal, identification, last in hits:
+            peer = peers.get(renewal.source)  # as handle_datagram finds it (_renewal_holds: the same one)
+            if (
+                peer is None
+                or renewal.identification != last
+                or peer.port != port
+                or (peer.received_on is not received_on and peer.received_on != received_on)
+                or not self._renewal_holds(renewal, peer)
+            ):
+                break
+            stats.requests_received += 1
+            self._renew_apply(renewal, identification, now, wallclock)
+            applied += 1
+        return applied
 
     def _rfc3519_3543(self, verdict: Accept, peer: _Peer, wallclock: float) -> Accept | Deny:
         """UDP tunnelling (RFC 3519) and revocation support (RFC 3543) on an accepted request."""

@@ -20,9 +20,16 @@ extension, from behind a NAT).  A UDP-tunnelled renewal in place came from the b
 
 ``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences through two engines,
 one without the cache, and requires the same replies, counters, bindings, intents and events.
+
+The C path (``ha/_fastpath.c``, ``ha/fastpath.py``) answers the same repeats from the same entries:
+an entry's ``fast`` is what it needs in C (the layout bytes, the key's MD5 states, the peer, the last
+Identification), built when the entry is; the checks of Python state stay in
+:meth:`HomeAgent.renew_batch`, which shares them with ``_renew_cached``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ha.protocol import HomeAgentPolicy, SecurityAssociation
 
@@ -56,6 +63,7 @@ class Renewal:
         "binding",
         "code",
         "extension",
+        "fast",
         "home",
         "identification",
         "lifetime",
@@ -66,6 +74,7 @@ class Renewal:
         "reply_extension",
         "reply_head",
         "security_association",
+        "source",
         "state",
         "table_key",
     )
@@ -82,6 +91,7 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
+        source: tuple[str, int],
         nat: object = None,
     ) -> None:
         self.node = node
@@ -96,9 +106,12 @@ class Renewal:
         self.lifetime = binding.lifetime
         self.code = code
         self.nat = nat
+        self.source = source  # the socket's (address, port): the key of the engine's peer cache
         self.extension = request[24:-16]
         self.reply_head = reply[:12]
         self.reply_extension = reply[20:-16]
+        #: the C path's copy (ha.fastpath.entry), None when it does not serve this one
+        self.fast: Any = None
 
 
 def cacheable_layouts(request: bytes, reply: bytes, udp_tunnel: bool) -> bool:
