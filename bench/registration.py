@@ -234,6 +234,8 @@ def bench_instructions() -> None:
 # wakeup, so the figures measure the servers.  The baseline is a blocking Python echo loop
 # (recvfrom / sendto, the request reshaped into a reply) on the same address, driven the same way.
 
+#: The load generator's source port, the same in every run (load_generator).
+LOAD_PORT = 43_434
 NS_HA = IPv4Address("10.99.0.1")
 NS_MN = IPv4Address("10.99.0.2")
 UDP_PORT = 434
@@ -376,7 +378,10 @@ def load_generator(
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    sock.bind((str(NS_MN) if address == str(NS_HA) else "127.0.0.1", 0))
+    # One source port for every run: the same mobile nodes, so a run's first requests are renewals of
+    # the bindings the previous run left, from the same peer, as a node's are (a new port would be
+    # every node's NAT mapping moving at once: a full-path storm, not the steady load being measured)
+    sock.bind((str(NS_MN) if address == str(NS_HA) else "127.0.0.1", LOAD_PORT))
     sock.setblocking(False)
     sock.connect((address, port))
     send, recv = sock.send, sock.recv

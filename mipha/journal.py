@@ -113,14 +113,24 @@ _RENEWED_FIELDS = ("source_address", "source_port", "lifetime", "registered_at",
 
 
 def _renewal_lines(renewed: Iterable[Renewal]) -> list[str]:
-    """One ``renew`` line per renewal (one comprehension: no call per line)."""
-    return [
-        f'{{"op":"renew","vr":{_string(vr)},"home_address":"{home}","care_of_address":"{coa}",'
-        f'"source_address":"{source}","source_port":{port:d},"lifetime":{lifetime:d},'
-        f'"registered_at":{registered_at!r},"identification":{identification:d},"flags":{flags:d}'
-        + ("}" if ha_nonce is None else f',"ha_nonce":{ha_nonce:d}}}')
-        for vr, home, coa, source, port, lifetime, registered_at, identification, flags, ha_nonce in renewed
-    ]
+    """One ``renew`` line per renewal.  The renewals of one burst share their virtual router and
+    their registration time (the burst's clock): each is encoded once, not once per line."""
+    lines = []
+    append = lines.append
+    last_vr = last_at = None
+    vr_text = at_text = ""
+    for vr, home, coa, source, port, lifetime, registered_at, identification, flags, ha_nonce in renewed:
+        if vr != last_vr:
+            last_vr, vr_text = vr, _string(vr)
+        if registered_at != last_at:
+            last_at, at_text = registered_at, repr(registered_at)
+        append(
+            f'{{"op":"renew","vr":{vr_text},"home_address":"{home}","care_of_address":"{coa}",'
+            f'"source_address":"{source}","source_port":{port:d},"lifetime":{lifetime:d},'
+            f'"registered_at":{at_text},"identification":{identification:d},"flags":{flags:d}'
+            + ("}" if ha_nonce is None else f',"ha_nonce":{ha_nonce:d}}}')
+        )
+    return lines
 
 
 class BindingJournal:

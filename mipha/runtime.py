@@ -45,6 +45,19 @@ def _ntoa(value: int) -> str:
     return socket.inet_ntoa(_PACK_U32(value))
 
 
+#: Dotted quads of the addresses journal lines name, by integer: a renewal's line names three
+#: (home, care-of, source), the same ones every time (a dict look-up is ~9x cheaper than inet_ntoa).
+_DOTTED: dict[int, str] = {}
+_DOTTED_MAX = 1 << 18
+
+
+def _dotted(value: int) -> str:
+    if len(_DOTTED) >= _DOTTED_MAX:
+        _DOTTED.clear()
+    text = _DOTTED[value] = _ntoa(value)
+    return text
+
+
 class VirtualRouterError(Exception):
     """Starting or changing a virtual router failed; ``path`` names the YANG node to blame."""
 
@@ -481,13 +494,13 @@ class VirtualRouter:
             added.extend(record_of(self.name, engine, b) for b in renewed)
             return []
         vr, offset, carried = self.name, engine.wall_offset, engine.carried_nonce
-        ntoa, pack = socket.inet_ntoa, _PACK_U32  # _ntoa, inlined
+        known = _DOTTED.get
         return [
             (
                 vr,
-                ntoa(pack(b.home_address)),
-                ntoa(pack(b.care_of_address)),
-                ntoa(pack(b.source >> 16)),
+                known(b.home_address) or _dotted(b.home_address),
+                known(b.care_of_address) or _dotted(b.care_of_address),
+                known(b.source >> 16) or _dotted(b.source >> 16),
                 b.source & 0xFFFF,
                 b.lifetime,
                 b.registered + offset,
