@@ -309,6 +309,7 @@ def serve(nodes: int, address: str, port: int, journal_dir: str, metrics: bool =
         engine, transport = router.engine, router.transport
         stats = engine.statistics.as_dict() | {"errors": transport.errors, "journal_writes": journal.writes}
         stats |= {"cpu_seconds": cpu, "received": transport.received, "bursts": transport.bursts}
+        stats |= {"answered_in_c": transport.fast_hits}
         stats |= {
             "gc_full": sum(1 for g, _ in pauses if g == 2),
             "gc_max_ms": max((p for _, p in pauses), default=0) * 1e3,
@@ -549,7 +550,8 @@ def print_udp(udp: dict[str, dict], window: int, use_namespaces: bool) -> None:
     print(
         f"  server: accepted {server['accepted']}, denied {server['denied']}, errors {server['errors']}, "
         f"journal writes {server['journal_writes']}, {server['received'] / max(1, server['bursts']):.1f} "
-        f"requests per wake-up, {server['gc_full']} full collections, "
+        f"requests per wake-up ({server['answered_in_c']:,} answered in C), "
+        f"{server['gc_full']} full collections, "
         f"longest collection {server['gc_max_ms']:.1f} ms"
     )
     per_cpu = {

@@ -115,7 +115,7 @@ _RENEWED_FIELDS = ("source_address", "source_port", "lifetime", "registered_at",
 def _renewal_lines(renewed: Iterable[Renewal]) -> list[str]:
     """One ``renew`` line per renewal.  The renewals of one burst share their virtual router and
     their registration time (the burst's clock): each is encoded once, not once per line."""
-    lines = []
+    lines: list[str] = []
     append = lines.append
     last_vr = last_at = None
     vr_text = at_text = ""

@@ -131,10 +131,13 @@ class Binding:
 class BindingTable:
     """Bindings in key order, with an expiry heap; knows nothing of mobile nodes or policy."""
 
-    __slots__ = ("_by_key", "_heap", "_keys", "changed", "gone", "renewed")
+    __slots__ = ("_by_key", "_heap", "_keys", "at_key", "changed", "gone", "renewed")
 
     def __init__(self) -> None:
         self._by_key: dict[int, Binding] = {}
+        #: the binding at a packed key ``(home << 32) | care_of``, or None (a bound ``dict.get``: the
+        #: renewal fast path asks once per renewal)
+        self.at_key = self._by_key.get
         self._keys: SortedList[int] = SortedList()
         #: Packed keys added, renewed or removed since the owner last took them; None = not tracked
         #: (the daemon's binding journal turns tracking on).

@@ -282,6 +282,7 @@ class _Peer:
     __slots__ = (
         "arrival",
         "foreign_agent",
+        "key",
         "port",
         "received_on",
         "reply_port",
@@ -296,6 +297,7 @@ class _Peer:
         policy = engine._policy
         assert policy is not None
         address = IPv4Address(source[0])
+        self.key = source  # its entry's key in the engine's cache of peers
         self.arrival = Arrival(address, source[1], received_on, port)
         self.received_on = received_on
         self.port = port
@@ -618,7 +620,6 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
-            source=(str(peer.arrival.source), peer.arrival.source_port),
             nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
         )
         if self.fast_renewals and peer.received_on == policy.address:  # replies go back to the source
@@ -639,23 +640,19 @@ class HomeAgent:
         docstring); the request's layout is the caller's check."""
         state: _NodeState = renewal.state  # type: ignore[assignment]
         binding = renewal.binding
-        node = renewal.node
         last = renewal.identification
-        return not (
-            renewal.peer is not peer
-            or renewal.policy is not self._policy
-            or state.last_identification != last
-            or binding.identification != last
-            or state.coas != binding.care_of_address
-            or self._table.get(renewal.home, binding.care_of_address) is not binding
-            or self._by_home.get(renewal.home) is not node
-            or self._nodes.get(node.name) is not state
-            or self._aaa_mode is not None
-            or self._revocations.negotiated
-            or (
-                renewal.nat is not None
-                and renewal.nat is not getattr(self.config.home_agent, "nat_traversal", None)
-            )
+        return (
+            renewal.peer is peer
+            and renewal.policy is self._policy
+            and state.last_identification == last
+            and binding.identification == last
+            and state.coas == binding.care_of_address
+            and self._table.at_key(renewal.table_key) is binding
+            and self._by_home.get(renewal.home) is renewal.node
+            and self._nodes.get(renewal.node.name) is state
+            and self._aaa_mode is None
+            and not self._revocations.negotiated
+            and (renewal.nat is None or renewal.nat is getattr(self.config.home_agent, "nat_traversal", None))
         )
 
     def _renew_cached(
@@ -737,7 +734,7 @@ class HomeAgent:
         peers, stats = self._peers, self.statistics
         applied = 0
         for _index, renewal, identification, last in hits:
-            peer = peers.get(renewal.source)  # as handle_datagram finds it (_renewal_holds: the same one)
+            peer = peers.get(renewal.peer.key)  # as handle_datagram finds it (_renewal_holds: the same one)
             if (
                 peer is None
                 or renewal.identification != last

@@ -74,7 +74,6 @@ class Renewal:
         "reply_extension",
         "reply_head",
         "security_association",
-        "source",
         "state",
         "table_key",
     )
@@ -91,7 +90,6 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
-        source: tuple[str, int],
         nat: object = None,
     ) -> None:
         self.node = node
@@ -106,7 +104,6 @@ class Renewal:
         self.lifetime = binding.lifetime
         self.code = code
         self.nat = nat
-        self.source = source  # the socket's (address, port): the key of the engine's peer cache
         self.extension = request[24:-16]
         self.reply_head = reply[:12]
         self.reply_extension = reply[20:-16]
