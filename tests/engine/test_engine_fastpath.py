@@ -10,10 +10,10 @@ import struct
 from ipaddress import IPv4Address
 
 import pytest
-from engine_helpers import HA, KEY, Clock, build_request, node, sa, vr_config
+from engine_helpers import HA, KEY, build_request, node, sa, vr_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_renewal_cache import HOMES, SOURCES, config, operations, requests
+from test_engine_renewal_cache import HOMES, OTHER_KEY, SOURCES, Pair, config, operations, requests
 
 from ha import _fastpath as C  # make test builds it (gcc, python3-dev, libssl-dev): no skip
 from ha import fastpath
@@ -23,182 +23,96 @@ from ha.protocol.constants import AuthAlgorithm
 PORT = 434
 
 
-def fast_engine(cfg, nonces) -> HomeAgent:
-    engine = HomeAgent(cfg, nonce=lambda n=nonces: next(n))
-    engine.fast_renewals = True  # whatever MIPHA_FASTPATH says: this engine is the C path's
-    return engine
-
-
-class Triple:
-    """Three engines fed the same datagrams: the C path, the Python renewal cache, no cache."""
+class Triple(Pair):
+    """Three engines fed the same datagrams: the C path, the Python renewal cache, no cache.  A
+    burst is one wake-up: the C engine takes its unicast datagrams as one batch (broadcasts between
+    them by the wildcard socket's Python path), the others one by one; RADIUS answers after it."""
 
     def __init__(self, make_config=config) -> None:
-        self.clock = Clock()
-        self.engines: list[HomeAgent] = []
-        for kind in ("c", "python", "none"):
-            nonces = iter(range(0x1000, 0x7FFFFFFF))
-            if kind == "c":
-                engine = fast_engine(make_config(), nonces)
-            else:
-                engine = HomeAgent(
-                    make_config(), nonce=lambda n=nonces: next(n), renewal_cache=kind == "python"
-                )
+        super().__init__(cached=(True, True, False))
+        if make_config is not config:
+            self.engines = [HomeAgent(make_config(), renewal_cache=c) for c in (True, True, False)]
+            for engine in self.engines:
                 engine.fast_renewals = False
-            engine.track_changes()
-            engine.track_replay()
-            self.engines.append(engine)
+                engine.track_changes()
+                engine.track_replay()
+        self.engines[0].fast_renewals = True  # whatever MIPHA_FASTPATH says: the C path's engine
         self.batch = C.Batch(-1, 256)
-        self.last: dict[int, int] = {}
-        self.asked: dict[int, tuple] = {}
 
-    def all(self, call):
-        results = [call(engine) for engine in self.engines]
-        assert results[0] == results[1] == results[2]
-        return results[0]
+    def deliver(self, datagram) -> None:
+        self.burst([datagram])
 
-    def datagram(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=0) -> tuple:
-        from test_engine_renewal_cache import COAS, OTHER_KEY, TUNNELS
-
-        from ha.protocol import ntp_timestamp
-
-        clock = self.clock
-        if ident == "repeat" and who in self.last:
-            identification = self.last[who]
-        elif ident == "stale":
-            identification = ntp_timestamp(clock.wall - 100)
-        elif ident == "future":
-            identification = ntp_timestamp(clock.wall + 100)
-        else:
-            identification = clock.timestamp()
-        self.last[who] = identification
-        data = build_request(
-            home=HOMES[who],
-            coa=COAS[coa],
-            identification=identification,
-            lifetime=lifetime,
-            flags=flags,
-            key=OTHER_KEY if auth == "other key" else KEY,
-            nai="mn3@example.net" if who == 3 else None,
-            fa=(700, KEY) if source == 2 else None,
-            udp_tunnel=TUNNELS[tunnel],
-        )
-        if auth == "corrupt":
-            data = data[:-1] + bytes([data[-1] ^ 1])
-        return data, SOURCES[source], broadcast
-
-    def burst(self, datagrams: list[tuple[bytes, tuple[str, int], bool]]) -> None:
-        """The datagrams as one wake-up: unicast ones by the C path in one batch (in order, broadcast
-        ones between them by the wildcard socket's Python path), each one by one on the others."""
+    def burst(self, datagrams: list[tuple[bytes, int, bool, str]]) -> None:
         clock = self.clock
         now, wall = clock.now, clock.wall
+
+        def out(o):
+            return None if o is None else (o.data, o.destination, o.source, o.source_port)
+
+        def arrived(broadcast: bool) -> IPv4Address:
+            return IPv4Address("192.0.2.255") if broadcast else HA
+
         replies: list[list] = [[], [], []]
         for i, engine in enumerate(self.engines[1:], 1):
-            for data, source, broadcast in datagrams:
-                out = engine.handle_datagram(
-                    data, source=source, received_on=IPv4Address("192.0.2.255") if broadcast else HA,
-                    now=now, wallclock=wall, destination_port=PORT,
-                )  # fmt: skip
-                replies[i].append(
-                    None if out is None else (out.data, out.destination, out.source, out.source_port)
-                )
+            for data, source, broadcast, _radius in datagrams:
+                replies[i].append(out(engine.handle_datagram(
+                    data, source=SOURCES[source], received_on=arrived(broadcast), now=now, wallclock=wall,
+                    destination_port=PORT,
+                )))  # fmt: skip
         engine = self.engines[0]
         run: list[tuple[bytes, tuple[str, int]]] = []
 
         def slow(data: bytes, source: tuple[str, int]) -> None:
-            out = engine.handle_datagram(
+            replies[0].append(out(engine.handle_datagram(
                 data, source=source, received_on=HA, now=now, wallclock=wall, destination_port=PORT
-            )
-            if out is not None:
-                out = (out.data, out.destination, out.source, out.source_port)
-            replies[0].append(("slow", out))
+            )))  # fmt: skip
 
         def flush_run() -> None:
-            if not run:
-                return
-            self.batch.load([(d, int(IPv4Address(s[0])), s[1]) for d, s in run])
-            fastpath.run(
-                self.batch, engine, engine.renewal_cache, now=now, wallclock=wall, received_on=HA,
-                port=PORT, slow=slow,
-            )  # fmt: skip
-            run.clear()
+            if run:
+                self.batch.load([(d, int(IPv4Address(s[0])), s[1]) for d, s in run])
+                fastpath.run(
+                    self.batch, engine, engine.renewal_cache, now=now, wallclock=wall, received_on=HA,
+                    port=PORT, slow=slow,
+                )  # fmt: skip
+                run.clear()
 
-        for data, source, broadcast in datagrams:
+        for data, source, broadcast, _radius in datagrams:
             if broadcast:
                 flush_run()
-                out = engine.handle_datagram(
-                    data, source=source, received_on=IPv4Address("192.0.2.255"), now=now, wallclock=wall,
+                replies[0].append(out(engine.handle_datagram(
+                    data, source=SOURCES[source], received_on=arrived(True), now=now, wallclock=wall,
                     destination_port=PORT,
-                )  # fmt: skip
-                replies[0].append(
-                    (
-                        "slow",
-                        None if out is None else (out.data, out.destination, out.source, out.source_port),
-                    )
-                )
+                )))  # fmt: skip
             else:
-                run.append((data, source))
+                run.append((data, SOURCES[source]))
         flush_run()
-        # the C path's replies leave after the burst, the Python path's in order: same multiset,
-        # and each reply equal to the reference's for the same request
+        # the C path's replies leave after the burst, the Python path's in order: the same multiset
         fast = [(d, to, HA, PORT) for d, to in self.batch.take()]
-        got = sorted([r for _, r in replies[0] if r is not None] + fast, key=repr)
+        got = sorted([r for r in replies[0] if r is not None] + fast, key=repr)
         assert got == sorted([r for r in replies[1] if r is not None], key=repr)
         assert replies[1] == replies[2]
-        self.hits = getattr(self, "hits", 0) + len(fast)
+        self.hits += len(fast)
+        if datagrams:
+            self.radius(datagrams[-1][3])
 
     def apply(self, operation) -> None:
-        kind, *args = operation
-        if kind == "request":
-            self.asked[args[0]] = tuple(args)
-            self.burst([self.datagram(*args)])
-        elif kind == "again":
-            asked = self.asked.get(args[0])
-            if asked is not None:
-                self.burst([self.datagram(*asked[:4], "fresh", "good", *asked[6:])])
-        elif kind == "burst":
-            datagrams = []
-            for op in args[0]:
-                if op[0] == "request":
-                    self.asked[op[1]] = tuple(op[1:])
-                    datagrams.append(self.datagram(*op[1:]))
-                elif (asked := self.asked.get(op[1])) is not None:
-                    datagrams.append(self.datagram(*asked[:4], op[2], "good", *asked[6:]))
-            self.burst(datagrams)
-        elif kind == "advance":
-            self.clock.advance(args[0])
-            self.all(lambda e: e.handle_timer(self.clock.now))
-        elif kind == "configure":
-            self.all(lambda e: e.apply(e.prepare(config(**args[0]))) or True)
-        elif kind == "rekey":
-            from ha.engine.config import ConfigChange
-
-            changed = node("mn0", HOMES[0], security_associations=[sa(key=args[0])])
-            change = ConfigChange("default", mobile_nodes={"mn0": changed})
-            self.all(lambda e: e.apply(e.prepare_change(change)) or True)
-        elif kind == "clear":
-            home = IPv4Address(HOMES[0]) if args[0] else None
-            self.all(lambda e: e.clear_bindings(home_address=home))
+        if operation[0] != "burst":
+            return super().apply(operation)
+        datagrams = []
+        for op in operation[1]:
+            if op[0] == "request":
+                self.asked[op[1]] = tuple(op[1:])
+                datagrams.append(self.datagram(*op[1:]))
+            elif (asked := self.asked.get(op[1])) is not None:
+                datagrams.append(self.datagram(*asked[:4], op[2], "good", *asked[6:]))
+        self.burst(datagrams)
         self.compare()
-
-    def compare(self) -> None:
-        now = self.clock.now
-        self.all(lambda e: e.statistics.as_dict())
-        self.all(lambda e: [e.node_statistics(f"mn{i}") for i in range(4)])
-        self.all(lambda e: [e.replay_state(f"mn{i}") for i in range(4)])
-        self.all(lambda e: e.bindings_after(None, 100, now=now))
-        self.all(lambda e: (e.get_timer(), len(e)))
-        self.all(lambda e: e.drain_intents())
-        self.all(lambda e: e.drain_events())
-        self.all(lambda e: sorted(e.take_replay_changes(), key=str))
-        self.all(lambda e: (lambda c, r: (sorted(c), sorted((b.home_address, b.care_of_address) for b in r)))(
-            *e.take_binding_changes()
-        ))  # fmt: skip
 
 
 #: A burst: several requests of the same wake-up, most of them repeats (fresh, or the same
 #: Identification again: a retransmission inside the burst).
 again_in_burst = st.tuples(
-    st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3)), st.sampled_from(("fresh",) * 4 + ("repeat",))
+    st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3, 4, 5)), st.sampled_from(("fresh",) * 4 + ("repeat",))
 )
 unicast_requests = requests.map(lambda r: (*r[:8], False, *r[9:]))
 bursts = st.tuples(
@@ -218,7 +132,8 @@ def test_the_c_path_answers_as_the_python_path(ops) -> None:
 
 def test_repeats_are_answered_in_c_and_changes_take_the_python_path() -> None:
     """The property above must exercise the C path: repeats of a remembered renewal are answered in C,
-    in a burst too; a new policy, a corrupted or replayed request and a rekeyed node are not."""
+    in a burst too; a new policy, a corrupted or replayed request and a rekeyed node are not; AAA
+    subscribers' renewals (with their NAI) are answered in C too."""
     triple = Triple()
     good = ("request", 0, 0, 600, 0, "fresh", "good", 0, False)
     for _ in range(4):
@@ -233,15 +148,19 @@ def test_repeats_are_answered_in_c_and_changes_take_the_python_path() -> None:
     triple.apply(good)
     assert triple.hits == 5
     triple.apply(("request", 0, 0, 600, 0, "fresh", "corrupt", 0, False))
-    triple.apply(("rekey", bytes(range(16))))
+    triple.apply(("rekey", OTHER_KEY))
     triple.apply(good)  # 131: signed with the old key
     assert triple.hits == 5
-    triple.apply(("rekey", KEY))
-    triple.apply(("request", 0, 0, 600, 0, "fresh", "good", 3, False, 1))  # RFC 3519, from a NAT
+    triple.apply(("rekey", KEY))  # (without its NAI: the requests below name none)
+    triple.apply(("request", 0, 0, 600, 0, "fresh", "good", 3, False, 1, False))  # RFC 3519, from a NAT
     for _ in range(3):
         triple.apply(("again", 0))
     assert triple.hits == 7
-    assert triple.engines[0].statistics.udp_tunnel_accepted == 4, triple.engines[0].statistics.as_dict()
+    assert triple.engines[0].statistics.udp_tunnel_accepted == 4
+    aaa = ("request", 5, 0, 600, 0, "fresh", "good", 0, False, 0, True, False, "pool")  # a subscriber
+    for _ in range(4):
+        triple.apply(aaa)
+    assert triple.hits == 9, triple.engines[0].aaa_counters.accepted
 
 
 def keyed_config():
@@ -269,7 +188,7 @@ def test_keyed_md5_and_long_hmac_keys_are_answered_in_c_as_in_python(who) -> Non
             key=key,
             algorithm=algorithm,
         )
-        triple.burst([(data, SOURCES[0], False)])
+        triple.burst([(data, 0, False, "static")])
         triple.compare()
     assert triple.hits == 3
     assert triple.engines[0].statistics.accepted == 5
@@ -303,7 +222,7 @@ def test_every_bit_flip_truncation_and_extension_of_a_cached_renewal_gets_the_py
     base = triple.datagram(0, 0, 600, 0, "fresh", "good", 0, False)[0]
     for bad in _mutations(base):
         triple.clock.advance(0.001)
-        triple.burst([(bad, SOURCES[0], False)])
+        triple.burst([(bad, 0, False, "static")])
         triple.compare()
     assert triple.hits == hits
     triple.apply(good)  # a flip in the extension bytes dropped the entry (as Python does): remembered again
@@ -325,7 +244,7 @@ def test_random_datagrams_mixed_with_renewals_get_the_python_answers(noise, rnd)
         good = triple.datagram(0, 0, 600, 0, "fresh", "good", 0, False)[0]
         at = rnd.randrange(len(good))
         spliced = good[:at] + blob + good[at + len(blob) :]
-        datagrams += [(blob, SOURCES[0], False), (spliced, SOURCES[0], False), (good, SOURCES[0], False)]
+        datagrams += [(blob, 0, False, "static"), (spliced, 0, False, "static"), (good, 0, False, "static")]
         triple.clock.advance(0.01)
     triple.burst(datagrams[:32])
     triple.compare()
