@@ -64,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     port = getattr(args, "port", None) or lab.recorded_port() or 8830
     nat = getattr(args, "nat", False) or (args.action == "down" and bool(lab.recorded_nat()))
     lab = Lab(prefix=lab.prefix, port=port, dataplane=lab.dataplane, directory=lab.directory, nat=nat)
+    redundant = None
     if getattr(args, "redundant", False) or args.action == "status" or lab_redundant.is_redundant(lab):
-        return lab_redundant.main(args, lab_redundant.RedundantLab(**vars_of(lab)))
+        lab = redundant = lab_redundant.RedundantLab(**vars_of(lab))
     try:
-        if args.action == "up":
+        if redundant is not None:
+            lab_redundant.main(args, redundant)
+        elif args.action == "up":
             up(lab)
             extra = "" if lab.prefix == "mipha-lab" else f" --prefix {lab.prefix}"
             step(f"lab up: next, `mipha lab demo{extra}`")
