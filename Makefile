@@ -54,11 +54,13 @@ bench-config: $(STAMP)
 bench-restconf: $(STAMP)
 	$(BIN)/python bench/restconf.py
 
-# Coverage-guided fuzz campaigns (atheris): registration path, then NETCONF framing + RPCs; a crash
+# Coverage-guided fuzz campaigns (atheris): registration path, NETCONF framing + RPCs, the C path against
+# the Python path (FUZZ_TARGETS picks some); a crash
 # stops with the input saved under .fuzz/<target>/. Logs: .fuzz/<target>.log (docs/fuzzing.md).
 FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= registration netconf fastpath
 fuzz: $(STAMP)
-	@mkdir -p .fuzz; set -o pipefail; for target in registration netconf; do \
+	@mkdir -p .fuzz; set -o pipefail; for target in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$target: $(FUZZ_RUNS) inputs"; start=$$(date +%s); \
 		nice -n 10 $(BIN)/python tests/fuzz/campaign.py $$target -runs=$(FUZZ_RUNS) 2>&1 \
 			| tee .fuzz/$$target.log | grep -E '^(#fuzz|Done|stat::)|INITED|DONE|ERROR|Traceback' || exit 1; \

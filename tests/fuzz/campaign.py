@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/fuzz/campaign.py registration -runs=1000000
     .venv/bin/python tests/fuzz/campaign.py netconf -runs=1000000 [corpus-dir ...]
+    .venv/bin/python tests/fuzz/campaign.py fastpath -runs=1000000   # the C path against the Python path
 
     .venv/bin/python tests/fuzz/campaign.py registration --line-coverage   # replay the corpus, lines run
 
@@ -9,7 +10,7 @@ Any other ``-flag=value`` is libFuzzer's (``-max_total_time``, ``-seed``, ``-art
 The corpus defaults to ``.fuzz/<target>/corpus`` (seeded with valid inputs each run); libFuzzer prints
 ``cov:`` (edges of the instrumented Python code reached) and ``exec/s``; every REPORT_EVERY inputs the
 campaign prints the process RSS.  A crash stops the campaign with exit status 1 and saves the input.
-`make fuzz` runs both campaigns at 1,000,000 inputs each; tests/fuzz/test_fuzz.py runs them briefly.
+`make fuzz` runs the campaigns at 1,000,000 inputs each; tests/fuzz/test_fuzz.py runs them briefly.
 """
 
 from __future__ import annotations
@@ -29,7 +30,20 @@ from fuzz_common import ROOT, line_coverage, run_atheris  # noqa: E402
 TARGETS = {
     "registration": (("ha", "registration_target", "engine_helpers"), 2048),
     "netconf": (("server", "netconf_target", "nc_harness"), 4096),
+    # the C code is not instrumented (libFuzzer sees the Python it reaches: fastpath.run, renew_batch,
+    # the Python path of every datagram C hands back)
+    "fastpath": (("ha", "fastpath_target", "engine_helpers"), 1024),
 }
+
+
+def _target(name: str):
+    if name == "registration":
+        from registration_target import RegistrationTarget as target
+    elif name == "fastpath":
+        from fastpath_target import FastpathTarget as target
+    else:
+        from netconf_target import NetconfTarget as target
+    return target
 
 
 def netconf_dictionary(path: Path) -> None:
@@ -53,10 +67,7 @@ def netconf_dictionary(path: Path) -> None:
 
 def report_line_coverage(name: str, package: str) -> None:
     """Replay the campaign's corpus under a line tracer: how much of the package it reaches."""
-    if name == "registration":
-        from registration_target import RegistrationTarget as target
-    else:
-        from netconf_target import NetconfTarget as target
+    target = _target(name)
     corpus = sorted((ROOT / ".fuzz" / name / "corpus").iterdir())
     rows = line_coverage(target(), (path.read_bytes() for path in corpus), [package])
     for path, run, executable in rows:
@@ -90,10 +101,7 @@ def main() -> None:
     given = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("-")}
     argv += [f"{flag}={value}" for flag, value in defaults.items() if flag not in given]
     with atheris.instrument_imports(include=list(packages)):
-        if name == "registration":
-            from registration_target import RegistrationTarget as target
-        else:
-            from netconf_target import NetconfTarget as target
+        target = _target(name)
     run_atheris(name, target, argv)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import registration_target
 from engine_helpers import HA, Clock
+from fastpath_target import FastpathTarget
 from fuzz_common import BugFound
 from netconf_target import NetconfTarget
 from registration_target import AAA_SPI, SAS, RegistrationTarget
@@ -44,7 +45,9 @@ def netconf():
     target.close()
 
 
-@pytest.mark.parametrize(("target", "runs"), [("registration", 20_000), ("netconf", 3_000)])
+@pytest.mark.parametrize(
+    ("target", "runs"), [("registration", 20_000), ("netconf", 3_000), ("fastpath", 3_000)]
+)
 def test_short_campaign(tmp_path, target, runs):
     """libFuzzer exits 1 and prints the traceback on the first bug; 0 after `runs` clean inputs."""
     corpus = tmp_path / "corpus"
@@ -183,3 +186,26 @@ def test_netconf_target_fails_on_a_handler_bug(monkeypatch, netconf):
     monkeypatch.setitem(core.rpc_handlers, key, broken)
     with pytest.raises(BugFound, match="error logged"):
         target.one(seeds[0])
+
+
+def test_fastpath_seeds_are_answered_in_c_and_a_divergence_is_a_bug(monkeypatch):
+    """The C path campaign starts from batches C answers (hits between misses, both nodes, both
+    algorithms); a C path that answered differently from Python is a bug the target reports."""
+    from ha import fastpath
+
+    target = FastpathTarget()
+    try:
+        for seed in target.seeds():
+            target.one(seed)
+        assert target.batch.hits >= 6
+        real = fastpath.run
+
+        def lying(batch, engine, *args, **kwargs):  # every hit applied, its reply dropped
+            real(batch, engine, *args, **kwargs)
+            batch.take()
+
+        monkeypatch.setattr(fastpath, "run", lying)
+        with pytest.raises(BugFound, match="replies differ"):
+            target.one(target.seeds()[0])
+    finally:
+        target.close()

@@ -52,7 +52,8 @@ class Proc:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append((time.time(), line.split()))
+            if line.endswith("\n"):  # a line cut short by kill -9 acknowledged nothing
+                self.lines.append((time.time(), line.split()))
 
     def words(self, kind: str) -> list[list[str]]:
         return [w for _, w in list(self.lines) if w and w[0] == kind]
