@@ -11,7 +11,7 @@ user's own RESTCONF subscriptions, kill-subscription (NACM permitting) on any.
 A subscription's receiver is a `Subscriber`: the "session" the subscription belongs to. Events queue
 there from the start (after the reply); the subscription ends when its event stream's GET ends,
 when no GET comes within CONNECT_SECONDS, or when the client stops reading (QUEUE_LIMIT events
-queued). One GET at a time reads a subscription.
+queued). One GET at a time reads a subscription; a user holds at most MAX_PER_USER of them.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from server.restconf.session import RestconfSession, as_netconf
 from server.restconf.streams import QUEUE_LIMIT, _encode, _sse
 from server.restconf.uri import parse_api_path
 from server.schema import Schema
-from server.subscription_input import SN_NS, YP_NS
-from server.subscriptions import RSN_NS
+from server.subscription_input import SN_NS, YP_NS, sub_error
+from server.subscriptions import MAX_PER_SESSION, RSN_NS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -50,6 +50,8 @@ RPCS = {
 }
 #: a subscription whose event stream nobody GETs this long after it was established ends
 CONNECT_SECONDS = 60.0
+#: subscriptions one user may hold over RESTCONF at a time
+MAX_PER_USER = MAX_PER_SESSION
 #: while its stream is idle, how often a GET looks whether the subscription still exists
 IDLE_CHECK_SECONDS = 1.0
 
@@ -111,6 +113,15 @@ class Subscribed:
 
     def _establish(self, sess: RestconfSession, rpc: etree._Element, fmt: str) -> bytes:
         core = sess.core
+        for sid in [sid for sid in self.by_id if sid not in core.subscriptions.all]:  # ended meanwhile
+            self.by_id.pop(sid).end()
+        mine = sum(1 for s in self.by_id.values() if s.principal.user == sess.principal.user)
+        if mine >= MAX_PER_USER:  # what a NETCONF session may hold, per user here
+            raise sub_error(
+                "insufficient-resources",
+                f"at most {MAX_PER_USER} RESTCONF subscriptions per user",
+                (SN_NS, "establish-subscription-stream-error-info"),
+            )
         order = ("encode-json", "encode-xml") if fmt == "json" else ("encode-xml", "encode-json")
         sub = Subscriber(core, sess.principal, sess.source_host, encodings=order)
         out = core.subscriptions.establish(as_netconf(sub), rpc)

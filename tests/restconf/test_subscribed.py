@@ -317,3 +317,22 @@ def test_json_xpath_filter_with_module_names(rc):
         assert vr["home-agent"]["address"] == "192.0.2.1" and "mobile-node" not in vr
     finally:
         sse.close()
+
+
+def test_unread_subscriptions_end_and_a_user_holds_a_bounded_number(rc, monkeypatch):
+    from server.restconf import subscribed
+
+    monkeypatch.setattr(subscribed, "CONNECT_SECONDS", 0.5)
+    monkeypatch.setattr(subscribed, "MAX_PER_USER", 2)
+    body = {"stream": "NETCONF"}
+    first, _second = establish(rc, body), establish(rc, body)
+    r = curl(rc, "POST", f"{OPS}:establish-subscription", json.dumps({f"{SN}:input": body}), ctype=JSON)
+    assert r.status == 409, r.body  # resource-denied
+    assert r.json()["ietf-restconf:errors"]["error"][0]["error-app-tag"] == f"{SN}:insufficient-resources"
+    assert establish(rc, body, user=OPERATOR)["id"]  # another user's are counted apart
+    deadline = time.monotonic() + 20  # nobody GETs their events: they end
+    while subscriptions(rc):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert curl(rc, "GET", f"/restconf/subscriptions/{first['id']}").status == 404
+    assert establish(rc, body)["id"]  # room again
