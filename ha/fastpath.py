@@ -3,8 +3,8 @@ in batches (``recvmmsg`` / ``sendmmsg``) — with the Python path as the fallbac
 
 ``ha/_fastpath.c`` is optional (built by ``pip install -e .`` when a compiler, the Python headers and
 libssl-dev are there): without it, or with ``MIPHA_FASTPATH=0`` in the environment, every datagram
-takes the Python path, as it always did.  :func:`status` says which path runs (``mipha show``
-prints it, the daemon logs it at start).
+takes the Python path, as it always did.  :func:`status` says which path runs (the daemon logs it
+when each virtual router starts).
 
 What C does and does not decide (``ha/_fastpath.c``'s header): for each datagram in order, a hit is
 a repeat of a renewal the engine's cache remembers (:mod:`ha.engine.renewals`) whose layout, peer,
@@ -47,7 +47,7 @@ def enabled() -> bool:
 
 
 def status() -> str:
-    """Which receive path runs, and why (for logs and ``mipha show``)."""
+    """Which receive path runs, and why (the start-up log line of each virtual router)."""
     if _fastpath is not None and not enabled():
         return f"Python path: {ENV}=0"
     return _WHY

@@ -264,10 +264,18 @@ class HomeAgentTransport:
             if not received:
                 break
             count += received
-            fastpath.run(
-                fast, engine, renewals, now=now, wallclock=wallclock, received_on=received_on, port=port,
-                slow=slow,
-            )  # fmt: skip
+            try:
+                fastpath.run(
+                    fast, engine, renewals, now=now, wallclock=wallclock, received_on=received_on,
+                    port=port, slow=slow,
+                )  # fmt: skip
+            except Exception:  # a bug: the rest of this batch is dropped (the nodes retransmit), the
+                # loop goes on; an entry C ran ahead of no longer matches Python's last Identification,
+                # so its next repeat takes the Python path, which answers and realigns it
+                self.errors += 1
+                self.engine.statistics.discarded += 1
+                log.exception("C path batch dropped: the engine raised")
+                fast.commit(0)
             if received < fastpath.SLOTS:
                 break
         return count - (self.tunnel_data_received - tunnel_data)
