@@ -36,6 +36,7 @@ import json
 import math
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -150,12 +151,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def load(
-    netns: str, count: int, rate: float, duration: float, *, first: int = 1, static: bool = False
+    netns: str,
+    count: int,
+    rate: float,
+    duration: float,
+    *,
+    first: int = 1,
+    static: bool = False,
+    port: int | None = None,
 ) -> dict:
     """One ``mipha mn load`` run; ``per_ha_cpu_second``: replies per second of the home agent's CPU, the
-    figure a busy shared machine distorts least (its wall-clock rate is there too)."""
+    figure a busy shared machine distorts least (its wall-clock rate is there too).  ``port``: to the
+    signing echo there instead of the home agent."""
     before = _cpu_seconds(HA_PID) if HA_PID else 0.0
-    report = json.loads(_load(netns, count, rate, duration, first=first, static=static).communicate()[0])
+    generator = _load(netns, count, rate, duration, first=first, static=static, port=port)
+    report = json.loads(generator.communicate()[0])
+    if port is not None:
+        return report
     if HA_PID:
         used = _cpu_seconds(HA_PID) - before
         report["ha_cpu_s"] = round(used, 3)
@@ -164,13 +176,14 @@ def load(
 
 
 def _load(
-    netns: str, count: int, rate: float, duration: float, *, first: int, static: bool
+    netns: str, count: int, rate: float, duration: float, *, first: int, static: bool, port: int | None = None
 ) -> subprocess.Popen:
     nodes = ["--nai-pattern", "local{i}@example.net" if static else "bench{i}@example.net"]
+    where = [] if port is None else ["--port", str(port)]
     command = [
         "ip", "netns", "exec", netns, MIPHA, "mn", "--ha", HA, "--key", KEY.encode().hex(), "--spi", "256",
-        "--lifetime", "3600", "--timeout", "3", "--retries", "0", "--json", "load", "--count", str(count),
-        *nodes, "--first-index", str(first),
+        "--lifetime", "3600", "--timeout", "3", "--retries", "0", *where, "--json", "load",
+        "--count", str(count), *nodes, "--first-index", str(first),
         "--coa", "10.88.0.1", "--rate", str(rate), "--duration", str(duration), "--window", "1024",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -349,6 +362,49 @@ def memory_per_subscriber(count: int) -> dict:
 _MEMORY_BUILDS = ((True, True), (False, True), (False, False), (True, False))
 
 
+def signing_echo() -> None:
+    """Child process (in the bench's namespace): the floor this box and the load generator give a
+    Python server — a blocking loop answering every request 0 with its NAI echoed and an HMAC-MD5
+    MN-HA authenticator (what ``mipha mn load`` needs to count it accepted), nothing decided or kept."""
+    from ha.protocol import SecurityAssociation
+
+    sign = SecurityAssociation(256, KEY.encode()).authenticator
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((HA, 0))
+    print(sock.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    recvfrom, sendto = sock.recvfrom, sock.sendto
+    while True:
+        data, peer = recvfrom(2048)
+        if len(data) < 46:
+            continue
+        covered = b"\x03\x00" + data[2:12] + data[16:-22] + b"\x20\x14" + data[-20:-16]
+        sendto(covered + sign(covered), peer)
+
+
+def _clear_bindings(m, timeout: float = 30.0) -> None:
+    """clear-bindings of the bench's router, until no binding and no AAA subscriber is left."""
+    from lxml import etree
+
+    rpc = f'<clear-bindings xmlns="{NS}"><virtual-router>bench</virtual-router></clear-bindings>'
+    m.dispatch(etree.fromstring(rpc))
+    counts = (
+        f"<virtual-routers xmlns='{NS}'><virtual-router><name>bench</name><home-agent><statistics><bindings/>"
+        "</statistics></home-agent><aaa><statistics><cached-subscribers/></statistics></aaa></virtual-router>"
+        "</virtual-routers>"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        root = etree.fromstring(m.get(filter=("subtree", counts)).data_xml.encode())
+        left = [int(e.text or 0) for e in root.iter(f"{{{NS}}}bindings", f"{{{NS}}}cached-subscribers")]
+        if len(left) == 2 and not any(left):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bindings / subscribers left after clear-bindings: {left}")
+        time.sleep(0.2)
+
+
 def _with_registrations(
     netns: str, first: int, count: int, args: argparse.Namespace, rounds: list[dict], n: int
 ) -> dict:
@@ -417,6 +473,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-seconds", type=float, default=2.0, help="length of each renewal round")
     parser.add_argument(
+        "--first-rounds",
+        type=int,
+        default=3,
+        help="rounds of first registrations (AAA, configured, signing echo in turn; clear-bindings between)",
+    )
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--silent-rate", type=float, default=200, help="AAA registrations/s while RADIUS is silent"
     )
     parser.add_argument(
@@ -425,10 +488,12 @@ def main() -> None:
         help="FreeRADIUS ignores Status-Server: a silent server is found out by timeouts alone",
     )
     args = parser.parse_args()
+    if args.echo:
+        return signing_echo()
     loadavg_before = os.getloadavg()
     netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = None
+    radiusd = daemon = echo = None
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
@@ -450,8 +515,27 @@ def main() -> None:
             m.edit_config(target="running", config=config(netns, args.count))
         n, duration = args.count, args.count / args.rate
         per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
-        first = load(netns, n, args.rate, duration)
-        first_configured = load(netns, n, args.rate, duration, static=True)  # same rate, no RADIUS
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, __file__, "--echo"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert echo.stdout is not None
+        echo_port = int(echo.stdout.readline())
+        firsts: list[dict] = []  # each round: RADIUS, configured nodes, the signing echo, same rate
+        for r in range(args.first_rounds):
+            if r:  # the same NAIs again: first registrations, looked up anew (the subscribers went)
+                with daemon.connect() as m:
+                    _clear_bindings(m)
+            firsts.append(
+                {
+                    "load_average": os.getloadavg()[0],
+                    "aaa": load(netns, n, args.rate, duration),
+                    "configured": load(netns, n, args.rate, duration, static=True),
+                    "echo": load(netns, n, args.rate, duration, port=echo_port),
+                }
+            )
+        first = firsts[-1]["aaa"]
         rounds = args.rounds
         cached, configured = [], []
         for _ in range(rounds):  # interleaved: a busy shared machine drifts less between the two
@@ -482,6 +566,12 @@ def main() -> None:
         def med(reports: list[dict], key: str = "rate") -> float:
             return statistics.median(r[key] for r in reports)
 
+        def p99s(kind: str) -> list[float]:
+            return [f[kind]["latency_ms"]["p99"] for f in firsts]
+
+        def rates(kind: str) -> list[float]:
+            return [f[kind]["rate"] for f in firsts]
+
         cpu = "per_ha_cpu_second"
         ratios = {
             "cached_vs_configured_rate": _ratios(cached, configured, "rate"),
@@ -492,18 +582,19 @@ def main() -> None:
         summary = {
             "load_average": [loadavg_before, os.getloadavg()],
             "freeradius_ceiling_rate": ceiling["rate"],
-            "first_rate": first["rate"],
-            "first_p99_ms": first["latency_ms"]["p99"],
-            "first_configured_rate": first_configured["rate"],
-            "first_configured_p99_ms": first_configured["latency_ms"]["p99"],
+            "first_rate": statistics.median(rates("aaa")),
+            "first_p99_ms": p99s("aaa"),
+            "first_configured_rate": statistics.median(rates("configured")),
+            "first_configured_p99_ms": p99s("configured"),
+            "first_echo_p99_ms": p99s("echo"),
+            "first_load_average": [round(f["load_average"], 2) for f in firsts],
             **{name: round(statistics.median(r), 3) if r else None for name, r in ratios.items()},
             "memory_traced_bytes": memory["traced_bytes_each"],
             "memory_rss_bytes": memory["rss_bytes_each"],
         }
         figures = {
             "freeradius_ceiling": ceiling,
-            "first_registrations_via_radius": first,
-            "first_registrations_configured": first_configured,
+            "first_registrations": firsts,
             "renewals_cached_aaa": cached,
             "renewals_configured": configured,
             "renewals_configured_normal_interleaved": normal,
@@ -520,10 +611,12 @@ def main() -> None:
             f"load average before/after: {loadavg_before[0]:.2f} / {os.getloadavg()[0]:.2f}\n"
             f"FreeRADIUS alone (bare loop, 256 in flight): {ceiling['rate']:.0f} Access-Requests/s, "
             f"p99 {ceiling['p99_ms']} ms\n"
-            f"first registrations, offered {args.rate:.0f}/s: via RADIUS {first['rate']:.0f}/s "
-            f"(accepted {first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms, "
-            f"p99 {first['latency_ms']['p99']} ms); configured nodes {first_configured['rate']:.0f}/s "
-            f"(p99 {first_configured['latency_ms']['p99']} ms)\n"
+            f"first registrations, offered {args.rate:.0f}/s, {len(firsts)} rounds of RADIUS / configured "
+            f"nodes / the signing echo in turn (load average {summary['first_load_average']}): "
+            f"via RADIUS {rates('aaa')}/s, p99 {p99s('aaa')} ms (last round: accepted "
+            f"{first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms); configured "
+            f"nodes {rates('configured')}/s, p99 {p99s('configured')} ms; signing echo {rates('echo')}/s, "
+            f"p99 {p99s('echo')} ms\n"
             f"renewals, unpaced, {rounds} interleaved rounds: cached AAA {med(cached):.0f}/s vs configured "
             f"{med(configured):.0f}/s, per round {_spread(ratios['cached_vs_configured_rate'])}; per HA "
             f"CPU second {med(cached, cpu):.0f} vs {med(configured, cpu):.0f}, per round "
@@ -544,6 +637,9 @@ def main() -> None:
             f"summary: {json.dumps(summary)}"
         )
     finally:
+        if echo is not None:
+            echo.terminate()
+            echo.wait(timeout=10)
         if radiusd is not None and radiusd.proc is not None:
             os.kill(radiusd.proc.pid, signal.SIGCONT)
         if daemon is not None:
