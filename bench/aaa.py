@@ -150,6 +150,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the home agent's event loop) has waited for a CPU while
+    runnable (/proc/PID/schedstat, second field): what a busy box takes from it."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def load(
     netns: str,
     count: int,
@@ -164,6 +171,7 @@ def load(
     figure a busy shared machine distorts least (its wall-clock rate is there too).  ``port``: to the
     signing echo there instead of the home agent."""
     before = _cpu_seconds(HA_PID) if HA_PID else 0.0
+    waited = _runqueue_wait(HA_PID) if HA_PID else 0.0
     generator = _load(netns, count, rate, duration, first=first, static=static, port=port)
     report = json.loads(generator.communicate()[0])
     if port is not None:
@@ -171,6 +179,7 @@ def load(
     if HA_PID:
         used = _cpu_seconds(HA_PID) - before
         report["ha_cpu_s"] = round(used, 3)
+        report["ha_runqueue_wait_s"] = round(_runqueue_wait(HA_PID) - waited, 3)
         report["per_ha_cpu_second"] = round(report["replies"] / used) if used > 0 else None
     return report
 
@@ -268,7 +277,9 @@ def memory_per_subscriber(count: int) -> dict:
     """What the AAA cache costs beyond the binding: engine memory of ``count`` AAA subscribers with one
     binding each, less what ``count`` bindings cost — an engine of ``count`` configured pool nodes
     bound, less the same engine before any registration (its nodes' own entries are a configured
-    node's cost, not the binding's) — less the empty AAA engine."""
+    node's cost, not the binding's) — less the empty AAA engine.  Every bound node has renewed once
+    in place, so both engines hold a renewal cache entry per node (a renewing node's cost, configured
+    or AAA: ``renewal_entry_traced_bytes_each``, from one more build without the renewals)."""
     import gc
     import tracemalloc
     from ipaddress import IPv4Address
@@ -285,7 +296,7 @@ def memory_per_subscriber(count: int) -> dict:
     pool = AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.3.255.254")),))
     sa = SecurityAssociation(256, KEY.encode())
 
-    def build(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
+    def build(aaa: bool, trace: bool, register: bool = True, renew: bool = True) -> tuple[int, int]:
         nodes = [
             MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
             for i in range(0 if aaa else count)
@@ -303,6 +314,14 @@ def memory_per_subscriber(count: int) -> dict:
         ]
         wall = time.time()  # one instant for every request and decision: timestamps all fresh
         datagrams = [m.build(m.next_identification(wall)) for m in sessions]
+        # the next Identification of each (newer, the same instant) from the address the pool gives it, in
+        # order (a renewal names it: 0.0.0.0 from one care-of address would be one key for every node)
+        first = int(IPv4Address("10.0.0.1"))
+        renewals = [
+            m.build(m.next_identification(wall), home_address=IPv4Address(first + i))
+            for i, m in enumerate(sessions)
+        ]
+        renewals = renewals if register and renew else []
         del sessions
         gc.collect()
         if trace:
@@ -319,21 +338,25 @@ def memory_per_subscriber(count: int) -> dict:
                 engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=wall)
             engine.drain_intents()
             engine.drain_events()
+        for data in renewals:  # renewed in place: remembered by the renewal cache
+            engine.handle_datagram(data, source=("10.88.0.1", 434), received_on=IPv4Address(HA), now=1.0,
+                                   wallclock=wall)  # fmt: skip
         assert engine.binding_count == (count if register else 0), engine.binding_count
+        assert len(engine._renewals or ()) == len(renewals), "renewals not remembered"
         gc.collect()
         rss = _rss() - rss0
         traced = tracemalloc.get_traced_memory()[0] if trace else 0
         tracemalloc.stop()
-        del engine, nodes, config
+        del engine, nodes, config, renewals
         return traced, rss
 
-    def forked(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
+    def forked(aaa: bool, trace: bool, register: bool = True, renew: bool = True) -> tuple[int, int]:
         """``build`` in a child process: RSS growth is not hidden by memory an earlier build freed."""
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, json.dumps(build(aaa, trace, register)).encode())
+            os.write(write, json.dumps(build(aaa, trace, register, renew)).encode())
             os._exit(0)
         os.close(write)
         with os.fdopen(read) as f:
@@ -354,6 +377,7 @@ def memory_per_subscriber(count: int) -> dict:
         "rss_bytes_each": beyond(rss),
         "binding_traced_bytes_each": round((traced[1] - traced[2]) / count),
         "configured_node_entries_traced_bytes_each": round(traced[2] / count),
+        "renewal_entry_traced_bytes_each": round((traced[1] - forked(False, True, True, False)[0]) / count),
     }
 
 
@@ -572,6 +596,9 @@ def main() -> None:
         def rates(kind: str) -> list[float]:
             return [f[kind]["rate"] for f in firsts]
 
+        def waits(kind: str) -> list[float]:
+            return [f[kind]["ha_runqueue_wait_s"] for f in firsts]
+
         cpu = "per_ha_cpu_second"
         ratios = {
             "cached_vs_configured_rate": _ratios(cached, configured, "rate"),
@@ -587,10 +614,13 @@ def main() -> None:
             "first_configured_rate": statistics.median(rates("configured")),
             "first_configured_p99_ms": p99s("configured"),
             "first_echo_p99_ms": p99s("echo"),
+            "first_ha_runqueue_wait_s": waits("aaa"),
+            "first_configured_ha_runqueue_wait_s": waits("configured"),
             "first_load_average": [round(f["load_average"], 2) for f in firsts],
             **{name: round(statistics.median(r), 3) if r else None for name, r in ratios.items()},
             "memory_traced_bytes": memory["traced_bytes_each"],
             "memory_rss_bytes": memory["rss_bytes_each"],
+            "renewal_entry_traced_bytes": memory["renewal_entry_traced_bytes_each"],
         }
         figures = {
             "freeradius_ceiling": ceiling,
@@ -616,7 +646,8 @@ def main() -> None:
             f"via RADIUS {rates('aaa')}/s, p99 {p99s('aaa')} ms (last round: accepted "
             f"{first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms); configured "
             f"nodes {rates('configured')}/s, p99 {p99s('configured')} ms; signing echo {rates('echo')}/s, "
-            f"p99 {p99s('echo')} ms\n"
+            f"p99 {p99s('echo')} ms; the home agent's loop waited for a CPU {waits('aaa')} s (RADIUS "
+            f"rounds), {waits('configured')} s (configured)\n"
             f"renewals, unpaced, {rounds} interleaved rounds: cached AAA {med(cached):.0f}/s vs configured "
             f"{med(configured):.0f}/s, per round {_spread(ratios['cached_vs_configured_rate'])}; per HA "
             f"CPU second {med(cached, cpu):.0f} vs {med(configured, cpu):.0f}, per round "
@@ -633,7 +664,8 @@ def main() -> None:
             f"becoming a look-up {costs['aaa_lookup_us']} µs, one denied at once (no server reachable) "
             f"{costs['aaa_denied_unreachable_us']} µs\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
-            f"{memory['rss_bytes_each']} B RSS\n"
+            f"{memory['rss_bytes_each']} B RSS (its renewal cache entry, as any renewing node's, "
+            f"configured or AAA: {memory['renewal_entry_traced_bytes_each']} B traced)\n"
             f"summary: {json.dumps(summary)}"
         )
     finally:
