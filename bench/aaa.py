@@ -314,11 +314,11 @@ def memory_per_subscriber(count: int) -> dict:
         ]
         wall = time.time()  # one instant for every request and decision: timestamps all fresh
         datagrams = [m.build(m.next_identification(wall)) for m in sessions]
-        # the next Identification of each (newer, the same instant) from the address the pool gives it, in
-        # order (a renewal names it: 0.0.0.0 from one care-of address would be one key for every node)
+        # the next Identification of each (1 ms later: newer whatever its low 16 bits) from the address the
+        # pool gives it, in order (0.0.0.0 from one care-of address would be one cache key for every node)
         first = int(IPv4Address("10.0.0.1"))
         renewals = [
-            m.build(m.next_identification(wall), home_address=IPv4Address(first + i))
+            m.build(m.next_identification(wall + 0.001), home_address=IPv4Address(first + i))
             for i, m in enumerate(sessions)
         ]
         renewals = renewals if register and renew else []
