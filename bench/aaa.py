@@ -6,7 +6,10 @@ N configured NAI nodes (pool addresses too: the same request shape), and `mipha 
 the namespace.  Printed beside each other, same run:
 
 * FreeRADIUS's ceiling: a bare asyncio loop of Access-Requests (mipha's codec, 256 in flight);
-* first registrations, each needing an Access-Request, beside configured nodes' at the same rate;
+* first registrations, each needing an Access-Request, beside configured nodes' and a signing echo's
+  (a bare Python loop answering 0, nothing decided: this box's and this generator's floor) at the
+  same rate, in ``--first-rounds`` rounds (clear-bindings between), each with the run-queue wait of
+  the home agent's loop (how long the box kept it from a CPU);
 * renewals of the now cached AAA nodes (no RADIUS) beside the configured nodes' (interleaved rounds);
 * configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
   keep arriving (their look-ups time out, or — FreeRADIUS answering Status-Server, as configured — are
@@ -25,7 +28,7 @@ The last line (``summary:``) holds the run's figures and per-round ratio medians
 several runs beside each other.
 
     .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500] [--rounds 5] [--round-seconds 2]
-                                  [--silent-rate 200] [--no-status-server]
+                                  [--first-rounds 3] [--silent-rate 200] [--no-status-server]
 """
 
 from __future__ import annotations
