@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -47,6 +47,8 @@ OFFLOAD_BYTES = 256 * 1024
 #: a direct read (server/restconf/direct.py) is written in chunks of about this size, the event loop
 #: running between them
 STREAM_CHUNK = 256 * 1024
+#: api-paths whose resolution is remembered (a client's requests mostly name the same few resources)
+TARGET_CACHE = 1024
 _XRD = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n"
     b"<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
@@ -101,6 +103,7 @@ class Restconf:
         self.users = {u.name: u for u in config.users}
         self.versions = Versions(core)
         self._auth_cache: dict[tuple[str, bytes], float] = {}
+        self._targets: dict[str, Target] = {}  # api-path → its resolution (the schema never changes)
         self.streams: set[asyncio.Queue] = set()
 
     # -- authentication --------------------------------------------------------------------------------
@@ -253,7 +256,12 @@ class Restconf:
     async def data(
         self, request: web.Request, sess: RestconfSession, store: str, path: str
     ) -> web.StreamResponse:
-        target = parse_api_path(self.core.schema, path)
+        target = self._targets.get(path)
+        if target is None:
+            target = parse_api_path(self.core.schema, path)
+            if len(self._targets) >= TARGET_CACHE:
+                self._targets.clear()
+            self._targets[path] = target
         writable = store in ("data", "running", "candidate")
         allowed = ("GET", "HEAD", *(_WRITES if writable else ()))
         self._only(request, *allowed)
@@ -276,7 +284,7 @@ class Restconf:
         if tagged:
             name = "running" if store == "data" else store
             etag, modified = self.versions.etag(name), self.versions.modified[name]
-            headers |= {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
+            headers |= self.versions.headers(name)
             if _none_match(request, etag) or _not_modified_since(request, modified):
                 return web.Response(status=304, headers=headers)
         if request.method == "GET":
@@ -365,13 +373,8 @@ class Restconf:
         return resp
 
     def _done(self, status: int, store: str) -> web.Response:
-        name = "running" if store == "data" else store
         return web.Response(
-            status=status,
-            headers={
-                "ETag": self.versions.etag(name),
-                "Last-Modified": format_datetime(self.versions.modified[name], usegmt=True),
-            },
+            status=status, headers=self.versions.headers("running" if store == "data" else store)
         )
 
     async def patch(
