@@ -29,16 +29,20 @@ from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found
 from server.restconf.patch import yang_patch
 from server.restconf.session import RestconfSession, Versions
 from server.restconf.streams import RCMON_NS, MonitoringProvider, serve_stream
+from server.restconf.subscribed import RPCS, Subscribed
 from server.restconf.tls import server_context
 from server.restconf.uri import Target, parse_api_path
 
 if TYPE_CHECKING:
+    from server.config import ServerConfig
     from server.core import NetconfCore
 
 log = logging.getLogger(__name__)
 ROOT = "/restconf"
-#: modules the core must load for RESTCONF (ietf-restconf-monitoring's state is served)
-RESTCONF_MODULES = ("ietf-restconf-monitoring",)
+#: modules the core must load for RESTCONF (ietf-restconf-monitoring's state is served; RFC 8650's
+#: uri of a subscription), and the features RESTCONF adds (RFC 8650: JSON encoded subscriptions)
+RESTCONF_MODULES = ("ietf-restconf-monitoring", "ietf-restconf-subscribed-notifications")
+RESTCONF_FEATURES = {"ietf-subscribed-notifications": ("encode-json",)}
 YANG_LIBRARY_VERSION = "2019-01-04"
 #: successful Basic credentials are remembered this long (scrypt costs ~50 ms per check)
 AUTH_CACHE_SECONDS = 60.0
@@ -55,6 +59,18 @@ _XRD = (
     b"  <Link rel='restconf' href='/restconf'/>\n</XRD>\n"
 )
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def with_restconf(config: ServerConfig) -> None:
+    """Add what RESTCONF needs of the core to its configuration (before the core is built)."""
+    config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
+    features = dict(config.features)
+    for module, extra in RESTCONF_FEATURES.items():
+        features[module] = (
+            *features.get(module, ()),
+            *(f for f in extra if f not in features.get(module, ())),
+        )
+    config.features = features
 
 
 @dataclass
@@ -92,6 +108,8 @@ class RestconfHandle:
     async def close(self) -> None:
         for queue in list(self.restconf.streams):
             queue.put_nowait(None)  # open event streams end now, not at the shutdown timeout
+        for sub in list(self.restconf.subscribed.by_id.values()):
+            sub.end()
         await self.runner.cleanup()
 
 
@@ -105,6 +123,7 @@ class Restconf:
         self._auth_cache: dict[tuple[str, bytes], float] = {}
         self._targets: dict[str, Target] = {}  # api-path → its resolution (the schema never changes)
         self.streams: set[asyncio.Queue] = set()
+        self.subscribed = Subscribed(f"https://{config.host}:{config.port}")  # the port: start_restconf
 
     # -- authentication --------------------------------------------------------------------------------
     async def principal(self, request: web.Request) -> Principal:
@@ -216,6 +235,9 @@ class Restconf:
                 },
                 YANG_LIBRARY_VERSION.encode(),
             )
+        if head == "subscriptions":
+            self._only(request, "GET")
+            return await self.subscribed.serve(request, sess, tail)
         if head == "streams":
             self._only(request, "GET", "HEAD")
             stream, _, enc = tail.partition("/")
@@ -396,7 +418,7 @@ class Restconf:
         if not tail:
             self._only(request, "GET", "HEAD")
             fmt = codec.reply_format(request.headers.get("Accept"))
-            names = handlers.rpc_names(sess)
+            names = sorted({*handlers.rpc_names(sess), *((m, ns, n) for (m, n), ns in RPCS.items())})
             if fmt == "json":
                 inner = ",".join(f'"{m}:{n}":[null]' for m, _ns, n in names)
                 body = ('{"ietf-restconf:operations":{' + inner + "}}").encode()
@@ -411,10 +433,31 @@ class Restconf:
         body = await request.read()
         in_fmt = codec.body_format(request.headers.get("Content-Type")) if body.strip() else "json"
         out_fmt = codec.reply_format(request.headers.get("Accept"), default=in_fmt)
-        out = await handlers.invoke(sess, module, name, body, in_fmt, out_fmt)
+        if (module, name) in RPCS:
+            out = await self._subscription_rpc(sess, module, name, body, in_fmt, out_fmt)
+        else:
+            out = await handlers.invoke(sess, module, name, body, in_fmt, out_fmt)
         if out is None:
             return web.Response(status=204)
         return web.Response(body=out, headers={"Content-Type": codec.content_type(out_fmt)})
+
+    async def _subscription_rpc(
+        self, sess: RestconfSession, module: str, name: str, body: bytes, fmt: str, out_fmt: str
+    ) -> bytes | None:
+        """RFC 8650: establish-, modify-, delete-, kill-subscription and resync-subscription."""
+        ns = RPCS[(module, name)]
+        if not self.core.nacm.may_call(sess.principal, (ns, name)):
+            raise http_error(403, "access-denied", f"{name} is not allowed for this user")
+        rpc = handlers.rpc_input(sess, module, ns, name, body, fmt)
+        try:
+            out = await self.subscribed.invoke(sess, module, name, rpc, fmt)
+        except RpcError as err:
+            raise HttpError.of(err) from None
+        if out is None:
+            return None
+        if out_fmt == "json":
+            return codec.rpc_output_to_json(self.core.schema.ctx, module, ns, name, out)
+        return b'<output xmlns="%s">%s</output>' % (ns.encode(), out)
 
 
 async def _stream(request: web.Request, headers: dict[str, str], parts: direct.Parts) -> web.StreamResponse:
@@ -488,8 +531,9 @@ async def start_restconf(core: NetconfCore, config: RestconfConfig) -> RestconfH
     await site.start()
     sockets = getattr(site._server, "sockets", None)
     port = sockets[0].getsockname()[1] if sockets else config.port
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    rc.subscribed.base = f"https://{host}:{port}"
     if core.schema.root(RCMON_NS, "restconf-state") is not None:
-        host = f"[{config.host}]" if ":" in config.host else config.host
         core.providers.append(MonitoringProvider(core.events, f"https://{host}:{port}"))
     log.info("RESTCONF server listening on https://%s:%d%s", config.host, port, ROOT)
     return RestconfHandle(runner, config.host, port, config.cert_path, rc)

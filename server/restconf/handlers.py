@@ -466,7 +466,7 @@ async def invoke(
         raise not_found(f"no operation {module}:{name}")
     if not core.nacm.may_call(sess.principal, (ns, name)):
         raise http_error(403, "access-denied", f"{name} is not allowed for this user")
-    rpc = _rpc_input(sess, module, ns, name, body, fmt)
+    rpc = rpc_input(sess, module, ns, name, body, fmt)
     try:
         result = handler(as_netconf(sess), rpc)
         if inspect.isawaitable(result):
@@ -481,7 +481,7 @@ async def invoke(
     return b'<output xmlns="%s">%s</output>' % (ns.encode(), out)
 
 
-def _rpc_input(
+def rpc_input(
     sess: RestconfSession, module: str, ns: str, name: str, body: bytes, fmt: str
 ) -> etree._Element:
     if not body.strip():
@@ -494,6 +494,7 @@ def _rpc_input(
     root = codec.parse_xml(body)
     if root.tag != _q(ns, "input"):
         raise http_error(400, "unknown-element", f"the body of {name} is its <input> element")
-    rpc = etree.Element(_q(ns, name), nsmap={None: ns})
+    # the input's namespace declarations come along: prefixes in values (identityrefs) stay bound
+    rpc = etree.Element(_q(ns, name), nsmap={**root.nsmap, None: ns})
     rpc.extend(list(root))
     return rpc

@@ -380,7 +380,15 @@ def test_operations(rc):
 
     rc.call(rc.handle.core.register_rpc, NS, "clear-bindings", clear)
     ops = curl(rc, "GET", "/restconf/operations").json()["ietf-restconf:operations"]
-    assert ops == {f"{M}:clear-bindings": [None]}
+    subscriptions = {  # RFC 8650
+        f"ietf-subscribed-notifications:{n}-subscription": [None]
+        for n in ("establish", "modify", "delete", "kill")
+    }
+    assert ops == {
+        f"{M}:clear-bindings": [None],
+        "ietf-yang-push:resync-subscription": [None],
+        **subscriptions,
+    }
     seed(rc)
     body = json.dumps({f"{M}:input": {"virtual-router": "default"}})
     r = curl(rc, "POST", f"/restconf/operations/{M}:clear-bindings", body, ctype=JSON)
