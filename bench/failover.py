@@ -34,6 +34,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests" / "redundancy"))
 
 from etcd_cluster import EtcdCluster  # noqa: E402
 from pair import COA, HA, HOME_START, PairDaemon, Topology  # noqa: E402
+from promstat import cpu_seconds, scrape, summary  # noqa: E402
 from test_failover_daemons import Load, Traffic, bound_homes, redundancy  # noqa: E402
 
 from ha.mn.session import MobileNodeSession  # noqa: E402
@@ -149,12 +151,65 @@ def takeover_seconds(daemon: PairDaemon) -> str:
     return f"{float(total):.3f} s ({names} {steps} s)"
 
 
-def rates(topo: Topology, nodes: int, duration: float, paced: float) -> dict[str, dict]:
+def rates(
+    topo: Topology, nodes: int, duration: float, paced: float, watch: Watch | None = None
+) -> dict[str, dict]:
     load(topo, nodes, 2)  # first registrations: every node bound
-    return {
-        "unpaced": load(topo, nodes, duration),
-        "paced": load(topo, nodes, duration, rate=paced, window=4096),
-    }
+    unpaced = load(topo, nodes, duration)
+    if watch is not None:
+        watch.begin()
+    return {"unpaced": unpaced, "paced": load(topo, nodes, duration, rate=paced, window=4096)}
+
+
+class Watch:
+    """Where the replicated paced phase's time goes: the active daemon's replication stages (its
+    /metrics), each etcd member's WAL fdatasync, backend commit and server-side Txn handling (their
+    /metrics, ``--metrics extensive``), and the CPU every process used, read before and after."""
+
+    def __init__(self, etcd: EtcdCluster, active: PairDaemon, standby: PairDaemon) -> None:
+        self.etcd, self.active, self.standby = etcd, active, standby
+        self.urls = {"daemon": f"http://127.0.0.1:{active.metrics_port}/metrics"}
+        self.urls |= {m.name: f"http://127.0.0.1:{m.client_port}/metrics" for m in etcd.members}
+
+    def _pids(self) -> dict[str, int]:
+        pids = {"active daemon": self.active.proc.pid, "standby daemon": self.standby.proc.pid}  # type: ignore[union-attr]
+        return pids | {f"etcd {m.name}": m.proc.pid for m in self.etcd.members if m.proc is not None}
+
+    def _cpu(self) -> dict[str, float]:
+        cpu = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cpu | {"load generator": children.ru_utime + children.ru_stime}
+
+    def begin(self) -> None:
+        self.leader = self.etcd.leader().name
+        self.before = {name: scrape(url) for name, url in self.urls.items()}
+        self.cpu_before, self.started = self._cpu(), time.monotonic()
+
+    def report(self) -> None:
+        """Printed after the load of the phase ended (the generator's CPU is known once it exited)."""
+        wall = time.monotonic() - self.started
+        cpu = {k: v - self.cpu_before.get(k, 0.0) for k, v in self._cpu().items()}
+        after = {name: scrape(url) for name, url in self.urls.items()}
+        diff = {name: after[name].minus(self.before[name]) for name in after}
+        print(f"  where the replicated paced phase's time went (etcd's Raft leader: {self.leader}):")
+        for stage in ("queued", "etcd", "ordered", "total"):
+            counts = diff["daemon"].find("mipha_replication_seconds", stage=stage)
+            print(f"    replication {stage:<8} {summary(counts)}")
+        counters = diff["daemon"].counters
+        sent = {k: counters.get(f"mipha_replication_{k}", 0) for k in ("transactions", "retries")}
+        print(f"    replication transactions {sent['transactions']:,.0f}, sent again {sent['retries']:,.0f}")
+        for m in self.etcd.members:
+            d = diff[m.name]
+            role = "leader  " if m.name == self.leader else "follower"
+            wal = d.find("etcd_disk_wal_fsync_duration_seconds")
+            print(f"    etcd {m.name} {role} WAL fdatasync     {summary(wal)}")
+            print(f"    etcd {m.name} {role} backend commit    "
+                  f"{summary(d.find('etcd_disk_backend_commit_duration_seconds'))}")  # fmt: skip
+            txn = d.find("grpc_server_handling_seconds", grpc_method="Txn")
+            if max(txn.values(), default=0):
+                print(f"    etcd {m.name} {role} Txn (server side) {summary(txn)}")
+        shares = ", ".join(f"{name} {100 * used / wall:.0f} %" for name, used in cpu.items())
+        print(f"    CPU over {wall:.1f} s (of one core): {shares}")
 
 
 def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: int, rounds: int) -> None:
@@ -214,7 +269,8 @@ def run(
             a.wait_log("redundancy: active", 120)
             b.start()
             b.wait_log("mipha running", 120)
-            replicated = rates(topo, nodes, duration, paced)
+            watch = Watch(etcd, a, b)
+            replicated = rates(topo, nodes, duration, paced, watch)
             print(f"etcd: heartbeat {timing[0]} ms, election timeout {timing[1]} ms {' '.join(flags)};"
                   f" load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
             print(f"registrations, {nodes:,} nodes renewing ({duration:.0f} s each, 3 etcd members on"
@@ -225,6 +281,7 @@ def run(
             print(f"  ratio: {ratio:.2f}")
             print(line(f"{paced:,.0f}/s, without [redundancy] (baseline)", baseline["paced"]))
             print(line(f"{paced:,.0f}/s, active of a pair, replicated", replicated["paced"]))
+            watch.report()
             if rounds:
                 etcd_leader_loss(etcd, topo, a, nodes, rounds)
             renew = Load(topo.mn, duration=12, interval=1.0, nodes=nodes)
@@ -272,7 +329,8 @@ def main() -> None:
     parser.add_argument("--etcd-flag", action="append", default=[], help="one more etcd flag (repeatable)")
     args = parser.parse_args()
     timing = (args.etcd_heartbeat_ms, args.etcd_election_ms)
-    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, args.etcd_flag)
+    flags = ["--metrics=extensive", *args.etcd_flag]  # the server-side Txn histogram
+    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, flags)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ class PairDaemon:
         self.dir = tmp / node
         self.dir.mkdir()
         self.port = free_port()
+        self.metrics_port = free_port()  # the Prometheus endpoint (benchmarks read the replication stages)
         self.log = self.dir / "daemon.log"
         self.proc: subprocess.Popen | None = None
         self.offset = 0
@@ -157,6 +158,8 @@ dir = "{self.dir / "state"}"
 startup = "startup.xml"
 [dataplane]
 backend = "tun"
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
 {redundancy}"""
         )
 
