@@ -111,6 +111,9 @@ class RedundancyConfig:
     #: a standby programs its data plane (tunnels, routes in mipha's table) from the group's bindings
     warm_kernel: bool = True
     tls: EtcdTls | None = None  # None: plain text (http:// endpoints)
+    #: replication transactions go to etcd's Raft leader (mipha.etcd_leader); False: to the member
+    #: the client's channel picked (a follower forwards them)
+    leader_route: bool = True
 
     @property
     def root(self) -> str:
@@ -184,10 +187,15 @@ def config_from(section: dict, where: str) -> RedundancyConfig:
     ttl = section.get("lease-ttl", 2)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 60:
         raise RedundancyError(f"{where}: lease-ttl must be an integer number of seconds in 1..60")
-    warm = section.get("warm-kernel", True)
-    if not isinstance(warm, bool):
-        raise RedundancyError(f"{where}: warm-kernel must be true or false")
-    return RedundancyConfig(endpoints, names["group"], names["node"], ttl, warm_kernel=warm, tls=tls)
+    flags = {}
+    for key in ("warm-kernel", "leader-route"):
+        flags[key] = section.get(key, True)
+        if not isinstance(flags[key], bool):
+            raise RedundancyError(f"{where}: {key} must be true or false")
+    return RedundancyConfig(
+        endpoints, names["group"], names["node"], ttl, warm_kernel=flags["warm-kernel"], tls=tls,
+        leader_route=flags["leader-route"],
+    )  # fmt: skip
 
 
 def etcd_client(
@@ -758,7 +766,7 @@ class Replicator:
             low, high = TXN_ATTEMPT_BOUNDS
             timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
             started = loop.time()
-            stub = self.route.stub()
+            stub = self.route.stub() if member.config.leader_route else None
             if stub is None:
                 self.unrouted += 1
             try:
@@ -774,7 +782,8 @@ class Replicator:
             took = loop.time() - started
             self.latency += 0.1 * (took - self.latency)
             self.stages["etcd"].observe(took)
-            self.route.answered(response.header.raft_term)
+            if member.config.leader_route:
+                self.route.answered(response.header.raft_term)
             if not response.succeeded:
                 raise Fenced("the leader key changed: another node is active")
             self.transactions += 1

@@ -128,6 +128,7 @@ class PairDaemon:
         ttl: int = 2,
         nonce: Collection[int] = (),
         warm: bool = True,
+        leader_route: bool = True,
     ) -> None:
         self.node = node
         self.dir = tmp / node
@@ -142,6 +143,7 @@ class PairDaemon:
         redundancy = (
             f'[redundancy]\netcd = [{endpoints}]\ngroup = "pair"\nnode = "{node}"\nlease-ttl = {ttl}\n'
             f"warm-kernel = {'true' if warm else 'false'}\n"
+            f"leader-route = {'true' if leader_route else 'false'}\n"
             if etcd
             else ""
         )
