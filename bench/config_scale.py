@@ -13,7 +13,8 @@ For each configured size, on a fresh daemon:
 
 First, in this process: the engine side's memory per configured mobile node (tracemalloc, 20k nodes):
 the typed objects the glue builds and what the engine adds (its indexes), beside the lxml tree of the
-same entries (RSS growth of parsing them: what one datastore copy costs).
+same entries (RSS growth of parsing them: what one datastore copy costs); then what one accepted
+registration of each node adds (binding, node state, table indexes, the association's MD5 states).
 
 The same run with an empty configuration (the virtual router, no mobile node) is the baseline every
 single-change figure is printed beside; the table at the end sets them against the issue's targets.
@@ -33,7 +34,7 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from e2e import KEY_YANG, PASSWORD, USER, Daemon, check_ok, free_port, timed_rpc
+from e2e import KEY_HEX, KEY_YANG, PASSWORD, USER, Daemon, check_ok, free_port, timed_rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -209,13 +210,43 @@ def engine_memory(nodes: int = 20_000) -> None:
     del config  # what stays is what the engine holds
     gc.collect()
     total = tracemalloc.get_traced_memory()[0]
+    before_bindings = tracemalloc.take_snapshot()
+    register_each(engine, nodes)
+    gc.collect()
+    grown = tracemalloc.take_snapshot().compare_to(before_bindings, "filename")
     tracemalloc.stop()
+    states = sum(d.size_diff for d in grown if d.traceback[0].filename.endswith("ha/protocol/auth.py"))
+    per_binding = sum(d.size_diff for d in grown) / nodes
     assert len(engine.config.mobile_nodes) == nodes
     print(f"\n## Engine side, per configured mobile node ({nodes:,} nodes, one SA each)")
     print(f"  typed objects (MobileNode, SA, addresses)   {built / nodes:6.0f} B")
     print(f"  engine indexes on top                       {(total - built) / nodes:6.0f} B")
     print(f"  together                                    {total / nodes:6.0f} B")
     print(f"  one lxml copy of the same entries (RSS)     {tree:6.0f} B   (the datastore's share, per copy)")
+    print(f"## Engine side, per binding (each of those nodes registered once)   {per_binding:6.0f} B")
+    md5 = states / nodes
+    print(f"  of which its association's MD5 states       {md5:6.0f} B   (kept from its first request on)")
+
+
+def register_each(engine, nodes: int) -> None:  # type: ignore[no-untyped-def]
+    """One accepted registration per configured node (HMAC-MD5, timestamps), through the engine."""
+    from ha import protocol as p
+
+    sa = p.SecurityAssociation(256, bytes.fromhex(KEY_HEX))
+    ha, coa, wall = IPv4Address("127.0.0.1"), IPv4Address("192.0.2.10"), time.time()
+    for i in range(nodes):
+        home, ident = IPv4Address(FIRST + i), p.ntp_timestamp(wall)
+        auth = (p.MobileHomeAuth(256),)
+        request = p.RegistrationRequest(p.RequestFlags.NONE, 600, home, ha, coa, ident, auth)
+        data = p.push_registration_request(request, sign={p.ExtensionType.MN_HA_AUTH: sa})
+        reply = engine.handle_datagram(data, source=(str(coa), 434), received_on=ha, now=1.0, wallclock=wall)
+        assert reply is not None and reply.data[1] == 0, reply
+        if i % 4096 == 0:
+            engine.drain_intents()
+            engine.drain_events()
+    engine.drain_intents()
+    engine.drain_events()
+    engine._peers.clear()  # the one request source's cache entry: not per binding
 
 
 def ms(seconds: float) -> str:

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return show_main(rest, f"mipha {args.command}")
     if args.command == "lab":
-        from .lab import main as lab_main
+        from .lab_cli import main as lab_main
 
         return lab_main(rest)
     return 2

@@ -99,7 +99,6 @@ class Plan:
     routers: dict[str, RouterChange]
     removed: list[str] = field(default_factory=list)
     changed: dict[str, Prepared] = field(default_factory=dict)
-    whole: dict[str, VirtualRouterConfig] = field(default_factory=dict)  # new config of a changed router
     rebuilt: dict[str, VirtualRouter] = field(default_factory=dict)  # name -> new runtime (old stopped)
     added: dict[str, VirtualRouter] = field(default_factory=dict)
     stopped_old: dict[str, tuple[VirtualRouterConfig, list[BindingRecord], str]] = field(default_factory=dict)
@@ -198,7 +197,6 @@ class HomeAgentSubscriber:
             if rc.whole is not None
             else (change or ConfigChange(current.name)).applied_to(current.config)
         )
-        plan.whole[current.name] = config
         if (
             _structure(current.config, current.proxy_arp_mode) != _structure(config, mode)
             or current.engine is None
@@ -274,8 +272,9 @@ class HomeAgentSubscriber:
             vr = routers[name]
             assert vr.engine is not None
             vr.engine.apply(prepared)
-            # the engine's configuration shares its mobile-node map, kept up to date in place
-            vr.config = plan.whole.get(name) or vr.engine.config
+            # the engine's configuration: its mobile-node map is kept up to date in place, and a whole
+            # configuration's map was copied into it (the glue's copy is not kept beside it)
+            vr.config = vr.engine.config
             vr.flush()
             if vr.transport is not None:
                 vr.transport.poke()

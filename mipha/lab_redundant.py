@@ -386,23 +386,17 @@ def down(lab: RedundantLab) -> None:
     step("lab down")
 
 
-def main(args, lab: RedundantLab) -> int:
-    """``mipha lab ACTION --redundant`` (and ``status``, and ``down`` of a redundant lab)."""
-    try:
-        if args.action == "up":
-            up(lab)
-        elif args.action == "demo":
-            demo(lab, args.count)
-        elif args.action == "status":
-            if args.json:
-                print(json.dumps(status(lab)), flush=True)
-            else:
-                show_status(lab)
+def main(args, lab: RedundantLab) -> None:
+    """``mipha lab ACTION --redundant`` (and ``status``, and ``down`` of a redundant lab); a failed step
+    raises :class:`LabError` (``mipha.lab_cli`` reports it)."""
+    if args.action == "up":
+        up(lab)
+    elif args.action == "demo":
+        demo(lab, args.count)
+    elif args.action == "status":
+        if args.json:
+            print(json.dumps(status(lab)), flush=True)
         else:
-            down(lab)
-    except LabError as exc:
-        print(f"mipha lab {args.action} FAILED: {exc}", file=sys.stderr, flush=True)
-        if args.action != "down":
-            print(f"mipha lab: {lab.cleanup_hint()}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+            show_status(lab)
+    else:
+        down(lab)

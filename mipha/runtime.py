@@ -177,6 +177,7 @@ class VirtualRouter:
                 self._ns = None
         with collector_paused():
             engine = HomeAgent(self.engine_config(self.config))
+        self.config = engine.config  # its node map is the engine's own: one map of 100k entries, not two
         if self.journal is not None or self.replicate is not None:
             engine.track_changes()
         if self.replicate is not None:

@@ -172,8 +172,9 @@ class MobileNode:
             object.__setattr__(self, "home_address", IPv4Address(self.home_address))
         if self.reverse_tunnel is not None:
             object.__setattr__(self, "reverse_tunnel", ReverseTunnelPolicy(self.reverse_tunnel))
-        if self.care_of_access:
-            object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in self.care_of_access))
+        coas = self.care_of_access
+        if coas and (type(coas) is not tuple or any(type(p) is not IPv4Network for p in coas)):
+            object.__setattr__(self, "care_of_access", tuple(IPv4Network(p) for p in coas))
         associations = _associations(self.security_associations)
         object.__setattr__(self, "security_associations", associations)
         object.__setattr__(self, "association_tuple", associations.associations)

@@ -118,7 +118,6 @@ from .events import BindingCreated, BindingRemoved, Event, RegistrationDenied, R
 from .pools import PoolAllocator
 from .renewals import CAPACITY as _RENEWALS_CAPACITY
 from .renewals import REQUEST_LENGTH as _RENEWAL_LENGTH
-from .renewals import UDP_TUNNEL_REQUEST_LENGTH as _UDP_RENEWAL_LENGTH
 from .renewals import Renewal, cacheable_layouts
 from .revocations import Negotiated, RevocationState
 from .statistics import Statistics, ViolationRing
@@ -461,7 +460,7 @@ class HomeAgent:
         ):
             peer = self._peer(source, received_on, port)
         renewals = self._renewals
-        if renewals and (len(data) == _RENEWAL_LENGTH or len(data) == _UDP_RENEWAL_LENGTH):
+        if renewals and len(data) >= _RENEWAL_LENGTH:
             renewal = renewals.get(data[:16])
             if renewal is not None:
                 answered = self._renew_cached(renewal, data, peer, now, wallclock)
@@ -569,7 +568,7 @@ class HomeAgent:
         if renewed is not None:  # set by _register for this request when its verdict is an Accept
             self._renewed = None
             if type(verdict) is Accept and node is not None and state is not None:
-                self._remember_renewal(renewed, node, state, peer, verdict, data, reply)
+                self._remember_renewal(renewed, node, state, peer, verdict, data, reply, request)
         return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
 
     # --- renewals in place, answered from what the full path did last time (renewals.py) ---------
@@ -583,10 +582,11 @@ class HomeAgent:
         verdict: Accept,
         data: bytes,
         reply: bytes,
+        request: RegistrationRequest,
     ) -> None:
-        """Keep what this renewal in place read and did, when a repeat can be answered from it: the
-        usual layout (or RFC 3519's, UDP-tunnelled) from a node with a static home address and a
-        timestamp association, directly (no foreign agent), no AAA, no revocation, one binding."""
+        """Keep what this renewal in place read and did, when a repeat can be answered from it: a
+        remembered layout (renewals.py) from a node with a timestamp association (configured or AAA),
+        directly (no foreign agent), no revocation, one binding."""
         renewals = self._renewals
         sa = verdict.security_association
         udp_tunnel = verdict.udp_tunnel is not None
@@ -594,10 +594,8 @@ class HomeAgent:
             renewals is None
             or len(renewals) >= _RENEWALS_CAPACITY
             or not cacheable_layouts(data, reply, udp_tunnel)
-            or self._aaa_mode is not None
             or self._revocations.negotiated
             or peer.foreign_agent is not None
-            or node.home_address is None
             or sa.replay_protection is not _TIMESTAMP
             or verdict.revocation is not None
             or state.coas != binding.care_of_address
@@ -614,6 +612,7 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
+            nai=None if request.layout else request.nai,
             nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
         )
 
@@ -623,8 +622,9 @@ class HomeAgent:
         """Answer a repeat of a remembered renewal in place, or None: the full path decides it.
 
         The entry holds only while everything ``decide`` and the binding rules read is unchanged:
-        the peer, the policy, the node's configuration and state, its binding (renewed by nothing
-        else: the Identifications match), no AAA and no revocation, and for a UDP-tunnelled one the
+        the peer, the policy, the node the request names (configured, or the AAA subscriber cached)
+        and its state, its binding (renewed by nothing else: the Identifications match), no
+        revocation, and for a UDP-tunnelled one the
         ``nat-traversal`` policy (the peer is the NAT mapping: the same one, so the same tunnel); the
         authenticator must verify and the Identification be fresh (as ``mobile_node_authentic`` /
         ``identification_fresh``).
@@ -640,9 +640,8 @@ class HomeAgent:
             or binding.identification != last
             or state.coas != binding.care_of_address
             or self._table.get(renewal.home, binding.care_of_address) is not binding
-            or self._by_home.get(renewal.home) is not node
+            or self._named(renewal.nai, renewal.home) is not node
             or self._nodes.get(node.name) is not state
-            or self._aaa_mode is not None
             or self._revocations.negotiated
             or data[24:-16] != renewal.extension
             or (
@@ -772,12 +771,14 @@ class HomeAgent:
         """The mobile node a request names: by NAI when present (RFC 2794), else by home address."""
         # the usual layouts (an MN-HA extension alone, or RFC 3519's: a UDP Tunnel Request before it)
         # name no NAI: no search for one
-        nai = None if request.layout else request.nai
+        return self._named(None if request.layout else request.nai, request.integers[0])
+
+    def _named(self, nai: str | None, home: int) -> EngineNode | None:
+        """The mobile node named by ``nai`` if not None, else by the home address ``home``."""
         mode = self._aaa_mode
         if mode is None:
             if nai is not None:
                 return self._by_nai.get(nai)
-            home = request.integers[0]
             return self._by_home.get(home) or self._by_assigned.get(home)
         if mode is Authentication.LOCAL_THEN_AAA:
             if nai is not None:
@@ -785,7 +786,6 @@ class HomeAgent:
                 if local is not None:
                     return local
             else:
-                home = request.integers[0]
                 local = self._by_home.get(home) or self._by_assigned.get(home)
                 if local is not None and local.name not in self._subscribers:
                     return local

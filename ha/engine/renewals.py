@@ -10,16 +10,28 @@ engine's binding rules) has renewed a binding in place, :class:`Renewal` remembe
 and did; the next repeat is answered from it after checking the authenticator and the timestamp
 exactly as ``mobile_node_authentic`` and ``identification_fresh`` do, and only while nothing else
 the decision read has changed (:meth:`ha.engine.home_agent.HomeAgent._renew_cached` checks each
-by identity).  Anything else — a failed check, another layout, nonces, AAA, a foreign agent,
-revocation, a pool address — takes the full path, which decides, and answers denials, as always.
+by identity, the node too: the one the request's NAI, or else its home address, names now).
+Anything else — a failed check, another layout, nonces, MN-AAA, a foreign agent, revocation —
+takes the full path, which decides, and answers denials, as always.
 
-Two layouts are remembered: the usual one, and RFC 3519's (a UDP Tunnel Request before the MN-HA
-extension, from behind a NAT).  A UDP-tunnelled renewal in place came from the binding's NAT mapping
-(the same peer), so it changes no tunnel; its reply carries the same UDP Tunnel Reply while the
-``nat-traversal`` policy is the one it was decided under (:attr:`Renewal.nat`).
+The layouts remembered end with the MN-HA extension (16-byte authenticator); before it a request
+may carry the NAI (RFC 2794: every AAA subscriber's request, and configured nodes known by NAI) and
+RFC 3519's UDP Tunnel Request (from behind a NAT), so its reply carries the NAI echoed and the UDP
+Tunnel Reply.  AAA subscribers are served like configured nodes: their key is the AAA cache's
+(``ha/engine/aaa.py``), and a subscriber RADIUS answered for again, forgotten or cleared (a
+Disconnect-Request) is another object or none, so its entries no longer hold.  Pool addresses
+(Framed-Pool, ``address-pool``) too: the binding is the one at the address the node holds.  A
+UDP-tunnelled renewal in place came from the binding's NAT mapping (the same peer), so it changes
+no tunnel; its reply carries the same UDP Tunnel Reply while the ``nat-traversal`` policy is the one
+it was decided under (:attr:`Renewal.nat`).
 
-``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences through two engines,
-one without the cache, and requires the same replies, counters, bindings, intents and events.
+An entry is generic over its extension bytes: ``key`` (the request's first 16 bytes) finds it,
+``extension`` (the bytes between the fixed part and the authenticator) must match, and the reply is
+built from ``reply_head`` and ``reply_extension``, whatever the layout.
+
+``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences (configured and AAA
+nodes, every layout above) through two engines, one without the cache, and requires the same
+replies, counters, bindings, intents and events.
 """
 
 from __future__ import annotations
@@ -30,13 +42,15 @@ from .bindings import Binding
 from .config import EngineNode
 
 #: The usual request: 24-byte fixed part + MN-HA extension (type 32, length 20: SPI + 16-byte
-#: HMAC-MD5 / keyed-MD5 authenticator); its reply is 20 + 22 bytes.
+#: HMAC-MD5 / keyed-MD5 authenticator), the shortest one remembered; its reply is 20 + 22 bytes.
 REQUEST_LENGTH = 46
 REPLY_LENGTH = 42
-#: RFC 3519's: the UDP Tunnel Request (type 144, length 6) before the MN-HA extension; its reply
-#: carries the UDP Tunnel Reply (type 44, length 6) before it.
-UDP_TUNNEL_REQUEST_LENGTH = REQUEST_LENGTH + 8
-UDP_TUNNEL_REPLY_LENGTH = REPLY_LENGTH + 8
+#: Extension types a remembered request may carry before its MN-HA extension: the NAI (RFC 2794) and
+#: RFC 3519's UDP Tunnel Request; its reply: the NAI echoed and the UDP Tunnel Reply.
+_NAI = 131
+_UDP_TUNNEL_REQUEST = 144
+_UDP_TUNNEL_REPLY = 44
+_MN_HA_HEADER = b"\x20\x14"
 #: Entries kept at most (about 0.3 KB each); when full no new ones are added until entries are
 #: dropped (a failed check) or the configuration changes: nodes beyond it take the full path.
 CAPACITY = 131_072
@@ -47,9 +61,10 @@ class Renewal:
 
     ``key`` is the request's first 16 bytes (type, flags, lifetime, home address, home agent,
     care-of address), ``extension`` its extensions up to the authenticator (the MN-HA header, after
-    the UDP Tunnel Request for RFC 3519's layout); the reply is ``head`` + Identification +
-    ``reply_extension`` + authenticator.  ``nat`` is the ``nat-traversal`` policy a UDP-tunnelled
-    renewal was decided under (None for the usual layout).
+    the NAI and the UDP Tunnel Request when it carries them); the reply is ``head`` + Identification
+    + ``reply_extension`` + authenticator.  ``nai`` is the NAI the request names the node by (None:
+    by its home address), ``nat`` the ``nat-traversal`` policy a UDP-tunnelled renewal was decided
+    under (None when not tunnelled).
     """
 
     __slots__ = (
@@ -59,6 +74,7 @@ class Renewal:
         "home",
         "identification",
         "lifetime",
+        "nai",
         "nat",
         "node",
         "peer",
@@ -82,6 +98,7 @@ class Renewal:
         request: bytes,
         reply: bytes,
         code: int,
+        nai: str | None = None,
         nat: object = None,
     ) -> None:
         self.node = node
@@ -95,27 +112,39 @@ class Renewal:
         self.identification = binding.identification
         self.lifetime = binding.lifetime
         self.code = code
+        self.nai = nai
         self.nat = nat
         self.extension = request[24:-16]
         self.reply_head = reply[:12]
         self.reply_extension = reply[20:-16]
 
 
+def _kinds(data: bytes, start: int) -> tuple[int, ...] | None:
+    """The types of the extensions from ``start`` up to a last MN-HA extension with a 16-byte
+    authenticator; None when the message does not end with one or its lengths do not add up."""
+    end = len(data) - 22
+    if end < start or data[end : end + 2] != _MN_HA_HEADER:
+        return None
+    kinds = []
+    while start < end - 1:
+        kinds.append(data[start])
+        start += 2 + data[start + 1]
+    return tuple(kinds) if start == end else None
+
+
+#: Extension types before the MN-HA extension, request and reply: (not tunnelled, UDP-tunnelled).
+_LAYOUTS = (
+    {(): (), (_NAI,): (_NAI,)},
+    {
+        (_UDP_TUNNEL_REQUEST,): (_UDP_TUNNEL_REPLY,),
+        (_NAI, _UDP_TUNNEL_REQUEST): (_NAI, _UDP_TUNNEL_REPLY),
+        (_UDP_TUNNEL_REQUEST, _NAI): (_NAI, _UDP_TUNNEL_REPLY),
+    },
+)
+
+
 def cacheable_layouts(request: bytes, reply: bytes, udp_tunnel: bool) -> bool:
-    """The request and its reply have one of the two remembered layouts (the usual one; RFC 3519's
-    when the renewal is UDP-tunnelled), with 16-byte authenticators."""
-    if udp_tunnel:
-        return (
-            len(request) == UDP_TUNNEL_REQUEST_LENGTH
-            and request[24:26] == b"\x90\x06"
-            and request[32:34] == b"\x20\x14"
-            and len(reply) == UDP_TUNNEL_REPLY_LENGTH
-            and reply[20:22] == b"\x2c\x06"
-            and reply[28:30] == b"\x20\x14"
-        )
-    return (
-        len(request) == REQUEST_LENGTH
-        and request[24:26] == b"\x20\x14"
-        and len(reply) == REPLY_LENGTH
-        and reply[20:22] == b"\x20\x14"
-    )
+    """The request and its reply have one of the remembered layouts (the NAI and, when the renewal
+    is UDP-tunnelled, RFC 3519's extension, before an MN-HA extension with a 16-byte authenticator)."""
+    asked = _kinds(request, 24)
+    return asked is not None and _LAYOUTS[udp_tunnel].get(asked, -1) == _kinds(reply, 20)

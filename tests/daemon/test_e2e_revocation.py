@@ -27,11 +27,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from ncclient import manager
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
@@ -75,6 +77,56 @@ def namespaces() -> Iterator[tuple[str, str]]:
     finally:
         for ns in (ha, fa):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@dataclass
+class StandIn:
+    """The running daemon, two NETCONF sessions (``listener`` subscribed) and the agent's UDP 434 socket."""
+
+    ha_ns: str
+    tmp_path: Path
+    agent: socket.socket
+    m: manager.Manager
+    listener: manager.Manager
+    capture: Capture | None = None
+
+    def configure(self, config: str) -> None:
+        """Commit the virtual router, then capture its link to the agent."""
+        self.m.edit_config(target="running", config=config)
+        self.capture = Capture(self.ha_ns, self.tmp_path / "fa-link.pcap", interface="wan0")
+
+    def captured(self, *extra: str) -> list[dict[str, str]]:
+        """The link's datagrams, once every message type was seen, each decoded without "malformed"."""
+        assert self.capture is not None
+        self.capture.wait_for({"1", "3", "7", "15"})
+        self.capture.stop()
+        rows = self.capture.decode(*extra)
+        assert all(r["_ws.malformed"] == "" for r in rows), rows
+        assert {"1", "3", "7", "15"} <= {r["mip.type"] for r in rows}, rows
+        return rows
+
+
+@pytest.fixture
+def stand_in(namespaces: tuple[str, str], tmp_path: Path) -> Iterator[StandIn]:
+    """The foreign agent stand-in's set-up, shared by both tests: stopped by PID, sockets closed."""
+    ha_ns, fa_ns = namespaces
+    daemon = Daemon(tmp_path, free_port())
+    thread = NetnsThread(fa_ns)
+    agent = thread.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    agent.bind((FA, 434))
+    link: StandIn | None = None
+    try:
+        daemon.start()
+        with daemon.connect() as m, daemon.connect() as listener:
+            listener.create_subscription()
+            link = StandIn(ha_ns, tmp_path, agent, m, listener)
+            yield link
+    finally:
+        if link is not None and link.capture is not None:
+            link.capture.stop()
+        agent.close()
+        thread.close()
+        daemon.stop()
 
 
 def vr_config(ha_ns: str) -> str:
@@ -127,84 +179,63 @@ def bindings(m) -> list[etree._Element]:  # type: ignore[no-untyped-def]
     return etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode()).findall(f".//{{{NS}}}binding")
 
 
-def test_revocation_both_ways_with_a_foreign_agent_stand_in(
-    namespaces: tuple[str, str], tmp_path: Path
-) -> None:
-    ha_ns, fa_ns = namespaces
-    daemon = Daemon(tmp_path, free_port())
-    thread = NetnsThread(fa_ns)
-    agent = thread.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    agent.bind((FA, 434))
-    capture: Capture | None = None
-    try:
-        daemon.start()
-        with daemon.connect() as m, daemon.connect() as listener:
-            listener.create_subscription()
-            m.edit_config(target="running", config=vr_config(ha_ns))
-            capture = Capture(ha_ns, tmp_path / "revocation.pcap", interface="wan0")
+def test_revocation_both_ways_with_a_foreign_agent_stand_in(stand_in: StandIn) -> None:
+    agent, m, listener = stand_in.agent, stand_in.m, stand_in.listener
+    stand_in.configure(vr_config(stand_in.ha_ns))
 
-            # Registration relayed by the agent: the reply echoes Revocation Support before FA-HA.
-            agent.sendto(relayed_request(fa_timestamp=1000), (HA, 434))
-            reply = receive(agent, 3)
-            assert reply[1] == 0, f"code {reply[1]}"
-            check_fa_ha(reply)
-            assert reply[-30:-22][:2] == bytes((137, 6)) and reply[-30:-22][2:4] == b"\x80\x00"
-            assert len(bindings(m)) == 1
+    # Registration relayed by the agent: the reply echoes Revocation Support before FA-HA.
+    agent.sendto(relayed_request(fa_timestamp=1000), (HA, 434))
+    reply = receive(agent, 3)
+    assert reply[1] == 0, f"code {reply[1]}"
+    check_fa_ha(reply)
+    assert reply[-30:-22][:2] == bytes((137, 6)) and reply[-30:-22][2:4] == b"\x80\x00"
+    assert len(bindings(m)) == 1
 
-            # clear-bindings: a revocation, retransmitted until acknowledged.
-            rpc = f'<clear-bindings xmlns="{NS}"><virtual-router>rev</virtual-router></clear-bindings>'
-            m.dispatch(etree.fromstring(rpc))
-            first = receive(agent, 7)
-            check_fa_ha(first)
-            _t, _r, flags, home, hda, fda, revocation_id = struct.unpack_from("!BBHIIII", first)
-            assert flags == 0xC000 and (home, hda, fda) == (
-                int(IPv4Address(HOME)),
-                int(IPv4Address(HA)),
-                int(IPv4Address(FA)),
-            )
-            again = receive(agent, 7, timeout=3)
-            assert again == first, "the retransmission is the same message"
-            agent.sendto(fa_signed(struct.pack("!BBHII", 15, 0, 0, home, revocation_id)), (HA, 434))
-            time.sleep(2.5)  # past the next retransmission time: nothing more comes
-            agent.settimeout(0.1)
-            with pytest.raises(TimeoutError):
-                while True:
-                    data, _ = agent.recvfrom(2048)
-                    assert data[0] != 7, "retransmitted after the acknowledgement"
-            stats = statistics(m, "rev")
-            assert (stats["revocations-sent"], stats["revocation-acks-received"]) == ("1", "1")
-            assert int(stats["revocations-retransmitted"]) >= 1 and stats["revocations-unacknowledged"] == "0"
+    # clear-bindings: a revocation, retransmitted until acknowledged.
+    rpc = f'<clear-bindings xmlns="{NS}"><virtual-router>rev</virtual-router></clear-bindings>'
+    m.dispatch(etree.fromstring(rpc))
+    first = receive(agent, 7)
+    check_fa_ha(first)
+    _t, _r, flags, home, hda, fda, revocation_id = struct.unpack_from("!BBHIIII", first)
+    assert flags == 0xC000 and (home, hda, fda) == (
+        int(IPv4Address(HOME)),
+        int(IPv4Address(HA)),
+        int(IPv4Address(FA)),
+    )
+    again = receive(agent, 7, timeout=3)
+    assert again == first, "the retransmission is the same message"
+    agent.sendto(fa_signed(struct.pack("!BBHII", 15, 0, 0, home, revocation_id)), (HA, 434))
+    time.sleep(2.5)  # past the next retransmission time: nothing more comes
+    agent.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        while True:
+            data, _ = agent.recvfrom(2048)
+            assert data[0] != 7, "retransmitted after the acknowledgement"
+    stats = statistics(m, "rev")
+    assert (stats["revocations-sent"], stats["revocation-acks-received"]) == ("1", "1")
+    assert int(stats["revocations-retransmitted"]) >= 1 and stats["revocations-unacknowledged"] == "0"
 
-            # The agent ends the visit: its revocation removes the binding and is acknowledged.
-            agent.sendto(relayed_request(fa_timestamp=5000), (HA, 434))
-            assert receive(agent, 3)[1] == 0
-            assert len(bindings(m)) == 1
-            revoke = struct.pack("!BBHIIII", 7, 0, 0, int(IPv4Address(HOME)), int(IPv4Address(HA)),
-                                 int(IPv4Address(FA)), 5001)  # fmt: skip
-            agent.sendto(fa_signed(revoke), (HA, 434))
-            ack = receive(agent, 15)
-            check_fa_ha(ack)
-            assert struct.unpack_from("!BBHII", ack) == (15, 0, 0, int(IPv4Address(HOME)), 5001)
-            assert bindings(m) == []
-            removed = notification(listener, "binding-removed")
-            while removed.findtext(f"{{{NS}}}reason") == "cleared":
-                removed = notification(listener, "binding-removed")
-            assert removed.findtext(f"{{{NS}}}reason") == "revoked"
-            # Replayed: discarded, not acknowledged again.
-            agent.sendto(fa_signed(revoke), (HA, 434))
-            time.sleep(0.5)
-            assert statistics(m, "rev")["revocations-discarded"] == "1"
+    # The agent ends the visit: its revocation removes the binding and is acknowledged.
+    agent.sendto(relayed_request(fa_timestamp=5000), (HA, 434))
+    assert receive(agent, 3)[1] == 0
+    assert len(bindings(m)) == 1
+    revoke = struct.pack("!BBHIIII", 7, 0, 0, int(IPv4Address(HOME)), int(IPv4Address(HA)),
+                         int(IPv4Address(FA)), 5001)  # fmt: skip
+    agent.sendto(fa_signed(revoke), (HA, 434))
+    ack = receive(agent, 15)
+    check_fa_ha(ack)
+    assert struct.unpack_from("!BBHII", ack) == (15, 0, 0, int(IPv4Address(HOME)), 5001)
+    assert bindings(m) == []
+    removed = notification(listener, "binding-removed")
+    while removed.findtext(f"{{{NS}}}reason") == "cleared":
+        removed = notification(listener, "binding-removed")
+    assert removed.findtext(f"{{{NS}}}reason") == "revoked"
+    # Replayed: discarded, not acknowledged again.
+    agent.sendto(fa_signed(revoke), (HA, 434))
+    time.sleep(0.5)
+    assert statistics(m, "rev")["revocations-discarded"] == "1"
 
-        capture.stop()
-        rows = capture.decode()
-        assert all(r["_ws.malformed"] == "" for r in rows), rows
-        assert {"1", "3", "7", "15"} <= {r["mip.type"] for r in rows}, rows
-    finally:
-        if capture is not None:
-            capture.stop()
-        agent.close()
-        thread.close()
-        daemon.stop()
+    stand_in.captured()
 
 
 # --- an AAA Disconnect-Request (RFC 5176) of a binding relayed by the agent --------------------------
@@ -240,69 +271,56 @@ def relayed_aaa_request(fa_timestamp: int, inform: bool) -> bytes:
     return fa_signed(mn + struct.pack("!BBHI", 137, 6, 0x8000 if inform else 0, fa_timestamp))
 
 
-def test_aaa_disconnect_revokes_at_the_foreign_agent(namespaces: tuple[str, str], tmp_path: Path) -> None:
-    ha_ns, fa_ns = namespaces
-    radiusd = FreeRadius(tmp_path / "raddb", secret=RADIUS_SECRET, netns=ha_ns)
-    daemon = Daemon(tmp_path, free_port())
-    thread = NetnsThread(fa_ns)
-    agent = thread.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    agent.bind((FA, 434))
-    capture: Capture | None = None
+@pytest.fixture
+def radiusd(namespaces: tuple[str, str], tmp_path: Path) -> Iterator[FreeRadius]:
+    server = FreeRadius(tmp_path / "raddb", secret=RADIUS_SECRET, netns=namespaces[0])
+    server.start()
     try:
-        radiusd.start()
-        daemon.start()
-        with daemon.connect() as m, daemon.connect() as listener:
-            listener.create_subscription()
-            m.edit_config(target="running", config=aaa_vr_config(ha_ns))
-            capture = Capture(ha_ns, tmp_path / "disconnect.pcap", interface="wan0")
-
-            # The key comes from FreeRADIUS (an Access-Request on loopback) before the reply.
-            agent.sendto(relayed_aaa_request(fa_timestamp=2000, inform=True), (HA, 434))
-            reply = receive(agent, 3, timeout=10)
-            assert reply[1] == 0, f"code {reply[1]}"
-            assert reply[4:8] == IPv4Address(AAA_HOME).packed
-            check_fa_ha(reply)
-            assert reply[-30:-26] == bytes((137, 6, 0x80, 0))  # negotiated, with I
-            (binding,) = bindings(m)
-            assert binding.findtext(f"{{{NS}}}home-address") == AAA_HOME
-
-            done = subprocess.run(
-                ["ip", "netns", "exec", ha_ns, "radclient", "-r", "1", "-t", "3", "127.0.0.1:3799",
-                 "disconnect", RADIUS_SECRET],
-                input=f"User-Name = {AAA_NAI}\n", capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
-            assert "Disconnect-ACK" in done.stdout, done.stdout + done.stderr
-
-            revocation = receive(agent, 7)
-            check_fa_ha(revocation)
-            _t, _r, flags, home, hda, fda, revocation_id = struct.unpack_from("!BBHIIII", revocation)
-            assert flags == 0xC000  # A: the home agent revokes; I: please inform the node (negotiated)
-            assert (home, hda, fda) == tuple(int(IPv4Address(a)) for a in (AAA_HOME, HA, FA))
-            assert revocation_id > 2000  # §5: beyond the timestamp of our Revocation Support extension
-            agent.sendto(fa_signed(struct.pack("!BBHII", 15, 0, 0x8000, home, revocation_id)), (HA, 434))
-            removed = notification(listener, "binding-removed")
-            assert removed.findtext(f"{{{NS}}}home-address") == AAA_HOME
-            assert removed.findtext(f"{{{NS}}}reason") == "cleared"
-            assert bindings(m) == []
-            deadline = time.monotonic() + 5
-            while (stats := statistics(m, "rev"))["revocation-acks-received"] != "1":
-                assert time.monotonic() < deadline, stats
-                time.sleep(0.1)
-            assert stats["revocations-sent"] == "1" and stats["revocations-unacknowledged"] == "0"
-            assert stats["revocations-received"] == "0" and stats["revocations-discarded"] == "0"
-
-        capture.wait_for({"1", "3", "7", "15"})
-        capture.stop()
-        rows = capture.decode("mip.rev.a", "mip.rev.i", "mip.ext.rev.i")
-        assert all(r["_ws.malformed"] == "" for r in rows), rows
-        assert {"1", "3", "7", "15"} <= {r["mip.type"] for r in rows}, rows
-        rev_row = next(r for r in rows if r["mip.type"] == "7")
-        assert (rev_row["mip.rev.a"], rev_row["mip.rev.i"]) == ("1", "1"), rev_row
-        assert next(r for r in rows if r["mip.type"] == "3")["mip.ext.rev.i"] == "1", rows
+        yield server
     finally:
-        if capture is not None:
-            capture.stop()
-        agent.close()
-        thread.close()
-        daemon.stop()
-        radiusd.stop()
+        server.stop()
+
+
+def test_aaa_disconnect_revokes_at_the_foreign_agent(radiusd: FreeRadius, stand_in: StandIn) -> None:
+    agent, m, listener, ha_ns = stand_in.agent, stand_in.m, stand_in.listener, stand_in.ha_ns
+    stand_in.configure(aaa_vr_config(ha_ns))
+
+    # The key comes from FreeRADIUS (an Access-Request on loopback) before the reply.
+    agent.sendto(relayed_aaa_request(fa_timestamp=2000, inform=True), (HA, 434))
+    reply = receive(agent, 3, timeout=10)
+    assert reply[1] == 0, f"code {reply[1]}"
+    assert reply[4:8] == IPv4Address(AAA_HOME).packed
+    check_fa_ha(reply)
+    assert reply[-30:-26] == bytes((137, 6, 0x80, 0))  # negotiated, with I
+    (binding,) = bindings(m)
+    assert binding.findtext(f"{{{NS}}}home-address") == AAA_HOME
+
+    done = subprocess.run(
+        ["ip", "netns", "exec", ha_ns, "radclient", "-r", "1", "-t", "3", "127.0.0.1:3799",
+         "disconnect", RADIUS_SECRET],
+        input=f"User-Name = {AAA_NAI}\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "Disconnect-ACK" in done.stdout, done.stdout + done.stderr
+
+    revocation = receive(agent, 7)
+    check_fa_ha(revocation)
+    _t, _r, flags, home, hda, fda, revocation_id = struct.unpack_from("!BBHIIII", revocation)
+    assert flags == 0xC000  # A: the home agent revokes; I: please inform the node (negotiated)
+    assert (home, hda, fda) == tuple(int(IPv4Address(a)) for a in (AAA_HOME, HA, FA))
+    assert revocation_id > 2000  # §5: beyond the timestamp of our Revocation Support extension
+    agent.sendto(fa_signed(struct.pack("!BBHII", 15, 0, 0x8000, home, revocation_id)), (HA, 434))
+    removed = notification(listener, "binding-removed")
+    assert removed.findtext(f"{{{NS}}}home-address") == AAA_HOME
+    assert removed.findtext(f"{{{NS}}}reason") == "cleared"
+    assert bindings(m) == []
+    deadline = time.monotonic() + 5
+    while (stats := statistics(m, "rev"))["revocation-acks-received"] != "1":
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.1)
+    assert stats["revocations-sent"] == "1" and stats["revocations-unacknowledged"] == "0"
+    assert stats["revocations-received"] == "0" and stats["revocations-discarded"] == "0"
+
+    rows = stand_in.captured("mip.rev.a", "mip.rev.i", "mip.ext.rev.i")
+    rev_row = next(r for r in rows if r["mip.type"] == "7")
+    assert (rev_row["mip.rev.a"], rev_row["mip.rev.i"]) == ("1", "1"), rev_row
+    assert next(r for r in rows if r["mip.type"] == "3")["mip.ext.rev.i"] == "1", rows

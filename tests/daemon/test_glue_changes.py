@@ -227,6 +227,8 @@ def test_keyed_changes_reach_the_engines_and_refusals_change_nothing(served) -> 
 
         m.edit_config(target="running", config=CHANGE)
         after = srv.call(lambda: snapshot(routers))
+        # added, rebuilt or changed: each runtime keeps its engine's node map, not a second one
+        assert all(vr.config.mobile_nodes is vr.engine.config.mobile_nodes for vr in routers.values())
     nodes_a = after["a"][1]
     assert sorted(nodes_a) == ["mn2", "mn3"] and nodes_a["mn2"].nai == "renamed@a"
     assert nodes_a["mn2"] is before["a"][1]["mn2"] or nodes_a["mn2"].nai != before["a"][1]["mn2"].nai

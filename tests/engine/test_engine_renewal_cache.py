@@ -1,23 +1,38 @@
 """The renewal cache (ha/engine/renewals.py) changes nothing but speed: random operation sequences
 through an engine with it and one without give the same replies, counters, bindings, replay state,
-intents, events and binding changes after every step."""
+intents, events and binding changes after every step — configured nodes by home address and by NAI,
+AAA subscribers (RADIUS answers given to both engines alike), pool addresses, UDP tunnels,
+configuration changes (the authentication mode and the AAA cache's size too), expiry, Disconnect-
+Requests (``clear_bindings`` as mipha/aaa.py calls it)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from engine_helpers import HA, KEY, Clock, build_request, node, sa, vr_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ha.aaa.config import AaaConfig, AaaServer
+from ha.aaa.profile import AaaProfile
+from ha.engine.aaa import AaaAccepted, AaaRejected, AaaUnavailable
 from ha.engine.config import AddressPool, ConfigChange, ForeignAgent
 from ha.engine.home_agent import HomeAgent
+from ha.mn.session import MobileNodeSession
 from ha.protocol import UdpTunnelRequest, ntp_timestamp
-from ha.protocol.constants import ReplayProtection
+from ha.protocol.constants import AuthAlgorithm, ReplayProtection
 from ha.protocol.udp_tunnel import NatTraversalPolicy
 
 OTHER_KEY = bytes(range(16))
-HOMES = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "0.0.0.0")  # mn0, mn1 (nonce), mn2 (FA relayed), pool
+#: mn0, mn1 (nonce), mn2 (FA relayed), mn3 (pool, by NAI), then two AAA subscribers: a4 (Framed-IP-
+#: Address 10.3.0.4, or Framed-Pool by another answer), a5 (Framed-Pool); a request may name the pool's
+#: first address instead (what a pool node renews with once assigned it).
+HOMES = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+POOL_FIRST = "10.2.0.1"
+#: The NAI each node's requests carry: mn0 may name itself by NAI or not, mn3 and AAA nodes always do.
+NAIS = ("mn0@example.net", None, None, "mn3@example.net", "a4@example.net", "a5@example.net")
 COAS = ("203.0.113.5", "203.0.113.6", "10.1.0.1")  # the last is mn0's home address (deregister all)
 #: The third is a foreign agent; the last two a NAT (two mappings: the NAT lost its state).
 SOURCES = (
@@ -42,15 +57,36 @@ NAT_POLICIES = (
 )
 
 
+#: RADIUS's answers: ERX key + Framed-IP-Address, the same with a lifetime cap, Framed-Pool, another
+#: key, Access-Reject, every server timed out.
+ANSWERS = ("static", "capped", "pool", "other key", "reject", "unavailable")
+AUTHENTICATIONS = ("local-then-aaa", "local-then-aaa", "aaa", "local")
+
+
+def answer(nai: str, kind: str):
+    if kind == "reject":
+        return AaaRejected("Access-Reject")
+    if kind == "unavailable":
+        return AaaUnavailable("no answer")
+    key = OTHER_KEY if kind == "other key" else KEY
+    static = kind in ("static", "capped", "other key")
+    home = IPv4Address("10.3.0.4") if static and nai.startswith("a4") else None
+    return AaaAccepted(
+        AaaProfile(nai, 256, key, AuthAlgorithm.HMAC_MD5, home, None if home else "pool",
+                   60 if kind == "capped" else None, "erx", "framed-ip-address" if home else "framed-pool")
+    )  # fmt: skip
+
+
 def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7, simultaneous: int = 0,
-           max_bindings: int | None = None, key: bytes = KEY, nat: int = 0):  # fmt: skip
+           max_bindings: int | None = None, key: bytes = KEY, nat: int = 0,
+           authentication: str = "local-then-aaa", cache_size: int = 4):  # fmt: skip
     nodes = [
-        node("mn0", HOMES[0], security_associations=[sa(key=key)]),
+        node("mn0", HOMES[0], nai=NAIS[0], security_associations=[sa(key=key)]),
         node("mn1", HOMES[1], security_associations=[sa(replay_protection=ReplayProtection.NONCE)]),
         node("mn2", HOMES[2]),
-        node("mn3", None, nai="mn3@example.net", address_pool="pool"),
+        node("mn3", None, nai=NAIS[3], address_pool="pool"),
     ]
-    return vr_config(
+    vr = vr_config(
         nodes,
         pools=[AddressPool("pool", [("10.2.0.1", "10.2.0.9")])],
         foreign_agents=[ForeignAgent(IPv4Address(SOURCES[2][0]), {700: sa(700)})],
@@ -60,12 +96,17 @@ def config(*, max_lifetime: int = 600, enabled: bool = True, tolerance: int = 7,
         simultaneous_bindings=simultaneous,
         max_bindings=max_bindings,
         nat_traversal=NAT_POLICIES[nat],
+        authentication=authentication,
+    )
+    return replace(
+        vr, aaa=AaaConfig(servers=(AaaServer(IPv4Address("127.0.0.1"), b"s"),), cache_size=cache_size)
     )
 
 
+WHO = (0, 0, 0, 1, 2, 3, 4, 4, 5)
 requests = st.tuples(
     st.just("request"),
-    st.sampled_from((0, 0, 0, 1, 2, 3)),  # node
+    st.sampled_from(WHO),  # node
     st.sampled_from((0, 0, 1, 2)),  # care-of address
     st.sampled_from((600, 600, 600, 60, 0, 0xFFFF)),  # lifetime
     st.sampled_from(FLAGS),
@@ -74,10 +115,11 @@ requests = st.tuples(
     st.sampled_from((0, 0, 1, 2, 3, 3, 4)),  # source
     st.sampled_from((False,) * 5 + (True,)),  # sent to the broadcast address instead
     st.sampled_from((0, 0, 1, 1, 2, 3)),  # UDP Tunnel Request (TUNNELS)
+    st.sampled_from((True, True, False)),  # the NAI when the node has one (AAA nodes: always)
+    st.sampled_from((False, False, True)),  # the pool's first address as home address, not the node's
+    st.sampled_from(ANSWERS[:3] * 3 + ANSWERS[3:]),  # RADIUS's answer, if asked
 )
-again = st.tuples(
-    st.just("again"), st.sampled_from((0, 0, 0, 1, 2, 3))
-)  # a node's last request, new Identification
+again = st.tuples(st.just("again"), st.sampled_from(WHO))  # a node's last request, new Identification
 others = st.one_of(
     st.tuples(st.just("advance"), st.sampled_from((0.5, 30, 70, 700))),
     st.tuples(
@@ -91,11 +133,24 @@ others = st.one_of(
                 "max_bindings": st.sampled_from((None, 1, 3)),
                 "key": st.sampled_from((KEY, KEY, KEY, OTHER_KEY)),
                 "nat": st.sampled_from((0, 0, 1, 2)),
+                "authentication": st.sampled_from(AUTHENTICATIONS),
+                "cache_size": st.sampled_from((4, 4, 1)),
             }
         ),
     ),
     st.tuples(st.just("rekey"), st.sampled_from((KEY, OTHER_KEY))),  # one node changed, entry by entry
     st.tuples(st.just("clear"), st.booleans()),
+    st.tuples(st.just("disconnect"), st.sampled_from((4, 5)), st.booleans()),  # by NAI, or Framed-IP
+    # an MN-AAA request: RADIUS answers again for a (maybe bound) subscriber, perhaps with another key
+    # (a stale Identification: RADIUS accepts, the decision answers 133 and the binding stays; lifetime
+    # 600: the same first 16 bytes as the node's usual requests)
+    st.tuples(
+        st.just("mn-aaa"),
+        st.sampled_from((4, 5)),
+        st.sampled_from(ANSWERS),
+        st.booleans(),
+        st.sampled_from((600, 300)),
+    ),
 )
 #: Half the operations repeat a node's last request (what fills and uses the cache), 3 in 10 are new
 #: requests, the rest change time, the configuration or the bindings.
@@ -117,13 +172,15 @@ class Pair:
         self.last: dict[int, int] = {}
         self.asked: dict[int, tuple] = {}
         self.hits = 0
+        self.hits_by: Counter[str] = Counter()  # by node name (AAA subscribers: aaa:<NAI>)
 
     def both(self, call):
         results = [call(engine) for engine in self.engines]
         assert results[0] == results[1]
         return results[0]
 
-    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=0) -> None:
+    def request(self, who, coa, lifetime, flags, ident, auth, source, broadcast, tunnel=0, named=True,
+                pool_home=False, radius="static") -> None:  # fmt: skip
         clock = self.clock
         if ident == "repeat" and who in self.last:
             identification = self.last[who]
@@ -134,14 +191,15 @@ class Pair:
         else:
             identification = clock.timestamp()
         self.last[who] = identification
+        nai = NAIS[who] if named or who >= 3 else None
         data = build_request(
-            home=HOMES[who],
+            home=POOL_FIRST if pool_home else HOMES[who],
             coa=COAS[coa],
             identification=identification,
             lifetime=lifetime,
             flags=flags,
             key=OTHER_KEY if auth == "other key" else KEY,
-            nai="mn3@example.net" if who == 3 else None,
+            nai=nai,
             fa=(700, KEY) if source == 2 else None,
             udp_tunnel=TUNNELS[tunnel],
         )
@@ -159,8 +217,34 @@ class Pair:
             return None if out is None else (out.data, out.destination, out.source, out.source_port)
 
         self.both(send)
+        self.radius(radius)
         if entry is not None and cached.get(data[:16]) is entry and entry.identification != before:
             self.hits += 1  # answered from the entry (the full path would have made a new one)
+            self.hits_by[entry.node.name] += 1
+
+    def radius(self, kind: str) -> None:
+        """RADIUS answers every look-up the request made, both engines alike."""
+        clock = self.clock
+        for lookup in self.both(lambda e: [(x.nai, x.home_address, x.chap) for x in e.drain_aaa_lookups()]):
+            outcome = answer(lookup[0], kind)
+            self.both(
+                lambda e, nai=lookup[0], outcome=outcome: (
+                    lambda out: None if out is None else (out.data, out.destination, out.source)
+                )(e.handle_aaa_answer(nai, outcome, now=clock.now, wallclock=clock.wall))
+            )
+
+    def mn_aaa(self, who: int, kind: str, stale: bool, lifetime: int) -> None:
+        clock = self.clock
+        session = MobileNodeSession(HA, IPv4Address(HOMES[who]), IPv4Address(COAS[0]), sa(), nai=NAIS[who],
+                                    mn_aaa_secret=b"mn-aaa-secret")  # fmt: skip
+        identification = ntp_timestamp(clock.wall - 100) if stale else clock.timestamp()
+        data = session.build(identification, lifetime=lifetime)
+        self.both(
+            lambda e: e.handle_datagram(
+                data, source=SOURCES[0], received_on=HA, now=clock.now, wallclock=clock.wall
+            )
+        )
+        self.radius(kind)
 
     def apply(self, operation) -> None:
         kind, *args = operation
@@ -171,6 +255,11 @@ class Pair:
             asked = self.asked.get(args[0])
             if asked is not None:
                 self.request(*asked[:4], "fresh", "good", *asked[6:])
+        elif kind == "mn-aaa":
+            self.mn_aaa(*args)
+        elif kind == "disconnect":  # a Disconnect-Request naming the NAI, or the Framed-IP-Address
+            nai, home = NAIS[args[0]], IPv4Address("10.3.0.4") if args[0] == 4 else IPv4Address(POOL_FIRST)
+            self.both(lambda e: e.clear_bindings(nai=nai) if args[1] else e.clear_bindings(home_address=home))
         elif kind == "advance":
             self.clock.advance(args[0])
             self.both(lambda e: e.handle_timer(self.clock.now))
@@ -188,8 +277,11 @@ class Pair:
     def compare(self) -> None:
         now = self.clock.now
         self.both(lambda e: e.statistics.as_dict())
-        self.both(lambda e: [e.node_statistics(f"mn{i}") for i in range(4)])
-        self.both(lambda e: [e.replay_state(f"mn{i}") for i in range(4)])
+        self.both(lambda e: [getattr(e.aaa_counters, name) for name in e.aaa_counters.__slots__])
+        names = [f"mn{i}" for i in range(4)] + ["aaa:" + nai for nai in NAIS[4:]]
+        self.both(lambda e: [e.node_statistics(name) for name in names])
+        self.both(lambda e: [e.replay_state(name) for name in names])
+        self.both(lambda e: sorted((n, s.to_dict()) for n, s in e.subscribers()))
         self.both(lambda e: e.bindings_after(None, 100, now=now))
         self.both(lambda e: (e.get_timer(), len(e)))
         self.both(lambda e: e.drain_intents())
@@ -287,3 +379,71 @@ def test_udp_tunnelled_renewals_are_answered_from_the_cache_and_a_moved_mapping_
     pair.apply(("request", 0, 0, 600, 0, "fresh", "good", 4, False, 2))
     assert pair.hits == 3
     assert pair.engines[0].statistics.as_dict() == pair.engines[1].statistics.as_dict()
+
+
+def aaa_request(who: int, radius: str = "static", **kw) -> tuple:
+    """A request of AAA node ``who`` (4: a4, 5: a5) directly from 203.0.113.5, RADIUS answering ``radius``."""
+    fields = dict(coa=0, lifetime=600, flags=0, source=0, tunnel=0, pool_home=False)
+    fields.update(kw)
+    return ("request", who, fields["coa"], fields["lifetime"], fields["flags"], "fresh", "good",
+            fields["source"], False, fields["tunnel"], True, fields["pool_home"], radius)  # fmt: skip
+
+
+def test_aaa_renewals_are_answered_from_the_cache_until_radius_answers_anew() -> None:
+    """A cached subscriber's renewals (NAI before MN-HA, its key from the AAA cache) come from the entry;
+    once RADIUS answered again with another key (MN-AAA, here decided 133: the binding stays), the old
+    key must not verify: the subscriber is another object, the full path answers 131."""
+    pair = Pair()
+    good = aaa_request(4)
+    for _ in range(4):
+        pair.apply(good)
+    assert pair.hits_by == {"aaa:a4@example.net": 2}
+    engine = pair.engines[0]
+    assert engine.aaa_counters.lookups == 1 and engine.statistics.accepted == 4
+    pair.apply(("mn-aaa", 4, "other key", True, 300))  # not the entry's first 16 bytes: it stays
+    assert engine.aaa_counters.lookups == 2 and engine.statistics.denied_by_code[133] == 1
+    pair.apply(good)
+    assert pair.hits == 2 and engine.statistics.denied_by_code[131] == 1
+    assert engine.binding_count == 1
+
+
+def test_pool_and_udp_tunnelled_aaa_renewals_are_answered_from_the_cache() -> None:
+    """Framed-Pool subscribers (renewing with 0.0.0.0 or the address they hold), and from behind a NAT
+    (NAI, UDP Tunnel Request, MN-HA): the same replies as the full path, from the entry."""
+    pair = Pair()
+    for request in (
+        aaa_request(5),
+        aaa_request(5, pool_home=True),
+        aaa_request(4, "pool", source=3, tunnel=1),
+    ):
+        for _ in range(3):
+            pair.apply(request)
+    # a5: remembered by the second request, then by the first naming its address (another entry)
+    assert pair.hits_by == {"aaa:a5@example.net": 3, "aaa:a4@example.net": 1}
+    assert pair.engines[0].statistics.udp_tunnel_accepted == 3
+
+
+def test_a_disconnect_request_expiry_or_local_authentication_ends_an_aaa_entry() -> None:
+    """The subscriber goes with its binding (Disconnect-Request by NAI or Framed-IP-Address, expiry) or
+    with AAA itself (authentication local): the same request again takes the full path (a new look-up,
+    or 131 when AAA is off)."""
+    pair = Pair()
+    engine = pair.engines[0]
+    good = aaa_request(4)
+    steps = (
+        ("disconnect", 4, True),
+        ("disconnect", 4, False),
+        ("advance", 700),
+        ("configure", {"authentication": "local"}),
+    )
+    for step in steps:
+        hits = pair.hits
+        for _ in range(3):
+            pair.apply(good)
+        assert pair.hits > hits
+        hits = pair.hits
+        pair.apply(step)
+        assert engine.aaa_subscribers == 0 and engine.binding_count == 0
+        pair.apply(good)
+        assert pair.hits == hits
+    assert engine.aaa_counters.lookups == 4 and engine.statistics.denied_by_code[131] == 1
