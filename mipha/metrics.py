@@ -3,10 +3,11 @@
 A prometheus_client custom collector reads, at scrape time, the counters that already exist: the
 engines' MIP-MIB statistics, binding counts, pool usage and violation ring, the runtimes' data-plane
 error counts, the NETCONF server's session and NACM counters. Nothing is counted per registration
-for the endpoint, so a registration costs the same with it on or off. The two latency histograms
-are observed where the work happens, once per journal sync and once per configuration transaction
-(never per registration). Served by aiohttp on the daemon's own event loop, so a scrape reads the
-engines between two registrations, never in the middle of one. Metric reference: docs/metrics.md.
+for the endpoint, so a registration costs the same with it on or off. The latency histograms are
+observed where the work happens: once per journal sync, per configuration transaction, and with hot
+standby per replication batch and burst (never per registration). Served by aiohttp on the daemon's
+own event loop, so a scrape reads the engines between two registrations, never in the middle of one.
+Metric reference: docs/metrics.md.
 """
 
 from __future__ import annotations

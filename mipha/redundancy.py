@@ -11,7 +11,9 @@ etcd (Raft) decides everything; mipha runs no election or replication protocol o
   succeed only while ``<root>leader`` still has that create revision: a deposed leader cannot write,
   and since replies wait for the write (:meth:`Replicator.submit` returns the future the transport
   waits on), it cannot acknowledge anything either.  Changes of one burst (and of every burst that
-  arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations.
+  arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations,
+  sent to etcd's Raft leader (:mod:`mipha.etcd_leader`); up to MAX_IN_FLIGHT batches at once, never
+  two holding the same key.
 - **Fencing by time**: a leader whose lease could not be refreshed stops answering at
   ``last refresh sent + lease-ttl - margin``, before etcd can expire the lease and elect the other.
 - **Standby**: :class:`Mirror` loads the bindings and follows them with a watch, so taking over is
