@@ -15,7 +15,7 @@ real curl as the client on one persistent HTTPS connection:
 
 Figures are medians of --rounds runs (wall time: the box may be shared; ratios are what matter).
 
-    .venv/bin/python bench/restconf.py [--nodes 100000] [--rounds 20]
+    .venv/bin/python bench/restconf.py [--nodes 100000] [--rounds 20] [--only get|patch]
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--only", choices=("all", "get", "patch"), default="all", help="which rows to measure")
     args = ap.parse_args()
     n, rounds = args.nodes, args.rounds
     srv = Loop()
@@ -234,80 +235,85 @@ def main() -> None:
             f'<virtual-routers xmlns="{M}"><virtual-router><home-agent><bindings/></home-agent>'
             "</virtual-router></virtual-routers>"
         )
-        rows = [
-            (
-                "GET one binding by key (JSON, curl, HTTPS)",
-                curl_ms([("GET", one_path, None)] * rounds),
-                "NETCONF <get> of it, in-process",
-                median_ms(lambda: nc_get(one_flt), rounds),
+        rows: list = []
+        if args.only != "patch":
+            rows += [
+                (
+                    "GET one binding by key (JSON, curl, HTTPS)",
+                    curl_ms([("GET", one_path, None)] * rounds),
+                    "NETCONF <get> of it, in-process",
+                    median_ms(lambda: nc_get(one_flt), rounds),
+                )
+            ]
+            few = max(1, rounds // 5)
+            rows.append(
+                (
+                    f"GET all {n} bindings, JSON, until the last byte",
+                    curl_ms([("GET", f"{VR}/home-agent/bindings", None)] * few),
+                    "NETCONF <get> of them, XML, in-process",
+                    median_ms(lambda: nc_get(all_flt), few),
+                )
             )
-        ]
-        few = max(1, rounds // 5)
-        rows.append(
-            (
-                f"GET all {n} bindings, JSON, until the last byte",
-                curl_ms([("GET", f"{VR}/home-agent/bindings", None)] * few),
-                "NETCONF <get> of them, XML, in-process",
-                median_ms(lambda: nc_get(all_flt), few),
+            rows.append(
+                (
+                    f"GET all {n} bindings, XML, until the last byte",
+                    curl_ms(
+                        [("GET", f"{VR}/home-agent/bindings", None)] * few, accept="application/yang-data+xml"
+                    ),
+                    "NETCONF <get> of them, XML, in-process",
+                    median_ms(lambda: nc_get(all_flt), few),
+                )
             )
-        )
-        rows.append(
-            (
-                f"GET all {n} bindings, XML, until the last byte",
-                curl_ms(
-                    [("GET", f"{VR}/home-agent/bindings", None)] * few, accept="application/yang-data+xml"
-                ),
-                "NETCONF <get> of them, XML, in-process",
-                median_ms(lambda: nc_get(all_flt), few),
+            generic = "?depth=65535"  # a parameter only the generic path (libyang's conversion) honours
+            rows.append(
+                (
+                    "GET one binding by key, generic path (JSON)",
+                    curl_ms([("GET", one_path + generic, None)] * rounds),
+                    "NETCONF <get> of it, in-process",
+                    median_ms(lambda: nc_get(one_flt), rounds),
+                )
             )
-        )
-        generic = "?depth=65535"  # a parameter only the generic path (libyang's conversion) honours
-        rows.append(
-            (
-                "GET one binding by key, generic path (JSON)",
-                curl_ms([("GET", one_path + generic, None)] * rounds),
-                "NETCONF <get> of it, in-process",
-                median_ms(lambda: nc_get(one_flt), rounds),
+            rows.append(
+                (
+                    f"GET all {n} bindings, generic path (JSON)",
+                    curl_ms([("GET", f"{VR}/home-agent/bindings{generic}", None)] * few),
+                    "NETCONF <get> of them, XML, in-process",
+                    median_ms(lambda: nc_get(all_flt), few),
+                )
             )
-        )
-        rows.append(
-            (
-                f"GET all {n} bindings, generic path (JSON)",
-                curl_ms([("GET", f"{VR}/home-agent/bindings{generic}", None)] * few),
-                "NETCONF <get> of them, XML, in-process",
-                median_ms(lambda: nc_get(all_flt), few),
+        if args.only != "get":
+            node = (
+                '{"%s:virtual-router":[{"name":"default",'
+                '"mobile-node":[{"name":"b%d","home-address":"10.200.%d.%d"}]}]}'
             )
-        )
-        node = (
-            '{"%s:virtual-router":[{"name":"default",'
-            '"mobile-node":[{"name":"b%d","home-address":"10.200.%d.%d"}]}]}'
-        )
-        patches = [("PATCH", VR, (node % (MOD, i, i >> 8 & 255, i & 255)).encode()) for i in range(rounds)]
-        counter = iter(range(10**6))
+            patches = [
+                ("PATCH", VR, (node % (MOD, i, i >> 8 & 255, i & 255)).encode()) for i in range(rounds)
+            ]
+            counter = iter(range(10**6))
 
-        def nc_add() -> None:
-            i = next(counter)
-            a = f"10.201.{i >> 8 & 255}.{i & 255}"
-            nc_edit(f"<mobile-node><name>n{i}</name><home-address>{a}</home-address></mobile-node>")
+            def nc_add() -> None:
+                i = next(counter)
+                a = f"10.201.{i >> 8 & 255}.{i & 255}"
+                nc_edit(f"<mobile-node><name>n{i}</name><home-address>{a}</home-address></mobile-node>")
 
-        nc_add()  # the first commit of a state directory writes the journal's snapshot: not measured
-        patched = curl_ms(patches)
-        rows.append(
-            (
-                f"PATCH one mobile node into {n} configured",
-                patched,
-                "NETCONF <edit-config> of one, in-process",
-                median_ms(nc_add, rounds),
+            nc_add()  # the first commit of a state directory writes the journal's snapshot: not measured
+            patched = curl_ms(patches)
+            rows.append(
+                (
+                    f"PATCH one mobile node into {n} configured",
+                    patched,
+                    "NETCONF <edit-config> of one, in-process",
+                    median_ms(nc_add, rounds),
+                )
             )
-        )
-        rows.append(
-            (
-                "(the same PATCH figures)",
-                patched,
-                "NETCONF <edit-config> of one over SSH",
-                ssh_edits(nc.port, rounds),
+            rows.append(
+                (
+                    "(the same PATCH figures)",
+                    patched,
+                    "NETCONF <edit-config> of one over SSH",
+                    ssh_edits(nc.port, rounds),
+                )
             )
-        )
         print("wall: median ms until the last byte; CPU: the server process's ms per request")
         print(
             f"{'RESTCONF':<50} {'wall':>9} {'CPU':>9}   {'same run, NETCONF path':<42} {'wall':>9} {'CPU':>9}"

@@ -139,9 +139,9 @@ class Daemon:
             superuser_group=boot.superuser_group,
         )
         if boot.restconf_listen is not None:
-            from server.restconf.app import RESTCONF_MODULES
+            from server.restconf.app import with_restconf
 
-            config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
+            with_restconf(config)
         # construct → RPCs and notifications wired → seed (first start) → subscribers up → listen:
         # no client can connect before the virtual routers reflect running.
         providers: list = [self.state]

@@ -97,6 +97,10 @@ class Request:
         return self.period is not None
 
 
+#: the encodings of RFC 8639 a transport may offer (which one does: its session's `encodings`)
+ENCODINGS = ("encode-xml", "encode-json")
+
+
 def read_request(op: etree._Element, running: Forest, errors: tuple[str, str]) -> Request:
     """Parse the rpc input; `errors`: (namespace, name) of its datastore yang-data error container."""
     req = Request()
@@ -161,9 +165,10 @@ def _datastore(el: etree._Element | None, errors: tuple[str, str]) -> str | None
 def _encoding(el: etree._Element | None) -> str | None:
     if el is None:
         return None
-    if _identity(el, SN_NS) != "encode-xml":
-        raise sub_error("encoding-unsupported", "only encode-xml is supported", None)
-    return "encode-xml"
+    name = _identity(el, SN_NS)
+    if name not in ENCODINGS:
+        raise sub_error("encoding-unsupported", f"no encoding {(el.text or '').strip()}", None)
+    return name
 
 
 def _filters(req: Request, kids: dict[str, etree._Element], running: Forest) -> None:

@@ -51,6 +51,7 @@ _EST_STREAM = (SN_NS, "establish-subscription-stream-error-info")
 _MOD_DS = (YP_NS, "modify-subscription-datastore-error-info")
 _MOD_STREAM = (SN_NS, "modify-subscription-stream-error-info")
 _DELETE = (SN_NS, "delete-subscription-error-info")
+RSN_NS = "urn:ietf:params:xml:ns:yang:ietf-restconf-subscribed-notifications"
 
 
 class StreamReceiver:
@@ -114,6 +115,11 @@ class Subscriptions:
                 type="application",
                 info=(("bad-element", "stream"),),
             )
+        offered = getattr(sess, "encodings", ("encode-xml",))  # RESTCONF's subscribers offer JSON too
+        if req.encoding is None:
+            req.encoding = offered[0]
+        elif req.encoding not in offered:
+            raise sub_error("encoding-unsupported", f"this transport does not offer {req.encoding}", errors)
         if sum(1 for d in self.all.values() if d.sess is sess) >= MAX_PER_SESSION:
             raise sub_error(
                 "insufficient-resources", f"at most {MAX_PER_SESSION} subscriptions per session", errors
@@ -154,7 +160,7 @@ class Subscriptions:
         else:
             self._check_datastore(probe, errors)
         self._replace(dyn, merged, probe)
-        self._state_notification(dyn, "subscription-modified", self._policy(dyn))
+        self._state_notification(dyn, "subscription-modified", self._policy(dyn) + _uri_xml(dyn))
         return None
 
     def delete(self, sess: NetconfSession, op: etree._Element) -> None:
@@ -415,7 +421,7 @@ class Subscriptions:
             out.append(_filter_xml(req.filter_el, "datastore", YP_NS))
         if req.stop_time is not None:
             out.append(f"<stop-time>{ev.format_time(req.stop_time)}</stop-time>")
-        out.append(f'<encoding xmlns:sn="{SN_NS}">sn:encode-xml</encoding>')
+        out.append(f'<encoding xmlns:sn="{SN_NS}">sn:{req.encoding or "encode-xml"}</encoding>')
         out.append(_trigger_xml(req))
         return "".join(out)
 
@@ -437,15 +443,22 @@ class Subscriptions:
         subs = [f'<subscriptions xmlns="{SN_NS}">']
         for dyn in self.all.values():
             excluded = dyn.stream.excluded if dyn.stream is not None else 0
+            receiver = getattr(dyn.sess, "receiver_name", None) or f"netconf-session-{dyn.sess.id}"
             subs.append(
-                f"<subscription><id>{dyn.id}</id>{self._policy(dyn)}<receivers><receiver>"
-                f"<name>netconf-session-{dyn.sess.id}</name><sent-event-records>{dyn.sent}</sent-event-records>"
+                f"<subscription><id>{dyn.id}</id>{self._policy(dyn)}{_uri_xml(dyn)}<receivers><receiver>"
+                f"<name>{receiver}</name><sent-event-records>{dyn.sent}</sent-event-records>"
                 f"<excluded-event-records>{excluded}</excluded-event-records>"
                 f"<state>{'suspended' if dyn.suspended else 'active'}</state>"
                 "</receiver></receivers></subscription>"
             )
         subs.append("</subscriptions>")
         return [etree.fromstring("".join(streams)), etree.fromstring("".join(subs))]
+
+
+def _uri_xml(dyn: Dynamic) -> str:
+    """RFC 8650's `uri` of a subscription made over RESTCONF (where its events are read)."""
+    uri = getattr(dyn.sess, "uri", None)
+    return f'<uri xmlns="{RSN_NS}">{_esc(uri)}</uri>' if uri else ""
 
 
 def _id(op: etree._Element, ns: str = SN) -> int:

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -29,16 +29,20 @@ from server.restconf.errors import RESTCONF_NS, HttpError, http_error, not_found
 from server.restconf.patch import yang_patch
 from server.restconf.session import RestconfSession, Versions
 from server.restconf.streams import RCMON_NS, MonitoringProvider, serve_stream
+from server.restconf.subscribed import RPCS, Subscribed
 from server.restconf.tls import server_context
 from server.restconf.uri import Target, parse_api_path
 
 if TYPE_CHECKING:
+    from server.config import ServerConfig
     from server.core import NetconfCore
 
 log = logging.getLogger(__name__)
 ROOT = "/restconf"
-#: modules the core must load for RESTCONF (ietf-restconf-monitoring's state is served)
-RESTCONF_MODULES = ("ietf-restconf-monitoring",)
+#: modules the core must load for RESTCONF (ietf-restconf-monitoring's state is served; RFC 8650's
+#: uri of a subscription), and the features RESTCONF adds (RFC 8650: JSON encoded subscriptions)
+RESTCONF_MODULES = ("ietf-restconf-monitoring", "ietf-restconf-subscribed-notifications")
+RESTCONF_FEATURES = {"ietf-subscribed-notifications": ("encode-json",)}
 YANG_LIBRARY_VERSION = "2019-01-04"
 #: successful Basic credentials are remembered this long (scrypt costs ~50 ms per check)
 AUTH_CACHE_SECONDS = 60.0
@@ -47,12 +51,26 @@ OFFLOAD_BYTES = 256 * 1024
 #: a direct read (server/restconf/direct.py) is written in chunks of about this size, the event loop
 #: running between them
 STREAM_CHUNK = 256 * 1024
+#: api-paths whose resolution is remembered (a client's requests mostly name the same few resources)
+TARGET_CACHE = 1024
 _XRD = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n"
     b"<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
     b"  <Link rel='restconf' href='/restconf'/>\n</XRD>\n"
 )
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def with_restconf(config: ServerConfig) -> None:
+    """Add what RESTCONF needs of the core to its configuration (before the core is built)."""
+    config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
+    features = dict(config.features)
+    for module, extra in RESTCONF_FEATURES.items():
+        features[module] = (
+            *features.get(module, ()),
+            *(f for f in extra if f not in features.get(module, ())),
+        )
+    config.features = features
 
 
 @dataclass
@@ -90,6 +108,8 @@ class RestconfHandle:
     async def close(self) -> None:
         for queue in list(self.restconf.streams):
             queue.put_nowait(None)  # open event streams end now, not at the shutdown timeout
+        for sub in list(self.restconf.subscribed.by_id.values()):
+            sub.end()
         await self.runner.cleanup()
 
 
@@ -101,7 +121,9 @@ class Restconf:
         self.users = {u.name: u for u in config.users}
         self.versions = Versions(core)
         self._auth_cache: dict[tuple[str, bytes], float] = {}
+        self._targets: dict[str, Target] = {}  # api-path → its resolution (the schema never changes)
         self.streams: set[asyncio.Queue] = set()
+        self.subscribed = Subscribed(f"https://{config.host}:{config.port}")  # the port: start_restconf
 
     # -- authentication --------------------------------------------------------------------------------
     async def principal(self, request: web.Request) -> Principal:
@@ -213,6 +235,9 @@ class Restconf:
                 },
                 YANG_LIBRARY_VERSION.encode(),
             )
+        if head == "subscriptions":
+            self._only(request, "GET")
+            return await self.subscribed.serve(request, sess, tail)
         if head == "streams":
             self._only(request, "GET", "HEAD")
             stream, _, enc = tail.partition("/")
@@ -253,7 +278,12 @@ class Restconf:
     async def data(
         self, request: web.Request, sess: RestconfSession, store: str, path: str
     ) -> web.StreamResponse:
-        target = parse_api_path(self.core.schema, path)
+        target = self._targets.get(path)
+        if target is None:
+            target = parse_api_path(self.core.schema, path)
+            if len(self._targets) >= TARGET_CACHE:
+                self._targets.clear()
+            self._targets[path] = target
         writable = store in ("data", "running", "candidate")
         allowed = ("GET", "HEAD", *(_WRITES if writable else ()))
         self._only(request, *allowed)
@@ -276,7 +306,7 @@ class Restconf:
         if tagged:
             name = "running" if store == "data" else store
             etag, modified = self.versions.etag(name), self.versions.modified[name]
-            headers |= {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
+            headers |= self.versions.headers(name)
             if _none_match(request, etag) or _not_modified_since(request, modified):
                 return web.Response(status=304, headers=headers)
         if request.method == "GET":
@@ -365,13 +395,8 @@ class Restconf:
         return resp
 
     def _done(self, status: int, store: str) -> web.Response:
-        name = "running" if store == "data" else store
         return web.Response(
-            status=status,
-            headers={
-                "ETag": self.versions.etag(name),
-                "Last-Modified": format_datetime(self.versions.modified[name], usegmt=True),
-            },
+            status=status, headers=self.versions.headers("running" if store == "data" else store)
         )
 
     async def patch(
@@ -393,7 +418,7 @@ class Restconf:
         if not tail:
             self._only(request, "GET", "HEAD")
             fmt = codec.reply_format(request.headers.get("Accept"))
-            names = handlers.rpc_names(sess)
+            names = sorted({*handlers.rpc_names(sess), *((m, ns, n) for (m, n), ns in RPCS.items())})
             if fmt == "json":
                 inner = ",".join(f'"{m}:{n}":[null]' for m, _ns, n in names)
                 body = ('{"ietf-restconf:operations":{' + inner + "}}").encode()
@@ -408,10 +433,31 @@ class Restconf:
         body = await request.read()
         in_fmt = codec.body_format(request.headers.get("Content-Type")) if body.strip() else "json"
         out_fmt = codec.reply_format(request.headers.get("Accept"), default=in_fmt)
-        out = await handlers.invoke(sess, module, name, body, in_fmt, out_fmt)
+        if (module, name) in RPCS:
+            out = await self._subscription_rpc(sess, module, name, body, in_fmt, out_fmt)
+        else:
+            out = await handlers.invoke(sess, module, name, body, in_fmt, out_fmt)
         if out is None:
             return web.Response(status=204)
         return web.Response(body=out, headers={"Content-Type": codec.content_type(out_fmt)})
+
+    async def _subscription_rpc(
+        self, sess: RestconfSession, module: str, name: str, body: bytes, fmt: str, out_fmt: str
+    ) -> bytes | None:
+        """RFC 8650: establish-, modify-, delete-, kill-subscription and resync-subscription."""
+        ns = RPCS[(module, name)]
+        if not self.core.nacm.may_call(sess.principal, (ns, name)):
+            raise http_error(403, "access-denied", f"{name} is not allowed for this user")
+        rpc = handlers.rpc_input(sess, module, ns, name, body, fmt)
+        try:
+            out = await self.subscribed.invoke(sess, module, name, rpc, fmt)
+        except RpcError as err:
+            raise HttpError.of(err) from None
+        if out is None:
+            return None
+        if out_fmt == "json":
+            return codec.rpc_output_to_json(self.core.schema.ctx, module, ns, name, out)
+        return b'<output xmlns="%s">%s</output>' % (ns.encode(), out)
 
 
 async def _stream(request: web.Request, headers: dict[str, str], parts: direct.Parts) -> web.StreamResponse:
@@ -485,8 +531,9 @@ async def start_restconf(core: NetconfCore, config: RestconfConfig) -> RestconfH
     await site.start()
     sockets = getattr(site._server, "sockets", None)
     port = sockets[0].getsockname()[1] if sockets else config.port
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    rc.subscribed.base = f"https://{host}:{port}"
     if core.schema.root(RCMON_NS, "restconf-state") is not None:
-        host = f"[{config.host}]" if ":" in config.host else config.host
         core.providers.append(MonitoringProvider(core.events, f"https://{host}:{port}"))
     log.info("RESTCONF server listening on https://%s:%d%s", config.host, port, ROOT)
     return RestconfHandle(runner, config.host, port, config.cert_path, rc)

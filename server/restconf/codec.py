@@ -8,6 +8,8 @@ path; a reply is the NETCONF layer's XML, parsed by libyang and printed as JSON.
 from __future__ import annotations
 
 import json
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +20,9 @@ from lxml import etree
 from server.errors import RpcError, malformed
 from server.restconf.errors import HttpError, http_error
 from server.restconf.uri import Step, Target
+from server.schema import SchemaNode
 from server.xmlparse import parse_message
+from server.xmlsafe import new_parser
 
 JSON = "application/yang-data+json"
 XML = "application/yang-data+xml"
@@ -123,13 +127,43 @@ def json_to_xml(ctx: libyang.Context, parent: Target, members: dict[str, Any]) -
         xml = tree.print_mem("xml", with_siblings=True, pretty=False)
     finally:
         tree.free()
-    holder = parse_xml(b"<x>" + _utf8(xml) + b"</x>")
+    printed = b"<x>" + _utf8(xml) + b"</x>"
+    holder = parse_printed(printed) if _names_from_schema(parent) else parse_xml(printed)
     node: etree._Element | None = holder
     for step in parent.steps:
         node = node.find(f"{{{step.sn.ns}}}{step.sn.name}") if node is not None else None
     if node is None:
         return []
     return [c for c in node if isinstance(c.tag, str) and not _is_key_of(c, parent)]
+
+
+_LOCAL = threading.local()
+#: schema node → whether configuration anydata lies below it (its content keeps the client's names)
+_ANYDATA: weakref.WeakKeyDictionary[SchemaNode, bool] = weakref.WeakKeyDictionary()
+
+
+def _anydata_below(sn: SchemaNode) -> bool:
+    found = _ANYDATA.get(sn)
+    if found is None:
+        found = _ANYDATA[sn] = sn.kind == "anydata" or any(_anydata_below(c) for c in sn.children.values())
+    return found
+
+
+def _names_from_schema(parent: Target) -> bool:
+    """Does every name in a body placed under `parent` come from the schema? Not when configuration
+    anydata may hold it (ietf-subscribed-notifications' subtree filters), nor for a whole datastore."""
+    return bool(parent.steps) and not _anydata_below(parent.steps[-1].sn)
+
+
+def parse_printed(xml: bytes) -> etree._Element:
+    """XML that libyang printed from a tree it parsed strictly against the schema, with no anydata:
+    parsed here, on the caller's thread. Its element and namespace names are the schema's, so it
+    cannot grow the parser's name dictionary as a client's own names could (those go to the recycled
+    parse thread of server/xmlparse.py, a hand-over that costs more than the parse of a small body)."""
+    parser = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = _LOCAL.parser = new_parser(huge_tree=True, collect_ids=False)
+    return etree.fromstring(xml, parser)
 
 
 def _is_key_of(el: etree._Element, parent: Target) -> bool:

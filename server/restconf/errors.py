@@ -19,6 +19,7 @@ STATUS: dict[str, int] = {
     "invalid-value": 400,
     "too-big": 413,
     "missing-attribute": 400,
+    "missing-element": 400,  # not in RFC 8040's table: a request's fault like its neighbours
     "bad-attribute": 400,
     "unknown-attribute": 400,
     "bad-element": 400,

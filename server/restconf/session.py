@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 from typing import TYPE_CHECKING, cast
 
 from server.nacm import Principal
@@ -48,6 +49,7 @@ class Versions:
         self.counters: dict[str, int] = {"running": 0, "candidate": 0, "startup": 0}
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         self.modified: dict[str, dt.datetime] = dict.fromkeys(self.counters, now)
+        self._headers: tuple[tuple[str, int, dt.datetime] | None, dict[str, str]] = (None, {})
         core.ds.on_change.append(self._changed)
 
     def _changed(self, name: str, _txn: object) -> None:
@@ -59,3 +61,13 @@ class Versions:
 
     def etag(self, name: str) -> str:
         return f'"{self.boot}-{self.counters.get(name, 0)}"'
+
+    def headers(self, name: str) -> dict[str, str]:
+        """ETag and Last-Modified of datastore `name`: formatted once per change, not per request."""
+        key = (name, self.counters.get(name, 0), self.modified[name])
+        if self._headers[0] != key:
+            self._headers = (
+                key,
+                {"ETag": self.etag(name), "Last-Modified": format_datetime(self.modified[name], usegmt=True)},
+            )
+        return dict(self._headers[1])

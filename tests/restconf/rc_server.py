@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from nc_server import ADMIN, OPERATOR, ServerThread, make_config
 
 from server.config import ServerConfig
-from server.restconf.app import RESTCONF_MODULES, RestconfConfig, RestconfHandle, start_restconf
+from server.restconf.app import RestconfConfig, RestconfHandle, start_restconf, with_restconf
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 NS = "urn:mipha:yang:mipha-home-agent"
@@ -25,7 +25,7 @@ class RestconfServer(ServerThread):
     """NETCONF (ncclient-reachable) and RESTCONF (https) over one core."""
 
     def __init__(self, config: ServerConfig, client_ca: Path | None = None, **kw) -> None:
-        config.extra_modules = (*config.extra_modules, *RESTCONF_MODULES)
+        with_restconf(config)
         super().__init__(config, **kw)
         self.rc_config = RestconfConfig(
             state_dir=config.state_dir, port=0, users=config.users, auth_fail_delay=0.05, client_ca=client_ca

@@ -141,6 +141,117 @@ def test_same_change_through_netconf_and_restconf_gives_the_same_running(rc_fact
     assert running(a) == running(b)
 
 
+#: RESTCONF writes with JSON bodies, and the same changes as NETCONF <config>s (tests the direct JSON
+#: conversion of server/restconf/json_body.py against libyang's, and both against NETCONF)
+def _mn(name: str, home: str, **extra) -> dict:
+    return {"name": name, "home-address": home, **extra}
+
+
+JSON_WRITES = [
+    ("PUT", VR, {f"{M}:virtual-router": [{"name": "default", "home-agent": {"address": "192.0.2.1"}}]}),
+    (
+        "PATCH",
+        VR,
+        {f"{M}:virtual-router": [{"name": "default", "mobile-node": [_mn("b1", "10.200.0.1")]}]},
+    ),
+    (
+        "POST",
+        VR,
+        {
+            f"{M}:mobile-node": [
+                _mn("mn1", "10.0.0.1", **{"security-association": [{"spi": 300, "key": KEY}]})
+            ]
+        },
+    ),
+    ("PUT", f"{VR}/mobile-node=mn2", {f"{M}:mobile-node": [_mn("mn2", "10.0.0.2")]}),
+    ("PATCH", f"{VR}/home-agent", {f"{M}:home-agent": {"proxy-arp": "per-address", "udp-port": 4434}}),
+]
+NETCONF_WRITES = [
+    "<home-agent><address>192.0.2.1</address></home-agent>",
+    "<mobile-node><name>b1</name><home-address>10.200.0.1</home-address></mobile-node>",
+    f"<mobile-node><name>mn1</name><home-address>10.0.0.1</home-address><security-association><spi>300</spi>"
+    f"<key>{KEY}</key></security-association></mobile-node>",
+    "<mobile-node><name>mn2</name><home-address>10.0.0.2</home-address></mobile-node>",
+    "<home-agent><proxy-arp>per-address</proxy-arp><udp-port>4434</udp-port></home-agent>",
+]
+#: bad bodies: (method, resource, body, status, error-tag)
+JSON_REFUSED = [
+    (
+        "PATCH",
+        VR,
+        {f"{M}:virtual-router": [{"name": "default", "mobile-node": [_mn("x", "10.0.0.9", bogus=1)]}]},
+        400,
+        "unknown-element",
+    ),
+    ("POST", VR, {f"{M}:mobile-node": [_mn("x", "300.1.1.1")]}, 400, "invalid-value"),
+    (
+        "POST",
+        VR,
+        {
+            f"{M}:mobile-node": [
+                _mn("x", "10.0.0.9", **{"security-association": [{"spi": "300", "key": KEY}]})
+            ]
+        },
+        400,
+        "invalid-value",
+    ),
+    (
+        "POST",
+        VR,
+        {f"{M}:mobile-node": [_mn("x", "10.0.0.9", **{"security-association": [{"spi": 7, "key": KEY}]})]},
+        400,
+        "invalid-value",
+    ),
+    ("POST", VR, {f"{M}:mobile-node": [{"home-address": "10.0.0.9"}]}, 400, "missing-element"),
+    (
+        "POST",
+        VR,
+        {f"{M}:mobile-node": [_mn("x", "10.0.0.9", **{"assigned-address": "10.0.0.8"})]},
+        400,
+        "invalid-value",
+    ),
+    ("PATCH", f"{VR}/home-agent", {f"{M}:home-agent": {"udp-port": 70000}}, 400, "invalid-value"),
+    ("PATCH", f"{VR}/home-agent", {f"{M}:home-agent": {"udp-port": "4434"}}, 400, "invalid-value"),
+    (
+        "PUT",
+        f"{VR}/mobile-node=y",
+        {f"{M}:mobile-node": [_mn("y", "10.0.0.9"), _mn("y", "10.0.0.9")]},
+        400,
+        "invalid-value",
+    ),
+]
+
+
+def _json_writes(srv) -> list[tuple[int, bytes]]:
+    out = [(curl(srv, m, path, json.dumps(body), ctype=JSON).status, b"") for m, path, body in JSON_WRITES]
+    for method, path, body, status, tag in JSON_REFUSED:
+        r = curl(srv, method, path, json.dumps(body), ctype=JSON)
+        assert (r.status, r.json()["ietf-restconf:errors"]["error"][0]["error-tag"]) == (status, tag), (
+            body,
+            r.body,
+        )
+        out.append((r.status, r.body))
+    return out
+
+
+def test_json_bodies_direct_and_through_libyang_and_netconf_give_the_same(rc_factory, monkeypatch):
+    from server.restconf import handlers
+
+    direct, through_libyang, netconf = rc_factory(), rc_factory(), rc_factory()
+    replies = _json_writes(direct)
+    assert [status for status, _ in replies[: len(JSON_WRITES)]] == [201, 204, 201, 201, 204]
+    monkeypatch.setattr(handlers, "FAST_JSON", False)
+    assert _json_writes(through_libyang) == replies  # the same statuses and error bodies
+    with connect(netconf) as m:
+        for inner in NETCONF_WRITES:
+            m.edit_config(
+                target="running",
+                config=f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><virtual-routers xmlns="{NS}">'
+                f"<virtual-router><name>default</name>{inner}</virtual-router></virtual-routers></config>",
+            )
+    assert running(direct) == running(through_libyang) == running(netconf)
+
+
 def test_netconf_lock_is_honoured(rc):
     seed(rc)
     with connect(rc) as m:
@@ -269,7 +380,15 @@ def test_operations(rc):
 
     rc.call(rc.handle.core.register_rpc, NS, "clear-bindings", clear)
     ops = curl(rc, "GET", "/restconf/operations").json()["ietf-restconf:operations"]
-    assert ops == {f"{M}:clear-bindings": [None]}
+    subscriptions = {  # RFC 8650
+        f"ietf-subscribed-notifications:{n}-subscription": [None]
+        for n in ("establish", "modify", "delete", "kill")
+    }
+    assert ops == {
+        f"{M}:clear-bindings": [None],
+        "ietf-yang-push:resync-subscription": [None],
+        **subscriptions,
+    }
     seed(rc)
     body = json.dumps({f"{M}:input": {"virtual-router": "default"}})
     r = curl(rc, "POST", f"/restconf/operations/{M}:clear-bindings", body, ctype=JSON)
