@@ -6,7 +6,10 @@ N configured NAI nodes (pool addresses too: the same request shape), and `mipha 
 the namespace.  Printed beside each other, same run:
 
 * FreeRADIUS's ceiling: a bare asyncio loop of Access-Requests (mipha's codec, 256 in flight);
-* first registrations, each needing an Access-Request, beside configured nodes' at the same rate;
+* first registrations, each needing an Access-Request, beside configured nodes' and a signing echo's
+  (a bare Python loop answering 0, nothing decided: this box's and this generator's floor) at the
+  same rate, in ``--first-rounds`` rounds (clear-bindings between), each with the run-queue wait of
+  the home agent's loop (how long the box kept it from a CPU);
 * renewals of the now cached AAA nodes (no RADIUS) beside the configured nodes' (interleaved rounds);
 * configured nodes' renewals while RADIUS is SIGSTOPped (silent, no ICMP) and new AAA registrations
   keep arriving (their look-ups time out, or — FreeRADIUS answering Status-Server, as configured — are
@@ -25,7 +28,7 @@ The last line (``summary:``) holds the run's figures and per-round ratio medians
 several runs beside each other.
 
     .venv/bin/python bench/aaa.py [--count 5000] [--rate 2500] [--rounds 5] [--round-seconds 2]
-                                  [--silent-rate 200] [--no-status-server]
+                                  [--first-rounds 3] [--silent-rate 200] [--no-status-server]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import json
 import math
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -149,28 +153,49 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the home agent's event loop) has waited for a CPU while
+    runnable (/proc/PID/schedstat, second field): what a busy box takes from it."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def load(
-    netns: str, count: int, rate: float, duration: float, *, first: int = 1, static: bool = False
+    netns: str,
+    count: int,
+    rate: float,
+    duration: float,
+    *,
+    first: int = 1,
+    static: bool = False,
+    port: int | None = None,
 ) -> dict:
     """One ``mipha mn load`` run; ``per_ha_cpu_second``: replies per second of the home agent's CPU, the
-    figure a busy shared machine distorts least (its wall-clock rate is there too)."""
+    figure a busy shared machine distorts least (its wall-clock rate is there too).  ``port``: to the
+    signing echo there instead of the home agent."""
     before = _cpu_seconds(HA_PID) if HA_PID else 0.0
-    report = json.loads(_load(netns, count, rate, duration, first=first, static=static).communicate()[0])
+    waited = _runqueue_wait(HA_PID) if HA_PID else 0.0
+    generator = _load(netns, count, rate, duration, first=first, static=static, port=port)
+    report = json.loads(generator.communicate()[0])
+    if port is not None:
+        return report
     if HA_PID:
         used = _cpu_seconds(HA_PID) - before
         report["ha_cpu_s"] = round(used, 3)
+        report["ha_runqueue_wait_s"] = round(_runqueue_wait(HA_PID) - waited, 3)
         report["per_ha_cpu_second"] = round(report["replies"] / used) if used > 0 else None
     return report
 
 
 def _load(
-    netns: str, count: int, rate: float, duration: float, *, first: int, static: bool
+    netns: str, count: int, rate: float, duration: float, *, first: int, static: bool, port: int | None = None
 ) -> subprocess.Popen:
     nodes = ["--nai-pattern", "local{i}@example.net" if static else "bench{i}@example.net"]
+    where = [] if port is None else ["--port", str(port)]
     command = [
         "ip", "netns", "exec", netns, MIPHA, "mn", "--ha", HA, "--key", KEY.encode().hex(), "--spi", "256",
-        "--lifetime", "3600", "--timeout", "3", "--retries", "0", "--json", "load", "--count", str(count),
-        *nodes, "--first-index", str(first),
+        "--lifetime", "3600", "--timeout", "3", "--retries", "0", *where, "--json", "load",
+        "--count", str(count), *nodes, "--first-index", str(first),
         "--coa", "10.88.0.1", "--rate", str(rate), "--duration", str(duration), "--window", "1024",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -255,7 +280,9 @@ def memory_per_subscriber(count: int) -> dict:
     """What the AAA cache costs beyond the binding: engine memory of ``count`` AAA subscribers with one
     binding each, less what ``count`` bindings cost — an engine of ``count`` configured pool nodes
     bound, less the same engine before any registration (its nodes' own entries are a configured
-    node's cost, not the binding's) — less the empty AAA engine."""
+    node's cost, not the binding's) — less the empty AAA engine.  Every bound node has renewed once
+    in place, so both engines hold a renewal cache entry per node (a renewing node's cost, configured
+    or AAA: ``renewal_entry_traced_bytes_each``, from one more build without the renewals)."""
     import gc
     import tracemalloc
     from ipaddress import IPv4Address
@@ -272,7 +299,7 @@ def memory_per_subscriber(count: int) -> dict:
     pool = AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.3.255.254")),))
     sa = SecurityAssociation(256, KEY.encode())
 
-    def build(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
+    def build(aaa: bool, trace: bool, register: bool = True, renew: bool = True) -> tuple[int, int]:
         nodes = [
             MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
             for i in range(0 if aaa else count)
@@ -290,6 +317,14 @@ def memory_per_subscriber(count: int) -> dict:
         ]
         wall = time.time()  # one instant for every request and decision: timestamps all fresh
         datagrams = [m.build(m.next_identification(wall)) for m in sessions]
+        # the next Identification of each (1 ms later: newer whatever its low 16 bits) from the address the
+        # pool gives it, in order (0.0.0.0 from one care-of address would be one cache key for every node)
+        first = int(IPv4Address("10.0.0.1"))
+        renewals = [
+            m.build(m.next_identification(wall + 0.001), home_address=IPv4Address(first + i))
+            for i, m in enumerate(sessions)
+        ]
+        renewals = renewals if register and renew else []
         del sessions
         gc.collect()
         if trace:
@@ -306,21 +341,25 @@ def memory_per_subscriber(count: int) -> dict:
                 engine.handle_aaa_answer(f"n{i}@x", AaaAccepted(profile), now=1.0, wallclock=wall)
             engine.drain_intents()
             engine.drain_events()
+        for data in renewals:  # renewed in place: remembered by the renewal cache
+            engine.handle_datagram(data, source=("10.88.0.1", 434), received_on=IPv4Address(HA), now=1.0,
+                                   wallclock=wall)  # fmt: skip
         assert engine.binding_count == (count if register else 0), engine.binding_count
+        assert len(engine._renewals or ()) == len(renewals), "renewals not remembered"
         gc.collect()
         rss = _rss() - rss0
         traced = tracemalloc.get_traced_memory()[0] if trace else 0
         tracemalloc.stop()
-        del engine, nodes, config
+        del engine, nodes, config, renewals
         return traced, rss
 
-    def forked(aaa: bool, trace: bool, register: bool = True) -> tuple[int, int]:
+    def forked(aaa: bool, trace: bool, register: bool = True, renew: bool = True) -> tuple[int, int]:
         """``build`` in a child process: RSS growth is not hidden by memory an earlier build freed."""
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, json.dumps(build(aaa, trace, register)).encode())
+            os.write(write, json.dumps(build(aaa, trace, register, renew)).encode())
             os._exit(0)
         os.close(write)
         with os.fdopen(read) as f:
@@ -341,12 +380,56 @@ def memory_per_subscriber(count: int) -> dict:
         "rss_bytes_each": beyond(rss),
         "binding_traced_bytes_each": round((traced[1] - traced[2]) / count),
         "configured_node_entries_traced_bytes_each": round(traced[2] / count),
+        "renewal_entry_traced_bytes_each": round((traced[1] - forked(False, True, True, False)[0]) / count),
     }
 
 
 #: (AAA engine, registrations made): subscribers bound, configured nodes bound, configured nodes
 #: unregistered, the AAA engine empty.
 _MEMORY_BUILDS = ((True, True), (False, True), (False, False), (True, False))
+
+
+def signing_echo() -> None:
+    """Child process (in the bench's namespace): the floor this box and the load generator give a
+    Python server — a blocking loop answering every request 0 with its NAI echoed and an HMAC-MD5
+    MN-HA authenticator (what ``mipha mn load`` needs to count it accepted), nothing decided or kept."""
+    from ha.protocol import SecurityAssociation
+
+    sign = SecurityAssociation(256, KEY.encode()).authenticator
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((HA, 0))
+    print(sock.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    recvfrom, sendto = sock.recvfrom, sock.sendto
+    while True:
+        data, peer = recvfrom(2048)
+        if len(data) < 46:
+            continue
+        covered = b"\x03\x00" + data[2:12] + data[16:-22] + b"\x20\x14" + data[-20:-16]
+        sendto(covered + sign(covered), peer)
+
+
+def _clear_bindings(m, timeout: float = 30.0) -> None:
+    """clear-bindings of the bench's router, until no binding and no AAA subscriber is left."""
+    from lxml import etree
+
+    rpc = f'<clear-bindings xmlns="{NS}"><virtual-router>bench</virtual-router></clear-bindings>'
+    m.dispatch(etree.fromstring(rpc))
+    counts = (
+        f"<virtual-routers xmlns='{NS}'><virtual-router><name>bench</name><home-agent><statistics><bindings/>"
+        "</statistics></home-agent><aaa><statistics><cached-subscribers/></statistics></aaa></virtual-router>"
+        "</virtual-routers>"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        root = etree.fromstring(m.get(filter=("subtree", counts)).data_xml.encode())
+        left = [int(e.text or 0) for e in root.iter(f"{{{NS}}}bindings", f"{{{NS}}}cached-subscribers")]
+        if len(left) == 2 and not any(left):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bindings / subscribers left after clear-bindings: {left}")
+        time.sleep(0.2)
 
 
 def _with_registrations(
@@ -417,6 +500,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-seconds", type=float, default=2.0, help="length of each renewal round")
     parser.add_argument(
+        "--first-rounds",
+        type=int,
+        default=3,
+        help="rounds of first registrations (AAA, configured, signing echo in turn; clear-bindings between)",
+    )
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--silent-rate", type=float, default=200, help="AAA registrations/s while RADIUS is silent"
     )
     parser.add_argument(
@@ -425,10 +515,12 @@ def main() -> None:
         help="FreeRADIUS ignores Status-Server: a silent server is found out by timeouts alone",
     )
     args = parser.parse_args()
+    if args.echo:
+        return signing_echo()
     loadavg_before = os.getloadavg()
     netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = None
+    radiusd = daemon = echo = None
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
@@ -450,8 +542,27 @@ def main() -> None:
             m.edit_config(target="running", config=config(netns, args.count))
         n, duration = args.count, args.count / args.rate
         per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
-        first = load(netns, n, args.rate, duration)
-        first_configured = load(netns, n, args.rate, duration, static=True)  # same rate, no RADIUS
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, __file__, "--echo"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert echo.stdout is not None
+        echo_port = int(echo.stdout.readline())
+        firsts: list[dict] = []  # each round: RADIUS, configured nodes, the signing echo, same rate
+        for r in range(args.first_rounds):
+            if r:  # the same NAIs again: first registrations, looked up anew (the subscribers went)
+                with daemon.connect() as m:
+                    _clear_bindings(m)
+            firsts.append(
+                {
+                    "load_average": os.getloadavg()[0],
+                    "aaa": load(netns, n, args.rate, duration),
+                    "configured": load(netns, n, args.rate, duration, static=True),
+                    "echo": load(netns, n, args.rate, duration, port=echo_port),
+                }
+            )
+        first = firsts[-1]["aaa"]
         rounds = args.rounds
         cached, configured = [], []
         for _ in range(rounds):  # interleaved: a busy shared machine drifts less between the two
@@ -482,6 +593,15 @@ def main() -> None:
         def med(reports: list[dict], key: str = "rate") -> float:
             return statistics.median(r[key] for r in reports)
 
+        def p99s(kind: str) -> list[float]:
+            return [f[kind]["latency_ms"]["p99"] for f in firsts]
+
+        def rates(kind: str) -> list[float]:
+            return [f[kind]["rate"] for f in firsts]
+
+        def waits(kind: str) -> list[float]:
+            return [f[kind]["ha_runqueue_wait_s"] for f in firsts]
+
         cpu = "per_ha_cpu_second"
         ratios = {
             "cached_vs_configured_rate": _ratios(cached, configured, "rate"),
@@ -492,18 +612,22 @@ def main() -> None:
         summary = {
             "load_average": [loadavg_before, os.getloadavg()],
             "freeradius_ceiling_rate": ceiling["rate"],
-            "first_rate": first["rate"],
-            "first_p99_ms": first["latency_ms"]["p99"],
-            "first_configured_rate": first_configured["rate"],
-            "first_configured_p99_ms": first_configured["latency_ms"]["p99"],
+            "first_rate": statistics.median(rates("aaa")),
+            "first_p99_ms": p99s("aaa"),
+            "first_configured_rate": statistics.median(rates("configured")),
+            "first_configured_p99_ms": p99s("configured"),
+            "first_echo_p99_ms": p99s("echo"),
+            "first_ha_runqueue_wait_s": waits("aaa"),
+            "first_configured_ha_runqueue_wait_s": waits("configured"),
+            "first_load_average": [round(f["load_average"], 2) for f in firsts],
             **{name: round(statistics.median(r), 3) if r else None for name, r in ratios.items()},
             "memory_traced_bytes": memory["traced_bytes_each"],
             "memory_rss_bytes": memory["rss_bytes_each"],
+            "renewal_entry_traced_bytes": memory["renewal_entry_traced_bytes_each"],
         }
         figures = {
             "freeradius_ceiling": ceiling,
-            "first_registrations_via_radius": first,
-            "first_registrations_configured": first_configured,
+            "first_registrations": firsts,
             "renewals_cached_aaa": cached,
             "renewals_configured": configured,
             "renewals_configured_normal_interleaved": normal,
@@ -520,10 +644,13 @@ def main() -> None:
             f"load average before/after: {loadavg_before[0]:.2f} / {os.getloadavg()[0]:.2f}\n"
             f"FreeRADIUS alone (bare loop, 256 in flight): {ceiling['rate']:.0f} Access-Requests/s, "
             f"p99 {ceiling['p99_ms']} ms\n"
-            f"first registrations, offered {args.rate:.0f}/s: via RADIUS {first['rate']:.0f}/s "
-            f"(accepted {first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms, "
-            f"p99 {first['latency_ms']['p99']} ms); configured nodes {first_configured['rate']:.0f}/s "
-            f"(p99 {first_configured['latency_ms']['p99']} ms)\n"
+            f"first registrations, offered {args.rate:.0f}/s, {len(firsts)} rounds of RADIUS / configured "
+            f"nodes / the signing echo in turn (load average {summary['first_load_average']}): "
+            f"via RADIUS {rates('aaa')}/s, p99 {p99s('aaa')} ms (last round: accepted "
+            f"{first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms); configured "
+            f"nodes {rates('configured')}/s, p99 {p99s('configured')} ms; signing echo {rates('echo')}/s, "
+            f"p99 {p99s('echo')} ms; the home agent's loop waited for a CPU {waits('aaa')} s (RADIUS "
+            f"rounds), {waits('configured')} s (configured)\n"
             f"renewals, unpaced, {rounds} interleaved rounds: cached AAA {med(cached):.0f}/s vs configured "
             f"{med(configured):.0f}/s, per round {_spread(ratios['cached_vs_configured_rate'])}; per HA "
             f"CPU second {med(cached, cpu):.0f} vs {med(configured, cpu):.0f}, per round "
@@ -540,10 +667,14 @@ def main() -> None:
             f"becoming a look-up {costs['aaa_lookup_us']} µs, one denied at once (no server reachable) "
             f"{costs['aaa_denied_unreachable_us']} µs\n"
             f"memory per cached AAA subscriber beyond the binding: {memory['traced_bytes_each']} B traced, "
-            f"{memory['rss_bytes_each']} B RSS\n"
+            f"{memory['rss_bytes_each']} B RSS (its renewal cache entry, as any renewing node's, "
+            f"configured or AAA: {memory['renewal_entry_traced_bytes_each']} B traced)\n"
             f"summary: {json.dumps(summary)}"
         )
     finally:
+        if echo is not None:
+            echo.terminate()
+            echo.wait(timeout=10)
         if radiusd is not None and radiusd.proc is not None:
             os.kill(radiusd.proc.pid, signal.SIGCONT)
         if daemon is not None:

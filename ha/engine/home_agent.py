@@ -612,7 +612,7 @@ class HomeAgent:
             request=data,
             reply=reply,
             code=int(verdict.code),
-            nai=None if request.layout else request.nai,
+            nai=None if request.layout else node.nai if node.nai == request.nai else request.nai,  # shared
             nat=self.config.home_agent.nat_traversal if udp_tunnel and self.config.home_agent else None,
         )
 

@@ -27,7 +27,10 @@ it was decided under (:attr:`Renewal.nat`).
 
 An entry is generic over its extension bytes: ``key`` (the request's first 16 bytes) finds it,
 ``extension`` (the bytes between the fixed part and the authenticator) must match, and the reply is
-built from ``reply_head`` and ``reply_extension``, whatever the layout.
+built from ``reply_head`` and ``reply_extension``, whatever the layout.  Nodes known by NAI that renew with
+home address 0.0.0.0 from one care-of address share a key: each renewal then finds another node's
+entry, takes the full path and leaves its own (correct, at the full path's cost); nodes that name the
+address they were given, as ``mipha mn`` does, each have their own.
 
 ``tests/engine/test_engine_renewal_cache.py`` runs random operation sequences (configured and AAA
 nodes, every layout above) through two engines, one without the cache, and requires the same

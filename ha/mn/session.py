@@ -83,6 +83,9 @@ class MobileNodeSession:
     #: MN-AAA shared secret (RFC 4721 §8, CHAP_SPI): requests then carry a challenge and the MN-AAA
     #: extension instead of Mobile-Home authentication; RADIUS checks them.
     mn_aaa_secret: bytes | None = None
+    #: Name the home address an accepted reply gave (a pool's, RADIUS's) in the requests after it, as
+    #: RFC 2794 nodes do once they know it (``mipha mn load``); False: keep asking with 0.0.0.0.
+    adopt_home_address: bool = False
     _counter: int = field(default_factory=lambda: secrets.randbits(31), repr=False)
     _templates: dict[tuple[int, int, int, int], tuple[bytearray, int]] = field(
         default_factory=dict, repr=False
@@ -190,6 +193,14 @@ class MobileNodeSession:
                 self.clock_offset = delta - _MOD32 if delta >= 1 << 31 else delta
             elif reply.identification != identification:
                 return None  # an accepted timestamp reply echoes all 64 bits
+        if (
+            authenticated
+            and self.adopt_home_address
+            and reply.code in (0, 1)
+            and reply.lifetime
+            and int(self.home_address) == 0
+        ):
+            self.home_address = reply.home_address
         tunnel = None
         if authenticated:  # only an extension the MN-HA authenticator covers counts
             for extension in reply.extensions:

@@ -81,3 +81,49 @@ def test_133_teaches_the_clock_offset_and_nonce_replies_the_nonce():
     ident = n.next_identification(WALL)
     n.check_reply(reply_for((0xABCDEF << 32) | (ident & 0xFFFFFFFF), code=133, sa=n.sa), ident, WALL)
     assert n.ha_nonce == 0xABCDEF and n.next_identification(WALL) >> 32 == 0xABCDEF
+
+
+def test_a_load_session_names_the_home_address_it_was_given_and_its_renewals_come_from_the_cache():
+    """``adopt_home_address`` (``mipha mn load``): after an accepted reply from a pool the node asks with
+    that address, as RFC 2794 nodes do, so nodes sharing a care-of address renew each under its own
+    renewal cache key; without it every request keeps 0.0.0.0."""
+    import time
+
+    from ha.engine.config import AddressPool, HomeAgentConfig, MobileNode, VirtualRouterConfig
+    from ha.engine.home_agent import HomeAgent
+
+    ha_address, coa = IPv4Address("192.0.2.1"), IPv4Address("198.51.100.9")
+    sa = SecurityAssociation(256, b"k" * 16)
+    engine = HomeAgent(
+        VirtualRouterConfig(
+            "vr",
+            home_agent=HomeAgentConfig(ha_address),
+            address_pools=[AddressPool("p", ((IPv4Address("10.0.0.1"), IPv4Address("10.0.0.9")),))],
+            mobile_nodes=[
+                MobileNode(f"n{i}", address_pool="p", nai=f"n{i}@x", security_associations=[sa])
+                for i in range(3)
+            ],
+        )
+    )
+    unspecified = IPv4Address("0.0.0.0")
+    sessions = [MobileNodeSession(ha_address, unspecified, coa, sa, nai=f"n{i}@x") for i in range(3)]
+    sessions[2].adopt_home_address = False
+    for session in sessions[:2]:
+        session.adopt_home_address = True
+    wall = time.time()
+    for r in range(4):
+        for session in sessions:
+            identification = session.next_identification(wall + r * 0.01)
+            out = engine.handle_datagram(
+                session.build(identification),
+                source=(str(coa), 434),
+                received_on=ha_address,
+                now=1.0,
+                wallclock=wall,
+            )
+            outcome = session.check_reply(out.data, identification, wall)
+            assert outcome is not None and outcome.accepted and outcome.authenticated
+    assert [str(s.home_address) for s in sessions] == ["10.0.0.1", "10.0.0.2", "0.0.0.0"]
+    assert engine.statistics.accepted == 12 and engine.binding_count == 3
+    entries = {entry.node.name for entry in (engine._renewals or {}).values()}
+    assert {"n0", "n1"} <= entries

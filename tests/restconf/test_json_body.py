@@ -56,6 +56,7 @@ PLAIN = [
     ),
     (f"{VR}/mobile-node=mn1", {f"{M}:nai": "mn1@example.net"}),
     (VR, {f"{M}:mobile-node": [mn(name="a&b<c>")]}),  # a character the parser would take as markup
+    (VR, {f"{M}:mobile-node": [mn(name="a\tb\nc]]>'\"")]}),  # whitespace and quotes, kept
 ]
 
 #: bodies the direct path must leave to libyang: wrong, or not plain
@@ -87,6 +88,8 @@ OTHER = [
     (f"{VRS}/virtual-router=-bad", {f"{M}:router-id": "192.0.2.1"}),  # the URI's key is not a name
     (VR, {f"{M}:mobile-node": [mn(name="a\x01")]}),  # a character XML cannot hold
     (f"{VR}/mobile-node=mn1", {f"{M}:name": "mn1"}),  # the key of the entry the URI names
+    (VR, {f"{M}:mobile-node": [mn(name="a\rb")]}),  # a CR, which libyang's XML round trip makes a LF
+    (VR, {f"{M}:mobile-node": [mn(name="a\ud800")]}),  # a lone surrogate ("\ud800" is valid JSON)
 ]
 
 
