@@ -218,7 +218,8 @@ class Converter:
     def _lookup(self, sn: SchemaNode) -> _Leaf | None:
         if sn.kind not in ("leaf", "leaf-list"):
             return None
-        names, node = [], sn
+        names: list[str] = []
+        node: SchemaNode | None = sn
         while node is not None:
             parent = node.parent
             names.append(
@@ -244,8 +245,10 @@ class Converter:
         plugin = int(ffi.cast("uintptr_t", ctype.plugin))
         if plugin in self._plain_plugins:
             return True
-        typedef = libyang.SNode.new(self.ctx, snode).type().name().rpartition(":")[2]
-        if typedef in _SAME_CANONICAL:
+        leaf = libyang.SNode.new(self.ctx, snode)
+        if not isinstance(leaf, libyang.SLeaf | libyang.SLeafList):
+            return False
+        if leaf.type().name().rpartition(":")[2] in _SAME_CANONICAL:
             self._plain_plugins.add(plugin)
             return True
         return False

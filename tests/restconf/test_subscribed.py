@@ -322,7 +322,7 @@ def test_json_xpath_filter_with_module_names(rc):
 def test_unread_subscriptions_end_and_a_user_holds_a_bounded_number(rc, monkeypatch):
     from server.restconf import subscribed
 
-    monkeypatch.setattr(subscribed, "CONNECT_SECONDS", 0.5)
+    monkeypatch.setattr(subscribed, "CONNECT_SECONDS", 3.0)  # > the three establishes below, loaded
     monkeypatch.setattr(subscribed, "MAX_PER_USER", 2)
     body = {"stream": "NETCONF"}
     first, _second = establish(rc, body), establish(rc, body)

@@ -75,8 +75,10 @@ def test_kill_9_at_any_moment_loses_no_acknowledged_commit(tmp_path, seed):
         try:
             c = RawClient(port, "admin", "crash-test")
             assert names(c) == expected  # everything acknowledged before the last kill
-            killer = threading.Timer(rnd.uniform(0.3, 1.5), os.kill, (child.pid, signal.SIGKILL))
-            killer.start()
+            # the kill comes at a random moment once this life has acknowledged a few commits (a
+            # timer from the start may fire before any on a loaded box, which proves nothing)
+            killer = threading.Timer(rnd.uniform(0.0, 1.2), os.kill, (child.pid, signal.SIGKILL))
+            acknowledged = 0
             in_flight: tuple[str, str] | None = None
             i = 1000 * (life + 1) * seed
             try:
@@ -97,6 +99,9 @@ def test_kill_9_at_any_moment_loses_no_acknowledged_commit(tmp_path, seed):
                     assert b"<ok/>" in reply, reply
                     (expected.add if in_flight[0] == "+" else expected.discard)(in_flight[1])
                     in_flight = None
+                    acknowledged += 1
+                    if killer.ident is None and acknowledged >= 8 and len(expected) > 6:
+                        killer.start()
             except Exception:  # the connection dies with the server
                 try:
                     child.wait(timeout=10)
