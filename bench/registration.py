@@ -20,7 +20,9 @@
    ratio, and each server's CPU time per request (the box is shared: the CPU figure says what a
    whole core would do).
 3. Memory per binding: RSS growth of a fresh process registering N bindings (default 1,000,000), and
-   ``tracemalloc`` growth at 100,000 bindings (Python-level objects, no allocator slack).
+   ``tracemalloc`` growth at 100,000 bindings (Python-level objects, no allocator slack), every node
+   sharing one association; then the RSS growth with each node's own association, as configured nodes
+   have (its two MD5 states are kept once it authenticated a request).
 4. Expiry lateness: bindings with 3-5 s lifetimes expire through the transport's ``loop.call_at``
    timer; how late each removal happened relative to its due time.
 
@@ -83,8 +85,17 @@ _IDENT = struct.Struct("!Q")
 _ADDR = struct.Struct("!I")
 
 
-def vr_config(count: int) -> VirtualRouterConfig:
-    nodes = [MobileNode(f"mn{i}", home_address=BASE + i, security_associations=[SA]) for i in range(count)]
+def vr_config(count: int, *, own_associations: bool = False) -> VirtualRouterConfig:
+    """``count`` nodes sharing one association, or each with its own (same key), as configured nodes
+    are: then every node's association keeps its own MD5 states once it authenticated a request."""
+    nodes = [
+        MobileNode(
+            f"mn{i}",
+            home_address=BASE + i,
+            security_associations=[SecurityAssociation(256, KEY) if own_associations else SA],
+        )
+        for i in range(count)
+    ]
     return VirtualRouterConfig(
         "default", home_agent=HomeAgentConfig(address=HA, max_lifetime=0xFFFF), mobile_nodes=nodes
     )
@@ -707,9 +718,9 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory(count: int, trace: bool) -> None:
+def memory(count: int, trace: bool, own_associations: bool = False) -> None:
     """Child process: register ``count`` bindings; print bytes per binding (RSS, or tracemalloc)."""
-    engine = HomeAgent(vr_config(count))
+    engine = HomeAgent(vr_config(count, own_associations=own_associations))
     factory = RequestFactory()
     wall = time.time()
     source = ("203.0.113.5", 434)
@@ -739,7 +750,11 @@ def memory(count: int, trace: bool) -> None:
 
 def bench_memory(count: int, traced: int) -> dict[str, dict]:
     out = {}
-    for label, n, mode in (("rss", count, "--memory"), ("tracemalloc", traced, "--memory-traced")):
+    for label, n, mode in (
+        ("rss", count, "--memory"),
+        ("tracemalloc", traced, "--memory-traced"),
+        ("own associations", count, "--memory-own"),
+    ):
         done = subprocess.run(
             [sys.executable, __file__, mode, str(n)], capture_output=True, text=True, timeout=3600, cwd=ROOT
         )
@@ -820,6 +835,7 @@ def main() -> None:
     parser.add_argument("--renewal-load", nargs=2, metavar=("KIND", "HANDLE"), help=argparse.SUPPRESS)
     parser.add_argument("--memory", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--memory-traced", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-own", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--bindings", type=int, default=1_000_000, help="bindings for the memory figure")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of UDP load per run")
     args = parser.parse_args()
@@ -841,6 +857,8 @@ def main() -> None:
         return memory(args.memory, trace=False)
     if args.memory_traced is not None:
         return memory(args.memory_traced, trace=True)
+    if args.memory_own is not None:
+        return memory(args.memory_own, trace=False, own_associations=True)
 
     quick = args.quick
     nodes = 2_000 if quick else 20_000
@@ -899,6 +917,8 @@ def main() -> None:
     traced_per = traced_mem["bytes_per_binding"]
     print(f"  tracemalloc growth at {traced_mem['bindings']:,} bindings: {traced_per:7.1f} B")
     print(f"  (registering {count:,} bindings took {rss['seconds']:.1f} s: {count / rss['seconds']:,.0f}/s)")
+    own = mem["own associations"]["bytes_per_binding"]
+    print(f"  RSS growth, each node with its own association: {own:7.1f} B (its MD5 states kept)")
 
     lateness = asyncio.run(_expiry(2_000 if quick else 20_000))
     print(f"\n## 4. Expiry lateness over {len(lateness):,} bindings (3-5 s lifetimes, loop.call_at timer)")

@@ -32,12 +32,8 @@ NC = "{urn:ietf:params:xml:ns:netconf:base:1.0}"
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    t = Topology()
-    try:
-        t.create()
+    with Topology.built() as t:
         yield t
-    finally:
-        t.destroy()
 
 
 def register(topo: Topology, lifetime: int = 600) -> int:

@@ -78,12 +78,8 @@ def notification(m: manager.Manager, name: str, timeout: float = 10) -> etree._E
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    t = Topology()
-    try:
-        t.create()
+    with Topology.built() as t:
         yield t
-    finally:
-        t.destroy()
 
 
 def test_configure_register_forward_notify_clear_kill9_restart(topo: Topology, tmp_path: Path) -> None:

@@ -49,22 +49,14 @@ OTHER_KEY_YANG = ":".join(OTHER_KEY_HEX[i : i + 2] for i in range(0, 32, 2))
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    t = Topology()
-    try:
-        t.create()
+    with Topology.built() as t:
         yield t
-    finally:
-        t.destroy()
 
 
 @pytest.fixture
 def second_topo() -> Iterator[Topology]:
-    t = Topology()
-    try:
-        t.create()
+    with Topology.built() as t:
         yield t
-    finally:
-        t.destroy()
 
 
 @pytest.fixture

@@ -133,6 +133,17 @@ class Topology:
         for ns in (self.cn, self.ha, self.mn):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
+    @classmethod
+    @contextlib.contextmanager
+    def built(cls) -> Iterator[Topology]:
+        """A topology created now and destroyed on the way out, also when creating it failed halfway."""
+        topo = cls()
+        try:
+            topo.create()
+            yield topo
+        finally:
+            topo.destroy()
+
 
 class Recorder:
     """A background thread reading one socket and keeping every datagram; ``on_packet`` may answer."""
@@ -608,15 +619,12 @@ async def run_scenario(
 
 def main(argv: list[str]) -> int:
     kind = argv[1] if len(argv) > 1 else "tun"
-    topo = Topology()
-    topo.create()
-    try:
-        asyncio.run(run_scenario(kind, topo))
-    except Failure as exc:
-        print(f"SCENARIO FAILED ({kind}): {exc}", flush=True)
-        return 1
-    finally:
-        topo.destroy()
+    with Topology.built() as topo:
+        try:
+            asyncio.run(run_scenario(kind, topo))
+        except Failure as exc:
+            print(f"SCENARIO FAILED ({kind}): {exc}", flush=True)
+            return 1
     print(f"SCENARIO PASSED ({kind})", flush=True)
     return 0
 

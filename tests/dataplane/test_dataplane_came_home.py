@@ -8,6 +8,7 @@ import asyncio
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 
 
 @pytest.fixture
-def topo():
-    t = Topology()
-    try:
-        t.create()
+def topo() -> Iterator[Topology]:
+    with Topology.built() as t:
         yield t
-    finally:
-        t.destroy()
 
 
 async def _came_home(

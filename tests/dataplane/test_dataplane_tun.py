@@ -20,12 +20,8 @@ pytestmark = pytest.mark.netns
 def topology() -> Iterator[Topology]:
     if os.geteuid() != 0:
         pytest.fail("namespace tests need root (CI runs as root)")
-    topo = Topology()
-    try:
-        topo.create()
+    with Topology.built() as topo:
         yield topo
-    finally:
-        topo.destroy()
 
 
 @pytest.mark.parametrize("proxy_arp_mode", ["entry", "interface"])
