@@ -3,6 +3,7 @@ loss, and kill -9 failover.
 
     .venv/bin/python bench/failover.py                 # 2,000 nodes (about 2-3 minutes, root)
     .venv/bin/python bench/failover.py --nodes 500     # smaller
+    .venv/bin/python bench/failover.py --etcd-rounds 0 --compare any-member --compare tmpfs
 
 Topology: ``tests/redundancy/pair.py`` (two home-agent namespaces on one home link behind a router,
 mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``, the lab's
@@ -13,7 +14,14 @@ started here and stopped by PID.
    the baseline — then against the active daemon of a pair: registrations/s and latency p50/p99,
    same nodes, same run.  Unpaced, latency is window / rate (a closed loop).
 2. **Latency at a fixed rate.** The same, paced at ``--paced`` registrations/s (default 5,000): the
-   latency a registration sees at that load, replicated or not.
+   latency a registration sees at that load, replicated or not.  For the replicated phase, where the
+   time went, read from /metrics before and after it: the active daemon's replication stages
+   (``mipha_replication_seconds``), each etcd member's WAL fdatasync, backend commit and server-side
+   Txn time (the members run with ``--metrics=extensive``), and the CPU of every process.
+   ``--compare any-member``: the same phase once more with ``leader-route = false`` (the first
+   endpoint's member a follower); ``--compare tmpfs``: with a second etcd cluster whose data is on
+   /dev/shm — a lab figure showing what the disk costs, never a configuration to run (a member on
+   tmpfs loses its log on a host reboot).
 3. **etcd leader loss.** ``--nodes`` nodes renew every second; etcd's Raft leader is SIGKILLed
    (``--etcd-rounds`` times, restarted in between); printed: how long a probe node (a fresh
    registration every 20 ms, no retransmission) got no acceptance, beside etcd's own election time
@@ -34,6 +42,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -48,7 +57,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "redundancy"))
 
 from etcd_cluster import EtcdCluster  # noqa: E402
+from etcd_cluster import Member as EtcdMember  # noqa: E402
 from pair import COA, HA, HOME_START, PairDaemon, Topology  # noqa: E402
+from promstat import cpu_seconds, scrape, summary  # noqa: E402
 from test_failover_daemons import Load, Traffic, bound_homes, redundancy  # noqa: E402
 
 from ha.mn.session import MobileNodeSession  # noqa: E402
@@ -149,12 +160,113 @@ def takeover_seconds(daemon: PairDaemon) -> str:
     return f"{float(total):.3f} s ({names} {steps} s)"
 
 
-def rates(topo: Topology, nodes: int, duration: float, paced: float) -> dict[str, dict]:
+def rates(
+    topo: Topology, nodes: int, duration: float, paced: float, watch: Watch | None = None
+) -> dict[str, dict]:
     load(topo, nodes, 2)  # first registrations: every node bound
-    return {
-        "unpaced": load(topo, nodes, duration),
-        "paced": load(topo, nodes, duration, rate=paced, window=4096),
-    }
+    unpaced = load(topo, nodes, duration)
+    if watch is not None:
+        watch.begin()
+    return {"unpaced": unpaced, "paced": load(topo, nodes, duration, rate=paced, window=4096)}
+
+
+class Watch:
+    """Where the replicated paced phase's time goes: the active daemon's replication stages (its
+    /metrics), each etcd member's WAL fdatasync, backend commit and server-side Txn handling (their
+    /metrics, ``--metrics extensive``), and the CPU every process used, read before and after."""
+
+    def __init__(self, etcd: EtcdCluster, active: PairDaemon, standby: PairDaemon) -> None:
+        self.etcd, self.active, self.standby = etcd, active, standby
+        self.urls = {"daemon": f"http://127.0.0.1:{active.metrics_port}/metrics"}
+        self.urls |= {m.name: f"http://127.0.0.1:{m.client_port}/metrics" for m in etcd.members}
+
+    def _pids(self) -> dict[str, int]:
+        pids = {"active daemon": self.active.proc.pid, "standby daemon": self.standby.proc.pid}  # type: ignore[union-attr]
+        return pids | {f"etcd {m.name}": m.proc.pid for m in self.etcd.members if m.proc is not None}
+
+    def _cpu(self) -> dict[str, float]:
+        cpu = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cpu | {"load generator": children.ru_utime + children.ru_stime}
+
+    def begin(self) -> None:
+        self.leader = self.etcd.leader().name
+        self.before = {name: scrape(url) for name, url in self.urls.items()}
+        self.cpu_before, self.started = self._cpu(), time.monotonic()
+
+    def report(self, brief: bool = False) -> list[str]:
+        """Read after the load of the phase ended (the generator's CPU is known once it exited);
+        ``brief``: the replies' total wait and the etcd leader's figures only."""
+        wall = time.monotonic() - self.started
+        cpu = {k: v - self.cpu_before.get(k, 0.0) for k, v in self._cpu().items()}
+        after = {name: scrape(url) for name, url in self.urls.items()}
+        diff = {name: after[name].minus(self.before[name]) for name in after}
+        out = [f"  where the replicated paced phase's time went (etcd's Raft leader: {self.leader}):"]
+        for stage in ("total",) if brief else ("queued", "etcd", "ordered", "total"):
+            counts = diff["daemon"].find("mipha_replication_seconds", stage=stage)
+            out.append(f"    replication {stage:<8} {summary(counts)}")
+        counters = diff["daemon"].counters
+        sent = {k: counters.get(f"mipha_replication_{k}", 0) for k in ("transactions", "retries")}
+        out.append(
+            f"    replication transactions {sent['transactions']:,.0f}, sent again {sent['retries']:,.0f}"
+        )
+        for m in self.etcd.members:
+            if brief and m.name != self.leader:
+                continue
+            d = diff[m.name]
+            role = "leader  " if m.name == self.leader else "follower"
+            wal = d.find("etcd_disk_wal_fsync_duration_seconds")
+            out.append(f"    etcd {m.name} {role} WAL fdatasync     {summary(wal)}")
+            out.append(f"    etcd {m.name} {role} backend commit    "
+                       f"{summary(d.find('etcd_disk_backend_commit_duration_seconds'))}")  # fmt: skip
+            txn = d.find("grpc_server_handling_seconds", grpc_method="Txn")
+            if max(txn.values(), default=0):
+                out.append(f"    etcd {m.name} {role} Txn (server side) {summary(txn)}")
+        if brief:
+            return out
+        shares = ", ".join(f"{name} {100 * used / wall:.0f} %" for name, used in cpu.items())
+        out.append(f"    CPU over {wall:.1f} s (of one core): {shares}")
+        return out
+
+
+def variant(
+    base: Path,
+    topo: Topology,
+    etcd: EtcdCluster,
+    name: str,
+    nodes: int,
+    duration: float,
+    paced: float,
+    **pair: bool,
+) -> tuple[dict, list[str]]:
+    """The replicated paced phase with another pair (``pair``: PairDaemon settings) or etcd cluster,
+    both started here and stopped after it; returns the load's report and the brief breakdown."""
+    a = PairDaemon(base, f"a-{name}", topo.a, etcd.endpoints, nodes + 1, **pair)
+    b = PairDaemon(base, f"b-{name}", topo.b, etcd.endpoints, nodes + 1, **pair)
+    try:
+        a.start()
+        a.wait_log("redundancy: active", 120)
+        b.start()
+        b.wait_log("mipha running", 120)
+        load(topo, nodes, 2)
+        watch = Watch(etcd, a, b)
+        watch.begin()
+        report = load(topo, nodes, duration, rate=paced, window=4096)
+        return report, watch.report(brief=True)
+    finally:
+        b.stop()
+        a.stop()  # resigns: the next pair's first member takes over at once
+
+
+def move_leader_off(etcd: EtcdCluster, member: EtcdMember) -> None:
+    """Make another member etcd's Raft leader if ``member`` is (``etcdctl move-leader``)."""
+    leader = etcd.leader()
+    if leader is not member:
+        return
+    status = json.loads(etcd.ctl("endpoint", "status", "-w", "json"))
+    ids = {int(e["Endpoint"].rsplit(":", 1)[1]): e["Status"]["header"]["member_id"] for e in status}
+    target = next(m for m in etcd.members if m is not member)
+    etcd.ctl("move-leader", format(ids[target.client_port], "x"), endpoints=[leader.endpoint])
 
 
 def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: int, rounds: int) -> None:
@@ -186,7 +298,13 @@ def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: in
 
 
 def run(
-    nodes: int, duration: float, paced: float, timing: tuple[int, int], rounds: int, flags: list[str]
+    nodes: int,
+    duration: float,
+    paced: float,
+    timing: tuple[int, int],
+    rounds: int,
+    flags: list[str],
+    compare: list[str],
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="mipha-failover-") as tmp:
         base = Path(tmp)
@@ -207,6 +325,21 @@ def run(
             single.stop()
             daemons.remove(single)
             subprocess.run(["ip", "-n", topo.a, "addr", "del", f"{HA}/16", "dev", "home0"], check=True)
+            variants = {}
+            if "any-member" in compare:
+                # the channel's member (the first endpoint) a follower, as for 2 of 3 leaders
+                move_leader_off(etcd, etcd.members[0])
+                variants[f"{paced:,.0f}/s, replicated, leader-route = false"] = variant(
+                    base, topo, etcd, "any", nodes, duration, paced, leader_route=False
+                )
+            if "tmpfs" in compare:
+                with tempfile.TemporaryDirectory(prefix="mipha-failover-", dir="/dev/shm") as shm:
+                    lab = EtcdCluster(Path(shm) / "etcd", heartbeat_ms=timing[0], election_ms=timing[1],
+                                      extra=flags)  # fmt: skip
+                    with lab.running():
+                        variants[f"{paced:,.0f}/s, replicated, etcd on tmpfs (LAB ONLY)"] = variant(
+                            base, topo, lab, "tmpfs", nodes, duration, paced
+                        )
             a = PairDaemon(base, "a", topo.a, etcd.endpoints, nodes + 1)
             b = PairDaemon(base, "b", topo.b, etcd.endpoints, nodes + 1)
             daemons += [a, b]
@@ -214,7 +347,8 @@ def run(
             a.wait_log("redundancy: active", 120)
             b.start()
             b.wait_log("mipha running", 120)
-            replicated = rates(topo, nodes, duration, paced)
+            watch = Watch(etcd, a, b)
+            replicated = rates(topo, nodes, duration, paced, watch)
             print(f"etcd: heartbeat {timing[0]} ms, election timeout {timing[1]} ms {' '.join(flags)};"
                   f" load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
             print(f"registrations, {nodes:,} nodes renewing ({duration:.0f} s each, 3 etcd members on"
@@ -225,6 +359,10 @@ def run(
             print(f"  ratio: {ratio:.2f}")
             print(line(f"{paced:,.0f}/s, without [redundancy] (baseline)", baseline["paced"]))
             print(line(f"{paced:,.0f}/s, active of a pair, replicated", replicated["paced"]))
+            print("\n".join(watch.report()))
+            for label, (report, breakdown) in variants.items():
+                print(line(label, report))
+                print("\n".join(breakdown))
             if rounds:
                 etcd_leader_loss(etcd, topo, a, nodes, rounds)
             renew = Load(topo.mn, duration=12, interval=1.0, nodes=nodes)
@@ -270,9 +408,14 @@ def main() -> None:
     )
     parser.add_argument("--etcd-rounds", type=int, default=3, help="etcd leader kills (0: none)")
     parser.add_argument("--etcd-flag", action="append", default=[], help="one more etcd flag (repeatable)")
+    parser.add_argument(
+        "--compare", action="append", default=[], choices=["any-member", "tmpfs"],
+        help="one more replicated paced phase: leader-route = false, or etcd's data on tmpfs (lab only)",
+    )  # fmt: skip
     args = parser.parse_args()
     timing = (args.etcd_heartbeat_ms, args.etcd_election_ms)
-    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, args.etcd_flag)
+    flags = ["--metrics=extensive", *args.etcd_flag]  # the server-side Txn histogram
+    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, flags, args.compare)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ group = "pair"
 node = "a"
 lease-ttl = 2
 warm-kernel = true                  # the standby keeps tunnels and routes programmed
+leader-route = true                 # replication transactions go to etcd's Raft leader (false: any member)
 # tls-ca = "etcd-ca.pem"            # https only; files relative to this file; absent: the system's roots
 # tls-certificate = "etcd-client.pem"   # client certificate for etcd --client-cert-auth, with its key:
 # tls-private-key = "etcd-client.key"
@@ -222,6 +223,8 @@ def _redundancy(section: _Section, base: Path) -> Any:
         raw["lease-ttl"] = section.int("lease-ttl", minimum=1)
     if "warm-kernel" in section:
         raw["warm-kernel"] = section.bool("warm-kernel")
+    if "leader-route" in section:
+        raw["leader-route"] = section.bool("leader-route")
     for key in TLS_FILES:  # relative to this file, as [restconf] client-ca
         if key in section:
             raw[key] = _path(base, section.str(key))

@@ -3,10 +3,11 @@
 A prometheus_client custom collector reads, at scrape time, the counters that already exist: the
 engines' MIP-MIB statistics, binding counts, pool usage and violation ring, the runtimes' data-plane
 error counts, the NETCONF server's session and NACM counters. Nothing is counted per registration
-for the endpoint, so a registration costs the same with it on or off. The two latency histograms
-are observed where the work happens, once per journal sync and once per configuration transaction
-(never per registration). Served by aiohttp on the daemon's own event loop, so a scrape reads the
-engines between two registrations, never in the middle of one. Metric reference: docs/metrics.md.
+for the endpoint, so a registration costs the same with it on or off. The latency histograms are
+observed where the work happens: once per journal sync, per configuration transaction, and with hot
+standby per replication batch and burst (never per registration). Served by aiohttp on the daemon's
+own event loop, so a scrape reads the engines between two registrations, never in the middle of one.
+Metric reference: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -36,18 +37,22 @@ class Latency:
         self.counts = [0] * (len(buckets) + 1)
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
+    def observe(self, seconds: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += count
+        self.total += seconds * count
 
-    def family(self, name: str, doc: str):
-        from prometheus_client.core import HistogramMetricFamily
-
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, observations at or below it), as Prometheus buckets go."""
         cumulative, running = [], 0
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             cumulative.append((bound, running))
-        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.total)
+        return cumulative
+
+    def family(self, name: str, doc: str):
+        from prometheus_client.core import HistogramMetricFamily
+
+        return HistogramMetricFamily(name, doc, buckets=self.cumulative(), sum_value=self.total)
 
 
 class TimedSubscriber:
@@ -107,9 +112,30 @@ class DaemonCollector:
         yield d.commit_latency.family(
             "mipha_commit_apply_seconds", "configuration transaction through the engines (validate to apply)"
         )
+        if d.standby is not None:
+            yield from _replication(d.standby.member.replicator)
         core = d.server.core if d.server is not None else None
         if core is not None:
             yield from _netconf(core)
+
+
+def _replication(replicator) -> Iterator:
+    """Hot standby: where a reply's wait for etcd goes, one histogram per stage, and the replication
+    transactions sent, retried (outcome unknown: timeout, member lost) and their operations."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    family = HistogramMetricFamily(
+        "mipha_replication_seconds", "a reply's wait for etcd, by stage", labels=["stage"]
+    )
+    for name, latency in replicator.stages.items():
+        family.add_metric([name], latency.cumulative(), latency.total)
+    yield family
+    for name, doc, value in (
+        ("transactions", "replication transactions etcd committed", replicator.transactions),
+        ("retries", "replication transactions sent again (outcome unknown)", replicator.retries),
+        ("operations", "puts and deletes etcd committed", replicator.operations),
+    ):
+        yield CounterMetricFamily(f"mipha_replication_{name}", doc, value=value)
 
 
 def _home_agents(routers: list) -> Iterator:

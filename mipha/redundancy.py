@@ -11,7 +11,9 @@ etcd (Raft) decides everything; mipha runs no election or replication protocol o
   succeed only while ``<root>leader`` still has that create revision: a deposed leader cannot write,
   and since replies wait for the write (:meth:`Replicator.submit` returns the future the transport
   waits on), it cannot acknowledge anything either.  Changes of one burst (and of every burst that
-  arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations.
+  arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations,
+  sent to etcd's Raft leader (:mod:`mipha.etcd_leader`); up to MAX_IN_FLIGHT batches at once, never
+  two holding the same key.
 - **Fencing by time**: a leader whose lease could not be refreshed stops answering at
   ``last refresh sent + lease-ttl - margin``, before etcd can expire the lease and elect the other.
 - **Standby**: :class:`Mirror` loads the bindings and follows them with a watch, so taking over is
@@ -44,7 +46,9 @@ from aetcd.utils import prefix_range_end
 
 from ha.engine.home_agent import ReplayState
 
+from .etcd_leader import LeaderRoute
 from .journal import BindingRecord
+from .metrics import Latency
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,9 @@ TXN_RETRY_DELAY = 0.02
 #: gRPC metadata asking etcd to refuse a request at once (Unavailable, "no leader") while the member
 #: it reached knows it has no Raft leader, instead of queueing it until a timeout.
 REQUIRE_LEADER = (("hasleader", "true"),)
+#: Buckets of the replication stage histograms: a reply's budget is tens of milliseconds.
+STAGE_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
+                 1.0, 2.5)  # fmt: skip
 
 
 class RedundancyError(ValueError):
@@ -106,6 +113,9 @@ class RedundancyConfig:
     #: a standby programs its data plane (tunnels, routes in mipha's table) from the group's bindings
     warm_kernel: bool = True
     tls: EtcdTls | None = None  # None: plain text (http:// endpoints)
+    #: replication transactions go to etcd's Raft leader (mipha.etcd_leader); False: to the member
+    #: the client's channel picked (a follower forwards them)
+    leader_route: bool = True
 
     @property
     def root(self) -> str:
@@ -179,10 +189,15 @@ def config_from(section: dict, where: str) -> RedundancyConfig:
     ttl = section.get("lease-ttl", 2)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 60:
         raise RedundancyError(f"{where}: lease-ttl must be an integer number of seconds in 1..60")
-    warm = section.get("warm-kernel", True)
-    if not isinstance(warm, bool):
-        raise RedundancyError(f"{where}: warm-kernel must be true or false")
-    return RedundancyConfig(endpoints, names["group"], names["node"], ttl, warm_kernel=warm, tls=tls)
+    flags = {}
+    for key in ("warm-kernel", "leader-route"):
+        flags[key] = section.get(key, True)
+        if not isinstance(flags[key], bool):
+            raise RedundancyError(f"{where}: {key} must be true or false")
+    return RedundancyConfig(
+        endpoints, names["group"], names["node"], ttl, warm_kernel=flags["warm-kernel"], tls=tls,
+        leader_route=flags["leader-route"],
+    )  # fmt: skip
 
 
 def etcd_client(
@@ -554,7 +569,8 @@ class Replicator:
     def __init__(self, member: Member) -> None:
         self.member = member
         self._pending: dict[bytes, bytes | None] = {}  # key -> value (None = delete); last one wins
-        self._waiters: list[asyncio.Future] = []
+        #: (future, loop time of its submit, binding changes it carries)
+        self._waiters: list[tuple[asyncio.Future, float, int]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         #: replay/<vr>/<node> keys etcd holds (set at takeover from the mirror, kept up to date here)
@@ -564,7 +580,20 @@ class Replicator:
         self.transactions = 0
         self.operations = 0
         self.retries = 0
+        self.peak_in_flight = 0  # most batches in flight at once so far
+        self.unrouted = 0  # transaction attempts sent to any member (etcd's leader not known)
         self.latency = 0.02  # seconds, moving average of successful transactions
+        #: where a reply's wait goes (exported as mipha_replication_seconds{stage}): ``queued`` from a
+        #: burst's submit to its batch's start, ``etcd`` one transaction's successful round trip (as
+        #: the client sees it), ``ordered`` from a batch's own write to its waiters' release (behind
+        #: earlier batches), ``total`` from submit to release, once per binding change (what a
+        #: registration's reply waits for)
+        self.stages = {name: Latency(STAGE_BUCKETS) for name in ("queued", "etcd", "ordered", "total")}
+        tls = member.config.tls
+        #: transactions go to etcd's Raft leader (mipha.etcd_leader says why)
+        self.route = LeaderRoute(
+            member.config.etcd, None if tls is None else (tls.credentials(), tls.server_name), RPC_TIMEOUT
+        )
 
     @property
     def queued(self) -> int:
@@ -589,11 +618,14 @@ class Replicator:
         pending = self._pending
         before = len(pending)
         root = self.member.config.root
+        changes = 0
         for vr, home, coa in removed:
             pending[binding_key(root, vr, home, coa)] = None
+            changes += 1
         for record in added:
             key = binding_key(root, record.vr, record.home_address, record.care_of_address)
             pending[key] = record.to_json().encode()
+            changes += 1
         touched = False
         for vr, node, state in replay:
             key = replay_key(root, vr, node)
@@ -611,7 +643,7 @@ class Replicator:
             # acknowledge one of them.)
             future.set_result(None)
             return future
-        self._waiters.append(future)
+        self._waiters.append((future, loop.time(), max(1, changes)))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="redundancy-replicator")
         self._wake.set()
@@ -620,7 +652,7 @@ class Replicator:
     def fail_pending(self, exc: BaseException) -> None:
         self._pending.clear()
         waiters, self._waiters = self._waiters, []
-        for future in waiters:
+        for future, _, _ in waiters:
             if not future.done():
                 future.set_exception(exc)
 
@@ -634,6 +666,7 @@ class Replicator:
         self._flights.clear()
         self._flying.clear()
         self.fail_pending(Fenced("stopping"))
+        await self.route.close()
 
     async def _run(self) -> None:
         """Start a batch whenever fewer than MAX_IN_FLIGHT are in flight (what piles up meanwhile
@@ -648,16 +681,23 @@ class Replicator:
                 continue
             if self._flights and any(key in self._flying for key in self._pending):
                 await asyncio.wait(self._flights)  # the same key twice in flight: order unknown
+                if not self._waiters:  # failed meanwhile (fenced)
+                    continue
             batch, self._pending = self._pending, {}
             waiters, self._waiters = self._waiters, []
+            self.stages["queued"].observe(asyncio.get_running_loop().time() - waiters[0][1])
             for key in batch:
                 self._flying[key] = self._flying.get(key, 0) + 1
             previous = asyncio.get_running_loop().create_task(self._flight(batch, waiters, previous))
             self._flights.add(previous)
             previous.add_done_callback(self._flights.discard)
+            self.peak_in_flight = max(self.peak_in_flight, len(self._flights))
 
     async def _flight(
-        self, batch: dict[bytes, bytes | None], waiters: list[asyncio.Future], previous: asyncio.Task | None
+        self,
+        batch: dict[bytes, bytes | None],
+        waiters: list[tuple[asyncio.Future, float, int]],
+        previous: asyncio.Task | None,
     ) -> BaseException | None:
         """Write one batch; its waiters complete once it and every batch before it are in etcd (a
         reply never overtakes a write submitted before it).  Returns the failure, if any."""
@@ -672,13 +712,20 @@ class Replicator:
                 count = flying.pop(key, 1) - 1
                 if count:
                     flying[key] = count
+        loop = asyncio.get_running_loop()
+        written = loop.time()
         if previous is not None:
             before = await asyncio.shield(previous)
             if error is None:
                 error = before
-        for future in waiters:
+        now = loop.time()
+        if error is None:
+            self.stages["ordered"].observe(now - written)
+        total = self.stages["total"]
+        for future, submitted, changes in waiters:
             if not future.done():
                 if error is None:
+                    total.observe(now - submitted, changes)
                     future.set_result(None)
                 else:
                     future.set_exception(error)
@@ -697,8 +744,9 @@ class Replicator:
     async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
         """One fenced transaction, retried while the token holds (puts and deletes are idempotent).
 
-        The request is built once, as protobuf, and sent on the client's stub with a short deadline
-        per attempt and etcd's require-leader metadata (see TXN_ATTEMPT_TIMEOUT and REQUIRE_LEADER)."""
+        The request is built once, as protobuf, and sent to etcd's Raft leader (mipha.etcd_leader; to
+        any member while none is known) with a short deadline per attempt and etcd's require-leader
+        metadata (see TXN_ATTEMPT_FACTOR and REQUIRE_LEADER)."""
         member = self.member
         client = member.client
         ops = [
@@ -720,15 +768,24 @@ class Replicator:
             low, high = TXN_ATTEMPT_BOUNDS
             timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
             started = loop.time()
+            stub = self.route.stub() if member.config.leader_route else None
+            if stub is None:
+                self.unrouted += 1
             try:
                 await client.connect()
-                response = await client.kvstub.Txn(request, timeout=timeout, metadata=metadata)
+                response = await (stub or client.kvstub).Txn(request, timeout=timeout, metadata=metadata)
             except (rpc.AioRpcError, *_TRANSIENT) as exc:  # unknown outcome: try again
+                if stub is not None:
+                    self.route.failed()
                 self.retries += 1
                 log.debug("redundancy: replication transaction failed (%s); retrying", exc)
                 await asyncio.sleep(TXN_RETRY_DELAY)
                 continue
-            self.latency += 0.1 * (loop.time() - started - self.latency)
+            took = loop.time() - started
+            self.latency += 0.1 * (took - self.latency)
+            self.stages["etcd"].observe(took)
+            if member.config.leader_route:
+                self.route.answered(response.header.raft_term)
             if not response.succeeded:
                 raise Fenced("the leader key changed: another node is active")
             self.transactions += 1

@@ -128,11 +128,13 @@ class PairDaemon:
         ttl: int = 2,
         nonce: Collection[int] = (),
         warm: bool = True,
+        leader_route: bool = True,
     ) -> None:
         self.node = node
         self.dir = tmp / node
         self.dir.mkdir()
         self.port = free_port()
+        self.metrics_port = free_port()  # the Prometheus endpoint (benchmarks read the replication stages)
         self.log = self.dir / "daemon.log"
         self.proc: subprocess.Popen | None = None
         self.offset = 0
@@ -141,6 +143,7 @@ class PairDaemon:
         redundancy = (
             f'[redundancy]\netcd = [{endpoints}]\ngroup = "pair"\nnode = "{node}"\nlease-ttl = {ttl}\n'
             f"warm-kernel = {'true' if warm else 'false'}\n"
+            f"leader-route = {'true' if leader_route else 'false'}\n"
             if etcd
             else ""
         )
@@ -157,6 +160,8 @@ dir = "{self.dir / "state"}"
 startup = "startup.xml"
 [dataplane]
 backend = "tun"
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
 {redundancy}"""
         )
 

@@ -349,6 +349,10 @@ def test_bootstrap_redundancy_section() -> None:
     assert not from_dict({"redundancy": cold}, base=base).redundancy.warm_kernel
     with pytest.raises(BootstrapError, match="warm-kernel"):
         from_dict({"redundancy": {**cold, "warm-kernel": "no"}}, base=base)
+    assert boot.redundancy.leader_route  # replication goes to etcd's Raft leader unless told not to
+    assert not from_dict({"redundancy": {**cold, "leader-route": False}}, base=base).redundancy.leader_route
+    with pytest.raises(BootstrapError, match="leader-route"):
+        from_dict({"redundancy": {**cold, "leader-route": 1}}, base=base)
     with pytest.raises(BootstrapError, match="unknown key"):
         from_dict(
             {"redundancy": {"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "a", "ttl": 3}},

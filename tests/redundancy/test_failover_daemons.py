@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from etcd_cluster import EtcdCluster
 from lxml import etree
 from pair import COA, HA, HOME_START, NS, PairDaemon, Topology
+from prometheus_client.parser import text_string_to_metric_families
 
 from ha.netns import run_in_netns
 
@@ -150,6 +152,19 @@ def wait_kernel(ns: str, expected: dict[str, int], timeout: float = 30) -> dict[
         time.sleep(0.1)
 
 
+def replication_stages(daemon: PairDaemon) -> dict[str, float]:
+    """Observations of each replication stage on the daemon's /metrics (``mipha_replication_seconds``)."""
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "mipha_replication_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+
+
 def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root (network namespaces)")
@@ -179,6 +194,9 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         assert warm == {"routes": NODES, "rule": 0, "proxies": 0}, f"standby kernel: {warm}"
         assert kernel_state(topo.a) == {"routes": NODES, "rule": 1, "proxies": NODES}
         time.sleep(1)
+        acks = len(load.acks())
+        stages = replication_stages(a)  # every acknowledged change went through all of them
+        assert stages["total"] >= acks and all(stages[s] for s in ("queued", "etcd", "ordered")), stages
         killed = a.kill9()
         acked_before = {home for t, home in load.acks() if t < killed}
         load.wait(60)
