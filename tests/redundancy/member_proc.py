@@ -2,8 +2,8 @@
 
 ``python member_proc.py NODE TTL ENDPOINT...``: joins group ``test``; while active it replicates bursts
 of 16 binding records (keys ``10.0.<n>.<i>``) and prints ``ACK <time> <home>`` for each one only
-after the replicator confirmed it; ``ACTIVE <time> <token>`` / ``STANDBY <time> <reason>`` on role
-changes.  Lines are flushed at once: the test reads them, then kills this process with SIGKILL.
+after the replicator confirmed it; ``ACTIVE <time> <token>`` / ``STANDBY <time> <reason> <fence>`` on role
+changes (``fence``: when ``Member.active`` turned false by the clock).  Lines are flushed at once: the test reads them, then kills this process with SIGKILL.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ async def main(node: str, ttl: int, endpoints: list[str]) -> None:
 
     async def on_standby(reason: str) -> None:
         active.clear()
-        say("STANDBY", time.time(), reason.replace(" ", "_"))
+        # the fence: the wall-clock moment after which Member.active said no (by the clock, however
+        # late this callback runs on a loaded box)
+        fence = time.time() - (asyncio.get_running_loop().time() - member.fence_at)
+        say("STANDBY", time.time(), reason.replace(" ", "_"), fence)
 
     member = Member(config, on_active=on_active, on_standby=on_standby)
     await member.start()
