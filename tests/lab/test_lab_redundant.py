@@ -20,9 +20,24 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 def _free_port() -> int:
+    """A NETCONF base port whose block (+0..+15: the daemons, then etcd's client and peer ports) is
+    free now; one free port alone may leave etcd's taken on a busy box, which the lab refuses."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 16 < 65536 and all(_bindable(port + i) for i in range(16)):
+            return port
+    raise AssertionError("no block of 16 free TCP ports on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def alive(pid: int) -> bool:
