@@ -149,9 +149,7 @@ class HomeAgentTransport:
     @property
     def receive_path(self) -> str:
         """Which path reads the unicast socket (ha/fastpath.py), for the start-up log."""
-        if self._fast is not None:
-            return fastpath.status()
-        if fastpath.enabled():
+        if self._fast is None and fastpath.enabled():
             return "Python path: the renewal cache is off"
         return fastpath.status()
 

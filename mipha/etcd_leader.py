@@ -37,11 +37,11 @@ class LeaderRoute:
     def __init__(
         self,
         endpoints: Iterable[tuple[str, int]],
-        tls: tuple[grpc.ChannelCredentials, str] | None = None,
+        tls: tuple[grpc.ChannelCredentials, list[tuple[str, str]]] | None = None,
         timeout: float = 1.0,
     ) -> None:
         self.endpoints = tuple(endpoints)
-        self.tls = tls  # (credentials, the name every member's certificate carries); None: plain text
+        self.tls = tls  # (credentials, channel options: EtcdTls's); None: plain text
         self.timeout = timeout
         self.leader: tuple[str, int] | None = None  # the endpoint that said it leads at the last look
         self.term = 0  # Raft term at the last look (0: no leader found)
@@ -101,8 +101,7 @@ class LeaderRoute:
             if self.tls is None:
                 channel = grpc.aio.insecure_channel(target)
             else:
-                credentials, name = self.tls
-                options = [("grpc.default_authority", name), ("grpc.ssl_target_name_override", name)]
+                credentials, options = self.tls
                 channel = grpc.aio.secure_channel(target, credentials, options=options)
             self._channels[endpoint] = channel
         return channel

@@ -100,6 +100,13 @@ class EtcdTls:
 
         return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
 
+    def channel_options(self) -> list[tuple[str, str]]:
+        """gRPC options of a channel to any member: the one name checked in every certificate."""
+        return [
+            ("grpc.default_authority", self.server_name),
+            ("grpc.ssl_target_name_override", self.server_name),
+        ]
+
 
 @dataclass(frozen=True)
 class RedundancyConfig:
@@ -223,11 +230,7 @@ class TlsClient(aetcd.Client):
     _is_connecting: bool  # aetcd.Client's (untyped)
 
     def __init__(self, tls: EtcdTls, **kwargs) -> None:
-        options = {
-            "grpc.default_authority": tls.server_name,
-            "grpc.ssl_target_name_override": tls.server_name,
-        }
-        super().__init__(options=options, **kwargs)
+        super().__init__(options=dict(tls.channel_options()), **kwargs)
         self.tls = tls
 
     async def connect(self) -> None:
@@ -592,7 +595,9 @@ class Replicator:
         tls = member.config.tls
         #: transactions go to etcd's Raft leader (mipha.etcd_leader says why)
         self.route = LeaderRoute(
-            member.config.etcd, None if tls is None else (tls.credentials(), tls.server_name), RPC_TIMEOUT
+            member.config.etcd,
+            None if tls is None else (tls.credentials(), tls.channel_options()),
+            RPC_TIMEOUT,
         )
 
     @property
