@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -117,12 +118,8 @@ def connect(conn: Connection):
 
 # -- filters -----------------------------------------------------------------------------------------------
 def _vr_filter(vr: str | None, inner: str) -> str:
-    name = f"<name>{_esc(vr)}</name>" if vr else "<name/>"
+    name = f"<name>{escape(vr)}</name>" if vr else "<name/>"
     return f'<virtual-routers xmlns="{NS}"><virtual-router>{name}{inner}</virtual-router></virtual-routers>'
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _address(text: str | None, what: str) -> str | None:
@@ -155,7 +152,7 @@ def bindings_filter(
     parts = [f"<home-address>{home}</home-address>" if home else "<home-address/>"]
     parts.append(f"<care-of-address>{coa}</care-of-address>" if coa else "<care-of-address/>")
     if nai is not None:
-        parts.append(f"<nai>{_esc(nai)}</nai>")
+        parts.append(f"<nai>{escape(nai)}</nai>")
     parts += [f"<{leaf}/>" for leaf in leaves if leaf not in ("home-address", "care-of-address", "nai")]
     return _vr_filter(
         vr, f"<home-agent><bindings><binding>{''.join(parts)}</binding></bindings></home-agent>"
@@ -299,7 +296,7 @@ def show_bindings(m, args) -> None:
 def _home_of_nai(m, vr: str | None, nai: str) -> str | None:
     """A statically addressed node's home address (the binding is then found by key); None when the
     node draws from a pool (the daemon then filters the bindings on the nai leaf)."""
-    flt = _vr_filter(vr, f"<mobile-node><nai>{_esc(nai)}</nai><name/><home-address/></mobile-node>")
+    flt = _vr_filter(vr, f"<mobile-node><nai>{escape(nai)}</nai><name/><home-address/></mobile-node>")
     for vr_el in _routers(get(m, flt)):
         for node in vr_el.iterfind(f"{Q}mobile-node"):
             home = node.findtext(f"{Q}home-address")
@@ -384,7 +381,7 @@ POOL_COLUMNS = (
 
 
 def show_mobile_node(m, args) -> None:
-    flt = _vr_filter(args.vr, f"<mobile-node><name>{_esc(args.name)}</name></mobile-node>")
+    flt = _vr_filter(args.vr, f"<mobile-node><name>{escape(args.name)}</name></mobile-node>")
     data = get(m, flt)
     found = [
         (vr.findtext(f"{Q}name"), node) for vr in _routers(data) for node in vr.iterfind(f"{Q}mobile-node")
@@ -431,13 +428,13 @@ def clear(m, args) -> None:
         if args.home_address:
             sel = f"<home-address>{_address(args.home_address, '--home-address')}</home-address>"
         elif args.nai:
-            sel = f"<nai>{_esc(args.nai)}</nai>"
+            sel = f"<nai>{escape(args.nai)}</nai>"
         elif args.care_of_address:
             sel = f"<care-of-address>{_address(args.care_of_address, '--care-of-address')}</care-of-address>"
-        vr = f"<virtual-router>{_esc(args.vr)}</virtual-router>"
+        vr = f"<virtual-router>{escape(args.vr)}</virtual-router>"
         body = f'<clear-bindings xmlns="{NS}">{vr}{sel}</clear-bindings>'
     else:
-        vr = f"<virtual-router>{_esc(args.vr)}</virtual-router>" if args.vr else ""
+        vr = f"<virtual-router>{escape(args.vr)}</virtual-router>" if args.vr else ""
         body = f'<clear-statistics xmlns="{NS}">{vr}</clear-statistics>'
     try:
         reply = m.dispatch(to_ele(body))

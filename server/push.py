@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -209,15 +210,11 @@ def edit_xml(n: int, op: str, target: str, value: bytes | None) -> bytes:
     body = b"<edit><edit-id>edit-%d</edit-id><operation>%s</operation><target>%s</target>" % (
         n,
         op.encode(),
-        _escape(target).encode(),
+        escape(target).encode(),
     )
     if value is not None:
         body += b"<value>%s</value>" % value
     return body + b"</edit>"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 # -- the feed ---------------------------------------------------------------------------------------------

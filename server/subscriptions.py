@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -458,7 +459,7 @@ class Subscriptions:
 def _uri_xml(dyn: Dynamic) -> str:
     """RFC 8650's `uri` of a subscription made over RESTCONF (where its events are read)."""
     uri = getattr(dyn.sess, "uri", None)
-    return f'<uri xmlns="{RSN_NS}">{_esc(uri)}</uri>' if uri else ""
+    return f'<uri xmlns="{RSN_NS}">{escape(uri)}</uri>' if uri else ""
 
 
 def _id(op: etree._Element, ns: str = SN) -> int:
@@ -501,7 +502,7 @@ def _filter_xml(filter_el: etree._Element | None, kind: str, ns: str) -> str:
         return ""
     if filter_el.get("type") == "xpath":
         decl = "".join(f' xmlns:{p}="{u}"' for p, u in filter_el.nsmap.items() if p)
-        select = _esc(filter_el.get("select") or "")
+        select = escape(filter_el.get("select") or "")
         return f'<{kind}-xpath-filter xmlns="{ns}"{decl}>{select}</{kind}-xpath-filter>'
     inner = "".join(etree.tostring(_clean(c), encoding=str) for c in filter_el)
     return f'<{kind}-subtree-filter xmlns="{ns}">{inner}</{kind}-subtree-filter>'
@@ -515,10 +516,6 @@ def _trigger_xml(req: Request) -> str:
         damp = f"<dampening-period>{req.dampening or 0}</dampening-period>"
         return f'<on-change xmlns="{YP_NS}">{damp}</on-change>'
     return ""
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _clean(el: etree._Element) -> etree._Element:

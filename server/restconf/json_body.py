@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import weakref
 from typing import Any
+from xml.sax.saxutils import escape
 
 import libyang
 from libyang.util import ffi, lib, str2c
@@ -45,13 +46,6 @@ _INTS = frozenset(
 _SAME_CANONICAL = frozenset(("string", "ipv4-address", "ipv4-address-no-zone"))
 #: a leaf of the built-in string type in a module every server loads
 _PLAIN_STRING_LEAF = "/ietf-netconf-acm:nacm/rule-list/rule/comment"
-
-
-def _escape(text: str) -> str:
-    """Character data (no CR: `_text` leaves those to libyang's path, which turns them into LFs)."""
-    if "&" in text or "<" in text or ">" in text:
-        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text
 
 
 class _Leaf:
@@ -179,7 +173,7 @@ class Converter:
         text = self._text(sn, value)
         if text is None:
             return False
-        out += (start, _escape(text), end)
+        out += (start, escape(text), end)
         return True
 
     def _text(self, sn: SchemaNode, value: Any) -> str | None:
