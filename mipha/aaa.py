@@ -741,6 +741,13 @@ class AaaClient:
             transport.poke()
         return reply(Code.DISCONNECT_ACK)
 
+    async def accounting_room(self) -> None:
+        """Until fewer than half the identifiers are in flight: a clear of many AAA bindings
+        (``VirtualRouter.clear_all``) waits here between pages, so its Accounting-Stops find an
+        identifier instead of being lost (each exchange ends: answered, or given up after its tries)."""
+        while len(self._inflight) >= _MAX_SOCKETS * 128 and self._loop is not None:
+            await asyncio.sleep(_TICK)
+
     # -- operational state ------------------------------------------------------------------------------
 
     def server_states(self) -> list[ServerState]:

@@ -379,7 +379,12 @@ class Daemon:
                         info=(("bad-element", leaf),),
                     )
         cleared = 0
-        if vr.engine is not None:
+        if vr.engine is not None and selectors in ([], ["care-of-address"]):  # maybe the whole table
+            assert self.server is not None
+            care_of = self._address(rpc, "care-of-address")
+            async with self.server.core.txn_lock:  # no commit rebuilds the router between its pages
+                cleared = await vr.clear_all(care_of_address=care_of)
+        elif vr.engine is not None:
             nai_el = rpc.find(_Q + "nai")
             cleared = vr.engine.clear_bindings(
                 home_address=self._address(where, "home-address"),

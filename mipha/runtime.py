@@ -68,6 +68,11 @@ class VirtualRouterError(Exception):
         self.app_tag = app_tag
 
 
+#: Bindings looked at per page of a whole-table clear-bindings (:meth:`VirtualRouter.clear_all`): a few
+#: ms of the loop each, journal, notifications and data plane included.
+CLEAR_PAGE = 256
+
+
 def _vr_path(name: str) -> str:
     return f"/mipha:virtual-routers/mipha:virtual-router[mipha:name='{name}']"
 
@@ -565,6 +570,35 @@ class VirtualRouter:
         engine.drain_events()
         await self.settle()
         await plane.resync([])
+
+    async def clear_all(self, *, care_of_address: IPv4Address | None = None) -> int:
+        """``clear-bindings`` of every binding (or every one to ``care_of_address``) in pages of
+        :data:`CLEAR_PAGE`, the event loop running between them: registrations arriving meanwhile are
+        answered at once.  What is cleared is what was registered before the clear began
+        (``HomeAgent.clear_bindings_page``): a registration answered meanwhile stands, whether it came
+        before or after its binding's page.  Each page is journaled, notified and accounted like a
+        burst, and the data plane (and the Accounting-Stops in flight) kept up with before the next
+        page; returns when the last page's kernel state is gone."""
+        loop = asyncio.get_running_loop()
+        before, after, cleared = loop.time(), None, 0
+        while True:
+            engine = self.engine
+            if engine is None:
+                return cleared
+            count, after = engine.clear_bindings_page(
+                before=before, after=after, limit=CLEAR_PAGE, care_of_address=care_of_address
+            )
+            if count:
+                cleared += count
+                self.flush()
+                if self.transport is not None:
+                    self.transport.poke()
+            await self.settle()
+            if self.aaa is not None:
+                await self.aaa.accounting_room()
+            if after is None:
+                return cleared
+            await asyncio.sleep(0)
 
     async def _pump(self) -> None:
         """Apply queued intents in order, in batches, until the queue is empty."""

@@ -1999,6 +1999,36 @@ class HomeAgent:
             count += self._remove_bindings(home, coas, RemovalReason.CLEARED)
         return count
 
+    def clear_bindings_page(
+        self,
+        *,
+        before: float,
+        after: int | None,
+        limit: int,
+        care_of_address: IPv4Address | None = None,
+    ) -> tuple[int, int | None]:
+        """One page of a ``clear-bindings`` of the whole table (or of every binding to
+        ``care_of_address``), so that the shell can let registrations run between pages: of the next
+        ``limit`` bindings in key order after key ``after``, clear those last registered or renewed
+        before ``before`` (engine time: when the clear began).  A binding registered or renewed since
+        is the answer to a request that came after the clear began, and stays.  Returns how many were
+        cleared and the key to go on after (None: the table's end)."""
+        page = self._table.after(after, limit)
+        coa = int(care_of_address) if care_of_address is not None else None
+        count, home, group = 0, -1, []
+        for b in page:
+            if b.registered >= before or (coa is not None and b.care_of_address != coa):
+                continue
+            if b.home_address != home:
+                if group:
+                    count += self._remove_bindings(home, group, RemovalReason.CLEARED)
+                home, group = b.home_address, []
+            group.append(b.care_of_address)
+        if group:
+            count += self._remove_bindings(home, group, RemovalReason.CLEARED)
+        last = page[-1] if len(page) == limit else None
+        return count, None if last is None else make_key(last.home_address, last.care_of_address)
+
     def clear_statistics(self, *, wallclock: float | None = None) -> None:
         """The ``clear-statistics`` RPC (the violation ring is kept: it is a log, not a counter; the
         per-peer violation totals are counters and restart).
