@@ -483,8 +483,7 @@ class HomeAgentTransport:
     def send_replies(self, replies: list[Outgoing]) -> None:
         """Send replies decided outside a datagram burst (AAA answers), after the caller journaled them."""
         self._schedule()
-        for outgoing in replies:
-            self._send(outgoing)
+        self._send_all(replies)
 
     def poke(self) -> None:
         """Reschedule the timer after a direct engine call (config apply, clear-bindings)."""

@@ -59,6 +59,9 @@ _PROBE_MAX = 10.0
 _MAX_SOCKETS = 32
 #: Deadlines closer than this are served in one wake-up (at most a quarter of the timeout).
 _TICK = 0.05
+#: Answers are decided, journaled and their replies sent in batches at least this far apart (the
+#: first after a pause at once): under load one event-loop wake-up and one flush serve many.
+_COALESCE = 0.002
 _CAUSES = {
     RemovalReason.DEREGISTERED: TerminateCause.USER_REQUEST,
     RemovalReason.EXPIRED: TerminateCause.SESSION_TIMEOUT,
@@ -82,8 +85,9 @@ class ServerState:
         self.avoid_until = 0.0
         self.status_server = False  # it answered Status-Server: after a failure, used again on an answer
         self.probe: asyncio.Handle | _Exchange | None = None  # the next probe, or the one in flight
-        self.auth_destination = (str(server.address), server.auth_port)
-        self.acct_destination = (str(server.address), server.acct_port)
+        self.host = str(server.address)  # what recvfrom says an answer came from
+        self.auth_destination = (self.host, server.auth_port)
+        self.acct_destination = (self.host, server.acct_port)
 
     def answered(self, rtt: float) -> None:
         ms = rtt * 1000
@@ -104,8 +108,8 @@ class ServerState:
 
     def configure(self, server: AaaServer) -> None:
         self.server = server
-        self.auth_destination = (str(server.address), server.auth_port)
-        self.acct_destination = (str(server.address), server.acct_port)
+        self.auth_destination = (self.host, server.auth_port)
+        self.acct_destination = (self.host, server.acct_port)
 
 
 @dataclass(slots=True)
@@ -151,7 +155,11 @@ class AaaClient:
         self._free: list[list[int]] = []  # free identifiers per socket
         self._inflight: dict[tuple[int, int], _Exchange] = {}
         self.servers: dict[IPv4Address, ServerState] = {}
+        self._states: list[ServerState] = []  # in configuration order: what _Exchange.order indexes
+        self._nas_attribute = radius.attribute(Attr.NAS_IP_ADDRESS, nas_address.packed)
         self._sessions: dict[str, list] = {}  # node name -> [session id, start wallclock, nai, home, coas]
+        self._following = False  # whether sessions are followed (``accounting`` configured true)
+        self._random, self._random_at = b"", 0  # Request Authenticators to come (_random16)
         self._disconnect: socket.socket | None = None
         self._disconnect_port = 0
         self._replies: list[Outgoing] = []
@@ -160,30 +168,42 @@ class AaaClient:
         self._tick: asyncio.TimerHandle | None = None
         self._tick_at = math.inf
         self._ticking = False
+        self._inbox: list[tuple[int, bytes, tuple[str, int]]] = []  # answers read, to decide together
+        self._inbox_due: asyncio.TimerHandle | None = None  # when they are (None: at the next answer)
+        self._answered_at = -math.inf  # when the last batch was decided
 
     # -- life cycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.reconfigure()
+
+    def _adopt_sessions(self) -> None:
+        """Accounting sessions of the bindings the engine holds (restored from the journal, or bound
+        while accounting was off): their Interim-Updates and Stops go on from here."""
         engine = self._engine()
-        if engine is not None:  # bindings restored from the journal: their sessions go on
-            for name, subscriber in engine.subscribers():
-                home = engine.assigned_address(name) or subscriber.home_address
-                coas = {b.care_of_address for b in engine.bindings_of(home)} if home is not None else set()
-                self._sessions[name] = [
-                    subscriber.session_id,
-                    subscriber.session_start,
-                    subscriber.nai,
-                    home,
-                    coas,
-                ]
+        if engine is None:
+            return
+        for name, subscriber in engine.subscribers():
+            home = engine.assigned_address(name) or subscriber.home_address
+            coas = {b.care_of_address for b in engine.bindings_of(home)} if home is not None else set()
+            self._sessions[name] = [
+                subscriber.session_id,
+                subscriber.session_start,
+                subscriber.nai,
+                home,
+                coas,
+            ]
 
     def close(self) -> None:
         if self._tick is not None:
             self._tick.cancel()
             self._tick, self._tick_at = None, math.inf
         self._deadlines.clear()
+        self._inbox.clear()
+        if self._inbox_due is not None:
+            self._inbox_due.cancel()
+            self._inbox_due = None
         for state in self.servers.values():
             self._stop_probing(state)
         self._inflight.clear()
@@ -199,8 +219,15 @@ class AaaClient:
         """Follow ``aaa`` changes: server list (counters kept per address), the Disconnect port."""
         config = self._config()
         servers = config.servers if config is not None else ()
+        accounting = config is not None and config.accounting
+        if accounting and not self._following:
+            self._adopt_sessions()
+        elif not accounting:
+            self._sessions.clear()
+        self._following = accounting
         previous = self.servers
         self.servers = {s.address: self._state_for(s) for s in servers}
+        self._states = list(self.servers.values())
         for address, state in previous.items():
             if address not in self.servers:
                 self._stop_probing(state)
@@ -252,9 +279,7 @@ class AaaClient:
     def _access_builder(
         self, lookup: AaaLookup, config: AaaConfig
     ) -> Callable[[int, bytes, int], tuple[bytes, bytes]]:
-        attributes = radius.attribute(Attr.USER_NAME, lookup.nai.encode()) + radius.attribute(
-            Attr.NAS_IP_ADDRESS, self.nas_address.packed
-        )
+        attributes = radius.attribute(Attr.USER_NAME, lookup.nai.encode()) + self._nas_attribute
         if lookup.home_address is not None:
             attributes += radius.attribute(Attr.FRAMED_IP_ADDRESS, lookup.home_address.packed)
         chap = lookup.chap
@@ -264,18 +289,27 @@ class AaaClient:
         password = None if chap is not None else (config.lookup_password or b"")
 
         def build(identifier: int, secret: bytes, _waited: int) -> tuple[bytes, bytes]:
-            authenticator = os.urandom(16)
+            authenticator = self._random16()
             return radius.access_request(identifier, authenticator, secret, attributes, password=password), (
                 authenticator
             )
 
         return build
 
+    def _random16(self) -> bytes:
+        """A Request Authenticator: 16 octets of the OS's CSPRNG (RFC 2865 §3: unpredictable and
+        unique over the secret's lifetime), read 4 KB at a time rather than by one syscall each."""
+        at = self._random_at
+        if at + 16 > len(self._random):
+            self._random, at = os.urandom(4096), 0
+        self._random_at = at + 16
+        return self._random[at : at + 16]
+
     def _order(self) -> list[int]:
         """Servers in configuration order, those in backoff after the others (soonest back first);
         not those waiting for an answer to Status-Server."""
         now = time.monotonic()
-        states = list(self.servers.values())
+        states = self._states
         ready = [i for i, s in enumerate(states) if s.avoid_until <= now]
         if len(ready) == len(states):
             return ready
@@ -286,7 +320,7 @@ class AaaClient:
         return ready + waiting
 
     def _server(self, exchange: _Exchange) -> ServerState | None:
-        states = list(self.servers.values())
+        states = self._states
         while exchange.order:
             index = exchange.order[0]
             if index < len(states):
@@ -437,10 +471,10 @@ class AaaClient:
         state.probe = None
         if self.servers.get(state.server.address) is not state:
             return  # removed meanwhile
-        index = list(self.servers.values()).index(state)
+        index = self._states.index(state)
 
         def build(identifier: int, secret: bytes, _waited: int) -> tuple[bytes, bytes]:
-            authenticator = os.urandom(16)
+            authenticator = self._random16()
             nas = radius.attribute(Attr.NAS_IP_ADDRESS, self.nas_address.packed)
             return radius.access_request(identifier, authenticator, secret, nas, code=Code.STATUS_SERVER), (
                 authenticator
@@ -491,6 +525,7 @@ class AaaClient:
         sock = self._sockets[index] if index < len(self._sockets) else None
         if sock is None:
             return
+        inbox = self._inbox
         for _ in range(256):
             try:
                 data, source = sock.recvfrom(radius.MAX_PACKET)
@@ -498,6 +533,21 @@ class AaaClient:
                 break
             except OSError:
                 continue
+            inbox.append((index, data, source))
+        if self._inbox_due is not None or not inbox:
+            return  # a batch is due
+        assert self._loop is not None
+        if self._loop.time() - self._answered_at >= _COALESCE:
+            self._answer_inbox()
+        else:  # under load: the answers of each _COALESCE decided, journaled and sent together
+            self._inbox_due = self._loop.call_at(self._answered_at + _COALESCE, self._answer_inbox)
+
+    def _answer_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        self._inbox_due = None
+        assert self._loop is not None
+        self._answered_at = self._loop.time()
+        for index, data, source in inbox:
             self._answer(index, data, source)
         self._send_replies()
 
@@ -508,7 +558,7 @@ class AaaClient:
         if exchange is None:
             return  # late (already answered or given up): nothing waits for it
         state = self._server(exchange)
-        if state is None or source[0] != str(state.server.address):
+        if state is None or source[0] != state.host:
             return
         try:
             packet = radius.parse(data)
@@ -547,7 +597,7 @@ class AaaClient:
         if packet.code == Code.ACCESS_ACCEPT:
             state.accepts += 1
             engine = self._engine()
-            pools = frozenset(engine.config.address_pools) if engine is not None else frozenset()
+            pools = engine.config.address_pools if engine is not None else {}
             try:
                 profile = profile_from_accept(
                     packet,
@@ -597,10 +647,11 @@ class AaaClient:
     # -- accounting (RFC 2866) --------------------------------------------------------------------------
 
     def account(self, events: list) -> None:
-        """Start / Interim-Update / Stop for AAA-learnt nodes' binding events."""
+        """Start / Interim-Update / Stop for AAA-learnt nodes' binding events (none followed while
+        ``accounting`` is false: turned on, the sessions of the bindings held then are adopted)."""
         config = self._config()
         engine = self._engine()
-        if config is None or engine is None:
+        if config is None or engine is None or not self._following:
             return
         for event in events:
             name = getattr(event, "mobile_node", "")
@@ -625,8 +676,7 @@ class AaaClient:
                     status = AcctStatus.INTERIM_UPDATE
                 session[3] = event.home_address
                 session[4].add(event.care_of_address)
-                if config.accounting:
-                    self._accounting(session, status, event.care_of_address, None)
+                self._accounting(session, status, event.care_of_address, None)
             elif type(event) is BindingRemoved:
                 session = self._sessions.get(name)
                 if session is None:
@@ -635,12 +685,10 @@ class AaaClient:
                 if event.reason is RemovalReason.REPLACED:
                     continue  # the handover's new binding sends the Interim-Update
                 if session[4]:
-                    if config.accounting:
-                        self._accounting(session, AcctStatus.INTERIM_UPDATE, min(session[4]), None)
+                    self._accounting(session, AcctStatus.INTERIM_UPDATE, min(session[4]), None)
                     continue
                 del self._sessions[name]
-                if config.accounting:
-                    self._accounting(session, AcctStatus.STOP, event.care_of_address, _CAUSES[event.reason])
+                self._accounting(session, AcctStatus.STOP, event.care_of_address, _CAUSES[event.reason])
 
     def _accounting(
         self, session: list, status: AcctStatus, care_of: IPv4Address, cause: TerminateCause | None

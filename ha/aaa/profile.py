@@ -13,6 +13,7 @@ is taken as the octets of the string (the users file quotes it).
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -84,7 +85,7 @@ def _integer(value: bytes, name: str) -> int:
 
 
 def profile_from_accept(
-    packet: Packet, *, nai: str, secret: bytes, request_authenticator: bytes, pools: frozenset[str]
+    packet: Packet, *, nai: str, secret: bytes, request_authenticator: bytes, pools: Container[str]
 ) -> AaaProfile:
     """Read an Access-Accept (already authenticated); AnswerUnusable when it lacks a key or address."""
     erx = dict(packet.vendor(radius.VENDOR_JUNIPER_ERX))

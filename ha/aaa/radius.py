@@ -111,7 +111,9 @@ TGPP2_MN_HA_SPI = 57
 TGPP2_MN_HA_SHARED_KEY = 58
 
 _ZERO16 = bytes(16)
-_MA_PLACEHOLDER = bytes((Attr.MESSAGE_AUTHENTICATOR, 18)) + _ZERO16
+_MA = int(Attr.MESSAGE_AUTHENTICATOR)
+_MA_TYPE = bytes((_MA, 18))
+_MA_PLACEHOLDER = _MA_TYPE + _ZERO16
 
 
 class RadiusError(ValueError):
@@ -127,6 +129,9 @@ class Packet:
     authenticator: bytes
     attributes: list[tuple[int, bytes]] = field(default_factory=list)
     raw: bytes = b""
+    #: Where the Message-Authenticator's value starts in ``raw``: -1 none, -2 malformed (not 16
+    #: octets, or more than one: RFC 3579 §3.2 allows one).
+    message_authenticator: int = -1
 
     def get(self, kind: int) -> bytes | None:
         for t, value in self.attributes:
@@ -175,7 +180,10 @@ def parse(data: bytes) -> Packet:
     code, identifier, length, authenticator = HEADER.unpack_from(data)
     if length < HEADER.size or length > MAX_PACKET or length > len(data):
         raise RadiusError(f"bad Length {length} for a {len(data)}-byte datagram")
+    data = bytes(data[:length])
     attributes = []
+    append = attributes.append
+    ma = -1
     i = HEADER.size
     while i < length:
         if i + 2 > length:
@@ -183,20 +191,27 @@ def parse(data: bytes) -> Packet:
         kind, alen = data[i], data[i + 1]
         if alen < 2 or i + alen > length:
             raise RadiusError(f"attribute {kind} has a bad length {alen}")
-        attributes.append((kind, data[i + 2 : i + alen]))
+        append((kind, data[i + 2 : i + alen]))
+        if kind == _MA:
+            ma = i + 2 if alen == 18 and ma == -1 else -2
         i += alen
-    return Packet(code, identifier, authenticator, attributes, bytes(data[:length]))
+    return Packet(code, identifier, authenticator, attributes, data, ma)
 
 
 def _hmac(secret: bytes, data: bytes) -> bytes:
-    return hmac.new(secret, data, hashlib.md5).digest()
+    return hmac.digest(secret, data, "md5")
 
 
-def _assemble(code: int, identifier: int, authenticator: bytes, body: bytes) -> bytearray:
+def _header(code: int, identifier: int, authenticator: bytes, body: bytes) -> bytes:
     length = HEADER.size + len(body)
     if length > MAX_PACKET:
         raise ValueError("RADIUS packet too long")
-    return bytearray(HEADER.pack(code, identifier, length, authenticator) + body)
+    return HEADER.pack(code, identifier, length, authenticator)
+
+
+def _xor16(a: bytes, b: bytes) -> bytes:
+    """Two 16-octet blocks XORed (as integers: one C operation, not 16 Python ones)."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
 
 
 def encrypt_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
@@ -205,8 +220,7 @@ def encrypt_password(password: bytes, secret: bytes, authenticator: bytes) -> by
     out = bytearray()
     last = authenticator
     for i in range(0, len(padded), 16):
-        b = hashlib.md5(secret + last).digest()
-        chunk = bytes(p ^ k for p, k in zip(padded[i : i + 16], b, strict=True))
+        chunk = _xor16(padded[i : i + 16], hashlib.md5(secret + last).digest())
         out += chunk
         last = chunk
     return bytes(out)
@@ -224,9 +238,8 @@ def decrypt_salted(value: bytes, secret: bytes, request_authenticator: bytes) ->
     plain = bytearray()
     last = request_authenticator + salt
     for i in range(0, len(cipher), 16):
-        b = hashlib.md5(secret + last).digest()
         chunk = cipher[i : i + 16]
-        plain += bytes(c ^ k for c, k in zip(chunk, b, strict=True))
+        plain += _xor16(chunk, hashlib.md5(secret + last).digest())
         last = chunk
     n = plain[0]
     if n > len(plain) - 1:
@@ -241,8 +254,7 @@ def encrypt_salted(data: bytes, secret: bytes, request_authenticator: bytes, sal
     out = bytearray(salt)
     last = request_authenticator + salt
     for i in range(0, len(plain), 16):
-        b = hashlib.md5(secret + last).digest()
-        chunk = bytes(p ^ k for p, k in zip(plain[i : i + 16], b, strict=True))
+        chunk = _xor16(plain[i : i + 16], hashlib.md5(secret + last).digest())
         out += chunk
         last = chunk
     return bytes(out)
@@ -260,18 +272,15 @@ def access_request(
     """An Access-Request: Message-Authenticator first (RFC 3579 §3.2), then ``attributes`` (encoded),
     then User-Password hidden with ``secret`` when ``password`` is given.  ``code`` Status-Server: the
     same shape, which RFC 5997 §3 requires (random Request Authenticator, Message-Authenticator)."""
-    body = _MA_PLACEHOLDER + attributes
     if password is not None:
-        body += attribute(Attr.USER_PASSWORD, encrypt_password(password, secret, authenticator))
-    packet = _assemble(code, identifier, authenticator, body)
-    packet[HEADER.size + 2 : HEADER.size + 18] = _hmac(secret, bytes(packet))
-    return bytes(packet)
+        attributes += attribute(Attr.USER_PASSWORD, encrypt_password(password, secret, authenticator))
+    head = _header(code, identifier, authenticator, _MA_PLACEHOLDER + attributes)
+    return head + _MA_TYPE + _hmac(secret, head + _MA_PLACEHOLDER + attributes) + attributes
 
 
 def _md5_signed(code: int, identifier: int, secret: bytes, attributes: bytes) -> bytes:
-    packet = _assemble(code, identifier, _ZERO16, attributes)
-    packet[4:20] = hashlib.md5(bytes(packet) + secret).digest()
-    return bytes(packet)
+    head = _header(code, identifier, _ZERO16, attributes)[:4]
+    return head + hashlib.md5(head + _ZERO16 + attributes + secret).digest() + attributes
 
 
 def accounting_request(identifier: int, secret: bytes, attributes: bytes) -> bytes:
@@ -286,21 +295,12 @@ def disconnect_request(identifier: int, secret: bytes, attributes: bytes) -> byt
 
 def _message_authenticator_ok(packet: Packet, secret: bytes, authenticator: bytes) -> bool | None:
     """None when absent; else whether it verifies with ``authenticator`` in the header (RFC 3579 §3.2)."""
-    raw = bytearray(packet.raw)
-    raw[4:20] = authenticator
-    i = HEADER.size
-    found = None
-    while i < len(raw):
-        kind, alen = raw[i], raw[i + 1]
-        if kind == Attr.MESSAGE_AUTHENTICATOR:
-            if alen != 18 or found is not None:
-                return False
-            found = bytes(raw[i + 2 : i + 18])
-            raw[i + 2 : i + 18] = _ZERO16
-        i += alen
-    if found is None:
-        return None
-    return hmac.compare_digest(_hmac(secret, bytes(raw)), found)
+    at = packet.message_authenticator
+    if at < 0:
+        return None if at == -1 else False
+    raw = packet.raw
+    covered = raw[:4] + authenticator + raw[20:at] + _ZERO16 + raw[at + 16 :]
+    return hmac.compare_digest(_hmac(secret, covered), raw[at : at + 16])
 
 
 def verify_answer(
@@ -330,7 +330,7 @@ def verify_request(packet: Packet, secret: bytes) -> bool:
 def answer(code: int, request: Packet, secret: bytes, attributes: bytes = b"") -> bytes:
     """An answer to ``request`` (Disconnect-ACK/NAK; an Access answer in tests) with a
     Message-Authenticator and the Response Authenticator (RFC 2865 §3, RFC 5176 §3.5)."""
-    packet = _assemble(code, request.identifier, request.authenticator, _MA_PLACEHOLDER + attributes)
-    packet[HEADER.size + 2 : HEADER.size + 18] = _hmac(secret, bytes(packet))
-    packet[4:20] = hashlib.md5(bytes(packet) + secret).digest()
-    return bytes(packet)
+    body = _MA_PLACEHOLDER + attributes
+    head = _header(code, request.identifier, request.authenticator, body)
+    body = _MA_TYPE + _hmac(secret, head + body) + attributes
+    return head[:4] + hashlib.md5(head + body + secret).digest() + body

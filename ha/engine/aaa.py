@@ -23,6 +23,9 @@ from ha.aaa.mn_aaa import ChapCredentials
 from ha.aaa.profile import AaaProfile
 from ha.protocol.auth import SecurityAssociation
 from ha.protocol.constants import ReverseTunnelPolicy
+from ha.protocol.messages import RegistrationRequest
+
+_string = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C)
 
 #: Names of AAA-learnt mobile nodes: the prefix keeps them apart from configured nodes.
 AAA_NODE_PREFIX = "aaa:"
@@ -62,11 +65,12 @@ AaaOutcome = AaaAccepted | AaaRejected | AaaUnavailable
 class Pending:
     """The request a look-up is for (the latest; MN-AAA: the one whose CHAP RADIUS checks)."""
 
-    __slots__ = ("data", "mn_aaa", "port", "received_on", "source", "started")
+    __slots__ = ("data", "mn_aaa", "port", "received_on", "request", "source", "started")
 
     def __init__(
         self,
         data: bytes,
+        request: RegistrationRequest,
         source: tuple[str, int],
         received_on: IPv4Address,
         port: int,
@@ -74,6 +78,7 @@ class Pending:
         now: float,
     ) -> None:
         self.data = data
+        self.request = request  # ``data`` parsed: decided without parsing it again
         self.source = source
         self.received_on = received_on
         self.port = port
@@ -158,8 +163,18 @@ class Subscriber:
         """:meth:`to_dict` as JSON, encoded once: every whole journal record of an AAA binding carries it
         (its first registration, a compaction's snapshot; a renewal in place writes a short line)."""
         text = self._journal
-        if text is None:
-            text = self._journal = json.dumps(self.to_dict(), separators=(",", ":"))
+        if text is None:  # written field by field: to_dict and an encoder cost ~4x more
+            sa = self.association_tuple[0]
+            home = "null" if self.home_address is None else f'"{self.home_address}"'
+            pool = "null" if self.address_pool is None else _string(self.address_pool)
+            lifetime = "null" if self.max_lifetime is None else f"{self.max_lifetime:d}"
+            text = self._journal = (
+                f'{{"nai":{_string(self.nai)},"spi":{sa.spi:d},"key":"{sa.key.hex()}",'
+                f'"algorithm":"{sa.algorithm.value}","home_address":{home},"pool":{pool},'
+                f'"lifetime":{lifetime},"key_source":"{self.key_source}",'
+                f'"address_source":"{self.address_source}","session_id":"{self.session:016X}",'
+                f'"session_start":{self.session_start!r}}}'
+            )
         return text
 
     @classmethod

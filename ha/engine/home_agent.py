@@ -440,11 +440,13 @@ class HomeAgent:
         now: float,
         wallclock: float,
         destination_port: int | None = None,
+        parsed: RegistrationRequest | None = None,
     ) -> Outgoing | None:
         """Process one UDP payload; return the reply to send, or None (discarded).
 
         ``received_on`` is the IP destination the request was sent to (from IP_PKTINFO): the reply
         comes from it, unless it was a broadcast (discovery), then from the HA's unicast address.
+        ``parsed``: ``data`` already parsed (a request that waited for RADIUS), decided as it is.
         """
         self._now = now
         self._wall_offset = wallclock - now
@@ -465,16 +467,19 @@ class HomeAgent:
         ):
             peer = self._peer(source, received_on, port)
         renewals = self._renewals
-        if renewals and len(data) >= _RENEWAL_LENGTH:
-            renewal = renewals.get(data[:16])
-            if renewal is not None:
-                answered = self._renew_cached(renewal, data, peer, now, wallclock)
-                if answered is not None:
-                    return answered
-        try:
-            request = pull_registration_request(data)
-        except ProtocolError as error:
-            return self._malformed(error, peer)
+        if parsed is not None:
+            request = parsed
+        else:
+            if renewals and len(data) >= _RENEWAL_LENGTH:
+                renewal = renewals.get(data[:16])
+                if renewal is not None:
+                    answered = self._renew_cached(renewal, data, peer, now, wallclock)
+                    if answered is not None:
+                        return answered
+            try:
+                request = pull_registration_request(data)
+            except ProtocolError as error:
+                return self._malformed(error, peer)
         if request.lifetime == 0:
             stats.deregistrations_received += 1
 
@@ -1425,8 +1430,9 @@ class HomeAgent:
         if pending is not None:
             counters.absorbed += 1
             if not pending.mn_aaa:  # answer the latest (MN-AAA: the one whose CHAP RADIUS checks)
-                pending.data, pending.source, pending.received_on, pending.port = (
+                pending.data, pending.request, pending.source, pending.received_on, pending.port = (
                     data,
+                    request,
                     source,
                     received_on,
                     port,
@@ -1448,7 +1454,7 @@ class HomeAgent:
             return self._aaa_deny(
                 request, peer, ReplyCode.INSUFFICIENT_RESOURCES, "too many AAA look-ups pending", False
             )
-        self._aaa_pending[nai] = Pending(data, source, received_on, port, mn_aaa, now)
+        self._aaa_pending[nai] = Pending(data, request, source, received_on, port, mn_aaa, now)
         home = request.home_address
         self._aaa_lookups.append(AaaLookup(nai, None if request.integers[0] == 0 else home, chap))
         counters.lookups += 1
@@ -1522,12 +1528,7 @@ class HomeAgent:
             # 130: the home agent lacks a resource it needs for this registration right now (RFC 5944
             # §3.4); the node was not refused by policy (129) nor shown to be unauthentic (131).
             code, reason, violation = ReplyCode.INSUFFICIENT_RESOURCES, outcome.reason, False
-        peer = self._peer_for(pending)
-        try:
-            request = pull_registration_request(pending.data)
-        except ProtocolError:  # it parsed when it arrived
-            return None
-        return self._aaa_deny(request, peer, code, reason, violation)
+        return self._aaa_deny(pending.request, self._peer_for(pending), code, reason, violation)
 
     def _peer_for(self, pending: Pending) -> _Peer:
         peer = self._peers.get(pending.source)
@@ -1550,6 +1551,7 @@ class HomeAgent:
                 now=now,
                 wallclock=wallclock,
                 destination_port=pending.port,
+                parsed=pending.request,
             )
         finally:
             self._aaa_verified = None

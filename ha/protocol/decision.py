@@ -26,7 +26,7 @@ overrides), those that cannot deny it: no call is paid for a check that cannot f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from typing import final
@@ -982,4 +982,21 @@ def with_home_address(accept: Accept, home_address: IPv4Address) -> Accept:
         raise ValueError("this acceptance did not ask for an address assignment")
     if accept.home_address is not None and accept.home_address != home_address:
         raise ValueError(f"the request asked for {accept.home_address}, not {home_address}")
-    return replace(accept, home_address=home_address, assign=False)
+    a = accept  # built field by field: dataclasses.replace reads the fields anew on every call (~5x)
+    return Accept(
+        a.request,
+        a.code,
+        a.action,
+        a.lifetime,
+        a.expires_at,
+        home_address,
+        False,
+        a.flags,
+        a.encapsulation,
+        a.replace_existing,
+        a.security_association,
+        a.fa_security_association,
+        a.replay,
+        a.udp_tunnel,
+        a.revocation,
+    )

@@ -3,6 +3,7 @@ subscriber cache (bounded, kept while bound, restored from its journal form)."""
 
 from __future__ import annotations
 
+import json
 import time
 from ipaddress import IPv4Address
 
@@ -200,3 +201,17 @@ def test_a_cached_renewal_is_in_place_and_a_new_answer_from_radius_changes_the_b
     changed, renewed = ha.take_binding_changes()
     assert changed == [key] and renewed == []
     assert ha.subscriber("aaa:a@x").profile == other
+
+
+def test_journal_json_is_to_dict_as_json() -> None:
+    """The journal's text of a subscriber (written field by field) reads back as its ``to_dict``, for
+    each kind of value a field can hold (escapes in the NAI and the pool name, absent values)."""
+    profiles = [
+        AaaProfile('quote"é@x', 300, KEY, AuthAlgorithm.KEYED_MD5_PREFIX_SUFFIX, IPv4Address("10.5.0.5"),
+                   None, 120, "erx", "framed-ip-address"),
+        AaaProfile("b@x", 65536, KEY, AuthAlgorithm.HMAC_MD5, None, 'po"ol\\', None, "3gpp2", "framed-pool"),
+    ]  # fmt: skip
+    for p in profiles:
+        subscriber = Subscriber(p, 0x5F00000100000001, 1_790_000_000.123456)
+        assert json.loads(subscriber.journal_json()) == subscriber.to_dict()
+        assert Subscriber.from_dict(json.loads(subscriber.journal_json())).profile == p

@@ -290,6 +290,8 @@ class TestHomeAddress:
         assert (verdict.home_address, verdict.assign) == (None, True)
         assigned = with_home_address(verdict, IPv4Address("10.0.0.50"))
         assert (assigned.home_address, assigned.assign) == (IPv4Address("10.0.0.50"), False)
+        # every other field as it was (with_home_address builds the Accept field by field)
+        assert assigned == replace(verdict, home_address=IPv4Address("10.0.0.50"), assign=False)
         with pytest.raises(ValueError):
             with_home_address(assigned, IPv4Address("10.0.0.51"))
 

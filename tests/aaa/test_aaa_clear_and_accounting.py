@@ -1,4 +1,5 @@
-"""clear-bindings of thousands of AAA bindings, in pages, against `mipha run` and a real FreeRADIUS.
+"""AAA against `mipha run` and a real FreeRADIUS: a clear-bindings of thousands of AAA bindings (in
+pages), and accounting turned on while AAA bindings are held.
 
 While the clear runs the daemon answers a NETCONF <get> (it sees the clear half done: the loop was not
 held for the whole clear) and a new AAA node's first registration; that node's binding, registered after
@@ -145,6 +146,53 @@ def test_a_paged_clear_answers_meanwhile_and_leaves_nothing_behind(tmp_path: Pat
         newest = [r for r in radiusd.accounting() if r.get("User-Name") == f"clear{COUNT + 1}@example.net"]
         assert [r["Acct-Status-Type"] for r in newest] == ["Start"]
         assert IPv4Address(newest[0]["Framed-IP-Address"]) == outcome.home_address
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        if radiusd is not None:
+            radiusd.stop()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def test_accounting_turned_on_adopts_the_sessions_of_bindings_held(tmp_path: Path) -> None:
+    """Bindings made while ``accounting`` is false are accounted from when it turns true: no Start
+    (it was not sent then), and their Stop carries the session they were given."""
+    netns = f"mipha-acct-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    radiusd = daemon = None
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
+        radiusd = FreeRadius(tmp_path / "raddb", secret=SECRET, netns=netns)
+        radiusd.append_users(users(1, 2))
+        radiusd.start()
+        daemon = Daemon(tmp_path, free_port())
+        daemon.start()
+        off = config(netns).replace("<accounting>true</accounting>", "<accounting>false</accounting>")
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=off)
+        mns = MobileNodes(netns)
+        first, second = (mns.session(f"clear{i}@example.net", SecurityAssociation(256, KEY)) for i in (1, 2))
+        assert mns.register(first)[0].code == 0
+        with daemon.connect() as m:
+            m.edit_config(target="running", config=config(netns))
+            sessions = {
+                b.findtext(f"{Q}home-address"): b.findtext(f"{Q}acct-session-id")
+                for b in etree.fromstring(
+                    m.get(filter=("subtree", f'<virtual-routers xmlns="{NS}"/>')).data_xml.encode()
+                ).iter(f"{Q}binding")
+            }
+        assert mns.register(second)[0].code == 0  # bound with accounting on: a Start
+        assert mns.register(first, lifetime=0, care_of_address=first.home_address)[0].code == 0
+
+        def of(nai: str, status: str):
+            return lambda r: r.get("User-Name") == nai and r.get("Acct-Status-Type") == status
+
+        (stop,) = radiusd.wait_accounting(of("clear1@example.net", "Stop"))
+        assert stop["Acct-Session-Id"] == sessions[str(first.home_address)]
+        assert stop["Acct-Terminate-Cause"] == "User-Request"
+        assert radiusd.wait_accounting(of("clear2@example.net", "Start"))
+        assert not [r for r in radiusd.accounting() if of("clear1@example.net", "Start")(r)]
     finally:
         if daemon is not None:
             daemon.stop()
