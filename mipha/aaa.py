@@ -169,7 +169,8 @@ class AaaClient:
         self._tick_at = math.inf
         self._ticking = False
         self._inbox: list[tuple[int, bytes, tuple[str, int]]] = []  # answers read, to decide together
-        self._inbox_due: asyncio.TimerHandle | None = None  # when they are (None: at the next answer)
+        self._held: list[int] = []  # sockets unwatched until the next batch (_on_answers)
+        self._inbox_due: asyncio.TimerHandle | None = None  # the next batch (None: at the next answer)
         self._answered_at = -math.inf  # when the last batch was decided
 
     # -- life cycle -----------------------------------------------------------------------------------
@@ -201,6 +202,7 @@ class AaaClient:
             self._tick, self._tick_at = None, math.inf
         self._deadlines.clear()
         self._inbox.clear()
+        self._held.clear()
         if self._inbox_due is not None:
             self._inbox_due.cancel()
             self._inbox_due = None
@@ -522,10 +524,32 @@ class AaaClient:
         exchange.slot = None
 
     def _on_answers(self, index: int) -> None:
-        sock = self._sockets[index] if index < len(self._sockets) else None
-        if sock is None:
+        """Answers arrived on socket ``index``: decided now, or — within :data:`_COALESCE` of the last
+        batch — with the next batch, this socket left unwatched until then (no wake-up per answer)."""
+        loop = self._loop
+        if index >= len(self._sockets) or loop is None:
             return
-        inbox = self._inbox
+        if self._inbox_due is None and loop.time() - self._answered_at >= _COALESCE:
+            self._read_answers(index)
+            self._answer_inbox()
+            return
+        loop.remove_reader(self._sockets[index].fileno())
+        self._held.append(index)
+        if self._inbox_due is None:
+            self._inbox_due = loop.call_at(self._answered_at + _COALESCE, self._answer_held)
+
+    def _answer_held(self) -> None:
+        assert self._loop is not None
+        self._inbox_due = None
+        held, self._held = self._held, []
+        for index in held:
+            if index < len(self._sockets):
+                self._loop.add_reader(self._sockets[index].fileno(), self._on_answers, index)
+                self._read_answers(index)
+        self._answer_inbox()
+
+    def _read_answers(self, index: int) -> None:
+        sock, inbox = self._sockets[index], self._inbox
         for _ in range(256):
             try:
                 data, source = sock.recvfrom(radius.MAX_PACKET)
@@ -534,17 +558,10 @@ class AaaClient:
             except OSError:
                 continue
             inbox.append((index, data, source))
-        if self._inbox_due is not None or not inbox:
-            return  # a batch is due
-        assert self._loop is not None
-        if self._loop.time() - self._answered_at >= _COALESCE:
-            self._answer_inbox()
-        else:  # under load: the answers of each _COALESCE decided, journaled and sent together
-            self._inbox_due = self._loop.call_at(self._answered_at + _COALESCE, self._answer_inbox)
 
     def _answer_inbox(self) -> None:
+        """Decide the answers read, then journal once and send their replies."""
         inbox, self._inbox = self._inbox, []
-        self._inbox_due = None
         assert self._loop is not None
         self._answered_at = self._loop.time()
         for index, data, source in inbox:
