@@ -15,8 +15,8 @@ import time
 
 import pytest
 from lxml import etree
-from ncclient.operations.rpc import RPCError
 from nc_server import connect
+from ncclient.operations.rpc import RPCError
 from notif_receiver import Receiver, make_pki
 from rc_server import NS, curl
 from test_restconf import JSON, seed
@@ -140,7 +140,7 @@ def test_netconf_configured_subscription_over_https_survives_the_receiver_going_
         state = poll(lambda: receiver_state(m, 100), lambda s: s.get("state") == "active")
         assert state["sent-event-records"] == "2", state  # the first update and the whole selection
 
-        delete = f'<subscription xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delete"><id>100</id></subscription>'
+        delete = '<subscription xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delete"><id>100</id></subscription>'
         m.edit_config(target="running", config=config(delete))
         (term,) = receiver.wait_kind("subscription-terminated")
         assert term.xml().findtext(".//sn:reason", namespaces=Q) == "sn:no-such-subscription"
