@@ -31,7 +31,7 @@ from server.https_notif import Endpoint, Link
 from server.nacm import Principal
 from server.push import notification
 from server.subscribers import Transaction
-from server.subscription_input import SN, SN_NS, YP_NS, Request, read_request
+from server.subscription_input import SN, SN_NS, YP, YP_NS, Request, read_request
 from server.subscriptions import Dynamic
 from server.tree import Forest, child_text
 
@@ -192,7 +192,13 @@ class Configured:
         terms = copy.deepcopy(entry)
         for r in terms.findall(SN + "receivers"):
             terms.remove(r)
-        return Spec(sid, request, etree.tostring(terms), receivers, replay, child_text(entry, SN + "purpose"))
+        filters = running.find(SN + "filters")  # a filter by reference: its content is in the terms
+        named = (
+            terms.find(SN + "stream-filter-name") is not None
+            or terms.find(YP + "selection-filter-ref") is not None
+        )
+        text = etree.tostring(terms) + (etree.tostring(filters) if named and filters is not None else b"")
+        return Spec(sid, request, text, receivers, replay, child_text(entry, SN + "purpose"))
 
     # -- reconciling ---------------------------------------------------------------------------------------
     def _reconcile(self, specs: dict[int, Spec]) -> None:

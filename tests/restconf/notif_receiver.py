@@ -91,10 +91,13 @@ class Receiver:
 
     def __init__(self, pki: dict[str, Path], path: str = "/collector", encodings=("xml", "json")) -> None:
         self.pki, self.path, self.encodings = pki, path.rstrip("/"), encodings
+        self.arrived = 0  # POSTs that reached the handler (answered or held)
         self.posts: list[Post] = []
         self.capability_reads = 0
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
+        self.gate = asyncio.Event()
+        self.gate.set()
         self.thread = threading.Thread(target=self.loop.run_forever, name="notif-receiver", daemon=True)
         self.thread.start()
         self.runner: web.AppRunner | None = None
@@ -119,6 +122,13 @@ class Receiver:
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ctx, reuse_address=True)
         await site.start()
         self.port = self.runner.addresses[0][1]
+
+    def hold(self) -> None:
+        """Answer no POST until `release` (a collector that stopped reading)."""
+        self.loop.call_soon_threadsafe(self.gate.clear)
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(self.gate.set)
 
     def stop(self) -> None:
         """Close the listener and every connection (the port stays this receiver's)."""
@@ -154,6 +164,8 @@ class Receiver:
                 if k == "commonName":
                     cn = v
         body = await request.read()
+        self.arrived += 1
+        await self.gate.wait()
         with self.lock:
             self.posts.append(Post(request.headers.get("Content-Type", ""), body, cn))
         return web.Response(status=204)

@@ -255,3 +255,50 @@ def test_a_receiver_whose_certificate_the_ca_does_not_sign_gets_nothing(rc, pki,
         time.sleep(1.0)  # several attempts (backoff from 0.1 s): none may reach the receiver
         assert receiver.posts == [] and receiver.capability_reads == 0
         assert receiver_state(m, 9)["state"] == "connecting"
+
+
+def test_a_slow_receiver_is_suspended_when_its_queue_overflows(rc, pki, monkeypatch):
+    """Events queue while a POST is answered; past the queue's limit they are dropped and counted, the
+    receiver hears subscription-suspended, then -resumed and the whole selection."""
+    from server import https_notif
+
+    monkeypatch.setattr(https_notif, "QUEUE_LIMIT", 2)
+    receiver = Receiver(pki)
+    try:
+        with connect(rc) as m:
+            m.edit_config(target="running", config=vr("base"))
+            m.edit_config(target="running", config=config(instance(pki, receiver.port) + on_change_sub(5)))
+            receiver.wait_kind("subscription-started")
+            receiver.hold()
+            m.edit_config(target="running", config=vr("a"))
+            receiver.wait(lambda _: receiver.arrived == 2, what="the update of a, held")
+            for name in ("b", "c", "d"):  # two queue, the third overflows
+                m.edit_config(target="running", config=vr(name))
+            state = poll(lambda: receiver_state(m, 5), lambda s: s.get("state") == "suspended")
+            assert state["dropped-event-records"] == "3", state
+            receiver.release()
+            receiver.wait_kind("push-update")
+            kinds = [p.kind() for p in receiver.posts]
+            assert kinds == [
+                "subscription-started",
+                "push-change-update",
+                "subscription-suspended",
+                "subscription-resumed",
+                "push-update",
+            ], kinds
+            state = poll(lambda: receiver_state(m, 5), lambda s: s.get("sent-event-records") == "2")
+            assert state["dropped-event-records"] == "3" and state["state"] == "active", state
+    finally:
+        receiver.close()
+
+
+def test_a_receiver_without_a_common_encoding_is_disconnected(rc, pki):
+    receiver = Receiver(pki, encodings=("cbor",))
+    try:
+        with connect(rc) as m:
+            m.edit_config(target="running", config=config(instance(pki, receiver.port) + on_change_sub(6)))
+            state = poll(lambda: receiver_state(m, 6), lambda s: s.get("state") == "disconnected")
+            assert state["sent-event-records"] == "0", state
+        assert receiver.capability_reads == 1 and receiver.posts == []
+    finally:
+        receiver.close()
