@@ -2,11 +2,12 @@
 
 `Configured` is a config subscriber: a commit that changes /sn:subscriptions (or the /sn:filters they
 name) is validated here with the rules of establish-subscription (server/subscription_input.py and
-`Subscriptions.check`: the same errors), plus what configuration adds: the transport (mipha-hn:https,
-the only one), each receiver's receiver-instance-ref naming a configured receiver instance
-(data-missing / instance-required), an id no dynamic subscription holds. Apply then reconciles the
-subscriptions in effect with running: new ones start, removed ones end (subscription-terminated),
-changed terms are swapped in (subscription-modified), receivers come and go.
+`Subscriptions.check`: the same errors), plus what configuration adds: the transport (the `https`
+identity of the module whose `https-receiver` is a receiver instance's transport: the only one),
+each receiver's receiver-instance-ref naming a configured receiver instance (data-missing /
+instance-required), an id no dynamic subscription holds. Apply then reconciles the subscriptions in
+effect with running: new ones start, removed ones end (subscription-terminated), changed terms are
+swapped in (subscription-modified), receivers come and go.
 
 Each receiver of a subscription is a `server.https_notif.Link` with its own `Dynamic` (the same
 stream receiver or periodic / on-change job a dynamic subscription has, producing only while its
@@ -42,8 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SNR_NS = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notif-receivers"
-HN_NS = "urn:mipha:yang:mipha-https-notif"
-SNR, HN = f"{{{SNR_NS}}}", f"{{{HN_NS}}}"
+SNR = f"{{{SNR_NS}}}"
 #: children of a configured subscription that are not establish-subscription input
 _NOT_INPUT = frozenset({"transport", "purpose", "receivers", "source-address", "configured-replay"})
 _PATH_NS = {"sn": SN_NS, "snr": SNR_NS}
@@ -91,6 +91,19 @@ class Configured:
     def __init__(self, core: NetconfCore) -> None:
         self.core = core
         self.effect: dict[int, InEffect] = {}
+        self._https: str | None = None
+
+    @property
+    def https_ns(self) -> str:
+        """The namespace of the HTTPS transport's module: the one whose `https-receiver` is a case of a
+        receiver instance's transport-type ("" when none is loaded: no transport, nothing configurable)."""
+        if self._https is None:
+            sn = self.core.schema.root(SN_NS, "subscriptions")
+            for name in ("receiver-instances", "receiver-instance"):
+                sn = sn.child(SNR_NS, name) if sn is not None else None
+            found = [ns for ns, n in (sn.children if sn is not None else {}) if n == "https-receiver"]
+            self._https = found[0] if found and found[0] else ""
+        return self._https
 
     # -- config subscriber --------------------------------------------------------------------------------
     def validate(self, txn: Transaction) -> None:
@@ -139,9 +152,9 @@ class Configured:
         instances: dict[str, Endpoint] = {}
         holder = subs.find(SNR + "receiver-instances")
         for inst in holder.iterchildren(SNR + "receiver-instance") if holder is not None else ():
-            https = inst.find(HN + "https-receiver")
+            https = inst.find(f"{{{self.https_ns}}}https-receiver")
             if https is not None:
-                instances[child_text(inst, SNR + "name") or ""] = _endpoint(https)
+                instances[child_text(inst, SNR + "name") or ""] = _endpoint(https, self.https_ns)
         return {
             spec.id: spec
             for spec in (self._spec(e, running, instances) for e in subs.iterchildren(SN + "subscription"))
@@ -161,10 +174,11 @@ class Configured:
                 path_nsmap=_PATH_NS,
             )
         pfx, _, name = (transport.text or "").strip().rpartition(":")
-        if transport.nsmap.get(pfx or None) != HN_NS or name != "https":
+        if not self.https_ns or transport.nsmap.get(pfx or None) != self.https_ns or name != "https":
+            module = self.core.schema.ns_to_module.get(self.https_ns, "")
             raise RpcError(
                 "invalid-value",
-                f"transport {(transport.text or '').strip()} is not supported (mipha-https-notif:https is)",
+                f"transport {(transport.text or '').strip()} is not supported ({module}:https is)",
                 type="application",
                 path=path + "/sn:transport",
                 path_nsmap=_PATH_NS,
@@ -219,6 +233,9 @@ class Configured:
                 if spec.receivers.get(rname) != (link.instance, link.endpoint):
                     del old.links[rname]
                     self._end_link(link, dyn, "no-such-subscription")
+                elif modified and link.state == "disconnected":  # new terms: try that receiver again
+                    del old.links[rname]
+                    self._end_link(link, dyn, None)
                 elif modified:
                     self._modify_link(old, link, dyn)
             if modified:
@@ -316,7 +333,7 @@ class Configured:
 
     def _terms(self, eff: InEffect, dyn: Dynamic) -> str:
         out = self.core.subscriptions.policy(dyn)
-        out += f'<transport xmlns:mipha-hn="{HN_NS}">mipha-hn:https</transport>'
+        out += f'<transport xmlns:t="{self.https_ns}">t:https</transport>'
         if eff.spec.purpose:
             out += f"<purpose>{escape(eff.spec.purpose)}</purpose>"
         return out
@@ -359,7 +376,7 @@ class Configured:
                     f"<receiver><name>{escape(link.name)}</name>"
                     f"<sent-event-records>{link.sent}</sent-event-records>"
                     f"<excluded-event-records>{excluded}</excluded-event-records><state>{link.state}</state>"
-                    f'<dropped-event-records xmlns="{HN_NS}">{link.dropped}</dropped-event-records>'
+                    f'<dropped-event-records xmlns="{self.https_ns}">{link.dropped}</dropped-event-records>'
                     "</receiver>"
                 )
             state = "concluded" if eff.concluded else "valid"
@@ -370,9 +387,9 @@ class Configured:
         return out
 
 
-def _endpoint(https: etree._Element) -> Endpoint:
+def _endpoint(https: etree._Element, ns: str) -> Endpoint:
     def text(name: str) -> str | None:
-        return child_text(https, HN + name)
+        return child_text(https, f"{{{ns}}}{name}")
 
     return Endpoint(
         host=text("remote-address") or "",

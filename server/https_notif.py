@@ -75,7 +75,7 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A receiver instance's https-receiver (mipha-https-notif)."""
+    """A receiver instance's https-receiver."""
 
     host: str
     port: int = 443
