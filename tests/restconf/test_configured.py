@@ -18,7 +18,7 @@ from lxml import etree
 from nc_server import connect
 from ncclient.operations.rpc import RPCError
 from notif_receiver import Receiver, make_pki
-from rc_server import NS, curl
+from rc_server import NS, OPERATOR, curl
 from test_restconf import JSON, seed
 
 SN = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications"
@@ -225,6 +225,9 @@ def test_bad_configuration_is_refused_and_changes_nothing(rc, pki, receiver):
         assert (e.tag, e.app_tag) == ("invalid-value", "ietf-yang-push:period-unsupported"), e.xml
         assert e.path.strip() == "/sn:subscriptions/sn:subscription[sn:id='2']"
         assert etree.tostring(m.get_config(source="running").data_ele) == before
+    with connect(rc, OPERATOR) as m, pytest.raises(RPCError) as err:  # NACM: write-default deny
+        m.edit_config(target="running", config=config(instance(pki, receiver.port) + on_change_sub(4)))
+    assert err.value.tag == "access-denied", err.value.xml
     r = curl(
         rc,
         "PUT",
@@ -302,3 +305,24 @@ def test_a_receiver_without_a_common_encoding_is_disconnected(rc, pki):
         assert receiver.capability_reads == 1 and receiver.posts == []
     finally:
         receiver.close()
+
+
+def test_pushed_data_is_read_with_the_receiver_instance_nacm_rights(rc, pki, receiver):
+    """The receiver instance's name is the NACM user the data is read as: a rule for it hides a subtree."""
+    nacm = (
+        '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><nacm xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-acm">'
+        "<groups><group><name>collectors</name><user-name>collector</user-name></group></groups>"
+        "<rule-list><name>collectors</name><group>collectors</group><rule><name>no-home-agent</name>"
+        f'<path xmlns:m="{NS}">/m:virtual-routers/m:virtual-router/m:home-agent</path>'
+        "<access-operations>read</access-operations><action>deny</action></rule></rule-list></nacm></config>"
+    )
+    with connect(rc) as m:
+        m.edit_config(target="running", config=nacm)
+        m.edit_config(target="running", config=vr("base"))
+        m.edit_config(target="running", config=config(instance(pki, receiver.port) + on_change_sub(8)))
+        receiver.wait_kind("subscription-started")
+        m.edit_config(target="running", config=vr("blue"))
+        (update,) = receiver.wait_kind("push-change-update")
+        value = update.xml().find(".//yp:value/m:virtual-router", Q)
+        assert value.findtext("m:name", namespaces=Q) == "blue"
+        assert value.find("m:home-agent", Q) is None, etree.tostring(value)
