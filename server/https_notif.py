@@ -16,8 +16,8 @@ The receiver's state (RFC 8639 §2.5.1, leaf `state` of /sn:subscriptions/subscr
   retried with backoff; once the receiver took it, subscription-resumed follows and the link is
   active again (an on-change subscription then sends the whole selection);
 - disconnected: the receiver refused (an HTTP 4xx to capabilities or subscription-started, or no
-  encoding in common): no more attempts until the configuration of the subscription or of its
-  receiver instance changes.
+  encoding in common), or a certificate file cannot be read: no more attempts until the
+  configuration of the subscription or of its receiver instance changes.
 """
 
 from __future__ import annotations
@@ -208,9 +208,15 @@ class Link:
     async def _run(self) -> None:
         import aiohttp
 
+        try:
+            tls = self.endpoint.tls()
+        except (OSError, ssl.SSLError) as exc:  # a certificate file missing or unreadable
+            log.error("https-notif receiver %s: TLS setup failed (%s); disconnected", self.name, exc)
+            self.state = "disconnected"
+            return
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         connector = aiohttp.TCPConnector(
-            ssl=self.endpoint.tls(),
+            ssl=tls,
             local_addr=(self.endpoint.source, 0) if self.endpoint.source else None,
             limit=1,
         )
