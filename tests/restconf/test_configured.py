@@ -2,6 +2,7 @@
 to a real receiver: aiohttp over TLS on loopback with a test CA, requiring mipha's client certificate.
 
 - committed with ncclient: subscription-started, then push-change-update of configuration changes;
+  a change of its terms: subscription-modified;
   the receiver goes away (suspended, events dropped and counted) and comes back
   (subscription-suspended, -resumed, then the whole selection); deleting it: subscription-terminated;
 - committed with curl over RESTCONF, JSON encoded: subscription-started and the NETCONF stream's events;
@@ -139,6 +140,17 @@ def test_netconf_configured_subscription_over_https_survives_the_receiver_going_
         assert names == {"base", "blue", "green", "red"}, names
         state = poll(lambda: receiver_state(m, 100), lambda s: s.get("state") == "active")
         assert state["sent-event-records"] == "2", state  # the first update and the whole selection
+
+        m.edit_config(
+            target="running",
+            config=config("<subscription><id>100</id><purpose>audit</purpose></subscription>"),
+        )
+        (modified,) = receiver.wait_kind("subscription-modified")
+        assert modified.xml().findtext(".//sn:purpose", namespaces=Q) == "audit"
+        assert modified.xml().find(".//sn:subscription-modified/yp:datastore-xpath-filter", Q) is not None
+        m.edit_config(target="running", config=vr("white"))  # the new producer pushes
+        (edit,) = receiver.wait_kind("push-change-update", 2)[-1].xml().iterfind(".//yp:edit", Q)
+        assert edit.findtext("yp:target", namespaces=Q).endswith("virtual-router=white")
 
         delete = '<subscription xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delete"><id>100</id></subscription>'
         m.edit_config(target="running", config=config(delete))
