@@ -2,11 +2,15 @@
 to a real receiver: aiohttp over TLS on loopback with a test CA, requiring mipha's client certificate.
 
 - committed with ncclient: subscription-started, then push-change-update of configuration changes;
-  a change of its terms: subscription-modified;
   the receiver goes away (suspended, events dropped and counted) and comes back
-  (subscription-suspended, -resumed, then the whole selection); deleting it: subscription-terminated;
-- committed with curl over RESTCONF, JSON encoded: subscription-started and the NETCONF stream's events;
-- bad configuration is refused with the standard error and changes nothing.
+  (subscription-suspended, -resumed, then the whole selection); a change of its terms:
+  subscription-modified; deleting it: subscription-terminated;
+- committed with curl over RESTCONF, JSON encoded (the receiver's capabilities choose): subscription-started
+  and the NETCONF stream's events;
+- a slow receiver's queue overflows (suspended, dropped, resumed); a receiver without a common encoding
+  is disconnected; one whose certificate the configured CA does not sign gets nothing;
+- pushed data is read with the receiver instance's NACM rights;
+- bad configuration is refused with the standard error and changes nothing; NACM guards the writes.
 """
 
 from __future__ import annotations
