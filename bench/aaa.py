@@ -184,6 +184,8 @@ def load(
         report["ha_cpu_s"] = round(used, 3)
         report["ha_runqueue_wait_s"] = round(_runqueue_wait(HA_PID) - waited, 3)
         report["per_ha_cpu_second"] = round(report["replies"] / used) if used > 0 else None
+        replies = report["replies"]
+        report["ha_cpu_us_per_reply"] = round(used / replies * 1e6, 1) if replies else None  # 10 ms ticks
     return report
 
 
@@ -602,6 +604,9 @@ def main() -> None:
         def waits(kind: str) -> list[float]:
             return [f[kind]["ha_runqueue_wait_s"] for f in firsts]
 
+        def cpu_us(kind: str) -> list[float]:
+            return [f[kind]["ha_cpu_us_per_reply"] for f in firsts]
+
         cpu = "per_ha_cpu_second"
         ratios = {
             "cached_vs_configured_rate": _ratios(cached, configured, "rate"),
@@ -619,6 +624,8 @@ def main() -> None:
             "first_echo_p99_ms": p99s("echo"),
             "first_ha_runqueue_wait_s": waits("aaa"),
             "first_configured_ha_runqueue_wait_s": waits("configured"),
+            "first_ha_cpu_us": cpu_us("aaa"),
+            "first_configured_ha_cpu_us": cpu_us("configured"),
             "first_load_average": [round(f["load_average"], 2) for f in firsts],
             **{name: round(statistics.median(r), 3) if r else None for name, r in ratios.items()},
             "memory_traced_bytes": memory["traced_bytes_each"],
@@ -650,7 +657,8 @@ def main() -> None:
             f"{first['accepted']}/{first['transactions']}, p50 {first['latency_ms']['p50']} ms); configured "
             f"nodes {rates('configured')}/s, p99 {p99s('configured')} ms; signing echo {rates('echo')}/s, "
             f"p99 {p99s('echo')} ms; the home agent's loop waited for a CPU {waits('aaa')} s (RADIUS "
-            f"rounds), {waits('configured')} s (configured)\n"
+            f"rounds), {waits('configured')} s (configured); the home agent's CPU per first registration "
+            f"{cpu_us('aaa')} µs via RADIUS, {cpu_us('configured')} µs configured\n"
             f"renewals, unpaced, {rounds} interleaved rounds: cached AAA {med(cached):.0f}/s vs configured "
             f"{med(configured):.0f}/s, per round {_spread(ratios['cached_vs_configured_rate'])}; per HA "
             f"CPU second {med(cached, cpu):.0f} vs {med(configured, cpu):.0f}, per round "
