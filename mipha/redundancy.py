@@ -473,8 +473,7 @@ class Member:
         self.status.fencing_token = token
         self.status.last_failover = time.time()
         self.status.reason = ""
-        with contextlib.suppress(*_TRANSIENT, Fenced):
-            await self.publish_config()
+        self.publish_config()  # not waited for: the campaign goes on while etcd is away
 
     async def _check_lead(self) -> None:
         current = await self.client.get(self.leader_key)
@@ -504,20 +503,21 @@ class Member:
     def config_key(self) -> bytes:
         return (self.config.root + "config").encode()
 
-    async def publish_config(self) -> None:
-        """The active member writes its configuration digest as the group's (fenced by its token)."""
-        token = self.token
-        if not token or not self.config_digest:
-            return
-        tx = self.client.transactions
-        ok, _ = await self.client.transaction(
-            compare=[tx.create(self.leader_key) == token],
-            success=[tx.put(self.config_key, self.config_digest.encode())],
-            failure=[],
-        )
-        if not ok:
-            raise Fenced("the leader key changed: another node is active")
-        self.status.config_agrees = True
+    def publish_config(self) -> asyncio.Future:
+        """The active member writes its configuration digest as the group's, through the replicator:
+        fenced, in order with the digests before it, and sent until etcd has it (or fenced).  The
+        future completes once etcd has it."""
+        if not self.config_digest:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        future = self.replicator.submit(others=[(self.config_key, self.config_digest.encode())])
+        future.add_done_callback(self._config_published)
+        return future
+
+    def _config_published(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.status.config_agrees = True
 
     async def _config_blocks(self) -> bool:
         """A standby whose configuration differs from the group's (the last active member's) must not
@@ -619,11 +619,13 @@ class Replicator:
         added: Iterable[BindingRecord] = (),
         removed: Iterable[tuple[str, str, str]] = (),
         replay: Iterable[tuple[str, str, ReplayState | None]] = (),
+        others: Iterable[tuple[bytes, bytes]] = (),
     ) -> asyncio.Future:
         """Queue changes; the future completes once etcd has them (or fails: do not acknowledge).
 
         ``replay`` is (vr, node, state): a node's replay state gets a key of its own, which goes
-        (None) when a binding record carries the state."""
+        (None) when a binding record carries the state.  ``others``: (key, value) of the group's
+        other keys (the configuration digest), put in the same order."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
@@ -652,6 +654,9 @@ class Replicator:
                 pending[key] = None
                 self.replay_keys.discard(key)
                 touched = True
+        for key, value in others:
+            pending[key] = value
+            touched = True
         if len(pending) == before and not touched and not self._waiters and not self._flights:
             # Nothing to write and nothing earlier to wait behind.  (A reply with nothing to write,
             # e.g. to a retransmission, otherwise waits for every write submitted before it: it may

@@ -227,3 +227,34 @@ def test_a_batch_in_flight_when_the_epoch_moves_is_sent_again(etcd: EtcdCluster)
         await a.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_configuration_digest_applied_late_cannot_overwrite_a_newer_one(etcd: EtcdCluster) -> None:
+    """The active member's configuration digest goes through the replicator too: sent until etcd has
+    it, and a first attempt applied late cannot bring back an older digest (which would block a
+    standby that agrees with the newer one, or let one take over that does not)."""
+
+    async def scenario() -> None:
+        a = await active(etcd, "a")
+        wire = Wire(a)
+        held: list[rpc.TxnRequest] = []
+
+        async def hook(request: rpc.TxnRequest, send: Send) -> rpc.TxnResponse:
+            puts = [op.request_put.key for op in request.success if op.HasField("request_put")]
+            if a.config_key in puts and not held:
+                held.append(copy(request))
+                raise lost()
+            return await send()
+
+        wire.hook = hook
+        a.config_digest = "d1"
+        await asyncio.wait_for(a.publish_config(), 10)
+        assert held, "the first attempt was not kept"
+        a.config_digest = "d2"
+        await asyncio.wait_for(a.publish_config(), 10)
+        assert not (await wire.direct.Txn(held[0], timeout=5)).succeeded
+        assert (await a.client.get(a.config_key)).value == b"d2"
+        assert a.status.config_agrees is True
+        await a.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
