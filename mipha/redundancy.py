@@ -789,6 +789,8 @@ class Replicator:
             if not response.succeeded:
                 self._refused(token, response)  # Fenced, or the epoch moved: send it again
                 self.resent += 1
+                if self.epoch(token) == epoch:  # (cannot be: the key's mod revision only grows)
+                    await asyncio.sleep(TXN_RETRY_DELAY)
                 continue
             self.transactions += 1
             self.operations += len(ops)
@@ -796,7 +798,10 @@ class Replicator:
 
     def epoch(self, token: int) -> int:
         """The leader key's mod revision every transaction of this leadership compares: its create
-        revision (the fencing token) until this node moves it (:meth:`_bump`)."""
+        revision (the fencing token) until this node moves it (:meth:`_bump`); 0 for a token that is
+        not the current one (nothing left of that leadership may write)."""
+        if token != self.member.token:
+            return 0
         if self._epoch[0] != token:
             self._epoch = (token, token)
         return self._epoch[1]
@@ -816,7 +821,10 @@ class Replicator:
 
     def _refused(self, token: int, response: rpc.TxnResponse) -> None:
         """A fenced transaction's compare failed: raise Fenced if the leader key is gone or another
-        leadership's; else note its mod revision (the epoch moved)."""
+        leadership's; else note its mod revision (the epoch moved).  Nothing for a token that is no
+        longer the current one (the caller finds out)."""
+        if token != self.member.token:
+            return
         kvs = response.responses[0].response_range.kvs if response.responses else ()
         if not kvs or kvs[0].create_revision != token:
             raise Fenced("the leader key changed: another node is active")
@@ -826,10 +834,9 @@ class Replicator:
         """An attempt compared ``epoch`` and its outcome is unknown: etcd may still apply it, after a
         later batch wrote one of its keys.  Once etcd confirmed the leader key has moved past
         ``epoch``, that attempt is settled for good (applied before, or never), and it may be sent
-        again.  One bump at a time, shared by every chunk waiting."""
+        again.  One bump at a time, shared by every chunk waiting.  (With another token, the leader
+        key is another key, whose revisions are all newer than ``epoch``: settled as well.)"""
         while self.epoch(token) == epoch:
-            if self.member.token != token:
-                raise Fenced("no longer the active home agent")
             task = self._bump_task
             if task is None or task.done():
                 task = self._bump_task = asyncio.get_running_loop().create_task(
@@ -843,9 +850,7 @@ class Replicator:
         most one attempt applies, and a refusal reads the key back (whoever moved it)."""
         put = rpc.PutRequest(key=self.member.leader_key, ignore_value=True, ignore_lease=True)
         request = self._fenced_txn(epoch, [rpc.RequestOp(request_put=put)])
-        while self.epoch(token) == epoch:
-            if self.member.token != token:
-                raise Fenced("no longer the active home agent")
+        while self.epoch(token) == epoch:  # (0 once the token is not the current one)
             response = await self._attempt(request)
             if response is None:
                 continue
