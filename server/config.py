@@ -35,11 +35,19 @@ class ServerConfig:
         "ietf-netconf-acm",
         "ietf-subscribed-notifications",
         "ietf-yang-push",
+        "ietf-subscribed-notif-receivers",
     )
     #: the features the server implements, per module (the others stay disabled, not advertised)
     features: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {
-            "ietf-subscribed-notifications": ("encode-xml", "replay", "subtree", "xpath"),
+            "ietf-subscribed-notifications": (
+                "configured",
+                "encode-json",
+                "encode-xml",
+                "replay",
+                "subtree",
+                "xpath",
+            ),
             "ietf-yang-push": ("on-change",),
         }
     )

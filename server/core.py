@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from server import notifications as ev
+from server.configured import Configured
 from server.confirmed import ConfirmedCommit, PendingConfirm
 from server.datastore import Datastores, ValidatorLike
 from server.defaults import WithDefaults
@@ -33,7 +34,7 @@ from server.push import ChangeFeed, ConfigChanges
 from server.schema import Schema
 from server.statedata import filter_roots, merge_into, merge_state, strip_config
 from server.subscribers import ConfigSubscriber
-from server.subscription_input import SN_NS, RefuseConfiguredSubscriptions
+from server.subscription_input import SN_NS
 from server.subscriptions import Subscriptions
 from server.tree import Forest
 from server.xmlns import (
@@ -80,7 +81,9 @@ class NetconfCore:
         self.max_message_size = max_message_size
         #: on-change changes in (the commit path's diff, the application's state changes): server/push.py
         self.feed = ChangeFeed(schema)
-        internal: list[ConfigSubscriber] = [RefuseConfiguredSubscriptions(), ConfigChanges(self.feed)]
+        #: RFC 8639 configured subscriptions: /sn:subscriptions in running (server/configured.py)
+        self.configured = Configured(self)
+        internal: list[ConfigSubscriber] = [self.configured, ConfigChanges(self.feed)]
         self.ds = Datastores(schema, validator, state_dir, [*(subscribers or []), *internal])
         self.nacm = Nacm(
             schema, superuser_group, running=lambda: self.ds.running, generation=lambda: self.ds.generation
@@ -94,6 +97,7 @@ class NetconfCore:
         self.rpc_handlers: dict[tuple[str, str], Handler] = dict(HANDLERS)
         self.subscriptions = Subscriptions(self)  # RFC 8639 / RFC 8641 dynamic subscriptions
         self.rpc_handlers.update(self.subscriptions.handlers())
+        self.subscriptions.configured_state = self.configured.state
         self.confirmed = ConfirmedCommit(self)
         #: serialises every configuration change (see the module docstring)
         self.txn_lock = asyncio.Lock()
@@ -394,6 +398,7 @@ class NetconfCore:
         left to finish (`await wait_idle()`); if the process stops first, rollback.xml reverts the
         unconfirmed commit at the next start."""
         self.confirmed.close()
+        self.configured.close()
         self.ds.close()
         for s in list(self.sessions.values()):
             s.terminate("other")

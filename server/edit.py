@@ -482,7 +482,6 @@ _HAS_OP = etree.XPath(  # below the element itself (its own operation attribute 
 )
 #: any attribute below the element: one walk, half the cost of _HAS_OP's union (a bulk load has none)
 _HAS_ATTRIBUTE = etree.XPath("boolean(.//*/@*)")
-_TEXT = etree.XPath("string()")
 
 
 _PREFIX_USE = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*):(?=[A-Za-z_])")
@@ -536,9 +535,10 @@ def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element
             del new.attrib[attr]
     # drop declarations only the request envelope needed (xmlns:nc), keeping those that values use
     # (instance-identifier and identityref values such as a NACM rule's path: `/m:virtual-routers`)
-    keep = _value_prefixes(el, new)
-    missing = {p: el.nsmap[p] for p in keep if p in el.nsmap and p not in new.nsmap}
-    if missing:  # declared on an ancestor in the request only: declare it on the copy
+    declared = _declared(el)
+    keep = _value_prefixes(declared, new)
+    missing = {p: declared[p] for p in keep if p not in new.nsmap}
+    if missing:  # declared on an ancestor in the request, or dropped by the copy: declare it on the copy
         root = etree.Element(new.tag, attrib=dict(new.attrib), nsmap={**new.nsmap, **missing})
         root.text = new.text
         root.extend(list(new))
@@ -556,17 +556,23 @@ def _clean_copy(el: etree._Element, sn: SchemaNode, dest=None) -> etree._Element
     return new
 
 
-def _value_prefixes(el: etree._Element, new: etree._Element) -> set[str]:
-    """The prefixes that values in `new` (a copy of `el`) use among those declared for it, in the
-    request around `el` or inside it: only a declared prefix can matter. The text is searched only
-    when there is one (a bulk load of 100k entries usually declares none)."""
-    declared = {p for p in el.nsmap if p}
-    for _event, (prefix, _uri) in etree.iterwalk(new, events=("start-ns",)):
+def _declared(el: etree._Element) -> dict[str, str]:
+    """The prefixes declared for `el` (a request's subtree), in the request around it or inside it:
+    its copy drops an inner declaration that repeats an outer namespace
+    (`xmlns:sn` inside a default namespace `sn` names), a value may still use it."""
+    declared = {p: u for p, u in el.nsmap.items() if p}
+    for _event, (prefix, uri) in etree.iterwalk(el, events=("start-ns",)):
         if prefix:
-            declared.add(prefix)
+            declared.setdefault(prefix, uri)
+    return declared
+
+
+def _value_prefixes(declared: dict[str, str], new: etree._Element) -> set[str]:
+    """The prefixes among `declared` that values in `new` use: only a declared prefix can matter.
+    The text is searched only when there is one (a bulk load of 100k entries usually declares none)."""
     if not declared:
         return set()
-    text = _TEXT(new)
+    text = " ".join(new.itertext())  # apart: "1" then "hn:https" must not read as "1hn:https"
     if not any(f"{p}:" in text for p in declared):
         return set()
     return {p for p in _PREFIX_USE.findall(text) if p in declared}

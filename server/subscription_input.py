@@ -11,7 +11,6 @@ from lxml import etree
 
 from server import notifications as ev
 from server.errors import RpcError
-from server.subscribers import Transaction
 from server.tree import Forest, child_text
 from server.xmlns import DS_NS, NC_NS
 
@@ -101,10 +100,15 @@ class Request:
 ENCODINGS = ("encode-xml", "encode-json")
 
 
-def read_request(op: etree._Element, running: Forest, errors: tuple[str, str]) -> Request:
-    """Parse the rpc input; `errors`: (namespace, name) of its datastore yang-data error container."""
+def read_request(
+    op: etree._Element, running: Forest, errors: tuple[str, str], ignore: frozenset[str] = frozenset()
+) -> Request:
+    """Parse the rpc input (or a configured subscription, whose other children are `ignore`d);
+    `errors`: (namespace, name) of its datastore yang-data error container."""
     req = Request()
-    kids = {etree.QName(c).localname: c for c in op if isinstance(c.tag, str)}
+    kids = {
+        name: c for c in op if isinstance(c.tag, str) and (name := etree.QName(c).localname) not in ignore
+    }
     known = (
         STREAM_CHILDREN
         | DS_CHILDREN
@@ -255,27 +259,3 @@ def _centiseconds(el: etree._Element | None, name: str) -> int | None:
             info=(("bad-element", name),),
         )
     return int(text)
-
-
-class RefuseConfiguredSubscriptions:
-    """Config subscriber: /sn:subscriptions cannot be configured (the 'configured' feature is not
-    implemented; its dynamic subscriptions are operational state)."""
-
-    def validate(self, txn: Transaction) -> None:
-        subs = txn.new.find(SN + "subscriptions")
-        if subs is not None and len(subs):
-            raise RpcError(
-                "operation-not-supported",
-                "configured subscriptions are not supported: use establish-subscription",
-                type="application",
-                path="/ietf-subscribed-notifications:subscriptions",
-            )
-
-    def prepare(self, txn: Transaction) -> None:
-        return None
-
-    def abort(self, txn: Transaction) -> None:
-        return None
-
-    def apply(self, txn: Transaction) -> None:
-        return None

@@ -95,6 +95,10 @@ class Subscriptions:
         self.core = core
         self.all: dict[int, Dynamic] = {}
         self._ids = itertools.count(1)
+        #: the ids of configured subscriptions (server/configured.py): never given to a dynamic one
+        self.configured_ids: set[int] = set()
+        #: /sn:subscriptions entries of the configured subscriptions' state (server/configured.py)
+        self.configured_state: Callable[[], list[str]] = list
 
     def handlers(self) -> dict[tuple[str, str], Callable]:
         return {
@@ -125,12 +129,11 @@ class Subscriptions:
             raise sub_error(
                 "insufficient-resources", f"at most {MAX_PER_SESSION} subscriptions per session", errors
             )
-        dyn = Dynamic(next(self._ids), sess, req)
-        revised = None
-        if req.stream is not None:
-            revised = self._check_stream(dyn)
-        else:
-            self._check_datastore(dyn, errors)
+        sid = next(self._ids)
+        while sid in self.configured_ids:
+            sid = next(self._ids)
+        dyn = Dynamic(sid, sess, req)
+        revised = self.check(dyn, errors)
         self.all[dyn.id] = dyn
         loop = self.core.event_loop()
         loop.call_soon(self._start, dyn)  # after the reply
@@ -156,10 +159,7 @@ class Subscriptions:
             raise RpcError("invalid-value", "the update trigger cannot change kind", type="application")
         merged = _modified(old, req)
         probe = Dynamic(dyn.id, sess, merged)
-        if merged.stream is not None:
-            self._check_stream(probe)
-        else:
-            self._check_datastore(probe, errors)
+        self.check(probe, errors)
         self._replace(dyn, merged, probe)
         self._state_notification(dyn, "subscription-modified", self._policy(dyn) + _uri_xml(dyn))
         return None
@@ -209,18 +209,25 @@ class Subscriptions:
             )
 
     def resume(self, sess: NetconfSession) -> None:
+        for dyn in [d for d in self.all.values() if d.sess is sess and d.suspended]:
+            self.resume_one(dyn)
+
+    def resume_one(self, dyn: Dynamic) -> None:
         """subscription-resumed; an on-change subscription then sends the whole selection (what changed
         meanwhile was not sent), a periodic one goes on at its next period."""
-        for dyn in [d for d in self.all.values() if d.sess is sess and d.suspended]:
-            dyn.suspended = False
-            self._state_notification(dyn, "subscription-resumed", "", soon=False)
-            if dyn.stream is not None:
-                self.core.events.attach(dyn.stream)
-            elif isinstance(dyn.job, OnChange):
-                self.core.feed.jobs.append(dyn.job)
-                dyn.job.push_update()
-            elif dyn.job is not None:
-                dyn.job.start()
+        dyn.suspended = False
+        self._state_notification(dyn, "subscription-resumed", "", soon=False)
+        if dyn.stream is not None:
+            self.core.events.attach(dyn.stream)
+        elif isinstance(dyn.job, OnChange):
+            self.core.feed.jobs.append(dyn.job)
+            dyn.job.push_update()
+        elif dyn.job is not None:
+            dyn.job.start()
+
+    def pause(self, dyn: Dynamic) -> None:
+        """Stop producing for `dyn` (its stream receiver detached, its job stopped)."""
+        self._pause(dyn)
 
     def _pause(self, dyn: Dynamic) -> None:
         if dyn.stream is not None:
@@ -256,7 +263,12 @@ class Subscriptions:
             dyn.stop_timer = self.core.event_loop().call_later(delay, self._stop, dyn)
 
     def _start(self, dyn: Dynamic) -> None:
-        if dyn.id not in self.all or dyn.sess.closed:
+        if dyn.id in self.all:
+            self.start(dyn)
+
+    def start(self, dyn: Dynamic) -> None:
+        """Start producing for `dyn`: its replay and stream receiver, or its job (sync-on-start)."""
+        if dyn.sess.closed:
             return
         if dyn.stream is not None:
             self._start_stream(dyn)
@@ -264,6 +276,14 @@ class Subscriptions:
             dyn.job.start()
             if isinstance(dyn.job, OnChange):
                 self.core.feed.jobs.append(dyn.job)
+
+    def check(self, dyn: Dynamic, errors: tuple[str, str]) -> dt.datetime | None:
+        """Validate a subscription's terms and build its stream receiver or job (not started); the
+        revised replay start of a stream subscription, if any."""
+        if dyn.request.stream is not None:
+            return self._check_stream(dyn)
+        self._check_datastore(dyn, errors)
+        return None
 
     # -- stream subscriptions -------------------------------------------------------------------------------
     def _check_stream(self, dyn: Dynamic) -> dt.datetime | None:
@@ -402,6 +422,10 @@ class Subscriptions:
             self.core.feed.jobs.append(dyn.job)
 
     # -- notifications and state --------------------------------------------------------------------------
+    def state_notification(self, dyn: Dynamic, name: str, inner: str = "") -> None:
+        """Send a subscription state notification to `dyn`'s receiver now."""
+        self._state_notification(dyn, name, inner, soon=False)
+
     def _state_notification(self, dyn: Dynamic, name: str, inner: str, *, soon: bool = True) -> None:
         """`soon`: after the current message is answered (the reply to modify or delete comes first)."""
         message = notification(f'<{name} xmlns="{SN_NS}"><id>{dyn.id}</id>{inner}</{name}>'.encode())
@@ -409,6 +433,10 @@ class Subscriptions:
             self.core.event_loop().call_soon(dyn.sess.send_notification, message)
         else:
             dyn.sess.send_notification(message)
+
+    def policy(self, dyn: Dynamic) -> str:
+        """The subscription's terms (subscription-started, -modified, /sn:subscriptions)."""
+        return self._policy(dyn)
 
     def _policy(self, dyn: Dynamic) -> str:
         """The subscription's terms, as subscription-modified and /sn:subscriptions carry them."""
@@ -452,6 +480,7 @@ class Subscriptions:
                 f"<state>{'suspended' if dyn.suspended else 'active'}</state>"
                 "</receiver></receivers></subscription>"
             )
+        subs.extend(self.configured_state())
         subs.append("</subscriptions>")
         return [etree.fromstring("".join(streams)), etree.fromstring("".join(subs))]
 

@@ -97,9 +97,9 @@ def edits(notes: list[etree._Element]) -> list[tuple[str, str, etree._Element | 
 
 def test_capabilities_advertise_only_implemented_features(h) -> None:
     caps = [c for c in h.core.capabilities if "ietf-subscribed-notifications" in c or "ietf-yang-push" in c]
-    assert any("features=encode-xml,replay,subtree,xpath" in c for c in caps), caps
+    assert any("features=configured,encode-json,encode-xml,replay,subtree,xpath" in c for c in caps), caps
     assert any(c.endswith("module=ietf-yang-push&revision=2019-09-09&features=on-change") for c in caps), caps
-    assert not any("configured" in c for c in caps)
+    assert not any(f in c for c in caps for f in ("dscp", "qos", "interface-designation", "supports-vrf"))
 
 
 def test_on_change_of_configuration_is_a_yang_patch_and_keys_reach_only_those_who_may_read_them(h) -> None:
@@ -288,14 +288,17 @@ def test_stream_subscription_with_replay_and_filter(h) -> None:
     assert got[-1].findtext(".//sn:id", namespaces=Q) == str(sid)
 
 
-def test_configured_subscriptions_are_refused(h) -> None:
+def test_a_configured_subscription_without_transport_is_refused(h) -> None:
+    """Configured subscriptions are tests/server/test_configured.py's; one without a transport (RFC 8639:
+    mandatory in configuration) loses nothing."""
     c = h.client()
     body = (
         f'<subscriptions xmlns="{SN}"><subscription><id>7</id><stream>NETCONF</stream>'
         "<receivers><receiver><name>r</name></receiver></receivers></subscription></subscriptions>"
     )
     (e,) = errors(call(c, edit(body)))
-    assert e["error-tag"] == "operation-not-supported", e
+    assert (e["error-tag"], e["error-app-tag"]) == ("data-missing", "missing-element"), e
+    assert e["error-path"] == "/sn:subscriptions/sn:subscription[sn:id='7']", e
     assert h.core.ds.running.find(f"{{{SN}}}subscriptions") is None
 
 
