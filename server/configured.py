@@ -47,6 +47,8 @@ SNR = f"{{{SNR_NS}}}"
 #: children of a configured subscription that are not establish-subscription input
 _NOT_INPUT = frozenset({"transport", "purpose", "receivers", "source-address", "configured-replay"})
 _PATH_NS = {"sn": SN_NS, "snr": SNR_NS}
+#: the schema paths (Change.schema_path) whose change concerns configured subscriptions
+_WATCHED = ("/ietf-subscribed-notifications:subscriptions", "/ietf-subscribed-notifications:filters")
 _STREAM_ERR = (SN_NS, "establish-subscription-stream-error-info")
 _DS_ERR = (YP_NS, "establish-subscription-datastore-error-info")
 
@@ -107,7 +109,7 @@ class Configured:
 
     # -- config subscriber --------------------------------------------------------------------------------
     def validate(self, txn: Transaction) -> None:
-        if _fingerprint(txn.new) == _fingerprint(txn.old):
+        if not _touched(txn):
             return None
         specs = self._specs(txn.new)
         for spec in specs.values():
@@ -399,6 +401,14 @@ def _endpoint(https: etree._Element, ns: str) -> Endpoint:
         cert=text("client-certificate"),
         key=text("client-key"),
     )
+
+
+def _touched(txn: Transaction) -> bool:
+    """Does the commit change /sn:subscriptions or /sn:filters? From the recorded diff when there is
+    one: `txn.old` of an edit is a copy of running made on first use, which no commit should pay for."""
+    if txn.changes is not None:
+        return any(c.schema_path.startswith(_WATCHED) for c in txn.changes)
+    return _fingerprint(txn.new) != _fingerprint(txn.old)
 
 
 def _fingerprint(data: Forest) -> tuple[bytes, bytes]:

@@ -37,6 +37,7 @@ def test_registrations_between_pages_stand_and_everything_older_goes() -> None:
     for home in homes(10):
         assert h.register(home, COA1, flags=S).code == 0
     assert h.register("10.1.0.5", COA2, flags=S).code == 0  # mn5 has two bindings
+    assert h.register("10.1.0.2", COA1, flags=S).code == 0  # renewed: the renewal cache remembers mn2
     h.plane.drain(h.engine)
     h.events()
     h.clock.advance(1)
@@ -48,6 +49,7 @@ def test_registrations_between_pages_stand_and_everything_older_goes() -> None:
     consistent(h)
     # between pages: mn1 (already cleared) registers again, mn9 (not reached yet) renews, mn5 renews
     # one of its two bindings, a deregistration of mn7 removes its binding before its page comes
+    assert h.register("10.1.0.2", COA1, flags=S).code == 0  # as before the clear: bound anew, not renewed
     assert h.register("10.1.0.1", COA3).code == 0
     assert h.register("10.1.0.9", COA1).code == 0
     assert h.register("10.1.0.5", COA2, flags=S).code == 0
@@ -59,7 +61,7 @@ def test_registrations_between_pages_stand_and_everything_older_goes() -> None:
         total += cleared
         consistent(h)
     left = {(str(b.home_address), str(b.care_of_address)) for b in h.engine.bindings_after(None, limit=100)}
-    assert left == {("10.1.0.1", COA3), ("10.1.0.9", COA1), ("10.1.0.5", COA2)}
+    assert left == {("10.1.0.1", COA3), ("10.1.0.2", COA1), ("10.1.0.9", COA1), ("10.1.0.5", COA2)}
     assert total == 11 - 1 - 1 - 1  # all but mn9's and mn5's renewed ones, and mn7's deregistered one
     removed = [e for e in h.events() if type(e) is BindingRemoved]
     cleared_pairs = {(str(e.home_address), str(e.care_of_address)) for e in removed if e.reason == "cleared"}

@@ -342,3 +342,19 @@ def test_pushed_data_is_read_with_the_receiver_instance_nacm_rights(rc, pki, rec
         value = update.xml().find(".//yp:value/m:virtual-router", Q)
         assert value.findtext("m:name", namespaces=Q) == "blue"
         assert value.find("m:home-agent", Q) is None, etree.tostring(value)
+
+
+def test_a_commit_elsewhere_does_not_copy_running(rc, pki, receiver, monkeypatch):
+    """With configured subscriptions in place, a commit that touches neither /sn:subscriptions nor
+    /sn:filters is told apart by its recorded changes: the old running (a copy of 100k mobile nodes
+    in production) is never built for it."""
+    ds = rc.handle.core.ds
+    built = []
+    original = ds._old_of
+    monkeypatch.setattr(ds, "_old_of", lambda log: built.append(1) or original(log))
+    with connect(rc) as m:
+        m.edit_config(target="running", config=config(instance(pki, receiver.port) + on_change_sub(11)))
+        receiver.wait_kind("subscription-started")
+        m.edit_config(target="running", config=vr("blue"))
+        receiver.wait_kind("push-change-update")
+    assert built == []
