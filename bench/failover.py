@@ -206,9 +206,13 @@ class Watch:
             counts = diff["daemon"].find("mipha_replication_seconds", stage=stage)
             out.append(f"    replication {stage:<8} {summary(counts)}")
         counters = diff["daemon"].counters
-        sent = {k: counters.get(f"mipha_replication_{k}", 0) for k in ("transactions", "retries")}
+        sent = {
+            k: counters.get(f"mipha_replication_{k}", 0)
+            for k in ("transactions", "retries", "epoch_moves", "resent")
+        }
         out.append(
             f"    replication transactions {sent['transactions']:,.0f}, sent again {sent['retries']:,.0f}"
+            f" (epoch moved {sent['epoch_moves']:,.0f}, refused by a moved epoch {sent['resent']:,.0f})"
         )
         for m in self.etcd.members:
             if brief and m.name != self.leader:
@@ -226,6 +230,16 @@ class Watch:
             return out
         shares = ", ".join(f"{name} {100 * used / wall:.0f} %" for name, used in cpu.items())
         out.append(f"    CPU over {wall:.1f} s (of one core): {shares}")
+        changes = max(diff["daemon"].find("mipha_replication_seconds", stage="total").values(), default=0)
+        if changes:
+            etcd = {m.name: cpu.get(f"etcd {m.name}", 0.0) for m in self.etcd.members}
+            per = 1e6 / changes
+            out.append(
+                f"    CPU per replicated change: etcd {sum(etcd.values()) * per:.0f} µs"
+                f" (leader {etcd.get(self.leader, 0.0) * per:.0f} µs), active daemon"
+                f" {cpu['active daemon'] * per:.0f} µs, standby {cpu['standby daemon'] * per:.0f} µs"
+                f" ({changes:,.0f} changes)"
+            )
         return out
 
 

@@ -134,6 +134,8 @@ def _replication(replicator) -> Iterator:
         ("transactions", "replication transactions etcd committed", replicator.transactions),
         ("retries", "replication transactions sent again (outcome unknown)", replicator.retries),
         ("operations", "puts and deletes etcd committed", replicator.operations),
+        ("epoch_moves", "leader key epochs moved (after an attempt of unknown outcome)", replicator.bumps),
+        ("resent", "replication transactions refused by a moved epoch, sent again", replicator.resent),
     ):
         yield CounterMetricFamily(f"mipha_replication_{name}", doc, value=value)
 

@@ -8,12 +8,14 @@ etcd (Raft) decides everything; mipha runs no election or replication protocol o
   absent (a transaction comparing the key's create revision with 0).  The key's create revision is the
   leader's **fencing token**.
 - **Replication**: binding changes go to ``<root>bindings/<vr>/<home>/<care-of>`` in transactions that
-  succeed only while ``<root>leader`` still has that create revision: a deposed leader cannot write,
+  succeed only while ``<root>leader`` is still the key this leader created: a deposed leader cannot write,
   and since replies wait for the write (:meth:`Replicator.submit` returns the future the transport
   waits on), it cannot acknowledge anything either.  Changes of one burst (and of every burst that
   arrives while a transaction is in flight) go in one transaction, split at etcd's 128 operations,
   sent to etcd's Raft leader (:mod:`mipha.etcd_leader`); up to MAX_IN_FLIGHT batches at once, never
-  two holding the same key.
+  two holding the same key.  What they compare is the leader key's *mod* revision (the *epoch*: the
+  token until the leader moves it): a transaction whose outcome was unknown is sent again only after
+  the leader put its own key once more, so that its first attempt, applied late, writes nothing.
 - **Fencing by time**: a leader whose lease could not be refreshed stops answering at
   ``last refresh sent + lease-ttl - margin``, before etcd can expire the lease and elect the other.
 - **Standby**: :class:`Mirror` loads the bindings and follows them with a watch, so taking over is
@@ -469,8 +471,7 @@ class Member:
         self.status.fencing_token = token
         self.status.last_failover = time.time()
         self.status.reason = ""
-        with contextlib.suppress(*_TRANSIENT, Fenced):
-            await self.publish_config()
+        self.publish_config()  # not waited for: the campaign goes on while etcd is away
 
     async def _check_lead(self) -> None:
         current = await self.client.get(self.leader_key)
@@ -500,20 +501,21 @@ class Member:
     def config_key(self) -> bytes:
         return (self.config.root + "config").encode()
 
-    async def publish_config(self) -> None:
-        """The active member writes its configuration digest as the group's (fenced by its token)."""
-        token = self.token
-        if not token or not self.config_digest:
-            return
-        tx = self.client.transactions
-        ok, _ = await self.client.transaction(
-            compare=[tx.create(self.leader_key) == token],
-            success=[tx.put(self.config_key, self.config_digest.encode())],
-            failure=[],
-        )
-        if not ok:
-            raise Fenced("the leader key changed: another node is active")
-        self.status.config_agrees = True
+    def publish_config(self) -> asyncio.Future:
+        """The active member writes its configuration digest as the group's, through the replicator:
+        fenced, in order with the digests before it, and sent until etcd has it (or fenced).  The
+        future completes once etcd has it."""
+        if not self.config_digest:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        future = self.replicator.submit(others=[(self.config_key, self.config_digest.encode())])
+        future.add_done_callback(self._config_published)
+        return future
+
+    def _config_published(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.status.config_agrees = True
 
     async def _config_blocks(self) -> bool:
         """A standby whose configuration differs from the group's (the last active member's) must not
@@ -582,7 +584,13 @@ class Replicator:
         self._flying: dict[bytes, int] = {}  # keys in flight -> how many batches carry them
         self.transactions = 0
         self.operations = 0
-        self.retries = 0
+        self.retries = 0  # attempts whose outcome was unknown
+        self.bumps = 0  # epochs moved (after attempts whose outcome was unknown)
+        self.resent = 0  # transactions refused because the epoch had moved, sent again
+        #: (fencing token, epoch): the leader key's mod revision every replication transaction compares
+        #: (see _write_chunk and _advance)
+        self._epoch = (0, 0)
+        self._bump_task: asyncio.Task | None = None
         self.peak_in_flight = 0  # most batches in flight at once so far
         self.unrouted = 0  # transaction attempts sent to any member (etcd's leader not known)
         self.latency = 0.02  # seconds, moving average of successful transactions
@@ -609,11 +617,13 @@ class Replicator:
         added: Iterable[BindingRecord] = (),
         removed: Iterable[tuple[str, str, str]] = (),
         replay: Iterable[tuple[str, str, ReplayState | None]] = (),
+        others: Iterable[tuple[bytes, bytes]] = (),
     ) -> asyncio.Future:
         """Queue changes; the future completes once etcd has them (or fails: do not acknowledge).
 
         ``replay`` is (vr, node, state): a node's replay state gets a key of its own, which goes
-        (None) when a binding record carries the state."""
+        (None) when a binding record carries the state.  ``others``: (key, value) of the group's
+        other keys (the configuration digest), put in the same order."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         future.add_done_callback(_retrieved)  # expiries' deletions have no reply waiting on them
@@ -642,6 +652,9 @@ class Replicator:
                 pending[key] = None
                 self.replay_keys.discard(key)
                 touched = True
+        for key, value in others:
+            pending[key] = value
+            touched = True
         if len(pending) == before and not touched and not self._waiters and not self._flights:
             # Nothing to write and nothing earlier to wait behind.  (A reply with nothing to write,
             # e.g. to a retransmission, otherwise waits for every write submitted before it: it may
@@ -662,7 +675,7 @@ class Replicator:
                 future.set_exception(exc)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._flights) if t is not None]
+        tasks = [t for t in (self._task, *self._flights, self._bump_task) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -747,55 +760,134 @@ class Replicator:
         await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
 
     async def _write_chunk(self, items: list[tuple[bytes, bytes | None]]) -> None:
-        """One fenced transaction, retried while the token holds (puts and deletes are idempotent).
+        """One fenced transaction, sent again until etcd applied it (puts and deletes are idempotent).
 
-        The request is built once, as protobuf, and sent to etcd's Raft leader (mipha.etcd_leader; to
-        any member while none is known) with a short deadline per attempt and etcd's require-leader
-        metadata (see TXN_ATTEMPT_FACTOR and REQUIRE_LEADER)."""
-        member = self.member
-        client = member.client
+        It compares the leader key's mod revision with the replicator's *epoch*: a deposed leader's
+        transaction finds another key (fenced), and one whose outcome was unknown is sent again only
+        after the epoch moved past it (:meth:`_advance`), so that a late first attempt writes nothing.
+        The request is built once per epoch, as protobuf (see :meth:`_attempt`)."""
         ops = [
             rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
             if v is None
             else rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
             for k, v in items
         ]
-        metadata = REQUIRE_LEADER + tuple(client.metadata or ())
-        loop = asyncio.get_running_loop()
         request = None
         while True:
-            token = member.token  # retried past the time fence too: a stale token cannot write
+            token = self.member.token  # sent past the time fence too: a stale epoch cannot write
             if not token:
                 raise Fenced("no longer the active home agent")
-            if request is None or request.compare[0].create_revision != token:
-                compare = (client.transactions.create(member.leader_key) == token).build_message()
-                request = rpc.TxnRequest(compare=[compare], success=ops, failure=[])
-            low, high = TXN_ATTEMPT_BOUNDS
-            timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
-            started = loop.time()
-            stub = self.route.stub() if member.config.leader_route else None
-            if stub is None:
-                self.unrouted += 1
-            try:
-                await client.connect()
-                response = await (stub or client.kvstub).Txn(request, timeout=timeout, metadata=metadata)
-            except (rpc.AioRpcError, *_TRANSIENT) as exc:  # unknown outcome: try again
-                if stub is not None:
-                    self.route.failed()
-                self.retries += 1
-                log.debug("redundancy: replication transaction failed (%s); retrying", exc)
-                await asyncio.sleep(TXN_RETRY_DELAY)
+            epoch = self.epoch(token)
+            if request is None or request.compare[0].mod_revision != epoch:
+                request = self._fenced_txn(epoch, ops)
+            response = await self._attempt(request)
+            if response is None:  # outcome unknown: etcd may still apply it, later than what follows
+                await self._advance(token, epoch)
                 continue
-            took = loop.time() - started
-            self.latency += 0.1 * (took - self.latency)
-            self.stages["etcd"].observe(took)
-            if member.config.leader_route:
-                self.route.answered(response.header.raft_term)
             if not response.succeeded:
-                raise Fenced("the leader key changed: another node is active")
+                self._refused(token, response)  # Fenced, or the epoch moved: send it again
+                self.resent += 1
+                if self.epoch(token) == epoch:  # (cannot be: the key's mod revision only grows)
+                    await asyncio.sleep(TXN_RETRY_DELAY)
+                continue
             self.transactions += 1
             self.operations += len(ops)
             return
+
+    def epoch(self, token: int) -> int:
+        """The leader key's mod revision every transaction of this leadership compares: its create
+        revision (the fencing token) until this node moves it (:meth:`_bump`); 0 for a token that is
+        not the current one (nothing left of that leadership may write)."""
+        if token != self.member.token:
+            return 0
+        if self._epoch[0] != token:
+            self._epoch = (token, token)
+        return self._epoch[1]
+
+    def _moved(self, token: int, revision: int) -> None:
+        """etcd confirmed that the leader key (still ``token``'s) has mod revision ``revision``."""
+        if self._epoch[0] == token and revision > self._epoch[1]:
+            self._epoch = (token, revision)
+
+    def _fenced_txn(self, epoch: int, success: list[rpc.RequestOp]) -> rpc.TxnRequest:
+        """``success`` if the leader key's mod revision is ``epoch``; else read the key (which tells a
+        key of another leadership, fenced, from an epoch that moved)."""
+        key = self.member.leader_key
+        compare = rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=key, mod_revision=epoch)
+        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+        return rpc.TxnRequest(compare=[compare], success=success, failure=[read])
+
+    def _refused(self, token: int, response: rpc.TxnResponse) -> None:
+        """A fenced transaction's compare failed: raise Fenced if the leader key is gone or another
+        leadership's; else note its mod revision (the epoch moved).  Nothing for a token that is no
+        longer the current one (the caller finds out)."""
+        if token != self.member.token:
+            return
+        kvs = response.responses[0].response_range.kvs if response.responses else ()
+        if not kvs or kvs[0].create_revision != token:
+            raise Fenced("the leader key changed: another node is active")
+        self._moved(token, kvs[0].mod_revision)
+
+    async def _advance(self, token: int, epoch: int) -> None:
+        """An attempt compared ``epoch`` and its outcome is unknown: etcd may still apply it, after a
+        later batch wrote one of its keys.  Once etcd confirmed the leader key has moved past
+        ``epoch``, that attempt is settled for good (applied before, or never), and it may be sent
+        again.  One bump at a time, shared by every chunk waiting.  (With another token, the leader
+        key is another key, whose revisions are all newer than ``epoch``: settled as well.)"""
+        while self.epoch(token) == epoch:
+            task = self._bump_task
+            if task is None or task.done():
+                task = self._bump_task = asyncio.get_running_loop().create_task(
+                    self._bump(token, epoch), name="redundancy-epoch"
+                )
+            await asyncio.shield(task)
+
+    async def _bump(self, token: int, epoch: int) -> None:
+        """Move the epoch: put the leader key again, value and lease unchanged, if its mod revision is
+        still ``epoch``.  Sent again while its outcome is unknown: it compares the same epoch, so at
+        most one attempt applies, and a refusal reads the key back (whoever moved it)."""
+        put = rpc.PutRequest(key=self.member.leader_key, ignore_value=True, ignore_lease=True)
+        request = self._fenced_txn(epoch, [rpc.RequestOp(request_put=put)])
+        while self.epoch(token) == epoch:  # (0 once the token is not the current one)
+            response = await self._attempt(request)
+            if response is None:
+                continue
+            if response.succeeded:
+                self.bumps += 1
+                self._moved(token, response.header.revision)  # the put's revision
+            else:
+                self._refused(token, response)
+
+    async def _attempt(self, request: rpc.TxnRequest) -> rpc.TxnResponse | None:
+        """One attempt of a transaction, to etcd's Raft leader (mipha.etcd_leader; to any member while
+        none is known), with a short deadline and etcd's require-leader metadata (see
+        TXN_ATTEMPT_FACTOR and REQUIRE_LEADER).  None: its outcome is unknown."""
+        client = self.member.client
+        metadata = REQUIRE_LEADER + tuple(client.metadata or ())
+        loop = asyncio.get_running_loop()
+        low, high = TXN_ATTEMPT_BOUNDS
+        timeout = min(high, max(low, TXN_ATTEMPT_FACTOR * self.latency))
+        started = loop.time()
+        leader_route = self.member.config.leader_route
+        stub = self.route.stub() if leader_route else None
+        if stub is None:
+            self.unrouted += 1
+        try:
+            await client.connect()
+            response = await (stub or client.kvstub).Txn(request, timeout=timeout, metadata=metadata)
+        except (rpc.AioRpcError, *_TRANSIENT) as exc:
+            if stub is not None:
+                self.route.failed()
+            self.retries += 1
+            log.debug("redundancy: replication transaction failed (%s); retrying", exc)
+            await asyncio.sleep(TXN_RETRY_DELAY)
+            return None
+        took = loop.time() - started
+        self.latency += 0.1 * (took - self.latency)
+        self.stages["etcd"].observe(took)
+        if leader_route:
+            self.route.answered(response.header.raft_term)
+        return response
 
 
 class Mirror:
