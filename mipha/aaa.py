@@ -13,6 +13,8 @@ engine with ``handle_aaa_answer``; its reply is journaled (``VirtualRouter.flush
 Retransmission deadlines sit in one heap served by one loop timer with a coarse granularity
 (:data:`_TICK`): requests timing out together are retransmitted or given up in one wake-up, their
 denials flushed once — a silent server costs the registrations of everyone else next to nothing.
+Answers are taken in batches at least :data:`_COALESCE` apart (the first after a pause at once), the
+answering socket unwatched in between: under load one wake-up and one flush serve many answers.
 
 Accounting (RFC 2866) follows the engine's binding events for AAA-learnt nodes; a retransmitted
 Accounting-Request carries the seconds it has waited in Acct-Delay-Time (§5.2), hence a new identifier
