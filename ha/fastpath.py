@@ -10,7 +10,8 @@ What C does and does not decide (``ha/_fastpath.c``'s header): for each datagram
 a repeat of a renewal the engine's cache remembers (:mod:`ha.engine.renewals`) whose layout, peer,
 authenticator and Identification check out exactly as ``HomeAgent._renew_cached`` checks them;
 :meth:`HomeAgent.renew_batch` then checks the Python state the entry depends on (the same checks,
-shared code) and applies the renewal.  Anything else — another layout, a failed check, no entry, a
+shared code: the node's Identification every time, the rest when the engine's generation moved since
+the entry last held) and applies the renewal.  Anything else — another layout, a failed check, no entry, a
 renewal Python no longer holds — goes to the Python path unchanged, in order.
 """
 

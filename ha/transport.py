@@ -148,10 +148,18 @@ class HomeAgentTransport:
 
     @property
     def receive_path(self) -> str:
-        """Which path reads the unicast socket (ha/fastpath.py), for the start-up log."""
+        """Which path reads the unicast socket now, and why (ha/fastpath.py): the start-up log line and
+        the YANG ``home-agent/receive-path``."""
         if self._fast is None and fastpath.enabled():
             return "Python path: the renewal cache is off"
+        if self._fast is not None and self.trace is not None:
+            return "Python path: a per-node trace is on (the C path resumes when it ends)"
         return fastpath.status()
+
+    @property
+    def in_c(self) -> bool:
+        """Whether the C path reads the unicast socket now (what :attr:`receive_path` says)."""
+        return self._fast is not None and self.trace is None
 
     @property
     def fast_hits(self) -> int:

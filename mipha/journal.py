@@ -1,9 +1,13 @@
 """The binding journal: accepted bindings survive a crash of the daemon.
 
-An append-only file of JSON lines, one per binding change (``add`` carries every field needed to
-rebuild the binding, ``del`` its key, ``renew`` its key and the fields a renewal in place sets — the
-usual registration, about two thirds of an ``add``'s formatting cost), written with one ``write(2)`` per
-burst of registrations *before* their replies are sent.  Once ``write`` returns, the data is in the
+An append-only file of JSON lines (``add`` carries every field needed to rebuild a binding, ``del``
+its key), written with one ``write(2)`` per burst of registrations *before* their replies are sent.
+Renewals in place — the usual registration — are one ``renewals`` line per burst: the key and the
+fields a renewal sets of each binding, packed in binary (:data:`RENEWAL`, 38 bytes) and base64-encoded
+(~0.3 µs per renewal to build, a sixth of a JSON line's bytes).  Format: ``renewals`` lines carry their
+record ``layout`` (1); a journal from before them has one ``renew`` JSON line per renewal, which
+:meth:`BindingJournal.load` still replays; a line of an op or layout it does not know is skipped with
+a warning (a journal written by a newer mipha).  Once ``write`` returns, the data is in the
 kernel's page cache, so a ``kill -9`` of the daemon loses no acknowledged binding.  Durability
 against power loss is a separate, documented policy: the file is ``fdatasync``-ed at most
 ``fsync_interval`` seconds after a write (group commit; default 50 ms), so a machine crash can lose
@@ -26,10 +30,13 @@ descriptor switch (end of a compaction) is serialised with ``sync`` by a lock.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -105,32 +112,92 @@ class BindingRecord:
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _string = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C)
 
-#: A binding renewed in place: its key ``(vr, home_address, care_of_address)``, then what a renewal
-#: sets: ``source_address, source_port, lifetime, registered_at, identification, flags, ha_nonce`` (the
-#: :class:`BindingRecord` fields of the same names).  A plain tuple: one is built per registration.
-Renewal = tuple[str, str, str, str, int, int, float, int, int, int | None]
+#: One binding renewed in place in a ``renewals`` line (network byte order): home address, care-of
+#: address, source address, source port, lifetime, Identification, registered_at (Unix time, a double),
+#: flags (:attr:`BindingRecord.flags`; :data:`HAS_NONCE` set: the next field is the HA nonce), HA nonce.
+RENEWAL = struct.Struct("!IIIHHQdHI")
+RENEWAL_LAYOUT = 1
+HAS_NONCE = 0x8000
 _RENEWED_FIELDS = ("source_address", "source_port", "lifetime", "registered_at", "identification", "flags")
 
 
-def _renewal_lines(renewed: Iterable[Renewal]) -> list[str]:
-    """One ``renew`` line per renewal.  The renewals of one burst share their virtual router and
-    their registration time (the burst's clock): each is encoded once, not once per line."""
-    lines: list[str] = []
-    append = lines.append
-    last_vr = last_at = None
-    vr_text = at_text = ""
-    for vr, home, coa, source, port, lifetime, registered_at, identification, flags, ha_nonce in renewed:
-        if vr != last_vr:
-            last_vr, vr_text = vr, _string(vr)
-        if registered_at != last_at:
-            last_at, at_text = registered_at, repr(registered_at)
-        append(
-            f'{{"op":"renew","vr":{vr_text},"home_address":"{home}","care_of_address":"{coa}",'
-            f'"source_address":"{source}","source_port":{port:d},"lifetime":{lifetime:d},'
-            f'"registered_at":{at_text},"identification":{identification:d},"flags":{flags:d}'
-            + ("}" if ha_nonce is None else f',"ha_nonce":{ha_nonce:d}}}')
-        )
-    return lines
+@dataclass(slots=True, frozen=True)
+class Renewals:
+    """The bindings of one virtual router renewed in place in one burst: :data:`RENEWAL` records."""
+
+    vr: str
+    records: bytes
+
+    def to_json(self) -> str:
+        records = base64.b64encode(self.records).decode()
+        return f'{{"op":"renewals","vr":{_string(self.vr)},"layout":{RENEWAL_LAYOUT},"records":"{records}"}}'
+
+
+def pack_renewal(
+    home: int, coa: int, source: int, port: int, lifetime: int, registered_at: float, identification: int,
+    flags: int, ha_nonce: int | None,
+) -> bytes:  # fmt: skip
+    """One :data:`RENEWAL` record (addresses as integers; mipha.runtime packs the engine's bindings
+    directly with ``RENEWAL.pack``)."""
+    nonce = 0 if ha_nonce is None else ha_nonce
+    flags = flags if ha_nonce is None else flags | HAS_NONCE
+    return RENEWAL.pack(home, coa, source, port, lifetime, identification, registered_at, flags, nonce)
+
+
+def _ntoa(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
+
+
+def renewal_records(entry: dict) -> list[dict]:
+    """A ``renewals`` line (parsed JSON) as one ``renew`` record per binding: ``vr``, ``home_address``,
+    ``care_of_address`` and the :class:`BindingRecord` fields a renewal sets; ValueError when the line
+    is not one this mipha reads."""
+    if entry["layout"] != RENEWAL_LAYOUT:
+        raise ValueError(f"renewals layout {entry['layout']} (this mipha reads {RENEWAL_LAYOUT})")
+    data = base64.b64decode(entry["records"], validate=True)
+    if len(data) % RENEWAL.size:
+        raise ValueError("renewals: records of a partial length")
+    vr = entry["vr"]
+    return [
+        {
+            "op": "renew",
+            "vr": vr,
+            "home_address": _ntoa(home),
+            "care_of_address": _ntoa(coa),
+            "source_address": _ntoa(source),
+            "source_port": port,
+            "lifetime": lifetime,
+            "registered_at": at,
+            "identification": identification,
+            "flags": flags & ~HAS_NONCE,
+            "ha_nonce": nonce if flags & HAS_NONCE else None,
+        }
+        for home, coa, source, port, lifetime, identification, at, flags, nonce in RENEWAL.iter_unpack(data)
+    ]
+
+
+def _renew(live: dict[tuple[str, str, str], BindingRecord], entry: dict) -> None:
+    """Apply one ``renew`` record; a key that is not live replays to nothing (a compaction's snapshot
+    may lack a binding renewed and then removed while it ran: its ``del`` follows)."""
+    key = (entry["vr"], entry["home_address"], entry["care_of_address"])
+    renewed = live.get(key)
+    if renewed is not None:
+        fields = {name: entry[name] for name in _RENEWED_FIELDS}
+        fields["ha_nonce"] = entry.get("ha_nonce")  # none carried: absent
+        live[key] = dataclasses.replace(renewed, **fields)
+
+
+def records(path: Path) -> list[dict]:
+    """Every record of a journal file in order, parsed (for tests and inspection): a ``renewals`` line
+    gives one ``renew`` record per binding (:func:`renewal_records`); an unreadable line is skipped."""
+    out: list[dict] = []
+    for line in Path(path).read_bytes().splitlines():
+        try:
+            entry = json.loads(line)
+            out.extend(renewal_records(entry) if entry.get("op") == "renewals" else [entry])
+        except (ValueError, KeyError, TypeError, struct.error):
+            continue
+    return out
 
 
 class BindingJournal:
@@ -169,20 +236,21 @@ class BindingJournal:
                         if op == "add":
                             record = BindingRecord(**entry)
                             live[record.key] = record
-                        elif op == "renew":
-                            key = (entry.pop("vr"), entry.pop("home_address"), entry.pop("care_of_address"))
-                            renewed = live.get(key)
-                            if renewed is not None:  # (a compaction's snapshot may lack a binding
-                                # renewed and then removed while it ran: its del follows)
-                                fields = {name: entry[name] for name in _RENEWED_FIELDS}
-                                fields["ha_nonce"] = entry.get("ha_nonce")  # none carried: absent
-                                live[key] = dataclasses.replace(renewed, **fields)
+                        elif op == "renewals":
+                            for renewal in renewal_records(entry):
+                                _renew(live, renewal)
+                        elif op == "renew":  # one renewal per line (journals from before ``renewals``)
+                            _renew(live, entry)
                         elif op == "del":
                             live.pop((entry["vr"], entry["home_address"], entry["care_of_address"]), None)
                         elif op == "clear-vr":
                             for key in [k for k in live if k[0] == entry["vr"]]:
                                 del live[key]
-                    except (ValueError, KeyError, TypeError):
+                        else:
+                            log.warning(
+                                "binding journal %s: line %d: op %r unknown, skipped", self.path, number, op
+                            )
+                    except (ValueError, KeyError, TypeError, struct.error):  # (base64: ValueError)
                         # A torn line can only be the last one (a crash mid-write); anything else
                         # means the file was damaged: say so, keep what is readable.
                         log.warning("binding journal %s: line %d unreadable, skipped", self.path, number)
@@ -202,16 +270,16 @@ class BindingJournal:
         self,
         added: Iterable[BindingRecord] = (),
         removed: Iterable[tuple[str, str, str]] = (),
-        renewed: Iterable[Renewal] = (),
+        renewed: Iterable[Renewals] = (),
     ) -> None:
         """Append changes with one write(2); call before sending the replies that acknowledge them.
-        A removed (or renewed) key that was never added costs a line that replays to nothing."""
+        A removed (or renewed) key that was never added replays to nothing."""
         lines = [
             _ENCODER.encode({"op": "del", "vr": vr, "home_address": home, "care_of_address": coa})
             for vr, home, coa in removed
         ]
         lines.extend(record.to_json() for record in added)
-        lines.extend(_renewal_lines(renewed))
+        lines.extend(r.to_json() for r in renewed if r.records)
         if not lines:
             return
         if self._fd is None:

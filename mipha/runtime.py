@@ -35,7 +35,7 @@ from ha.transport import HomeAgentTransport, open_udp_socket
 
 from .aaa import AaaClient
 from .heap import collector_paused
-from .journal import BindingJournal, BindingRecord, Renewal
+from .journal import HAS_NONCE, RENEWAL, BindingJournal, BindingRecord, Renewals
 
 log = logging.getLogger(__name__)
 _PACK_U32 = struct.Struct("!I").pack
@@ -43,19 +43,6 @@ _PACK_U32 = struct.Struct("!I").pack
 
 def _ntoa(value: int) -> str:
     return socket.inet_ntoa(_PACK_U32(value))
-
-
-#: Dotted quads of the addresses journal lines name, by integer: a renewal's line names three
-#: (home, care-of, source), the same ones every time (a dict look-up is ~9x cheaper than inet_ntoa).
-_DOTTED: dict[int, str] = {}
-_DOTTED_MAX = 1 << 18
-
-
-def _dotted(value: int) -> str:
-    if len(_DOTTED) >= _DOTTED_MAX:
-        _DOTTED.clear()
-    text = _DOTTED[value] = _ntoa(value)
-    return text
 
 
 class VirtualRouterError(Exception):
@@ -486,31 +473,33 @@ class VirtualRouter:
 
     def _renewals(
         self, engine: HomeAgent, renewed: list[Binding], added: list[BindingRecord]
-    ) -> list[Renewal]:
-        """The journal's short form of bindings renewed in place; whole records instead (into
-        ``added``) when a standby takes them (replication sends whole records).  An AAA-learnt
-        node's binding keeps the subscriber its record carries: the engine reports the binding
-        changed, not renewed, when RADIUS gave the node a new one."""
+    ) -> list[Renewals]:
+        """The journal's packed form of bindings renewed in place (mipha.journal.RENEWAL); whole
+        records instead (into ``added``) when a standby takes them (replication sends whole records).
+        An AAA-learnt node's binding keeps the subscriber its record carries: the engine reports the
+        binding changed, not renewed, when RADIUS gave the node a new one."""
         if self.replicate is not None:
             added.extend(record_of(self.name, engine, b) for b in renewed)
             return []
-        vr, offset, carried = self.name, engine.wall_offset, engine.carried_nonce
-        known = _DOTTED.get
-        return [
-            (
-                vr,
-                known(b.home_address) or _dotted(b.home_address),
-                known(b.care_of_address) or _dotted(b.care_of_address),
-                known(b.source >> 16) or _dotted(b.source >> 16),
-                b.source & 0xFFFF,
-                b.lifetime,
-                b.registered + offset,
-                b.identification,
-                b.flags & (0xFF | UDP_TUNNEL),
-                carried(b),
-            )
-            for b in renewed
-        ]
+        offset, carried, pack = engine.wall_offset, engine.carried_nonce, RENEWAL.pack
+        mask = 0xFF | UDP_TUNNEL
+        records = b"".join(
+            [
+                pack(
+                    b.home_address,
+                    b.care_of_address,
+                    b.source >> 16,
+                    b.source & 0xFFFF,
+                    b.lifetime,
+                    b.identification,
+                    b.registered + offset,
+                    (b.flags & mask) | (0 if (nonce := carried(b)) is None else HAS_NONCE),
+                    nonce or 0,
+                )
+                for b in renewed
+            ]
+        )
+        return [Renewals(self.name, records)]
 
     # -- hot standby (mipha.standby) --------------------------------------------------------------------
 

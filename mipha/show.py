@@ -320,11 +320,22 @@ STAT_COLUMNS = (
 )
 
 
+RECEIVE_PATH_COLUMNS = (
+    ("virtual-router", "VR"),
+    ("path", "RECEIVE PATH"),
+    ("renewals-answered-in-c", "ANSWERED IN C"),
+    ("reason", "WHY"),
+)
+
+
 def show_statistics(m, args) -> None:
-    data = get(m, _vr_filter(args.vr, "<home-agent><statistics/></home-agent>"))
-    rows, codes = [], []
+    data = get(m, _vr_filter(args.vr, "<home-agent><statistics/><receive-path/></home-agent>"))
+    rows, codes, paths = [], [], []
     for vr in _routers(data):
         name = vr.findtext(f"{Q}name") or ""
+        path = vr.find(f"{Q}home-agent/{Q}receive-path")
+        if path is not None:  # which code answers registrations (C or Python, and why)
+            paths.append({"virtual-router": name, **_leaves(path)})
         st = vr.find(f"{Q}home-agent/{Q}statistics")
         if st is None:
             continue
@@ -332,11 +343,16 @@ def show_statistics(m, args) -> None:
         for code in st.iterfind(f"{Q}denied-by-code/{Q}code"):
             codes.append({"virtual-router": name, **_leaves(code)})
     if args.xml or args.json:
+        receive = {p["virtual-router"]: {k: v for k, v in p.items() if k != "virtual-router"} for p in paths}
         dump(
             args,
             data,
             [
-                {**r, "denied-by-code": [c for c in codes if c["virtual-router"] == r["virtual-router"]]}
+                {
+                    **r,
+                    "denied-by-code": [c for c in codes if c["virtual-router"] == r["virtual-router"]],
+                    "receive-path": receive.get(r["virtual-router"], {}),
+                }
                 for r in rows
             ],
         )
@@ -344,6 +360,8 @@ def show_statistics(m, args) -> None:
     lines = list(table(rows, STAT_COLUMNS, args.page_size))
     if codes:
         lines += ["", *table(codes, (("virtual-router", "VR"), ("code", "DENIED CODE"), ("count", "COUNT")))]
+    if paths:
+        lines += ["", *table(paths, RECEIVE_PATH_COLUMNS)]
     emit(lines)
 
 
@@ -480,7 +498,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
         _selector(b)
         b.add_argument("--summary", action="store_true", help="counts per virtual router")
         for name, help_ in (
-            ("statistics", "registration counters"),
+            ("statistics", "registration counters and the receive path (C or Python, why)"),
             ("violations", "security violations (the last ones recorded, oldest first)"),
             ("tunnels", "tunnels and their traffic"),
             ("pools", "address pool usage"),

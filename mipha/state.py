@@ -92,6 +92,12 @@ class HomeAgentStateProvider:
                 write_statistics(etree.SubElement(ha, Q + "statistics"), engine, vr.discontinuity_time())
             if wanted.section("security-violations"):
                 write_violations(etree.SubElement(ha, Q + "security-violations"), engine)
+            transport = getattr(vr, "transport", None)
+            if wanted.section("receive-path") and transport is not None:
+                path = etree.SubElement(ha, Q + "receive-path")
+                leaf(path, "path", "c" if transport.in_c else "python")
+                leaf(path, "reason", transport.receive_path)
+                leaf(path, "renewals-answered-in-c", transport.fast_hits)
         if wanted.section("mobile-node"):
             for name in engine.config.mobile_nodes:
                 if wanted.nodes is None or name in wanted.nodes:

@@ -19,7 +19,7 @@ from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 from server.operational import StateRequest
 
 NS = MIPHA_NAMESPACE
-SECTIONS = ("bindings", "tunnels", "statistics", "security-violations")
+SECTIONS = ("bindings", "tunnels", "statistics", "security-violations", "receive-path")
 
 
 @dataclass

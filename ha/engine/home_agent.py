@@ -412,7 +412,15 @@ class HomeAgent:
         self._renewals: dict[bytes, Renewal] | None = {} if renewal_cache else None
         #: whether remembered renewals get their C copy (ha/fastpath.py: built, MIPHA_FASTPATH not 0)
         self.fast_renewals = renewal_cache and fastpath.enabled()
-        self._renewed: Binding | None = None  # set by _register when it renewed a binding in place
+        #: the binding _register added or renewed in place for the request being decided: a repeat of
+        #: that request renews it in place (the renewal cache remembers it)
+        self._bound: Binding | None = None
+        #: Bumped by every change a remembered renewal could depend on — every call into the engine
+        #: other than a renewal answered from the cache (a datagram the full path takes, a timer, a
+        #: RADIUS answer, a configuration, a clear, a restore, a new peer): a Renewal whose generation
+        #: is the engine's has been checked since, and only renewals in place ran meanwhile, which
+        #: change nothing it reads but its node's Identification (checked every time).
+        self._generation = 0
         # AAA (ha/engine/aaa.py): None = local authentication only.
         self._aaa_mode: Authentication | None = None
         self._subscribers: dict[str, Subscriber] = {}  # by node name (AAA_NODE_PREFIX + NAI)
@@ -452,6 +460,7 @@ class HomeAgent:
         policy = self._policy
         if policy is None or not data or data[0] != _REGISTRATION_REQUEST:
             if policy is not None and data and data[0] in (_REVOCATION, _REVOCATION_ACK):
+                self._generation += 1
                 return self._revocation_message(data, source, now, wallclock)
             stats.discarded += 1
             return None
@@ -471,6 +480,7 @@ class HomeAgent:
                 answered = self._renew_cached(renewal, data, peer, now, wallclock)
                 if answered is not None:
                     return answered
+        self._generation += 1  # the full path: whatever it changes, remembered renewals check again
         try:
             request = pull_registration_request(data)
         except ProtocolError as error:
@@ -539,7 +549,7 @@ class HomeAgent:
             assert node is not None  # decide() never accepts an unknown mobile node
             if state is None:
                 state = self._state(node.name)
-            self._renewed = None
+            self._bound = None
             try:
                 verdict = self._apply_accept(verdict, node, state, peer)
             except Exception as error:  # a bug: counted, logged with its traceback, raised under test
@@ -569,11 +579,11 @@ class HomeAgent:
                 stats.udp_tunnel_accepted += 1
         stats.replies_sent += 1
         reply = encode_reply(verdict)
-        renewed = self._renewed
-        if renewed is not None:  # set by _register for this request when its verdict is an Accept
-            self._renewed = None
+        bound = self._bound
+        if bound is not None:  # set by _register for this request when its verdict is an Accept
+            self._bound = None
             if type(verdict) is Accept and node is not None and state is not None:
-                self._remember_renewal(renewed, node, state, peer, verdict, data, reply, request)
+                self._remember_renewal(bound, node, state, peer, verdict, data, reply, request)
         return Outgoing(reply, peer.reply_to, peer.reply_source, peer.reply_port)
 
     # --- renewals in place, answered from what the full path did last time (renewals.py) ---------
@@ -589,9 +599,9 @@ class HomeAgent:
         reply: bytes,
         request: RegistrationRequest,
     ) -> None:
-        """Keep what this renewal in place read and did, when a repeat can be answered from it: a
-        remembered layout (renewals.py) from a node with a timestamp association (configured or AAA),
-        directly (no foreign agent), no revocation, one binding."""
+        """Keep what this registration (a new binding or a renewal in place) read and did, when a repeat
+        can be answered from it: a remembered layout (renewals.py) from a node with a timestamp
+        association (configured or AAA), directly (no foreign agent), no revocation, one binding."""
         renewals = self._renewals
         sa = verdict.security_association
         udp_tunnel = verdict.udp_tunnel is not None
@@ -632,26 +642,33 @@ class HomeAgent:
                 source=peer.arrival.source,
                 port=peer.arrival.source_port,
             )
+        renewal.generation = self._generation
         renewals[data[:16]] = renewal
 
     def _renewal_holds(self, renewal: Renewal, peer: _Peer) -> bool:
         """Whether everything a remembered renewal depends on is as it was (``_renew_cached``'s
-        docstring); the request's layout is the caller's check."""
+        docstring); the request's layout is the caller's check.  The node's Identification is checked
+        every time (a renewal in place of another of its requests changes it); the rest only when the
+        engine's generation moved since the entry last held (``self._generation``)."""
         state: _NodeState = renewal.state  # type: ignore[assignment]
         binding = renewal.binding
         last = renewal.identification
-        return (
-            renewal.peer is peer
-            and renewal.policy is self._policy
-            and state.last_identification == last
-            and binding.identification == last
+        if state.last_identification != last or binding.identification != last or renewal.peer is not peer:
+            return False
+        if renewal.generation == self._generation:
+            return True
+        if not (
+            renewal.policy is self._policy
             and state.coas == binding.care_of_address
             and self._table.at_key(renewal.table_key) is binding
             and self._named(renewal.nai, renewal.home) is renewal.node
             and self._nodes.get(renewal.node.name) is state
             and not self._revocations.negotiated
             and (renewal.nat is None or renewal.nat is getattr(self.config.home_agent, "nat_traversal", None))
-        )
+        ):
+            return False
+        renewal.generation = self._generation
+        return True
 
     def _renew_cached(
         self, renewal: Renewal, data: bytes, peer: _Peer, now: float, wallclock: float
@@ -730,16 +747,23 @@ class HomeAgent:
         (the caller hands its datagram to :meth:`handle_datagram`); returns how many it applied."""
         self._now = now
         self._wall_offset = wallclock - now
-        peers, stats = self._peers, self.statistics
+        peers, stats, generation = self._peers, self.statistics, self._generation
         applied = 0
         for _index, renewal, identification, last in hits:
-            peer = peers.get(renewal.peer.key)  # as handle_datagram finds it (_renewal_holds: the same one)
+            peer = renewal.peer
+            state: _NodeState = renewal.state  # type: ignore[assignment]
             if (
-                peer is None
-                or renewal.identification != last
+                renewal.identification != last
+                or state.last_identification != last
+                or renewal.binding.identification != last
                 or peer.port != port
                 or (peer.received_on is not received_on and peer.received_on != received_on)
-                or not self._renewal_holds(renewal, peer)
+            ):
+                break
+            # the rest of _renewal_holds when something else ran since the entry last held; the peer
+            # as handle_datagram finds it (the peers change only with the generation)
+            if renewal.generation != generation and (
+                peers.get(peer.key) is not peer or not self._renewal_holds(renewal, peer)
             ):
                 break
             stats.requests_received += 1
@@ -763,6 +787,7 @@ class HomeAgent:
         if len(peers) >= _PEER_CACHE:
             peers.clear()
         peer = peers[source] = _Peer(source, received_on, port, self)
+        self._generation += 1  # a remembered renewal's peer may be the one replaced
         return peer
 
     def _malformed(self, error: ProtocolError, peer: _Peer) -> Outgoing | None:
@@ -1080,7 +1105,7 @@ class HomeAgent:
             current.flags = flags
             current.source = source
             table.reschedule(current, registered, previous_lifetime)
-            self._renewed = current
+            self._bound = current
             return
 
         # A new binding keeps int objects it can share, not the request's: the configuration's (or
@@ -1140,6 +1165,10 @@ class HomeAgent:
             intents.append(GratuitousArp(home_ip))
         if current is None:
             self._event(BindingCreated(home_ip, coa_ip, node.name, node.nai, lifetime))
+        # A repeat of this request (new Identification) takes the plain renewal above: the same
+        # verdict (decide reads nothing this changed but the node's own care-of addresses, which
+        # now include this one: renewals pass the binding limits), the same binding renewed in place.
+        self._bound = binding
 
     @staticmethod
     def _set_coas(state: _NodeState, bindings: list[Binding]) -> None:
@@ -1386,10 +1415,12 @@ class HomeAgent:
         self._now = now
         count = 0
         if self._revocations.pending:
+            self._generation += 1
             self._retransmit_revocations(now)
         if limit is not None and limit <= 0:
             return 0
-        for binding in self._table.pop_expired(now):
+        for binding in self._table.pop_expired(now):  # (settling renewed bindings' entries changes nothing)
+            self._generation += 1
             self._after_removal(binding.home_address, [binding], RemovalReason.EXPIRED)
             count += 1
             if count == limit:
@@ -1505,6 +1536,7 @@ class HomeAgent:
         pending = self._aaa_pending.pop(nai, None)
         if pending is None:
             return None  # cleared meanwhile
+        self._generation += 1
         self._now = now
         self._wall_offset = wallclock - now
         counters = self.aaa_counters
@@ -1739,6 +1771,7 @@ class HomeAgent:
         """Install a replicated replay state (hot standby takeover); False for an unknown node."""
         if self.node(name) is None:
             return False
+        self._generation += 1
         state = self._state(name)
         state.last_identification = replay.identification
         state.ha_nonce = replay.ha_nonce
@@ -1747,6 +1780,7 @@ class HomeAgent:
 
     def reset_replay(self) -> None:
         """Forget every node's replay state (before installing the group's: a standby's own is stale)."""
+        self._generation += 1
         for state in self._nodes.values():
             state.last_identification = state.ha_nonce = state.offered_nonce = None
 
@@ -1763,6 +1797,7 @@ class HomeAgent:
         """
         self._now = now
         self._wall_offset = wallclock - now
+        self._generation += 1
         aaa = getattr(record, "aaa", None)
         if (
             aaa is not None
@@ -1979,6 +2014,7 @@ class HomeAgent:
         care_of_address: IPv4Address | None = None,
     ) -> int:
         """The ``clear-bindings`` RPC: remove matching bindings (all when no filter); returns the count."""
+        self._generation += 1
         if nai is not None:
             node = self._by_nai.get(nai)
             if node is None and nai in self._subscribers_by_nai:
@@ -2023,6 +2059,7 @@ class HomeAgent:
     def set_capabilities(self, capabilities: Capabilities) -> None:
         """Decide from now on within what this data plane can do (the daemon calls it with its backend's)."""
         self._capabilities = capabilities
+        self._generation += 1
         if self._configured_policy is not None:
             self._policy = self._capable(self._configured_policy)
         self._peers.clear()
@@ -2074,6 +2111,7 @@ class HomeAgent:
         until it expires, so the home agent drops it and says so (``binding-removed`` notification);
         the node re-registers and gets a fresh answer.
         """
+        self._generation += 1
         homes = {
             int(intent.home_address)
             for intent in intents
@@ -2103,6 +2141,7 @@ class HomeAgent:
         """
         if txn.aborted:
             raise ValueError("this transaction was aborted")
+        self._generation += 1
         for name in txn.drop_nodes:
             self._drop_node_bindings(name)
         for name in txn.forget_nodes:

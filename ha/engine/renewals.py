@@ -6,11 +6,18 @@ agent accepted last time, byte for byte, except for the Identification and the a
 peer and the clocks; for such a repeat only the authenticator (it covers the new Identification)
 and the Identification's freshness can come out differently, and the binding rules of RFC 5944
 §3.8.2.2 renew the same binding in place again.  So once the full path (``decide``, then the
-engine's binding rules) has renewed a binding in place, :class:`Renewal` remembers what it read
-and did; the next repeat is answered from it after checking the authenticator and the timestamp
-exactly as ``mobile_node_authentic`` and ``identification_fresh`` do, and only while nothing else
-the decision read has changed (:meth:`ha.engine.home_agent.HomeAgent._renew_cached` checks each
-by identity, the node too: the one the request's NAI, or else its home address, names now).
+engine's binding rules) has added a binding or renewed one in place, :class:`Renewal` remembers what
+it read and did (a repeat of a first registration is a renewal in place of the binding it made, with
+the same verdict: ``decide`` reads nothing the registration changed but the node's own care-of
+addresses, which then include this one, and renewals pass the binding limits); the next repeat is
+answered from it after checking the authenticator and the timestamp exactly as
+``mobile_node_authentic`` and ``identification_fresh`` do, and only while nothing else the decision
+read has changed (:meth:`ha.engine.home_agent.HomeAgent._renew_cached` checks each by identity, the
+node too: the one the request's NAI, or else its home address, names now).  Those checks of engine
+state run again only when something other than a renewal from the cache ran since the entry last
+held: the engine's generation (``HomeAgent._generation``) counts every other call into it, and an
+entry keeps the generation it last held at; the node's Identification, which a renewal from another
+entry of the same node changes, is checked every time.
 Anything else — a failed check, another layout, nonces, MN-AAA, a foreign agent, revocation —
 takes the full path, which decides, and answers denials, as always.
 
@@ -82,6 +89,7 @@ class Renewal:
         "code",
         "extension",
         "fast",
+        "generation",
         "home",
         "identification",
         "lifetime",
@@ -130,6 +138,8 @@ class Renewal:
         self.reply_extension = reply[20:-16]
         #: the C path's copy (ha.fastpath.entry), None when it does not serve this one
         self.fast: Any = None
+        #: the engine's generation when the entry last held (HomeAgent._renewal_holds)
+        self.generation = -1
 
 
 def _kinds(data: bytes, start: int) -> tuple[int, ...] | None:

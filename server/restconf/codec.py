@@ -8,6 +8,7 @@ path; a reply is the NETCONF layer's XML, parsed by libyang and printed as JSON.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import weakref
 from collections.abc import Iterable
@@ -129,12 +130,35 @@ def json_to_xml(ctx: libyang.Context, parent: Target, members: dict[str, Any]) -
         tree.free()
     printed = b"<x>" + _utf8(xml) + b"</x>"
     holder = parse_printed(printed) if _names_from_schema(parent) else parse_xml(printed)
+    _own_namespace_values(holder)
     node: etree._Element | None = holder
     for step in parent.steps:
         node = node.find(f"{{{step.sn.ns}}}{step.sn.name}") if node is not None else None
     if node is None:
         return []
     return [c for c in node if isinstance(c.tag, str) and not _is_key_of(c, parent)]
+
+
+_QNAME = re.compile(r"([A-Za-z_][\w.-]*):[A-Za-z_][\w.-]*")
+
+
+def _own_namespace_values(holder: etree._Element) -> None:
+    """An identityref value of the element's own namespace loses its prefix (`sn:encode-json` in an
+    ietf-subscribed-notifications leaf → `encode-json`, the same QName, resolved against the default
+    namespace): libyang declares that prefix on the leaf, and lxml drops such a declaration as
+    redundant when the node moves under the edit's <config>, which would leave the value unbound."""
+    for el in holder.iter():
+        text = el.text
+        if len(el) or not text or ":" not in text:
+            continue
+        m = _QNAME.fullmatch(text)
+        if m is None:
+            continue
+        ns = el.nsmap.get(m.group(1))
+        parent = el.getparent()
+        own = parent is None or parent.nsmap.get(m.group(1)) != ns  # declared on the leaf itself
+        if ns is not None and own and ns == el.nsmap.get(None):
+            el.text = text[len(m.group(1)) + 1 :]
 
 
 _LOCAL = threading.local()

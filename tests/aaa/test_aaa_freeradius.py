@@ -9,7 +9,6 @@ FreeRADIUS's detail file, a Disconnect-Request from radclient, restart with AAA 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from ha.aaa import radius
 from ha.mn.session import UNSPECIFIED, MobileNodeSession
 from ha.protocol import SecurityAssociation, pull_registration_reply
 from ha.transport import open_udp_socket
+from mipha.journal import records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -315,9 +315,9 @@ def test_restart_restores_aaa_bindings_without_asking_radius(lab) -> None:
     session = mns.session("erx@example.net", SecurityAssociation(300, ERX_KEY))
     outcome, _ = mns.register(session)
     assert outcome.code == 0
-    renewed, _ = mns.register(session)  # a short renew line: an add line before it keeps the key
+    renewed, _ = mns.register(session)  # a short renew record: an add line before it keeps the key
     assert renewed.code == 0
-    lines = map(json.loads, (daemon.tmp / "state" / "bindings.journal").read_text().splitlines())
+    lines = records(daemon.tmp / "state" / "bindings.journal")
     ops = [line["op"] for line in lines if line.get("home_address") == str(outcome.home_address)]
     assert ops[-1] == "renew" and "add" in ops
     daemon.stop()

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
-from mipha.journal import BindingJournal, BindingRecord
+from mipha.journal import BindingJournal, BindingRecord, Renewals, pack_renewal, records
 
 
 def rec(
@@ -35,6 +36,18 @@ def rec(
     )
 
 
+def renewals(*rows: tuple) -> Renewals:
+    """A ``renewals`` record of virtual router "home": rows of (home, care-of, source, port, lifetime,
+    registered_at, identification, flags, ha_nonce), addresses dotted."""
+    return Renewals(
+        "home",
+        b"".join(
+            pack_renewal(*(int(IPv4Address(a)) for a in row[:3]), *row[3:])  # type: ignore[misc]
+            for row in rows
+        ),
+    )
+
+
 def test_replay_adds_and_deletes(tmp_path: Path) -> None:
     j = BindingJournal(tmp_path / "bindings.journal")
     assert j.load() == {}
@@ -48,28 +61,37 @@ def test_replay_adds_and_deletes(tmp_path: Path) -> None:
 
 
 def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
-    """A ``renew`` line sets the fields a renewal in place changes (the nonce its reply sent too) and keeps
-    the others; one for a key
-    that is not live (removed since, or never added) replays to nothing; compaction writes whole
-    records with the renewed values."""
+    """A ``renewals`` line sets the fields a renewal in place changes (the nonce its reply sent too) of
+    each binding it names and keeps the others; one for a key that is not live (removed since, or never
+    added) replays to nothing; compaction writes whole records with the renewed values."""
     path = tmp_path / "bindings.journal"
     j = BindingJournal(path)
     j.load()
     j.open()
     j.record(added=[rec("192.0.2.10"), rec("192.0.2.11")])
-    renewal = ("home", "192.0.2.10", "198.51.100.7", "203.0.113.1", 4500, 900, 2000.5, 77, 0x12, 0xABCD)
-    gone = ("home", "192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 78, 0, None)
-    never = ("home", "192.0.2.99", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 79, 0, None)
-    j.record(renewed=[renewal])
-    j.record(removed=[("home", "192.0.2.11", "198.51.100.7")], renewed=[never])
-    j.record(renewed=[gone])
+    renewal = ("192.0.2.10", "198.51.100.7", "203.0.113.1", 4500, 900, 2000.5, 77, 0x12, 0xABCD)
+    gone = ("192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 78, 0, None)
+    never = ("192.0.2.99", "198.51.100.7", "198.51.100.7", 434, 900, 2000.5, 79, 0, None)
+    j.record(renewed=[renewals(renewal)])
+    j.record(removed=[("home", "192.0.2.11", "198.51.100.7")], renewed=[renewals(never)])
+    j.record(renewed=[renewals(gone, never)])
     j.close()
-    assert [json.loads(line)["op"] for line in path.read_bytes().splitlines()] == [
-        *["add"] * 2,
-        "renew",
-        "del",
-        *["renew"] * 2,
-    ]
+    lines = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [line["op"] for line in lines] == ["add", "add", "renewals", "del", "renewals", "renewals"]
+    assert [r["op"] for r in records(path)] == ["add", "add", "renew", "del", "renew", "renew", "renew"]
+    assert records(path)[2] == {
+        "op": "renew",
+        "vr": "home",
+        "home_address": "192.0.2.10",
+        "care_of_address": "198.51.100.7",
+        "source_address": "203.0.113.1",
+        "source_port": 4500,
+        "lifetime": 900,
+        "registered_at": 2000.5,
+        "identification": 77,
+        "flags": 0x12,
+        "ha_nonce": 0xABCD,
+    }
     expected = BindingRecord(
         "home",
         "192.0.2.10",
@@ -90,6 +112,37 @@ def test_renewals_replay_onto_their_binding(tmp_path: Path) -> None:
     again.close()
     assert [json.loads(line)["op"] for line in path.read_bytes().splitlines()] == ["add"]
     assert BindingJournal(path).load() == {expected.key: expected}
+
+
+def test_a_journal_of_renew_lines_still_replays_and_unknown_lines_are_skipped(tmp_path: Path, caplog) -> None:
+    """A journal written before ``renewals`` lines (one ``renew`` JSON line per renewal) replays as
+    before; a line of an op or a records layout this mipha does not know (a newer mipha's) is skipped
+    with a warning, and the rest is kept."""
+    path = tmp_path / "bindings.journal"
+    old = {
+        "op": "renew", "vr": "home", "home_address": "192.0.2.10", "care_of_address": "198.51.100.7",
+        "source_address": "203.0.113.1", "source_port": 4500, "lifetime": 900, "registered_at": 2000.5,
+        "identification": 77, "flags": 0x12, "ha_nonce": 0xABCD,
+    }  # fmt: skip
+    newer = renewals(("192.0.2.11", "198.51.100.7", "198.51.100.7", 434, 900, 3000.0, 78, 0, None))
+    lines = [
+        rec("192.0.2.10").to_json(),
+        rec("192.0.2.11").to_json(),
+        json.dumps(old),
+        newer.to_json().replace('"layout":1', '"layout":2'),
+        json.dumps({"op": "renew-v9", "vr": "home"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    live = BindingJournal(path).load()
+    renewed = live[("home", "192.0.2.10", "198.51.100.7")]
+    assert (renewed.source_address, renewed.lifetime, renewed.identification, renewed.ha_nonce) == (
+        "203.0.113.1",
+        900,
+        77,
+        0xABCD,
+    )
+    assert live[("home", "192.0.2.11", "198.51.100.7")] == rec("192.0.2.11")  # the layout-2 line: skipped
+    assert "line 4 unreadable" in caplog.text and "op 'renew-v9' unknown" in caplog.text
 
 
 def test_any_name_and_value_round_trips_one_line_per_record(tmp_path: Path) -> None:

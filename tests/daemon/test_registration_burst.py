@@ -22,7 +22,7 @@ from ha.protocol import (
     pull_registration_reply,
     push_registration_request,
 )
-from mipha.journal import BindingJournal
+from mipha.journal import BindingJournal, records
 from mipha.runtime import VirtualRouter
 
 SA = SecurityAssociation(256, bytes(range(16)))
@@ -125,10 +125,14 @@ def test_a_burst_is_journaled_once_before_its_replies_and_renewals_replay(tmp_pa
         mine = [r.identification & 0xFFFFFFFF for r in replies if r.home_address == HOME + 1 + i]
         assert mine == [2 * i, 2 * i + 1]
     assert {pull_registration_reply(d).code for d in second} == {0}
-    # One journal write per burst, each before the burst's replies leave.
-    assert order == [("journal", NODES), ("send", 2 * NODES), ("journal", NODES), ("send", NODES)]
+    # One journal write per burst, each before the burst's replies leave (the first: an "add" line per
+    # binding; the second: the renewals in place, one "renewals" line).
+    assert order == [("journal", NODES), ("send", 2 * NODES), ("journal", 1), ("send", NODES)]
     lines = [json.loads(line) for line in path.read_bytes().splitlines()]
-    # Registered and renewed in one burst: one "add" with the renewal's values; then "renew" lines.
+    # Registered and renewed in one burst: one "add" with the renewal's values; then the second
+    # burst's renewals in place, one "renewals" line (one record per binding).
+    assert [line["op"] for line in lines] == ["add"] * NODES + ["renewals"]
+    lines = records(path)
     assert [line["op"] for line in lines] == ["add"] * NODES + ["renew"] * NODES
     assert {line["lifetime"] for line in lines[:NODES]} == {600}
     assert set(lines[NODES]) == {
@@ -142,7 +146,9 @@ def test_a_burst_is_journaled_once_before_its_replies_and_renewals_replay(tmp_pa
         "registered_at",
         "identification",
         "flags",
+        "ha_nonce",  # (None: timestamps)
     }
+    assert lines[NODES]["ha_nonce"] is None
     # A restart rebuilds every binding as renewed last.
     again = BindingJournal(path).load()
     assert len(again) == NODES

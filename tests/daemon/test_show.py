@@ -120,6 +120,12 @@ def test_show_statistics_violations_tunnels_pools_mobile_node(setup):
     row = dict(zip(["vr", "requests", "deregs", "accepted", "denied"], stats[1].split(), strict=False))
     assert int(row["accepted"]) >= NODES + 1 and int(row["denied"]) >= 1
     assert any("131" in line for line in stats[2:])  # denied-by-code table
+    # which code answers: the C path (the suite builds it), and the load's renewals were answered in C
+    head = stats.index(next(line for line in stats if line.startswith("VR") and "RECEIVE PATH" in line))
+    assert stats[head + 1].split()[:2] == [vr, "c"] and "C path" in stats[head + 1]
+    path = json.loads(show(client, "statistics", "--vr", vr, "--json"))[0]["receive-path"]
+    assert path["path"] == "c" and path["reason"].startswith("C path")
+    assert int(path["renewals-answered-in-c"]) > 0
     viol = json.loads(show(client, "violations", "--json"))
     assert viol and viol[0]["home-address"] == "192.0.2.10" and viol[0]["spi"] == "256"
     tunnels = json.loads(show(client, "tunnels", "--json"))

@@ -339,3 +339,49 @@ def test_a_streamed_walk_survives_changes_between_pages() -> None:
     homes = [IPv4Address(b.findtext(f"{{{NS}}}home-address")) for b in written]
     assert homes == sorted(set(homes)) and len(homes) == N - len(gone)
     assert not set(gone) & set(homes) and IPv4Address(BASE + 1) in homes
+
+
+@dataclass
+class RouterWithTransport(FakeRouter):
+    transport: object = None
+
+
+def _receive_path(monkeypatch, fastpath_env: str, trace: bool = False) -> dict[str, str]:
+    """``home-agent/receive-path`` of a router whose transport reads real loopback sockets, as the
+    state provider writes it (checked against the YANG by libyang)."""
+    from ha.transport import HomeAgentTransport, open_udp_socket
+
+    monkeypatch.setenv("MIPHA_FASTPATH", fastpath_env)
+    config = VirtualRouterConfig("vr1", home_agent=HomeAgentConfig(IPv4Address("127.0.0.1"), udp_port=0))
+    engine = HomeAgent(config)
+    sock = open_udp_socket("0.0.0.0", 0)
+    unicast = open_udp_socket("127.0.0.1", sock.getsockname()[1], pktinfo=False)
+    transport = HomeAgentTransport(engine, sock, unicast=unicast)
+    if trace:
+        transport.trace = lambda *_: None
+    try:
+        provider = HomeAgentStateProvider(lambda: [RouterWithTransport("vr1", engine, transport)])
+        (top,) = provider.get_state(
+            subtree(
+                f'<virtual-routers xmlns="{NS}"><virtual-router><home-agent><receive-path/></home-agent>'
+                "</virtual-router></virtual-routers>"
+            )
+        )
+    finally:
+        transport.close()
+    xml = etree.tostring(top).decode()
+    assert Validator().ctx.parse_data_mem(xml, "xml", parse_only=True, strict=True) is not None
+    path = top.find(f".//{{{NS}}}home-agent/{{{NS}}}receive-path")
+    assert path is not None and top.find(f".//{{{NS}}}statistics") is None  # only what was asked
+    return {etree.QName(leaf).localname: leaf.text for leaf in path}
+
+
+def test_receive_path_says_which_path_runs_and_why(monkeypatch) -> None:
+    """The operator sees in the state (and ``mipha show statistics``) whether C answers renewals, and
+    why not: MIPHA_FASTPATH=0, a per-node trace (which needs every datagram on the Python path)."""
+    c = _receive_path(monkeypatch, "1")
+    assert c["path"] == "c" and c["reason"].startswith("C path") and c["renewals-answered-in-c"] == "0"
+    python = _receive_path(monkeypatch, "0")
+    assert python["path"] == "python" and python["reason"] == "Python path: MIPHA_FASTPATH=0"
+    traced = _receive_path(monkeypatch, "1", trace=True)
+    assert traced["path"] == "python" and "trace" in traced["reason"]

@@ -138,29 +138,54 @@ def test_repeats_are_answered_in_c_and_changes_take_the_python_path() -> None:
     good = ("request", 0, 0, 600, 0, "fresh", "good", 0, False)
     for _ in range(4):
         triple.apply(good)
-    assert triple.hits == 2  # the first creates the binding, the second renews it in place
+    assert triple.hits == 3  # the first creates the binding (remembered: its repeats renew it in place)
     triple.apply(("burst", [("again", 0, "fresh"), ("again", 0, "fresh"), ("again", 0, "repeat")]))
-    assert triple.hits == 4  # the third repeats the second's Identification: 133 from Python
+    assert triple.hits == 5  # the third repeats the second's Identification: 133 from Python
     assert triple.engines[0].statistics.denied_by_code.get(133) == 1
     triple.apply(("configure", {"max_lifetime": 300}))
     triple.apply(good)
-    assert triple.hits == 4
-    triple.apply(good)
     assert triple.hits == 5
+    triple.apply(good)
+    assert triple.hits == 6
     triple.apply(("request", 0, 0, 600, 0, "fresh", "corrupt", 0, False))
     triple.apply(("rekey", OTHER_KEY))
     triple.apply(good)  # 131: signed with the old key
-    assert triple.hits == 5
+    assert triple.hits == 6
     triple.apply(("rekey", KEY))  # (without its NAI: the requests below name none)
     triple.apply(("request", 0, 0, 600, 0, "fresh", "good", 3, False, 1, False))  # RFC 3519, from a NAT
     for _ in range(3):
         triple.apply(("again", 0))
-    assert triple.hits == 7
+    assert triple.hits == 9  # the tunnelled binding replaced the plain one: remembered, then repeated
     assert triple.engines[0].statistics.udp_tunnel_accepted == 4
     aaa = ("request", 5, 0, 600, 0, "fresh", "good", 0, False, 0, True, False, "pool")  # a subscriber
     for _ in range(4):
         triple.apply(aaa)
-    assert triple.hits == 9, triple.engines[0].aaa_counters.accepted
+    assert triple.hits == 12, triple.engines[0].aaa_counters.accepted
+
+
+def test_a_change_of_the_data_plane_or_a_withdrawn_binding_ends_the_entries_answered_in_c() -> None:
+    """Entries answered in C are trusted without their checks of Python state only while nothing but
+    renewals ran since they last held (HomeAgent._generation): a data plane that can no longer reverse
+    tunnel (T is then refused, 137), or that refused a binding's tunnel (withdrawn), sends the repeats
+    to the Python path, which answers as the engine without a cache does."""
+    from ha.dataplane.base import Capabilities
+
+    triple = Triple()
+    reverse = ("request", 0, 0, 600, 0x02, "fresh", "good", 0, False)  # T: reverse tunnelling
+    for _ in range(3):
+        triple.apply(reverse)
+    triple.apply(("burst", [("again", 0, "fresh")] * 2))
+    assert triple.hits == 4
+    triple.apply(("capabilities", Capabilities(reverse_tunnel=False)))
+    triple.apply(("burst", [("again", 0, "fresh")] * 2))
+    assert triple.hits == 4 and triple.engines[0].statistics.denied_by_code.get(137) == 2
+    triple.apply(("capabilities", Capabilities()))
+    for _ in range(3):
+        triple.apply(reverse)
+    assert triple.hits == 6
+    triple.apply(("plane-fails", 0))
+    triple.apply(("burst", [("again", 0, "fresh")] * 2))  # a new binding, then a repeat of it in C
+    assert triple.hits == 7 and triple.engines[0].binding_count == 1
 
 
 def keyed_config():
@@ -190,7 +215,7 @@ def test_keyed_md5_and_long_hmac_keys_are_answered_in_c_as_in_python(who) -> Non
         )
         triple.burst([(data, 0, False, "static")])
         triple.compare()
-    assert triple.hits == 3
+    assert triple.hits == 4  # every repeat of the first registration
     assert triple.engines[0].statistics.accepted == 5
 
 

@@ -75,7 +75,7 @@ class FastpathTarget:
         ]
 
     def _engines(self, clock: Clock) -> list[HomeAgent]:
-        setup = []  # each node: a registration, then a renewal in place (remembered)
+        setup = []  # each node: a registration (remembered), then a renewal in place from the cache
         for who in (0, 0, 1, 1):
             clock.advance(0.01)
             setup.append((self._request(who, clock.timestamp()), SOURCES[who], clock.now, clock.wall))

@@ -163,16 +163,18 @@ def test_netconf_configured_subscription_over_https_survives_the_receiver_going_
         assert receiver_state(m, 100) == {}
 
 
-def test_restconf_configured_stream_subscription_in_json(rc, pki):
-    """No encoding configured: the receiver's capabilities choose (this one takes JSON only)."""
-    receiver = Receiver(pki, encodings=("json",))
+@pytest.mark.parametrize("configured", [False, True], ids=["capabilities-choose", "encode-json"])
+def test_restconf_configured_stream_subscription_in_json(rc, pki, configured):
+    """Without an encoding the receiver's capabilities choose (this one takes JSON only); a configured
+    encode-json wins over the XML a receiver offers first."""
+    receiver = Receiver(pki, encodings=("xml", "json") if configured else ("json",))
     try:
-        _restconf_json(rc, pki, receiver)
+        _restconf_json(rc, pki, receiver, configured)
     finally:
         receiver.close()
 
 
-def _restconf_json(rc, pki, receiver):
+def _restconf_json(rc, pki, receiver, configured: bool):
     body = {
         "ietf-subscribed-notifications:subscriptions": {
             "ietf-subscribed-notif-receivers:receiver-instances": {
@@ -206,6 +208,8 @@ def _restconf_json(rc, pki, receiver):
             ],
         }
     }
+    if configured:  # RFC 7951: an identity of the leaf's own module needs no module name
+        body["ietf-subscribed-notifications:subscriptions"]["subscription"][0]["encoding"] = "encode-json"
     r = curl(rc, "PUT", SUBS, json.dumps(body), ctype=JSON)
     assert r.status in (201, 204), r.body
     (started,) = receiver.wait_kind("subscription-started")
