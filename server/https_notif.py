@@ -136,6 +136,7 @@ class Link:
     _task: asyncio.Task | None = None
     _http: aiohttp.ClientSession | None = None
     _chosen: str = "encode-xml"
+    _flying: bytes | None = None  # the notification being POSTed: its answer decides sent or dropped
 
     # -- what the subscription machinery sees of a session --------------------------------------------
     @property
@@ -195,7 +196,8 @@ class Link:
         if self.state != "active":
             return
         self.state = "suspended"
-        self.dropped += sum(1 for _, event in self.queue if event)
+        flying = self._flying
+        self.dropped += sum(1 for payload, event in self.queue if event and payload is not flying)
         self.queue.clear()
         reason = f'<reason xmlns:sn="{SN_NS}">sn:unsupportable-volume</reason>'
         note = _note(
@@ -281,11 +283,22 @@ class Link:
 
     async def _deliver(self) -> None:
         payload, event = self.queue[0]
-        await self._post(payload)
+        self._flying = payload
+        try:
+            await self._post(payload)
+        except Refused as exc:  # this notification only: the receiver still takes the next ones
+            log.info("https-notif receiver %s refused a notification (%s); dropped", self.name, exc)
+            self.dropped += event
+        except Unreachable:
+            if not (self.queue and self.queue[0][0] is payload):  # a suspension cleared it meanwhile
+                self.dropped += event
+            raise
+        else:
+            self.sent += event
+        finally:
+            self._flying = None
         if self.queue and self.queue[0][0] is payload:
             self.queue.popleft()
-        if event:
-            self.sent += 1
 
     async def _post(self, payload: bytes) -> None:
         import aiohttp

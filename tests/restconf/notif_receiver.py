@@ -92,6 +92,7 @@ class Receiver:
     def __init__(self, pki: dict[str, Path], path: str = "/collector", encodings=("xml", "json")) -> None:
         self.pki, self.path, self.encodings = pki, path.rstrip("/"), encodings
         self.arrived = 0  # POSTs that reached the handler (answered or held)
+        self.refuse = False  # answer notifications 400 (and keep none)
         self.posts: list[Post] = []
         self.capability_reads = 0
         self.lock = threading.Lock()
@@ -166,6 +167,8 @@ class Receiver:
         body = await request.read()
         self.arrived += 1
         await self.gate.wait()
+        if self.refuse:
+            return web.Response(status=400)
         with self.lock:
             self.posts.append(Post(request.headers.get("Content-Type", ""), body, cn))
         return web.Response(status=204)
