@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -191,6 +192,7 @@ class Watch:
 
     def begin(self) -> None:
         self.leader = self.etcd.leader().name
+        self.watched = [m.name for m in self.etcd.members if watchers(m)]  # the standby's watch
         self.before = {name: scrape(url) for name, url in self.urls.items()}
         self.cpu_before, self.started = self._cpu(), time.monotonic()
 
@@ -201,7 +203,10 @@ class Watch:
         cpu = {k: v - self.cpu_before.get(k, 0.0) for k, v in self._cpu().items()}
         after = {name: scrape(url) for name, url in self.urls.items()}
         diff = {name: after[name].minus(self.before[name]) for name in after}
-        out = [f"  where the replicated paced phase's time went (etcd's Raft leader: {self.leader}):"]
+        out = [
+            f"  where the replicated paced phase's time went (etcd's Raft leader: {self.leader};"
+            f" watches served by {', '.join(self.watched) or 'none'}):"
+        ]
         for stage in ("total",) if brief else ("queued", "etcd", "ordered", "total"):
             counts = diff["daemon"].find("mipha_replication_seconds", stage=stage)
             out.append(f"    replication {stage:<8} {summary(counts)}")
@@ -274,13 +279,25 @@ def variant(
 
 def move_leader_off(etcd: EtcdCluster, member: EtcdMember) -> None:
     """Make another member etcd's Raft leader if ``member`` is (``etcdctl move-leader``)."""
+    if etcd.leader() is member:
+        move_leader_to(etcd, next(m for m in etcd.members if m is not member))
+
+
+def move_leader_to(etcd: EtcdCluster, target: EtcdMember) -> None:
+    """Make ``target`` etcd's Raft leader (``etcdctl move-leader``), if it is not."""
     leader = etcd.leader()
-    if leader is not member:
+    if leader is target:
         return
     status = json.loads(etcd.ctl("endpoint", "status", "-w", "json"))
     ids = {int(e["Endpoint"].rsplit(":", 1)[1]): e["Status"]["header"]["member_id"] for e in status}
-    target = next(m for m in etcd.members if m is not member)
     etcd.ctl("move-leader", format(ids[target.client_port], "x"), endpoints=[leader.endpoint])
+
+
+def watchers(m: EtcdMember) -> int:
+    """Watches the member serves (etcd's own gauge)."""
+    text = urllib.request.urlopen(f"{m.endpoint}/metrics", timeout=5).read().decode()
+    found = re.search(r"^etcd_debugging_mvcc_watcher_total (\S+)$", text, re.M)
+    return int(float(found.group(1))) if found else 0
 
 
 def etcd_leader_loss(etcd: EtcdCluster, topo: Topology, a: PairDaemon, nodes: int, rounds: int) -> None:
@@ -319,6 +336,7 @@ def run(
     rounds: int,
     flags: list[str],
     compare: list[str],
+    leader_first: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="mipha-failover-") as tmp:
         base = Path(tmp)
@@ -340,6 +358,8 @@ def run(
             daemons.remove(single)
             subprocess.run(["ip", "-n", topo.a, "addr", "del", f"{HA}/16", "dev", "home0"], check=True)
             variants = {}
+            if leader_first:  # where the standby's watch went before it looked for a follower
+                move_leader_to(etcd, etcd.members[0])
             if "any-member" in compare:
                 # the channel's member (the first endpoint) a follower, as for 2 of 3 leaders
                 move_leader_off(etcd, etcd.members[0])
@@ -426,10 +446,17 @@ def main() -> None:
         "--compare", action="append", default=[], choices=["any-member", "tmpfs"],
         help="one more replicated paced phase: leader-route = false, or etcd's data on tmpfs (lab only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--leader-first", action="store_true",
+        help="make the first endpoint's etcd member the Raft leader for the replicated phases",
+    )  # fmt: skip
     args = parser.parse_args()
     timing = (args.etcd_heartbeat_ms, args.etcd_election_ms)
     flags = ["--metrics=extensive", *args.etcd_flag]  # the server-side Txn histogram
-    run(args.nodes, args.duration, args.paced, timing, args.etcd_rounds, flags, args.compare)
+    run(
+        args.nodes, args.duration, args.paced, timing, args.etcd_rounds, flags, args.compare,
+        args.leader_first,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

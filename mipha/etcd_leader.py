@@ -90,6 +90,20 @@ class LeaderRoute:
                 return
         self.leader, self.term, self._stub = None, 0, None
 
+    async def follower(self) -> tuple[tuple[str, int], grpc.aio.Channel] | None:
+        """A member that follows a Raft leader, and its channel (the standby's watch goes there, so
+        that the leader's apply does not also feed it); None: no member says it follows one."""
+        answers = await asyncio.gather(*(self._status(ep) for ep in self.endpoints), return_exceptions=True)
+        for endpoint, status in zip(self.endpoints, answers, strict=True):
+            if isinstance(status, rpc.StatusResponse) and status.leader not in (0, status.header.member_id):
+                return endpoint, self._channel(endpoint)
+        return None
+
+    async def leads(self, endpoint: tuple[str, int]) -> bool:
+        """Whether the member at ``endpoint`` is the Raft leader now."""
+        status = await self._status(endpoint)
+        return status.leader == status.header.member_id
+
     async def _status(self, endpoint: tuple[str, int]) -> rpc.StatusResponse:
         stub = rpc.MaintenanceStub(self._channel(endpoint))
         return await stub.Status(rpc.StatusRequest(), timeout=self.timeout)

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 128
 RPC_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
+#: A standby checks this often that the member serving its watch still is no Raft leader.
+WATCH_RECHECK = 1.0
 #: Batches in flight at once (each of up to MAX_TXN_OPS-operation transactions): etcd commits
 #: concurrent transactions together, so a burst does not wait for the previous one's round trip.
 MAX_IN_FLIGHT = 4
@@ -957,15 +959,20 @@ class Mirror:
         while True:
             try:
                 await self.load()
-                await self._watch()
+                while await self._watch():  # the member it watched leads now: watch another
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a member went away, the watch broke: reload and watch again
                 log.debug("redundancy: mirror watch ended (%r); reloading", exc)
                 await asyncio.sleep(POLL_INTERVAL)
 
-    async def _watch(self) -> None:
-        """Follow the group's prefix from the next revision on one watch stream of the client's channel.
+    async def _watch(self) -> bool:
+        """Follow the group's prefix from the next revision on one watch stream, served by a member
+        that follows etcd's Raft leader (with ``leader-route``; else, or when none does, by the
+        client's channel's member).  Every member applies every write and feeds its watchers in that
+        apply; on the leader that apply is on the way of every replication transaction's answer.
+        True: the watched member became the leader (checked every WATCH_RECHECK s), watch another.
 
         Not aetcd's watcher: it wraps every event in objects of its own and hands them over one by
         one through a queue (3 to 4 % of a core more at 5,000 changes/s, performance.md §12), and a
@@ -976,6 +983,8 @@ class Mirror:
         that hears nothing."""
         client = self.member.client
         await client.connect()
+        route = self.member.replicator.route
+        follower = await route.follower() if self.member.config.leader_route else None
         root = self.member.config.root.encode()
         create = rpc.WatchCreateRequest(
             key=root, range_end=prefix_range_end(root), start_revision=self.revision + 1
@@ -985,17 +994,45 @@ class Mirror:
             yield rpc.WatchRequest(create_request=create)
             await asyncio.get_running_loop().create_future()  # the request side stays open
 
-        call = rpc.WatchStub(client.channel).Watch(
-            requests(), metadata=REQUIRE_LEADER + tuple(client.metadata or ())
-        )
+        channel = client.channel if follower is None else follower[1]
+        metadata = REQUIRE_LEADER + tuple(client.metadata or ())
+        call = rpc.WatchStub(channel).Watch(requests(), metadata=metadata)
+        loop = asyncio.get_running_loop()
+        stream = loop.create_task(self._stream(call))
+        tasks = {stream}
+        if follower is not None:
+            tasks.add(loop.create_task(self._until_leads(follower[0])))
         try:
-            async for response in call:
-                if response.compact_revision or response.canceled:
-                    raise RuntimeError(f"watch ended by etcd: {response.cancel_reason or 'compacted'}")
-                for event in response.events:
-                    self._apply(event.type == rpc.Event.DELETE, event.kv)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stream in done:
+                stream.result()
+                raise RuntimeError("watch ended")
+            return True
         finally:
             call.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _stream(self, call) -> None:
+        async for response in call:
+            if response.compact_revision or response.canceled:
+                raise RuntimeError(f"watch ended by etcd: {response.cancel_reason or 'compacted'}")
+            for event in response.events:
+                self._apply(event.type == rpc.Event.DELETE, event.kv)
+
+    async def _until_leads(self, endpoint: tuple[str, int]) -> None:
+        """Return once the watched member is etcd's Raft leader (or does not answer)."""
+        route = self.member.replicator.route
+        while True:
+            await asyncio.sleep(WATCH_RECHECK)
+            try:
+                if await route.leads(endpoint):
+                    return
+            except (rpc.AioRpcError, *_TRANSIENT):
+                return
 
     def _apply(self, deleted: bool, kv) -> None:
         self.head = max(self.head, kv.mod_revision)

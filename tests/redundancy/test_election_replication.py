@@ -253,6 +253,68 @@ def test_a_stopped_mirror_leaves_no_watch_behind(etcd: EtcdCluster) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def watched_by(etcd: EtcdCluster) -> dict[str, int]:
+    """Watchers each member serves (etcd's own gauge), by member name."""
+    found = {}
+    for m in etcd.members:
+        text = urllib.request.urlopen(f"{m.endpoint}/metrics", timeout=5).read().decode()
+        gauge = re.search(r"^etcd_debugging_mvcc_watcher_total (\S+)$", text, re.M)
+        assert gauge, "etcd exports no watcher gauge"
+        found[m.name] = int(float(gauge.group(1)))
+    return found
+
+
+def test_the_standbys_watch_is_served_by_a_follower(etcd: EtcdCluster) -> None:
+    """Every member feeds its watchers as it applies a write; on etcd's Raft leader that apply is on
+    the way of every replication transaction's answer.  So the standby watches through a follower,
+    and through another one once the one it watched became the leader (``etcdctl move-leader``)."""
+    from test_replication_order import move_leader
+
+    eps = tuple(("127.0.0.1", m.client_port) for m in etcd.members)
+
+    async def nothing(_: object) -> None:
+        return None
+
+    async def watch_on_a_follower(other_than: str = "") -> str:
+        deadline = time.monotonic() + 15
+        while True:
+            leader = (await asyncio.to_thread(etcd.leader)).name
+            found = await asyncio.to_thread(watched_by, etcd)
+            serving = [name for name, n in found.items() if n]
+            if len(serving) == 1 and found[serving[0]] == 1 and serving[0] not in (leader, other_than):
+                return serving[0]
+            assert time.monotonic() < deadline, f"watchers {found}, etcd's leader {leader}"
+            await asyncio.sleep(0.1)
+
+    async def mirrored(member: Member, mirror: Mirror, home: str) -> None:
+        key = f"/mipha/test/bindings/vr/{home}/192.0.2.1".encode()
+        record = BindingRecord("vr", home, "192.0.2.1", "mn", "192.0.2.1", 434, 60, time.time(), 1, 0, "ipip")
+        await member.client.put(key, record.to_json().encode())
+        deadline = time.monotonic() + 10
+        while key not in mirror.records:
+            assert time.monotonic() < deadline, f"the mirror did not see {home}"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        member = Member(RedundancyConfig(eps, "test", "b", TTL), on_active=nothing, on_standby=nothing)
+        await member.client.connect()
+        mirror = Mirror(member)
+        mirror.start()
+        first = await watch_on_a_follower()
+        await mirrored(member, mirror, "10.1.0.1")
+        target = next(m for m in etcd.members if m.name == first)
+        await asyncio.to_thread(move_leader, etcd, target)
+        assert (await asyncio.to_thread(etcd.leader)).name == first
+        second = await watch_on_a_follower(other_than=first)
+        await mirrored(member, mirror, "10.1.0.2")
+        print(f"watched by {first}, then by {second} once {first} led")
+        await mirror.stop()
+        await member.replicator.route.close()
+        await member.client.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
 def test_redundancy_section_is_checked() -> None:
     good = config_from({"etcd": ["http://127.0.0.1:2379"], "group": "g", "node": "n"}, "[redundancy]")
     assert good.etcd == (("127.0.0.1", 2379),) and good.lease_ttl == 2 and good.root == "/mipha/g/"
