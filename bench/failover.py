@@ -4,6 +4,7 @@ loss, and kill -9 failover.
     .venv/bin/python bench/failover.py                 # 2,000 nodes (about 2-3 minutes, root)
     .venv/bin/python bench/failover.py --nodes 500     # smaller
     .venv/bin/python bench/failover.py --etcd-rounds 0 --compare any-member --compare tmpfs
+    .venv/bin/python bench/failover.py --etcd-rounds 0 --leader-first   # the first endpoint's member leads
 
 Topology: ``tests/redundancy/pair.py`` (two home-agent namespaces on one home link behind a router,
 mobile nodes on the transit side), a 3-member etcd cluster on loopback (``etcd_cluster.py``, the lab's
@@ -17,7 +18,8 @@ started here and stopped by PID.
    latency a registration sees at that load, replicated or not.  For the replicated phase, where the
    time went, read from /metrics before and after it: the active daemon's replication stages
    (``mipha_replication_seconds``), each etcd member's WAL fdatasync, backend commit and server-side
-   Txn time (the members run with ``--metrics=extensive``), and the CPU of every process.
+   Txn time (the members run with ``--metrics=extensive``), the CPU of every process and per
+   replicated change, and which members serve watches (the standby's).
    ``--compare any-member``: the same phase once more with ``leader-route = false`` (the first
    endpoint's member a follower); ``--compare tmpfs``: with a second etcd cluster whose data is on
    /dev/shm — a lab figure showing what the disk costs, never a configuration to run (a member on

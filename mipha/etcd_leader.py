@@ -13,6 +13,10 @@ id it reports), on each configured endpoint; it is asked again when a transactio
 another Raft term than the last look (every election raises the term) or a transaction sent to the
 leader failed.  Meanwhile, and whenever no member says it leads, transactions take the client's
 ordinary channel (any member).
+
+The same channels serve a standby's watch the other way round: through a member that *follows* a
+leader (:meth:`LeaderRoute.follower`), since every member feeds its watchers in its apply, and the
+leader's apply is on the way of every transaction's answer.
 """
 
 from __future__ import annotations
