@@ -336,7 +336,7 @@ def _capability_list(body: bytes, ctype: str) -> list[str]:
             doc = json.loads(body)
         except ValueError:
             raise Refused("capabilities: not JSON") from None
-        caps = (
+        caps: object = (
             next((v for k, v in doc.items() if k.endswith("receiver-capabilities")), {})
             if isinstance(doc, dict)
             else {}

@@ -181,7 +181,7 @@ def parse(data: bytes) -> Packet:
     if length < HEADER.size or length > MAX_PACKET or length > len(data):
         raise RadiusError(f"bad Length {length} for a {len(data)}-byte datagram")
     data = bytes(data[:length])
-    attributes = []
+    attributes: list[tuple[int, bytes]] = []
     append = attributes.append
     ma = -1
     i = HEADER.size

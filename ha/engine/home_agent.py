@@ -756,7 +756,7 @@ class HomeAgent:
         applied = 0
         for _index, renewal, identification, last in hits:
             peer = renewal.peer
-            state: _NodeState = renewal.state  # type: ignore[assignment]
+            state: _NodeState = renewal.state
             if (
                 renewal.identification != last
                 or state.last_identification != last
@@ -767,10 +767,10 @@ class HomeAgent:
                 break
             # the rest of _renewal_holds when something else ran since the entry last held; the peer
             # as handle_datagram finds it (the peers change only with the generation)
-            if renewal.generation != generation and (
-                peers.get(peer.key) is not peer or not self._renewal_holds(renewal, peer)
-            ):
-                break
+            if renewal.generation != generation:
+                current = peers.get(peer.key)
+                if current is not peer or current is None or not self._renewal_holds(renewal, current):
+                    break
             stats.requests_received += 1
             self._renew_apply(renewal, identification, now, wallclock)
             applied += 1
@@ -2054,7 +2054,8 @@ class HomeAgent:
         self._generation += 1
         page = self._table.after(after, limit)
         coa = int(care_of_address) if care_of_address is not None else None
-        count, home, group = 0, -1, []
+        count, home = 0, -1
+        group: list[int] = []
         for b in page:
             if b.registered >= before or (coa is not None and b.care_of_address != coa):
                 continue
