@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from ha.engine.bindings import make_key
 from ha.engine.config import VirtualRouterConfig
 from mipha.model import NAMESPACE as MIPHA_NAMESPACE
 from server.app import ServerHandle, build_core
@@ -105,8 +106,9 @@ class Daemon:
         if self.notifier is not None:
             self.notifier.events(vr, events)
 
-    def _on_changes(self, vr: VirtualRouter, keys: list[int], events: list) -> None:
+    def _on_changes(self, vr: VirtualRouter, changed: list[int], renewed: list, events: list) -> None:
         if self.feed is not None and self.feed.jobs:
+            keys = changed + [make_key(b.home_address, b.care_of_address) for b in renewed]
             try:
                 onchange.bindings_changed(self.feed, vr, keys, events)
             except Exception:

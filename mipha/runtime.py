@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from ha.dataplane.base import DataPlane, DataPlaneError, TunnelCounters, VirtualRouterPlane
 from ha.dataplane.factory import create_backend
-from ha.engine.bindings import UDP_TUNNEL, Binding, make_key
+from ha.engine.bindings import UDP_TUNNEL, Binding
 from ha.engine.config import VirtualRouterConfig
 from ha.engine.errors import ConfigRefused
 from ha.engine.events import Event
@@ -125,7 +125,9 @@ class VirtualRouter:
         self.aaa: AaaClient | None = None
         self._aaa_config: object = None
         #: YANG-Push on-change (mipha.onchange): each burst's changed binding keys and events
-        self.on_changes: Callable[[VirtualRouter, list[int], list[Event]], None] | None = None
+        #: (this router, keys of bindings added/removed/changed, bindings renewed in place, events);
+        #: the renewed ones as bindings, so a hook with nobody listening builds nothing per renewal
+        self.on_changes: Callable[[VirtualRouter, list[int], list[Binding], list[Event]], None] | None = None
 
     # -- the VirtualRouterState protocol used by mipha.state ------------------------------------------
 
@@ -468,8 +470,7 @@ class VirtualRouter:
         if events and self.on_events is not None:
             self.on_events(self.name, events)
         if (changed or renewed or events) and self.on_changes is not None:
-            renewed_keys = [make_key(b.home_address, b.care_of_address) for b in renewed]
-            self.on_changes(self, changed + renewed_keys if renewed_keys else changed, events)
+            self.on_changes(self, changed, renewed, events)
         if aaa is not None:
             lookups = engine.drain_aaa_lookups()
             if lookups:
