@@ -52,7 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "daemon"))
 sys.path.insert(0, str(ROOT / "tests" / "aaa"))
 sys.path.insert(0, str(ROOT))
-from daemon_harness import MIPHA, NS, Daemon, free_port  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from daemon_harness import MIPHA, NS, Daemon  # noqa: E402
+from free_ports import free_port  # noqa: E402
 from freeradius import FreeRadius  # noqa: E402
 
 from ha.aaa import radius  # noqa: E402

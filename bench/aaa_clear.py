@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aaa as bench
-from daemon_harness import NS, Daemon, free_port
+from daemon_harness import NS, Daemon
+from free_ports import free_port
 from freeradius import FreeRadius
 from lxml import etree
 

@@ -53,6 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from free_ports import free_port  # noqa: E402
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 M = "urn:mipha:yang:mipha-home-agent"
@@ -76,12 +79,6 @@ def sh(cmd: list[str]) -> str:
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_child(proc: subprocess.Popen, timeout: float) -> None:

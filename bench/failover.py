@@ -58,6 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "redundancy"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from etcd_cluster import EtcdCluster  # noqa: E402
 from etcd_cluster import Member as EtcdMember  # noqa: E402

@@ -29,8 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "daemon"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon_harness import MIPHA, NS, SA, Daemon, free_port, mn_command, router_config  # noqa: E402
+from daemon_harness import MIPHA, NS, SA, Daemon, mn_command, router_config  # noqa: E402
+from free_ports import free_port  # noqa: E402
 
 from mipha.show import bindings_filter  # noqa: E402
 

@@ -27,8 +27,9 @@ from ha.protocol import SecurityAssociation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataplane"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_harness import MIPHA, NS, Daemon, free_port
+from daemon_harness import MIPHA, NS, Daemon
 from dataplane_scenario import kernel_objects
+from free_ports import free_port
 from freeradius import FreeRadius
 from test_aaa_freeradius import MobileNodes
 

@@ -30,7 +30,8 @@ from mipha.journal import records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_harness import NS, Daemon, free_port
+from daemon_harness import NS, Daemon
+from free_ports import free_port
 from freeradius import FreeRadius
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")

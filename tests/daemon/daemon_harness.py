@@ -25,12 +25,6 @@ KEY_YANG = ":".join(KEY_HEX[i : i + 2] for i in range(0, 32, 2))
 MIPHA = str(Path(sys.executable).parent / "mipha")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Daemon:
     """`mipha run` as a child process; ends only the process it started, by PID."""
 

@@ -41,8 +41,9 @@ from ncclient.transport import session as nc_session
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 sys.path.insert(0, str(ROOT / "tests" / "daemon"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon_harness import KEY_HEX, MIPHA, NS, config, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, MIPHA, NS, config  # noqa: E402
 from dataplane_scenario import (  # noqa: E402
     CN_ADDR,
     COA1,
@@ -53,6 +54,7 @@ from dataplane_scenario import (  # noqa: E402
     check,
     sh,
 )
+from free_ports import free_port  # noqa: E402
 
 from ha.dataplane.ownership import MIPHA_TABLE, RTPROT_MIPHA, TUN_IFNAME, tunnel_ifname  # noqa: E402
 from server.auth import hash_password  # noqa: E402

@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "restconf"))
 
-from daemon_harness import NS, SA, Daemon, free_port, mn_command, router_config  # noqa: E402
+from daemon_harness import NS, SA, Daemon, mn_command, router_config  # noqa: E402
+from free_ports import free_port  # noqa: E402
 from notif_receiver import Receiver, make_pki  # noqa: E402
 
 SN = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications"

@@ -33,8 +33,9 @@ from ncclient import manager
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon  # noqa: E402
 from dataplane_scenario import sh  # noqa: E402
+from free_ports import free_port  # noqa: E402
 from mip_capture import Capture, statistics  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")

@@ -31,7 +31,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_harness import Daemon, free_port
+from daemon_harness import Daemon
+from free_ports import free_port
 from mip_capture import Capture
 from test_e2e_nat import HA, HOME, NAT_PUBLIC, NatTopology, bindings, endpoint, vr_config
 from test_e2e_nat import topo as topo  # the fixture: one NAT topology per test, always removed

@@ -23,8 +23,9 @@ from ncclient.operations.rpc import RPCError
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
-from daemon_harness import KEY_HEX, MIPHA, NS, Daemon, config, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, MIPHA, NS, Daemon, config  # noqa: E402
 from dataplane_scenario import COA1, HA_ADDR, HOA, Topology  # noqa: E402
+from free_ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 NC = "{urn:ietf:params:xml:ns:netconf:base:1.0}"

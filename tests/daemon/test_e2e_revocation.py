@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 sys.path.insert(0, str(ROOT / "tests" / "aaa"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, NS, Daemon, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, KEY_YANG, NS, Daemon  # noqa: E402
 from dataplane_scenario import sh  # noqa: E402
+from free_ports import free_port  # noqa: E402
 from freeradius import FreeRadius  # noqa: E402
 from mip_capture import Capture, statistics  # noqa: E402
 from test_e2e_tun import notification  # noqa: E402

@@ -26,7 +26,7 @@ from ha.netns import NetnsThread
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, config, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, config  # noqa: E402
 from dataplane_scenario import (  # noqa: E402
     COA1,
     HA_ADDR,
@@ -35,6 +35,7 @@ from dataplane_scenario import (  # noqa: E402
     Topology,
     kernel_objects,
 )
+from free_ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 

@@ -8,7 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
-from daemon_harness import KEY_HEX, MIPHA, Daemon, free_port
+from daemon_harness import KEY_HEX, MIPHA, Daemon
+from free_ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "ncclient"

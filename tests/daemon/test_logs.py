@@ -13,7 +13,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from daemon_harness import KEY_HEX, MIPHA, NS, POOL, SA, Daemon, free_port, mn_command, router_config
+from daemon_harness import KEY_HEX, MIPHA, NS, POOL, SA, Daemon, mn_command, router_config
+from free_ports import free_port
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 

@@ -9,7 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from daemon_harness import POOL, SA, Daemon, free_port, mn_command, router_config
+from daemon_harness import POOL, SA, Daemon, mn_command, router_config
+from free_ports import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 

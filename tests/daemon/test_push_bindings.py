@@ -24,7 +24,8 @@ from lxml import etree
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
-from daemon_harness import NS, SA, Daemon, free_port, mn_command  # noqa: E402
+from daemon_harness import NS, SA, Daemon, mn_command  # noqa: E402
+from free_ports import free_port  # noqa: E402
 from nc_rawclient import RawClient  # noqa: E402
 
 from server.auth import hash_password  # noqa: E402

@@ -12,6 +12,8 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from free_ports import free_port
+
 from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
 from ha.protocol import (
     ExtensionType,
@@ -29,12 +31,6 @@ SA = SecurityAssociation(256, bytes(range(16)))
 NODES = 40
 HOME = IPv4Address("10.50.0.0")
 COA = IPv4Address("203.0.113.9")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(node: int, identification: int, lifetime: int) -> bytes:
@@ -69,7 +65,7 @@ async def _replies(client: socket.socket, count: int) -> list[bytes]:
 
 
 def test_a_burst_is_journaled_once_before_its_replies_and_renewals_replay(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     nodes = [
         MobileNode(f"mn{i}", home_address=HOME + 1 + i, security_associations=[SA]) for i in range(NODES)
     ]

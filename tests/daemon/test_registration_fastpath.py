@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from free_ports import free_port
 
 from ha import fastpath
 from ha.engine.config import HomeAgentConfig, MobileNode, SecurityAssociation, VirtualRouterConfig
@@ -182,7 +183,7 @@ def test_a_failing_batch_is_dropped_and_counted_and_the_loop_goes_on(
     counts it and logs it with its traceback; the next repeats are all answered."""
     monkeypatch.setenv(fastpath.ENV, "1")
     nodes = [MobileNode(f"mn{i}", home_address=HOME + 1 + i, security_associations=[SA]) for i in range(4)]
-    port = _free_port()
+    port = free_port()
     config = VirtualRouterConfig(
         "default", home_agent=HomeAgentConfig(address=IPv4Address(HA), udp_port=port), mobile_nodes=nodes
     )
@@ -234,9 +235,3 @@ def test_a_failing_batch_is_dropped_and_counted_and_the_loop_goes_on(
     # the other 3, which C then answers; the next round is all C's
     assert hits == 4 + 3 + 4
     assert "C path batch dropped" in caplog.text and "RuntimeError: a bug" in caplog.text
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

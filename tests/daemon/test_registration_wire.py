@@ -38,8 +38,9 @@ from ha.protocol.constants import ExtensionType
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "dataplane"))
 
-from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, config, free_port  # noqa: E402
+from daemon_harness import KEY_HEX, KEY_YANG, MIPHA, NS, Daemon, config  # noqa: E402
 from dataplane_scenario import COA1, COA2, HA_ADDR, HOA, Topology, kernel_objects  # noqa: E402
+from free_ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 KEY = bytes.fromhex(KEY_HEX)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from free_ports import free_block
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -40,17 +41,11 @@ class LabRun:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab_run(tmp_path: Path) -> Iterator[LabRun]:
     if os.geteuid() != 0:
         pytest.fail("the lab needs root (CI runs as root)")
-    run = LabRun(f"mipha-lab-t{uuid.uuid4().hex[:8]}", tmp_path / "lab", _free_port())
+    run = LabRun(f"mipha-lab-t{uuid.uuid4().hex[:8]}", tmp_path / "lab", free_block(16))
     try:
         yield run
     finally:

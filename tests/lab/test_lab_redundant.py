@@ -8,36 +8,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from free_ports import free_block
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    """A NETCONF base port whose block (+0..+15: the daemons, then etcd's client and peer ports) is
-    free now; one free port alone may leave etcd's taken on a busy box, which the lab refuses."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 16 < 65536 and all(_bindable(port + i) for i in range(16)):
-            return port
-    raise AssertionError("no block of 16 free TCP ports on 127.0.0.1")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def alive(pid: int) -> bool:
@@ -64,7 +43,7 @@ def test_redundant_lab_demo_status_down(tmp_path: Path) -> None:
         return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
 
     try:
-        demo = lab("demo", "--redundant", "--port", str(_free_port()), "--dataplane", "tun")
+        demo = lab("demo", "--redundant", "--port", str(free_block(16)), "--dataplane", "tun")
         print(demo.stdout[-6000:], demo.stderr[-3000:])
         assert demo.returncode == 0, demo.stderr
         out = demo.stdout

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from collections.abc import Collection
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from free_ports import free_port
 from ncclient import manager
 from ncclient.transport import session as nc_session
 
@@ -49,12 +49,6 @@ def ip(*args: str) -> None:
 
 def sysctl(ns: str, name: str, value: str) -> None:
     ip("netns", "exec", ns, "sysctl", "-qw", f"{name}={value}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Topology:

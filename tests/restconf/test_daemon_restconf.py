@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
-from daemon_harness import KEY_YANG, Daemon, free_port, mn_command
+from daemon_harness import KEY_YANG, Daemon, mn_command
+from free_ports import free_port
 from test_subscribed import SseClient, notification
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
