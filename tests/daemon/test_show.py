@@ -17,10 +17,10 @@ from daemon_harness import (
     POOL,
     SA,
     Daemon,
-    free_port,
     mn_command,
     router_config,
 )
+from free_ports import free_port
 from lxml import etree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
