@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from server import notifications as ev
+from server.actions import ActionHandler, ActionRequest
 from server.errors import RpcError
 from server.https_notif import Endpoint, Link
 from server.nacm import Principal
@@ -50,6 +51,7 @@ _PATH_NS = {"sn": SN_NS, "snr": SNR_NS}
 #: the schema paths (Change.schema_path) whose change concerns configured subscriptions
 _WATCHED = ("/ietf-subscribed-notifications:subscriptions", "/ietf-subscribed-notifications:filters")
 _STREAM_ERR = (SN_NS, "establish-subscription-stream-error-info")
+RESET_PATH = "/ietf-subscribed-notifications:subscriptions/subscription/receivers/receiver/reset"
 _DS_ERR = (YP_NS, "establish-subscription-datastore-error-info")
 
 
@@ -365,6 +367,22 @@ class Configured:
         from server.restconf.subscribed import encode_event  # JSON as RESTCONF's subscriptions write it
 
         return encode_event(self.core.schema, payload, "json")
+
+    # -- the reset action -----------------------------------------------------------------------------------
+    def actions(self) -> dict[str, ActionHandler]:
+        """The actions served here, by schema path (server/actions.py)."""
+        return {RESET_PATH: self.reset}
+
+    async def reset(self, sess: object, req: ActionRequest) -> bytes:
+        """/sn:subscriptions/subscription/receivers/receiver/reset (RFC 8639 §2.5.1): the receiver goes
+        back to connecting (https_notif.Link.reset); output `time`, when it did."""
+        (sid,), (rname,) = req.keys("subscription"), req.keys("receiver")
+        eff = self.effect.get(int(sid))
+        pair = eff.links.get(rname) if eff is not None else None
+        if pair is None:
+            raise req.missing()
+        at = await pair[0].reset()
+        return f'<time xmlns="{SN_NS}">{ev.format_time(at)}</time>'.encode()
 
     # -- operational state --------------------------------------------------------------------------------
     def state(self) -> list[str]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from server import notifications as ev
+from server.actions import YANG_NS, ActionHandler, Actions
 from server.configured import Configured
 from server.confirmed import ConfirmedCommit, PendingConfirm
 from server.datastore import Datastores, ValidatorLike
@@ -98,6 +99,12 @@ class NetconfCore:
         self.subscriptions = Subscriptions(self)  # RFC 8639 / RFC 8641 dynamic subscriptions
         self.rpc_handlers.update(self.subscriptions.handlers())
         self.subscriptions.configured_state = self.configured.state
+        #: YANG 1.1 actions (server/actions.py): the <action> operation and its handlers by schema path
+        self.actions = Actions(self)
+        self.rpc_handlers[(YANG_NS, "action")] = self.actions.netconf
+        for path, action in self.configured.actions().items():
+            if self.actions.exists(path):  # the reset action needs the configured feature
+                self.actions.register(path, action)
         self.confirmed = ConfirmedCommit(self)
         #: serialises every configuration change (see the module docstring)
         self.txn_lock = asyncio.Lock()
@@ -334,6 +341,14 @@ class NetconfCore:
         if (namespace, name) in self.rpc_handlers:
             raise ValueError(f"rpc {name} in {namespace} already has a handler")
         self.rpc_handlers[(namespace, name)] = handler
+
+    def register_action(self, path: str, handler: ActionHandler) -> None:
+        """For the daemon: serve a YANG 1.1 action, named by its schema path (module names where the
+        module changes, e.g. `/ietf-subscribed-notifications:subscriptions/subscription/receivers/
+        receiver/reset`). The handler gets the session and an `ActionRequest` (server/actions.py:
+        the validated request, the instance's keys), returns None (<ok/>) or the output's
+        elements, raises RpcError; it may be a coroutine function, as for `register_rpc`."""
+        self.actions.register(path, handler)
 
     def publish(self, body: etree._Element | Callable[[], etree._Element]) -> None:
         """For the daemon: publish a YANG notification (e.g. mipha binding-created) on stream NETCONF.

@@ -17,7 +17,9 @@ The receiver's state (RFC 8639 §2.5.1, leaf `state` of /sn:subscriptions/subscr
   active again (an on-change subscription then sends the whole selection);
 - disconnected: the receiver refused (an HTTP 4xx to capabilities or subscription-started, or no
   encoding in common), or a certificate file cannot be read: no more attempts until the
-  configuration of the subscription or of its receiver instance changes.
+  configuration of the subscription or of its receiver instance changes, or the reset action.
+
+`reset()` (RFC 8639's reset action) returns a receiver in any state to connecting at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import itertools
 import json
 import logging
@@ -186,6 +189,31 @@ class Link:
                 await self._task
         if self._http is not None:
             await self._http.close()
+
+    async def reset(self) -> dt.datetime:
+        """RFC 8639's reset action: back to connecting at once. The current connection is dropped
+        (a request in flight is abandoned), what was queued is dropped (counted), the producer
+        stops until subscription-started is delivered again, and the connection process starts
+        over without waiting (the backoff starts again from its shortest wait); the counters stay.
+        Returns the time the receiver went back to connecting."""
+        was, self.state = self.state, "connecting"
+        at = dt.datetime.now(dt.UTC)
+        self.dropped += sum(1 for payload, event in self.queue if event and payload is not self._flying)
+        self.queue.clear()
+        if was == "active":
+            self.on_suspend(self)
+        old, self._task = self._task, None
+        if old is not None:
+            old.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await old
+        self._flying = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if not self.closed:
+            self.start()
+        return at
 
     async def _drained(self) -> None:
         while self.queue and self._task is not None and not self._task.done():

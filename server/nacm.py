@@ -293,6 +293,8 @@ class View:
     def _default(self, chain: list[SchemaNode], op: int) -> bool:
         if any(n.deny_all for n in chain):
             return False
+        if op == EXEC:  # an action (RFC 8341 §3.4.5): exec-default, as for a protocol operation
+            return self.policy.exec_default
         if op != READ:
             return not any(n.deny_write for n in chain) and self.policy.write_default
         return self.policy.read_default
@@ -409,8 +411,8 @@ class View:
                     "access-denied",
                     f"{what} of {sn.name} is not allowed for this user",
                     type="application",
-                    path=_path_of(el, self.nacm.schema),
-                    path_nsmap=_nsmap_of(el, self.nacm.schema),
+                    path=instance_path(el, self.nacm.schema),
+                    path_nsmap=instance_nsmap(el, self.nacm.schema),
                 )
 
 
@@ -446,14 +448,19 @@ def _preds_match(steps: tuple[Step, ...], chain: list[etree._Element]) -> bool:
     return True
 
 
-def _path_of(el: etree._Element, schema: Schema) -> str:
-    """The instance-identifier of `el`, list keys included (the error-path of a denied write)."""
+def instance_path(el: etree._Element, schema: Schema, depth: int | None = None) -> str:
+    """The instance-identifier of `el`, list keys included (the error-path of a denied write).
+    `depth`: how many elements from the top-level data node down to `el` (when `el` sits in a
+    wrapper, as in an <action> request); default all of its ancestors."""
     steps = []
     sn: SchemaNode | None = None
-    for e in [*reversed(list(el.iterancestors())), el]:
+    chain = [*reversed(list(el.iterancestors())), el]
+    if depth is not None:
+        chain = chain[-depth:]
+    for e in chain:
         q = etree.QName(e)
         qn = (q.namespace, q.localname)
-        sn = schema.roots.get(qn) if sn is None else sn.children.get(qn)
+        sn = schema.roots.get(qn) if sn is None else sn.children.get(qn, sn.actions.get(qn))
         pfx = schema.module_prefix.get(schema.ns_to_module.get(q.namespace or "", ""), "ns")
         preds = ""
         if sn is not None and sn.kind == "list":
@@ -466,7 +473,7 @@ def _path_of(el: etree._Element, schema: Schema) -> str:
     return "".join(steps)
 
 
-def _nsmap_of(el: etree._Element, schema: Schema) -> dict[str, str]:
+def instance_nsmap(el: etree._Element, schema: Schema) -> dict[str, str]:
     out = {}
     for e in [el, *el.iterancestors()]:
         ns = etree.QName(e).namespace or ""
@@ -567,6 +574,27 @@ class Nacm:
             return True
         self.counters.denied_operations += 1
         return False
+
+    def check_action(self, who: Principal, action: SchemaNode, el: etree._Element) -> None:
+        """RFC 8341 §3.4.5 for a YANG 1.1 action: read access to every ancestor data node instance of
+        the action and exec access to the action node itself. `el` is the action's element in the
+        request (its ancestors name the instance, list keys included). Raises access-denied (counted
+        in denied-operations) with the error-path of the node refused."""
+        v = self.view(who)
+        if v is None:
+            return
+        nodes = ancestry(action)
+        for depth, (sn, inst) in enumerate(zip(nodes, _instance_chain(el, len(nodes)), strict=True), 1):
+            if not v.decide(sn, EXEC if sn is action else READ, inst):
+                self.counters.denied_operations += 1
+                what = "execution of" if sn is action else "read access to"
+                raise RpcError(
+                    "access-denied",
+                    f"{what} {sn.name} is not allowed for this user",
+                    type="application",
+                    path=instance_path(inst, self.schema, depth),
+                    path_nsmap=instance_nsmap(inst, self.schema),
+                )
 
     def may_receive(self, who: Principal, body: etree._Element) -> bool:
         """RFC 8341 §3.4.6; a dropped notification counts in denied-notifications."""

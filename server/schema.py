@@ -54,6 +54,17 @@ class SchemaNode:
 
     deny_below: bool = False  # this node or a descendant is nacm default-deny-all / -write
     lists_below: list[SchemaNode] | None = field(default=None, repr=False)  # cache for the edit engine
+    #: the YANG 1.1 actions of a container or list (kind "action", parent this node); not `children`:
+    #: they are operations, not data (server/actions.py)
+    actions: dict[tuple[str, str], SchemaNode] = field(default_factory=dict, repr=False)
+
+    @property
+    def path(self) -> str:
+        """The schema path, module names where the module changes (libyang's form):
+        `/ietf-subscribed-notifications:subscriptions/subscription/receivers/receiver/reset`."""
+        own = self.name if self.parent is not None and self.parent.module == self.module else None
+        head = self.parent.path if self.parent is not None else ""
+        return f"{head}/{own or f'{self.module}:{self.name}'}"
 
 
 @dataclass(frozen=True)
@@ -158,10 +169,30 @@ class Schema:
         if kind in ("container", "list"):
             assert isinstance(snode, libyang.SContainer | libyang.SList)  # what those keywords are
             for child in snode.children():
+                if child.nodetype() == libyang.SNode.ACTION:
+                    act = self._action(child, node)
+                    node.actions[(act.ns, act.name)] = act
+                    continue
                 c = self._build(child, node)
                 if c is not None:
                     node.children[(c.ns, c.name)] = c
                     node.deny_below = node.deny_below or c.deny_below
+        return node
+
+    def _action(self, snode: libyang.SNode, parent: SchemaNode) -> SchemaNode:
+        mod = snode.module()
+        node = SchemaNode(
+            name=snode.name(),
+            ns=self.module_to_ns.get(mod.name()) or self._module_ns(mod),
+            module=mod.name(),
+            kind="action",
+            config=False,
+            parent=parent,
+        )
+        node.deny_all = any(
+            e.module().name() == "ietf-netconf-acm" and e.name() == "default-deny-all"
+            for e in snode.extensions()
+        )
         return node
 
     def root(self, ns: str | None, name: str) -> SchemaNode | None:

@@ -32,6 +32,7 @@ from server.restconf.streams import RCMON_NS, MonitoringProvider, serve_stream
 from server.restconf.subscribed import RPCS, Subscribed
 from server.restconf.tls import server_context
 from server.restconf.uri import Target, parse_api_path
+from server.schema import SchemaNode
 
 if TYPE_CHECKING:
     from server.config import ServerConfig
@@ -278,6 +279,9 @@ class Restconf:
     async def data(
         self, request: web.Request, sess: RestconfSession, store: str, path: str
     ) -> web.StreamResponse:
+        action = handlers.action_at(self.core.schema, path) if request.method in ("POST", "OPTIONS") else None
+        if action is not None:
+            return await self.action(request, sess, store, *action)
         target = self._targets.get(path)
         if target is None:
             target = parse_api_path(self.core.schema, path)
@@ -296,6 +300,22 @@ class Restconf:
         ):
             return await self.patch(request, sess, store, target)
         return await self.write(request, sess, store, target)
+
+    async def action(
+        self, request: web.Request, sess: RestconfSession, store: str, target: Target, node: SchemaNode
+    ) -> web.Response:
+        """POST to an action's resource (RFC 8040 §3.6): 200 with the output, 204 without one."""
+        self._only(request, "POST")
+        if store not in ("data", "operational"):  # RFC 8527 §3.1: actions on the operational datastore
+            raise http_error(405, "operation-not-supported", f"no actions in the {store} datastore")
+        _no_params(request, ())
+        body = await request.read()
+        in_fmt = codec.body_format(request.headers.get("Content-Type")) if body.strip() else "json"
+        out_fmt = codec.reply_format(request.headers.get("Accept"), default=in_fmt)
+        out = await handlers.invoke_action(sess, target, node, body, in_fmt, out_fmt)
+        if out is None:
+            return web.Response(status=204)
+        return web.Response(body=out, headers={"Content-Type": codec.content_type(out_fmt)})
 
     async def get(
         self, request: web.Request, sess: RestconfSession, store: str, target: Target

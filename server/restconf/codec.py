@@ -269,3 +269,76 @@ def notification_to_json(ctx: libyang.Context, event_time: str, body: bytes) -> 
     except libyang.LibyangError:  # replayComplete / notificationComplete (RFC 5277, no YANG module)
         content = {f"nc-notifications:{etree.QName(etree.fromstring(body)).localname}": [None]}
     return json.dumps({"ietf-restconf:notification": {"eventTime": event_time, **content}}).encode()
+
+
+# -- actions (RFC 8040 §3.6) -----------------------------------------------------------------------------
+def _action_name(target: Target, action: SchemaNode) -> str:
+    parent = target.node
+    return (
+        action.name
+        if parent is not None and parent.module == action.module
+        else f"{action.module}:{action.name}"
+    )
+
+
+def action_input_to_xml(
+    ctx: libyang.Context, target: Target, action: SchemaNode, members: dict[str, Any]
+) -> bytes:
+    """`{"<module>:input": {...}}` of the action at `target` → the XML data tree down to the action with
+    its input (checked by libyang: the instance the path names, then the input inside it)."""
+    if members and set(members) != {f"{action.module}:input"}:
+        raise http_error(400, "unknown-element", f'an action\'s body is {{"{action.module}:input": ...}}')
+    inner = members.get(f"{action.module}:input", {}) if members else {}
+    xpath = _libyang_path(target)
+    try:
+        top = ctx.create_data_path(xpath)
+    except libyang.LibyangError as exc:
+        raise HttpError.of(_libyang_error(exc)) from None
+    assert top is not None  # a path of at least one node
+    try:
+        parent = top.find_path(xpath)
+        doc = json.dumps({f"{action.module}:{action.name}": inner})
+        ctx.parse_op_mem("json", doc, dtype=DataType.RPC_YANG, parent=parent)
+        return _utf8(top.print_mem("xml", pretty=False))
+    except libyang.LibyangError as exc:
+        raise HttpError.of(_libyang_error(exc)) from None
+    finally:
+        top.free()
+
+
+def _libyang_path(target: Target) -> str:
+    """The libyang data path of an instance (module names on every step: valid in any module mix)."""
+    out = []
+    for step in target.steps:
+        sn = step.sn
+        keys = "".join(f"[{k}={_quoted(v)}]" for k, v in zip(sn.keys, step.keys or (), strict=False))
+        out.append(f"{sn.module}:{sn.name}{keys}")
+    return "/" + "/".join(out)
+
+
+def _quoted(value: str) -> str:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise http_error(400, "invalid-value", "a key value holding both quote characters")
+
+
+def action_output_to_json(
+    ctx: libyang.Context, target: Target, action: SchemaNode, output_xml: bytes
+) -> bytes:
+    """An action handler's output elements → `{"<module>:output": {...}}` (checked by libyang)."""
+    holder = etree.Element("holder")
+    node = etree.SubElement(
+        target.chain_all(holder), f"{{{action.ns}}}{action.name}", nsmap={None: action.ns}
+    )
+    node.extend(list(parse_printed(b"<x>" + output_xml + b"</x>")))
+    try:
+        op = ctx.parse_op_mem("xml", etree.tostring(holder[0]).decode(), dtype=DataType.REPLY_YANG)
+    except libyang.LibyangError as exc:
+        raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
+    try:
+        out = json.loads(op.print_mem("json", pretty=False))
+    finally:
+        op.free()
+    return json.dumps({f"{action.module}:output": next(iter(out.values()), {})}).encode()

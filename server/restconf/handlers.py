@@ -13,9 +13,11 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from lxml import etree
 
+from server.actions import YANG_NS
 from server.edit import YANG_INSERT, YANG_KEY, YANG_VALUE
 from server.errors import RpcError
 from server.operations import edit_config, op_get_data
@@ -498,3 +500,67 @@ def rpc_input(
     rpc = etree.Element(_q(ns, name), nsmap={**root.nsmap, None: ns})
     rpc.extend(list(root))
     return rpc
+
+
+# -- actions (RFC 8040 §3.6) ------------------------------------------------------------------------------
+def action_at(schema: Schema, path: str) -> tuple[Target, SchemaNode] | None:
+    """The data resource and the action when the api-path's last segment names an action of the node
+    before it (None otherwise: the path is a data resource, or not one at all)."""
+    head, _, last = path.rstrip("/").rpartition("/")
+    if not head or "=" in last:
+        return None
+    try:
+        target = parse_api_path(schema, head)
+    except RpcError:
+        return None
+    module, _, name = unquote(last).rpartition(":")
+    parent = target.node
+    if parent is None:
+        return None
+    ns = schema.module_to_ns.get(module) if module else parent.ns
+    action = parent.actions.get((ns or "", name))
+    return (target, action) if action is not None else None
+
+
+def action_request(
+    sess: RestconfSession, target: Target, action: SchemaNode, body: bytes, fmt: str
+) -> etree._Element:
+    """The <action> element (RFC 7950 §7.15.2) for the action at `target` with the body's input."""
+    holder = etree.Element(_q(YANG_NS, "action"), nsmap={None: YANG_NS})
+    if body.strip() and fmt == "json":
+        doc = codec.parse_json(body)
+        if not isinstance(doc, dict):
+            raise http_error(400, "malformed-message", "the input must be a JSON object")
+        holder.append(
+            codec.parse_printed(codec.action_input_to_xml(sess.core.schema.ctx, target, action, doc))
+        )
+        return holder
+    node = etree.SubElement(target.chain_all(holder), _q(action.ns, action.name), nsmap={None: action.ns})
+    if body.strip():
+        root = codec.parse_xml(body)
+        if root.tag != _q(action.ns, "input"):
+            raise http_error(400, "unknown-element", f"the body of {action.name} is its <input> element")
+        for c in list(root):
+            node.append(c)
+    return holder
+
+
+async def invoke_action(
+    sess: RestconfSession, target: Target, action: SchemaNode, body: bytes, fmt: str, out_fmt: str
+) -> bytes | None:
+    """POST {+restconf}/data/<path>/<action>: input → the registered handler (server/actions.py) → output."""
+    if not target.is_instance:
+        raise http_error(400, "missing-element", f"{target.node.name if target.node else ''} lacks its keys")
+    holder = action_request(sess, target, action, body, fmt)
+    try:
+        result = sess.core.actions.run(as_netconf(sess), holder)
+        if inspect.isawaitable(result):
+            result = await result
+    except RpcError as err:
+        raise HttpError.of(err) from None
+    if result is None:
+        return None
+    out = result if isinstance(result, bytes) else etree.tostring(result)
+    if out_fmt == "json":
+        return codec.action_output_to_json(sess.core.schema.ctx, target, action, out)
+    return b'<output xmlns="%s">%s</output>' % (action.ns.encode(), out)
