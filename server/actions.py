@@ -26,7 +26,6 @@ each refusing with the error RFC 7950 §7.15.2 and RFC 6241 Appendix A give:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +117,8 @@ class Actions:
             raise ValueError(f"action {path} already has a handler")
         self.handlers[path] = handler
 
-    # -- NETCONF ----------------------------------------------------------------------------------------
-    def netconf(self, sess: Any, op: etree._Element) -> Output | Awaitable[Output]:
-        """The <action> operation's handler (registered with the core's rpc handlers)."""
-        return self.run(sess, op)
-
     def run(self, sess: Any, op: etree._Element) -> Output | Awaitable[Output]:
-        """Steps 1-5 on an <action> element (or any element holding the data tree)."""
+        """Steps 1-5 on an <action> element: the NETCONF operation's handler, and RESTCONF's."""
         node, el = self.locate(op)
         handler = self.handlers.get(node.path)
         if handler is None:
@@ -225,13 +219,6 @@ class Actions:
             if found is None:
                 return  # a non-presence container holding nothing: nothing below exists either
             here = found
-
-
-async def finish(result: Output | Awaitable[Output]) -> Output:
-    """The handler's output, awaited if it is awaitable (for callers that always await)."""
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 def _schema_actions(schema: Schema) -> list[SchemaNode]:

@@ -101,7 +101,7 @@ class NetconfCore:
         self.subscriptions.configured_state = self.configured.state
         #: YANG 1.1 actions (server/actions.py): the <action> operation and its handlers by schema path
         self.actions = Actions(self)
-        self.rpc_handlers[(YANG_NS, "action")] = self.actions.netconf
+        self.rpc_handlers[(YANG_NS, "action")] = self.actions.run
         for path, action in self.configured.actions().items():
             if self.actions.exists(path):  # the reset action needs the configured feature
                 self.actions.register(path, action)

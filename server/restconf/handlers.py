@@ -452,7 +452,7 @@ def rpc_names(sess: RestconfSession) -> list[tuple[str, str, str]]:
     out = []
     for ns, name in sess.core.rpc_handlers:
         module = schema.ns_to_module.get(ns)
-        if module and not module.startswith("ietf-") and ns != NC_NS:
+        if module and not module.startswith("ietf-") and ns not in (NC_NS, YANG_NS):  # YANG_NS: <action>
             out.append((module, ns, name))
     return sorted(out)
 
@@ -551,6 +551,8 @@ async def invoke_action(
     """POST {+restconf}/data/<path>/<action>: input → the registered handler (server/actions.py) → output."""
     if not target.is_instance:
         raise http_error(400, "missing-element", f"{target.node.name if target.node else ''} lacks its keys")
+    if not sess.core.nacm.may_call(sess.principal, (YANG_NS, "action")):  # as NETCONF's <action>
+        raise http_error(403, "access-denied", "actions are not allowed for this user")
     holder = action_request(sess, target, action, body, fmt)
     try:
         result = sess.core.actions.run(as_netconf(sess), holder)

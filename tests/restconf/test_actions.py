@@ -257,6 +257,15 @@ def test_nacm_needs_exec_on_the_action_and_read_on_its_ancestors(rc, pki, receiv
             assert err.tag == "data-missing", err.message
             counters = admin.get(filter=("subtree", f'<nacm xmlns="{NACM_NS}"/>')).data_ele
             assert int(counters.findtext(f".//{{{NACM_NS}}}denied-operations")) >= 3
+            no_actions = (
+                "<rule><name>no-actions</name><rpc-name>action</rpc-name>"
+                "<access-operations>exec</access-operations><action>deny</action></rule>"
+            )
+            admin.edit_config(target="running", config=nacm(no_actions))  # the <action> operation itself
+            err = failure(op, reset_at(100, "r1"))
+            assert (err.tag, err.type) == ("access-denied", "protocol"), err.message
+    got = curl(rc, "POST", RESET_URI.format(100, "r1"), user=OPERATOR, accept=JSON)
+    assert got.status == 403, got.body
 
 
 def test_restconf_reset_json_and_xml(rc, pki, receiver):
