@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -45,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,8 @@ sys.path.insert(0, str(ROOT / "tests" / "daemon"))
 sys.path.insert(0, str(ROOT / "tests" / "aaa"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from daemon_harness import MIPHA, NS, Daemon  # noqa: E402
-from free_ports import free_port  # noqa: E402
-from freeradius import FreeRadius  # noqa: E402
+from aaa_lab import aaa_lab  # noqa: E402
+from daemon_harness import MIPHA, NS  # noqa: E402
 
 from ha.aaa import radius  # noqa: E402
 from ha.transport import open_udp_socket  # noqa: E402
@@ -524,28 +523,21 @@ def main() -> None:
     if args.echo:
         return signing_echo()
     loadavg_before = os.getloadavg()
-    netns = f"mipha-bench-aaa-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = echo = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
-        tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-aaa-"))
-        radiusd = FreeRadius(tmp / "raddb", secret=SECRET, netns=netns)
-        per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
-        radiusd.append_users(users(args.count + args.rounds * per_round))  # + normal rounds' newcomers
-        if args.no_status_server:
-            conf = radiusd.dir / "radiusd.conf"
-            conf.write_text(conf.read_text().replace("status_server = yes", "status_server = no"))
-        radiusd.start()
+    tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-aaa-"))
+    per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
+    subscribers = users(args.count + args.rounds * per_round)  # + normal rounds' newcomers
+    with contextlib.ExitStack() as cleanup:  # last in, first ended: the echo, then the lab
+        lab = cleanup.enter_context(
+            aaa_lab(tmp, name="bench-aaa", secret=SECRET, addresses=(f"{HA}/32",), users=subscribers,
+                    status_server=not args.no_status_server)
+        )  # fmt: skip
+        netns, radiusd = lab.netns, lab.radiusd
+        assert radiusd.proc is not None
         ceiling = asyncio.run(radius_ceiling(netns, args.count))
-        daemon = Daemon(tmp, free_port())
-        daemon.start()
+        daemon = lab.start_daemon(config(netns, args.count))
         global HA_PID
         assert daemon.proc is not None
         HA_PID = daemon.proc.pid
-        with daemon.connect() as m:
-            m.edit_config(target="running", config=config(netns, args.count))
         n, duration = args.count, args.count / args.rate
         per_round = math.ceil(args.silent_rate * (args.round_seconds + 0.5))
         echo = subprocess.Popen(
@@ -553,6 +545,7 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
+        cleanup.callback(_end, echo)
         assert echo.stdout is not None
         echo_port = int(echo.stdout.readline())
         firsts: list[dict] = []  # each round: RADIUS, configured nodes, the signing echo, same rate
@@ -683,17 +676,11 @@ def main() -> None:
             f"configured or AAA: {memory['renewal_entry_traced_bytes_each']} B traced)\n"
             f"summary: {json.dumps(summary)}"
         )
-    finally:
-        if echo is not None:
-            echo.terminate()
-            echo.wait(timeout=10)
-        if radiusd is not None and radiusd.proc is not None:
-            os.kill(radiusd.proc.pid, signal.SIGCONT)
-        if daemon is not None:
-            daemon.stop()
-        if radiusd is not None:
-            radiusd.stop()
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def _end(child: subprocess.Popen) -> None:
+    child.terminate()
+    child.wait(timeout=10)
 
 
 if __name__ == "__main__":

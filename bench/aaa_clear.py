@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aaa as bench
-from daemon_harness import NS, Daemon
-from free_ports import free_port
-from freeradius import FreeRadius
+from aaa_lab import aaa_lab
+from daemon_harness import NS
 from lxml import etree
 
 
@@ -62,22 +59,18 @@ def main() -> None:
     parser.add_argument("--aaa", type=int, default=10000)
     parser.add_argument("--configured", type=int, default=5000)
     args = parser.parse_args()
-    netns = f"mipha-bench-clear-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", netns, "addr", "add", f"{bench.HA}/32", "dev", "lo"], check=True)
-        tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-clear-"))
-        radiusd = FreeRadius(tmp / "raddb", secret=bench.SECRET, netns=netns)
-        radiusd.append_users(bench.users(args.aaa))
-        radiusd.start()
-        daemon = Daemon(tmp, free_port())
-        daemon.start()
+    tmp = Path(tempfile.mkdtemp(prefix="mipha-bench-clear-"))
+    with aaa_lab(
+        tmp,
+        name="bench-clear",
+        secret=bench.SECRET,
+        addresses=(f"{bench.HA}/32",),
+        users=bench.users(args.aaa),
+    ) as lab:
+        netns = lab.netns
+        daemon = lab.start_daemon(bench.config(netns, args.configured))
         assert daemon.proc is not None
         bench.HA_PID = daemon.proc.pid
-        with daemon.connect() as m:
-            m.edit_config(target="running", config=bench.config(netns, args.configured))
         bench.load(netns, args.configured, 2500, args.configured / 2500, static=True)
         aaa = bench.load(netns, args.aaa, 2500, args.aaa / 2500)
         print(f"bound: {args.configured} configured nodes, {aaa['accepted']} AAA nodes", flush=True)
@@ -93,12 +86,6 @@ def main() -> None:
                 during(netns, args.configured, lambda: m.edit_config(target="running", config=edit)),
                 flush=True,
             )
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        if radiusd is not None:
-            radiusd.stop()
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from ha.protocol import SecurityAssociation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataplane"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_harness import MIPHA, NS, Daemon
+from aaa_lab import aaa_lab
+from daemon_harness import MIPHA, NS
 from dataplane_scenario import kernel_objects
-from free_ports import free_port
-from freeradius import FreeRadius
 from test_aaa_freeradius import MobileNodes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
@@ -39,6 +37,7 @@ HA = "10.77.255.1"
 SECRET = "clear-secret"
 KEY = b"clear-mn-ha-key-0123456789"
 COUNT = 3000
+LO = (f"{HA}/32",)  # on the namespace's loopback
 Q = f"{{{NS}}}"
 
 
@@ -77,19 +76,11 @@ def counts(m) -> tuple[int, int]:
 
 
 def test_a_paged_clear_answers_meanwhile_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    netns = f"mipha-clear-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
-        radiusd = FreeRadius(tmp_path / "raddb", secret=SECRET, netns=netns)
-        radiusd.append_users(users(1, COUNT + 1))
-        radiusd.start()
-        daemon = Daemon(tmp_path, free_port())
-        daemon.start()
-        with daemon.connect() as m:
-            m.edit_config(target="running", config=config(netns))
+    bound_users = users(1, COUNT + 1)
+    with aaa_lab(
+        tmp_path, name="clear", secret=SECRET, addresses=LO, users=bound_users, config=config
+    ) as lab:
+        netns, radiusd, daemon = lab.netns, lab.radiusd, lab.daemon
         load = subprocess.run(
             ["ip", "netns", "exec", netns, MIPHA, "mn", "--ha", HA, "--key", KEY.hex(), "--spi", "256",
              "--lifetime", "3600", "--timeout", "3", "--retries", "2", "--json", "load", "--count", str(COUNT),
@@ -147,31 +138,17 @@ def test_a_paged_clear_answers_meanwhile_and_leaves_nothing_behind(tmp_path: Pat
         newest = [r for r in radiusd.accounting() if r.get("User-Name") == f"clear{COUNT + 1}@example.net"]
         assert [r["Acct-Status-Type"] for r in newest] == ["Start"]
         assert IPv4Address(newest[0]["Framed-IP-Address"]) == outcome.home_address
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        if radiusd is not None:
-            radiusd.stop()
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
 
 
 def test_accounting_turned_on_adopts_the_sessions_of_bindings_held(tmp_path: Path) -> None:
     """Bindings made while ``accounting`` is false are accounted from when it turns true: no Start
     (it was not sent then), and their Stop carries the session they were given."""
-    netns = f"mipha-acct-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    radiusd = daemon = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", netns, "addr", "add", f"{HA}/32", "dev", "lo"], check=True)
-        radiusd = FreeRadius(tmp_path / "raddb", secret=SECRET, netns=netns)
-        radiusd.append_users(users(1, 2))
-        radiusd.start()
-        daemon = Daemon(tmp_path, free_port())
-        daemon.start()
-        off = config(netns).replace("<accounting>true</accounting>", "<accounting>false</accounting>")
-        with daemon.connect() as m:
-            m.edit_config(target="running", config=off)
+
+    def off(netns: str) -> str:
+        return config(netns).replace("<accounting>true</accounting>", "<accounting>false</accounting>")
+
+    with aaa_lab(tmp_path, name="acct", secret=SECRET, addresses=LO, users=users(1, 2), config=off) as lab:
+        netns, radiusd, daemon = lab.netns, lab.radiusd, lab.daemon
         mns = MobileNodes(netns)
         first, second = (mns.session(f"clear{i}@example.net", SecurityAssociation(256, KEY)) for i in (1, 2))
         assert mns.register(first)[0].code == 0
@@ -194,9 +171,3 @@ def test_accounting_turned_on_adopts_the_sessions_of_bindings_held(tmp_path: Pat
         assert stop["Acct-Terminate-Cause"] == "User-Request"
         assert radiusd.wait_accounting(of("clear2@example.net", "Start"))
         assert not [r for r in radiusd.accounting() if of("clear1@example.net", "Start")(r)]
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        if radiusd is not None:
-            radiusd.stop()
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from mipha.journal import records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from aaa_lab import aaa_lab
 from daemon_harness import NS, Daemon
-from free_ports import free_port
 from freeradius import FreeRadius
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
@@ -44,10 +43,6 @@ TGPP2_KEY = b"3gpp2-key-0123456789"
 COA = IPv4Address("10.88.0.1")
 COA2 = IPv4Address("10.88.0.2")
 Q = f"{{{NS}}}"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 def vr_config(
@@ -99,27 +94,13 @@ class MobileNodes:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("aaa")
-    netns = f"mipha-aaa-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    _ip("netns", "add", netns)
-    radiusd = daemon = None
-    try:
-        _ip("-n", netns, "link", "set", "lo", "up")
-        _ip("-n", netns, "addr", "add", f"{HA}/32", "dev", "lo")
-        _ip("-n", netns, "addr", "add", "127.0.0.2/8", "dev", "lo")
-        radiusd = FreeRadius(tmp / "raddb", secret=SECRET, netns=netns)
-        radiusd.start()
-        daemon = Daemon(tmp, free_port())
-        daemon.start()
-        with daemon.connect() as m:
-            m.edit_config(target="running", config=vr_config(netns, ["127.0.0.1"]))
-        yield netns, radiusd, daemon, MobileNodes(netns)
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        if radiusd is not None:
-            radiusd.stop()
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+    tmp, addresses = tmp_path_factory.mktemp("aaa"), (f"{HA}/32", "127.0.0.2/8")
+
+    def config(netns: str) -> str:
+        return vr_config(netns, ["127.0.0.1"])
+
+    with aaa_lab(tmp, name="aaa", secret=SECRET, addresses=addresses, config=config) as lab:
+        yield lab.netns, lab.radiusd, lab.daemon, MobileNodes(lab.netns)
 
 
 def state(daemon: Daemon) -> etree._Element:
@@ -231,28 +212,7 @@ def test_disconnect_request_from_radclient(lab) -> None:
     home = outcome.home_address
 
     def radclient(attributes: str) -> str:
-        done = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                "radclient",
-                "-x",
-                "-r",
-                "1",
-                "-t",
-                "2",
-                "127.0.0.1:3799",
-                "disconnect",
-                SECRET,
-            ],
-            input=attributes,
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        return done.stdout + done.stderr
+        return _radclient(netns, "127.0.0.1:3799", "disconnect", attributes)
 
     out = radclient("User-Name = tgpp2@example.net\n")
     assert "Disconnect-ACK" in out, out
