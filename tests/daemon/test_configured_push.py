@@ -18,35 +18,13 @@ sys.path.insert(0, str(ROOT / "tests" / "restconf"))
 
 from daemon_harness import NS, SA, Daemon, mn_command, router_config  # noqa: E402
 from free_ports import free_port  # noqa: E402
-from notif_receiver import Receiver, make_pki  # noqa: E402
+from notif_receiver import Receiver, configured_subscription, make_pki  # noqa: E402
 
-SN = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications"
-SNR = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notif-receivers"
-HN = "urn:mipha:yang:mipha-https-notif"
 YP = "urn:ietf:params:xml:ns:yang:ietf-yang-push"
-DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
 Q = {"yp": YP, "m": NS}
 VR = "cfgpush"
 PREFIX = f"/mipha-home-agent:virtual-routers/virtual-router={VR}/home-agent/bindings/binding="
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-
-
-def subscription(pki: dict[str, Path], port: int) -> str:
-    return (
-        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><subscriptions xmlns="{SN}">'
-        f'<receiver-instances xmlns="{SNR}"><receiver-instance><name>collector</name>'
-        f'<https-receiver xmlns="{HN}"><remote-address>127.0.0.1</remote-address>'
-        f"<remote-port>{port}</remote-port><path>/collector</path><ca-certificate>{pki['ca']}</ca-certificate>"
-        f"<client-certificate>{pki['mipha']}</client-certificate></https-receiver></receiver-instance>"
-        f'</receiver-instances><subscription><id>1</id><transport xmlns:hn="{HN}">hn:https</transport>'
-        f'<datastore xmlns="{YP}" xmlns:ds="{DS}">ds:operational</datastore>'
-        f'<datastore-subtree-filter xmlns="{YP}"><virtual-routers xmlns="{NS}"><virtual-router><home-agent>'
-        "<bindings/></home-agent></virtual-router></virtual-routers></datastore-subtree-filter>"
-        f'<on-change xmlns="{YP}"><sync-on-start>false</sync-on-start></on-change>'
-        "<receivers><receiver><name>r1</name>"
-        f'<receiver-instance-ref xmlns="{SNR}">collector</receiver-instance-ref></receiver></receivers>'
-        "</subscription></subscriptions></config>"
-    )
 
 
 def mn(netns: str, *args: str) -> None:
@@ -73,7 +51,7 @@ def test_registration_and_deregistration_are_pushed_to_the_receiver(tmp_path: Pa
         node = f"<mobile-node><name>mn1</name><home-address>10.9.0.1</home-address>{SA}</mobile-node>"
         with d.connect() as m:
             m.edit_config(target="running", config=router_config(VR, netns, node))
-            m.edit_config(target="running", config=subscription(pki, receiver.port))
+            m.edit_config(target="running", config=configured_subscription(pki, receiver.port))
         receiver.wait_kind("subscription-started")
         mn(netns, "register", "--home", "10.9.0.1", "--coa", "198.51.100.9")
         created = receiver.wait_kind("push-change-update")[-1]

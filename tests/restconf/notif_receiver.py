@@ -1,7 +1,9 @@
 """An HTTPS-notif receiver (draft-ietf-netconf-https-notif) for tests: aiohttp on loopback in its own
 thread, TLS with a certificate from a test CA, client certificates required; it answers
-GET <path>/capabilities and records every POST <path>/relay-notification. It can be stopped and
-started again on the same port (a receiver that goes away and comes back)."""
+GET <path>/capabilities and records every POST <path>/relay-notification (with the CLOCK_MONOTONIC time
+its body was read). It can be stopped and started again on the same port (a receiver that goes away and
+comes back). ``configured_subscription`` is the configuration of an on-change subscription of the
+binding table delivered to such a receiver."""
 
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ from lxml import etree
 
 CAP = "urn:ietf:capability:https-notif-receiver:encoding:"
 HNT = "urn:ietf:params:xml:ns:yang:ietf-https-notif-transport"
+SN = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications"
+SNR = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notif-receivers"
+HN = "urn:mipha:yang:mipha-https-notif"
+YP = "urn:ietf:params:xml:ns:yang:ietf-yang-push"
+DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+HA_NS = "urn:mipha:yang:mipha-home-agent"
 
 
 def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool, ip: str | None = None) -> x509.Certificate:
@@ -66,11 +74,33 @@ def make_pki(d: Path) -> dict[str, Path]:
     return out
 
 
+def configured_subscription(pki: dict[str, Path], port: int, sid: int = 1) -> str:
+    """A <config> with the receiver instance ``collector`` (127.0.0.1:``port``, ``pki``'s CA and mipha's
+    client certificate) and subscription ``sid``: on-change (sync-on-start false) of the operational
+    binding table, over HTTPS to that receiver."""
+    return (
+        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><subscriptions xmlns="{SN}">'
+        f'<receiver-instances xmlns="{SNR}"><receiver-instance><name>collector</name>'
+        f'<https-receiver xmlns="{HN}"><remote-address>127.0.0.1</remote-address>'
+        f"<remote-port>{port}</remote-port><path>/collector</path><ca-certificate>{pki['ca']}</ca-certificate>"
+        f"<client-certificate>{pki['mipha']}</client-certificate></https-receiver></receiver-instance>"
+        f'</receiver-instances><subscription><id>{sid}</id><transport xmlns:hn="{HN}">hn:https</transport>'
+        f'<datastore xmlns="{YP}" xmlns:ds="{DS}">ds:operational</datastore>'
+        f'<datastore-subtree-filter xmlns="{YP}"><virtual-routers xmlns="{HA_NS}"><virtual-router><home-agent>'
+        "<bindings/></home-agent></virtual-router></virtual-routers></datastore-subtree-filter>"
+        f'<on-change xmlns="{YP}"><sync-on-start>false</sync-on-start></on-change>'
+        "<receivers><receiver><name>r1</name>"
+        f'<receiver-instance-ref xmlns="{SNR}">collector</receiver-instance-ref></receiver></receivers>'
+        "</subscription></subscriptions></config>"
+    )
+
+
 @dataclass
 class Post:
     ctype: str
     body: bytes
     client: str  # the common name of the client certificate
+    at: float = 0.0  # time.perf_counter() when its body had been read
 
     def xml(self) -> etree._Element:
         return etree.fromstring(self.body)
@@ -165,12 +195,13 @@ class Receiver:
                 if k == "commonName":
                     cn = v
         body = await request.read()
+        at = time.perf_counter()
         self.arrived += 1
         await self.gate.wait()
         if self.refuse:
             return web.Response(status=400)
         with self.lock:
-            self.posts.append(Post(request.headers.get("Content-Type", ""), body, cn))
+            self.posts.append(Post(request.headers.get("Content-Type", ""), body, cn, at))
         return web.Response(status=204)
 
     def wait(self, pred, timeout: float = 20.0, what: str = "") -> list[Post]:
