@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/push.py            # about 2 minutes (root: network namespaces)
     .venv/bin/python bench/push.py --quick    # smaller numbers, for a smoke run
+    .venv/bin/python bench/push.py --configured [--no-nacm] [--quick]   # configured, over HTTPS
 
 The daemon (data plane `none`) runs in one network namespace, the load and the NETCONF subscriber in
 another, joined by a veth pair (bench/registration.py's `Namespaces`; its `RequestFactory` signs the
@@ -14,7 +15,19 @@ requests and its `load_generator` drives the unpaced load). The subscriber is a 
    registration round trip itself at the same pace.
 2. Rate: registrations (mostly renewals: every one a replace edit) with and without the subscriber,
    alternating, in the same run — paced at `--rate` (does the home agent keep up?) and unpaced (its
-   capacity): replies/s, lost requests, reply p99, and how many edits the subscriber received.
+   capacity): replies/s, lost requests, reply p99, how many edits the subscriber received and at what
+   rate (records/s: those edits over the time from the first update's arrival to the last one's).
+
+``--configured``: the same two measures with a configured subscription (RFC 8639 §2.5) instead of the
+NETCONF subscriber: the same on-change terms committed to running (tests/restconf/notif_receiver.py's
+``configured_subscription``) for each run with a subscription and deleted after it, delivered over
+HTTPS-notif to that module's aiohttp receiver (TLS with its test CA, mipha's client certificate) on the
+loopback of the daemon's namespace, in a child process. After each run the bench waits until the
+receiver's ``sent-event-records`` stopped growing (what was queued is delivered, or dropped: the
+receiver's ``dropped-event-records``, printed too) before the subscription goes. The receiver
+instance's name is its NACM user (no group: read with NACM's checks, ``read-default`` permit);
+``--no-nacm`` turns NACM off with the subscription's commit (the receiver reads unchecked, as the
+dynamic subscriber, a superuser, does).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import select
 import signal
 import socket
 import statistics
@@ -37,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
+sys.path.insert(0, str(ROOT / "tests" / "restconf"))
 
 from registration import BASE, KEY, NS_HA, NS_MN, Namespaces, RequestFactory, _pct, load_generator  # noqa: E402
 
@@ -47,6 +62,8 @@ from server.xmlns import NC_NS  # noqa: E402
 NS = "urn:mipha:yang:mipha-home-agent"
 SN = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications"
 YP = "urn:ietf:params:xml:ns:yang:ietf-yang-push"
+SNR = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notif-receivers"
+NACM = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
 PASSWORD = "bench-secret"
 KEY_YANG = ":".join(f"{b:02x}" for b in KEY)
 _HOME = re.compile(rb"binding=(\d+\.\d+\.\d+\.\d+),")
@@ -124,6 +141,7 @@ def subscriber(port: int, out: str) -> None:
     assert b"<id" in reply, reply
     arrived: dict[str, float] = {}
     edits = updates = 0
+    first = last = 0.0
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     print("ready", flush=True)
@@ -133,13 +151,100 @@ def subscriber(port: int, out: str) -> None:
             msg = client.recv()
         except TimeoutError:
             continue
-        now = time.perf_counter()
+        last = time.perf_counter()
+        first = first or last
         updates += 1
-        edits += msg.count(b"<edit>")
-        for home in _HOME.findall(msg):
-            arrived.setdefault(home.decode(), now)
-    Path(out).write_text(json.dumps({"arrived": arrived, "edits": edits, "updates": updates}))
+        edits += _record(arrived, msg, last)
+    Path(out).write_text(
+        json.dumps({"arrived": arrived, "edits": edits, "updates": updates, "first": first, "last": last})
+    )
     client.close()
+
+
+def _record(arrived: dict[str, float], message: bytes, at: float) -> int:
+    """Notes when each binding's first edit arrived; the number of edits in ``message``."""
+    for home in _HOME.findall(message):
+        arrived.setdefault(home.decode(), at)
+    return message.count(b"<edit>")
+
+
+def receiver(pki_dir: str, out: str) -> None:
+    """Child (in the home agent's namespace): the HTTPS-notif receiver on its loopback; prints its port,
+    then ``started`` once subscription-started arrived; records when each create edit arrived."""
+    from notif_receiver import Receiver
+
+    pki = {name: Path(pki_dir) / f"{name}.pem" for name in ("ca", "receiver", "mipha")}
+    server = Receiver(pki)
+    arrived: dict[str, float] = {}
+    edits = updates = 0
+    first = last = 0.0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    print(server.port, flush=True)
+    while not stop:
+        time.sleep(0.05)
+        with server.lock:
+            posts, server.posts[:] = list(server.posts), []
+        for post in posts:
+            if b"<push-change-update" in post.body:
+                last = post.at
+                first = first or last
+                updates += 1
+                edits += _record(arrived, post.body, post.at)
+            elif b"<subscription-started" in post.body:
+                print("started", flush=True)
+    Path(out).write_text(
+        json.dumps({"arrived": arrived, "edits": edits, "updates": updates, "first": first, "last": last})
+    )
+    server.close()
+
+
+def subscribe_configured(port: int, receiver_port: int, pki_dir: str, nacm: bool) -> None:
+    """Child: commit the configured subscription to the receiver at ``receiver_port`` (and, without
+    ``nacm``, NACM turned off: the receiver reads everything unchecked)."""
+    from notif_receiver import configured_subscription
+
+    pki = {name: Path(pki_dir) / f"{name}.pem" for name in ("ca", "mipha")}
+    client = _connect(port)
+    config = configured_subscription(pki, receiver_port)
+    if not nacm:
+        off = f'<nacm xmlns="{NACM}"><enable-nacm>false</enable-nacm></nacm>'
+        config = config.replace("</config>", off + "</config>")
+    reply = rpc(client, f"<edit-config><target><running/></target>{config}</edit-config>".encode())
+    assert b"<ok/>" in reply, reply[:2000]
+    client.close()
+
+
+def unsubscribe_configured(port: int) -> None:
+    """Child: once the receiver's sent / dropped event records stopped growing (what was queued has
+    been delivered or dropped; at most two minutes), print them and delete the subscription."""
+    client = _connect(port)
+    get = f'<get><filter type="subtree"><subscriptions xmlns="{SN}"/></filter></get>'.encode()
+    counts: dict[str, int | None] = {}
+    deadline = time.monotonic() + 120
+    for mid in range(1, 1_000_000):
+        state = rpc(client, get, mid)
+        now = {name: _counter(state, name) for name in ("sent-event-records", "dropped-event-records")}
+        if now == counts or time.monotonic() > deadline:
+            break
+        counts = now
+        time.sleep(1.0)
+    gone = (
+        f'<edit-config><target><running/></target><config xmlns:nc="{NC_NS}"><subscriptions xmlns="{SN}">'
+        '<subscription nc:operation="delete"><id>1</id></subscription>'
+        f'<receiver-instances xmlns="{SNR}"><receiver-instance nc:operation="delete"><name>collector</name>'
+        "</receiver-instance></receiver-instances></subscriptions></config></edit-config>"
+    )
+    reply = rpc(client, gone.encode(), 0)
+    assert b"<ok/>" in reply, reply[:2000]
+    client.close()
+    print(json.dumps(counts))
+
+
+def _counter(reply: bytes, name: str) -> int | None:
+    """The value of the first element ``name`` (any prefix) in ``reply``."""
+    found = re.search(rb"<(?:\w+:)?%s[^>]*>(\d+)<" % name.encode(), reply)
+    return int(found.group(1)) if found else None
 
 
 def paced(address: str, port: int, first: int, count: int, rate: float, out: str) -> None:
@@ -178,15 +283,23 @@ def paced(address: str, port: int, first: int, count: int, rate: float, out: str
 class Run:
     """Namespaces, the daemon and its configuration; stops what it started, by PID."""
 
-    def __init__(self, nodes: int) -> None:
+    def __init__(self, nodes: int, configured: bool = False, nacm: bool = True) -> None:
         self.nodes = nodes
         self.ns = Namespaces()
         self.tmp = Path(tempfile.mkdtemp(prefix="mipha-push-bench-"))
         self.nc_port = 8300
         self.daemon: subprocess.Popen | None = None
+        self.configured, self.nacm = configured, nacm
+        if configured:
+            from notif_receiver import make_pki
+
+            make_pki(self.tmp / "pki")
 
     def mn(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns.mn, sys.executable, __file__, *args]
+
+    def ha(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns.ha, sys.executable, __file__, *args]
 
     def start(self) -> None:
         self.ns.create()
@@ -233,18 +346,33 @@ class Run:
 
     def with_subscriber(self):
         out = self.tmp / f"sub-{time.monotonic_ns()}.json"
-        child = subprocess.Popen(
-            self.mn("--subscriber", str(self.nc_port), str(out)), stdout=subprocess.PIPE, text=True
+        if not self.configured:
+            child = subprocess.Popen(
+                self.mn("--subscriber", str(self.nc_port), str(out)), stdout=subprocess.PIPE, text=True
+            )
+            assert _line(child) == "ready"
+            return child, out
+        pki = str(self.tmp / "pki")
+        child = subprocess.Popen(self.ha("--receiver", pki, str(out)), stdout=subprocess.PIPE, text=True)
+        port = _line(child)
+        subprocess.run(
+            self.mn("--subscribe", str(self.nc_port), port, pki, str(self.nacm)), check=True, timeout=120
         )
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert _line(child) == "started"
         return child, out
 
-    @staticmethod
-    def finish(child: subprocess.Popen, out: Path) -> dict:
+    def finish(self, child: subprocess.Popen, out: Path) -> dict:
         time.sleep(1.0)  # the last pushes of the run arrive (the subscriber records their arrival times)
+        delivery = {}
+        if self.configured:  # the receiver's counters, then the subscription goes
+            done = subprocess.run(
+                self.mn("--unsubscribe", str(self.nc_port)), capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stderr
+            delivery = json.loads(done.stdout)
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=30)
-        return json.loads(out.read_text())
+        return json.loads(out.read_text()) | delivery
 
     def latency(self, first: int, count: int, rate: float) -> dict:
         child, out = self.with_subscriber()
@@ -265,6 +393,7 @@ class Run:
             "rtt_p50_ms": _pct(rtts, 50) * 1e3,
             "rtt_p99_ms": _pct(rtts, 99) * 1e3,
             "updates": pushed["updates"],
+            "dropped": pushed.get("dropped-event-records"),
         }
 
     def rate(self, duration: float, window: int, subscribed: bool, pace: float = 0) -> dict:
@@ -276,8 +405,20 @@ class Run:
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         if child is not None and out is not None:
-            report["edits_pushed"] = self.finish(child, out)["edits"]
+            pushed = self.finish(child, out)
+            report["edits_pushed"] = pushed["edits"]
+            took = pushed["last"] - pushed["first"]  # from the first update's arrival to the last's
+            report["records_per_s"] = pushed["edits"] / took if took > 0 else 0.0
+            report["dropped"] = pushed.get("dropped-event-records")
         return report
+
+
+def _line(child: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The child's next line of output (it must come within ``timeout``)."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], timeout)
+    assert ready, "the child said nothing"
+    return child.stdout.readline().strip()
 
 
 def configure(nc_port: int, nodes: int, netns: str) -> None:
@@ -299,13 +440,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument(
+        "--configured", action="store_true", help="a configured subscription over HTTPS-notif instead"
+    )
+    parser.add_argument(
+        "--no-nacm", action="store_true", help="with --configured: NACM off (the receiver reads unchecked)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/push.py needs root (network namespaces)")
     nodes = 5000 if args.quick else 30000
     count = 2000 if args.quick else 20000
     rounds, duration = (1, 3.0) if args.quick else (3, 6.0)
-    run = Run(nodes)
+    run = Run(nodes, args.configured, not args.no_nacm)
     try:
         run.start()
         latency = run.latency(0, count, args.rate)
@@ -317,37 +464,49 @@ def main() -> None:
             rates[UNPACED_SUB].append(run.rate(duration, 64, True))
     finally:
         run.stop()
-    report(latency, rates, args.rate)
+    kind = "dynamic subscription, NETCONF"
+    if args.configured:
+        kind = "configured subscription, HTTPS-notif receiver" + (", NACM off" if args.no_nacm else "")
+    report(latency, rates, args.rate, kind)
 
 
 PACED, PACED_SUB = "paced, without subscriber", "paced, with subscriber"
 UNPACED, UNPACED_SUB = "unpaced, without subscriber", "unpaced, with subscriber"
 
 
-def report(latency: dict, rates: dict[str, list[dict]], rate: float) -> None:
+def report(latency: dict, rates: dict[str, list[dict]], rate: float, kind: str) -> None:
+    configured = kind.startswith("configured")
+    at = "the receiver" if configured else "the subscriber"
     print(
-        f"## On-change push of new bindings at {rate:,.0f} registrations/s (first registrations, dampening 0)"
+        f"## On-change push of new bindings at {rate:,.0f} registrations/s "
+        f"(first registrations, dampening 0; {kind})"
     )
+    dropped = f", {latency['dropped']:,} dropped" if latency.get("dropped") is not None else ""
     print(
         f"registrations {latency['registrations']:,}, replied {latency['replied']:,}, "
         f"pushed {latency['pushed']:,} "
-        f"in {latency['updates']:,} push-change-updates"
+        f"in {latency['updates']:,} push-change-updates{dropped}"
     )
     print(
-        f"reply at the node → push at the subscriber: p50 {latency['push_p50_ms']:.1f} ms, "
+        f"reply at the node → push at {at}: p50 {latency['push_p50_ms']:.1f} ms, "
         f"p99 {latency['push_p99_ms']:.1f} ms, max {latency['push_max_ms']:.1f} ms"
     )
     print(
         f"baseline, registration round trip at the same pace: p50 {latency['rtt_p50_ms']:.2f} ms, "
         f"p99 {latency['rtt_p99_ms']:.2f} ms"
     )
-    print("\n## Registration rate (renewals mostly, window 64), alternating runs")
+    print(f"\n## Registration rate (renewals mostly, window 64), alternating runs ({kind})")
     for name, runs in rates.items():
         values = [r["rate"] for r in runs]
         lost = sum(r["lost"] for r in runs)
         p99 = statistics.median(r["p99_ms"] for r in runs)
-        pushed = sum(r.get("edits_pushed", 0) for r in runs)
-        extra = f", {pushed:,} edits pushed" if "with" in name else ""
+        extra = ""
+        if name in (PACED_SUB, UNPACED_SUB):
+            pushed = sum(r["edits_pushed"] for r in runs)
+            records = statistics.median(r["records_per_s"] for r in runs)
+            extra = f", {pushed:,} edits pushed ({records:,.0f} records/s median)"
+            if configured:
+                extra += f", {sum(r['dropped'] or 0 for r in runs):,} dropped"
         print(
             f"{name:>32}: {statistics.median(values):,.0f}/s median of {[round(v) for v in values]}, "
             f"reply p99 {p99:.1f} ms, {lost} lost{extra}"
@@ -366,6 +525,12 @@ if __name__ == "__main__":
         paced(
             sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
         )
+    elif len(sys.argv) > 1 and sys.argv[1] == "--receiver":
+        receiver(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--subscribe":
+        subscribe_configured(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "True")
+    elif len(sys.argv) > 1 and sys.argv[1] == "--unsubscribe":
+        unsubscribe_configured(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--configure":
         configure(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "--load":
