@@ -5,7 +5,9 @@ capabilities (`GET <path>/capabilities`: which encodings it takes), then POSTs e
 `<path>/relay-notification` over TLS, one at a time and in order, with aiohttp's client (connections
 kept alive). For the subscription machinery (server/subscriptions.py) it is the receiver's "session":
 jobs and stream receivers call `send_notification`, which only appends to a bounded queue — the
-code that produces events (a registration burst) never waits for a receiver.
+code that produces events (a registration burst) never waits for a receiver. On-change jobs do not
+even queue behind a slow receiver: while a notification waits (`congested`), they hold their edits,
+coalesced per target, until the link calls them back (`when_idle`) with its queue empty.
 
 The receiver's state (RFC 8639 §2.5.1, leaf `state` of /sn:subscriptions/subscription/receivers):
 - connecting: capabilities, then subscription-started, retried with exponential backoff while the
@@ -136,6 +138,7 @@ class Link:
     source_host: str | None = None
     subscription: object | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: list[Callable[[], None]] = field(default_factory=list)  # when_idle's callbacks
     _task: asyncio.Task | None = None
     _http: aiohttp.ClientSession | None = None
     _chosen: str = "encode-xml"
@@ -169,6 +172,21 @@ class Link:
             return
         self.queue.append((payload, not state_note))
         self._wake.set()
+
+    # -- flow control (server/push.py FlowControlled) -----------------------------------------------------
+    def congested(self) -> bool:
+        """A notification waits (or is being POSTed) while the receiver is active: producers hold."""
+        return self.state == "active" and bool(self.queue)
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the queue is next empty with the receiver active."""
+        self._idle.append(callback)
+        self._wake.set()
+
+    def _release(self) -> None:
+        callbacks, self._idle = self._idle, []
+        for callback in callbacks:
+            callback()
 
     # -- life cycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -265,6 +283,8 @@ class Link:
                 elif self.state == "suspended":  # subscription-suspended went through
                     self.state = "active"
                     self.on_resume(self)
+                elif self._idle and self.state == "active":
+                    self._release()  # held on-change edits go out now (they queue one update)
                 else:
                     self._wake.clear()
                     await self._wake.wait()

@@ -221,6 +221,7 @@ class View:
         self._static: dict[tuple[int, int], tuple[int, list[Rule], bool]] = {}
         self._ops: dict[tuple[str, str], bool] = {}
         self._read_plan: ReadPlan | None = None
+        self._whole: dict[tuple[tuple[str, str], ...], bool] = {}
 
     # rpcs and notifications: the rules whose type matches, first one decides
     def may_call(self, ns: str, name: str) -> bool:
@@ -345,6 +346,31 @@ class View:
                     plan.state_below |= any(not n.config for n in walk(sn))
             self._read_plan = plan
         return self._read_plan
+
+    def reads_whole(self, spath: tuple[tuple[str, str], ...]) -> bool:
+        """Does this view read every instance of the schema node at `spath` as it is? True when no
+        part of the read plan touches the node, its ancestors or its descendants: the push feed then
+        sends a change as it came, without building a tree to prune (a check per change, cached)."""
+        got = self._whole.get(spath)
+        if got is None:
+            got = self._whole[spath] = self._untouched(spath)
+        return got
+
+    def _untouched(self, spath: tuple[tuple[str, str], ...]) -> bool:
+        plan = self.read_plan()
+        rtag = f"{{{spath[0][0]}}}{spath[0][1]}"
+        node = self.nacm.schema.roots.get(spath[0])
+        chain = [node]
+        for step in spath[1:]:
+            node = None if node is None else node.children.get(step)
+            chain.append(node)
+        if node is None or rtag in plan.drop_roots:
+            return False
+        nodes = [*chain[:-1], *walk(node)]
+        if {_tag(n) for n in nodes if n is not None} & set(plan.strip.get(rtag, ())):
+            return False
+        ids = {id(n) for n in nodes}
+        return not any(r == rtag and id(sn) in ids for r, _, sn, _ in plan.located)
 
     def hides_any(self, data: Forest) -> bool:
         plan = self.read_plan()

@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -382,6 +383,18 @@ class Periodic(Job):
         self.start()
 
 
+@runtime_checkable
+class FlowControlled(Protocol):
+    """A receiver's transport that says when it cannot take more now (an HTTPS-notif link with a
+    notification waiting): on-change updates then hold their edits, coalesced per target, and go
+    as one push-change-update when `when_idle` calls back, so a slow receiver gets fewer, larger
+    updates instead of a growing queue of late ones."""
+
+    def congested(self) -> bool: ...
+
+    def when_idle(self, callback: Callable[[], None]) -> None: ...
+
+
 class OnChange(Job):
     """push-change-update: the edits of a dampening period, coalesced per target, filtered, NACM applied."""
 
@@ -397,10 +410,13 @@ class OnChange(Job):
         dampening: int = 0,
         sync_on_start: bool = True,
         excluded: frozenset[str] = frozenset(),
+        flow: FlowControlled | None = None,
     ) -> None:
         super().__init__(sub_id, send, read)
         self.selection, self.schema, self.reader = selection, schema, reader
         self.dampening, self.sync_on_start, self.excluded = dampening, sync_on_start, excluded
+        self.flow = flow
+        self._held = False  # edits wait for the transport's when_idle call
         self.pending: dict[tuple[Step, ...], tuple[str, Edit]] = {}  # target → (first op, last edit)
         self._timer: asyncio.Handle | None = None
         self._last_sent = -math.inf
@@ -414,6 +430,7 @@ class OnChange(Job):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._held = False
         self.pending.clear()
 
     def offer(self, edit: Edit) -> None:
@@ -429,7 +446,7 @@ class OnChange(Job):
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._timer is not None or not self.pending:
+        if self._timer is not None or self._held or not self.pending:
             return
         due = self._last_sent + self.dampening / 100
         now = self.loop.time()
@@ -437,6 +454,10 @@ class OnChange(Job):
 
     def flush(self) -> None:
         self._timer = None
+        if self.flow is not None and self.flow.congested():
+            self._held = True
+            self.flow.when_idle(self._release)
+            return
         pending, self.pending = self.pending, {}
         edits: list[bytes] = []
         for first, edit in pending.values():
@@ -452,9 +473,14 @@ class OnChange(Job):
             self.sent += 1
             self._last_sent = self.loop.time()
 
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._schedule()
+
     def _edit(self, n: int, op: str, edit: Edit) -> bytes | None:
         """The edit as this receiver may see it, or None (not selected, not readable, gone)."""
-        whole = self.selection.covers(edit.schema_path) and not self.reader.restricted()
+        whole = self.selection.covers(edit.schema_path) and self.reader.whole(edit.schema_path)
         if op == "delete":
             if not whole and self._visible(edit.steps, edit.old) is None:
                 return None
@@ -503,13 +529,15 @@ def _detached(el: etree._Element) -> etree._Element:
 
 
 class Reader:
-    """NACM's read rules for one principal: `restricted()` is False for a superuser (or NACM off)."""
+    """NACM's read rules for one principal (a superuser, or NACM off, reads everything whole)."""
 
     def __init__(self, nacm: Nacm, principal: Principal) -> None:
         self.nacm, self.principal = nacm, principal
 
-    def restricted(self) -> bool:
-        return self.nacm.view(self.principal) is not None
+    def whole(self, spath: SchemaPath) -> bool:
+        """May the principal read every instance of the node at `spath` and all below it?"""
+        view = self.nacm.view(self.principal)
+        return view is None or view.reads_whole(spath)
 
     def visible(self, data: Forest) -> Forest:
         """`data` (a private tree) without what the principal may not read, in place."""

@@ -26,6 +26,7 @@ from server.errors import RpcError
 from server.filters import xpath_filter
 from server.operations import _operational, read_pipeline
 from server.push import (
+    FlowControlled,
     Job,
     OnChange,
     Periodic,
@@ -377,6 +378,7 @@ class Subscriptions:
             dampening=req.dampening or 0,
             sync_on_start=req.sync_on_start,
             excluded=req.excluded,
+            flow=dyn.sess if isinstance(dyn.sess, FlowControlled) else None,
         )
         return None
 

@@ -7,7 +7,8 @@ to a real receiver: aiohttp over TLS on loopback with a test CA, requiring mipha
   subscription-modified; deleting it: subscription-terminated;
 - committed with curl over RESTCONF, JSON encoded (the receiver's capabilities choose): subscription-started
   and the NETCONF stream's events;
-- a slow receiver's queue overflows (suspended, dropped, resumed); a notification the receiver refuses
+- a slow receiver gets the on-change edits made meanwhile in one update (they wait, coalesced, while a
+  POST is answered); a stream's events overflow its queue (suspended, dropped, resumed); a notification the receiver refuses
   (4xx) is dropped and the next goes; a receiver without a common encoding
   is disconnected; one whose certificate the configured CA does not sign gets nothing;
 - pushed data is read with the receiver instance's NACM rights;
@@ -281,9 +282,22 @@ def test_a_receiver_whose_certificate_the_ca_does_not_sign_gets_nothing(rc, pki,
         assert receiver_state(m, 9)["state"] == "connecting"
 
 
-def test_a_slow_receiver_is_suspended_when_its_queue_overflows(rc, pki, monkeypatch):
-    """Events queue while a POST is answered; past the queue's limit they are dropped and counted, the
-    receiver hears subscription-suspended, then -resumed and the whole selection."""
+def stream_sub(sid: int, ref: str = "collector") -> str:
+    return (
+        f'<subscription><id>{sid}</id><transport xmlns:hn="{HN}">hn:https</transport><stream>NETCONF</stream>'
+        f"<receivers><receiver><name>r1</name>"
+        f'<receiver-instance-ref xmlns="{SNR}">{ref}</receiver-instance-ref></receiver></receivers></subscription>'
+    )
+
+
+def patch_targets(post) -> list[str]:
+    return [t.text or "" for t in post.xml().iter(f"{{{YP}}}target")]
+
+
+def test_a_slow_receiver_gets_the_changes_made_meanwhile_in_one_update(rc, pki, monkeypatch):
+    """On-change edits wait (coalesced per target) while a POST is answered, and go in one
+    push-change-update when it is: nothing queues up behind a slow receiver, nothing is dropped,
+    even with a queue of 2 that 3 separate updates would overflow."""
     from server import https_notif
 
     monkeypatch.setattr(https_notif, "QUEUE_LIMIT", 2)
@@ -296,19 +310,50 @@ def test_a_slow_receiver_is_suspended_when_its_queue_overflows(rc, pki, monkeypa
             receiver.hold()
             m.edit_config(target="running", config=vr("a"))
             receiver.wait(lambda _: receiver.arrived == 2, what="the update of a, held")
+            for name in ("b", "c", "d"):
+                m.edit_config(target="running", config=vr(name))
+            time.sleep(0.3)  # what would have queued and overflowed had the edits not waited
+            assert receiver_state(m, 5)["state"] == "active"
+            receiver.release()
+            first, second = receiver.wait_kind("push-change-update", 2)
+            assert [p.kind() for p in receiver.posts] == ["subscription-started", *["push-change-update"] * 2]
+            assert [t.rsplit("=", 1)[-1] for t in patch_targets(first)] == ["a"]
+            assert sorted(t.rsplit("=", 1)[-1] for t in patch_targets(second)) == ["b", "c", "d"]
+            state = poll(lambda: receiver_state(m, 5), lambda s: s.get("sent-event-records") == "2")
+            assert state["dropped-event-records"] == "0" and state["state"] == "active", state
+    finally:
+        receiver.close()
+
+
+def test_a_slow_receiver_is_suspended_when_its_queue_overflows(rc, pki, monkeypatch):
+    """Stream events queue while a POST is answered; past the queue's limit they are dropped and
+    counted, the receiver hears subscription-suspended, then -resumed, and later events flow again."""
+    from server import https_notif
+
+    monkeypatch.setattr(https_notif, "QUEUE_LIMIT", 2)
+    receiver = Receiver(pki)
+    try:
+        with connect(rc) as m:
+            m.edit_config(target="running", config=config(instance(pki, receiver.port) + stream_sub(5)))
+            receiver.wait_kind("subscription-started")
+            receiver.hold()
+            m.edit_config(target="running", config=vr("a"))  # each edit: one netconf-config-change
+            receiver.wait(lambda _: receiver.arrived == 2, what="the event of a, held")
             for name in ("b", "c", "d"):  # b queues behind a, c overflows, d is not produced (paused)
                 m.edit_config(target="running", config=vr(name))
             state = poll(lambda: receiver_state(m, 5), lambda s: s.get("state") == "suspended")
             assert state["dropped-event-records"] == "2", state  # b and c; a, in flight, is answered later
             receiver.release()
-            receiver.wait_kind("push-update")
+            receiver.wait_kind("subscription-resumed")
+            m.edit_config(target="running", config=vr("e"))
+            receiver.wait_kind("netconf-config-change", 2)
             kinds = [p.kind() for p in receiver.posts]
             assert kinds == [
                 "subscription-started",
-                "push-change-update",
+                "netconf-config-change",
                 "subscription-suspended",
                 "subscription-resumed",
-                "push-update",
+                "netconf-config-change",
             ], kinds
             state = poll(lambda: receiver_state(m, 5), lambda s: s.get("sent-event-records") == "2")
             assert state["dropped-event-records"] == "2" and state["state"] == "active", state

@@ -137,6 +137,50 @@ def test_on_change_of_configuration_is_a_yang_patch_and_keys_reach_only_those_wh
         ]
 
 
+def test_a_rule_on_one_list_entry_hides_its_leaf_changes_and_leaves_the_rest_whole(h) -> None:
+    """Changes a reader's rules do not touch go out whole (no tree built to prune); a change under an
+    entry that a key-specific rule hides, or holding a default-deny-all leaf, does not reach it."""
+    admin, oper = h.client(), h.client("oper", frozenset({"oper"}))
+    ok(admin, edit(vr(HA + mn("shown", "10.0.0.5") + mn("hidden", "10.0.0.6"))))
+    hide = (
+        '<nacm xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-acm" xmlns:m="urn:mipha:yang:mipha-home-agent">'
+        "<rule-list><name>ops</name><group>oper</group><rule><name>hide</name>"
+        "<path>/m:virtual-routers/m:virtual-router[m:name='default']/m:mobile-node[m:name='hidden']</path>"
+        "<access-operations>read</access-operations><action>deny</action></rule></rule-list></nacm>"
+    )
+    ok(admin, edit(hide))
+    a, o = sub_id(call(admin, on_change())), sub_id(call(oper, on_change()))
+    ok(admin, edit(vr(mn("hidden", "10.0.0.16"))))
+    ok(admin, edit(vr(mn("shown", "10.0.0.15"))))
+    ok(admin, edit(vr(mn("new", "10.0.0.17", spi=300))))
+    base = "/mipha-home-agent:virtual-routers/virtual-router=default/mobile-node="
+    for client, sid, want in (
+        (
+            admin,
+            a,
+            [
+                ("replace", base + "hidden/home-address"),
+                ("replace", base + "shown/home-address"),
+                ("create", base + "new"),
+            ],
+        ),
+        (oper, o, [("replace", base + "shown/home-address"), ("create", base + "new")]),
+    ):
+        got: list[tuple] = []
+        deadline = time.monotonic() + 10
+        while len(got) < len(want) and time.monotonic() < deadline:
+            notes = [
+                n
+                for n in wait_for(h, client, "push-change-update")
+                if n.findtext(".//yp:id", namespaces=Q) == str(sid)
+            ]
+            got += edits(notes)
+        assert [(op, target) for op, target, _ in got] == want
+        created = got[-1][2]
+        assert created.findtext(".//m:home-address", namespaces=Q) == "10.0.0.17"
+        assert (created.find(".//m:security-association/m:key", Q) is not None) is (client is admin)
+
+
 def test_subtree_filter_selects_what_is_pushed(h) -> None:
     c = h.client()
     flt = f'<yp:datastore-subtree-filter><virtual-routers xmlns="{NS["m"]}"><virtual-router><mobile-node><name>watched</name></mobile-node></virtual-router></virtual-routers></yp:datastore-subtree-filter>'
