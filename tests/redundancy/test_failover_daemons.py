@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +58,12 @@ class Load:
     def wait(self, timeout: float) -> None:
         self.proc.wait(timeout=timeout)
         self.reader.join(5)
+
+    def finish(self, timeout: float) -> None:
+        """End the run now (SIGUSR1: each node completes its transaction) and wait for it."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGUSR1)  # ip netns exec execs python: this is its PID
+        self.wait(timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -129,6 +136,18 @@ def redundancy(daemon: PairDaemon) -> dict[str, list[str]]:
     return found
 
 
+def wait_redundancy(daemon: PairDaemon, check, timeout: float = 30) -> dict[str, list[str]]:
+    """The daemon's redundancy state once ``check(state)`` holds (or the last one read at the deadline):
+    a member learns the leader, its peers and the group's configuration in its campaign rounds, after
+    the daemon already runs and logged so."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = redundancy(daemon)
+        if check(state) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 def kernel_state(ns: str) -> dict[str, int]:
     """mipha's objects in a home agent's namespace: routes in its table, its policy rule, proxy ARP."""
 
@@ -181,11 +200,13 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         a.wait_log("redundancy: active", 60)
         b.start()
         b.wait_log("mipha running", 60)
-        state = redundancy(b)
+        state = wait_redundancy(b, lambda s: "leader" in s and "configuration-agrees" in s)
         assert state["role"] == ["standby"] and state["leader"] == ["a"], state
         assert state["configuration-agrees"] == ["true"], state
-        assert redundancy(a)["role"] == ["active"]
-        load = Load(topo.mn, duration=14, interval=0.25)
+        assert wait_redundancy(a, lambda s: s.get("role") == ["active"])["role"] == ["active"]
+        # The load runs until the test ends it, once registrations and traffic went on after the kill
+        # (the steps before the kill may take long on a loaded box: a fixed duration could end first).
+        load = Load(topo.mn, duration=240, interval=0.25)
         time.sleep(3)
         traffic = Traffic(topo, HOME_START)
         # The standby's kernel is warm: every route in mipha's table, but neither the rule that would
@@ -199,7 +220,13 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         assert stages["total"] >= acks and all(stages[s] for s in ("queued", "etcd", "ordered")), stages
         killed = a.kill9()
         acked_before = {home for t, home in load.acks() if t < killed}
-        load.wait(60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            [t for t, _ in load.acks() if t > killed] and [t for t in traffic.arrivals if t > killed + 0.1]
+        ):
+            time.sleep(0.1)
+        time.sleep(3)  # the nodes go on renewing with the new active a little longer
+        load.finish(60)
         after = sorted(t for t, _ in load.acks() if t > killed)
         assert after, f"no registration answered after the kill: {load.lines[-20:]}"
         gap = after[0] - killed
@@ -213,7 +240,7 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         assert through_a, "no traffic reached the care-of address through the first active"
         assert through_b, "traffic to the home address did not resume through the new active"
         print(f"traffic to {HOME_START} through the tunnel again {through_b[0] - killed:.2f}s after the kill")
-        state = redundancy(b)
+        state = wait_redundancy(b, lambda s: s.get("role") == ["active"])
         assert state["role"] == ["active"] and state["leader"] == ["b"], state
         active = wait_kernel(topo.b, {"routes": NODES, "rule": 1, "proxies": NODES})
         assert active == {"routes": NODES, "rule": 1, "proxies": NODES}, f"new active's kernel: {active}"
@@ -227,8 +254,7 @@ def test_kill9_of_the_active_daemon_under_load(etcd: EtcdCluster, tmp_path: Path
         # The killed member comes back (as a supervisor would restart it): it joins as the standby.
         a.start()
         a.wait_log("mipha running", 60)
-        time.sleep(0.5)
-        state = redundancy(a)
+        state = wait_redundancy(a, lambda s: "leader" in s and sorted(s.get("peer", [])) == ["a", "b"])
         assert state["role"] == ["standby"] and state["leader"] == ["b"], state
         assert sorted(state["peer"]) == ["a", "b"]
         assert bound_homes(a) == set()
@@ -261,7 +287,7 @@ def test_a_standby_whose_configuration_differs_does_not_take_over(etcd: EtcdClus
         state = redundancy(b)
         assert state["role"] == ["standby"] and state["configuration-agrees"] == ["false"], state
         assert "configuration differs" in state["reason"][0]
-        assert redundancy(a)["configuration-agrees"] == ["true"]
+        assert wait_redundancy(a, lambda s: "configuration-agrees" in s)["configuration-agrees"] == ["true"]
         killed = a.kill9()
         time.sleep(TTL + 2)  # the lease has expired: b would have taken over by now
         state = redundancy(b)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from etcd_cluster import EtcdCluster
 from pair import COA, HA, HOME_START, PairDaemon, Topology
-from test_failover_daemons import redundancy
+from test_failover_daemons import wait_redundancy
 
 from ha.mn.session import MobileNodeSession, ReplyOutcome
 from ha.netns import run_in_netns
@@ -124,7 +124,7 @@ def test_retransmissions_and_nonces_after_a_kill9(etcd: EtcdCluster, tmp_path: P
         outcome, after = nodes[1].send(nonce_id, nonce_req, deadline=30)
         assert outcome.code == 0, f"nonce retransmission after the failover answered {outcome.code}"
         assert after == nonce_reply, "not the same reply (identification, nonce, authenticator)"
-        state = redundancy(b)
+        state = wait_redundancy(b, lambda s: s.get("role") == ["active"])
         assert state["role"] == ["active"] and state["leader"] == ["b"], state
         outcome, after = nodes[2].send(dereg_id, dereg_req)
         assert outcome.code == 0 and after == dereg_reply, "a deregistration's retransmission"
