@@ -55,7 +55,7 @@ class FreeRadius:
         """The records of the ``detail`` file, each as attribute -> value (quotes stripped)."""
         return radiusd.accounting_records(self.dir)
 
-    def wait_accounting(self, predicate, timeout: float = 5.0) -> list[dict[str, str]]:
+    def wait_accounting(self, predicate, timeout: float = 30.0) -> list[dict[str, str]]:
         deadline = time.monotonic() + timeout
         while True:
             found = [r for r in self.accounting() if predicate(r)]
