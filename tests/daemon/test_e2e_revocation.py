@@ -233,8 +233,11 @@ def test_revocation_both_ways_with_a_foreign_agent_stand_in(stand_in: StandIn) -
     assert removed.findtext(f"{{{NS}}}reason") == "revoked"
     # Replayed: discarded, not acknowledged again.
     agent.sendto(fa_signed(revoke), (HA, 434))
-    time.sleep(0.5)
-    assert statistics(m, "rev")["revocations-discarded"] == "1"
+    deadline = time.monotonic() + 30
+    while (stats := statistics(m, "rev"))["revocations-discarded"] == "0":
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.1)
+    assert stats["revocations-discarded"] == "1"
 
     stand_in.captured()
 
@@ -314,7 +317,7 @@ def test_aaa_disconnect_revokes_at_the_foreign_agent(radiusd: FreeRadius, stand_
     assert removed.findtext(f"{{{NS}}}home-address") == AAA_HOME
     assert removed.findtext(f"{{{NS}}}reason") == "cleared"
     assert bindings(m) == []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while (stats := statistics(m, "rev"))["revocation-acks-received"] != "1":
         assert time.monotonic() < deadline, stats
         time.sleep(0.1)

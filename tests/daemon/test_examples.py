@@ -10,13 +10,33 @@ from pathlib import Path
 
 from daemon_harness import KEY_HEX, MIPHA, Daemon
 from free_ports import free_port
+from lxml import etree
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "ncclient"
+MON = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 
 
 def script(name: str, port: int, *args: str) -> list[str]:
     return [sys.executable, str(EXAMPLES / name), "--port", str(port), "--password", "e2e-secret", *args]
+
+
+def wait_subscribed(daemon: Daemon, timeout: float = 60) -> None:
+    """Until another NETCONF session than the one asking has sent its first <rpc> (the listener's
+    create-subscription: a session handles its rpcs in order, so the subscription exists by then)."""
+    flt = f'<netconf-state xmlns="{MON}"><sessions/></netconf-state>'
+    deadline = time.monotonic() + timeout
+    with daemon.connect() as m:
+        while True:
+            root = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
+            others = [
+                s for s in root.iter(f"{{{MON}}}session")
+                if s.findtext(f"{{{MON}}}session-id") != str(m.session_id)
+            ]  # fmt: skip
+            if any(int(s.findtext(f"{{{MON}}}in-rpcs") or 0) >= 1 for s in others):
+                return
+            assert time.monotonic() < deadline, "the notification listener did not subscribe"
+            time.sleep(0.1)
 
 
 def test_configure_bindings_notifications_clear(tmp_path: Path) -> None:
@@ -39,7 +59,7 @@ def test_configure_bindings_notifications_clear(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.0)  # let the subscription start before the event
+        wait_subscribed(daemon)  # the subscription exists before the event
         reg = subprocess.run(
             ["ip", "netns", "exec", netns, MIPHA, "mn", "--ha", "192.0.2.1", "--spi", "256", "--key", KEY_HEX,
              "register", "--home", "192.0.2.11", "--coa", "198.51.100.9"],
@@ -80,7 +100,6 @@ def test_bindings_keep_their_namespace_under_a_prefixed_configuration(tmp_path: 
     """Raw binding entries inherit the namespace of their <bindings> placeholder: that must hold even
     when the running configuration was written with a prefix (the server moves the placeholder into it)."""
     from daemon_harness import KEY_YANG, NS
-    from lxml import etree
 
     tag = uuid.uuid4().hex[:6]
     vr, netns = f"px{tag}", f"mipha-px-{tag}"

@@ -322,7 +322,7 @@ def test_json_xpath_filter_with_module_names(rc):
 def test_unread_subscriptions_end_and_a_user_holds_a_bounded_number(rc, monkeypatch):
     from server.restconf import subscribed
 
-    monkeypatch.setattr(subscribed, "CONNECT_SECONDS", 3.0)  # > the three establishes below, loaded
+    monkeypatch.setattr(subscribed, "CONNECT_SECONDS", 10.0)  # > the three establishes below, loaded
     monkeypatch.setattr(subscribed, "MAX_PER_USER", 2)
     body = {"stream": "NETCONF"}
     first, _second = establish(rc, body), establish(rc, body)
@@ -330,7 +330,7 @@ def test_unread_subscriptions_end_and_a_user_holds_a_bounded_number(rc, monkeypa
     assert r.status == 409, r.body  # resource-denied
     assert r.json()["ietf-restconf:errors"]["error"][0]["error-app-tag"] == f"{SN}:insufficient-resources"
     assert establish(rc, body, user=OPERATOR)["id"]  # another user's are counted apart
-    deadline = time.monotonic() + 20  # nobody GETs their events: they end
+    deadline = time.monotonic() + 40  # nobody GETs their events: they end
     while subscriptions(rc):
         assert time.monotonic() < deadline
         time.sleep(0.1)

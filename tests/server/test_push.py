@@ -68,7 +68,7 @@ def ok(client, body: str) -> None:
     assert reply.find(f"{{{NC_NS}}}ok") is not None, etree.tostring(reply).decode()
 
 
-def wait_for(h: Harness, client, name: str, limit: float = 5.0) -> list[etree._Element]:
+def wait_for(h: Harness, client, name: str, limit: float = 30.0) -> list[etree._Element]:
     """Run the loop until `client` got a notification holding `name`; returns what arrived."""
     got: list[etree._Element] = client.__dict__.pop("held", [])
 

@@ -247,6 +247,21 @@ def test_eof_after_rpcs_answers_them_then_ends_the_session():
         h.close()
 
 
+def wait_stalled(srv, provider, timeout: float = 60) -> int:
+    """Pages produced once production started and then made no progress for 1 s (or at the deadline):
+    a loaded box may take more than a second to fill the window."""
+    deadline = time.monotonic() + timeout
+    held, since = srv.call(lambda: provider.produced), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = srv.call(lambda: provider.produced)
+        if now != held:
+            held, since = now, time.monotonic()
+        elif held >= 2 and time.monotonic() - since >= 1.0:
+            break
+    return held
+
+
 def test_over_ssh_production_waits_for_a_client_that_does_not_read(
     tmp_path, host_key_path, password_hashes, client_key
 ):
@@ -264,8 +279,7 @@ def test_over_ssh_production_waits_for_a_client_that_does_not_read(
             c.send(
                 f'<rpc xmlns="urn:ietf:params:xml:ns:netconf:base:1.0" message-id="1">{GET_ALL}</rpc>'.encode()
             )
-            time.sleep(1.0)
-            held = srv.call(lambda: provider.produced)
+            held = wait_stalled(srv, provider)
             assert 2 <= held <= 30, f"{held} pages of {size} bytes produced for a client that reads nothing"
             reply = etree.fromstring(c.recv())
             assert provider.produced == 100 and len(homes(reply)) == 100 * 3000
