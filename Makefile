@@ -7,10 +7,11 @@ BIN := $(VENV)/bin
 # qemu-system-x86 + linux-image-amd64: the real-kernel ipip tests where User-Mode Linux cannot run
 # (tests/dataplane/kernel_guest.py); tiny-initramfs satisfies the kernel's initramfs-tool dependency
 # without pulling udev/systemd upgrades (skipped by ensure-apt.sh when another initramfs tool is present).
+# python3-venv: `python3 -m venv` below (a minimal Debian 12 lacks it); procps: sysctl in the tests.
 APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-linux busybox-static tcpdump openssh-client iputils-ping \
 	freeradius freeradius-utils etcd-server etcd-client nftables conntrack prometheus curl \
 	qemu-system-x86 linux-image-amd64 tiny-initramfs \
-	gcc python3-dev libssl-dev
+	gcc python3-dev python3-venv libssl-dev procps
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint deps venv tree clean bench bench-config bench-restconf fuzz

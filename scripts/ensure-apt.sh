@@ -27,5 +27,17 @@ if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
 fi
 trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# A fresh machine may be running its own apt at boot (unattended-upgrades, cloud-init): wait for the
+# dpkg lock instead of failing, retry downloads, and try the whole step again after a pause.
+apt_options=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=5)
+retry() {
+    local attempt
+    for attempt in 1 2 3 4; do
+        "$@" && return 0
+        echo "mipha: '$*' failed (attempt $attempt), again in 15 s" >&2
+        sleep 15
+    done
+    "$@"
+}
+retry apt-get "${apt_options[@]}" update -qq
+retry apt-get "${apt_options[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
