@@ -142,11 +142,12 @@ def test_no_single_bit_flip_of_an_authenticated_request_is_accepted(topo: Topolo
                 flipped = bytearray(valid)
                 flipped[bit // 8] ^= 0x80 >> (bit % 8)
                 flips.append(bytes(flipped))
+            got = []
             for i, data in enumerate(flips):
                 sock.sendto(data, target)
-                if i % 16 == 15:
-                    time.sleep(0.002)  # the socket buffers are large; this only spreads the burst
-            answered = codes(replies(sock, 1.5))
+                if i % 64 == 63:  # at most 64 queued at the home agent (a box may keep the daemon
+                    got += replies(sock, 0.3)  # off its CPU, its socket buffer capped by rmem_max)
+            answered = codes(got + replies(sock, 1.5))
             print("replies to the single-bit flips by code:", dict(answered))
             assert 0 not in answered and 1 not in answered, answered
             # all but the 8 flips of the Type octet reach the home agent as requests; most are answered

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,8 +95,15 @@ def test_demo_then_down(lab_run: LabRun) -> None:
     assert aaa is not None, out
     assert re.search(r"192\.0\.2\.20 dev mip-tun", out), out
     # accounting Start in FreeRADIUS's own detail file, with the session id the binding shows
-    detail = "\n".join(p.read_text() for p in (lab_run.directory / "radius" / "acct").glob("**/detail*"))
-    start = [r for r in detail.split("\n\n") if 'User-Name = "lab-aaa@example.net"' in r and "= Start" in r]
+    deadline = time.monotonic() + 30  # (FreeRADIUS writes it as the Accounting-Request arrives)
+    while True:
+        detail = "\n".join(p.read_text() for p in (lab_run.directory / "radius" / "acct").glob("**/detail*"))
+        start = [
+            r for r in detail.split("\n\n") if 'User-Name = "lab-aaa@example.net"' in r and "= Start" in r
+        ]
+        if start or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert start and f'Acct-Session-Id = "{aaa.group(1)}"' in start[0], detail
     pids = _pids(lab_run.directory)
     assert {"daemon", "radius", "tunnel", "aaa-tunnel"} <= set(pids), pids
