@@ -40,7 +40,7 @@ def topo() -> Iterator[Topology]:
 def register(topo: Topology, lifetime: int = 600) -> int:
     out = subprocess.run(
         ["ip", "netns", "exec", topo.mn, MIPHA, "mn", "--ha", str(HA_ADDR), "--spi", "256", "--key", KEY_HEX,
-         "--timeout", "0.5", "--retries", "1", "--lifetime", str(lifetime), "--json", "register",
+         "--timeout", "5", "--retries", "1", "--lifetime", str(lifetime), "--json", "register",
          "--home", str(HOA), "--coa", str(COA1)],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip

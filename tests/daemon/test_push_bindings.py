@@ -120,7 +120,9 @@ def edits(note: etree._Element) -> list[tuple[str, str, etree._Element | None]]:
 
 
 def mn(netns: str, *args: str, lifetime: int = 600) -> None:
-    command = mn_command(netns, "--lifetime", str(lifetime), *args)
+    # a first retransmission only after 5 s: a reply late on a loaded box must not make the node send
+    # a new request (a renewal: one more change pushed)
+    command = mn_command(netns, "--timeout", "5", "--lifetime", str(lifetime), *args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
