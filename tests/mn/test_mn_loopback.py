@@ -205,7 +205,9 @@ def test_an_engine_exception_never_reaches_the_loop():
             return real(data, **kwargs)
 
         ha.engine.handle_datagram = flaky  # type: ignore[method-assign]
-        first = mipha_mn(ha.port, "register", "--home", HOME, "--coa", "203.0.113.5")
+        first = mipha_mn(
+            ha.port, "register", "--home", HOME, "--coa", "203.0.113.5", extra=("--timeout", "2")
+        )
         assert first["ok"] and first["steps"][0]["attempts"] == 2  # the first request was dropped
         assert ha.transport.errors == 1
         assert ha.call(lambda: ha.engine.statistics.discarded) == 1
