@@ -179,7 +179,7 @@ class Recorder:
         with self._lock:
             return list(self.packets)
 
-    async def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = 3.0) -> bytes | None:
+    async def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = 10.0) -> bytes | None:
         """The first recorded packet matching ``predicate`` within ``timeout`` (polls; never asserts time)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -332,10 +332,10 @@ async def run_scenario(
             sh(f"ip -n {topo.ha} -o link show home0").split("link/ether ")[1].split()[0].replace(":", "")
         )
 
-        async def arp_answer() -> bytes | None:
+        async def arp_answer(timeout: float = 1.0) -> bytes | None:
             arp_seen.clear()
             cn_arp.send(arp_request(cn_mac, HOA))
-            reply = await arp_seen.wait_for(lambda p: is_arp(p, op=2, spa=HOA), timeout=1.0)
+            reply = await arp_seen.wait_for(lambda p: is_arp(p, op=2, spa=HOA), timeout=timeout)
             return None if reply is None else reply[22:28]
 
         def send_udp(payload: bytes) -> None:
@@ -359,7 +359,10 @@ async def run_scenario(
             garp is not None and garp[22:28] == ha_mac, "no gratuitous ARP with the HA's MAC on the home link"
         )
         await plane.wait_garps()  # type: ignore[attr-defined]
-        check(await arp_answer() == ha_mac, "proxy ARP did not answer for the home address with the HA's MAC")
+        check(
+            await arp_answer(10.0) == ha_mac,
+            "proxy ARP did not answer for the home address with the HA's MAC",
+        )
         log("gratuitous ARP + proxy ARP: ok")
 
         # 2. Ping through the tunnel (echo answered by the MN via the reverse tunnel).
@@ -549,7 +552,7 @@ async def run_scenario(
         router.sendto(report, (str(HA_ADDR), 0))
         icmp_rx.clear()
         frag = None
-        for _ in range(30):  # until the HA has processed the report (no fixed delay to guess)
+        for _ in range(100):  # until the HA has processed the report (no fixed delay to guess)
             big.sendto(b"z" * 1300, (str(HOA), 7777))  # 1328 bytes with DF: over 1300 - 20
             frag = await icmp_rx.wait_for(lambda p: p[20] == 3 and p[21] == 4, timeout=0.1)
             if frag is not None:

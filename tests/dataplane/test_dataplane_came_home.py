@@ -79,7 +79,7 @@ async def _came_home(
             ]
         )
         await plane.wait_garps()
-        garp = await seen.wait_for(lambda p: is_arp(p, op=2, spa=HOA, tpa=HOA), timeout=0.5)
+        garp = await seen.wait_for(lambda p: is_arp(p, op=2, spa=HOA, tpa=HOA), timeout=3.0)
         return (None if garp is None else garp[22:28]), cn_mac, sent
     finally:
         seen.close()
