@@ -33,7 +33,7 @@ class FreeRadius:
         command = radiusd.command(self.dir, self.netns)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # FreeRADIUS reads its dictionaries: slow on a loaded box
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             if radiusd.READY in self.log.read_text(errors="replace"):

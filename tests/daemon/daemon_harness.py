@@ -56,7 +56,7 @@ backend = "{backend}"
             stderr=log,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a start on a loaded box: seconds, not milliseconds
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:

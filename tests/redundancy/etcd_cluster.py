@@ -137,7 +137,7 @@ class EtcdCluster:
     def alive(self, m: Member) -> bool:
         return m.proc is not None and m.proc.poll() is None
 
-    def wait_healthy(self, timeout: float = 30) -> None:
+    def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
