@@ -359,7 +359,7 @@ def test_over_ssh_with_the_raw_client(server) -> None:
         )
         sid = sub_id(reply)
         stamps = []
-        while len(stamps) < 5:
+        while len(stamps) < 9:  # 8 periods: one late wake-up on a loaded box moves the mean little
             note = etree.fromstring(client.recv())
             assert note.tag == f"{{{Q['n']}}}notification"
             assert note.findtext(".//yp:push-update/yp:id", namespaces=Q) == str(sid)
