@@ -13,6 +13,8 @@ APT_PACKAGES := libyang2-dev libyang2-tools tshark iproute2 ethtool user-mode-li
 	qemu-system-x86 linux-image-amd64 tiny-initramfs \
 	gcc python3-dev python3-venv libssl-dev procps
 STAMP := $(VENV)/.installed
+# pip: more patience with a slow or flaky package index than its defaults (5 retries, 15 s)
+PIP_OPTS := --retries 10 --timeout 60
 
 .PHONY: run test lint deps venv tree clean bench bench-config bench-restconf fuzz
 
@@ -22,8 +24,8 @@ deps:
 $(STAMP): pyproject.toml scripts/ensure-apt.sh ha/_fastpath.c
 	@bash scripts/ensure-apt.sh $(APT_PACKAGES)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q $(PIP_OPTS) --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_OPTS) -e '.[test]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
