@@ -144,7 +144,12 @@ def test_netconf_configured_subscription_over_https_survives_the_receiver_going_
         assert suspended.findtext(".//sn:reason", namespaces=Q) == "sn:unsupportable-volume"
         names = {n.text for n in posts[-1].xml().iterfind(".//m:virtual-router/m:name", Q)}
         assert names == {"base", "blue", "green", "red"}, names
-        state = poll(lambda: receiver_state(m, 100), lambda s: s.get("state") == "active")
+        # (active again once subscription-resumed went out; the push-update counts as sent once the
+        # receiver answered its POST, which may be after the receiver recorded it)
+        state = poll(
+            lambda: receiver_state(m, 100),
+            lambda s: s.get("state") == "active" and int(s.get("sent-event-records") or 0) >= 2,
+        )
         assert state["sent-event-records"] == "2", state  # the first update and the whole selection
 
         m.edit_config(
@@ -222,8 +227,14 @@ def _restconf_json(rc, pki, receiver, configured: bool):
     (change,) = receiver.wait_kind("netconf-config-change")
     event = change.json()["ietf-restconf:notification"]["ietf-netconf-notifications:netconf-config-change"]
     assert event["changed-by"]["username"] == "admin"
-    r = curl(rc, "GET", SUBS + "/subscription=7/receivers", accept=JSON)
-    (row,) = r.json()["ietf-subscribed-notifications:receivers"]["receiver"]
+
+    def receiver_row() -> dict:
+        r = curl(rc, "GET", SUBS + "/subscription=7/receivers", accept=JSON)
+        (row,) = r.json()["ietf-subscribed-notifications:receivers"]["receiver"]
+        return row
+
+    # counted as sent once the receiver answered the POST, which may be after the receiver recorded it
+    row = poll(receiver_row, lambda row: int(row.get("sent-event-records") or 0) >= 1)
     assert row["state"] == "active" and row["sent-event-records"] == "1", row
 
 
