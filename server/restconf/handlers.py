@@ -13,6 +13,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from lxml import etree
@@ -469,18 +470,25 @@ async def invoke(
     if not core.nacm.may_call(sess.principal, (ns, name)):
         raise http_error(403, "access-denied", f"{name} is not allowed for this user")
     rpc = rpc_input(sess, module, ns, name, body, fmt)
+    out = await _invoked(lambda: handler(as_netconf(sess), rpc))
+    if out is None:
+        return None
+    if out_fmt == "json":
+        return codec.rpc_output_to_json(schema.ctx, module, ns, name, out)
+    return b'<output xmlns="%s">%s</output>' % (ns.encode(), out)
+
+
+async def _invoked(call: Callable[[], Any]) -> bytes | None:
+    """Run an rpc's or action's handler (maybe a coroutine): its output's children, None for none."""
     try:
-        result = handler(as_netconf(sess), rpc)
+        result = call()
         if inspect.isawaitable(result):
             result = await result
     except RpcError as err:
         raise HttpError.of(err) from None
     if result is None:
         return None
-    out = result if isinstance(result, bytes) else etree.tostring(result)
-    if out_fmt == "json":
-        return codec.rpc_output_to_json(schema.ctx, module, ns, name, out)
-    return b'<output xmlns="%s">%s</output>' % (ns.encode(), out)
+    return result if isinstance(result, bytes) else etree.tostring(result)
 
 
 def rpc_input(
@@ -554,15 +562,9 @@ async def invoke_action(
     if not sess.core.nacm.may_call(sess.principal, (YANG_NS, "action")):  # as NETCONF's <action>
         raise http_error(403, "access-denied", "actions are not allowed for this user")
     holder = action_request(sess, target, action, body, fmt)
-    try:
-        result = sess.core.actions.run(as_netconf(sess), holder)
-        if inspect.isawaitable(result):
-            result = await result
-    except RpcError as err:
-        raise HttpError.of(err) from None
-    if result is None:
+    out = await _invoked(lambda: sess.core.actions.run(as_netconf(sess), holder))
+    if out is None:
         return None
-    out = result if isinstance(result, bytes) else etree.tostring(result)
     if out_fmt == "json":
         return codec.action_output_to_json(sess.core.schema.ctx, target, action, out)
     return b'<output xmlns="%s">%s</output>' % (action.ns.encode(), out)

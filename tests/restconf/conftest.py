@@ -9,6 +9,7 @@ import asyncssh
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notif_receiver import Receiver, make_pki
 from rc_server import ADMIN, OPERATOR, RestconfServer, make_config
 
 from server.auth import hash_password
@@ -44,3 +45,17 @@ def rc_factory(tmp_path, rc_hashes, rc_pub):
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A test CA, the HTTPS receivers' certificates and mipha's client certificate."""
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def receiver(pki):
+    """A real HTTPS-notif receiver (aiohttp over TLS, requiring mipha's client certificate)."""
+    r = Receiver(pki)
+    yield r
+    r.close()

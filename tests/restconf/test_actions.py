@@ -20,7 +20,7 @@ import pytest
 from lxml import etree
 from nc_server import connect, make_config
 from ncclient.operations.rpc import RPCError
-from notif_receiver import Receiver, make_pki
+from notif_receiver import Receiver
 from rc_server import OPERATOR, RestconfServer, curl
 from test_configured import SN, Q, config, instance, on_change_sub, poll, receiver_state, vr
 
@@ -33,18 +33,6 @@ RESET_URI = (
 )
 JSON = "application/yang-data+json"
 XML = "application/yang-data+xml"
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return make_pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def receiver(pki):
-    r = Receiver(pki)
-    yield r
-    r.close()
 
 
 def action(inner: str) -> etree._Element:

@@ -37,18 +37,6 @@ Q = {"sn": SN, "snr": SNR, "hn": HN, "yp": YP, "m": NS}
 SUBS = "/restconf/data/ietf-subscribed-notifications:subscriptions"
 
 
-@pytest.fixture
-def pki(tmp_path):
-    return make_pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def receiver(pki):
-    r = Receiver(pki)
-    yield r
-    r.close()
-
-
 def instance(pki, port: int, name: str = "collector", ca: str | None = None) -> str:
     return (
         f'<receiver-instances xmlns="{SNR}"><receiver-instance><name>{name}</name>'
