@@ -249,8 +249,13 @@ def _join_json_arrays(parts: list[bytes]) -> bytes:
 def rpc_output_to_json(ctx: libyang.Context, module: str, ns: str, name: str, output_xml: bytes) -> bytes:
     """An rpc handler's output elements → `{"<module>:output": {...}}` (checked by libyang)."""
     reply = b'<%s xmlns="%s">%s</%s>' % (name.encode(), ns.encode(), output_xml, name.encode())
+    return _output_json(ctx, reply.decode(), module)
+
+
+def _output_json(ctx: libyang.Context, reply: str, module: str) -> bytes:
+    """A reply (rpc or action, XML) checked by libyang and printed as `{"<module>:output": {...}}`."""
     try:
-        tree = ctx.parse_op_mem("xml", reply.decode(), dtype=DataType.REPLY_YANG)
+        tree = ctx.parse_op_mem("xml", reply, dtype=DataType.REPLY_YANG)
     except libyang.LibyangError as exc:
         raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
     try:
@@ -333,12 +338,4 @@ def action_output_to_json(
         target.chain_all(holder), f"{{{action.ns}}}{action.name}", nsmap={None: action.ns}
     )
     node.extend(list(parse_printed(b"<x>" + output_xml + b"</x>")))
-    try:
-        op = ctx.parse_op_mem("xml", etree.tostring(holder[0]).decode(), dtype=DataType.REPLY_YANG)
-    except libyang.LibyangError as exc:
-        raise HttpError.of(RpcError("operation-failed", f"cannot encode the reply: {exc}")) from None
-    try:
-        out = json.loads(op.print_mem("json", pretty=False))
-    finally:
-        op.free()
-    return json.dumps({f"{action.module}:output": next(iter(out.values()), {})}).encode()
+    return _output_json(ctx, etree.tostring(holder[0]).decode(), action.module)
