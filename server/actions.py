@@ -38,6 +38,7 @@ from lxml import etree
 from server.errors import RpcError, bad_element, missing_element
 from server.nacm import instance_nsmap, instance_path
 from server.schema import Schema, SchemaNode
+from server.schemapaths import ancestry
 from server.tree import Forest
 from server.xmlparse import parse_message
 
@@ -61,12 +62,12 @@ class ActionRequest:
 
     def chain(self) -> list[etree._Element]:
         """The data node instances from the top-level one down to the action's parent."""
-        depth = len(_ancestry(self.node)) - 1
+        depth = len(ancestry(self.node)) - 1
         return list(reversed([*self.element.iterancestors()][:depth]))
 
     def keys(self, list_name: str) -> tuple[str, ...]:
         """The key values of the entry of list `list_name` on the path (in the list's key order)."""
-        for el, sn in zip(self.chain(), _ancestry(self.node), strict=False):
+        for el, sn in zip(self.chain(), ancestry(self.node), strict=False):
             if sn.name == list_name and sn.kind == "list":
                 return tuple(el.findtext(f"{{{sn.ns}}}{k}") or "" for k in sn.keys)
         raise KeyError(list_name)
@@ -76,15 +77,6 @@ class ActionRequest:
         chain = self.chain()
         el = chain[(depth or len(chain)) - 1]
         return _data_missing(el, self.schema, depth or len(chain))
-
-
-def _ancestry(sn: SchemaNode) -> list[SchemaNode]:
-    out: list[SchemaNode] = []
-    node: SchemaNode | None = sn
-    while node is not None:
-        out.append(node)
-        node = node.parent
-    return out[::-1]
 
 
 def _data_missing(el: etree._Element, schema: Schema, depth: int) -> RpcError:
@@ -193,7 +185,7 @@ class Actions:
     # -- 2. libyang ---------------------------------------------------------------------------------------
     def _canonical(self, node: SchemaNode, el: etree._Element) -> ActionRequest:
         """The tree parsed by libyang as an action, printed back (canonical values) and re-located."""
-        top = [el, *el.iterancestors()][len(_ancestry(node)) - 1]
+        top = [el, *el.iterancestors()][len(ancestry(node)) - 1]
         ctx = self.core.schema.ctx
         try:
             op = ctx.parse_op_mem("xml", etree.tostring(top).decode(), dtype=DataType.RPC_YANG)
@@ -210,7 +202,7 @@ class Actions:
     # -- 4. the instance exists ---------------------------------------------------------------------------
     def _check_exists(self, req: ActionRequest) -> None:
         here: Forest | etree._Element = self.core.ds.running
-        for depth, (el, sn) in enumerate(zip(req.chain(), _ancestry(req.node), strict=False), 1):
+        for depth, (el, sn) in enumerate(zip(req.chain(), ancestry(req.node), strict=False), 1):
             if not sn.config:
                 return  # state: the handler looks it up
             found = _find_instance(here, el, sn)

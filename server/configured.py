@@ -32,7 +32,7 @@ from server.errors import RpcError
 from server.https_notif import Endpoint, Link
 from server.nacm import Principal
 from server.push import notification
-from server.subscribers import Transaction
+from server.subscribers import NoOpPhases, Transaction
 from server.subscription_input import SN, SN_NS, YP, YP_NS, Request, read_request
 from server.subscriptions import Dynamic
 from server.tree import Forest, child_text
@@ -89,7 +89,7 @@ class _Probe:
         return None
 
 
-class Configured:
+class Configured(NoOpPhases):
     """The configured subscriptions of one server (create once per NetconfCore)."""
 
     def __init__(self, core: NetconfCore) -> None:
@@ -130,12 +130,6 @@ class Configured:
             except RpcError as err:
                 raise _at(err, _path(spec.id)) from None
         txn.resources[self] = specs
-        return None
-
-    def prepare(self, txn: Transaction) -> None:
-        return None
-
-    def abort(self, txn: Transaction) -> None:
         return None
 
     def apply(self, txn: Transaction) -> None:

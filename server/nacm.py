@@ -28,7 +28,7 @@ from lxml import etree
 
 from server.errors import RpcError
 from server.schema import Schema, SchemaNode
-from server.schemapaths import ancestry, locator, walk
+from server.schemapaths import ancestry, locator, node_at, walk
 from server.tree import Forest
 from server.xmlns import NC_NS
 
@@ -359,15 +359,11 @@ class View:
     def _untouched(self, spath: tuple[tuple[str, str], ...]) -> bool:
         plan = self.read_plan()
         rtag = f"{{{spath[0][0]}}}{spath[0][1]}"
-        node = self.nacm.schema.roots.get(spath[0])
-        chain = [node]
-        for step in spath[1:]:
-            node = None if node is None else node.children.get(step)
-            chain.append(node)
+        node = node_at(self.nacm.schema, spath)
         if node is None or rtag in plan.drop_roots:
             return False
-        nodes = [*chain[:-1], *walk(node)]
-        if {_tag(n) for n in nodes if n is not None} & set(plan.strip.get(rtag, ())):
+        nodes = [*ancestry(node), *walk(node)]
+        if {_tag(n) for n in nodes} & set(plan.strip.get(rtag, ())):
             return False
         ids = {id(n) for n in nodes}
         return not any(r == rtag and id(sn) in ids for r, _, sn, _ in plan.located)

@@ -31,7 +31,8 @@ from server.filters import SubtreeFilter, xpath_filter
 from server.nacm import Nacm, Principal
 from server.patch import Edit, Step, find, steps_of, wrap
 from server.schema import Schema, SchemaNode
-from server.subscribers import Change, Transaction
+from server.schemapaths import node_at
+from server.subscribers import Change, NoOpPhases, Transaction
 from server.tree import Forest
 
 log = logging.getLogger(__name__)
@@ -162,15 +163,8 @@ def onchange_supported(scopes: list[SchemaPath] | None, capable: set[SchemaPath]
 def _scope_supported(scope: SchemaPath, capable: set[SchemaPath], schema: Schema) -> bool:
     if any(_related(scope, c) for c in capable):
         return True
-    sn = _node(scope, schema)
+    sn = node_at(schema, scope)
     return sn is not None and _has_config(sn)
-
-
-def _node(path: SchemaPath, schema: Schema) -> SchemaNode | None:
-    sn = schema.root(*path[0])
-    for ns, name in path[1:]:
-        sn = sn.children.get((ns, name)) if sn is not None else None
-    return sn
 
 
 def _has_config(sn: SchemaNode) -> bool:
@@ -304,20 +298,11 @@ def _copy(el: etree._Element | None) -> etree._Element | None:
     return None if el is None else etree.fromstring(etree.tostring(el))
 
 
-class ConfigChanges:
+class ConfigChanges(NoOpPhases):
     """The commit path's side of the feed: a config subscriber whose apply hands the diff over."""
 
     def __init__(self, feed: ChangeFeed) -> None:
         self.feed = feed
-
-    def validate(self, txn: Transaction) -> None:
-        return None
-
-    def prepare(self, txn: Transaction) -> None:
-        return None
-
-    def abort(self, txn: Transaction) -> None:
-        return None
 
     def apply(self, txn: Transaction) -> None:
         self.feed.committed(txn)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from lxml import etree
 
-from server.schema import SchemaNode
+from server.schema import Schema, SchemaNode
+
+
+def node_at(schema: Schema, path: tuple[tuple[str, str], ...]) -> SchemaNode | None:
+    """The schema node at `path` ((namespace, name) from the top-level node down), or None."""
+    sn = schema.root(*path[0])
+    for step in path[1:]:
+        sn = sn.children.get(step) if sn is not None else None
+    return sn
 
 
 def ancestry(sn: SchemaNode) -> list[SchemaNode]:

@@ -117,6 +117,20 @@ class ConfigSubscriber(Protocol):
     def apply(self, txn: Transaction) -> Awaitable[None] | None: ...
 
 
+class NoOpPhases:
+    """For subscribers with nothing to check, reserve or undo: validate, prepare and abort do
+    nothing; a subscriber overrides the phases it takes part in (at least `apply`)."""
+
+    def validate(self, txn: Transaction) -> None:
+        return None
+
+    def prepare(self, txn: Transaction) -> None:
+        return None
+
+    def abort(self, txn: Transaction) -> None:
+        return None
+
+
 async def run_transaction(subscribers: list[ConfigSubscriber], txn: Transaction) -> None:
     """validate → prepare → (abort on refusal); raise the refusing subscriber's RpcError.
 
